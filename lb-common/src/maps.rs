@@ -1,0 +1,271 @@
+//! Keys and values of the BPF maps, and their names and sizes.
+
+/// Layout version of the pinned maps. Bump when any type below changes; the
+/// pin directory holds maps under `v<LAYOUT_VERSION>/` so an agent never
+/// misreads maps written by another layout.
+pub const LAYOUT_VERSION: u32 = 1;
+
+/// Most services (VIP, port, protocol) the data path can hold.
+pub const MAX_SERVICES: u32 = 1024;
+/// Most backends over all services.
+pub const MAX_BACKENDS: u32 = 65536;
+/// Slots in each service's lookup table (prime).
+pub const TABLE_SIZE: u32 = 1031;
+/// Each service owns two table regions; the service value names the live
+/// one, so a new table is written beside the old and switched atomically.
+pub const TABLE_REGIONS: u32 = 2;
+/// Total entries of the lookup-table array.
+pub const TABLE_ENTRIES: u32 = MAX_SERVICES * TABLE_REGIONS * TABLE_SIZE;
+/// Default connection-table size.
+pub const DEFAULT_FLOW_ENTRIES: u32 = 1 << 20;
+/// Most interfaces the agent attaches to.
+pub const MAX_IFACES: u32 = 256;
+/// Longest service name stored for the CLI.
+pub const NAME_LEN: usize = 192;
+
+/// First source port the SNAT allocator hands out.
+pub const SNAT_PORT_MIN: u16 = 40000;
+/// Number of source ports in the SNAT range.
+pub const SNAT_PORT_COUNT: u16 = 20000;
+/// Ports probed for a free SNAT tuple before the packet is dropped.
+pub const SNAT_TRIES: u32 = 8;
+
+/// Default idle timeout of UDP flows, seconds.
+pub const DEFAULT_UDP_TIMEOUT: u32 = 30;
+/// Default idle timeout of established TCP flows, seconds.
+pub const DEFAULT_TCP_TIMEOUT: u32 = 3600;
+/// Life of a TCP flow after FIN or RST, seconds.
+pub const TCP_CLOSING_TIMEOUT: u32 = 10;
+
+/// Magic value in the XDP metadata that asks the tc program to forward.
+pub const META_MAGIC: u32 = 0x786c_6201;
+
+/// Map names (as declared in `lb-ebpf`).
+pub mod names {
+    pub const SERVICES: &str = "XLB_SERVICES";
+    pub const BACKENDS: &str = "XLB_BACKENDS";
+    pub const TABLE: &str = "XLB_TABLE";
+    pub const FLOWS: &str = "XLB_FLOWS";
+    pub const REVERSE: &str = "XLB_REVERSE";
+    pub const SERVICE_STATS: &str = "XLB_SVC_STATS";
+    pub const BACKEND_STATS: &str = "XLB_BE_STATS";
+    pub const STATS: &str = "XLB_STATS";
+    pub const SERVICE_NAMES: &str = "XLB_SVC_NAMES";
+    pub const IFACES: &str = "XLB_IFACES";
+    pub const TX_PORTS: &str = "XLB_TX_PORTS";
+    /// Every map the data path pins.
+    pub const ALL: [&str; 11] = [
+        SERVICES, BACKENDS, TABLE, FLOWS, REVERSE, SERVICE_STATS, BACKEND_STATS, STATS,
+        SERVICE_NAMES, IFACES, TX_PORTS,
+    ];
+}
+
+/// IP protocol numbers.
+pub const PROTO_TCP: u8 = 6;
+/// IP protocol number of UDP.
+pub const PROTO_UDP: u8 = 17;
+
+/// Service lookup key.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ServiceKey {
+    /// VIP, IPv4-mapped when IPv4.
+    pub addr: [u8; 16],
+    /// Port, network byte order.
+    pub port: u16,
+    /// `PROTO_TCP` or `PROTO_UDP`.
+    pub proto: u8,
+    pub _pad: u8,
+}
+
+/// `Service::flags`: rewrite the client source to the node (SNAT).
+pub const SVC_F_SNAT: u32 = 1;
+/// `Service::flags`: the VIP is IPv6.
+pub const SVC_F_IPV6: u32 = 2;
+
+/// Service value, read by the data path on every packet to a VIP.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Service {
+    /// Index into the per-service arrays (stats, names, table regions).
+    pub id: u32,
+    /// `SVC_F_*`.
+    pub flags: u32,
+    /// First entry of the live lookup table in `XLB_TABLE`.
+    pub table_offset: u32,
+    /// Entries of the lookup table; 0 when the service has no usable backend.
+    pub table_size: u32,
+    /// Idle timeout of UDP flows, seconds.
+    pub udp_timeout: u32,
+    /// Idle timeout of established TCP flows, seconds.
+    pub tcp_timeout: u32,
+    /// Seed of the flow hash.
+    pub hash_seed: u32,
+    pub _pad: u32,
+}
+
+/// `Backend::flags`: the backend exists (slot in use).
+pub const BE_F_ACTIVE: u16 = 1;
+
+/// Backend value, indexed by backend id.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Backend {
+    /// Address, IPv4-mapped when IPv4.
+    pub addr: [u8; 16],
+    /// Port, network byte order.
+    pub port: u16,
+    /// `BE_F_*`.
+    pub flags: u16,
+    /// Owning service id.
+    pub service_id: u32,
+    /// Bumped each time the slot is given to a new backend, so flows pinned
+    /// to an old occupant of the slot are re-picked.
+    pub generation: u32,
+    /// Configured weight (informational for the CLI; the table carries it).
+    pub weight: u32,
+    /// Source address used when the service SNATs towards this backend
+    /// (IPv4-mapped when IPv4).
+    pub snat_addr: [u8; 16],
+}
+
+/// A connection-table key: the packet's 5-tuple as it arrives.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    /// Network byte order.
+    pub sport: u16,
+    /// Network byte order.
+    pub dport: u16,
+    pub proto: u8,
+    pub _pad: [u8; 3],
+}
+
+/// Flow state: UDP, or TCP seen open.
+pub const FLOW_OPEN: u8 = 0;
+/// Flow state: TCP FIN or RST seen.
+pub const FLOW_CLOSING: u8 = 1;
+
+/// Connection-table value of a client flow (key: client → VIP tuple).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Flow {
+    pub backend_id: u32,
+    pub backend_gen: u32,
+    pub service_id: u32,
+    /// SNAT source port (network byte order), 0 with `source: preserve`.
+    pub snat_port: u16,
+    /// `FLOW_*`.
+    pub state: u8,
+    pub _pad: u8,
+    /// `bpf_ktime_get_ns` at creation.
+    pub created_ns: u64,
+    /// `bpf_ktime_get_ns` of the last packet (refreshed at most once a second).
+    pub last_seen_ns: u64,
+}
+
+/// Reverse-NAT value (key: the backend's reply tuple as it arrives).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reverse {
+    /// Client address: the reply's new destination.
+    pub client: [u8; 16],
+    /// VIP: the reply's new source.
+    pub vip: [u8; 16],
+    /// Client port, network byte order.
+    pub client_port: u16,
+    /// VIP port, network byte order.
+    pub vip_port: u16,
+    pub service_id: u32,
+    pub backend_id: u32,
+    /// Idle timeout, seconds.
+    pub timeout: u32,
+    pub last_seen_ns: u64,
+}
+
+/// Per-CPU packet and byte counter.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counter {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// A service's name, for the CLI (NUL-padded UTF-8).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ServiceName {
+    pub name: [u8; NAME_LEN],
+}
+
+/// `IFACES` value flag: XDP_TX back out of this interface works.
+pub const IF_F_TX: u32 = 1;
+/// `IFACES` value flag: XDP_REDIRECT into this interface works.
+pub const IF_F_REDIRECT: u32 = 2;
+
+/// XDP metadata that hands a rewritten packet to the tc program.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ForwardMeta {
+    pub magic: u32,
+    pub ifindex: u32,
+}
+
+/// Converts an IPv4 address to the 16-byte IPv4-mapped form.
+#[inline(always)]
+pub const fn v4_mapped(a: [u8; 4]) -> [u8; 16] {
+    [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a[0], a[1], a[2], a[3]]
+}
+
+/// True when a 16-byte address is IPv4-mapped.
+#[inline(always)]
+pub const fn is_v4_mapped(a: &[u8; 16]) -> bool {
+    u64::from_ne_bytes([a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]]) == 0
+        && a[8] == 0
+        && a[9] == 0
+        && a[10] == 0xff
+        && a[11] == 0xff
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    use super::*;
+    // SAFETY: all types are repr(C), Copy, and every bit pattern is valid.
+    unsafe impl aya::Pod for ServiceKey {}
+    unsafe impl aya::Pod for Service {}
+    unsafe impl aya::Pod for Backend {}
+    unsafe impl aya::Pod for FlowKey {}
+    unsafe impl aya::Pod for Flow {}
+    unsafe impl aya::Pod for Reverse {}
+    unsafe impl aya::Pod for Counter {}
+    unsafe impl aya::Pod for ServiceName {}
+    unsafe impl aya::Pod for ForwardMeta {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::mem::size_of;
+
+    #[test]
+    fn layouts_have_no_implicit_padding() {
+        assert_eq!(size_of::<ServiceKey>(), 20);
+        assert_eq!(size_of::<Service>(), 32);
+        assert_eq!(size_of::<Backend>(), 48);
+        assert_eq!(size_of::<FlowKey>(), 40);
+        assert_eq!(size_of::<Flow>(), 32);
+        assert_eq!(size_of::<Reverse>(), 56);
+        assert_eq!(size_of::<Counter>(), 16);
+    }
+
+    #[test]
+    fn mapped_addresses() {
+        let m = v4_mapped([10, 0, 0, 1]);
+        assert!(is_v4_mapped(&m));
+        let mut v6 = [0u8; 16];
+        v6[0] = 0x20;
+        assert!(!is_v4_mapped(&v6));
+    }
+}

@@ -1,0 +1,46 @@
+//! Global counters (the `XLB_STATS` per-CPU array), one slot per reason.
+
+macro_rules! stats {
+    ($($variant:ident = $name:literal: $doc:literal,)*) => {
+        /// Index of a global counter.
+        #[repr(u32)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum Stat {
+            $(#[doc = $doc] $variant,)*
+        }
+
+        impl Stat {
+            /// Every counter, in index order.
+            pub const ALL: &'static [Stat] = &[$(Stat::$variant,)*];
+
+            /// The counter's name in `xlb stats` and `/metrics`.
+            pub const fn name(self) -> &'static str {
+                match self { $(Stat::$variant => $name,)* }
+            }
+        }
+    };
+}
+
+stats! {
+    Packets = "packets": "Packets seen by the XDP program.",
+    FlowNew = "flow_new": "New flows (backend picked).",
+    FlowHit = "flow_hit": "Packets of an existing flow.",
+    Reply = "reply_translated": "Backend replies translated back to the client.",
+    FwdTx = "fwd_xdp_tx": "Forwarded with XDP_TX.",
+    FwdRedirect = "fwd_xdp_redirect": "Forwarded with XDP_REDIRECT.",
+    FwdKernel = "fwd_kernel": "Rewritten and handed to the kernel/tc for forwarding.",
+    PassNotVip = "pass_not_vip": "Passed untouched: not for a VIP.",
+    PassNonIp = "pass_non_ip": "Passed untouched: not IPv4/IPv6.",
+    PassVipOtherPort = "pass_vip_unknown_port": "Passed untouched: VIP address but no service on that port/protocol.",
+    PassFragment = "pass_fragment": "Passed untouched: IP fragment.",
+    DropMalformed = "drop_malformed": "Dropped: malformed or truncated headers.",
+    DropNoBackend = "drop_no_backend": "Dropped: service has no usable backend.",
+    DropTableFull = "drop_table_full": "Flows not inserted: connection table update failed.",
+    DropSnatExhausted = "drop_snat_exhausted": "Dropped: no free SNAT port.",
+    FibFail = "fib_lookup_failed": "No route to the backend or client (passed to the kernel).",
+    RedirectFail = "redirect_failed": "XDP_REDIRECT refused by the devmap (passed to the kernel).",
+    TcForward = "tc_forward": "Forwarded by the tc program on behalf of XDP.",
+}
+
+/// Number of global counters.
+pub const STAT_COUNT: u32 = Stat::ALL.len() as u32;

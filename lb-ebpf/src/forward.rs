@@ -1,0 +1,135 @@
+//! Send: FIB lookup for the next hop, then XDP_TX, XDP_REDIRECT, or a
+//! hand-off to the tc program (through XDP metadata) when the packet must
+//! stay an skb (egress device without XDP support, partial checksum, no
+//! neighbour entry yet).
+use aya_ebpf::{
+    bindings::{xdp_action, TC_ACT_OK},
+    helpers::generated::{bpf_fib_lookup, bpf_redirect_neigh, bpf_xdp_adjust_meta},
+    programs::{TcContext, XdpContext},
+    EbpfContext,
+};
+use core::mem::{size_of, zeroed};
+use lb_common::{ForwardMeta, Stat, IF_F_REDIRECT, IF_F_TX, META_MAGIC};
+use network_types::eth::EthHdr;
+
+pub use aya_ebpf::bindings::bpf_fib_lookup as FibParams;
+
+use crate::{
+    maps::{IFACES, TX_PORTS},
+    nat::Rewrite,
+    packet::{ptr_at, Packet},
+    stats::bump,
+};
+
+const AF_INET: u8 = 2;
+const AF_INET6: u8 = 10;
+const FIB_SUCCESS: i64 = 0;
+const FIB_NO_NEIGH: i64 = 7;
+
+#[inline(always)]
+fn words(a: &[u8; 16]) -> [u32; 4] {
+    [
+        u32::from_ne_bytes([a[0], a[1], a[2], a[3]]),
+        u32::from_ne_bytes([a[4], a[5], a[6], a[7]]),
+        u32::from_ne_bytes([a[8], a[9], a[10], a[11]]),
+        u32::from_ne_bytes([a[12], a[13], a[14], a[15]]),
+    ]
+}
+
+/// Sends a rewritten packet towards `rw.dst`; `p` is scratch space.
+#[inline(never)]
+pub fn send(ctx: &XdpContext, pkt: &Packet, rw: &Rewrite, p: &mut FibParams, partial: bool) -> u32 {
+    // SAFETY: all-zero is a valid bpf_fib_lookup.
+    *p = unsafe { zeroed() };
+    p.l4_protocol = pkt.key.proto;
+    p.sport = rw.sport;
+    p.dport = rw.dport;
+    p.__bindgen_anon_1.tot_len = pkt.ip_len as u16;
+    p.ifindex = ctx.ingress_ifindex() as u32;
+    let src = words(&rw.src);
+    let dst = words(&rw.dst);
+    if pkt.v6 {
+        p.family = AF_INET6;
+        p.__bindgen_anon_3.ipv6_src = src;
+        p.__bindgen_anon_4.ipv6_dst = dst;
+    } else {
+        p.family = AF_INET;
+        p.__bindgen_anon_3.ipv4_src = src[3];
+        p.__bindgen_anon_4.ipv4_dst = dst[3];
+    }
+    // SAFETY: p is a valid, fully initialised parameter block of the stated size.
+    let rc = unsafe { bpf_fib_lookup(ctx.as_ptr(), p, size_of::<FibParams>() as i32, 0) };
+    if rc == FIB_SUCCESS {
+        if let Some(eth) = ptr_at::<EthHdr>(ctx, 0) {
+            // SAFETY: bounds checked by ptr_at.
+            unsafe {
+                (*eth).dst_addr = p.dmac;
+                (*eth).src_addr = p.smac;
+            }
+        }
+        if !partial {
+            let out = p.ifindex;
+            // SAFETY: value copied out at once; userspace only replaces whole values.
+            let caps = unsafe { IFACES.get(&out) }.copied().unwrap_or(0);
+            if out == ctx.ingress_ifindex() as u32 && caps & IF_F_TX != 0 {
+                bump(Stat::FwdTx);
+                return xdp_action::XDP_TX;
+            }
+            if caps & IF_F_REDIRECT != 0 {
+                match TX_PORTS.redirect(out, 0) {
+                    Ok(action) => {
+                        bump(Stat::FwdRedirect);
+                        return action;
+                    }
+                    Err(_) => bump(Stat::RedirectFail),
+                }
+            }
+        }
+        to_kernel(ctx, p.ifindex)
+    } else if rc == FIB_NO_NEIGH {
+        to_kernel(ctx, p.ifindex)
+    } else {
+        bump(Stat::FibFail);
+        xdp_action::XDP_PASS
+    }
+}
+
+/// Passes the packet up with metadata asking the tc program to send it out
+/// of `ifindex`.
+#[inline(always)]
+fn to_kernel(ctx: &XdpContext, ifindex: u32) -> u32 {
+    // SAFETY: helper call on our own context.
+    if unsafe { bpf_xdp_adjust_meta(ctx.ctx, -(size_of::<ForwardMeta>() as i32)) } != 0 {
+        bump(Stat::FibFail);
+        return xdp_action::XDP_PASS;
+    }
+    let meta = ctx.metadata();
+    if meta + size_of::<ForwardMeta>() > ctx.data() {
+        return xdp_action::XDP_PASS;
+    }
+    // SAFETY: bounds checked against data just above.
+    unsafe {
+        *(meta as *mut ForwardMeta) = ForwardMeta { magic: META_MAGIC, ifindex };
+    }
+    bump(Stat::FwdKernel);
+    xdp_action::XDP_PASS
+}
+
+/// tc ingress: redirect packets that XDP rewrote and marked.
+#[inline(always)]
+pub fn tc_forward(ctx: &TcContext) -> Option<i32> {
+    // SAFETY: reading fields of the live __sk_buff context.
+    let (meta, data) = unsafe { ((*ctx.skb.skb).data_meta as usize, (*ctx.skb.skb).data as usize) };
+    if meta + size_of::<ForwardMeta>() > data {
+        return Some(TC_ACT_OK);
+    }
+    // SAFETY: bounds checked against data just above.
+    let m = unsafe { *(meta as *const ForwardMeta) };
+    if m.magic != META_MAGIC {
+        return Some(TC_ACT_OK);
+    }
+    bump(Stat::TcForward);
+    // SAFETY: helper call; a NULL neighbour block means "resolve via FIB".
+    let rc = unsafe { bpf_redirect_neigh(m.ifindex, core::ptr::null_mut(), 0, 0) };
+    Some(rc as i32)
+}

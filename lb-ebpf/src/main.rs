@@ -1,0 +1,44 @@
+//! xlb data path: one XDP program (parse → lookup → pick → rewrite → send)
+//! and one tc ingress program that forwards packets XDP rewrote but could
+//! not transmit itself.
+#![no_std]
+#![no_main]
+
+mod forward;
+mod maps;
+mod nat;
+mod packet;
+mod scratch;
+mod stats;
+mod xdp;
+
+use aya_ebpf::{
+    bindings::{xdp_action, TC_ACT_OK},
+    macros::{classifier, xdp},
+    programs::{TcContext, XdpContext},
+};
+
+/// The XDP entry point, attached to every `--interface`.
+#[xdp]
+pub fn xlb_xdp(ctx: XdpContext) -> u32 {
+    match xdp::process(&ctx) {
+        Ok(action) => action,
+        Err(()) => xdp_action::XDP_PASS,
+    }
+}
+
+/// The tc ingress entry point: forwards what XDP marked in its metadata.
+#[classifier]
+pub fn xlb_tc(ctx: TcContext) -> i32 {
+    forward::tc_forward(&ctx).unwrap_or(TC_ACT_OK)
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -1,0 +1,104 @@
+//! Rewrite: new addresses and ports, with incremental checksum updates for
+//! the IPv4 header and the TCP/UDP checksum (complete or partial).
+use aya_ebpf::programs::XdpContext;
+use lb_common::{
+    csum::{apply_full, apply_partial, diff16, diff16b, diff4, fold},
+    PROTO_UDP,
+};
+
+use crate::packet::{ptr_at, Packet};
+
+/// The tuple a packet leaves with.
+#[derive(Clone, Copy)]
+pub struct Rewrite {
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    /// Network byte order.
+    pub sport: u16,
+    /// Network byte order.
+    pub dport: u16,
+}
+
+#[inline(always)]
+fn last4(a: &[u8; 16]) -> [u8; 4] {
+    [a[12], a[13], a[14], a[15]]
+}
+
+#[inline(always)]
+fn word(a: &[u8; 16], i: usize) -> u32 {
+    u16::from_ne_bytes([a[i], a[i + 1]]) as u32
+}
+
+/// The pseudo-header sum of the packet as it arrived (not complemented).
+#[inline(always)]
+fn pseudo(pkt: &Packet) -> u16 {
+    let mut acc = 0u32;
+    if pkt.v6 {
+        let mut i = 0;
+        while i < 16 {
+            acc += word(&pkt.key.src, i) + word(&pkt.key.dst, i);
+            i += 2;
+        }
+    } else {
+        acc += word(&pkt.key.src, 12) + word(&pkt.key.src, 14) + word(&pkt.key.dst, 12) + word(&pkt.key.dst, 14);
+    }
+    acc += u16::from_ne_bytes([0, pkt.key.proto]) as u32;
+    acc += u16::from_ne_bytes([(pkt.l4_len >> 8) as u8, pkt.l4_len as u8]) as u32;
+    fold(acc)
+}
+
+/// Rewrites the packet to `rw`. Returns true when the L4 checksum was a
+/// partial one (left by a local sender with checksum offload): such a packet
+/// must stay an skb, so it is handed to the kernel rather than transmitted
+/// from XDP.
+#[inline(never)]
+pub fn rewrite(ctx: &XdpContext, pkt: &Packet, rw: &Rewrite) -> Option<bool> {
+    let addr_diff = if pkt.v6 {
+        diff16b(diff16b(0, &pkt.key.src, &rw.src), &pkt.key.dst, &rw.dst)
+    } else {
+        diff4(diff4(0, &last4(&pkt.key.src), &last4(&rw.src)), &last4(&pkt.key.dst), &last4(&rw.dst))
+    };
+    let port_diff = diff16(diff16(0, pkt.key.sport, rw.sport), pkt.key.dport, rw.dport);
+
+    let check_off = pkt.l4 + if pkt.key.proto == PROTO_UDP { 6 } else { 16 };
+    let check_ptr = ptr_at::<[u8; 2]>(ctx, check_off)?;
+    // SAFETY: bounds checked by ptr_at.
+    let check = u16::from_ne_bytes(unsafe { *check_ptr });
+    let partial = check == pseudo(pkt);
+    let udp_v4_no_csum = pkt.key.proto == PROTO_UDP && !pkt.v6 && check == 0;
+    if !udp_v4_no_csum {
+        let mut new = if partial {
+            apply_partial(check, addr_diff)
+        } else {
+            apply_full(check, addr_diff + port_diff)
+        };
+        if new == 0 && pkt.key.proto == PROTO_UDP && !partial {
+            new = 0xffff;
+        }
+        // SAFETY: bounds checked by ptr_at.
+        unsafe { *check_ptr = new.to_ne_bytes() };
+    }
+
+    let ports = ptr_at::<[u16; 2]>(ctx, pkt.l4)?;
+    // SAFETY: bounds checked by ptr_at.
+    unsafe { *ports = [rw.sport, rw.dport] };
+
+    if pkt.v6 {
+        let addrs = ptr_at::<[[u8; 16]; 2]>(ctx, pkt.l3 + 8)?;
+        // SAFETY: bounds checked by ptr_at.
+        unsafe { *addrs = [rw.src, rw.dst] };
+    } else {
+        let hdr = ptr_at::<[u8; 20]>(ctx, pkt.l3)?;
+        // SAFETY: bounds checked by ptr_at.
+        let hdr = unsafe { &mut *hdr };
+        let ip_check = u16::from_ne_bytes([hdr[10], hdr[11]]);
+        let new = apply_full(ip_check, addr_diff).to_ne_bytes();
+        hdr[10] = new[0];
+        hdr[11] = new[1];
+        let s = last4(&rw.src);
+        let d = last4(&rw.dst);
+        hdr[12..16].copy_from_slice(&s);
+        hdr[16..20].copy_from_slice(&d);
+    }
+    Some(partial)
+}

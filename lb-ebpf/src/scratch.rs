@@ -1,0 +1,31 @@
+//! Per-CPU scratch space for everything too large for the 512-byte BPF
+//! stack: the parsed packet and the values being built for the maps.
+use aya_ebpf::{macros::map, maps::PerCpuArray};
+use lb_common::{Flow, FlowKey, Reverse};
+
+use crate::{forward::FibParams, nat::Rewrite, packet::Packet};
+
+/// One packet's working state.
+pub struct Scratch {
+    pub pkt: Packet,
+    pub rw: Rewrite,
+    pub flow: Flow,
+    pub rev: Reverse,
+    pub rkey: FlowKey,
+    pub fib: FibParams,
+    /// Backend chosen for the packet.
+    pub backend_id: u32,
+    /// SNAT port of the flow (network byte order).
+    pub snat_port: u16,
+}
+
+#[map(name = "XLB_SCRATCH")]
+static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// This CPU's scratch area.
+#[inline(always)]
+pub fn get() -> Option<&'static mut Scratch> {
+    // SAFETY: per-CPU slot; XDP runs with preemption disabled, so nothing
+    // else on this CPU touches it during the program run.
+    SCRATCH.get_ptr_mut(0).map(|p| unsafe { &mut *p })
+}

@@ -1,0 +1,294 @@
+//! The straight line: parse → VIP lookup → flow lookup or backend pick →
+//! rewrite → send. Replies of tracked flows take the same line backwards.
+use aya_ebpf::{bindings::xdp_action, helpers::bpf_ktime_get_ns, programs::XdpContext};
+use lb_common::{
+    hash::flow_hash, Backend, Reverse, Service, ServiceKey, Stat, BE_F_ACTIVE, FLOW_CLOSING,
+    FLOW_OPEN, PROTO_TCP, SNAT_PORT_COUNT, SNAT_PORT_MIN, SNAT_TRIES, SVC_F_SNAT,
+    TCP_CLOSING_TIMEOUT,
+};
+
+use crate::{
+    forward::send,
+    maps::{BACKENDS, FLOWS, REVERSE, SERVICES, TABLE},
+    nat::rewrite,
+    packet::{parse, Parsed, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
+    scratch::{self, Scratch},
+    stats::{bump, count},
+};
+
+const NS: u64 = 1_000_000_000;
+/// Refresh `last_seen` at most this often (saves writes on hot flows).
+const REFRESH_NS: u64 = NS;
+const BPF_NOEXIST: u64 = 1;
+
+#[inline(always)]
+fn now() -> u64 {
+    // SAFETY: helper without side effects.
+    unsafe { bpf_ktime_get_ns() }
+}
+
+#[inline(always)]
+fn eq16(a: &[u8; 16], b: &[u8; 16]) -> bool {
+    let w = |x: &[u8; 16], i: usize| {
+        u64::from_ne_bytes([x[i], x[i + 1], x[i + 2], x[i + 3], x[i + 4], x[i + 5], x[i + 6], x[i + 7]])
+    };
+    w(a, 0) == w(b, 0) && w(a, 8) == w(b, 8)
+}
+
+/// Runs the data path on one packet.
+#[inline(always)]
+pub fn process(ctx: &XdpContext) -> Result<u32, ()> {
+    bump(Stat::Packets);
+    let s = scratch::get().ok_or(())?;
+    match parse(ctx, &mut s.pkt) {
+        Parsed::L4 => {}
+        Parsed::Pass(why) => {
+            bump(why);
+            return Ok(xdp_action::XDP_PASS);
+        }
+        Parsed::Malformed => {
+            bump(Stat::DropMalformed);
+            return Ok(xdp_action::XDP_DROP);
+        }
+    }
+    let k = &s.pkt.key;
+    let key = ServiceKey { addr: k.dst, port: k.dport, proto: k.proto, _pad: 0 };
+    if let Some(svc) = SERVICES.get_ptr(&key) {
+        // SAFETY: map value pointer valid for this program run.
+        return Ok(to_backend(ctx, s, unsafe { &*svc }));
+    }
+    if let Some(rev) = REVERSE.get_ptr_mut(&s.pkt.key) {
+        // SAFETY: map value pointer valid for this program run.
+        return Ok(reply(ctx, s, unsafe { &mut *rev }));
+    }
+    bump(Stat::PassNotVip);
+    Ok(xdp_action::XDP_PASS)
+}
+
+/// Idle timeout of a flow in its current state.
+#[inline(always)]
+fn timeout_ns(svc: &Service, proto: u8, state: u8) -> u64 {
+    let s = if proto != PROTO_TCP {
+        svc.udp_timeout
+    } else if state == FLOW_CLOSING {
+        TCP_CLOSING_TIMEOUT
+    } else {
+        svc.tcp_timeout
+    };
+    s as u64 * NS
+}
+
+#[inline(always)]
+fn backend(id: u32) -> Option<&'static Backend> {
+    BACKENDS.get(id)
+}
+
+/// Looks up the packet's flow; when its entry is still valid, sets
+/// `s.backend_id`/`s.snat_port` and returns the backend.
+#[inline(never)]
+fn existing(s: &mut Scratch, svc: &Service) -> Option<&'static Backend> {
+    let pkt = &s.pkt;
+    let flow = FLOWS.get_ptr_mut(&pkt.key)?;
+    // SAFETY: map value pointer valid for this program run.
+    let flow = unsafe { &mut *flow };
+    let now = now();
+    if flow.service_id != svc.id
+        || now.saturating_sub(flow.last_seen_ns) > timeout_ns(svc, pkt.key.proto, flow.state)
+        || (pkt.has(TCP_SYN) && !pkt.has(TCP_ACK) && flow.state == FLOW_CLOSING)
+    {
+        return None;
+    }
+    let be = backend(flow.backend_id)?;
+    if be.flags & BE_F_ACTIVE == 0 || be.generation != flow.backend_gen {
+        return None;
+    }
+    if pkt.has(TCP_FIN) || pkt.has(TCP_RST) {
+        flow.state = FLOW_CLOSING;
+    }
+    if now.saturating_sub(flow.last_seen_ns) > REFRESH_NS {
+        flow.last_seen_ns = now;
+        if flow.snat_port != 0 {
+            s.rkey.src = be.addr;
+            s.rkey.dst = be.snat_addr;
+            s.rkey.sport = be.port;
+            s.rkey.dport = flow.snat_port;
+            s.rkey.proto = pkt.key.proto;
+            s.rkey._pad = [0; 3];
+            if let Some(r) = REVERSE.get_ptr_mut(&s.rkey) {
+                // SAFETY: map value pointer valid for this program run.
+                unsafe { (*r).last_seen_ns = now };
+            }
+        }
+    }
+    s.backend_id = flow.backend_id;
+    s.snat_port = flow.snat_port;
+    Some(be)
+}
+
+/// Picks a backend for a new flow: the service's lookup table at the flow hash.
+#[inline(always)]
+fn pick(s: &mut Scratch, svc: &Service) -> Option<&'static Backend> {
+    if svc.table_size == 0 {
+        return None;
+    }
+    let k = &s.pkt.key;
+    let h = flow_hash(&k.src, &k.dst, k.sport, k.dport, k.proto, svc.hash_seed);
+    let id = *TABLE.get(svc.table_offset + h % svc.table_size)?;
+    let be = backend(id)?;
+    if be.flags & BE_F_ACTIVE == 0 {
+        return None;
+    }
+    s.backend_id = id;
+    Some(be)
+}
+
+/// Fills `s.rev` with the translation back to the client.
+#[inline(always)]
+fn fill_reverse(s: &mut Scratch, svc: &Service, now: u64) {
+    let k = &s.pkt.key;
+    s.rev = Reverse {
+        client: k.src,
+        vip: k.dst,
+        client_port: k.sport,
+        vip_port: k.dport,
+        service_id: svc.id,
+        backend_id: s.backend_id,
+        timeout: (timeout_ns(svc, k.proto, FLOW_OPEN) / NS) as u32,
+        last_seen_ns: now,
+    };
+}
+
+/// Allocates a SNAT source port so that (node address, port, backend) is
+/// unique to this client flow, recording the reverse translation. Sets
+/// `s.snat_port` (network byte order); false when every probed port is taken.
+#[inline(never)]
+fn alloc_snat(s: &mut Scratch, svc: &Service, be: &Backend) -> bool {
+    let now = now();
+    fill_reverse(s, svc, now);
+    let k = &s.pkt.key;
+    let base = flow_hash(&k.src, &k.dst, k.sport, k.dport, k.proto, 0x5eed_5eed);
+    s.rkey.src = be.addr;
+    s.rkey.dst = be.snat_addr;
+    s.rkey.sport = be.port;
+    s.rkey.proto = k.proto;
+    s.rkey._pad = [0; 3];
+    for i in 0..SNAT_TRIES {
+        let port = (SNAT_PORT_MIN as u32 + base.wrapping_add(i.wrapping_mul(7919)) % SNAT_PORT_COUNT as u32) as u16;
+        s.rkey.dport = port.to_be();
+        if REVERSE.insert(&s.rkey, &s.rev, BPF_NOEXIST).is_ok() {
+            s.snat_port = s.rkey.dport;
+            return true;
+        }
+        if let Some(old) = REVERSE.get_ptr(&s.rkey) {
+            // SAFETY: map value pointer valid for this program run.
+            let old = unsafe { &*old };
+            let same = eq16(&old.client, &s.rev.client)
+                && old.client_port == s.rev.client_port
+                && eq16(&old.vip, &s.rev.vip)
+                && old.vip_port == s.rev.vip_port;
+            let stale = now.saturating_sub(old.last_seen_ns) > old.timeout as u64 * NS;
+            if (same || stale) && REVERSE.insert(&s.rkey, &s.rev, 0).is_ok() {
+                s.snat_port = s.rkey.dport;
+                return true;
+            }
+        }
+    }
+    false
+}
+
+/// Records a new flow (and, without SNAT, its reverse translation).
+#[inline(never)]
+fn record(s: &mut Scratch, svc: &Service, be: &Backend) {
+    let now = now();
+    let pkt = &s.pkt;
+    // An RST never creates an entry.
+    if pkt.has(TCP_RST) {
+        return;
+    }
+    s.flow.backend_id = s.backend_id;
+    s.flow.backend_gen = be.generation;
+    s.flow.service_id = svc.id;
+    s.flow.snat_port = s.snat_port;
+    s.flow.state = if pkt.has(TCP_FIN) { FLOW_CLOSING } else { FLOW_OPEN };
+    s.flow._pad = 0;
+    s.flow.created_ns = now;
+    s.flow.last_seen_ns = now;
+    if FLOWS.insert(&s.pkt.key, &s.flow, 0).is_err() {
+        bump(Stat::DropTableFull);
+    }
+    if s.snat_port == 0 {
+        fill_reverse(s, svc, now);
+        let k = &s.pkt.key;
+        s.rkey.src = be.addr;
+        s.rkey.dst = k.src;
+        s.rkey.sport = be.port;
+        s.rkey.dport = k.sport;
+        s.rkey.proto = k.proto;
+        s.rkey._pad = [0; 3];
+        let _ = REVERSE.insert(&s.rkey, &s.rev, 0);
+    }
+}
+
+/// Client → VIP: find or pick the backend, rewrite, send.
+#[inline(never)]
+fn to_backend(ctx: &XdpContext, s: &mut Scratch, svc: &Service) -> u32 {
+    let snat = svc.flags & SVC_F_SNAT != 0;
+    let be = match existing(s, svc) {
+        Some(be) => {
+            bump(Stat::FlowHit);
+            be
+        }
+        None => {
+            let Some(be) = pick(s, svc) else {
+                bump(Stat::DropNoBackend);
+                return xdp_action::XDP_DROP;
+            };
+            s.snat_port = 0;
+            if snat && !alloc_snat(s, svc, be) {
+                bump(Stat::DropSnatExhausted);
+                return xdp_action::XDP_DROP;
+            }
+            record(s, svc, be);
+            bump(Stat::FlowNew);
+            be
+        }
+    };
+    count(svc.id, s.backend_id, s.pkt.ip_len as u64);
+    s.rw.dst = be.addr;
+    s.rw.dport = be.port;
+    if snat {
+        s.rw.src = be.snat_addr;
+        s.rw.sport = s.snat_port;
+    } else {
+        s.rw.src = s.pkt.key.src;
+        s.rw.sport = s.pkt.key.sport;
+    }
+    finish(ctx, s)
+}
+
+/// Backend → client reply of a tracked flow: translate back, send.
+#[inline(never)]
+fn reply(ctx: &XdpContext, s: &mut Scratch, rev: &mut Reverse) -> u32 {
+    let now = now();
+    if now.saturating_sub(rev.last_seen_ns) > REFRESH_NS {
+        rev.last_seen_ns = now;
+    }
+    bump(Stat::Reply);
+    s.rw.src = rev.vip;
+    s.rw.sport = rev.vip_port;
+    s.rw.dst = rev.client;
+    s.rw.dport = rev.client_port;
+    finish(ctx, s)
+}
+
+/// Rewrite and send.
+#[inline(always)]
+fn finish(ctx: &XdpContext, s: &mut Scratch) -> u32 {
+    match rewrite(ctx, &s.pkt, &s.rw) {
+        Some(partial) => send(ctx, &s.pkt, &s.rw, &mut s.fib, partial),
+        None => {
+            bump(Stat::DropMalformed);
+            xdp_action::XDP_DROP
+        }
+    }
+}

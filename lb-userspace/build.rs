@@ -1,0 +1,32 @@
+use anyhow::{anyhow, Context as _};
+use aya_build::{Package, Toolchain};
+
+/// Builds `lb-ebpf` with the nightly toolchain and bpf-linker so the object
+/// can be embedded in the `xlb` binary.
+fn main() -> anyhow::Result<()> {
+    if std::env::var_os("AYA_BUILD_SKIP").is_some() {
+        // Unit tests of pure logic may skip the eBPF build; leave an empty
+        // object so the crate still compiles (loading it fails clearly).
+        let out = std::path::PathBuf::from(std::env::var_os("OUT_DIR").context("OUT_DIR")?).join("lb-ebpf");
+        if !out.exists() {
+            std::fs::write(&out, b"").context("write placeholder eBPF object")?;
+        }
+    }
+    let cargo_metadata::Metadata { packages, .. } = cargo_metadata::MetadataCommand::new()
+        .no_deps()
+        .exec()
+        .context("cargo metadata")?;
+    let ebpf = packages
+        .into_iter()
+        .find(|p| p.name.as_str() == "lb-ebpf")
+        .ok_or_else(|| anyhow!("lb-ebpf package not found"))?;
+    let root_dir = ebpf
+        .manifest_path
+        .parent()
+        .ok_or_else(|| anyhow!("lb-ebpf manifest has no parent"))?
+        .as_str();
+    aya_build::build_ebpf(
+        [Package { name: ebpf.name.as_str(), root_dir, ..Default::default() }],
+        Toolchain::default(),
+    )
+}

@@ -1,0 +1,227 @@
+//! `xlb agent`: loads the data path, attaches it, programs the maps from the
+//! configuration and keeps them in step with it (SIGHUP or a file change
+//! reloads; a bad file keeps the running configuration).
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
+
+use anyhow::{Context as _, Result};
+use aya::EbpfLoader;
+use clap::Args;
+use lb_common::{names, DEFAULT_FLOW_ENTRIES, IF_F_REDIRECT, IF_F_TX};
+use tokio::{
+    signal::unix::{signal, SignalKind},
+    sync::mpsc,
+};
+use tracing::{error, info, warn};
+
+use crate::{
+    attach::{self, XdpModeArg},
+    config::{self, ConfigErrors},
+    iface,
+    maps::{map_dir, Maps},
+    metrics::{self, Health},
+    writer::MapWriter,
+    EBPF_OBJECT,
+};
+
+/// Flags of `xlb agent`.
+#[derive(Args, Debug, Clone)]
+pub struct AgentArgs {
+    /// YAML file with the services (see README).
+    #[arg(long, value_name = "FILE", required_unless_present = "kubernetes")]
+    pub config: Option<PathBuf>,
+    /// Take services from the Kubernetes API instead of a file.
+    #[arg(long, conflicts_with = "config")]
+    pub kubernetes: bool,
+    /// This node's name (Kubernetes mode).
+    #[arg(long, env = "NODE_NAME")]
+    pub node_name: Option<String>,
+    /// Kubeconfig file (Kubernetes mode; default: in-cluster).
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// Interface to attach XDP to (repeatable): where clients' packets and
+    /// backends' replies arrive.
+    #[arg(long = "interface", value_name = "IF")]
+    pub interfaces: Vec<String>,
+    /// XDP attach mode.
+    #[arg(long, value_enum, default_value_t)]
+    pub xdp_mode: XdpModeArg,
+    /// bpffs directory for the pinned maps and links.
+    #[arg(long, default_value = "/sys/fs/bpf/xlb")]
+    pub pin_path: PathBuf,
+    /// Address of the Prometheus `/metrics` and `/healthz` server.
+    #[arg(long, default_value = "127.0.0.1:9464")]
+    pub metrics_addr: SocketAddr,
+    /// Leave the programs attached on exit (the next agent takes them over
+    /// without a gap).
+    #[arg(long)]
+    pub keep_on_exit: bool,
+    /// Connection-table size (flows).
+    #[arg(long, default_value_t = DEFAULT_FLOW_ENTRIES)]
+    pub flow_table_size: u32,
+    /// Seed of the flow hash and lookup tables; give every node the same.
+    #[arg(long, default_value_t = 0)]
+    pub hash_seed: u32,
+}
+
+/// How the agent failed, which decides the exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// Invalid configuration file (exit 2).
+    #[error("{0}")]
+    Config(#[from] ConfigErrors),
+    /// Bad usage (exit 2).
+    #[error("{0}")]
+    Usage(String),
+    /// Anything at run time (exit 1).
+    #[error(transparent)]
+    Runtime(#[from] anyhow::Error),
+}
+
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+
+/// Makes sure `pin_path` lies on a bpffs, mounting /sys/fs/bpf if needed.
+fn ensure_bpffs(pin_path: &Path) -> Result<()> {
+    let is_bpffs = |p: &Path| -> bool {
+        let Ok(c) = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()) else { return false };
+        // SAFETY: zeroed statfs is valid; c is NUL-terminated.
+        let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+        unsafe { libc::statfs(c.as_ptr(), &mut st) == 0 && st.f_type as i64 == BPF_FS_MAGIC }
+    };
+    let root = Path::new("/sys/fs/bpf");
+    if pin_path.starts_with(root) && !is_bpffs(root) {
+        let status = std::process::Command::new("mount").args(["-t", "bpf", "bpf", "/sys/fs/bpf"]).status();
+        if !status.is_ok_and(|s| s.success()) {
+            anyhow::bail!("/sys/fs/bpf is not a bpffs and mounting one failed: run `mount -t bpf bpf /sys/fs/bpf`");
+        }
+        info!("mounted bpffs on /sys/fs/bpf");
+    }
+    let mut probe = pin_path.to_path_buf();
+    while !probe.exists() {
+        if !probe.pop() {
+            break;
+        }
+    }
+    if !is_bpffs(&probe) {
+        anyhow::bail!("--pin-path {} is not on a bpffs: use a directory under /sys/fs/bpf", pin_path.display());
+    }
+    std::fs::create_dir_all(map_dir(pin_path)).with_context(|| format!("creating {}", pin_path.display()))?;
+    Ok(())
+}
+
+/// Records which interfaces XDP may transmit into.
+fn program_interfaces(maps: &mut Maps, ifaces: &[String], attached: &[attach::Attached]) -> Result<()> {
+    for iface in ifaces {
+        let idx = iface::ifindex(iface).with_context(|| format!("interface {iface}"))?;
+        let native = attached.iter().any(|a| &a.iface == iface && a.mode == aya::programs::XdpMode::Driver);
+        let caps = if native && iface::xdp_transmit_capable(iface) { IF_F_TX | IF_F_REDIRECT } else { 0 };
+        maps.ifaces.insert(idx, caps, 0).context("writing the interface map")?;
+        if caps & IF_F_REDIRECT != 0 {
+            maps.tx_ports.insert(idx, idx, None, 0).context("writing the devmap")?;
+        }
+        info!(%iface, ifindex = idx, xdp_transmit = caps != 0, "interface ready");
+    }
+    Ok(())
+}
+
+/// Runs the agent until SIGTERM/SIGINT.
+pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
+    if args.kubernetes {
+        return Err(AgentError::Usage("--kubernetes is not available in this build yet; use --config FILE".into()));
+    }
+    let path = args.config.clone().ok_or_else(|| AgentError::Usage("--config FILE is required".into()))?;
+    let cfg = config::load(&path)?;
+    let mut ifaces = cfg.interfaces.clone();
+    for i in &args.interfaces {
+        if !ifaces.contains(i) {
+            ifaces.push(i.clone());
+        }
+    }
+    if ifaces.is_empty() {
+        return Err(AgentError::Usage("no interface: pass --interface IF (or list `interfaces:` in the file)".into()));
+    }
+    for i in &ifaces {
+        iface::ifindex(i).map_err(|e| AgentError::Usage(format!("interface {i}: {e}; check `ip link` in this network namespace")))?;
+    }
+    ensure_bpffs(&args.pin_path)?;
+
+    let mut ebpf = EbpfLoader::new()
+        .default_map_pin_directory(map_dir(&args.pin_path))
+        .map_max_entries(names::FLOWS, args.flow_table_size)
+        .map_max_entries(names::REVERSE, args.flow_table_size)
+        .load(EBPF_OBJECT)
+        .context("loading the eBPF object (is this a kernel with BPF and are we root?)")?;
+    let maps = Maps::take(&mut ebpf).context("opening the maps")?;
+    let mut writer = MapWriter::restore(maps, args.hash_seed).context("reading the pinned maps")?;
+    let report = writer.apply(&cfg.state).context("programming the services")?;
+    info!(?report, "configuration applied");
+    let attached = attach::attach_all(&mut ebpf, &ifaces, args.xdp_mode, &args.pin_path)?;
+    program_interfaces(writer.maps_mut(), &ifaces, &attached)?;
+
+    let health = Arc::new(Health::default());
+    metrics::serve(args.metrics_addr, args.pin_path.clone(), health.clone()).await?;
+    health.set_ready(true);
+    info!(services = writer.len(), metrics = %args.metrics_addr, "xlb agent running");
+
+    let (tx, mut rx) = mpsc::channel::<()>(4);
+    let _watcher = watch_file(&path, tx).map_err(|e| warn!(error = %e, "not watching the file; reload with SIGHUP"));
+    let mut hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
+    let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+    loop {
+        tokio::select! {
+            _ = hup.recv() => reload(&path, &mut writer, "SIGHUP"),
+            Some(()) = rx.recv() => {
+                // let the writer finish; coalesce bursts of events
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                while rx.try_recv().is_ok() {}
+                reload(&path, &mut writer, "file change");
+            }
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    health.set_ready(false);
+    if args.keep_on_exit {
+        attach::keep(&mut ebpf, attached, &args.pin_path)?;
+    } else {
+        info!("detaching");
+    }
+    drop(ebpf);
+    Ok(())
+}
+
+fn reload(path: &Path, writer: &mut MapWriter, why: &str) {
+    match config::load(path) {
+        Ok(cfg) => match writer.apply(&cfg.state) {
+            Ok(report) => info!(?report, trigger = why, "configuration reloaded"),
+            Err(e) => error!(error = %e, "reload could not be applied fully; fix the file and reload"),
+        },
+        Err(errors) => {
+            for e in &errors.0 {
+                error!("{e}");
+            }
+            error!(trigger = why, "invalid configuration; keeping the running one");
+        }
+    }
+}
+
+fn watch_file(path: &Path, tx: mpsc::Sender<()>) -> notify::Result<notify::RecommendedWatcher> {
+    use notify::Watcher as _;
+    let file = path.file_name().map(|f| f.to_owned());
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
+    let mut w = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
+        if let Ok(ev) = ev {
+            let ours = ev.paths.iter().any(|p| p.file_name() == file.as_deref());
+            if ours && (ev.kind.is_modify() || ev.kind.is_create()) {
+                let _ = tx.try_send(());
+            }
+        }
+    })?;
+    w.watch(&dir, notify::RecursiveMode::NonRecursive)?;
+    Ok(w)
+}

@@ -1,0 +1,161 @@
+//! The read-only commands: `xlb services|backends|flows|stats|maglev`. Each
+//! opens the pinned maps, so it works beside a running agent.
+use std::path::Path;
+
+use anyhow::{bail, Context as _, Result};
+use clap::ValueEnum;
+
+use crate::{maps::Maps, reader};
+
+/// Output format of the read-only commands.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    #[default]
+    Table,
+    Json,
+}
+
+fn open(pin_path: &Path) -> Result<Maps> {
+    Maps::open_pinned(pin_path).with_context(|| format!("opening the maps under {}", pin_path.display()))
+}
+
+/// Renders rows as an aligned table.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.len());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect::<Vec<_>>().join("  ").trim_end().to_string()
+    };
+    let mut out = line(header.to_vec());
+    out.push('\n');
+    for r in rows {
+        out.push_str(&line(r.iter().map(String::as_str).collect()));
+        out.push('\n');
+    }
+    out
+}
+
+fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+/// `xlb services`.
+pub fn services(pin_path: &Path, out: Output) -> Result<()> {
+    let rows = reader::services(&open(pin_path)?)?;
+    match out {
+        Output::Json => print_json(&rows),
+        Output::Table => {
+            let body: Vec<Vec<String>> = rows
+                .iter()
+                .map(|s| {
+                    vec![
+                        s.name.clone(),
+                        s.vip.clone(),
+                        s.port.to_string(),
+                        s.protocol.clone(),
+                        s.source.clone(),
+                        if s.backends.is_empty() { "-".into() } else { s.backends.join(",") },
+                        s.packets.to_string(),
+                        s.bytes.to_string(),
+                    ]
+                })
+                .collect();
+            print!("{}", table(&["NAME", "VIP", "PORT", "PROTO", "SOURCE", "BACKENDS", "PACKETS", "BYTES"], &body));
+            Ok(())
+        }
+    }
+}
+
+/// `xlb backends [SERVICE]`.
+pub fn backends(pin_path: &Path, service: Option<&str>, out: Output) -> Result<()> {
+    let svcs = reader::services(&open(pin_path)?)?;
+    if let Some(s) = service {
+        if !svcs.iter().any(|r| r.name == s) {
+            bail!("no service named {s:?}; `xlb services` lists them");
+        }
+    }
+    let rows: Vec<reader::BackendRow> = svcs
+        .into_iter()
+        .filter(|s| service.is_none_or(|n| n == s.name))
+        .flat_map(|s| s.backend_rows)
+        .collect();
+    match out {
+        Output::Json => print_json(&rows),
+        Output::Table => {
+            let body: Vec<Vec<String>> = rows
+                .iter()
+                .map(|b| vec![b.service.clone(), b.address.clone(), b.weight.to_string(), b.state.clone(), b.packets.to_string(), b.bytes.to_string()])
+                .collect();
+            print!("{}", table(&["SERVICE", "ADDRESS", "WEIGHT", "STATE", "PACKETS", "BYTES"], &body));
+            Ok(())
+        }
+    }
+}
+
+/// `xlb flows [--service S]`.
+pub fn flows(pin_path: &Path, service: Option<&str>, out: Output) -> Result<()> {
+    let rows = reader::flows(&open(pin_path)?, service)?;
+    match out {
+        Output::Json => print_json(&rows),
+        Output::Table => {
+            let body: Vec<Vec<String>> = rows
+                .iter()
+                .map(|f| vec![f.service.clone(), f.protocol.clone(), f.client.clone(), f.backend.clone(), f.state.clone(), f.age_seconds.to_string()])
+                .collect();
+            print!("{}", table(&["SERVICE", "PROTO", "CLIENT", "BACKEND", "STATE", "AGE(S)"], &body));
+            Ok(())
+        }
+    }
+}
+
+/// `xlb stats`.
+pub fn stats(pin_path: &Path, out: Output) -> Result<()> {
+    let rows = reader::stats(&open(pin_path)?)?;
+    match out {
+        Output::Json => {
+            let obj: serde_json::Map<String, serde_json::Value> = rows.iter().map(|(k, v)| (k.to_string(), (*v).into())).collect();
+            print_json(&obj)
+        }
+        Output::Table => {
+            let body: Vec<Vec<String>> = rows.iter().map(|(k, v)| vec![k.to_string(), v.to_string()]).collect();
+            print!("{}", table(&["COUNTER", "VALUE"], &body));
+            Ok(())
+        }
+    }
+}
+
+/// `xlb maglev SERVICE`.
+pub fn maglev(pin_path: &Path, service: &str, out: Output) -> Result<()> {
+    let Some(row) = reader::maglev(&open(pin_path)?, service)? else {
+        bail!("no service named {service:?}; `xlb services` lists them");
+    };
+    match out {
+        Output::Json => print_json(&row),
+        Output::Table => {
+            println!("service {}  table size {}  max/avg {:.3}", row.service, row.table_size, row.max_avg);
+            let body: Vec<Vec<String>> = row
+                .backends
+                .iter()
+                .map(|b| vec![b.address.clone(), b.slots.to_string(), format!("{:.2}%", b.share * 100.0)])
+                .collect();
+            print!("{}", table(&["BACKEND", "SLOTS", "SHARE"], &body));
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_aligns_columns() {
+        let t = table(&["A", "LONGER"], &[vec!["xyz".into(), "1".into()], vec!["q".into(), "22".into()]]);
+        assert_eq!(t, "A    LONGER\nxyz  1\nq    22\n");
+    }
+}

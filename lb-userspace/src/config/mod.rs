@@ -1,0 +1,111 @@
+//! The static YAML configuration file.
+//!
+//! ```yaml
+//! interfaces: [eth0]              # optional; list of interface names
+//! services:
+//!   - name: dns                   # unique, [a-z0-9-], at most 63 chars
+//!     vip: 192.0.2.10             # IPv4 or IPv6
+//!     port: 53                    # 1..=65535
+//!     protocol: udp               # udp | tcp
+//!     source: snat                # snat (default) | preserve
+//!     snat_address: 10.0.0.1      # optional, same family as vip
+//!     udp_timeout: 30             # optional, seconds, 1..=604800
+//!     tcp_timeout: 3600           # optional, seconds, 1..=604800
+//!     backends:                   # optional, may be empty
+//!       - 10.1.0.5:5353           # "ip:port" or "[v6addr]:port"
+//!       - {address: "10.1.0.6:5353", weight: 3}   # weight 0..=65535, default 1
+//! ```
+//!
+//! [`parse`] and [`load`] turn such a file into a [`Config`], or report every
+//! problem found as a [`ConfigErrors`], each with file, line and field path.
+use std::{fmt, path::Path};
+
+use thiserror::Error;
+
+use crate::model::DesiredState;
+
+mod validate;
+mod yaml;
+
+#[cfg(test)]
+mod tests;
+
+/// A loaded and validated configuration file.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Config {
+    /// Interfaces to attach to, in file order (empty when not given).
+    pub interfaces: Vec<String>,
+    /// The services to serve.
+    pub state: DesiredState,
+}
+
+/// One validation or parse error.
+///
+/// Displays as `FILE:LINE: FIELD: MESSAGE`, for example
+/// `xlb.yaml:7: services[0].port: 70000 is outside 1..=65535`.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+#[error("{file}:{line}: {field}: {message}")]
+pub struct ConfigError {
+    /// The file name as given to [`parse`] or [`load`].
+    pub file: String,
+    /// 1-based line of the offending value (0 when the file could not be read).
+    pub line: usize,
+    /// Path of the offending field, e.g. `services[2].backends[1].weight`;
+    /// `yaml` for syntax errors, `file` for problems with the file as a whole.
+    pub field: String,
+    /// What is wrong and what is allowed.
+    pub message: String,
+}
+
+/// All errors of one file. Displays one error per line, in line order.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut sorted: Vec<&ConfigError> = self.0.iter().collect();
+        sorted.sort_by_key(|e| e.line);
+        for (i, e) in sorted.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Parses and validates the configuration in `text`; `file_name` is only
+/// used in error messages. Returns every error found, sorted by line.
+pub fn parse(file_name: &str, text: &str) -> Result<Config, ConfigErrors> {
+    let root = match yaml::parse(text) {
+        Ok(root) => root,
+        Err(e) => {
+            return Err(ConfigErrors(vec![ConfigError {
+                file: file_name.to_owned(),
+                line: e.line,
+                field: "yaml".to_owned(),
+                message: format!("syntax error: {}", e.message),
+            }]))
+        }
+    };
+    validate::config(file_name, root.as_ref()).map_err(|mut errors| {
+        errors.sort_by_key(|e| e.line);
+        ConfigErrors(errors)
+    })
+}
+
+/// Reads the file at `path` and [`parse`]s it. Messages name the path as
+/// given; an unreadable file is one error with line 0 and field `file`.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let file_name = path.display().to_string();
+    match std::fs::read_to_string(path) {
+        Ok(text) => parse(&file_name, &text),
+        Err(e) => Err(ConfigErrors(vec![ConfigError {
+            file: file_name,
+            line: 0,
+            field: "file".to_owned(),
+            message: format!("cannot read the configuration file: {e}"),
+        }])),
+    }
+}

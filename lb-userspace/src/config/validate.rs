@@ -1,0 +1,653 @@
+//! Walks the marked YAML tree, checks every field and builds the [`Config`].
+//! Keeps walking after an error so that one run reports all of them.
+use std::{
+    collections::HashMap,
+    net::{IpAddr, SocketAddr},
+    num::IntErrorKind,
+};
+
+use super::{
+    yaml::{Kind, Node},
+    Config, ConfigError,
+};
+use crate::model::{BackendSpec, Protocol, ServiceSpec, SourceMode};
+
+/// Most services one file may hold (the data path's limit).
+const MAX_SERVICES: usize = lb_common::MAX_SERVICES as usize;
+/// Longest service name.
+const MAX_NAME_LEN: usize = 63;
+/// Longest Linux interface name (IFNAMSIZ - 1).
+const MAX_IFNAME_LEN: usize = 15;
+/// Longest idle timeout, seconds (one week).
+const MAX_TIMEOUT: i128 = 86400 * 7;
+
+const TOP_KEYS: &[&str] = &["interfaces", "services"];
+const SERVICE_KEYS: &[&str] = &[
+    "name",
+    "vip",
+    "port",
+    "protocol",
+    "source",
+    "snat_address",
+    "udp_timeout",
+    "tcp_timeout",
+    "backends",
+];
+const BACKEND_KEYS: &[&str] = &["address", "weight"];
+
+const NAME_RULE: &str = "use 1 to 63 characters from a-z, 0-9 and -";
+const BACKEND_FORMS: &str = "use ip:port, or [v6addr]:port for IPv6";
+
+/// Validates the tree (`None`: empty file) and returns the config or every error.
+pub(super) fn config(file: &str, root: Option<&Node>) -> Result<Config, Vec<ConfigError>> {
+    let mut walker = Walker {
+        file,
+        errors: Vec::new(),
+    };
+    let config = walker.root(root);
+    if walker.errors.is_empty() {
+        Ok(config)
+    } else {
+        Err(walker.errors)
+    }
+}
+
+/// `path.key`, or `key` at the top level.
+fn join(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+/// A mapping value and the line of its key.
+struct Entry<'n> {
+    key_line: usize,
+    value: &'n Node,
+}
+
+/// The checked keys of one mapping.
+struct Fields<'n> {
+    /// Line of the mapping itself (for missing keys).
+    line: usize,
+    /// Field path of the mapping.
+    path: String,
+    entries: HashMap<&'n str, Entry<'n>>,
+}
+
+impl<'n> Fields<'n> {
+    /// The value of `key`, or `None` if it is absent or null.
+    fn optional(&self, key: &str) -> Option<&'n Node> {
+        self.entries
+            .get(key)
+            .map(|e| e.value)
+            .filter(|v| !v.is_null())
+    }
+
+    /// The value of `key`; reports it as missing (with `hint`) otherwise.
+    fn required(&self, walker: &mut Walker, key: &str, hint: &str) -> Option<&'n Node> {
+        let field = join(&self.path, key);
+        match self.entries.get(key) {
+            None => walker.error(
+                self.line,
+                field,
+                format!("missing required key {key}; {hint}"),
+            ),
+            Some(e) if e.value.is_null() => {
+                walker.error(e.key_line, field, format!("{key} has no value; {hint}"))
+            }
+            Some(e) => return Some(e.value),
+        }
+        None
+    }
+}
+
+/// Where a service's (vip, port, protocol) or name was first seen.
+struct FirstUse {
+    index: usize,
+    name: Option<String>,
+}
+
+/// Services seen so far, for the uniqueness checks.
+#[derive(Default)]
+struct Seen {
+    names: HashMap<String, usize>,
+    keys: HashMap<(IpAddr, u16, Protocol), FirstUse>,
+}
+
+/// Collects errors while walking.
+struct Walker<'f> {
+    file: &'f str,
+    errors: Vec<ConfigError>,
+}
+
+impl Walker<'_> {
+    fn error(&mut self, line: usize, field: impl Into<String>, message: impl Into<String>) {
+        self.errors.push(ConfigError {
+            file: self.file.to_owned(),
+            line,
+            field: field.into(),
+            message: message.into(),
+        });
+    }
+
+    /// Checks that `node` is a mapping with only `allowed` keys, each once.
+    fn mapping<'n>(
+        &mut self,
+        node: &'n Node,
+        path: &str,
+        allowed: &[&str],
+        what: &str,
+    ) -> Option<Fields<'n>> {
+        let Kind::Map(pairs) = &node.kind else {
+            let field = if path.is_empty() { "file" } else { path };
+            self.error(node.line, field, format!("expected {what}, found {node}"));
+            return None;
+        };
+        let mut fields = Fields {
+            line: node.line,
+            path: path.to_owned(),
+            entries: HashMap::new(),
+        };
+        for (key, value) in pairs {
+            let Some(name) = key.scalar() else {
+                let field = if path.is_empty() { "file" } else { path };
+                let message = format!("a key must be a plain word, found {key}");
+                self.error(key.line, field, message);
+                continue;
+            };
+            let field = join(path, name);
+            if !allowed.contains(&name) {
+                let message = format!(
+                    "unknown key {name:?}; allowed keys are {}",
+                    allowed.join(", ")
+                );
+                self.error(key.line, field, message);
+            } else if let Some(first) = fields.entries.get(name) {
+                let message = format!(
+                    "{name} is given twice (first on line {}); give each key once",
+                    first.key_line
+                );
+                self.error(key.line, field, message);
+            } else {
+                fields.entries.insert(
+                    name,
+                    Entry {
+                        key_line: key.line,
+                        value,
+                    },
+                );
+            }
+        }
+        Some(fields)
+    }
+
+    /// The text of a non-null scalar; reports other nodes as not `what`.
+    fn string<'n>(&mut self, node: &'n Node, field: &str, what: &str) -> Option<&'n str> {
+        let text = node.scalar();
+        if text.is_none() {
+            self.error(node.line, field, format!("expected {what}, found {node}"));
+        }
+        text
+    }
+
+    /// A plain integer in `min..=max`; `what` names it for messages.
+    fn integer(
+        &mut self,
+        node: &Node,
+        field: &str,
+        what: &str,
+        min: i128,
+        max: i128,
+    ) -> Option<i128> {
+        let range = format!("{min}..={max}");
+        let Kind::Scalar { text, plain } = &node.kind else {
+            self.error(
+                node.line,
+                field,
+                format!("expected {what} in {range}, found {node}"),
+            );
+            return None;
+        };
+        let message = match text.parse::<i128>() {
+            Ok(n) if !plain => {
+                format!("\"{n}\" is quoted text; write {what} as a plain integer in {range}")
+            }
+            Ok(n) if (min..=max).contains(&n) => return Some(n),
+            Ok(n) => format!("{n} is outside {range}"),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    IntErrorKind::PosOverflow | IntErrorKind::NegOverflow
+                ) =>
+            {
+                format!("{text} is outside {range}")
+            }
+            Err(_) => format!("{node} is not an integer; use {what} in {range}"),
+        };
+        self.error(node.line, field, message);
+        None
+    }
+
+    /// An IPv4 or IPv6 address.
+    fn ip(&mut self, node: &Node, field: &str) -> Option<IpAddr> {
+        let text = self.string(node, field, "an IPv4 or IPv6 address")?;
+        let ip = text.parse().ok();
+        if ip.is_none() {
+            let message = format!(
+                "{text:?} is not an IP address; use an IPv4 or IPv6 address such as 192.0.2.10 or 2001:db8::10"
+            );
+            self.error(node.line, field, message);
+        }
+        ip
+    }
+
+    fn root(&mut self, root: Option<&Node>) -> Config {
+        let mut config = Config::default();
+        let Some(root) = root.filter(|r| !r.is_null()) else {
+            return config;
+        };
+        let what = "a mapping with the keys interfaces and services";
+        let Some(fields) = self.mapping(root, "", TOP_KEYS, what) else {
+            return config;
+        };
+        if let Some(node) = fields.optional("interfaces") {
+            config.interfaces = self.interfaces(node);
+        }
+        if let Some(node) = fields.optional("services") {
+            config.state.services = self.services(node);
+        }
+        config
+    }
+
+    fn interfaces(&mut self, node: &Node) -> Vec<String> {
+        let Kind::Seq(items) = &node.kind else {
+            let message =
+                format!("expected a list of interface names such as [eth0], found {node}");
+            self.error(node.line, "interfaces", message);
+            return Vec::new();
+        };
+        let mut seen: HashMap<&str, usize> = HashMap::new();
+        let mut out = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let field = format!("interfaces[{i}]");
+            let Some(name) = self.string(item, &field, "an interface name") else {
+                continue;
+            };
+            if let Some(message) = ifname_problem(name) {
+                self.error(item.line, field, message);
+            } else if let Some(first) = seen.get(name) {
+                let message = format!(
+                    "{name:?} is already listed as interfaces[{first}]; list each interface once"
+                );
+                self.error(item.line, field, message);
+            } else {
+                seen.insert(name, i);
+                out.push(name.to_owned());
+            }
+        }
+        out
+    }
+
+    fn services(&mut self, node: &Node) -> Vec<ServiceSpec> {
+        let Kind::Seq(items) = &node.kind else {
+            let message = format!("expected a list of services, found {node}");
+            self.error(node.line, "services", message);
+            return Vec::new();
+        };
+        if items.len() > MAX_SERVICES {
+            let message = format!(
+                "{} services are listed; at most {MAX_SERVICES} are allowed (this is service number {})",
+                items.len(),
+                MAX_SERVICES + 1
+            );
+            self.error(items[MAX_SERVICES].line, "services", message);
+        }
+        let mut seen = Seen::default();
+        let mut out = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            if let Some(service) = self.service(item, i, &mut seen) {
+                out.push(service);
+            }
+        }
+        out
+    }
+
+    fn service(&mut self, node: &Node, index: usize, seen: &mut Seen) -> Option<ServiceSpec> {
+        let path = format!("services[{index}]");
+        let what = "a service: a mapping with at least name, vip, port and protocol";
+        let f = self.mapping(node, &path, SERVICE_KEYS, what)?;
+
+        let name = f.required(self, "name", NAME_RULE).and_then(|n| {
+            let field = join(&path, "name");
+            let name = self.service_name(n, &field)?;
+            if let Some(first) = seen.names.get(&name) {
+                let message = format!(
+                    "{name:?} is already the name of services[{first}]; service names must be unique"
+                );
+                self.error(n.line, field, message);
+            } else {
+                seen.names.insert(name.clone(), index);
+            }
+            Some(name)
+        });
+        let vip = f
+            .required(self, "vip", "give an IPv4 or IPv6 address")
+            .and_then(|n| self.ip(n, &join(&path, "vip")));
+        let port = f
+            .required(self, "port", "give a port in 1..=65535")
+            .and_then(|n| self.integer(n, &join(&path, "port"), "a port", 1, 65535));
+        let protocol = f
+            .required(self, "protocol", "use udp or tcp")
+            .and_then(|n| self.protocol(n, &join(&path, "protocol")));
+        let source = match f.optional("source") {
+            Some(n) => self.source(n, &join(&path, "source")),
+            None => Some(SourceMode::default()),
+        };
+        let snat_address = f.optional("snat_address").map(|n| {
+            let field = join(&path, "snat_address");
+            let ip = self.ip(n, &field)?;
+            if let Some(vip) = vip.filter(|v| v.is_ipv4() != ip.is_ipv4()) {
+                let message = format!(
+                    "{ip} is {} but the vip {vip} is {}; use an {} address",
+                    family(ip),
+                    family(vip),
+                    family(vip)
+                );
+                self.error(n.line, field, message);
+                return None;
+            }
+            Some(ip)
+        });
+        let udp_timeout = f
+            .optional("udp_timeout")
+            .map(|n| self.timeout(n, &path, "udp_timeout"));
+        let tcp_timeout = f
+            .optional("tcp_timeout")
+            .map(|n| self.timeout(n, &path, "tcp_timeout"));
+        let backends = match f.optional("backends") {
+            Some(n) => self.backends(n, &path, vip),
+            None => Some(Vec::new()),
+        };
+
+        let port = port.map(|p| p as u16);
+        if let (Some(vip), Some(port), Some(protocol)) = (vip, port, protocol) {
+            let key = (vip, port, protocol);
+            if let Some(first) = seen.keys.get(&key) {
+                let owner = match &first.name {
+                    Some(n) => format!("service {n:?} (services[{}])", first.index),
+                    None => format!("services[{}]", first.index),
+                };
+                let message = format!(
+                    "{}/{protocol} is already used by {owner}; each vip, port and protocol may belong to one service",
+                    SocketAddr::new(vip, port)
+                );
+                self.error(node.line, path.as_str(), message);
+            } else {
+                seen.keys.insert(
+                    key,
+                    FirstUse {
+                        index,
+                        name: name.clone(),
+                    },
+                );
+            }
+        }
+
+        Some(ServiceSpec {
+            name: name?,
+            vip: vip?,
+            port: port?,
+            protocol: protocol?,
+            source: source?,
+            snat_address: optional_ok(snat_address)?,
+            udp_timeout: optional_ok(udp_timeout)?,
+            tcp_timeout: optional_ok(tcp_timeout)?,
+            backends: backends?,
+        })
+    }
+
+    fn service_name(&mut self, node: &Node, field: &str) -> Option<String> {
+        let text = self.string(node, field, "a service name")?;
+        let bad = text
+            .chars()
+            .find(|c| !matches!(c, 'a'..='z' | '0'..='9' | '-'));
+        let message = if text.is_empty() {
+            format!("the name is empty; {NAME_RULE}")
+        } else if let Some(c) = bad {
+            format!("{text:?} contains {c:?}; {NAME_RULE}")
+        } else if text.len() > MAX_NAME_LEN {
+            format!("{text:?} is {} characters long; {NAME_RULE}", text.len())
+        } else {
+            return Some(text.to_owned());
+        };
+        self.error(node.line, field, message);
+        None
+    }
+
+    fn protocol(&mut self, node: &Node, field: &str) -> Option<Protocol> {
+        match self.string(node, field, "a protocol (udp or tcp)")? {
+            "udp" => Some(Protocol::Udp),
+            "tcp" => Some(Protocol::Tcp),
+            other => {
+                self.error(
+                    node.line,
+                    field,
+                    format!("{other:?} is not a protocol; use udp or tcp"),
+                );
+                None
+            }
+        }
+    }
+
+    fn source(&mut self, node: &Node, field: &str) -> Option<SourceMode> {
+        match self.string(node, field, "a source mode (snat or preserve)")? {
+            "snat" => Some(SourceMode::Snat),
+            "preserve" => Some(SourceMode::Preserve),
+            other => {
+                let message = format!("{other:?} is not a source mode; use snat or preserve");
+                self.error(node.line, field, message);
+                None
+            }
+        }
+    }
+
+    fn timeout(&mut self, node: &Node, path: &str, key: &str) -> Option<u32> {
+        let what = "a timeout in seconds";
+        self.integer(node, &join(path, key), what, 1, MAX_TIMEOUT)
+            .map(|n| n as u32)
+    }
+
+    /// The backend list of the service at `path`; `vip` (if valid) sets the family.
+    fn backends(
+        &mut self,
+        node: &Node,
+        path: &str,
+        vip: Option<IpAddr>,
+    ) -> Option<Vec<BackendSpec>> {
+        let field = join(path, "backends");
+        let Kind::Seq(items) = &node.kind else {
+            let message = format!("expected a list of backends, found {node}");
+            self.error(node.line, field, message);
+            return None;
+        };
+        let mut ok = true;
+        let mut seen: HashMap<SocketAddr, usize> = HashMap::new();
+        let mut out = Vec::new();
+        for (j, item) in items.iter().enumerate() {
+            let item_path = format!("{field}[{j}]");
+            let Some((backend, line, addr_field)) = self.backend(item, &item_path) else {
+                ok = false;
+                continue;
+            };
+            let addr = backend.addr;
+            if let Some(vip) = vip.filter(|v| v.is_ipv4() != addr.is_ipv4()) {
+                let message = format!(
+                    "backend {addr} is {} but the vip {vip} is {}; use {} backends",
+                    family(addr.ip()),
+                    family(vip),
+                    family(vip)
+                );
+                self.error(line, addr_field, message);
+                ok = false;
+            } else if let Some(first) = seen.get(&addr) {
+                let message =
+                    format!("{addr} is already listed as {field}[{first}]; list each backend once");
+                self.error(line, addr_field, message);
+                ok = false;
+            } else {
+                seen.insert(addr, j);
+                out.push(backend);
+            }
+        }
+        ok.then_some(out)
+    }
+
+    /// One backend, the line of its address and the address's field path.
+    fn backend(&mut self, node: &Node, path: &str) -> Option<(BackendSpec, usize, String)> {
+        if let Some(text) = node.scalar() {
+            let addr = self.backend_addr(text, node.line, path)?;
+            return Some((BackendSpec { addr, weight: 1 }, node.line, path.to_owned()));
+        }
+        let what = "a backend: \"ip:port\" or {address: \"ip:port\", weight: N}";
+        match &node.kind {
+            Kind::Map(pairs) => {
+                if let Some(message) = misread_backend(pairs) {
+                    self.error(node.line, path, message);
+                    return None;
+                }
+            }
+            Kind::Seq(_) => {
+                let message = format!(
+                    "expected {what}, found a list; quote IPv6 backends, e.g. \"[2001:db8::5]:53\""
+                );
+                self.error(node.line, path, message);
+                return None;
+            }
+            Kind::Scalar { .. } => {
+                self.error(node.line, path, format!("expected {what}, found {node}"));
+                return None;
+            }
+        }
+        let f = self.mapping(node, path, BACKEND_KEYS, what)?;
+        let addr_field = join(path, "address");
+        let addr = f.required(self, "address", BACKEND_FORMS).and_then(|n| {
+            let text = self.string(n, &addr_field, "a backend address (ip:port)")?;
+            Some((self.backend_addr(text, n.line, &addr_field)?, n.line))
+        });
+        let weight = match f.optional("weight") {
+            Some(n) => self.integer(n, &join(path, "weight"), "a weight", 0, 65535),
+            None => Some(1),
+        };
+        let (addr, line) = addr?;
+        Some((
+            BackendSpec {
+                addr,
+                weight: weight? as u16,
+            },
+            line,
+            addr_field,
+        ))
+    }
+
+    fn backend_addr(&mut self, text: &str, line: usize, field: &str) -> Option<SocketAddr> {
+        match parse_backend_addr(text) {
+            Ok(addr) => Some(addr),
+            Err(message) => {
+                self.error(line, field, message);
+                None
+            }
+        }
+    }
+}
+
+/// An optional field's outcome: absent (`None`) is fine, given but invalid
+/// (`Some(None)`) fails, given and valid yields the value.
+fn optional_ok<T>(field: Option<Option<T>>) -> Option<Option<T>> {
+    match field {
+        None => Some(None),
+        Some(None) => None,
+        Some(Some(v)) => Some(Some(v)),
+    }
+}
+
+/// "IPv4" or "IPv6".
+fn family(ip: IpAddr) -> &'static str {
+    if ip.is_ipv4() {
+        "IPv4"
+    } else {
+        "IPv6"
+    }
+}
+
+/// Explains a plain `ip: port` (or `ip:` at a line end), which YAML reads
+/// as a one-entry mapping rather than as the string "ip:port".
+fn misread_backend(pairs: &[(Node, Node)]) -> Option<String> {
+    let [(key, value)] = pairs else {
+        return None;
+    };
+    let ip: IpAddr = key.scalar()?.parse().ok()?;
+    let hint = SocketAddr::new(ip, 0).to_string();
+    let hint = hint.trim_end_matches('0');
+    Some(match value.scalar() {
+        None if value.is_null() => format!("\"{ip}:\" has no port; write it as {hint}PORT"),
+        Some(port) => format!(
+            "\"{ip}: {port}\" is read as a mapping; write the backend as {hint}{port}, without a space"
+        ),
+        None => format!("expected a backend \"ip:port\", found a mapping with key {ip}"),
+    })
+}
+
+/// Parses "ip:port" / "[v6addr]:port", explaining what is wrong otherwise.
+fn parse_backend_addr(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        if addr.port() == 0 {
+            return Err(format!("port 0 in {text:?} is outside 1..=65535"));
+        }
+        return Ok(addr);
+    }
+    let bare = text
+        .strip_prefix('[')
+        .and_then(|t| t.strip_suffix(']'))
+        .unwrap_or(text);
+    if let Ok(ip) = bare.parse::<IpAddr>() {
+        let with_port = SocketAddr::new(ip, 0).to_string();
+        let hint = with_port.trim_end_matches('0');
+        return Err(format!("{text:?} has no port; write it as {hint}PORT"));
+    }
+    if let Some((host, port)) = text.rsplit_once(':') {
+        let host_ok = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+            Some(v6) => v6.parse::<std::net::Ipv6Addr>().is_ok(),
+            None => host.parse::<std::net::Ipv4Addr>().is_ok(),
+        };
+        if host_ok && port.is_empty() {
+            return Err(format!("{text:?} has no port; write it as {host}:PORT"));
+        }
+        if host_ok && port.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(format!("port {port} in {text:?} is outside 1..=65535"));
+        }
+    }
+    Err(format!(
+        "{text:?} is not a backend address; {BACKEND_FORMS}"
+    ))
+}
+
+/// Why `name` cannot be a Linux interface name, if it cannot.
+fn ifname_problem(name: &str) -> Option<String> {
+    let rule = "use a Linux interface name of 1 to 15 bytes without /, : or whitespace";
+    if name.is_empty() {
+        Some(format!("the interface name is empty; {rule}"))
+    } else if name.len() > MAX_IFNAME_LEN {
+        Some(format!("{name:?} is {} bytes long; {rule}", name.len()))
+    } else if let Some(c) = name
+        .chars()
+        .find(|c| *c == '/' || *c == ':' || c.is_whitespace())
+    {
+        Some(format!("{name:?} contains {c:?}; {rule}"))
+    } else if name == "." || name == ".." {
+        Some(format!("{name:?} is not an interface name; {rule}"))
+    } else {
+        None
+    }
+}

@@ -1,0 +1,18 @@
+//! xlb: an XDP load balancer for UDP and TCP. This library holds the agent,
+//! the CLI and the map writer; `main.rs` is a thin clap front end.
+
+pub mod agent;
+pub mod attach;
+pub mod cli;
+pub mod config;
+pub mod iface;
+pub mod maglev;
+pub mod maps;
+pub mod metrics;
+pub mod model;
+pub mod reader;
+pub mod writer;
+
+/// The eBPF object built from `lb-ebpf` by `build.rs`, embedded so the
+/// binary is all a node needs.
+pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb-ebpf"));

@@ -1,0 +1,92 @@
+//! The desired-state model: what the data path should do, independent of
+//! where it came from (the YAML loader or, later, the Kubernetes watcher).
+//! The map writer diffs one of these against what the maps hold.
+use std::{
+    fmt,
+    net::{IpAddr, SocketAddr},
+};
+
+/// Transport protocol of a service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Protocol {
+    Udp,
+    Tcp,
+}
+
+impl Protocol {
+    /// IP protocol number.
+    pub fn number(self) -> u8 {
+        match self {
+            Protocol::Udp => lb_common::PROTO_UDP,
+            Protocol::Tcp => lb_common::PROTO_TCP,
+        }
+    }
+
+    /// From an IP protocol number.
+    pub fn from_number(n: u8) -> Option<Self> {
+        match n {
+            lb_common::PROTO_UDP => Some(Protocol::Udp),
+            lb_common::PROTO_TCP => Some(Protocol::Tcp),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Protocol::Udp => "udp",
+            Protocol::Tcp => "tcp",
+        })
+    }
+}
+
+/// What happens to the client's source address.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SourceMode {
+    /// Rewrite the source to the node's address (replies come back through
+    /// this node wherever the backend is).
+    #[default]
+    Snat,
+    /// Keep the client address (replies must pass this node).
+    Preserve,
+}
+
+/// One backend of a service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BackendSpec {
+    pub addr: SocketAddr,
+    /// 0 drains: existing flows stay, no new ones.
+    pub weight: u16,
+}
+
+/// One service: a (VIP, port, protocol) and its backends.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceSpec {
+    pub name: String,
+    pub vip: IpAddr,
+    pub port: u16,
+    pub protocol: Protocol,
+    pub source: SourceMode,
+    /// SNAT source address; `None` means the address the kernel would pick
+    /// for the route to each backend.
+    pub snat_address: Option<IpAddr>,
+    /// UDP idle timeout in seconds (`None`: the default).
+    pub udp_timeout: Option<u32>,
+    /// Established TCP idle timeout in seconds (`None`: the default).
+    pub tcp_timeout: Option<u32>,
+    pub backends: Vec<BackendSpec>,
+}
+
+impl ServiceSpec {
+    /// The key the data path looks the service up by.
+    pub fn key(&self) -> (IpAddr, u16, Protocol) {
+        (self.vip, self.port, self.protocol)
+    }
+}
+
+/// Everything the data path should serve.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DesiredState {
+    pub services: Vec<ServiceSpec>,
+}

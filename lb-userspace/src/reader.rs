@@ -1,0 +1,220 @@
+//! Reads the pinned maps into rows for the CLI and `/metrics`.
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::{IpAddr, SocketAddr},
+};
+
+use lb_common::{Stat, BE_F_ACTIVE, FLOW_CLOSING, MAX_BACKENDS, PROTO_TCP, SVC_F_SNAT, TABLE_SIZE};
+use serde::Serialize;
+
+use crate::{
+    maps::{sum_counter, Maps},
+    model::Protocol,
+    writer::{ip_from16, name_from},
+};
+
+/// A failure to read a map.
+#[derive(Debug, thiserror::Error)]
+#[error("reading map {map}: {source}")]
+pub struct ReadError {
+    map: &'static str,
+    #[source]
+    source: aya::maps::MapError,
+}
+
+fn rerr(map: &'static str) -> impl Fn(aya::maps::MapError) -> ReadError {
+    move |source| ReadError { map, source }
+}
+
+/// Formats an address as "ip:port" ("[v6]:port").
+fn sock(ip: IpAddr, port: u16) -> String {
+    SocketAddr::new(ip, port).to_string()
+}
+
+/// One backend of a service.
+#[derive(Clone, Debug, Serialize)]
+pub struct BackendRow {
+    pub service: String,
+    pub address: String,
+    pub weight: u32,
+    /// "active" or "draining" (weight 0).
+    pub state: String,
+    pub packets: u64,
+    pub bytes: u64,
+    #[serde(skip)]
+    pub id: u32,
+}
+
+/// One programmed service.
+#[derive(Clone, Debug, Serialize)]
+pub struct ServiceRow {
+    pub name: String,
+    pub vip: String,
+    pub port: u16,
+    pub protocol: String,
+    pub source: String,
+    pub backends: Vec<String>,
+    pub packets: u64,
+    pub bytes: u64,
+    #[serde(skip)]
+    pub id: u32,
+    #[serde(skip)]
+    pub backend_rows: Vec<BackendRow>,
+    #[serde(skip)]
+    pub table: (u32, u32),
+}
+
+/// One connection-table entry.
+#[derive(Clone, Debug, Serialize)]
+pub struct FlowRow {
+    pub service: String,
+    pub protocol: String,
+    pub client: String,
+    pub backend: String,
+    /// "open", "closing" or "stale" (backend gone; re-picked on the next packet).
+    pub state: String,
+    pub age_seconds: u64,
+}
+
+/// Monotonic clock in ns (the clock of `bpf_ktime_get_ns`).
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: valid out pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// All programmed services, sorted by name, with their backends and counters.
+pub fn services(maps: &Maps) -> Result<Vec<ServiceRow>, ReadError> {
+    let mut rows = Vec::new();
+    for entry in maps.services.iter() {
+        let (key, svc) = entry.map_err(rerr("services"))?;
+        let name = name_from(&maps.names.get(&svc.id, 0).map_err(rerr("service names"))?);
+        let c = sum_counter(&maps.service_stats.get(&svc.id, 0).map_err(rerr("service stats"))?);
+        rows.push(ServiceRow {
+            name,
+            vip: ip_from16(key.addr).to_string(),
+            port: u16::from_be(key.port),
+            protocol: Protocol::from_number(key.proto).map_or_else(|| key.proto.to_string(), |p| p.to_string()),
+            source: if svc.flags & SVC_F_SNAT != 0 { "snat" } else { "preserve" }.into(),
+            backends: Vec::new(),
+            packets: c.packets,
+            bytes: c.bytes,
+            id: svc.id,
+            backend_rows: Vec::new(),
+            table: (svc.table_offset, svc.table_size),
+        });
+    }
+    let by_id: HashMap<u32, usize> = rows.iter().enumerate().map(|(i, r)| (r.id, i)).collect();
+    for bid in 0..MAX_BACKENDS {
+        let b = maps.backends.get(&bid, 0).map_err(rerr("backends"))?;
+        if b.flags & BE_F_ACTIVE == 0 {
+            continue;
+        }
+        let Some(&i) = by_id.get(&b.service_id) else { continue };
+        let c = sum_counter(&maps.backend_stats.get(&bid, 0).map_err(rerr("backend stats"))?);
+        let address = sock(ip_from16(b.addr), u16::from_be(b.port));
+        rows[i].backends.push(address.clone());
+        let service = rows[i].name.clone();
+        rows[i].backend_rows.push(BackendRow {
+            service,
+            address,
+            weight: b.weight,
+            state: if b.weight == 0 { "draining" } else { "active" }.into(),
+            packets: c.packets,
+            bytes: c.bytes,
+            id: bid,
+        });
+    }
+    rows.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(rows)
+}
+
+/// Connection-table entries, optionally of one service.
+pub fn flows(maps: &Maps, service: Option<&str>) -> Result<Vec<FlowRow>, ReadError> {
+    let svcs = services(maps)?;
+    let by_id: HashMap<u32, &ServiceRow> = svcs.iter().map(|s| (s.id, s)).collect();
+    let now = monotonic_ns();
+    let mut rows = Vec::new();
+    for entry in maps.flows.iter() {
+        let (key, flow) = entry.map_err(rerr("flows"))?;
+        let Some(svc) = by_id.get(&flow.service_id) else { continue };
+        if service.is_some_and(|s| s != svc.name) {
+            continue;
+        }
+        let b = maps.backends.get(&flow.backend_id, 0).map_err(rerr("backends"))?;
+        let live = b.flags & BE_F_ACTIVE != 0 && b.generation == flow.backend_gen;
+        rows.push(FlowRow {
+            service: svc.name.clone(),
+            protocol: if key.proto == PROTO_TCP { "tcp" } else { "udp" }.into(),
+            client: sock(ip_from16(key.src), u16::from_be(key.sport)),
+            backend: sock(ip_from16(b.addr), u16::from_be(b.port)),
+            state: if !live {
+                "stale"
+            } else if flow.state == FLOW_CLOSING {
+                "closing"
+            } else {
+                "open"
+            }
+            .into(),
+            age_seconds: now.saturating_sub(flow.created_ns) / 1_000_000_000,
+        });
+    }
+    rows.sort_by(|a, b| (&a.service, &a.client).cmp(&(&b.service, &b.client)));
+    Ok(rows)
+}
+
+/// Global counters by name, in index order.
+pub fn stats(maps: &Maps) -> Result<Vec<(&'static str, u64)>, ReadError> {
+    Stat::ALL
+        .iter()
+        .map(|s| {
+            let v = maps.stats.get(&(*s as u32), 0).map_err(rerr("stats"))?;
+            Ok((s.name(), v.iter().sum()))
+        })
+        .collect()
+}
+
+/// A backend's share of a lookup table.
+#[derive(Clone, Debug, Serialize)]
+pub struct MaglevShare {
+    pub address: String,
+    pub slots: u32,
+    pub share: f64,
+}
+
+/// The lookup table of one service.
+#[derive(Clone, Debug, Serialize)]
+pub struct MaglevRow {
+    pub service: String,
+    pub table_size: u32,
+    pub max_avg: f64,
+    pub backends: Vec<MaglevShare>,
+}
+
+/// Each backend's share of a service's lookup table.
+pub fn maglev(maps: &Maps, service: &str) -> Result<Option<MaglevRow>, ReadError> {
+    let svcs = services(maps)?;
+    let Some(svc) = svcs.iter().find(|s| s.name == service) else { return Ok(None) };
+    let (offset, size) = svc.table;
+    let mut counts: BTreeMap<u32, u32> = BTreeMap::new();
+    for i in 0..size {
+        *counts.entry(maps.table.get(&(offset + i), 0).map_err(rerr("table"))?).or_default() += 1;
+    }
+    let backends: Vec<MaglevShare> = svc
+        .backend_rows
+        .iter()
+        .map(|b| {
+            let slots = counts.get(&b.id).copied().unwrap_or(0);
+            MaglevShare { address: b.address.clone(), slots, share: if size == 0 { 0.0 } else { slots as f64 / size as f64 } }
+        })
+        .collect();
+    let taking: Vec<u32> = backends.iter().map(|b| b.slots).filter(|s| *s > 0).collect();
+    let max_avg = if taking.is_empty() {
+        0.0
+    } else {
+        let avg = size as f64 / taking.len() as f64;
+        *taking.iter().max().expect("non-empty") as f64 / avg
+    };
+    Ok(Some(MaglevRow { service: svc.name.clone(), table_size: if size == 0 { TABLE_SIZE } else { size }, max_avg, backends }))
+}

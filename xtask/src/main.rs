@@ -1,0 +1,163 @@
+//! `cargo xtask <command>`: developer tasks for xlb.
+//!
+//! * `setup`: install what building and testing need (idempotent);
+//! * `build`: setup, then `cargo build --release -p lb-userspace`;
+//! * `test`: setup, unit tests, then the root-only integration tests;
+//! * `demo`: build, then a client/node/pods topology with the agent;
+//! * `bench`: the benchmarks (not implemented yet).
+
+mod demo;
+mod setup;
+mod util;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", bin_name = "cargo xtask", about = "Developer tasks for xlb", version)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what is missing: nightly rust-src, bpf-linker, bpffs mount, iproute2.
+    Setup,
+    /// Setup, then build target/release/xlb.
+    Build,
+    /// Setup, then the unit tests, then the integration tests (need root).
+    Test(TestArgs),
+    /// Build xlb and run it on a client/node/pods topology in network namespaces.
+    Demo(DemoArgs),
+    /// Run the benchmarks.
+    Bench,
+}
+
+#[derive(clap::Args)]
+struct TestArgs {
+    /// Run only the unit tests.
+    #[arg(long, conflicts_with = "integration")]
+    unit: bool,
+    /// Run only the integration tests.
+    #[arg(long)]
+    integration: bool,
+    /// Only run integration tests whose name contains this (passed to the test harness).
+    filter: Option<String>,
+}
+
+#[derive(clap::Args)]
+struct DemoArgs {
+    /// Echo the agent's log while the demo runs.
+    #[arg(long)]
+    agent_log: bool,
+    /// Skip setup and the build (use the existing target/release/xlb).
+    #[arg(long)]
+    no_build: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.cmd {
+        Cmd::Setup => setup::setup(),
+        Cmd::Build => setup::setup().and_then(|()| util::build_release()).map(|_| ()),
+        Cmd::Test(args) => test(&args),
+        Cmd::Demo(args) => demo::demo(args.agent_log, args.no_build),
+        Cmd::Bench => {
+            eprintln!("benchmarks are not implemented yet (see issue 5)");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("\nxtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn test(args: &TestArgs) -> anyhow::Result<()> {
+    setup::setup()?;
+    let root = util::workspace_root();
+    let mut failed: Vec<&str> = Vec::new();
+    let mut passed: Vec<&str> = Vec::new();
+
+    if !args.integration {
+        util::header("unit tests (cargo test --workspace --exclude lb-ebpf --lib --bins)");
+        let mut cmd = util::cargo();
+        cmd.args(["test", "--workspace", "--exclude", "lb-ebpf", "--lib", "--bins"]);
+        match util::run(&mut cmd) {
+            Ok(()) => passed.push("unit tests"),
+            Err(e) => {
+                eprintln!("xtask: unit tests failed: {e:#}");
+                failed.push("unit tests");
+            }
+        }
+    }
+
+    if !args.unit {
+        util::header("integration tests (network namespaces, XDP; need root)");
+        if !xlb_tests::is_root() {
+            eprintln!(
+                "xtask: the integration tests need root (network namespaces, XDP, bpffs) and this is uid {}.\n\
+                 xtask: run them as root, e.g. `sudo -E cargo xtask test`; `cargo xtask test --unit` runs only the unit tests.",
+                // SAFETY: geteuid cannot fail.
+                unsafe { libc::geteuid() }
+            );
+            failed.push("integration tests (not root)");
+        } else {
+            match util::build_release() {
+                Err(e) => {
+                    eprintln!("xtask: cannot build xlb for the integration tests: {e:#}");
+                    failed.push("integration tests (xlb build)");
+                }
+                Ok(bin) => {
+                    let mut harness: Vec<String> = vec!["--test-threads=1".into()];
+                    if let Some(f) = &args.filter {
+                        harness.push(f.clone());
+                    }
+                    let mut cmd = util::cargo();
+                    cmd.args(["test", "-p", "xlb-tests", "--test", "*", "--"]).args(&harness).env("XLB_BIN", &bin);
+                    match util::run(&mut cmd) {
+                        Ok(()) => passed.push("integration tests (xlb-tests)"),
+                        Err(e) => {
+                            eprintln!("xtask: integration tests failed: {e:#}");
+                            failed.push("integration tests (xlb-tests)");
+                        }
+                    }
+                    let has_userspace_tests = std::fs::read_dir(root.join("lb-userspace/tests"))
+                        .map(|d| d.flatten().any(|e| e.path().extension().is_some_and(|x| x == "rs")))
+                        .unwrap_or(false);
+                    if has_userspace_tests {
+                        util::header("integration tests of lb-userspace (cargo test -p lb-userspace --test '*')");
+                        let mut cmd = util::cargo();
+                        cmd.args(["test", "-p", "lb-userspace", "--test", "*", "--"])
+                            .args(&harness)
+                            .env("XLB_BIN", &bin);
+                        match util::run(&mut cmd) {
+                            Ok(()) => passed.push("integration tests (lb-userspace)"),
+                            Err(e) => {
+                                eprintln!("xtask: lb-userspace integration tests failed: {e:#}");
+                                failed.push("integration tests (lb-userspace)");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    util::header("test summary");
+    for p in &passed {
+        println!("  ok      {p}");
+    }
+    for f in &failed {
+        println!("  FAILED  {f}");
+    }
+    if !failed.is_empty() {
+        anyhow::bail!("{} test phase(s) failed: {}", failed.len(), failed.join(", "));
+    }
+    Ok(())
+}

@@ -1,0 +1,204 @@
+//! `cargo xtask setup`: install what is missing, idempotently.
+//!
+//! * the nightly toolchain's `rust-src` (the eBPF crate builds `core` for
+//!   the BPF target with `-Z build-std`);
+//! * `bpf-linker`, built against the LLVM shipped with the installed
+//!   nightly (no dated nightly is pinned);
+//! * bpffs mounted at `/sys/fs/bpf` (as root);
+//! * `ip` from iproute2 (as root, through apt-get) for the tests and demo.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{anyhow, bail, Context as _, Result};
+
+use crate::util::{header, info, is_root, output, run};
+
+pub fn setup() -> Result<()> {
+    header("setup");
+    ensure_rust_src()?;
+    ensure_bpf_linker()?;
+    ensure_bpffs()?;
+    ensure_iproute2()?;
+    info("setup complete");
+    Ok(())
+}
+
+fn ensure_rust_src() -> Result<()> {
+    let toolchains = output(Command::new("rustup").args(["toolchain", "list"]))
+        .context("rustup is needed to manage the nightly toolchain (see https://rustup.rs)")?;
+    if !toolchains.lines().any(|l| l.starts_with("nightly")) {
+        info("nightly toolchain: missing, installing it");
+        run(Command::new("rustup").args(["toolchain", "install", "nightly", "--profile", "minimal", "--component", "rust-src"]))?;
+    }
+    let installed = output(Command::new("rustup").args(["component", "list", "--toolchain", "nightly", "--installed"]))?;
+    if installed.lines().any(|l| l.trim().starts_with("rust-src")) {
+        info("rust-src (nightly): present");
+    } else {
+        info("rust-src (nightly): missing, installing it");
+        run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))?;
+    }
+    Ok(())
+}
+
+fn cargo_bin_dir() -> Option<PathBuf> {
+    if let Some(home) = std::env::var_os("CARGO_HOME") {
+        return Some(PathBuf::from(home).join("bin"));
+    }
+    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo").join("bin"))
+}
+
+fn find_on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file())
+}
+
+/// Makes sure `~/.cargo/bin` is on our PATH, so the builds we start find
+/// `bpf-linker` there.
+fn ensure_cargo_bin_on_path() {
+    let Some(bin) = cargo_bin_dir() else { return };
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    if std::env::split_paths(&path).any(|p| p == bin) {
+        return;
+    }
+    let mut dirs: Vec<PathBuf> = vec![bin.clone()];
+    dirs.extend(std::env::split_paths(&path));
+    if let Ok(joined) = std::env::join_paths(dirs) {
+        info(&format!("adding {} to PATH for this run (add it to your shell's PATH too)", bin.display()));
+        std::env::set_var("PATH", joined);
+    }
+}
+
+fn ensure_bpf_linker() -> Result<()> {
+    ensure_cargo_bin_on_path();
+    if let Some(p) = find_on_path("bpf-linker") {
+        info(&format!("bpf-linker: {}", p.display()));
+        return Ok(());
+    }
+    info("bpf-linker: missing, building it against the nightly toolchain's LLVM");
+    let sysroot = PathBuf::from(output(Command::new("rustc").args(["+nightly", "--print", "sysroot"]))?.trim());
+    let version = output(Command::new("rustc").args(["+nightly", "-vV"]))?;
+    let major = llvm_major(&version)
+        .ok_or_else(|| anyhow!("cannot find `LLVM version:` in `rustc +nightly -vV`:\n{version}"))?;
+    info(&format!("nightly sysroot {}, LLVM {major}", sysroot.display()));
+    ensure_libllvm_symlink(&sysroot.join("lib"), major)?;
+    run(Command::new("cargo")
+        .args(["install", "bpf-linker", "--no-default-features", "--features", &format!("llvm-{major}")])
+        .env("LLVM_PREFIX", &sysroot))?;
+    match find_on_path("bpf-linker") {
+        Some(p) => {
+            info(&format!("bpf-linker: installed at {}", p.display()));
+            Ok(())
+        }
+        None => bail!("`cargo install bpf-linker` succeeded but bpf-linker is not on PATH; add ~/.cargo/bin to PATH"),
+    }
+}
+
+/// `LLVM version: 22.1.4` → 22.
+fn llvm_major(rustc_vv: &str) -> Option<u32> {
+    rustc_vv
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("LLVM version:"))
+        .and_then(|v| v.trim().split('.').next())
+        .and_then(|m| m.parse().ok())
+}
+
+/// bpf-linker links against `<sysroot>/lib/libLLVM.so`, which rustup does
+/// not ship under that name: point it at the real shared library.
+fn ensure_libllvm_symlink(lib: &Path, major: u32) -> Result<()> {
+    let link = lib.join("libLLVM.so");
+    if link.symlink_metadata().is_ok() {
+        info(&format!("{}: present", link.display()));
+        return Ok(());
+    }
+    let names: Vec<(String, u64)> = std::fs::read_dir(lib)
+        .with_context(|| format!("cannot list {}", lib.display()))?
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().to_string();
+            let meta = e.metadata().ok()?;
+            meta.is_file().then_some((name, meta.len()))
+        })
+        .collect();
+    let target = pick_libllvm(&names, major)
+        .ok_or_else(|| anyhow!("no libLLVM shared library in {}: is the nightly toolchain complete?", lib.display()))?;
+    std::os::unix::fs::symlink(lib.join(&target), &link)
+        .with_context(|| format!("cannot create {} -> {target}", link.display()))?;
+    info(&format!("linked {} -> {target}", link.display()));
+    Ok(())
+}
+
+/// Picks the real LLVM shared library among `(name, size)` entries: a
+/// `libLLVM.so.<ver>...` or `libLLVM-<major>-rust-*.so` file, the largest
+/// one (rustup ships one of them as a tiny linker script).
+fn pick_libllvm(entries: &[(String, u64)], major: u32) -> Option<String> {
+    let dashed = format!("libLLVM-{major}");
+    entries
+        .iter()
+        .filter(|(n, _)| n.starts_with("libLLVM.so.") || (n.starts_with(&dashed) && n.ends_with(".so")))
+        .max_by_key(|(_, size)| *size)
+        .map(|(n, _)| n.clone())
+}
+
+fn bpffs_mounted() -> bool {
+    std::fs::read_to_string("/proc/mounts")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 2 && f[1] == "/sys/fs/bpf" && f[2] == "bpf"
+        })
+}
+
+fn ensure_bpffs() -> Result<()> {
+    if bpffs_mounted() {
+        info("bpffs: mounted at /sys/fs/bpf");
+        return Ok(());
+    }
+    if !is_root() {
+        info("bpffs: not mounted at /sys/fs/bpf, and mounting it needs root (the agent needs it)");
+        return Ok(());
+    }
+    info("bpffs: mounting at /sys/fs/bpf");
+    std::fs::create_dir_all("/sys/fs/bpf").context("cannot create /sys/fs/bpf")?;
+    run(Command::new("mount").args(["-t", "bpf", "bpf", "/sys/fs/bpf"]))
+}
+
+fn ensure_iproute2() -> Result<()> {
+    if Command::new("ip").arg("-V").output().map(|o| o.status.success()).unwrap_or(false) {
+        info("iproute2 (ip): present");
+        return Ok(());
+    }
+    if !is_root() {
+        info("iproute2 (ip): missing; the integration tests and the demo need it (apt-get install iproute2, as root)");
+        return Ok(());
+    }
+    info("iproute2 (ip): missing, installing it");
+    run(Command::new("apt-get").arg("update").env("DEBIAN_FRONTEND", "noninteractive"))?;
+    run(Command::new("apt-get").args(["install", "-y", "iproute2"]).env("DEBIAN_FRONTEND", "noninteractive"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_llvm_major() {
+        let vv = "rustc 1.97.0-nightly (e50aa6fba 2026-05-19)\nbinary: rustc\nLLVM version: 22.1.4\n";
+        assert_eq!(llvm_major(vv), Some(22));
+        assert_eq!(llvm_major("rustc 1.0"), None);
+    }
+
+    #[test]
+    fn picks_the_real_libllvm() {
+        let entries = vec![
+            ("libLLVM-22-rust-1.97.0-nightly.so".to_string(), 43),
+            ("libLLVM.so.22.1-rust-1.97.0-nightly".to_string(), 199_500_656),
+            ("librustc_driver-b5a965480ee51f9a.so".to_string(), 1_000_000_000),
+        ];
+        assert_eq!(pick_libllvm(&entries, 22).as_deref(), Some("libLLVM.so.22.1-rust-1.97.0-nightly"));
+        let only_dashed = vec![("libLLVM-22-rust-1.97.0-nightly.so".to_string(), 150_000_000)];
+        assert_eq!(pick_libllvm(&only_dashed, 22).as_deref(), Some("libLLVM-22-rust-1.97.0-nightly.so"));
+        assert_eq!(pick_libllvm(&only_dashed, 21), None);
+    }
+}
