@@ -81,7 +81,12 @@ pub fn send(ctx: &XdpContext, pkt: &Packet, rw: &Rewrite, p: &mut FibParams, par
                         bump(Stat::FwdRedirect);
                         return action;
                     }
-                    Err(_) => bump(Stat::RedirectFail),
+                    Err(_) => {
+                        bump(Stat::RedirectFail);
+                        if crate::log::allowed() {
+                            aya_log_ebpf::debug!(ctx, "xlb: XDP_REDIRECT to ifindex {} refused; handing to the kernel", out);
+                        }
+                    }
                 }
             }
         }

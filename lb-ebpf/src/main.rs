@@ -5,6 +5,7 @@
 #![no_main]
 
 mod forward;
+mod log;
 mod maps;
 mod nat;
 mod packet;

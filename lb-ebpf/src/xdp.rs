@@ -7,8 +7,11 @@ use lb_common::{
     TCP_CLOSING_TIMEOUT,
 };
 
+use aya_log_ebpf::debug;
+
 use crate::{
     forward::send,
+    log,
     maps::{BACKENDS, FLOWS, REVERSE, SERVICES, TABLE},
     nat::rewrite,
     packet::{parse, Parsed, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
@@ -48,6 +51,9 @@ pub fn process(ctx: &XdpContext) -> Result<u32, ()> {
         }
         Parsed::Malformed => {
             bump(Stat::DropMalformed);
+            if log::allowed() {
+                debug!(ctx, "xlb: malformed packet dropped (further ones this second not logged)");
+            }
             return Ok(xdp_action::XDP_DROP);
         }
     }
@@ -196,14 +202,15 @@ fn alloc_snat(s: &mut Scratch, svc: &Service, be: &Backend) -> bool {
     false
 }
 
-/// Records a new flow (and, without SNAT, its reverse translation).
+/// Records a new flow (and, without SNAT, its reverse translation). False
+/// when the connection table refused the entry.
 #[inline(never)]
-fn record(s: &mut Scratch, svc: &Service, be: &Backend) {
+fn record(s: &mut Scratch, svc: &Service, be: &Backend) -> bool {
     let now = now();
     let pkt = &s.pkt;
     // An RST never creates an entry.
     if pkt.has(TCP_RST) {
-        return;
+        return true;
     }
     s.flow.backend_id = s.backend_id;
     s.flow.backend_gen = be.generation;
@@ -215,6 +222,7 @@ fn record(s: &mut Scratch, svc: &Service, be: &Backend) {
     s.flow.last_seen_ns = now;
     if FLOWS.insert(&s.pkt.key, &s.flow, 0).is_err() {
         bump(Stat::DropTableFull);
+        return false;
     }
     if s.snat_port == 0 {
         fill_reverse(s, svc, now);
@@ -227,6 +235,7 @@ fn record(s: &mut Scratch, svc: &Service, be: &Backend) {
         s.rkey._pad = [0; 3];
         let _ = REVERSE.insert(&s.rkey, &s.rev, 0);
     }
+    true
 }
 
 /// Client → VIP: find or pick the backend, rewrite, send.
@@ -248,7 +257,9 @@ fn to_backend(ctx: &XdpContext, s: &mut Scratch, svc: &Service) -> u32 {
                 bump(Stat::DropSnatExhausted);
                 return xdp_action::XDP_DROP;
             }
-            record(s, svc, be);
+            if !record(s, svc, be) && log::allowed() {
+                debug!(ctx, "xlb: connection table full: flow forwarded by hash but not recorded");
+            }
             bump(Stat::FlowNew);
             be
         }

@@ -9,9 +9,8 @@ use std::{
 };
 
 use anyhow::{Context as _, Result};
-use aya::EbpfLoader;
 use clap::Args;
-use lb_common::{names, DEFAULT_FLOW_ENTRIES, IF_F_REDIRECT, IF_F_TX};
+use lb_common::{DEFAULT_FLOW_ENTRIES, IF_F_REDIRECT, IF_F_TX};
 use tokio::{
     signal::unix::{signal, SignalKind},
     sync::mpsc,
@@ -21,11 +20,11 @@ use tracing::{error, info, warn};
 use crate::{
     attach::{self, XdpModeArg},
     config::{self, ConfigErrors},
+    datapath,
     iface,
     maps::{map_dir, Maps},
     metrics::{self, Health},
     writer::MapWriter,
-    EBPF_OBJECT,
 };
 
 /// Flags of `xlb agent`.
@@ -149,12 +148,8 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
     }
     ensure_bpffs(&args.pin_path)?;
 
-    let mut ebpf = EbpfLoader::new()
-        .default_map_pin_directory(map_dir(&args.pin_path))
-        .map_max_entries(names::FLOWS, args.flow_table_size)
-        .map_max_entries(names::REVERSE, args.flow_table_size)
-        .load(EBPF_OBJECT)
-        .context("loading the eBPF object (is this a kernel with BPF and are we root?)")?;
+    let mut ebpf = datapath::load(&args.pin_path, args.flow_table_size)?;
+    spawn_datapath_log(&mut ebpf);
     let maps = Maps::take(&mut ebpf).context("opening the maps")?;
     let mut writer = MapWriter::restore(maps, args.hash_seed).context("reading the pinned maps")?;
     let report = writer.apply(&cfg.state).context("programming the services")?;
@@ -193,6 +188,31 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
     }
     drop(ebpf);
     Ok(())
+}
+
+/// Forwards the data path's aya-log records (rare events, debug level) to
+/// our log.
+fn spawn_datapath_log(ebpf: &mut aya::Ebpf) {
+    let logger = match aya_log::EbpfLogger::init(ebpf) {
+        Ok(l) => l,
+        Err(e) => {
+            warn!(error = %e, "data-path events will not be logged");
+            return;
+        }
+    };
+    // SAFETY: the logger owns its ring-buffer fd for as long as the AsyncFd
+    // owns the logger, and as_raw_fd always returns that same fd.
+    let registered = unsafe { tokio::io::unix::AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE) };
+    let Ok(mut fd) = registered else {
+        warn!("data-path events will not be logged (no poll on the log ring)");
+        return;
+    };
+    tokio::spawn(async move {
+        while let Ok(mut guard) = fd.readable_mut().await {
+            guard.get_inner_mut().flush();
+            guard.clear_ready();
+        }
+    });
 }
 
 fn reload(path: &Path, writer: &mut MapWriter, why: &str) {

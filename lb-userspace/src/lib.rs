@@ -5,6 +5,7 @@ pub mod agent;
 pub mod attach;
 pub mod cli;
 pub mod config;
+pub mod datapath;
 pub mod iface;
 pub mod maglev;
 pub mod maps;

@@ -1,6 +1,7 @@
 //! A named network namespace (`/var/run/netns/<name>`, as `ip netns` makes
 //! them) and ways to run code, commands and processes inside it.
 
+use std::ffi::CString;
 use std::fs::File;
 use std::os::fd::{AsRawFd as _, OwnedFd};
 use std::os::unix::process::CommandExt as _;
@@ -116,9 +117,16 @@ impl Netns {
         crate::run_cmd("ip", &all)
     }
 
-    /// Starts `cmd` inside this namespace. Only the network namespace
-    /// changes (through `setns` between fork and exec, not `ip netns exec`),
-    /// so the child sees the host's mounts, `/sys/fs/bpf` pins included.
+    /// Starts `cmd` inside this namespace, through `setns` between fork and
+    /// exec (not `ip netns exec`).
+    ///
+    /// Like `ip netns exec`, the child gets a private mount namespace with a
+    /// fresh sysfs on `/sys`, so `/sys/class/net` shows this namespace's
+    /// interfaces; unlike it, the mounts that were under `/sys` (bpffs on
+    /// `/sys/fs/bpf` above all, so pins are shared with the host and the
+    /// CLI) are carried over into the new `/sys`. If the mount namespace
+    /// cannot be set up before `/sys` is touched, the child keeps the host's
+    /// mounts (only its network namespace changes).
     ///
     /// The child gets SIGTERM when the *thread* that called `spawn` exits
     /// (`PR_SET_PDEATHSIG`), so a killed test leaves no process behind: call
@@ -129,15 +137,18 @@ impl Netns {
     pub fn spawn(&self, cmd: &mut Command) -> Result<Child> {
         let fd = self.open()?;
         let raw = fd.as_raw_fd();
-        // SAFETY: the hook only makes async-signal-safe system calls
-        // (setns, prctl, getppid) on an fd that stays open until after spawn.
+        let sys = SysRemount::prepare();
+        // SAFETY: the hook only makes async-signal-safe system calls (setns,
+        // prctl, unshare, mount, open_tree, move_mount) on data prepared
+        // before the fork and an fd that stays open until after spawn; it
+        // does not allocate.
         unsafe {
             cmd.pre_exec(move || {
                 if libc::setns(raw, libc::CLONE_NEWNET) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong, 0, 0, 0);
-                Ok(())
+                sys.apply()
             });
         }
         let child = cmd
@@ -181,6 +192,116 @@ impl Netns {
     }
 }
 
+/// What a spawned child needs to remount `/sys` for its network namespace
+/// while keeping the mounts below it: prepared (allocated) before the fork,
+/// applied after it without allocating.
+struct SysRemount {
+    sys: CString,
+    sysfs: CString,
+    root: CString,
+    empty: CString,
+    /// Mount points below `/sys` (outermost only), bpffs first.
+    subs: Vec<CString>,
+    /// How many leading entries of `subs` must be carried over (bpffs).
+    required: usize,
+}
+
+const MAX_SUBMOUNTS: usize = 16;
+const OPEN_TREE_CLONE: libc::c_uint = 1;
+const AT_RECURSIVE: libc::c_uint = 0x8000;
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+
+impl SysRemount {
+    fn prepare() -> Self {
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let subs = sys_submounts(&mountinfo);
+        let required = usize::from(subs.first().map(String::as_str) == Some("/sys/fs/bpf"));
+        SysRemount {
+            sys: CString::new("/sys").unwrap(),
+            sysfs: CString::new("sysfs").unwrap(),
+            root: CString::new("/").unwrap(),
+            empty: CString::new("").unwrap(),
+            subs: subs.into_iter().filter_map(|s| CString::new(s).ok()).take(MAX_SUBMOUNTS).collect(),
+            required,
+        }
+    }
+
+    /// Runs in the child between fork and exec.
+    unsafe fn apply(&self) -> std::io::Result<()> {
+        let err = std::io::Error::last_os_error;
+        // Soft part: failing here leaves the host's /sys in place.
+        if libc::unshare(libc::CLONE_NEWNS) != 0 {
+            return Ok(());
+        }
+        if libc::mount(std::ptr::null(), self.root.as_ptr(), std::ptr::null(), libc::MS_REC | libc::MS_SLAVE, std::ptr::null())
+            != 0
+        {
+            return Ok(());
+        }
+        let mut fds = [-1 as libc::c_int; MAX_SUBMOUNTS];
+        for (i, sub) in self.subs.iter().enumerate() {
+            let fd = libc::syscall(
+                libc::SYS_open_tree,
+                libc::AT_FDCWD,
+                sub.as_ptr(),
+                OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | AT_RECURSIVE,
+            );
+            if fd < 0 && i < self.required {
+                return Ok(());
+            }
+            fds[i] = fd as libc::c_int;
+        }
+        // Hard part: /sys is being replaced.
+        if libc::umount2(self.sys.as_ptr(), libc::MNT_DETACH) != 0 {
+            return Err(err());
+        }
+        if libc::mount(self.sysfs.as_ptr(), self.sys.as_ptr(), self.sysfs.as_ptr(), 0, std::ptr::null()) != 0 {
+            return Err(err());
+        }
+        for (i, sub) in self.subs.iter().enumerate() {
+            if fds[i] < 0 {
+                continue;
+            }
+            let r = libc::syscall(
+                libc::SYS_move_mount,
+                fds[i],
+                self.empty.as_ptr(),
+                libc::AT_FDCWD,
+                sub.as_ptr(),
+                MOVE_MOUNT_F_EMPTY_PATH,
+            );
+            if r != 0 && i < self.required {
+                return Err(err());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The outermost mount points strictly below `/sys` in a mountinfo text,
+/// `/sys/fs/bpf` first when present.
+fn sys_submounts(mountinfo: &str) -> Vec<String> {
+    let mut points: Vec<String> = mountinfo
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(4))
+        .filter(|p| p.starts_with("/sys/") && !p.contains('\\'))
+        .map(str::to_string)
+        .collect();
+    points.sort();
+    points.dedup();
+    let mut outer: Vec<String> = Vec::new();
+    for p in points {
+        if !outer.iter().any(|o| p.starts_with(&format!("{o}/"))) {
+            outer.push(p);
+        }
+    }
+    if let Some(i) = outer.iter().position(|p| p == "/sys/fs/bpf") {
+        let bpf = outer.remove(i);
+        outer.insert(0, bpf);
+    }
+    outer
+}
+
 /// Joins the network namespace behind `fd` on the calling thread.
 fn enter(fd: &OwnedFd) -> Result<()> {
     // SAFETY: setns on a valid namespace fd affects only this thread.
@@ -203,5 +324,25 @@ pub(crate) fn child_running(pid: i32) -> bool {
             libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
         );
         r == 0 && info.si_pid() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn submounts_outermost_bpf_first() {
+        let mi = "\
+22 1 0:21 / /sys rw - sysfs sysfs rw
+23 22 0:6 / /sys/kernel/security rw - securityfs securityfs rw
+26 22 0:23 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw
+27 26 0:50 / /sys/fs/cgroup/x rw - cgroup2 cgroup2 rw
+28 22 0:24 / /sys/fs/bpf rw - bpf bpf rw
+29 1 0:25 / /proc rw - proc proc rw
+30 22 0:26 / /sys/weird\\040dir rw - x x rw
+";
+        assert_eq!(sys_submounts(mi), vec!["/sys/fs/bpf", "/sys/fs/cgroup", "/sys/kernel/security"]);
+        assert!(sys_submounts("22 1 0:21 / /sys rw - sysfs sysfs rw").is_empty());
     }
 }

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use xlb_tests::{
-    tcp_echo_server, tcp_request, udp_echo_server, udp_probe, udp_request, Probe, Topology,
+    tcp_echo_server, tcp_probe, tcp_request, udp_echo_server, udp_probe, udp_request, Probe, Topology,
 };
 
 const T: Duration = Duration::from_secs(3);
@@ -51,6 +51,9 @@ fn topology_routes_without_xlb() {
     // A closed port answers ICMP port unreachable, which udp_probe reports.
     let closed = SocketAddr::new(Topology::pod_addr_v4(1).into(), 9);
     assert_eq!(udp_probe(&topo.client, closed, b"x", T).unwrap(), Probe::Refused);
+    assert_eq!(tcp_probe(&topo.client, closed, b"x", T).unwrap(), Probe::Refused);
+    let open = SocketAddr::new(Topology::pod_addr_v4(0).into(), 5353);
+    assert_eq!(udp_probe(&topo.client, open, b"x", T).unwrap(), Probe::Reply(format!("pod0 {}", Topology::CLIENT_V4)));
 
     // The VIP is routed to the node, which owns no VIP and has no route
     // onward, so without xlb nothing answers.
@@ -70,4 +73,42 @@ fn namespaces_are_removed_on_drop() {
     for n in names {
         assert!(!list.lines().any(|l| l.split_whitespace().next() == Some(n.as_str())), "{n} left behind");
     }
+}
+
+#[test]
+fn spawned_processes_see_the_namespace_sysfs_and_host_bpffs() {
+    let topo = Topology::new(1).expect("build topology (needs root)");
+    // /sys/class/net reflects the node namespace.
+    let out = topo
+        .node
+        .spawn(std::process::Command::new("ls").arg("/sys/class/net").stdout(std::process::Stdio::piped()))
+        .expect("spawn ls")
+        .wait_with_output()
+        .unwrap();
+    let names = String::from_utf8_lossy(&out.stdout);
+    let mut names: Vec<&str> = names.split_whitespace().collect();
+    names.sort();
+    assert_eq!(names, vec!["c0", "lo", "p0"]);
+
+    // bpffs pins made on the host are visible (and the reverse).
+    let mounted = std::fs::read_to_string("/proc/mounts").unwrap().lines().any(|l| l.contains("/sys/fs/bpf bpf"));
+    if !mounted {
+        eprintln!("bpffs is not mounted at /sys/fs/bpf (cargo xtask setup mounts it); skipping that part");
+        return;
+    }
+    let pins = xlb_tests::PinDir::new().unwrap();
+    std::fs::create_dir(pins.path()).unwrap();
+    std::fs::create_dir(pins.path().join("from-host")).unwrap();
+    let status = topo
+        .node
+        .spawn(std::process::Command::new("sh").arg("-c").arg(format!(
+            "test -d {0}/from-host && mkdir {0}/from-node",
+            pins.path().display()
+        )))
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert!(status.success(), "the node namespace's process does not see the host's bpffs");
+    assert!(pins.path().join("from-node").is_dir());
+    drop(pins);
 }
