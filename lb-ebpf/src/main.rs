@@ -9,6 +9,7 @@ mod log;
 mod maps;
 mod nat;
 mod packet;
+mod reject;
 mod scratch;
 mod stats;
 mod xdp;

@@ -14,6 +14,7 @@ use crate::{
     log,
     maps::{BACKENDS, FLOWS, REVERSE, SERVICES, TABLE},
     nat::rewrite,
+    reject::reject,
     packet::{parse, Parsed, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
     scratch::{self, Scratch},
     stats::{bump, count},
@@ -23,6 +24,9 @@ const NS: u64 = 1_000_000_000;
 /// Refresh `last_seen` at most this often (saves writes on hot flows).
 const REFRESH_NS: u64 = NS;
 const BPF_NOEXIST: u64 = 1;
+/// `to_backend` result: no usable backend, reject (a verdict is < 5). Kept
+/// out of `to_backend`'s frame so the BPF call chain stays within 512 bytes.
+const NO_BACKEND: u32 = u32::MAX;
 
 #[inline(always)]
 fn now() -> u64 {
@@ -61,7 +65,10 @@ pub fn process(ctx: &XdpContext) -> Result<u32, ()> {
     let key = ServiceKey { addr: k.dst, port: k.dport, proto: k.proto, _pad: 0 };
     if let Some(svc) = SERVICES.get_ptr(&key) {
         // SAFETY: map value pointer valid for this program run.
-        return Ok(to_backend(ctx, s, unsafe { &*svc }));
+        return Ok(match to_backend(ctx, s, unsafe { &*svc }) {
+            NO_BACKEND => reject(ctx, s),
+            verdict => verdict,
+        });
     }
     if let Some(rev) = REVERSE.get_ptr_mut(&s.pkt.key) {
         // SAFETY: map value pointer valid for this program run.
@@ -249,8 +256,7 @@ fn to_backend(ctx: &XdpContext, s: &mut Scratch, svc: &Service) -> u32 {
         }
         None => {
             let Some(be) = pick(s, svc) else {
-                bump(Stat::DropNoBackend);
-                return xdp_action::XDP_DROP;
+                return NO_BACKEND;
             };
             s.snat_port = 0;
             if snat && !alloc_snat(s, svc, be) {

@@ -28,7 +28,11 @@ pub fn xlb_binary() -> Result<PathBuf> {
     }
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("target"));
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("..")
+                .join("target")
+        });
     let newest = ["release", "debug"]
         .iter()
         .map(|p| target.join(p).join("xlb"))
@@ -62,11 +66,18 @@ impl PinDir {
     pub fn new() -> Result<Self> {
         crate::require_root()?;
         let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
-        if !mounts.lines().any(|l| l.split_whitespace().nth(1) == Some("/sys/fs/bpf") && l.contains(" bpf ")) {
+        if !mounts
+            .lines()
+            .any(|l| l.split_whitespace().nth(1) == Some("/sys/fs/bpf") && l.contains(" bpf "))
+        {
             bail!("bpffs is not mounted at /sys/fs/bpf: run `cargo xtask setup` or `mount -t bpf bpf /sys/fs/bpf`");
         }
         let n = PIN_COUNTER.fetch_add(1, Ordering::SeqCst);
-        Self::at(format!("/sys/fs/bpf/{}{}-{n}-pins", crate::PREFIX, std::process::id()))
+        Self::at(format!(
+            "/sys/fs/bpf/{}{}-{n}-pins",
+            crate::PREFIX,
+            std::process::id()
+        ))
     }
 
     /// Uses `path`, which must not exist yet (so that we only ever remove
@@ -74,7 +85,10 @@ impl PinDir {
     pub fn at(path: impl Into<PathBuf>) -> Result<Self> {
         let path = path.into();
         if path.exists() {
-            bail!("pin path {} already exists; remove it if no agent uses it", path.display());
+            bail!(
+                "pin path {} already exists; remove it if no agent uses it",
+                path.display()
+            );
         }
         Ok(PinDir { path })
     }
@@ -92,6 +106,45 @@ impl Drop for PinDir {
                 eprintln!("xlb-tests: cannot remove {}: {e}", self.path.display());
             }
         }
+    }
+}
+
+/// A configuration file in the temporary directory, named after the
+/// topology, removed on drop. [`ConfigFile::write`] replaces its content
+/// atomically (write + rename), as an editor or a ConfigMap update would.
+#[derive(Debug)]
+pub struct ConfigFile {
+    path: PathBuf,
+}
+
+impl ConfigFile {
+    /// Writes `yaml` to `$TMPDIR/<topology prefix>-<n>.yaml`.
+    pub fn new(topo: &Topology, yaml: &str) -> Result<Self> {
+        let n = PIN_COUNTER.fetch_add(1, Ordering::SeqCst);
+        let path = std::env::temp_dir().join(format!("{}-{n}.yaml", topo.prefix));
+        let file = ConfigFile { path };
+        file.write(yaml)?;
+        Ok(file)
+    }
+
+    /// The file's path (for `--config`).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Replaces the content atomically.
+    pub fn write(&self, yaml: &str) -> Result<()> {
+        let tmp = self.path.with_extension("yaml.tmp");
+        std::fs::write(&tmp, yaml).with_context(|| format!("cannot write {}", tmp.display()))?;
+        std::fs::rename(&tmp, &self.path)
+            .with_context(|| format!("cannot replace {}", self.path.display()))
+    }
+}
+
+impl Drop for ConfigFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+        let _ = std::fs::remove_file(self.path.with_extension("yaml.tmp"));
     }
 }
 
@@ -125,7 +178,11 @@ impl Agent {
     /// expect the agent to refuse its configuration; see
     /// [`Agent::wait_exit`]).
     pub fn spawn(topo: &Topology, config: &Path, pin_path: &Path, extra: &[&str]) -> Result<Agent> {
-        let mut args: Vec<String> = vec!["agent".into(), "--config".into(), config.display().to_string()];
+        let mut args: Vec<String> = vec![
+            "agent".into(),
+            "--config".into(),
+            config.display().to_string(),
+        ];
         for ifname in topo.node_interfaces() {
             args.push("--interface".into());
             args.push(ifname);
@@ -140,7 +197,9 @@ impl Agent {
     pub fn spawn_args(node: &Netns, pin_path: &Path, args: &[String]) -> Result<Agent> {
         let bin = xlb_binary()?;
         let port = node.try_run(|| -> std::io::Result<u16> {
-            Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?.local_addr()?.port())
+            Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
+                .local_addr()?
+                .port())
         })??;
         let metrics_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
         let mut cmd = Command::new(&bin);
@@ -153,33 +212,40 @@ impl Agent {
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         let mut child = node.spawn(&mut cmd)?;
-        let stderr = child.stderr.take().ok_or_else(|| anyhow!("no stderr pipe"))?;
+        let stderr = child
+            .stderr
+            .take()
+            .ok_or_else(|| anyhow!("no stderr pipe"))?;
         let log = Arc::new(Mutex::new(String::new()));
         let echo = std::env::var_os("XLB_TEST_VERBOSE").is_some();
         let t_log = log.clone();
-        let log_thread = std::thread::Builder::new().name("xlb-agent-log".into()).spawn(move || {
-            let mut reader = BufReader::new(stderr);
-            let mut line = String::new();
-            loop {
-                line.clear();
-                match reader.read_line(&mut line) {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) => {
-                        if echo {
-                            eprint!("[xlb agent] {line}");
+        let log_thread = std::thread::Builder::new()
+            .name("xlb-agent-log".into())
+            .spawn(move || {
+                let mut reader = BufReader::new(stderr);
+                let mut line = String::new();
+                loop {
+                    line.clear();
+                    match reader.read_line(&mut line) {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) => {
+                            if echo {
+                                eprint!("[xlb agent] {line}");
+                            }
+                            let mut l = t_log.lock().unwrap_or_else(|e| e.into_inner());
+                            // Keep memory bounded for chatty agents.
+                            if l.len() > 4 << 20 {
+                                let cut = l.len() - (2 << 20);
+                                let cut = (cut..l.len())
+                                    .find(|&i| l.is_char_boundary(i))
+                                    .unwrap_or(l.len());
+                                l.drain(..cut);
+                            }
+                            l.push_str(&line);
                         }
-                        let mut l = t_log.lock().unwrap_or_else(|e| e.into_inner());
-                        // Keep memory bounded for chatty agents.
-                        if l.len() > 4 << 20 {
-                            let cut = l.len() - (2 << 20);
-                            let cut = (cut..l.len()).find(|&i| l.is_char_boundary(i)).unwrap_or(l.len());
-                            l.drain(..cut);
-                        }
-                        l.push_str(&line);
                     }
                 }
-            }
-        })?;
+            })?;
         Ok(Agent {
             child: Some(child),
             node: node.clone(),
@@ -234,7 +300,10 @@ impl Agent {
         loop {
             if let Some(status) = self.try_status() {
                 self.join_log();
-                bail!("xlb agent exited ({status}) before it became healthy; its log:\n{}", self.log());
+                bail!(
+                    "xlb agent exited ({status}) before it became healthy; its log:\n{}",
+                    self.log()
+                );
             }
             if let Ok((200, _)) = self.http_get("/healthz") {
                 return Ok(());
@@ -259,7 +328,10 @@ impl Agent {
                 return Ok(status);
             }
             if Instant::now() >= deadline {
-                bail!("xlb agent still running after {timeout:?}; its log:\n{}", self.log());
+                bail!(
+                    "xlb agent still running after {timeout:?}; its log:\n{}",
+                    self.log()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -268,7 +340,11 @@ impl Agent {
     /// Sends `signal` (e.g. `libc::SIGHUP`) to the agent if it still runs.
     pub fn signal(&mut self, signal: i32) -> Result<()> {
         if self.try_status().is_some() {
-            bail!("xlb agent already exited ({:?}); its log:\n{}", self.status, self.log());
+            bail!(
+                "xlb agent already exited ({:?}); its log:\n{}",
+                self.status,
+                self.log()
+            );
         }
         let pid = self.pid().ok_or_else(|| anyhow!("no agent process"))? as i32;
         // SAFETY: pid is our unreaped child (try_status saw it running).
@@ -343,10 +419,18 @@ impl Agent {
     pub fn services_json(&self) -> Result<serde_json::Value> {
         let out = self.cli(&["services", "-o", "json"])?;
         if !out.status.success() {
-            bail!("xlb services failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "xlb services failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
-        serde_json::from_slice(&out.stdout)
-            .with_context(|| format!("xlb services -o json printed: {}", String::from_utf8_lossy(&out.stdout)))
+        serde_json::from_slice(&out.stdout).with_context(|| {
+            format!(
+                "xlb services -o json printed: {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
     }
 }
 
@@ -365,10 +449,21 @@ impl Drop for Agent {
 /// host's bpffs is visible) with a 60 s bound, returning its output.
 pub(crate) fn cli(ns: &Netns, bin: &Path, pin_path: &Path, args: &[&str]) -> Result<Output> {
     let mut cmd = Command::new(bin);
-    cmd.args(args).arg("--pin-path").arg(pin_path).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.args(args)
+        .arg("--pin-path")
+        .arg(pin_path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let mut child = ns.spawn(&mut cmd)?;
-    let mut stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout pipe"))?;
-    let mut stderr = child.stderr.take().ok_or_else(|| anyhow!("no stderr pipe"))?;
+    let mut stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| anyhow!("no stdout pipe"))?;
+    let mut stderr = child
+        .stderr
+        .take()
+        .ok_or_else(|| anyhow!("no stderr pipe"))?;
     let out_t = std::thread::spawn(move || {
         let mut v = Vec::new();
         let _ = stdout.read_to_end(&mut v);
@@ -399,11 +494,19 @@ pub(crate) fn cli(ns: &Netns, bin: &Path, pin_path: &Path, args: &[&str]) -> Res
 }
 
 /// A minimal HTTP/1.1 GET from inside `ns`: returns the status code and body.
-pub(crate) fn http_get(ns: &Netns, addr: SocketAddr, path: &str, timeout: Duration) -> Result<(u16, String)> {
+pub(crate) fn http_get(
+    ns: &Netns,
+    addr: SocketAddr,
+    path: &str,
+    timeout: Duration,
+) -> Result<(u16, String)> {
     let mut stream = ns.try_run(|| TcpStream::connect_timeout(&addr, timeout))??;
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
     let mut raw = Vec::new();
     let deadline = Instant::now() + timeout;
     let mut buf = [0u8; 8192];
@@ -420,7 +523,10 @@ pub(crate) fn http_get(ns: &Netns, addr: SocketAddr, path: &str, timeout: Durati
 
 fn parse_http_response(raw: &[u8]) -> Result<(u16, String)> {
     let text = String::from_utf8_lossy(raw);
-    let status_line = text.lines().next().ok_or_else(|| anyhow!("empty HTTP response"))?;
+    let status_line = text
+        .lines()
+        .next()
+        .ok_or_else(|| anyhow!("empty HTTP response"))?;
     let code: u16 = status_line
         .split_whitespace()
         .nth(1)
@@ -431,14 +537,19 @@ fn parse_http_response(raw: &[u8]) -> Result<(u16, String)> {
         let l = l.to_ascii_lowercase();
         l.starts_with("transfer-encoding:") && l.contains("chunked")
     });
-    let body = if chunked { dechunk(body) } else { body.to_string() };
+    let body = if chunked {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
     Ok((code, body))
 }
 
 fn dechunk(mut s: &str) -> String {
     let mut out = String::new();
     while let Some((size_line, rest)) = s.split_once("\r\n") {
-        let size = usize::from_str_radix(size_line.split(';').next().unwrap_or("").trim(), 16).unwrap_or(0);
+        let size = usize::from_str_radix(size_line.split(';').next().unwrap_or("").trim(), 16)
+            .unwrap_or(0);
         if size == 0 || rest.len() < size {
             break;
         }
@@ -454,7 +565,8 @@ mod tests {
 
     #[test]
     fn parses_http() {
-        let (c, b) = parse_http_response(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").unwrap();
+        let (c, b) =
+            parse_http_response(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").unwrap();
         assert_eq!((c, b.as_str()), (200, "ok"));
         let (c, b) =
             parse_http_response(b"HTTP/1.1 503 Service Unavailable\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n")

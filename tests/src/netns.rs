@@ -25,7 +25,10 @@ pub struct Netns {
 impl Netns {
     /// Refers to an existing named namespace (does not create it).
     pub fn existing(name: impl Into<String>) -> Self {
-        Netns { name: name.into(), children: Arc::default() }
+        Netns {
+            name: name.into(),
+            children: Arc::default(),
+        }
     }
 
     /// `/var/run/netns/<name>`.
@@ -37,7 +40,10 @@ impl Netns {
         let path = self.path();
         // File::open sets O_CLOEXEC.
         let f = File::open(&path).with_context(|| {
-            format!("cannot open network namespace {} (does it exist? are we root?)", path.display())
+            format!(
+                "cannot open network namespace {} (does it exist? are we root?)",
+                path.display()
+            )
         })?;
         Ok(OwnedFd::from(f))
     }
@@ -147,15 +153,28 @@ impl Netns {
                 if libc::setns(raw, libc::CLONE_NEWNET) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong, 0, 0, 0);
+                libc::prctl(
+                    libc::PR_SET_PDEATHSIG,
+                    libc::SIGTERM as libc::c_ulong,
+                    0,
+                    0,
+                    0,
+                );
                 sys.apply()
             });
         }
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("cannot start {:?} in netns {}", cmd.get_program(), self.name))?;
+        let child = cmd.spawn().with_context(|| {
+            format!(
+                "cannot start {:?} in netns {}",
+                cmd.get_program(),
+                self.name
+            )
+        })?;
         drop(fd);
-        self.children.lock().unwrap_or_else(|e| e.into_inner()).push(child.id());
+        self.children
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(child.id());
         Ok(child)
     }
 
@@ -165,8 +184,13 @@ impl Netns {
     /// already reaped (and might be reused) is never touched. Children are
     /// not reaped here, so a `Child` the caller still holds can be waited.
     pub fn stop_children(&self, grace: Duration) {
-        let pids: Vec<u32> = std::mem::take(&mut *self.children.lock().unwrap_or_else(|e| e.into_inner()));
-        let running: Vec<i32> = pids.iter().map(|&p| p as i32).filter(|&p| child_running(p)).collect();
+        let pids: Vec<u32> =
+            std::mem::take(&mut *self.children.lock().unwrap_or_else(|e| e.into_inner()));
+        let running: Vec<i32> = pids
+            .iter()
+            .map(|&p| p as i32)
+            .filter(|&p| child_running(p))
+            .collect();
         for &pid in &running {
             // SAFETY: pid is our unreaped child (checked just above).
             unsafe { libc::kill(pid, libc::SIGTERM) };
@@ -177,7 +201,10 @@ impl Netns {
                 std::thread::sleep(Duration::from_millis(20));
             }
             if child_running(pid) {
-                eprintln!("xlb-tests: pid {pid} in netns {} ignored SIGTERM; killing it", self.name);
+                eprintln!(
+                    "xlb-tests: pid {pid} in netns {} ignored SIGTERM; killing it",
+                    self.name
+                );
                 // SAFETY: still our unreaped child.
                 unsafe { libc::kill(pid, libc::SIGKILL) };
             }
@@ -221,7 +248,11 @@ impl SysRemount {
             sysfs: CString::new("sysfs").unwrap(),
             root: CString::new("/").unwrap(),
             empty: CString::new("").unwrap(),
-            subs: subs.into_iter().filter_map(|s| CString::new(s).ok()).take(MAX_SUBMOUNTS).collect(),
+            subs: subs
+                .into_iter()
+                .filter_map(|s| CString::new(s).ok())
+                .take(MAX_SUBMOUNTS)
+                .collect(),
             required,
         }
     }
@@ -233,8 +264,13 @@ impl SysRemount {
         if libc::unshare(libc::CLONE_NEWNS) != 0 {
             return Ok(());
         }
-        if libc::mount(std::ptr::null(), self.root.as_ptr(), std::ptr::null(), libc::MS_REC | libc::MS_SLAVE, std::ptr::null())
-            != 0
+        if libc::mount(
+            std::ptr::null(),
+            self.root.as_ptr(),
+            std::ptr::null(),
+            libc::MS_REC | libc::MS_SLAVE,
+            std::ptr::null(),
+        ) != 0
         {
             return Ok(());
         }
@@ -255,7 +291,14 @@ impl SysRemount {
         if libc::umount2(self.sys.as_ptr(), libc::MNT_DETACH) != 0 {
             return Err(err());
         }
-        if libc::mount(self.sysfs.as_ptr(), self.sys.as_ptr(), self.sysfs.as_ptr(), 0, std::ptr::null()) != 0 {
+        if libc::mount(
+            self.sysfs.as_ptr(),
+            self.sys.as_ptr(),
+            self.sysfs.as_ptr(),
+            0,
+            std::ptr::null(),
+        ) != 0
+        {
             return Err(err());
         }
         for (i, sub) in self.subs.iter().enumerate() {
@@ -342,7 +385,10 @@ mod tests {
 29 1 0:25 / /proc rw - proc proc rw
 30 22 0:26 / /sys/weird\\040dir rw - x x rw
 ";
-        assert_eq!(sys_submounts(mi), vec!["/sys/fs/bpf", "/sys/fs/cgroup", "/sys/kernel/security"]);
+        assert_eq!(
+            sys_submounts(mi),
+            vec!["/sys/fs/bpf", "/sys/fs/cgroup", "/sys/kernel/security"]
+        );
         assert!(sys_submounts("22 1 0:21 / /sys rw - sysfs sysfs rw").is_empty());
     }
 }

@@ -78,24 +78,33 @@ impl Topology {
         if let Err(e) = cleanup_stale(PREFIX) {
             eprintln!("xlb-tests: cleaning stale namespaces failed: {e:#}");
         }
-        let prefix = format!("{PREFIX}{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::SeqCst));
+        let prefix = format!(
+            "{PREFIX}{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        );
         let mut topo = Topology {
             client: Netns::existing(format!("{prefix}-client")),
             node: Netns::existing(format!("{prefix}-node")),
-            pods: (0..pods).map(|i| Netns::existing(format!("{prefix}-pod{i}"))).collect(),
+            pods: (0..pods)
+                .map(|i| Netns::existing(format!("{prefix}-pod{i}")))
+                .collect(),
             client_if: "c0".to_string(),
             pod_ifs: (0..pods).map(|i| format!("p{i}")).collect(),
             prefix,
             created: Vec::new(),
         };
         // On error `topo` is dropped, which deletes what was created.
-        topo.build().with_context(|| format!("building topology {}", topo.prefix))?;
+        topo.build()
+            .with_context(|| format!("building topology {}", topo.prefix))?;
         Ok(topo)
     }
 
     fn build(&mut self) -> Result<()> {
-        let all: Vec<Netns> =
-            [self.client.clone(), self.node.clone()].into_iter().chain(self.pods.iter().cloned()).collect();
+        let all: Vec<Netns> = [self.client.clone(), self.node.clone()]
+            .into_iter()
+            .chain(self.pods.iter().cloned())
+            .collect();
         for ns in &all {
             crate::run_cmd("ip", &["netns", "add", &ns.name])?;
             self.created.push(ns.clone());
@@ -108,30 +117,138 @@ impl Topology {
         // client <-> node
         let node = self.node.clone();
         let client = self.client.clone();
-        node.ip(&["link", "add", &self.client_if, "type", "veth", "peer", "name", "eth0", "netns", &client.name])?;
+        node.ip(&[
+            "link",
+            "add",
+            &self.client_if,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            &client.name,
+        ])?;
         node.ip(&["addr", "add", "10.100.0.1/24", "dev", &self.client_if])?;
-        node.ip(&["-6", "addr", "add", "fd00:100::1/64", "dev", &self.client_if, "nodad"])?;
+        node.ip(&[
+            "-6",
+            "addr",
+            "add",
+            "fd00:100::1/64",
+            "dev",
+            &self.client_if,
+            "nodad",
+        ])?;
         client.ip(&["addr", "add", "10.100.0.2/24", "dev", "eth0"])?;
-        client.ip(&["-6", "addr", "add", "fd00:100::2/64", "dev", "eth0", "nodad"])?;
+        client.ip(&[
+            "-6",
+            "addr",
+            "add",
+            "fd00:100::2/64",
+            "dev",
+            "eth0",
+            "nodad",
+        ])?;
         node.ip(&["link", "set", &self.client_if, "up"])?;
         client.ip(&["link", "set", "eth0", "up"])?;
-        client.ip(&["route", "add", "default", "via", "10.100.0.1", "dev", "eth0"])?;
-        client.ip(&["-6", "route", "add", "default", "via", "fd00:100::1", "dev", "eth0"])?;
-        client.ip(&["route", "add", Self::VIP_RANGE_V4, "via", "10.100.0.1", "dev", "eth0"])?;
-        client.ip(&["-6", "route", "add", Self::VIP_RANGE_V6, "via", "fd00:100::1", "dev", "eth0"])?;
+        client.ip(&[
+            "route",
+            "add",
+            "default",
+            "via",
+            "10.100.0.1",
+            "dev",
+            "eth0",
+        ])?;
+        client.ip(&[
+            "-6",
+            "route",
+            "add",
+            "default",
+            "via",
+            "fd00:100::1",
+            "dev",
+            "eth0",
+        ])?;
+        client.ip(&[
+            "route",
+            "add",
+            Self::VIP_RANGE_V4,
+            "via",
+            "10.100.0.1",
+            "dev",
+            "eth0",
+        ])?;
+        client.ip(&[
+            "-6",
+            "route",
+            "add",
+            Self::VIP_RANGE_V6,
+            "via",
+            "fd00:100::1",
+            "dev",
+            "eth0",
+        ])?;
 
         // node <-> pods
         for (i, pod) in self.pods.clone().iter().enumerate() {
             let nif = self.pod_ifs[i].clone();
-            node.ip(&["link", "add", &nif, "type", "veth", "peer", "name", "eth0", "netns", &pod.name])?;
-            node.ip(&["addr", "add", &format!("{}/24", Self::pod_gw_v4(i)), "dev", &nif])?;
-            node.ip(&["-6", "addr", "add", &format!("{}/64", Self::pod_gw_v6(i)), "dev", &nif, "nodad"])?;
-            pod.ip(&["addr", "add", &format!("{}/24", Self::pod_addr_v4(i)), "dev", "eth0"])?;
-            pod.ip(&["-6", "addr", "add", &format!("{}/64", Self::pod_addr_v6(i)), "dev", "eth0", "nodad"])?;
+            node.ip(&[
+                "link", "add", &nif, "type", "veth", "peer", "name", "eth0", "netns", &pod.name,
+            ])?;
+            node.ip(&[
+                "addr",
+                "add",
+                &format!("{}/24", Self::pod_gw_v4(i)),
+                "dev",
+                &nif,
+            ])?;
+            node.ip(&[
+                "-6",
+                "addr",
+                "add",
+                &format!("{}/64", Self::pod_gw_v6(i)),
+                "dev",
+                &nif,
+                "nodad",
+            ])?;
+            pod.ip(&[
+                "addr",
+                "add",
+                &format!("{}/24", Self::pod_addr_v4(i)),
+                "dev",
+                "eth0",
+            ])?;
+            pod.ip(&[
+                "-6",
+                "addr",
+                "add",
+                &format!("{}/64", Self::pod_addr_v6(i)),
+                "dev",
+                "eth0",
+                "nodad",
+            ])?;
             node.ip(&["link", "set", &nif, "up"])?;
             pod.ip(&["link", "set", "eth0", "up"])?;
-            pod.ip(&["route", "add", "default", "via", &Self::pod_gw_v4(i).to_string(), "dev", "eth0"])?;
-            pod.ip(&["-6", "route", "add", "default", "via", &Self::pod_gw_v6(i).to_string(), "dev", "eth0"])?;
+            pod.ip(&[
+                "route",
+                "add",
+                "default",
+                "via",
+                &Self::pod_gw_v4(i).to_string(),
+                "dev",
+                "eth0",
+            ])?;
+            pod.ip(&[
+                "-6",
+                "route",
+                "add",
+                "default",
+                "via",
+                &Self::pod_gw_v6(i).to_string(),
+                "dev",
+                "eth0",
+            ])?;
         }
 
         // Per-interface rp_filter off (the effective value is max(all, dev)).
@@ -155,7 +272,9 @@ impl Topology {
     /// The node-side interfaces xlb must attach to: the client veth, then
     /// every pod veth (pass each as `--interface`).
     pub fn node_interfaces(&self) -> Vec<String> {
-        std::iter::once(self.client_if.clone()).chain(self.pod_ifs.iter().cloned()).collect()
+        std::iter::once(self.client_if.clone())
+            .chain(self.pod_ifs.iter().cloned())
+            .collect()
     }
 
     /// Pod `i`'s IPv4 address, 10.1.<i>.2.
@@ -195,7 +314,10 @@ impl Topology {
 
     /// Every namespace of this topology: client, node, pods.
     pub fn namespaces(&self) -> Vec<&Netns> {
-        [&self.client, &self.node].into_iter().chain(self.pods.iter()).collect()
+        [&self.client, &self.node]
+            .into_iter()
+            .chain(self.pods.iter())
+            .collect()
     }
 
     /// A unique name derived from this topology (`<prefix>-<what>`), e.g. for
@@ -274,8 +396,9 @@ pub(crate) fn owner_pid(prefix: &str, name: &str) -> Option<i32> {
 }
 
 /// Deletes what dead runs left behind: network namespaces named
-/// `<prefix><pid>-...` and bpffs directories `/sys/fs/bpf/<prefix><pid>-...`
-/// whose `<pid>` no longer exists. `prefix` must start with `xlbt` so that
+/// `<prefix><pid>-...`, bpffs directories `/sys/fs/bpf/<prefix><pid>-...`
+/// and configuration files `$TMPDIR/<prefix><pid>-*.yaml` whose `<pid>` no
+/// longer exists. `prefix` must start with `xlbt` so that
 /// nothing else is ever touched; namespaces of live processes (parallel
 /// runs) are kept. Processes still inside a stale namespace are not killed
 /// (we did not start them); they keep it alive until they exit. Returns the
@@ -287,8 +410,12 @@ pub fn cleanup_stale(prefix: &str) -> Result<usize> {
     let mut deleted = 0;
     let out = crate::run_cmd("ip", &["netns", "list"])?;
     for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let Some(name) = line.split_whitespace().next() else { continue };
-        let Some(pid) = owner_pid(prefix, name) else { continue };
+        let Some(name) = line.split_whitespace().next() else {
+            continue;
+        };
+        let Some(pid) = owner_pid(prefix, name) else {
+            continue;
+        };
         if crate::pid_alive(pid) {
             continue;
         }
@@ -303,13 +430,32 @@ pub fn cleanup_stale(prefix: &str) -> Result<usize> {
     if let Ok(dir) = std::fs::read_dir("/sys/fs/bpf") {
         for entry in dir.flatten() {
             let name = entry.file_name().to_string_lossy().to_string();
-            let Some(pid) = owner_pid(prefix, &name) else { continue };
+            let Some(pid) = owner_pid(prefix, &name) else {
+                continue;
+            };
             if crate::pid_alive(pid) || !entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
                 continue;
             }
             match std::fs::remove_dir_all(entry.path()) {
-                Ok(()) => eprintln!("xlb-tests: removed stale bpffs pins {}", entry.path().display()),
-                Err(e) => eprintln!("xlb-tests: cannot remove stale pins {}: {e}", entry.path().display()),
+                Ok(()) => eprintln!(
+                    "xlb-tests: removed stale bpffs pins {}",
+                    entry.path().display()
+                ),
+                Err(e) => eprintln!(
+                    "xlb-tests: cannot remove stale pins {}: {e}",
+                    entry.path().display()
+                ),
+            }
+        }
+    }
+    if let Ok(dir) = std::fs::read_dir(std::env::temp_dir()) {
+        for entry in dir.flatten() {
+            let name = entry.file_name().to_string_lossy().to_string();
+            let Some(pid) = owner_pid(prefix, &name) else {
+                continue;
+            };
+            if !crate::pid_alive(pid) && (name.ends_with(".yaml") || name.ends_with(".yaml.tmp")) {
+                let _ = std::fs::remove_file(entry.path());
             }
         }
     }
@@ -325,7 +471,10 @@ mod tests {
         assert_eq!(Topology::pod_addr_v4(3).to_string(), "10.1.3.2");
         assert_eq!(Topology::pod_gw_v4(3).to_string(), "10.1.3.1");
         assert_eq!(Topology::pod_addr_v6(3).to_string(), "fd00:1:3::2");
-        assert_eq!(Topology::pod_gw_v6(0).to_string(), "fd00:1:0::1".parse::<Ipv6Addr>().unwrap().to_string());
+        assert_eq!(
+            Topology::pod_gw_v6(0).to_string(),
+            "fd00:1:0::1".parse::<Ipv6Addr>().unwrap().to_string()
+        );
         assert_eq!(Topology::CLIENT_V6.to_string(), "fd00:100::2");
         assert_eq!(Topology::NODE_V6.to_string(), "fd00:100::1");
         assert_eq!(Topology::VIP_V6.to_string(), "2001:db8:ffff::10");

@@ -15,7 +15,12 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "cargo xtask", bin_name = "cargo xtask", about = "Developer tasks for xlb", version)]
+#[command(
+    name = "cargo xtask",
+    bin_name = "cargo xtask",
+    about = "Developer tasks for xlb",
+    version
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -61,7 +66,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.cmd {
         Cmd::Setup => setup::setup(),
-        Cmd::Build => setup::setup().and_then(|()| util::build_release()).map(|_| ()),
+        Cmd::Build => setup::setup()
+            .and_then(|()| util::build_release())
+            .map(|_| ()),
         Cmd::Test(args) => test(&args),
         Cmd::Demo(args) => demo::demo(args.agent_log, args.no_build),
         Cmd::Bench => {
@@ -87,7 +94,14 @@ fn test(args: &TestArgs) -> anyhow::Result<()> {
     if !args.integration {
         util::header("unit tests (cargo test --workspace --exclude lb-ebpf --lib --bins)");
         let mut cmd = util::cargo();
-        cmd.args(["test", "--workspace", "--exclude", "lb-ebpf", "--lib", "--bins"]);
+        cmd.args([
+            "test",
+            "--workspace",
+            "--exclude",
+            "lb-ebpf",
+            "--lib",
+            "--bins",
+        ]);
         match util::run(&mut cmd) {
             Ok(()) => passed.push("unit tests"),
             Err(e) => {
@@ -119,7 +133,9 @@ fn test(args: &TestArgs) -> anyhow::Result<()> {
                         harness.push(f.clone());
                     }
                     let mut cmd = util::cargo();
-                    cmd.args(["test", "-p", "xlb-tests", "--test", "*", "--"]).args(&harness).env("XLB_BIN", &bin);
+                    cmd.args(["test", "-p", "xlb-tests", "--test", "*", "--"])
+                        .args(&harness)
+                        .env("XLB_BIN", &bin);
                     match util::run(&mut cmd) {
                         Ok(()) => passed.push("integration tests (xlb-tests)"),
                         Err(e) => {
@@ -128,7 +144,10 @@ fn test(args: &TestArgs) -> anyhow::Result<()> {
                         }
                     }
                     let has_userspace_tests = std::fs::read_dir(root.join("lb-userspace/tests"))
-                        .map(|d| d.flatten().any(|e| e.path().extension().is_some_and(|x| x == "rs")))
+                        .map(|d| {
+                            d.flatten()
+                                .any(|e| e.path().extension().is_some_and(|x| x == "rs"))
+                        })
                         .unwrap_or(false);
                     if has_userspace_tests {
                         util::header("integration tests of lb-userspace (cargo test -p lb-userspace --test '*')");
@@ -157,7 +176,11 @@ fn test(args: &TestArgs) -> anyhow::Result<()> {
         println!("  FAILED  {f}");
     }
     if !failed.is_empty() {
-        anyhow::bail!("{} test phase(s) failed: {}", failed.len(), failed.join(", "));
+        anyhow::bail!(
+            "{} test phase(s) failed: {}",
+            failed.len(),
+            failed.join(", ")
+        );
     }
     Ok(())
 }

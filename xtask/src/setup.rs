@@ -29,14 +29,34 @@ fn ensure_rust_src() -> Result<()> {
         .context("rustup is needed to manage the nightly toolchain (see https://rustup.rs)")?;
     if !toolchains.lines().any(|l| l.starts_with("nightly")) {
         info("nightly toolchain: missing, installing it");
-        run(Command::new("rustup").args(["toolchain", "install", "nightly", "--profile", "minimal", "--component", "rust-src"]))?;
+        run(Command::new("rustup").args([
+            "toolchain",
+            "install",
+            "nightly",
+            "--profile",
+            "minimal",
+            "--component",
+            "rust-src",
+        ]))?;
     }
-    let installed = output(Command::new("rustup").args(["component", "list", "--toolchain", "nightly", "--installed"]))?;
+    let installed = output(Command::new("rustup").args([
+        "component",
+        "list",
+        "--toolchain",
+        "nightly",
+        "--installed",
+    ]))?;
     if installed.lines().any(|l| l.trim().starts_with("rust-src")) {
         info("rust-src (nightly): present");
     } else {
         info("rust-src (nightly): missing, installing it");
-        run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))?;
+        run(Command::new("rustup").args([
+            "component",
+            "add",
+            "rust-src",
+            "--toolchain",
+            "nightly",
+        ]))?;
     }
     Ok(())
 }
@@ -50,7 +70,9 @@ fn cargo_bin_dir() -> Option<PathBuf> {
 
 fn find_on_path(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file())
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
 }
 
 /// Makes sure `~/.cargo/bin` is on our PATH, so the builds we start find
@@ -64,7 +86,10 @@ fn ensure_cargo_bin_on_path() {
     let mut dirs: Vec<PathBuf> = vec![bin.clone()];
     dirs.extend(std::env::split_paths(&path));
     if let Ok(joined) = std::env::join_paths(dirs) {
-        info(&format!("adding {} to PATH for this run (add it to your shell's PATH too)", bin.display()));
+        info(&format!(
+            "adding {} to PATH for this run (add it to your shell's PATH too)",
+            bin.display()
+        ));
         std::env::set_var("PATH", joined);
     }
 }
@@ -76,14 +101,26 @@ fn ensure_bpf_linker() -> Result<()> {
         return Ok(());
     }
     info("bpf-linker: missing, building it against the nightly toolchain's LLVM");
-    let sysroot = PathBuf::from(output(Command::new("rustc").args(["+nightly", "--print", "sysroot"]))?.trim());
+    let sysroot = PathBuf::from(
+        output(Command::new("rustc").args(["+nightly", "--print", "sysroot"]))?.trim(),
+    );
     let version = output(Command::new("rustc").args(["+nightly", "-vV"]))?;
-    let major = llvm_major(&version)
-        .ok_or_else(|| anyhow!("cannot find `LLVM version:` in `rustc +nightly -vV`:\n{version}"))?;
-    info(&format!("nightly sysroot {}, LLVM {major}", sysroot.display()));
+    let major = llvm_major(&version).ok_or_else(|| {
+        anyhow!("cannot find `LLVM version:` in `rustc +nightly -vV`:\n{version}")
+    })?;
+    info(&format!(
+        "nightly sysroot {}, LLVM {major}",
+        sysroot.display()
+    ));
     ensure_libllvm_symlink(&sysroot.join("lib"), major)?;
     run(Command::new("cargo")
-        .args(["install", "bpf-linker", "--no-default-features", "--features", &format!("llvm-{major}")])
+        .args([
+            "install",
+            "bpf-linker",
+            "--no-default-features",
+            "--features",
+            &format!("llvm-{major}"),
+        ])
         .env("LLVM_PREFIX", &sysroot))?;
     match find_on_path("bpf-linker") {
         Some(p) => {
@@ -120,8 +157,12 @@ fn ensure_libllvm_symlink(lib: &Path, major: u32) -> Result<()> {
             meta.is_file().then_some((name, meta.len()))
         })
         .collect();
-    let target = pick_libllvm(&names, major)
-        .ok_or_else(|| anyhow!("no libLLVM shared library in {}: is the nightly toolchain complete?", lib.display()))?;
+    let target = pick_libllvm(&names, major).ok_or_else(|| {
+        anyhow!(
+            "no libLLVM shared library in {}: is the nightly toolchain complete?",
+            lib.display()
+        )
+    })?;
     std::os::unix::fs::symlink(lib.join(&target), &link)
         .with_context(|| format!("cannot create {} -> {target}", link.display()))?;
     info(&format!("linked {} -> {target}", link.display()));
@@ -135,7 +176,9 @@ fn pick_libllvm(entries: &[(String, u64)], major: u32) -> Option<String> {
     let dashed = format!("libLLVM-{major}");
     entries
         .iter()
-        .filter(|(n, _)| n.starts_with("libLLVM.so.") || (n.starts_with(&dashed) && n.ends_with(".so")))
+        .filter(|(n, _)| {
+            n.starts_with("libLLVM.so.") || (n.starts_with(&dashed) && n.ends_with(".so"))
+        })
         .max_by_key(|(_, size)| *size)
         .map(|(n, _)| n.clone())
 }
@@ -165,7 +208,12 @@ fn ensure_bpffs() -> Result<()> {
 }
 
 fn ensure_iproute2() -> Result<()> {
-    if Command::new("ip").arg("-V").output().map(|o| o.status.success()).unwrap_or(false) {
+    if Command::new("ip")
+        .arg("-V")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+    {
         info("iproute2 (ip): present");
         return Ok(());
     }
@@ -174,8 +222,12 @@ fn ensure_iproute2() -> Result<()> {
         return Ok(());
     }
     info("iproute2 (ip): missing, installing it");
-    run(Command::new("apt-get").arg("update").env("DEBIAN_FRONTEND", "noninteractive"))?;
-    run(Command::new("apt-get").args(["install", "-y", "iproute2"]).env("DEBIAN_FRONTEND", "noninteractive"))
+    run(Command::new("apt-get")
+        .arg("update")
+        .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "iproute2"])
+        .env("DEBIAN_FRONTEND", "noninteractive"))
 }
 
 #[cfg(test)]
@@ -184,7 +236,8 @@ mod tests {
 
     #[test]
     fn parses_llvm_major() {
-        let vv = "rustc 1.97.0-nightly (e50aa6fba 2026-05-19)\nbinary: rustc\nLLVM version: 22.1.4\n";
+        let vv =
+            "rustc 1.97.0-nightly (e50aa6fba 2026-05-19)\nbinary: rustc\nLLVM version: 22.1.4\n";
         assert_eq!(llvm_major(vv), Some(22));
         assert_eq!(llvm_major("rustc 1.0"), None);
     }
@@ -193,12 +246,24 @@ mod tests {
     fn picks_the_real_libllvm() {
         let entries = vec![
             ("libLLVM-22-rust-1.97.0-nightly.so".to_string(), 43),
-            ("libLLVM.so.22.1-rust-1.97.0-nightly".to_string(), 199_500_656),
-            ("librustc_driver-b5a965480ee51f9a.so".to_string(), 1_000_000_000),
+            (
+                "libLLVM.so.22.1-rust-1.97.0-nightly".to_string(),
+                199_500_656,
+            ),
+            (
+                "librustc_driver-b5a965480ee51f9a.so".to_string(),
+                1_000_000_000,
+            ),
         ];
-        assert_eq!(pick_libllvm(&entries, 22).as_deref(), Some("libLLVM.so.22.1-rust-1.97.0-nightly"));
+        assert_eq!(
+            pick_libllvm(&entries, 22).as_deref(),
+            Some("libLLVM.so.22.1-rust-1.97.0-nightly")
+        );
         let only_dashed = vec![("libLLVM-22-rust-1.97.0-nightly.so".to_string(), 150_000_000)];
-        assert_eq!(pick_libllvm(&only_dashed, 22).as_deref(), Some("libLLVM-22-rust-1.97.0-nightly.so"));
+        assert_eq!(
+            pick_libllvm(&only_dashed, 22).as_deref(),
+            Some("libLLVM-22-rust-1.97.0-nightly.so")
+        );
         assert_eq!(pick_libllvm(&only_dashed, 21), None);
     }
 }

@@ -8,12 +8,17 @@ use anyhow::{bail, Context as _, Result};
 
 /// The workspace root (the parent of `xtask/`).
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
 }
 
 /// The target directory (`$CARGO_TARGET_DIR` or `<root>/target`).
 pub fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("target"))
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
 }
 
 /// A `cargo` command (the one running us, when known) in the workspace root.
@@ -50,7 +55,10 @@ pub fn run(cmd: &mut Command) -> Result<()> {
     let what = describe(cmd);
     println!("    $ {what}");
     let _ = std::io::stdout().flush();
-    let status = cmd.stdin(Stdio::null()).status().with_context(|| format!("cannot run `{what}`"))?;
+    let status = cmd
+        .stdin(Stdio::null())
+        .status()
+        .with_context(|| format!("cannot run `{what}`"))?;
     if !status.success() {
         bail!("`{what}` failed ({status})");
     }
@@ -61,9 +69,16 @@ pub fn run(cmd: &mut Command) -> Result<()> {
 /// non-zero exit.
 pub fn output(cmd: &mut Command) -> Result<String> {
     let what = describe(cmd);
-    let out = cmd.stdin(Stdio::null()).output().with_context(|| format!("cannot run `{what}`"))?;
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("cannot run `{what}`"))?;
     if !out.status.success() {
-        bail!("`{what}` failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "`{what}` failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }

@@ -1,0 +1,282 @@
+//! Active rejection for a service without a usable backend, from the data
+//! path: a UDP datagram is answered with ICMP (ICMPv6) port unreachable, a
+//! TCP SYN with an RST, so the client learns at once instead of timing out.
+//! The packet is turned into the answer in place and sent back like any
+//! other rewritten packet.
+use aya_ebpf::{
+    bindings::xdp_action,
+    helpers::generated::{bpf_xdp_adjust_head, bpf_xdp_adjust_tail},
+    programs::XdpContext,
+};
+use lb_common::{
+    csum::fold,
+    FlowKey, Stat, PROTO_TCP,
+};
+
+use crate::{
+    forward::send,
+    packet::{ptr_at, TCP_ACK, TCP_RST, TCP_SYN},
+    scratch::Scratch,
+    stats::bump,
+};
+
+const PROTO_ICMP: u8 = 1;
+const PROTO_ICMPV6: u8 = 58;
+const IPV4_LEN: usize = 20;
+const IPV6_LEN: usize = 40;
+const TCP_LEN: usize = 20;
+/// Bytes of the offending datagram quoted after the IP header.
+const QUOTE_L4: usize = 8;
+
+/// Answers the packet in `s` with a rejection, or drops it when it is
+/// neither UDP nor a TCP SYN.
+#[inline(never)]
+pub fn reject(ctx: &XdpContext, s: &mut Scratch) -> u32 {
+    let k = s.pkt.key;
+    let ok = if k.proto == PROTO_TCP {
+        if !s.pkt.has(TCP_SYN) || s.pkt.has(TCP_ACK) || s.pkt.has(TCP_RST) {
+            None
+        } else {
+            tcp_rst(ctx, s)
+        }
+    } else if s.pkt.v6 {
+        icmp6_unreachable(ctx, s)
+    } else {
+        icmp4_unreachable(ctx, s)
+    };
+    if ok.is_none() {
+        bump(Stat::DropNoBackend);
+        return xdp_action::XDP_DROP;
+    }
+    bump(Stat::Reject);
+    // Route the answer back to the client: source = VIP, destination = client.
+    s.rw.src = k.dst;
+    s.rw.dst = k.src;
+    s.rw.sport = k.dport;
+    s.rw.dport = k.sport;
+    s.pkt.key = FlowKey { src: k.dst, dst: k.src, sport: k.dport, dport: k.sport, proto: s.pkt.key.proto, _pad: [0; 3] };
+    send(ctx, &s.pkt, &s.rw, &mut s.fib, false)
+}
+
+/// Trims the frame to `len` bytes.
+#[inline(always)]
+fn trim_to(ctx: &XdpContext, len: usize) -> Option<()> {
+    let cur = ctx.data_end() - ctx.data();
+    if cur < len {
+        return None;
+    }
+    if cur > len {
+        // SAFETY: helper on our own context; shrinking only.
+        if unsafe { bpf_xdp_adjust_tail(ctx.ctx, -((cur - len) as i32)) } != 0 {
+            return None;
+        }
+    }
+    Some(())
+}
+
+/// Grows the frame at the front by `n` bytes and copies the L2 header
+/// (`l3` bytes: Ethernet, maybe one VLAN tag) to the new front, swapping
+/// the MAC addresses.
+#[inline(always)]
+fn grow_front(ctx: &XdpContext, n: usize, l3: usize) -> Option<()> {
+    // SAFETY: helper on our own context.
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(n as i32)) } != 0 {
+        return None;
+    }
+    let old = ptr_at::<[u8; 18]>(ctx, n)?;
+    let new = ptr_at::<[u8; 18]>(ctx, 0)?;
+    // SAFETY: both ranges bounds-checked; they do not overlap (n >= 18).
+    unsafe {
+        let o = *old;
+        let d = &mut *new;
+        let mut i = 0;
+        while i < 6 {
+            d[i] = o[i + 6];
+            d[i + 6] = o[i];
+            i += 1;
+        }
+        d[12] = o[12];
+        d[13] = o[13];
+        if l3 == 18 {
+            d[14] = o[14];
+            d[15] = o[15];
+            d[16] = o[16];
+            d[17] = o[17];
+        }
+    }
+    Some(())
+}
+
+/// Sums `len` bytes (even) of `b` from `from` as 16-bit words.
+#[inline(always)]
+fn sum<const N: usize>(acc: u32, b: &[u8; N], from: usize) -> u32 {
+    let mut acc = acc;
+    let mut i = from;
+    while i + 1 < N {
+        acc += u16::from_ne_bytes([b[i], b[i + 1]]) as u32;
+        i += 2;
+    }
+    acc
+}
+
+#[inline(always)]
+fn last4(a: &[u8; 16]) -> [u8; 4] {
+    [a[12], a[13], a[14], a[15]]
+}
+
+/// IPv4 UDP → ICMP destination unreachable, port unreachable (type 3 code 3).
+#[inline(never)]
+fn icmp4_unreachable(ctx: &XdpContext, s: &mut Scratch) -> Option<()> {
+    let l3 = s.pkt.l3;
+    // Only plain 20-byte IPv4 headers are quoted (options: drop instead).
+    if s.pkt.l4 != l3 + IPV4_LEN || (l3 != 14 && l3 != 18) {
+        return None;
+    }
+    let grow = IPV4_LEN + 8;
+    trim_to(ctx, l3 + IPV4_LEN + QUOTE_L4)?;
+    grow_front(ctx, grow, l3)?;
+    let total = (IPV4_LEN + 8 + IPV4_LEN + QUOTE_L4) as u16;
+    let ip = ptr_at::<[u8; 20]>(ctx, l3)?;
+    let icmp = ptr_at::<[u8; 36]>(ctx, l3 + IPV4_LEN)?;
+    // SAFETY: bounds checked by ptr_at.
+    let (ip, icmp) = unsafe { (&mut *ip, &mut *icmp) };
+    let src = last4(&s.pkt.key.dst);
+    let dst = last4(&s.pkt.key.src);
+    *ip = [
+        0x45, 0, (total >> 8) as u8, total as u8, 0, 0, 0x40, 0, 64, PROTO_ICMP, 0, 0, src[0], src[1], src[2], src[3],
+        dst[0], dst[1], dst[2], dst[3],
+    ];
+    let c = (!fold(sum(0, ip, 0))).to_ne_bytes();
+    ip[10] = c[0];
+    ip[11] = c[1];
+    icmp[0] = 3;
+    icmp[1] = 3;
+    icmp[2] = 0;
+    icmp[3] = 0;
+    icmp[4] = 0;
+    icmp[5] = 0;
+    icmp[6] = 0;
+    icmp[7] = 0;
+    let c = (!fold(sum(0, icmp, 0))).to_ne_bytes();
+    icmp[2] = c[0];
+    icmp[3] = c[1];
+    s.pkt.key.proto = PROTO_ICMP;
+    s.pkt.ip_len = total as u32;
+    s.pkt.l4 = l3 + IPV4_LEN;
+    Some(())
+}
+
+/// IPv6 UDP → ICMPv6 destination unreachable, port unreachable (type 1 code 4).
+#[inline(never)]
+fn icmp6_unreachable(ctx: &XdpContext, s: &mut Scratch) -> Option<()> {
+    let l3 = s.pkt.l3;
+    if l3 != 14 && l3 != 18 {
+        return None;
+    }
+    let grow = IPV6_LEN + 8;
+    trim_to(ctx, l3 + IPV6_LEN + QUOTE_L4)?;
+    grow_front(ctx, grow, l3)?;
+    let payload = (8 + IPV6_LEN + QUOTE_L4) as u16;
+    let ip = ptr_at::<[u8; 40]>(ctx, l3)?;
+    let icmp = ptr_at::<[u8; 56]>(ctx, l3 + IPV6_LEN)?;
+    // SAFETY: bounds checked by ptr_at.
+    let (ip, icmp) = unsafe { (&mut *ip, &mut *icmp) };
+    ip[0] = 0x60;
+    ip[1] = 0;
+    ip[2] = 0;
+    ip[3] = 0;
+    ip[4] = (payload >> 8) as u8;
+    ip[5] = payload as u8;
+    ip[6] = PROTO_ICMPV6;
+    ip[7] = 64;
+    ip[8..24].copy_from_slice(&s.pkt.key.dst);
+    ip[24..40].copy_from_slice(&s.pkt.key.src);
+    icmp[0] = 1;
+    icmp[1] = 4;
+    icmp[2] = 0;
+    icmp[3] = 0;
+    icmp[4] = 0;
+    icmp[5] = 0;
+    icmp[6] = 0;
+    icmp[7] = 0;
+    let mut acc2 = sum(0, ip, 8);
+    acc2 += u16::from_ne_bytes([(payload >> 8) as u8, payload as u8]) as u32;
+    acc2 += u16::from_ne_bytes([0, PROTO_ICMPV6]) as u32;
+    acc2 = sum(acc2, icmp, 0);
+    let c = (!fold(acc2)).to_ne_bytes();
+    icmp[2] = c[0];
+    icmp[3] = c[1];
+    s.pkt.key.proto = PROTO_ICMPV6;
+    s.pkt.ip_len = (IPV6_LEN as u32) + payload as u32;
+    s.pkt.l4 = l3 + IPV6_LEN;
+    Some(())
+}
+
+/// TCP SYN → RST|ACK (seq 0, ack = SYN's seq + 1), options and payload cut.
+#[inline(never)]
+fn tcp_rst(ctx: &XdpContext, s: &mut Scratch) -> Option<()> {
+    let l3 = s.pkt.l3;
+    let ip_len = if s.pkt.v6 { IPV6_LEN } else { IPV4_LEN };
+    if s.pkt.l4 != l3 + ip_len || (l3 != 14 && l3 != 18) {
+        return None;
+    }
+    let tcp = ptr_at::<[u8; 20]>(ctx, s.pkt.l4)?;
+    // SAFETY: bounds checked by ptr_at.
+    let t = unsafe { *tcp };
+    let seq = u32::from_be_bytes([t[4], t[5], t[6], t[7]]).wrapping_add(1).to_be_bytes();
+    // Was the SYN's checksum a partial one (local sender with offload)?
+    let old_pseudo = pseudo(s, ip_len, (s.pkt.l4_len) as u16, false);
+    let partial = u16::from_ne_bytes([t[16], t[17]]) == old_pseudo;
+    trim_to(ctx, l3 + ip_len + TCP_LEN)?;
+    let tcp = ptr_at::<[u8; 20]>(ctx, l3 + ip_len)?;
+    // SAFETY: bounds checked by ptr_at.
+    let tcp = unsafe { &mut *tcp };
+    *tcp = [
+        t[2], t[3], t[0], t[1], 0, 0, 0, 0, seq[0], seq[1], seq[2], seq[3], 0x50, TCP_RST | TCP_ACK, 0, 0, 0, 0, 0, 0,
+    ];
+    // Pseudo header of the answer: addresses swapped, length 20.
+    let p = pseudo(s, ip_len, TCP_LEN as u16, true);
+    let c = if partial { p } else { !fold(sum(p as u32, tcp, 0)) };
+    let c = c.to_ne_bytes();
+    tcp[16] = c[0];
+    tcp[17] = c[1];
+    if s.pkt.v6 {
+        let ip = ptr_at::<[u8; 40]>(ctx, l3)?;
+        // SAFETY: bounds checked by ptr_at.
+        let ip = unsafe { &mut *ip };
+        ip[4] = 0;
+        ip[5] = TCP_LEN as u8;
+        ip[8..24].copy_from_slice(&s.pkt.key.dst);
+        ip[24..40].copy_from_slice(&s.pkt.key.src);
+    } else {
+        let ip = ptr_at::<[u8; 20]>(ctx, l3)?;
+        // SAFETY: bounds checked by ptr_at.
+        let ip = unsafe { &mut *ip };
+        let total = (IPV4_LEN + TCP_LEN) as u16;
+        ip[2] = (total >> 8) as u8;
+        ip[3] = total as u8;
+        ip[8] = 64;
+        ip[10] = 0;
+        ip[11] = 0;
+        let (src, dst) = (last4(&s.pkt.key.dst), last4(&s.pkt.key.src));
+        ip[12..16].copy_from_slice(&src);
+        ip[16..20].copy_from_slice(&dst);
+        let c = (!fold(sum(0, ip, 0))).to_ne_bytes();
+        ip[10] = c[0];
+        ip[11] = c[1];
+    }
+    s.pkt.ip_len = (ip_len + TCP_LEN) as u32;
+    Some(())
+}
+
+/// Folded pseudo-header sum (not complemented) for TCP, addresses as in the
+/// packet (`swapped`: as in the answer).
+#[inline(always)]
+fn pseudo(s: &Scratch, ip_len: usize, l4_len: u16, swapped: bool) -> u16 {
+    let (a, b) = if swapped { (&s.pkt.key.dst, &s.pkt.key.src) } else { (&s.pkt.key.src, &s.pkt.key.dst) };
+    let from = if ip_len == IPV6_LEN { 0 } else { 12 };
+    let mut acc = sum(sum(0, a, from), b, from);
+    acc += u16::from_ne_bytes([0, PROTO_TCP]) as u32;
+    acc += u16::from_ne_bytes([(l4_len >> 8) as u8, l4_len as u8]) as u32;
+    fold(acc)
+}
