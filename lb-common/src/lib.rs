@@ -8,8 +8,10 @@
 #![no_std]
 
 pub mod csum;
+pub mod frag;
 pub mod hash;
 pub mod maps;
+pub mod settings;
 pub mod stats;
 
 pub use maps::*;

@@ -9,13 +9,21 @@ pub const LAYOUT_VERSION: u32 = 1;
 pub const MAX_SERVICES: u32 = 1024;
 /// Most backends over all services.
 pub const MAX_BACKENDS: u32 = 65536;
-/// Slots in each service's lookup table (prime).
-pub const TABLE_SIZE: u32 = 1031;
-/// Each service owns two table regions; the service value names the live
-/// one, so a new table is written beside the old and switched atomically.
+/// Slots of a service's lookup table when it does not choose a size
+/// (`maglev_table_size`).
+pub const TABLE_SIZE: u32 = 65537;
+/// Lookup-table sizes a service may choose (primes, ascending).
+pub const TABLE_SIZES: [u32; 10] = [251, 509, 1021, 2039, 4093, 8191, 16381, 32749, 65537, 131071];
+/// Each service owns two adjacent table regions of its table size; the
+/// service value names the live one, so a new table is written beside the
+/// old and switched atomically.
 pub const TABLE_REGIONS: u32 = 2;
-/// Total entries of the lookup-table array.
-pub const TABLE_ENTRIES: u32 = MAX_SERVICES * TABLE_REGIONS * TABLE_SIZE;
+/// Default entries of the lookup-table array (64 MiB); the agent's
+/// `--table-entries` sets it when the array is created.
+pub const TABLE_ENTRIES: u32 = 1 << 24;
+/// Map flags of the lookup-table array: `BPF_F_MMAPABLE`, so userspace
+/// reads and writes its entries through a shared mapping.
+pub const TABLE_MAP_FLAGS: u32 = 1024;
 /// Default connection-table size.
 pub const DEFAULT_FLOW_ENTRIES: u32 = 1 << 20;
 /// Most interfaces the agent attaches to.

@@ -5,6 +5,9 @@
 #![no_main]
 
 mod forward;
+mod frag;
+mod guard;
+mod icmp;
 mod log;
 mod maps;
 mod nat;

@@ -19,8 +19,10 @@ pub static SERVICES: HashMap<ServiceKey, Service> = HashMap::pinned(MAX_SERVICES
 pub static BACKENDS: Array<Backend> = Array::pinned(MAX_BACKENDS, 0);
 
 /// Lookup tables of all services: `table_offset + hash % table_size` → backend id.
+/// Mmapable (`BPF_F_MMAPABLE`): the agent writes it through a shared mapping.
+/// Its size is set by the agent's `--table-entries` when it is created.
 #[map(name = "XLB_TABLE")]
-pub static TABLE: Array<u32> = Array::pinned(TABLE_ENTRIES, 0);
+pub static TABLE: Array<u32> = Array::pinned(TABLE_ENTRIES, lb_common::TABLE_MAP_FLAGS);
 
 /// Connection table: client → VIP tuple → flow.
 #[map(name = "XLB_FLOWS")]

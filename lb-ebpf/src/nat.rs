@@ -20,7 +20,7 @@ pub struct Rewrite {
 }
 
 #[inline(always)]
-fn last4(a: &[u8; 16]) -> [u8; 4] {
+pub fn last4(a: &[u8; 16]) -> [u8; 4] {
     [a[12], a[13], a[14], a[15]]
 }
 
@@ -53,18 +53,16 @@ fn pseudo(pkt: &Packet) -> u16 {
 /// from XDP.
 #[inline(never)]
 pub fn rewrite(ctx: &XdpContext, pkt: &Packet, rw: &Rewrite) -> Option<bool> {
-    let addr_diff = if pkt.v6 {
-        diff16b(diff16b(0, &pkt.key.src, &rw.src), &pkt.key.dst, &rw.dst)
-    } else {
-        diff4(diff4(0, &last4(&pkt.key.src), &last4(&rw.src)), &last4(&pkt.key.dst), &last4(&rw.dst))
-    };
+    let addr_diff = addr_diff(pkt, rw);
     let port_diff = diff16(diff16(0, pkt.key.sport, rw.sport), pkt.key.dport, rw.dport);
 
     let check_off = pkt.l4 + if pkt.key.proto == PROTO_UDP { 6 } else { 16 };
     let check_ptr = ptr_at::<[u8; 2]>(ctx, check_off)?;
     // SAFETY: bounds checked by ptr_at.
     let check = u16::from_ne_bytes(unsafe { *check_ptr });
-    let partial = check == pseudo(pkt);
+    // A first fragment's pseudo-header length is the whole datagram's: never
+    // a partial checksum (the sender completed it before fragmenting).
+    let partial = pkt.frag == crate::packet::FRAG_NONE && check == pseudo(pkt);
     let udp_v4_no_csum = pkt.key.proto == PROTO_UDP && !pkt.v6 && check == 0;
     if !udp_v4_no_csum {
         let mut new = if partial {
@@ -83,6 +81,29 @@ pub fn rewrite(ctx: &XdpContext, pkt: &Packet, rw: &Rewrite) -> Option<bool> {
     // SAFETY: bounds checked by ptr_at.
     unsafe { *ports = [rw.sport, rw.dport] };
 
+    write_l3(ctx, pkt, rw, addr_diff)?;
+    Some(partial)
+}
+
+/// The checksum difference of the address change alone.
+#[inline(always)]
+pub fn addr_diff(pkt: &Packet, rw: &Rewrite) -> u32 {
+    if pkt.v6 {
+        diff16b(diff16b(0, &pkt.key.src, &rw.src), &pkt.key.dst, &rw.dst)
+    } else {
+        diff4(diff4(0, &last4(&pkt.key.src), &last4(&rw.src)), &last4(&pkt.key.dst), &last4(&rw.dst))
+    }
+}
+
+/// Rewrites only the IP addresses (later fragments, ICMP outer header).
+#[inline(never)]
+pub fn rewrite_l3(ctx: &XdpContext, pkt: &Packet, rw: &Rewrite) -> Option<()> {
+    write_l3(ctx, pkt, rw, addr_diff(pkt, rw))
+}
+
+/// Writes the new addresses, updating the IPv4 header checksum.
+#[inline(always)]
+fn write_l3(ctx: &XdpContext, pkt: &Packet, rw: &Rewrite, addr_diff: u32) -> Option<()> {
     if pkt.v6 {
         let addrs = ptr_at::<[[u8; 16]; 2]>(ctx, pkt.l3 + 8)?;
         // SAFETY: bounds checked by ptr_at.
@@ -100,5 +121,5 @@ pub fn rewrite(ctx: &XdpContext, pkt: &Packet, rw: &Rewrite) -> Option<bool> {
         hdr[12..16].copy_from_slice(&s);
         hdr[16..20].copy_from_slice(&d);
     }
-    Some(partial)
+    Some(())
 }

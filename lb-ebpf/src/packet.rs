@@ -12,6 +12,9 @@ const ETH_P_8021Q: u16 = 0x8100;
 const ETH_P_8021AD: u16 = 0x88a8;
 const VLAN_LEN: usize = 4;
 const IPV6_FRAGMENT: u8 = 44;
+/// ICMP protocol numbers.
+pub const PROTO_ICMP: u8 = 1;
+pub const PROTO_ICMPV6: u8 = 58;
 
 /// TCP flag bits (byte 13 of the header).
 pub const TCP_FIN: u8 = 0x01;
@@ -37,7 +40,24 @@ pub struct Packet {
     pub l4_len: u32,
     /// TCP flags, 0 for UDP.
     pub tcp_flags: u8,
+    /// `FRAG_NONE`, `FRAG_FIRST` (carries the L4 header) or `FRAG_LATER`.
+    pub frag: u8,
+    /// IP ID (IPv4) or fragment identification (IPv6) of a fragment.
+    pub frag_id: u32,
+    /// ICMP error: ICMP type, and the quoted packet's tuple, IP header and
+    /// L4 header offsets.
+    pub icmp_type: u8,
+    pub inner: FlowKey,
+    pub inner_l3: usize,
+    pub inner_l4: usize,
 }
+
+/// Not a fragment.
+pub const FRAG_NONE: u8 = 0;
+/// First fragment: has the L4 header.
+pub const FRAG_FIRST: u8 = 1;
+/// Later fragment: no L4 header.
+pub const FRAG_LATER: u8 = 2;
 
 impl Packet {
     #[inline(always)]
@@ -50,23 +70,29 @@ impl Packet {
 pub enum Parsed {
     /// A UDP or TCP packet to look at (written to the `Packet`).
     L4,
+    /// A non-first fragment of a UDP/TCP datagram (no ports).
+    LaterFragment,
+    /// An ICMP/ICMPv6 error quoting a UDP/TCP packet (`inner`).
+    IcmpError,
+    /// An ICMP/ICMPv6 echo request.
+    Echo,
     /// Not ours: pass to the kernel untouched, counting why.
     Pass(Stat),
     /// Truncated or inconsistent headers.
     Malformed,
 }
 
-/// Largest header offset the data path reads at (Ethernet + VLAN + IPv4
-/// with options + L4 header fits well below it). Also bounds offsets loaded
-/// from memory, which the verifier otherwise sees as unbounded.
-const MAX_OFF: usize = 256;
+/// Mask bounding every header offset the data path reads at (the deepest,
+/// an ICMP error's quoted L4 header behind two IPv4 headers with options,
+/// stays below 200). Offsets loaded from memory are unbounded for the
+/// verifier; a mask (unlike a compare, which the compiler may turn into a
+/// signed one) gives it a range.
+const OFF_MASK: usize = 0x1ff;
 
 /// A pointer to a `T` at `off`, if the packet holds all of it.
 #[inline(always)]
 pub fn ptr_at<T>(ctx: &XdpContext, off: usize) -> Option<*mut T> {
-    if off > MAX_OFF {
-        return None;
-    }
+    let off = off & OFF_MASK;
     let start = ctx.data();
     if start + off + size_of::<T>() > ctx.data_end() {
         return None;
@@ -80,6 +106,17 @@ macro_rules! hdr {
             // SAFETY: bounds checked by ptr_at; packet memory is readable.
             Some(p) => unsafe { &*p },
             None => return Parsed::Malformed,
+        }
+    };
+}
+
+/// Like `hdr!`, but a short ICMP message is not ours to judge: pass it.
+macro_rules! hdr_or_pass {
+    ($ctx:expr, $ty:ty, $off:expr) => {
+        match ptr_at::<$ty>($ctx, $off) {
+            // SAFETY: bounds checked by ptr_at; packet memory is readable.
+            Some(p) => unsafe { &*p },
+            None => return Parsed::Pass(Stat::PassNotVip),
         }
     };
 }
@@ -99,7 +136,10 @@ pub fn parse(ctx: &XdpContext, pkt: &mut Packet) -> Parsed {
     pkt.l3 = l3;
     pkt.v6 = false;
     pkt.tcp_flags = 0;
+    pkt.frag = FRAG_NONE;
     pkt.key._pad = [0; 3];
+    pkt.key.sport = 0;
+    pkt.key.dport = 0;
     match ether_type {
         ETH_P_IP => {
             let ip = hdr!(ctx, Ipv4Hdr, l3);
@@ -112,18 +152,26 @@ pub fn parse(ctx: &XdpContext, pkt: &mut Packet) -> Parsed {
                 return Parsed::Malformed;
             }
             pkt.key.proto = ip.proto;
-            if pkt.key.proto != PROTO_UDP && pkt.key.proto != PROTO_TCP {
-                return Parsed::Pass(Stat::PassNotVip);
-            }
-            // More-fragments flag or a fragment offset: not handled here.
-            if u16::from_be_bytes(ip.frags) & 0x3fff != 0 {
-                return Parsed::Pass(Stat::PassFragment);
-            }
             pkt.key.src = v4_mapped(ip.src_addr);
             pkt.key.dst = v4_mapped(ip.dst_addr);
             pkt.ip_len = tot;
             pkt.l4_len = tot - ihl as u32;
             pkt.l4 = l3 + ihl;
+            if pkt.key.proto == PROTO_ICMP {
+                return icmp(ctx, pkt);
+            }
+            if pkt.key.proto != PROTO_UDP && pkt.key.proto != PROTO_TCP {
+                return Parsed::Pass(Stat::PassNotVip);
+            }
+            let frags = u16::from_be_bytes(ip.frags);
+            if frags & 0x3fff != 0 {
+                pkt.frag_id = u16::from_be_bytes(ip.id) as u32;
+                if frags & 0x1fff != 0 {
+                    pkt.frag = FRAG_LATER;
+                    return Parsed::LaterFragment;
+                }
+                pkt.frag = FRAG_FIRST;
+            }
         }
         ETH_P_IPV6 => {
             let ip = hdr!(ctx, Ipv6Hdr, l3);
@@ -135,18 +183,35 @@ pub fn parse(ctx: &XdpContext, pkt: &mut Packet) -> Parsed {
                 return Parsed::Malformed;
             }
             pkt.key.proto = ip.next_hdr;
-            if pkt.key.proto == IPV6_FRAGMENT {
-                return Parsed::Pass(Stat::PassFragment);
-            }
-            if pkt.key.proto != PROTO_UDP && pkt.key.proto != PROTO_TCP {
-                return Parsed::Pass(Stat::PassNotVip);
-            }
             pkt.v6 = true;
             pkt.key.src = ip.src_addr;
             pkt.key.dst = ip.dst_addr;
             pkt.ip_len = payload + Ipv6Hdr::LEN as u32;
             pkt.l4_len = payload;
             pkt.l4 = l3 + Ipv6Hdr::LEN;
+            if pkt.key.proto == IPV6_FRAGMENT {
+                // Fragment header: next header, reserved, offset|M, identification.
+                let fh = hdr!(ctx, [u8; 8], pkt.l4);
+                if payload < 8 {
+                    return Parsed::Malformed;
+                }
+                pkt.key.proto = fh[0];
+                pkt.frag_id = u32::from_be_bytes([fh[4], fh[5], fh[6], fh[7]]);
+                pkt.l4 += 8;
+                pkt.l4_len -= 8;
+                if pkt.key.proto != PROTO_UDP && pkt.key.proto != PROTO_TCP {
+                    return Parsed::Pass(Stat::PassNotVip);
+                }
+                if u16::from_be_bytes([fh[2], fh[3]]) >> 3 != 0 {
+                    pkt.frag = FRAG_LATER;
+                    return Parsed::LaterFragment;
+                }
+                pkt.frag = FRAG_FIRST;
+            } else if pkt.key.proto == PROTO_ICMPV6 {
+                return icmp(ctx, pkt);
+            } else if pkt.key.proto != PROTO_UDP && pkt.key.proto != PROTO_TCP {
+                return Parsed::Pass(Stat::PassNotVip);
+            }
         }
         _ => return Parsed::Pass(Stat::PassNonIp),
     }
@@ -157,6 +222,12 @@ pub fn parse(ctx: &XdpContext, pkt: &mut Packet) -> Parsed {
         }
         pkt.key.sport = u16::from_ne_bytes(udp.src);
         pkt.key.dport = u16::from_ne_bytes(udp.dst);
+    } else if pkt.frag == FRAG_FIRST {
+        // A first fragment may end inside the TCP options: ports and flags only.
+        let tcp = hdr!(ctx, [u8; 14], pkt.l4);
+        pkt.key.sport = u16::from_ne_bytes([tcp[0], tcp[1]]);
+        pkt.key.dport = u16::from_ne_bytes([tcp[2], tcp[3]]);
+        pkt.tcp_flags = tcp[13];
     } else {
         let tcp = hdr!(ctx, TcpHdr, pkt.l4);
         let doff = tcp.doff() as u32 * 4;
@@ -169,4 +240,59 @@ pub fn parse(ctx: &XdpContext, pkt: &mut Packet) -> Parsed {
         pkt.tcp_flags = flags[13];
     }
     Parsed::L4
+}
+
+/// ICMP (v4) types handled.
+const ICMP_ECHO_REQUEST: u8 = 8;
+const ICMP_DEST_UNREACH: u8 = 3;
+const ICMP_TIME_EXCEEDED: u8 = 11;
+/// ICMPv6 types handled.
+const ICMP6_DEST_UNREACH: u8 = 1;
+const ICMP6_PACKET_TOO_BIG: u8 = 2;
+const ICMP6_TIME_EXCEEDED: u8 = 3;
+const ICMP6_ECHO_REQUEST: u8 = 128;
+
+/// Parses an ICMP/ICMPv6 message at `pkt.l4`: echo requests, and errors
+/// whose quoted packet is UDP or TCP (its tuple goes to `pkt.inner`).
+#[inline(always)]
+fn icmp(ctx: &XdpContext, pkt: &mut Packet) -> Parsed {
+    let h = hdr_or_pass!(ctx, [u8; 8], pkt.l4);
+    pkt.icmp_type = h[0];
+    let (echo, error) = if pkt.v6 {
+        (ICMP6_ECHO_REQUEST, h[0] == ICMP6_DEST_UNREACH || h[0] == ICMP6_PACKET_TOO_BIG || h[0] == ICMP6_TIME_EXCEEDED)
+    } else {
+        (ICMP_ECHO_REQUEST, h[0] == ICMP_DEST_UNREACH || h[0] == ICMP_TIME_EXCEEDED)
+    };
+    if h[0] == echo {
+        return Parsed::Echo;
+    }
+    if !error {
+        return Parsed::Pass(Stat::PassNotVip);
+    }
+    pkt.inner_l3 = pkt.l4 + 8;
+    pkt.inner._pad = [0; 3];
+    if pkt.v6 {
+        let ip = hdr_or_pass!(ctx, Ipv6Hdr, pkt.inner_l3);
+        pkt.inner.proto = ip.next_hdr;
+        pkt.inner.src = ip.src_addr;
+        pkt.inner.dst = ip.dst_addr;
+        pkt.inner_l4 = pkt.inner_l3 + Ipv6Hdr::LEN;
+    } else {
+        let ip = hdr_or_pass!(ctx, Ipv4Hdr, pkt.inner_l3);
+        let ihl = ((ip.vihl & 0x0f) as usize) * 4;
+        if ihl < Ipv4Hdr::LEN {
+            return Parsed::Pass(Stat::PassNotVip);
+        }
+        pkt.inner.proto = ip.proto;
+        pkt.inner.src = v4_mapped(ip.src_addr);
+        pkt.inner.dst = v4_mapped(ip.dst_addr);
+        pkt.inner_l4 = pkt.inner_l3 + ihl;
+    }
+    if pkt.inner.proto != PROTO_UDP && pkt.inner.proto != PROTO_TCP {
+        return Parsed::Pass(Stat::PassNotVip);
+    }
+    let ports = hdr_or_pass!(ctx, [u8; 4], pkt.inner_l4);
+    pkt.inner.sport = u16::from_ne_bytes([ports[0], ports[1]]);
+    pkt.inner.dport = u16::from_ne_bytes([ports[2], ports[3]]);
+    Parsed::IcmpError
 }

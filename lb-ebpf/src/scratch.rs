@@ -3,7 +3,7 @@
 use aya_ebpf::{macros::map, maps::PerCpuArray};
 use lb_common::{Flow, FlowKey, Reverse};
 
-use crate::{forward::FibParams, nat::Rewrite, packet::Packet};
+use crate::{forward::FibParams, icmp::IcmpRewrite, nat::Rewrite, packet::Packet};
 
 /// One packet's working state.
 pub struct Scratch {
@@ -13,6 +13,7 @@ pub struct Scratch {
     pub rev: Reverse,
     pub rkey: FlowKey,
     pub fib: FibParams,
+    pub icmp: IcmpRewrite,
     /// Backend chosen for the packet.
     pub backend_id: u32,
     /// SNAT port of the flow (network byte order).

@@ -2,6 +2,7 @@
 //! rewrite → send. Replies of tracked flows take the same line backwards.
 use aya_ebpf::{bindings::xdp_action, helpers::bpf_ktime_get_ns, programs::XdpContext};
 use lb_common::{
+    frag::NO_SERVICE,
     hash::flow_hash, Backend, Reverse, Service, ServiceKey, Stat, BE_F_ACTIVE, FLOW_CLOSING,
     FLOW_OPEN, PROTO_TCP, SNAT_PORT_COUNT, SNAT_PORT_MIN, SNAT_TRIES, SVC_F_SNAT,
     TCP_CLOSING_TIMEOUT,
@@ -11,6 +12,8 @@ use aya_log_ebpf::debug;
 
 use crate::{
     forward::send,
+    frag, icmp,
+    guard,
     log,
     maps::{BACKENDS, FLOWS, REVERSE, SERVICES, TABLE},
     nat::rewrite,
@@ -49,6 +52,12 @@ pub fn process(ctx: &XdpContext) -> Result<u32, ()> {
     let s = scratch::get().ok_or(())?;
     match parse(ctx, &mut s.pkt) {
         Parsed::L4 => {}
+        Parsed::LaterFragment => return Ok(frag::later(ctx, s)),
+        Parsed::IcmpError => return Ok(icmp::error(ctx, s)),
+        Parsed::Echo => {
+            bump(Stat::PassNotVip);
+            return Ok(xdp_action::XDP_PASS);
+        }
         Parsed::Pass(why) => {
             bump(why);
             return Ok(xdp_action::XDP_PASS);
@@ -101,13 +110,16 @@ fn backend(id: u32) -> Option<&'static Backend> {
 #[inline(never)]
 fn existing(s: &mut Scratch, svc: &Service) -> Option<&'static Backend> {
     let pkt = &s.pkt;
+    // A SYN never trusts an existing entry: it starts a new connection.
+    if pkt.has(TCP_SYN) && !pkt.has(TCP_ACK) {
+        return None;
+    }
     let flow = FLOWS.get_ptr_mut(&pkt.key)?;
     // SAFETY: map value pointer valid for this program run.
     let flow = unsafe { &mut *flow };
     let now = now();
     if flow.service_id != svc.id
         || now.saturating_sub(flow.last_seen_ns) > timeout_ns(svc, pkt.key.proto, flow.state)
-        || (pkt.has(TCP_SYN) && !pkt.has(TCP_ACK) && flow.state == FLOW_CLOSING)
     {
         return None;
     }
@@ -227,10 +239,13 @@ fn record(s: &mut Scratch, svc: &Service, be: &Backend) -> bool {
     s.flow._pad = 0;
     s.flow.created_ns = now;
     s.flow.last_seen_ns = now;
-    if FLOWS.insert(&s.pkt.key, &s.flow, 0).is_err() {
+    if !guard::may_record(now) {
+        bump(Stat::FloodGuard);
+    } else if FLOWS.insert(&s.pkt.key, &s.flow, 0).is_err() {
         bump(Stat::DropTableFull);
         return false;
     }
+    // Replies must still find their way back, recorded or not.
     if s.snat_port == 0 {
         fill_reverse(s, svc, now);
         let k = &s.pkt.key;
@@ -280,6 +295,7 @@ fn to_backend(ctx: &XdpContext, s: &mut Scratch, svc: &Service) -> u32 {
         s.rw.src = s.pkt.key.src;
         s.rw.sport = s.pkt.key.sport;
     }
+    frag::remember(s, svc.id, s.backend_id);
     finish(ctx, s)
 }
 
@@ -295,6 +311,7 @@ fn reply(ctx: &XdpContext, s: &mut Scratch, rev: &mut Reverse) -> u32 {
     s.rw.sport = rev.vip_port;
     s.rw.dst = rev.client;
     s.rw.dport = rev.client_port;
+    frag::remember(s, NO_SERVICE, rev.backend_id);
     finish(ctx, s)
 }
 

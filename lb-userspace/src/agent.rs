@@ -62,6 +62,10 @@ pub struct AgentArgs {
     /// Connection-table size (flows).
     #[arg(long, default_value_t = DEFAULT_FLOW_ENTRIES)]
     pub flow_table_size: u32,
+    /// New flows per second per CPU that get a connection-table entry
+    /// (flood guard; above it flows are forwarded by hash, not recorded). 0: no limit.
+    #[arg(long, default_value_t = lb_common::settings::DEFAULT_NEW_FLOWS_PER_CPU)]
+    pub max_new_flows_per_cpu: u32,
     /// Seed of the flow hash and lookup tables; give every node the same.
     #[arg(long, default_value_t = 0)]
     pub hash_seed: u32,
@@ -156,6 +160,8 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
     info!(?report, "configuration applied");
     let attached = attach::attach_all(&mut ebpf, &ifaces, args.xdp_mode, &args.pin_path)?;
     program_interfaces(writer.maps_mut(), &ifaces, &attached)?;
+    let settings = lb_common::settings::Settings { new_flows_per_cpu: args.max_new_flows_per_cpu, _pad: 0 };
+    writer.maps_mut().settings.set(0, settings, 0).context("writing the data-path settings")?;
 
     let health = Arc::new(Health::default());
     metrics::serve(args.metrics_addr, args.pin_path.clone(), health.clone()).await?;

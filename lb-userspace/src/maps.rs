@@ -44,6 +44,7 @@ pub struct Maps {
     pub names: Array<MapData, ServiceName>,
     pub ifaces: HashMap<MapData, u32, u32>,
     pub tx_ports: DevMapHash<MapData>,
+    pub settings: Array<MapData, lb_common::settings::Settings>,
 }
 
 macro_rules! typed {
@@ -68,6 +69,7 @@ impl Maps {
             names: typed!(get, names::SERVICE_NAMES),
             ifaces: typed!(get, names::IFACES),
             tx_ports: typed!(get, names::TX_PORTS),
+            settings: typed!(get, lb_common::settings::SETTINGS_MAP),
         })
     }
 

@@ -1,0 +1,32 @@
+//! Data-path settings written once by the agent (`XLB_SETTINGS`, one entry).
+
+/// Global data-path settings.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Settings {
+    /// New flows per second per CPU that get a connection-table entry;
+    /// above it, new flows are still forwarded by the hash but not recorded,
+    /// so a SYN/UDP flood cannot flush the table. 0: no limit.
+    pub new_flows_per_cpu: u32,
+    pub _pad: u32,
+}
+
+/// Per-CPU token bucket of the flood guard.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FloodBucket {
+    /// Available tokens, in flow·nanoseconds (one flow = 1e9).
+    pub tokens: u64,
+    /// Last refill, `bpf_ktime_get_ns`.
+    pub last_ns: u64,
+}
+
+/// Name of the settings map.
+pub const SETTINGS_MAP: &str = "XLB_SETTINGS";
+
+/// Default of `--max-new-flows-per-cpu`.
+pub const DEFAULT_NEW_FLOWS_PER_CPU: u32 = 250_000;
+
+#[cfg(feature = "user")]
+// SAFETY: repr(C), Copy, every bit pattern valid.
+unsafe impl aya::Pod for Settings {}

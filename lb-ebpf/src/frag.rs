@@ -1,0 +1,75 @@
+//! IP fragments: the first fragment of a datagram (the one with the ports)
+//! takes the normal path and records its translation; later fragments, which
+//! carry no ports, look it up by (source, destination, protocol, IP ID) and
+//! get the same addresses and the same backend. A later fragment that arrives
+//! before its first fragment is passed to the kernel untouched (XDP cannot
+//! hold packets); senders that fragment send the first fragment first, and
+//! the datagram is retransmitted by the application otherwise.
+use aya_ebpf::{bindings::xdp_action, helpers::bpf_ktime_get_ns, macros::map, maps::LruHashMap, programs::XdpContext};
+use lb_common::{
+    frag::{FragKey, FragValue, FRAG_ENTRIES, FRAG_TIMEOUT, NO_SERVICE},
+    Stat,
+};
+
+use crate::{
+    forward::send,
+    nat::rewrite_l3,
+    packet::FRAG_FIRST,
+    scratch::Scratch,
+    stats::{bump, count},
+};
+
+#[map(name = "XLB_FRAGS")]
+static FRAGS: LruHashMap<FragKey, FragValue> = LruHashMap::with_max_entries(FRAG_ENTRIES, 0);
+
+#[inline(always)]
+fn key(s: &Scratch) -> FragKey {
+    FragKey { src: s.pkt.key.src, dst: s.pkt.key.dst, id: s.pkt.frag_id, proto: s.pkt.key.proto, _pad: [0; 3] }
+}
+
+/// After a first fragment was translated to `s.rw`, remember it.
+#[inline(always)]
+pub fn remember(s: &Scratch, service_id: u32, backend_id: u32) {
+    if s.pkt.frag != FRAG_FIRST {
+        return;
+    }
+    let v = FragValue {
+        src: s.rw.src,
+        dst: s.rw.dst,
+        service_id,
+        backend_id,
+        // SAFETY: helper without side effects.
+        created_ns: unsafe { bpf_ktime_get_ns() },
+    };
+    let _ = FRAGS.insert(&key(s), &v, 0);
+}
+
+/// A later fragment: translate like its first fragment, or pass it.
+#[inline(never)]
+pub fn later(ctx: &XdpContext, s: &mut Scratch) -> u32 {
+    let Some(v) = FRAGS.get_ptr(&key(s)) else {
+        bump(Stat::PassFragment);
+        return xdp_action::XDP_PASS;
+    };
+    // SAFETY: map value pointer valid for this program run.
+    let v = unsafe { &*v };
+    // SAFETY: helper without side effects.
+    let now = unsafe { bpf_ktime_get_ns() };
+    if now.saturating_sub(v.created_ns) > FRAG_TIMEOUT * 1_000_000_000 {
+        bump(Stat::PassFragment);
+        return xdp_action::XDP_PASS;
+    }
+    s.rw.src = v.src;
+    s.rw.dst = v.dst;
+    s.rw.sport = 0;
+    s.rw.dport = 0;
+    if v.service_id != NO_SERVICE {
+        count(v.service_id, v.backend_id, s.pkt.ip_len as u64);
+    }
+    if rewrite_l3(ctx, &s.pkt, &s.rw).is_none() {
+        bump(Stat::DropMalformed);
+        return xdp_action::XDP_DROP;
+    }
+    bump(Stat::Fragment);
+    send(ctx, &s.pkt, &s.rw, &mut s.fib, false)
+}

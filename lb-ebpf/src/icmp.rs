@@ -1,0 +1,188 @@
+//! ICMP and ICMPv6: errors (destination unreachable, fragmentation needed /
+//! packet too big, time exceeded) that quote a packet of a translated flow
+//! are translated back — outer and quoted headers and every checksum — and
+//! delivered to the party that sent the quoted packet. Echo requests to a
+//! VIP are answered.
+use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
+use lb_common::{
+    csum::{apply_full, diff16, diff16b, diff4},
+    Stat, PROTO_UDP,
+};
+
+use crate::{
+    forward::send,
+    maps::{BACKENDS, FLOWS, REVERSE},
+    nat::last4,
+    packet::{ptr_at, PROTO_ICMPV6},
+    scratch::Scratch,
+    stats::bump,
+};
+
+/// The quoted packet's new tuple and the outer packet's new addresses.
+#[derive(Clone, Copy)]
+pub struct IcmpRewrite {
+    pub inner_src: [u8; 16],
+    pub inner_dst: [u8; 16],
+    pub inner_sport: u16,
+    pub inner_dport: u16,
+    pub outer_src: [u8; 16],
+    pub outer_dst: [u8; 16],
+}
+
+#[inline(always)]
+fn eq16(a: &[u8; 16], b: &[u8; 16]) -> bool {
+    let mut i = 0;
+    while i < 16 {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+/// Finds the flow the quoted packet belongs to and fills `s.icmp`.
+#[inline(always)]
+fn lookup(s: &mut Scratch) -> bool {
+    // The quoted packet is one we sent to a backend: the error goes to the client.
+    s.rkey.src = s.pkt.inner.dst;
+    s.rkey.dst = s.pkt.inner.src;
+    s.rkey.sport = s.pkt.inner.dport;
+    s.rkey.dport = s.pkt.inner.sport;
+    s.rkey.proto = s.pkt.inner.proto;
+    s.rkey._pad = [0; 3];
+    let n = &mut s.icmp;
+    if let Some(r) = REVERSE.get_ptr(&s.rkey) {
+        // SAFETY: map value pointer valid for this program run.
+        let r = unsafe { &*r };
+        n.inner_src = r.client;
+        n.inner_sport = r.client_port;
+        n.inner_dst = r.vip;
+        n.inner_dport = r.vip_port;
+        // An error from the backend itself now comes from the VIP.
+        n.outer_src = if eq16(&s.pkt.key.src, &s.pkt.inner.dst) { r.vip } else { s.pkt.key.src };
+        n.outer_dst = r.client;
+        return true;
+    }
+    // The quoted packet is a reply we sent to a client: the error goes to the backend.
+    let Some(f) = FLOWS.get_ptr(&s.rkey) else { return false };
+    // SAFETY: map value pointer valid for this program run.
+    let f = unsafe { &*f };
+    let Some(be) = BACKENDS.get(f.backend_id) else { return false };
+    n.inner_src = be.addr;
+    n.inner_sport = be.port;
+    n.outer_dst = be.addr;
+    // Only SNAT flows carry a SNAT port.
+    if f.snat_port != 0 {
+        n.inner_dst = be.snat_addr;
+        n.inner_dport = f.snat_port;
+        n.outer_src = be.snat_addr;
+    } else {
+        n.inner_dst = s.pkt.inner.dst;
+        n.inner_dport = s.pkt.inner.dport;
+        n.outer_src = s.pkt.key.src;
+    }
+    true
+}
+
+#[inline(always)]
+fn rd16(ctx: &XdpContext, off: usize) -> Option<(*mut [u8; 2], u16)> {
+    let p = ptr_at::<[u8; 2]>(ctx, off)?;
+    // SAFETY: bounds checked by ptr_at.
+    Some((p, u16::from_ne_bytes(unsafe { *p })))
+}
+
+/// Translates an ICMP error about a tracked flow, or passes it.
+#[inline(never)]
+pub fn error(ctx: &XdpContext, s: &mut Scratch) -> u32 {
+    if !lookup(s) {
+        bump(Stat::PassNotVip);
+        return xdp_action::XDP_PASS;
+    }
+    match rewrite(ctx, &*s) {
+        Some(()) => {
+            bump(Stat::IcmpError);
+            s.rw.src = s.icmp.outer_src;
+            s.rw.dst = s.icmp.outer_dst;
+            s.rw.sport = 0;
+            s.rw.dport = 0;
+            send(ctx, &s.pkt, &s.rw, &mut s.fib, false)
+        }
+        None => {
+            bump(Stat::DropMalformed);
+            xdp_action::XDP_DROP
+        }
+    }
+}
+
+#[inline(never)]
+fn rewrite(ctx: &XdpContext, s: &Scratch) -> Option<()> {
+    let v6 = s.pkt.v6;
+    let q = &s.pkt.inner;
+    let n = &s.icmp;
+    // Difference of the quoted addresses and ports (part of the ICMP payload).
+    let inner_addr = if v6 {
+        diff16b(diff16b(0, &q.src, &n.inner_src), &q.dst, &n.inner_dst)
+    } else {
+        diff4(diff4(0, &last4(&q.src), &last4(&n.inner_src)), &last4(&q.dst), &last4(&n.inner_dst))
+    };
+    let inner_ports = diff16(diff16(0, q.sport, n.inner_sport), q.dport, n.inner_dport);
+    let mut icmp_diff = inner_addr + inner_ports;
+
+    // Quoted IPv4 header checksum.
+    if !v6 {
+        let (p, old) = rd16(ctx, s.pkt.inner_l3 + 10)?;
+        let new = apply_full(old, inner_addr);
+        // SAFETY: p bounds checked by rd16.
+        unsafe { *p = new.to_ne_bytes() };
+        icmp_diff = diff16(icmp_diff, old, new);
+    }
+    // Quoted UDP/TCP checksum, when the quote includes it.
+    let l4_check = s.pkt.inner_l4 + if q.proto == PROTO_UDP { 6 } else { 16 };
+    if let Some((p, old)) = rd16(ctx, l4_check) {
+        if !(q.proto == PROTO_UDP && !v6 && old == 0) {
+            let new = apply_full(old, inner_addr + inner_ports);
+            // SAFETY: p bounds checked by rd16.
+            unsafe { *p = new.to_ne_bytes() };
+            icmp_diff = diff16(icmp_diff, old, new);
+        }
+    }
+    // Quoted ports and addresses.
+    let ports = ptr_at::<[u16; 2]>(ctx, s.pkt.inner_l4)?;
+    // SAFETY: bounds checked by ptr_at.
+    unsafe { *ports = [n.inner_sport, n.inner_dport] };
+    if v6 {
+        let a = ptr_at::<[[u8; 16]; 2]>(ctx, s.pkt.inner_l3 + 8)?;
+        // SAFETY: bounds checked by ptr_at.
+        unsafe { *a = [n.inner_src, n.inner_dst] };
+    } else {
+        let a = ptr_at::<[[u8; 4]; 2]>(ctx, s.pkt.inner_l3 + 12)?;
+        // SAFETY: bounds checked by ptr_at.
+        unsafe { *a = [last4(&n.inner_src), last4(&n.inner_dst)] };
+    }
+    // Outer addresses: in the ICMPv6 pseudo header; in the IPv4 header checksum.
+    let outer = if v6 {
+        diff16b(diff16b(0, &s.pkt.key.src, &n.outer_src), &s.pkt.key.dst, &n.outer_dst)
+    } else {
+        diff4(diff4(0, &last4(&s.pkt.key.src), &last4(&n.outer_src)), &last4(&s.pkt.key.dst), &last4(&n.outer_dst))
+    };
+    if s.pkt.key.proto == PROTO_ICMPV6 {
+        icmp_diff += outer;
+    }
+    let (p, old) = rd16(ctx, s.pkt.l4 + 2)?;
+    // SAFETY: p bounds checked by rd16.
+    unsafe { *p = apply_full(old, icmp_diff).to_ne_bytes() };
+    if v6 {
+        let a = ptr_at::<[[u8; 16]; 2]>(ctx, s.pkt.l3 + 8)?;
+        // SAFETY: bounds checked by ptr_at.
+        unsafe { *a = [n.outer_src, n.outer_dst] };
+    } else {
+        let (p, old) = rd16(ctx, s.pkt.l3 + 10)?;
+        // SAFETY: p bounds checked by rd16.
+        unsafe { *p = apply_full(old, outer).to_ne_bytes() };
+        let a = ptr_at::<[[u8; 4]; 2]>(ctx, s.pkt.l3 + 12)?;
+        // SAFETY: bounds checked by ptr_at.
+        unsafe { *a = [last4(&n.outer_src), last4(&n.outer_dst)] };
+    }
+    Some(())
+}
