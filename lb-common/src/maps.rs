@@ -18,8 +18,10 @@ pub const TABLE_SIZES: [u32; 10] = [251, 509, 1021, 2039, 4093, 8191, 16381, 327
 /// service value names the live one, so a new table is written beside the
 /// old and switched atomically.
 pub const TABLE_REGIONS: u32 = 2;
-/// Default entries of the lookup-table array (64 MiB); the agent's
-/// `--table-entries` sets it when the array is created.
+/// Default entries of the lookup-table array; the agent's `--table-entries`
+/// sets it when the array is created. The kernel stores array entries 8
+/// bytes apart, so this is 128 MiB of kernel memory (128 services with
+/// tables of the default size).
 pub const TABLE_ENTRIES: u32 = 1 << 24;
 /// Map flags of the lookup-table array: `BPF_F_MMAPABLE`, so userspace
 /// reads and writes its entries through a shared mapping.
@@ -61,11 +63,7 @@ pub mod names {
     pub const SERVICE_NAMES: &str = "XLB_SVC_NAMES";
     pub const IFACES: &str = "XLB_IFACES";
     pub const TX_PORTS: &str = "XLB_TX_PORTS";
-    /// Every map the data path pins.
-    pub const ALL: [&str; 11] = [
-        SERVICES, BACKENDS, TABLE, FLOWS, REVERSE, SERVICE_STATS, BACKEND_STATS, STATS,
-        SERVICE_NAMES, IFACES, TX_PORTS,
-    ];
+    pub const VIPS: &str = "XLB_VIPS";
 }
 
 /// IP protocol numbers.

@@ -41,6 +41,7 @@ stats! {
     Reject = "reject_no_backend": "Answered with ICMP port unreachable / TCP RST: service has no usable backend.",
     DropTableFull = "drop_table_full": "Flows not inserted: connection table update failed.",
     FloodGuard = "flow_not_recorded_flood": "New flows forwarded by hash but not recorded: new-flow rate above --max-new-flows-per-cpu.",
+    DropRstNoFlow = "drop_rst_no_flow": "Dropped: TCP RST for a SNAT connection not in the table (no port to deliver it on).",
     DropSnatExhausted = "drop_snat_exhausted": "Dropped: no free SNAT port.",
     FibFail = "fib_lookup_failed": "No route to the backend or client (passed to the kernel).",
     RedirectFail = "redirect_failed": "XDP_REDIRECT refused by the devmap (passed to the kernel).",

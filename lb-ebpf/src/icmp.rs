@@ -12,7 +12,7 @@ use lb_common::{
 use crate::{
     forward::send,
     maps::{BACKENDS, FLOWS, REVERSE},
-    nat::last4,
+    nat::{last4, rewrite_l3},
     packet::{ptr_at, PROTO_ICMPV6},
     scratch::Scratch,
     stats::bump,
@@ -69,6 +69,9 @@ fn lookup(s: &mut Scratch) -> bool {
     // SAFETY: map value pointer valid for this program run.
     let f = unsafe { &*f };
     let Some(be) = BACKENDS.get(f.backend_id) else { return false };
+    if be.flags & lb_common::BE_F_ACTIVE == 0 || be.generation != f.backend_gen {
+        return false;
+    }
     n.inner_src = be.addr;
     n.inner_sport = be.port;
     n.outer_dst = be.addr;
@@ -185,4 +188,47 @@ fn rewrite(ctx: &XdpContext, s: &Scratch) -> Option<()> {
         unsafe { *a = [last4(&n.outer_src), last4(&n.outer_dst)] };
     }
     Some(())
+}
+
+/// VIP addresses (IPv4-mapped for IPv4) → number of services on them.
+/// Written by the agent; echo requests to these are answered.
+#[aya_ebpf::macros::map(name = "XLB_VIPS")]
+pub static VIPS: aya_ebpf::maps::HashMap<[u8; 16], u32> = aya_ebpf::maps::HashMap::pinned(lb_common::MAX_SERVICES, 0);
+
+/// Answers an echo request to a VIP in place; other echo requests pass.
+#[inline(never)]
+pub fn echo(ctx: &XdpContext, s: &mut Scratch) -> u32 {
+    // SAFETY: value only tested for presence.
+    if unsafe { VIPS.get(&s.pkt.key.dst) }.is_none() {
+        bump(Stat::PassNotVip);
+        return xdp_action::XDP_PASS;
+    }
+    let reply_type: u8 = if s.pkt.v6 { 129 } else { 0 };
+    let Some((tp, old_tc)) = rd16(ctx, s.pkt.l4) else {
+        bump(Stat::DropMalformed);
+        return xdp_action::XDP_DROP;
+    };
+    let Some((cp, old_c)) = rd16(ctx, s.pkt.l4 + 2) else {
+        bump(Stat::DropMalformed);
+        return xdp_action::XDP_DROP;
+    };
+    // SAFETY: tp bounds checked by rd16.
+    let code = unsafe { (*tp)[1] };
+    let new_tc = u16::from_ne_bytes([reply_type, code]);
+    // SAFETY: tp, cp bounds checked by rd16.
+    unsafe {
+        *tp = new_tc.to_ne_bytes();
+        *cp = apply_full(old_c, diff16(0, old_tc, new_tc)).to_ne_bytes();
+    }
+    // Swapping source and destination leaves every checksum sum unchanged.
+    s.rw.src = s.pkt.key.dst;
+    s.rw.dst = s.pkt.key.src;
+    s.rw.sport = 0;
+    s.rw.dport = 0;
+    if rewrite_l3(ctx, &s.pkt, &s.rw).is_none() {
+        bump(Stat::DropMalformed);
+        return xdp_action::XDP_DROP;
+    }
+    bump(Stat::IcmpEcho);
+    send(ctx, &s.pkt, &s.rw, &mut s.fib, false)
 }

@@ -47,6 +47,42 @@ fn pseudo(pkt: &Packet) -> u16 {
     fold(acc)
 }
 
+/// Longest segment whose checksum is verified to tell a partial checksum
+/// from a full one that equals the pseudo-header sum by chance; a longer
+/// one (a GSO super-packet from a local sender) is taken as partial.
+const VERIFY_MAX: usize = 1500;
+
+/// True when the TCP/UDP checksum of the packet verifies as a complete one.
+#[inline(never)]
+fn full_checksum_verifies(ctx: &XdpContext, pkt: &Packet) -> bool {
+    let len = pkt.l4_len as usize;
+    if len > VERIFY_MAX {
+        return false;
+    }
+    let start = ctx.data() + (pkt.l4 & crate::packet::OFF_MASK);
+    let end = ctx.data_end();
+    let mut acc = pseudo(pkt) as u32;
+    let mut p = start;
+    for _ in 0..VERIFY_MAX / 2 {
+        if p + 2 > start + len || p + 2 > end {
+            break;
+        }
+        // SAFETY: p + 2 <= data_end checked just above.
+        acc += unsafe { *(p as *const u16) } as u32;
+        p += 2;
+    }
+    if p + 1 == start + len {
+        let mut last = [0u8; 1];
+        let off = (p - ctx.data()) as u32;
+        // SAFETY: helper copying one byte of our own packet into a local.
+        if unsafe { aya_ebpf::helpers::generated::bpf_xdp_load_bytes(ctx.ctx, off, last.as_mut_ptr().cast(), 1) } != 0 {
+            return false;
+        }
+        acc += u16::from_ne_bytes([last[0], 0]) as u32;
+    }
+    fold(acc) == 0xffff
+}
+
 /// Rewrites the packet to `rw`. Returns true when the L4 checksum was a
 /// partial one (left by a local sender with checksum offload): such a packet
 /// must stay an skb, so it is handed to the kernel rather than transmitted
@@ -62,7 +98,9 @@ pub fn rewrite(ctx: &XdpContext, pkt: &Packet, rw: &Rewrite) -> Option<bool> {
     let check = u16::from_ne_bytes(unsafe { *check_ptr });
     // A first fragment's pseudo-header length is the whole datagram's: never
     // a partial checksum (the sender completed it before fragmenting).
-    let partial = pkt.frag == crate::packet::FRAG_NONE && check == pseudo(pkt);
+    // A full checksum can equal the pseudo-header sum by chance (1 in 65536):
+    // confirm by summing the segment before treating it as partial.
+    let partial = pkt.frag == crate::packet::FRAG_NONE && check == pseudo(pkt) && !full_checksum_verifies(ctx, pkt);
     let udp_v4_no_csum = pkt.key.proto == PROTO_UDP && !pkt.v6 && check == 0;
     if !udp_v4_no_csum {
         let mut new = if partial {

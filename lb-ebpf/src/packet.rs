@@ -87,7 +87,7 @@ pub enum Parsed {
 /// stays below 200). Offsets loaded from memory are unbounded for the
 /// verifier; a mask (unlike a compare, which the compiler may turn into a
 /// signed one) gives it a range.
-const OFF_MASK: usize = 0x1ff;
+pub const OFF_MASK: usize = 0x1ff;
 
 /// A pointer to a `T` at `off`, if the packet holds all of it.
 #[inline(always)]

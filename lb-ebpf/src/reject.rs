@@ -29,7 +29,8 @@ const TCP_LEN: usize = 20;
 const QUOTE_L4: usize = 8;
 
 /// Answers the packet in `s` with a rejection, or drops it when it is
-/// neither UDP nor a TCP SYN.
+/// neither UDP nor a TCP SYN. Each builder returns whether the answer
+/// carries a partial checksum.
 #[inline(never)]
 pub fn reject(ctx: &XdpContext, s: &mut Scratch) -> u32 {
     let k = s.pkt.key;
@@ -44,10 +45,10 @@ pub fn reject(ctx: &XdpContext, s: &mut Scratch) -> u32 {
     } else {
         icmp4_unreachable(ctx, s)
     };
-    if ok.is_none() {
+    let Some(partial) = ok else {
         bump(Stat::DropNoBackend);
         return xdp_action::XDP_DROP;
-    }
+    };
     bump(Stat::Reject);
     // Route the answer back to the client: source = VIP, destination = client.
     s.rw.src = k.dst;
@@ -55,7 +56,7 @@ pub fn reject(ctx: &XdpContext, s: &mut Scratch) -> u32 {
     s.rw.sport = k.dport;
     s.rw.dport = k.sport;
     s.pkt.key = FlowKey { src: k.dst, dst: k.src, sport: k.dport, dport: k.sport, proto: s.pkt.key.proto, _pad: [0; 3] };
-    send(ctx, &s.pkt, &s.rw, &mut s.fib, false)
+    send(ctx, &s.pkt, &s.rw, &mut s.fib, partial)
 }
 
 /// Trims the frame to `len` bytes.
@@ -126,7 +127,7 @@ fn last4(a: &[u8; 16]) -> [u8; 4] {
 
 /// IPv4 UDP → ICMP destination unreachable, port unreachable (type 3 code 3).
 #[inline(never)]
-fn icmp4_unreachable(ctx: &XdpContext, s: &mut Scratch) -> Option<()> {
+fn icmp4_unreachable(ctx: &XdpContext, s: &mut Scratch) -> Option<bool> {
     let l3 = s.pkt.l3;
     // Only plain 20-byte IPv4 headers are quoted (options: drop instead).
     if s.pkt.l4 != l3 + IPV4_LEN || (l3 != 14 && l3 != 18) {
@@ -163,12 +164,12 @@ fn icmp4_unreachable(ctx: &XdpContext, s: &mut Scratch) -> Option<()> {
     s.pkt.key.proto = PROTO_ICMP;
     s.pkt.ip_len = total as u32;
     s.pkt.l4 = l3 + IPV4_LEN;
-    Some(())
+    Some(false)
 }
 
 /// IPv6 UDP → ICMPv6 destination unreachable, port unreachable (type 1 code 4).
 #[inline(never)]
-fn icmp6_unreachable(ctx: &XdpContext, s: &mut Scratch) -> Option<()> {
+fn icmp6_unreachable(ctx: &XdpContext, s: &mut Scratch) -> Option<bool> {
     let l3 = s.pkt.l3;
     if l3 != 14 && l3 != 18 {
         return None;
@@ -209,12 +210,12 @@ fn icmp6_unreachable(ctx: &XdpContext, s: &mut Scratch) -> Option<()> {
     s.pkt.key.proto = PROTO_ICMPV6;
     s.pkt.ip_len = (IPV6_LEN as u32) + payload as u32;
     s.pkt.l4 = l3 + IPV6_LEN;
-    Some(())
+    Some(false)
 }
 
 /// TCP SYN → RST|ACK (seq 0, ack = SYN's seq + 1), options and payload cut.
 #[inline(never)]
-fn tcp_rst(ctx: &XdpContext, s: &mut Scratch) -> Option<()> {
+fn tcp_rst(ctx: &XdpContext, s: &mut Scratch) -> Option<bool> {
     let l3 = s.pkt.l3;
     let ip_len = if s.pkt.v6 { IPV6_LEN } else { IPV4_LEN };
     if s.pkt.l4 != l3 + ip_len || (l3 != 14 && l3 != 18) {
@@ -266,7 +267,8 @@ fn tcp_rst(ctx: &XdpContext, s: &mut Scratch) -> Option<()> {
         ip[11] = c[1];
     }
     s.pkt.ip_len = (ip_len + TCP_LEN) as u32;
-    Some(())
+    // A partial checksum must stay one: the answer stays an skb.
+    Some(partial)
 }
 
 /// Folded pseudo-header sum (not complemented) for TCP, addresses as in the

@@ -54,10 +54,7 @@ pub fn process(ctx: &XdpContext) -> Result<u32, ()> {
         Parsed::L4 => {}
         Parsed::LaterFragment => return Ok(frag::later(ctx, s)),
         Parsed::IcmpError => return Ok(icmp::error(ctx, s)),
-        Parsed::Echo => {
-            bump(Stat::PassNotVip);
-            return Ok(xdp_action::XDP_PASS);
-        }
+        Parsed::Echo => return Ok(icmp::echo(ctx, s)),
         Parsed::Pass(why) => {
             bump(why);
             return Ok(xdp_action::XDP_PASS);
@@ -83,7 +80,8 @@ pub fn process(ctx: &XdpContext) -> Result<u32, ()> {
         // SAFETY: map value pointer valid for this program run.
         return Ok(reply(ctx, s, unsafe { &mut *rev }));
     }
-    bump(Stat::PassNotVip);
+    // SAFETY: value only tested for presence.
+    bump(if unsafe { icmp::VIPS.get(&s.pkt.key.dst) }.is_some() { Stat::PassVipOtherPort } else { Stat::PassNotVip });
     Ok(xdp_action::XDP_PASS)
 }
 
@@ -130,7 +128,8 @@ fn existing(s: &mut Scratch, svc: &Service) -> Option<&'static Backend> {
     if pkt.has(TCP_FIN) || pkt.has(TCP_RST) {
         flow.state = FLOW_CLOSING;
     }
-    if now.saturating_sub(flow.last_seen_ns) > REFRESH_NS {
+    // Refresh at most once a second, but often enough for short timeouts.
+    if now.saturating_sub(flow.last_seen_ns) > REFRESH_NS.min(timeout_ns(svc, pkt.key.proto, flow.state) / 2) {
         flow.last_seen_ns = now;
         if flow.snat_port != 0 {
             s.rkey.src = be.addr;
@@ -273,6 +272,13 @@ fn to_backend(ctx: &XdpContext, s: &mut Scratch, svc: &Service) -> u32 {
             let Some(be) = pick(s, svc) else {
                 return NO_BACKEND;
             };
+            // An RST of a connection we do not know: with SNAT there is no
+            // port to deliver it on; without, it goes to the hashed backend
+            // (which may hold the connection, e.g. after a failover) unrecorded.
+            if s.pkt.has(TCP_RST) && snat {
+                bump(Stat::DropRstNoFlow);
+                return xdp_action::XDP_DROP;
+            }
             s.snat_port = 0;
             if snat && !alloc_snat(s, svc, be) {
                 bump(Stat::DropSnatExhausted);

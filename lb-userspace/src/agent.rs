@@ -66,9 +66,16 @@ pub struct AgentArgs {
     /// (flood guard; above it flows are forwarded by hash, not recorded). 0: no limit.
     #[arg(long, default_value_t = lb_common::settings::DEFAULT_NEW_FLOWS_PER_CPU)]
     pub max_new_flows_per_cpu: u32,
-    /// Seed of the flow hash and lookup tables; give every node the same.
-    #[arg(long, default_value_t = 0)]
-    pub hash_seed: u32,
+    /// Seed of the flow hash and the Maglev lookup tables; give every node
+    /// the same. Overrides the file's `maglev_seed`; default: that, else 0.
+    #[arg(long = "maglev-seed", visible_alias = "hash-seed", value_name = "N")]
+    pub maglev_seed: Option<u32>,
+    /// Entries of the lookup-table array shared by all services (8 bytes of
+    /// kernel memory each); each service takes twice its `maglev_table_size`.
+    /// A pinned array of another size is replaced, keeping the tables that fit.
+    #[arg(long, value_name = "N", default_value_t = lb_common::TABLE_ENTRIES,
+          value_parser = clap::value_parser!(u32).range(502..))]
+    pub table_entries: u32,
 }
 
 /// How the agent failed, which decides the exit code.
@@ -151,11 +158,13 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
         iface::ifindex(i).map_err(|e| AgentError::Usage(format!("interface {i}: {e}; check `ip link` in this network namespace")))?;
     }
     ensure_bpffs(&args.pin_path)?;
+    crate::pins::check(&args.pin_path, &crate::pins::Wanted { flow_entries: args.flow_table_size }).map_err(anyhow::Error::from)?;
 
-    let mut ebpf = datapath::load(&args.pin_path, args.flow_table_size)?;
+    let mut ebpf = datapath::load_with(&args.pin_path, args.flow_table_size, args.table_entries)?;
     spawn_datapath_log(&mut ebpf);
     let maps = Maps::take(&mut ebpf).context("opening the maps")?;
-    let mut writer = MapWriter::restore(maps, args.hash_seed).context("reading the pinned maps")?;
+    let seed = args.maglev_seed.or(cfg.maglev_seed).unwrap_or(0);
+    let mut writer = MapWriter::restore(maps, seed).context("reading the pinned maps")?;
     let report = writer.apply(&cfg.state).context("programming the services")?;
     info!(?report, "configuration applied");
     let attached = attach::attach_all(&mut ebpf, &ifaces, args.xdp_mode, &args.pin_path)?;
@@ -175,12 +184,12 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
     let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
     loop {
         tokio::select! {
-            _ = hup.recv() => reload(&path, &mut writer, "SIGHUP"),
+            _ = hup.recv() => reload(&path, &mut writer, args.maglev_seed, "SIGHUP"),
             Some(()) = rx.recv() => {
                 // let the writer finish; coalesce bursts of events
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 while rx.try_recv().is_ok() {}
-                reload(&path, &mut writer, "file change");
+                reload(&path, &mut writer, args.maglev_seed, "file change");
             }
             _ = term.recv() => break,
             _ = int.recv() => break,
@@ -221,9 +230,10 @@ fn spawn_datapath_log(ebpf: &mut aya::Ebpf) {
     });
 }
 
-fn reload(path: &Path, writer: &mut MapWriter, why: &str) {
+/// `seed_flag`: `--maglev-seed`, which overrides the file's `maglev_seed`.
+fn reload(path: &Path, writer: &mut MapWriter, seed_flag: Option<u32>, why: &str) {
     match config::load(path) {
-        Ok(cfg) => match writer.apply(&cfg.state) {
+        Ok(cfg) => match writer.set_seed(seed_flag.or(cfg.maglev_seed).unwrap_or(0)).apply(&cfg.state) {
             Ok(report) => info!(?report, trigger = why, "configuration reloaded"),
             Err(e) => error!(error = %e, "reload could not be applied fully; fix the file and reload"),
         },

@@ -11,6 +11,7 @@ pub mod maglev;
 pub mod maps;
 pub mod metrics;
 pub mod model;
+pub mod pins;
 pub mod reader;
 pub mod writer;
 

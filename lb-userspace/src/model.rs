@@ -75,6 +75,9 @@ pub struct ServiceSpec {
     pub udp_timeout: Option<u32>,
     /// Established TCP idle timeout in seconds (`None`: the default).
     pub tcp_timeout: Option<u32>,
+    /// Slots of the service's Maglev lookup table, one of
+    /// [`crate::maglev::SIZES`] (`None`: [`crate::maglev::DEFAULT_SIZE`]).
+    pub maglev_table_size: Option<u32>,
     pub backends: Vec<BackendSpec>,
 }
 

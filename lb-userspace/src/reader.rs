@@ -4,7 +4,7 @@ use std::{
     net::{IpAddr, SocketAddr},
 };
 
-use lb_common::{Stat, BE_F_ACTIVE, FLOW_CLOSING, MAX_BACKENDS, PROTO_TCP, SVC_F_SNAT, TABLE_SIZE};
+use lb_common::{Stat, BE_F_ACTIVE, FLOW_CLOSING, MAX_BACKENDS, PROTO_TCP, SVC_F_SNAT};
 use serde::Serialize;
 
 use crate::{
@@ -192,17 +192,32 @@ pub struct MaglevRow {
     pub backends: Vec<MaglevShare>,
 }
 
-/// Each backend's share of a service's lookup table.
+/// Each backend's share of a service's lookup table: its live region of
+/// the table array (read through the shared mapping, no system call per
+/// entry). `table_size` is 0 when the service has no usable backend.
 pub fn maglev(maps: &Maps, service: &str) -> Result<Option<MaglevRow>, ReadError> {
     let svcs = services(maps)?;
     let Some(svc) = svcs.iter().find(|s| s.name == service) else { return Ok(None) };
     let (offset, size) = svc.table;
-    let mut counts: BTreeMap<u32, u32> = BTreeMap::new();
-    for i in 0..size {
-        *counts.entry(maps.table.get(&(offset + i), 0).map_err(rerr("table"))?).or_default() += 1;
+    let (size, counts) = match maps.table.region(offset, size) {
+        Some(region) => (size, table_counts(region.values())),
+        None => (0, BTreeMap::new()),
+    };
+    Ok(Some(maglev_row(&svc.name, size, &svc.backend_rows, &counts)))
+}
+
+/// Slots per backend id.
+fn table_counts(entries: impl Iterator<Item = u32>) -> BTreeMap<u32, u32> {
+    let mut counts = BTreeMap::new();
+    for id in entries {
+        *counts.entry(id).or_default() += 1;
     }
-    let backends: Vec<MaglevShare> = svc
-        .backend_rows
+    counts
+}
+
+/// The row of `xlb maglev` from a table's slot counts.
+fn maglev_row(service: &str, size: u32, backends: &[BackendRow], counts: &BTreeMap<u32, u32>) -> MaglevRow {
+    let backends: Vec<MaglevShare> = backends
         .iter()
         .map(|b| {
             let slots = counts.get(&b.id).copied().unwrap_or(0);
@@ -216,5 +231,45 @@ pub fn maglev(maps: &Maps, service: &str) -> Result<Option<MaglevRow>, ReadError
         let avg = size as f64 / taking.len() as f64;
         *taking.iter().max().expect("non-empty") as f64 / avg
     };
-    Ok(Some(MaglevRow { service: svc.name.clone(), table_size: if size == 0 { TABLE_SIZE } else { size }, max_avg, backends }))
+    MaglevRow { service: service.to_owned(), table_size: size, max_avg, backends }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(address: &str, id: u32, weight: u32) -> BackendRow {
+        BackendRow {
+            service: "s".into(),
+            address: address.into(),
+            weight,
+            state: "active".into(),
+            packets: 0,
+            bytes: 0,
+            id,
+        }
+    }
+
+    #[test]
+    fn maglev_shares_from_a_built_table() {
+        use crate::maglev::{build, Entry};
+        let entries = [("10.0.0.1:53", 7, 1), ("10.0.0.2:53", 9, 3), ("10.0.0.3:53", 4, 0)];
+        let table = build(
+            &entries.iter().map(|(a, id, w)| Entry { name: a.to_string(), id: *id, weight: *w }).collect::<Vec<_>>(),
+            1021,
+            0,
+        );
+        let rows: Vec<BackendRow> = entries.iter().map(|(a, id, w)| row(a, *id, *w)).collect();
+        let r = maglev_row("s", 1021, &rows, &table_counts(table.iter().copied()));
+        assert_eq!(r.table_size, 1021);
+        let slots: Vec<u32> = r.backends.iter().map(|b| b.slots).collect();
+        assert_eq!(slots.iter().sum::<u32>(), 1021);
+        assert_eq!(slots[2], 0, "weight 0 holds no slot");
+        assert!((r.backends[1].share - 0.75).abs() < 0.01, "{:?}", r.backends[1]);
+        // max/avg over the two backends holding slots: 0.75 / 0.5.
+        assert!((r.max_avg - 1.5).abs() < 0.01, "{}", r.max_avg);
+        let empty = maglev_row("s", 0, &rows, &BTreeMap::new());
+        assert_eq!((empty.table_size, empty.max_avg), (0, 0.0));
+        assert!(empty.backends.iter().all(|b| b.slots == 0 && b.share == 0.0));
+    }
 }

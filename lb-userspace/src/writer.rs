@@ -3,17 +3,44 @@
 //! in an order that never lets a packet see a half-built service: backends
 //! first, then the lookup table (into the region the service does not use),
 //! then the service value that switches to it; removals in reverse.
+//!
+//! # Lookup-table regions
+//!
+//! All services' Maglev tables live in one flat array, `XLB_TABLE` (Katran's
+//! layout too), mapped into this process ([`crate::maps::Table`]) so that
+//! reading, comparing and writing entries costs no system call. A service
+//! whose table has `M` slots owns a [`Pair`] of adjacent regions of `M`
+//! entries: A = `[base, base+M)` and B = `[base+M, base+2M)`. Its service
+//! value's `table_offset`/`table_size` name the live one. A new table is
+//! written into the other region, only the entries that differ from what
+//! that region already holds, and then the service value is switched to it:
+//! one map update, so a packet sees the old table or the new one, never a
+//! half-written one.
+//!
+//! Pairs are carved out of the array by a first-fit [`RegionAllocator`] in
+//! units of two entries starting at offset 0, so every `base` is even; `M` is
+//! an odd prime, so the parity of the live offset tells which half is live:
+//! even → A (`base = table_offset`), odd → B (`base = table_offset − M`).
+//! The service values alone thus record every pair, and
+//! [`MapWriter::restore`] rebuilds the allocator from them (and checks that
+//! each live table holds only that service's backends). A service without a
+//! usable backend has `table_size` 0 and no pair. A pair given up (service
+//! removed, table size changed, no usable backend left) is reused only after
+//! [`GRACE`], so a packet that read the old service value just before the
+//! switch never reads another service's table.
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
     net::{IpAddr, SocketAddr},
+    sync::atomic::{fence, Ordering},
+    time::{Duration, Instant},
 };
 
 use aya::maps::MapError;
 use lb_common::{
     Backend, Counter, Service, ServiceKey, ServiceName, BE_F_ACTIVE, DEFAULT_TCP_TIMEOUT,
-    DEFAULT_UDP_TIMEOUT, MAX_BACKENDS, MAX_SERVICES, NAME_LEN, SVC_F_IPV6, SVC_F_SNAT, TABLE_SIZE,
+    DEFAULT_UDP_TIMEOUT, MAX_BACKENDS, MAX_SERVICES, NAME_LEN, SVC_F_IPV6, SVC_F_SNAT,
 };
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use crate::{
     iface::route_source,
@@ -44,6 +71,12 @@ pub enum WriteError {
     TooManyServices,
     #[error("too many backends: the data path holds at most {MAX_BACKENDS} over all services")]
     TooManyBackends,
+    #[error(
+        "service {service}: the lookup-table array is full: its two tables of {size} entries need {need} \
+         contiguous entries, but only {free} of {total} are free (largest free piece: {largest}); \
+         lower maglev_table_size (of this or other services) or raise the agent's --table-entries"
+    )]
+    TableFull { service: String, size: u32, need: u64, free: u64, largest: u32, total: u32 },
 }
 
 fn map_err(map: &'static str) -> impl Fn(MapError) -> WriteError {
@@ -72,9 +105,170 @@ pub fn service_key(vip: IpAddr, port: u16, protocol: Protocol) -> ServiceKey {
     ServiceKey { addr: addr16(vip), port: port.to_be(), proto: protocol.number(), _pad: 0 }
 }
 
-/// First entry of a service's table region.
-fn region_offset(id: u32, region: u32) -> u32 {
-    (id * lb_common::TABLE_REGIONS + region) * TABLE_SIZE
+/// Regions given up are reused only after this long: far longer than any
+/// packet takes between reading a service value and its table entry.
+pub const GRACE: Duration = Duration::from_millis(20);
+
+/// A service's two adjacent table regions of `size` entries each, starting
+/// at `base` (even). See the module documentation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pair {
+    pub base: u32,
+    pub size: u32,
+}
+
+impl Pair {
+    /// The pair whose live region starts at `offset` and has `size`
+    /// entries, by the layout's parity rule; `None` when no pair can have
+    /// such a live region (an even or tiny size, or B before the start).
+    pub fn of_live(offset: u32, size: u32) -> Option<Pair> {
+        if size < 3 || size.is_multiple_of(2) {
+            return None;
+        }
+        let base = if offset.is_multiple_of(2) { offset } else { offset.checked_sub(size)? };
+        Some(Pair { base, size })
+    }
+
+    /// Entries of both regions.
+    pub fn entries(&self) -> u64 {
+        2 * self.size as u64
+    }
+
+    /// One past the last entry of region B.
+    pub fn end(&self) -> u64 {
+        self.base as u64 + self.entries()
+    }
+
+    /// The region that is not `live`.
+    pub fn twin(&self, live: u32) -> u32 {
+        if live == self.base {
+            self.base + self.size
+        } else {
+            self.base
+        }
+    }
+}
+
+/// First-fit allocator of ranges of the table array, in units of two
+/// entries (so every range starts at an even offset).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RegionAllocator {
+    len: u32,
+    /// Free ranges: start → length, disjoint and never adjacent (merged).
+    free: BTreeMap<u32, u32>,
+}
+
+impl RegionAllocator {
+    /// An allocator over `len` entries, all free (an odd last entry is never used).
+    pub fn new(len: u32) -> Self {
+        let usable = len & !1;
+        let mut free = BTreeMap::new();
+        if usable > 0 {
+            free.insert(0, usable);
+        }
+        Self { len, free }
+    }
+
+    fn units(n: u64) -> Option<u32> {
+        u32::try_from(n.div_ceil(2) * 2).ok().filter(|n| *n > 0)
+    }
+
+    /// Entries of the array.
+    pub fn len(&self) -> u32 {
+        self.len
+    }
+
+    /// Whether the array has no entry.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Takes the first free range of `n` entries (rounded up to even);
+    /// returns its start.
+    pub fn alloc(&mut self, n: u64) -> Option<u32> {
+        let n = Self::units(n)?;
+        let (&start, &len) = self.free.iter().find(|(_, l)| **l >= n)?;
+        self.free.remove(&start);
+        if len > n {
+            self.free.insert(start + n, len - n);
+        }
+        Some(start)
+    }
+
+    /// Takes the range `[start, start + n)` (n rounded up to even), when it
+    /// is entirely free and `start` is even.
+    pub fn reserve(&mut self, start: u32, n: u64) -> bool {
+        let Some(n) = Self::units(n) else { return false };
+        if !start.is_multiple_of(2) {
+            return false;
+        }
+        let Some((&fs, &fl)) = self.free.range(..=start).next_back() else { return false };
+        let (end, free_end) = (start as u64 + n as u64, fs as u64 + fl as u64);
+        if end > free_end {
+            return false;
+        }
+        self.free.remove(&fs);
+        if start > fs {
+            self.free.insert(fs, start - fs);
+        }
+        if free_end > end {
+            self.free.insert(end as u32, (free_end - end) as u32);
+        }
+        true
+    }
+
+    /// Gives back `[start, start + n)` (n rounded up to even), which must
+    /// have been allocated or reserved.
+    pub fn free(&mut self, start: u32, n: u64) {
+        let Some(n) = Self::units(n) else { return };
+        let (mut start, mut len) = (start, n);
+        if let Some((&ps, &pl)) = self.free.range(..start).next_back() {
+            debug_assert!(ps as u64 + pl as u64 <= start as u64, "freeing a free range");
+            if ps as u64 + pl as u64 == start as u64 {
+                self.free.remove(&ps);
+                start = ps;
+                len += pl;
+            }
+        }
+        let end = start as u64 + len as u64;
+        if let Some((&ns, &nl)) = self.free.range(start..).next() {
+            debug_assert!(ns as u64 >= end, "freeing a free range");
+            if ns as u64 == end {
+                self.free.remove(&ns);
+                len += nl;
+            }
+        }
+        self.free.insert(start, len);
+    }
+
+    /// Free entries in total.
+    pub fn free_entries(&self) -> u64 {
+        self.free.values().map(|l| *l as u64).sum()
+    }
+
+    /// The largest free range.
+    pub fn largest_free(&self) -> u32 {
+        self.free.values().copied().max().unwrap_or(0)
+    }
+}
+
+/// Rebuilds the allocator of an array of `len` entries from the live
+/// `(table_offset, table_size)` of each service, in the given order (the
+/// first claimant of an entry wins). Returns, per service, its pair (`None`
+/// for `table_size` 0, and for a live region that no valid pair can hold:
+/// outside the array or overlapping an earlier one).
+pub fn restore_regions(len: u32, live: &[(u32, u32)]) -> (RegionAllocator, Vec<Option<Pair>>) {
+    let mut regions = RegionAllocator::new(len);
+    let pairs = live
+        .iter()
+        .map(|&(offset, size)| {
+            if size == 0 {
+                return None;
+            }
+            Pair::of_live(offset, size).filter(|p| p.end() <= len as u64 && regions.reserve(p.base, p.entries()))
+        })
+        .collect();
+    (regions, pairs)
 }
 
 /// One service as it sits in the maps.
@@ -84,6 +278,12 @@ struct Programmed {
     name: String,
     /// Active backends: address → (id, weight).
     backends: BTreeMap<SocketAddr, (u32, u32)>,
+    /// The regions of its table (`None` when `table_size` is 0, or when a
+    /// restored value named no valid pair).
+    pair: Option<Pair>,
+    /// The live table is the one its backends, size and seed give (false:
+    /// rebuild it on the next apply).
+    table_ok: bool,
 }
 
 /// What an `apply` changed.
@@ -93,6 +293,8 @@ pub struct ApplyReport {
     pub updated: usize,
     pub removed: usize,
     pub unchanged: usize,
+    /// Lookup-table entries written (only those that differed).
+    pub table_writes: usize,
 }
 
 /// Owns the maps and knows what they hold.
@@ -102,17 +304,26 @@ pub struct MapWriter {
     /// Mirror of the backend array (generations survive deactivation).
     backends: Vec<Backend>,
     seed: u32,
+    /// Free and used ranges of the table array.
+    regions: RegionAllocator,
+    /// Pairs given up, reusable after [`GRACE`].
+    retired: Vec<(Pair, Instant)>,
+    /// Table build buffer.
+    scratch: Vec<u32>,
+    /// Table entries written by the current `apply`.
+    table_writes: usize,
 }
 
 impl MapWriter {
     /// Takes the maps and reads back what a previous agent left in them, so
     /// that an unchanged configuration rewrites nothing and moves no flow.
+    /// `seed` is the Maglev seed (`maglev_seed`), also the flow-hash seed.
     pub fn restore(maps: Maps, seed: u32) -> Result<Self, WriteError> {
         let mut backends = Vec::with_capacity(MAX_BACKENDS as usize);
         for i in 0..MAX_BACKENDS {
             backends.push(maps.backends.get(&i, 0).map_err(map_err("backends"))?);
         }
-        let mut services = HashMap::new();
+        let mut found = Vec::new();
         for entry in maps.services.iter() {
             let (key, value) = entry.map_err(map_err("services"))?;
             let name = maps
@@ -126,12 +337,53 @@ impl MapWriter {
                     be.insert(SocketAddr::new(ip_from16(b.addr), u16::from_be(b.port)), (id as u32, b.weight));
                 }
             }
-            services.insert(key, Programmed { value, name, backends: be });
+            found.push((key, value, name, be));
+        }
+        // Deterministic claim order for overlapping (corrupt) regions.
+        found.sort_by_key(|(_, v, _, _)| v.id);
+        let live: Vec<(u32, u32)> = found.iter().map(|(_, v, _, _)| (v.table_offset, v.table_size)).collect();
+        let (regions, pairs) = restore_regions(maps.table.len(), &live);
+        let mut services = HashMap::new();
+        for ((key, value, name, backends), pair) in found.into_iter().zip(pairs) {
+            let table_ok = match pair {
+                _ if value.table_size == 0 => true,
+                None => {
+                    warn!(
+                        service = %name,
+                        offset = value.table_offset,
+                        size = value.table_size,
+                        entries = maps.table.len(),
+                        "the live lookup table lies outside the table array or overlaps another: rebuilding it"
+                    );
+                    false
+                }
+                Some(_) => {
+                    let ids: BTreeSet<u32> = backends.values().filter(|(_, w)| *w > 0).map(|(id, _)| *id).collect();
+                    let ok = maps
+                        .table
+                        .region(value.table_offset, value.table_size)
+                        .is_some_and(|r| r.values().all(|id| ids.contains(&id)));
+                    if !ok {
+                        warn!(service = %name, "the live lookup table holds entries of no usable backend of the service: rebuilding it");
+                    }
+                    ok
+                }
+            };
+            services.insert(key, Programmed { value, name, backends, pair, table_ok });
         }
         if !services.is_empty() {
             info!(services = services.len(), "reusing pinned maps left by a previous agent");
         }
-        Ok(Self { maps, services, backends, seed })
+        Ok(Self {
+            maps,
+            services,
+            backends,
+            seed,
+            regions,
+            retired: Vec::new(),
+            scratch: Vec::new(),
+            table_writes: 0,
+        })
     }
 
     /// Read access to the maps (for the interface setup).
@@ -149,8 +401,27 @@ impl MapWriter {
         self.services.is_empty()
     }
 
+    /// The Maglev (and flow-hash) seed.
+    pub fn seed(&self) -> u32 {
+        self.seed
+    }
+
+    /// Changes the seed; the next [`apply`](Self::apply) rebuilds every
+    /// table with it (which moves new flows' picks, not existing flows).
+    pub fn set_seed(&mut self, seed: u32) -> &mut Self {
+        self.seed = seed;
+        self
+    }
+
+    /// Entries of the table array not held by any service.
+    pub fn table_free(&self) -> u64 {
+        self.regions.free_entries() + self.retired.iter().map(|(p, _)| p.entries()).sum::<u64>()
+    }
+
     /// Brings the maps to `desired`, writing only what differs.
     pub fn apply(&mut self, desired: &DesiredState) -> Result<ApplyReport, WriteError> {
+        self.reclaim(false);
+        self.table_writes = 0;
         let mut report = ApplyReport::default();
         let wanted: HashMap<ServiceKey, &ServiceSpec> =
             desired.services.iter().map(|s| (service_key(s.vip, s.port, s.protocol), s)).collect();
@@ -165,14 +436,98 @@ impl MapWriter {
         // Deterministic order: by name.
         let mut specs: Vec<&ServiceSpec> = desired.services.iter().collect();
         specs.sort_by(|a, b| a.name.cmp(&b.name));
+        // One service that cannot be programmed does not hold up the others.
+        let mut first_error = None;
         for spec in specs {
-            match self.apply_service(spec)? {
-                Change::Added => report.added += 1,
-                Change::Updated => report.updated += 1,
-                Change::Unchanged => report.unchanged += 1,
+            let change = self.apply_service(spec);
+            report.table_writes = self.table_writes;
+            match change {
+                Ok(Change::Added) => report.added += 1,
+                Ok(Change::Updated) => report.updated += 1,
+                Ok(Change::Unchanged) => report.unchanged += 1,
+                Err(e) => {
+                    tracing::error!(service = %spec.name, error = %e, "service not programmed");
+                    first_error.get_or_insert(e);
+                }
             }
         }
-        Ok(report)
+        self.sync_vips()?;
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(report),
+        }
+    }
+
+    /// Keeps `XLB_VIPS` (VIP → number of services on it; the data path
+    /// answers pings to these) in step with the programmed services.
+    fn sync_vips(&mut self) -> Result<(), WriteError> {
+        let mut wanted: HashMap<[u8; 16], u32> = HashMap::new();
+        for key in self.services.keys() {
+            *wanted.entry(key.addr).or_default() += 1;
+        }
+        let present: Vec<[u8; 16]> = self.maps.vips.keys().filter_map(Result::ok).collect();
+        for vip in present {
+            if !wanted.contains_key(&vip) {
+                match self.maps.vips.remove(&vip) {
+                    Ok(()) | Err(MapError::KeyNotFound) => {}
+                    Err(e) => return Err(map_err("vips")(e)),
+                }
+            }
+        }
+        for (vip, n) in wanted {
+            if self.maps.vips.get(&vip, 0).ok() != Some(n) {
+                self.maps.vips.insert(vip, n, 0).map_err(map_err("vips"))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Returns retired pairs to the allocator: those older than [`GRACE`],
+    /// or, with `wait`, all of them after sleeping out the youngest's grace.
+    fn reclaim(&mut self, wait: bool) {
+        if wait {
+            if let Some(youngest) = self.retired.iter().map(|(_, t)| *t).max() {
+                let left = GRACE.saturating_sub(youngest.elapsed());
+                if !left.is_zero() {
+                    std::thread::sleep(left);
+                }
+            }
+        }
+        let now = Instant::now();
+        let regions = &mut self.regions;
+        self.retired.retain(|(p, t)| {
+            if now.duration_since(*t) >= GRACE {
+                regions.free(p.base, p.entries());
+                false
+            } else {
+                true
+            }
+        });
+    }
+
+    fn retire(&mut self, pair: Pair) {
+        self.retired.push((pair, Instant::now()));
+    }
+
+    /// Allocates a pair of regions of `size` entries for `service`.
+    fn alloc_pair(&mut self, service: &str, size: u32) -> Result<Pair, WriteError> {
+        let need = 2 * size as u64;
+        let mut base = self.regions.alloc(need);
+        if base.is_none() && !self.retired.is_empty() {
+            self.reclaim(true);
+            base = self.regions.alloc(need);
+        }
+        match base {
+            Some(base) => Ok(Pair { base, size }),
+            None => Err(WriteError::TableFull {
+                service: service.to_owned(),
+                size,
+                need,
+                free: self.regions.free_entries(),
+                largest: self.regions.largest_free(),
+                total: self.regions.len(),
+            }),
+        }
     }
 
     fn free_service_id(&self) -> Result<u32, WriteError> {
@@ -214,6 +569,31 @@ impl MapWriter {
             Some(p) => p.value.id,
             None => self.free_service_id()?,
         };
+        // The table's size, and its space, first: a full array fails the
+        // service before anything of it is written.
+        let usable = spec.backends.iter().any(|b| b.weight > 0);
+        let size = if usable { spec.maglev_table_size.unwrap_or(maglev::DEFAULT_SIZE) } else { 0 };
+        let kept_pair = old.as_ref().and_then(|p| p.pair).filter(|p| p.size == size);
+        let new_pair = if size > 0 && kept_pair.is_none() { Some(self.alloc_pair(&spec.name, size)?) } else { None };
+        let result = self.write_service(spec, key, old, id, size, kept_pair.or(new_pair));
+        if result.is_err() {
+            if let Some(p) = new_pair {
+                // Nothing refers to it yet.
+                self.regions.free(p.base, p.entries());
+            }
+        }
+        result
+    }
+
+    fn write_service(
+        &mut self,
+        spec: &ServiceSpec,
+        key: ServiceKey,
+        old: Option<Programmed>,
+        id: u32,
+        size: u32,
+        pair: Option<Pair>,
+    ) -> Result<Change, WriteError> {
         if old.is_none() {
             self.zero_stats(Some(id), None)?;
         }
@@ -260,26 +640,45 @@ impl MapWriter {
             backends.insert(b.addr, (bid, b.weight as u32));
         }
 
-        // 2. The lookup table, into the region not in use, when the set of
-        //    backends or their weights changed.
-        let old_region = old.as_ref().map(|p| (p.value.table_offset / TABLE_SIZE) % lb_common::TABLE_REGIONS);
-        let same_set = old.as_ref().is_some_and(|p| p.backends == backends);
-        let (table_offset, table_size) = if same_set {
-            let p = old.as_ref().expect("same_set implies old");
-            (p.value.table_offset, p.value.table_size)
-        } else {
-            let entries: Vec<maglev::Entry> = backends
-                .iter()
-                .map(|(addr, (bid, w))| maglev::Entry { name: addr.to_string(), id: *bid, weight: *w })
-                .collect();
-            let table = maglev::build(&entries, TABLE_SIZE, self.seed);
-            let region = old_region.map_or(0, |r| 1 - r);
-            let offset = region_offset(id, region);
-            for (i, bid) in table.iter().enumerate() {
-                self.maps.table.set(offset + i as u32, *bid, 0).map_err(map_err("table"))?;
+        // 2. The lookup table, when its inputs (backends and weights, size,
+        //    seed) changed: into the region not in use, entries that differ
+        //    only.
+        let unchanged = old.as_ref().is_some_and(|p| {
+            p.table_ok
+                && p.backends == backends
+                && p.value.table_size == size
+                && p.value.hash_seed == self.seed
+                && (size == 0 || p.pair == pair)
+        });
+        let table_offset = match (pair, &old) {
+            (None, _) => 0,
+            (Some(_), Some(p)) if unchanged => p.value.table_offset,
+            (Some(pair), _) => {
+                let target = match &old {
+                    Some(p) if p.pair == Some(pair) => pair.twin(p.value.table_offset),
+                    _ => pair.base,
+                };
+                let entries: Vec<maglev::Entry> = backends
+                    .iter()
+                    .map(|(addr, (bid, w))| maglev::Entry { name: addr.to_string(), id: *bid, weight: *w })
+                    .collect();
+                maglev::build_into(&entries, size, self.seed, &mut self.scratch);
+                let region = self.maps.table.region(target, size).expect("pairs lie within the table array");
+                let mut written = 0;
+                for (slot, want) in region.slots().zip(&self.scratch) {
+                    if slot.load(Ordering::Relaxed) != *want {
+                        slot.store(*want, Ordering::Relaxed);
+                        written += 1;
+                    }
+                }
+                // The entries before the service value that publishes them.
+                fence(Ordering::SeqCst);
+                self.table_writes += written;
+                debug!(service = %spec.name, offset = target, size, written, "lookup table written");
+                target
             }
-            (offset, table.len() as u32)
         };
+        let table_size = if pair.is_some() { size } else { 0 };
 
         // 3. The service value, which switches the data path over.
         let mut flags = 0;
@@ -320,7 +719,14 @@ impl MapWriter {
                 }
             }
         }
-        self.services.insert(key, Programmed { value, name: spec.name.clone(), backends });
+
+        // 5. Regions no longer used: retire (reused after the grace period).
+        if let Some(op) = old.as_ref().and_then(|p| p.pair) {
+            if Some(op) != pair {
+                self.retire(op);
+            }
+        }
+        self.services.insert(key, Programmed { value, name: spec.name.clone(), backends, pair, table_ok: true });
         Ok(match (old.is_some(), changed) {
             (false, _) => Change::Added,
             (true, true) => Change::Updated,
@@ -333,6 +739,9 @@ impl MapWriter {
         match self.maps.services.remove(key) {
             Ok(()) | Err(MapError::KeyNotFound) => {}
             Err(e) => return Err(map_err("services")(e)),
+        }
+        if let Some(pair) = p.pair {
+            self.retire(pair);
         }
         for (bid, _) in p.backends.values() {
             let mut b = self.backends[*bid as usize];
@@ -393,9 +802,237 @@ mod tests {
     }
 
     #[test]
-    fn regions_do_not_overlap() {
-        assert_eq!(region_offset(0, 1), TABLE_SIZE);
-        assert_eq!(region_offset(1, 0), 2 * TABLE_SIZE);
-        assert!(region_offset(MAX_SERVICES - 1, 1) + TABLE_SIZE <= lb_common::TABLE_ENTRIES);
+    fn allocator_first_fit_split_and_merge() {
+        let mut a = RegionAllocator::new(100);
+        assert_eq!(a.alloc(10), Some(0));
+        assert_eq!(a.alloc(21), Some(10), "sizes round up to even");
+        assert_eq!(a.alloc(30), Some(32));
+        assert_eq!(a.free_entries(), 38);
+        a.free(10, 21);
+        assert_eq!(a.alloc(8), Some(10), "first fit: the hole comes first");
+        assert_eq!(a.alloc(20), Some(62), "the hole left (14) is too small");
+        assert_eq!(a.largest_free(), 18);
+        assert_eq!(a.alloc(19), None);
+        assert_eq!(a.alloc(0), None);
+        // Freeing everything merges back into one range.
+        for (s, n) in [(0, 10), (32, 30), (10, 8), (62, 20)] {
+            a.free(s, n);
+        }
+        assert_eq!(a, RegionAllocator::new(100));
+        assert_eq!(a.alloc(100), Some(0));
+        assert_eq!(a.alloc(1), None);
+    }
+
+    #[test]
+    fn allocator_reserve() {
+        let mut a = RegionAllocator::new(1000);
+        assert!(a.reserve(100, 50));
+        assert!(!a.reserve(120, 10), "taken");
+        assert!(!a.reserve(141, 10), "odd start");
+        assert!(!a.reserve(990, 12), "past the end");
+        assert!(a.reserve(150, 2), "adjacent");
+        assert!(a.reserve(0, 100));
+        assert_eq!(a.alloc(10), Some(152));
+        assert_eq!(a.free_entries(), 1000 - 162);
+        a.free(0, 100);
+        assert_eq!(a.alloc(100), Some(0));
+        assert!(!RegionAllocator::new(0).reserve(0, 2));
+        assert_eq!(RegionAllocator::new(7).alloc(8), None, "an odd last entry is never used");
+    }
+
+    #[test]
+    fn pairs_are_recovered_from_the_live_region() {
+        let mut a = RegionAllocator::new(1 << 20);
+        for size in [251, 65537, 509, 131071, 251] {
+            let base = a.alloc(2 * size as u64).unwrap();
+            let p = Pair { base, size };
+            assert_eq!(base % 2, 0);
+            assert_eq!(Pair::of_live(base, size), Some(p), "region A");
+            assert_eq!(Pair::of_live(p.twin(base), size), Some(p), "region B");
+            assert_eq!(p.twin(p.twin(base)), base);
+        }
+        assert_eq!(Pair::of_live(0, 0), None);
+        assert_eq!(Pair::of_live(0, 1030), None, "sizes are odd primes");
+        assert_eq!(Pair::of_live(1, 251), None, "region B cannot start before 251");
+    }
+
+    #[test]
+    fn regions_restored_from_service_values() {
+        let mut a = RegionAllocator::new(10_000);
+        let x = Pair { base: a.alloc(502).unwrap(), size: 251 };
+        let y = Pair { base: a.alloc(2042).unwrap(), size: 1021 };
+        let z = Pair { base: a.alloc(1018).unwrap(), size: 509 };
+        a.free(y.base, y.entries());
+        let live = [
+            (x.twin(x.base), 251),
+            (0, 0),
+            (z.base, 509),
+            (9_999, 251),         // outside the array
+            (x.base + 2, 251),    // overlaps x
+        ];
+        let (restored, pairs) = restore_regions(10_000, &live);
+        assert_eq!(pairs, vec![Some(x), None, Some(z), None, None]);
+        assert_eq!(restored, a, "same free ranges as the allocator that made them");
+        // The old fixed layout (1031 slots, two regions per service id) is
+        // read the same way.
+        let old: Vec<(u32, u32)> = (0..4).map(|id| ((id * 2 + id % 2) * 1031, 1031)).collect();
+        let (_, pairs) = restore_regions(8248, &old);
+        assert!(pairs.iter().enumerate().all(|(id, p)| *p == Some(Pair { base: id as u32 * 2062, size: 1031 })));
+    }
+
+    /// Root and a bpffs at /sys/fs/bpf, which the tests below need.
+    fn bpf_available() -> bool {
+        // SAFETY: geteuid cannot fail.
+        let root = unsafe { libc::geteuid() } == 0;
+        let bpffs = std::fs::read_to_string("/proc/mounts")
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.split_whitespace().nth(1) == Some("/sys/fs/bpf") && l.contains(" bpf "));
+        if !(root && bpffs) {
+            eprintln!("skipped: needs root and bpffs on /sys/fs/bpf");
+        }
+        root && bpffs
+    }
+
+    /// A pin directory removed on drop.
+    struct Pins(std::path::PathBuf);
+    impl Pins {
+        fn new(tag: &str) -> Self {
+            Self(std::path::PathBuf::from(format!("/sys/fs/bpf/xlb-unit-{tag}-{}", std::process::id())))
+        }
+    }
+    impl Drop for Pins {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn writer(pins: &Pins, entries: u32, seed: u32) -> MapWriter {
+        let mut ebpf = crate::datapath::load_with(&pins.0, 1024, entries).expect("loading the data path");
+        MapWriter::restore(Maps::take(&mut ebpf).expect("maps"), seed).expect("restore")
+    }
+
+    fn spec(name: &str, port: u16, backends: &[(&str, u16)], size: Option<u32>) -> ServiceSpec {
+        ServiceSpec {
+            name: name.into(),
+            vip: "192.0.2.1".parse().unwrap(),
+            port,
+            protocol: Protocol::Udp,
+            source: SourceMode::Preserve,
+            snat_address: None,
+            udp_timeout: None,
+            tcp_timeout: None,
+            maglev_table_size: size,
+            backends: backends
+                .iter()
+                .map(|(a, w)| crate::model::BackendSpec { addr: a.parse().unwrap(), weight: *w })
+                .collect(),
+        }
+    }
+
+    /// The table the data path sees for a service, read with the kernel's
+    /// lookup (not through the mapping), as backend addresses.
+    fn live_table(w: &MapWriter, name: &str) -> (Service, Vec<String>) {
+        let p = w.services.values().find(|p| p.name == name).expect("programmed");
+        let by_id: HashMap<u32, SocketAddr> = p.backends.iter().map(|(a, (id, _))| (*id, *a)).collect();
+        let v = p.value;
+        let t = (0..v.table_size)
+            .map(|i| {
+                let id = w.maps.table.map().get(&(v.table_offset + i), 0).expect("lookup");
+                by_id.get(&id).map_or_else(|| format!("?{id}"), |a| a.to_string())
+            })
+            .collect();
+        (v, t)
+    }
+
+    fn expected(backends: &[(&str, u16)], size: u32, seed: u32) -> Vec<String> {
+        let entries: Vec<maglev::Entry> =
+            backends.iter().enumerate().map(|(i, (a, w))| maglev::Entry { name: a.to_string(), id: i as u32, weight: *w as u32 }).collect();
+        maglev::build(&entries, size, seed).into_iter().map(|i| backends[i as usize].0.to_string()).collect()
+    }
+
+    #[test]
+    fn tables_double_buffered_through_the_mapping_and_kept_across_restart() {
+        if !bpf_available() {
+            return;
+        }
+        let pins = Pins::new("tables");
+        let three = [("10.1.0.1:53", 1), ("10.1.0.2:53", 2), ("10.1.0.3:53", 1)];
+        let two = [("10.1.0.1:53", 1), ("10.1.0.2:53", 2)];
+        let state = |b: &[(&str, u16)]| DesiredState {
+            services: vec![spec("a", 53, b, Some(251)), spec("b", 54, &three, None), spec("empty", 55, &[("10.1.0.9:53", 0)], Some(509))],
+        };
+        let mut w = writer(&pins, 1 << 20, 7);
+        let r = w.apply(&state(&three)).unwrap();
+        assert_eq!(r.added, 3);
+        // Entries the fresh array already held (0: a's first backend) are not written.
+        let zeros = expected(&three, 251, 7).iter().filter(|a| *a == "10.1.0.1:53").count();
+        assert_eq!(r.table_writes, 251 + 65537 - zeros);
+        let (va, ta) = live_table(&w, "a");
+        assert_eq!((va.table_offset, va.table_size, va.hash_seed), (0, 251, 7));
+        assert_eq!(ta, expected(&three, 251, 7), "the kernel sees the table written through the mapping");
+        let (vb, tb) = live_table(&w, "b");
+        assert_eq!((vb.table_offset, vb.table_size), (502, 65537), "b's pair follows a's");
+        assert_eq!(tb, expected(&three, 65537, 7));
+        let (ve, _) = live_table(&w, "empty");
+        assert_eq!(ve.table_size, 0, "no usable backend: no table");
+
+        // A change goes into the other region, then back.
+        let r = w.apply(&state(&two)).unwrap();
+        assert_eq!((r.updated, r.unchanged), (1, 2));
+        let (va, ta) = live_table(&w, "a");
+        assert_eq!((va.table_offset, va.table_size), (251, 251));
+        assert_eq!(ta, expected(&two, 251, 7));
+        let r = w.apply(&state(&three)).unwrap();
+        let (va, ta) = live_table(&w, "a");
+        assert_eq!(va.table_offset, 0);
+        assert_eq!(ta, expected(&three, 251, 7));
+        assert!(r.table_writes < 251, "only the entries that differ from region A's old table: {}", r.table_writes);
+        assert_eq!(r.table_writes, 0, "region A still held exactly this table");
+
+        // Restart on the same pins: nothing is rewritten.
+        drop(w);
+        let mut w = writer(&pins, 1 << 20, 7);
+        let r = w.apply(&state(&three)).unwrap();
+        assert_eq!(r, ApplyReport { unchanged: 3, ..Default::default() });
+        // Its allocator knows the pairs: a new service goes after them.
+        let mut more = state(&three);
+        more.services.push(spec("c", 56, &two, Some(1021)));
+        w.apply(&more).unwrap();
+        assert_eq!(live_table(&w, "c").0.table_offset, 502 + 2 * 65537);
+        // A new seed rebuilds every table.
+        let r = w.set_seed(8).apply(&more).unwrap();
+        assert_eq!(r.updated, 4, "every service's hash seed changes");
+        assert_eq!(live_table(&w, "b").1, expected(&three, 65537, 8));
+
+        // Restart with a larger array: the tables are carried over.
+        drop(w);
+        let mut w = writer(&pins, 1 << 21, 8);
+        assert_eq!(w.maps.table.len(), 1 << 21);
+        let r = w.apply(&more).unwrap();
+        assert_eq!((r.unchanged, r.table_writes), (4, 0));
+        assert_eq!(live_table(&w, "b").1, expected(&three, 65537, 8));
+    }
+
+    #[test]
+    fn full_array_is_refused_with_what_to_do() {
+        if !bpf_available() {
+            return;
+        }
+        let pins = Pins::new("full");
+        let mut w = writer(&pins, 3000, 0);
+        let one = [("10.1.0.1:53", 1)];
+        let s = |name: &str, port, size| spec(name, port, &one, Some(size));
+        w.apply(&DesiredState { services: vec![s("a", 1, 1021)] }).unwrap();
+        let e = w.apply(&DesiredState { services: vec![s("a", 1, 1021), s("b", 2, 509)] }).unwrap_err();
+        let m = e.to_string();
+        assert!(m.contains("service b: the lookup-table array is full"), "{m}");
+        assert!(m.contains("lower maglev_table_size") && m.contains("--table-entries"), "{m}");
+        // Nothing of b was programmed; a stays.
+        assert_eq!(w.len(), 1);
+        // Shrinking a makes room (its old pair is reused after the grace period).
+        let r = w.apply(&DesiredState { services: vec![s("a", 1, 251), s("b", 2, 509)] }).unwrap();
+        assert_eq!((r.added, r.updated), (1, 1));
+        assert_eq!(live_table(&w, "b").0.table_size, 509);
     }
 }

@@ -4,8 +4,10 @@
 //! * `build`: setup, then `cargo build --release -p lb-userspace`;
 //! * `test`: setup, unit tests, then the root-only integration tests;
 //! * `demo`: build, then a client/node/pods topology with the agent;
-//! * `bench`: the benchmarks (not implemented yet).
+//! * `bench [maglev|datapath|forwarding]`: the benchmarks (all available
+//!   ones without a name; only `maglev` exists yet).
 
+mod bench;
 mod demo;
 mod setup;
 mod util;
@@ -36,8 +38,14 @@ enum Cmd {
     Test(TestArgs),
     /// Build xlb and run it on a client/node/pods topology in network namespaces.
     Demo(DemoArgs),
-    /// Run the benchmarks.
-    Bench,
+    /// Run the benchmarks (every available one when none is named).
+    Bench(BenchArgs),
+}
+
+#[derive(clap::Args)]
+struct BenchArgs {
+    #[command(subcommand)]
+    which: Option<bench::Bench>,
 }
 
 #[derive(clap::Args)]
@@ -71,10 +79,10 @@ fn main() -> ExitCode {
             .map(|_| ()),
         Cmd::Test(args) => test(&args),
         Cmd::Demo(args) => demo::demo(args.agent_log, args.no_build),
-        Cmd::Bench => {
-            eprintln!("benchmarks are not implemented yet (see issue 5)");
-            return ExitCode::from(2);
-        }
+        Cmd::Bench(args) => match bench::bench(args.which) {
+            Ok(code) => return code,
+            Err(e) => Err(e),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -2,6 +2,8 @@
 //!
 //! ```yaml
 //! interfaces: [eth0]              # optional; list of interface names
+//! maglev_seed: 0                  # optional, 0..=4294967295; the agent's
+//!                                 # --maglev-seed overrides it
 //! services:
 //!   - name: dns                   # unique, [a-z0-9-], at most 63 chars
 //!     vip: 192.0.2.10             # IPv4 or IPv6
@@ -11,6 +13,8 @@
 //!     snat_address: 10.0.0.1      # optional, same family as vip
 //!     udp_timeout: 30             # optional, seconds, 1..=604800
 //!     tcp_timeout: 3600           # optional, seconds, 1..=604800
+//!     maglev_table_size: 65537    # optional, one of 251, 509, 1021, 2039,
+//!                                 # 4093, 8191, 16381, 32749, 65537, 131071
 //!     backends:                   # optional, may be empty
 //!       - 10.1.0.5:5353           # "ip:port" or "[v6addr]:port"
 //!       - {address: "10.1.0.6:5353", weight: 3}   # weight 0..=65535, default 1
@@ -37,6 +41,8 @@ pub struct Config {
     pub interfaces: Vec<String>,
     /// The services to serve.
     pub state: DesiredState,
+    /// Seed of the flow hash and the lookup tables (`maglev_seed`), when given.
+    pub maglev_seed: Option<u32>,
 }
 
 /// One validation or parse error.

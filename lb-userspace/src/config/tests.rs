@@ -65,6 +65,7 @@ fn marker_lines_are_one_based() {
 fn full_example() {
     let text = r#"# xlb configuration
 interfaces: [eth0, eth1]
+maglev_seed: 4294967295
 services:
   - name: dns
     vip: 192.0.2.10
@@ -74,6 +75,7 @@ services:
     snat_address: 10.0.0.1
     udp_timeout: 30
     tcp_timeout: 3600
+    maglev_table_size: 4093
     backends:
       - 10.1.0.5:5353
       - {address: "10.1.0.6:5353", weight: 3}
@@ -109,6 +111,7 @@ services:
             snat_address: Some(ip("10.0.0.1")),
             udp_timeout: Some(30),
             tcp_timeout: Some(3600),
+            maglev_table_size: Some(4093),
             backends: vec![
                 BackendSpec {
                     addr: sa("10.1.0.5:5353"),
@@ -133,6 +136,7 @@ services:
             snat_address: Some(ip("2001:db8::1")),
             udp_timeout: None,
             tcp_timeout: None,
+            maglev_table_size: None,
             backends: vec![
                 BackendSpec {
                     addr: sa("[2001:db8::5]:53"),
@@ -153,10 +157,12 @@ services:
             snat_address: None,
             udp_timeout: None,
             tcp_timeout: None,
+            maglev_table_size: None,
             backends: vec![],
         },
     ];
     assert_eq!(config.state.services, expected);
+    assert_eq!(config.maglev_seed, Some(u32::MAX));
 }
 
 #[test]
@@ -164,6 +170,8 @@ fn defaults_and_empty_files() {
     let config = ok(&service(""));
     let s = &config.state.services[0];
     assert!(config.interfaces.is_empty());
+    assert_eq!(config.maglev_seed, None);
+    assert_eq!(s.maglev_table_size, None);
     assert_eq!(s.source, SourceMode::Snat);
     assert_eq!(
         (s.snat_address, s.udp_timeout, s.tcp_timeout),
@@ -214,7 +222,7 @@ fn unknown_keys_at_every_level() {
     let m = one_at("interfaces: []\nservice: []\n", 2, "service");
     assert_eq!(
         m,
-        "unknown key \"service\"; allowed keys are interfaces, services"
+        "unknown key \"service\"; allowed keys are interfaces, maglev_seed, services"
     );
     let m = one_at(&service("    prot: 5\n"), 6, "services[0].prot");
     assert!(
@@ -776,4 +784,100 @@ fn load_from_disk() {
         "{}",
         e.message
     );
+}
+
+#[test]
+fn maglev_table_size_from_the_list() {
+    for size in crate::maglev::SIZES {
+        let s = &ok(&service(&format!("    maglev_table_size: {size}\n")))
+            .state
+            .services[0];
+        assert_eq!(s.maglev_table_size, Some(size));
+    }
+    let allowed = "251, 509, 1021, 2039, 4093, 8191, 16381, 32749, 65537, 131071";
+    let bad = |v: &str| {
+        one_at(
+            &service(&format!("    maglev_table_size: {v}\n")),
+            6,
+            "services[0].maglev_table_size",
+        )
+    };
+    assert_eq!(
+        bad("1000"),
+        format!("1000 is not an allowed table size; use one of {allowed} (primes; default 65537)")
+    );
+    // Primes outside the list and absurd values are refused the same way.
+    assert!(bad("1031").starts_with("1031 is not an allowed table size; use one of 251, "));
+    assert!(bad("0").starts_with("0 is not an allowed table size"));
+    assert!(bad("-251").starts_with("-251 is not an allowed table size"));
+    assert!(bad("99999999999999999999999999999999999999999")
+        .starts_with("99999999999999999999999999999999999999999 is not an allowed table size; use one of 251"));
+    assert_eq!(
+        bad("\"4093\""),
+        format!(
+            "\"4093\" is quoted text; write the table size as a plain integer, one of {allowed}"
+        )
+    );
+    assert_eq!(
+        bad("big"),
+        format!("\"big\" is not an integer; use a table size, one of {allowed}")
+    );
+    assert_eq!(
+        bad("[251]"),
+        format!("expected a table size (one of {allowed}), found a list")
+    );
+    // Null means "not given".
+    assert_eq!(
+        ok(&service("    maglev_table_size:\n")).state.services[0].maglev_table_size,
+        None
+    );
+}
+
+#[test]
+fn maglev_table_size_errors_are_reported_with_the_others() {
+    let text = format!(
+        "{}  - name: b\n    vip: 192.0.2.11\n    port: 70000\n    protocol: udp\n    maglev_table_size: 100\n",
+        service("    maglev_table_size: 65537\n")
+    );
+    let got: Vec<(usize, String)> = errors(&text).into_iter().map(|(l, f, _)| (l, f)).collect();
+    assert_eq!(
+        got,
+        vec![
+            (9, "services[1].port".into()),
+            (11, "services[1].maglev_table_size".into())
+        ]
+    );
+}
+
+#[test]
+fn maglev_seed_is_a_u32() {
+    assert_eq!(ok("maglev_seed: 0\n").maglev_seed, Some(0));
+    assert_eq!(
+        ok("maglev_seed: 4294967295\nservices: []\n").maglev_seed,
+        Some(u32::MAX)
+    );
+    assert_eq!(ok("maglev_seed:\n").maglev_seed, None);
+    assert_eq!(
+        one_at("maglev_seed: 4294967296\n", 1, "maglev_seed"),
+        "4294967296 is outside 0..=4294967295"
+    );
+    assert_eq!(
+        one_at("maglev_seed: -1\n", 1, "maglev_seed"),
+        "-1 is outside 0..=4294967295"
+    );
+    assert_eq!(
+        one_at("maglev_seed: abc\n", 1, "maglev_seed"),
+        "\"abc\" is not an integer; use a seed in 0..=4294967295"
+    );
+    assert_eq!(
+        one_at("services: []\nmaglev_seed: \"7\"\n", 2, "maglev_seed"),
+        "\"7\" is quoted text; write a seed as a plain integer in 0..=4294967295"
+    );
+    // Per service it is not a key.
+    let m = one_at(
+        &service("    maglev_seed: 1\n"),
+        6,
+        "services[0].maglev_seed",
+    );
+    assert!(m.starts_with("unknown key \"maglev_seed\""), "{m}");
 }

@@ -21,7 +21,7 @@ const MAX_IFNAME_LEN: usize = 15;
 /// Longest idle timeout, seconds (one week).
 const MAX_TIMEOUT: i128 = 86400 * 7;
 
-const TOP_KEYS: &[&str] = &["interfaces", "services"];
+const TOP_KEYS: &[&str] = &["interfaces", "maglev_seed", "services"];
 const SERVICE_KEYS: &[&str] = &[
     "name",
     "vip",
@@ -31,6 +31,7 @@ const SERVICE_KEYS: &[&str] = &[
     "snat_address",
     "udp_timeout",
     "tcp_timeout",
+    "maglev_table_size",
     "backends",
 ];
 const BACKEND_KEYS: &[&str] = &["address", "weight"];
@@ -255,6 +256,11 @@ impl Walker<'_> {
         if let Some(node) = fields.optional("interfaces") {
             config.interfaces = self.interfaces(node);
         }
+        if let Some(node) = fields.optional("maglev_seed") {
+            config.maglev_seed = self
+                .integer(node, "maglev_seed", "a seed", 0, u32::MAX as i128)
+                .map(|n| n as u32);
+        }
         if let Some(node) = fields.optional("services") {
             config.state.services = self.services(node);
         }
@@ -366,6 +372,9 @@ impl Walker<'_> {
         let tcp_timeout = f
             .optional("tcp_timeout")
             .map(|n| self.timeout(n, &path, "tcp_timeout"));
+        let maglev_table_size = f
+            .optional("maglev_table_size")
+            .map(|n| self.table_size(n, &join(&path, "maglev_table_size")));
         let backends = match f.optional("backends") {
             Some(n) => self.backends(n, &path, vip),
             None => Some(Vec::new()),
@@ -404,6 +413,7 @@ impl Walker<'_> {
             snat_address: optional_ok(snat_address)?,
             udp_timeout: optional_ok(udp_timeout)?,
             tcp_timeout: optional_ok(tcp_timeout)?,
+            maglev_table_size: optional_ok(maglev_table_size)?,
             backends: backends?,
         })
     }
@@ -451,6 +461,37 @@ impl Walker<'_> {
                 None
             }
         }
+    }
+
+    /// A Maglev table size: one of the allowed primes.
+    fn table_size(&mut self, node: &Node, field: &str) -> Option<u32> {
+        let allowed = crate::maglev::sizes_list();
+        let message = match &node.kind {
+            Kind::Scalar { text, plain } => match text.parse::<i128>() {
+                Ok(n) if !plain => format!(
+                    "\"{n}\" is quoted text; write the table size as a plain integer, one of {allowed}"
+                ),
+                Ok(n) => match crate::maglev::SIZES.iter().find(|s| **s as i128 == n) {
+                    Some(s) => return Some(*s),
+                    None => format!(
+                        "{n} is not an allowed table size; use one of {allowed} (primes; default {})",
+                        crate::maglev::DEFAULT_SIZE
+                    ),
+                },
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        IntErrorKind::PosOverflow | IntErrorKind::NegOverflow
+                    ) =>
+                {
+                    format!("{text} is not an allowed table size; use one of {allowed}")
+                }
+                Err(_) => format!("{node} is not an integer; use a table size, one of {allowed}"),
+            },
+            _ => format!("expected a table size (one of {allowed}), found {node}"),
+        };
+        self.error(node.line, field, message);
+        None
     }
 
     fn timeout(&mut self, node: &Node, path: &str, key: &str) -> Option<u32> {

@@ -84,9 +84,14 @@ pub mod csum {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum L4 {
     Udp,
-    Tcp { flags: u8, seq: u32, ack: u32 },
-    /// ICMP echo request (ICMPv6 over IPv6); ports are ignored.
-    Icmp,
+    Tcp {
+        flags: u8,
+        seq: u32,
+        ack: u32,
+    },
+    /// ICMP (ICMPv6 over IPv6) echo message of this type (8/128 request,
+    /// 0/129 reply), id 0x1234, sequence 1; ports are ignored.
+    Icmp(u8),
 }
 
 /// What the L4 checksum field holds.
@@ -116,6 +121,10 @@ pub struct Pkt {
     /// IPv6: insert a fragment header (offset 0, more fragments).
     pub v6_fragment: bool,
     pub ttl: u8,
+    /// TCP window.
+    pub window: u16,
+    /// TCP options (padded to a multiple of 4 with EOL).
+    pub tcp_options: Vec<u8>,
     pub payload: Vec<u8>,
     pub csum: Csum,
 }
@@ -137,6 +146,8 @@ impl Pkt {
             frag: 0x4000,
             v6_fragment: false,
             ttl: 64,
+            window: 64240,
+            tcp_options: Vec::new(),
             payload: b"xlb data path test payload".to_vec(),
             csum: Csum::Full,
         }
@@ -149,14 +160,18 @@ impl Pkt {
 
     /// A TCP segment with `flags`.
     pub fn tcp(src: &str, dst: &str, flags: u8) -> Self {
-        Self::new(src, dst, L4::Tcp { flags, seq: 0x1000_0000, ack: if flags & TCP_ACK != 0 { 0x2000_0000 } else { 0 } })
+        Self::new(
+            src,
+            dst,
+            L4::Tcp { flags, seq: 0x1000_0000, ack: if flags & TCP_ACK != 0 { 0x2000_0000 } else { 0 } },
+        )
     }
 
     /// An ICMP (ICMPv6) echo request between two addresses.
     pub fn icmp(src: &str, dst: &str) -> Self {
         let s: IpAddr = src.parse().expect("address");
         let d: IpAddr = dst.parse().expect("address");
-        let mut p = Self::new("0.0.0.0:0", "0.0.0.0:0", L4::Icmp);
+        let mut p = Self::new("0.0.0.0:0", "0.0.0.0:0", L4::Icmp(if s.is_ipv6() { 128 } else { 8 }));
         p.src = SocketAddr::new(s, 0);
         p.dst = SocketAddr::new(d, 0);
         p
@@ -177,6 +192,14 @@ impl Pkt {
             self.ip_options.push(0);
         }
         assert!(self.ip_options.len() <= 40, "IPv4 options are at most 40 bytes");
+        self
+    }
+    pub fn tcp_options(mut self, opts: &[u8]) -> Self {
+        self.tcp_options = opts.to_vec();
+        while self.tcp_options.len() % 4 != 0 {
+            self.tcp_options.push(0);
+        }
+        assert!(self.tcp_options.len() <= 40, "TCP options are at most 40 bytes");
         self
     }
     pub fn frag(mut self, field: u16) -> Self {
@@ -210,6 +233,18 @@ impl Pkt {
         self.src.set_port(port);
         self
     }
+    /// TCP sequence and acknowledgment numbers.
+    pub fn tcp_seq(mut self, s: u32, a: u32) -> Self {
+        match &mut self.l4 {
+            L4::Tcp { seq, ack, .. } => {
+                *seq = s;
+                *ack = a;
+            }
+            other => panic!("tcp_seq on {other:?}"),
+        }
+        self
+    }
+
     pub fn tcp_flags(mut self, f: u8) -> Self {
         match &mut self.l4 {
             L4::Tcp { flags, ack, .. } => {
@@ -231,8 +266,8 @@ impl Pkt {
         match self.l4 {
             L4::Udp => PROTO_UDP,
             L4::Tcp { .. } => PROTO_TCP,
-            L4::Icmp if self.is_v6() => PROTO_ICMPV6,
-            L4::Icmp => PROTO_ICMP,
+            L4::Icmp(_) if self.is_v6() => PROTO_ICMPV6,
+            L4::Icmp(_) => PROTO_ICMP,
         }
     }
 
@@ -244,11 +279,7 @@ impl Pkt {
     /// Offset of the transport header.
     pub fn l4_off(&self) -> usize {
         self.l3_off()
-            + if self.is_v6() {
-                40 + if self.v6_fragment { 8 } else { 0 }
-            } else {
-                20 + self.ip_options.len()
-            }
+            + if self.is_v6() { 40 + if self.v6_fragment { 8 } else { 0 } } else { 20 + self.ip_options.len() }
     }
 
     /// Offset of the L4 checksum field.
@@ -257,7 +288,7 @@ impl Pkt {
             + match self.l4 {
                 L4::Udp => 6,
                 L4::Tcp { .. } => 16,
-                L4::Icmp => 2,
+                L4::Icmp(_) => 2,
             }
     }
 
@@ -276,14 +307,14 @@ impl Pkt {
                 seg.extend_from_slice(&self.dst.port().to_be_bytes());
                 seg.extend_from_slice(&seq.to_be_bytes());
                 seg.extend_from_slice(&ack.to_be_bytes());
-                seg.push(5 << 4);
+                seg.push(((5 + self.tcp_options.len() / 4) as u8) << 4);
                 seg.push(flags);
-                seg.extend_from_slice(&64240u16.to_be_bytes());
+                seg.extend_from_slice(&self.window.to_be_bytes());
                 seg.extend_from_slice(&[0, 0, 0, 0]);
+                seg.extend_from_slice(&self.tcp_options);
             }
-            L4::Icmp => {
-                seg.push(if self.is_v6() { 128 } else { 8 });
-                seg.extend_from_slice(&[0, 0, 0]);
+            L4::Icmp(t) => {
+                seg.extend_from_slice(&[t, 0, 0, 0]);
                 seg.extend_from_slice(&[0x12, 0x34, 0, 1]);
             }
         }
@@ -291,7 +322,7 @@ impl Pkt {
         let len = seg.len() as u32;
         let pseudo = csum::pseudo(self.src.ip(), self.dst.ip(), self.proto(), len);
         let c = match (&self.l4, self.csum) {
-            (L4::Icmp, _) if !self.is_v6() => csum::complete(csum::sum(0, &seg)),
+            (L4::Icmp(_), _) if !self.is_v6() => csum::complete(csum::sum(0, &seg)),
             (_, Csum::Full) => {
                 let c = csum::complete(csum::sum(pseudo, &seg));
                 if c == 0 && self.l4 == L4::Udp {
@@ -310,6 +341,28 @@ impl Pkt {
 
     /// The frame's bytes.
     pub fn build(&self) -> Vec<u8> {
+        let v6_frag = if self.v6_fragment { Some((0, true)) } else { None };
+        self.frame_with(&self.segment(), self.frag, v6_frag)
+    }
+
+    /// The datagram split in two fragments after `cut` bytes of its L4
+    /// segment (a multiple of 8): the first carries the L4 header (IPv4: MF
+    /// set; IPv6: a fragment header with M set), the second the rest.
+    pub fn fragments(&self, cut: usize) -> (Vec<u8>, Vec<u8>) {
+        assert!(cut % 8 == 0 && cut > 0, "fragment boundaries are multiples of 8");
+        let seg = self.segment();
+        assert!(cut < seg.len(), "nothing left for the second fragment");
+        let units = (cut / 8) as u16;
+        (
+            self.frame_with(&seg[..cut], 0x2000, Some((0, true))),
+            self.frame_with(&seg[cut..], units, Some((units, false))),
+        )
+    }
+
+    /// Ethernet + IP header (+ IPv6 fragment header) around `l4`. IPv4:
+    /// `v4_frag` is the flags/offset field; IPv6: `v6_frag` = (offset in
+    /// 8-byte units, more fragments) adds a fragment header.
+    fn frame_with(&self, l4: &[u8], v4_frag: u16, v6_frag: Option<(u16, bool)>) -> Vec<u8> {
         assert_eq!(self.src.is_ipv6(), self.dst.is_ipv6(), "mixed families");
         let mut f = Vec::new();
         f.extend_from_slice(&self.eth_dst);
@@ -318,7 +371,6 @@ impl Pkt {
             f.extend_from_slice(&ETH_P_8021Q.to_be_bytes());
             f.extend_from_slice(&(id & 0x0fff).to_be_bytes());
         }
-        let seg = self.segment();
         match (self.src.ip(), self.dst.ip()) {
             (IpAddr::V4(s), IpAddr::V4(d)) => {
                 f.extend_from_slice(&ETH_P_IP.to_be_bytes());
@@ -326,9 +378,9 @@ impl Pkt {
                 let ihl = 20 + self.ip_options.len();
                 f.push(0x40 | (ihl / 4) as u8);
                 f.push(0);
-                f.extend_from_slice(&((ihl + seg.len()) as u16).to_be_bytes());
-                f.extend_from_slice(&0x1234u16.to_be_bytes());
-                f.extend_from_slice(&self.frag.to_be_bytes());
+                f.extend_from_slice(&((ihl + l4.len()) as u16).to_be_bytes());
+                f.extend_from_slice(&IP_ID.to_be_bytes());
+                f.extend_from_slice(&v4_frag.to_be_bytes());
                 f.push(self.ttl);
                 f.push(self.proto());
                 f.extend_from_slice(&[0, 0]);
@@ -340,22 +392,87 @@ impl Pkt {
             (IpAddr::V6(s), IpAddr::V6(d)) => {
                 f.extend_from_slice(&ETH_P_IPV6.to_be_bytes());
                 f.extend_from_slice(&[0x60, 0, 0, 0]);
-                let ext = if self.v6_fragment { 8 } else { 0 };
-                f.extend_from_slice(&((ext + seg.len()) as u16).to_be_bytes());
-                f.push(if self.v6_fragment { PROTO_FRAGMENT } else { self.proto() });
+                let ext = if v6_frag.is_some() { 8 } else { 0 };
+                f.extend_from_slice(&((ext + l4.len()) as u16).to_be_bytes());
+                f.push(if v6_frag.is_some() { PROTO_FRAGMENT } else { self.proto() });
                 f.push(self.ttl);
                 f.extend_from_slice(&s.octets());
                 f.extend_from_slice(&d.octets());
-                if self.v6_fragment {
-                    // next header, reserved, offset 0 + M flag, identification
-                    f.extend_from_slice(&[self.proto(), 0, 0, 1, 0xca, 0xfe, 0xba, 0xbe]);
+                if let Some((units, more)) = v6_frag {
+                    f.extend_from_slice(&[self.proto(), 0]);
+                    f.extend_from_slice(&((units << 3) | more as u16).to_be_bytes());
+                    f.extend_from_slice(&IP6_FRAG_ID.to_be_bytes());
                 }
             }
             _ => unreachable!(),
         }
-        f.extend_from_slice(&seg);
+        f.extend_from_slice(l4);
         f
     }
+
+    /// The IP packet (no Ethernet header) as `build` makes it: what an ICMP
+    /// error quotes.
+    pub fn ip_packet(&self) -> Vec<u8> {
+        self.build()[self.l3_off()..].to_vec()
+    }
+}
+
+/// IPv4 identification of every built packet.
+pub const IP_ID: u16 = 0x1234;
+/// Identification of every built IPv6 fragment header.
+pub const IP6_FRAG_ID: u32 = 0xcafe_babe;
+
+/// An ICMP error (IPv4: type/code as given; IPv6: ICMPv6) from `src` to
+/// `dst` quoting `quote` (an IP packet, possibly cut), with correct
+/// checksums. IPv4 outer header: id 0x1234, DF, TTL 64.
+pub fn icmp_error(
+    eth_src: [u8; 6],
+    eth_dst: [u8; 6],
+    src: IpAddr,
+    dst: IpAddr,
+    typ: u8,
+    code: u8,
+    quote: &[u8],
+) -> Vec<u8> {
+    let mut msg = vec![typ, code, 0, 0, 0, 0, 0, 0];
+    msg.extend_from_slice(quote);
+    let v6 = src.is_ipv6();
+    let c = if v6 {
+        csum::complete(csum::sum(csum::pseudo(src, dst, PROTO_ICMPV6, msg.len() as u32), &msg))
+    } else {
+        csum::complete(csum::sum(0, &msg))
+    };
+    msg[2..4].copy_from_slice(&c.to_be_bytes());
+    ip_frame(eth_src, eth_dst, src, dst, if v6 { PROTO_ICMPV6 } else { PROTO_ICMP }, &msg)
+}
+
+/// Ethernet + IP header (IPv4: id 0x1234, DF, TTL 64; IPv6: hop limit 64)
+/// around `payload`.
+pub fn ip_frame(eth_src: [u8; 6], eth_dst: [u8; 6], src: IpAddr, dst: IpAddr, proto: u8, payload: &[u8]) -> Vec<u8> {
+    let mut f = [eth_dst, eth_src].concat();
+    match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            f.extend_from_slice(&ETH_P_IP.to_be_bytes());
+            f.extend_from_slice(&[0x45, 0]);
+            f.extend_from_slice(&((20 + payload.len()) as u16).to_be_bytes());
+            f.extend_from_slice(&IP_ID.to_be_bytes());
+            f.extend_from_slice(&[0x40, 0, 64, proto, 0, 0]);
+            f.extend_from_slice(&s.octets());
+            f.extend_from_slice(&d.octets());
+            fix_ipv4_csum(&mut f, 14);
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            f.extend_from_slice(&ETH_P_IPV6.to_be_bytes());
+            f.extend_from_slice(&[0x60, 0, 0, 0]);
+            f.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+            f.extend_from_slice(&[proto, 64]);
+            f.extend_from_slice(&s.octets());
+            f.extend_from_slice(&d.octets());
+        }
+        _ => panic!("mixed families"),
+    }
+    f.extend_from_slice(payload);
+    f
 }
 
 /// Recomputes the IPv4 header checksum of the header at `l3` (after a test
@@ -466,7 +583,13 @@ pub fn decode(f: &[u8]) -> Option<Decoded> {
         ETH_P_IPV6 => {
             let s: [u8; 16] = f.get(l3 + 8..l3 + 24)?.try_into().ok()?;
             let d: [u8; 16] = f.get(l3 + 24..l3 + 40)?.try_into().ok()?;
-            (IpAddr::from(s), IpAddr::from(d), f[l3 + 6], f[l3 + 7], l3 + 40, be16(l3 + 4)? as usize, true, None)
+            let (mut proto, mut l4, mut len) = (f[l3 + 6], l3 + 40, be16(l3 + 4)? as usize);
+            if proto == PROTO_FRAGMENT {
+                proto = *f.get(l4)?;
+                l4 += 8;
+                len = len.checked_sub(8)?;
+            }
+            (IpAddr::from(s), IpAddr::from(d), proto, f[l3 + 7], l4, len, true, None)
         }
         _ => return None,
     };
@@ -524,7 +647,10 @@ mod tests {
             let ps = lbc::pseudo_sum(&s, &dst, p.proto(), seg.len() as u32);
             // lb_common works on native-order words: the stored bytes agree.
             assert_eq!(lbc::fold(lbc::sum_bytes(ps, seg)), 0xffff);
-            assert_eq!(lbc::fold(ps).to_ne_bytes(), csum::fold(csum::pseudo(p.src.ip(), p.dst.ip(), p.proto(), seg.len() as u32)).to_be_bytes());
+            assert_eq!(
+                lbc::fold(ps).to_ne_bytes(),
+                csum::fold(csum::pseudo(p.src.ip(), p.dst.ip(), p.proto(), seg.len() as u32)).to_be_bytes()
+            );
             if !p.is_v6() {
                 let l3 = p.l3_off();
                 assert_eq!(lbc::fold(lbc::sum_bytes(0, &f[l3..l4])), 0xffff);

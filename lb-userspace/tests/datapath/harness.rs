@@ -182,17 +182,12 @@ where
     ensure_bpffs();
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
     let pid = std::process::id();
-    let cleanup = Cleanup {
-        netns: format!("xlbdp{pid}-{n}"),
-        pin: PathBuf::from(format!("/sys/fs/bpf/xlb-dptest-{pid}-{n}")),
-    };
+    let cleanup =
+        Cleanup { netns: format!("xlbdp{pid}-{n}"), pin: PathBuf::from(format!("/sys/fs/bpf/xlb-dptest-{pid}-{n}")) };
     let ns = cleanup.netns.clone();
     sh(&["ip", "netns", "add", &ns], None).unwrap_or_else(|e| panic!("{name}: {e}"));
-    sh(
-        &["ip", "netns", "exec", &ns, "sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"],
-        None,
-    )
-    .unwrap_or_else(|e| panic!("{name}: {e}"));
+    sh(&["ip", "netns", "exec", &ns, "sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"], None)
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
     let batch = setup_commands().join("\n") + "\n";
     sh(&["ip", "-n", &ns, "-batch", "-"], Some(&batch)).unwrap_or_else(|e| panic!("{name}: {e}"));
 
@@ -239,7 +234,14 @@ fn pin_to_one_cpu() {
 }
 
 /// A service description for `Lab::apply`.
-pub fn service(name: &str, vip: &str, port: u16, protocol: Protocol, source: SourceMode, backends: &[(&str, u16)]) -> ServiceSpec {
+pub fn service(
+    name: &str,
+    vip: &str,
+    port: u16,
+    protocol: Protocol,
+    source: SourceMode,
+    backends: &[(&str, u16)],
+) -> ServiceSpec {
     ServiceSpec {
         name: name.into(),
         vip: vip.parse().unwrap_or_else(|_| panic!("bad VIP {vip}")),
@@ -249,6 +251,7 @@ pub fn service(name: &str, vip: &str, port: u16, protocol: Protocol, source: Sou
         snat_address: None,
         udp_timeout: None,
         tcp_timeout: None,
+        maglev_table_size: None,
         backends: backends
             .iter()
             .map(|(a, w)| BackendSpec { addr: a.parse().unwrap_or_else(|_| panic!("bad backend {a}")), weight: *w })
@@ -268,8 +271,11 @@ impl StatDelta {
 
 impl std::fmt::Display for StatDelta {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let parts: Vec<String> =
-            Stat::ALL.iter().filter(|s| self.get(**s) != 0).map(|s| format!("{}{:+}", s.name(), self.get(*s))).collect();
+        let parts: Vec<String> = Stat::ALL
+            .iter()
+            .filter(|s| self.get(**s) != 0)
+            .map(|s| format!("{}{:+}", s.name(), self.get(*s)))
+            .collect();
         write!(f, "{{{}}}", parts.join(", "))
     }
 }
@@ -319,7 +325,13 @@ impl Out {
         for s in bumped {
             want[*s as usize] += 1;
         }
-        assert_eq!(self.delta, StatDelta(want.clone()), "counter deltas: expected {}\n{}", StatDelta(want), self.describe());
+        assert_eq!(
+            self.delta,
+            StatDelta(want.clone()),
+            "counter deltas: expected {}\n{}",
+            StatDelta(want),
+            self.describe()
+        );
         self
     }
 
@@ -341,6 +353,18 @@ impl Out {
 
     pub fn no_meta(&self) -> &Self {
         assert!(self.meta.is_empty(), "unexpected XDP metadata\n{}", self.describe());
+        self
+    }
+
+    /// The output frame is exactly `want`.
+    pub fn bytes_are(&self, want: &[u8]) -> &Self {
+        assert!(
+            self.frame == want,
+            "output frame differs\n   want: {:02x?}\n   got:  {:02x?}\n{}",
+            want,
+            self.frame,
+            self.describe()
+        );
         self
     }
 
@@ -366,7 +390,9 @@ impl Out {
         assert!(d.ip_csum_ok, "IPv4 header checksum does not verify{}", ctx());
         match expected.csum {
             Csum::Full => assert!(d.l4_csum_ok && d.l4_csum != 0, "L4 checksum does not verify{}", ctx()),
-            Csum::Partial => assert_eq!(d.l4_csum, d.pseudo, "partial checksum must be the new pseudo-header sum{}", ctx()),
+            Csum::Partial => {
+                assert_eq!(d.l4_csum, d.pseudo, "partial checksum must be the new pseudo-header sum{}", ctx())
+            }
             Csum::Zero => assert_eq!(d.l4_csum, 0, "UDP checksum 0 must stay 0{}", ctx()),
         }
         assert_eq!(self.frame.len(), want.len(), "frame length{}", ctx());
@@ -390,7 +416,8 @@ pub struct Lab {
 
 impl Lab {
     fn new(case: &str, pin: &Path) -> Self {
-        let mut ebpf = xlb::datapath::load(pin, 4096).unwrap_or_else(|e| panic!("{case}: loading the data path: {e:#}"));
+        let mut ebpf =
+            xlb::datapath::load(pin, 4096).unwrap_or_else(|e| panic!("{case}: loading the data path: {e:#}"));
         let xdp: &mut Xdp = ebpf.program_mut("xlb_xdp").expect("program xlb_xdp").try_into().expect("an XDP program");
         xdp.load().unwrap_or_else(|e| panic!("{case}: loading xlb_xdp: {e:#}"));
         let maps = Maps::take(&mut ebpf).unwrap_or_else(|e| panic!("{case}: taking the maps: {e}"));

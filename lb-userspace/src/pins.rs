@@ -1,0 +1,80 @@
+//! Checks that maps already pinned under `--pin-path` have the layout this
+//! xlb expects before they are reused, so a layout change is reported with
+//! what to do instead of a verifier failure or misread maps.
+use std::{mem::size_of, path::Path};
+
+use aya::maps::MapInfo;
+use lb_common::{
+    names, settings::Settings, Backend, Counter, Flow, FlowKey, Reverse, Service, ServiceKey, ServiceName,
+    LAYOUT_VERSION,
+};
+
+use crate::maps::map_dir;
+
+/// A pinned map that cannot be reused.
+#[derive(Debug, thiserror::Error)]
+pub enum PinError {
+    #[error(
+        "pinned map {path} has key/value size {found_key}/{found_value} but this xlb (map layout v{LAYOUT_VERSION}) expects {key}/{value}: \
+         it was left by another xlb build. Stop every agent using {dir}, remove that directory (flows in progress will be re-picked), and start again"
+    )]
+    Layout { path: String, dir: String, found_key: u32, found_value: u32, key: u32, value: u32 },
+    #[error(
+        "pinned map {path} holds {found} entries but {flag} asks for {wanted}: start with {flag} {found}, \
+         or stop every agent using {dir} and remove that directory to resize (flows in progress will be re-picked)"
+    )]
+    Size { path: String, dir: String, flag: &'static str, found: u32, wanted: u32 },
+}
+
+/// Sizes that depend on flags.
+pub struct Wanted {
+    pub flow_entries: u32,
+}
+
+/// Verifies every pinned map that exists; missing ones will be created.
+/// Also warns about maps of other layout versions left beside ours.
+pub fn check(pin_path: &Path, wanted: &Wanted) -> Result<(), PinError> {
+    let dir = map_dir(pin_path);
+    if let Ok(entries) = std::fs::read_dir(pin_path) {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with('v') && name != format!("v{LAYOUT_VERSION}") && name[1..].chars().all(|c| c.is_ascii_digit()) {
+                tracing::warn!(
+                    dir = %e.path().display(),
+                    "maps of another xlb layout ({name}) are pinned here; this agent uses v{LAYOUT_VERSION} and new maps. \
+                     Remove that directory once no agent of the old version runs"
+                );
+            }
+        }
+    }
+    let sz = |n: usize| n as u32;
+    let expected: [(&str, u32, u32, Option<(&'static str, u32)>); 12] = [
+        (names::SERVICES, sz(size_of::<ServiceKey>()), sz(size_of::<Service>()), None),
+        (names::BACKENDS, 4, sz(size_of::<Backend>()), None),
+        (names::TABLE, 4, 4, None),
+        (names::FLOWS, sz(size_of::<FlowKey>()), sz(size_of::<Flow>()), Some(("--flow-table-size", wanted.flow_entries))),
+        (names::REVERSE, sz(size_of::<FlowKey>()), sz(size_of::<Reverse>()), Some(("--flow-table-size", wanted.flow_entries))),
+        (names::SERVICE_STATS, 4, sz(size_of::<Counter>()), None),
+        (names::BACKEND_STATS, 4, sz(size_of::<Counter>()), None),
+        (names::STATS, 4, 8, None),
+        (names::SERVICE_NAMES, 4, sz(size_of::<ServiceName>()), None),
+        (names::IFACES, 4, 4, None),
+        (lb_common::settings::SETTINGS_MAP, 4, sz(size_of::<Settings>()), None),
+        (names::VIPS, 16, 4, None),
+    ];
+    for (name, key, value, entries) in expected {
+        let path = dir.join(name);
+        let Ok(info) = MapInfo::from_pin(&path) else { continue };
+        let p = path.display().to_string();
+        let d = dir.display().to_string();
+        if info.key_size() != key || info.value_size() != value {
+            return Err(PinError::Layout { path: p, dir: d, found_key: info.key_size(), found_value: info.value_size(), key, value });
+        }
+        if let Some((flag, wanted)) = entries {
+            if info.max_entries() != wanted {
+                return Err(PinError::Size { path: p, dir: d, flag, found: info.max_entries(), wanted });
+            }
+        }
+    }
+    Ok(())
+}
