@@ -7,9 +7,12 @@ fn main() -> anyhow::Result<()> {
     if std::env::var_os("AYA_BUILD_SKIP").is_some() {
         // Unit tests of pure logic may skip the eBPF build; leave an empty
         // object so the crate still compiles (loading it fails clearly).
-        let out = std::path::PathBuf::from(std::env::var_os("OUT_DIR").context("OUT_DIR")?).join("lb-ebpf");
-        if !out.exists() {
-            std::fs::write(&out, b"").context("write placeholder eBPF object")?;
+        let dir = std::path::PathBuf::from(std::env::var_os("OUT_DIR").context("OUT_DIR")?);
+        for name in ["lb-ebpf", "xlb-bench"] {
+            let out = dir.join(name);
+            if !out.exists() {
+                std::fs::write(&out, b"").context("write placeholder eBPF object")?;
+            }
         }
     }
     let cargo_metadata::Metadata { packages, .. } = cargo_metadata::MetadataCommand::new()

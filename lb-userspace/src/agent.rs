@@ -46,6 +46,11 @@ pub struct AgentArgs {
     /// backends' replies arrive.
     #[arg(long = "interface", value_name = "IF")]
     pub interfaces: Vec<String>,
+    /// Let XDP transmit into IF (XDP_TX/XDP_REDIRECT) although its driver
+    /// is one that needs help from the other side, e.g. a veth whose peer
+    /// runs an XDP program (repeatable; IF must also be an --interface).
+    #[arg(long = "xdp-transmit", value_name = "IF")]
+    pub xdp_transmit: Vec<String>,
     /// XDP attach mode.
     #[arg(long, value_enum, default_value_t)]
     pub xdp_mode: XdpModeArg,
@@ -124,11 +129,12 @@ fn ensure_bpffs(pin_path: &Path) -> Result<()> {
 }
 
 /// Records which interfaces XDP may transmit into.
-fn program_interfaces(maps: &mut Maps, ifaces: &[String], attached: &[attach::Attached]) -> Result<()> {
+fn program_interfaces(maps: &mut Maps, ifaces: &[String], attached: &[attach::Attached], forced: &[String]) -> Result<()> {
     for iface in ifaces {
         let idx = iface::ifindex(iface).with_context(|| format!("interface {iface}"))?;
         let native = attached.iter().any(|a| &a.iface == iface && a.mode == aya::programs::XdpMode::Driver);
-        let caps = if native && iface::xdp_transmit_capable(iface) { IF_F_TX | IF_F_REDIRECT } else { 0 };
+        let capable = forced.contains(iface) || iface::xdp_transmit_capable(iface);
+        let caps = if native && capable { IF_F_TX | IF_F_REDIRECT } else { 0 };
         maps.ifaces.insert(idx, caps, 0).context("writing the interface map")?;
         if caps & IF_F_REDIRECT != 0 {
             maps.tx_ports.insert(idx, idx, None, 0).context("writing the devmap")?;
@@ -154,6 +160,9 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
     if ifaces.is_empty() {
         return Err(AgentError::Usage("no interface: pass --interface IF (or list `interfaces:` in the file)".into()));
     }
+    if let Some(i) = args.xdp_transmit.iter().find(|i| !ifaces.contains(i)) {
+        return Err(AgentError::Usage(format!("--xdp-transmit {i}: not an --interface; add --interface {i}")));
+    }
     for i in &ifaces {
         iface::ifindex(i).map_err(|e| AgentError::Usage(format!("interface {i}: {e}; check `ip link` in this network namespace")))?;
     }
@@ -168,7 +177,7 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
     let report = writer.apply(&cfg.state).context("programming the services")?;
     info!(?report, "configuration applied");
     let attached = attach::attach_all(&mut ebpf, &ifaces, args.xdp_mode, &args.pin_path)?;
-    program_interfaces(writer.maps_mut(), &ifaces, &attached)?;
+    program_interfaces(writer.maps_mut(), &ifaces, &attached, &args.xdp_transmit)?;
     let settings = lb_common::settings::Settings { new_flows_per_cpu: args.max_new_flows_per_cpu, _pad: 0 };
     writer.maps_mut().settings.set(0, settings, 0).context("writing the data-path settings")?;
 
