@@ -26,12 +26,12 @@ pub const fn diff16(acc: u32, old: u16, new: u16) -> u32 {
     acc + (!old) as u32 + new as u32
 }
 
-/// The difference of a 4-byte field.
+/// The difference of an N-byte field (N even).
 #[inline(always)]
-pub fn diff4(acc: u32, old: &[u8; 4], new: &[u8; 4]) -> u32 {
+pub fn diff_bytes<const N: usize>(acc: u32, old: &[u8; N], new: &[u8; N]) -> u32 {
     let mut acc = acc;
     let mut i = 0;
-    while i < 4 {
+    while i + 1 < N {
         acc = diff16(
             acc,
             u16::from_ne_bytes([old[i], old[i + 1]]),
@@ -42,20 +42,16 @@ pub fn diff4(acc: u32, old: &[u8; 4], new: &[u8; 4]) -> u32 {
     acc
 }
 
-/// The difference of a 16-byte field.
+/// The difference of a 4-byte field (an IPv4 address).
+#[inline(always)]
+pub fn diff4(acc: u32, old: &[u8; 4], new: &[u8; 4]) -> u32 {
+    diff_bytes(acc, old, new)
+}
+
+/// The difference of a 16-byte field (an IPv6 address).
 #[inline(always)]
 pub fn diff16b(acc: u32, old: &[u8; 16], new: &[u8; 16]) -> u32 {
-    let mut acc = acc;
-    let mut i = 0;
-    while i < 16 {
-        acc = diff16(
-            acc,
-            u16::from_ne_bytes([old[i], old[i + 1]]),
-            u16::from_ne_bytes([new[i], new[i + 1]]),
-        );
-        i += 2;
-    }
-    acc
+    diff_bytes(acc, old, new)
 }
 
 /// Applies an accumulated difference to a complete (complemented) checksum.
