@@ -43,6 +43,8 @@ stats! {
     FloodGuard = "flow_not_recorded_flood": "New flows forwarded by hash but not recorded: new-flow rate above --max-new-flows-per-cpu.",
     DropRstNoFlow = "drop_rst_no_flow": "Dropped: TCP RST for a SNAT connection not in the table (no port to deliver it on).",
     DropSnatExhausted = "drop_snat_exhausted": "Dropped: no free SNAT port.",
+    FwdFragment = "fwd_kernel_fragment": "Larger than the egress MTU, fragmenting allowed: passed to the kernel to fragment.",
+    TooBig = "icmp_too_big_sent": "Larger than the egress MTU with DF / IPv6: ICMP fragmentation needed / packet too big sent to the sender.",
     FibFail = "fib_lookup_failed": "No route to the backend or client (passed to the kernel).",
     RedirectFail = "redirect_failed": "XDP_REDIRECT refused by the devmap (passed to the kernel).",
     TcForward = "tc_forward": "Forwarded by the tc program on behalf of XDP.",

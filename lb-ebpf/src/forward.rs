@@ -36,9 +36,20 @@ fn words(a: &[u8; 16]) -> [u32; 4] {
     ]
 }
 
+/// `bpf_fib_lookup` result: the packet is larger than the egress MTU
+/// (`mtu_result` holds the MTU).
+pub const FIB_FRAG_NEEDED: i64 = 8;
+
 /// Sends a rewritten packet towards `rw.dst`; `p` is scratch space.
 #[inline(never)]
 pub fn send(ctx: &XdpContext, pkt: &Packet, rw: &Rewrite, p: &mut FibParams, partial: bool) -> u32 {
+    let rc = lookup(ctx, pkt, rw, p);
+    transmit(ctx, p, rc, partial)
+}
+
+/// Looks up the route and next hop towards `rw.dst` into `p`.
+#[inline(always)]
+pub fn lookup(ctx: &XdpContext, pkt: &Packet, rw: &Rewrite, p: &mut FibParams) -> i64 {
     // SAFETY: all-zero is a valid bpf_fib_lookup.
     *p = unsafe { zeroed() };
     p.l4_protocol = pkt.key.proto;
@@ -58,7 +69,12 @@ pub fn send(ctx: &XdpContext, pkt: &Packet, rw: &Rewrite, p: &mut FibParams, par
         p.__bindgen_anon_4.ipv4_dst = dst[3];
     }
     // SAFETY: p is a valid, fully initialised parameter block of the stated size.
-    let rc = unsafe { bpf_fib_lookup(ctx.as_ptr(), p, size_of::<FibParams>() as i32, 0) };
+    unsafe { bpf_fib_lookup(ctx.as_ptr(), p, size_of::<FibParams>() as i32, 0) }
+}
+
+/// Sends the (rewritten) packet according to the lookup result `rc` in `p`.
+#[inline(never)]
+pub fn transmit(ctx: &XdpContext, p: &mut FibParams, rc: i64, partial: bool) -> u32 {
     if rc == FIB_SUCCESS {
         if let Some(eth) = ptr_at::<EthHdr>(ctx, 0) {
             // SAFETY: bounds checked by ptr_at.
@@ -93,6 +109,11 @@ pub fn send(ctx: &XdpContext, pkt: &Packet, rw: &Rewrite, p: &mut FibParams, par
         to_kernel(ctx, p.ifindex)
     } else if rc == FIB_NO_NEIGH {
         to_kernel(ctx, p.ifindex)
+    } else if rc == FIB_FRAG_NEEDED {
+        // Larger than the egress MTU and fragmenting is allowed (no DF): the
+        // kernel's forwarding path fragments it.
+        bump(Stat::FwdFragment);
+        xdp_action::XDP_PASS
     } else {
         bump(Stat::FibFail);
         xdp_action::XDP_PASS

@@ -40,6 +40,8 @@ pub struct Packet {
     pub l4_len: u32,
     /// TCP flags, 0 for UDP.
     pub tcp_flags: u8,
+    /// IPv4 "don't fragment" (always true for IPv6, which routers never fragment).
+    pub df: bool,
     /// `FRAG_NONE`, `FRAG_FIRST` (carries the L4 header) or `FRAG_LATER`.
     pub frag: u8,
     /// IP ID (IPv4) or fragment identification (IPv6) of a fragment.
@@ -164,6 +166,7 @@ pub fn parse(ctx: &XdpContext, pkt: &mut Packet) -> Parsed {
                 return Parsed::Pass(Stat::PassNotVip);
             }
             let frags = u16::from_be_bytes(ip.frags);
+            pkt.df = frags & 0x4000 != 0;
             if frags & 0x3fff != 0 {
                 pkt.frag_id = u16::from_be_bytes(ip.id) as u32;
                 if frags & 0x1fff != 0 {
@@ -184,6 +187,7 @@ pub fn parse(ctx: &XdpContext, pkt: &mut Packet) -> Parsed {
             }
             pkt.key.proto = ip.next_hdr;
             pkt.v6 = true;
+            pkt.df = true;
             pkt.key.src = ip.src_addr;
             pkt.key.dst = ip.dst_addr;
             pkt.ip_len = payload + Ipv6Hdr::LEN as u32;

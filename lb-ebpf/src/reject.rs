@@ -41,16 +41,43 @@ pub fn reject(ctx: &XdpContext, s: &mut Scratch) -> u32 {
             tcp_rst(ctx, s)
         }
     } else if s.pkt.v6 {
-        icmp6_unreachable(ctx, s)
+        icmp6_error(ctx, s, ICMP6_DEST_UNREACH, ICMP6_PORT_UNREACH, 0)
     } else {
-        icmp4_unreachable(ctx, s)
+        icmp4_error(ctx, s, ICMP_DEST_UNREACH, ICMP_PORT_UNREACH, 0)
     };
     let Some(partial) = ok else {
         bump(Stat::DropNoBackend);
         return xdp_action::XDP_DROP;
     };
     bump(Stat::Reject);
-    // Route the answer back to the client: source = VIP, destination = client.
+    answer(ctx, s, partial)
+}
+
+/// Answers a packet too big for its egress link (and not to be fragmented)
+/// with ICMP fragmentation needed / ICMPv6 packet too big carrying the MTU
+/// that `bpf_fib_lookup` reported, quoting the packet as its sender sent it.
+#[inline(never)]
+pub fn too_big(ctx: &XdpContext, s: &mut Scratch) -> u32 {
+    // SAFETY: the lookup that returned "fragmentation needed" set mtu_result.
+    let mtu = unsafe { s.fib.__bindgen_anon_1.mtu_result } as u32;
+    let ok = if s.pkt.v6 {
+        icmp6_error(ctx, s, ICMP6_PACKET_TOO_BIG, 0, mtu.max(1280))
+    } else {
+        icmp4_error(ctx, s, ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED, mtu & 0xffff)
+    };
+    if ok.is_none() {
+        bump(Stat::DropMalformed);
+        return xdp_action::XDP_DROP;
+    }
+    bump(Stat::TooBig);
+    answer(ctx, s, false)
+}
+
+/// Sends the answer built in place back to the packet's sender, from the
+/// packet's destination.
+#[inline(always)]
+fn answer(ctx: &XdpContext, s: &mut Scratch, partial: bool) -> u32 {
+    let k = s.pkt.key;
     s.rw.src = k.dst;
     s.rw.dst = k.src;
     s.rw.sport = k.dport;
@@ -120,14 +147,35 @@ fn sum<const N: usize>(acc: u32, b: &[u8; N], from: usize) -> u32 {
     acc
 }
 
+/// Writes an ICMP header (checksum zero) at the front of `icmp`.
+#[inline(always)]
+fn icmp_header<const N: usize>(icmp: &mut [u8; N], ty: u8, code: u8, info: u32) {
+    let i = info.to_be_bytes();
+    let h = [ty, code, 0, 0, i[0], i[1], i[2], i[3]];
+    let mut j = 0;
+    while j < 8 && j < N {
+        icmp[j] = h[j];
+        j += 1;
+    }
+}
+
 #[inline(always)]
 fn last4(a: &[u8; 16]) -> [u8; 4] {
     [a[12], a[13], a[14], a[15]]
 }
 
-/// IPv4 UDP → ICMP destination unreachable, port unreachable (type 3 code 3).
+const ICMP_DEST_UNREACH: u8 = 3;
+const ICMP_PORT_UNREACH: u8 = 3;
+const ICMP_FRAG_NEEDED: u8 = 4;
+const ICMP6_DEST_UNREACH: u8 = 1;
+const ICMP6_PORT_UNREACH: u8 = 4;
+const ICMP6_PACKET_TOO_BIG: u8 = 2;
+
+/// The IPv4 packet → an ICMP error of `ty`/`code` to its sender, quoting its
+/// header and first 8 L4 bytes; `info` fills the ICMP header's last 4 bytes
+/// (the next-hop MTU for fragmentation needed).
 #[inline(never)]
-fn icmp4_unreachable(ctx: &XdpContext, s: &mut Scratch) -> Option<bool> {
+fn icmp4_error(ctx: &XdpContext, s: &mut Scratch, ty: u8, code: u8, info: u32) -> Option<bool> {
     let l3 = s.pkt.l3;
     // Only plain 20-byte IPv4 headers are quoted (options: drop instead).
     if s.pkt.l4 != l3 + IPV4_LEN || (l3 != 14 && l3 != 18) {
@@ -150,14 +198,7 @@ fn icmp4_unreachable(ctx: &XdpContext, s: &mut Scratch) -> Option<bool> {
     let c = (!fold(sum(0, ip, 0))).to_ne_bytes();
     ip[10] = c[0];
     ip[11] = c[1];
-    icmp[0] = 3;
-    icmp[1] = 3;
-    icmp[2] = 0;
-    icmp[3] = 0;
-    icmp[4] = 0;
-    icmp[5] = 0;
-    icmp[6] = 0;
-    icmp[7] = 0;
+    icmp_header(icmp, ty, code, info);
     let c = (!fold(sum(0, icmp, 0))).to_ne_bytes();
     icmp[2] = c[0];
     icmp[3] = c[1];
@@ -167,9 +208,10 @@ fn icmp4_unreachable(ctx: &XdpContext, s: &mut Scratch) -> Option<bool> {
     Some(false)
 }
 
-/// IPv6 UDP → ICMPv6 destination unreachable, port unreachable (type 1 code 4).
+/// The IPv6 packet → an ICMPv6 error of `ty`/`code` to its sender, quoting
+/// its header and first 8 L4 bytes; `info` is the MTU for packet too big.
 #[inline(never)]
-fn icmp6_unreachable(ctx: &XdpContext, s: &mut Scratch) -> Option<bool> {
+fn icmp6_error(ctx: &XdpContext, s: &mut Scratch, ty: u8, code: u8, info: u32) -> Option<bool> {
     let l3 = s.pkt.l3;
     if l3 != 14 && l3 != 18 {
         return None;
@@ -192,14 +234,7 @@ fn icmp6_unreachable(ctx: &XdpContext, s: &mut Scratch) -> Option<bool> {
     ip[7] = 64;
     ip[8..24].copy_from_slice(&s.pkt.key.dst);
     ip[24..40].copy_from_slice(&s.pkt.key.src);
-    icmp[0] = 1;
-    icmp[1] = 4;
-    icmp[2] = 0;
-    icmp[3] = 0;
-    icmp[4] = 0;
-    icmp[5] = 0;
-    icmp[6] = 0;
-    icmp[7] = 0;
+    icmp_header(icmp, ty, code, info);
     let mut acc2 = sum(0, ip, 8);
     acc2 += u16::from_ne_bytes([(payload >> 8) as u8, payload as u8]) as u32;
     acc2 += u16::from_ne_bytes([0, PROTO_ICMPV6]) as u32;

@@ -11,13 +11,13 @@ use lb_common::{
 use aya_log_ebpf::debug;
 
 use crate::{
-    forward::send,
+    forward::{lookup, transmit, FIB_FRAG_NEEDED},
     frag, icmp,
     guard,
     log,
     maps::{BACKENDS, FLOWS, REVERSE, SERVICES, TABLE},
     nat::rewrite,
-    reject::reject,
+    reject::{reject, too_big},
     packet::{parse, Parsed, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
     scratch::{self, Scratch},
     stats::{bump, count},
@@ -30,6 +30,9 @@ const BPF_NOEXIST: u64 = 1;
 /// `to_backend` result: no usable backend, reject (a verdict is < 5). Kept
 /// out of `to_backend`'s frame so the BPF call chain stays within 512 bytes.
 const NO_BACKEND: u32 = u32::MAX;
+/// `to_backend`/`reply` result: too big for the egress MTU and not to be
+/// fragmented; answer the sender (MTU in `s.fib`).
+const TOO_BIG: u32 = u32::MAX - 1;
 
 #[inline(always)]
 fn now() -> u64 {
@@ -73,12 +76,16 @@ pub fn process(ctx: &XdpContext) -> Result<u32, ()> {
         // SAFETY: map value pointer valid for this program run.
         return Ok(match to_backend(ctx, s, unsafe { &*svc }) {
             NO_BACKEND => reject(ctx, s),
+            TOO_BIG => too_big(ctx, s),
             verdict => verdict,
         });
     }
     if let Some(rev) = REVERSE.get_ptr_mut(&s.pkt.key) {
         // SAFETY: map value pointer valid for this program run.
-        return Ok(reply(ctx, s, unsafe { &mut *rev }));
+        return Ok(match reply(ctx, s, unsafe { &mut *rev }) {
+            TOO_BIG => too_big(ctx, s),
+            verdict => verdict,
+        });
     }
     // SAFETY: value only tested for presence.
     bump(if unsafe { icmp::VIPS.get(&s.pkt.key.dst) }.is_some() { Stat::PassVipOtherPort } else { Stat::PassNotVip });
@@ -321,11 +328,17 @@ fn reply(ctx: &XdpContext, s: &mut Scratch, rev: &mut Reverse) -> u32 {
     finish(ctx, s)
 }
 
-/// Rewrite and send.
+/// Route, rewrite and send. A packet too big for the egress link that must
+/// not be fragmented is answered instead (`TOO_BIG`), quoting it untranslated
+/// so its sender can lower its path MTU.
 #[inline(always)]
 fn finish(ctx: &XdpContext, s: &mut Scratch) -> u32 {
+    let rc = lookup(ctx, &s.pkt, &s.rw, &mut s.fib);
+    if rc == FIB_FRAG_NEEDED && s.pkt.df {
+        return TOO_BIG;
+    }
     match rewrite(ctx, &s.pkt, &s.rw) {
-        Some(partial) => send(ctx, &s.pkt, &s.rw, &mut s.fib, partial),
+        Some(partial) => transmit(ctx, &mut s.fib, rc, partial),
         None => {
             bump(Stat::DropMalformed);
             xdp_action::XDP_DROP

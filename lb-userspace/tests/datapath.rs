@@ -1264,3 +1264,49 @@ case!(tcp_segments_with_payload_keep_their_checksums, |lab| {
         out.frame_is(&rewritten(&seg, V0_MAC, mac(&d.dst.to_string()), d.src_sock(), d.dst_sock()));
     }
 });
+
+/// A packet larger than the egress MTU (1500 on the test veth): with DF (or
+/// IPv6) the sender is told the MTU, quoting its packet untranslated; without
+/// DF it goes to the kernel, which fragments it.
+fn too_big_case(lab: &mut Lab, v6: bool, df: bool) {
+    dns_service(lab);
+    let (client, vip) = if v6 { (CLIENT6, VIP6) } else { (CLIENT4, VIP4) };
+    let mut pkt = client_pkt(Udp, &sa(client, 33100), &sa(vip, 53), 0).payload(&[7u8; 1500]);
+    if !v6 {
+        pkt = pkt.frag(if df { 0x4000 } else { 0 });
+    }
+    let input = pkt.build();
+    let out = lab.run(&input);
+    if !(v6 || df) {
+        out.expect(XDP_PASS, &[Stat::FlowNew, Stat::FwdFragment]);
+        assert!(out.meta.is_empty(), "no tc metadata: the kernel routes and fragments it");
+        return;
+    }
+    out.expect(XDP_PASS, &[Stat::FlowNew, Stat::TooBig, Stat::FwdKernel]).to_tc(lab.v0);
+    let f = &out.frame;
+    let l3 = pkt.l3_off();
+    let quoted_ip = &input[l3..l3 + if v6 { 40 } else { 20 }];
+    if v6 {
+        assert_eq!(f[l3 + 6], 58, "ICMPv6");
+        assert_eq!(&f[l3 + 8..l3 + 24], &input[l3 + 24..l3 + 40], "from the VIP");
+        assert_eq!(&f[l3 + 24..l3 + 40], &input[l3 + 8..l3 + 24], "to the client");
+        let icmp = &f[l3 + 40..];
+        assert_eq!((icmp[0], icmp[1]), (2, 0), "packet too big");
+        assert_eq!(u32::from_be_bytes(icmp[4..8].try_into().unwrap()), 1500);
+        assert_eq!(&icmp[8..48], quoted_ip, "quotes the untranslated header");
+    } else {
+        assert_eq!(f[l3 + 9], 1, "ICMP");
+        assert_eq!(&f[l3 + 12..l3 + 16], &input[l3 + 16..l3 + 20], "from the VIP");
+        assert_eq!(&f[l3 + 16..l3 + 20], &input[l3 + 12..l3 + 16], "to the client");
+        let icmp = &f[l3 + 20..];
+        assert_eq!((icmp[0], icmp[1]), (3, 4), "fragmentation needed");
+        assert_eq!(u16::from_be_bytes([icmp[6], icmp[7]]), 1500, "next-hop MTU");
+        assert_eq!(&icmp[8..28], quoted_ip, "quotes the untranslated header");
+        assert_eq!(csum::fold(csum::sum(0, &f[l3..l3 + 20])), 0xffff, "IPv4 header checksum");
+        assert_eq!(csum::fold(csum::sum(0, &icmp[..36])), 0xffff, "ICMP checksum");
+    }
+}
+
+case!(too_big_with_df_gets_fragmentation_needed, |lab| too_big_case(lab, false, true));
+case!(too_big_ipv6_gets_packet_too_big, |lab| too_big_case(lab, true, true));
+case!(too_big_without_df_is_left_to_the_kernel_to_fragment, |lab| too_big_case(lab, false, false));

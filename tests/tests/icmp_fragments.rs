@@ -2,7 +2,8 @@
 //! (fragmented by the sender, in both directions) are load-balanced whole;
 //! ICMP errors about a translated flow are translated back to the right
 //! party (port unreachable from a backend to the client, fragmentation
-//! needed / packet too big from the client side to the backend); echo
+//! needed / packet too big from the client side to the backend, and from
+//! the node itself when the client's link is narrower than the pods'); echo
 //! requests to a VIP are answered; pinned maps of another size are refused
 //! with advice. IPv4 and IPv6, `snat` and `preserve`. Needs root (CI runs it
 //! as root with `--test-threads=1`).
@@ -98,16 +99,13 @@ impl BigUdpServer {
             .spawn(move || {
                 let mut buf = vec![0u8; 65536];
                 while !t_stop.load(Ordering::SeqCst) {
-                    match sock.recv_from(&mut buf) {
-                        Ok((n, peer)) => {
-                            let mut reply =
-                                format!("{tag} {n} {} ", peer.ip().to_canonical()).into_bytes();
-                            reply.resize(reply_len.max(reply.len()), b'.');
-                            let _ = sock.send_to(&reply, peer);
-                            t_served.fetch_add(1, Ordering::SeqCst);
-                        }
-                        // Timeouts, and ICMP errors of earlier sends: keep serving.
-                        Err(_) => {}
+                    // Errors (timeouts, ICMP errors of earlier sends): keep serving.
+                    if let Ok((n, peer)) = sock.recv_from(&mut buf) {
+                        let mut reply =
+                            format!("{tag} {n} {} ", peer.ip().to_canonical()).into_bytes();
+                        reply.resize(reply_len.max(reply.len()), b'.');
+                        let _ = sock.send_to(&reply, peer);
+                        t_served.fetch_add(1, Ordering::SeqCst);
                     }
                 }
             })
@@ -159,7 +157,12 @@ fn check_big_reply(
     let i: usize = tag
         .and_then(|t| t.strip_prefix("pod"))
         .and_then(|t| t.parse().ok())
-        .ok_or_else(|| format!("{ctx}: unexpected reply {:?}", &reply[..reply.len().min(60)]))?;
+        .ok_or_else(|| {
+            format!(
+                "{ctx}: unexpected reply {:?}",
+                &reply[..reply.len().min(60)]
+            )
+        })?;
     let len: usize = len
         .and_then(|l| l.parse().ok())
         .ok_or_else(|| format!("{ctx}: no length in {:?}", &reply[..reply.len().min(60)]))?;
@@ -168,9 +171,12 @@ fn check_big_reply(
             "{ctx}: pod{i} received {len} bytes, expected the whole {BIG_REQUEST}-byte datagram"
         ));
     }
-    let peer: IpAddr = peer
-        .and_then(|p| p.parse().ok())
-        .ok_or_else(|| format!("{ctx}: no peer address in {:?}", &reply[..reply.len().min(60)]))?;
+    let peer: IpAddr = peer.and_then(|p| p.parse().ok()).ok_or_else(|| {
+        format!(
+            "{ctx}: no peer address in {:?}",
+            &reply[..reply.len().min(60)]
+        )
+    })?;
     let want = expected_peer(fam, source, i);
     if peer != want {
         return Err(format!(
@@ -480,11 +486,18 @@ fn large_udp(source: &str) {
              expected them spread over the 3 pods{}",
             env.diag()
         );
-        // Each exchange has at least one later fragment each way.
+        // Both datagrams of an exchange are larger than the MTU: each has at
+        // least one later fragment.
         let frags =
             counter(&after, "fragment_translated") - counter(&before, "fragment_translated");
+        eprintln!(
+            "{source} {fam:?}: {exchanges} whole exchanges, flows per pod {:?}, \
+             fragment_translated +{frags}, pass_fragment +{}",
+            tally(&per_flow.values().flatten().copied().collect::<Vec<_>>()),
+            counter(&after, "pass_fragment") - counter(&before, "pass_fragment")
+        );
         assert!(
-            frags > 0 && frags >= exchanges,
+            frags > 0 && frags >= 2 * exchanges,
             "{source} {fam:?}: {exchanges} whole exchanges of fragmented datagrams but \
              fragment_translated grew by {frags}{}",
             env.diag()
@@ -527,8 +540,13 @@ fn port_unreachable(source: &str) {
         let before = stats(env.agent());
         // Two probes: well within the pod's ICMP rate limit (a burst of 6).
         for attempt in 0..2 {
-            let got = udp_probe(&env.topo.client, to, b"anyone on 5353?", Duration::from_secs(3))
-                .unwrap_or_else(|e| panic!("UDP probe to {to}: {e:#}"));
+            let got = udp_probe(
+                &env.topo.client,
+                to,
+                b"anyone on 5353?",
+                Duration::from_secs(3),
+            )
+            .unwrap_or_else(|e| panic!("UDP probe to {to}: {e:#}"));
             assert_eq!(
                 got,
                 Probe::Refused,
@@ -540,8 +558,8 @@ fn port_unreachable(source: &str) {
             );
         }
         let after = stats(env.agent());
-        let icmp = counter(&after, "icmp_error_translated")
-            - counter(&before, "icmp_error_translated");
+        let icmp =
+            counter(&after, "icmp_error_translated") - counter(&before, "icmp_error_translated");
         assert!(
             icmp >= 2,
             "{source} {fam:?}: 2 port unreachables translated back, but icmp_error_translated \
@@ -588,7 +606,10 @@ fn ping_to_a_vip_is_answered() {
     allow_ping_sockets(&env.topo.client);
     let wait = Duration::from_secs(1);
 
-    for vip_ip in [IpAddr::from(Topology::VIP_V4), IpAddr::from(Topology::VIP_V6)] {
+    for vip_ip in [
+        IpAddr::from(Topology::VIP_V4),
+        IpAddr::from(Topology::VIP_V6),
+    ] {
         let before = stat(env.agent(), "icmp_echo_reply");
         let r = ping(&env.topo.client, vip_ip, 3, wait);
         let after = stat(env.agent(), "icmp_echo_reply");
@@ -612,6 +633,7 @@ fn ping_to_a_vip_is_answered() {
         let before = stat(env.agent(), "icmp_echo_reply");
         let r = ping(&env.topo.client, addr, 2, wait);
         let after = stat(env.agent(), "icmp_echo_reply");
+        eprintln!("ping {addr} (no service): {r:?}");
         assert_eq!(r.sent, 2, "ping {addr}: {r:?}");
         assert_eq!(
             r.answered,
@@ -646,11 +668,20 @@ fn pmtu_from_client_side(source: &str) {
         // One flow through the VIP, so the node knows it.
         let flow = UdpFlow::new(&env.topo.client, Some(fam.unspecified(port)), to)
             .unwrap_or_else(|e| panic!("bind UDP port {port}: {e:#}"));
-        let (reply, from) = flow
-            .request(b"hello", T)
-            .unwrap_or_else(|e| panic!("{source} {fam:?}: UDP from port {port} to {to}: {e:#}{}", env.diag()));
-        let i = check_reply(&reply, from, to, |i| expected_peer(fam, source, i), "the flow")
-            .unwrap_or_else(|e| panic!("{e}{}", env.diag()));
+        let (reply, from) = flow.request(b"hello", T).unwrap_or_else(|e| {
+            panic!(
+                "{source} {fam:?}: UDP from port {port} to {to}: {e:#}{}",
+                env.diag()
+            )
+        });
+        let i = check_reply(
+            &reply,
+            from,
+            to,
+            |i| expected_peer(fam, source, i),
+            "the flow",
+        )
+        .unwrap_or_else(|e| panic!("{e}{}", env.diag()));
         assert_eq!(i, 0, "one backend only");
         // The address pod0 sends this flow's replies to.
         let peer = expected_peer(fam, source, 0);
@@ -667,7 +698,12 @@ fn pmtu_from_client_side(source: &str) {
         // becoming pod0:5353 -> peer:port') so pod0 learns the path MTU.
         let client = SocketAddr::new(fam.client(), port);
         let before = stat(env.agent(), "icmp_error_translated");
-        send_frag_needed(&env.topo.client, to.ip(), mtu, &quoted_udp(to, client, 1500));
+        send_frag_needed(
+            &env.topo.client,
+            to.ip(),
+            mtu,
+            &quoted_udp(to, client, 1500),
+        );
 
         let deadline = Instant::now() + Duration::from_secs(3);
         let mut route = route_get(pod, peer);
@@ -690,11 +726,20 @@ fn pmtu_from_client_side(source: &str) {
             env.diag()
         );
         // The flow still works.
-        let (reply, from) = flow
-            .request(b"still there?", T)
-            .unwrap_or_else(|e| panic!("{source} {fam:?}: the flow after the ICMP error: {e:#}{}", env.diag()));
-        check_reply(&reply, from, to, |i| expected_peer(fam, source, i), "the flow afterwards")
-            .unwrap_or_else(|e| panic!("{e}{}", env.diag()));
+        let (reply, from) = flow.request(b"still there?", T).unwrap_or_else(|e| {
+            panic!(
+                "{source} {fam:?}: the flow after the ICMP error: {e:#}{}",
+                env.diag()
+            )
+        });
+        check_reply(
+            &reply,
+            from,
+            to,
+            |i| expected_peer(fam, source, i),
+            "the flow afterwards",
+        )
+        .unwrap_or_else(|e| panic!("{e}{}", env.diag()));
     }
 }
 
@@ -710,6 +755,192 @@ fn pmtu_error_from_the_client_side_reaches_the_backend() {
     require_root();
     pmtu_from_client_side("snat");
     pmtu_from_client_side("preserve");
+}
+
+/// A UDP socket in `ns` bound to `bind` whose datagrams carry DF and are
+/// never fragmented locally (`IP_PMTUDISC_DO` / `IPV6_PMTUDISC_DO`), as
+/// QUIC servers send theirs.
+fn df_udp_socket(ns: &Netns, bind: SocketAddr) -> UdpSocket {
+    use std::os::fd::AsRawFd as _;
+    let sock = ns
+        .run(|| UdpSocket::bind(bind))
+        .unwrap_or_else(|e| panic!("bind UDP {bind} in {}: {e}", ns.name));
+    let (level, opt, value) = match bind {
+        SocketAddr::V4(_) => (
+            libc::IPPROTO_IP,
+            libc::IP_MTU_DISCOVER,
+            libc::IP_PMTUDISC_DO,
+        ),
+        SocketAddr::V6(_) => (
+            libc::IPPROTO_IPV6,
+            libc::IPV6_MTU_DISCOVER,
+            libc::IPV6_PMTUDISC_DO,
+        ),
+    };
+    // SAFETY: setsockopt with a pointer to a live c_int and its size.
+    let r = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            level,
+            opt,
+            &value as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(
+        r,
+        0,
+        "setsockopt(PMTUDISC_DO) on {bind}: {}",
+        std::io::Error::last_os_error()
+    );
+    sock.set_read_timeout(Some(Duration::from_millis(50)))
+        .expect("set_read_timeout");
+    sock
+}
+
+/// One exchange: the client sends a small request on `flow`, `server`
+/// answers it with `reply_len` bytes (DF). Returns what the server saw as
+/// the peer (None when the request did not arrive) and the client's result.
+fn df_exchange(
+    flow: &UdpFlow,
+    server: &UdpSocket,
+    reply_len: usize,
+) -> (Option<SocketAddr>, Result<String, String>) {
+    std::thread::scope(|s| {
+        let client = s.spawn(|| {
+            flow.request(b"small request", Duration::from_secs(1))
+                .map(|(text, from)| format!("{} bytes from {from}", text.len()))
+                .map_err(|e| format!("{e:#}"))
+        });
+        let mut buf = [0u8; 2048];
+        let mut peer = None;
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while Instant::now() < deadline {
+            if let Ok((_, p)) = server.recv_from(&mut buf) {
+                // EMSGSIZE here means the path MTU is already known.
+                let _ = server.send_to(&vec![b'x'; reply_len], p);
+                peer = Some(p);
+                break;
+            }
+        }
+        let got = client.join().expect("client thread");
+        (peer, got)
+    })
+}
+
+/// Runs up to 3 exchanges (each followed by up to 1 s of polling) until
+/// `ip route get PEER` in `pod` shows `mtu MTU`; returns the last route
+/// text and a log of the exchanges.
+fn learn_pmtu(
+    pod: &Netns,
+    peer: IpAddr,
+    mtu: u16,
+    flow: &UdpFlow,
+    server: &UdpSocket,
+    reply_len: usize,
+) -> (bool, String, Vec<String>) {
+    let want = format!("mtu {mtu}");
+    let mut log = Vec::new();
+    let mut route = route_get(pod, peer);
+    for round in 0..3 {
+        let (seen, got) = df_exchange(flow, server, reply_len);
+        log.push(format!(
+            "round {round}: server saw the request from {seen:?}; client: {got:?}"
+        ));
+        let deadline = Instant::now() + Duration::from_secs(1);
+        loop {
+            route = route_get(pod, peer);
+            if route.contains(&want) {
+                return (true, route, log);
+            }
+            if Instant::now() >= deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    (false, route, log)
+}
+
+fn pmtu_narrow_client_link(source: &str) {
+    // pod0 is the backend; pod1 is reached directly (not through a VIP) as
+    // the control: the kernel's own PMTU discovery on the same path.
+    let yaml = config(&[
+        dns_svc("dns", Fam::V4, source, 0..1),
+        dns_svc("dns6", Fam::V6, source, 0..1),
+    ]);
+    let env = Env::start(2, &yaml, &[]);
+    let mtu: u16 = 1300;
+    let reply_len = 1400;
+    // Both ends of the client link: the node's c0 and the client's eth0.
+    for (ns, ifname) in [(&env.topo.node, "c0"), (&env.topo.client, "eth0")] {
+        ns.ip(&["link", "set", "dev", ifname, "mtu", &mtu.to_string()])
+            .unwrap_or_else(|e| panic!("set the MTU of {ifname}: {e:#}"));
+    }
+
+    for (fam, port) in [(Fam::V4, 28100u16), (Fam::V6, 28101u16)] {
+        // Control: client <-> pod1 directly. The node cannot forward pod1's
+        // 1400-byte DF reply onto the 1300-byte client link and tells pod1.
+        let direct = fam.pod_sock(1, UDP_BACKEND_PORT);
+        let server1 = df_udp_socket(&env.topo.pods[1], direct);
+        let flow1 = UdpFlow::new(&env.topo.client, Some(fam.unspecified(port)), direct)
+            .unwrap_or_else(|e| panic!("bind UDP port {port}: {e:#}"));
+        let (ok, route, log) = learn_pmtu(
+            &env.topo.pods[1],
+            fam.client(),
+            mtu,
+            &flow1,
+            &server1,
+            reply_len,
+        );
+        assert!(
+            ok,
+            "{source} {fam:?} control (no VIP, plain kernel forwarding): pod1 should learn the \
+             path MTU {mtu} towards the client; `ip route get {}`: {route}; {log:?}",
+            fam.client()
+        );
+
+        // Through the VIP: the translated reply does not fit the client
+        // link either; the backend must be told (translated back), or
+        // every such reply is lost.
+        let to = vip(fam, 53);
+        let server0 = df_udp_socket(&env.topo.pods[0], fam.pod_sock(0, UDP_BACKEND_PORT));
+        let flow0 = UdpFlow::new(&env.topo.client, Some(fam.unspecified(port + 10)), to)
+            .unwrap_or_else(|e| panic!("bind UDP port {}: {e:#}", port + 10));
+        let peer = expected_peer(fam, source, 0);
+        let before = stats(env.agent());
+        let (ok, route, log) =
+            learn_pmtu(&env.topo.pods[0], peer, mtu, &flow0, &server0, reply_len);
+        let after = stats(env.agent());
+        let delta: BTreeMap<&str, u64> = after
+            .iter()
+            .filter_map(|(k, v)| {
+                let d = v.saturating_sub(counter(&before, k));
+                (d > 0).then_some((k.as_str(), d))
+            })
+            .collect();
+        assert!(
+            ok,
+            "{source} {fam:?}: pod0 answers through {to} with {reply_len}-byte DF datagrams that \
+             do not fit the {mtu}-byte client link; it should learn the path MTU {mtu} towards \
+             {peer} (a fragmentation needed / packet too big translated back to it), as pod1 \
+             did without a VIP. `ip route get {peer}` in pod0: {route}; exchanges: {log:?}; \
+             stats delta: {delta:?}{}",
+            env.diag()
+        );
+    }
+}
+
+/// Test 4b: the client's link has a smaller MTU (1300) than the pods'
+/// (1500). A backend answering through the VIP with 1400-byte DF datagrams
+/// (as QUIC does) must learn the path MTU, as it does without xlb (checked
+/// first, on pod1, with plain kernel forwarding): otherwise every such
+/// reply is silently lost. IPv4 and IPv6, `snat` and `preserve`.
+#[test]
+fn pmtu_of_a_narrower_client_link_reaches_the_backend() {
+    require_root();
+    pmtu_narrow_client_link("snat");
+    pmtu_narrow_client_link("preserve");
 }
 
 /// Test 5: an agent started on pins whose connection table has another

@@ -123,6 +123,153 @@ pub fn gen(ctx: XdpContext) -> u32 {
     xdp_action::XDP_TX
 }
 
+// ---------------------------------------------------------------------------
+// Per-packet harness of `cargo xtask bench datapath`
+// (lb-userspace/examples/datapath_bench.rs).
+// ---------------------------------------------------------------------------
+
+/// The frame-restoring harness. `BPF_PROG_TEST_RUN` with `repeat > 1` (not
+/// live) runs the program again and again on the same buffer, so without a
+/// restore every iteration after the first would time the packet the
+/// previous one already rewrote. `harness` copies the template frame over
+/// the packet (and, for new-flow classes, gives it a new source), then
+/// tail-calls the program under test in `BENCH_PROGS[0]`: `xlb_xdp` of the
+/// data-path object, `min_fwd` above, or `harness_nop` (the baseline, whose
+/// cost is subtracted).
+mod harness {
+    use aya_ebpf::{
+        bindings::xdp_action,
+        helpers::generated::bpf_xdp_store_bytes,
+        macros::{map, xdp},
+        maps::{Array, PerCpuArray, ProgramArray},
+        programs::XdpContext,
+    };
+
+    use super::{at, fold};
+
+    /// Bytes of the template buffer; frames are at most 255 bytes.
+    pub const TEMPLATE_MAX: usize = 256;
+
+    /// The frame every run starts from (one entry of `BENCH_TEMPLATE`).
+    #[repr(C)]
+    pub struct Template {
+        /// Frame length (1..=255); the test-run input frame has this length.
+        pub len: u32,
+        /// Non-zero: every run is a new flow. A per-CPU sequence number `n`
+        /// goes into the L4 source port (its low 16 bits) and is XORed into
+        /// the last two bytes of the source address (its next 16 bits); the
+        /// L4 (and IPv4 header) checksums are adjusted to match.
+        pub vary: u32,
+        /// Offset of the L4 source port.
+        pub sport_off: u32,
+        /// Offset of the last two bytes of the source address.
+        pub saddr_off: u32,
+        /// Offset of the L4 checksum; 0: none to adjust.
+        pub l4_csum_off: u32,
+        /// Offset of the IPv4 header checksum; 0: none (IPv6).
+        pub ip_csum_off: u32,
+        pub data: [u8; TEMPLATE_MAX],
+    }
+
+    #[map(name = "BENCH_TEMPLATE")]
+    static TEMPLATE: Array<Template> = Array::with_max_entries(1, 0);
+
+    /// Slot 0: the program under test.
+    #[map(name = "BENCH_PROGS")]
+    static PROGS: ProgramArray = ProgramArray::with_max_entries(1, 0);
+
+    /// Sequence number of the new-flow classes.
+    #[map(name = "BENCH_SEQ")]
+    static SEQ: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+    /// Restores the frame, then runs the program under test. XDP_ABORTED
+    /// when the frame could not be restored or the tail call failed.
+    #[xdp]
+    pub fn harness(ctx: XdpContext) -> u32 {
+        if restore(&ctx).is_none() {
+            return xdp_action::XDP_ABORTED;
+        }
+        // SAFETY: tail call into a program of the same type on the same context.
+        unsafe { PROGS.tail_call(&ctx, 0) };
+        xdp_action::XDP_ABORTED
+    }
+
+    /// The baseline's program under test: returns at once.
+    #[xdp]
+    pub fn harness_nop(_ctx: XdpContext) -> u32 {
+        xdp_action::XDP_PASS
+    }
+
+    #[inline(always)]
+    fn restore(ctx: &XdpContext) -> Option<()> {
+        let t = TEMPLATE.get_ptr_mut(0)?;
+        // SAFETY: map value pointer valid for this program run; only
+        // userspace writes the template.
+        let t = unsafe { &mut *t };
+        let len = t.len & 0xff;
+        if len == 0 {
+            return None;
+        }
+        // SAFETY: helper copying `len` (< TEMPLATE_MAX) bytes of the map
+        // value into our own packet; it checks the packet's length.
+        if unsafe { bpf_xdp_store_bytes(ctx.ctx, 0, t.data.as_mut_ptr().cast(), len) } != 0 {
+            return None;
+        }
+        if t.vary != 0 {
+            vary(ctx, t)?;
+        }
+        Some(())
+    }
+
+    /// One's-complement update of the checksum at `off` for the words
+    /// `old` → `new` (RFC 1624).
+    #[inline(always)]
+    fn adjust(ctx: &XdpContext, off: u32, old: [u16; 2], new: [u16; 2], udp: bool) -> Option<()> {
+        let c = at::<[u8; 2]>(ctx, (off & 0xff) as usize)?;
+        // SAFETY: bounds checked by `at`.
+        let c = unsafe { &mut *c };
+        let check = u16::from_ne_bytes(*c);
+        if check == 0 && udp {
+            return Some(());
+        }
+        let acc = (!check) as u32 + (!old[0]) as u32 + new[0] as u32 + (!old[1]) as u32 + new[1] as u32;
+        let mut v = !fold(acc);
+        if v == 0 && udp {
+            v = 0xffff;
+        }
+        *c = v.to_ne_bytes();
+        Some(())
+    }
+
+    #[inline(always)]
+    fn vary(ctx: &XdpContext, t: &Template) -> Option<()> {
+        let n = SEQ.get_ptr_mut(0)?;
+        // SAFETY: per-CPU slot, no concurrent writer on this CPU.
+        let n = unsafe {
+            *n += 1;
+            *n
+        };
+        let p = at::<[u8; 2]>(ctx, (t.sport_off & 0xff) as usize)?;
+        let a = at::<[u8; 2]>(ctx, (t.saddr_off & 0xff) as usize)?;
+        // SAFETY: bounds checked by `at`.
+        let (p, a) = unsafe { (&mut *p, &mut *a) };
+        let (old_p, old_a) = (u16::from_ne_bytes(*p), u16::from_ne_bytes(*a));
+        let new_p = (n as u16).to_be();
+        let new_a = old_a ^ ((n >> 16) as u16).to_be();
+        *p = new_p.to_ne_bytes();
+        *a = new_a.to_ne_bytes();
+        if t.l4_csum_off != 0 {
+            // UDP's checksum sits 6 bytes into its header, TCP's 16.
+            let udp = t.l4_csum_off == t.sport_off + 6;
+            adjust(ctx, t.l4_csum_off, [old_p, old_a], [new_p, new_a], udp)?;
+        }
+        if t.ip_csum_off != 0 {
+            adjust(ctx, t.ip_csum_off, [old_a, 0], [new_a, 0], false)?;
+        }
+        Some(())
+    }
+}
+
 #[cfg(not(test))]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {
