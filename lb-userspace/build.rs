@@ -28,6 +28,8 @@ fn main() -> anyhow::Result<()> {
         .parent()
         .ok_or_else(|| anyhow!("lb-ebpf manifest has no parent"))?
         .as_str();
+    // The eBPF object also depends on the shared types.
+    println!("cargo:rerun-if-changed=../lb-common/src");
     aya_build::build_ebpf(
         [Package { name: ebpf.name.as_str(), root_dir, ..Default::default() }],
         Toolchain::default(),

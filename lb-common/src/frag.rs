@@ -3,7 +3,7 @@
 
 /// Key: the fragment's addresses as it arrives, its protocol and IP ID
 /// (IPv4: 16 bits; IPv6: the fragment header's 32-bit identification).
-#[repr(C)]
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct FragKey {
     pub src: [u8; 16],
@@ -14,7 +14,7 @@ pub struct FragKey {
 }
 
 /// The translation the first fragment got.
-#[repr(C)]
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FragValue {
     /// New source address.

@@ -6,9 +6,11 @@
 pub const LAYOUT_VERSION: u32 = 1;
 
 /// Most services (VIP, port, protocol) the data path can hold.
-pub const MAX_SERVICES: u32 = 1024;
-/// Most backends over all services.
-pub const MAX_BACKENDS: u32 = 65536;
+pub const MAX_SERVICES: u32 = 16384;
+/// Most backends over all services (10,000 services of 10 backends fit).
+/// The per-backend counters are per-CPU: 16 bytes × this × CPUs of kernel
+/// memory (2 MiB per CPU).
+pub const MAX_BACKENDS: u32 = 131072;
 /// Slots of a service's lookup table when it does not choose a size
 /// (`maglev_table_size`).
 pub const TABLE_SIZE: u32 = 65537;
@@ -71,8 +73,13 @@ pub const PROTO_TCP: u8 = 6;
 /// IP protocol number of UDP.
 pub const PROTO_UDP: u8 = 17;
 
+// Keys and values holding addresses are 8-byte aligned (their sizes are
+// multiples of 8 already, so the layout does not change): the BPF backend
+// copies and zeroes aligned fields with word stores, unaligned ones through
+// byte-loop memcpy/memset calls.
+
 /// Service lookup key.
-#[repr(C)]
+#[repr(C, align(4))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ServiceKey {
     /// VIP, IPv4-mapped when IPv4.
@@ -114,7 +121,7 @@ pub struct Service {
 pub const BE_F_ACTIVE: u16 = 1;
 
 /// Backend value, indexed by backend id.
-#[repr(C)]
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Backend {
     /// Address, IPv4-mapped when IPv4.
@@ -136,7 +143,7 @@ pub struct Backend {
 }
 
 /// A connection-table key: the packet's 5-tuple as it arrives.
-#[repr(C)]
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct FlowKey {
     pub src: [u8; 16],
@@ -155,7 +162,7 @@ pub const FLOW_OPEN: u8 = 0;
 pub const FLOW_CLOSING: u8 = 1;
 
 /// Connection-table value of a client flow (key: client → VIP tuple).
-#[repr(C)]
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Flow {
     pub backend_id: u32,
@@ -173,7 +180,7 @@ pub struct Flow {
 }
 
 /// Reverse-NAT value (key: the backend's reply tuple as it arrives).
-#[repr(C)]
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Reverse {
     /// Client address: the reply's new destination.
@@ -223,6 +230,16 @@ pub struct ForwardMeta {
 #[inline(always)]
 pub const fn v4_mapped(a: [u8; 4]) -> [u8; 16] {
     [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a[0], a[1], a[2], a[3]]
+}
+
+/// Compares two 16-byte addresses as two 64-bit words (no memcmp call,
+/// which BPF programs cannot make).
+#[inline(always)]
+pub fn addr_eq(a: &[u8; 16], b: &[u8; 16]) -> bool {
+    let w = |x: &[u8; 16], i: usize| {
+        u64::from_ne_bytes([x[i], x[i + 1], x[i + 2], x[i + 3], x[i + 4], x[i + 5], x[i + 6], x[i + 7]])
+    };
+    w(a, 0) == w(b, 0) && w(a, 8) == w(b, 8)
 }
 
 /// True when a 16-byte address is IPv4-mapped.

@@ -5,7 +5,7 @@
 //! before its first fragment is passed to the kernel untouched (XDP cannot
 //! hold packets); senders that fragment send the first fragment first, and
 //! the datagram is retransmitted by the application otherwise.
-use aya_ebpf::{bindings::xdp_action, helpers::bpf_ktime_get_ns, macros::map, maps::LruHashMap, programs::XdpContext};
+use aya_ebpf::{bindings::xdp_action, macros::map, maps::LruHashMap, programs::XdpContext};
 use lb_common::{
     frag::{FragKey, FragValue, FRAG_ENTRIES, FRAG_TIMEOUT, NO_SERVICE},
     Stat,
@@ -38,8 +38,7 @@ pub fn remember(s: &Scratch, service_id: u32, backend_id: u32) {
         dst: s.rw.dst,
         service_id,
         backend_id,
-        // SAFETY: helper without side effects.
-        created_ns: unsafe { bpf_ktime_get_ns() },
+        created_ns: crate::xdp::now(),
     };
     let _ = FRAGS.insert(&key(s), &v, 0);
 }
@@ -53,8 +52,7 @@ pub fn later(ctx: &XdpContext, s: &mut Scratch) -> u32 {
     };
     // SAFETY: map value pointer valid for this program run.
     let v = unsafe { &*v };
-    // SAFETY: helper without side effects.
-    let now = unsafe { bpf_ktime_get_ns() };
+    let now = crate::xdp::now();
     if now.saturating_sub(v.created_ns) > FRAG_TIMEOUT * 1_000_000_000 {
         bump(Stat::PassFragment);
         return xdp_action::XDP_PASS;

@@ -20,6 +20,7 @@ use crate::{
 
 /// The quoted packet's new tuple and the outer packet's new addresses.
 #[derive(Clone, Copy)]
+#[repr(C, align(8))]
 pub struct IcmpRewrite {
     pub inner_src: [u8; 16],
     pub inner_dst: [u8; 16],
@@ -27,18 +28,6 @@ pub struct IcmpRewrite {
     pub inner_dport: u16,
     pub outer_src: [u8; 16],
     pub outer_dst: [u8; 16],
-}
-
-#[inline(always)]
-fn eq16(a: &[u8; 16], b: &[u8; 16]) -> bool {
-    let mut i = 0;
-    while i < 16 {
-        if a[i] != b[i] {
-            return false;
-        }
-        i += 1;
-    }
-    true
 }
 
 /// Finds the flow the quoted packet belongs to and fills `s.icmp`.
@@ -60,7 +49,7 @@ fn lookup(s: &mut Scratch) -> bool {
         n.inner_dst = r.vip;
         n.inner_dport = r.vip_port;
         // An error from the backend itself now comes from the VIP.
-        n.outer_src = if eq16(&s.pkt.key.src, &s.pkt.inner.dst) { r.vip } else { s.pkt.key.src };
+        n.outer_src = if lb_common::addr_eq(&s.pkt.key.src, &s.pkt.inner.dst) { r.vip } else { s.pkt.key.src };
         n.outer_dst = r.client;
         return true;
     }

@@ -10,6 +10,7 @@ use crate::packet::{ptr_at, Packet};
 
 /// The tuple a packet leaves with.
 #[derive(Clone, Copy)]
+#[repr(C, align(8))]
 pub struct Rewrite {
     pub src: [u8; 16],
     pub dst: [u8; 16],

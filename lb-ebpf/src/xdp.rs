@@ -1,6 +1,6 @@
 //! The straight line: parse → VIP lookup → flow lookup or backend pick →
 //! rewrite → send. Replies of tracked flows take the same line backwards.
-use aya_ebpf::{bindings::xdp_action, helpers::bpf_ktime_get_ns, programs::XdpContext};
+use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use lb_common::{
     frag::NO_SERVICE,
     hash::flow_hash, Backend, Reverse, Service, ServiceKey, Stat, BE_F_ACTIVE, FLOW_CLOSING,
@@ -34,18 +34,13 @@ const NO_BACKEND: u32 = u32::MAX;
 /// fragmented; answer the sender (MTU in `s.fib`).
 const TOO_BIG: u32 = u32::MAX - 1;
 
+/// The data path's clock: coarse monotonic time (CLOCK_MONOTONIC_COARSE,
+/// a few ms of resolution, plenty for second-granularity timeouts and half
+/// the cost of a TSC read here).
 #[inline(always)]
-fn now() -> u64 {
+pub fn now() -> u64 {
     // SAFETY: helper without side effects.
-    unsafe { bpf_ktime_get_ns() }
-}
-
-#[inline(always)]
-fn eq16(a: &[u8; 16], b: &[u8; 16]) -> bool {
-    let w = |x: &[u8; 16], i: usize| {
-        u64::from_ne_bytes([x[i], x[i + 1], x[i + 2], x[i + 3], x[i + 4], x[i + 5], x[i + 6], x[i + 7]])
-    };
-    w(a, 0) == w(b, 0) && w(a, 8) == w(b, 8)
+    unsafe { aya_ebpf::helpers::generated::bpf_ktime_get_coarse_ns() }
 }
 
 /// Runs the data path on one packet.
@@ -213,9 +208,9 @@ fn alloc_snat(s: &mut Scratch, svc: &Service, be: &Backend) -> bool {
         if let Some(old) = REVERSE.get_ptr(&s.rkey) {
             // SAFETY: map value pointer valid for this program run.
             let old = unsafe { &*old };
-            let same = eq16(&old.client, &s.rev.client)
+            let same = lb_common::addr_eq(&old.client, &s.rev.client)
                 && old.client_port == s.rev.client_port
-                && eq16(&old.vip, &s.rev.vip)
+                && lb_common::addr_eq(&old.vip, &s.rev.vip)
                 && old.vip_port == s.rev.vip_port;
             let stale = now.saturating_sub(old.last_seen_ns) > old.timeout as u64 * NS;
             if (same || stale) && REVERSE.insert(&s.rkey, &s.rev, 0).is_ok() {

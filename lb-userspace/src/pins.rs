@@ -20,6 +20,11 @@ pub enum PinError {
     )]
     Layout { path: String, dir: String, found_key: u32, found_value: u32, key: u32, value: u32 },
     #[error(
+        "pinned map {path} holds {found} entries but this xlb (map layout v{LAYOUT_VERSION}) expects {wanted}: \
+         it was left by another xlb build. Stop every agent using {dir}, remove that directory (flows in progress will be re-picked), and start again"
+    )]
+    Entries { path: String, dir: String, found: u32, wanted: u32 },
+    #[error(
         "pinned map {path} holds {found} entries but {flag} asks for {wanted}: start with {flag} {found}, \
          or stop every agent using {dir} and remove that directory to resize (flows in progress will be re-picked)"
     )]
@@ -62,6 +67,26 @@ pub fn check(pin_path: &Path, wanted: &Wanted) -> Result<(), PinError> {
         (lb_common::settings::SETTINGS_MAP, 4, sz(size_of::<Settings>()), None),
         (names::VIPS, 16, 4, None),
     ];
+    let fixed: [(&str, u32); 6] = [
+        (names::SERVICES, lb_common::MAX_SERVICES),
+        (names::BACKENDS, lb_common::MAX_BACKENDS),
+        (names::SERVICE_STATS, lb_common::MAX_SERVICES),
+        (names::BACKEND_STATS, lb_common::MAX_BACKENDS),
+        (names::SERVICE_NAMES, lb_common::MAX_SERVICES),
+        (names::STATS, lb_common::stats::STAT_COUNT),
+    ];
+    for (name, wanted) in fixed {
+        let path = dir.join(name);
+        let Ok(info) = MapInfo::from_pin(&path) else { continue };
+        if info.max_entries() != wanted {
+            return Err(PinError::Entries {
+                path: path.display().to_string(),
+                dir: dir.display().to_string(),
+                found: info.max_entries(),
+                wanted,
+            });
+        }
+    }
     for (name, key, value, entries) in expected {
         let path = dir.join(name);
         let Ok(info) = MapInfo::from_pin(&path) else { continue };

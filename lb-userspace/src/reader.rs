@@ -76,11 +76,12 @@ pub struct FlowRow {
     pub age_seconds: u64,
 }
 
-/// Monotonic clock in ns (the clock of `bpf_ktime_get_ns`).
+/// The data path's clock in ns: coarse monotonic time, as read by
+/// `bpf_ktime_get_coarse_ns` (flow ages are measured against it).
 pub fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: valid out pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 

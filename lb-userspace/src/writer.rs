@@ -43,7 +43,6 @@ use lb_common::{
 use tracing::{debug, info, warn};
 
 use crate::{
-    iface::route_source,
     maglev,
     maps::Maps,
     model::{DesiredState, Protocol, ServiceSpec, SourceMode},
@@ -271,6 +270,165 @@ pub fn restore_regions(len: u32, live: &[(u32, u32)]) -> (RegionAllocator, Vec<O
     (regions, pairs)
 }
 
+/// The source address the kernel would pick for the route to each backend
+/// (what `source: snat` without `snat_address` uses), cached until the
+/// routing may have changed: a netlink socket subscribed to link, address,
+/// route and rule events tells, and [`Routes::refresh`] (at the start of
+/// every `apply`) then drops the cache and starts a new epoch, so services
+/// resolved in an older epoch are resolved again. Without that socket
+/// nothing is cached and every `apply` resolves every backend again.
+struct Routes {
+    watch: Option<std::os::fd::OwnedFd>,
+    epoch: u64,
+    cache: HashMap<IpAddr, IpAddr>,
+    /// UDP sockets (IPv4, IPv6) connected to each destination in turn to
+    /// learn the source address, then disconnected: three system calls a
+    /// backend instead of five with a new socket each time.
+    probes: [Option<std::net::UdpSocket>; 2],
+}
+
+impl Routes {
+    fn new() -> Self {
+        let watch = Self::subscribe()
+            .map_err(|e| warn!(error = %e, "not watching routing changes (netlink); every reload resolves every backend's route"))
+            .ok();
+        Self { watch, epoch: 1, cache: HashMap::new(), probes: [None, None] }
+    }
+
+    /// A non-blocking `NETLINK_ROUTE` socket in this thread's network
+    /// namespace, member of the link, address, route and rule groups.
+    fn subscribe() -> std::io::Result<std::os::fd::OwnedFd> {
+        use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
+        const RTMGRP_LINK: u32 = 0x1;
+        const RTMGRP_IPV4_IFADDR: u32 = 0x10;
+        const RTMGRP_IPV4_ROUTE: u32 = 0x40;
+        const RTMGRP_IPV4_RULE: u32 = 0x80;
+        const RTMGRP_IPV6_IFADDR: u32 = 0x100;
+        const RTMGRP_IPV6_ROUTE: u32 = 0x400;
+        const RTNLGRP_IPV6_RULE: u32 = 19;
+        // SAFETY: plain socket creation; the fd is owned at once.
+        let fd = unsafe {
+            libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, libc::NETLINK_ROUTE)
+        };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: fd is a fresh, valid descriptor nobody else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        // SAFETY: a zeroed sockaddr_nl is valid; fields set below.
+        let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+        addr.nl_family = libc::AF_NETLINK as u16;
+        addr.nl_groups = RTMGRP_LINK
+            | RTMGRP_IPV4_IFADDR
+            | RTMGRP_IPV4_ROUTE
+            | RTMGRP_IPV4_RULE
+            | RTMGRP_IPV6_IFADDR
+            | RTMGRP_IPV6_ROUTE;
+        // SAFETY: addr is a valid sockaddr_nl of the given size.
+        let rc = unsafe {
+            libc::bind(
+                fd.as_raw_fd(),
+                (&addr as *const libc::sockaddr_nl).cast(),
+                std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // IPv6 rules have no legacy group bit. Best effort.
+        // SAFETY: setsockopt with a valid u32 option value.
+        unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_NETLINK,
+                libc::NETLINK_ADD_MEMBERSHIP,
+                (&RTNLGRP_IPV6_RULE as *const u32).cast(),
+                std::mem::size_of::<u32>() as libc::socklen_t,
+            );
+        }
+        Ok(fd)
+    }
+
+    /// Reads every pending notification; true when there was any (or the
+    /// socket overflowed, or there is no socket).
+    fn changed(&mut self) -> bool {
+        use std::os::fd::AsRawFd as _;
+        let Some(fd) = &self.watch else { return true };
+        let mut buf = [0u8; 8192];
+        let mut any = false;
+        loop {
+            // SAFETY: recv into a buffer we own, of its size.
+            let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+            if n > 0 {
+                any = true;
+                continue;
+            }
+            let err = std::io::Error::last_os_error();
+            match err.raw_os_error() {
+                Some(libc::EAGAIN) => return any,
+                Some(libc::EINTR) => continue,
+                // ENOBUFS: notifications were lost; anything may have changed.
+                _ if n < 0 => {
+                    any = true;
+                    if err.raw_os_error() != Some(libc::ENOBUFS) {
+                        return true;
+                    }
+                }
+                _ => return true,
+            }
+        }
+    }
+
+    /// Starts a new epoch (and forgets every answer) when the routing may
+    /// have changed since the last call.
+    fn refresh(&mut self) {
+        if self.changed() {
+            self.epoch += 1;
+            self.cache.clear();
+        }
+    }
+
+    /// The source address for the route to `dst`.
+    fn source(&mut self, dst: IpAddr) -> std::io::Result<IpAddr> {
+        if let Some(src) = self.cache.get(&dst) {
+            return Ok(*src);
+        }
+        let src = self.resolve(dst)?;
+        if self.watch.is_some() {
+            self.cache.insert(dst, src);
+        }
+        Ok(src)
+    }
+
+    /// What [`crate::iface::route_source`] answers, on a reused socket.
+    fn resolve(&mut self, dst: IpAddr) -> std::io::Result<IpAddr> {
+        use std::os::fd::AsRawFd as _;
+        let i = dst.is_ipv6() as usize;
+        let sock = match &mut self.probes[i] {
+            Some(s) => s,
+            slot => {
+                let any: SocketAddr = if dst.is_ipv6() { "[::]:0".parse().unwrap() } else { "0.0.0.0:0".parse().unwrap() };
+                slot.insert(std::net::UdpSocket::bind(any)?)
+            }
+        };
+        sock.connect((dst, 9))?;
+        let src = sock.local_addr().map(|a| a.ip());
+        // Disconnect (AF_UNSPEC): the socket, bound to the wildcard
+        // address, forgets the source address the connect chose.
+        // SAFETY: a zeroed sockaddr with family AF_UNSPEC, of its size.
+        let rc = unsafe {
+            let mut unspec: libc::sockaddr = std::mem::zeroed();
+            unspec.sa_family = libc::AF_UNSPEC as libc::sa_family_t;
+            libc::connect(sock.as_raw_fd(), &unspec, std::mem::size_of::<libc::sockaddr>() as libc::socklen_t)
+        };
+        if rc != 0 {
+            // Start over with a new socket next time.
+            self.probes[i] = None;
+        }
+        src
+    }
+}
+
 /// One service as it sits in the maps.
 #[derive(Clone, Debug)]
 struct Programmed {
@@ -284,6 +442,12 @@ struct Programmed {
     /// The live table is the one its backends, size and seed give (false:
     /// rebuild it on the next apply).
     table_ok: bool,
+    /// The spec it was programmed from (`None` when restored from the
+    /// maps), and the [`Routes`] epoch its SNAT addresses were resolved in:
+    /// while both still hold, `apply` skips the service without looking
+    /// further.
+    spec: Option<ServiceSpec>,
+    route_epoch: u64,
 }
 
 /// What an `apply` changed.
@@ -312,6 +476,16 @@ pub struct MapWriter {
     scratch: Vec<u32>,
     /// Table entries written by the current `apply`.
     table_writes: usize,
+    /// Service ids not in use (lowest first).
+    free_services: BTreeSet<u32>,
+    /// Backend slots without an active backend (lowest first): exactly the
+    /// ids whose mirror entry lacks `BE_F_ACTIVE`.
+    free_backends: BTreeSet<u32>,
+    /// Mirror of `XLB_VIPS`.
+    vips: HashMap<[u8; 16], u32>,
+    /// Source addresses of the routes to backends (`source: snat` without
+    /// `snat_address`).
+    routes: Routes,
 }
 
 impl MapWriter {
@@ -323,6 +497,16 @@ impl MapWriter {
         for i in 0..MAX_BACKENDS {
             backends.push(maps.backends.get(&i, 0).map_err(map_err("backends"))?);
         }
+        // Active backends by service id, in one pass over the array.
+        let mut by_service: HashMap<u32, BTreeMap<SocketAddr, (u32, u32)>> = HashMap::new();
+        for (id, b) in backends.iter().enumerate() {
+            if b.flags & BE_F_ACTIVE != 0 {
+                by_service
+                    .entry(b.service_id)
+                    .or_default()
+                    .insert(SocketAddr::new(ip_from16(b.addr), u16::from_be(b.port)), (id as u32, b.weight));
+            }
+        }
         let mut found = Vec::new();
         for entry in maps.services.iter() {
             let (key, value) = entry.map_err(map_err("services"))?;
@@ -331,12 +515,7 @@ impl MapWriter {
                 .get(&value.id, 0)
                 .map(|n| name_from(&n))
                 .map_err(map_err("service names"))?;
-            let mut be = BTreeMap::new();
-            for (id, b) in backends.iter().enumerate() {
-                if b.flags & BE_F_ACTIVE != 0 && b.service_id == value.id {
-                    be.insert(SocketAddr::new(ip_from16(b.addr), u16::from_be(b.port)), (id as u32, b.weight));
-                }
-            }
+            let be = by_service.get(&value.id).cloned().unwrap_or_default();
             found.push((key, value, name, be));
         }
         // Deterministic claim order for overlapping (corrupt) regions.
@@ -369,10 +548,21 @@ impl MapWriter {
                     ok
                 }
             };
-            services.insert(key, Programmed { value, name, backends, pair, table_ok });
+            services.insert(key, Programmed { value, name, backends, pair, table_ok, spec: None, route_epoch: 0 });
         }
         if !services.is_empty() {
             info!(services = services.len(), "reusing pinned maps left by a previous agent");
+        }
+        let used: BTreeSet<u32> = services.values().map(|p| p.value.id).collect();
+        let free_services = (0..MAX_SERVICES).filter(|i| !used.contains(i)).collect();
+        let free_backends =
+            backends.iter().enumerate().filter(|(_, b)| b.flags & BE_F_ACTIVE == 0).map(|(i, _)| i as u32).collect();
+        let mut vips = HashMap::new();
+        let keys: Vec<[u8; 16]> = maps.vips.keys().filter_map(Result::ok).collect();
+        for vip in keys {
+            if let Ok(n) = maps.vips.get(&vip, 0) {
+                vips.insert(vip, n);
+            }
         }
         Ok(Self {
             maps,
@@ -383,6 +573,10 @@ impl MapWriter {
             retired: Vec::new(),
             scratch: Vec::new(),
             table_writes: 0,
+            free_services,
+            free_backends,
+            vips,
+            routes: Routes::new(),
         })
     }
 
@@ -421,6 +615,7 @@ impl MapWriter {
     /// Brings the maps to `desired`, writing only what differs.
     pub fn apply(&mut self, desired: &DesiredState) -> Result<ApplyReport, WriteError> {
         self.reclaim(false);
+        self.routes.refresh();
         self.table_writes = 0;
         let mut report = ApplyReport::default();
         let wanted: HashMap<ServiceKey, &ServiceSpec> =
@@ -465,18 +660,18 @@ impl MapWriter {
         for key in self.services.keys() {
             *wanted.entry(key.addr).or_default() += 1;
         }
-        let present: Vec<[u8; 16]> = self.maps.vips.keys().filter_map(Result::ok).collect();
-        for vip in present {
-            if !wanted.contains_key(&vip) {
-                match self.maps.vips.remove(&vip) {
-                    Ok(()) | Err(MapError::KeyNotFound) => {}
-                    Err(e) => return Err(map_err("vips")(e)),
-                }
+        let gone: Vec<[u8; 16]> = self.vips.keys().filter(|v| !wanted.contains_key(*v)).copied().collect();
+        for vip in gone {
+            match self.maps.vips.remove(&vip) {
+                Ok(()) | Err(MapError::KeyNotFound) => {}
+                Err(e) => return Err(map_err("vips")(e)),
             }
+            self.vips.remove(&vip);
         }
         for (vip, n) in wanted {
-            if self.maps.vips.get(&vip, 0).ok() != Some(n) {
+            if self.vips.get(&vip) != Some(&n) {
                 self.maps.vips.insert(vip, n, 0).map_err(map_err("vips"))?;
+                self.vips.insert(vip, n);
             }
         }
         Ok(())
@@ -530,23 +725,24 @@ impl MapWriter {
         }
     }
 
+    /// The lowest service id not in use.
     fn free_service_id(&self) -> Result<u32, WriteError> {
-        let used: BTreeSet<u32> = self.services.values().map(|p| p.value.id).collect();
-        (0..MAX_SERVICES).find(|i| !used.contains(i)).ok_or(WriteError::TooManyServices)
+        self.free_services.first().copied().ok_or(WriteError::TooManyServices)
     }
 
+    /// The lowest backend slot without an active backend, other than `taken`.
     fn free_backend_id(&self, taken: &BTreeSet<u32>) -> Result<u32, WriteError> {
-        self.backends
-            .iter()
-            .enumerate()
-            .position(|(i, b)| b.flags & BE_F_ACTIVE == 0 && !taken.contains(&(i as u32)))
-            .map(|i| i as u32)
-            .ok_or(WriteError::TooManyBackends)
+        self.free_backends.iter().find(|i| !taken.contains(i)).copied().ok_or(WriteError::TooManyBackends)
     }
 
     fn write_backend(&mut self, id: u32, value: Backend) -> Result<(), WriteError> {
         self.maps.backends.set(id, value, 0).map_err(map_err("backends"))?;
         self.backends[id as usize] = value;
+        if value.flags & BE_F_ACTIVE != 0 {
+            self.free_backends.remove(&id);
+        } else {
+            self.free_backends.insert(id);
+        }
         Ok(())
     }
 
@@ -564,6 +760,19 @@ impl MapWriter {
 
     fn apply_service(&mut self, spec: &ServiceSpec) -> Result<Change, WriteError> {
         let key = service_key(spec.vip, spec.port, spec.protocol);
+        // Programmed from this very spec, with the same seed, and (when its
+        // SNAT addresses come from the routes) no routing change since: the
+        // maps already hold exactly what the full path below would write.
+        if let Some(p) = self.services.get(&key) {
+            let routed = spec.source == SourceMode::Snat && spec.snat_address.is_none() && !spec.backends.is_empty();
+            if p.table_ok
+                && p.value.hash_seed == self.seed
+                && (!routed || p.route_epoch == self.routes.epoch)
+                && p.spec.as_ref() == Some(spec)
+            {
+                return Ok(Change::Unchanged);
+            }
+        }
         let old = self.services.get(&key).cloned();
         let id = match &old {
             Some(p) => p.value.id,
@@ -580,6 +789,11 @@ impl MapWriter {
             if let Some(p) = new_pair {
                 // Nothing refers to it yet.
                 self.regions.free(p.base, p.entries());
+            }
+            // Part of it may have been written: the next apply takes the
+            // full path whatever the spec.
+            if let Some(p) = self.services.get_mut(&key) {
+                p.spec = None;
             }
         }
         result
@@ -606,7 +820,7 @@ impl MapWriter {
             let snat = match (spec.source, spec.snat_address) {
                 (SourceMode::Preserve, _) => [0; 16],
                 (SourceMode::Snat, Some(a)) => addr16(a),
-                (SourceMode::Snat, None) => addr16(route_source(b.addr.ip()).map_err(|source| WriteError::NoRoute {
+                (SourceMode::Snat, None) => addr16(self.routes.source(b.addr.ip()).map_err(|source| WriteError::NoRoute {
                     service: spec.name.clone(),
                     backend: b.addr,
                     source,
@@ -631,7 +845,8 @@ impl MapWriter {
                 snat_addr: snat,
             };
             if self.backends[bid as usize] != value {
-                if existing.is_none() {
+                // A slot never used (generation 0) has never been counted.
+                if existing.is_none() && self.backends[bid as usize].generation != 0 {
                     self.zero_stats(None, Some(bid))?;
                 }
                 self.write_backend(bid, value)?;
@@ -726,7 +941,12 @@ impl MapWriter {
                 self.retire(op);
             }
         }
-        self.services.insert(key, Programmed { value, name: spec.name.clone(), backends, pair, table_ok: true });
+        self.free_services.remove(&id);
+        let route_epoch = self.routes.epoch;
+        self.services.insert(
+            key,
+            Programmed { value, name: spec.name.clone(), backends, pair, table_ok: true, spec: Some(spec.clone()), route_epoch },
+        );
         Ok(match (old.is_some(), changed) {
             (false, _) => Change::Added,
             (true, true) => Change::Updated,
@@ -742,6 +962,10 @@ impl MapWriter {
         }
         if let Some(pair) = p.pair {
             self.retire(pair);
+        }
+        // (Restored maps may, if corrupt, give two services one id.)
+        if !self.services.values().any(|q| q.value.id == p.value.id) {
+            self.free_services.insert(p.value.id);
         }
         for (bid, _) in p.backends.values() {
             let mut b = self.backends[*bid as usize];
@@ -799,6 +1023,20 @@ mod tests {
         assert_eq!(k.port.to_ne_bytes(), [0, 53]);
         assert_eq!(k.proto, 17);
         assert_eq!(&k.addr[10..], &[0xff, 0xff, 192, 0, 2, 1]);
+    }
+
+    #[test]
+    fn reused_route_probe_answers_like_a_new_socket() {
+        let mut r = Routes { watch: None, epoch: 1, cache: HashMap::new(), probes: [None, None] };
+        for a in ["127.0.0.1", "127.0.0.2", "::1", "127.0.0.1", "::1"] {
+            let ip: IpAddr = a.parse().unwrap();
+            let want = crate::iface::route_source(ip).ok();
+            assert_eq!(r.source(ip).ok(), want, "{a}");
+        }
+        // Without a netlink watch nothing is cached and every refresh is a new epoch.
+        assert!(r.cache.is_empty());
+        r.refresh();
+        assert_eq!(r.epoch, 2);
     }
 
     #[test]

@@ -19,29 +19,39 @@ pub enum Bench {
         #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u32).range(1..))]
         runs: u32,
     },
-    /// Per-packet cost of the XDP program (not implemented yet).
-    Datapath,
-    /// Forwarding throughput through a network-namespace topology (not implemented yet).
-    Forwarding,
+    /// Per-packet cost of the XDP program for each packet class (new flow,
+    /// established, reply, non-VIP, malformed), raw and net of a
+    /// frame-restoring harness, against the minimal forwarder, plus per-stage
+    /// costs (needs root; see docs/BENCHMARKS.md).
+    Datapath(crate::bench_datapath::DatapathArgs),
+    /// Control plane at 10,000 services × 10 backends: apply to empty maps,
+    /// one endpoint change, map memory, RSS (needs root; see docs/BENCHMARKS.md).
+    Control(crate::bench_control::ControlArgs),
+    /// Forwarding throughput through network namespaces: xlb vs a minimal
+    /// XDP forwarder, nftables DNAT and nginx's UDP proxy; TCP setup and
+    /// request/response rates (needs root; see docs/BENCHMARKS.md).
+    #[command(alias = "forwarding")]
+    Forward(crate::bench_forward::ForwardArgs),
 }
 
 impl Bench {
     fn name(self) -> &'static str {
         match self {
             Bench::Maglev { .. } => "maglev",
-            Bench::Datapath => "datapath",
-            Bench::Forwarding => "forwarding",
+            Bench::Datapath(_) => "datapath",
+            Bench::Control(_) => "control",
+            Bench::Forward(_) => "forward",
         }
     }
 
     fn implemented(self) -> bool {
-        matches!(self, Bench::Maglev { .. })
+        matches!(self, Bench::Maglev { .. } | Bench::Forward(_) | Bench::Datapath(_) | Bench::Control(_))
     }
 }
 
 /// Runs one benchmark, or (`None`) every implemented one.
 pub fn bench(which: Option<Bench>) -> Result<ExitCode> {
-    let all = [Bench::Maglev { runs: 15 }, Bench::Datapath, Bench::Forwarding];
+    let all = [Bench::Maglev { runs: 15 }, Bench::Datapath(Default::default()), Bench::Control(Default::default()), Bench::Forward(Default::default())];
     let chosen: Vec<Bench> = match which {
         Some(b) if !b.implemented() => {
             eprintln!(
@@ -58,7 +68,9 @@ pub fn bench(which: Option<Bench>) -> Result<ExitCode> {
     for b in chosen {
         match b {
             Bench::Maglev { runs } => maglev(runs)?,
-            Bench::Datapath | Bench::Forwarding => unreachable!("filtered above"),
+            Bench::Forward(args) => crate::bench_forward::run(args)?,
+            Bench::Datapath(args) => crate::bench_datapath::run(args)?,
+            Bench::Control(args) => crate::bench_control::run(args)?,
         }
     }
     Ok(ExitCode::SUCCESS)

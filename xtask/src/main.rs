@@ -4,10 +4,13 @@
 //! * `build`: setup, then `cargo build --release -p lb-userspace`;
 //! * `test`: setup, unit tests, then the root-only integration tests;
 //! * `demo`: build, then a client/node/pods topology with the agent;
-//! * `bench [maglev|datapath|forwarding]`: the benchmarks (all available
-//!   ones without a name; only `maglev` exists yet).
+//! * `bench [maglev|datapath|control|forward]`: the benchmarks (every one
+//!   without a name).
 
 mod bench;
+mod bench_control;
+mod bench_datapath;
+mod bench_forward;
 mod demo;
 mod setup;
 mod util;

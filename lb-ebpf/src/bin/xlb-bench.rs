@@ -6,6 +6,9 @@
 //! - `sink`: counts what reaches a backend and drops it;
 //! - `gen`: the traffic generator, run with BPF_PROG_RUN in live-frame mode:
 //!   gives every frame a new source port and sends it (XDP_TX).
+//! - `harness`, `harness_nop`, `stage_*`: the per-packet bench's
+//!   frame-restoring harness, its baseline and one-operation programs (see
+//!   the end of this file).
 #![no_std]
 #![no_main]
 
@@ -198,6 +201,151 @@ mod harness {
     #[xdp]
     pub fn harness_nop(_ctx: XdpContext) -> u32 {
         xdp_action::XDP_PASS
+    }
+
+    // Per-stage costs: programs doing one operation of the data path each,
+    // tail-called by `harness` like the program under test, so that their
+    // net cost is that operation's.
+
+    /// Parameters of `stage_fib`: a lookup like the data path's (from the
+    /// ingress interface, towards a backend).
+    #[repr(C)]
+    pub struct FibConf {
+        /// AF_INET (2) or AF_INET6 (10).
+        pub family: u32,
+        /// Network byte order words; IPv4 uses word 0.
+        pub src: [u32; 4],
+        pub dst: [u32; 4],
+    }
+
+    #[map(name = "BENCH_FIB")]
+    static FIB: Array<FibConf> = Array::with_max_entries(1, 0);
+
+    #[map(name = "BENCH_FIB_PARAMS")]
+    static FIB_PARAMS: PerCpuArray<aya_ebpf::bindings::bpf_fib_lookup> = PerCpuArray::with_max_entries(1, 0);
+
+    /// One `bpf_fib_lookup` (its fields set one by one, as a cache-less data
+    /// path must). XDP_PASS when it found the neighbour, XDP_DROP otherwise.
+    #[xdp]
+    pub fn stage_fib(ctx: XdpContext) -> u32 {
+        let (Some(c), Some(p)) = (FIB.get(0), FIB_PARAMS.get_ptr_mut(0)) else { return xdp_action::XDP_ABORTED };
+        // SAFETY: per-CPU slot, no concurrent writer on this CPU.
+        let p = unsafe { &mut *p };
+        p.family = c.family as u8;
+        p.l4_protocol = 17;
+        p.sport = 0x3412;
+        p.dport = 0x3500;
+        p.__bindgen_anon_1.tot_len = 46;
+        p.ifindex = ctx.ingress_ifindex() as u32;
+        p.__bindgen_anon_2.flowinfo = 0;
+        p.__bindgen_anon_3.ipv6_src = c.src;
+        p.__bindgen_anon_4.ipv6_dst = c.dst;
+        let size = core::mem::size_of::<aya_ebpf::bindings::bpf_fib_lookup>() as i32;
+        // SAFETY: p is a valid parameter block of `size` bytes.
+        let rc = unsafe { aya_ebpf::helpers::generated::bpf_fib_lookup(ctx.ctx.cast(), p, size, 0) };
+        if rc == 0 {
+            xdp_action::XDP_PASS
+        } else {
+            xdp_action::XDP_DROP
+        }
+    }
+
+    /// One `bpf_ktime_get_ns`.
+    #[xdp]
+    pub fn stage_ktime(_ctx: XdpContext) -> u32 {
+        // SAFETY: helper without side effects.
+        let t = unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() };
+        if t != 0 {
+            xdp_action::XDP_PASS
+        } else {
+            xdp_action::XDP_DROP
+        }
+    }
+
+    /// One `bpf_ktime_get_coarse_ns`.
+    #[xdp]
+    pub fn stage_ktime_coarse(_ctx: XdpContext) -> u32 {
+        // SAFETY: helper without side effects.
+        let t = unsafe { aya_ebpf::helpers::generated::bpf_ktime_get_coarse_ns() };
+        if t != 0 {
+            xdp_action::XDP_PASS
+        } else {
+            xdp_action::XDP_DROP
+        }
+    }
+
+    /// A hash map with a 20-byte key (the size of a service key).
+    #[map(name = "BENCH_HASH")]
+    static HASH: aya_ebpf::maps::HashMap<[u32; 5], u64> = aya_ebpf::maps::HashMap::with_max_entries(1024, 0);
+
+    /// An LRU hash map with a 40-byte key (the size of a flow key).
+    #[map(name = "BENCH_LRU")]
+    static LRU: aya_ebpf::maps::LruHashMap<[u64; 5], u64> = aya_ebpf::maps::LruHashMap::with_max_entries(65536, 0);
+
+    /// One lookup in `BENCH_HASH` of the key [1, 2, 3, 4, 5] (which
+    /// userspace inserts): XDP_PASS when found.
+    #[xdp]
+    pub fn stage_hash(_ctx: XdpContext) -> u32 {
+        let key = [1u32, 2, 3, 4, 5];
+        // SAFETY: value only tested for presence.
+        if unsafe { HASH.get(&key) }.is_some() {
+            xdp_action::XDP_PASS
+        } else {
+            xdp_action::XDP_DROP
+        }
+    }
+
+    /// One lookup in `BENCH_LRU` of the key [1, 2, 3, 4, 5]: XDP_PASS when found.
+    #[xdp]
+    pub fn stage_lru(_ctx: XdpContext) -> u32 {
+        let key = [1u64, 2, 3, 4, 5];
+        // SAFETY: value only tested for presence.
+        if unsafe { LRU.get(&key) }.is_some() {
+            xdp_action::XDP_PASS
+        } else {
+            xdp_action::XDP_DROP
+        }
+    }
+
+    /// LRU hash maps to insert new keys into: with the common LRU list (as
+    /// the data path's connection tables) and with per-CPU lists
+    /// (`BPF_F_NO_COMMON_LRU`). Sized by the loader (`map_max_entries`).
+    #[map(name = "BENCH_LRU_INS")]
+    static LRU_INS: aya_ebpf::maps::LruHashMap<[u64; 5], u64> = aya_ebpf::maps::LruHashMap::with_max_entries(64, 0);
+
+    #[map(name = "BENCH_PCPU_LRU_INS")]
+    static PCPU_LRU_INS: aya_ebpf::maps::LruHashMap<[u64; 5], u64> =
+        aya_ebpf::maps::LruHashMap::with_max_entries(64, aya_ebpf::bindings::BPF_F_NO_COMMON_LRU);
+
+    #[map(name = "BENCH_INS_SEQ")]
+    static INS_SEQ: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+    #[inline(always)]
+    fn insert_new(map: &aya_ebpf::maps::LruHashMap<[u64; 5], u64>) -> u32 {
+        let Some(n) = INS_SEQ.get_ptr_mut(0) else { return xdp_action::XDP_ABORTED };
+        // SAFETY: per-CPU slot, no concurrent writer on this CPU.
+        let n = unsafe {
+            *n += 1;
+            *n
+        };
+        let key = [n, 1, 2, 3, 4];
+        if map.insert(&key, &n, 0).is_ok() {
+            xdp_action::XDP_PASS
+        } else {
+            xdp_action::XDP_DROP
+        }
+    }
+
+    /// One insert of a new key into `BENCH_LRU_INS` (common LRU list).
+    #[xdp]
+    pub fn stage_lru_insert(_ctx: XdpContext) -> u32 {
+        insert_new(&LRU_INS)
+    }
+
+    /// One insert of a new key into `BENCH_PCPU_LRU_INS` (per-CPU LRU lists).
+    #[xdp]
+    pub fn stage_pcpu_lru_insert(_ctx: XdpContext) -> u32 {
+        insert_new(&PCPU_LRU_INS)
     }
 
     #[inline(always)]

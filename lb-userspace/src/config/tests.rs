@@ -678,20 +678,22 @@ fn interface_names() {
 
 #[test]
 fn too_many_services() {
+    let n = lb_common::MAX_SERVICES as usize;
     let mut text = String::from("services:\n");
-    for i in 0..1025 {
+    for i in 0..=n {
         text.push_str(&format!(
-            "  - {{name: s{i}, vip: 192.0.2.1, port: {}, protocol: udp}}\n",
-            i + 1
+            "  - {{name: s{i}, vip: 192.0.2.{}, port: {}, protocol: udp}}\n",
+            1 + i / 60000,
+            1 + i % 60000
         ));
     }
-    let m = one_at(&text, 1026, "services");
+    let m = one_at(&text, n + 2, "services");
     assert!(
-        m.starts_with("1025 services are listed; at most 1024 are allowed"),
+        m.starts_with(&format!("{} services are listed; at most {n} are allowed", n + 1)),
         "{m}"
     );
-    let max: String = text.lines().take(1025).map(|l| format!("{l}\n")).collect();
-    assert_eq!(ok(&max).state.services.len(), 1024);
+    let max: String = text.lines().take(n + 1).map(|l| format!("{l}\n")).collect();
+    assert_eq!(ok(&max).state.services.len(), n);
 }
 
 #[test]

@@ -1,0 +1,163 @@
+//! Smoke tests of the per-packet and control-plane benchmarks (`cargo xtask
+//! bench datapath`, `cargo xtask bench control`), so that their code cannot
+//! rot: each builds its example in release mode (the release library is
+//! already built by `cargo xtask test`), runs it once in its tiny
+//! configuration (`--tiny`: a few seconds) and checks only that it produced
+//! numbers — every packet class measured with the verdict and counters its
+//! path must give; the control-plane times, map memory and RSS non-zero,
+//! and the same for the `xlb` agent run on the generated file —
+//! and that it left no network namespace or pin directory behind. Speed is
+//! not asserted.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Waits for `child` up to `limit`; on overrun SIGTERM (the benches clean
+/// up on it), then SIGKILL. Returns (success, stdout, stderr).
+fn wait_bounded(mut child: Child, limit: Duration, what: &str) -> (bool, String, String) {
+    use std::io::Read as _;
+    let mut out = child.stdout.take().expect("stdout pipe");
+    let mut err = child.stderr.take().expect("stderr pipe");
+    let t_out = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let t_err = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("try_wait") {
+            break Some(s);
+        }
+        if Instant::now() >= deadline {
+            eprintln!("{what} still running after {limit:?}; stopping it");
+            // SAFETY: our unreaped child.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let grace = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < grace {
+                if child.try_wait().expect("try_wait").is_some() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    (status.is_some_and(|s| s.success()), t_out.join().unwrap_or_default(), t_err.join().unwrap_or_default())
+}
+
+/// Builds the example and runs it with `--tiny --json FILE`; returns the
+/// JSON it wrote. Also checks that its namespace and pins are gone.
+fn run_tiny(example: &str, tag: &str, extra: &[std::ffi::OsString]) -> Value {
+    xlb_tests::require_root().expect("the bench smoke tests must run as root");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let build = Command::new(&cargo)
+        .current_dir(workspace_root())
+        .args(["build", "--quiet", "--release", "-p", "lb-userspace", "--example", example])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run cargo");
+    let (ok, _, err) = wait_bounded(build, Duration::from_secs(300), &format!("cargo build of {example}"));
+    assert!(ok, "building the {example} example failed:\n{err}");
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("target"));
+    let bench = target.join("release/examples").join(example);
+
+    let json = std::env::temp_dir().join(format!("xlbt{}-{tag}-smoke.json", std::process::id()));
+    let _ = std::fs::remove_file(&json);
+    let child = Command::new(&bench)
+        .arg("--tiny")
+        .arg("--json")
+        .arg(&json)
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("run {}: {e}", bench.display()));
+    let pid = child.id();
+    let (ok, out, err) = wait_bounded(child, Duration::from_secs(60), &format!("{example} --tiny"));
+    let text = std::fs::read_to_string(&json).unwrap_or_default();
+    let _ = std::fs::remove_file(&json);
+    assert!(ok, "{example} --tiny failed\nstdout:\n{out}\nstderr:\n{err}");
+
+    // Nothing left behind.
+    let netns = format!("xlbbench-{tag}-{pid}");
+    let list = Command::new("ip").args(["netns", "list"]).output().expect("ip netns list");
+    assert!(
+        !String::from_utf8_lossy(&list.stdout).lines().any(|l| l.split_whitespace().next() == Some(netns.as_str())),
+        "{example} left its network namespace {netns}"
+    );
+    let pins = PathBuf::from(format!("/sys/fs/bpf/xlb-bench-{tag}-{pid}"));
+    assert!(!pins.exists(), "{example} left its pin directory {}", pins.display());
+
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{example} wrote no valid JSON ({e}): {text:?}\nstdout:\n{out}"))
+}
+
+fn number(v: &Value, key: &str) -> f64 {
+    v[key].as_f64().unwrap_or_else(|| panic!("{v} has no number {key}"))
+}
+
+#[test]
+fn datapath_bench_tiny_produces_numbers() {
+    let report = run_tiny("datapath_bench", "dp", &[]);
+    let rows = report["rows"].as_array().expect("rows");
+    let classes: Vec<&Value> = rows.iter().filter(|r| r["kind"] == "class").collect();
+    let stages: Vec<&Value> = rows.iter().filter(|r| r["kind"] == "stage").collect();
+    assert!(classes.len() >= 18, "expected every packet class and min_fwd: {report:#}");
+    assert!(!stages.is_empty(), "no per-stage rows: {report:#}");
+    for want in ["min_fwd", "new flow", "established", "reply", "non-VIP", "malformed"] {
+        assert!(classes.iter().any(|r| r["class"].as_str().unwrap_or("").contains(want)), "no {want} class: {report:#}");
+    }
+    for r in rows {
+        let class = r["class"].as_str().unwrap_or("");
+        assert_eq!(r["ok"], true, "class failed its checks: {r}");
+        assert!(number(r, "raw_ns") > 0.0, "no time measured: {r}");
+        assert!(number(r, "base_ns") > 0.0, "no harness time measured: {r}");
+        let verdict = if r["kind"] == "stage" || class.contains("non-VIP") {
+            "XDP_PASS"
+        } else if class.contains("malformed") {
+            "XDP_DROP"
+        } else {
+            "XDP_REDIRECT"
+        };
+        assert_eq!(r["verdict"], verdict, "{r}");
+    }
+}
+
+#[test]
+fn control_bench_tiny_produces_numbers() {
+    // The agent part too, with the xlb that `cargo xtask test` built.
+    let xlb = xlb_tests::xlb_binary().expect("the xlb binary (cargo build --release -p lb-userspace)");
+    let r = run_tiny("control_bench", "cp", &["--xlb".into(), xlb.into_os_string()]);
+    assert_eq!(r["services"], 100, "{r:#}");
+    for key in ["apply_empty_ms", "reapply_unchanged_ms", "change_median_ms", "change_max_ms", "maps_memlock_bytes", "rss_kib"]
+    {
+        assert!(number(&r, key) > 0.0, "{key} is not positive: {r:#}");
+    }
+    let maps = r["maps"].as_array().expect("maps");
+    for name in ["XLB_SERVICES", "XLB_BACKENDS", "XLB_TABLE", "XLB_FLOWS"] {
+        let m = maps.iter().find(|m| m["name"] == name).unwrap_or_else(|| panic!("no map {name}: {r:#}"));
+        assert!(number(m, "memlock") > 0.0, "{m}");
+    }
+    let agent = &r["agent"];
+    for key in ["start_ms", "rss_kib", "reload_median_ms"] {
+        assert!(number(agent, key) > 0.0, "agent {key} is not positive: {r:#}");
+    }
+}

@@ -1,0 +1,136 @@
+//! Smoke test of the forwarding benchmark (`cargo xtask bench forward`), so
+//! its code cannot rot: builds `lb-userspace/examples/forward_bench.rs` in
+//! release mode (the release library is already built by `cargo xtask
+//! test`), runs its `--quick` mode once (1 run, ~0.7 s slices, about 15 s)
+//! and checks only that it produced numbers: the JSON parses, the minimal
+//! forwarder and both xlb rows delivered packets, and the TCP rows through
+//! xlb completed connections and requests. Speed is not asserted.
+//!
+//! Tests install nothing: when `nft` or nginx's stream module is missing on
+//! the machine (CI), the bench skips those rows by itself and lists them
+//! under "skipped"; whatever rows it did measure must have numbers. The
+//! bench removes its namespaces, pins and files itself (also on SIGTERM,
+//! which this test sends if it overruns).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Waits for `child` up to `limit`; on overrun SIGTERM (the bench cleans
+/// up), then SIGKILL. Returns (success, stdout, stderr).
+fn wait_bounded(mut child: Child, limit: Duration, what: &str) -> (bool, String, String) {
+    use std::io::Read as _;
+    let mut out = child.stdout.take().expect("stdout pipe");
+    let mut err = child.stderr.take().expect("stderr pipe");
+    let t_out = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let t_err = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("try_wait") {
+            break Some(s);
+        }
+        if Instant::now() >= deadline {
+            eprintln!("{what} still running after {limit:?}; stopping it");
+            // SAFETY: our unreaped child.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let grace = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < grace {
+                if child.try_wait().expect("try_wait").is_some() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    (
+        status.is_some_and(|s| s.success()),
+        t_out.join().unwrap_or_default(),
+        t_err.join().unwrap_or_default(),
+    )
+}
+
+fn number(row: &Value, key: &str) -> f64 {
+    row[key].as_f64().unwrap_or_else(|| panic!("row {row} has no number {key}"))
+}
+
+#[test]
+fn forward_bench_quick_produces_numbers() {
+    xlb_tests::require_root().expect("the forwarding bench smoke test must run as root");
+    let xlb = xlb_tests::xlb_binary().expect("the xlb binary (cargo build --release -p lb-userspace)");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+
+    let build = Command::new(&cargo)
+        .current_dir(workspace_root())
+        .args(["build", "--quiet", "--release", "-p", "lb-userspace", "--example", "forward_bench"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run cargo");
+    let (ok, _, err) = wait_bounded(build, Duration::from_secs(300), "cargo build of forward_bench");
+    assert!(ok, "building the forward_bench example failed:\n{err}");
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"));
+    let bench = target.join("release/examples/forward_bench");
+
+    // The bench's own stale cleanup removes this file if we die before it.
+    let json = std::env::temp_dir().join(format!("xlbt{}-fwd-smoke.json", std::process::id()));
+    let _ = std::fs::remove_file(&json);
+    let child = Command::new(&bench)
+        .arg("--quick")
+        .arg("--xlb")
+        .arg(&xlb)
+        .arg("--json")
+        .arg(&json)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run forward_bench");
+    let (ok, out, err) = wait_bounded(child, Duration::from_secs(120), "forward_bench --quick");
+    let text = std::fs::read_to_string(&json).unwrap_or_default();
+    let _ = std::fs::remove_file(&json);
+    assert!(ok, "forward_bench --quick failed\nstdout:\n{out}\nstderr:\n{err}");
+    let report: Value = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("forward_bench wrote no valid JSON ({e}): {text:?}\nstdout:\n{out}"));
+
+    let udp = report["udp"].as_array().expect("udp rows");
+    for key in ["generator", "min_fwd", "xlb_snat", "xlb_preserve"] {
+        assert!(udp.iter().any(|r| r["case"] == key), "no UDP row {key}: {report:#}");
+    }
+    for row in udp {
+        assert!(number(row, "offered_pps") > 0.0, "nothing offered: {row}");
+        assert!(number(row, "delivered_pps") > 0.0, "nothing delivered: {row}");
+    }
+    let tcp = report["tcp"].as_array().expect("tcp rows");
+    for key in ["xlb_snat", "xlb_preserve"] {
+        let row = tcp
+            .iter()
+            .find(|r| r["case"] == key)
+            .unwrap_or_else(|| panic!("no TCP row {key}: {report:#}"));
+        assert!(number(row, "connections_per_s") > 0.0, "no TCP connection: {row}");
+        assert!(number(row, "requests_per_s") > 0.0, "no TCP request: {row}");
+    }
+    for s in report["skipped"].as_array().into_iter().flatten() {
+        eprintln!("forward bench skipped {}: {}", s["case"], s["reason"]);
+    }
+}
