@@ -21,24 +21,7 @@ fn num(v: &Value, key: &str) -> u64 {
 /// with the traffic sent.
 #[test]
 fn cli_json_outputs_reflect_traffic() {
-    let yaml = config(&[
-        svc(
-            "dns",
-            Topology::VIP_V4.into(),
-            53,
-            "udp",
-            "snat",
-            &backends(Fam::V4, 0..3, UDP_BACKEND_PORT),
-        ),
-        svc(
-            "web",
-            Topology::VIP_V4.into(),
-            80,
-            "tcp",
-            "snat",
-            &backends(Fam::V4, 0..3, TCP_BACKEND_PORT),
-        ),
-    ]);
+    let yaml = config(&dns_and_web(Fam::V4, "snat", 0..3));
     let mut env = Env::start(3, &yaml, &[]);
     let udp = udp_servers(&env.topo, Fam::V4, 0..3, UDP_BACKEND_PORT);
     env.servers

@@ -100,24 +100,7 @@ fn tcp_snat_spreads_over_backends() {
 /// replies still come from the VIP.
 #[test]
 fn preserve_keeps_the_client_address() {
-    let yaml = config(&[
-        svc(
-            "dns",
-            Topology::VIP_V4.into(),
-            53,
-            "udp",
-            "preserve",
-            &backends(Fam::V4, 0..3, UDP_BACKEND_PORT),
-        ),
-        svc(
-            "web",
-            Topology::VIP_V4.into(),
-            80,
-            "tcp",
-            "preserve",
-            &backends(Fam::V4, 0..3, TCP_BACKEND_PORT),
-        ),
-    ]);
+    let yaml = config(&dns_and_web(Fam::V4, "preserve", 0..3));
     let mut env = Env::start(3, &yaml, &[]);
     env.servers = udp_servers(&env.topo, Fam::V4, 0..3, UDP_BACKEND_PORT);
     env.servers

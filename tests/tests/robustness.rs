@@ -252,40 +252,7 @@ fn send_frames(ns: &Netns, ifname: &str, frames: &[Vec<u8>]) -> (usize, BTreeMap
 /// (IPv4 and IPv6) still work and `drop_malformed` counted some.
 #[test]
 fn malformed_burst_is_dropped_and_traffic_goes_on() {
-    let yaml = config(&[
-        svc(
-            "dns",
-            Topology::VIP_V4.into(),
-            53,
-            "udp",
-            "snat",
-            &backends(Fam::V4, 0..2, UDP_BACKEND_PORT),
-        ),
-        svc(
-            "web",
-            Topology::VIP_V4.into(),
-            80,
-            "tcp",
-            "snat",
-            &backends(Fam::V4, 0..2, TCP_BACKEND_PORT),
-        ),
-        svc(
-            "dns6",
-            Topology::VIP_V6.into(),
-            53,
-            "udp",
-            "snat",
-            &backends(Fam::V6, 0..2, UDP_BACKEND_PORT),
-        ),
-        svc(
-            "web6",
-            Topology::VIP_V6.into(),
-            80,
-            "tcp",
-            "snat",
-            &backends(Fam::V6, 0..2, TCP_BACKEND_PORT),
-        ),
-    ]);
+    let yaml = config(&[dns_and_web(Fam::V4, "snat", 0..2), dns_and_web(Fam::V6, "snat", 0..2)].concat());
     let mut env = Env::start(2, &yaml, &[]);
     env.servers = udp_servers(&env.topo, Fam::V4, 0..2, UDP_BACKEND_PORT);
     env.servers

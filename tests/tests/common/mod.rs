@@ -117,6 +117,20 @@ pub fn config(services: &[String]) -> String {
     format!("services:\n{}", services.concat())
 }
 
+/// The usual pair of services: `dns` (UDP/53 → pods' UDP_BACKEND_PORT)
+/// and `web` (TCP/80 → TCP_BACKEND_PORT) on the family's VIP, named
+/// `dns6`/`web6` for IPv6.
+pub fn dns_and_web(fam: Fam, source: &str, pods: std::ops::Range<usize>) -> Vec<String> {
+    let (vip, suffix): (IpAddr, &str) = match fam {
+        Fam::V4 => (Topology::VIP_V4.into(), ""),
+        Fam::V6 => (Topology::VIP_V6.into(), "6"),
+    };
+    vec![
+        svc(&format!("dns{suffix}"), vip, 53, "udp", source, &backends(fam, pods.clone(), UDP_BACKEND_PORT)),
+        svc(&format!("web{suffix}"), vip, 80, "tcp", source, &backends(fam, pods, TCP_BACKEND_PORT)),
+    ]
+}
+
 /// Backends of pods `pods` on `port`.
 pub fn backends(fam: Fam, pods: impl IntoIterator<Item = usize>, port: u16) -> Vec<String> {
     pods.into_iter().map(|i| backend(fam, i, port)).collect()
