@@ -193,6 +193,8 @@ fn service(i: u32, backends: impl Iterator<Item = u32>, table_size: u32) -> Serv
         udp_timeout: None,
         tcp_timeout: None,
         maglev_table_size: Some(table_size),
+        affinity_timeout: None,
+        source_ranges: vec![],
         backends: backends.map(|b| BackendSpec { addr: backend_addr(b), weight: 1 }).collect(),
     }
 }

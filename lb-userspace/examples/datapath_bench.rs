@@ -538,6 +538,8 @@ fn spec(name: &str, vip: &str, port: u16, protocol: Protocol, source: SourceMode
         udp_timeout: None,
         tcp_timeout: None,
         maglev_table_size: None,
+        affinity_timeout: None,
+        source_ranges: vec![],
         backends,
     }
 }

@@ -78,6 +78,12 @@ pub struct ServiceSpec {
     /// Slots of the service's Maglev lookup table, one of
     /// [`crate::maglev::SIZES`] (`None`: [`crate::maglev::DEFAULT_SIZE`]).
     pub maglev_table_size: Option<u32>,
+    /// Client-IP session affinity: a client's new flows go to the backend
+    /// its last flow went to, while that was less than this many seconds
+    /// ago (`None`: no affinity).
+    pub affinity_timeout: Option<u32>,
+    /// Client source prefixes allowed to reach the service (empty: all).
+    pub source_ranges: Vec<ipnet::IpNet>,
     pub backends: Vec<BackendSpec>,
 }
 

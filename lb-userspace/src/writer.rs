@@ -1161,6 +1161,8 @@ mod tests {
             udp_timeout: None,
             tcp_timeout: None,
             maglev_table_size: size,
+            affinity_timeout: None,
+            source_ranges: vec![],
             backends: backends
                 .iter()
                 .map(|(a, w)| crate::model::BackendSpec { addr: a.parse().unwrap(), weight: *w })

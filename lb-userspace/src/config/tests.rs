@@ -112,6 +112,8 @@ services:
             udp_timeout: Some(30),
             tcp_timeout: Some(3600),
             maglev_table_size: Some(4093),
+            affinity_timeout: None,
+            source_ranges: vec![],
             backends: vec![
                 BackendSpec {
                     addr: sa("10.1.0.5:5353"),
@@ -137,6 +139,8 @@ services:
             udp_timeout: None,
             tcp_timeout: None,
             maglev_table_size: None,
+            affinity_timeout: None,
+            source_ranges: vec![],
             backends: vec![
                 BackendSpec {
                     addr: sa("[2001:db8::5]:53"),
@@ -158,6 +162,8 @@ services:
             udp_timeout: None,
             tcp_timeout: None,
             maglev_table_size: None,
+            affinity_timeout: None,
+            source_ranges: vec![],
             backends: vec![],
         },
     ];

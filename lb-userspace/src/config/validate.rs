@@ -414,6 +414,8 @@ impl Walker<'_> {
             udp_timeout: optional_ok(udp_timeout)?,
             tcp_timeout: optional_ok(tcp_timeout)?,
             maglev_table_size: optional_ok(maglev_table_size)?,
+            affinity_timeout: None,
+            source_ranges: vec![],
             backends: backends?,
         })
     }

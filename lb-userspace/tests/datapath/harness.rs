@@ -252,6 +252,8 @@ pub fn service(
         udp_timeout: None,
         tcp_timeout: None,
         maglev_table_size: None,
+        affinity_timeout: None,
+        source_ranges: vec![],
         backends: backends
             .iter()
             .map(|(a, w)| BackendSpec { addr: a.parse().unwrap_or_else(|_| panic!("bad backend {a}")), weight: *w })
