@@ -42,6 +42,17 @@ pub struct AgentArgs {
     /// Kubeconfig file (Kubernetes mode; default: in-cluster).
     #[arg(long)]
     pub kubeconfig: Option<PathBuf>,
+    /// Serve LoadBalancer Services with this `spec.loadBalancerClass`
+    /// (Kubernetes mode).
+    #[arg(long, default_value = "xlb.io/xdp")]
+    pub lb_class: String,
+    /// Range to allocate VIPs from for Services that ask for none
+    /// (repeatable, IPv4 or IPv6 CIDR; Kubernetes mode).
+    #[arg(long = "vip-pool", value_name = "CIDR")]
+    pub vip_pools: Vec<ipnet::IpNet>,
+    /// Namespace of the allocator Lease `xlb-vip-allocator` (Kubernetes mode).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "xlb-system")]
+    pub namespace: String,
     /// Interface to attach XDP to (repeatable): where clients' packets and
     /// backends' replies arrive.
     #[arg(long = "interface", value_name = "IF")]
@@ -144,14 +155,50 @@ fn program_interfaces(maps: &mut Maps, ifaces: &[String], attached: &[attach::At
     Ok(())
 }
 
+/// Where the services come from.
+enum Source {
+    File(PathBuf, config::Config),
+    Kubernetes(crate::k8s::Options),
+}
+
+/// Resolves when SIGTERM or SIGINT arrives.
+async fn terminated() {
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
 /// Runs the agent until SIGTERM/SIGINT.
 pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
-    if args.kubernetes {
-        return Err(AgentError::Usage("--kubernetes is not available in this build yet; use --config FILE".into()));
-    }
-    let path = args.config.clone().ok_or_else(|| AgentError::Usage("--config FILE is required".into()))?;
-    let cfg = config::load(&path)?;
-    let mut ifaces = cfg.interfaces.clone();
+    let mut ifaces = Vec::new();
+    let source = if args.kubernetes {
+        let node_name = args
+            .node_name
+            .clone()
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| AgentError::Usage("--kubernetes needs --node-name NAME (or NODE_NAME in the environment)".into()))?;
+        if !args.vip_pools.is_empty() {
+            info!(pools = ?args.vip_pools, "VIP pools");
+        }
+        Source::Kubernetes(crate::k8s::Options {
+            node_name,
+            kubeconfig: args.kubeconfig.clone(),
+            lb_class: args.lb_class.clone(),
+            pools: args.vip_pools.iter().map(|p| p.trunc()).collect(),
+            namespace: args.namespace.clone(),
+            interfaces: args.interfaces.clone(),
+        })
+    } else {
+        let path = args.config.clone().ok_or_else(|| AgentError::Usage("--config FILE is required".into()))?;
+        let cfg = config::load(&path)?;
+        ifaces.clone_from(&cfg.interfaces);
+        Source::File(path, cfg)
+    };
     for i in &args.interfaces {
         if !ifaces.contains(i) {
             ifaces.push(i.clone());
@@ -172,10 +219,15 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
     let mut ebpf = datapath::load_with(&args.pin_path, args.flow_table_size, args.table_entries)?;
     spawn_datapath_log(&mut ebpf);
     let maps = Maps::take(&mut ebpf).context("opening the maps")?;
-    let seed = args.maglev_seed.or(cfg.maglev_seed).unwrap_or(0);
-    let mut writer = MapWriter::restore(maps, seed).context("reading the pinned maps")?;
-    let report = writer.apply(&cfg.state).context("programming the services")?;
-    info!(?report, "configuration applied");
+    let file_seed = match &source {
+        Source::File(_, cfg) => cfg.maglev_seed,
+        Source::Kubernetes(_) => None,
+    };
+    let mut writer = MapWriter::restore(maps, args.maglev_seed.or(file_seed).unwrap_or(0)).context("reading the pinned maps")?;
+    if let Source::File(_, cfg) = &source {
+        let report = writer.apply(&cfg.state).context("programming the services")?;
+        info!(?report, "configuration applied");
+    }
     let attached = attach::attach_all(&mut ebpf, &ifaces, args.xdp_mode, &args.pin_path)?;
     program_interfaces(writer.maps_mut(), &ifaces, &attached, &args.xdp_transmit)?;
     let settings = lb_common::settings::Settings { new_flows_per_cpu: args.max_new_flows_per_cpu, _pad: 0 };
@@ -183,25 +235,16 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
 
     let health = Arc::new(Health::default());
     metrics::serve(args.metrics_addr, args.pin_path.clone(), health.clone()).await?;
-    health.set_ready(true);
-    info!(services = writer.len(), metrics = %args.metrics_addr, "xlb agent running");
-
-    let (tx, mut rx) = mpsc::channel::<()>(4);
-    let _watcher = watch_file(&path, tx).map_err(|e| warn!(error = %e, "not watching the file; reload with SIGHUP"));
-    let mut hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
-    let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
-    loop {
-        tokio::select! {
-            _ = hup.recv() => reload(&path, &mut writer, args.maglev_seed, "SIGHUP"),
-            Some(()) = rx.recv() => {
-                // let the writer finish; coalesce bursts of events
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                while rx.try_recv().is_ok() {}
-                reload(&path, &mut writer, args.maglev_seed, "file change");
-            }
-            _ = term.recv() => break,
-            _ = int.recv() => break,
+    match source {
+        Source::File(path, _) => {
+            health.set_ready(true);
+            info!(services = writer.len(), metrics = %args.metrics_addr, "xlb agent running");
+            follow_file(&path, &mut writer, args.maglev_seed).await?;
+        }
+        Source::Kubernetes(opts) => {
+            // Ready once the first complete lists are applied; until then
+            // the pinned state (if any) keeps forwarding.
+            crate::k8s::run(opts, &mut writer, health.clone(), terminated()).await?;
         }
     }
     health.set_ready(false);
@@ -212,6 +255,26 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
     }
     drop(ebpf);
     Ok(())
+}
+
+/// Applies the file again on SIGHUP or when it changes, until SIGTERM/SIGINT.
+async fn follow_file(path: &Path, writer: &mut MapWriter, seed_flag: Option<u32>) -> Result<()> {
+    let (tx, mut rx) = mpsc::channel::<()>(4);
+    let _watcher = watch_file(path, tx).map_err(|e| warn!(error = %e, "not watching the file; reload with SIGHUP"));
+    let mut hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
+    let mut done = std::pin::pin!(terminated());
+    loop {
+        tokio::select! {
+            _ = hup.recv() => reload(path, writer, seed_flag, "SIGHUP"),
+            Some(()) = rx.recv() => {
+                // let the writer finish; coalesce bursts of events
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                while rx.try_recv().is_ok() {}
+                reload(path, writer, seed_flag, "file change");
+            }
+            _ = &mut done => return Ok(()),
+        }
+    }
 }
 
 /// Forwards the data path's aya-log records (rare events, debug level) to

@@ -96,3 +96,47 @@ mod tests {
         assert!(!xdp_transmit_capable("lo"), "loopback has no driver info: treated as skb-only");
     }
 }
+
+/// The first address (IPv4 before IPv6, link-local IPv6 skipped) of
+/// interface `name`, if it has one.
+pub fn first_address(name: &str) -> Option<IpAddr> {
+    let mut found: Vec<IpAddr> = Vec::new();
+    let mut ifap: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills ifap with a list we free below.
+    if unsafe { libc::getifaddrs(&mut ifap) } != 0 {
+        return None;
+    }
+    let mut cur = ifap;
+    while !cur.is_null() {
+        // SAFETY: cur is a node of the list getifaddrs returned.
+        let ifa = unsafe { &*cur };
+        cur = ifa.ifa_next;
+        if ifa.ifa_addr.is_null() || ifa.ifa_name.is_null() {
+            continue;
+        }
+        // SAFETY: ifa_name is a NUL-terminated string owned by the list.
+        let ifname = unsafe { std::ffi::CStr::from_ptr(ifa.ifa_name) };
+        if ifname.to_bytes() != name.as_bytes() {
+            continue;
+        }
+        // SAFETY: ifa_addr points to a sockaddr of the family it names.
+        match i32::from(unsafe { (*ifa.ifa_addr).sa_family }) {
+            libc::AF_INET => {
+                let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
+                found.push(IpAddr::from(u32::from_be(sin.sin_addr.s_addr).to_be_bytes()));
+            }
+            libc::AF_INET6 => {
+                let sin6 = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in6) };
+                let ip = std::net::Ipv6Addr::from(sin6.sin6_addr.s6_addr);
+                if ip.segments()[0] & 0xffc0 != 0xfe80 {
+                    found.push(IpAddr::V6(ip));
+                }
+            }
+            _ => {}
+        }
+    }
+    // SAFETY: ifap came from getifaddrs and is freed once.
+    unsafe { libc::freeifaddrs(ifap) };
+    found.sort_by_key(|ip| ip.is_ipv6());
+    found.into_iter().next()
+}

@@ -7,6 +7,7 @@ pub mod cli;
 pub mod config;
 pub mod datapath;
 pub mod iface;
+pub mod k8s;
 pub mod maglev;
 pub mod maps;
 pub mod metrics;

@@ -24,12 +24,25 @@ use crate::{maps::Maps, reader};
 #[derive(Debug, Default)]
 pub struct Health {
     ready: AtomicBool,
+    /// Why the agent is degraded (e.g. the Kubernetes API is unreachable):
+    /// it still forwards, on the last known state.
+    degraded: std::sync::Mutex<Option<String>>,
 }
 
 impl Health {
     /// Marks the agent ready (programs attached, configuration applied).
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::SeqCst);
+    }
+
+    /// Marks the agent degraded (`Some(why)`) or healthy again (`None`).
+    pub fn set_degraded(&self, why: Option<String>) {
+        *self.degraded.lock().unwrap_or_else(|e| e.into_inner()) = why;
+    }
+
+    /// Why the agent is degraded, if it is.
+    pub fn degraded(&self) -> Option<String> {
+        self.degraded.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
 
@@ -119,10 +132,15 @@ async fn metrics(State(s): State<Arc<AppState>>) -> (StatusCode, [(&'static str,
     }
 }
 
-async fn healthz(State(s): State<Arc<AppState>>) -> (StatusCode, &'static str) {
-    if s.health.ready.load(Ordering::SeqCst) {
-        (StatusCode::OK, "ok\n")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "starting\n")
+/// 200 `ok` when ready; 200 `degraded: WHY` when forwarding on the last
+/// known state (restarting the agent would not help, so liveness stays
+/// good); 503 `starting` before the first configuration is applied.
+async fn healthz(State(s): State<Arc<AppState>>) -> (StatusCode, String) {
+    if !s.health.ready.load(Ordering::SeqCst) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "starting\n".into());
+    }
+    match s.health.degraded() {
+        Some(why) => (StatusCode::OK, format!("degraded: {why}\n")),
+        None => (StatusCode::OK, "ok\n".into()),
     }
 }

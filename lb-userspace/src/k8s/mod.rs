@@ -1,0 +1,188 @@
+//! Kubernetes mode: Services of `type: LoadBalancer` with our
+//! `loadBalancerClass` and their EndpointSlices, watched through kube-rs
+//! reflectors, translated into the same desired-state model the YAML loader
+//! produces and handed to the map writer. Alongside: health-check node
+//! ports, Events, and (on the agent holding the Lease) VIP allocation from
+//! `--vip-pool` into the Services' status.
+pub mod address;
+pub mod endpoints;
+pub mod events;
+pub mod health;
+pub mod lease;
+pub mod translate;
+pub mod watch;
+
+#[cfg(test)]
+mod tests;
+
+use std::{
+    net::IpAddr,
+    path::PathBuf,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use anyhow::{Context as _, Result};
+use ipnet::IpNet;
+use k8s_openapi::api::{coordination::v1::Lease, core::v1::Service};
+use kube::{
+    api::{Patch, PatchParams},
+    config::{KubeConfigOptions, Kubeconfig},
+    Api, Client, Config,
+};
+use tokio::sync::Notify;
+use tracing::{error, info, warn};
+
+use crate::{metrics::Health, writer::MapWriter};
+
+/// Settings of Kubernetes mode (from the agent's flags).
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// `--node-name`.
+    pub node_name: String,
+    /// `--kubeconfig` (else in-cluster, else the usual kubeconfig places).
+    pub kubeconfig: Option<PathBuf>,
+    /// `--lb-class`.
+    pub lb_class: String,
+    /// `--vip-pool`s.
+    pub pools: Vec<IpNet>,
+    /// Namespace of the allocator Lease (`POD_NAMESPACE`).
+    pub namespace: String,
+    /// The agent's interfaces (the first one's address is the node address
+    /// when the Node object has none).
+    pub interfaces: Vec<String>,
+}
+
+/// A client from `--kubeconfig`, else in-cluster, else the default kubeconfig.
+pub async fn client(kubeconfig: Option<&std::path::Path>) -> Result<Client> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let kc = Kubeconfig::read_from(path)
+                .with_context(|| format!("reading --kubeconfig {}: check the path and the file", path.display()))?;
+            Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+                .await
+                .with_context(|| format!("using --kubeconfig {}", path.display()))?
+        }
+        None => Config::infer()
+            .await
+            .context("no Kubernetes configuration: run in a pod with a service account, or pass --kubeconfig")?,
+    };
+    Client::try_from(config).context("building the Kubernetes client")
+}
+
+/// The node's address: its Node's `InternalIP`, else the first address of
+/// the first interface.
+fn node_address(stores: &watch::Stores, opts: &Options) -> Option<IpAddr> {
+    let from_node = stores.nodes.state().iter().find_map(|n| {
+        n.status.as_ref()?.addresses.as_ref()?.iter().find(|a| a.type_ == "InternalIP").and_then(|a| a.address.parse().ok())
+    });
+    from_node.or_else(|| opts.interfaces.first().and_then(|i| crate::iface::first_address(i)))
+}
+
+/// Runs Kubernetes mode until `shutdown` resolves. Nothing is written to
+/// the maps before every cache holds a complete first list, so a restarted
+/// agent keeps forwarding on the pinned state meanwhile.
+pub async fn run(
+    opts: Options,
+    writer: &mut MapWriter,
+    health: Arc<Health>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<()> {
+    let client = client(opts.kubeconfig.as_deref()).await?;
+    let trigger = Arc::new(Notify::new());
+    let stores = watch::start(&client, &opts.node_name, trigger.clone(), health.clone());
+    let mut shutdown = std::pin::pin!(shutdown);
+    info!(node = %opts.node_name, class = %opts.lb_class, "waiting for the first list of Services, EndpointSlices and the Node");
+    tokio::select! {
+        _ = stores.ready() => {}
+        _ = &mut shutdown => return Ok(()),
+    }
+    let leader = Arc::new(AtomicBool::new(false));
+    let lease_task = tokio::spawn(hold_lease(
+        Api::<Lease>::namespaced(client.clone(), &opts.namespace),
+        opts.node_name.clone(),
+        leader.clone(),
+        trigger.clone(),
+    ));
+    let mut notifier = events::Notifier::new(client.clone(), &opts.node_name);
+    let mut health_servers = health::HealthServers::default();
+    let mut first = true;
+    loop {
+        if !first {
+            tokio::select! {
+                _ = trigger.notified() => {}
+                _ = &mut shutdown => break,
+            }
+            // Coalesce a burst of changes into one reconcile.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let services = stores.services.state();
+        let slices = stores.slices.state();
+        let t = translate::translate(&translate::Inputs {
+            services: &services,
+            slices: &slices,
+            node_name: &opts.node_name,
+            lb_class: &opts.lb_class,
+            pools: &opts.pools,
+        });
+        match writer.apply(&t.state) {
+            Ok(r) if first || r.added + r.updated + r.removed > 0 => info!(report = ?r, services = t.state.services.len(), "Kubernetes state applied"),
+            Ok(_) => {}
+            Err(e) => error!(error = %e, "some services could not be programmed"),
+        }
+        if first {
+            health.set_ready(true);
+            info!(services = writer.len(), "xlb agent running (Kubernetes mode)");
+            first = false;
+        }
+        match node_address(&stores, &opts) {
+            Some(addr) => health_servers.sync(addr, &t.health_checks).await,
+            None if !t.health_checks.is_empty() => warn!("no node address (Node InternalIP or interface address): health-check node ports not served"),
+            None => {}
+        }
+        notifier.publish(&services, &t.notes);
+        if leader.load(Ordering::SeqCst) {
+            write_status(&client, &services, &opts).await;
+        }
+    }
+    lease_task.abort();
+    Ok(())
+}
+
+/// Keeps trying to hold the allocator Lease; notifies on a change of role.
+async fn hold_lease(api: Api<Lease>, identity: String, leader: Arc<AtomicBool>, trigger: Arc<Notify>) {
+    loop {
+        let held = match lease::try_hold(&api, &identity).await {
+            Ok(h) => h,
+            Err(e) => {
+                warn!(error = %e, "allocator Lease: cannot read or renew it");
+                false
+            }
+        };
+        if leader.swap(held, Ordering::SeqCst) != held {
+            info!(leader = held, "allocator Lease {}", if held { "acquired" } else { "lost" });
+            trigger.notify_one();
+        }
+        tokio::time::sleep(lease::RENEW_EVERY).await;
+    }
+}
+
+/// As the allocator: writes the addresses Services should have into their
+/// status (`ipMode: VIP`), allocating from the pools and releasing them.
+async fn write_status(client: &Client, services: &[Arc<Service>], opts: &Options) {
+    let ours = translate::ours_in_claim_order(services, &opts.lb_class);
+    let others: Vec<Arc<Service>> = services.iter().filter(|s| !translate::is_ours(s, &opts.lb_class)).cloned().collect();
+    for u in address::plan(&ours, &others, &opts.pools) {
+        let ingress: Vec<serde_json::Value> =
+            u.ips.iter().map(|ip| serde_json::json!({"ip": ip.to_string(), "ipMode": "VIP"})).collect();
+        let patch = serde_json::json!({"status": {"loadBalancer": {"ingress": ingress}}});
+        let api = Api::<Service>::namespaced(client.clone(), &u.namespace);
+        match api.patch_status(&u.name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+            Ok(_) => info!(service = %format!("{}/{}", u.namespace, u.name), ips = ?u.ips, "status.loadBalancer.ingress written"),
+            Err(e) => warn!(service = %format!("{}/{}", u.namespace, u.name), error = %e, "could not write the Service's status"),
+        }
+    }
+}

@@ -1,0 +1,420 @@
+//! Unit tests of the Kubernetes translation: Services + EndpointSlices →
+//! desired state, notes, health checks and the allocator's plan.
+use std::{net::IpAddr, sync::Arc};
+
+use ipnet::IpNet;
+use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
+use serde_json::{json, Value};
+
+use super::{
+    address::{self, plan},
+    translate::{reason, translate, Inputs, Translation},
+};
+use crate::model::{BackendSpec, Protocol, ServiceSpec, SourceMode};
+
+const CLASS: &str = "xlb.io/xdp";
+const NODE: &str = "node-a";
+
+fn svc(ns: &str, name: &str, created: &str, spec: Value) -> Value {
+    let mut base = json!({
+        "type": "LoadBalancer",
+        "loadBalancerClass": CLASS,
+        "ports": [{"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 5353}],
+    });
+    merge(&mut base, spec);
+    json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"namespace": ns, "name": name, "creationTimestamp": created, "annotations": {"xlb.io/vip": "192.0.2.10"}},
+        "spec": base,
+    })
+}
+
+fn merge(a: &mut Value, b: Value) {
+    match (a, b) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (k, v) in b {
+                if v.is_null() {
+                    a.remove(&k);
+                } else {
+                    merge(a.entry(k).or_insert(Value::Null), v);
+                }
+            }
+        }
+        (a, b) => *a = b,
+    }
+}
+
+fn with(mut v: Value, patch: Value) -> Value {
+    merge(&mut v, patch);
+    v
+}
+
+/// One endpoint: (address, node, ready, serving, terminating).
+type Ep<'a> = (&'a str, &'a str, bool, bool, bool);
+
+fn slice(ns: &str, service: &str, name: &str, family: &str, ports: Value, eps: &[Ep]) -> Value {
+    let endpoints: Vec<Value> = eps
+        .iter()
+        .map(|(a, node, r, s, t)| {
+            json!({"addresses": [a], "nodeName": node, "conditions": {"ready": r, "serving": s, "terminating": t}})
+        })
+        .collect();
+    json!({
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"namespace": ns, "name": name, "labels": {"kubernetes.io/service-name": service}},
+        "addressType": family,
+        "ports": ports,
+        "endpoints": endpoints,
+    })
+}
+
+fn dns_ports() -> Value {
+    json!([{"name": "dns", "port": 5353, "protocol": "UDP"}])
+}
+
+fn ready(a: &str) -> Ep<'_> {
+    (a, NODE, true, true, false)
+}
+
+fn services(v: &[Value]) -> Vec<Arc<Service>> {
+    v.iter().map(|s| Arc::new(serde_json::from_value(s.clone()).expect("service json"))).collect()
+}
+
+fn slices(v: &[Value]) -> Vec<Arc<EndpointSlice>> {
+    v.iter().map(|s| Arc::new(serde_json::from_value(s.clone()).expect("slice json"))).collect()
+}
+
+fn run(svcs: &[Value], sls: &[Value], pools: &[&str]) -> Translation {
+    let pools: Vec<IpNet> = pools.iter().map(|p| p.parse().unwrap()).collect();
+    translate(&Inputs { services: &services(svcs), slices: &slices(sls), node_name: NODE, lb_class: CLASS, pools: &pools })
+}
+
+fn one<'a>(t: &'a Translation, name: &str) -> &'a ServiceSpec {
+    t.state.services.iter().find(|s| s.name == name).unwrap_or_else(|| panic!("{name} not in {:#?}", t.state.services))
+}
+
+fn backends(s: &ServiceSpec) -> Vec<(String, u16)> {
+    s.backends.iter().map(|b: &BackendSpec| (b.addr.to_string(), b.weight)).collect()
+}
+
+fn reasons(t: &Translation, ns: &str, name: &str) -> Vec<&'static str> {
+    t.notes.get(&(ns.into(), name.into())).map(|n| n.iter().map(|n| n.reason).collect()).unwrap_or_default()
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+const T0: &str = "2026-01-01T00:00:00Z";
+const T1: &str = "2026-01-02T00:00:00Z";
+
+#[test]
+fn only_load_balancers_of_our_class() {
+    let t = run(
+        &[
+            svc("a", "mine", T0, json!({})),
+            svc("a", "other-class", T0, json!({"loadBalancerClass": "metallb"})),
+            svc("a", "no-class", T0, json!({"loadBalancerClass": null})),
+            svc("a", "cluster-ip", T0, json!({"type": "ClusterIP"})),
+        ],
+        &[],
+        &[],
+    );
+    let names: Vec<&str> = t.state.services.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["a/mine:dns"]);
+    assert!(t.notes.keys().all(|(_, n)| n == "mine"), "{:?}", t.notes);
+}
+
+#[test]
+fn one_service_per_port_and_protocol_named_by_port_name_or_number() {
+    let t = run(
+        &[svc(
+            "ns",
+            "dns",
+            T0,
+            json!({"ports": [
+                {"name": "dns-udp", "port": 53, "protocol": "UDP"},
+                {"name": "dns-tcp", "port": 53, "protocol": "TCP"},
+                {"port": 8080},
+            ]}),
+        )],
+        &[slice(
+            "ns",
+            "dns",
+            "dns-1",
+            "IPv4",
+            json!([{"name": "dns-udp", "port": 5353, "protocol": "UDP"}, {"name": "dns-tcp", "port": 5353, "protocol": "TCP"}, {"port": 80}]),
+            &[ready("10.1.0.5")],
+        )],
+        &[],
+    );
+    let udp = one(&t, "ns/dns:dns-udp");
+    let tcp = one(&t, "ns/dns:dns-tcp");
+    let web = one(&t, "ns/dns:8080");
+    assert_eq!((udp.vip, udp.port, udp.protocol), (ip("192.0.2.10"), 53, Protocol::Udp));
+    assert_eq!((tcp.port, tcp.protocol), (53, Protocol::Tcp));
+    assert_eq!(web.protocol, Protocol::Tcp, "protocol defaults to TCP");
+    assert_eq!(backends(udp), [("10.1.0.5:5353".into(), 1)]);
+    assert_eq!(backends(web), [("10.1.0.5:80".into(), 1)]);
+    assert_eq!(reasons(&t, "ns", "dns"), [reason::PROGRAMMED]);
+}
+
+#[test]
+fn slices_aggregate_across_families_and_deduplicate() {
+    let t = run(
+        &[svc("ns", "dns", T0, json!({})).pipe(|v| with(v, json!({"metadata": {"annotations": {"xlb.io/vip": "192.0.2.10,2001:db8:ffff::10"}}})))],
+        &[
+            slice("ns", "dns", "a", "IPv4", dns_ports(), &[ready("10.1.0.5"), ready("10.1.0.6")]),
+            // the same endpoint in a second slice (as during a slice migration)
+            slice("ns", "dns", "b", "IPv4", dns_ports(), &[ready("10.1.0.6"), ready("10.1.0.7")]),
+            slice("ns", "dns", "c", "IPv6", dns_ports(), &[ready("fd00:1::5")]),
+            // another Service's slice and an FQDN slice are ignored
+            slice("ns", "other", "d", "IPv4", dns_ports(), &[ready("10.9.9.9")]),
+            slice("ns", "dns", "e", "FQDN", dns_ports(), &[ready("example.com")]),
+            slice("other-ns", "dns", "f", "IPv4", dns_ports(), &[ready("10.8.8.8")]),
+        ],
+        &[],
+    );
+    let v4 = one(&t, "ns/dns:dns");
+    assert_eq!(
+        backends(v4),
+        [("10.1.0.5:5353".into(), 1), ("10.1.0.6:5353".into(), 1), ("10.1.0.7:5353".into(), 1)]
+    );
+    let v6 = one(&t, "ns/dns:dns@2001:db8:ffff::10");
+    assert_eq!(v6.vip, ip("2001:db8:ffff::10"));
+    assert_eq!(backends(v6), [("[fd00:1::5]:5353".into(), 1)]);
+}
+
+trait Pipe: Sized {
+    fn pipe<R>(self, f: impl FnOnce(Self) -> R) -> R {
+        f(self)
+    }
+}
+impl Pipe for Value {}
+
+#[test]
+fn terminating_endpoints_keep_flows_and_take_new_ones_only_when_none_is_ready() {
+    let some_ready = run(
+        &[svc("ns", "dns", T0, json!({}))],
+        &[slice(
+            "ns",
+            "dns",
+            "a",
+            "IPv4",
+            dns_ports(),
+            &[
+                ready("10.1.0.5"),
+                ("10.1.0.6", NODE, false, true, true),  // serving + terminating
+                ("10.1.0.7", NODE, false, false, true), // terminating, not serving
+                ("10.1.0.8", NODE, false, false, false), // not ready
+            ],
+        )],
+        &[],
+    );
+    assert_eq!(backends(one(&some_ready, "ns/dns:dns")), [("10.1.0.5:5353".into(), 1), ("10.1.0.6:5353".into(), 0)]);
+    let none_ready = run(
+        &[svc("ns", "dns", T0, json!({}))],
+        &[slice("ns", "dns", "a", "IPv4", dns_ports(), &[("10.1.0.6", NODE, false, true, true), ("10.1.0.8", NODE, false, false, false)])],
+        &[],
+    );
+    assert_eq!(backends(one(&none_ready, "ns/dns:dns")), [("10.1.0.6:5353".into(), 1)]);
+    // no conditions at all: unknown counts as ready
+    let unknown: Value = json!({
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"namespace": "ns", "name": "u", "labels": {"kubernetes.io/service-name": "dns"}},
+        "addressType": "IPv4", "ports": dns_ports(), "endpoints": [{"addresses": ["10.1.0.9"]}],
+    });
+    let t = run(&[svc("ns", "dns", T0, json!({}))], &[unknown], &[]);
+    assert_eq!(backends(one(&t, "ns/dns:dns")), [("10.1.0.9:5353".into(), 1)]);
+}
+
+#[test]
+fn no_endpoints_is_a_service_without_backends() {
+    let t = run(&[svc("ns", "dns", T0, json!({}))], &[], &[]);
+    assert!(one(&t, "ns/dns:dns").backends.is_empty());
+}
+
+#[test]
+fn traffic_policy_local_keeps_local_endpoints_and_the_client_address() {
+    let eps = [ready("10.1.0.5"), ("10.1.0.6", "node-b", true, true, false), ("10.1.0.7", NODE, false, true, true)];
+    let local = run(
+        &[svc("ns", "dns", T0, json!({"externalTrafficPolicy": "Local", "healthCheckNodePort": 30111}))],
+        &[slice("ns", "dns", "a", "IPv4", dns_ports(), &eps)],
+        &[],
+    );
+    let s = one(&local, "ns/dns:dns");
+    assert_eq!(s.source, SourceMode::Preserve);
+    assert_eq!(backends(s), [("10.1.0.5:5353".into(), 1), ("10.1.0.7:5353".into(), 0)]);
+    assert_eq!(local.health_checks.len(), 1);
+    assert_eq!((local.health_checks[0].port, local.health_checks[0].local_ready), (30111, 1));
+
+    let cluster = run(&[svc("ns", "dns", T0, json!({"externalTrafficPolicy": "Cluster"}))], &[slice("ns", "dns", "a", "IPv4", dns_ports(), &eps)], &[]);
+    let s = one(&cluster, "ns/dns:dns");
+    assert_eq!(s.source, SourceMode::Snat);
+    assert_eq!(s.backends.len(), 3);
+    assert!(cluster.health_checks.is_empty(), "no health check for Cluster");
+
+    // only terminating local endpoints: 503
+    let term = run(
+        &[svc("ns", "dns", T0, json!({"externalTrafficPolicy": "Local", "healthCheckNodePort": 30111}))],
+        &[slice("ns", "dns", "a", "IPv4", dns_ports(), &[("10.1.0.7", NODE, false, true, true), ready("10.1.0.6").pipe_node("node-b")])],
+        &[],
+    );
+    assert_eq!(term.health_checks[0].local_ready, 0);
+    let (code, body) = super::health::answer(Some(&term.health_checks[0]));
+    assert_eq!(code.as_u16(), 503, "{body}");
+    let (code, body) = super::health::answer(Some(&local.health_checks[0]));
+    assert_eq!(code.as_u16(), 200);
+    assert!(body.contains("\"localEndpoints\":1"), "{body}");
+}
+
+trait EpNode<'a> {
+    fn pipe_node(self, node: &'a str) -> Ep<'a>;
+}
+impl<'a> EpNode<'a> for Ep<'a> {
+    fn pipe_node(self, node: &'a str) -> Ep<'a> {
+        (self.0, node, self.2, self.3, self.4)
+    }
+}
+
+#[test]
+fn session_affinity_client_ip_with_timeout() {
+    let none = run(&[svc("ns", "dns", T0, json!({}))], &[], &[]);
+    assert_eq!(one(&none, "ns/dns:dns").affinity_timeout, None);
+    let default = run(&[svc("ns", "dns", T0, json!({"sessionAffinity": "ClientIP"}))], &[], &[]);
+    assert_eq!(one(&default, "ns/dns:dns").affinity_timeout, Some(10800));
+    let set = run(
+        &[svc("ns", "dns", T0, json!({"sessionAffinity": "ClientIP", "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 60}}}))],
+        &[],
+        &[],
+    );
+    assert_eq!(one(&set, "ns/dns:dns").affinity_timeout, Some(60));
+    let off = run(&[svc("ns", "dns", T0, json!({"sessionAffinity": "None"}))], &[], &[]);
+    assert_eq!(one(&off, "ns/dns:dns").affinity_timeout, None);
+}
+
+#[test]
+fn source_ranges_from_the_field_else_the_annotation_invalid_refused() {
+    let t = run(&[svc("ns", "dns", T0, json!({"loadBalancerSourceRanges": ["10.100.0.0/24", "fd00:100::/64"]}))], &[], &[]);
+    let want: Vec<IpNet> = vec!["10.100.0.0/24".parse().unwrap(), "fd00:100::/64".parse().unwrap()];
+    assert_eq!(one(&t, "ns/dns:dns").source_ranges, want);
+    let ann = with(
+        svc("ns", "dns", T0, json!({})),
+        json!({"metadata": {"annotations": {"service.beta.kubernetes.io/load-balancer-source-ranges": "10.0.0.0/8, 192.168.1.7/24"}}}),
+    );
+    let t = run(&[ann], &[], &[]);
+    let want: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap(), "192.168.1.0/24".parse().unwrap()];
+    assert_eq!(one(&t, "ns/dns:dns").source_ranges, want, "host bits masked");
+    let bad = run(&[svc("ns", "dns", T0, json!({"loadBalancerSourceRanges": ["10.0.0.0/33"]}))], &[], &[]);
+    assert!(bad.state.services.is_empty(), "an invalid range must not open the service");
+    assert_eq!(reasons(&bad, "ns", "dns"), [reason::INVALID]);
+    let none = run(&[svc("ns", "dns", T0, json!({}))], &[], &[]);
+    assert!(one(&none, "ns/dns:dns").source_ranges.is_empty());
+}
+
+#[test]
+fn vip_from_status_then_load_balancer_ip_then_annotation() {
+    let status = |v: Value| with(v, json!({"status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.30"}]}}}));
+    let spec_ip = json!({"loadBalancerIP": "192.0.2.20"});
+    let t = run(&[status(svc("ns", "dns", T0, spec_ip.clone()))], &[], &[]);
+    assert_eq!(one(&t, "ns/dns:dns").vip, ip("192.0.2.30"));
+    let t = run(&[svc("ns", "dns", T0, spec_ip)], &[], &[]);
+    assert_eq!(one(&t, "ns/dns:dns").vip, ip("192.0.2.20"));
+    let t = run(&[svc("ns", "dns", T0, json!({}))], &[], &[]);
+    assert_eq!(one(&t, "ns/dns:dns").vip, ip("192.0.2.10"));
+
+    let bad = with(svc("ns", "dns", T0, json!({})), json!({"metadata": {"annotations": {"xlb.io/vip": "not-an-ip"}}}));
+    let t = run(&[bad], &[], &[]);
+    assert!(t.state.services.is_empty());
+    assert_eq!(reasons(&t, "ns", "dns"), [reason::INVALID]);
+    let msg = &t.notes[&("ns".into(), "dns".into())][0].message;
+    assert!(msg.contains("xlb.io/vip") && msg.contains("not-an-ip"), "{msg}");
+
+    let outside = run(&[svc("ns", "dns", T0, json!({}))], &[], &["198.51.100.0/24"]);
+    assert!(outside.state.services.is_empty());
+    assert_eq!(reasons(&outside, "ns", "dns"), [reason::INVALID]);
+    assert!(outside.notes[&("ns".into(), "dns".into())][0].message.contains("outside every --vip-pool"));
+
+    let none = with(svc("ns", "dns", T0, json!({})), json!({"metadata": {"annotations": null}}));
+    let t = run(&[none], &[], &[]);
+    assert!(t.state.services.is_empty());
+    assert_eq!(reasons(&t, "ns", "dns"), [reason::NO_ADDRESS]);
+}
+
+#[test]
+fn port_claims_go_to_the_oldest_service_and_pass_on_when_it_goes() {
+    let owner = svc("team-a", "dns", T0, json!({}));
+    let thief = svc("team-b", "grab", T1, json!({}));
+    let other_port = svc("team-b", "web", T1, json!({"ports": [{"port": 80}]}));
+    // listed newest first: order must come from creationTimestamp
+    let t = run(&[thief.clone(), other_port.clone(), owner.clone()], &[], &[]);
+    assert_eq!(one(&t, "team-a/dns:dns").vip, ip("192.0.2.10"));
+    assert!(t.state.services.iter().all(|s| s.name != "team-b/grab:dns"));
+    one(&t, "team-b/web:80"); // same VIP, other port: fine
+    assert_eq!(reasons(&t, "team-b", "grab"), [reason::PORT_CLAIM_CONFLICT]);
+    let msg = &t.notes[&("team-b".into(), "grab".into())][0].message;
+    assert!(msg.contains("team-a/dns"), "the conflict names the owner: {msg}");
+    // TCP on the same port is not a conflict
+    let tcp = svc("team-b", "tcp", T1, json!({"ports": [{"name": "dns", "port": 53, "protocol": "TCP"}]}));
+    let t = run(&[owner.clone(), tcp], &[], &[]);
+    assert_eq!(t.state.services.len(), 2);
+    // the owner goes: the next claimant gets it
+    let t = run(&[thief, other_port], &[], &[]);
+    one(&t, "team-b/grab:dns");
+    assert_eq!(reasons(&t, "team-b", "grab"), [reason::PROGRAMMED]);
+    // equal timestamps: namespace/name decides
+    let t = run(&[svc("b", "x", T0, json!({})), svc("a", "y", T0, json!({}))], &[], &[]);
+    one(&t, "a/y:dns");
+    assert_eq!(reasons(&t, "b", "x"), [reason::PORT_CLAIM_CONFLICT]);
+}
+
+#[test]
+fn unsupported_protocol_is_reported_and_skipped() {
+    let t = run(&[svc("ns", "s", T0, json!({"ports": [{"port": 9, "protocol": "SCTP"}, {"port": 10, "protocol": "UDP"}]}))], &[], &[]);
+    assert_eq!(t.state.services.len(), 1);
+    assert_eq!(reasons(&t, "ns", "s"), [reason::UNSUPPORTED_PROTOCOL, reason::PROGRAMMED]);
+}
+
+fn plan_of(ours: &[Value], others: &[Value], pools: &[&str]) -> Vec<(String, Vec<IpAddr>)> {
+    let pools: Vec<IpNet> = pools.iter().map(|p| p.parse().unwrap()).collect();
+    let ours = super::translate::ours_in_claim_order(&services(ours), CLASS);
+    plan(&ours, &services(others), &pools).into_iter().map(|u| (format!("{}/{}", u.namespace, u.name), u.ips)).collect()
+}
+
+fn no_vip(v: Value) -> Value {
+    with(v, json!({"metadata": {"annotations": null}}))
+}
+
+#[test]
+fn allocator_hands_out_the_lowest_free_address_and_releases_on_class_change() {
+    let held = with(no_vip(svc("ns", "old", T0, json!({}))), json!({"status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.1"}]}}}));
+    let asks = with(svc("ns", "asks", T0, json!({})), json!({"metadata": {"annotations": {"xlb.io/vip": "192.0.2.2"}}}));
+    let new1 = no_vip(svc("ns", "new1", T1, json!({})));
+    let new2 = no_vip(svc("ns", "new2", T1, json!({})));
+    let p = plan_of(&[held.clone(), asks, new1, new2], &[], &["192.0.2.0/29"]);
+    assert_eq!(
+        p,
+        [("ns/asks".into(), vec![ip("192.0.2.2")]), ("ns/new1".into(), vec![ip("192.0.2.3")]), ("ns/new2".into(), vec![ip("192.0.2.4")])]
+    );
+    // a full pool allocates nothing
+    let p = plan_of(&[held.clone(), no_vip(svc("ns", "more", T1, json!({})))], &[], &["192.0.2.1/32"]);
+    assert!(p.is_empty(), "{p:?}");
+    // changed class: its pool address is released (removed from its status)
+    let moved = with(held, json!({"spec": {"loadBalancerClass": "other"}}));
+    let p = plan_of(&[], &[moved], &["192.0.2.0/29"]);
+    assert_eq!(p, [("ns/old".into(), vec![])]);
+    // IPv6 pools work too
+    let p = plan_of(&[no_vip(svc("ns", "v6", T0, json!({})))], &[], &["2001:db8:ffff::/120"]);
+    assert_eq!(p, [("ns/v6".into(), vec![ip("2001:db8:ffff::1")])]);
+    // nothing to do when the status already matches
+    let ok = with(svc("ns", "asks", T0, json!({})), json!({"status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.10"}]}}}));
+    assert!(plan_of(&[ok], &[], &[]).is_empty());
+}
+
+#[test]
+fn requested_address_parsing() {
+    let s: Service = serde_json::from_value(svc("ns", "x", T0, json!({"loadBalancerIP": " 192.0.2.9 "}))).unwrap();
+    assert_eq!(address::requested(&s, &[]).unwrap(), vec![ip("192.0.2.9")]);
+    let s: Service = serde_json::from_value(svc("ns", "x", T0, json!({"loadBalancerIP": "999.1.1.1"}))).unwrap();
+    assert!(matches!(address::requested(&s, &[]), Err(address::AddressError::BadLoadBalancerIp(_))));
+}

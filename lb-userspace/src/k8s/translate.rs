@@ -1,0 +1,254 @@
+//! Services + EndpointSlices → the desired-state model (the same one the
+//! YAML loader produces), plus, per Service, what was programmed or why not
+//! (for Events) and the health checks this node must answer.
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::IpAddr,
+    sync::Arc,
+};
+
+use ipnet::IpNet;
+use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
+
+use super::{
+    address,
+    endpoints::{self, EndpointState},
+};
+use crate::model::{DesiredState, Protocol, ServiceSpec, SourceMode};
+
+/// Default `sessionAffinityConfig.clientIP.timeoutSeconds`.
+pub const DEFAULT_AFFINITY_TIMEOUT: u32 = 10800;
+/// Largest affinity timeout Kubernetes accepts.
+pub const MAX_AFFINITY_TIMEOUT: u32 = 86400;
+/// Legacy annotation for source ranges (used when the field is absent).
+pub const SOURCE_RANGES_ANNOTATION: &str = "service.beta.kubernetes.io/load-balancer-source-ranges";
+
+/// Event reasons.
+pub mod reason {
+    pub const PROGRAMMED: &str = "Programmed";
+    pub const PORT_CLAIM_CONFLICT: &str = "PortClaimConflict";
+    pub const INVALID: &str = "InvalidService";
+    pub const NO_ADDRESS: &str = "NoAddress";
+    pub const UNSUPPORTED_PROTOCOL: &str = "UnsupportedProtocol";
+}
+
+/// What the watcher saw.
+pub struct Inputs<'a> {
+    pub services: &'a [Arc<Service>],
+    pub slices: &'a [Arc<EndpointSlice>],
+    /// This node's name (`--node-name`).
+    pub node_name: &'a str,
+    /// `--lb-class`.
+    pub lb_class: &'a str,
+    /// `--vip-pool`s.
+    pub pools: &'a [IpNet],
+}
+
+/// Something to tell about a Service (an Event).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Note {
+    /// `true`: Warning, `false`: Normal.
+    pub warning: bool,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// A health check this node answers on `spec.healthCheckNodePort`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HealthCheck {
+    pub port: u16,
+    pub namespace: String,
+    pub name: String,
+    /// Ready (not terminating) endpoints on this node.
+    pub local_ready: usize,
+}
+
+/// The result of a translation.
+#[derive(Debug, Default)]
+pub struct Translation {
+    pub state: DesiredState,
+    /// Per Service of ours (`namespace`, `name`): what to tell about it.
+    pub notes: BTreeMap<(String, String), Vec<Note>>,
+    pub health_checks: Vec<HealthCheck>,
+}
+
+/// Whether xlb serves this Service: `type: LoadBalancer` with our class.
+pub fn is_ours(svc: &Service, lb_class: &str) -> bool {
+    svc.spec.as_ref().is_some_and(|s| {
+        s.type_.as_deref() == Some("LoadBalancer") && s.load_balancer_class.as_deref() == Some(lb_class)
+    })
+}
+
+/// `namespace/name`.
+pub fn full_name(svc: &Service) -> String {
+    format!("{}/{}", svc.metadata.namespace.as_deref().unwrap_or(""), svc.metadata.name.as_deref().unwrap_or(""))
+}
+
+/// Services of ours in claim order: oldest `creationTimestamp` first, then
+/// namespace/name.
+pub fn ours_in_claim_order(services: &[Arc<Service>], lb_class: &str) -> Vec<Arc<Service>> {
+    let mut ours: Vec<Arc<Service>> = services.iter().filter(|s| is_ours(s, lb_class)).cloned().collect();
+    ours.sort_by(|a, b| {
+        let t = |s: &Service| s.metadata.creation_timestamp.as_ref().map(|t| t.0);
+        // Services without a timestamp sort last.
+        (t(a).is_none(), t(a), full_name(a)).cmp(&(t(b).is_none(), t(b), full_name(b)))
+    });
+    ours
+}
+
+fn source_ranges(svc: &Service) -> Result<Vec<IpNet>, String> {
+    let spec = svc.spec.as_ref();
+    let texts: Vec<String> = match spec.and_then(|s| s.load_balancer_source_ranges.clone()).filter(|r| !r.is_empty()) {
+        Some(r) => r,
+        None => svc
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(SOURCE_RANGES_ANNOTATION))
+            .map(|t| t.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect())
+            .unwrap_or_default(),
+    };
+    texts
+        .iter()
+        .map(|t| {
+            t.parse::<IpNet>()
+                .map(|n| n.trunc())
+                .map_err(|_| format!("loadBalancerSourceRanges: {t:?} is not a CIDR (like 10.0.0.0/8 or 2001:db8::/32); fix it"))
+        })
+        .collect()
+}
+
+fn affinity(svc: &Service) -> Option<u32> {
+    let spec = svc.spec.as_ref()?;
+    if spec.session_affinity.as_deref() != Some("ClientIP") {
+        return None;
+    }
+    let t = spec
+        .session_affinity_config
+        .as_ref()
+        .and_then(|c| c.client_ip.as_ref())
+        .and_then(|c| c.timeout_seconds)
+        .map(|t| t.clamp(1, MAX_AFFINITY_TIMEOUT as i32) as u32);
+    Some(t.unwrap_or(DEFAULT_AFFINITY_TIMEOUT))
+}
+
+fn protocol(p: Option<&str>) -> Option<Protocol> {
+    match p.unwrap_or("TCP") {
+        "TCP" => Some(Protocol::Tcp),
+        "UDP" => Some(Protocol::Udp),
+        _ => None,
+    }
+}
+
+/// Translates what the watcher saw.
+pub fn translate(inp: &Inputs<'_>) -> Translation {
+    let mut out = Translation::default();
+    // (vip, port, protocol) → owner's namespace/name
+    let mut claims: HashMap<(IpAddr, u16, Protocol), String> = HashMap::new();
+    for svc in ours_in_claim_order(inp.services, inp.lb_class) {
+        let ns = svc.metadata.namespace.clone().unwrap_or_default();
+        let name = svc.metadata.name.clone().unwrap_or_default();
+        let me = format!("{ns}/{name}");
+        let notes = out.notes.entry((ns.clone(), name.clone())).or_default();
+        let warn = |reason: &'static str, message: String| Note { warning: true, reason, message };
+        let vips = match address::vips(&svc, inp.pools) {
+            Ok(v) if v.is_empty() => {
+                let hint = if inp.pools.is_empty() {
+                    "set spec.loadBalancerIP or the xlb.io/vip annotation, or run the agents with --vip-pool"
+                } else {
+                    "waiting for the allocator to assign one from --vip-pool (a pool may be full)"
+                };
+                notes.push(warn(reason::NO_ADDRESS, format!("no address for {me}: {hint}")));
+                continue;
+            }
+            Ok(v) => v,
+            Err(e) => {
+                notes.push(warn(reason::INVALID, e.to_string()));
+                continue;
+            }
+        };
+        let ranges = match source_ranges(&svc) {
+            Ok(r) => r,
+            Err(e) => {
+                notes.push(warn(reason::INVALID, e));
+                continue;
+            }
+        };
+        let spec = svc.spec.clone().unwrap_or_default();
+        let local = spec.external_traffic_policy.as_deref() == Some("Local");
+        let affinity_timeout = affinity(&svc);
+        let mut programmed = Vec::new();
+        let mut local_ready: BTreeMap<IpAddr, ()> = BTreeMap::new();
+        for port in spec.ports.iter().flatten() {
+            let Some(proto) = protocol(port.protocol.as_deref()) else {
+                notes.push(warn(
+                    reason::UNSUPPORTED_PROTOCOL,
+                    format!("port {}: protocol {} is not served by xlb (UDP and TCP are)", port.port, port.protocol.as_deref().unwrap_or("")),
+                ));
+                continue;
+            };
+            let Ok(number) = u16::try_from(port.port) else { continue };
+            if number == 0 {
+                continue;
+            }
+            let port_name = port.name.clone().unwrap_or_default();
+            let label = if port_name.is_empty() { number.to_string() } else { port_name.clone() };
+            let eps = endpoints::endpoints(inp.slices, &ns, &name, &port_name, proto, inp.node_name);
+            for e in eps.iter().filter(|e| e.local && e.state == EndpointState::Ready) {
+                local_ready.insert(e.addr.ip(), ());
+            }
+            for (i, vip) in vips.iter().enumerate() {
+                let key = (*vip, number, proto);
+                match claims.get(&key) {
+                    Some(owner) if *owner == me => continue, // the same port listed twice
+                    Some(owner) => {
+                        notes.push(warn(
+                            reason::PORT_CLAIM_CONFLICT,
+                            format!("{vip} port {number}/{proto} belongs to Service {owner}, which claimed it first; {me} is not programmed for it"),
+                        ));
+                        continue;
+                    }
+                    None => {
+                        claims.insert(key, me.clone());
+                    }
+                }
+                let family: Vec<_> = eps
+                    .iter()
+                    .filter(|e| e.addr.is_ipv4() == vip.is_ipv4() && (!local || e.local))
+                    .copied()
+                    .collect();
+                let backends = endpoints::backends(&family);
+                let xlb_name = if i == 0 { format!("{me}:{label}") } else { format!("{me}:{label}@{vip}") };
+                programmed.push(format!("{xlb_name} ({proto})"));
+                out.state.services.push(ServiceSpec {
+                    name: xlb_name,
+                    vip: *vip,
+                    port: number,
+                    protocol: proto,
+                    source: if local { SourceMode::Preserve } else { SourceMode::Snat },
+                    snat_address: None,
+                    udp_timeout: None,
+                    tcp_timeout: None,
+                    maglev_table_size: None,
+                    affinity_timeout,
+                    source_ranges: ranges.clone(),
+                    backends,
+                });
+            }
+        }
+        if !programmed.is_empty() {
+            let vip_list: Vec<String> = vips.iter().map(|v| v.to_string()).collect();
+            notes.push(Note {
+                warning: false,
+                reason: reason::PROGRAMMED,
+                message: format!("xlb on {} serves {} on {}", inp.node_name, programmed.join(", "), vip_list.join(", ")),
+            });
+        }
+        if let (true, Some(port)) = (local, spec.health_check_node_port.and_then(|p| u16::try_from(p).ok()).filter(|p| *p != 0)) {
+            if !programmed.is_empty() {
+                out.health_checks.push(HealthCheck { port, namespace: ns, name, local_ready: local_ready.len() });
+            }
+        }
+    }
+    out
+}
