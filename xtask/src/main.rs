@@ -5,7 +5,8 @@
 //! * `test`: setup, unit tests, then the root-only integration tests;
 //! * `demo`: build, then a client/node/pods topology with the agent;
 //! * `bench [maglev|datapath|control|forward]`: the benchmarks (every one
-//!   without a name).
+//!   without a name);
+//! * `validate`: the deploy/ manifests against the Kubernetes schemas.
 
 mod bench;
 mod bench_control;
@@ -14,6 +15,7 @@ mod bench_forward;
 mod demo;
 mod setup;
 mod util;
+mod validate;
 
 use std::process::ExitCode;
 
@@ -33,7 +35,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Install what is missing: nightly rust-src, bpf-linker, bpffs mount, iproute2.
+    /// Install what is missing: nightly rust-src, bpf-linker, bpffs mount, iproute2, manifest validator.
     Setup,
     /// Setup, then build target/release/xlb.
     Build,
@@ -43,6 +45,8 @@ enum Cmd {
     Demo(DemoArgs),
     /// Run the benchmarks (every available one when none is named).
     Bench(BenchArgs),
+    /// Validate deploy/ against the Kubernetes schemas, offline (part of `test`).
+    Validate,
 }
 
 #[derive(clap::Args)]
@@ -82,6 +86,7 @@ fn main() -> ExitCode {
             .map(|_| ()),
         Cmd::Test(args) => test(&args),
         Cmd::Demo(args) => demo::demo(args.agent_log, args.no_build),
+        Cmd::Validate => validate::validate_manifests(),
         Cmd::Bench(args) => match bench::bench(args.which) {
             Ok(code) => return code,
             Err(e) => Err(e),
@@ -103,6 +108,14 @@ fn test(args: &TestArgs) -> anyhow::Result<()> {
     let mut passed: Vec<&str> = Vec::new();
 
     if !args.integration {
+        util::header("deploy/ manifests (kubernetes-validate --strict, offline)");
+        match validate::validate_manifests() {
+            Ok(()) => passed.push("deploy manifests"),
+            Err(e) => {
+                eprintln!("xtask: deploy manifests: {e:#}");
+                failed.push("deploy manifests");
+            }
+        }
         util::header("unit tests (cargo test --workspace --exclude lb-ebpf --lib --bins)");
         let mut cmd = util::cargo();
         cmd.args([

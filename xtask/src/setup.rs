@@ -5,7 +5,8 @@
 //! * `bpf-linker`, built against the LLVM shipped with the installed
 //!   nightly (no dated nightly is pinned);
 //! * bpffs mounted at `/sys/fs/bpf` (as root);
-//! * `ip` from iproute2 (as root, through apt-get) for the tests and demo.
+//! * `ip` from iproute2 (as root, through apt-get) for the tests and demo;
+//! * the Kubernetes manifest validator (see `validate.rs`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -20,6 +21,7 @@ pub fn setup() -> Result<()> {
     ensure_bpf_linker()?;
     ensure_bpffs()?;
     ensure_iproute2()?;
+    crate::validate::setup_validator();
     info("setup complete");
     Ok(())
 }
