@@ -24,6 +24,7 @@
 //! killed are removed by [`cleanup_stale`] (which [`Topology::new`] calls).
 
 mod agent;
+pub mod k8s;
 mod netns;
 mod topology;
 mod traffic;

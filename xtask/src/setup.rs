@@ -6,6 +6,7 @@
 //!   nightly (no dated nightly is pinned);
 //! * bpffs mounted at `/sys/fs/bpf` (as root);
 //! * `ip` from iproute2 (as root, through apt-get) for the tests and demo;
+//! * `kubectl` (as root, through apt-get) for the Kubernetes tests;
 //! * the Kubernetes manifest validator (see `validate.rs`).
 
 use std::path::{Path, PathBuf};
@@ -21,6 +22,7 @@ pub fn setup() -> Result<()> {
     ensure_bpf_linker()?;
     ensure_bpffs()?;
     ensure_iproute2()?;
+    ensure_kubectl()?;
     crate::validate::setup_validator();
     info("setup complete");
     Ok(())
@@ -230,6 +232,35 @@ fn ensure_iproute2() -> Result<()> {
     run(Command::new("apt-get")
         .args(["install", "-y", "iproute2"])
         .env("DEBIAN_FRONTEND", "noninteractive"))
+}
+
+/// `kubectl`, the real client the Kubernetes tests check the fake API
+/// server against: Debian's `kubectl` package where a repository has it,
+/// else `kubernetes-client`.
+fn ensure_kubectl() -> Result<()> {
+    let present = || Command::new("kubectl").args(["version", "--client"]).output().map(|o| o.status.success()).unwrap_or(false);
+    if present() {
+        info("kubectl: present");
+        return Ok(());
+    }
+    if !is_root() {
+        info("kubectl: missing; the Kubernetes tests need it (apt-get install kubernetes-client, as root)");
+        return Ok(());
+    }
+    info("kubectl: missing, installing it");
+    run(Command::new("apt-get").arg("update").env("DEBIAN_FRONTEND", "noninteractive"))?;
+    for pkg in ["kubectl", "kubernetes-client"] {
+        let ok = Command::new("apt-get")
+            .args(["install", "-y", pkg])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if ok && present() {
+            return Ok(());
+        }
+    }
+    bail!("could not install kubectl (tried the apt packages kubectl and kubernetes-client); install it by hand")
 }
 
 #[cfg(test)]
