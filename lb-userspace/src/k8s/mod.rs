@@ -58,6 +58,9 @@ pub struct Options {
 
 /// A client from `--kubeconfig`, else in-cluster, else the default kubeconfig.
 pub async fn client(kubeconfig: Option<&std::path::Path>) -> Result<Client> {
+    // kube's TLS is rustls: it needs a process-wide crypto provider (an
+    // error here only means one is installed already).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let config = match kubeconfig {
         Some(path) => {
             let kc = Kubeconfig::read_from(path)
