@@ -1,8 +1,10 @@
 //! Keys and values of the BPF maps, and their names and sizes.
 
-/// Layout version of the pinned maps. Bump when any type below changes; the
-/// pin directory holds maps under `v<LAYOUT_VERSION>/` so an agent never
-/// misreads maps written by another layout.
+/// Layout version of the pinned maps. Bump when any type below changes in a
+/// way an older map cannot be read as (new maps, and a padding field that
+/// becomes a field whose 0 means "off", as `Service::affinity_timeout`, do
+/// not need it); the pin directory holds maps under `v<LAYOUT_VERSION>/` so
+/// an agent never misreads maps written by another layout.
 pub const LAYOUT_VERSION: u32 = 1;
 
 /// Most services (VIP, port, protocol) the data path can hold.
@@ -66,6 +68,10 @@ pub mod names {
     pub const IFACES: &str = "XLB_IFACES";
     pub const TX_PORTS: &str = "XLB_TX_PORTS";
     pub const VIPS: &str = "XLB_VIPS";
+    /// Client-IP session affinity: (service, client address) → backend.
+    pub const AFFINITY: &str = "XLB_AFFINITY";
+    /// Source ranges allowed per service (LPM trie).
+    pub const RANGES: &str = "XLB_RANGES";
 }
 
 /// IP protocol numbers.
@@ -95,6 +101,10 @@ pub struct ServiceKey {
 pub const SVC_F_SNAT: u32 = 1;
 /// `Service::flags`: the VIP is IPv6.
 pub const SVC_F_IPV6: u32 = 2;
+/// `Service::flags`: only clients inside the service's prefixes in
+/// `XLB_RANGES` reach it (`loadBalancerSourceRanges`); without the flag the
+/// data path does no range lookup at all.
+pub const SVC_F_RANGES: u32 = 4;
 
 /// Service value, read by the data path on every packet to a VIP.
 #[repr(C)]
@@ -114,7 +124,9 @@ pub struct Service {
     pub tcp_timeout: u32,
     /// Seed of the flow hash.
     pub hash_seed: u32,
-    pub _pad: u32,
+    /// Client-IP session affinity timeout, seconds; 0: no affinity. (Was
+    /// padding, always 0, in maps written before affinity existed.)
+    pub affinity_timeout: u32,
 }
 
 /// `Backend::flags`: the backend exists (slot in use).
@@ -198,6 +210,62 @@ pub struct Reverse {
     pub last_seen_ns: u64,
 }
 
+/// Entries of the session-affinity table (`XLB_AFFINITY`, an LRU hash):
+/// one per (client address, service with affinity). About 6 MiB of kernel
+/// memory; when more clients than this are sticky at once, the least
+/// recently used lose their stickiness (their next new flow is picked by
+/// the lookup table and sticks again).
+pub const AFFINITY_ENTRIES: u32 = 65536;
+
+/// Session-affinity key: a client address of one service.
+#[repr(C, align(8))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct AffinityKey {
+    /// Client address, IPv4-mapped when IPv4.
+    pub client: [u8; 16],
+    pub service_id: u32,
+    pub _pad: u32,
+}
+
+/// Session-affinity value: the backend the client's last new flow went to.
+#[repr(C, align(8))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Affinity {
+    pub backend_id: u32,
+    /// The backend slot's generation then: an entry never steers to a later
+    /// occupant of the slot.
+    pub backend_gen: u32,
+    /// The data path's clock (`bpf_ktime_get_coarse_ns`) at that new flow.
+    pub last_ns: u64,
+}
+
+/// Most prefixes in `XLB_RANGES` over all services (an LPM trie, allocated
+/// as entries are added).
+pub const RANGE_ENTRIES: u32 = 65536;
+
+/// Data of an `XLB_RANGES` key (the LPM trie key is this behind a 32-bit
+/// prefix length): compared bit by bit from the first byte, so the service
+/// id comes first, big-endian, then the address.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RangeKey {
+    /// Service id, big-endian.
+    pub service: [u8; 4],
+    /// Address, IPv4-mapped when IPv4.
+    pub addr: [u8; 16],
+}
+
+/// Prefix length of an `XLB_RANGES` key for a prefix of `len` bits: the
+/// service id's 32 bits, then (IPv4) the 96 bits of the `::ffff:0:0/96`
+/// mapping, then the prefix. A client is looked up with all 160 bits.
+#[inline(always)]
+pub const fn range_prefix_len(v4: bool, len: u8) -> u32 {
+    32 + if v4 { 96 } else { 0 } + len as u32
+}
+
+/// Prefix length of an `XLB_RANGES` lookup: the service id and the whole address.
+pub const RANGE_FULL_PREFIX: u32 = 32 + 128;
+
 /// Per-CPU packet and byte counter.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -265,6 +333,9 @@ mod pod {
     unsafe impl aya::Pod for Counter {}
     unsafe impl aya::Pod for ServiceName {}
     unsafe impl aya::Pod for ForwardMeta {}
+    unsafe impl aya::Pod for AffinityKey {}
+    unsafe impl aya::Pod for Affinity {}
+    unsafe impl aya::Pod for RangeKey {}
 }
 
 #[cfg(test)]
@@ -281,6 +352,9 @@ mod tests {
         assert_eq!(size_of::<Flow>(), 32);
         assert_eq!(size_of::<Reverse>(), 56);
         assert_eq!(size_of::<Counter>(), 16);
+        assert_eq!(size_of::<AffinityKey>(), 24);
+        assert_eq!(size_of::<Affinity>(), 16);
+        assert_eq!(size_of::<RangeKey>(), 20);
     }
 
     #[test]

@@ -48,7 +48,11 @@ stats! {
     FibFail = "fib_lookup_failed": "No route to the backend or client (passed to the kernel).",
     RedirectFail = "redirect_failed": "XDP_REDIRECT refused by the devmap (passed to the kernel).",
     TcForward = "tc_forward": "Forwarded by the tc program on behalf of XDP.",
+    DropSourceRange = "drop_source_range": "Dropped: client address outside the service's source_ranges (loadBalancerSourceRanges).",
 }
+
+// New counters go last: the pinned per-CPU array is indexed by position,
+// and an agent carries the old counters over into a larger array.
 
 /// Number of global counters.
 pub const STAT_COUNT: u32 = Stat::ALL.len() as u32;

@@ -4,6 +4,7 @@
 #![no_std]
 #![no_main]
 
+mod affinity;
 mod forward;
 mod frag;
 mod guard;
@@ -12,6 +13,7 @@ mod log;
 mod maps;
 mod nat;
 mod packet;
+mod ranges;
 mod reject;
 mod scratch;
 mod stats;

@@ -3,11 +3,11 @@
 //! counters.
 use aya_ebpf::{
     macros::map,
-    maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray},
+    maps::{Array, DevMapHash, HashMap, LpmTrie, LruHashMap, PerCpuArray},
 };
 use lb_common::{
-    Backend, Counter, Flow, FlowKey, Reverse, Service, ServiceKey, ServiceName, DEFAULT_FLOW_ENTRIES,
-    MAX_BACKENDS, MAX_IFACES, MAX_SERVICES, TABLE_ENTRIES,
+    Affinity, AffinityKey, Backend, Counter, Flow, FlowKey, RangeKey, Reverse, Service, ServiceKey, ServiceName,
+    AFFINITY_ENTRIES, DEFAULT_FLOW_ENTRIES, MAX_BACKENDS, MAX_IFACES, MAX_SERVICES, RANGE_ENTRIES, TABLE_ENTRIES,
 };
 
 /// (VIP, port, protocol) → service.
@@ -55,3 +55,15 @@ pub static IFACES: HashMap<u32, u32> = HashMap::pinned(MAX_IFACES, 0);
 /// Devmap for XDP_REDIRECT, keyed by ifindex.
 #[map(name = "XLB_TX_PORTS")]
 pub static TX_PORTS: DevMapHash = DevMapHash::pinned(MAX_IFACES, 0);
+
+/// Client-IP session affinity: (client address, service id) → the backend
+/// of the client's last new flow to the service, and when. Written by the
+/// data path; the agent deletes a service's entries when it removes the
+/// service or turns its affinity off.
+#[map(name = "XLB_AFFINITY")]
+pub static AFFINITY: LruHashMap<AffinityKey, Affinity> = LruHashMap::pinned(AFFINITY_ENTRIES, 0);
+
+/// Allowed client prefixes of the services with `SVC_F_RANGES`: an LPM trie
+/// keyed by (service id, address) (see `lb_common::RangeKey`).
+#[map(name = "XLB_RANGES")]
+pub static RANGES: LpmTrie<RangeKey, u8> = LpmTrie::pinned(RANGE_ENTRIES, 0);

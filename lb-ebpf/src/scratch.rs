@@ -1,7 +1,10 @@
 //! Per-CPU scratch space for everything too large for the 512-byte BPF
 //! stack: the parsed packet and the values being built for the maps.
-use aya_ebpf::{macros::map, maps::PerCpuArray};
-use lb_common::{Flow, FlowKey, Reverse};
+use aya_ebpf::{
+    macros::map,
+    maps::{lpm_trie::Key, PerCpuArray},
+};
+use lb_common::{Affinity, AffinityKey, Flow, FlowKey, RangeKey, Reverse};
 
 use crate::{forward::FibParams, icmp::IcmpRewrite, nat::Rewrite, packet::Packet};
 
@@ -14,6 +17,11 @@ pub struct Scratch {
     pub rkey: FlowKey,
     pub fib: FibParams,
     pub icmp: IcmpRewrite,
+    /// Session-affinity key and value being looked up / written.
+    pub akey: AffinityKey,
+    pub aff: Affinity,
+    /// Source-range lookup key.
+    pub range: Key<RangeKey>,
     /// Backend chosen for the packet.
     pub backend_id: u32,
     /// SNAT port of the flow (network byte order).

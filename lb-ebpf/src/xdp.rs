@@ -4,19 +4,21 @@ use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use lb_common::{
     frag::NO_SERVICE,
     hash::flow_hash, Backend, Reverse, Service, ServiceKey, Stat, BE_F_ACTIVE, FLOW_CLOSING,
-    FLOW_OPEN, PROTO_TCP, SNAT_PORT_COUNT, SNAT_PORT_MIN, SNAT_TRIES, SVC_F_SNAT,
+    FLOW_OPEN, PROTO_TCP, SNAT_PORT_COUNT, SNAT_PORT_MIN, SNAT_TRIES, SVC_F_RANGES, SVC_F_SNAT,
     TCP_CLOSING_TIMEOUT,
 };
 
 use aya_log_ebpf::debug;
 
 use crate::{
+    affinity,
     forward::{lookup, transmit, FIB_FRAG_NEEDED},
     frag, icmp,
     guard,
     log,
     maps::{BACKENDS, FLOWS, REVERSE, SERVICES, TABLE},
     nat::rewrite,
+    ranges,
     reject::{reject, too_big},
     packet::{parse, Parsed, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
     scratch::{self, Scratch},
@@ -222,10 +224,12 @@ fn alloc_snat(s: &mut Scratch, svc: &Service, be: &Backend) -> bool {
     false
 }
 
-/// Records a new flow (and, without SNAT, its reverse translation). False
-/// when the connection table refused the entry.
+/// Records a new flow (and, without SNAT, its reverse translation; with
+/// `sticky`, the client's session affinity to the backend). False when the
+/// connection table refused the entry. Above the flood-guard rate a flow is
+/// neither recorded nor made sticky.
 #[inline(never)]
-fn record(s: &mut Scratch, svc: &Service, be: &Backend) -> bool {
+fn record(s: &mut Scratch, svc: &Service, be: &Backend, sticky: bool) -> bool {
     let now = now();
     let pkt = &s.pkt;
     // An RST never creates an entry.
@@ -245,6 +249,8 @@ fn record(s: &mut Scratch, svc: &Service, be: &Backend) -> bool {
     } else if FLOWS.insert(&s.pkt.key, &s.flow, 0).is_err() {
         bump(Stat::DropTableFull);
         return false;
+    } else if sticky {
+        affinity::remember(s, be, now);
     }
     // Replies must still find their way back, recorded or not.
     if s.snat_port == 0 {
@@ -264,6 +270,11 @@ fn record(s: &mut Scratch, svc: &Service, be: &Backend) -> bool {
 /// Client → VIP: find or pick the backend, rewrite, send.
 #[inline(never)]
 fn to_backend(ctx: &XdpContext, s: &mut Scratch, svc: &Service) -> u32 {
+    // Source ranges: every packet, flows in progress included.
+    if svc.flags & SVC_F_RANGES != 0 && !ranges::allowed(s, svc) {
+        bump(Stat::DropSourceRange);
+        return xdp_action::XDP_DROP;
+    }
     let snat = svc.flags & SVC_F_SNAT != 0;
     let be = match existing(s, svc) {
         Some(be) => {
@@ -271,7 +282,12 @@ fn to_backend(ctx: &XdpContext, s: &mut Scratch, svc: &Service) -> u32 {
             be
         }
         None => {
-            let Some(be) = pick(s, svc) else {
+            // Session affinity first, then the lookup table (whose pick
+            // becomes the client's affinity when the flow is recorded).
+            let affine = svc.affinity_timeout != 0;
+            let sticky = if affine { affinity::sticky(s, svc, now()) } else { None };
+            let fresh = affine && sticky.is_none();
+            let Some(be) = sticky.or_else(|| pick(s, svc)) else {
                 return NO_BACKEND;
             };
             // An RST of a connection we do not know: with SNAT there is no
@@ -286,7 +302,7 @@ fn to_backend(ctx: &XdpContext, s: &mut Scratch, svc: &Service) -> u32 {
                 bump(Stat::DropSnatExhausted);
                 return xdp_action::XDP_DROP;
             }
-            if !record(s, svc, be) && log::allowed() {
+            if !record(s, svc, be, fresh) && log::allowed() {
                 debug!(ctx, "xlb: connection table full: flow forwarded by hash but not recorded");
             }
             bump(Stat::FlowNew);

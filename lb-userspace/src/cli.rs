@@ -62,12 +62,26 @@ pub fn services(pin_path: &Path, out: Output) -> Result<()> {
                         if s.backends.is_empty() { "-".into() } else { s.backends.join(",") },
                         s.packets.to_string(),
                         s.bytes.to_string(),
+                        s.affinity_timeout.map_or_else(|| "-".into(), |t| format!("{t}s")),
+                        ranges_cell(s),
                     ]
                 })
                 .collect();
-            print!("{}", table(&["NAME", "VIP", "PORT", "PROTO", "SOURCE", "BACKENDS", "PACKETS", "BYTES"], &body));
+            print!(
+                "{}",
+                table(&["NAME", "VIP", "PORT", "PROTO", "SOURCE", "BACKENDS", "PACKETS", "BYTES", "AFFINITY", "SOURCE-RANGES"], &body)
+            );
             Ok(())
         }
+    }
+}
+
+/// The SOURCE-RANGES cell: `-` when every client is allowed.
+fn ranges_cell(s: &reader::ServiceRow) -> String {
+    match (s.source_ranges_enforced, s.source_ranges.is_empty()) {
+        (false, _) => "-".into(),
+        (true, true) => "none (other family only)".into(),
+        (true, false) => s.source_ranges.join(","),
     }
 }
 

@@ -3,10 +3,10 @@ use std::path::Path;
 
 use anyhow::{Context as _, Result};
 use aya::{
-    maps::{Array, Map, MapData, MapInfo},
+    maps::{Array, Map, MapData, MapInfo, PerCpuArray, PerCpuValues},
     Ebpf, EbpfLoader,
 };
-use lb_common::{names, TABLE_MAP_FLAGS};
+use lb_common::{names, stats::STAT_COUNT, TABLE_MAP_FLAGS};
 use tracing::warn;
 
 use crate::{
@@ -35,6 +35,7 @@ pub fn load_with(pin_path: &Path, flow_entries: u32, table_entries: u32) -> Resu
     let dir = map_dir(pin_path);
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let carried = replace_table_pin(&dir.join(names::TABLE), table_entries)?;
+    let counters = replace_stats_pin(&dir.join(names::STATS))?;
     let ebpf = EbpfLoader::new()
         .default_map_pin_directory(&dir)
         .map_max_entries(names::FLOWS, flow_entries)
@@ -48,7 +49,47 @@ pub fn load_with(pin_path: &Path, flow_entries: u32, table_entries: u32) -> Resu
             new.store(*old, std::sync::atomic::Ordering::Relaxed);
         }
     }
+    if !counters.is_empty() {
+        let mut stats = open_stats(&dir.join(names::STATS))?;
+        for (i, values) in counters.into_iter().enumerate().take(STAT_COUNT as usize) {
+            stats.set(i as u32, values, 0).context("carrying the counters over into the new XLB_STATS")?;
+        }
+    }
     Ok(ebpf)
+}
+
+/// Opens the pinned global-counter array.
+fn open_stats(path: &Path) -> Result<PerCpuArray<MapData, u64>> {
+    let data = MapData::from_pin(path).with_context(|| format!("opening {}", path.display()))?;
+    let map = Map::from_map_data(data).with_context(|| format!("opening {}", path.display()))?;
+    map.try_into().with_context(|| format!("{} is not a per-CPU array", path.display()))
+}
+
+/// When the pinned global-counter array (`XLB_STATS`) has another number of
+/// counters than this xlb (an xlb that added counters, which go last),
+/// unpins it so that loading creates one of the right length, and returns
+/// the per-CPU values it held, by index, to be written back.
+fn replace_stats_pin(path: &Path) -> Result<Vec<PerCpuValues<u64>>> {
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    let info = MapInfo::from_pin(path).with_context(|| format!("reading {}", path.display()))?;
+    if info.max_entries() == STAT_COUNT || info.value_size() != 8 || info.key_size() != 4 {
+        // Right length, or not ours to fix (pins::check reports the layout).
+        return Ok(Vec::new());
+    }
+    warn!(
+        pinned = info.max_entries(),
+        counters = STAT_COUNT,
+        "the pinned counter array has another number of counters than this xlb: replacing it (counters carried over)"
+    );
+    let stats = open_stats(path)?;
+    let old = (0..info.max_entries())
+        .map(|i| stats.get(&i, 0).with_context(|| format!("reading {} entry {i}", path.display())))
+        .collect::<Result<Vec<_>>>()?;
+    drop(stats);
+    std::fs::remove_file(path).with_context(|| format!("removing the old {}", path.display()))?;
+    Ok(old)
 }
 
 /// Opens a pinned lookup-table array and maps it.
@@ -87,4 +128,60 @@ fn replace_table_pin(path: &Path, entries: u32) -> Result<Option<Vec<u32>>> {
     };
     std::fs::remove_file(path).with_context(|| format!("removing the old {}", path.display()))?;
     Ok(Some(old))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Creates and pins a per-CPU array of `u64` with `entries` entries
+    /// (what an xlb with fewer counters left), by the raw system calls.
+    fn pin_percpu_array(path: &Path, entries: u32) {
+        use std::os::unix::ffi::OsStrExt as _;
+        let mut attr = [0u8; 128];
+        // BPF_MAP_CREATE: map_type, key_size, value_size, max_entries.
+        for (i, v) in [6u32 /* PERCPU_ARRAY */, 4, 8, entries].iter().enumerate() {
+            attr[i * 4..i * 4 + 4].copy_from_slice(&v.to_ne_bytes());
+        }
+        // SAFETY: bpf(2) with a zero-padded attribute buffer of its size.
+        let fd = unsafe { libc::syscall(libc::SYS_bpf, 0, attr.as_ptr(), attr.len()) };
+        assert!(fd >= 0, "BPF_MAP_CREATE: {}", std::io::Error::last_os_error());
+        let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+        let mut attr = [0u8; 128];
+        attr[0..8].copy_from_slice(&(c.as_ptr() as u64).to_ne_bytes());
+        attr[8..12].copy_from_slice(&(fd as u32).to_ne_bytes());
+        // SAFETY: BPF_OBJ_PIN with a NUL-terminated path that outlives the call.
+        let rc = unsafe { libc::syscall(libc::SYS_bpf, 6, attr.as_ptr(), attr.len()) };
+        assert_eq!(rc, 0, "BPF_OBJ_PIN: {}", std::io::Error::last_os_error());
+        // SAFETY: closing the fd we created.
+        unsafe { libc::close(fd as i32) };
+    }
+
+    #[test]
+    fn a_shorter_counter_array_is_replaced_keeping_its_counters() {
+        // SAFETY: geteuid cannot fail.
+        if unsafe { libc::geteuid() } != 0 || !Path::new("/sys/fs/bpf").exists() {
+            eprintln!("skipped: needs root and bpffs");
+            return;
+        }
+        let pins = std::path::PathBuf::from(format!("/sys/fs/bpf/xlb-unit-stats-{}", std::process::id()));
+        let dir = map_dir(&pins);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(names::STATS);
+        pin_percpu_array(&path, STAT_COUNT - 1);
+        let cpus = aya::util::nr_cpus().unwrap();
+        {
+            let mut old = open_stats(&path).unwrap();
+            let v = PerCpuValues::try_from((0..cpus as u64).map(|c| 100 + c).collect::<Vec<_>>()).unwrap();
+            old.set(3, v, 0).unwrap();
+        }
+        let result = load(&pins, 1024).map(|_| {
+            let new = open_stats(&path).unwrap();
+            let info = MapInfo::from_pin(&path).unwrap();
+            (info.max_entries(), new.get(&3, 0).unwrap().iter().sum::<u64>())
+        });
+        let _ = std::fs::remove_dir_all(&pins);
+        let want: u64 = (0..cpus as u64).map(|c| 100 + c).sum();
+        assert_eq!(result.unwrap(), (STAT_COUNT, want));
+    }
 }

@@ -8,10 +8,13 @@ use std::{
 };
 
 use aya::{
-    maps::{Array, DevMapHash, HashMap, IterableMap as _, Map, MapData, MapError, PerCpuArray},
+    maps::{lpm_trie::LpmTrie, Array, DevMapHash, HashMap, IterableMap as _, Map, MapData, MapError, PerCpuArray},
     Ebpf,
 };
-use lb_common::{names, Backend, Counter, Flow, FlowKey, Reverse, Service, ServiceKey, ServiceName, LAYOUT_VERSION};
+use lb_common::{
+    names, Affinity, AffinityKey, Backend, Counter, Flow, FlowKey, RangeKey, Reverse, Service, ServiceKey, ServiceName,
+    LAYOUT_VERSION,
+};
 
 /// Failure to open a map.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +57,10 @@ pub struct Maps {
     pub tx_ports: DevMapHash<MapData>,
     pub settings: Array<MapData, lb_common::settings::Settings>,
     pub vips: HashMap<MapData, [u8; 16], u32>,
+    /// Session affinity (written by the data path; the writer deletes).
+    pub affinity: HashMap<MapData, AffinityKey, Affinity>,
+    /// Allowed source prefixes per service.
+    pub ranges: LpmTrie<MapData, RangeKey, u8>,
 }
 
 macro_rules! typed {
@@ -80,6 +87,8 @@ impl Maps {
             tx_ports: typed!(get, names::TX_PORTS),
             settings: typed!(get, lb_common::settings::SETTINGS_MAP),
             vips: typed!(get, names::VIPS),
+            affinity: typed!(get, names::AFFINITY),
+            ranges: typed!(get, names::RANGES),
         })
     }
 

@@ -5,8 +5,8 @@ use std::{mem::size_of, path::Path};
 
 use aya::maps::MapInfo;
 use lb_common::{
-    names, settings::Settings, Backend, Counter, Flow, FlowKey, Reverse, Service, ServiceKey, ServiceName,
-    LAYOUT_VERSION,
+    names, settings::Settings, Affinity, AffinityKey, Backend, Counter, Flow, FlowKey, RangeKey, Reverse, Service,
+    ServiceKey, ServiceName, LAYOUT_VERSION,
 };
 
 use crate::maps::map_dir;
@@ -53,7 +53,7 @@ pub fn check(pin_path: &Path, wanted: &Wanted) -> Result<(), PinError> {
         }
     }
     let sz = |n: usize| n as u32;
-    let expected: [(&str, u32, u32, Option<(&'static str, u32)>); 12] = [
+    let expected: [(&str, u32, u32, Option<(&'static str, u32)>); 14] = [
         (names::SERVICES, sz(size_of::<ServiceKey>()), sz(size_of::<Service>()), None),
         (names::BACKENDS, 4, sz(size_of::<Backend>()), None),
         (names::TABLE, 4, 4, None),
@@ -66,14 +66,20 @@ pub fn check(pin_path: &Path, wanted: &Wanted) -> Result<(), PinError> {
         (names::IFACES, 4, 4, None),
         (lb_common::settings::SETTINGS_MAP, 4, sz(size_of::<Settings>()), None),
         (names::VIPS, 16, 4, None),
+        (names::AFFINITY, sz(size_of::<AffinityKey>()), sz(size_of::<Affinity>()), None),
+        // LPM trie keys: a 32-bit prefix length, then the data.
+        (names::RANGES, 4 + sz(size_of::<RangeKey>()), 1, None),
     ];
-    let fixed: [(&str, u32); 6] = [
+    // (XLB_STATS is not here: `datapath::load_with` replaces an array of
+    // another length, carrying its counters over, as counters are added.)
+    let fixed: [(&str, u32); 7] = [
         (names::SERVICES, lb_common::MAX_SERVICES),
         (names::BACKENDS, lb_common::MAX_BACKENDS),
         (names::SERVICE_STATS, lb_common::MAX_SERVICES),
         (names::BACKEND_STATS, lb_common::MAX_BACKENDS),
         (names::SERVICE_NAMES, lb_common::MAX_SERVICES),
-        (names::STATS, lb_common::stats::STAT_COUNT),
+        (names::AFFINITY, lb_common::AFFINITY_ENTRIES),
+        (names::RANGES, lb_common::RANGE_ENTRIES),
     ];
     for (name, wanted) in fixed {
         let path = dir.join(name);

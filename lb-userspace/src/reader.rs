@@ -4,13 +4,13 @@ use std::{
     net::{IpAddr, SocketAddr},
 };
 
-use lb_common::{Stat, BE_F_ACTIVE, FLOW_CLOSING, MAX_BACKENDS, PROTO_TCP, SVC_F_SNAT};
+use lb_common::{Stat, BE_F_ACTIVE, FLOW_CLOSING, MAX_BACKENDS, PROTO_TCP, SVC_F_RANGES, SVC_F_SNAT};
 use serde::Serialize;
 
 use crate::{
     maps::{sum_counter, Maps},
     model::Protocol,
-    writer::{ip_from16, name_from},
+    writer::{ip_from16, name_from, range_net},
 };
 
 /// A failure to read a map.
@@ -56,6 +56,14 @@ pub struct ServiceRow {
     pub backends: Vec<String>,
     pub packets: u64,
     pub bytes: u64,
+    /// Client-IP session affinity timeout in seconds; `null` when off.
+    pub affinity_timeout: Option<u32>,
+    /// Client prefixes allowed (CIDR strings, sorted); empty when all are.
+    pub source_ranges: Vec<String>,
+    /// Whether only clients inside `source_ranges` reach the service (true
+    /// with an empty list when every range is of the other address family:
+    /// no client is allowed).
+    pub source_ranges_enforced: bool,
     #[serde(skip)]
     pub id: u32,
     #[serde(skip)]
@@ -101,12 +109,29 @@ pub fn services(maps: &Maps) -> Result<Vec<ServiceRow>, ReadError> {
             backends: Vec::new(),
             packets: c.packets,
             bytes: c.bytes,
+            affinity_timeout: (svc.affinity_timeout != 0).then_some(svc.affinity_timeout),
+            source_ranges: Vec::new(),
+            source_ranges_enforced: svc.flags & SVC_F_RANGES != 0,
             id: svc.id,
             backend_rows: Vec::new(),
             table: (svc.table_offset, svc.table_size),
         });
     }
     let by_id: HashMap<u32, usize> = rows.iter().enumerate().map(|(i, r)| (r.id, i)).collect();
+    let mut ranges: BTreeMap<u32, Vec<ipnet::IpNet>> = BTreeMap::new();
+    for key in maps.ranges.keys() {
+        let key = key.map_err(rerr("source ranges"))?;
+        let data = key.data();
+        if let Some(net) = range_net((key.prefix_len(), data.addr)) {
+            ranges.entry(u32::from_be_bytes(data.service)).or_default().push(net);
+        }
+    }
+    for (id, mut nets) in ranges {
+        if let Some(&i) = by_id.get(&id) {
+            nets.sort();
+            rows[i].source_ranges = nets.iter().map(ToString::to_string).collect();
+        }
+    }
     for bid in 0..MAX_BACKENDS {
         let b = maps.backends.get(&bid, 0).map_err(rerr("backends"))?;
         if b.flags & BE_F_ACTIVE == 0 {

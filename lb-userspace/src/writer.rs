@@ -28,6 +28,19 @@
 //! removed, table size changed, no usable backend left) is reused only after
 //! [`GRACE`], so a packet that read the old service value just before the
 //! switch never reads another service's table.
+//!
+//! # Source ranges and session affinity
+//!
+//! A service's `source_ranges` are entries of the `XLB_RANGES` LPM trie
+//! keyed by (service id, prefix), and the `SVC_F_RANGES` flag in its value
+//! makes the data path look them up. They are diffed like the rest: new
+//! prefixes are added before the service value (which sets the flag), and
+//! prefixes that went are deleted after it (which, when none is left,
+//! clears the flag first); so a change never shuts out a client allowed
+//! both before and after it. The data path writes `XLB_AFFINITY`; the
+//! writer deletes a service's entries when it removes the service or turns
+//! its affinity off (entries are also validated by backend generation, so
+//! a stale one never steers to a foreign backend).
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
     net::{IpAddr, SocketAddr},
@@ -35,10 +48,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use aya::maps::MapError;
+use aya::maps::{lpm_trie::Key, MapError};
 use lb_common::{
-    Backend, Counter, Service, ServiceKey, ServiceName, BE_F_ACTIVE, DEFAULT_TCP_TIMEOUT,
-    DEFAULT_UDP_TIMEOUT, MAX_BACKENDS, MAX_SERVICES, NAME_LEN, SVC_F_IPV6, SVC_F_SNAT,
+    range_prefix_len, AffinityKey, Backend, Counter, RangeKey, Service, ServiceKey, ServiceName, AFFINITY_ENTRIES,
+    BE_F_ACTIVE, DEFAULT_TCP_TIMEOUT, DEFAULT_UDP_TIMEOUT, MAX_BACKENDS, MAX_SERVICES, NAME_LEN, RANGE_ENTRIES,
+    SVC_F_IPV6, SVC_F_RANGES, SVC_F_SNAT,
 };
 use tracing::{debug, info, warn};
 
@@ -76,6 +90,11 @@ pub enum WriteError {
          lower maglev_table_size (of this or other services) or raise the agent's --table-entries"
     )]
     TableFull { service: String, size: u32, need: u64, free: u64, largest: u32, total: u32 },
+    #[error(
+        "service {service}: too many source ranges: its {adding} new prefixes would make {total} over all services, \
+         and the data path holds at most {RANGE_ENTRIES}; use fewer, wider source_ranges"
+    )]
+    TooManyRanges { service: String, adding: usize, total: usize },
 }
 
 fn map_err(map: &'static str) -> impl Fn(MapError) -> WriteError {
@@ -97,6 +116,36 @@ pub fn ip_from16(a: [u8; 16]) -> IpAddr {
     } else {
         IpAddr::V6(a.into())
     }
+}
+
+/// A service's prefix in `XLB_RANGES` without the service id: (LPM prefix
+/// length, address), see [`lb_common::range_prefix_len`].
+pub type RangeEntry = (u32, [u8; 16]);
+
+/// The `XLB_RANGES` entries a service's `source_ranges` need: those of the
+/// VIP's family (an IPv4 service only ever sees IPv4 clients, and the other
+/// way round), host bits cleared.
+pub fn range_entries(spec: &ServiceSpec) -> BTreeSet<RangeEntry> {
+    spec.source_ranges
+        .iter()
+        .filter(|n| n.addr().is_ipv4() == spec.vip.is_ipv4())
+        .map(|n| {
+            let n = n.trunc();
+            (range_prefix_len(n.addr().is_ipv4(), n.prefix_len()), addr16(n.network()))
+        })
+        .collect()
+}
+
+/// Converts an `XLB_RANGES` entry back to the prefix it holds.
+pub fn range_net((plen, addr): RangeEntry) -> Option<ipnet::IpNet> {
+    let ip = ip_from16(addr);
+    let len = plen.checked_sub(range_prefix_len(ip.is_ipv4(), 0))?;
+    ipnet::IpNet::new(ip, u8::try_from(len).ok()?).ok()
+}
+
+/// The `XLB_RANGES` key of a service's entry.
+pub fn range_key(service_id: u32, (plen, addr): RangeEntry) -> Key<RangeKey> {
+    Key::new(plen, RangeKey { service: service_id.to_be_bytes(), addr })
 }
 
 /// The map key of a service.
@@ -448,6 +497,8 @@ struct Programmed {
     /// further.
     spec: Option<ServiceSpec>,
     route_epoch: u64,
+    /// Its entries in `XLB_RANGES`.
+    ranges: BTreeSet<RangeEntry>,
 }
 
 /// What an `apply` changed.
@@ -459,6 +510,11 @@ pub struct ApplyReport {
     pub unchanged: usize,
     /// Lookup-table entries written (only those that differed).
     pub table_writes: usize,
+    /// `XLB_RANGES` entries added or deleted.
+    pub range_writes: usize,
+    /// `XLB_AFFINITY` entries deleted (services removed or whose affinity
+    /// was turned off).
+    pub affinity_deleted: usize,
 }
 
 /// Owns the maps and knows what they hold.
@@ -486,6 +542,13 @@ pub struct MapWriter {
     /// Source addresses of the routes to backends (`source: snat` without
     /// `snat_address`).
     routes: Routes,
+    /// Entries in `XLB_RANGES` over all services.
+    range_count: usize,
+    /// `XLB_RANGES` entries written by the current `apply`.
+    range_writes: usize,
+    /// Service ids whose `XLB_AFFINITY` entries the current `apply` deletes
+    /// at its end (removed, or affinity turned off).
+    purge: BTreeSet<u32>,
 }
 
 impl MapWriter {
@@ -521,6 +584,26 @@ impl MapWriter {
         // Deterministic claim order for overlapping (corrupt) regions.
         found.sort_by_key(|(_, v, _, _)| v.id);
         let live: Vec<(u32, u32)> = found.iter().map(|(_, v, _, _)| (v.table_offset, v.table_size)).collect();
+        // Source ranges by service id; those of no service (left by an
+        // agent stopped halfway through a removal) are deleted.
+        let mut maps = maps;
+        let mut ranges: HashMap<u32, BTreeSet<RangeEntry>> = HashMap::new();
+        let keys: Vec<Key<RangeKey>> = maps.ranges.keys().collect::<Result<_, _>>().map_err(map_err("source ranges"))?;
+        let ids: BTreeSet<u32> = found.iter().map(|(_, v, _, _)| v.id).collect();
+        let mut range_count = 0;
+        for k in keys {
+            let (id, entry) = (u32::from_be_bytes(k.data().service), (k.prefix_len(), k.data().addr));
+            if ids.contains(&id) {
+                ranges.entry(id).or_default().insert(entry);
+                range_count += 1;
+            } else {
+                debug!(service_id = id, "deleting a source range of no service");
+                match maps.ranges.remove(&k) {
+                    Ok(()) | Err(MapError::KeyNotFound) => {}
+                    Err(e) => return Err(map_err("source ranges")(e)),
+                }
+            }
+        }
         let (regions, pairs) = restore_regions(maps.table.len(), &live);
         let mut services = HashMap::new();
         for ((key, value, name, backends), pair) in found.into_iter().zip(pairs) {
@@ -548,7 +631,8 @@ impl MapWriter {
                     ok
                 }
             };
-            services.insert(key, Programmed { value, name, backends, pair, table_ok, spec: None, route_epoch: 0 });
+            let ranges = ranges.remove(&value.id).unwrap_or_default();
+            services.insert(key, Programmed { value, name, backends, pair, table_ok, spec: None, route_epoch: 0, ranges });
         }
         if !services.is_empty() {
             info!(services = services.len(), "reusing pinned maps left by a previous agent");
@@ -577,6 +661,9 @@ impl MapWriter {
             free_backends,
             vips,
             routes: Routes::new(),
+            range_count,
+            range_writes: 0,
+            purge: BTreeSet::new(),
         })
     }
 
@@ -617,6 +704,7 @@ impl MapWriter {
         self.reclaim(false);
         self.routes.refresh();
         self.table_writes = 0;
+        self.range_writes = 0;
         let mut report = ApplyReport::default();
         let wanted: HashMap<ServiceKey, &ServiceSpec> =
             desired.services.iter().map(|s| (service_key(s.vip, s.port, s.protocol), s)).collect();
@@ -636,6 +724,7 @@ impl MapWriter {
         for spec in specs {
             let change = self.apply_service(spec);
             report.table_writes = self.table_writes;
+            report.range_writes = self.range_writes;
             match change {
                 Ok(Change::Added) => report.added += 1,
                 Ok(Change::Updated) => report.updated += 1,
@@ -646,11 +735,73 @@ impl MapWriter {
                 }
             }
         }
+        report.range_writes = self.range_writes;
+        report.affinity_deleted = self.purge_affinity();
         self.sync_vips()?;
         match first_error {
             Some(e) => Err(e),
             None => Ok(report),
         }
+    }
+
+    /// Deletes the `XLB_AFFINITY` entries of the services in `purge` (one
+    /// pass over the table, only when there is any); returns how many.
+    /// Failures are logged, not returned: an entry left behind is ignored
+    /// while its service has no affinity, and never names a backend of
+    /// another service (generations).
+    fn purge_affinity(&mut self) -> usize {
+        if self.purge.is_empty() {
+            return 0;
+        }
+        let purge = std::mem::take(&mut self.purge);
+        // The data path adds and evicts entries meanwhile: bound the walk.
+        let keys: Vec<AffinityKey> = self
+            .maps
+            .affinity
+            .keys()
+            .take(2 * AFFINITY_ENTRIES as usize)
+            .filter_map(Result::ok)
+            .filter(|k| purge.contains(&k.service_id))
+            .collect();
+        let mut deleted = 0;
+        for k in keys {
+            match self.maps.affinity.remove(&k) {
+                Ok(()) => deleted += 1,
+                Err(MapError::KeyNotFound) => {}
+                Err(e) => {
+                    warn!(error = %e, "deleting session-affinity entries");
+                    break;
+                }
+            }
+        }
+        debug!(services = ?purge, deleted, "session-affinity entries deleted");
+        deleted
+    }
+
+    /// Adds (`add`) or deletes a service's `XLB_RANGES` entries.
+    fn write_ranges<'a>(
+        &mut self,
+        id: u32,
+        entries: impl Iterator<Item = &'a RangeEntry>,
+        add: bool,
+    ) -> Result<bool, WriteError> {
+        let mut any = false;
+        for e in entries {
+            let key = range_key(id, *e);
+            if add {
+                self.maps.ranges.insert(&key, 1, 0).map_err(map_err("source ranges"))?;
+                self.range_count += 1;
+            } else {
+                match self.maps.ranges.remove(&key) {
+                    Ok(()) => self.range_count = self.range_count.saturating_sub(1),
+                    Err(MapError::KeyNotFound) => {}
+                    Err(e) => return Err(map_err("source ranges")(e)),
+                }
+            }
+            self.range_writes += 1;
+            any = true;
+        }
+        Ok(any)
     }
 
     /// Keeps `XLB_VIPS` (VIP → number of services on it; the data path
@@ -782,6 +933,14 @@ impl MapWriter {
         // service before anything of it is written.
         let usable = spec.backends.iter().any(|b| b.weight > 0);
         let size = if usable { spec.maglev_table_size.unwrap_or(maglev::DEFAULT_SIZE) } else { 0 };
+        let ranges = range_entries(spec);
+        let adding = match &old {
+            Some(p) => ranges.difference(&p.ranges).count(),
+            None => ranges.len(),
+        };
+        if self.range_count + adding > RANGE_ENTRIES as usize {
+            return Err(WriteError::TooManyRanges { service: spec.name.clone(), adding, total: self.range_count + adding });
+        }
         let kept_pair = old.as_ref().and_then(|p| p.pair).filter(|p| p.size == size);
         let new_pair = if size > 0 && kept_pair.is_none() { Some(self.alloc_pair(&spec.name, size)?) } else { None };
         let result = self.write_service(spec, key, old, id, size, kept_pair.or(new_pair));
@@ -808,6 +967,7 @@ impl MapWriter {
         size: u32,
         pair: Option<Pair>,
     ) -> Result<Change, WriteError> {
+        let ranges = range_entries(spec);
         if old.is_none() {
             self.zero_stats(Some(id), None)?;
         }
@@ -895,13 +1055,29 @@ impl MapWriter {
         };
         let table_size = if pair.is_some() { size } else { 0 };
 
-        // 3. The service value, which switches the data path over.
+        // 3. New source ranges, before the service value that may set the
+        //    flag; then the service value, which switches the data path over.
+        let empty = BTreeSet::new();
+        let old_ranges = old.as_ref().map_or(&empty, |p| &p.ranges);
+        let added: Vec<RangeEntry> = ranges.difference(old_ranges).copied().collect();
+        let gone: Vec<RangeEntry> = old_ranges.difference(&ranges).copied().collect();
+        if self.write_ranges(id, added.iter(), true)? {
+            changed = true;
+        }
+        // Recorded at once, so a failure below leaves the mirror knowing
+        // what the trie holds.
+        if let Some(p) = self.services.get_mut(&key) {
+            p.ranges.extend(added.iter().copied());
+        }
         let mut flags = 0;
         if spec.source == SourceMode::Snat {
             flags |= SVC_F_SNAT;
         }
         if spec.vip.is_ipv6() {
             flags |= SVC_F_IPV6;
+        }
+        if !spec.source_ranges.is_empty() {
+            flags |= SVC_F_RANGES;
         }
         let value = Service {
             id,
@@ -911,7 +1087,7 @@ impl MapWriter {
             udp_timeout: spec.udp_timeout.unwrap_or(DEFAULT_UDP_TIMEOUT),
             tcp_timeout: spec.tcp_timeout.unwrap_or(DEFAULT_TCP_TIMEOUT),
             hash_seed: self.seed,
-            _pad: 0,
+            affinity_timeout: spec.affinity_timeout.unwrap_or(0),
         };
         if old.as_ref().map(|p| p.name.as_str()) != Some(spec.name.as_str()) {
             self.maps.names.set(id, name_to(&spec.name), 0).map_err(map_err("service names"))?;
@@ -920,6 +1096,14 @@ impl MapWriter {
         if old.as_ref().map(|p| p.value) != Some(value) {
             self.maps.services.insert(key, value, 0).map_err(map_err("services"))?;
             changed = true;
+        }
+        // Prefixes that went, after the value (which no longer has the flag
+        // when none is left).
+        if self.write_ranges(id, gone.iter(), false)? {
+            changed = true;
+        }
+        if old.as_ref().is_some_and(|p| p.value.affinity_timeout != 0) && value.affinity_timeout == 0 {
+            self.purge.insert(id);
         }
 
         // 4. Backends that left: deactivate (their flows re-pick on their next packet).
@@ -945,7 +1129,16 @@ impl MapWriter {
         let route_epoch = self.routes.epoch;
         self.services.insert(
             key,
-            Programmed { value, name: spec.name.clone(), backends, pair, table_ok: true, spec: Some(spec.clone()), route_epoch },
+            Programmed {
+                value,
+                name: spec.name.clone(),
+                backends,
+                pair,
+                table_ok: true,
+                spec: Some(spec.clone()),
+                route_epoch,
+                ranges,
+            },
         );
         Ok(match (old.is_some(), changed) {
             (false, _) => Change::Added,
@@ -962,6 +1155,10 @@ impl MapWriter {
         }
         if let Some(pair) = p.pair {
             self.retire(pair);
+        }
+        self.write_ranges(p.value.id, p.ranges.iter(), false)?;
+        if p.value.affinity_timeout != 0 {
+            self.purge.insert(p.value.id);
         }
         // (Restored maps may, if corrupt, give two services one id.)
         if !self.services.values().any(|q| q.value.id == p.value.id) {
@@ -1252,6 +1449,110 @@ mod tests {
         let r = w.apply(&more).unwrap();
         assert_eq!((r.unchanged, r.table_writes), (4, 0));
         assert_eq!(live_table(&w, "b").1, expected(&three, 65537, 8));
+    }
+
+    /// Every `XLB_RANGES` entry as (service id, CIDR).
+    fn trie(w: &MapWriter) -> BTreeSet<(u32, String)> {
+        w.maps
+            .ranges
+            .keys()
+            .map(|k| {
+                let k = k.expect("XLB_RANGES key");
+                let net = range_net((k.prefix_len(), k.data().addr)).expect("a valid prefix");
+                (u32::from_be_bytes(k.data().service), net.to_string())
+            })
+            .collect()
+    }
+
+    fn with_ranges(ranges: &[&str], affinity: Option<u32>) -> DesiredState {
+        let one = [("10.1.0.1:53", 1)];
+        let mut a = spec("a", 53, &one, Some(251));
+        a.source_ranges = ranges.iter().map(|r| r.parse().unwrap()).collect();
+        a.affinity_timeout = affinity;
+        DesiredState { services: vec![a, spec("b", 54, &one, Some(251))] }
+    }
+
+    #[test]
+    fn source_ranges_diffed_and_restored() {
+        if !bpf_available() {
+            return;
+        }
+        let pins = Pins::new("ranges");
+        let mut w = writer(&pins, 1 << 20, 0);
+        let r = w.apply(&with_ranges(&["10.0.0.0/8", "192.0.2.7/32", "2001:db8::/32"], Some(60))).unwrap();
+        assert_eq!((r.added, r.range_writes), (2, 2), "the IPv6 range of an IPv4 service is not programmed");
+        let id = live_table(&w, "a").0.id;
+        let b = live_table(&w, "b").0;
+        assert_eq!(trie(&w), BTreeSet::from([(id, "10.0.0.0/8".into()), (id, "192.0.2.7/32".into())]));
+        let (va, _) = live_table(&w, "a");
+        assert_ne!(va.flags & SVC_F_RANGES, 0);
+        assert_eq!(va.affinity_timeout, 60);
+        assert_eq!((b.flags & SVC_F_RANGES, b.affinity_timeout), (0, 0), "b has neither");
+
+        // Unchanged services: no writes, also with the list reordered.
+        let same = with_ranges(&["10.0.0.0/8", "192.0.2.7/32", "2001:db8::/32"], Some(60));
+        assert_eq!(w.apply(&same).unwrap(), ApplyReport { unchanged: 2, ..Default::default() });
+        let reordered = with_ranges(&["2001:db8::/32", "192.0.2.7/32", "10.0.0.0/8"], Some(60));
+        assert_eq!(w.apply(&reordered).unwrap(), ApplyReport { unchanged: 2, ..Default::default() });
+
+        // A change writes only the difference.
+        let r = w.apply(&with_ranges(&["10.0.0.0/8", "172.16.0.0/12"], Some(60))).unwrap();
+        assert_eq!((r.updated, r.unchanged, r.range_writes, r.table_writes), (1, 1, 2, 0));
+        assert_eq!(trie(&w), BTreeSet::from([(id, "10.0.0.0/8".into()), (id, "172.16.0.0/12".into())]));
+
+        // Restart: the entries are read back; nothing is written. An entry
+        // of no service (left by a crash) is deleted.
+        w.maps.ranges.insert(&range_key(999, (range_prefix_len(true, 8), addr16("10.0.0.0".parse().unwrap()))), 1, 0).unwrap();
+        drop(w);
+        let mut w = writer(&pins, 1 << 20, 0);
+        assert!(!trie(&w).iter().any(|(i, _)| *i == 999), "orphan deleted");
+        let current = with_ranges(&["10.0.0.0/8", "172.16.0.0/12"], Some(60));
+        assert_eq!(w.apply(&current).unwrap(), ApplyReport { unchanged: 2, ..Default::default() });
+
+        // Affinity off deletes the service's affinity entries only.
+        for (sid, last) in [(id, 1), (id, 2), (b.id, 3)] {
+            let mut client = [0u8; 16];
+            client[15] = last;
+            let key = AffinityKey { client, service_id: sid, _pad: 0 };
+            let value = lb_common::Affinity { backend_id: 0, backend_gen: 1, last_ns: 5 };
+            w.maps.affinity.insert(key, value, 0).unwrap();
+        }
+        let r = w.apply(&with_ranges(&["10.0.0.0/8", "172.16.0.0/12"], None)).unwrap();
+        assert_eq!((r.updated, r.affinity_deleted, r.range_writes), (1, 2, 0));
+        let left: Vec<u32> = w.maps.affinity.keys().map(|k| k.unwrap().service_id).collect();
+        assert_eq!(left, vec![b.id]);
+        assert_eq!(live_table(&w, "a").0.affinity_timeout, 0);
+
+        // No ranges: the flag goes, then the entries.
+        let r = w.apply(&with_ranges(&[], None)).unwrap();
+        assert_eq!((r.updated, r.range_writes), (1, 2));
+        assert_eq!(live_table(&w, "a").0.flags & SVC_F_RANGES, 0);
+        assert!(trie(&w).is_empty());
+
+        // Ranges of only the other family: enforced, nothing allowed.
+        w.apply(&with_ranges(&["2001:db8::/32"], None)).unwrap();
+        assert_ne!(live_table(&w, "a").0.flags & SVC_F_RANGES, 0);
+        assert!(trie(&w).is_empty());
+
+        // Removing a service removes its ranges.
+        w.apply(&with_ranges(&["10.0.0.0/8"], Some(5))).unwrap();
+        assert_eq!(trie(&w).len(), 1);
+        let r = w.apply(&DesiredState { services: vec![spec("b", 54, &[("10.1.0.1:53", 1)], Some(251))] }).unwrap();
+        assert_eq!((r.removed, r.range_writes), (1, 1));
+        assert!(trie(&w).is_empty());
+    }
+
+    #[test]
+    fn range_entries_mask_host_bits_and_keep_the_family() {
+        let mut s = spec("a", 53, &[], None);
+        s.source_ranges = ["10.1.2.3/16", "2001:db8::1/32", "192.0.2.1/32"].iter().map(|r| r.parse().unwrap()).collect();
+        let e = range_entries(&s);
+        let nets: Vec<String> = e.iter().map(|e| range_net(*e).unwrap().to_string()).collect();
+        assert_eq!(nets, vec!["10.1.0.0/16", "192.0.2.1/32"]);
+        assert!(e.contains(&(32 + 96 + 16, addr16("10.1.0.0".parse().unwrap()))));
+        s.vip = "2001:db8::10".parse().unwrap();
+        let e = range_entries(&s);
+        assert_eq!(e.into_iter().collect::<Vec<_>>(), vec![(32 + 32, addr16("2001:db8::".parse().unwrap()))]);
     }
 
     #[test]

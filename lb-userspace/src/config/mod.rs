@@ -15,6 +15,11 @@
 //!     tcp_timeout: 3600           # optional, seconds, 1..=604800
 //!     maglev_table_size: 65537    # optional, one of 251, 509, 1021, 2039,
 //!                                 # 4093, 8191, 16381, 32749, 65537, 131071
+//!     session_affinity_timeout: 10800 # optional, seconds, 1..=86400: client-IP
+//!                                 # session affinity (off when absent)
+//!     source_ranges:              # optional CIDRs of the vip's family (host
+//!       - 203.0.113.0/24          # bits zero) or addresses; when given, only
+//!                                 # these clients reach the service
 //!     backends:                   # optional, may be empty
 //!       - 10.1.0.5:5353           # "ip:port" or "[v6addr]:port"
 //!       - {address: "10.1.0.6:5353", weight: 3}   # weight 0..=65535, default 1

@@ -889,3 +889,70 @@ fn maglev_seed_is_a_u32() {
     );
     assert!(m.starts_with("unknown key \"maglev_seed\""), "{m}");
 }
+
+#[test]
+fn session_affinity_and_source_ranges() {
+    let c = ok(&service(
+        "    session_affinity_timeout: 10800\n    source_ranges: [203.0.113.0/24, 198.51.100.7, 0.0.0.0/0]\n",
+    ));
+    let s = &c.state.services[0];
+    assert_eq!(s.affinity_timeout, Some(10800));
+    let want: Vec<ipnet::IpNet> = ["203.0.113.0/24", "198.51.100.7/32", "0.0.0.0/0"]
+        .iter()
+        .map(|n| n.parse().unwrap())
+        .collect();
+    assert_eq!(s.source_ranges, want, "a bare address is one host");
+
+    // IPv6.
+    let v6 = "services:\n  - name: dns6\n    vip: 2001:db8::10\n    port: 53\n    protocol: udp\n    \
+              source_ranges: [\"2001:db8:1::/48\", \"fd00::1\"]\n";
+    let s = &ok(v6).state.services[0];
+    assert_eq!(s.source_ranges, vec!["2001:db8:1::/48".parse().unwrap(), "fd00::1/128".parse().unwrap()]);
+
+    // Absent: off and open; an empty list is open too.
+    let s = &ok(&service("    source_ranges: []\n")).state.services[0];
+    assert_eq!((s.affinity_timeout, s.source_ranges.len()), (None, 0));
+}
+
+#[test]
+fn session_affinity_timeout_bounds() {
+    for (v, msg) in [("0", "0 is outside 1..=86400"), ("86401", "86401 is outside 1..=86400")] {
+        let m = one_at(&service(&format!("    session_affinity_timeout: {v}\n")), 6, "services[0].session_affinity_timeout");
+        assert!(m.contains(msg), "{m}");
+    }
+    assert_eq!(ok(&service("    session_affinity_timeout: 86400\n")).state.services[0].affinity_timeout, Some(86400));
+    let m = one_at(&service("    session_affinity_timeout: long\n"), 6, "services[0].session_affinity_timeout");
+    assert!(m.contains("not an integer"), "{m}");
+}
+
+#[test]
+fn bad_source_ranges_are_all_reported() {
+    let text = service(
+        "    source_ranges:\n      - 10.1.2.0/16\n      - nonsense\n      - 10.0.0.0/33\n      - \"2001:db8::/32\"\n      - 10.0.0.0/8\n      - 10.0.0.0/8\n      - [1]\n",
+    );
+    let errs = errors(&text);
+    let fields: Vec<(usize, &str)> = errs.iter().map(|(l, f, _)| (*l, f.as_str())).collect();
+    assert_eq!(
+        fields,
+        vec![
+            (7, "services[0].source_ranges[0]"),
+            (8, "services[0].source_ranges[1]"),
+            (9, "services[0].source_ranges[2]"),
+            (10, "services[0].source_ranges[3]"),
+            (12, "services[0].source_ranges[5]"),
+            (13, "services[0].source_ranges[6]"),
+        ],
+        "{errs:#?}"
+    );
+    assert!(errs[0].2.contains("host bits set; write the network 10.1.0.0/16"), "{}", errs[0].2);
+    assert!(errs[1].2.contains("is not a CIDR"), "{}", errs[1].2);
+    assert!(errs[2].2.contains("outside 0..=32"), "{}", errs[2].2);
+    assert!(errs[3].2.contains("is IPv6 but the vip 192.0.2.10 is IPv4"), "{}", errs[3].2);
+    assert!(errs[4].2.contains("already listed as services[0].source_ranges[4]"), "{}", errs[4].2);
+    assert!(errs[5].2.contains("expected a CIDR"), "{}", errs[5].2);
+    let m = one_at(&service("    source_ranges: 10.0.0.0/8\n"), 6, "services[0].source_ranges");
+    assert!(m.contains("expected a list of CIDRs"), "{m}");
+    // Rendered as FILE:LINE: FIELD: MESSAGE.
+    let e = parse("xlb.yaml", &service("    source_ranges: [10.1.2.3/24]\n")).unwrap_err().to_string();
+    assert!(e.starts_with("xlb.yaml:6: services[0].source_ranges[0]: 10.1.2.3/24 has host bits set"), "{e}");
+}

@@ -20,6 +20,8 @@ const MAX_NAME_LEN: usize = 63;
 const MAX_IFNAME_LEN: usize = 15;
 /// Longest idle timeout, seconds (one week).
 const MAX_TIMEOUT: i128 = 86400 * 7;
+/// Longest session-affinity timeout, seconds (one day, as Kubernetes).
+const MAX_AFFINITY_TIMEOUT: i128 = 86400;
 
 const TOP_KEYS: &[&str] = &["interfaces", "maglev_seed", "services"];
 const SERVICE_KEYS: &[&str] = &[
@@ -32,6 +34,8 @@ const SERVICE_KEYS: &[&str] = &[
     "udp_timeout",
     "tcp_timeout",
     "maglev_table_size",
+    "session_affinity_timeout",
+    "source_ranges",
     "backends",
 ];
 const BACKEND_KEYS: &[&str] = &["address", "weight"];
@@ -375,6 +379,15 @@ impl Walker<'_> {
         let maglev_table_size = f
             .optional("maglev_table_size")
             .map(|n| self.table_size(n, &join(&path, "maglev_table_size")));
+        let affinity_timeout = f.optional("session_affinity_timeout").map(|n| {
+            let field = join(&path, "session_affinity_timeout");
+            self.integer(n, &field, "a session-affinity timeout in seconds", 1, MAX_AFFINITY_TIMEOUT)
+                .map(|n| n as u32)
+        });
+        let source_ranges = match f.optional("source_ranges") {
+            Some(n) => self.source_ranges(n, &path, vip),
+            None => Some(Vec::new()),
+        };
         let backends = match f.optional("backends") {
             Some(n) => self.backends(n, &path, vip),
             None => Some(Vec::new()),
@@ -414,8 +427,8 @@ impl Walker<'_> {
             udp_timeout: optional_ok(udp_timeout)?,
             tcp_timeout: optional_ok(tcp_timeout)?,
             maglev_table_size: optional_ok(maglev_table_size)?,
-            affinity_timeout: None,
-            source_ranges: vec![],
+            affinity_timeout: optional_ok(affinity_timeout)?,
+            source_ranges: source_ranges?,
             backends: backends?,
         })
     }
@@ -500,6 +513,61 @@ impl Walker<'_> {
         let what = "a timeout in seconds";
         self.integer(node, &join(path, key), what, 1, MAX_TIMEOUT)
             .map(|n| n as u32)
+    }
+
+    /// The `source_ranges` of the service at `path`: CIDRs (or single
+    /// addresses) of the VIP's family, without host bits, each once.
+    fn source_ranges(
+        &mut self,
+        node: &Node,
+        path: &str,
+        vip: Option<IpAddr>,
+    ) -> Option<Vec<ipnet::IpNet>> {
+        let field = join(path, "source_ranges");
+        let Kind::Seq(items) = &node.kind else {
+            let message = format!(
+                "expected a list of CIDRs such as [203.0.113.0/24, \"2001:db8::/32\"], found {node}"
+            );
+            self.error(node.line, field, message);
+            return None;
+        };
+        let mut ok = true;
+        let mut seen: HashMap<ipnet::IpNet, usize> = HashMap::new();
+        let mut out = Vec::new();
+        for (j, item) in items.iter().enumerate() {
+            let item_field = format!("{field}[{j}]");
+            let Some(text) = self.string(item, &item_field, "a CIDR such as 203.0.113.0/24") else {
+                ok = false;
+                continue;
+            };
+            let net = match parse_cidr(text) {
+                Ok(net) => net,
+                Err(message) => {
+                    self.error(item.line, item_field, message);
+                    ok = false;
+                    continue;
+                }
+            };
+            if let Some(vip) = vip.filter(|v| v.is_ipv4() != net.addr().is_ipv4()) {
+                let message = format!(
+                    "{net} is {} but the vip {vip} is {}: it would never match a client; use {} ranges",
+                    family(net.addr()),
+                    family(vip),
+                    family(vip)
+                );
+                self.error(item.line, item_field, message);
+                ok = false;
+            } else if let Some(first) = seen.get(&net) {
+                let message =
+                    format!("{net} is already listed as {field}[{first}]; list each range once");
+                self.error(item.line, item_field, message);
+                ok = false;
+            } else {
+                seen.insert(net, j);
+                out.push(net);
+            }
+        }
+        ok.then_some(out)
     }
 
     /// The backend list of the service at `path`; `vip` (if valid) sets the family.
@@ -674,6 +742,35 @@ fn parse_backend_addr(text: &str) -> Result<SocketAddr, String> {
     Err(format!(
         "{text:?} is not a backend address; {BACKEND_FORMS}"
     ))
+}
+
+/// Parses a source range: "ip/len", or a bare address (one host). Host bits
+/// must be zero, so that a typo such as 10.1.2.0/16 is not silently widened.
+fn parse_cidr(text: &str) -> Result<ipnet::IpNet, String> {
+    let rule = "use a CIDR such as 203.0.113.0/24 or 2001:db8::/32, or a single address";
+    if let Ok(ip) = text.parse::<IpAddr>() {
+        return Ok(ipnet::IpNet::from(ip));
+    }
+    let Some((addr, len)) = text.split_once('/') else {
+        return Err(format!("{text:?} is not a CIDR; {rule}"));
+    };
+    let Ok(ip) = addr.parse::<IpAddr>() else {
+        return Err(format!("{addr:?} in {text:?} is not an IP address; {rule}"));
+    };
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    let len = match len.parse::<u8>() {
+        Ok(n) if n <= max => n,
+        _ => return Err(format!("prefix length {len:?} in {text:?} is outside 0..={max}")),
+    };
+    let net = ipnet::IpNet::new(ip, len).expect("length checked");
+    if net.trunc() != net {
+        let host = if ip.is_ipv4() { 32 } else { 128 };
+        return Err(format!(
+            "{text} has host bits set; write the network {} (or {ip}/{host} for this one address)",
+            net.trunc()
+        ));
+    }
+    Ok(net)
 }
 
 /// Why `name` cannot be a Linux interface name, if it cannot.
