@@ -3,7 +3,13 @@
 //! Gone) swaps the cache in one step when the list is complete, so the maps
 //! never see a half-listed world. Errors back off up to [`MAX_BACKOFF`] and
 //! mark the agent degraded until the API server answers again.
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
 
 use futures_util::StreamExt as _;
 use k8s_openapi::api::{
@@ -20,7 +26,7 @@ use kube::{
 };
 use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
-use tracing::warn;
+use tracing::{debug, warn};
 
 use super::endpoints::SERVICE_NAME_LABEL;
 use crate::metrics::Health;
@@ -28,21 +34,37 @@ use crate::metrics::Health;
 /// Longest wait between two attempts to reach the API server.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
-/// Exponential backoff from 250 ms, doubling, capped at [`MAX_BACKOFF`].
+/// First wait after a failure.
+const MIN_BACKOFF: Duration = Duration::from_millis(250);
+
+/// Exponential backoff from [`MIN_BACKOFF`], doubling, capped at
+/// [`MAX_BACKOFF`]. It starts over when the stream yields again, or when
+/// the API server is seen answering again (`recovered` changes), so that
+/// e.g. the re-list after a 410 Gone that follows an outage is not delayed
+/// by the outage's long waits.
 #[derive(Clone, Debug)]
 pub struct CappedBackoff {
     next: Duration,
+    recovered: Arc<AtomicU64>,
+    seen: u64,
 }
 
-impl Default for CappedBackoff {
-    fn default() -> Self {
-        CappedBackoff { next: Duration::from_millis(250) }
+impl CappedBackoff {
+    /// A backoff that starts over whenever `recovered` changes.
+    pub fn new(recovered: Arc<AtomicU64>) -> Self {
+        let seen = recovered.load(Ordering::SeqCst);
+        CappedBackoff { next: MIN_BACKOFF, recovered, seen }
     }
 }
 
 impl Iterator for CappedBackoff {
     type Item = Duration;
     fn next(&mut self) -> Option<Duration> {
+        let now = self.recovered.load(Ordering::SeqCst);
+        if now != self.seen {
+            self.seen = now;
+            self.next = MIN_BACKOFF;
+        }
         let d = self.next;
         self.next = (self.next * 2).min(MAX_BACKOFF);
         Some(d)
@@ -51,7 +73,7 @@ impl Iterator for CappedBackoff {
 
 impl Backoff for CappedBackoff {
     fn reset(&mut self) {
-        *self = CappedBackoff::default();
+        self.next = MIN_BACKOFF;
     }
 }
 
@@ -73,21 +95,26 @@ impl Stores {
     }
 }
 
-fn reflect<K>(api: Api<K>, config: watcher::Config, trigger: Arc<Notify>, health: Arc<Health>) -> Store<K>
+fn reflect<K>(api: Api<K>, config: watcher::Config, trigger: Arc<Notify>, health: Arc<Health>, recovered: Arc<AtomicU64>) -> Store<K>
 where
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
     K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
 {
     let (reader, writer) = reflector::store();
     let kind = K::kind(&K::DynamicType::default()).to_string();
-    let stream = reflector::reflector(writer, watcher(api, config).backoff(CappedBackoff::default()));
+    let stream = reflector::reflector(writer, watcher(api, config).backoff(CappedBackoff::new(recovered)));
     tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
         while let Some(item) = stream.next().await {
             match item {
                 Ok(_) => trigger.notify_one(),
                 Err(e) => {
-                    warn!(%kind, error = %e, "watch failed; forwarding goes on with the last known state, retrying");
+                    // Once per outage at warn level; the retries at debug.
+                    if health.degraded().is_none() {
+                        warn!(%kind, error = %e, "watch failed; forwarding goes on with the last known state, retrying");
+                    } else {
+                        debug!(%kind, error = %e, "watch failed again");
+                    }
                     health.set_degraded(Some(format!("watching {kind}: {e}")));
                 }
             }
@@ -98,18 +125,27 @@ where
 
 /// Starts the reflectors; `trigger` is notified on every change.
 pub fn start(client: &Client, node_name: &str, trigger: Arc<Notify>, health: Arc<Health>) -> Stores {
-    let services = reflect(Api::<Service>::all(client.clone()), watcher::Config::default(), trigger.clone(), health.clone());
+    let recovered = Arc::new(AtomicU64::new(0));
+    let services = reflect(
+        Api::<Service>::all(client.clone()),
+        watcher::Config::default(),
+        trigger.clone(),
+        health.clone(),
+        recovered.clone(),
+    );
     let slices = reflect(
         Api::<EndpointSlice>::all(client.clone()),
         watcher::Config::default().labels(SERVICE_NAME_LABEL),
         trigger.clone(),
         health.clone(),
+        recovered.clone(),
     );
     let nodes = reflect(
         Api::<Node>::all(client.clone()),
         watcher::Config::default().fields(&format!("metadata.name={node_name}")),
         trigger,
         health.clone(),
+        recovered.clone(),
     );
     let probe_client = client.clone();
     tokio::spawn(async move {
@@ -118,6 +154,7 @@ pub fn start(client: &Client, node_name: &str, trigger: Arc<Notify>, health: Arc
         loop {
             tokio::time::sleep(Duration::from_secs(1)).await;
             if health.degraded().is_some() && probe_client.apiserver_version().await.is_ok() {
+                recovered.fetch_add(1, Ordering::SeqCst);
                 health.set_degraded(None);
                 tracing::info!("Kubernetes API server reachable again");
             }
