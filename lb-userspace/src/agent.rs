@@ -20,7 +20,7 @@ use tracing::{error, info, warn};
 use crate::{
     attach::{self, XdpModeArg},
     config::{self, ConfigErrors},
-    datapath,
+    datapath, follow,
     iface,
     maps::{map_dir, Maps},
     metrics::{self, Health},
@@ -57,6 +57,11 @@ pub struct AgentArgs {
     /// backends' replies arrive.
     #[arg(long = "interface", value_name = "IF")]
     pub interfaces: Vec<String>,
+    /// Also attach to every interface whose name matches PATTERN (a glob,
+    /// e.g. `cali*`, `lxc*`, `veth*`: the host ends of pod veths), now and
+    /// as they appear (repeatable).
+    #[arg(long = "interface-glob", value_name = "PATTERN")]
+    pub interface_globs: Vec<String>,
     /// Let XDP transmit into IF (XDP_TX/XDP_REDIRECT) although its driver
     /// is one that needs help from the other side, e.g. a veth whose peer
     /// runs an XDP program (repeatable; IF must also be an --interface).
@@ -204,8 +209,13 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
             ifaces.push(i.clone());
         }
     }
-    if ifaces.is_empty() {
-        return Err(AgentError::Usage("no interface: pass --interface IF (or list `interfaces:` in the file)".into()));
+    let patterns = args
+        .interface_globs
+        .iter()
+        .map(|g| glob::Pattern::new(g).map_err(|e| AgentError::Usage(format!("--interface-glob {g:?}: {e}; use a shell-style pattern like 'veth*'"))))
+        .collect::<Result<Vec<_>, _>>()?;
+    if ifaces.is_empty() && patterns.is_empty() {
+        return Err(AgentError::Usage("no interface: pass --interface IF or --interface-glob PATTERN (or list `interfaces:` in the file)".into()));
     }
     if let Some(i) = args.xdp_transmit.iter().find(|i| !ifaces.contains(i)) {
         return Err(AgentError::Usage(format!("--xdp-transmit {i}: not an --interface; add --interface {i}")));
@@ -228,8 +238,16 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
         let report = writer.apply(&cfg.state).context("programming the services")?;
         info!(?report, "configuration applied");
     }
-    let attached = attach::attach_all(&mut ebpf, &ifaces, args.xdp_mode, &args.pin_path)?;
+    let mut attached = attach::attach_all(&mut ebpf, &ifaces, args.xdp_mode, &args.pin_path)?;
     program_interfaces(writer.maps_mut(), &ifaces, &attached, &args.xdp_transmit)?;
+    let programs = Arc::new(std::sync::Mutex::new(follow::Programs { ebpf, attached: Vec::new() }));
+    if !patterns.is_empty() {
+        programs.lock().unwrap_or_else(|e| e.into_inner()).attached.append(&mut attached);
+        follow::sync(&programs, &patterns, &ifaces, args.xdp_mode, &args.pin_path);
+        follow::spawn(programs.clone(), patterns, ifaces.clone(), args.xdp_mode, args.pin_path.clone());
+    } else {
+        programs.lock().unwrap_or_else(|e| e.into_inner()).attached = attached;
+    }
     let settings = lb_common::settings::Settings { new_flows_per_cpu: args.max_new_flows_per_cpu, _pad: 0 };
     writer.maps_mut().settings.set(0, settings, 0).context("writing the data-path settings")?;
 
@@ -248,12 +266,17 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
         }
     }
     health.set_ready(false);
+    let mut p = programs.lock().unwrap_or_else(|e| e.into_inner());
+    let follow::Programs { ebpf, attached } = &mut *p;
+    let attached = std::mem::take(attached);
     if args.keep_on_exit {
-        attach::keep(&mut ebpf, attached, &args.pin_path)?;
+        attach::keep(ebpf, attached, &args.pin_path)?;
     } else {
         info!("detaching");
+        for a in attached {
+            attach::detach(ebpf, a);
+        }
     }
-    drop(ebpf);
     Ok(())
 }
 

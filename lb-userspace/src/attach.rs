@@ -55,20 +55,27 @@ pub struct Attached {
     tc: aya::programs::tc::SchedClassifierLinkId,
 }
 
-/// Loads both programs and attaches them to every interface.
-pub fn attach_all(ebpf: &mut Ebpf, ifaces: &[String], mode: XdpModeArg, pin_path: &Path) -> Result<Vec<Attached>> {
+/// Loads both programs into the kernel (once, before any attach).
+pub fn load(ebpf: &mut Ebpf) -> Result<()> {
     let xdp: &mut Xdp = ebpf.program_mut(XDP_PROG).context("XDP program missing from the object")?.try_into()?;
     xdp.load().context("loading the XDP program (the verifier refused it; run with --log-level debug)")?;
-    let mut xdp_links = Vec::new();
-    for iface in ifaces {
-        let pinned = link_pin(pin_path, "xdp", iface);
-        if let Some(fd) = take_pinned(&pinned)? {
-            let link = XdpLink::try_from(fd).context("pinned XDP link")?;
-            let id = xdp.attach_to_link(link).with_context(|| format!("replacing the program of the pinned XDP link on {iface}"))?;
-            info!(%iface, "took over the XDP link of the previous agent");
-            xdp_links.push((iface.clone(), XdpMode::Default, id));
-            continue;
-        }
+    let tc: &mut SchedClassifier = ebpf.program_mut(TC_PROG).context("tc program missing from the object")?.try_into()?;
+    tc.load().context("loading the tc program")?;
+    Ok(())
+}
+
+/// Attaches the (loaded) programs to one interface: XDP, and tc ingress
+/// for packets XDP hands to the kernel. A link pinned by a previous agent
+/// on this interface is taken over instead (no gap).
+pub fn attach_one(ebpf: &mut Ebpf, iface: &str, mode: XdpModeArg, pin_path: &Path) -> Result<Attached> {
+    let xdp: &mut Xdp = ebpf.program_mut(XDP_PROG).context("XDP program missing from the object")?.try_into()?;
+    let pinned = link_pin(pin_path, "xdp", iface);
+    let (m, xdp_id) = if let Some(fd) = take_pinned(&pinned)? {
+        let link = XdpLink::try_from(fd).context("pinned XDP link")?;
+        let id = xdp.attach_to_link(link).with_context(|| format!("replacing the program of the pinned XDP link on {iface}"))?;
+        info!(%iface, "took over the XDP link of the previous agent");
+        (XdpMode::Default, id)
+    } else {
         let (m, id) = match mode {
             XdpModeArg::Native => (XdpMode::Driver, xdp.attach(iface, XdpMode::Driver)),
             XdpModeArg::Generic => (XdpMode::Skb, xdp.attach(iface, XdpMode::Skb)),
@@ -82,26 +89,34 @@ pub fn attach_all(ebpf: &mut Ebpf, ifaces: &[String], mode: XdpModeArg, pin_path
         };
         let id = id.with_context(|| format!("attaching XDP to {iface} (does it exist in this network namespace? is another XDP program attached?)"))?;
         info!(%iface, mode = ?m, "XDP attached");
-        xdp_links.push((iface.clone(), m, id));
-    }
-
+        (m, id)
+    };
     let tc: &mut SchedClassifier = ebpf.program_mut(TC_PROG).context("tc program missing from the object")?.try_into()?;
-    tc.load().context("loading the tc program")?;
-    let mut out = Vec::new();
-    for (iface, m, xdp_id) in xdp_links {
-        let pinned = link_pin(pin_path, "tc", &iface);
-        let tc_id = match take_pinned(&pinned)? {
-            Some(fd) => {
-                let link = SchedClassifierLink::try_from(fd).context("pinned tc link")?;
-                tc.attach_to_link(link).with_context(|| format!("replacing the program of the pinned tc link on {iface}"))?
-            }
-            None => tc
-                .attach(&iface, TcAttachType::Ingress)
-                .with_context(|| format!("attaching the tc ingress program to {iface}"))?,
-        };
-        out.push(Attached { iface, mode: m, xdp: xdp_id, tc: tc_id });
+    let pinned = link_pin(pin_path, "tc", iface);
+    let tc_id = match take_pinned(&pinned)? {
+        Some(fd) => {
+            let link = SchedClassifierLink::try_from(fd).context("pinned tc link")?;
+            tc.attach_to_link(link).with_context(|| format!("replacing the program of the pinned tc link on {iface}"))?
+        }
+        None => tc.attach(iface, TcAttachType::Ingress).with_context(|| format!("attaching the tc ingress program to {iface}"))?,
+    };
+    Ok(Attached { iface: iface.to_owned(), mode: m, xdp: xdp_id, tc: tc_id })
+}
+
+/// Loads both programs and attaches them to every interface.
+pub fn attach_all(ebpf: &mut Ebpf, ifaces: &[String], mode: XdpModeArg, pin_path: &Path) -> Result<Vec<Attached>> {
+    load(ebpf)?;
+    ifaces.iter().map(|i| attach_one(ebpf, i, mode, pin_path)).collect()
+}
+
+/// Detaches from an interface (that may be gone already: errors ignored).
+pub fn detach(ebpf: &mut Ebpf, a: Attached) {
+    if let Some(Ok(xdp)) = ebpf.program_mut(XDP_PROG).map(<&mut Xdp>::try_from) {
+        let _ = xdp.detach(a.xdp);
     }
-    Ok(out)
+    if let Some(Ok(tc)) = ebpf.program_mut(TC_PROG).map(<&mut SchedClassifier>::try_from) {
+        let _ = tc.detach(a.tc);
+    }
 }
 
 /// Pins the links so the programs stay attached after this process exits.

@@ -1,0 +1,139 @@
+//! `--interface-glob`: interfaces that come and go (the host ends of pod
+//! veths a CNI creates: `cali*`, `lxc*`, `veth*`...). The programs are
+//! attached to every matching interface at start and to each new one as the
+//! kernel announces it (rtnetlink link events, no polling); interfaces that
+//! disappear are forgotten.
+use std::{
+    collections::HashSet,
+    io,
+    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use aya::Ebpf;
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use crate::attach::{self, Attached, XdpModeArg};
+
+/// The loaded programs and where they are attached; shared by the agent's
+/// main loop (which pins or detaches them at exit) and the follower.
+pub struct Programs {
+    pub ebpf: Ebpf,
+    pub attached: Vec<Attached>,
+}
+
+/// Names of the interfaces of this network namespace that match a pattern.
+pub fn matching(patterns: &[glob::Pattern]) -> Vec<String> {
+    let Ok(dir) = std::fs::read_dir("/sys/class/net") else { return Vec::new() };
+    let mut names: Vec<String> = dir
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| patterns.iter().any(|p| p.matches(n)))
+        .collect();
+    names.sort();
+    names
+}
+
+/// Opens an rtnetlink socket subscribed to link events.
+fn link_events_socket() -> io::Result<OwnedFd> {
+    // SAFETY: plain socket(2); the fd is owned right below.
+    let fd = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::NETLINK_ROUTE) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh descriptor nobody else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: zeroed sockaddr_nl is valid; we set family and groups.
+    let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+    addr.nl_family = libc::AF_NETLINK as u16;
+    addr.nl_groups = libc::RTMGRP_LINK as u32;
+    // SAFETY: addr is a valid sockaddr_nl of the size given.
+    let rc = unsafe {
+        libc::bind(fd.as_raw_fd(), &addr as *const _ as *const libc::sockaddr, std::mem::size_of::<libc::sockaddr_nl>() as u32)
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(fd)
+}
+
+/// A channel that gets a message whenever a link appears, changes or goes.
+fn link_events() -> io::Result<mpsc::Receiver<()>> {
+    let fd = link_events_socket()?;
+    let (tx, rx) = mpsc::channel(1);
+    std::thread::Builder::new().name("xlb-link-events".into()).spawn(move || {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            // SAFETY: buf is valid for its length; fd stays open in this thread.
+            let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                // ENOBUFS: events were lost; a rescan covers them.
+                if e.raw_os_error() != Some(libc::ENOBUFS) {
+                    warn!(error = %e, "link events: stopped listening");
+                    return;
+                }
+            }
+            match tx.try_send(()) {
+                Ok(()) | Err(mpsc::error::TrySendError::Full(())) => {}
+                Err(mpsc::error::TrySendError::Closed(())) => return,
+            }
+        }
+    })?;
+    Ok(rx)
+}
+
+/// Attaches to the matching interfaces not attached yet and forgets the
+/// ones that are gone. Only interfaces matched by a pattern are managed
+/// here; `static_ifaces` (the `--interface`s) are left alone.
+pub fn sync(programs: &Mutex<Programs>, patterns: &[glob::Pattern], static_ifaces: &[String], mode: XdpModeArg, pin_path: &std::path::Path) {
+    let present: HashSet<String> = matching(patterns).into_iter().filter(|n| !static_ifaces.contains(n)).collect();
+    let mut p = programs.lock().unwrap_or_else(|e| e.into_inner());
+    let Programs { ebpf, attached } = &mut *p;
+    let gone: Vec<usize> = attached
+        .iter()
+        .enumerate()
+        .filter(|(_, a)| !static_ifaces.contains(&a.iface) && !present.contains(&a.iface))
+        .map(|(i, _)| i)
+        .collect();
+    for i in gone.into_iter().rev() {
+        let a = attached.remove(i);
+        info!(iface = %a.iface, "interface gone");
+        attach::detach(ebpf, a);
+    }
+    for name in present {
+        if attached.iter().any(|a| a.iface == name) {
+            continue;
+        }
+        match attach::attach_one(ebpf, &name, mode, pin_path) {
+            Ok(a) => attached.push(a),
+            // A link being set up may not take it yet; the next event retries.
+            Err(e) => warn!(iface = %name, error = format!("{e:#}"), "could not attach to a matching interface"),
+        }
+    }
+}
+
+/// Follows link events in the background, calling [`sync`] after each burst.
+pub fn spawn(programs: Arc<Mutex<Programs>>, patterns: Vec<glob::Pattern>, static_ifaces: Vec<String>, mode: XdpModeArg, pin_path: PathBuf) {
+    let mut events = match link_events() {
+        Ok(rx) => rx,
+        Err(e) => {
+            warn!(error = %e, "cannot listen for link events: --interface-glob matches only the interfaces present at start");
+            return;
+        }
+    };
+    tokio::spawn(async move {
+        while events.recv().await.is_some() {
+            // Coalesce the burst of events a new veth brings.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            while events.try_recv().is_ok() {}
+            let (programs, patterns, static_ifaces, pin_path) = (programs.clone(), patterns.clone(), static_ifaces.clone(), pin_path.clone());
+            let _ = tokio::task::spawn_blocking(move || sync(&programs, &patterns, &static_ifaces, mode, &pin_path)).await;
+        }
+    });
+}
