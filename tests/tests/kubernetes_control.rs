@@ -190,3 +190,48 @@ fn forwarding_survives_the_api_server_going_away_and_changes_made_meanwhile_are_
     assert!(c.agent.log().contains("410") || c.agent.log().to_lowercase().contains("gone") || c.agent.log().contains("Expired"), "the watch was re-listed after 410:\n{}", c.agent.log());
     let _ = IpAddr::from(Topology::NODE_V4);
 }
+
+#[test]
+fn one_agent_holds_the_allocator_lease_and_hands_it_over_when_it_stops() {
+    let mut c = Cluster::start(1, &["--vip-pool", "192.0.2.32/29"]);
+    let lease_holder = |c: &Cluster| {
+        c.kc.get(&leases_path("xlb-system", Some("xlb-vip-allocator")))
+            .ok()
+            .and_then(|l| l["spec"]["holderIdentity"].as_str().map(str::to_string))
+    };
+    let wait_holder = |c: &Cluster, who: Option<&str>| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while lease_holder(c).as_deref() != who && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert_eq!(lease_holder(c).as_deref(), who, "agent log:\n{}", c.agent.log());
+    };
+    wait_holder(&c, Some(NODE));
+
+    // a second agent (another node) on an interface of its own (a veth
+    // pair inside the node namespace)
+    c.topo.node.ip(&["link", "add", "xa", "type", "veth", "peer", "name", "xb"]).expect("veth");
+    c.topo.node.ip(&["link", "set", "xa", "up"]).expect("veth up");
+    let pins = xlb_tests::PinDir::new().expect("pins");
+    let args: Vec<String> = [
+        "agent", "--kubernetes", "--node-name", OTHER_NODE, "--kubeconfig", &c.api.kubeconfig().display().to_string(),
+        "--interface", "xa", "--vip-pool", "192.0.2.32/29",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let mut second = xlb_tests::Agent::spawn_args(&c.topo.node, pins.path(), &args).expect("second agent");
+    second.wait_healthy(Duration::from_secs(30)).expect("second agent healthy");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(lease_holder(&c).as_deref(), Some(NODE), "the first holder keeps the Lease while it renews it");
+
+    // the holder stops: it gives the Lease up and the other agent allocates
+    let status = c.agent.stop().expect("stop the first agent");
+    assert!(status.success());
+    assert!(c.agent.log().contains("allocator Lease released"), "{}", c.agent.log());
+    wait_holder(&c, Some(OTHER_NODE));
+    c.create_service(&pool_service("late"));
+    wait_ingress(&c, NS, "late", &["192.0.2.33"]);
+    assert!(second.log().contains("status.loadBalancer.ingress written"), "{}", second.log());
+    second.stop().expect("stop the second agent");
+}

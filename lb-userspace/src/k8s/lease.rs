@@ -63,3 +63,16 @@ pub async fn try_hold(api: &Api<Lease>, identity: &str) -> kube::Result<bool> {
         Err(e) => Err(e),
     }
 }
+
+/// Gives the Lease up if `identity` holds it (at shutdown), so another
+/// agent takes over at its next try instead of after the Lease expires.
+pub async fn release(api: &Api<Lease>, identity: &str) -> kube::Result<()> {
+    let Some(mut lease) = api.get_opt(LEASE_NAME).await? else { return Ok(()) };
+    let Some(spec) = lease.spec.as_mut().filter(|s| s.holder_identity.as_deref() == Some(identity)) else {
+        return Ok(());
+    };
+    spec.holder_identity = None;
+    spec.renew_time = None;
+    spec.acquire_time = None;
+    api.replace(LEASE_NAME, &PostParams::default(), &lease).await.map(|_| ())
+}

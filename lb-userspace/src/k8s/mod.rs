@@ -152,6 +152,14 @@ pub async fn run(
         }
     }
     lease_task.abort();
+    if leader.load(Ordering::SeqCst) {
+        let api = Api::<Lease>::namespaced(client.clone(), &opts.namespace);
+        match tokio::time::timeout(Duration::from_secs(2), lease::release(&api, &opts.node_name)).await {
+            Ok(Ok(())) => info!("allocator Lease released"),
+            Ok(Err(e)) => warn!(error = %e, "could not release the allocator Lease; another agent takes it when it expires"),
+            Err(_) => warn!("releasing the allocator Lease timed out; another agent takes it when it expires"),
+        }
+    }
     Ok(())
 }
 
