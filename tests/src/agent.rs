@@ -26,13 +26,7 @@ pub fn xlb_binary() -> Result<PathBuf> {
         }
         return Ok(p);
     }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("..")
-                .join("target")
-        });
+    let target = target_dir();
     let newest = ["release", "debug"]
         .iter()
         .map(|p| target.join(p).join("xlb"))
@@ -580,4 +574,11 @@ mod tests {
     fn pin_dir_refuses_existing_paths() {
         assert!(PinDir::at("/").is_err());
     }
+}
+
+/// Cargo's target directory: `$CARGO_TARGET_DIR`, else the workspace's.
+pub(crate) fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("target"))
 }

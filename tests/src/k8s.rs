@@ -58,13 +58,7 @@ pub fn fake_apiserver_binary() -> Result<PathBuf> {
             }
         }
     }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("..")
-                .join("target")
-        });
+    let target = crate::agent::target_dir();
     ["release", "debug"]
         .iter()
         .map(|p| target.join(p).join(NAME))
