@@ -250,3 +250,27 @@ fn load_balancer_source_ranges_are_enforced_for_ipv4_and_ipv6_and_removable() {
     c.wait_programmed("no ranges", |p| p.get("apps/dns:dns").is_some_and(|s| s["source_ranges"].as_array().is_some_and(|a| a.is_empty())));
     open("field removed");
 }
+
+#[test]
+fn changing_a_services_port_and_type_reprograms_it() {
+    let c = Cluster::start(1, &[]);
+    c.create_service(&dns_service("dns"));
+    c.set_slice(NS, "dns", "dns", false, &[ready(0)], DNS_PORTS);
+    c.wait_backends("apps/dns:dns", 1);
+    assert!(matches!(udp_probe(&c.topo.client, vip4(53), b"x", T).unwrap(), Probe::Reply(t) if t.starts_with("pod0")));
+    // the UDP port moves from 53 to 5300 (same name, same endpoints)
+    c.patch_service(
+        NS,
+        "dns",
+        json!({"spec": {"ports": [{"name": "dns", "port": 5300, "protocol": "UDP", "targetPort": 5353}, {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": 8080}]}}),
+    );
+    c.wait_programmed("port 5300", |p| p.get("apps/dns:dns").is_some_and(|s| s["port"] == 5300));
+    assert!(matches!(udp_probe(&c.topo.client, vip4(5300), b"x", T).unwrap(), Probe::Reply(t) if t.starts_with("pod0")));
+    assert!(!matches!(udp_probe(&c.topo.client, vip4(53), b"x", Duration::from_millis(500)).unwrap(), Probe::Reply(_)), "the old port is no longer served");
+    // no longer a LoadBalancer: no longer ours
+    c.patch_service(NS, "dns", json!({"spec": {"type": "ClusterIP", "loadBalancerClass": null}}));
+    c.wait_programmed("the ClusterIP Service gone", |p| p.is_empty());
+    // and back
+    c.patch_service(NS, "dns", json!({"spec": {"type": "LoadBalancer", "loadBalancerClass": "xlb.io/xdp"}}));
+    c.wait_backends("apps/dns:dns", 1);
+}
