@@ -11,6 +11,7 @@ pub mod csum;
 pub mod frag;
 pub mod hash;
 pub mod maps;
+pub mod prefilter;
 pub mod settings;
 pub mod stats;
 

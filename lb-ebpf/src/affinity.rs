@@ -4,11 +4,12 @@
 //! and the backend still takes new flows; otherwise the lookup table picks
 //! and the pick is remembered. Flows already in the connection table never
 //! look here.
-use lb_common::{Affinity, AffinityKey, Backend, Service, BE_F_ACTIVE};
+use lb_common::{Affinity, Backend, Service, BE_F_ACTIVE};
 
 use crate::{
     maps::{AFFINITY, BACKENDS},
     scratch::Scratch,
+    words,
 };
 
 const NS: u64 = 1_000_000_000;
@@ -18,7 +19,9 @@ const NS: u64 = 1_000_000_000;
 /// `s.akey` for [`remember`]. Sets `s.backend_id` when it finds one.
 #[inline(never)]
 pub fn sticky(s: &mut Scratch, svc: &Service, now: u64) -> Option<&'static Backend> {
-    s.akey = AffinityKey { client: s.pkt.key.src, service_id: svc.id, _pad: 0 };
+    words::copy(&mut s.akey.client, &s.pkt.key.src);
+    s.akey.service_id = svc.id;
+    s.akey._pad = 0;
     let a = AFFINITY.get_ptr_mut(&s.akey)?;
     // SAFETY: map value pointer valid for this program run.
     let a = unsafe { &mut *a };

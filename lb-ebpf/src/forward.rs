@@ -8,7 +8,7 @@ use aya_ebpf::{
     programs::{TcContext, XdpContext},
     EbpfContext,
 };
-use core::mem::{size_of, zeroed};
+use core::mem::size_of;
 use lb_common::{ForwardMeta, Stat, IF_F_REDIRECT, IF_F_TX, META_MAGIC};
 use network_types::eth::EthHdr;
 
@@ -19,6 +19,7 @@ use crate::{
     nat::Rewrite,
     packet::{ptr_at, Packet},
     stats::bump,
+    words,
 };
 
 const AF_INET: u8 = 2;
@@ -26,14 +27,10 @@ const AF_INET6: u8 = 10;
 const FIB_SUCCESS: i64 = 0;
 const FIB_NO_NEIGH: i64 = 7;
 
+/// An address as the four `u32`s of `bpf_fib_lookup` (network byte order).
 #[inline(always)]
-fn words(a: &[u8; 16]) -> [u32; 4] {
-    [
-        u32::from_ne_bytes([a[0], a[1], a[2], a[3]]),
-        u32::from_ne_bytes([a[4], a[5], a[6], a[7]]),
-        u32::from_ne_bytes([a[8], a[9], a[10], a[11]]),
-        u32::from_ne_bytes([a[12], a[13], a[14], a[15]]),
-    ]
+fn words(a: words::Addr) -> [u32; 4] {
+    [a[0] as u32, (a[0] >> 32) as u32, a[1] as u32, (a[1] >> 32) as u32]
 }
 
 /// `bpf_fib_lookup` result: the packet is larger than the egress MTU
@@ -50,23 +47,25 @@ pub fn send(ctx: &XdpContext, pkt: &Packet, rw: &Rewrite, p: &mut FibParams, par
 /// Looks up the route and next hop towards `rw.dst` into `p`.
 #[inline(always)]
 pub fn lookup(ctx: &XdpContext, pkt: &Packet, rw: &Rewrite, p: &mut FibParams) -> i64 {
-    // SAFETY: all-zero is a valid bpf_fib_lookup.
-    *p = unsafe { zeroed() };
+    // Every input field is written (no zeroing of the whole block: the
+    // backend turns that into a byte-loop memset); with flags 0 the kernel
+    // reads only these, and writes the outputs.
+    p.family = if pkt.v6 { AF_INET6 } else { AF_INET };
     p.l4_protocol = pkt.key.proto;
     p.sport = rw.sport;
     p.dport = rw.dport;
     p.__bindgen_anon_1.tot_len = pkt.ip_len as u16;
     p.ifindex = ctx.ingress_ifindex() as u32;
-    let src = words(&rw.src);
-    let dst = words(&rw.dst);
+    p.__bindgen_anon_2.flowinfo = 0;
+    p.__bindgen_anon_5.tbid = 0;
+    let src = words(words::get(&rw.src));
+    let dst = words(words::get(&rw.dst));
     if pkt.v6 {
-        p.family = AF_INET6;
         p.__bindgen_anon_3.ipv6_src = src;
         p.__bindgen_anon_4.ipv6_dst = dst;
     } else {
-        p.family = AF_INET;
-        p.__bindgen_anon_3.ipv4_src = src[3];
-        p.__bindgen_anon_4.ipv4_dst = dst[3];
+        p.__bindgen_anon_3.ipv6_src = [src[3], 0, 0, 0];
+        p.__bindgen_anon_4.ipv6_dst = [dst[3], 0, 0, 0];
     }
     // SAFETY: p is a valid, fully initialised parameter block of the stated size.
     unsafe { bpf_fib_lookup(ctx.as_ptr(), p, size_of::<FibParams>() as i32, 0) }

@@ -17,6 +17,7 @@ use crate::{
     packet::FRAG_FIRST,
     scratch::Scratch,
     stats::{bump, count},
+    words,
 };
 
 #[map(name = "XLB_FRAGS")]
@@ -24,7 +25,11 @@ static FRAGS: LruHashMap<FragKey, FragValue> = LruHashMap::with_max_entries(FRAG
 
 #[inline(always)]
 fn key(s: &Scratch) -> FragKey {
-    FragKey { src: s.pkt.key.src, dst: s.pkt.key.dst, id: s.pkt.frag_id, proto: s.pkt.key.proto, _pad: [0; 3] }
+    let (src, dst) = (words::get(&s.pkt.key.src), words::get(&s.pkt.key.dst));
+    let w: [u64; 5] = [src[0], src[1], dst[0], dst[1], s.pkt.frag_id as u64 | (s.pkt.key.proto as u64) << 32];
+    // SAFETY: FragKey is 40 bytes, align(8): src, dst, id, proto, zero padding;
+    // every bit pattern is valid.
+    unsafe { core::mem::transmute::<[u64; 5], FragKey>(w) }
 }
 
 /// After a first fragment was translated to `s.rw`, remember it.
@@ -33,13 +38,11 @@ pub fn remember(s: &Scratch, service_id: u32, backend_id: u32) {
     if s.pkt.frag != FRAG_FIRST {
         return;
     }
-    let v = FragValue {
-        src: s.rw.src,
-        dst: s.rw.dst,
-        service_id,
-        backend_id,
-        created_ns: crate::xdp::now(),
-    };
+    let (src, dst) = (words::get(&s.rw.src), words::get(&s.rw.dst));
+    let w: [u64; 6] = [src[0], src[1], dst[0], dst[1], service_id as u64 | (backend_id as u64) << 32, crate::xdp::now()];
+    // SAFETY: FragValue is 48 bytes, align(8): src, dst, service_id,
+    // backend_id, created_ns; every bit pattern is valid.
+    let v = unsafe { core::mem::transmute::<[u64; 6], FragValue>(w) };
     let _ = FRAGS.insert(&key(s), &v, 0);
 }
 
@@ -57,8 +60,8 @@ pub fn later(ctx: &XdpContext, s: &mut Scratch) -> u32 {
         bump(Stat::PassFragment);
         return xdp_action::XDP_PASS;
     }
-    s.rw.src = v.src;
-    s.rw.dst = v.dst;
+    words::copy(&mut s.rw.src, &v.src);
+    words::copy(&mut s.rw.dst, &v.dst);
     s.rw.sport = 0;
     s.rw.dport = 0;
     if v.service_id != NO_SERVICE {

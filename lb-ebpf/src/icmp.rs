@@ -16,6 +16,7 @@ use crate::{
     packet::{ptr_at, PROTO_ICMPV6},
     scratch::Scratch,
     stats::bump,
+    words,
 };
 
 /// The quoted packet's new tuple and the outer packet's new addresses.
@@ -34,23 +35,20 @@ pub struct IcmpRewrite {
 #[inline(always)]
 fn lookup(s: &mut Scratch) -> bool {
     // The quoted packet is one we sent to a backend: the error goes to the client.
-    s.rkey.src = s.pkt.inner.dst;
-    s.rkey.dst = s.pkt.inner.src;
-    s.rkey.sport = s.pkt.inner.dport;
-    s.rkey.dport = s.pkt.inner.sport;
-    s.rkey.proto = s.pkt.inner.proto;
-    s.rkey._pad = [0; 3];
+    let q = &s.pkt.inner;
+    words::set_key(&mut s.rkey, words::get(&q.dst), words::get(&q.src), q.dport, q.sport, q.proto);
     let n = &mut s.icmp;
     if let Some(r) = REVERSE.get_ptr(&s.rkey) {
         // SAFETY: map value pointer valid for this program run.
         let r = unsafe { &*r };
-        n.inner_src = r.client;
+        words::copy(&mut n.inner_src, &r.client);
         n.inner_sport = r.client_port;
-        n.inner_dst = r.vip;
+        words::copy(&mut n.inner_dst, &r.vip);
         n.inner_dport = r.vip_port;
         // An error from the backend itself now comes from the VIP.
-        n.outer_src = if lb_common::addr_eq(&s.pkt.key.src, &s.pkt.inner.dst) { r.vip } else { s.pkt.key.src };
-        n.outer_dst = r.client;
+        let from_backend = words::eq(&s.pkt.key.src, &s.pkt.inner.dst);
+        words::copy(&mut n.outer_src, if from_backend { &r.vip } else { &s.pkt.key.src });
+        words::copy(&mut n.outer_dst, &r.client);
         return true;
     }
     // The quoted packet is a reply we sent to a client: the error goes to the backend.
@@ -61,18 +59,18 @@ fn lookup(s: &mut Scratch) -> bool {
     if be.flags & lb_common::BE_F_ACTIVE == 0 || be.generation != f.backend_gen {
         return false;
     }
-    n.inner_src = be.addr;
+    words::copy(&mut n.inner_src, &be.addr);
     n.inner_sport = be.port;
-    n.outer_dst = be.addr;
+    words::copy(&mut n.outer_dst, &be.addr);
     // Only SNAT flows carry a SNAT port.
     if f.snat_port != 0 {
-        n.inner_dst = be.snat_addr;
+        words::copy(&mut n.inner_dst, &be.snat_addr);
         n.inner_dport = f.snat_port;
-        n.outer_src = be.snat_addr;
+        words::copy(&mut n.outer_src, &be.snat_addr);
     } else {
-        n.inner_dst = s.pkt.inner.dst;
+        words::copy(&mut n.inner_dst, &s.pkt.inner.dst);
         n.inner_dport = s.pkt.inner.dport;
-        n.outer_src = s.pkt.key.src;
+        words::copy(&mut n.outer_src, &s.pkt.key.src);
     }
     true
 }
@@ -94,8 +92,8 @@ pub fn error(ctx: &XdpContext, s: &mut Scratch) -> u32 {
     match rewrite(ctx, &*s) {
         Some(()) => {
             bump(Stat::IcmpError);
-            s.rw.src = s.icmp.outer_src;
-            s.rw.dst = s.icmp.outer_dst;
+            words::copy(&mut s.rw.src, &s.icmp.outer_src);
+            words::copy(&mut s.rw.dst, &s.icmp.outer_dst);
             s.rw.sport = 0;
             s.rw.dport = 0;
             send(ctx, &s.pkt, &s.rw, &mut s.fib, false)
@@ -210,8 +208,8 @@ pub fn echo(ctx: &XdpContext, s: &mut Scratch) -> u32 {
         *cp = apply_full(old_c, diff16(0, old_tc, new_tc)).to_ne_bytes();
     }
     // Swapping source and destination leaves every checksum sum unchanged.
-    s.rw.src = s.pkt.key.dst;
-    s.rw.dst = s.pkt.key.src;
+    words::copy(&mut s.rw.src, &s.pkt.key.dst);
+    words::copy(&mut s.rw.dst, &s.pkt.key.src);
     s.rw.sport = 0;
     s.rw.dport = 0;
     if rewrite_l3(ctx, &s.pkt, &s.rw).is_none() {

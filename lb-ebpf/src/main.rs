@@ -12,11 +12,14 @@ mod icmp;
 mod log;
 mod maps;
 mod nat;
+mod nexthop;
 mod packet;
+mod prefilter;
 mod ranges;
 mod reject;
 mod scratch;
 mod stats;
+mod words;
 mod xdp;
 
 use aya_ebpf::{

@@ -3,7 +3,8 @@
 //! of the packet, as the verifier demands.
 use aya_ebpf::programs::XdpContext;
 use core::mem::size_of;
-use lb_common::{v4_mapped, FlowKey, Stat, PROTO_TCP, PROTO_UDP};
+use lb_common::{FlowKey, Stat, PROTO_TCP, PROTO_UDP};
+use crate::words;
 use network_types::{eth::EthHdr, ip::{Ipv4Hdr, Ipv6Hdr}, tcp::TcpHdr, udp::UdpHdr};
 
 const ETH_P_IP: u16 = 0x0800;
@@ -139,9 +140,6 @@ pub fn parse(ctx: &XdpContext, pkt: &mut Packet) -> Parsed {
     pkt.v6 = false;
     pkt.tcp_flags = 0;
     pkt.frag = FRAG_NONE;
-    pkt.key._pad = [0; 3];
-    pkt.key.sport = 0;
-    pkt.key.dport = 0;
     match ether_type {
         ETH_P_IP => {
             let ip = hdr!(ctx, Ipv4Hdr, l3);
@@ -153,9 +151,7 @@ pub fn parse(ctx: &XdpContext, pkt: &mut Packet) -> Parsed {
             if ihl < Ipv4Hdr::LEN || tot < ihl as u32 || tot > data_len - l3 as u32 {
                 return Parsed::Malformed;
             }
-            pkt.key.proto = ip.proto;
-            pkt.key.src = v4_mapped(ip.src_addr);
-            pkt.key.dst = v4_mapped(ip.dst_addr);
+            words::set_key(&mut pkt.key, words::v4(&ip.src_addr), words::v4(&ip.dst_addr), 0, 0, ip.proto);
             pkt.ip_len = tot;
             pkt.l4_len = tot - ihl as u32;
             pkt.l4 = l3 + ihl;
@@ -185,11 +181,9 @@ pub fn parse(ctx: &XdpContext, pkt: &mut Packet) -> Parsed {
             if payload + Ipv6Hdr::LEN as u32 > data_len - l3 as u32 {
                 return Parsed::Malformed;
             }
-            pkt.key.proto = ip.next_hdr;
+            words::set_key(&mut pkt.key, words::v6(&ip.src_addr), words::v6(&ip.dst_addr), 0, 0, ip.next_hdr);
             pkt.v6 = true;
             pkt.df = true;
-            pkt.key.src = ip.src_addr;
-            pkt.key.dst = ip.dst_addr;
             pkt.ip_len = payload + Ipv6Hdr::LEN as u32;
             pkt.l4_len = payload;
             pkt.l4 = l3 + Ipv6Hdr::LEN;
@@ -199,7 +193,7 @@ pub fn parse(ctx: &XdpContext, pkt: &mut Packet) -> Parsed {
                 if payload < 8 {
                     return Parsed::Malformed;
                 }
-                pkt.key.proto = fh[0];
+                words::set_tail(&mut pkt.key, 0, 0, fh[0]);
                 pkt.frag_id = u32::from_be_bytes([fh[4], fh[5], fh[6], fh[7]]);
                 pkt.l4 += 8;
                 pkt.l4_len -= 8;
@@ -224,13 +218,11 @@ pub fn parse(ctx: &XdpContext, pkt: &mut Packet) -> Parsed {
         if pkt.l4_len < UdpHdr::LEN as u32 {
             return Parsed::Malformed;
         }
-        pkt.key.sport = u16::from_ne_bytes(udp.src);
-        pkt.key.dport = u16::from_ne_bytes(udp.dst);
+        words::set_tail(&mut pkt.key, u16::from_ne_bytes(udp.src), u16::from_ne_bytes(udp.dst), PROTO_UDP);
     } else if pkt.frag == FRAG_FIRST {
         // A first fragment may end inside the TCP options: ports and flags only.
         let tcp = hdr!(ctx, [u8; 14], pkt.l4);
-        pkt.key.sport = u16::from_ne_bytes([tcp[0], tcp[1]]);
-        pkt.key.dport = u16::from_ne_bytes([tcp[2], tcp[3]]);
+        words::set_tail(&mut pkt.key, u16::from_ne_bytes([tcp[0], tcp[1]]), u16::from_ne_bytes([tcp[2], tcp[3]]), PROTO_TCP);
         pkt.tcp_flags = tcp[13];
     } else {
         let tcp = hdr!(ctx, TcpHdr, pkt.l4);
@@ -238,8 +230,7 @@ pub fn parse(ctx: &XdpContext, pkt: &mut Packet) -> Parsed {
         if doff < TcpHdr::LEN as u32 || pkt.l4_len < doff {
             return Parsed::Malformed;
         }
-        pkt.key.sport = u16::from_ne_bytes(tcp.source);
-        pkt.key.dport = u16::from_ne_bytes(tcp.dest);
+        words::set_tail(&mut pkt.key, u16::from_ne_bytes(tcp.source), u16::from_ne_bytes(tcp.dest), PROTO_TCP);
         let flags = hdr!(ctx, [u8; 14], pkt.l4);
         pkt.tcp_flags = flags[13];
     }
@@ -274,12 +265,9 @@ fn icmp(ctx: &XdpContext, pkt: &mut Packet) -> Parsed {
         return Parsed::Pass(Stat::PassNotVip);
     }
     pkt.inner_l3 = pkt.l4 + 8;
-    pkt.inner._pad = [0; 3];
     if pkt.v6 {
         let ip = hdr_or_pass!(ctx, Ipv6Hdr, pkt.inner_l3);
-        pkt.inner.proto = ip.next_hdr;
-        pkt.inner.src = ip.src_addr;
-        pkt.inner.dst = ip.dst_addr;
+        words::set_key(&mut pkt.inner, words::v6(&ip.src_addr), words::v6(&ip.dst_addr), 0, 0, ip.next_hdr);
         pkt.inner_l4 = pkt.inner_l3 + Ipv6Hdr::LEN;
     } else {
         let ip = hdr_or_pass!(ctx, Ipv4Hdr, pkt.inner_l3);
@@ -287,16 +275,14 @@ fn icmp(ctx: &XdpContext, pkt: &mut Packet) -> Parsed {
         if ihl < Ipv4Hdr::LEN {
             return Parsed::Pass(Stat::PassNotVip);
         }
-        pkt.inner.proto = ip.proto;
-        pkt.inner.src = v4_mapped(ip.src_addr);
-        pkt.inner.dst = v4_mapped(ip.dst_addr);
+        words::set_key(&mut pkt.inner, words::v4(&ip.src_addr), words::v4(&ip.dst_addr), 0, 0, ip.proto);
         pkt.inner_l4 = pkt.inner_l3 + ihl;
     }
     if pkt.inner.proto != PROTO_UDP && pkt.inner.proto != PROTO_TCP {
         return Parsed::Pass(Stat::PassNotVip);
     }
     let ports = hdr_or_pass!(ctx, [u8; 4], pkt.inner_l4);
-    pkt.inner.sport = u16::from_ne_bytes([ports[0], ports[1]]);
-    pkt.inner.dport = u16::from_ne_bytes([ports[2], ports[3]]);
+    let proto = pkt.inner.proto;
+    words::set_tail(&mut pkt.inner, u16::from_ne_bytes([ports[0], ports[1]]), u16::from_ne_bytes([ports[2], ports[3]]), proto);
     Parsed::IcmpError
 }

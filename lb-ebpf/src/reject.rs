@@ -10,7 +10,7 @@ use aya_ebpf::{
 };
 use lb_common::{
     csum::fold,
-    FlowKey, Stat, PROTO_TCP,
+    Stat, PROTO_TCP,
 };
 
 use crate::{
@@ -18,6 +18,7 @@ use crate::{
     packet::{ptr_at, TCP_ACK, TCP_RST, TCP_SYN},
     scratch::Scratch,
     stats::bump,
+    words,
 };
 
 const PROTO_ICMP: u8 = 1;
@@ -77,12 +78,13 @@ pub fn too_big(ctx: &XdpContext, s: &mut Scratch) -> u32 {
 /// packet's destination.
 #[inline(always)]
 fn answer(ctx: &XdpContext, s: &mut Scratch, partial: bool) -> u32 {
-    let k = s.pkt.key;
-    s.rw.src = k.dst;
-    s.rw.dst = k.src;
-    s.rw.sport = k.dport;
-    s.rw.dport = k.sport;
-    s.pkt.key = FlowKey { src: k.dst, dst: k.src, sport: k.dport, dport: k.sport, proto: s.pkt.key.proto, _pad: [0; 3] };
+    let k = &s.pkt.key;
+    let (src, dst, sport, dport, proto) = (words::get(&k.src), words::get(&k.dst), k.sport, k.dport, k.proto);
+    words::put(&mut s.rw.src, dst);
+    words::put(&mut s.rw.dst, src);
+    s.rw.sport = dport;
+    s.rw.dport = sport;
+    words::set_key(&mut s.pkt.key, dst, src, dport, sport, proto);
     send(ctx, &s.pkt, &s.rw, &mut s.fib, partial)
 }
 

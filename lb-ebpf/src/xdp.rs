@@ -3,7 +3,7 @@
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use lb_common::{
     frag::NO_SERVICE,
-    hash::flow_hash, Backend, Reverse, Service, ServiceKey, Stat, BE_F_ACTIVE, FLOW_CLOSING,
+    hash::flow_hash, Backend, Reverse, Service, Stat, BE_F_ACTIVE, FLOW_CLOSING,
     FLOW_OPEN, PROTO_TCP, SNAT_PORT_COUNT, SNAT_PORT_MIN, SNAT_TRIES, SVC_F_RANGES, SVC_F_SNAT,
     TCP_CLOSING_TIMEOUT,
 };
@@ -12,17 +12,20 @@ use aya_log_ebpf::debug;
 
 use crate::{
     affinity,
-    forward::{lookup, transmit, FIB_FRAG_NEEDED},
+    forward::{transmit, FIB_FRAG_NEEDED},
     frag, icmp,
     guard,
     log,
     maps::{BACKENDS, FLOWS, REVERSE, SERVICES, TABLE},
     nat::rewrite,
+    nexthop,
+    prefilter,
     ranges,
     reject::{reject, too_big},
     packet::{parse, Parsed, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
     scratch::{self, Scratch},
     stats::{bump, count},
+    words,
 };
 
 const NS: u64 = 1_000_000_000;
@@ -49,6 +52,10 @@ pub fn now() -> u64 {
 #[inline(always)]
 pub fn process(ctx: &XdpContext) -> Result<u32, ()> {
     bump(Stat::Packets);
+    if prefilter::not_ours(ctx) {
+        bump(Stat::PassNotVip);
+        return Ok(xdp_action::XDP_PASS);
+    }
     let s = scratch::get().ok_or(())?;
     match parse(ctx, &mut s.pkt) {
         Parsed::L4 => {}
@@ -68,7 +75,7 @@ pub fn process(ctx: &XdpContext) -> Result<u32, ()> {
         }
     }
     let k = &s.pkt.key;
-    let key = ServiceKey { addr: k.dst, port: k.dport, proto: k.proto, _pad: 0 };
+    let key = words::service_key(words::get(&k.dst), k.dport, k.proto);
     if let Some(svc) = SERVICES.get_ptr(&key) {
         // SAFETY: map value pointer valid for this program run.
         return Ok(match to_backend(ctx, s, unsafe { &*svc }) {
@@ -136,12 +143,8 @@ fn existing(s: &mut Scratch, svc: &Service) -> Option<&'static Backend> {
     if now.saturating_sub(flow.last_seen_ns) > REFRESH_NS.min(timeout_ns(svc, pkt.key.proto, flow.state) / 2) {
         flow.last_seen_ns = now;
         if flow.snat_port != 0 {
-            s.rkey.src = be.addr;
-            s.rkey.dst = be.snat_addr;
-            s.rkey.sport = be.port;
-            s.rkey.dport = flow.snat_port;
-            s.rkey.proto = pkt.key.proto;
-            s.rkey._pad = [0; 3];
+            let proto = pkt.key.proto;
+            words::set_key(&mut s.rkey, words::get(&be.addr), words::get(&be.snat_addr), be.port, flow.snat_port, proto);
             if let Some(r) = REVERSE.get_ptr_mut(&s.rkey) {
                 // SAFETY: map value pointer valid for this program run.
                 unsafe { (*r).last_seen_ns = now };
@@ -174,16 +177,15 @@ fn pick(s: &mut Scratch, svc: &Service) -> Option<&'static Backend> {
 #[inline(always)]
 fn fill_reverse(s: &mut Scratch, svc: &Service, now: u64) {
     let k = &s.pkt.key;
-    s.rev = Reverse {
-        client: k.src,
-        vip: k.dst,
-        client_port: k.sport,
-        vip_port: k.dport,
-        service_id: svc.id,
-        backend_id: s.backend_id,
-        timeout: (timeout_ns(svc, k.proto, FLOW_OPEN) / NS) as u32,
-        last_seen_ns: now,
-    };
+    let r = &mut s.rev;
+    words::copy(&mut r.client, &k.src);
+    words::copy(&mut r.vip, &k.dst);
+    r.client_port = k.sport;
+    r.vip_port = k.dport;
+    r.service_id = svc.id;
+    r.backend_id = s.backend_id;
+    r.timeout = (timeout_ns(svc, k.proto, FLOW_OPEN) / NS) as u32;
+    r.last_seen_ns = now;
 }
 
 /// Allocates a SNAT source port so that (node address, port, backend) is
@@ -195,14 +197,12 @@ fn alloc_snat(s: &mut Scratch, svc: &Service, be: &Backend) -> bool {
     fill_reverse(s, svc, now);
     let k = &s.pkt.key;
     let base = flow_hash(&k.src, &k.dst, k.sport, k.dport, k.proto, 0x5eed_5eed);
-    s.rkey.src = be.addr;
-    s.rkey.dst = be.snat_addr;
-    s.rkey.sport = be.port;
-    s.rkey.proto = k.proto;
-    s.rkey._pad = [0; 3];
+    let proto = k.proto;
+    words::put(&mut s.rkey.src, words::get(&be.addr));
+    words::put(&mut s.rkey.dst, words::get(&be.snat_addr));
     for i in 0..SNAT_TRIES {
         let port = (SNAT_PORT_MIN as u32 + base.wrapping_add(i.wrapping_mul(7919)) % SNAT_PORT_COUNT as u32) as u16;
-        s.rkey.dport = port.to_be();
+        words::set_tail(&mut s.rkey, be.port, port.to_be(), proto);
         if REVERSE.insert(&s.rkey, &s.rev, BPF_NOEXIST).is_ok() {
             s.snat_port = s.rkey.dport;
             return true;
@@ -210,9 +210,9 @@ fn alloc_snat(s: &mut Scratch, svc: &Service, be: &Backend) -> bool {
         if let Some(old) = REVERSE.get_ptr(&s.rkey) {
             // SAFETY: map value pointer valid for this program run.
             let old = unsafe { &*old };
-            let same = lb_common::addr_eq(&old.client, &s.rev.client)
+            let same = words::eq(&old.client, &s.rev.client)
                 && old.client_port == s.rev.client_port
-                && lb_common::addr_eq(&old.vip, &s.rev.vip)
+                && words::eq(&old.vip, &s.rev.vip)
                 && old.vip_port == s.rev.vip_port;
             let stale = now.saturating_sub(old.last_seen_ns) > old.timeout as u64 * NS;
             if (same || stale) && REVERSE.insert(&s.rkey, &s.rev, 0).is_ok() {
@@ -256,12 +256,8 @@ fn record(s: &mut Scratch, svc: &Service, be: &Backend, sticky: bool) -> bool {
     if s.snat_port == 0 {
         fill_reverse(s, svc, now);
         let k = &s.pkt.key;
-        s.rkey.src = be.addr;
-        s.rkey.dst = k.src;
-        s.rkey.sport = be.port;
-        s.rkey.dport = k.sport;
-        s.rkey.proto = k.proto;
-        s.rkey._pad = [0; 3];
+        let (src, sport, proto) = (words::get(&k.src), k.sport, k.proto);
+        words::set_key(&mut s.rkey, words::get(&be.addr), src, be.port, sport, proto);
         let _ = REVERSE.insert(&s.rkey, &s.rev, 0);
     }
     true
@@ -310,13 +306,13 @@ fn to_backend(ctx: &XdpContext, s: &mut Scratch, svc: &Service) -> u32 {
         }
     };
     count(svc.id, s.backend_id, s.pkt.ip_len as u64);
-    s.rw.dst = be.addr;
+    words::copy(&mut s.rw.dst, &be.addr);
     s.rw.dport = be.port;
     if snat {
-        s.rw.src = be.snat_addr;
+        words::copy(&mut s.rw.src, &be.snat_addr);
         s.rw.sport = s.snat_port;
     } else {
-        s.rw.src = s.pkt.key.src;
+        words::put(&mut s.rw.src, words::get(&s.pkt.key.src));
         s.rw.sport = s.pkt.key.sport;
     }
     frag::remember(s, svc.id, s.backend_id);
@@ -331,9 +327,9 @@ fn reply(ctx: &XdpContext, s: &mut Scratch, rev: &mut Reverse) -> u32 {
         rev.last_seen_ns = now;
     }
     bump(Stat::Reply);
-    s.rw.src = rev.vip;
+    words::copy(&mut s.rw.src, &rev.vip);
     s.rw.sport = rev.vip_port;
-    s.rw.dst = rev.client;
+    words::copy(&mut s.rw.dst, &rev.client);
     s.rw.dport = rev.client_port;
     frag::remember(s, NO_SERVICE, rev.backend_id);
     finish(ctx, s)
@@ -344,7 +340,7 @@ fn reply(ctx: &XdpContext, s: &mut Scratch, rev: &mut Reverse) -> u32 {
 /// so its sender can lower its path MTU.
 #[inline(always)]
 fn finish(ctx: &XdpContext, s: &mut Scratch) -> u32 {
-    let rc = lookup(ctx, &s.pkt, &s.rw, &mut s.fib);
+    let rc = nexthop::route(ctx, &s.pkt, &s.rw, &mut s.fib);
     if rc == FIB_FRAG_NEEDED && s.pkt.df {
         return TOO_BIG;
     }

@@ -227,6 +227,9 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
     crate::pins::check(&args.pin_path, &crate::pins::Wanted { flow_entries: args.flow_table_size }).map_err(anyhow::Error::from)?;
 
     let mut ebpf = datapath::load_with(&args.pin_path, args.flow_table_size, args.table_entries)?;
+    if let Err(e) = crate::routegen::spawn(&args.pin_path) {
+        warn!(error = %e, "route changes not followed: next hops cached in XDP expire only by age (1 s)");
+    }
     spawn_datapath_log(&mut ebpf);
     let maps = Maps::take(&mut ebpf).context("opening the maps")?;
     let file_seed = match &source {

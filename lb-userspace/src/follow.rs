@@ -6,7 +6,6 @@
 use std::{
     collections::HashSet,
     io,
-    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
     path::PathBuf,
     sync::{Arc, Mutex},
     time::Duration,
@@ -16,7 +15,10 @@ use aya::Ebpf;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-use crate::attach::{self, Attached, XdpModeArg};
+use crate::{
+    attach::{self, Attached, XdpModeArg},
+    rtnetlink,
+};
 
 /// The loaded programs and where they are attached; shared by the agent's
 /// main loop (which pins or detaches them at exit) and the follower.
@@ -36,48 +38,16 @@ pub fn matching(patterns: &[glob::Pattern]) -> Vec<String> {
     names
 }
 
-/// Opens an rtnetlink socket subscribed to link events.
-fn link_events_socket() -> io::Result<OwnedFd> {
-    // SAFETY: plain socket(2); the fd is owned right below.
-    let fd = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::NETLINK_ROUTE) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fd is a fresh descriptor nobody else owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    // SAFETY: zeroed sockaddr_nl is valid; we set family and groups.
-    let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-    addr.nl_family = libc::AF_NETLINK as u16;
-    addr.nl_groups = libc::RTMGRP_LINK as u32;
-    // SAFETY: addr is a valid sockaddr_nl of the size given.
-    let rc = unsafe {
-        libc::bind(fd.as_raw_fd(), &addr as *const _ as *const libc::sockaddr, std::mem::size_of::<libc::sockaddr_nl>() as u32)
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(fd)
-}
-
 /// A channel that gets a message whenever a link appears, changes or goes.
 fn link_events() -> io::Result<mpsc::Receiver<()>> {
-    let fd = link_events_socket()?;
+    let fd = rtnetlink::subscribe(rtnetlink::GROUP_LINK, &[])?;
     let (tx, rx) = mpsc::channel(1);
     std::thread::Builder::new().name("xlb-link-events".into()).spawn(move || {
         let mut buf = vec![0u8; 64 * 1024];
         loop {
-            // SAFETY: buf is valid for its length; fd stays open in this thread.
-            let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-            if n < 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                // ENOBUFS: events were lost; a rescan covers them.
-                if e.raw_os_error() != Some(libc::ENOBUFS) {
-                    warn!(error = %e, "link events: stopped listening");
-                    return;
-                }
+            if let Err(e) = rtnetlink::wait_batch(&fd, &mut buf) {
+                warn!(error = %e, "link events: stopped listening");
+                return;
             }
             match tx.try_send(()) {
                 Ok(()) | Err(mpsc::error::TrySendError::Full(())) => {}

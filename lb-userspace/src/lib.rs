@@ -15,6 +15,8 @@ pub mod metrics;
 pub mod model;
 pub mod pins;
 pub mod reader;
+pub mod rtnetlink;
+pub mod routegen;
 pub mod writer;
 
 /// The eBPF object built from `lb-ebpf` by `build.rs`, embedded so the

@@ -61,6 +61,8 @@ pub struct Maps {
     pub affinity: HashMap<MapData, AffinityKey, Affinity>,
     /// Allowed source prefixes per service.
     pub ranges: LpmTrie<MapData, RangeKey, u8>,
+    /// The non-VIP pre-filter's bit sets and ready word (`lb_common::prefilter`).
+    pub prefilter: Array<MapData, u64>,
 }
 
 macro_rules! typed {
@@ -89,6 +91,7 @@ impl Maps {
             vips: typed!(get, names::VIPS),
             affinity: typed!(get, names::AFFINITY),
             ranges: typed!(get, names::RANGES),
+            prefilter: typed!(get, lb_common::prefilter::PREFILTER_MAP),
         })
     }
 

@@ -5,7 +5,9 @@ use std::{mem::size_of, path::Path};
 
 use aya::maps::MapInfo;
 use lb_common::{
-    names, settings::Settings, Affinity, AffinityKey, Backend, Counter, Flow, FlowKey, RangeKey, Reverse, Service,
+    names,
+    prefilter::{PREFILTER_ENTRIES, PREFILTER_MAP},
+    settings::Settings, Affinity, AffinityKey, Backend, Counter, Flow, FlowKey, RangeKey, Reverse, Service,
     ServiceKey, ServiceName, LAYOUT_VERSION,
 };
 
@@ -53,7 +55,7 @@ pub fn check(pin_path: &Path, wanted: &Wanted) -> Result<(), PinError> {
         }
     }
     let sz = |n: usize| n as u32;
-    let expected: [(&str, u32, u32, Option<(&'static str, u32)>); 14] = [
+    let expected: [(&str, u32, u32, Option<(&'static str, u32)>); 16] = [
         (names::SERVICES, sz(size_of::<ServiceKey>()), sz(size_of::<Service>()), None),
         (names::BACKENDS, 4, sz(size_of::<Backend>()), None),
         (names::TABLE, 4, 4, None),
@@ -69,10 +71,12 @@ pub fn check(pin_path: &Path, wanted: &Wanted) -> Result<(), PinError> {
         (names::AFFINITY, sz(size_of::<AffinityKey>()), sz(size_of::<Affinity>()), None),
         // LPM trie keys: a 32-bit prefix length, then the data.
         (names::RANGES, 4 + sz(size_of::<RangeKey>()), 1, None),
+        (PREFILTER_MAP, 4, 8, None),
+        (crate::routegen::ROUTE_GEN_MAP, 4, 4, None),
     ];
     // (XLB_STATS is not here: `datapath::load_with` replaces an array of
     // another length, carrying its counters over, as counters are added.)
-    let fixed: [(&str, u32); 7] = [
+    let fixed: [(&str, u32); 8] = [
         (names::SERVICES, lb_common::MAX_SERVICES),
         (names::BACKENDS, lb_common::MAX_BACKENDS),
         (names::SERVICE_STATS, lb_common::MAX_SERVICES),
@@ -80,6 +84,7 @@ pub fn check(pin_path: &Path, wanted: &Wanted) -> Result<(), PinError> {
         (names::SERVICE_NAMES, lb_common::MAX_SERVICES),
         (names::AFFINITY, lb_common::AFFINITY_ENTRIES),
         (names::RANGES, lb_common::RANGE_ENTRIES),
+        (PREFILTER_MAP, PREFILTER_ENTRIES),
     ];
     for (name, wanted) in fixed {
         let path = dir.join(name);

@@ -53,6 +53,7 @@ use lb_common::{
     range_prefix_len, AffinityKey, Backend, Counter, RangeKey, Service, ServiceKey, ServiceName, AFFINITY_ENTRIES,
     BE_F_ACTIVE, DEFAULT_TCP_TIMEOUT, DEFAULT_UDP_TIMEOUT, MAX_BACKENDS, MAX_SERVICES, NAME_LEN, RANGE_ENTRIES,
     SVC_F_IPV6, SVC_F_RANGES, SVC_F_SNAT,
+    prefilter::{prefilter_bit_of, PREFILTER_BACKENDS, PREFILTER_ENTRIES, PREFILTER_READY, PREFILTER_VIPS},
 };
 use tracing::{debug, info, warn};
 
@@ -548,7 +549,11 @@ pub struct MapWriter {
     range_writes: usize,
     /// Service ids whose `XLB_AFFINITY` entries the current `apply` deletes
     /// at its end (removed, or affinity turned off).
-    purge: BTreeSet<u32>,
+    purge: BTreeSet<u32>,    /// Mirror of the `XLB_PREFILTER` words this writer wrote (zero: not
+    /// written; a restored map may hold stale set bits, which only send
+    /// packets down the full path), and whether its ready word is set.
+    prefilter: Vec<u64>,
+    prefilter_ready: bool,
 }
 
 impl MapWriter {
@@ -648,7 +653,7 @@ impl MapWriter {
                 vips.insert(vip, n);
             }
         }
-        Ok(Self {
+        Self {
             maps,
             services,
             backends,
@@ -664,7 +669,16 @@ impl MapWriter {
             range_count,
             range_writes: 0,
             purge: BTreeSet::new(),
-        })
+            prefilter: vec![0; PREFILTER_ENTRIES as usize],
+            prefilter_ready: false,
+        }
+        .with_prefilter()
+    }
+
+    /// Fills the pre-filter from the restored state and marks it ready.
+    fn with_prefilter(mut self) -> Result<Self, WriteError> {
+        self.sync_prefilter(&[], &[])?;
+        Ok(self)
     }
 
     /// Read access to the maps (for the interface setup).
@@ -711,6 +725,12 @@ impl MapWriter {
         if wanted.len() > MAX_SERVICES as usize {
             return Err(WriteError::TooManyServices);
         }
+        // The pre-filter lets packets of the new VIPs and backends through
+        // before they are written; bits of what goes are cleared at the end.
+        let new_vips: Vec<[u8; 16]> = desired.services.iter().map(|s| addr16(s.vip)).collect();
+        let new_backends: Vec<[u8; 16]> =
+            desired.services.iter().flat_map(|s| s.backends.iter().map(|b| addr16(b.addr.ip()))).collect();
+        self.sync_prefilter(&new_vips, &new_backends)?;
         let gone: Vec<ServiceKey> = self.services.keys().filter(|k| !wanted.contains_key(k)).copied().collect();
         for key in gone {
             self.remove_service(&key)?;
@@ -738,6 +758,7 @@ impl MapWriter {
         report.range_writes = self.range_writes;
         report.affinity_deleted = self.purge_affinity();
         self.sync_vips()?;
+        self.sync_prefilter(&[], &[])?;
         match first_error {
             Some(e) => Err(e),
             None => Ok(report),
@@ -824,6 +845,35 @@ impl MapWriter {
                 self.maps.vips.insert(vip, n, 0).map_err(map_err("vips"))?;
                 self.vips.insert(vip, n);
             }
+        }
+        Ok(())
+    }
+
+    /// Brings `XLB_PREFILTER` to the programmed VIPs and active backends'
+    /// addresses plus `vips` and `backends` (about to be programmed),
+    /// writing only the words that differ, then sets its ready word.
+    fn sync_prefilter(&mut self, vips: &[[u8; 16]], backends: &[[u8; 16]]) -> Result<(), WriteError> {
+        let mut want = vec![0u64; PREFILTER_ENTRIES as usize];
+        let mut set = |base: u32, a: &[u8; 16]| {
+            let (w, m) = prefilter_bit_of(a);
+            want[(base + w) as usize] |= m;
+        };
+        for a in self.services.keys().map(|k| &k.addr).chain(vips) {
+            set(PREFILTER_VIPS, a);
+        }
+        for a in self.backends.iter().filter(|b| b.flags & BE_F_ACTIVE != 0).map(|b| &b.addr).chain(backends) {
+            set(PREFILTER_BACKENDS, a);
+        }
+        for i in 0..PREFILTER_READY {
+            let w = want[i as usize];
+            if self.prefilter[i as usize] != w {
+                self.maps.prefilter.set(i, w, 0).map_err(map_err("prefilter"))?;
+                self.prefilter[i as usize] = w;
+            }
+        }
+        if !self.prefilter_ready {
+            self.maps.prefilter.set(PREFILTER_READY, 1, 0).map_err(map_err("prefilter"))?;
+            self.prefilter_ready = true;
         }
         Ok(())
     }

@@ -1,0 +1,97 @@
+//! Word-sized copies of addresses and key tails.
+//!
+//! The BPF backend turns copies and zeroing of byte arrays whose alignment
+//! it cannot prove (`[u8; 16]` fields, `[u8; 3]` padding, the ten zero bytes
+//! of an IPv4-mapped address) into calls of byte-at-a-time `memset` /
+//! `memmove` sub-programs. These helpers move the same bytes as one or two
+//! aligned `u64` (or `u32`) loads and stores instead. Every address they
+//! touch is a field of one of the `align(8)` types of `lb-common` (or of
+//! `Rewrite`/`IcmpRewrite`), at an offset that is a multiple of 8, inside a
+//! map value (8-byte aligned by the kernel).
+use lb_common::FlowKey;
+
+/// A 16-byte address as two native-endian words.
+pub type Addr = [u64; 2];
+
+/// Reads an address stored 8-byte aligned.
+#[inline(always)]
+pub fn get(a: &[u8; 16]) -> Addr {
+    let p = a as *const [u8; 16] as *const u64;
+    // Two scalar loads (an aggregate load + store becomes a `memmove` call).
+    // SAFETY: `a` is 16 readable bytes; callers pass 8-aligned fields (see the module doc).
+    unsafe { [p.read(), p.add(1).read()] }
+}
+
+/// Writes an address stored 8-byte aligned.
+#[inline(always)]
+pub fn put(a: &mut [u8; 16], w: Addr) {
+    let p = a as *mut [u8; 16] as *mut u64;
+    // SAFETY: `a` is 16 writable bytes; callers pass 8-aligned fields (see the module doc).
+    unsafe {
+        p.write(w[0]);
+        p.add(1).write(w[1]);
+    }
+}
+
+/// Copies an address between 8-byte aligned fields.
+#[inline(always)]
+pub fn copy(dst: &mut [u8; 16], src: &[u8; 16]) {
+    put(dst, get(src));
+}
+
+/// True when two addresses stored 8-byte aligned are equal.
+#[inline(always)]
+pub fn eq(a: &[u8; 16], b: &[u8; 16]) -> bool {
+    let (a, b) = (get(a), get(b));
+    a[0] == b[0] && a[1] == b[1]
+}
+
+
+/// The IPv4-mapped form (`::ffff:a.b.c.d`) of the 4 address bytes at `b`
+/// (packet memory: read byte by byte, its alignment is unknown).
+#[inline(always)]
+pub fn v4(b: &[u8; 4]) -> Addr {
+    [0, u64::from_ne_bytes([0, 0, 0xff, 0xff, b[0], b[1], b[2], b[3]])]
+}
+
+/// The 16 address bytes at `b` (packet memory, read byte by byte).
+#[inline(always)]
+pub fn v6(b: &[u8; 16]) -> Addr {
+    [
+        u64::from_ne_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]),
+        u64::from_ne_bytes([b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]]),
+    ]
+}
+
+/// Writes a flow key's last 8 bytes (ports in network byte order, protocol,
+/// zero padding) with one store.
+#[inline(always)]
+pub fn set_tail(k: &mut FlowKey, sport: u16, dport: u16, proto: u8) {
+    let w = sport as u64 | (dport as u64) << 16 | (proto as u64) << 32;
+    // SAFETY: bytes 32..40 of an align(8) FlowKey: sport, dport, proto, _pad.
+    unsafe { *((k as *mut FlowKey as *mut u8).add(32) as *mut u64) = w }
+}
+
+/// Fills a whole flow key with word stores.
+#[inline(always)]
+pub fn set_key(k: &mut FlowKey, src: Addr, dst: Addr, sport: u16, dport: u16, proto: u8) {
+    put(&mut k.src, src);
+    put(&mut k.dst, dst);
+    set_tail(k, sport, dport, proto);
+}
+
+/// The service key of (VIP, port, protocol), built from words (`ServiceKey`
+/// is 20 bytes, align(4): five `u32`s).
+#[inline(always)]
+pub fn service_key(vip: Addr, port: u16, proto: u8) -> lb_common::ServiceKey {
+    let w: [u32; 5] = [
+        vip[0] as u32,
+        (vip[0] >> 32) as u32,
+        vip[1] as u32,
+        (vip[1] >> 32) as u32,
+        port as u32 | (proto as u32) << 16,
+    ];
+    // SAFETY: same size and alignment; every bit pattern is a valid
+    // ServiceKey (addr, then port, proto, _pad = 0 in the last word).
+    unsafe { core::mem::transmute::<[u32; 5], lb_common::ServiceKey>(w) }
+}
