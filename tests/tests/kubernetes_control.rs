@@ -222,8 +222,15 @@ fn one_agent_holds_the_allocator_lease_and_hands_it_over_when_it_stops() {
     .collect();
     let mut second = xlb_tests::Agent::spawn_args(&c.topo.node, pins.path(), &args).expect("second agent");
     second.wait_healthy(Duration::from_secs(30)).expect("second agent healthy");
+    // a Service both agents program: only the holder publishes its Events
+    c.create_service(&pool_service("early"));
+    c.wait_event(NS, "early", "Programmed");
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(lease_holder(&c).as_deref(), Some(NODE), "the first holder keeps the Lease while it renews it");
+    assert!(second.log().contains("apps/early"), "the second agent programs the Service too:\n{}", second.log());
+    let events = c.kc.list(&xlb_tests::k8s::events_path(Some(NS))).expect("events");
+    let reporters: Vec<&str> = events["items"].as_array().unwrap().iter().filter_map(|e| e["reportingInstance"].as_str()).collect();
+    assert!(!reporters.is_empty() && reporters.iter().all(|r| *r == NODE), "one publisher, the Lease holder: {reporters:?}");
 
     // the holder stops: it gives the Lease up and the other agent allocates
     let status = c.agent.stop().expect("stop the first agent");
@@ -231,7 +238,7 @@ fn one_agent_holds_the_allocator_lease_and_hands_it_over_when_it_stops() {
     assert!(c.agent.log().contains("allocator Lease released"), "{}", c.agent.log());
     wait_holder(&c, Some(OTHER_NODE));
     c.create_service(&pool_service("late"));
-    wait_ingress(&c, NS, "late", &["192.0.2.33"]);
+    wait_ingress(&c, NS, "late", &["192.0.2.34"]);
     assert!(second.log().contains("status.loadBalancer.ingress written"), "{}", second.log());
     second.stop().expect("stop the second agent");
 }

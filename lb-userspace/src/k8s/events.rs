@@ -1,6 +1,8 @@
 //! Events on Services: what xlb programmed, or why it did not (port claim
-//! conflicts, invalid fields, no address). An Event is published when what
-//! there is to say about a Service changes, not on every reconcile.
+//! conflicts, invalid fields, no address). Every agent logs what there is
+//! to say about a Service when it changes; only the agent holding the
+//! allocator Lease publishes it as an Event, so a cluster of N nodes gets
+//! one Event per change, not N.
 use std::collections::{BTreeMap, HashMap};
 
 use k8s_openapi::api::core::v1::Service;
@@ -12,39 +14,54 @@ use tracing::{debug, info, warn};
 
 use super::translate::Note;
 
-/// Publishes the notes of each Service when they change.
+/// Logs and publishes the notes of each Service when they change.
 pub struct Notifier {
     recorder: Recorder,
-    last: HashMap<(String, String), Vec<Note>>,
+    /// What was last logged, per Service.
+    logged: HashMap<(String, String), Vec<Note>>,
+    /// What was last published, per Service (while holding the Lease).
+    published: HashMap<(String, String), Vec<Note>>,
+}
+
+/// The notes in `now` that are not in `before`.
+fn fresh(before: Option<&Vec<Note>>, now: &[Note]) -> Vec<Note> {
+    now.iter().filter(|n| !before.is_some_and(|b| b.contains(n))).cloned().collect()
 }
 
 impl Notifier {
     /// A notifier reporting as `xlb` on node `node_name`.
     pub fn new(client: Client, node_name: &str) -> Self {
         let reporter = Reporter { controller: "xlb.io/agent".into(), instance: Some(node_name.into()) };
-        Notifier { recorder: Recorder::new(client, reporter), last: HashMap::new() }
+        Notifier { recorder: Recorder::new(client, reporter), logged: HashMap::new(), published: HashMap::new() }
     }
 
-    /// Publishes, in the background, the notes that are new for each
-    /// Service; forgets Services that are gone.
-    pub fn publish(&mut self, services: &[std::sync::Arc<Service>], notes: &BTreeMap<(String, String), Vec<Note>>) {
-        self.last.retain(|k, _| notes.contains_key(k));
+    /// Logs the notes that are new for each Service and, when `publish`
+    /// (this agent holds the Lease), publishes the ones not published yet
+    /// as Events in the background. Forgets Services that are gone; losing
+    /// the Lease forgets what was published (a later holder publishes the
+    /// current notes once).
+    pub fn notify(&mut self, services: &[std::sync::Arc<Service>], notes: &BTreeMap<(String, String), Vec<Note>>, publish: bool) {
+        self.logged.retain(|k, _| notes.contains_key(k));
+        self.published.retain(|k, _| publish && notes.contains_key(k));
         for svc in services {
             let key = (svc.metadata.namespace.clone().unwrap_or_default(), svc.metadata.name.clone().unwrap_or_default());
             let Some(now) = notes.get(&key) else { continue };
-            let before = self.last.get(&key);
-            let fresh: Vec<Note> = now.iter().filter(|n| !before.is_some_and(|b| b.contains(n))).cloned().collect();
-            self.last.insert(key.clone(), now.clone());
-            if fresh.is_empty() {
-                continue;
-            }
-            for n in &fresh {
-                let service = format!("{}/{}", key.0, key.1);
+            let service = format!("{}/{}", key.0, key.1);
+            for n in fresh(self.logged.get(&key), now) {
                 if n.warning {
                     warn!(%service, reason = n.reason, "{}", n.message);
                 } else {
                     info!(%service, reason = n.reason, "{}", n.message);
                 }
+            }
+            self.logged.insert(key.clone(), now.clone());
+            if !publish {
+                continue;
+            }
+            let fresh = fresh(self.published.get(&key), now);
+            self.published.insert(key.clone(), now.clone());
+            if fresh.is_empty() {
+                continue;
             }
             let reference = svc.object_ref(&());
             let recorder = self.recorder.clone();

@@ -146,8 +146,9 @@ pub async fn run(
             None if !t.health_checks.is_empty() => warn!("no node address (Node InternalIP or interface address): health-check node ports not served"),
             None => {}
         }
-        notifier.publish(&services, &t.notes);
-        if leader.load(Ordering::SeqCst) {
+        let leading = leader.load(Ordering::SeqCst);
+        notifier.notify(&services, &t.notes, leading);
+        if leading {
             write_status(&client, &services, &opts).await;
         }
     }

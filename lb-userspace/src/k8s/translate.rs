@@ -241,7 +241,7 @@ pub fn translate(inp: &Inputs<'_>) -> Translation {
             notes.push(Note {
                 warning: false,
                 reason: reason::PROGRAMMED,
-                message: format!("xlb on {} serves {} on {}", inp.node_name, programmed.join(", "), vip_list.join(", ")),
+                message: format!("xlb serves {} on {}", programmed.join(", "), vip_list.join(", ")),
             });
         }
         if let (true, Some(port)) = (local, spec.health_check_node_port.and_then(|p| u16::try_from(p).ok()).filter(|p| *p != 0)) {
