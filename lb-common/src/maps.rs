@@ -72,6 +72,8 @@ pub mod names {
     pub const AFFINITY: &str = "XLB_AFFINITY";
     /// Source ranges allowed per service (LPM trie).
     pub const RANGES: &str = "XLB_RANGES";
+    /// Service id → the service's key and value (a mirror of `XLB_SERVICES`).
+    pub const SERVICE_SLOTS: &str = "XLB_SVC_SLOTS";
 }
 
 /// IP protocol numbers.
@@ -86,7 +88,7 @@ pub const PROTO_UDP: u8 = 17;
 
 /// Service lookup key.
 #[repr(C, align(4))]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ServiceKey {
     /// VIP, IPv4-mapped when IPv4.
     pub addr: [u8; 16],
@@ -108,7 +110,7 @@ pub const SVC_F_RANGES: u32 = 4;
 
 /// Service value, read by the data path on every packet to a VIP.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Service {
     /// Index into the per-service arrays (stats, names, table regions).
     pub id: u32,
@@ -127,6 +129,22 @@ pub struct Service {
     /// Client-IP session affinity timeout, seconds; 0: no affinity. (Was
     /// padding, always 0, in maps written before affinity existed.)
     pub affinity_timeout: u32,
+}
+
+/// `XLB_SVC_SLOTS` value: a service's key and value, indexed by service id
+/// (a mirror of `XLB_SERVICES` the map writer keeps: written with it,
+/// zeroed when the service goes). A packet of an established flow finds its
+/// service here through the flow's `service_id` — an array read instead of
+/// a hash lookup — and uses it only when `key` is the packet's own service
+/// key (so the VIP still maps to that service id); otherwise, and for every
+/// packet without a flow, the data path looks `XLB_SERVICES` up.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ServiceSlot {
+    /// The service's key; all zero (matching no packet) when the id is free.
+    pub key: ServiceKey,
+    pub _pad: u32,
+    pub svc: Service,
 }
 
 /// `Backend::flags`: the backend exists (slot in use).
@@ -326,6 +344,7 @@ mod pod {
     // SAFETY: all types are repr(C), Copy, and every bit pattern is valid.
     unsafe impl aya::Pod for ServiceKey {}
     unsafe impl aya::Pod for Service {}
+    unsafe impl aya::Pod for ServiceSlot {}
     unsafe impl aya::Pod for Backend {}
     unsafe impl aya::Pod for FlowKey {}
     unsafe impl aya::Pod for Flow {}
@@ -347,6 +366,7 @@ mod tests {
     fn layouts_have_no_implicit_padding() {
         assert_eq!(size_of::<ServiceKey>(), 20);
         assert_eq!(size_of::<Service>(), 32);
+        assert_eq!(size_of::<ServiceSlot>(), 56);
         assert_eq!(size_of::<Backend>(), 48);
         assert_eq!(size_of::<FlowKey>(), 40);
         assert_eq!(size_of::<Flow>(), 32);

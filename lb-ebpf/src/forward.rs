@@ -41,7 +41,18 @@ pub const FIB_FRAG_NEEDED: i64 = 8;
 #[inline(never)]
 pub fn send(ctx: &XdpContext, pkt: &Packet, rw: &Rewrite, p: &mut FibParams, partial: bool) -> u32 {
     let rc = lookup(ctx, pkt, rw, p);
-    transmit(ctx, p, rc, partial)
+    transmit(ctx, p, rc, partial, CAPS_UNKNOWN)
+}
+
+/// `transmit`'s `caps` when the caller does not know the egress interface's
+/// `IF_F_*` capabilities: `transmit` looks them up in `XLB_IFACES`.
+pub const CAPS_UNKNOWN: u32 = u32::MAX;
+
+/// The egress interface's `IF_F_*` capabilities (0 when not ours).
+#[inline(always)]
+pub fn caps_of(ifindex: u32) -> u32 {
+    // SAFETY: value copied out at once; userspace only replaces whole values.
+    unsafe { IFACES.get(&ifindex) }.copied().unwrap_or(0)
 }
 
 /// Looks up the route and next hop towards `rw.dst` into `p`.
@@ -71,9 +82,11 @@ pub fn lookup(ctx: &XdpContext, pkt: &Packet, rw: &Rewrite, p: &mut FibParams) -
     unsafe { bpf_fib_lookup(ctx.as_ptr(), p, size_of::<FibParams>() as i32, 0) }
 }
 
-/// Sends the (rewritten) packet according to the lookup result `rc` in `p`.
+/// Sends the (rewritten) packet according to the lookup result `rc` in `p`;
+/// `caps`: the egress interface's capabilities when known (the next-hop
+/// cache keeps them), else [`CAPS_UNKNOWN`].
 #[inline(never)]
-pub fn transmit(ctx: &XdpContext, p: &mut FibParams, rc: i64, partial: bool) -> u32 {
+pub fn transmit(ctx: &XdpContext, p: &mut FibParams, rc: i64, partial: bool, caps: u32) -> u32 {
     if rc == FIB_SUCCESS {
         if let Some(eth) = ptr_at::<EthHdr>(ctx, 0) {
             // SAFETY: bounds checked by ptr_at.
@@ -84,8 +97,7 @@ pub fn transmit(ctx: &XdpContext, p: &mut FibParams, rc: i64, partial: bool) -> 
         }
         if !partial {
             let out = p.ifindex;
-            // SAFETY: value copied out at once; userspace only replaces whole values.
-            let caps = unsafe { IFACES.get(&out) }.copied().unwrap_or(0);
+            let caps = if caps == CAPS_UNKNOWN { caps_of(out) } else { caps };
             if out == ctx.ingress_ifindex() as u32 && caps & IF_F_TX != 0 {
                 bump(Stat::FwdTx);
                 return xdp_action::XDP_TX;

@@ -6,13 +6,18 @@ use aya_ebpf::{
     maps::{Array, DevMapHash, HashMap, LpmTrie, LruHashMap, PerCpuArray},
 };
 use lb_common::{
-    Affinity, AffinityKey, Backend, Counter, Flow, FlowKey, RangeKey, Reverse, Service, ServiceKey, ServiceName,
+    Affinity, AffinityKey, Backend, Counter, Flow, FlowKey, RangeKey, Reverse, Service, ServiceKey, ServiceName, ServiceSlot,
     AFFINITY_ENTRIES, DEFAULT_FLOW_ENTRIES, MAX_BACKENDS, MAX_IFACES, MAX_SERVICES, RANGE_ENTRIES, TABLE_ENTRIES,
 };
 
 /// (VIP, port, protocol) → service.
 #[map(name = "XLB_SERVICES")]
 pub static SERVICES: HashMap<ServiceKey, Service> = HashMap::pinned(MAX_SERVICES, 0);
+
+/// Service id → (key, service): the established path's way to its service
+/// (see `lb_common::ServiceSlot`).
+#[map(name = "XLB_SVC_SLOTS")]
+pub static SERVICE_SLOTS: Array<ServiceSlot> = Array::pinned(MAX_SERVICES, 0);
 
 /// Backend id → backend.
 #[map(name = "XLB_BACKENDS")]

@@ -16,13 +16,19 @@
 //! - the packet is no longer than a packet the kernel already accepted for
 //!   this path (so a lookup still checks the MTU of every larger packet).
 //!
+//! An entry also keeps the egress interface's `IF_F_*` capabilities
+//! (`XLB_IFACES`, looked up when the entry is filled; only non-zero ones are
+//! kept), so a hit needs no hash lookup before XDP_TX/XDP_REDIRECT; a change
+//! of an interface's capabilities reaches cached paths within [`TTL_NS`] (or
+//! at the next generation bump).
+//!
 //! Not part of the key: ports and protocol. Policy-routing rules that match
 //! on them (`ip rule ... sport/dport/ipproto`) are honoured for the first
 //! packet of a path only.
 use aya_ebpf::{macros::map, maps::{Array, PerCpuArray}, programs::XdpContext};
 
 use crate::{
-    forward::{lookup, FibParams},
+    forward::{caps_of, lookup, FibParams, CAPS_UNKNOWN},
     nat::Rewrite,
     packet::Packet,
     words,
@@ -48,7 +54,8 @@ pub struct Hop {
     ok_len: u32,
     /// `smac` then `dmac` of the lookup, as 16-bit words.
     macs: [u16; 6],
-    _pad: u32,
+    /// `IF_F_*` of `ifindex` when the entry was filled.
+    caps: u32,
 }
 
 /// Offset of `smac` (followed by `dmac`) in `bpf_fib_lookup`.
@@ -91,17 +98,18 @@ fn slot(ingress: u32, src: words::Addr, dst: words::Addr) -> u32 {
     (x >> (64 - SLOT_BITS)) as u32
 }
 
-/// `bpf_fib_lookup` towards `rw.dst` through the cache: on a hit, fills
-/// `p.ifindex`, `p.smac` and `p.dmac` (all `transmit` reads) and returns
-/// success without asking the kernel.
+/// `bpf_fib_lookup` towards `rw.dst` through the cache (`now`: the data
+/// path's clock): on a hit, fills `p.ifindex`, `p.smac` and `p.dmac` (all
+/// `transmit` reads) and returns success without asking the kernel. Also
+/// returns the egress interface's capabilities for `transmit` (or
+/// `CAPS_UNKNOWN`).
 #[inline(always)]
-pub fn route(ctx: &XdpContext, pkt: &Packet, rw: &Rewrite, p: &mut FibParams) -> i64 {
+pub fn route(ctx: &XdpContext, pkt: &Packet, rw: &Rewrite, p: &mut FibParams, now: u64) -> (i64, u32) {
     let ingress = ctx.ingress_ifindex() as u32;
     let (src, dst) = (words::get(&rw.src), words::get(&rw.dst));
     let gen = ROUTE_GEN.get(0).copied().unwrap_or(0);
-    let now = crate::xdp::now();
     let Some(h) = HOPS.get_ptr_mut(slot(ingress, src, dst)) else {
-        return lookup(ctx, pkt, rw, p);
+        return (lookup(ctx, pkt, rw, p), CAPS_UNKNOWN);
     };
     // SAFETY: per-CPU slot; XDP runs with preemption disabled, so nothing
     // else on this CPU touches it during the program run.
@@ -111,10 +119,12 @@ pub fn route(ctx: &XdpContext, pkt: &Packet, rw: &Rewrite, p: &mut FibParams) ->
     if fresh && pkt.ip_len <= h.ok_len {
         p.ifindex = h.ifindex;
         set_macs(p, &h.macs);
-        return FIB_SUCCESS;
+        return (FIB_SUCCESS, if h.caps != 0 { h.caps } else { CAPS_UNKNOWN });
     }
     let rc = lookup(ctx, pkt, rw, p);
+    let mut caps = CAPS_UNKNOWN;
     if rc == FIB_SUCCESS {
+        caps = caps_of(p.ifindex);
         // A longer packet confirmed on a still valid entry: keep its expiry.
         let m = macs(p);
         let same_hop = h.ifindex == p.ifindex
@@ -136,8 +146,9 @@ pub fn route(ctx: &XdpContext, pkt: &Packet, rw: &Rewrite, p: &mut FibParams) ->
         } else if pkt.ip_len > h.ok_len {
             h.ok_len = pkt.ip_len;
         }
+        h.caps = caps;
     }
-    rc
+    (rc, caps)
 }
 
 const _: () = assert!(core::mem::offset_of!(FibParams, smac) == MACS_OFF && core::mem::offset_of!(FibParams, dmac) == MACS_OFF + 6);

@@ -71,3 +71,10 @@ pub fn not_ours(ctx: &XdpContext) -> bool {
     }
     !set_has(PREFILTER_VIPS, dst) && !set_has(PREFILTER_BACKENDS, src)
 }
+
+/// False when `dst` is surely not a VIP (its bit in the VIP set is clear and
+/// the sets are ready): the packet cannot belong to a client flow.
+#[inline(always)]
+pub fn maybe_vip(dst: words::Addr) -> bool {
+    PREFILTER.get(PREFILTER_READY).is_none_or(|r| *r == 0) || set_has(PREFILTER_VIPS, dst)
+}

@@ -26,6 +26,8 @@ pub struct Scratch {
     pub backend_id: u32,
     /// SNAT port of the flow (network byte order).
     pub snat_port: u16,
+    /// The data path's clock, read once per packet (`xdp::now`).
+    pub now: u64,
 }
 
 #[map(name = "XLB_SCRATCH")]

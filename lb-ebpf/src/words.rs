@@ -95,3 +95,12 @@ pub fn service_key(vip: Addr, port: u16, proto: u8) -> lb_common::ServiceKey {
     // ServiceKey (addr, then port, proto, _pad = 0 in the last word).
     unsafe { core::mem::transmute::<[u32; 5], lb_common::ServiceKey>(w) }
 }
+
+/// True when two service keys are equal, compared as five `u32`s.
+#[inline(always)]
+pub fn service_key_eq(a: &lb_common::ServiceKey, b: &lb_common::ServiceKey) -> bool {
+    let (a, b) = (a as *const _ as *const u32, b as *const _ as *const u32);
+    // SAFETY: ServiceKey is 20 bytes, align(4): five u32s, no padding bytes
+    // left undefined (`_pad` is a field).
+    unsafe { *a == *b && *a.add(1) == *b.add(1) && *a.add(2) == *b.add(2) && *a.add(3) == *b.add(3) && *a.add(4) == *b.add(4) }
+}

@@ -3,7 +3,7 @@
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use lb_common::{
     frag::NO_SERVICE,
-    hash::flow_hash, Backend, Reverse, Service, Stat, BE_F_ACTIVE, FLOW_CLOSING,
+    hash::flow_hash, Backend, Flow, Reverse, Service, ServiceKey, Stat, BE_F_ACTIVE, FLOW_CLOSING,
     FLOW_OPEN, PROTO_TCP, SNAT_PORT_COUNT, SNAT_PORT_MIN, SNAT_TRIES, SVC_F_RANGES, SVC_F_SNAT,
     TCP_CLOSING_TIMEOUT,
 };
@@ -16,7 +16,7 @@ use crate::{
     frag, icmp,
     guard,
     log,
-    maps::{BACKENDS, FLOWS, REVERSE, SERVICES, TABLE},
+    maps::{BACKENDS, FLOWS, REVERSE, SERVICES, SERVICE_SLOTS, TABLE},
     nat::rewrite,
     nexthop,
     prefilter,
@@ -74,11 +74,27 @@ pub fn process(ctx: &XdpContext) -> Result<u32, ()> {
             return Ok(xdp_action::XDP_DROP);
         }
     }
-    let k = &s.pkt.key;
-    let key = words::service_key(words::get(&k.dst), k.dport, k.proto);
-    if let Some(svc) = SERVICES.get_ptr(&key) {
-        // SAFETY: map value pointer valid for this program run.
-        return Ok(match to_backend(ctx, s, unsafe { &*svc }) {
+    s.now = now();
+    let dst = words::get(&s.pkt.key.dst);
+    let key = words::service_key(dst, s.pkt.key.dport, s.pkt.key.proto);
+    // A packet to a VIP looks its flow up first: an established flow finds
+    // its service through the flow's service id (an array slot) instead of
+    // the `XLB_SERVICES` hash lookup. Replies (not to a VIP) skip this.
+    let looked = prefilter::maybe_vip(dst);
+    let mut flow = None;
+    let mut svc = None;
+    if looked && !opening(&s.pkt) {
+        if let Some(f) = FLOWS.get_ptr_mut(&s.pkt.key) {
+            // SAFETY: map value pointer valid for this program run.
+            let f = unsafe { &mut *f };
+            svc = slot(f.service_id, &key);
+            flow = Some(f);
+        }
+    }
+    // SAFETY: map value pointer valid for this program run.
+    let svc = svc.or_else(|| SERVICES.get_ptr(&key).map(|p| unsafe { &*p }));
+    if let Some(svc) = svc {
+        return Ok(match to_backend(ctx, s, svc, flow, looked) {
             NO_BACKEND => reject(ctx, s),
             TOO_BIG => too_big(ctx, s),
             verdict => verdict,
@@ -94,6 +110,21 @@ pub fn process(ctx: &XdpContext) -> Result<u32, ()> {
     // SAFETY: value only tested for presence.
     bump(if unsafe { icmp::VIPS.get(&s.pkt.key.dst) }.is_some() { Stat::PassVipOtherPort } else { Stat::PassNotVip });
     Ok(xdp_action::XDP_PASS)
+}
+
+/// A TCP SYN without ACK: it starts a new connection and never trusts an
+/// existing entry.
+#[inline(always)]
+fn opening(pkt: &crate::packet::Packet) -> bool {
+    pkt.has(TCP_SYN) && !pkt.has(TCP_ACK)
+}
+
+/// The service of id `id` from `XLB_SVC_SLOTS`, when it is still the
+/// service of `key` (the packet's VIP, port and protocol).
+#[inline(always)]
+fn slot(id: u32, key: &ServiceKey) -> Option<&'static Service> {
+    let sl = SERVICE_SLOTS.get(id)?;
+    (sl.svc.id == id && words::service_key_eq(&sl.key, key)).then_some(&sl.svc)
 }
 
 /// Idle timeout of a flow in its current state.
@@ -114,19 +145,23 @@ fn backend(id: u32) -> Option<&'static Backend> {
     BACKENDS.get(id)
 }
 
-/// Looks up the packet's flow; when its entry is still valid, sets
-/// `s.backend_id`/`s.snat_port` and returns the backend.
+/// The packet's flow (`flow`: already looked up when `looked`, else looked
+/// up here); when its entry is still valid, sets `s.backend_id`/`s.snat_port`
+/// and returns the backend.
 #[inline(never)]
-fn existing(s: &mut Scratch, svc: &Service) -> Option<&'static Backend> {
+fn existing(s: &mut Scratch, svc: &Service, flow: Option<&'static mut Flow>, looked: bool) -> Option<&'static Backend> {
     let pkt = &s.pkt;
     // A SYN never trusts an existing entry: it starts a new connection.
-    if pkt.has(TCP_SYN) && !pkt.has(TCP_ACK) {
+    if opening(pkt) {
         return None;
     }
-    let flow = FLOWS.get_ptr_mut(&pkt.key)?;
-    // SAFETY: map value pointer valid for this program run.
-    let flow = unsafe { &mut *flow };
-    let now = now();
+    let flow = match flow {
+        Some(f) => f,
+        None if looked => return None,
+        // SAFETY: map value pointer valid for this program run.
+        None => unsafe { &mut *FLOWS.get_ptr_mut(&pkt.key)? },
+    };
+    let now = s.now;
     if flow.service_id != svc.id
         || now.saturating_sub(flow.last_seen_ns) > timeout_ns(svc, pkt.key.proto, flow.state)
     {
@@ -193,7 +228,7 @@ fn fill_reverse(s: &mut Scratch, svc: &Service, now: u64) {
 /// `s.snat_port` (network byte order); false when every probed port is taken.
 #[inline(never)]
 fn alloc_snat(s: &mut Scratch, svc: &Service, be: &Backend) -> bool {
-    let now = now();
+    let now = s.now;
     fill_reverse(s, svc, now);
     let k = &s.pkt.key;
     let base = flow_hash(&k.src, &k.dst, k.sport, k.dport, k.proto, 0x5eed_5eed);
@@ -230,7 +265,7 @@ fn alloc_snat(s: &mut Scratch, svc: &Service, be: &Backend) -> bool {
 /// neither recorded nor made sticky.
 #[inline(never)]
 fn record(s: &mut Scratch, svc: &Service, be: &Backend, sticky: bool) -> bool {
-    let now = now();
+    let now = s.now;
     let pkt = &s.pkt;
     // An RST never creates an entry.
     if pkt.has(TCP_RST) {
@@ -263,16 +298,17 @@ fn record(s: &mut Scratch, svc: &Service, be: &Backend, sticky: bool) -> bool {
     true
 }
 
-/// Client → VIP: find or pick the backend, rewrite, send.
+/// Client → VIP: find or pick the backend, rewrite, send. `flow`/`looked`:
+/// as for `existing`.
 #[inline(never)]
-fn to_backend(ctx: &XdpContext, s: &mut Scratch, svc: &Service) -> u32 {
+fn to_backend(ctx: &XdpContext, s: &mut Scratch, svc: &Service, flow: Option<&'static mut Flow>, looked: bool) -> u32 {
     // Source ranges: every packet, flows in progress included.
     if svc.flags & SVC_F_RANGES != 0 && !ranges::allowed(s, svc) {
         bump(Stat::DropSourceRange);
         return xdp_action::XDP_DROP;
     }
     let snat = svc.flags & SVC_F_SNAT != 0;
-    let be = match existing(s, svc) {
+    let be = match existing(s, svc, flow, looked) {
         Some(be) => {
             bump(Stat::FlowHit);
             be
@@ -281,7 +317,7 @@ fn to_backend(ctx: &XdpContext, s: &mut Scratch, svc: &Service) -> u32 {
             // Session affinity first, then the lookup table (whose pick
             // becomes the client's affinity when the flow is recorded).
             let affine = svc.affinity_timeout != 0;
-            let sticky = if affine { affinity::sticky(s, svc, now()) } else { None };
+            let sticky = if affine { affinity::sticky(s, svc, s.now) } else { None };
             let fresh = affine && sticky.is_none();
             let Some(be) = sticky.or_else(|| pick(s, svc)) else {
                 return NO_BACKEND;
@@ -322,7 +358,7 @@ fn to_backend(ctx: &XdpContext, s: &mut Scratch, svc: &Service) -> u32 {
 /// Backend → client reply of a tracked flow: translate back, send.
 #[inline(never)]
 fn reply(ctx: &XdpContext, s: &mut Scratch, rev: &mut Reverse) -> u32 {
-    let now = now();
+    let now = s.now;
     if now.saturating_sub(rev.last_seen_ns) > REFRESH_NS {
         rev.last_seen_ns = now;
     }
@@ -340,12 +376,12 @@ fn reply(ctx: &XdpContext, s: &mut Scratch, rev: &mut Reverse) -> u32 {
 /// so its sender can lower its path MTU.
 #[inline(always)]
 fn finish(ctx: &XdpContext, s: &mut Scratch) -> u32 {
-    let rc = nexthop::route(ctx, &s.pkt, &s.rw, &mut s.fib);
+    let (rc, caps) = nexthop::route(ctx, &s.pkt, &s.rw, &mut s.fib, s.now);
     if rc == FIB_FRAG_NEEDED && s.pkt.df {
         return TOO_BIG;
     }
     match rewrite(ctx, &s.pkt, &s.rw) {
-        Some(partial) => transmit(ctx, &mut s.fib, rc, partial),
+        Some(partial) => transmit(ctx, &mut s.fib, rc, partial, caps),
         None => {
             bump(Stat::DropMalformed);
             xdp_action::XDP_DROP

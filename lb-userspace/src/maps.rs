@@ -12,7 +12,7 @@ use aya::{
     Ebpf,
 };
 use lb_common::{
-    names, Affinity, AffinityKey, Backend, Counter, Flow, FlowKey, RangeKey, Reverse, Service, ServiceKey, ServiceName,
+    names, Affinity, AffinityKey, Backend, Counter, Flow, FlowKey, RangeKey, Reverse, Service, ServiceKey, ServiceName, ServiceSlot,
     LAYOUT_VERSION,
 };
 
@@ -45,6 +45,9 @@ pub fn map_dir(pin_path: &Path) -> PathBuf {
 /// All maps of the data path.
 pub struct Maps {
     pub services: HashMap<MapData, ServiceKey, Service>,
+    /// Service id → (key, service), the mirror of `services` the established
+    /// path reads (`lb_common::ServiceSlot`).
+    pub service_slots: Array<MapData, ServiceSlot>,
     pub backends: Array<MapData, Backend>,
     pub table: Table,
     pub flows: HashMap<MapData, FlowKey, Flow>,
@@ -77,6 +80,7 @@ impl Maps {
     fn build(mut get: impl FnMut(&'static str) -> Result<Map, MapsError>) -> Result<Self, MapsError> {
         Ok(Self {
             services: typed!(get, names::SERVICES),
+            service_slots: typed!(get, names::SERVICE_SLOTS),
             backends: typed!(get, names::BACKENDS),
             table: Table::new(typed!(get, names::TABLE))?,
             flows: typed!(get, names::FLOWS),

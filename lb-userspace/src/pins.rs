@@ -8,7 +8,7 @@ use lb_common::{
     names,
     prefilter::{PREFILTER_ENTRIES, PREFILTER_MAP},
     settings::Settings, Affinity, AffinityKey, Backend, Counter, Flow, FlowKey, RangeKey, Reverse, Service,
-    ServiceKey, ServiceName, LAYOUT_VERSION,
+    ServiceKey, ServiceName, ServiceSlot, LAYOUT_VERSION,
 };
 
 use crate::maps::map_dir;
@@ -55,8 +55,9 @@ pub fn check(pin_path: &Path, wanted: &Wanted) -> Result<(), PinError> {
         }
     }
     let sz = |n: usize| n as u32;
-    let expected: [(&str, u32, u32, Option<(&'static str, u32)>); 16] = [
+    let expected: [(&str, u32, u32, Option<(&'static str, u32)>); 17] = [
         (names::SERVICES, sz(size_of::<ServiceKey>()), sz(size_of::<Service>()), None),
+        (names::SERVICE_SLOTS, 4, sz(size_of::<ServiceSlot>()), None),
         (names::BACKENDS, 4, sz(size_of::<Backend>()), None),
         (names::TABLE, 4, 4, None),
         (names::FLOWS, sz(size_of::<FlowKey>()), sz(size_of::<Flow>()), Some(("--flow-table-size", wanted.flow_entries))),
@@ -76,8 +77,9 @@ pub fn check(pin_path: &Path, wanted: &Wanted) -> Result<(), PinError> {
     ];
     // (XLB_STATS is not here: `datapath::load_with` replaces an array of
     // another length, carrying its counters over, as counters are added.)
-    let fixed: [(&str, u32); 8] = [
+    let fixed: [(&str, u32); 9] = [
         (names::SERVICES, lb_common::MAX_SERVICES),
+        (names::SERVICE_SLOTS, lb_common::MAX_SERVICES),
         (names::BACKENDS, lb_common::MAX_BACKENDS),
         (names::SERVICE_STATS, lb_common::MAX_SERVICES),
         (names::BACKEND_STATS, lb_common::MAX_BACKENDS),

@@ -50,7 +50,7 @@ use std::{
 
 use aya::maps::{lpm_trie::Key, MapError};
 use lb_common::{
-    range_prefix_len, AffinityKey, Backend, Counter, RangeKey, Service, ServiceKey, ServiceName, AFFINITY_ENTRIES,
+    range_prefix_len, AffinityKey, Backend, Counter, RangeKey, Service, ServiceKey, ServiceName, ServiceSlot, AFFINITY_ENTRIES,
     BE_F_ACTIVE, DEFAULT_TCP_TIMEOUT, DEFAULT_UDP_TIMEOUT, MAX_BACKENDS, MAX_SERVICES, NAME_LEN, RANGE_ENTRIES,
     SVC_F_IPV6, SVC_F_RANGES, SVC_F_SNAT,
     prefilter::{prefilter_bit_of, PREFILTER_BACKENDS, PREFILTER_ENTRIES, PREFILTER_READY, PREFILTER_VIPS},
@@ -592,6 +592,7 @@ impl MapWriter {
         // Source ranges by service id; those of no service (left by an
         // agent stopped halfway through a removal) are deleted.
         let mut maps = maps;
+        sync_slots(&mut maps, &found)?;
         let mut ranges: HashMap<u32, BTreeSet<RangeEntry>> = HashMap::new();
         let keys: Vec<Key<RangeKey>> = maps.ranges.keys().collect::<Result<_, _>>().map_err(map_err("source ranges"))?;
         let ids: BTreeSet<u32> = found.iter().map(|(_, v, _, _)| v.id).collect();
@@ -1145,6 +1146,7 @@ impl MapWriter {
         }
         if old.as_ref().map(|p| p.value) != Some(value) {
             self.maps.services.insert(key, value, 0).map_err(map_err("services"))?;
+            self.write_slot(id, ServiceSlot { key, _pad: 0, svc: value })?;
             changed = true;
         }
         // Prefixes that went, after the value (which no longer has the flag
@@ -1197,11 +1199,21 @@ impl MapWriter {
         })
     }
 
+    /// Writes a service's slot in `XLB_SVC_SLOTS` (the established path's
+    /// mirror of `XLB_SERVICES`, see `lb_common::ServiceSlot`).
+    fn write_slot(&mut self, id: u32, slot: ServiceSlot) -> Result<(), WriteError> {
+        self.maps.service_slots.set(id, slot, 0).map_err(map_err("service slots"))
+    }
+
     fn remove_service(&mut self, key: &ServiceKey) -> Result<(), WriteError> {
         let Some(p) = self.services.remove(key) else { return Ok(()) };
         match self.maps.services.remove(key) {
             Ok(()) | Err(MapError::KeyNotFound) => {}
             Err(e) => return Err(map_err("services")(e)),
+        }
+        // After the service's key is gone: its flows then find neither.
+        if self.maps.service_slots.get(&p.value.id, 0).is_ok_and(|sl| sl.key == *key) {
+            self.write_slot(p.value.id, ServiceSlot::default())?;
         }
         if let Some(pair) = p.pair {
             self.retire(pair);
@@ -1232,6 +1244,25 @@ enum Change {
 }
 
 /// Encodes a name for the names map (truncated to its size).
+/// Makes `XLB_SVC_SLOTS` mirror the restored services: each one's slot,
+/// every other slot empty (a slot left by an agent stopped halfway through a
+/// removal, or a map created by this load, is fixed here).
+fn sync_slots<N, B>(maps: &mut Maps, found: &[(ServiceKey, Service, N, B)]) -> Result<(), WriteError> {
+    let mut want = vec![ServiceSlot::default(); MAX_SERVICES as usize];
+    for (key, value, _, _) in found {
+        if let Some(w) = want.get_mut(value.id as usize) {
+            *w = ServiceSlot { key: *key, _pad: 0, svc: *value };
+        }
+    }
+    for (id, w) in want.into_iter().enumerate() {
+        let id = id as u32;
+        if maps.service_slots.get(&id, 0).map_err(map_err("service slots"))? != w {
+            maps.service_slots.set(id, w, 0).map_err(map_err("service slots"))?;
+        }
+    }
+    Ok(())
+}
+
 pub fn name_to(name: &str) -> ServiceName {
     let mut n = ServiceName { name: [0; NAME_LEN] };
     let bytes = name.as_bytes();
@@ -1430,6 +1461,37 @@ mod tests {
             })
             .collect();
         (v, t)
+    }
+
+    /// `XLB_SVC_SLOTS` mirrors `XLB_SERVICES`: written with a service,
+    /// emptied when it goes, and re-synced (stale slots emptied, missing ones
+    /// written) when an agent restarts on the pinned maps.
+    #[test]
+    fn service_slots_mirror_the_services() {
+        if !bpf_available() {
+            return;
+        }
+        let pins = Pins::new("slots");
+        let slot = |w: &MapWriter, id: u32| w.maps.service_slots.get(&id, 0).expect("slot");
+        let desired = |specs: Vec<ServiceSpec>| DesiredState { services: specs };
+        let mut w = writer(&pins, 1 << 16, 0);
+        w.apply(&desired(vec![spec("a", 53, &[("10.0.0.1:53", 1)], Some(251)), spec("b", 54, &[], Some(251))]))
+            .expect("apply");
+        let ids: Vec<(ServiceKey, Service)> = w.services.iter().map(|(k, p)| (*k, p.value)).collect();
+        for (key, value) in &ids {
+            assert_eq!(slot(&w, value.id), ServiceSlot { key: *key, _pad: 0, svc: *value });
+        }
+        w.apply(&desired(vec![spec("a", 53, &[("10.0.0.1:53", 1)], Some(251))])).expect("apply");
+        let gone = ids.iter().find(|(k, _)| !w.services.contains_key(k)).expect("b removed").1.id;
+        assert_eq!(slot(&w, gone), ServiceSlot::default());
+        // A stale slot (an agent stopped halfway) and a lost one: fixed on restart.
+        let (key_a, value_a) = ids.iter().find(|(k, _)| w.services.contains_key(k)).copied().expect("a kept");
+        w.maps.service_slots.set(gone, ServiceSlot { key: key_a, _pad: 0, svc: value_a }, 0).expect("set");
+        w.maps.service_slots.set(value_a.id, ServiceSlot::default(), 0).expect("set");
+        drop(w);
+        let w = writer(&pins, 1 << 16, 0);
+        assert_eq!(slot(&w, gone), ServiceSlot::default());
+        assert_eq!(slot(&w, value_a.id), ServiceSlot { key: key_a, _pad: 0, svc: value_a });
     }
 
     fn expected(backends: &[(&str, u16)], size: u32, seed: u32) -> Vec<String> {

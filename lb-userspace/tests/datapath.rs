@@ -561,6 +561,30 @@ case!(flood_guard_forwards_without_recording, |lab| {
     lab.run(&first.build()).expect(XDP_PASS, &[Stat::FlowHit, Stat::FwdKernel]);
 });
 
+// A flow finds its service through the flow's service id (`XLB_SVC_SLOTS`)
+// only while that id still serves the flow's VIP, port and protocol: after
+// the service went and its id went to a service on another port of the VIP,
+// the old flow's packets are not forwarded to its old backend.
+case!(flow_of_a_removed_service_is_not_followed_after_id_reuse, |lab| {
+    lab.apply(vec![service("dns", VIP4, 53, Udp, Snat, &[("10.1.0.2:5353", 1)])]);
+    let pkt = udp4_to_vip();
+    lab.run(&pkt.build()).expect(XDP_PASS, &[Stat::FlowNew, Stat::FwdKernel]);
+    lab.run(&pkt.build()).expect(XDP_PASS, &[Stat::FlowHit, Stat::FwdKernel]);
+    let old = lab.flow(&pkt).unwrap();
+    lab.apply(vec![]);
+    lab.apply(vec![service("other", VIP4, 54, Udp, Snat, &[("10.1.0.3:5353", 1)])]);
+    assert!(lab.flow(&pkt).is_some_and(|f| f.service_id == old.service_id), "the id was reused and the entry kept");
+    lab.run(&pkt.build()).expect(XDP_PASS, &[Stat::PassVipOtherPort]).untouched();
+    // And the service coming back on its port takes new flows again.
+    lab.apply(vec![
+        service("other", VIP4, 54, Udp, Snat, &[("10.1.0.3:5353", 1)]),
+        service("dns", VIP4, 53, Udp, Snat, &[("10.1.0.4:5353", 1)]),
+    ]);
+    let out = lab.run(&pkt.build());
+    out.expect(XDP_PASS, &[Stat::FlowNew, Stat::FwdKernel]);
+    assert_eq!(out.decoded().dst_sock(), sock("10.1.0.4:5353"));
+});
+
 fn with_udp_timeout(lab: &mut Lab, secs: u32) {
     let mut svc = service("dns", VIP4, 53, Udp, Snat, &[("10.1.0.2:5353", 1)]);
     svc.udp_timeout = Some(secs);
