@@ -274,3 +274,28 @@ fn changing_a_services_port_and_type_reprograms_it() {
     c.patch_service(NS, "dns", json!({"spec": {"type": "LoadBalancer", "loadBalancerClass": "xlb.io/xdp"}}));
     c.wait_backends("apps/dns:dns", 1);
 }
+
+#[test]
+fn session_affinity_expires_after_its_timeout() {
+    let c = Cluster::start(3, &[]);
+    c.create_service(&dns_service("dns").session_affinity_client_ip(1));
+    c.set_slice(NS, "dns", "dns", false, &[ready(0), ready(1), ready(2)], DNS_PORTS);
+    c.wait_programmed("affinity 1 s", |p| p.get("apps/dns:dns").is_some_and(|s| s["affinity_timeout"] == 1 && s["backends"].as_array().is_some_and(|b| b.len() == 3)));
+    // Within the timeout every new flow sticks; after an idle timeout the
+    // next flow is picked afresh (by its own hash), so over a few rounds the
+    // client must land on another pod at least once (each round keeps the
+    // same pod with probability about 1/3).
+    let first = c.udp(vip4(53), 5);
+    assert_eq!(first.len(), 1, "sticky within the timeout: {first:?}");
+    let mut seen: std::collections::BTreeSet<String> = first.keys().cloned().collect();
+    for _ in 0..12 {
+        std::thread::sleep(Duration::from_millis(1600));
+        let round = c.udp(vip4(53), 5);
+        assert_eq!(round.len(), 1, "sticky again right after the re-pick: {round:?}");
+        seen.extend(round.keys().cloned());
+        if seen.len() > 1 {
+            break;
+        }
+    }
+    assert!(seen.len() > 1, "after the affinity timed out the client never moved: {seen:?}");
+}
