@@ -81,11 +81,29 @@ pub fn wait_batch(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<()> {
             _ => return Err(err),
         }
     }
+    // Whatever the drain meets, a batch arrived: the caller rescans.
+    let _ = drain(fd, buf);
+    Ok(())
+}
+
+/// Reads every notification queued now, without blocking; `Ok(true)` when
+/// there was any or some were lost (ENOBUFS: anything may have changed).
+pub fn drain(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<bool> {
+    let mut any = false;
     loop {
-        // SAFETY: as above, non-blocking.
-        let m = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
-        if m <= 0 && io::Error::last_os_error().raw_os_error() != Some(libc::ENOBUFS) {
-            return Ok(());
+        // SAFETY: recv into a buffer we own, of its size, non-blocking.
+        let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+        if n > 0 {
+            any = true;
+            continue;
+        }
+        let err = io::Error::last_os_error();
+        match err.raw_os_error() {
+            _ if n == 0 => return Ok(any),
+            Some(libc::EAGAIN) => return Ok(any),
+            Some(libc::EINTR) => continue,
+            Some(libc::ENOBUFS) => any = true,
+            _ => return Err(err),
         }
     }
 }

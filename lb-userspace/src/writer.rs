@@ -339,94 +339,20 @@ struct Routes {
 
 impl Routes {
     fn new() -> Self {
-        let watch = Self::subscribe()
+        use crate::rtnetlink::*;
+        let groups = GROUP_LINK | GROUP_IPV4_IFADDR | GROUP_IPV4_ROUTE | GROUP_IPV4_RULE | GROUP_IPV6_IFADDR | GROUP_IPV6_ROUTE;
+        let watch = subscribe(groups, &[GROUP_NR_IPV6_RULE])
             .map_err(|e| warn!(error = %e, "not watching routing changes (netlink); every reload resolves every backend's route"))
             .ok();
         Self { watch, epoch: 1, cache: HashMap::new(), probes: [None, None] }
     }
 
-    /// A non-blocking `NETLINK_ROUTE` socket in this thread's network
-    /// namespace, member of the link, address, route and rule groups.
-    fn subscribe() -> std::io::Result<std::os::fd::OwnedFd> {
-        use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
-        const RTMGRP_LINK: u32 = 0x1;
-        const RTMGRP_IPV4_IFADDR: u32 = 0x10;
-        const RTMGRP_IPV4_ROUTE: u32 = 0x40;
-        const RTMGRP_IPV4_RULE: u32 = 0x80;
-        const RTMGRP_IPV6_IFADDR: u32 = 0x100;
-        const RTMGRP_IPV6_ROUTE: u32 = 0x400;
-        const RTNLGRP_IPV6_RULE: u32 = 19;
-        // SAFETY: plain socket creation; the fd is owned at once.
-        let fd = unsafe {
-            libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, libc::NETLINK_ROUTE)
-        };
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // SAFETY: fd is a fresh, valid descriptor nobody else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        // SAFETY: a zeroed sockaddr_nl is valid; fields set below.
-        let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-        addr.nl_family = libc::AF_NETLINK as u16;
-        addr.nl_groups = RTMGRP_LINK
-            | RTMGRP_IPV4_IFADDR
-            | RTMGRP_IPV4_ROUTE
-            | RTMGRP_IPV4_RULE
-            | RTMGRP_IPV6_IFADDR
-            | RTMGRP_IPV6_ROUTE;
-        // SAFETY: addr is a valid sockaddr_nl of the given size.
-        let rc = unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                (&addr as *const libc::sockaddr_nl).cast(),
-                std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-            )
-        };
-        if rc != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // IPv6 rules have no legacy group bit. Best effort.
-        // SAFETY: setsockopt with a valid u32 option value.
-        unsafe {
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_NETLINK,
-                libc::NETLINK_ADD_MEMBERSHIP,
-                (&RTNLGRP_IPV6_RULE as *const u32).cast(),
-                std::mem::size_of::<u32>() as libc::socklen_t,
-            );
-        }
-        Ok(fd)
-    }
-
     /// Reads every pending notification; true when there was any (or the
     /// socket overflowed, or there is no socket).
     fn changed(&mut self) -> bool {
-        use std::os::fd::AsRawFd as _;
         let Some(fd) = &self.watch else { return true };
         let mut buf = [0u8; 8192];
-        let mut any = false;
-        loop {
-            // SAFETY: recv into a buffer we own, of its size.
-            let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
-            if n > 0 {
-                any = true;
-                continue;
-            }
-            let err = std::io::Error::last_os_error();
-            match err.raw_os_error() {
-                Some(libc::EAGAIN) => return any,
-                Some(libc::EINTR) => continue,
-                // ENOBUFS: notifications were lost; anything may have changed.
-                _ if n < 0 => {
-                    any = true;
-                    if err.raw_os_error() != Some(libc::ENOBUFS) {
-                        return true;
-                    }
-                }
-                _ => return true,
-            }
-        }
+        crate::rtnetlink::drain(fd, &mut buf).unwrap_or(true)
     }
 
     /// Starts a new epoch (and forgets every answer) when the routing may

@@ -12,60 +12,15 @@
 //! bench removes its namespaces, pins and files itself (also on SIGTERM,
 //! which this test sends if it overruns).
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
+mod common;
+
+use common::{wait_bounded, workspace_root};
 use serde_json::Value;
 
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// Waits for `child` up to `limit`; on overrun SIGTERM (the bench cleans
-/// up), then SIGKILL. Returns (success, stdout, stderr).
-fn wait_bounded(mut child: Child, limit: Duration, what: &str) -> (bool, String, String) {
-    use std::io::Read as _;
-    let mut out = child.stdout.take().expect("stdout pipe");
-    let mut err = child.stderr.take().expect("stderr pipe");
-    let t_out = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = out.read_to_string(&mut s);
-        s
-    });
-    let t_err = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err.read_to_string(&mut s);
-        s
-    });
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("try_wait") {
-            break Some(s);
-        }
-        if Instant::now() >= deadline {
-            eprintln!("{what} still running after {limit:?}; stopping it");
-            // SAFETY: our unreaped child.
-            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-            let grace = Instant::now() + Duration::from_secs(20);
-            while Instant::now() < grace {
-                if child.try_wait().expect("try_wait").is_some() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    (
-        status.is_some_and(|s| s.success()),
-        t_out.join().unwrap_or_default(),
-        t_err.join().unwrap_or_default(),
-    )
-}
 
 fn number(row: &Value, key: &str) -> f64 {
     row[key]
