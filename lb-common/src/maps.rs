@@ -42,7 +42,7 @@ pub const SNAT_PORT_MIN: u16 = 40000;
 /// Number of source ports in the SNAT range.
 pub const SNAT_PORT_COUNT: u16 = 20000;
 /// Ports probed for a free SNAT tuple before the packet is dropped.
-pub const SNAT_TRIES: u32 = 8;
+pub const SNAT_TRIES: u32 = 32;
 
 /// Default idle timeout of UDP flows, seconds.
 pub const DEFAULT_UDP_TIMEOUT: u32 = 30;

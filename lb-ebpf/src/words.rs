@@ -104,3 +104,16 @@ pub fn service_key_eq(a: &lb_common::ServiceKey, b: &lb_common::ServiceKey) -> b
     // left undefined (`_pad` is a field).
     unsafe { *a == *b && *a.add(1) == *b.add(1) && *a.add(2) == *b.add(2) && *a.add(3) == *b.add(3) && *a.add(4) == *b.add(4) }
 }
+
+/// Copies a whole map value of an `align(8)` type whose size is a multiple
+/// of 8 (`Flow`, `Reverse`) as `u64` words: an in-place rewrite of an entry.
+#[inline(always)]
+pub fn copy_value<T: Copy>(dst: &mut T, src: &T) {
+    const { assert!(core::mem::size_of::<T>() % 8 == 0 && core::mem::align_of::<T>() >= 8) };
+    let (d, s) = (dst as *mut T as *mut u64, src as *const T as *const u64);
+    for i in 0..core::mem::size_of::<T>() / 8 {
+        // SAFETY: i < size/8 words of two valid, 8-aligned `T`s. Volatile
+        // keeps LLVM from turning the loop back into a `memcpy` call.
+        unsafe { core::ptr::write_volatile(d.add(i), s.add(i).read()) }
+    }
+}

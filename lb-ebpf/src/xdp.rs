@@ -83,11 +83,13 @@ pub fn process(ctx: &XdpContext) -> Result<u32, ()> {
     let looked = prefilter::maybe_vip(dst);
     let mut flow = None;
     let mut svc = None;
-    if looked && !opening(&s.pkt) {
+    if looked {
         if let Some(f) = FLOWS.get_ptr_mut(&s.pkt.key) {
             // SAFETY: map value pointer valid for this program run.
             let f = unsafe { &mut *f };
-            svc = slot(f.service_id, &key);
+            if !opening(&s.pkt) {
+                svc = slot(f.service_id, &key);
+            }
             flow = Some(f);
         }
     }
@@ -149,7 +151,7 @@ fn backend(id: u32) -> Option<&'static Backend> {
 /// up here); when its entry is still valid, sets `s.backend_id`/`s.snat_port`
 /// and returns the backend.
 #[inline(never)]
-fn existing(s: &mut Scratch, svc: &Service, flow: Option<&'static mut Flow>, looked: bool) -> Option<&'static Backend> {
+fn existing(s: &mut Scratch, svc: &Service, flow: Option<&mut Flow>, looked: bool) -> Option<&'static Backend> {
     let pkt = &s.pkt;
     // A SYN never trusts an existing entry: it starts a new connection.
     if opening(pkt) {
@@ -238,22 +240,34 @@ fn alloc_snat(s: &mut Scratch, svc: &Service, be: &Backend) -> bool {
     for i in 0..SNAT_TRIES {
         let port = (SNAT_PORT_MIN as u32 + base.wrapping_add(i.wrapping_mul(7919)) % SNAT_PORT_COUNT as u32) as u16;
         words::set_tail(&mut s.rkey, be.port, port.to_be(), proto);
-        if REVERSE.insert(&s.rkey, &s.rev, BPF_NOEXIST).is_ok() {
-            s.snat_port = s.rkey.dport;
-            return true;
-        }
-        if let Some(old) = REVERSE.get_ptr(&s.rkey) {
-            // SAFETY: map value pointer valid for this program run.
-            let old = unsafe { &*old };
-            let same = words::eq(&old.client, &s.rev.client)
-                && old.client_port == s.rev.client_port
-                && words::eq(&old.vip, &s.rev.vip)
-                && old.vip_port == s.rev.vip_port;
-            let stale = now.saturating_sub(old.last_seen_ns) > old.timeout as u64 * NS;
-            if (same || stale) && REVERSE.insert(&s.rkey, &s.rev, 0).is_ok() {
+        // Look before inserting: a refused insert costs as much as one that
+        // succeeds (the LRU hands out a node and takes it back), and the
+        // lookup warms the bucket the insert walks.
+        let Some(old) = REVERSE.get_ptr_mut(&s.rkey) else {
+            // Refused only when another CPU took the port meanwhile.
+            if REVERSE.insert(&s.rkey, &s.rev, BPF_NOEXIST).is_ok() {
                 s.snat_port = s.rkey.dport;
                 return true;
             }
+            continue;
+        };
+        // SAFETY: map value pointer valid for this program run.
+        let old = unsafe { &mut *old };
+        let same = words::eq(&old.client, &s.rev.client)
+            && old.client_port == s.rev.client_port
+            && words::eq(&old.vip, &s.rev.vip)
+            && old.vip_port == s.rev.vip_port;
+        if same {
+            // This client's own tuple (a SYN again, a flow re-picked): the
+            // entry is rewritten in place, no new node.
+            words::copy_value(old, &s.rev);
+            s.snat_port = s.rkey.dport;
+            return true;
+        }
+        let stale = now.saturating_sub(old.last_seen_ns) > old.timeout as u64 * NS;
+        if stale && REVERSE.insert(&s.rkey, &s.rev, 0).is_ok() {
+            s.snat_port = s.rkey.dport;
+            return true;
         }
     }
     false
@@ -264,7 +278,7 @@ fn alloc_snat(s: &mut Scratch, svc: &Service, be: &Backend) -> bool {
 /// connection table refused the entry. Above the flood-guard rate a flow is
 /// neither recorded nor made sticky.
 #[inline(never)]
-fn record(s: &mut Scratch, svc: &Service, be: &Backend, sticky: bool) -> bool {
+fn record(s: &mut Scratch, svc: &Service, be: &Backend, sticky: bool, flow: Option<&mut Flow>) -> bool {
     let now = s.now;
     let pkt = &s.pkt;
     // An RST never creates an entry.
@@ -279,7 +293,14 @@ fn record(s: &mut Scratch, svc: &Service, be: &Backend, sticky: bool) -> bool {
     s.flow._pad = 0;
     s.flow.created_ns = now;
     s.flow.last_seen_ns = now;
-    if !guard::may_record(now) {
+    if let Some(f) = flow {
+        // The tuple has an entry already (a SYN again, an expired or
+        // re-picked flow): rewritten in place, no new node.
+        words::copy_value(f, &s.flow);
+        if sticky {
+            affinity::remember(s, be, now);
+        }
+    } else if !guard::may_record(now) {
         bump(Stat::FloodGuard);
     } else if FLOWS.insert(&s.pkt.key, &s.flow, 0).is_err() {
         bump(Stat::DropTableFull);
@@ -293,7 +314,13 @@ fn record(s: &mut Scratch, svc: &Service, be: &Backend, sticky: bool) -> bool {
         let k = &s.pkt.key;
         let (src, sport, proto) = (words::get(&k.src), k.sport, k.proto);
         words::set_key(&mut s.rkey, words::get(&be.addr), src, be.port, sport, proto);
-        let _ = REVERSE.insert(&s.rkey, &s.rev, 0);
+        match REVERSE.get_ptr_mut(&s.rkey) {
+            // SAFETY: map value pointer valid for this program run.
+            Some(r) => words::copy_value(unsafe { &mut *r }, &s.rev),
+            None => {
+                let _ = REVERSE.insert(&s.rkey, &s.rev, 0);
+            }
+        }
     }
     true
 }
@@ -301,14 +328,14 @@ fn record(s: &mut Scratch, svc: &Service, be: &Backend, sticky: bool) -> bool {
 /// Client → VIP: find or pick the backend, rewrite, send. `flow`/`looked`:
 /// as for `existing`.
 #[inline(never)]
-fn to_backend(ctx: &XdpContext, s: &mut Scratch, svc: &Service, flow: Option<&'static mut Flow>, looked: bool) -> u32 {
+fn to_backend(ctx: &XdpContext, s: &mut Scratch, svc: &Service, mut flow: Option<&'static mut Flow>, looked: bool) -> u32 {
     // Source ranges: every packet, flows in progress included.
     if svc.flags & SVC_F_RANGES != 0 && !ranges::allowed(s, svc) {
         bump(Stat::DropSourceRange);
         return xdp_action::XDP_DROP;
     }
     let snat = svc.flags & SVC_F_SNAT != 0;
-    let be = match existing(s, svc, flow, looked) {
+    let be = match existing(s, svc, flow.as_deref_mut(), looked) {
         Some(be) => {
             bump(Stat::FlowHit);
             be
@@ -334,7 +361,7 @@ fn to_backend(ctx: &XdpContext, s: &mut Scratch, svc: &Service, flow: Option<&'s
                 bump(Stat::DropSnatExhausted);
                 return xdp_action::XDP_DROP;
             }
-            if !record(s, svc, be, fresh) && log::allowed() {
+            if !record(s, svc, be, fresh, flow) && log::allowed() {
                 debug!(ctx, "xlb: connection table full: flow forwarded by hash but not recorded");
             }
             bump(Stat::FlowNew);

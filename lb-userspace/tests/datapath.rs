@@ -226,6 +226,33 @@ case!(tcp_syn_creates_a_flow, |lab| {
     assert_eq!((rev.backend_id, rev.timeout), (bid, lb_common::DEFAULT_TCP_TIMEOUT));
 });
 
+case!(syn_again_on_a_tuple_rewrites_its_entries_in_place, |lab| {
+    // A SYN retransmitted, or a new connection on the same tuple: picked
+    // again, its SNAT port and both entries reused (no second reverse entry).
+    lab.apply(vec![service("web", VIP4, 80, Tcp, Snat, &[("10.1.0.2:8080", 1)])]);
+    let syn = client_pkt(Tcp, &sa(CLIENT4, 50020), &sa(VIP4, 80), TCP_SYN);
+    let first = lab.run(&syn.build());
+    first.expect(XDP_PASS, &[Stat::FlowNew, Stat::FwdKernel]);
+    let created = lab.flow(&syn).unwrap().created_ns;
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let again = lab.run(&syn.build());
+    again.expect(XDP_PASS, &[Stat::FlowNew, Stat::FwdKernel]);
+    assert_eq!(again.decoded().sport, first.decoded().sport, "same SNAT port for the same client tuple");
+    assert_eq!((lab.flow_count(), lab.reverse_count()), (1, 1));
+    let flow = lab.flow(&syn).unwrap();
+    assert!(flow.created_ns > created, "the entry was written again by the second SYN");
+    assert_eq!(u16::from_be(flow.snat_port), again.decoded().sport);
+    // Preserve: the same, its reverse entry keyed by the client's tuple.
+    lab.apply(vec![service("web", VIP4, 80, Tcp, Preserve, &[("10.1.0.2:8080", 1)])]);
+    let syn = client_pkt(Tcp, &sa(CLIENT4, 50021), &sa(VIP4, 80), TCP_SYN);
+    for _ in 0..2 {
+        lab.run(&syn.build()).expect(XDP_PASS, &[Stat::FlowNew, Stat::FwdKernel]);
+    }
+    let reply = Pkt::tcp("10.1.0.2:8080", &sa(CLIENT4, 50021), TCP_SYN | TCP_ACK);
+    assert!(lab.reverse(&reply).is_some());
+    assert!(lab.flow(&syn).is_some());
+});
+
 case!(tcp_rst_as_first_packet_creates_no_flow, |lab| {
     lab.apply(vec![service("web", VIP4, 80, Tcp, Preserve, &[("10.1.0.2:8080", 1)])]);
     for (port, flags) in [(50001, TCP_RST), (50002, TCP_RST | TCP_ACK)] {
@@ -516,6 +543,21 @@ case!(taken_snat_port_probes_the_next_one, |lab| {
     out.expect(XDP_PASS, &[Stat::FlowNew, Stat::FwdKernel]);
     assert_eq!(out.decoded().sport, probes[1], "probes {probes:?}");
     out.frame_is(&rewritten(&pkt, V0_MAC, mac("10.1.0.2"), sock(&sa("10.1.0.1", probes[1])), sock("10.1.0.2:5353")));
+});
+
+case!(snat_probes_past_many_taken_ports, |lab| {
+    // Every probe but the last taken by other live flows: still allocated.
+    lab.apply(vec![service("dns", VIP4, 53, Udp, Snat, &[("10.1.0.2:5353", 1)])]);
+    let pkt = udp4_to_vip();
+    let probes = snat_probes(&pkt);
+    assert!(probes.len() >= 32, "at least 32 probes");
+    let now = xlb::reader::monotonic_ns();
+    for p in &probes[..probes.len() - 1] {
+        occupy_snat_port(lab, *p, now);
+    }
+    let out = lab.run(&pkt.build());
+    out.expect(XDP_PASS, &[Stat::FlowNew, Stat::FwdKernel]);
+    assert_eq!(out.decoded().sport, *probes.last().unwrap(), "probes {probes:?}");
 });
 
 case!(snat_ports_exhausted_drops, |lab| {

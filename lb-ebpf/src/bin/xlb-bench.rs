@@ -348,6 +348,57 @@ mod harness {
         insert_new(&PCPU_LRU_INS)
     }
 
+    /// A plain (preallocated, no LRU) hash map with a 40-byte key.
+    #[map(name = "BENCH_HASH_INS")]
+    static HASH_INS: aya_ebpf::maps::HashMap<[u64; 5], u64> = aya_ebpf::maps::HashMap::with_max_entries(64, 0);
+
+    /// One insert of a new key into `BENCH_HASH_INS` (plain hash, no LRU).
+    #[xdp]
+    pub fn stage_hash_insert(_ctx: XdpContext) -> u32 {
+        let Some(n) = INS_SEQ.get_ptr_mut(0) else { return xdp_action::XDP_ABORTED };
+        // SAFETY: per-CPU slot, no concurrent writer on this CPU.
+        let n = unsafe {
+            *n += 1;
+            *n
+        };
+        let key = [n, 1, 2, 3, 4];
+        if HASH_INS.insert(&key, &n, 0).is_ok() {
+            xdp_action::XDP_PASS
+        } else {
+            xdp_action::XDP_DROP
+        }
+    }
+
+    /// A big array of 64-byte buckets (sized by the loader).
+    #[map(name = "BENCH_BUCKETS")]
+    static BUCKETS: Array<[u64; 8]> = Array::with_max_entries(64, 0);
+
+    /// Read and write one bucket at a pseudo-random index (a new one every
+    /// run): the cost of one cold cache line of a big table.
+    #[xdp]
+    pub fn stage_bucket(_ctx: XdpContext) -> u32 {
+        let Some(n) = INS_SEQ.get_ptr_mut(0) else { return xdp_action::XDP_ABORTED };
+        // SAFETY: per-CPU slot, no concurrent writer on this CPU.
+        let n = unsafe {
+            *n += 1;
+            *n
+        };
+        let i = ((n.wrapping_mul(0x9e37_79b9_7f4a_7c15)) >> 44) as u32;
+        let Some(b) = BUCKETS.get_ptr_mut(i) else { return xdp_action::XDP_DROP };
+        // SAFETY: map value pointer valid for this run.
+        let b = unsafe { &mut *b };
+        if b[0] == n {
+            return xdp_action::XDP_DROP;
+        }
+        b[0] = n;
+        b[1] = 1;
+        b[2] = 2;
+        b[3] = 3;
+        b[4] = 4;
+        b[5] = n;
+        xdp_action::XDP_PASS
+    }
+
     #[inline(always)]
     fn restore(ctx: &XdpContext) -> Option<()> {
         let t = TEMPLATE.get_ptr_mut(0)?;
