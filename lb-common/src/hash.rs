@@ -40,9 +40,49 @@ pub fn flow_hash(src: &[u8; 16], dst: &[u8; 16], sport: u16, dport: u16, proto: 
     finish(h)
 }
 
+/// `flow_hash` of addresses given as two `u64` words each, as the data
+/// path reads them from its 8-aligned keys (whole-word loads instead of
+/// sixteen byte loads per address). Equal to `flow_hash` on little-endian
+/// machines, where the low half of a word holds its first four bytes.
+#[inline(always)]
+pub fn flow_hash_words(src: [u64; 2], dst: [u64; 2], sport: u16, dport: u16, proto: u8, seed: u32) -> u32 {
+    let mut h = seed;
+    h = mix(h, src[0] as u32);
+    h = mix(h, (src[0] >> 32) as u32);
+    h = mix(h, src[1] as u32);
+    h = mix(h, (src[1] >> 32) as u32);
+    h = mix(h, dst[0] as u32);
+    h = mix(h, (dst[0] >> 32) as u32);
+    h = mix(h, dst[1] as u32);
+    h = mix(h, (dst[1] >> 32) as u32);
+    h = mix(h, (sport as u32) << 16 | dport as u32);
+    h = mix(h, proto as u32);
+    finish(h)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(target_endian = "little")]
+    #[test]
+    fn words_variant_equals_the_byte_variant() {
+        let w = |b: &[u8; 16]| {
+            [u64::from_le_bytes(b[..8].try_into().unwrap()), u64::from_le_bytes(b[8..].try_into().unwrap())]
+        };
+        let mut x = 0x1234_5678_9abc_def0u64;
+        for _ in 0..1000 {
+            let mut a = [0u8; 16];
+            let mut b = [0u8; 16];
+            for i in 0..16 {
+                x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                a[i] = (x >> 56) as u8;
+                b[i] = (x >> 48) as u8;
+            }
+            let (sp, dp, pr, seed) = ((x >> 8) as u16, (x >> 24) as u16, (x >> 40) as u8, x as u32);
+            assert_eq!(flow_hash(&a, &b, sp, dp, pr, seed), flow_hash_words(w(&a), w(&b), sp, dp, pr, seed));
+        }
+    }
 
     #[test]
     fn deterministic_and_spread() {

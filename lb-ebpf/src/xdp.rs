@@ -3,7 +3,7 @@
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use lb_common::{
     frag::NO_SERVICE,
-    hash::flow_hash, Backend, Flow, Reverse, Service, ServiceKey, Stat, BE_F_ACTIVE, FLOW_CLOSING,
+    hash::flow_hash_words, Backend, Flow, Reverse, Service, ServiceKey, Stat, BE_F_ACTIVE, FLOW_CLOSING,
     FLOW_OPEN, PROTO_TCP, SNAT_PORT_COUNT, SNAT_PORT_MIN, SNAT_TRIES, SVC_F_RANGES, SVC_F_SNAT,
     TCP_CLOSING_TIMEOUT,
 };
@@ -200,7 +200,7 @@ fn pick(s: &mut Scratch, svc: &Service) -> Option<&'static Backend> {
         return None;
     }
     let k = &s.pkt.key;
-    let h = flow_hash(&k.src, &k.dst, k.sport, k.dport, k.proto, svc.hash_seed);
+    let h = flow_hash_words(words::get(&k.src), words::get(&k.dst), k.sport, k.dport, k.proto, svc.hash_seed);
     let id = *TABLE.get(svc.table_offset + h % svc.table_size)?;
     let be = backend(id)?;
     if be.flags & BE_F_ACTIVE == 0 {
@@ -233,7 +233,7 @@ fn alloc_snat(s: &mut Scratch, svc: &Service, be: &Backend) -> bool {
     let now = s.now;
     fill_reverse(s, svc, now);
     let k = &s.pkt.key;
-    let base = flow_hash(&k.src, &k.dst, k.sport, k.dport, k.proto, 0x5eed_5eed);
+    let base = flow_hash_words(words::get(&k.src), words::get(&k.dst), k.sport, k.dport, k.proto, 0x5eed_5eed);
     let proto = k.proto;
     words::put(&mut s.rkey.src, words::get(&be.addr));
     words::put(&mut s.rkey.dst, words::get(&be.snat_addr));
