@@ -28,6 +28,9 @@ pub struct Scratch {
     pub snat_port: u16,
     /// The data path's clock, read once per packet (`xdp::now`).
     pub now: u64,
+    /// The packet's flow entry is this CPU's cached copy (`flowcache`),
+    /// not the connection table's own.
+    pub from_cache: bool,
 }
 
 #[map(name = "XLB_SCRATCH")]

@@ -12,6 +12,7 @@ use aya_log_ebpf::debug;
 
 use crate::{
     affinity,
+    flowcache,
     forward::{transmit, FIB_FRAG_NEEDED},
     frag, icmp,
     guard,
@@ -83,10 +84,15 @@ pub fn process(ctx: &XdpContext) -> Result<u32, ()> {
     let looked = prefilter::maybe_vip(dst);
     let mut flow = None;
     let mut svc = None;
+    s.from_cache = false;
     if looked {
-        if let Some(f) = FLOWS.get_ptr_mut(&s.pkt.key) {
-            // SAFETY: map value pointer valid for this program run.
-            let f = unsafe { &mut *f };
+        // Packets that change a flow's state take the table itself.
+        let steady = !pkt_changes_state(&s.pkt);
+        let cached = if steady { flowcache::get(&s.pkt.key, s.now) } else { None };
+        s.from_cache = cached.is_some();
+        // SAFETY: map value pointer valid for this program run.
+        let f = cached.or_else(|| FLOWS.get_ptr_mut(&s.pkt.key).map(|p| unsafe { &mut *p }));
+        if let Some(f) = f {
             if !opening(&s.pkt) {
                 svc = slot(f.service_id, &key);
             }
@@ -190,7 +196,18 @@ fn existing(s: &mut Scratch, svc: &Service, flow: Option<&mut Flow>, looked: boo
     }
     s.backend_id = flow.backend_id;
     s.snat_port = flow.snat_port;
+    if !s.from_cache && !pkt_changes_state(&s.pkt) {
+        let window = REFRESH_NS.min(timeout_ns(svc, s.pkt.key.proto, flow.state) / 2);
+        flowcache::put(&s.pkt.key, flow, flow.last_seen_ns + window);
+    }
     Some(be)
+}
+
+/// A packet that opens or closes a connection: it never uses the flow
+/// cache and its flow is not cached from it.
+#[inline(always)]
+fn pkt_changes_state(pkt: &crate::packet::Packet) -> bool {
+    pkt.has(TCP_SYN | TCP_FIN | TCP_RST)
 }
 
 /// Picks a backend for a new flow: the service's lookup table at the flow hash.
@@ -293,6 +310,7 @@ fn record(s: &mut Scratch, svc: &Service, be: &Backend, sticky: bool, flow: Opti
     s.flow._pad = 0;
     s.flow.created_ns = now;
     s.flow.last_seen_ns = now;
+    let window = REFRESH_NS.min(timeout_ns(svc, s.pkt.key.proto, s.flow.state) / 2);
     if let Some(f) = flow {
         // The tuple has an entry already (a SYN again, an expired or
         // re-picked flow): rewritten in place, no new node.
@@ -300,13 +318,17 @@ fn record(s: &mut Scratch, svc: &Service, be: &Backend, sticky: bool, flow: Opti
         if sticky {
             affinity::remember(s, be, now);
         }
+        flowcache::put(&s.pkt.key, &s.flow, now + window);
     } else if !guard::may_record(now) {
         bump(Stat::FloodGuard);
     } else if FLOWS.insert(&s.pkt.key, &s.flow, 0).is_err() {
         bump(Stat::DropTableFull);
         return false;
-    } else if sticky {
-        affinity::remember(s, be, now);
+    } else {
+        if sticky {
+            affinity::remember(s, be, now);
+        }
+        flowcache::put(&s.pkt.key, &s.flow, now + window);
     }
     // Replies must still find their way back, recorded or not.
     if s.snat_port == 0 {
@@ -341,6 +363,12 @@ fn to_backend(ctx: &XdpContext, s: &mut Scratch, svc: &Service, mut flow: Option
             be
         }
         None => {
+            if s.from_cache {
+                // The entry itself is rewritten below, not this CPU's copy.
+                // SAFETY: map value pointer valid for this program run.
+                flow = FLOWS.get_ptr_mut(&s.pkt.key).map(|p| unsafe { &mut *p });
+                s.from_cache = false;
+            }
             // Session affinity first, then the lookup table (whose pick
             // becomes the client's affinity when the flow is recorded).
             let affine = svc.affinity_timeout != 0;

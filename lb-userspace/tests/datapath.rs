@@ -662,6 +662,35 @@ case!(
     }
 );
 
+case!(flow_cache_copy_is_used_only_until_the_entry_would_be_refreshed, |lab| {
+    // The hot-flow cache keeps a per-CPU copy of a flow's entry (the harness
+    // runs every packet on one CPU). To see which one a packet used, the
+    // table's entry is pointed at another backend behind the data path's back.
+    let mut svc = service("dns", VIP4, 53, Udp, Snat, &[("10.1.0.2:5353", 1), ("10.1.0.3:5353", 1)]);
+    svc.udp_timeout = Some(1); // copies last until last_seen + min(1 s, 1 s / 2)
+    lab.apply(vec![svc]);
+    let pkt = udp4_to_vip();
+    let first = lab.run(&pkt.build());
+    first.expect(XDP_PASS, &[Stat::FlowNew, Stat::FwdKernel]);
+    let was = first.decoded().dst_sock().to_string();
+    let other = if was == "10.1.0.2:5353" { "10.1.0.3:5353" } else { "10.1.0.2:5353" };
+    let key = harness::flow_key(&pkt);
+    let mut flow = lab.flow(&pkt).unwrap();
+    flow.backend_id = lab.backend_id(other);
+    flow.backend_gen = lab.maps().backends.get(&flow.backend_id, 0).unwrap().generation;
+    lab.maps().flows.insert(key, flow, 0).expect("writing XLB_FLOWS");
+    // Within the window: the copy, so still the first backend.
+    let hit = lab.run(&pkt.build());
+    hit.expect(XDP_PASS, &[Stat::FlowHit, Stat::FwdKernel]);
+    assert_eq!(hit.decoded().dst_sock().to_string(), was, "the cached copy is used within its window");
+    // Past it (a refresh is due): the table's entry, which is refreshed.
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    let later = lab.run(&pkt.build());
+    later.expect(XDP_PASS, &[Stat::FlowHit, Stat::FwdKernel]);
+    assert_eq!(later.decoded().dst_sock().to_string(), other, "the table's entry is used once a refresh is due");
+    assert!(lab.flow(&pkt).unwrap().last_seen_ns > flow.last_seen_ns, "and it was refreshed");
+});
+
 case!(reused_backend_slot_does_not_inherit_flows, |lab| {
     three_backends(lab, Udp, [1, 1, 1]);
     let flows = open_flows(lab, 25000..25060);
