@@ -12,7 +12,8 @@
 //! and nothing a hit decides differs from what the entry would decide:
 //! the backend's generation and state and the service slot are still
 //! checked on every packet. Packets that change a flow's state (SYN, FIN,
-//! RST) always take the table.
+//! RST) always take the table. A flow is cached from its second packet on:
+//! flows of one packet (a DNS query) would only pay for the copy.
 use aya_ebpf::{macros::map, maps::PerCpuArray};
 use lb_common::{Flow, FlowKey};
 

@@ -55,14 +55,9 @@ pub fn not_ours(ctx: &XdpContext) -> bool {
         if ip[0] >> 4 != 6 || (ip[6] != PROTO_UDP && ip[6] != PROTO_TCP) || payload < 8 || payload + 40 > len - ETH_LEN {
             return false;
         }
-        let (mut s, mut d) = ([0u8; 16], [0u8; 16]);
-        let mut i = 0;
-        while i < 16 {
-            s[i] = ip[8 + i];
-            d[i] = ip[24 + i];
-            i += 1;
-        }
-        (words::v6(&s), words::v6(&d))
+        // SAFETY: bytes 8..24 and 24..40 of the 48 bounds-checked bytes.
+        let (s, d) = unsafe { (&*(ip.as_ptr().add(8) as *const [u8; 16]), &*(ip.as_ptr().add(24) as *const [u8; 16])) };
+        (words::v6(s), words::v6(d))
     } else {
         return false;
     };

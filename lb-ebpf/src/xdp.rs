@@ -310,7 +310,9 @@ fn record(s: &mut Scratch, svc: &Service, be: &Backend, sticky: bool, flow: Opti
     s.flow._pad = 0;
     s.flow.created_ns = now;
     s.flow.last_seen_ns = now;
-    let window = REFRESH_NS.min(timeout_ns(svc, s.pkt.key.proto, s.flow.state) / 2);
+    // Not cached here: many flows have one packet (a DNS query), and the
+    // copy would cost them a cold cache line; the flow's next packet
+    // caches it (`existing`).
     if let Some(f) = flow {
         // The tuple has an entry already (a SYN again, an expired or
         // re-picked flow): rewritten in place, no new node.
@@ -318,17 +320,13 @@ fn record(s: &mut Scratch, svc: &Service, be: &Backend, sticky: bool, flow: Opti
         if sticky {
             affinity::remember(s, be, now);
         }
-        flowcache::put(&s.pkt.key, &s.flow, now + window);
     } else if !guard::may_record(now) {
         bump(Stat::FloodGuard);
     } else if FLOWS.insert(&s.pkt.key, &s.flow, 0).is_err() {
         bump(Stat::DropTableFull);
         return false;
-    } else {
-        if sticky {
-            affinity::remember(s, be, now);
-        }
-        flowcache::put(&s.pkt.key, &s.flow, now + window);
+    } else if sticky {
+        affinity::remember(s, be, now);
     }
     // Replies must still find their way back, recorded or not.
     if s.snat_port == 0 {

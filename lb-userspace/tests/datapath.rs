@@ -672,6 +672,8 @@ case!(flow_cache_copy_is_used_only_until_the_entry_would_be_refreshed, |lab| {
     let pkt = udp4_to_vip();
     let first = lab.run(&pkt.build());
     first.expect(XDP_PASS, &[Stat::FlowNew, Stat::FwdKernel]);
+    // The flow's second packet (from the table) leaves the copy.
+    lab.run(&pkt.build()).expect(XDP_PASS, &[Stat::FlowHit, Stat::FwdKernel]);
     let was = first.decoded().dst_sock().to_string();
     let other = if was == "10.1.0.2:5353" { "10.1.0.3:5353" } else { "10.1.0.2:5353" };
     let key = harness::flow_key(&pkt);
