@@ -31,6 +31,8 @@ pub struct Scratch {
     /// The packet's flow entry is this CPU's cached copy (`flowcache`),
     /// not the connection table's own.
     pub from_cache: bool,
+    /// The flow epoch (`flowcache::epoch`), read before the flow's entry.
+    pub epoch: u64,
 }
 
 #[map(name = "XLB_SCRATCH")]

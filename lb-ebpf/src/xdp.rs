@@ -85,10 +85,11 @@ pub fn process(ctx: &XdpContext) -> Result<u32, ()> {
     let mut flow = None;
     let mut svc = None;
     s.from_cache = false;
+    s.epoch = flowcache::epoch();
     if looked {
         // Packets that change a flow's state take the table itself.
         let steady = !pkt_changes_state(&s.pkt);
-        let cached = if steady { flowcache::get(&s.pkt.key, s.now) } else { None };
+        let cached = if steady { flowcache::get(&s.pkt.key, s.now, s.epoch) } else { None };
         s.from_cache = cached.is_some();
         // SAFETY: map value pointer valid for this program run.
         let f = cached.or_else(|| FLOWS.get_ptr_mut(&s.pkt.key).map(|p| unsafe { &mut *p }));
@@ -198,7 +199,7 @@ fn existing(s: &mut Scratch, svc: &Service, flow: Option<&mut Flow>, looked: boo
     s.snat_port = flow.snat_port;
     if !s.from_cache && !pkt_changes_state(&s.pkt) {
         let window = REFRESH_NS.min(timeout_ns(svc, s.pkt.key.proto, flow.state) / 2);
-        flowcache::put(&s.pkt.key, flow, flow.last_seen_ns + window);
+        flowcache::put(&s.pkt.key, flow, flow.last_seen_ns + window, s.epoch);
     }
     Some(be)
 }
@@ -315,7 +316,16 @@ fn record(s: &mut Scratch, svc: &Service, be: &Backend, sticky: bool, flow: Opti
     // caches it (`existing`).
     if let Some(f) = flow {
         // The tuple has an entry already (a SYN again, an expired or
-        // re-picked flow): rewritten in place, no new node.
+        // re-picked flow): rewritten in place, no new node. When its
+        // translation changes, every copy of it (this CPU's or another's)
+        // must go: a new flow epoch voids them all.
+        if f.backend_id != s.flow.backend_id
+            || f.backend_gen != s.flow.backend_gen
+            || f.snat_port != s.flow.snat_port
+            || f.service_id != s.flow.service_id
+        {
+            flowcache::bump();
+        }
         words::copy_value(f, &s.flow);
         if sticky {
             affinity::remember(s, be, now);

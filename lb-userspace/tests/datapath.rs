@@ -691,6 +691,46 @@ case!(flow_cache_copy_is_used_only_until_the_entry_would_be_refreshed, |lab| {
     later.expect(XDP_PASS, &[Stat::FlowHit, Stat::FwdKernel]);
     assert_eq!(later.decoded().dst_sock().to_string(), other, "the table's entry is used once a refresh is due");
     assert!(lab.flow(&pkt).unwrap().last_seen_ns > flow.last_seen_ns, "and it was refreshed");
+    // A new flow epoch (another CPU changed a translation) voids the copy at once.
+    let mut flow = lab.flow(&pkt).unwrap();
+    flow.backend_id = lab.backend_id(&was);
+    flow.backend_gen = lab.maps().backends.get(&flow.backend_id, 0).unwrap().generation;
+    lab.maps().flows.insert(key, flow, 0).expect("writing XLB_FLOWS");
+    let hit = lab.run(&pkt.build());
+    assert_eq!(hit.decoded().dst_sock().to_string(), other, "the copy again");
+    let e = lab.flow_epoch();
+    lab.set_flow_epoch(e + 1);
+    let after = lab.run(&pkt.build());
+    after.expect(XDP_PASS, &[Stat::FlowHit, Stat::FwdKernel]);
+    assert_eq!(after.decoded().dst_sock().to_string(), was, "a new epoch sends the packet to the table");
+});
+
+case!(syn_repicking_a_tuple_voids_the_cached_copies, |lab| {
+    let (a, b) = ("10.1.0.2:8080", "10.1.0.3:8080");
+    lab.apply(vec![service("web", VIP4, 80, Tcp, Snat, &[(a, 1), (b, 1)])]);
+    let syn = client_pkt(Tcp, &sa(CLIENT4, 50030), &sa(VIP4, 80), TCP_SYN);
+    let ack = syn.clone().tcp_flags(TCP_ACK);
+    let first = lab.run(&syn.build());
+    first.expect(XDP_PASS, &[Stat::FlowNew, Stat::FwdKernel]);
+    lab.run(&ack.build()).expect(XDP_PASS, &[Stat::FlowHit, Stat::FwdKernel]);
+    let was = first.decoded().dst_sock().to_string();
+    let other = if was == a { b } else { a };
+    // Drain the tuple's backend (weight 0: its flows stay, new ones avoid it);
+    // the same tuple's next SYN is a new connection, picked elsewhere.
+    let w = |addr: &str| if addr == was { 0 } else { 1 };
+    lab.apply(vec![service("web", VIP4, 80, Tcp, Snat, &[(a, w(a)), (b, w(b))])]);
+    let e0 = lab.flow_epoch();
+    let again = lab.run(&syn.build());
+    again.expect(XDP_PASS, &[Stat::FlowNew, Stat::FwdKernel]);
+    assert_eq!(again.decoded().dst_sock().to_string(), other);
+    assert_ne!(lab.flow_epoch(), e0, "a changed translation moves the epoch (other CPUs' copies go)");
+    let next = lab.run(&ack.build());
+    next.expect(XDP_PASS, &[Stat::FlowHit, Stat::FwdKernel]);
+    assert_eq!(next.decoded().dst_sock().to_string(), other, "the voided copy is not used: the rewritten entry is");
+    // The same SYN again, same pick: nothing changed, the epoch stays.
+    let e1 = lab.flow_epoch();
+    lab.run(&syn.build()).expect(XDP_PASS, &[Stat::FlowNew, Stat::FwdKernel]);
+    assert_eq!(lab.flow_epoch(), e1);
 });
 
 case!(reused_backend_slot_does_not_inherit_flows, |lab| {

@@ -433,6 +433,21 @@ impl Lab {
         self.writer.maps_mut()
     }
 
+    /// The flow epoch (`XLB_FLOW_EPOCH`): moves on when a rewrite voids
+    /// every CPU's cached flow copies.
+    pub fn flow_epoch(&mut self) -> u64 {
+        let m: aya::maps::Array<_, u64> =
+            self.ebpf.map("XLB_FLOW_EPOCH").expect("map XLB_FLOW_EPOCH").try_into().expect("an array");
+        m.get(&0, 0).expect("reading XLB_FLOW_EPOCH")
+    }
+
+    /// Sets the flow epoch (as a rewrite on another CPU would).
+    pub fn set_flow_epoch(&mut self, e: u64) {
+        let mut m: aya::maps::Array<_, u64> =
+            self.ebpf.map_mut("XLB_FLOW_EPOCH").expect("map XLB_FLOW_EPOCH").try_into().expect("an array");
+        m.set(0, e, 0).expect("writing XLB_FLOW_EPOCH");
+    }
+
     /// Programs the services (snat addresses from the namespace's routes).
     pub fn apply(&mut self, services: Vec<ServiceSpec>) {
         self.writer
