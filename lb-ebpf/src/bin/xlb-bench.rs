@@ -320,20 +320,31 @@ mod harness {
     #[map(name = "BENCH_INS_SEQ")]
     static INS_SEQ: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
+    /// The next number of this CPU's sequence (a new key every run).
     #[inline(always)]
-    fn insert_new(map: &aya_ebpf::maps::LruHashMap<[u64; 5], u64>) -> u32 {
-        let Some(n) = INS_SEQ.get_ptr_mut(0) else { return xdp_action::XDP_ABORTED };
+    fn next_seq() -> Option<u64> {
+        let n = INS_SEQ.get_ptr_mut(0)?;
         // SAFETY: per-CPU slot, no concurrent writer on this CPU.
-        let n = unsafe {
+        unsafe {
             *n += 1;
-            *n
-        };
-        let key = [n, 1, 2, 3, 4];
-        if map.insert(&key, &n, 0).is_ok() {
+            Some(*n)
+        }
+    }
+
+    /// XDP_PASS when an insert of a new key succeeded.
+    #[inline(always)]
+    fn verdict<E>(inserted: Result<(), E>) -> u32 {
+        if inserted.is_ok() {
             xdp_action::XDP_PASS
         } else {
             xdp_action::XDP_DROP
         }
+    }
+
+    #[inline(always)]
+    fn insert_new(map: &aya_ebpf::maps::LruHashMap<[u64; 5], u64>) -> u32 {
+        let Some(n) = next_seq() else { return xdp_action::XDP_ABORTED };
+        verdict(map.insert(&[n, 1, 2, 3, 4], &n, 0))
     }
 
     /// One insert of a new key into `BENCH_LRU_INS` (common LRU list).
@@ -355,18 +366,8 @@ mod harness {
     /// One insert of a new key into `BENCH_HASH_INS` (plain hash, no LRU).
     #[xdp]
     pub fn stage_hash_insert(_ctx: XdpContext) -> u32 {
-        let Some(n) = INS_SEQ.get_ptr_mut(0) else { return xdp_action::XDP_ABORTED };
-        // SAFETY: per-CPU slot, no concurrent writer on this CPU.
-        let n = unsafe {
-            *n += 1;
-            *n
-        };
-        let key = [n, 1, 2, 3, 4];
-        if HASH_INS.insert(&key, &n, 0).is_ok() {
-            xdp_action::XDP_PASS
-        } else {
-            xdp_action::XDP_DROP
-        }
+        let Some(n) = next_seq() else { return xdp_action::XDP_ABORTED };
+        verdict(HASH_INS.insert(&[n, 1, 2, 3, 4], &n, 0))
     }
 
     /// A big array of 64-byte buckets (sized by the loader).
@@ -377,12 +378,7 @@ mod harness {
     /// run): the cost of one cold cache line of a big table.
     #[xdp]
     pub fn stage_bucket(_ctx: XdpContext) -> u32 {
-        let Some(n) = INS_SEQ.get_ptr_mut(0) else { return xdp_action::XDP_ABORTED };
-        // SAFETY: per-CPU slot, no concurrent writer on this CPU.
-        let n = unsafe {
-            *n += 1;
-            *n
-        };
+        let Some(n) = next_seq() else { return xdp_action::XDP_ABORTED };
         let i = ((n.wrapping_mul(0x9e37_79b9_7f4a_7c15)) >> 44) as u32;
         let Some(b) = BUCKETS.get_ptr_mut(i) else { return xdp_action::XDP_DROP };
         // SAFETY: map value pointer valid for this run.
