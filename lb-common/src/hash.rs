@@ -17,33 +17,24 @@ const fn finish(mut h: u32) -> u32 {
     h ^ (h >> 16)
 }
 
+/// An address as two little-endian words (the data path's aligned reads).
 #[inline(always)]
-fn word(b: &[u8; 16], i: usize) -> u32 {
-    u32::from_ne_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]])
+fn words(b: &[u8; 16]) -> [u64; 2] {
+    let w = |i: usize| u64::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3], b[i + 4], b[i + 5], b[i + 6], b[i + 7]]);
+    [w(0), w(8)]
 }
 
 /// Murmur3-style hash of a flow's source and destination address and ports
 /// and protocol.
 #[inline(always)]
 pub fn flow_hash(src: &[u8; 16], dst: &[u8; 16], sport: u16, dport: u16, proto: u8, seed: u32) -> u32 {
-    let mut h = seed;
-    h = mix(h, word(src, 0));
-    h = mix(h, word(src, 4));
-    h = mix(h, word(src, 8));
-    h = mix(h, word(src, 12));
-    h = mix(h, word(dst, 0));
-    h = mix(h, word(dst, 4));
-    h = mix(h, word(dst, 8));
-    h = mix(h, word(dst, 12));
-    h = mix(h, (sport as u32) << 16 | dport as u32);
-    h = mix(h, proto as u32);
-    finish(h)
+    flow_hash_words(words(src), words(dst), sport, dport, proto, seed)
 }
 
 /// `flow_hash` of addresses given as two `u64` words each, as the data
 /// path reads them from its 8-aligned keys (whole-word loads instead of
-/// sixteen byte loads per address). Equal to `flow_hash` on little-endian
-/// machines, where the low half of a word holds its first four bytes.
+/// sixteen byte loads per address): the low half of a word holds the
+/// address's first four bytes, as on the (little-endian) BPF target.
 #[inline(always)]
 pub fn flow_hash_words(src: [u64; 2], dst: [u64; 2], sport: u16, dport: u16, proto: u8, seed: u32) -> u32 {
     let mut h = seed;

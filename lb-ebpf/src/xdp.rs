@@ -85,8 +85,8 @@ pub fn process(ctx: &XdpContext) -> Result<u32, ()> {
     let mut flow = None;
     let mut svc = None;
     s.from_cache = false;
-    s.epoch = flowcache::epoch();
     if looked {
+        s.epoch = flowcache::epoch();
         // Packets that change a flow's state take the table itself.
         let steady = !pkt_changes_state(&s.pkt);
         let cached = if steady { flowcache::get(&s.pkt.key, s.now, s.epoch) } else { None };
@@ -167,8 +167,11 @@ fn existing(s: &mut Scratch, svc: &Service, flow: Option<&mut Flow>, looked: boo
     let flow = match flow {
         Some(f) => f,
         None if looked => return None,
-        // SAFETY: map value pointer valid for this program run.
-        None => unsafe { &mut *FLOWS.get_ptr_mut(&pkt.key)? },
+        None => {
+            s.epoch = flowcache::epoch();
+            // SAFETY: map value pointer valid for this program run.
+            unsafe { &mut *FLOWS.get_ptr_mut(&s.pkt.key)? }
+        }
     };
     let now = s.now;
     if flow.service_id != svc.id

@@ -439,6 +439,21 @@ impl Drop for Agent {
     }
 }
 
+/// Reads a child's piped stdout and stderr to their ends on two threads (so
+/// neither pipe fills up while the caller waits for the child).
+pub fn read_pipes(child: &mut Child) -> Result<(JoinHandle<Vec<u8>>, JoinHandle<Vec<u8>>)> {
+    fn drain(mut r: impl std::io::Read + Send + 'static) -> JoinHandle<Vec<u8>> {
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            let _ = r.read_to_end(&mut v);
+            v
+        })
+    }
+    let out = child.stdout.take().ok_or_else(|| anyhow!("no stdout pipe"))?;
+    let err = child.stderr.take().ok_or_else(|| anyhow!("no stderr pipe"))?;
+    Ok((drain(out), drain(err)))
+}
+
 /// Runs `BIN ARGS... --pin-path PIN` in `ns` (via [`Netns::spawn`], so the
 /// host's bpffs is visible) with a 60 s bound, returning its output.
 pub(crate) fn cli(ns: &Netns, bin: &Path, pin_path: &Path, args: &[&str]) -> Result<Output> {
@@ -450,24 +465,7 @@ pub(crate) fn cli(ns: &Netns, bin: &Path, pin_path: &Path, args: &[&str]) -> Res
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let mut child = ns.spawn(&mut cmd)?;
-    let mut stdout = child
-        .stdout
-        .take()
-        .ok_or_else(|| anyhow!("no stdout pipe"))?;
-    let mut stderr = child
-        .stderr
-        .take()
-        .ok_or_else(|| anyhow!("no stderr pipe"))?;
-    let out_t = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = stdout.read_to_end(&mut v);
-        v
-    });
-    let err_t = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = stderr.read_to_end(&mut v);
-        v
-    });
+    let (out_t, err_t) = read_pipes(&mut child)?;
     let deadline = Instant::now() + Duration::from_secs(60);
     let status = loop {
         if let Some(s) = child.try_wait()? {

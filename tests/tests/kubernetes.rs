@@ -192,12 +192,21 @@ fn traffic_policy_local_preserves_the_client_and_answers_health_checks() {
     assert!(c.http_get(hc, "/").is_err(), "the health-check port closes with Cluster");
 }
 
+/// Three ready DNS pods behind a Service with ClientIP affinity of
+/// `timeout` seconds, programmed.
+fn affinity_cluster(timeout: u32) -> Cluster {
+    let c = Cluster::start(3, &[]);
+    c.create_service(&dns_service("dns").session_affinity_client_ip(timeout));
+    c.set_slice(NS, "dns", "dns", false, &[ready(0), ready(1), ready(2)], DNS_PORTS);
+    c.wait_programmed(&format!("affinity {timeout} s"), |p| {
+        p.get("apps/dns:dns").is_some_and(|s| s["affinity_timeout"] == timeout && s["backends"].as_array().is_some_and(|b| b.len() == 3))
+    });
+    c
+}
+
 #[test]
 fn session_affinity_client_ip_sticks_and_switches_off_and_on() {
-    let c = Cluster::start(3, &[]);
-    c.create_service(&dns_service("dns").session_affinity_client_ip(600));
-    c.set_slice(NS, "dns", "dns", false, &[ready(0), ready(1), ready(2)], DNS_PORTS);
-    c.wait_programmed("affinity on", |p| p.get("apps/dns:dns").is_some_and(|s| s["affinity_timeout"] == 600 && s["backends"].as_array().is_some_and(|b| b.len() == 3)));
+    let c = affinity_cluster(600);
     let sticky = c.udp(vip4(53), 30);
     assert_eq!(sticky.len(), 1, "one client, one backend: {sticky:?}");
     assert!(!sticky.contains_key(NO_REPLY));
@@ -277,10 +286,7 @@ fn changing_a_services_port_and_type_reprograms_it() {
 
 #[test]
 fn session_affinity_expires_after_its_timeout() {
-    let c = Cluster::start(3, &[]);
-    c.create_service(&dns_service("dns").session_affinity_client_ip(1));
-    c.set_slice(NS, "dns", "dns", false, &[ready(0), ready(1), ready(2)], DNS_PORTS);
-    c.wait_programmed("affinity 1 s", |p| p.get("apps/dns:dns").is_some_and(|s| s["affinity_timeout"] == 1 && s["backends"].as_array().is_some_and(|b| b.len() == 3)));
+    let c = affinity_cluster(1);
     // Within the timeout every new flow sticks; after an idle timeout the
     // next flow is picked afresh (by its own hash), so over a few rounds the
     // client must land on another pod at least once (each round keeps the

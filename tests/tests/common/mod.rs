@@ -742,19 +742,7 @@ pub fn workspace_root() -> std::path::PathBuf {
 /// Waits for `child` up to `limit`; on overrun SIGTERM (the benches clean
 /// up on it), then SIGKILL. Returns (success, stdout, stderr).
 pub fn wait_bounded(mut child: std::process::Child, limit: Duration, what: &str) -> (bool, String, String) {
-    use std::io::Read as _;
-    let mut out = child.stdout.take().expect("stdout pipe");
-    let mut err = child.stderr.take().expect("stderr pipe");
-    let t_out = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = out.read_to_string(&mut s);
-        s
-    });
-    let t_err = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err.read_to_string(&mut s);
-        s
-    });
+    let (t_out, t_err) = xlb_tests::read_pipes(&mut child).expect("stdout and stderr piped");
     let deadline = Instant::now() + limit;
     let status = loop {
         if let Some(s) = child.try_wait().expect("try_wait") {
@@ -777,5 +765,6 @@ pub fn wait_bounded(mut child: std::process::Child, limit: Duration, what: &str)
         }
         std::thread::sleep(Duration::from_millis(50));
     };
-    (status.is_some_and(|s| s.success()), t_out.join().unwrap_or_default(), t_err.join().unwrap_or_default())
+    let text = |t: std::thread::JoinHandle<Vec<u8>>| String::from_utf8_lossy(&t.join().unwrap_or_default()).into_owned();
+    (status.is_some_and(|s| s.success()), text(t_out), text(t_err))
 }
