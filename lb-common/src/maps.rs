@@ -51,8 +51,9 @@ pub const DEFAULT_TCP_TIMEOUT: u32 = 3600;
 /// Life of a TCP flow after FIN or RST, seconds.
 pub const TCP_CLOSING_TIMEOUT: u32 = 10;
 
-/// Magic value in the XDP metadata that asks the tc program to forward.
-pub const META_MAGIC: u32 = 0x786c_6201;
+/// Magic value in the XDP metadata that asks the tc program to forward
+/// (see [`ForwardMeta`]).
+pub const META_MAGIC: u32 = 0x786c_6202;
 
 /// Map names (as declared in `lb-ebpf`).
 pub mod names {
@@ -305,12 +306,28 @@ pub const IF_F_TX: u32 = 1;
 pub const IF_F_REDIRECT: u32 = 2;
 
 /// XDP metadata that hands a rewritten packet to the tc program.
+///
+/// skb metadata outlives the hop it was written for: its bytes and length
+/// survive veths, bridges and even a kernel forwarding hop, so another
+/// node's (or another device's) tc program can see it. The tc program acts
+/// only on metadata whose `magic`, `node_tag` and `ingress` are all its own,
+/// and clears `magic` once read. 16 bytes: a multiple of 4, at most 32 (the
+/// kernel's limits for XDP metadata).
 #[repr(C)]
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ForwardMeta {
+    /// [`META_MAGIC`] while the hand-off is pending; 0 once tc read it.
     pub magic: u32,
+    /// Interface to send the packet out of (the FIB lookup's answer).
     pub ifindex: u32,
+    /// Interface the XDP program ran on (`ingress_ifindex`); tc compares it
+    /// with the skb's `ingress_ifindex`.
+    pub ingress: u32,
+    /// This agent's [`crate::settings::Settings::node_tag`].
+    pub node_tag: u32,
 }
+
+const _: () = assert!(core::mem::size_of::<ForwardMeta>() % 4 == 0 && core::mem::size_of::<ForwardMeta>() <= 32);
 
 /// Converts an IPv4 address to the 16-byte IPv4-mapped form.
 #[inline(always)]

@@ -8,7 +8,11 @@ pub struct Settings {
     /// above it, new flows are still forwarded by the hash but not recorded,
     /// so a SYN/UDP flood cannot flush the table. 0: no limit.
     pub new_flows_per_cpu: u32,
-    pub _pad: u32,
+    /// This node's tag, random and non-zero, written into every XDP→tc
+    /// hand-off ([`crate::ForwardMeta`]) so that a tc program never acts on
+    /// metadata another node's XDP program wrote. Kept across agent restarts
+    /// with the same pin path; 0 (maps pinned by an older agent) means unset.
+    pub node_tag: u32,
 }
 
 /// Per-CPU token bucket of the flood guard.

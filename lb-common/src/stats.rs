@@ -49,6 +49,7 @@ stats! {
     RedirectFail = "redirect_failed": "XDP_REDIRECT refused by the devmap (passed to the kernel).",
     TcForward = "tc_forward": "Forwarded by the tc program on behalf of XDP.",
     DropSourceRange = "drop_source_range": "Dropped: client address outside the service's source_ranges (loadBalancerSourceRanges).",
+    TcForeignMeta = "tc_foreign_meta": "Left to the kernel by the tc program: xlb forward metadata written by another node or for another ingress device.",
 }
 
 // New counters go last: the pinned per-CPU array is indexed by position,

@@ -2,6 +2,32 @@
 //! hand-off to the tc program (through XDP metadata) when the packet must
 //! stay an skb (egress device without XDP support, partial checksum, no
 //! neighbour entry yet).
+//!
+//! # The XDP → tc hand-off
+//!
+//! [`to_kernel`] prepends a [`ForwardMeta`] to the packet and passes it up;
+//! the kernel builds an skb that keeps those bytes as its metadata, and
+//! [`tc_forward`] (tc ingress on the same device) reads them and sends the
+//! packet out of `ifindex` with `bpf_redirect_neigh`.
+//!
+//! skb metadata is not bound to the hop that wrote it: its bytes and length
+//! survive veths, bridges and a kernel forwarding hop, and a later XDP
+//! program that writes no metadata leaves them in place. So another node
+//! running xlb (kind/k3d/containerlab nodes on one host, the multi-node
+//! tests) would see this node's hand-off on a packet this node forwarded to
+//! it, and redirect it to an `ifindex` that means nothing there. Three
+//! guards make the hand-off unmistakable:
+//!
+//! * **node**: `node_tag` is this agent's random, non-zero
+//!   [`Settings::node_tag`](lb_common::settings::Settings) (kept across
+//!   restarts with the same pin path); tc acts only on its own tag;
+//! * **device**: `ingress` is the interface XDP ran on; tc acts only when the
+//!   skb came in on that interface (`skb->ingress_ifindex`);
+//! * **consumed**: tc zeroes `magic` when it reads a hand-off, its own or
+//!   not, so no later hop (on this node or the next) can act on it again.
+//!
+//! Metadata that fails a guard is left to the kernel (`TC_ACT_OK`), which
+//! routes the packet as any other, and counted as `tc_foreign_meta`.
 use aya_ebpf::{
     bindings::{xdp_action, TC_ACT_OK},
     helpers::generated::{bpf_fib_lookup, bpf_redirect_neigh, bpf_xdp_adjust_meta},
@@ -15,6 +41,7 @@ use network_types::eth::EthHdr;
 pub use aya_ebpf::bindings::bpf_fib_lookup as FibParams;
 
 use crate::{
+    guard::SETTINGS,
     maps::{IFACES, TX_PORTS},
     nat::Rewrite,
     packet::{ptr_at, Packet},
@@ -131,8 +158,14 @@ pub fn transmit(ctx: &XdpContext, p: &mut FibParams, rc: i64, partial: bool, cap
     }
 }
 
-/// Passes the packet up with metadata asking the tc program to send it out
-/// of `ifindex`.
+/// This agent's node tag (0 until the agent wrote it).
+#[inline(always)]
+fn node_tag() -> u32 {
+    SETTINGS.get(0).map_or(0, |s| s.node_tag)
+}
+
+/// Passes the packet up with metadata asking this node's tc program, on
+/// this ingress device, to send it out of `ifindex` (see the module docs).
 #[inline(always)]
 fn to_kernel(ctx: &XdpContext, ifindex: u32) -> u32 {
     // SAFETY: helper call on our own context.
@@ -146,23 +179,36 @@ fn to_kernel(ctx: &XdpContext, ifindex: u32) -> u32 {
     }
     // SAFETY: bounds checked against data just above.
     unsafe {
-        *(meta as *mut ForwardMeta) = ForwardMeta { magic: META_MAGIC, ifindex };
+        *(meta as *mut ForwardMeta) =
+            ForwardMeta { magic: META_MAGIC, ifindex, ingress: ctx.ingress_ifindex() as u32, node_tag: node_tag() };
     }
     bump(Stat::FwdKernel);
     xdp_action::XDP_PASS
 }
 
-/// tc ingress: redirect packets that XDP rewrote and marked.
+/// tc ingress: redirect packets that this node's XDP program rewrote and
+/// marked on this device; consume the mark (see the module docs).
 #[inline(always)]
 pub fn tc_forward(ctx: &TcContext) -> Option<i32> {
     // SAFETY: reading fields of the live __sk_buff context.
-    let (meta, data) = unsafe { ((*ctx.skb.skb).data_meta as usize, (*ctx.skb.skb).data as usize) };
+    let (meta, data, ingress) = unsafe {
+        let skb = &*ctx.skb.skb;
+        (skb.data_meta as usize, skb.data as usize, skb.ingress_ifindex)
+    };
     if meta + size_of::<ForwardMeta>() > data {
         return Some(TC_ACT_OK);
     }
+    let mp = meta as *mut ForwardMeta;
     // SAFETY: bounds checked against data just above.
-    let m = unsafe { *(meta as *const ForwardMeta) };
+    let m = unsafe { *mp };
     if m.magic != META_MAGIC {
+        return Some(TC_ACT_OK);
+    }
+    // Consumed: whatever happens next, no later hop acts on it again.
+    // SAFETY: bounds checked against data above; tc may write the metadata.
+    unsafe { (*mp).magic = 0 };
+    if m.ingress != ingress || m.node_tag != node_tag() {
+        bump(Stat::TcForeignMeta);
         return Some(TC_ACT_OK);
     }
     bump(Stat::TcForward);

@@ -160,6 +160,21 @@ fn program_interfaces(maps: &mut Maps, ifaces: &[String], attached: &[attach::At
     Ok(())
 }
 
+/// This node's tag for the XDP→tc hand-off (`Settings::node_tag`): the one
+/// pinned by an earlier agent at this pin path, else a new random non-zero one.
+fn node_tag(pinned: u32) -> u32 {
+    use std::hash::BuildHasher as _;
+    if pinned != 0 {
+        return pinned;
+    }
+    // RandomState's keys come from the OS's random source.
+    let h = std::collections::hash_map::RandomState::new().hash_one(std::process::id());
+    match (h ^ (h >> 32)) as u32 {
+        0 => 1,
+        t => t,
+    }
+}
+
 /// Where the services come from.
 enum Source {
     File(PathBuf, config::Config),
@@ -251,7 +266,8 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
     } else {
         programs.lock().unwrap_or_else(|e| e.into_inner()).attached = attached;
     }
-    let settings = lb_common::settings::Settings { new_flows_per_cpu: args.max_new_flows_per_cpu, _pad: 0 };
+    let node_tag = node_tag(writer.maps_mut().settings.get(&0, 0).map_or(0, |s| s.node_tag));
+    let settings = lb_common::settings::Settings { new_flows_per_cpu: args.max_new_flows_per_cpu, node_tag };
     writer.maps_mut().settings.set(0, settings, 0).context("writing the data-path settings")?;
 
     let health = Arc::new(Health::default());

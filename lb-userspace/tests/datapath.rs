@@ -19,7 +19,7 @@ mod harness;
 use std::{collections::BTreeMap, net::SocketAddr};
 
 use frame::{csum, fix_ipv4_csum, Csum, Pkt, TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN};
-use harness::{mac, run_case, service, Lab, V0_MAC, V1_MAC, XDP_DROP, XDP_PASS, XDP_REDIRECT, XDP_TX};
+use harness::{mac, run_case, service, Lab, LAB_NODE_TAG, V0_MAC, V1_MAC, XDP_DROP, XDP_PASS, XDP_REDIRECT, XDP_TX};
 use lb_common::{Counter, Stat, FLOW_CLOSING, FLOW_OPEN, IF_F_REDIRECT, IF_F_TX, SNAT_PORT_COUNT, SNAT_PORT_MIN};
 use xlb::model::{
     Protocol::{self, Tcp, Udp},
@@ -579,7 +579,7 @@ case!(snat_ports_exhausted_drops, |lab| {
 
 case!(flood_guard_forwards_without_recording, |lab| {
     lab.apply(vec![service("dns", VIP4, 53, Udp, Snat, &[("10.1.0.2:5353", 1), ("10.1.0.3:5353", 1)])]);
-    let settings = lb_common::settings::Settings { new_flows_per_cpu: 1, _pad: 0 };
+    let settings = lb_common::settings::Settings { new_flows_per_cpu: 1, node_tag: LAB_NODE_TAG };
     lab.maps().settings.set(0, settings, 0).expect("writing XLB_SETTINGS");
     // The bucket starts full (one flow): the first new flow is recorded...
     let first = client_pkt(Udp, &sa(CLIENT4, 34000), &sa(VIP4, 53), 0);

@@ -41,6 +41,9 @@ use xlb::{
 
 use crate::frame::{decode, mac_str, Csum, Decoded, Pkt};
 
+/// The node tag every lab starts with (`XLB_SETTINGS.node_tag`).
+pub const LAB_NODE_TAG: u32 = 0x7a9_5eed;
+
 pub const XDP_ABORTED: u32 = 0;
 pub const XDP_DROP: u32 = 1;
 pub const XDP_PASS: u32 = 2;
@@ -291,6 +294,10 @@ pub struct Out {
     pub frame: Vec<u8>,
     pub input: Vec<u8>,
     pub delta: StatDelta,
+    /// The interface the frame arrived on.
+    pub ingress: u32,
+    /// `XLB_SETTINGS.node_tag` when the program ran.
+    pub node_tag: u32,
 }
 
 impl Out {
@@ -344,12 +351,14 @@ impl Out {
         self
     }
 
-    /// Metadata asking the tc program to forward out of `ifindex`.
+    /// Metadata asking this node's tc program, on the ingress interface, to
+    /// forward out of `ifindex`.
     pub fn to_tc(&self, ifindex: u32) -> &Self {
         assert_eq!(self.meta.len(), std::mem::size_of::<ForwardMeta>(), "no forward metadata\n{}", self.describe());
-        let magic = u32::from_ne_bytes(self.meta[0..4].try_into().unwrap());
-        let idx = u32::from_ne_bytes(self.meta[4..8].try_into().unwrap());
-        assert_eq!((magic, idx), (META_MAGIC, ifindex), "metadata (magic, ifindex)\n{}", self.describe());
+        let word = |i: usize| u32::from_ne_bytes(self.meta[i * 4..i * 4 + 4].try_into().unwrap());
+        let got = ForwardMeta { magic: word(0), ifindex: word(1), ingress: word(2), node_tag: word(3) };
+        let want = ForwardMeta { magic: META_MAGIC, ifindex, ingress: self.ingress, node_tag: self.node_tag };
+        assert_eq!(got, want, "forward metadata\n{}", self.describe());
         self
     }
 
@@ -426,7 +435,21 @@ impl Lab {
         let writer = MapWriter::restore(maps, 0).unwrap_or_else(|e| panic!("{case}: MapWriter::restore: {e}"));
         let v0 = xlb::iface::ifindex("v0").expect("v0");
         let v1 = xlb::iface::ifindex("v1").expect("v1");
-        Lab { case: case.to_string(), ebpf, writer, v0, v1 }
+        let mut lab = Lab { case: case.to_string(), ebpf, writer, v0, v1 };
+        lab.set_node_tag(LAB_NODE_TAG);
+        lab
+    }
+
+    /// `XLB_SETTINGS.node_tag = tag` (the rest of the settings kept).
+    pub fn set_node_tag(&mut self, tag: u32) {
+        let settings = &mut self.maps().settings;
+        let s = settings.get(&0, 0).expect("reading XLB_SETTINGS");
+        settings.set(0, lb_common::settings::Settings { node_tag: tag, ..s }, 0).expect("writing XLB_SETTINGS");
+    }
+
+    /// `XLB_SETTINGS.node_tag`.
+    pub fn node_tag(&mut self) -> u32 {
+        self.maps().settings.get(&0, 0).expect("reading XLB_SETTINGS").node_tag
     }
 
     pub fn maps(&mut self) -> &mut Maps {
@@ -484,6 +507,7 @@ impl Lab {
     /// Like `run_on`, but a refusal of the kernel is returned.
     pub fn try_run_on(&mut self, ingress: u32, frame: &[u8]) -> Result<Out, aya::programs::ProgramError> {
         let before = self.stats();
+        let node_tag = self.node_tag();
         // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex
         let md = [0u32, frame.len() as u32, 0, ingress, 0, 0];
         let ctx_in: Vec<u8> = md.iter().flat_map(|w| w.to_ne_bytes()).collect();
@@ -509,6 +533,8 @@ impl Lab {
             frame: data_out[meta_len..end].to_vec(),
             input: frame.to_vec(),
             delta: StatDelta(after.iter().zip(&before).map(|(a, b)| *a as i64 - *b as i64).collect()),
+            ingress,
+            node_tag,
         })
     }
 
