@@ -20,7 +20,9 @@ use std::{collections::BTreeMap, net::SocketAddr};
 
 use frame::{csum, fix_ipv4_csum, Csum, Pkt, TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN};
 use harness::{mac, run_case, service, Lab, LAB_NODE_TAG, V0_MAC, V1_MAC, XDP_DROP, XDP_PASS, XDP_REDIRECT, XDP_TX};
-use lb_common::{Counter, Stat, FLOW_CLOSING, FLOW_OPEN, IF_F_REDIRECT, IF_F_TX, SNAT_PORT_COUNT, SNAT_PORT_MIN};
+use lb_common::{
+    Counter, ForwardMeta, Stat, FLOW_CLOSING, FLOW_OPEN, IF_F_REDIRECT, IF_F_TX, META_MAGIC, SNAT_PORT_COUNT, SNAT_PORT_MIN,
+};
 use xlb::model::{
     Protocol::{self, Tcp, Udp},
     SourceMode::{self, Preserve, Snat},
@@ -124,6 +126,28 @@ case!(udp4_preserve_to_backend, |lab| forward_case(lab, Udp, false, Preserve));
 case!(tcp4_preserve_to_backend, |lab| forward_case(lab, Tcp, false, Preserve));
 case!(udp6_preserve_to_backend, |lab| forward_case(lab, Udp, true, Preserve));
 case!(tcp6_preserve_to_backend, |lab| forward_case(lab, Tcp, true, Preserve));
+
+/// The hand-off to tc names this node (`XLB_SETTINGS.node_tag`) and the
+/// interface the packet came in on, so another node's or another device's
+/// tc program cannot mistake it for its own (issue 10, defect 0).
+case!(handoff_to_tc_names_node_and_ingress, |lab| {
+    lab.apply(vec![service("dns", VIP4, 53, Udp, Snat, &[("10.1.0.2:5353", 1)])]);
+    let pkt = client_pkt(Udp, &sa(CLIENT4, 33000), &sa(VIP4, 53), 0);
+    let (v0, v1) = (lab.v0, lab.v1);
+    let want = |ingress: u32, node_tag: u32| ForwardMeta { magic: META_MAGIC, ifindex: v0, ingress, node_tag };
+    let meta = |out: &harness::Out| {
+        let w = |i: usize| u32::from_ne_bytes(out.meta[i * 4..i * 4 + 4].try_into().unwrap());
+        assert_eq!(out.meta.len(), 16, "forward metadata length");
+        ForwardMeta { magic: w(0), ifindex: w(1), ingress: w(2), node_tag: w(3) }
+    };
+    let out = lab.run_on(v1, &pkt.build());
+    out.expect(XDP_PASS, &[Stat::FlowNew, Stat::FwdKernel]);
+    assert_eq!(meta(&out), want(v1, LAB_NODE_TAG), "arrived on v1, out of v0");
+    lab.set_node_tag(0x1234_5678);
+    let out = lab.run_on(v0, &pkt.build());
+    out.expect(XDP_PASS, &[Stat::FlowHit, Stat::FwdKernel]);
+    assert_eq!(meta(&out), want(v0, 0x1234_5678), "arrived on v0 after the node tag changed");
+});
 
 // ---------------------------------------------------------------------------
 // Flows and backend choice.
