@@ -327,7 +327,7 @@ pub struct ForwardMeta {
     pub node_tag: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<ForwardMeta>() % 4 == 0 && core::mem::size_of::<ForwardMeta>() <= 32);
+const _: () = assert!(core::mem::size_of::<ForwardMeta>().is_multiple_of(4) && core::mem::size_of::<ForwardMeta>() <= 32);
 
 /// Converts an IPv4 address to the 16-byte IPv4-mapped form.
 #[inline(always)]

@@ -127,9 +127,9 @@ case!(tcp4_preserve_to_backend, |lab| forward_case(lab, Tcp, false, Preserve));
 case!(udp6_preserve_to_backend, |lab| forward_case(lab, Udp, true, Preserve));
 case!(tcp6_preserve_to_backend, |lab| forward_case(lab, Tcp, true, Preserve));
 
-/// The hand-off to tc names this node (`XLB_SETTINGS.node_tag`) and the
-/// interface the packet came in on, so another node's or another device's
-/// tc program cannot mistake it for its own (issue 10, defect 0).
+// The hand-off to tc names this node (`XLB_SETTINGS.node_tag`) and the
+// interface the packet came in on, so another node's or another device's
+// tc program cannot mistake it for its own (issue 10, defect 0).
 case!(handoff_to_tc_names_node_and_ingress, |lab| {
     lab.apply(vec![service("dns", VIP4, 53, Udp, Snat, &[("10.1.0.2:5353", 1)])]);
     let pkt = client_pkt(Udp, &sa(CLIENT4, 33000), &sa(VIP4, 53), 0);
