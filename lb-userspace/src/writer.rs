@@ -1772,6 +1772,150 @@ mod tests {
     }
 
     #[test]
+    fn unroutable_reason_names_the_backend_and_the_lookup_error() {
+        let err = std::io::Error::from_raw_os_error(libc::ENETUNREACH);
+        let b = Backend {
+            addr: addr16("10.99.0.5".parse().unwrap()),
+            flags: BE_F_UNROUTABLE,
+            snat_addr: unroutable_snat(&err),
+            ..Default::default()
+        };
+        let r = unroutable_reason(&b).expect("an unroutable backend has a reason");
+        assert!(r.starts_with("no route to 10.99.0.5 ("), "{r}");
+        assert!(r.contains(&err.to_string()), "the lookup's error ({err}) in {r}");
+        assert!(r.contains("snat_address"), "what to do: {r}");
+        assert_eq!(unroutable_reason(&Backend { flags: BE_F_ACTIVE, ..b }), None);
+        assert_eq!(unroutable_reason(&Backend { flags: 0, ..b }), None, "a free slot");
+        let other = std::io::Error::other("no errno");
+        let r = unroutable_reason(&Backend { snat_addr: unroutable_snat(&other), ..b }).unwrap();
+        assert!(r.contains("route lookup failed"), "{r}");
+    }
+
+    /// Runs `f` on a thread of its own in a new network namespace with only
+    /// `lo` (up): the writer's route lookups and netlink socket see it.
+    fn in_new_netns<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+        std::thread::spawn(move || {
+            // SAFETY: unshare affects only this thread's network namespace.
+            assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0, "unshare: {}", std::io::Error::last_os_error());
+            ip(&["link", "set", "lo", "up"]);
+            f()
+        })
+        .join()
+        .expect("the test thread")
+    }
+
+    /// `ip ARGS` in the calling thread's network namespace (a child
+    /// inherits it).
+    fn ip(args: &[&str]) {
+        let st = std::process::Command::new("ip").args(args).status().expect("run ip");
+        assert!(st.success(), "ip {args:?}: {st}");
+    }
+
+    fn snat_spec(name: &str, port: u16, backends: &[(&str, u16)]) -> ServiceSpec {
+        ServiceSpec { source: SourceMode::Snat, ..spec(name, port, backends, Some(251)) }
+    }
+
+    fn backend_of(w: &MapWriter, addr: &str) -> Backend {
+        let ip = addr16(addr.parse::<SocketAddr>().unwrap().ip());
+        *w.backends.iter().find(|b| b.addr == ip && b.flags != 0).unwrap_or_else(|| panic!("no backend {addr}"))
+    }
+
+    /// A `source: snat` backend without a route is written unroutable (not
+    /// in the table, shown with its reason) while the rest of its service
+    /// and the other services are programmed; a route appearing makes
+    /// [`MapWriter::retry_unroutable`] program it; losing the route again
+    /// takes it out; removing it frees its slot.
+    #[test]
+    fn unroutable_backends_wait_for_a_route() {
+        if !bpf_available() {
+            return;
+        }
+        in_new_netns(|| {
+            ip(&["link", "add", "d0", "type", "veth", "peer", "name", "d1"]);
+            ip(&["addr", "add", "10.98.0.1/24", "dev", "d0"]);
+            ip(&["link", "set", "d0", "up"]);
+            ip(&["link", "set", "d1", "up"]);
+            let pins = Pins::new("unroutable");
+            let mut w = writer(&pins, 1 << 16, 0);
+            let (near, far) = ("10.98.0.7:53", "10.99.0.5:53");
+            let state = |b: &[(&str, u16)]| DesiredState {
+                services: vec![snat_spec("a", 53, b), snat_spec("b", 54, &[("10.98.0.8:53", 1)]), snat_spec("c", 55, &[(far, 1)])],
+            };
+            let r = w.apply(&state(&[(near, 1), (far, 1)])).expect("an unroutable backend is no error");
+            assert_eq!(r.added, 3);
+            assert_eq!(w.unroutable(), vec![("a".to_string(), far.parse().unwrap()), ("c".to_string(), far.parse().unwrap())]);
+            assert!(w.has_unroutable());
+            let (va, ta) = live_table(&w, "a");
+            assert_eq!(va.table_size, 251);
+            assert!(ta.iter().all(|a| a == near), "only the routable backend in a's table");
+            assert_eq!(live_table(&w, "c").0.table_size, 0, "no usable backend: no table (new flows rejected)");
+            let fb = backend_of(&w, far);
+            assert_eq!(fb.flags, BE_F_UNROUTABLE, "never active");
+            assert!(unroutable_reason(&fb).unwrap().contains(&std::io::Error::from_raw_os_error(libc::ENETUNREACH).to_string()));
+            assert_eq!(backend_of(&w, near).snat_addr, addr16("10.98.0.1".parse().unwrap()));
+            // What `xlb backends` reads.
+            let rows = crate::reader::services(&w.maps).expect("read");
+            let a = rows.iter().find(|r| r.name == "a").unwrap();
+            assert_eq!(a.backends, vec![near.to_string()], "services lists what is programmed");
+            let states: Vec<(&str, &str, bool)> =
+                a.backend_rows.iter().map(|b| (b.address.as_str(), b.state.as_str(), b.reason.is_some())).collect();
+            assert_eq!(states.len(), 2);
+            assert!(states.contains(&(near, "active", false)) && states.contains(&(far, "unroutable", true)), "{states:?}");
+
+            // Nothing changed: a retry or a re-apply writes nothing.
+            assert_eq!(w.retry_unroutable().unwrap(), 0);
+            assert_eq!(w.apply(&state(&[(near, 1), (far, 1)])).unwrap(), ApplyReport { unchanged: 3, ..Default::default() });
+
+            // A route appears: the retry programs it, in a and in c.
+            ip(&["route", "add", "10.99.0.0/16", "dev", "d0"]);
+            assert_eq!(w.retry_unroutable().unwrap(), 2);
+            assert!(w.unroutable().is_empty() && !w.has_unroutable());
+            let fb2 = backend_of(&w, far);
+            assert_eq!((fb2.flags, fb2.snat_addr), (BE_F_ACTIVE, addr16("10.98.0.1".parse().unwrap())));
+            assert_eq!(fb2.generation, fb.generation, "same slot, same generation: it never had flows");
+            let (_, ta) = live_table(&w, "a");
+            assert_eq!(ta, expected(&[(near, 1), (far, 1)], 251, 0));
+            assert_eq!(live_table(&w, "c").1, vec![far.to_string(); 251]);
+
+            // The route goes; the next apply takes the backend out again (a
+            // new generation: its flows re-pick and never come back).
+            let gens: HashMap<u32, u32> =
+                w.services.values().filter(|p| p.name != "b").flat_map(|p| p.backends.values()).map(|(id, _)| (*id, w.backends[*id as usize].generation)).collect();
+            ip(&["route", "del", "10.99.0.0/16", "dev", "d0"]);
+            let r = w.apply(&state(&[(near, 1), (far, 1)])).unwrap();
+            assert_eq!((r.updated, r.unchanged), (2, 1));
+            let ids: Vec<u32> = w.services.values().flat_map(|p| p.unroutable.values().map(|u| u.id)).collect();
+            assert_eq!(ids.len(), 2);
+            for id in &ids {
+                let b = w.backends[*id as usize];
+                assert_eq!(b.flags, BE_F_UNROUTABLE);
+                assert_eq!(b.generation, gens[id].wrapping_add(1), "a new generation");
+                assert!(!w.free_backends.contains(id), "an unroutable backend keeps its slot");
+            }
+            assert!(live_table(&w, "a").1.iter().all(|a| a == near));
+
+            // Restart on the pins: the unroutable slots are known again.
+            drop(w);
+            let mut w = writer(&pins, 1 << 16, 0);
+            assert_eq!(w.unroutable().len(), 2);
+            assert!(ids.iter().all(|id| !w.free_backends.contains(id)));
+            w.apply(&state(&[(near, 1), (far, 1)])).unwrap();
+            let again: BTreeSet<u32> = w.services.values().flat_map(|p| p.unroutable.values().map(|u| u.id)).collect();
+            assert_eq!(again, ids.iter().copied().collect(), "same slots after the restart");
+
+            // Removed from a, and c removed: the slots are free again.
+            w.apply(&DesiredState { services: vec![snat_spec("a", 53, &[(near, 1)]), snat_spec("b", 54, &[("10.98.0.8:53", 1)])] })
+                .unwrap();
+            assert!(w.unroutable().is_empty());
+            for id in &ids {
+                assert_eq!(w.backends[*id as usize].flags, 0);
+                assert_eq!(w.maps.backends.get(id, 0).unwrap().flags, 0, "written");
+                assert!(w.free_backends.contains(id));
+            }
+        });
+    }
+
+    #[test]
     fn range_entries_mask_host_bits_and_keep_the_family() {
         let mut s = spec("a", 53, &[], None);
         s.source_ranges = ["10.1.2.3/16", "2001:db8::1/32", "192.0.2.1/32"].iter().map(|r| r.parse().unwrap()).collect();
