@@ -129,7 +129,8 @@ pub fn unroutable_reason(b: &Backend) -> Option<String> {
     let errno = i32::from_ne_bytes([b.snat_addr[0], b.snat_addr[1], b.snat_addr[2], b.snat_addr[3]]);
     let why = if errno == 0 { "route lookup failed".to_string() } else { std::io::Error::from_raw_os_error(errno).to_string() };
     Some(format!(
-        "no route to {} ({why}), so no SNAT source address; takes no new flows until a route appears (add one, or set snat_address)",
+        "no route to {}: {why}; without a SNAT source address it takes no new flows until a route appears \
+         (add one, or set snat_address)",
         ip_from16(b.addr)
     ))
 }
@@ -1781,7 +1782,7 @@ mod tests {
             ..Default::default()
         };
         let r = unroutable_reason(&b).expect("an unroutable backend has a reason");
-        assert!(r.starts_with("no route to 10.99.0.5 ("), "{r}");
+        assert!(r.starts_with("no route to 10.99.0.5: "), "{r}");
         assert!(r.contains(&err.to_string()), "the lookup's error ({err}) in {r}");
         assert!(r.contains("snat_address"), "what to do: {r}");
         assert_eq!(unroutable_reason(&Backend { flags: BE_F_ACTIVE, ..b }), None);
