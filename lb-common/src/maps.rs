@@ -150,6 +150,13 @@ pub struct ServiceSlot {
 
 /// `Backend::flags`: the backend exists (slot in use).
 pub const BE_F_ACTIVE: u16 = 1;
+/// `Backend::flags`, never with `BE_F_ACTIVE`: the slot holds a configured
+/// backend that cannot be used now because the node has no route to it (so
+/// no SNAT source address). The data path treats it as absent (no flow picks
+/// it; it is in no lookup table); the agent programs it when a route
+/// appears. Its `snat_addr` then holds, in its first four bytes (native
+/// order), the errno of the failed route lookup, for the CLI.
+pub const BE_F_UNROUTABLE: u16 = 2;
 
 /// Backend value, indexed by backend id.
 #[repr(C, align(8))]

@@ -305,9 +305,11 @@ async fn follow_file(path: &Path, writer: &mut MapWriter, seed_flag: Option<u32>
     let _watcher = watch_file(path, tx).map_err(|e| warn!(error = %e, "not watching the file; reload with SIGHUP"));
     let mut hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
     let mut done = std::pin::pin!(terminated());
+    let mut routes = writer.route_changes();
     loop {
         tokio::select! {
             _ = hup.recv() => reload(path, writer, seed_flag, "SIGHUP"),
+            _ = routes.next(), if writer.has_unroutable() => retry_unroutable(writer),
             Some(()) = rx.recv() => {
                 // let the writer finish; coalesce bursts of events
                 tokio::time::sleep(Duration::from_millis(200)).await;
@@ -342,6 +344,16 @@ fn spawn_datapath_log(ebpf: &mut aya::Ebpf) {
             guard.clear_ready();
         }
     });
+}
+
+/// Programs the backends that got a route since (see
+/// [`MapWriter::retry_unroutable`]); shared with Kubernetes mode.
+pub(crate) fn retry_unroutable(writer: &mut MapWriter) {
+    match writer.retry_unroutable() {
+        Ok(0) => {}
+        Ok(n) => info!(backends = n, still_unroutable = writer.unroutable().len(), "backends programmed after a routing change"),
+        Err(e) => error!(error = %e, "programming backends after a routing change failed; the next change or reload retries"),
+    }
 }
 
 /// `seed_flag`: `--maglev-seed`, which overrides the file's `maglev_seed`.

@@ -103,9 +103,19 @@ pub fn backends(pin_path: &Path, service: Option<&str>, out: Output) -> Result<(
         Output::Table => {
             let body: Vec<Vec<String>> = rows
                 .iter()
-                .map(|b| vec![b.service.clone(), b.address.clone(), b.weight.to_string(), b.state.clone(), b.packets.to_string(), b.bytes.to_string()])
+                .map(|b| {
+                    vec![
+                        b.service.clone(),
+                        b.address.clone(),
+                        b.weight.to_string(),
+                        b.state.clone(),
+                        b.packets.to_string(),
+                        b.bytes.to_string(),
+                        b.reason.clone().unwrap_or_else(|| "-".into()),
+                    ]
+                })
                 .collect();
-            print!("{}", table(&["SERVICE", "ADDRESS", "WEIGHT", "STATE", "PACKETS", "BYTES"], &body));
+            print!("{}", table(&["SERVICE", "ADDRESS", "WEIGHT", "STATE", "PACKETS", "BYTES", "REASON"], &body));
             Ok(())
         }
     }

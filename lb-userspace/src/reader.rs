@@ -4,13 +4,13 @@ use std::{
     net::{IpAddr, SocketAddr},
 };
 
-use lb_common::{Stat, BE_F_ACTIVE, FLOW_CLOSING, MAX_BACKENDS, PROTO_TCP, SVC_F_RANGES, SVC_F_SNAT};
+use lb_common::{Stat, BE_F_ACTIVE, BE_F_UNROUTABLE, FLOW_CLOSING, MAX_BACKENDS, PROTO_TCP, SVC_F_RANGES, SVC_F_SNAT};
 use serde::Serialize;
 
 use crate::{
     maps::{sum_counter, Maps},
     model::Protocol,
-    writer::{ip_from16, name_from, range_net},
+    writer::{ip_from16, name_from, range_net, unroutable_reason},
 };
 
 /// A failure to read a map.
@@ -37,8 +37,11 @@ pub struct BackendRow {
     pub service: String,
     pub address: String,
     pub weight: u32,
-    /// "active" or "draining" (weight 0).
+    /// "active", "draining" (weight 0) or "unroutable" (no route to it:
+    /// takes no new flows until one appears; see `reason`).
     pub state: String,
+    /// Why the backend takes no flows (unroutable); `null` otherwise.
+    pub reason: Option<String>,
     pub packets: u64,
     pub bytes: u64,
     #[serde(skip)]
@@ -134,19 +137,24 @@ pub fn services(maps: &Maps) -> Result<Vec<ServiceRow>, ReadError> {
     }
     for bid in 0..MAX_BACKENDS {
         let b = maps.backends.get(&bid, 0).map_err(rerr("backends"))?;
-        if b.flags & BE_F_ACTIVE == 0 {
+        if b.flags & (BE_F_ACTIVE | BE_F_UNROUTABLE) == 0 {
             continue;
         }
         let Some(&i) = by_id.get(&b.service_id) else { continue };
         let c = sum_counter(&maps.backend_stats.get(&bid, 0).map_err(rerr("backend stats"))?);
         let address = sock(ip_from16(b.addr), u16::from_be(b.port));
-        rows[i].backends.push(address.clone());
+        let reason = unroutable_reason(&b);
+        // `backends` lists what is programmed; `xlb backends` shows the rest too.
+        if reason.is_none() {
+            rows[i].backends.push(address.clone());
+        }
         let service = rows[i].name.clone();
         rows[i].backend_rows.push(BackendRow {
             service,
             address,
             weight: b.weight,
-            state: if b.weight == 0 { "draining" } else { "active" }.into(),
+            state: backend_state(&b, reason.is_some()).into(),
+            reason,
             packets: c.packets,
             bytes: c.bytes,
             id: bid,
@@ -154,6 +162,15 @@ pub fn services(maps: &Maps) -> Result<Vec<ServiceRow>, ReadError> {
     }
     rows.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(rows)
+}
+
+/// The `state` of a backend row.
+fn backend_state(b: &lb_common::Backend, unroutable: bool) -> &'static str {
+    match (unroutable, b.weight) {
+        (true, _) => "unroutable",
+        (false, 0) => "draining",
+        (false, _) => "active",
+    }
 }
 
 /// Connection-table entries, optionally of one service.
@@ -270,6 +287,7 @@ mod tests {
             address: address.into(),
             weight,
             state: "active".into(),
+            reason: None,
             packets: 0,
             bytes: 0,
             id,

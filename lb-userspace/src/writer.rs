@@ -51,7 +51,7 @@ use std::{
 use aya::maps::{lpm_trie::Key, MapError};
 use lb_common::{
     range_prefix_len, AffinityKey, Backend, Counter, RangeKey, Service, ServiceKey, ServiceName, ServiceSlot, AFFINITY_ENTRIES,
-    BE_F_ACTIVE, DEFAULT_TCP_TIMEOUT, DEFAULT_UDP_TIMEOUT, MAX_BACKENDS, MAX_SERVICES, NAME_LEN, RANGE_ENTRIES,
+    BE_F_ACTIVE, BE_F_UNROUTABLE, DEFAULT_TCP_TIMEOUT, DEFAULT_UDP_TIMEOUT, MAX_BACKENDS, MAX_SERVICES, NAME_LEN, RANGE_ENTRIES,
     SVC_F_IPV6, SVC_F_RANGES, SVC_F_SNAT,
     prefilter::{prefilter_bit_of, PREFILTER_BACKENDS, PREFILTER_ENTRIES, PREFILTER_READY, PREFILTER_VIPS},
 };
@@ -71,13 +71,6 @@ pub enum WriteError {
         map: &'static str,
         #[source]
         source: MapError,
-    },
-    #[error("service {service}: no route to backend {backend}, so no SNAT source address: add a route or set snat_address ({source})")]
-    NoRoute {
-        service: String,
-        backend: SocketAddr,
-        #[source]
-        source: std::io::Error,
     },
     #[error("reading the CPU count: {0}")]
     Cpus(std::io::Error),
@@ -117,6 +110,29 @@ pub fn ip_from16(a: [u8; 16]) -> IpAddr {
     } else {
         IpAddr::V6(a.into())
     }
+}
+
+/// The `snat_addr` of an unroutable backend: the errno of the failed route
+/// lookup (see [`lb_common::BE_F_UNROUTABLE`]).
+fn unroutable_snat(err: &std::io::Error) -> [u8; 16] {
+    let mut a = [0u8; 16];
+    a[..4].copy_from_slice(&err.raw_os_error().unwrap_or(0).to_ne_bytes());
+    a
+}
+
+/// Why a backend value flagged [`BE_F_UNROUTABLE`] is not usable, for the
+/// CLI; `None` for any other backend.
+pub fn unroutable_reason(b: &Backend) -> Option<String> {
+    if b.flags & BE_F_UNROUTABLE == 0 || b.flags & BE_F_ACTIVE != 0 {
+        return None;
+    }
+    let errno = i32::from_ne_bytes([b.snat_addr[0], b.snat_addr[1], b.snat_addr[2], b.snat_addr[3]]);
+    let why = if errno == 0 { "route lookup failed".to_string() } else { std::io::Error::from_raw_os_error(errno).to_string() };
+    Some(format!(
+        "no route to {}: {why}; without a SNAT source address it takes no new flows until a route appears \
+         (add one, or set snat_address)",
+        ip_from16(b.addr)
+    ))
 }
 
 /// A service's prefix in `XLB_RANGES` without the service id: (LPM prefix
@@ -405,6 +421,38 @@ impl Routes {
     }
 }
 
+/// Wakes the agent's loop when the routing may have changed, for
+/// [`MapWriter::retry_unroutable`]. Needs a Tokio runtime.
+pub struct RouteChanges {
+    /// The writer's notification socket (a second descriptor of it): the
+    /// writer drains it, this only waits for it to become readable.
+    fd: Option<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>>,
+}
+
+impl RouteChanges {
+    /// How often to try again without the notification socket.
+    pub const POLL: Duration = Duration::from_secs(5);
+
+    /// Resolves when routing notifications are queued (possibly already
+    /// consumed by an `apply` meanwhile: then the retry finds nothing to
+    /// do), or after [`Self::POLL`] without the socket.
+    pub async fn next(&mut self) {
+        let Some(fd) = &self.fd else {
+            tokio::time::sleep(Self::POLL).await;
+            return;
+        };
+        match fd.readable().await {
+            // The retry drains the socket; a notification queued after
+            // this makes it readable again.
+            Ok(mut guard) => guard.clear_ready(),
+            Err(e) => {
+                warn!(error = %e, "routing notifications lost: unroutable backends are retried every {:?}", Self::POLL);
+                self.fd = None;
+            }
+        }
+    }
+}
+
 /// One service as it sits in the maps.
 #[derive(Clone, Debug)]
 struct Programmed {
@@ -426,7 +474,22 @@ struct Programmed {
     route_epoch: u64,
     /// Its entries in `XLB_RANGES`.
     ranges: BTreeSet<RangeEntry>,
+    /// Backends without a route (written with [`BE_F_UNROUTABLE`], in no
+    /// table): address → slot.
+    unroutable: BTreeMap<SocketAddr, Unroutable>,
 }
+
+/// A backend slot held by a backend the node has no route to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Unroutable {
+    id: u32,
+    /// Its warning was logged (once per backend while it stays unroutable).
+    warned: bool,
+}
+
+/// The SNAT source address of each backend of a service (zeros for
+/// `source: preserve`), or the error of its route lookup.
+type Resolved = Vec<Result<[u8; 16], std::io::Error>>;
 
 /// What an `apply` changed.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -461,8 +524,8 @@ pub struct MapWriter {
     table_writes: usize,
     /// Service ids not in use (lowest first).
     free_services: BTreeSet<u32>,
-    /// Backend slots without an active backend (lowest first): exactly the
-    /// ids whose mirror entry lacks `BE_F_ACTIVE`.
+    /// Backend slots without a backend (lowest first): exactly the ids
+    /// whose mirror entry has neither `BE_F_ACTIVE` nor `BE_F_UNROUTABLE`.
     free_backends: BTreeSet<u32>,
     /// Mirror of `XLB_VIPS`.
     vips: HashMap<[u8; 16], u32>,
@@ -491,14 +554,15 @@ impl MapWriter {
         for i in 0..MAX_BACKENDS {
             backends.push(maps.backends.get(&i, 0).map_err(map_err("backends"))?);
         }
-        // Active backends by service id, in one pass over the array.
+        // Active (and unroutable) backends by service id, in one pass over the array.
         let mut by_service: HashMap<u32, BTreeMap<SocketAddr, (u32, u32)>> = HashMap::new();
+        let mut unroutable_by_service: HashMap<u32, BTreeMap<SocketAddr, Unroutable>> = HashMap::new();
         for (id, b) in backends.iter().enumerate() {
+            let addr = SocketAddr::new(ip_from16(b.addr), u16::from_be(b.port));
             if b.flags & BE_F_ACTIVE != 0 {
-                by_service
-                    .entry(b.service_id)
-                    .or_default()
-                    .insert(SocketAddr::new(ip_from16(b.addr), u16::from_be(b.port)), (id as u32, b.weight));
+                by_service.entry(b.service_id).or_default().insert(addr, (id as u32, b.weight));
+            } else if b.flags & BE_F_UNROUTABLE != 0 {
+                unroutable_by_service.entry(b.service_id).or_default().insert(addr, Unroutable { id: id as u32, warned: false });
             }
         }
         let mut found = Vec::new();
@@ -564,15 +628,28 @@ impl MapWriter {
                 }
             };
             let ranges = ranges.remove(&value.id).unwrap_or_default();
-            services.insert(key, Programmed { value, name, backends, pair, table_ok, spec: None, route_epoch: 0, ranges });
+            let unroutable = unroutable_by_service.remove(&value.id).unwrap_or_default();
+            services.insert(key, Programmed { value, name, backends, pair, table_ok, spec: None, route_epoch: 0, ranges, unroutable });
         }
         if !services.is_empty() {
             info!(services = services.len(), "reusing pinned maps left by a previous agent");
         }
         let used: BTreeSet<u32> = services.values().map(|p| p.value.id).collect();
         let free_services = (0..MAX_SERVICES).filter(|i| !used.contains(i)).collect();
-        let free_backends =
-            backends.iter().enumerate().filter(|(_, b)| b.flags & BE_F_ACTIVE == 0).map(|(i, _)| i as u32).collect();
+        // Unroutable backends of no service (an agent stopped halfway
+        // through a removal): their slots are freed.
+        for u in unroutable_by_service.values().flat_map(|m| m.values()) {
+            let mut b = backends[u.id as usize];
+            b.flags &= !BE_F_UNROUTABLE;
+            maps.backends.set(u.id, b, 0).map_err(map_err("backends"))?;
+            backends[u.id as usize] = b;
+        }
+        let free_backends = backends
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| b.flags & (BE_F_ACTIVE | BE_F_UNROUTABLE) == 0)
+            .map(|(i, _)| i as u32)
+            .collect();
         let mut vips = HashMap::new();
         let keys: Vec<[u8; 16]> = maps.vips.keys().filter_map(Result::ok).collect();
         for vip in keys {
@@ -638,6 +715,70 @@ impl MapWriter {
     /// Entries of the table array not held by any service.
     pub fn table_free(&self) -> u64 {
         self.regions.free_entries() + self.retired.iter().map(|(p, _)| p.entries()).sum::<u64>()
+    }
+
+    /// The backends without a route, as (service name, address), sorted.
+    pub fn unroutable(&self) -> Vec<(String, SocketAddr)> {
+        let mut v: Vec<(String, SocketAddr)> =
+            self.services.values().flat_map(|p| p.unroutable.keys().map(|a| (p.name.clone(), *a))).collect();
+        v.sort();
+        v
+    }
+
+    /// Whether some backend waits for a route (see [`Self::retry_unroutable`]).
+    pub fn has_unroutable(&self) -> bool {
+        self.services.values().any(|p| !p.unroutable.is_empty())
+    }
+
+    /// What tells the agent's loop when the routing changed, so that it
+    /// calls [`Self::retry_unroutable`] (a second handle on the writer's
+    /// routing-notification socket; without one, a timer).
+    pub fn route_changes(&self) -> RouteChanges {
+        let fd = self.routes.watch.as_ref().and_then(|fd| {
+            let registered = fd.try_clone().and_then(|fd| {
+                // SAFETY: an OwnedFd's as_raw_fd is the same open descriptor
+                // for as long as the AsyncFd owns it.
+                unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
+                    .map_err(|e| e.into_parts().1)
+            });
+            registered.map_err(|e| warn!(error = %e, "unroutable backends are retried every {:?}", RouteChanges::POLL)).ok()
+        });
+        RouteChanges { fd }
+    }
+
+    /// Programs again every service with an unroutable backend whose routes
+    /// may have changed since (see [`Routes`]); returns how many backends
+    /// got a route and are now programmed. Nothing else is touched.
+    pub fn retry_unroutable(&mut self) -> Result<usize, WriteError> {
+        self.routes.refresh();
+        let epoch = self.routes.epoch;
+        let specs: Vec<ServiceSpec> = self
+            .services
+            .values()
+            .filter(|p| !p.unroutable.is_empty() && p.route_epoch != epoch)
+            .filter_map(|p| p.spec.clone())
+            .collect();
+        if specs.is_empty() {
+            return Ok(0);
+        }
+        let before = self.unroutable().len();
+        self.reclaim(false);
+        self.table_writes = 0;
+        self.range_writes = 0;
+        let backends: Vec<[u8; 16]> = specs.iter().flat_map(|s| s.backends.iter().map(|b| addr16(b.addr.ip()))).collect();
+        self.sync_prefilter(&[], &backends)?;
+        let mut first_error = None;
+        for spec in &specs {
+            if let Err(e) = self.apply_service(spec) {
+                tracing::error!(service = %spec.name, error = %e, "service not programmed");
+                first_error.get_or_insert(e);
+            }
+        }
+        self.sync_prefilter(&[], &[])?;
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(before.saturating_sub(self.unroutable().len())),
+        }
     }
 
     /// Brings the maps to `desired`, writing only what differs.
@@ -866,7 +1007,7 @@ impl MapWriter {
     fn write_backend(&mut self, id: u32, value: Backend) -> Result<(), WriteError> {
         self.maps.backends.set(id, value, 0).map_err(map_err("backends"))?;
         self.backends[id as usize] = value;
-        if value.flags & BE_F_ACTIVE != 0 {
+        if value.flags & (BE_F_ACTIVE | BE_F_UNROUTABLE) != 0 {
             self.free_backends.remove(&id);
         } else {
             self.free_backends.insert(id);
@@ -906,9 +1047,13 @@ impl MapWriter {
             Some(p) => p.value.id,
             None => self.free_service_id()?,
         };
+        // Each backend's SNAT source address: one without a route is
+        // written unroutable (no flow picks it) and retried when the
+        // routing changes; it does not hold up the others.
+        let resolved = self.resolve(spec);
         // The table's size, and its space, first: a full array fails the
         // service before anything of it is written.
-        let usable = spec.backends.iter().any(|b| b.weight > 0);
+        let usable = spec.backends.iter().zip(&resolved).any(|(b, r)| b.weight > 0 && r.is_ok());
         let size = if usable { spec.maglev_table_size.unwrap_or(maglev::DEFAULT_SIZE) } else { 0 };
         let ranges = range_entries(spec);
         let adding = match &old {
@@ -920,7 +1065,7 @@ impl MapWriter {
         }
         let kept_pair = old.as_ref().and_then(|p| p.pair).filter(|p| p.size == size);
         let new_pair = if size > 0 && kept_pair.is_none() { Some(self.alloc_pair(&spec.name, size)?) } else { None };
-        let result = self.write_service(spec, key, old, id, size, kept_pair.or(new_pair));
+        let result = self.write_service(spec, &resolved, key, old, id, size, kept_pair.or(new_pair));
         if result.is_err() {
             if let Some(p) = new_pair {
                 // Nothing refers to it yet.
@@ -935,9 +1080,23 @@ impl MapWriter {
         result
     }
 
+    /// The SNAT source address of each of `spec`'s backends (see [`Resolved`]).
+    fn resolve(&mut self, spec: &ServiceSpec) -> Resolved {
+        spec.backends
+            .iter()
+            .map(|b| match (spec.source, spec.snat_address) {
+                (SourceMode::Preserve, _) => Ok([0; 16]),
+                (SourceMode::Snat, Some(a)) => Ok(addr16(a)),
+                (SourceMode::Snat, None) => self.routes.source(b.addr.ip()).map(addr16),
+            })
+            .collect()
+    }
+
+    #[allow(clippy::too_many_arguments)]
     fn write_service(
         &mut self,
         spec: &ServiceSpec,
+        resolved: &Resolved,
         key: ServiceKey,
         old: Option<Programmed>,
         id: u32,
@@ -949,22 +1108,23 @@ impl MapWriter {
             self.zero_stats(Some(id), None)?;
         }
 
-        // 1. Backends: keep the ids of those that remain, add new ones.
+        // 1. Backends: keep the ids of those that remain, add new ones;
+        //    those without a route are written unroutable (inactive).
         let mut backends = BTreeMap::new();
+        let mut unroutable = BTreeMap::new();
         let mut taken = BTreeSet::new();
         let mut changed = false;
-        for b in &spec.backends {
-            let snat = match (spec.source, spec.snat_address) {
-                (SourceMode::Preserve, _) => [0; 16],
-                (SourceMode::Snat, Some(a)) => addr16(a),
-                (SourceMode::Snat, None) => addr16(self.routes.source(b.addr.ip()).map_err(|source| WriteError::NoRoute {
-                    service: spec.name.clone(),
-                    backend: b.addr,
-                    source,
-                })?),
-            };
-            let existing = old.as_ref().and_then(|p| p.backends.get(&b.addr)).map(|(id, _)| *id);
+        // Active backends that lost their route: written in 4, after the
+        // table that no longer holds them.
+        let mut lost_route = Vec::new();
+        for (b, snat) in spec.backends.iter().zip(resolved) {
+            let was_active = old.as_ref().and_then(|p| p.backends.get(&b.addr)).map(|(id, _)| *id);
+            let was_unroutable = old.as_ref().and_then(|p| p.unroutable.get(&b.addr)).copied();
+            let existing = was_active.or(was_unroutable.map(|u| u.id));
             let (bid, generation) = match existing {
+                // Active → unroutable: a new generation, so that its flows
+                // (re-picked now) never come back to it.
+                Some(bid) if was_active.is_some() && snat.is_err() => (bid, self.backends[bid as usize].generation.wrapping_add(1)),
                 Some(bid) => (bid, self.backends[bid as usize].generation),
                 None => {
                     let bid = self.free_backend_id(&taken)?;
@@ -972,16 +1132,22 @@ impl MapWriter {
                 }
             };
             taken.insert(bid);
+            let (flags, snat_addr) = match snat {
+                Ok(a) => (BE_F_ACTIVE, *a),
+                Err(e) => (BE_F_UNROUTABLE, unroutable_snat(e)),
+            };
             let value = Backend {
                 addr: addr16(b.addr.ip()),
                 port: b.addr.port().to_be(),
-                flags: BE_F_ACTIVE,
+                flags,
                 service_id: id,
                 generation,
                 weight: b.weight as u32,
-                snat_addr: snat,
+                snat_addr,
             };
-            if self.backends[bid as usize] != value {
+            if was_active.is_some() && snat.is_err() {
+                lost_route.push((bid, value));
+            } else if self.backends[bid as usize] != value {
                 // A slot never used (generation 0) has never been counted.
                 if existing.is_none() && self.backends[bid as usize].generation != 0 {
                     self.zero_stats(None, Some(bid))?;
@@ -989,7 +1155,26 @@ impl MapWriter {
                 self.write_backend(bid, value)?;
                 changed = true;
             }
-            backends.insert(b.addr, (bid, b.weight as u32));
+            match snat {
+                Ok(_) => {
+                    if was_unroutable.is_some() {
+                        info!(service = %spec.name, backend = %b.addr, "backend has a route now: programmed");
+                    }
+                    backends.insert(b.addr, (bid, b.weight as u32));
+                }
+                Err(e) => {
+                    if !was_unroutable.is_some_and(|u| u.warned) {
+                        warn!(
+                            service = %spec.name,
+                            backend = %b.addr,
+                            error = %e,
+                            "no route to the backend, so no SNAT source address: it takes no new flows until a route \
+                             to it appears (tried again on every routing change); add a route or set snat_address"
+                        );
+                    }
+                    unroutable.insert(b.addr, Unroutable { id: bid, warned: true });
+                }
+            }
         }
 
         // 2. The lookup table, when its inputs (backends and weights, size,
@@ -1084,13 +1269,19 @@ impl MapWriter {
             self.purge.insert(id);
         }
 
-        // 4. Backends that left: deactivate (their flows re-pick on their next packet).
+        // 4. Backends that left, or lost their route: deactivate (their flows
+        //    re-pick on their next packet).
+        for (bid, value) in lost_route {
+            self.write_backend(bid, value)?;
+            changed = true;
+        }
         if let Some(p) = &old {
-            for (addr, (bid, _)) in &p.backends {
-                if !backends.contains_key(addr) {
-                    let mut b = self.backends[*bid as usize];
-                    b.flags &= !BE_F_ACTIVE;
-                    self.write_backend(*bid, b)?;
+            let left = p.backends.iter().map(|(a, (bid, _))| (a, *bid)).chain(p.unroutable.iter().map(|(a, u)| (a, u.id)));
+            for (addr, bid) in left {
+                if !backends.contains_key(addr) && !unroutable.contains_key(addr) {
+                    let mut b = self.backends[bid as usize];
+                    b.flags &= !(BE_F_ACTIVE | BE_F_UNROUTABLE);
+                    self.write_backend(bid, b)?;
                     changed = true;
                     debug!(service = %spec.name, backend = %addr, "backend removed");
                 }
@@ -1116,6 +1307,7 @@ impl MapWriter {
                 spec: Some(spec.clone()),
                 route_epoch,
                 ranges,
+                unroutable,
             },
         );
         Ok(match (old.is_some(), changed) {
@@ -1152,10 +1344,10 @@ impl MapWriter {
         if !self.services.values().any(|q| q.value.id == p.value.id) {
             self.free_services.insert(p.value.id);
         }
-        for (bid, _) in p.backends.values() {
-            let mut b = self.backends[*bid as usize];
-            b.flags &= !BE_F_ACTIVE;
-            self.write_backend(*bid, b)?;
+        for bid in p.backends.values().map(|(bid, _)| *bid).chain(p.unroutable.values().map(|u| u.id)) {
+            let mut b = self.backends[bid as usize];
+            b.flags &= !(BE_F_ACTIVE | BE_F_UNROUTABLE);
+            self.write_backend(bid, b)?;
         }
         self.maps.names.set(p.value.id, name_to(""), 0).map_err(map_err("service names"))?;
         debug!(service = %p.name, "service removed");
@@ -1578,6 +1770,150 @@ mod tests {
         let r = w.apply(&DesiredState { services: vec![spec("b", 54, &[("10.1.0.1:53", 1)], Some(251))] }).unwrap();
         assert_eq!((r.removed, r.range_writes), (1, 1));
         assert!(trie(&w).is_empty());
+    }
+
+    #[test]
+    fn unroutable_reason_names_the_backend_and_the_lookup_error() {
+        let err = std::io::Error::from_raw_os_error(libc::ENETUNREACH);
+        let b = Backend {
+            addr: addr16("10.99.0.5".parse().unwrap()),
+            flags: BE_F_UNROUTABLE,
+            snat_addr: unroutable_snat(&err),
+            ..Default::default()
+        };
+        let r = unroutable_reason(&b).expect("an unroutable backend has a reason");
+        assert!(r.starts_with("no route to 10.99.0.5: "), "{r}");
+        assert!(r.contains(&err.to_string()), "the lookup's error ({err}) in {r}");
+        assert!(r.contains("snat_address"), "what to do: {r}");
+        assert_eq!(unroutable_reason(&Backend { flags: BE_F_ACTIVE, ..b }), None);
+        assert_eq!(unroutable_reason(&Backend { flags: 0, ..b }), None, "a free slot");
+        let other = std::io::Error::other("no errno");
+        let r = unroutable_reason(&Backend { snat_addr: unroutable_snat(&other), ..b }).unwrap();
+        assert!(r.contains("route lookup failed"), "{r}");
+    }
+
+    /// Runs `f` on a thread of its own in a new network namespace with only
+    /// `lo` (up): the writer's route lookups and netlink socket see it.
+    fn in_new_netns<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+        std::thread::spawn(move || {
+            // SAFETY: unshare affects only this thread's network namespace.
+            assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0, "unshare: {}", std::io::Error::last_os_error());
+            ip(&["link", "set", "lo", "up"]);
+            f()
+        })
+        .join()
+        .expect("the test thread")
+    }
+
+    /// `ip ARGS` in the calling thread's network namespace (a child
+    /// inherits it).
+    fn ip(args: &[&str]) {
+        let st = std::process::Command::new("ip").args(args).status().expect("run ip");
+        assert!(st.success(), "ip {args:?}: {st}");
+    }
+
+    fn snat_spec(name: &str, port: u16, backends: &[(&str, u16)]) -> ServiceSpec {
+        ServiceSpec { source: SourceMode::Snat, ..spec(name, port, backends, Some(251)) }
+    }
+
+    fn backend_of(w: &MapWriter, addr: &str) -> Backend {
+        let ip = addr16(addr.parse::<SocketAddr>().unwrap().ip());
+        *w.backends.iter().find(|b| b.addr == ip && b.flags != 0).unwrap_or_else(|| panic!("no backend {addr}"))
+    }
+
+    /// A `source: snat` backend without a route is written unroutable (not
+    /// in the table, shown with its reason) while the rest of its service
+    /// and the other services are programmed; a route appearing makes
+    /// [`MapWriter::retry_unroutable`] program it; losing the route again
+    /// takes it out; removing it frees its slot.
+    #[test]
+    fn unroutable_backends_wait_for_a_route() {
+        if !bpf_available() {
+            return;
+        }
+        in_new_netns(|| {
+            ip(&["link", "add", "d0", "type", "veth", "peer", "name", "d1"]);
+            ip(&["addr", "add", "10.98.0.1/24", "dev", "d0"]);
+            ip(&["link", "set", "d0", "up"]);
+            ip(&["link", "set", "d1", "up"]);
+            let pins = Pins::new("unroutable");
+            let mut w = writer(&pins, 1 << 16, 0);
+            let (near, far) = ("10.98.0.7:53", "10.99.0.5:53");
+            let state = |b: &[(&str, u16)]| DesiredState {
+                services: vec![snat_spec("a", 53, b), snat_spec("b", 54, &[("10.98.0.8:53", 1)]), snat_spec("c", 55, &[(far, 1)])],
+            };
+            let r = w.apply(&state(&[(near, 1), (far, 1)])).expect("an unroutable backend is no error");
+            assert_eq!(r.added, 3);
+            assert_eq!(w.unroutable(), vec![("a".to_string(), far.parse().unwrap()), ("c".to_string(), far.parse().unwrap())]);
+            assert!(w.has_unroutable());
+            let (va, ta) = live_table(&w, "a");
+            assert_eq!(va.table_size, 251);
+            assert!(ta.iter().all(|a| a == near), "only the routable backend in a's table");
+            assert_eq!(live_table(&w, "c").0.table_size, 0, "no usable backend: no table (new flows rejected)");
+            let fb = backend_of(&w, far);
+            assert_eq!(fb.flags, BE_F_UNROUTABLE, "never active");
+            assert!(unroutable_reason(&fb).unwrap().contains(&std::io::Error::from_raw_os_error(libc::ENETUNREACH).to_string()));
+            assert_eq!(backend_of(&w, near).snat_addr, addr16("10.98.0.1".parse().unwrap()));
+            // What `xlb backends` reads.
+            let rows = crate::reader::services(&w.maps).expect("read");
+            let a = rows.iter().find(|r| r.name == "a").unwrap();
+            assert_eq!(a.backends, vec![near.to_string()], "services lists what is programmed");
+            let states: Vec<(&str, &str, bool)> =
+                a.backend_rows.iter().map(|b| (b.address.as_str(), b.state.as_str(), b.reason.is_some())).collect();
+            assert_eq!(states.len(), 2);
+            assert!(states.contains(&(near, "active", false)) && states.contains(&(far, "unroutable", true)), "{states:?}");
+
+            // Nothing changed: a retry or a re-apply writes nothing.
+            assert_eq!(w.retry_unroutable().unwrap(), 0);
+            assert_eq!(w.apply(&state(&[(near, 1), (far, 1)])).unwrap(), ApplyReport { unchanged: 3, ..Default::default() });
+
+            // A route appears: the retry programs it, in a and in c.
+            ip(&["route", "add", "10.99.0.0/16", "dev", "d0"]);
+            assert_eq!(w.retry_unroutable().unwrap(), 2);
+            assert!(w.unroutable().is_empty() && !w.has_unroutable());
+            let fb2 = backend_of(&w, far);
+            assert_eq!((fb2.flags, fb2.snat_addr), (BE_F_ACTIVE, addr16("10.98.0.1".parse().unwrap())));
+            assert_eq!(fb2.generation, fb.generation, "same slot, same generation: it never had flows");
+            let (_, ta) = live_table(&w, "a");
+            assert_eq!(ta, expected(&[(near, 1), (far, 1)], 251, 0));
+            assert_eq!(live_table(&w, "c").1, vec![far.to_string(); 251]);
+
+            // The route goes; the next apply takes the backend out again (a
+            // new generation: its flows re-pick and never come back).
+            let gens: HashMap<u32, u32> =
+                w.services.values().filter(|p| p.name != "b").flat_map(|p| p.backends.values()).map(|(id, _)| (*id, w.backends[*id as usize].generation)).collect();
+            ip(&["route", "del", "10.99.0.0/16", "dev", "d0"]);
+            let r = w.apply(&state(&[(near, 1), (far, 1)])).unwrap();
+            assert_eq!((r.updated, r.unchanged), (2, 1));
+            let ids: Vec<u32> = w.services.values().flat_map(|p| p.unroutable.values().map(|u| u.id)).collect();
+            assert_eq!(ids.len(), 2);
+            for id in &ids {
+                let b = w.backends[*id as usize];
+                assert_eq!(b.flags, BE_F_UNROUTABLE);
+                assert_eq!(b.generation, gens[id].wrapping_add(1), "a new generation");
+                assert!(!w.free_backends.contains(id), "an unroutable backend keeps its slot");
+            }
+            assert!(live_table(&w, "a").1.iter().all(|a| a == near));
+
+            // Restart on the pins: the unroutable slots are known again.
+            drop(w);
+            let mut w = writer(&pins, 1 << 16, 0);
+            assert_eq!(w.unroutable().len(), 2);
+            assert!(ids.iter().all(|id| !w.free_backends.contains(id)));
+            w.apply(&state(&[(near, 1), (far, 1)])).unwrap();
+            let again: BTreeSet<u32> = w.services.values().flat_map(|p| p.unroutable.values().map(|u| u.id)).collect();
+            assert_eq!(again, ids.iter().copied().collect(), "same slots after the restart");
+
+            // Removed from a, and c removed: the slots are free again.
+            w.apply(&DesiredState { services: vec![snat_spec("a", 53, &[(near, 1)]), snat_spec("b", 54, &[("10.98.0.8:53", 1)])] })
+                .unwrap();
+            assert!(w.unroutable().is_empty());
+            for id in &ids {
+                assert_eq!(w.backends[*id as usize].flags, 0);
+                assert_eq!(w.maps.backends.get(id, 0).unwrap().flags, 0, "written");
+                assert!(w.free_backends.contains(id));
+            }
+        });
     }
 
     #[test]

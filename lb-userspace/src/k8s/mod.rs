@@ -113,10 +113,16 @@ pub async fn run(
     let mut notifier = events::Notifier::new(client.clone(), &opts.node_name);
     let mut health_servers = health::HealthServers::default();
     let mut first = true;
+    let mut routes = writer.route_changes();
     loop {
         if !first {
             tokio::select! {
                 _ = trigger.notified() => {}
+                _ = routes.next(), if writer.has_unroutable() => {
+                    // Backends that got a route: nothing else to reconcile.
+                    crate::agent::retry_unroutable(writer);
+                    continue;
+                }
                 _ = &mut shutdown => break,
             }
             // Coalesce a burst of changes into one reconcile.
