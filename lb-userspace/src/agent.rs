@@ -392,6 +392,11 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
         }
     }
     health.set_ready(false);
+    // Stopped before the programs are detached or pinned, so no heartbeat
+    // records the interfaces half gone (the next agent inherits their modes).
+    if let Some(r) = &stop_record.0 {
+        r.stop();
+    }
     let mut p = programs.lock().unwrap_or_else(|e| e.into_inner());
     let follow::Programs { ebpf, attached } = &mut *p;
     let attached = std::mem::take(attached);
@@ -403,7 +408,6 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
             attach::detach(ebpf, a);
         }
     }
-    drop(stop_record);
     Ok(())
 }
 
