@@ -180,24 +180,30 @@ fn ensure_bpffs(pin_path: &Path) -> Result<(), AgentError> {
     Ok(())
 }
 
-/// `Some` when this process runs in another mount namespace than PID 1
-/// (as under `ip netns exec`), with the name of its network namespace under
-/// /var/run/netns when it has one.
+/// `Some` when /sys was remounted by `ip netns exec` (which unshares the
+/// mount namespace and mounts a fresh sysfs on /sys, with the network
+/// namespace's name as its source, and no bpffs below it), with that name
+/// when /var/run/netns has it.
 fn private_mount_namespace() -> Option<Option<String>> {
-    let mine = std::fs::read_link("/proc/self/ns/mnt").ok()?;
-    let init = std::fs::read_link("/proc/1/ns/mnt").ok()?;
-    if mine == init {
-        return None;
-    }
-    use std::os::unix::fs::MetadataExt as _;
-    let net = std::fs::metadata("/proc/self/ns/net").ok();
-    let name = net.and_then(|net| {
-        std::fs::read_dir("/var/run/netns").ok()?.flatten().find_map(|e| {
-            let m = std::fs::metadata(e.path()).ok()?;
-            (m.dev() == net.dev() && m.ino() == net.ino()).then(|| e.file_name().to_string_lossy().into_owned())
-        })
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let source = netns_exec_sysfs(&mountinfo)?;
+    let known = Path::new("/var/run/netns").join(&source).exists();
+    Some(known.then_some(source))
+}
+
+/// The source of the sysfs mounted last on /sys in a mountinfo text, when
+/// it is not the usual `sysfs` (`ip netns exec` names it after the network
+/// namespace).
+fn netns_exec_sysfs(mountinfo: &str) -> Option<String> {
+    let sys = mountinfo.lines().filter_map(|l| {
+        let (left, right) = l.split_once(" - ")?;
+        let point = left.split_whitespace().nth(4)?;
+        let mut r = right.split_whitespace();
+        let (fstype, source) = (r.next()?, r.next()?);
+        (point == "/sys" && fstype == "sysfs").then_some(source)
     });
-    Some(name)
+    let source = sys.last()?;
+    (source != "sysfs" && source != "none").then(|| source.to_owned())
 }
 
 /// Checks the Kubernetes configuration (the --kubeconfig file, else the
@@ -495,4 +501,19 @@ fn watch_file(path: &Path, tx: mpsc::Sender<()>) -> notify::Result<notify::Recom
     })?;
     w.watch(&dir, notify::RecursiveMode::NonRecursive)?;
     Ok(w)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ip_netns_exec_sysfs_is_recognised() {
+        let host = "22 1 0:21 / /sys rw,nosuid,nodev,noexec,relatime shared:7 - sysfs sysfs rw\n\
+                    30 22 0:26 / /sys/fs/bpf rw,relatime shared:9 - bpf bpf rw,mode=700\n";
+        assert_eq!(netns_exec_sysfs(host), None);
+        let netns_exec = format!("{host}52 49 0:41 / /sys rw,relatime - sysfs blue rw\n");
+        assert_eq!(netns_exec_sysfs(&netns_exec).as_deref(), Some("blue"));
+        assert_eq!(netns_exec_sysfs(""), None);
+    }
 }
