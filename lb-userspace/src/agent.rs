@@ -12,8 +12,8 @@ use anyhow::{Context as _, Result};
 use clap::Args;
 use lb_common::{DEFAULT_FLOW_ENTRIES, IF_F_REDIRECT, IF_F_TX};
 use tokio::{
-    signal::unix::{signal, SignalKind},
-    sync::mpsc,
+    signal::unix::{signal, Signal, SignalKind},
+    sync::{mpsc, watch},
 };
 use tracing::{error, info, warn};
 
@@ -235,6 +235,11 @@ pub(crate) fn record_apply(health: &Health, result: Result<String, String>) {
     health.record_apply(result);
 }
 
+/// A short account of an apply, for [`record_apply`].
+pub(crate) fn apply_summary(r: &crate::writer::ApplyReport) -> String {
+    format!("services: {} added, {} updated, {} removed, {} unchanged", r.added, r.updated, r.removed, r.unchanged)
+}
+
 /// Marks the agent stopped in its record when the agent returns, whatever
 /// way it returns.
 struct StopRecord(Option<Arc<status::Recorder>>);
@@ -269,20 +274,40 @@ enum Source {
     Kubernetes(crate::k8s::Options),
 }
 
-/// Resolves when SIGTERM or SIGINT arrives.
-async fn terminated() {
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
-        std::future::pending::<()>().await;
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
+/// The agent's signal handlers, installed first thing in [`run`]: a
+/// SIGTERM/SIGINT or SIGHUP that arrives while the agent starts is neither
+/// fatal (the default action) nor lost; the agent finishes starting, then
+/// stops cleanly (detaching, or pinning with `--keep-on-exit`).
+struct Signals {
+    /// Becomes true once SIGTERM or SIGINT has arrived.
+    stop: watch::Receiver<bool>,
+    hup: Signal,
+}
+
+fn install_signals() -> Result<Signals> {
+    let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+    let hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
+    let (tx, stop) = watch::channel(false);
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        let _ = tx.send(true);
+    });
+    Ok(Signals { stop, hup })
+}
+
+/// Resolves once SIGTERM or SIGINT has arrived (at any time since
+/// [`install_signals`]).
+async fn terminated(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stopped| *stopped).await;
 }
 
 /// Runs the agent until SIGTERM/SIGINT.
 pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
+    let mut signals = install_signals()?;
     let mut ifaces = Vec::new();
     let source = if args.kubernetes {
         let node_name = args
@@ -352,7 +377,7 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
     if let Source::File(_, cfg) = &source {
         let report = writer.apply(&cfg.state).context("programming the services")?;
         info!(?report, "configuration applied");
-        record_apply(&health, Ok(format!("started: {report:?}")));
+        record_apply(&health, Ok(format!("start: {}", apply_summary(&report))));
     }
     let mut attached = attach::attach_all(&mut ebpf, &ifaces, args.xdp_mode, &args.pin_path)?;
     program_interfaces(writer.maps_mut(), &ifaces, &attached, &args.xdp_transmit)?;
@@ -389,12 +414,12 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
         Source::File(path, _) => {
             health.set_ready(true);
             info!(services = writer.len(), metrics = %args.metrics_addr, "xlb agent running");
-            follow_file(&path, &mut writer, args.maglev_seed, &health).await?;
+            follow_file(&path, &mut writer, args.maglev_seed, &health, &mut signals).await?;
         }
         Source::Kubernetes(opts) => {
             // Ready once the first complete lists are applied; until then
             // the pinned state (if any) keeps forwarding.
-            crate::k8s::run(opts, &mut writer, health.clone(), terminated()).await?;
+            crate::k8s::run(opts, &mut writer, health.clone(), terminated(signals.stop.clone())).await?;
         }
     }
     health.set_ready(false);
@@ -418,11 +443,11 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
 }
 
 /// Applies the file again on SIGHUP or when it changes, until SIGTERM/SIGINT.
-async fn follow_file(path: &Path, writer: &mut MapWriter, seed_flag: Option<u32>, health: &Health) -> Result<()> {
+async fn follow_file(path: &Path, writer: &mut MapWriter, seed_flag: Option<u32>, health: &Health, signals: &mut Signals) -> Result<()> {
     let (tx, mut rx) = mpsc::channel::<()>(4);
     let _watcher = watch_file(path, tx).map_err(|e| warn!(error = %e, "not watching the file; reload with SIGHUP"));
-    let mut hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
-    let mut done = std::pin::pin!(terminated());
+    let hup = &mut signals.hup;
+    let mut done = std::pin::pin!(terminated(signals.stop.clone()));
     loop {
         tokio::select! {
             _ = hup.recv() => reload(path, writer, seed_flag, "SIGHUP", health),
@@ -468,7 +493,7 @@ fn reload(path: &Path, writer: &mut MapWriter, seed_flag: Option<u32>, why: &str
         Ok(cfg) => match writer.set_seed(seed_flag.or(cfg.maglev_seed).unwrap_or(0)).apply(&cfg.state) {
             Ok(report) => {
                 info!(?report, trigger = why, "configuration reloaded");
-                record_apply(health, Ok(format!("{why}: {report:?}")));
+                record_apply(health, Ok(format!("{why}: {}", apply_summary(&report))));
             }
             Err(e) => {
                 error!(error = %e, "reload could not be applied fully; fix the file and reload");

@@ -194,3 +194,26 @@ fn log_levels_and_directives_are_accepted() {
         assert_eq!(status.code(), Some(0), "--log-level {level}");
     }
 }
+
+/// SIGTERM while the agent is still starting (maps loaded, programs not yet
+/// attached) is not fatal: the agent finishes starting, then stops cleanly
+/// (exit 0, nothing left attached). Found with the test above: stopping an
+/// agent right after /healthz turned 200 killed it by the signal's default
+/// action, the handlers being installed only later.
+#[test]
+fn sigterm_during_start_up_exits_0_and_detaches() {
+    let yaml = config(&dns_and_web(Fam::V4, "snat", 0..1));
+    let env = Env::new(1, &yaml);
+    let mut agent = xlb_tests::Agent::spawn(&env.topo, env.config.path(), env.pin.path(), &[]).expect("spawn the agent");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !agent.log().contains("configuration applied") && Instant::now() < deadline && agent.try_status().is_none() {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert!(agent.log().contains("configuration applied"), "the agent did not get that far:\n{}", agent.log());
+    agent.signal(libc::SIGTERM).expect("SIGTERM");
+    let status = agent.wait_exit(Duration::from_secs(30)).expect("the agent exits");
+    assert_eq!(status.code(), Some(0), "SIGTERM during start-up: {status}; log:\n{}", agent.log());
+    for i in env.topo.node_interfaces() {
+        assert!(!xdp_attached(&env.topo.node, &i), "{}", ip_link(&env.topo.node, &i));
+    }
+}

@@ -132,7 +132,7 @@ pub async fn run(
             pools: &opts.pools,
         });
         let applied = writer.apply(&t.state);
-        crate::agent::record_apply(&health, applied.as_ref().map(|r| format!("Kubernetes state: {r:?}")).map_err(|e| format!("Kubernetes state: {e}")));
+        crate::agent::record_apply(&health, applied.as_ref().map(|r| format!("Kubernetes state: {}", crate::agent::apply_summary(r))).map_err(|e| format!("Kubernetes state: {e}")));
         match applied {
             Ok(r) if first || r.added + r.updated + r.removed > 0 => info!(report = ?r, services = t.state.services.len(), "Kubernetes state applied"),
             Ok(_) => {}
