@@ -195,14 +195,14 @@ fn private_mount_namespace() -> Option<Option<String>> {
 /// it is not the usual `sysfs` (`ip netns exec` names it after the network
 /// namespace).
 fn netns_exec_sysfs(mountinfo: &str) -> Option<String> {
-    let sys = mountinfo.lines().filter_map(|l| {
+    let mut sys = mountinfo.lines().filter_map(|l| {
         let (left, right) = l.split_once(" - ")?;
         let point = left.split_whitespace().nth(4)?;
         let mut r = right.split_whitespace();
         let (fstype, source) = (r.next()?, r.next()?);
         (point == "/sys" && fstype == "sysfs").then_some(source)
     });
-    let source = sys.last()?;
+    let source = sys.next_back()?;
     (source != "sysfs" && source != "none").then(|| source.to_owned())
 }
 
