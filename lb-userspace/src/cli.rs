@@ -218,19 +218,11 @@ pub fn status(st: &crate::status::Status, out: Output) -> Result<()> {
         }
     };
     let vips = if st.announced_vips.is_empty() { "none".into() } else { st.announced_vips.join(", ") };
-    print!(
-        "{}",
-        table(
-            &["FIELD", "VALUE"],
-            &[
-                vec!["agent".into(), agent],
-                vec!["interfaces".into(), ifaces],
-                vec!["last apply".into(), apply],
-                vec!["announced VIPs".into(), vips],
-                vec!["pin path".into(), st.pin_path.clone()],
-            ],
-        )
-    );
+    for (key, value) in
+        [("agent", agent), ("interfaces", ifaces), ("last apply", apply), ("announced VIPs", vips), ("pin path", st.pin_path.clone())]
+    {
+        println!("{:<16}{value}", format!("{key}:"));
+    }
     Ok(())
 }
 
