@@ -14,6 +14,7 @@ pub mod maps;
 pub mod prefilter;
 pub mod settings;
 pub mod stats;
+pub mod status;
 
 pub use maps::*;
 pub use stats::Stat;

@@ -72,3 +72,8 @@ pub static AFFINITY: LruHashMap<AffinityKey, Affinity> = LruHashMap::pinned(AFFI
 /// keyed by (service id, address) (see `lb_common::RangeKey`).
 #[map(name = "XLB_RANGES")]
 pub static RANGES: LpmTrie<RangeKey, u8> = LpmTrie::pinned(RANGE_ENTRIES, 0);
+
+/// The agent record for `xlb status` (`lb_common::status`): written by the
+/// agent, never read by the data path.
+#[map(name = "XLB_AGENT")]
+pub static AGENT: Array<lb_common::status::AgentRecord> = Array::pinned(1, 0);

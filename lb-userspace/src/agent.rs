@@ -12,8 +12,8 @@ use anyhow::{Context as _, Result};
 use clap::Args;
 use lb_common::{DEFAULT_FLOW_ENTRIES, IF_F_REDIRECT, IF_F_TX};
 use tokio::{
-    signal::unix::{signal, SignalKind},
-    sync::mpsc,
+    signal::unix::{signal, Signal, SignalKind},
+    sync::{mpsc, watch},
 };
 use tracing::{error, info, warn};
 
@@ -24,14 +24,16 @@ use crate::{
     iface,
     maps::{map_dir, Maps},
     metrics::{self, Health},
+    status,
     writer::MapWriter,
 };
 
 /// Flags of `xlb agent`.
 #[derive(Args, Debug, Clone)]
+#[command(group(clap::ArgGroup::new("mode").required(true).args(["config", "kubernetes"])))]
 pub struct AgentArgs {
     /// YAML file with the services (see README).
-    #[arg(long, value_name = "FILE", required_unless_present = "kubernetes")]
+    #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Take services from the Kubernetes API instead of a file.
     #[arg(long, conflicts_with = "config")]
@@ -80,8 +82,11 @@ pub struct AgentArgs {
     /// without a gap).
     #[arg(long)]
     pub keep_on_exit: bool,
-    /// Connection-table size (flows).
-    #[arg(long, default_value_t = DEFAULT_FLOW_ENTRIES)]
+    /// Connection-table size (flows), 1024..=67108864; the reverse-NAT
+    /// table gets as many entries (together roughly 300 bytes of kernel
+    /// memory per entry).
+    #[arg(long, default_value_t = DEFAULT_FLOW_ENTRIES,
+          value_parser = clap::value_parser!(u32).range(i64::from(MIN_FLOW_ENTRIES)..=i64::from(MAX_FLOW_ENTRIES)))]
     pub flow_table_size: u32,
     /// New flows per second per CPU that get a connection-table entry
     /// (flood guard; above it flows are forwarded by hash, not recorded). 0: no limit.
@@ -113,23 +118,44 @@ pub enum AgentError {
     Runtime(#[from] anyhow::Error),
 }
 
+/// Smallest `--flow-table-size`: below it a handful of clients fill the
+/// table and flows are evicted (and re-picked) all the time.
+pub const MIN_FLOW_ENTRIES: u32 = 1024;
+/// Largest `--flow-table-size` (about 20 GiB of kernel memory for both
+/// tables).
+pub const MAX_FLOW_ENTRIES: u32 = 1 << 26;
+
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 
-/// Makes sure `pin_path` lies on a bpffs, mounting /sys/fs/bpf if needed.
-fn ensure_bpffs(pin_path: &Path) -> Result<()> {
-    let is_bpffs = |p: &Path| -> bool {
-        let Ok(c) = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()) else { return false };
-        // SAFETY: zeroed statfs is valid; c is NUL-terminated.
-        let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-        unsafe { libc::statfs(c.as_ptr(), &mut st) == 0 && st.f_type as i64 == BPF_FS_MAGIC }
-    };
+fn is_bpffs(p: &Path) -> bool {
+    let Ok(c) = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()) else { return false };
+    // SAFETY: zeroed statfs is valid; c is NUL-terminated.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: statfs writes into the struct we own.
+    unsafe { libc::statfs(c.as_ptr(), &mut st) == 0 && st.f_type as i64 == BPF_FS_MAGIC }
+}
+
+/// Makes sure `pin_path` is (or can be made) a directory on a bpffs,
+/// mounting /sys/fs/bpf if needed. A path that cannot be one is bad usage.
+fn ensure_bpffs(pin_path: &Path) -> Result<(), AgentError> {
     let root = Path::new("/sys/fs/bpf");
     if pin_path.starts_with(root) && !is_bpffs(root) {
+        let private = private_mount_namespace();
         let status = std::process::Command::new("mount").args(["-t", "bpf", "bpf", "/sys/fs/bpf"]).status();
         if !status.is_ok_and(|s| s.success()) {
-            anyhow::bail!("/sys/fs/bpf is not a bpffs and mounting one failed: run `mount -t bpf bpf /sys/fs/bpf`");
+            return Err(anyhow::anyhow!("/sys/fs/bpf is not a bpffs and mounting one failed: run `mount -t bpf bpf /sys/fs/bpf`").into());
         }
         info!("mounted bpffs on /sys/fs/bpf");
+        if let Some(netns) = private {
+            let name = netns.as_deref().unwrap_or("NAME");
+            warn!(
+                "this agent runs in a mount namespace of its own where /sys/fs/bpf was not mounted, as `ip netns exec` makes \
+                 (it remounts /sys): the bpffs just mounted is private to this agent, so its pinned maps and links are invisible \
+                 from the host (`xlb status` and `xlb services` there find nothing) and --keep-on-exit cannot hand over to the \
+                 next agent. Start it with `nsenter --net=/var/run/netns/{name} xlb agent ...` instead (it joins the network \
+                 namespace only)"
+            );
+        }
     }
     let mut probe = pin_path.to_path_buf();
     while !probe.exists() {
@@ -137,11 +163,93 @@ fn ensure_bpffs(pin_path: &Path) -> Result<()> {
             break;
         }
     }
+    if !probe.as_os_str().is_empty() && !probe.is_dir() {
+        return Err(AgentError::Usage(format!(
+            "--pin-path {}: {} is not a directory; give a directory on a bpffs, e.g. /sys/fs/bpf/xlb",
+            pin_path.display(),
+            probe.display()
+        )));
+    }
     if !is_bpffs(&probe) {
-        anyhow::bail!("--pin-path {} is not on a bpffs: use a directory under /sys/fs/bpf", pin_path.display());
+        return Err(AgentError::Usage(format!(
+            "--pin-path {} is not on a bpffs: use a directory under /sys/fs/bpf (or where `mount -t bpf bpf DIR` mounted one)",
+            pin_path.display()
+        )));
     }
     std::fs::create_dir_all(map_dir(pin_path)).with_context(|| format!("creating {}", pin_path.display()))?;
     Ok(())
+}
+
+/// `Some` when /sys was remounted by `ip netns exec` (which unshares the
+/// mount namespace and mounts a fresh sysfs on /sys, with the network
+/// namespace's name as its source, and no bpffs below it), with that name
+/// when /var/run/netns has it.
+fn private_mount_namespace() -> Option<Option<String>> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let source = netns_exec_sysfs(&mountinfo)?;
+    let known = Path::new("/var/run/netns").join(&source).exists();
+    Some(known.then_some(source))
+}
+
+/// The source of the sysfs mounted last on /sys in a mountinfo text, when
+/// it is not the usual `sysfs` (`ip netns exec` names it after the network
+/// namespace).
+fn netns_exec_sysfs(mountinfo: &str) -> Option<String> {
+    let mut sys = mountinfo.lines().filter_map(|l| {
+        let (left, right) = l.split_once(" - ")?;
+        let point = left.split_whitespace().nth(4)?;
+        let mut r = right.split_whitespace();
+        let (fstype, source) = (r.next()?, r.next()?);
+        (point == "/sys" && fstype == "sysfs").then_some(source)
+    });
+    let source = sys.next_back()?;
+    (source != "sysfs" && source != "none").then(|| source.to_owned())
+}
+
+/// Checks the Kubernetes configuration (the --kubeconfig file, else the
+/// in-cluster one) before anything is attached.
+async fn check_kubeconfig(path: Option<&Path>) -> Result<(), AgentError> {
+    match path {
+        Some(path) => {
+            let kc = kube::config::Kubeconfig::read_from(path)
+                .map_err(|e| AgentError::Usage(format!("--kubeconfig {}: {e}; check the path and the file", path.display())))?;
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+                .await
+                .map_err(|e| AgentError::Usage(format!("--kubeconfig {}: {e}; check its current context, cluster and user", path.display())))?;
+        }
+        None => {
+            kube::Config::infer().await.map_err(|e| {
+                AgentError::Usage(format!(
+                    "--kubernetes: no Kubernetes configuration ({e}): run in a pod with a service account, or pass --kubeconfig FILE"
+                ))
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// Records the result of applying a configuration (at start, on a reload,
+/// on a Kubernetes change): `/healthz`, `/readyz`, the
+/// `xlb_config_last_reload_*` metrics and `xlb status` report it.
+pub(crate) fn record_apply(health: &Health, result: Result<String, String>) {
+    health.record_apply(result);
+}
+
+/// A short account of an apply, for [`record_apply`].
+pub(crate) fn apply_summary(r: &crate::writer::ApplyReport) -> String {
+    format!("services: {} added, {} updated, {} removed, {} unchanged", r.added, r.updated, r.removed, r.unchanged)
+}
+
+/// Marks the agent stopped in its record when the agent returns, whatever
+/// way it returns.
+struct StopRecord(Option<Arc<status::Recorder>>);
+
+impl Drop for StopRecord {
+    fn drop(&mut self) {
+        if let Some(r) = &self.0 {
+            r.stop();
+        }
+    }
 }
 
 /// Records which interfaces XDP may transmit into.
@@ -181,20 +289,40 @@ enum Source {
     Kubernetes(crate::k8s::Options),
 }
 
-/// Resolves when SIGTERM or SIGINT arrives.
-async fn terminated() {
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
-        std::future::pending::<()>().await;
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
+/// The agent's signal handlers, installed first thing in [`run`]: a
+/// SIGTERM/SIGINT or SIGHUP that arrives while the agent starts is neither
+/// fatal (the default action) nor lost; the agent finishes starting, then
+/// stops cleanly (detaching, or pinning with `--keep-on-exit`).
+struct Signals {
+    /// Becomes true once SIGTERM or SIGINT has arrived.
+    stop: watch::Receiver<bool>,
+    hup: Signal,
+}
+
+fn install_signals() -> Result<Signals> {
+    let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+    let hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
+    let (tx, stop) = watch::channel(false);
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        let _ = tx.send(true);
+    });
+    Ok(Signals { stop, hup })
+}
+
+/// Resolves once SIGTERM or SIGINT has arrived (at any time since
+/// [`install_signals`]).
+async fn terminated(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stopped| *stopped).await;
 }
 
 /// Runs the agent until SIGTERM/SIGINT.
 pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
+    let mut signals = install_signals()?;
     let mut ifaces = Vec::new();
     let source = if args.kubernetes {
         let node_name = args
@@ -238,8 +366,16 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
     for i in &ifaces {
         iface::ifindex(i).map_err(|e| AgentError::Usage(format!("interface {i}: {e}; check `ip link` in this network namespace")))?;
     }
+    if args.kubernetes {
+        check_kubeconfig(args.kubeconfig.as_deref()).await?;
+    }
+    // Bound before anything is attached: a busy or foreign address is bad usage.
+    let listener = metrics::bind(args.metrics_addr)
+        .await
+        .map_err(|e| AgentError::Usage(format!("--metrics-addr {}: {e}; pick a free address:port", args.metrics_addr)))?;
     ensure_bpffs(&args.pin_path)?;
     crate::pins::check(&args.pin_path, &crate::pins::Wanted { flow_entries: args.flow_table_size }).map_err(anyhow::Error::from)?;
+    status::prepare_pin(&args.pin_path)?;
 
     let mut ebpf = datapath::load_with(&args.pin_path, args.flow_table_size, args.table_entries)?;
     if let Err(e) = crate::routegen::spawn(&args.pin_path) {
@@ -252,9 +388,15 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
         Source::Kubernetes(_) => None,
     };
     let mut writer = MapWriter::restore(maps, args.maglev_seed.or(file_seed).unwrap_or(0)).context("reading the pinned maps")?;
+    // Before anything is attached: the XDP→tc hand-off carries the node tag.
+    let node_tag = node_tag(writer.maps_mut().settings.get(&0, 0).map_or(0, |s| s.node_tag));
+    let settings = lb_common::settings::Settings { new_flows_per_cpu: args.max_new_flows_per_cpu, node_tag };
+    writer.maps_mut().settings.set(0, settings, 0).context("writing the data-path settings")?;
+    let health = Arc::new(Health::default());
     if let Source::File(_, cfg) = &source {
         let report = writer.apply(&cfg.state).context("programming the services")?;
         info!(?report, "configuration applied");
+        record_apply(&health, Ok(format!("start: {}", apply_summary(&report))));
     }
     let mut attached = attach::attach_all(&mut ebpf, &ifaces, args.xdp_mode, &args.pin_path)?;
     program_interfaces(writer.maps_mut(), &ifaces, &attached, &args.xdp_transmit)?;
@@ -266,25 +408,43 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
     } else {
         programs.lock().unwrap_or_else(|e| e.into_inner()).attached = attached;
     }
-    let node_tag = node_tag(writer.maps_mut().settings.get(&0, 0).map_or(0, |s| s.node_tag));
-    let settings = lb_common::settings::Settings { new_flows_per_cpu: args.max_new_flows_per_cpu, node_tag };
-    writer.maps_mut().settings.set(0, settings, 0).context("writing the data-path settings")?;
 
-    let health = Arc::new(Health::default());
-    metrics::serve(args.metrics_addr, args.pin_path.clone(), health.clone()).await?;
+    let snapshot = {
+        let (programs, health) = (programs.clone(), health.clone());
+        move || status::Snapshot {
+            interfaces: programs
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .attached
+                .iter()
+                .map(|a| (a.iface.clone(), status::mode_code(a.mode)))
+                .collect(),
+            last_apply: health.last_apply(),
+        }
+    };
+    let recorder = status::Recorder::start(&args.pin_path, args.kubernetes, snapshot)
+        .map_err(|e| warn!(error = %format!("{e:#}"), "no agent record: `xlb status` will not see this agent"))
+        .ok();
+    let stop_record = StopRecord(recorder);
+    metrics::serve(listener, args.pin_path.clone(), health.clone());
     match source {
         Source::File(path, _) => {
             health.set_ready(true);
             info!(services = writer.len(), metrics = %args.metrics_addr, "xlb agent running");
-            follow_file(&path, &mut writer, args.maglev_seed).await?;
+            follow_file(&path, &mut writer, args.maglev_seed, &health, &mut signals).await?;
         }
         Source::Kubernetes(opts) => {
             // Ready once the first complete lists are applied; until then
             // the pinned state (if any) keeps forwarding.
-            crate::k8s::run(opts, &mut writer, health.clone(), terminated()).await?;
+            crate::k8s::run(opts, &mut writer, health.clone(), terminated(signals.stop.clone())).await?;
         }
     }
     health.set_ready(false);
+    // Stopped before the programs are detached or pinned, so no heartbeat
+    // records the interfaces half gone (the next agent inherits their modes).
+    if let Some(r) = &stop_record.0 {
+        r.stop();
+    }
     let mut p = programs.lock().unwrap_or_else(|e| e.into_inner());
     let follow::Programs { ebpf, attached } = &mut *p;
     let attached = std::mem::take(attached);
@@ -300,21 +460,21 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
 }
 
 /// Applies the file again on SIGHUP or when it changes, until SIGTERM/SIGINT.
-async fn follow_file(path: &Path, writer: &mut MapWriter, seed_flag: Option<u32>) -> Result<()> {
+async fn follow_file(path: &Path, writer: &mut MapWriter, seed_flag: Option<u32>, health: &Health, signals: &mut Signals) -> Result<()> {
     let (tx, mut rx) = mpsc::channel::<()>(4);
     let _watcher = watch_file(path, tx).map_err(|e| warn!(error = %e, "not watching the file; reload with SIGHUP"));
-    let mut hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
-    let mut done = std::pin::pin!(terminated());
+    let hup = &mut signals.hup;
+    let mut done = std::pin::pin!(terminated(signals.stop.clone()));
     let mut routes = writer.route_changes();
     loop {
         tokio::select! {
-            _ = hup.recv() => reload(path, writer, seed_flag, "SIGHUP"),
+            _ = hup.recv() => reload(path, writer, seed_flag, "SIGHUP", health),
             _ = routes.next(), if writer.has_unroutable() => retry_unroutable(writer),
             Some(()) = rx.recv() => {
                 // let the writer finish; coalesce bursts of events
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 while rx.try_recv().is_ok() {}
-                reload(path, writer, seed_flag, "file change");
+                reload(path, writer, seed_flag, "file change", health);
             }
             _ = &mut done => return Ok(()),
         }
@@ -357,17 +517,26 @@ pub(crate) fn retry_unroutable(writer: &mut MapWriter) {
 }
 
 /// `seed_flag`: `--maglev-seed`, which overrides the file's `maglev_seed`.
-fn reload(path: &Path, writer: &mut MapWriter, seed_flag: Option<u32>, why: &str) {
+fn reload(path: &Path, writer: &mut MapWriter, seed_flag: Option<u32>, why: &str, health: &Health) {
     match config::load(path) {
         Ok(cfg) => match writer.set_seed(seed_flag.or(cfg.maglev_seed).unwrap_or(0)).apply(&cfg.state) {
-            Ok(report) => info!(?report, trigger = why, "configuration reloaded"),
-            Err(e) => error!(error = %e, "reload could not be applied fully; fix the file and reload"),
+            Ok(report) => {
+                info!(?report, trigger = why, "configuration reloaded");
+                record_apply(health, Ok(format!("{why}: {}", apply_summary(&report))));
+            }
+            Err(e) => {
+                error!(error = %e, "reload could not be applied fully; fix the file and reload");
+                record_apply(health, Err(format!("{why}: not applied fully: {e}")));
+            }
         },
         Err(errors) => {
             for e in &errors.0 {
                 error!("{e}");
             }
             error!(trigger = why, "invalid configuration; keeping the running one");
+            let first = errors.0.first().map(ToString::to_string).unwrap_or_default();
+            let more = if errors.0.len() > 1 { format!(" (and {} more)", errors.0.len() - 1) } else { String::new() };
+            record_apply(health, Err(format!("{why}: invalid configuration: {first}{more}")));
         }
     }
 }
@@ -386,4 +555,19 @@ fn watch_file(path: &Path, tx: mpsc::Sender<()>) -> notify::Result<notify::Recom
     })?;
     w.watch(&dir, notify::RecursiveMode::NonRecursive)?;
     Ok(w)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ip_netns_exec_sysfs_is_recognised() {
+        let host = "22 1 0:21 / /sys rw,nosuid,nodev,noexec,relatime shared:7 - sysfs sysfs rw\n\
+                    30 22 0:26 / /sys/fs/bpf rw,relatime shared:9 - bpf bpf rw,mode=700\n";
+        assert_eq!(netns_exec_sysfs(host), None);
+        let netns_exec = format!("{host}52 49 0:41 / /sys rw,relatime - sysfs blue rw\n");
+        assert_eq!(netns_exec_sysfs(&netns_exec).as_deref(), Some("blue"));
+        assert_eq!(netns_exec_sysfs(""), None);
+    }
 }

@@ -1,5 +1,5 @@
-//! The read-only commands: `xlb services|backends|flows|stats|maglev`. Each
-//! opens the pinned maps, so it works beside a running agent.
+//! The read-only commands: `xlb services|backends|flows|stats|maglev|status`.
+//! Each opens the pinned maps, so it works beside a running agent.
 use std::path::Path;
 
 use anyhow::{bail, Context as _, Result};
@@ -171,6 +171,69 @@ pub fn maglev(pin_path: &Path, service: &str, out: Output) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// How long ago Unix time `t` was, e.g. `3m12s ago`.
+fn ago(t: u64) -> String {
+    let s = crate::metrics::unix_now().saturating_sub(t);
+    let (h, m, sec) = (s / 3600, s / 60 % 60, s % 60);
+    if h > 0 {
+        format!("{h}h{m:02}m ago")
+    } else if m > 0 {
+        format!("{m}m{sec:02}s ago")
+    } else {
+        format!("{sec}s ago")
+    }
+}
+
+/// `xlb status` (the exit code is the caller's: 1 when no agent runs).
+pub fn status(st: &crate::status::Status, out: Output) -> Result<()> {
+    if out == Output::Json {
+        return print_json(st);
+    }
+    let agent = match (st.running, st.state.as_str()) {
+        (true, _) => format!(
+            "running (pid {}, {}, started {})",
+            st.pid.unwrap_or(0),
+            st.source.as_deref().unwrap_or("?"),
+            st.started_unix.map_or_else(|| "?".into(), ago)
+        ),
+        (false, "never started") => format!("not running (nothing pinned under {})", st.pin_path),
+        (false, "unknown") => "not running? (these maps carry no agent record: an older xlb, or none)".into(),
+        (false, "stopped") => format!("not running (pid {} exited)", st.pid.unwrap_or(0)),
+        (false, other) => format!(
+            "not running ({other}: pid {}, no heartbeat for {:.0}s)",
+            st.pid.unwrap_or(0),
+            st.heartbeat_age_seconds.unwrap_or(0.0)
+        ),
+    };
+    let ifaces = if st.attachments.is_empty() {
+        "none".into()
+    } else {
+        let list: Vec<String> = st.attachments.iter().map(|a| format!("{} ({})", a.interface, a.xdp_mode)).collect();
+        let kept = if st.running { "" } else { "  [kept attached by --keep-on-exit; nothing updates the maps]" };
+        format!("{}{kept}", list.join(", "))
+    };
+    let apply = match &st.last_apply {
+        None => "none".into(),
+        Some(a) => {
+            let mut line = format!("{} {}: {}", a.result, ago(a.time_unix), a.message);
+            if a.result != "ok" {
+                line.push_str(&format!(
+                    " (last success: {})",
+                    a.last_success_unix.map_or_else(|| "never".into(), ago)
+                ));
+            }
+            line
+        }
+    };
+    let vips = if st.announced_vips.is_empty() { "none".into() } else { st.announced_vips.join(", ") };
+    for (key, value) in
+        [("agent", agent), ("interfaces", ifaces), ("last apply", apply), ("announced VIPs", vips), ("pin path", st.pin_path.clone())]
+    {
+        println!("{:<16}{value}", format!("{key}:"));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

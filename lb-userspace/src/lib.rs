@@ -17,6 +17,7 @@ pub mod pins;
 pub mod reader;
 pub mod rtnetlink;
 pub mod routegen;
+pub mod status;
 pub mod writer;
 
 /// The eBPF object built from `lb-ebpf` by `build.rs`, embedded so the

@@ -30,8 +30,9 @@ enum Cmd {
     Agent {
         #[command(flatten)]
         args: AgentArgs,
-        /// Log level (error, warn, info, debug, trace).
-        #[arg(long, default_value = "info")]
+        /// Log level: error, warn, info, debug or trace (or tracing
+        /// directives such as `info,xlb=debug`).
+        #[arg(long, default_value = "info", value_parser = parse_log_level)]
         log_level: String,
     },
     /// List services: name, vip, port, protocol, backends, packets, bytes.
@@ -63,12 +64,45 @@ enum Cmd {
         #[command(flatten)]
         read: ReadArgs,
     },
+    /// Is an agent running; attached interfaces and XDP modes; last apply;
+    /// announced VIPs (exit 1 when no agent runs).
+    Status {
+        #[command(flatten)]
+        read: ReadArgs,
+    },
+}
+
+/// The levels `--log-level` takes.
+const LEVELS: [&str; 6] = ["error", "warn", "info", "debug", "trace", "off"];
+
+/// `--log-level`: one of [`LEVELS`], or `tracing` directives
+/// (`info,xlb=debug`) whose bare words are levels. A bare unknown word
+/// (`warning`) would be taken as a target name and turn logging off, so it
+/// is refused.
+fn parse_log_level(s: &str) -> Result<String, String> {
+    let hint = "use error, warn, info, debug or trace (or directives such as info,xlb=debug)";
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        if !part.contains('=') && !LEVELS.contains(&part.to_ascii_lowercase().as_str()) {
+            return Err(format!("{part:?} is not a log level; {hint}"));
+        }
+    }
+    tracing_subscriber::EnvFilter::try_new(s).map_err(|e| format!("{e}; {hint}"))?;
+    Ok(s.to_owned())
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.cmd, Cmd::Agent { .. }) {
+        restore_sigpipe();
+    }
+    if let Some(read) = stale_check(&cli.cmd) {
+        if let Some(w) = xlb::status::stale_warning(&read.pin_path) {
+            eprintln!("{w}");
+        }
+    }
     let result = match cli.cmd {
         Cmd::Agent { args, log_level } => return run_agent(args, &log_level),
+        Cmd::Status { read } => return status(&read),
         Cmd::Services { read } => cli::services(&read.pin_path, read.output),
         Cmd::Backends { service, read } => cli::backends(&read.pin_path, service.as_deref(), read.output),
         Cmd::Flows { service, read } => cli::flows(&read.pin_path, service.as_deref(), read.output),
@@ -81,6 +115,39 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::from(1)
         }
+    }
+}
+
+/// The read commands whose output comes from maps that may be stale.
+fn stale_check(cmd: &Cmd) -> Option<&ReadArgs> {
+    match cmd {
+        Cmd::Services { read } | Cmd::Backends { read, .. } | Cmd::Flows { read, .. } | Cmd::Stats { read } | Cmd::Maglev { read, .. } => {
+            Some(read)
+        }
+        Cmd::Agent { .. } | Cmd::Status { .. } => None,
+    }
+}
+
+/// The CLI commands die quietly on a closed pipe (`xlb flows | head`), as
+/// Unix tools do, instead of panicking in `println!`: Rust ignores SIGPIPE
+/// by default. (The agent keeps ignoring it: a closed socket must not kill it.)
+fn restore_sigpipe() {
+    // SAFETY: setting a signal's disposition to the default before any
+    // other thread exists.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+}
+
+/// `xlb status`: exit 0 when an agent runs, 1 when none does.
+fn status(read: &ReadArgs) -> ExitCode {
+    let st = xlb::status::read(&read.pin_path);
+    if let Err(e) = cli::status(&st, read.output) {
+        eprintln!("error: {e:#}");
+        return ExitCode::from(1);
+    }
+    if st.running {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
     }
 }
 

@@ -1,5 +1,5 @@
 //! `/metrics` (Prometheus text format, read from the pinned maps on each
-//! scrape) and `/healthz`.
+//! scrape), `/healthz` (liveness) and `/readyz` (readiness).
 use std::{
     net::SocketAddr,
     path::PathBuf,
@@ -9,7 +9,6 @@ use std::{
     },
 };
 
-use anyhow::Context as _;
 use axum::{extract::State, http::StatusCode, routing::get, Router};
 use prometheus_client::{
     collector::Collector,
@@ -20,13 +19,29 @@ use prometheus_client::{
 
 use crate::{maps::Maps, reader};
 
-/// What `/healthz` reports.
+/// The result of the last time a configuration was applied to the maps
+/// (at start, on a reload, on a Kubernetes change).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LastApply {
+    /// When, Unix seconds.
+    pub unix: u64,
+    /// Whether it was applied fully.
+    pub ok: bool,
+    /// What happened (the error when it failed).
+    pub message: String,
+    /// When the last successful apply was, Unix seconds (0: never).
+    pub last_ok_unix: u64,
+}
+
+/// What `/healthz` and `/readyz` report.
 #[derive(Debug, Default)]
 pub struct Health {
     ready: AtomicBool,
     /// Why the agent is degraded (e.g. the Kubernetes API is unreachable):
     /// it still forwards, on the last known state.
     degraded: std::sync::Mutex<Option<String>>,
+    /// The last apply (start, reload), if any.
+    last_apply: std::sync::Mutex<Option<LastApply>>,
 }
 
 impl Health {
@@ -44,11 +59,34 @@ impl Health {
     pub fn degraded(&self) -> Option<String> {
         self.degraded.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
+
+    /// Records the result of applying a configuration (`Err(why)` when it
+    /// failed and the previous one stays in force).
+    pub fn record_apply(&self, result: Result<String, String>) {
+        let now = unix_now();
+        let mut last = self.last_apply.lock().unwrap_or_else(|e| e.into_inner());
+        let prev_ok = last.as_ref().map_or(0, |l| l.last_ok_unix);
+        *last = Some(match result {
+            Ok(message) => LastApply { unix: now, ok: true, message, last_ok_unix: now },
+            Err(message) => LastApply { unix: now, ok: false, message, last_ok_unix: prev_ok },
+        });
+    }
+
+    /// The last apply, if any.
+    pub fn last_apply(&self) -> Option<LastApply> {
+        self.last_apply.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// Now, Unix seconds.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 #[derive(Debug)]
 struct MapCollector {
     pin_path: PathBuf,
+    health: Arc<Health>,
 }
 
 type Labels = Vec<(&'static str, String)>;
@@ -69,6 +107,7 @@ fn family(
 
 impl Collector for MapCollector {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        encode_last_apply(&mut enc, self.health.last_apply().as_ref())?;
         let Ok(maps) = Maps::open_pinned(&self.pin_path) else {
             let g = ConstGauge::new(0i64);
             return g.encode(enc.encode_descriptor("xlb_maps_readable", "1 when the pinned maps could be read", None, g.metric_type())?);
@@ -99,29 +138,55 @@ impl Collector for MapCollector {
     }
 }
 
+/// `xlb_config_last_reload_success` (1 when the last apply, at start or on
+/// a reload, succeeded) and `xlb_config_last_reload_success_timestamp_seconds`
+/// (when the last successful one was), as Prometheus and Alertmanager
+/// export theirs; both absent before the first apply.
+fn encode_last_apply(enc: &mut DescriptorEncoder, last: Option<&LastApply>) -> Result<(), std::fmt::Error> {
+    let Some(last) = last else { return Ok(()) };
+    let g = ConstGauge::new(i64::from(last.ok));
+    g.encode(enc.encode_descriptor(
+        "xlb_config_last_reload_success",
+        "1 when the last configuration apply (start or reload) succeeded, 0 when it failed",
+        None,
+        g.metric_type(),
+    )?)?;
+    let g = ConstGauge::new(last.last_ok_unix as i64);
+    g.encode(enc.encode_descriptor(
+        "xlb_config_last_reload_success_timestamp_seconds",
+        "Unix time of the last successful configuration apply",
+        None,
+        g.metric_type(),
+    )?)
+}
+
 struct AppState {
     registry: Registry,
     health: Arc<Health>,
 }
 
-/// Binds `addr` (so a bad address fails at start) and serves in the background.
-pub async fn serve(addr: SocketAddr, pin_path: PathBuf, health: Arc<Health>) -> anyhow::Result<()> {
+/// Binds `--metrics-addr` (before anything is attached, so a busy or
+/// foreign address is refused at start).
+pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await
+}
+
+/// Serves `/metrics`, `/healthz` and `/readyz` on `listener` (from [`bind`])
+/// in the background.
+pub fn serve(listener: tokio::net::TcpListener, pin_path: PathBuf, health: Arc<Health>) {
     let mut registry = Registry::default();
-    registry.register_collector(Box::new(MapCollector { pin_path }));
+    registry.register_collector(Box::new(MapCollector { pin_path, health: health.clone() }));
     let state = Arc::new(AppState { registry, health });
     let app = Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .with_state(state);
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("binding --metrics-addr {addr}: pick a free address:port"))?;
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "metrics server stopped");
         }
     });
-    Ok(())
 }
 
 async fn metrics(State(s): State<Arc<AppState>>) -> (StatusCode, [(&'static str, &'static str); 1], String) {
@@ -132,15 +197,66 @@ async fn metrics(State(s): State<Arc<AppState>>) -> (StatusCode, [(&'static str,
     }
 }
 
-/// 200 `ok` when ready; 200 `degraded: WHY` when forwarding on the last
-/// known state (restarting the agent would not help, so liveness stays
-/// good); 503 `starting` before the first configuration is applied.
+/// Liveness: 200 `ok` when ready; 200 `degraded: WHY` when forwarding on
+/// the last known state (the Kubernetes API unreachable, or the last reload
+/// failed and the previous configuration stays in force): restarting the
+/// agent would not help (a bad file would then refuse to start), so a
+/// liveness probe must not fail; 503 `starting` before the first
+/// configuration is applied.
 async fn healthz(State(s): State<Arc<AppState>>) -> (StatusCode, String) {
-    if !s.health.ready.load(Ordering::SeqCst) {
+    health_answer(&s.health, false)
+}
+
+/// Readiness: as `/healthz`, but 503 while the last apply failed (the
+/// configuration in force is not the one asked for), until one succeeds.
+async fn readyz(State(s): State<Arc<AppState>>) -> (StatusCode, String) {
+    health_answer(&s.health, true)
+}
+
+/// The answer of `/healthz` (`strict`: false) and `/readyz` (`strict`: true).
+pub fn health_answer(health: &Health, strict: bool) -> (StatusCode, String) {
+    if !health.ready.load(Ordering::SeqCst) {
         return (StatusCode::SERVICE_UNAVAILABLE, "starting\n".into());
     }
-    match s.health.degraded() {
-        Some(why) => (StatusCode::OK, format!("degraded: {why}\n")),
-        None => (StatusCode::OK, "ok\n".into()),
+    let mut why = Vec::new();
+    if let Some(d) = health.degraded() {
+        why.push(d);
+    }
+    let failed = health.last_apply().filter(|l| !l.ok);
+    if let Some(l) = &failed {
+        let age = unix_now().saturating_sub(l.unix);
+        why.push(format!("last reload failed {age}s ago, the previous configuration stays in force: {}", l.message));
+    }
+    let code = if strict && failed.is_some() { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
+    if why.is_empty() {
+        (code, "ok\n".into())
+    } else {
+        (code, format!("degraded: {}\n", why.join("; ")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_reload_shows_in_healthz_and_fails_readiness() {
+        let h = Health::default();
+        assert_eq!(health_answer(&h, false).0, StatusCode::SERVICE_UNAVAILABLE);
+        h.set_ready(true);
+        h.record_apply(Ok("applied".into()));
+        assert_eq!(health_answer(&h, false), (StatusCode::OK, "ok\n".into()));
+        assert_eq!(health_answer(&h, true), (StatusCode::OK, "ok\n".into()));
+        let ok_at = h.last_apply().unwrap().last_ok_unix;
+        h.record_apply(Err("x.yaml:3: services[0].port: bad".into()));
+        let (code, body) = health_answer(&h, false);
+        assert_eq!(code, StatusCode::OK);
+        assert!(body.starts_with("degraded: last reload failed") && body.contains("x.yaml:3"), "{body}");
+        assert_eq!(health_answer(&h, true).0, StatusCode::SERVICE_UNAVAILABLE);
+        let last = h.last_apply().unwrap();
+        assert!(!last.ok);
+        assert_eq!(last.last_ok_unix, ok_at);
+        h.record_apply(Ok("applied".into()));
+        assert_eq!(health_answer(&h, true), (StatusCode::OK, "ok\n".into()));
     }
 }

@@ -485,6 +485,41 @@ pub(crate) fn cli(ns: &Netns, bin: &Path, pin_path: &Path, args: &[&str]) -> Res
     })
 }
 
+/// Runs `xlb ARGS...` (nothing added) in `ns` via [`Netns::spawn`] and
+/// waits up to `limit`; past it the process gets SIGTERM, then SIGKILL 15 s
+/// later, and its (signalled) status is returned with what it printed.
+pub fn run_xlb(ns: &Netns, args: &[String], limit: Duration) -> Result<Output> {
+    let mut cmd = Command::new(xlb_binary()?);
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = ns.spawn(&mut cmd)?;
+    let (out_t, err_t) = read_pipes(&mut child)?;
+    let deadline = Instant::now() + limit;
+    let mut termed = false;
+    let status = loop {
+        if let Some(s) = child.try_wait()? {
+            break s;
+        }
+        if Instant::now() >= deadline && !termed {
+            // SAFETY: our unreaped child (try_wait saw it running).
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            termed = true;
+        }
+        if Instant::now() >= deadline + Duration::from_secs(15) {
+            let _ = child.kill();
+            break child.wait()?;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    Ok(Output {
+        status,
+        stdout: out_t.join().unwrap_or_default(),
+        stderr: err_t.join().unwrap_or_default(),
+    })
+}
+
 /// A minimal HTTP/1.1 GET from inside `ns`: returns the status code and body.
 pub(crate) fn http_get(
     ns: &Netns,

@@ -29,7 +29,7 @@ mod netns;
 mod topology;
 mod traffic;
 
-pub use agent::{read_pipes, xlb_binary, Agent, ConfigFile, PinDir};
+pub use agent::{read_pipes, run_xlb, xlb_binary, Agent, ConfigFile, PinDir};
 pub use netns::Netns;
 pub use topology::{cleanup_stale, Topology, PREFIX};
 pub use traffic::{

@@ -137,7 +137,9 @@ pub async fn run(
             lb_class: &opts.lb_class,
             pools: &opts.pools,
         });
-        match writer.apply(&t.state) {
+        let applied = writer.apply(&t.state);
+        crate::agent::record_apply(&health, applied.as_ref().map(|r| format!("Kubernetes state: {}", crate::agent::apply_summary(r))).map_err(|e| format!("Kubernetes state: {e}")));
+        match applied {
             Ok(r) if first || r.added + r.updated + r.removed > 0 => info!(report = ?r, services = t.state.services.len(), "Kubernetes state applied"),
             Ok(_) => {}
             Err(e) => error!(error = %e, "some services could not be programmed"),
