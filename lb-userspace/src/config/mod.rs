@@ -86,9 +86,32 @@ impl fmt::Display for ConfigErrors {
     }
 }
 
+/// Largest configuration file accepted, in bytes: room for every service and
+/// backend the maps can hold, and a bound on what one file can cost to read.
+pub const MAX_FILE_BYTES: usize = 16 << 20;
+
+/// The error for a file larger than [`MAX_FILE_BYTES`].
+fn too_large(file_name: &str) -> ConfigErrors {
+    ConfigErrors(vec![ConfigError {
+        file: file_name.to_owned(),
+        line: 0,
+        field: "file".to_owned(),
+        message: format!(
+            "the file is larger than {} MiB, more than the maps can hold; split it or shorten it",
+            MAX_FILE_BYTES >> 20
+        ),
+    }])
+}
+
 /// Parses and validates the configuration in `text`; `file_name` is only
 /// used in error messages. Returns every error found, sorted by line.
+///
+/// The YAML reading is bounded (file size, alias expansion, nesting depth;
+/// see the `yaml` module), so a hostile file is refused quickly and cheaply.
 pub fn parse(file_name: &str, text: &str) -> Result<Config, ConfigErrors> {
+    if text.len() > MAX_FILE_BYTES {
+        return Err(too_large(file_name));
+    }
     let root = match yaml::parse(text) {
         Ok(root) => root,
         Err(e) => {
@@ -96,7 +119,7 @@ pub fn parse(file_name: &str, text: &str) -> Result<Config, ConfigErrors> {
                 file: file_name.to_owned(),
                 line: e.line,
                 field: "yaml".to_owned(),
-                message: format!("syntax error: {}", e.message),
+                message: e.message,
             }]))
         }
     };
@@ -107,11 +130,24 @@ pub fn parse(file_name: &str, text: &str) -> Result<Config, ConfigErrors> {
 }
 
 /// Reads the file at `path` and [`parse`]s it. Messages name the path as
-/// given; an unreadable file is one error with line 0 and field `file`.
+/// given; an unreadable or too large file is one error with line 0 and field
+/// `file`. At most [`MAX_FILE_BYTES`] + 1 bytes are read.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    use std::io::Read as _;
     let file_name = path.display().to_string();
-    match std::fs::read_to_string(path) {
-        Ok(text) => parse(&file_name, &text),
+    let read = std::fs::File::open(path).and_then(|f| {
+        let mut bytes = Vec::new();
+        f.take(MAX_FILE_BYTES as u64 + 1).read_to_end(&mut bytes)?;
+        if bytes.len() > MAX_FILE_BYTES {
+            return Ok(None);
+        }
+        String::from_utf8(bytes)
+            .map(Some)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+    });
+    match read {
+        Ok(None) => Err(too_large(&file_name)),
+        Ok(Some(text)) => parse(&file_name, &text),
         Err(e) => Err(ConfigErrors(vec![ConfigError {
             file: file_name,
             line: 0,
