@@ -6,11 +6,13 @@
 //!                                 # --maglev-seed overrides it
 //! services:
 //!   - name: dns                   # unique, [a-z0-9-], at most 63 chars
-//!     vip: 192.0.2.10             # IPv4 or IPv6
+//!     vip: 192.0.2.10             # IPv4 or IPv6, unicast (not unspecified,
+//!                                 # loopback, broadcast or multicast)
 //!     port: 53                    # 1..=65535
 //!     protocol: udp               # udp | tcp
 //!     source: snat                # snat (default) | preserve
-//!     snat_address: 10.0.0.1      # optional, same family as vip
+//!     snat_address: 10.0.0.1      # optional, same family as vip; not
+//!                                 # with source: preserve
 //!     udp_timeout: 30             # optional, seconds, 1..=604800
 //!     tcp_timeout: 3600           # optional, seconds, 1..=604800
 //!     maglev_table_size: 65537    # optional, one of 251, 509, 1021, 2039,
@@ -19,9 +21,11 @@
 //!                                 # session affinity (off when absent)
 //!     source_ranges:              # optional CIDRs of the vip's family (host
 //!       - 203.0.113.0/24          # bits zero) or addresses; when given, only
-//!                                 # these clients reach the service
+//!                                 # these clients reach the service; an empty
+//!                                 # list is refused (leave the key out)
 //!     backends:                   # optional, may be empty
-//!       - 10.1.0.5:5353           # "ip:port" or "[v6addr]:port"
+//!       - 10.1.0.5:5353           # "ip:port" or "[v6addr]:port"; not the
+//!                                 # service's own vip:port
 //!       - {address: "10.1.0.6:5353", weight: 3}   # weight 0..=65535, default 1
 //! ```
 //!
@@ -33,8 +37,11 @@ use thiserror::Error;
 
 use crate::model::DesiredState;
 
+mod addresses;
 mod validate;
 mod yaml;
+
+pub use addresses::{backend_problem, vip_problem};
 
 #[cfg(test)]
 mod tests;

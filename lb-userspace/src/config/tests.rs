@@ -86,7 +86,6 @@ services:
     port: 443
     protocol: tcp
     source: preserve
-    snat_address: 2001:db8::1
     backends:
       - "[2001:db8::5]:53"
       - {address: "[2001:db8::6]:8443", weight: 65535}
@@ -135,7 +134,7 @@ services:
             port: 443,
             protocol: Protocol::Tcp,
             source: SourceMode::Preserve,
-            snat_address: Some(ip("2001:db8::1")),
+            snat_address: None,
             udp_timeout: None,
             tcp_timeout: None,
             maglev_table_size: None,
@@ -909,8 +908,8 @@ fn session_affinity_and_source_ranges() {
     let s = &ok(v6).state.services[0];
     assert_eq!(s.source_ranges, vec!["2001:db8:1::/48".parse().unwrap(), "fd00::1/128".parse().unwrap()]);
 
-    // Absent: off and open; an empty list is open too.
-    let s = &ok(&service("    source_ranges: []\n")).state.services[0];
+    // Absent: off and open.
+    let s = &ok(&service("")).state.services[0];
     assert_eq!((s.affinity_timeout, s.source_ranges.len()), (None, 0));
 }
 
@@ -1052,4 +1051,70 @@ fn oversized_file_is_refused() {
     assert_eq!(err.0.len(), 1);
     assert_eq!((err.0[0].line, err.0[0].field.as_str()), (0, "file"));
     assert!(err.to_string().starts_with(&format!("{}:0: file: the file is larger", path.display())), "{err}");
+}
+
+#[test]
+fn unusable_vips_are_refused() {
+    for bad in [
+        "0.0.0.0",
+        "127.0.0.1",
+        "255.255.255.255",
+        "224.0.0.251",
+        "\"::\"",
+        "\"::1\"",
+        "\"ff02::fb\"",
+    ] {
+        let text = format!(
+            "services:\n  - name: dns\n    vip: {bad}\n    port: 53\n    protocol: udp\n"
+        );
+        let m = one_at(&text, 3, "services[0].vip");
+        assert!(m.starts_with(&format!("{} is ", bad.trim_matches('"'))), "{m}");
+        assert!(m.contains("use a unicast address"), "{m}");
+    }
+    // The same rule for snat_address.
+    let m = one_at(&service("    snat_address: 0.0.0.0\n"), 6, "services[0].snat_address");
+    assert!(m.starts_with("0.0.0.0 is the unspecified address"), "{m}");
+}
+
+#[test]
+fn unusable_backends_are_refused() {
+    for (bad, what) in [
+        ("0.0.0.0:53", "the unspecified address"),
+        ("255.255.255.255:53", "the broadcast address"),
+        ("239.1.1.1:53", "a multicast address"),
+        ("192.0.2.10:53", "the service's own vip and port: a loop"),
+    ] {
+        let text = service(&format!("    backends:\n      - 10.1.0.5:53\n      - {bad}\n"));
+        let m = one_at(&text, 8, "services[0].backends[1]");
+        assert!(m.contains(what), "{bad}: {m}");
+    }
+    // In the mapping form too, pointing at the address.
+    let text = service("    backends:\n      - {address: \"192.0.2.10:53\", weight: 2}\n");
+    let m = one_at(&text, 7, "services[0].backends[0].address");
+    assert!(m.contains("a loop"), "{m}");
+    // The vip on another port is a different service's business: allowed.
+    let c = ok(&service("    backends: [192.0.2.10:5353]\n"));
+    assert_eq!(c.state.services[0].backends[0].addr, sa("192.0.2.10:5353"));
+}
+
+#[test]
+fn snat_address_with_preserve_is_refused() {
+    let m = one_at(
+        &service("    source: preserve\n    snat_address: 10.0.0.1\n"),
+        7,
+        "services[0].snat_address",
+    );
+    assert!(m.contains("source: preserve (line 6)"), "{m}");
+    assert!(m.contains("remove snat_address or use source: snat"), "{m}");
+    // With snat (given or by default) it is taken.
+    for source in ["    source: snat\n", ""] {
+        let c = ok(&service(&format!("{source}    snat_address: 10.0.0.1\n")));
+        assert_eq!(c.state.services[0].snat_address, Some(ip("10.0.0.1")));
+    }
+}
+
+#[test]
+fn empty_source_ranges_are_refused() {
+    let m = one_at(&service("    source_ranges: []\n"), 6, "services[0].source_ranges");
+    assert!(m.contains("remove source_ranges to admit every client"), "{m}");
 }
