@@ -10,6 +10,9 @@
 //! `deploy/examples/*.yaml`, then checks that it rejects a deliberately
 //! broken DaemonSet, so a validator that accepts anything cannot pass.
 //!
+//! Then deploy/README.md's uninstall commands are run offline against the
+//! DaemonSet (see the `uninstall` module).
+//!
 //! `deploy/kustomization.yaml` is not a Kubernetes object: it is not given
 //! to the validator, but every file it lists must exist and every manifest
 //! in `deploy/` must be listed.
@@ -231,7 +234,8 @@ pub fn validate_manifests() -> Result<()> {
 
     self_check(&exe)?;
     info("self-check: the validator rejects a DaemonSet with an unknown field");
-    Ok(())
+
+    crate::uninstall::check_uninstall()
 }
 
 /// Runs the validator, strict, against [`KUBERNETES_VERSION`] on `files`
