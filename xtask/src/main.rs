@@ -14,6 +14,7 @@ mod bench_control;
 mod bench_datapath;
 mod bench_forward;
 mod demo;
+mod licenses;
 mod setup;
 mod uninstall;
 mod util;

@@ -235,7 +235,14 @@ pub fn validate_manifests() -> Result<()> {
     self_check(&exe)?;
     info("self-check: the validator rejects a DaemonSet with an unknown field");
 
-    crate::uninstall::check_uninstall()
+    crate::uninstall::check_uninstall()?;
+
+    let licenses = crate::licenses::problems(&workspace_root());
+    if !licenses.is_empty() {
+        bail!("the licenses disagree:\n  {}", licenses.join("\n  "));
+    }
+    info("licenses: Cargo.toml fields, LICENSE-* files and the eBPF object's string agree");
+    Ok(())
 }
 
 /// Runs the validator, strict, against [`KUBERNETES_VERSION`] on `files`
