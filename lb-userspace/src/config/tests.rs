@@ -1028,7 +1028,7 @@ fn deep_nesting_is_refused_without_recursion() {
     }
     // An alias may not carry a deep anchor deeper either.
     let deep = |n: usize| format!("{}x{}", "[".repeat(n), "]".repeat(n));
-    let text = format!("a: &a {}\nb: {}\n", deep(40), format!("{}*a{}", "[".repeat(30), "]".repeat(30)));
+    let text = format!("a: &a {}\nb: {}*a{}\n", deep(40), "[".repeat(30), "]".repeat(30));
     let (line, _, message) = one(&text);
     assert_eq!(line, 2, "{message}");
     assert!(message.contains("alias would nest"), "{message}");
