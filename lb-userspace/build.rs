@@ -30,6 +30,12 @@ fn main() -> anyhow::Result<()> {
         .as_str();
     // The eBPF object also depends on the shared types.
     println!("cargo:rerun-if-changed=../lb-common/src");
+    // aya-build passes every line the nested cargo writes to stderr on as a
+    // `cargo:warning`, so its progress ("Compiling core ...", about 80 of
+    // them) looked like warnings. Quiet, it writes only errors there; the
+    // compiler's own warnings and errors come through its JSON messages and
+    // are still shown.
+    std::env::set_var("CARGO_TERM_QUIET", "true");
     aya_build::build_ebpf(
         [Package { name: ebpf.name.as_str(), root_dir, ..Default::default() }],
         Toolchain::default(),

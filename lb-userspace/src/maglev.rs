@@ -264,6 +264,24 @@ pub fn max_avg(table: &[u32]) -> f64 {
     *max as f64 / (table.len() as f64 / c.len() as f64)
 }
 
+/// How far a table is from its weights: the largest ratio of a backend's
+/// slots to its weight-proportional share of the slots, over the backends
+/// that hold slots and have a weight (1.0: each holds exactly its weight's
+/// share; equal weights make it the plain max/avg of [`max_avg`]); 0 when no
+/// backend holds a slot. `backends` are (slots, weight) pairs.
+pub fn weighted_max_avg(backends: impl IntoIterator<Item = (u32, u32)>) -> f64 {
+    let taking: Vec<(u32, u32)> = backends
+        .into_iter()
+        .filter(|(s, w)| *s > 0 && *w > 0)
+        .collect();
+    let slots: u64 = taking.iter().map(|(s, _)| u64::from(*s)).sum();
+    let weight: u64 = taking.iter().map(|(_, w)| u64::from(*w)).sum();
+    taking
+        .iter()
+        .map(|(s, w)| f64::from(*s) / (slots as f64 * f64::from(*w) / weight as f64))
+        .fold(0.0, f64::max)
+}
+
 /// Entries that differ between two tables of the same size, split into those
 /// that had to move (`must`: the old owner is `gone`, or the new owner is
 /// `new`) and the others (`collateral`: moved between backends present in
@@ -438,6 +456,30 @@ mod tests {
                     assert_eq!(t, want, "{schedule:?}, weights {weights:?} m={size}");
                 }
             }
+        }
+    }
+
+    #[test]
+    fn weighted_max_avg_compares_with_the_weights() {
+        // A perfect 1:3 split is 1.0, not the plain max/avg's 1.5.
+        assert_eq!(weighted_max_avg([(250, 1), (750, 3)]), 1.0);
+        assert_eq!(weighted_max_avg([(500, 1), (500, 1)]), 1.0);
+        // The backend over its share sets it; draining (weight 0, no slots)
+        // and empty tables are left out.
+        assert!((weighted_max_avg([(300, 1), (700, 3), (0, 0)]) - 1.2).abs() < 1e-9);
+        assert_eq!(weighted_max_avg([(0, 1), (0, 3)]), 0.0);
+        assert_eq!(weighted_max_avg([]), 0.0);
+        // A built 1:3 table (and a 1:2:7 one) is within 1% of its weights.
+        for weights in [&[1, 3][..], &[1, 2, 7][..]] {
+            let e: Vec<Entry> = weights
+                .iter()
+                .enumerate()
+                .map(|(i, w)| Entry { weight: *w, ..sample_entry(i as u32) })
+                .collect();
+            let t = build(&e, 65537, 0);
+            let c = counts(&t);
+            let r = weighted_max_avg(e.iter().map(|x| (c.get(&x.id).copied().unwrap_or(0), x.weight)));
+            assert!((1.0..1.01).contains(&r), "weights {weights:?}: {r}");
         }
     }
 

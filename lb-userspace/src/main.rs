@@ -35,7 +35,13 @@ enum Cmd {
         #[arg(long, default_value = "info", value_parser = parse_log_level)]
         log_level: String,
     },
-    /// List services: name, vip, port, protocol, backends, packets, bytes.
+    /// List services: NAME, VIP, PORT, PROTO, SOURCE, BACKENDS, PACKETS, BYTES, AFFINITY, SOURCE-RANGES.
+    ///
+    /// SOURCE is snat or preserve; BACKENDS the "ip:port" list; PACKETS and
+    /// BYTES count the client-to-backend direction (bytes are IP packet
+    /// lengths); AFFINITY is the client-IP session-affinity timeout (- when
+    /// off); SOURCE-RANGES the client ranges admitted (- when every client
+    /// is). `-o json` prints one object per service.
     Services {
         #[command(flatten)]
         read: ReadArgs,

@@ -259,21 +259,16 @@ fn table_counts(entries: impl Iterator<Item = u32>) -> BTreeMap<u32, u32> {
 }
 
 /// The row of `xlb maglev` from a table's slot counts.
-fn maglev_row(service: &str, size: u32, backends: &[BackendRow], counts: &BTreeMap<u32, u32>) -> MaglevRow {
-    let backends: Vec<MaglevShare> = backends
+fn maglev_row(service: &str, size: u32, rows: &[BackendRow], counts: &BTreeMap<u32, u32>) -> MaglevRow {
+    let backends: Vec<MaglevShare> = rows
         .iter()
         .map(|b| {
             let slots = counts.get(&b.id).copied().unwrap_or(0);
             MaglevShare { address: b.address.clone(), slots, share: if size == 0 { 0.0 } else { slots as f64 / size as f64 } }
         })
         .collect();
-    let taking: Vec<u32> = backends.iter().map(|b| b.slots).filter(|s| *s > 0).collect();
-    let max_avg = if taking.is_empty() {
-        0.0
-    } else {
-        let avg = size as f64 / taking.len() as f64;
-        *taking.iter().max().expect("non-empty") as f64 / avg
-    };
+    // Each backend's slots against its weight's share, not the plain average.
+    let max_avg = crate::maglev::weighted_max_avg(backends.iter().zip(rows).map(|(b, r)| (b.slots, r.weight)));
     MaglevRow { service: service.to_owned(), table_size: size, max_avg, backends }
 }
 
@@ -310,8 +305,9 @@ mod tests {
         assert_eq!(slots.iter().sum::<u32>(), 1021);
         assert_eq!(slots[2], 0, "weight 0 holds no slot");
         assert!((r.backends[1].share - 0.75).abs() < 0.01, "{:?}", r.backends[1]);
-        // max/avg over the two backends holding slots: 0.75 / 0.5.
-        assert!((r.max_avg - 1.5).abs() < 0.01, "{}", r.max_avg);
+        // Each backend against its weight's share (1/4 and 3/4), not the
+        // plain average (which would say 0.75 / 0.5 = 1.5 for a perfect 1:3).
+        assert!((1.0..1.02).contains(&r.max_avg), "{}", r.max_avg);
         let empty = maglev_row("s", 0, &rows, &BTreeMap::new());
         assert_eq!((empty.table_size, empty.max_avg), (0, 0.0));
         assert!(empty.backends.iter().all(|b| b.slots == 0 && b.share == 0.0));

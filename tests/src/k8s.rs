@@ -280,6 +280,28 @@ impl ApiServer {
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// `GET /xlb-test/requests-by-agent`: resource requests counted by
+    /// client (User-Agent up to its first `/`), keyed as in
+    /// [`ApiServer::request_counts`].
+    pub fn request_counts_by_agent(&self) -> Result<BTreeMap<String, BTreeMap<String, u64>>, ApiError> {
+        let v = self
+            .client()
+            .request("GET", "/xlb-test/requests-by-agent", None, None)?;
+        Ok(v.as_object()
+            .map(|m| {
+                m.iter()
+                    .map(|(agent, counts)| {
+                        let counts = counts
+                            .as_object()
+                            .map(|c| c.iter().map(|(k, n)| (k.clone(), n.as_u64().unwrap_or(0))).collect())
+                            .unwrap_or_default();
+                        (agent.clone(), counts)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
 }
 
 impl Drop for ApiServer {

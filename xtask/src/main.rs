@@ -6,14 +6,17 @@
 //! * `demo`: build, then a client/node/pods topology with the agent;
 //! * `bench [maglev|datapath|control|forward]`: the benchmarks (every one
 //!   without a name);
-//! * `validate`: the deploy/ manifests against the Kubernetes schemas.
+//! * `validate`: the deploy/ manifests against the Kubernetes schemas, and
+//!   deploy/README.md's uninstall commands against the DaemonSet.
 
 mod bench;
 mod bench_control;
 mod bench_datapath;
 mod bench_forward;
 mod demo;
+mod licenses;
 mod setup;
+mod uninstall;
 mod util;
 mod validate;
 

@@ -21,11 +21,45 @@ pub fn target_dir() -> PathBuf {
         .unwrap_or_else(|| workspace_root().join("target"))
 }
 
-/// A `cargo` command (the one running us, when known) in the workspace root.
+/// Variables `cargo run` sets for the program it runs (here: xtask), which
+/// a plain `cargo build` in a shell does not have (`CARGO_PKG_*` and
+/// `CARGO_BIN_EXE_*` are prefixes).
+const CARGO_RUN_VARS: &[&str] = &[
+    "CARGO",
+    "CARGO_MANIFEST_DIR",
+    "CARGO_MANIFEST_PATH",
+    "CARGO_CRATE_NAME",
+    "CARGO_BIN_NAME",
+    "CARGO_PRIMARY_PACKAGE",
+    "CARGO_TARGET_TMPDIR",
+    "CARGO_RUSTC_CURRENT_DIR",
+    "OUT_DIR",
+    "CARGO_PKG_",
+    "CARGO_BIN_EXE_",
+];
+
+/// Whether `name` is one of [`CARGO_RUN_VARS`].
+pub fn set_by_cargo_run(name: &str) -> bool {
+    CARGO_RUN_VARS
+        .iter()
+        .any(|v| name == *v || (v.ends_with('_') && name.starts_with(v)))
+}
+
+/// A `cargo` command (the one running us, when known) in the workspace root,
+/// with the environment of a plain `cargo` in a shell: without the variables
+/// `cargo run` set for xtask. Build scripts watch some of them (ring's
+/// `rerun-if-env-changed=CARGO_MANIFEST_DIR`), so leaving them in made every
+/// `cargo xtask ...` and every later plain `cargo build --release` rebuild
+/// ring, rustls and kube.
 pub fn cargo() -> Command {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(workspace_root());
+    for (name, _) in std::env::vars_os() {
+        if name.to_str().is_some_and(set_by_cargo_run) {
+            cmd.env_remove(&name);
+        }
+    }
     cmd
 }
 
@@ -98,4 +132,36 @@ pub fn build_release() -> Result<PathBuf> {
     }
     info(&format!("built {}", bin.display()));
     Ok(bin)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cargo_run_variables_are_recognised() {
+        for v in ["CARGO", "CARGO_MANIFEST_DIR", "CARGO_PKG_NAME", "CARGO_PKG_VERSION_MAJOR", "CARGO_BIN_EXE_xlb", "OUT_DIR"] {
+            assert!(set_by_cargo_run(v), "{v}");
+        }
+        for v in ["CARGO_HOME", "CARGO_TARGET_DIR", "CARGO_TERM_COLOR", "CARGO_BUILD_JOBS", "RUSTUP_TOOLCHAIN", "PATH", "CARGOX"] {
+            assert!(!set_by_cargo_run(v), "{v}");
+        }
+    }
+
+    #[test]
+    fn the_nested_cargo_gets_none_of_them() {
+        // This test binary runs under cargo, which set these for it.
+        assert!(std::env::var_os("CARGO_MANIFEST_DIR").is_some());
+        let cmd = cargo();
+        let removed: Vec<String> = cmd
+            .get_envs()
+            .filter(|(_, v)| v.is_none())
+            .map(|(k, _)| k.to_string_lossy().into_owned())
+            .collect();
+        for v in ["CARGO_MANIFEST_DIR", "CARGO_PKG_NAME", "CARGO"] {
+            if std::env::var_os(v).is_some() {
+                assert!(removed.iter().any(|r| r == v), "{v} not removed: {removed:?}");
+            }
+        }
+    }
 }

@@ -10,6 +10,9 @@
 //! `deploy/examples/*.yaml`, then checks that it rejects a deliberately
 //! broken DaemonSet, so a validator that accepts anything cannot pass.
 //!
+//! Then deploy/README.md's uninstall commands are run offline against the
+//! DaemonSet (see the `uninstall` module).
+//!
 //! `deploy/kustomization.yaml` is not a Kubernetes object: it is not given
 //! to the validator, but every file it lists must exist and every manifest
 //! in `deploy/` must be listed.
@@ -231,6 +234,14 @@ pub fn validate_manifests() -> Result<()> {
 
     self_check(&exe)?;
     info("self-check: the validator rejects a DaemonSet with an unknown field");
+
+    crate::uninstall::check_uninstall()?;
+
+    let licenses = crate::licenses::problems(&workspace_root());
+    if !licenses.is_empty() {
+        bail!("the licenses disagree:\n  {}", licenses.join("\n  "));
+    }
+    info("licenses: Cargo.toml fields, LICENSE-* files and the eBPF object's string agree");
     Ok(())
 }
 

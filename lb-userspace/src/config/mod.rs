@@ -6,11 +6,13 @@
 //!                                 # --maglev-seed overrides it
 //! services:
 //!   - name: dns                   # unique, [a-z0-9-], at most 63 chars
-//!     vip: 192.0.2.10             # IPv4 or IPv6
+//!     vip: 192.0.2.10             # IPv4 or IPv6, unicast (not unspecified,
+//!                                 # loopback, broadcast or multicast)
 //!     port: 53                    # 1..=65535
 //!     protocol: udp               # udp | tcp
 //!     source: snat                # snat (default) | preserve
-//!     snat_address: 10.0.0.1      # optional, same family as vip
+//!     snat_address: 10.0.0.1      # optional, same family as vip; not
+//!                                 # with source: preserve
 //!     udp_timeout: 30             # optional, seconds, 1..=604800
 //!     tcp_timeout: 3600           # optional, seconds, 1..=604800
 //!     maglev_table_size: 65537    # optional, one of 251, 509, 1021, 2039,
@@ -19,9 +21,11 @@
 //!                                 # session affinity (off when absent)
 //!     source_ranges:              # optional CIDRs of the vip's family (host
 //!       - 203.0.113.0/24          # bits zero) or addresses; when given, only
-//!                                 # these clients reach the service
+//!                                 # these clients reach the service; an empty
+//!                                 # list is refused (leave the key out)
 //!     backends:                   # optional, may be empty
-//!       - 10.1.0.5:5353           # "ip:port" or "[v6addr]:port"
+//!       - 10.1.0.5:5353           # "ip:port" or "[v6addr]:port"; not the
+//!                                 # service's own vip:port
 //!       - {address: "10.1.0.6:5353", weight: 3}   # weight 0..=65535, default 1
 //! ```
 //!
@@ -33,8 +37,11 @@ use thiserror::Error;
 
 use crate::model::DesiredState;
 
+mod addresses;
 mod validate;
 mod yaml;
+
+pub use addresses::{backend_problem, vip_problem};
 
 #[cfg(test)]
 mod tests;
@@ -86,9 +93,32 @@ impl fmt::Display for ConfigErrors {
     }
 }
 
+/// Largest configuration file accepted, in bytes: room for every service and
+/// backend the maps can hold, and a bound on what one file can cost to read.
+pub const MAX_FILE_BYTES: usize = 16 << 20;
+
+/// The error for a file larger than [`MAX_FILE_BYTES`].
+fn too_large(file_name: &str) -> ConfigErrors {
+    ConfigErrors(vec![ConfigError {
+        file: file_name.to_owned(),
+        line: 0,
+        field: "file".to_owned(),
+        message: format!(
+            "the file is larger than {} MiB, more than the maps can hold; split it or shorten it",
+            MAX_FILE_BYTES >> 20
+        ),
+    }])
+}
+
 /// Parses and validates the configuration in `text`; `file_name` is only
 /// used in error messages. Returns every error found, sorted by line.
+///
+/// The YAML reading is bounded (file size, alias expansion, nesting depth;
+/// see the `yaml` module), so a hostile file is refused quickly and cheaply.
 pub fn parse(file_name: &str, text: &str) -> Result<Config, ConfigErrors> {
+    if text.len() > MAX_FILE_BYTES {
+        return Err(too_large(file_name));
+    }
     let root = match yaml::parse(text) {
         Ok(root) => root,
         Err(e) => {
@@ -96,7 +126,7 @@ pub fn parse(file_name: &str, text: &str) -> Result<Config, ConfigErrors> {
                 file: file_name.to_owned(),
                 line: e.line,
                 field: "yaml".to_owned(),
-                message: format!("syntax error: {}", e.message),
+                message: e.message,
             }]))
         }
     };
@@ -107,11 +137,24 @@ pub fn parse(file_name: &str, text: &str) -> Result<Config, ConfigErrors> {
 }
 
 /// Reads the file at `path` and [`parse`]s it. Messages name the path as
-/// given; an unreadable file is one error with line 0 and field `file`.
+/// given; an unreadable or too large file is one error with line 0 and field
+/// `file`. At most [`MAX_FILE_BYTES`] + 1 bytes are read.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    use std::io::Read as _;
     let file_name = path.display().to_string();
-    match std::fs::read_to_string(path) {
-        Ok(text) => parse(&file_name, &text),
+    let read = std::fs::File::open(path).and_then(|f| {
+        let mut bytes = Vec::new();
+        f.take(MAX_FILE_BYTES as u64 + 1).read_to_end(&mut bytes)?;
+        if bytes.len() > MAX_FILE_BYTES {
+            return Ok(None);
+        }
+        String::from_utf8(bytes)
+            .map(Some)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+    });
+    match read {
+        Ok(None) => Err(too_large(&file_name)),
+        Ok(Some(text)) => parse(&file_name, &text),
         Err(e) => Err(ConfigErrors(vec![ConfigError {
             file: file_name,
             line: 0,

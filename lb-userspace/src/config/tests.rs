@@ -86,7 +86,6 @@ services:
     port: 443
     protocol: tcp
     source: preserve
-    snat_address: 2001:db8::1
     backends:
       - "[2001:db8::5]:53"
       - {address: "[2001:db8::6]:8443", weight: 65535}
@@ -135,7 +134,7 @@ services:
             port: 443,
             protocol: Protocol::Tcp,
             source: SourceMode::Preserve,
-            snat_address: Some(ip("2001:db8::1")),
+            snat_address: None,
             udp_timeout: None,
             tcp_timeout: None,
             maglev_table_size: None,
@@ -909,8 +908,8 @@ fn session_affinity_and_source_ranges() {
     let s = &ok(v6).state.services[0];
     assert_eq!(s.source_ranges, vec!["2001:db8:1::/48".parse().unwrap(), "fd00::1/128".parse().unwrap()]);
 
-    // Absent: off and open; an empty list is open too.
-    let s = &ok(&service("    source_ranges: []\n")).state.services[0];
+    // Absent: off and open.
+    let s = &ok(&service("")).state.services[0];
     assert_eq!((s.affinity_timeout, s.source_ranges.len()), (None, 0));
 }
 
@@ -955,4 +954,167 @@ fn bad_source_ranges_are_all_reported() {
     // Rendered as FILE:LINE: FIELD: MESSAGE.
     let e = parse("xlb.yaml", &service("    source_ranges: [10.1.2.3/24]\n")).unwrap_err().to_string();
     assert!(e.starts_with("xlb.yaml:6: services[0].source_ranges[0]: 10.1.2.3/24 has host bits set"), "{e}");
+}
+
+/// A "billion laughs" file: `levels` levels of nine aliases each to the level
+/// before, about 9^levels nodes once expanded.
+fn alias_bomb(levels: usize) -> String {
+    let mut text = String::from("a0: &a0 [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n");
+    for i in 1..levels {
+        let p = format!("*a{}", i - 1);
+        text.push_str(&format!("a{i}: &a{i} [{}]\n", [p.as_str(); 9].join(",")));
+    }
+    text
+}
+
+#[test]
+fn alias_bomb_is_refused_quickly() {
+    // 9^7 (4.8 million) nodes once expanded: small enough that the loader
+    // without bounds still finishes (and reports unknown keys instead), large
+    // enough to be far over the bound.
+    let text = alias_bomb(7);
+    assert!(text.len() < 400, "{}", text.len());
+    let started = std::time::Instant::now();
+    let (line, field, message) = one(&text);
+    assert!(started.elapsed() < std::time::Duration::from_secs(1), "{:?}", started.elapsed());
+    assert_eq!(field, "yaml");
+    assert!(message.contains("aliases expand to more than 10000 nodes"), "{message}");
+    // The line of the alias whose copy crossed the bound: 9^4 > 10 000 only
+    // with the fifth list's aliases.
+    assert_eq!(line, 5, "{message}");
+
+    // The full nine-level bomb (387 million nodes) is refused as fast.
+    let started = std::time::Instant::now();
+    let (_, field, message) = one(&alias_bomb(9));
+    assert!(started.elapsed() < std::time::Duration::from_secs(1));
+    assert_eq!(field, "yaml", "{message}");
+
+    // Big scalars count by their text: 2 KiB aliased 600 times is over 1 MiB.
+    let big = "x".repeat(2048);
+    let text = format!("a: &a {big}\nb: [{}]\n", ["*a"; 600].join(","));
+    let (line, field, message) = one(&text);
+    assert_eq!((line, field.as_str()), (2, "yaml"), "{message}");
+    assert!(message.contains("KiB of text"), "{message}");
+}
+
+#[test]
+fn aliases_within_the_bound_still_work() {
+    // One list of backends shared by 100 services: 200 nodes copied.
+    let mut text = String::from("services:\n");
+    for i in 0..100 {
+        let backends = if i == 0 {
+            "&b [10.1.0.5:53, 10.1.0.6:53]".to_owned()
+        } else {
+            "*b".to_owned()
+        };
+        text.push_str(&format!(
+            "  - {{name: s{i}, vip: 192.0.2.10, port: {}, protocol: udp, backends: {backends}}}\n",
+            i + 1
+        ));
+    }
+    let services = ok(&text).state.services;
+    assert_eq!(services.len(), 100);
+    assert!(services.iter().all(|s| s.backends.len() == 2));
+}
+
+#[test]
+fn deep_nesting_is_refused_without_recursion() {
+    // 200 000 levels of block lists would overflow a recursive reader's stack
+    // (flow lists stop at the scanner's own limit of 255).
+    for text in [format!("{}x\n", "- ".repeat(200_000)), format!("{}{}", "[".repeat(100), "]".repeat(100))] {
+        let (line, field, message) = one(&text);
+        assert_eq!((line, field.as_str()), (1, "yaml"));
+        assert!(message.contains("nest more than 64 deep"), "{message}");
+    }
+    // An alias may not carry a deep anchor deeper either.
+    let deep = |n: usize| format!("{}x{}", "[".repeat(n), "]".repeat(n));
+    let text = format!("a: &a {}\nb: {}*a{}\n", deep(40), "[".repeat(30), "]".repeat(30));
+    let (line, _, message) = one(&text);
+    assert_eq!(line, 2, "{message}");
+    assert!(message.contains("alias would nest"), "{message}");
+}
+
+#[test]
+fn oversized_file_is_refused() {
+    let text = format!("# {}\nservices: []\n", "x".repeat(MAX_FILE_BYTES));
+    let e = &errors(&text)[..];
+    assert_eq!(e.len(), 1);
+    assert_eq!((e[0].0, e[0].1.as_str()), (0, "file"));
+    assert!(e[0].2.contains("larger than 16 MiB"), "{}", e[0].2);
+
+    let dir = std::env::temp_dir().join(format!("xlb-config-big-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("xlb.yaml");
+    std::fs::write(&path, &text).unwrap();
+    let err = load(&path).unwrap_err();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(err.0.len(), 1);
+    assert_eq!((err.0[0].line, err.0[0].field.as_str()), (0, "file"));
+    assert!(err.to_string().starts_with(&format!("{}:0: file: the file is larger", path.display())), "{err}");
+}
+
+#[test]
+fn unusable_vips_are_refused() {
+    for bad in [
+        "0.0.0.0",
+        "127.0.0.1",
+        "255.255.255.255",
+        "224.0.0.251",
+        "\"::\"",
+        "\"::1\"",
+        "\"ff02::fb\"",
+    ] {
+        let text = format!(
+            "services:\n  - name: dns\n    vip: {bad}\n    port: 53\n    protocol: udp\n"
+        );
+        let m = one_at(&text, 3, "services[0].vip");
+        assert!(m.starts_with(&format!("{} is ", bad.trim_matches('"'))), "{m}");
+        assert!(m.contains("use a unicast address"), "{m}");
+    }
+    // The same rule for snat_address.
+    let m = one_at(&service("    snat_address: 0.0.0.0\n"), 6, "services[0].snat_address");
+    assert!(m.starts_with("0.0.0.0 is the unspecified address"), "{m}");
+}
+
+#[test]
+fn unusable_backends_are_refused() {
+    for (bad, what) in [
+        ("0.0.0.0:53", "the unspecified address"),
+        ("255.255.255.255:53", "the broadcast address"),
+        ("239.1.1.1:53", "a multicast address"),
+        ("192.0.2.10:53", "the service's own vip and port: a loop"),
+    ] {
+        let text = service(&format!("    backends:\n      - 10.1.0.5:53\n      - {bad}\n"));
+        let m = one_at(&text, 8, "services[0].backends[1]");
+        assert!(m.contains(what), "{bad}: {m}");
+    }
+    // In the mapping form too, pointing at the address.
+    let text = service("    backends:\n      - {address: \"192.0.2.10:53\", weight: 2}\n");
+    let m = one_at(&text, 7, "services[0].backends[0].address");
+    assert!(m.contains("a loop"), "{m}");
+    // The vip on another port is a different service's business: allowed.
+    let c = ok(&service("    backends: [192.0.2.10:5353]\n"));
+    assert_eq!(c.state.services[0].backends[0].addr, sa("192.0.2.10:5353"));
+}
+
+#[test]
+fn snat_address_with_preserve_is_refused() {
+    let m = one_at(
+        &service("    source: preserve\n    snat_address: 10.0.0.1\n"),
+        7,
+        "services[0].snat_address",
+    );
+    assert!(m.contains("source: preserve (line 6)"), "{m}");
+    assert!(m.contains("remove snat_address or use source: snat"), "{m}");
+    // With snat (given or by default) it is taken.
+    for source in ["    source: snat\n", ""] {
+        let c = ok(&service(&format!("{source}    snat_address: 10.0.0.1\n")));
+        assert_eq!(c.state.services[0].snat_address, Some(ip("10.0.0.1")));
+    }
+}
+
+#[test]
+fn empty_source_ranges_are_refused() {
+    let m = one_at(&service("    source_ranges: []\n"), 6, "services[0].source_ranges");
+    assert!(m.contains("remove source_ranges to admit every client"), "{m}");
 }

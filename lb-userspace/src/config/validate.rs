@@ -7,6 +7,7 @@ use std::{
 };
 
 use super::{
+    addresses::{backend_problem, vip_problem},
     yaml::{Kind, Node},
     Config, ConfigError,
 };
@@ -344,20 +345,46 @@ impl Walker<'_> {
         });
         let vip = f
             .required(self, "vip", "give an IPv4 or IPv6 address")
-            .and_then(|n| self.ip(n, &join(&path, "vip")));
+            .and_then(|n| {
+                let field = join(&path, "vip");
+                let ip = self.ip(n, &field)?;
+                if let Some(problem) = vip_problem(ip) {
+                    let message = format!(
+                        "{problem}; use a unicast address that clients send to, such as 192.0.2.10 or 2001:db8::10"
+                    );
+                    self.error(n.line, field, message);
+                    return None;
+                }
+                Some(ip)
+            });
         let port = f
             .required(self, "port", "give a port in 1..=65535")
             .and_then(|n| self.integer(n, &join(&path, "port"), "a port", 1, 65535));
         let protocol = f
             .required(self, "protocol", "use udp or tcp")
             .and_then(|n| self.protocol(n, &join(&path, "protocol")));
-        let source = match f.optional("source") {
+        let source_node = f.optional("source");
+        let source = match source_node {
             Some(n) => self.source(n, &join(&path, "source")),
             None => Some(SourceMode::default()),
         };
         let snat_address = f.optional("snat_address").map(|n| {
             let field = join(&path, "snat_address");
             let ip = self.ip(n, &field)?;
+            if let (Some(SourceMode::Preserve), Some(s)) = (source, source_node) {
+                let message = format!(
+                    "snat_address applies to source: snat only, and this service has source: preserve (line {}), \
+                     which keeps the client's address; remove snat_address or use source: snat",
+                    s.line
+                );
+                self.error(n.line, field, message);
+                return None;
+            }
+            if let Some(problem) = vip_problem(ip) {
+                let message = format!("{problem}; use an address of this node");
+                self.error(n.line, field, message);
+                return None;
+            }
             if let Some(vip) = vip.filter(|v| v.is_ipv4() != ip.is_ipv4()) {
                 let message = format!(
                     "{ip} is {} but the vip {vip} is {}; use an {} address",
@@ -388,12 +415,12 @@ impl Walker<'_> {
             Some(n) => self.source_ranges(n, &path, vip),
             None => Some(Vec::new()),
         };
+        let port = port.map(|p| p as u16);
         let backends = match f.optional("backends") {
-            Some(n) => self.backends(n, &path, vip),
+            Some(n) => self.backends(n, &path, vip, port),
             None => Some(Vec::new()),
         };
 
-        let port = port.map(|p| p as u16);
         if let (Some(vip), Some(port), Some(protocol)) = (vip, port, protocol) {
             let key = (vip, port, protocol);
             if let Some(first) = seen.keys.get(&key) {
@@ -531,6 +558,13 @@ impl Walker<'_> {
             self.error(node.line, field, message);
             return None;
         };
+        if items.is_empty() {
+            let message = "an empty list would admit every client (as Kubernetes' empty \
+                 loadBalancerSourceRanges does), which reads as if it admitted none; \
+                 remove source_ranges to admit every client, or list the ranges to admit";
+            self.error(node.line, field, message);
+            return None;
+        }
         let mut ok = true;
         let mut seen: HashMap<ipnet::IpNet, usize> = HashMap::new();
         let mut out = Vec::new();
@@ -570,12 +604,14 @@ impl Walker<'_> {
         ok.then_some(out)
     }
 
-    /// The backend list of the service at `path`; `vip` (if valid) sets the family.
+    /// The backend list of the service at `path`; `vip` (if valid) sets the
+    /// family, and with `port` names the one backend that would be a loop.
     fn backends(
         &mut self,
         node: &Node,
         path: &str,
         vip: Option<IpAddr>,
+        port: Option<u16>,
     ) -> Option<Vec<BackendSpec>> {
         let field = join(path, "backends");
         let Kind::Seq(items) = &node.kind else {
@@ -593,7 +629,15 @@ impl Walker<'_> {
                 continue;
             };
             let addr = backend.addr;
-            if let Some(vip) = vip.filter(|v| v.is_ipv4() != addr.is_ipv4()) {
+            // Without a valid vip and port, only the address itself is checked.
+            let problem = match (vip, port) {
+                (Some(vip), Some(port)) => backend_problem(addr, vip, port),
+                _ => backend_problem(addr, addr.ip(), 0),
+            };
+            if let Some(message) = problem {
+                self.error(line, addr_field, message);
+                ok = false;
+            } else if let Some(vip) = vip.filter(|v| v.is_ipv4() != addr.is_ipv4()) {
                 let message = format!(
                     "backend {addr} is {} but the vip {vip} is {}; use {} backends",
                     family(addr.ip()),

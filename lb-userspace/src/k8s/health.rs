@@ -4,10 +4,18 @@
 //! while this node has a ready local endpoint for it, 503 otherwise (the
 //! body is kube-proxy's JSON), so an external load balancer or router sends
 //! traffic only to nodes that can serve it locally.
+//!
+//! Beside kube-proxy: kube-proxy serves the same port for the same Services
+//! (its answer is equivalent: 200 with a ready local endpoint, 503
+//! otherwise), so the port is often taken when xlb starts. xlb then leaves
+//! it to kube-proxy: it says so once per port (info; other bind errors once
+//! at warn), keeps running and forwarding, and quietly tries the port again
+//! every [`RETRY_EVERY`] and on every change, taking it over if it frees.
 use std::{
     collections::HashMap,
     net::{IpAddr, SocketAddr},
     sync::{Arc, RwLock},
+    time::Duration,
 };
 
 use axum::{extract::State, http::StatusCode, Router};
@@ -23,10 +31,17 @@ struct Server {
     task: JoinHandle<()>,
 }
 
+/// How often ports that could not be bound are tried again.
+pub const RETRY_EVERY: Duration = Duration::from_secs(5);
+
 /// The running health-check servers, one per port.
 #[derive(Default)]
 pub struct HealthServers {
     servers: HashMap<u16, Server>,
+    /// Ports wanted but not bound, with the error already reported.
+    unbound: HashMap<u16, std::io::ErrorKind>,
+    /// The last [`HealthServers::sync`]'s arguments, for [`HealthServers::retry`].
+    last: Option<(IpAddr, Vec<HealthCheck>)>,
 }
 
 /// Status and body for a check.
@@ -50,8 +65,11 @@ async fn handle(State(check): State<Shared>) -> (StatusCode, [(&'static str, &'s
 
 impl HealthServers {
     /// Serves exactly `checks` on `addr`: updates running servers, starts
-    /// new ones, stops those no longer wanted.
+    /// new ones, stops those no longer wanted. A port that cannot be bound
+    /// is reported once and tried again on later calls and by
+    /// [`HealthServers::retry`].
     pub async fn sync(&mut self, addr: IpAddr, checks: &[HealthCheck]) {
+        self.last = Some((addr, checks.to_vec()));
         let wanted: HashMap<u16, &HealthCheck> = checks.iter().map(|c| (c.port, c)).collect();
         self.servers.retain(|port, s| {
             let keep = wanted.contains_key(port);
@@ -61,17 +79,29 @@ impl HealthServers {
             }
             keep
         });
+        self.unbound.retain(|port, _| wanted.contains_key(port));
         for (port, check) in wanted {
             if let Some(s) = self.servers.get(&port) {
                 *s.check.write().expect("health check lock") = Some(check.clone());
                 continue;
             }
             let at = SocketAddr::new(addr, port);
+            let service = format!("{}/{}", check.namespace, check.name);
             let listener = match tokio::net::TcpListener::bind(at).await {
                 Ok(l) => l,
                 Err(e) => {
-                    warn!(%at, service = %format!("{}/{}", check.namespace, check.name), error = %e,
-                          "cannot serve the health-check node port; is another process using it?");
+                    let kind = e.kind();
+                    if self.unbound.insert(port, kind) != Some(kind) {
+                        if kind == std::io::ErrorKind::AddrInUse {
+                            info!(%at, %service,
+                                  "health-check node port already in use, most likely by kube-proxy, which gives the same answer \
+                                   (200 with a ready local endpoint, 503 otherwise); leaving it to that process, and taking it \
+                                   over if it frees");
+                        } else {
+                            warn!(%at, %service, error = %e,
+                                  "cannot serve the health-check node port; trying again every {}s", RETRY_EVERY.as_secs());
+                        }
+                    }
                     continue;
                 }
             };
@@ -82,8 +112,24 @@ impl HealthServers {
                     warn!(error = %e, "health-check server stopped");
                 }
             });
-            info!(%at, service = %format!("{}/{}", check.namespace, check.name), "health-check node port open");
+            if self.unbound.remove(&port).is_some() {
+                info!(%at, %service, "health-check node port free again: xlb serves it now");
+            } else {
+                info!(%at, %service, "health-check node port open");
+            }
             self.servers.insert(port, Server { check: shared, task });
+        }
+    }
+
+    /// Whether some wanted port is not bound (see [`HealthServers::retry`]).
+    pub fn waiting(&self) -> bool {
+        !self.unbound.is_empty()
+    }
+
+    /// Tries the ports that could not be bound again, quietly.
+    pub async fn retry(&mut self) {
+        if let Some((addr, checks)) = self.last.take() {
+            self.sync(addr, &checks).await;
         }
     }
 }

@@ -9,8 +9,12 @@ pub mod endpoints;
 pub mod events;
 pub mod health;
 pub mod lease;
+pub mod rbac;
 pub mod translate;
 pub mod watch;
+
+/// The User-Agent of the agent's Kubernetes requests.
+pub const USER_AGENT: &str = concat!("xlb/", env!("CARGO_PKG_VERSION"));
 
 #[cfg(test)]
 mod tests;
@@ -73,6 +77,12 @@ pub async fn client(kubeconfig: Option<&std::path::Path>) -> Result<Client> {
             .await
             .context("no Kubernetes configuration: run in a pod with a service account, or pass --kubeconfig")?,
     };
+    // Name ourselves in the API server's audit log (kube sends no User-Agent).
+    let mut config = config;
+    config.headers.push((
+        axum::http::header::USER_AGENT,
+        axum::http::HeaderValue::from_static(USER_AGENT),
+    ));
     Client::try_from(config).context("building the Kubernetes client")
 }
 
@@ -121,6 +131,12 @@ pub async fn run(
                 _ = routes.next(), if writer.has_unroutable() => {
                     // Backends that got a route: nothing else to reconcile.
                     crate::agent::retry_unroutable(writer);
+                    continue;
+                }
+                // A health-check port another process holds (kube-proxy):
+                // try it again now and then, without a reconcile.
+                _ = tokio::time::sleep(health::RETRY_EVERY), if health_servers.waiting() => {
+                    health_servers.retry().await;
                     continue;
                 }
                 _ = &mut shutdown => break,

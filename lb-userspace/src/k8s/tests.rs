@@ -418,3 +418,24 @@ fn requested_address_parsing() {
     let s: Service = serde_json::from_value(svc("ns", "x", T0, json!({"loadBalancerIP": "999.1.1.1"}))).unwrap();
     assert!(matches!(address::requested(&s, &[]), Err(address::AddressError::BadLoadBalancerIp(_))));
 }
+
+#[test]
+fn unusable_vips_are_not_programmed() {
+    for bad in ["0.0.0.0", "127.0.0.1", "255.255.255.255", "224.0.0.251", "::1", "ff02::1"] {
+        let v = with(svc("ns", "dns", T0, json!({})), json!({"metadata": {"annotations": {"xlb.io/vip": bad}}}));
+        let t = run(&[v], &[], &[]);
+        assert!(t.state.services.is_empty(), "{bad}: {:#?}", t.state.services);
+        assert_eq!(reasons(&t, "ns", "dns"), [reason::INVALID], "{bad}");
+        let msg = &t.notes[&("ns".into(), "dns".into())][0].message;
+        assert!(msg.starts_with(&format!("{bad} is ")) && msg.contains("ns/dns is not programmed"), "{msg}");
+    }
+    // Of two status addresses, the usable one is programmed, the other reported.
+    let two = with(
+        svc("ns", "dns", T0, json!({})),
+        json!({"status": {"loadBalancer": {"ingress": [{"ip": "0.0.0.0"}, {"ip": "192.0.2.30"}]}}}),
+    );
+    let t = run(&[two], &[], &[]);
+    assert_eq!(one(&t, "ns/dns:dns").vip, ip("192.0.2.30"));
+    assert_eq!(t.state.services.len(), 1);
+    assert_eq!(reasons(&t, "ns", "dns"), [reason::INVALID, reason::PROGRAMMED]);
+}

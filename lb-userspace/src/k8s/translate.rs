@@ -167,6 +167,20 @@ pub fn translate(inp: &Inputs<'_>) -> Translation {
                 continue;
             }
         };
+        // The YAML file's rule: no unspecified, loopback, broadcast or
+        // multicast VIP (the API server accepts them in status and spec).
+        let (vips, unusable): (Vec<IpAddr>, Vec<IpAddr>) =
+            vips.into_iter().partition(|v| crate::config::vip_problem(*v).is_none());
+        for v in &unusable {
+            let problem = crate::config::vip_problem(*v).unwrap_or_default();
+            notes.push(warn(
+                reason::INVALID,
+                format!("{problem}; {me} is not programmed on it: give it a unicast address that clients send to"),
+            ));
+        }
+        if vips.is_empty() {
+            continue;
+        }
         let ranges = match source_ranges(&svc) {
             Ok(r) => r,
             Err(e) => {

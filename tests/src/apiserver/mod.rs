@@ -8,7 +8,10 @@
 //! Test-only endpoints: `POST /xlb-test/compact`, `POST
 //! /xlb-test/close-watches`, `GET /xlb-test/requests` (counts keyed
 //! `"<verb> <apiVersion>/<plural>[/status]"`, e.g. `"watch v1/services"`,
-//! or `"<METHOD> <path>"` for other paths) and `GET /xlb-test/state` (every
+//! or `"<METHOD> <path>"` for other paths), `GET /xlb-test/requests-by-agent`
+//! (the resource requests' counts by User-Agent up to its first `/`, e.g.
+//! `kube-rs` for the agent, `xlb-tests` for the tests' own client) and `GET
+//! /xlb-test/state` (every
 //! object, in the `--state` file format `{"objects": [...]}`).
 
 pub mod patch;

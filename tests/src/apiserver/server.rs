@@ -25,6 +25,9 @@ pub struct App {
     /// Bumped by `POST /xlb-test/close-watches`; every watch ends.
     pub close: tokio::sync::watch::Sender<u64>,
     requests: Mutex<BTreeMap<String, u64>>,
+    /// Resource requests by client: User-Agent up to its first `/` (e.g.
+    /// `kube-rs`, `xlb-tests`, `kubectl`) → the keys of `requests`.
+    by_agent: Mutex<BTreeMap<String, BTreeMap<String, u64>>>,
 }
 
 impl App {
@@ -35,12 +38,32 @@ impl App {
             changed: tokio::sync::watch::channel(0).0,
             close: tokio::sync::watch::channel(0).0,
             requests: Mutex::default(),
+            by_agent: Mutex::default(),
         })
     }
 
     /// Locks the store.
     pub fn lock(&self) -> MutexGuard<'_, Store> {
         self.store.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn count_by_agent(&self, headers: &HeaderMap, key: &str) {
+        let agent = headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .split('/')
+            .next()
+            .unwrap_or("")
+            .to_string();
+        *self
+            .by_agent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(agent)
+            .or_default()
+            .entry(key.to_string())
+            .or_default() += 1;
     }
 
     fn count(&self, key: String) {
@@ -169,7 +192,8 @@ fn route(app: &Arc<App>, method: &Method, uri: &Uri, headers: &HeaderMap, body: 
 }
 
 /// `POST /xlb-test/compact`, `POST /xlb-test/close-watches`,
-/// `GET /xlb-test/requests`, `GET /xlb-test/state`.
+/// `GET /xlb-test/requests`, `GET /xlb-test/requests-by-agent`,
+/// `GET /xlb-test/state`.
 fn admin(app: &Arc<App>, method: &Method, what: &str) -> Response {
     match (method.as_str(), what) {
         ("POST", "compact") => {
@@ -183,6 +207,14 @@ fn admin(app: &Arc<App>, method: &Method, what: &str) -> Response {
         ("GET", "requests") => {
             let r = app
                 .requests
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            json_response(200, &json!(r))
+        }
+        ("GET", "requests-by-agent") => {
+            let r = app
+                .by_agent
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .clone();
@@ -267,7 +299,9 @@ fn resource(
         _ => "unsupported",
     };
     let sub = if t.status { "/status" } else { "" };
-    app.count(format!("{verb} {}/{}{sub}", r.api_version(), r.plural));
+    let key = format!("{verb} {}/{}{sub}", r.api_version(), r.plural);
+    app.count_by_agent(headers, &key);
+    app.count(key);
     match run_verb(app, verb, &t, &q, headers, &body) {
         Ok(resp) => resp,
         Err(e) => error(&e),
