@@ -25,6 +25,7 @@
 
 mod agent;
 pub mod k8s;
+pub mod netbuild;
 mod netns;
 mod topology;
 mod traffic;

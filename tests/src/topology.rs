@@ -329,13 +329,20 @@ impl Topology {
 
 impl Drop for Topology {
     fn drop(&mut self) {
-        for ns in self.created.iter().rev() {
-            ns.stop_children(Duration::from_secs(10));
-        }
-        for ns in self.created.iter().rev() {
-            if let Err(e) = crate::run_cmd("ip", &["netns", "del", &ns.name]) {
-                eprintln!("xlb-tests: cannot delete netns {}: {e:#}", ns.name);
-            }
+        delete_namespaces(&self.created);
+    }
+}
+
+/// Stops the processes started through `created` (only those), then
+/// deletes the namespaces, last created first; failures are reported, not
+/// raised (for `Drop`).
+pub(crate) fn delete_namespaces(created: &[Netns]) {
+    for ns in created.iter().rev() {
+        ns.stop_children(Duration::from_secs(10));
+    }
+    for ns in created.iter().rev() {
+        if let Err(e) = crate::run_cmd("ip", &["netns", "del", &ns.name]) {
+            eprintln!("xlb-tests: cannot delete netns {}: {e:#}", ns.name);
         }
     }
 }

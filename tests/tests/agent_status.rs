@@ -30,6 +30,24 @@ fn status_json(agent: &Agent) -> (Option<i32>, Value) {
     (out.status.code(), v)
 }
 
+/// Stops the environment's agent (SIGTERM), checks that it exited 0 and
+/// returns it: its pins and log stay readable.
+fn stop_agent(env: &mut Env) -> Agent {
+    let mut agent = env.agent.take().expect("a running agent");
+    let status = agent.stop().expect("stop the agent");
+    assert_eq!(status.code(), Some(0), "exit code after SIGTERM:\n{}", agent.log());
+    agent
+}
+
+/// `xlb status -o json` when no agent runs: checks exit 1 and
+/// `running: false`, returns the object.
+fn status_not_running(agent: &Agent) -> Value {
+    let (code, v) = status_json(agent);
+    assert_eq!(code, Some(1), "xlb status when no agent runs: {v}");
+    assert_eq!(v["running"], false, "{v}");
+    v
+}
+
 fn names(v: &Value) -> Vec<String> {
     let mut n: Vec<String> = v["interfaces"]
         .as_array()
@@ -111,16 +129,8 @@ fn status_running_stopped_and_killed() {
     );
 
     // SIGTERM: detached, marked stopped.
-    let mut agent = env.agent.take().unwrap();
-    assert_eq!(
-        agent.stop().expect("stop").code(),
-        Some(0),
-        "{}",
-        agent.log()
-    );
-    let (code, v) = status_json(&agent);
-    assert_eq!(code, Some(1), "xlb status after the agent exited: {v}");
-    assert_eq!(v["running"], false, "{v}");
+    let agent = stop_agent(&mut env);
+    let v = status_not_running(&agent);
     assert_eq!(v["state"], "stopped", "{v}");
     assert!(
         names(&v).is_empty(),
@@ -191,20 +201,12 @@ fn status_after_keep_on_exit() {
     let mut want_ifaces = env.topo.node_interfaces();
     want_ifaces.sort();
     let (_, before) = status_json(env.agent());
-    let mut agent = env.agent.take().unwrap();
-    assert_eq!(
-        agent.stop().expect("stop").code(),
-        Some(0),
-        "{}",
-        agent.log()
-    );
+    let agent = stop_agent(&mut env);
     assert!(
         xdp_attached(&env.topo.node, "c0"),
         "--keep-on-exit keeps XDP on c0"
     );
-    let (code, v) = status_json(&agent);
-    assert_eq!(code, Some(1), "no agent runs: {v}");
-    assert_eq!(v["running"], false, "{v}");
+    let v = status_not_running(&agent);
     assert_eq!(names(&v), want_ifaces, "the kept interfaces: {v}");
     let (code, out, err) = services_table(&agent);
     assert_eq!(code, Some(0), "{err}");
@@ -224,8 +226,7 @@ fn status_after_keep_on_exit() {
         v["attachments"], before["attachments"],
         "modes after the takeover: {v}\nbefore: {before}"
     );
-    let status = env.agent.take().unwrap().stop().expect("stop");
-    assert_eq!(status.code(), Some(0));
+    stop_agent(&mut env);
     assert!(
         !xdp_attached(&env.topo.node, "c0"),
         "{}",

@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use xlb_tests::{reply_tag, udp_request, xlb_binary, Topology};
+use xlb_tests::{reply_tag, udp_request, xlb_binary};
 
 /// Nine lists of nine aliases to the list before: 9^9 (387 million) nodes
 /// once expanded, 350 bytes on disk.
@@ -23,6 +23,12 @@ fn bomb() -> String {
         text.push_str(&format!("a{i}: &a{i} [{}]\n", [p.as_str(); 9].join(",")));
     }
     text
+}
+
+/// The start of the agent's error about [`bomb`] in the file of `env`.
+fn bomb_error(env: &Env) -> String {
+    let file = file_name(env.config.path());
+    format!("{file}:5: yaml: aliases expand to more than")
 }
 
 /// The agent's peak resident set (`VmHWM`), in KiB.
@@ -87,14 +93,7 @@ fn alias_bomb_at_start_exits_2_quickly_and_small() {
         libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 2,
         "the agent should exit 2 on the alias bomb; wait status {status:#x}; stderr:\n{log}"
     );
-    let file = env
-        .config
-        .path()
-        .file_name()
-        .unwrap()
-        .to_string_lossy()
-        .into_owned();
-    let needle = format!("{file}:5: yaml: aliases expand to more than");
+    let needle = bomb_error(&env);
     assert!(log.contains(&needle), "no {needle:?} in stderr:\n{log}");
     assert!(
         elapsed < Duration::from_secs(3),
@@ -111,15 +110,7 @@ fn alias_bomb_at_start_exits_2_quickly_and_small() {
 
 #[test]
 fn alias_bomb_on_reload_keeps_the_running_config() {
-    let dns = svc(
-        "dns",
-        Topology::VIP_V4.into(),
-        53,
-        "udp",
-        "snat",
-        &backends(Fam::V4, 0..1, UDP_BACKEND_PORT),
-    );
-    let mut env = Env::start(1, &config(&[dns]), &[]);
+    let mut env = Env::start(1, &config(&[dns(0..1)]), &[]);
     env.servers = udp_servers(&env.topo, Fam::V4, 0..1, UDP_BACKEND_PORT);
     let vip = vip4(53);
     warm_up_udp(&env, vip);
@@ -127,14 +118,7 @@ fn alias_bomb_on_reload_keeps_the_running_config() {
     let before = peak_rss_kib(pid);
 
     env.config.write(&bomb()).expect("write the bomb");
-    let file = env
-        .config
-        .path()
-        .file_name()
-        .unwrap()
-        .to_string_lossy()
-        .into_owned();
-    let needle = format!("{file}:5: yaml: aliases expand to more than");
+    let needle = bomb_error(&env);
     let deadline = Instant::now() + Duration::from_secs(10);
     let refused = |log: String| log.contains(&needle) && log.contains("keeping the running one");
     while !refused(env.agent().log()) {

@@ -79,31 +79,10 @@ fn a_health_check_port_held_by_kube_proxy_is_left_to_it_and_taken_over_when_free
 
 /// (group, resource, verb) of every rule of the Roles and ClusterRoles of
 /// deploy/rbac.yaml.
-fn granted() -> BTreeSet<(String, String, String)> {
-    use yaml_rust2::{Yaml, YamlLoader};
+fn granted() -> BTreeSet<xlb::k8s::rbac::Grant> {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/rbac.yaml");
     let text = std::fs::read_to_string(path).expect("read deploy/rbac.yaml");
-    let strings = |y: &Yaml| -> Vec<String> {
-        y.as_vec()
-            .map(|v| v.iter().filter_map(|s| s.as_str().map(str::to_string)).collect())
-            .unwrap_or_default()
-    };
-    let mut out = BTreeSet::new();
-    for doc in YamlLoader::load_from_str(&text).expect("rbac.yaml parses") {
-        if !matches!(doc["kind"].as_str(), Some("ClusterRole" | "Role")) {
-            continue;
-        }
-        for rule in doc["rules"].as_vec().expect("rules") {
-            for g in strings(&rule["apiGroups"]) {
-                for r in strings(&rule["resources"]) {
-                    for v in strings(&rule["verbs"]) {
-                        out.insert((g.clone(), r.clone(), v));
-                    }
-                }
-            }
-        }
-    }
-    out
+    xlb::k8s::rbac::granted(&text).unwrap_or_else(|e| panic!("deploy/rbac.yaml: {e}"))
 }
 
 /// `"watch v1/services"`, `"patch v1/services/status"`,

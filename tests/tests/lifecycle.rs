@@ -10,17 +10,6 @@ use std::time::Duration;
 use common::*;
 use xlb_tests::{udp_request, Agent, Topology};
 
-fn dns(pods: impl IntoIterator<Item = usize>) -> String {
-    svc(
-        "dns",
-        Topology::VIP_V4.into(),
-        53,
-        "udp",
-        "snat",
-        &backends(Fam::V4, pods, UDP_BACKEND_PORT),
-    )
-}
-
 fn web(pods: impl IntoIterator<Item = usize>) -> String {
     svc(
         "web",
@@ -93,13 +82,7 @@ services:
         "exit code for an invalid file; stderr:\n{log}"
     );
 
-    let file = env
-        .config
-        .path()
-        .file_name()
-        .unwrap()
-        .to_string_lossy()
-        .into_owned();
+    let file = file_name(env.config.path());
     let expected = [
         (4, "services[0].port"),
         (11, "services[1].protocol"),

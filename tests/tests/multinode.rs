@@ -24,14 +24,13 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use xlb_tests::{cleanup_stale, Agent, Netns, PinDir, PREFIX};
+use xlb_tests::netbuild::{agents_diag, ip, ip_out, link, poke, rp_filter_off, stats, sysctl, wait_carrier, Net};
+use xlb_tests::{Agent, Netns, PinDir};
 
 const VIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
 const VIP_PORT: u16 = 53;
@@ -45,156 +44,6 @@ const HASH_SEED: &str = "7";
 const PHASE_WAIT: Duration = Duration::from_secs(5);
 /// Missing flows are sent again (same socket, so same flow) this often.
 const RESEND_EVERY: Duration = Duration::from_secs(1);
-
-// ---------------------------------------------------------------------------
-// Topology
-
-/// Owns the namespaces and the configuration file: on drop, stops every
-/// process started through the namespaces (only those), deletes the
-/// namespaces (which removes the veths and the XDP programs on them) and
-/// removes the file.
-struct Net {
-    created: Vec<Netns>,
-    config: Option<PathBuf>,
-}
-
-impl Drop for Net {
-    fn drop(&mut self) {
-        for ns in self.created.iter().rev() {
-            ns.stop_children(Duration::from_secs(10));
-        }
-        for ns in self.created.iter().rev() {
-            let out = Command::new("ip")
-                .args(["netns", "del", &ns.name])
-                .stdin(Stdio::null())
-                .output();
-            match out {
-                Ok(o) if o.status.success() => {}
-                Ok(o) => eprintln!(
-                    "multinode: cannot delete netns {}: {}",
-                    ns.name,
-                    String::from_utf8_lossy(&o.stderr).trim()
-                ),
-                Err(e) => eprintln!("multinode: cannot run ip netns del {}: {e}", ns.name),
-            }
-        }
-        if let Some(p) = &self.config {
-            let _ = std::fs::remove_file(p);
-        }
-    }
-}
-
-fn sh(program: &str, args: &[&str]) {
-    let out = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
-    assert!(
-        out.status.success(),
-        "`{program} {}` failed ({}): {}",
-        args.join(" "),
-        out.status,
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
-}
-
-fn ip(ns: &Netns, args: &[&str]) {
-    ns.ip(args)
-        .unwrap_or_else(|e| panic!("ip -n {} {}: {e:#}", ns.name, args.join(" ")));
-}
-
-fn ip_out(ns: &Netns, args: &[&str]) -> String {
-    match ns.ip(args) {
-        Ok(o) => String::from_utf8_lossy(&o.stdout).into_owned(),
-        Err(e) => format!("(ip -n {} {} failed: {e:#})", ns.name, args.join(" ")),
-    }
-}
-
-/// Writes `/proc/sys/<key>` from a thread inside `ns`.
-fn sysctl(ns: &Netns, key: &str, value: &str) {
-    let path = format!("/proc/sys/{key}");
-    ns.run(|| std::fs::write(&path, value))
-        .unwrap_or_else(|e| panic!("netns {}: cannot set {path} to {value}: {e}", ns.name));
-}
-
-/// rp_filter off on every interface of `ns` (all, default and each device).
-fn rp_filter_off(ns: &Netns) {
-    let names: Vec<String> = ns.run(|| {
-        std::fs::read_dir("/proc/sys/net/ipv4/conf")
-            .map(|d| {
-                d.filter_map(|e| e.ok())
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .collect()
-            })
-            .unwrap_or_default()
-    });
-    assert!(names.iter().any(|n| n == "all"), "netns {}: no /proc/sys/net/ipv4/conf/all", ns.name);
-    for n in names {
-        sysctl(ns, &format!("net/ipv4/conf/{n}/rp_filter"), "0");
-    }
-}
-
-impl Net {
-    fn add(&mut self, name: String, forwarding: bool) -> Netns {
-        sh("ip", &["netns", "add", &name]);
-        let ns = Netns::existing(name);
-        self.created.push(ns.clone());
-        ip(&ns, &["link", "set", "lo", "up"]);
-        // Before any veth exists, so new interfaces inherit these.
-        sysctl(&ns, "net/ipv4/conf/all/rp_filter", "0");
-        sysctl(&ns, "net/ipv4/conf/default/rp_filter", "0");
-        sysctl(&ns, "net/ipv6/conf/all/accept_dad", "0");
-        sysctl(&ns, "net/ipv6/conf/default/accept_dad", "0");
-        if forwarding {
-            sysctl(&ns, "net/ipv4/ip_forward", "1");
-        }
-        ns
-    }
-}
-
-/// A veth pair `a_if` (in `a`, address `a_addr`) — `b_if` (in `b`,
-/// `b_addr`), both up.
-fn link(a: &Netns, a_if: &str, a_addr: &str, b: &Netns, b_if: &str, b_addr: &str) {
-    ip(a, &["link", "add", a_if, "type", "veth", "peer", "name", b_if, "netns", &b.name]);
-    ip(a, &["addr", "add", a_addr, "dev", a_if]);
-    ip(b, &["addr", "add", b_addr, "dev", b_if]);
-    ip(a, &["link", "set", a_if, "up"]);
-    ip(b, &["link", "set", b_if, "up"]);
-}
-
-/// Waits (bounded) until every veth of `ns` has its carrier.
-fn wait_carrier(ns: &Netns) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let links = ip_out(ns, &["-o", "link", "show"]);
-        let down = links
-            .lines()
-            .filter(|l| l.contains('@'))
-            .any(|l| !l.contains("LOWER_UP"));
-        if !down {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "netns {}: links without carrier after 10 s:\n{links}",
-            ns.name
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// Sends one datagram from `ns` to `to` (a closed port) so that the
-/// neighbour entries on the way get resolved before the real traffic.
-fn poke(ns: &Netns, to: &str) {
-    let to: SocketAddr = format!("{to}:9").parse().unwrap();
-    ns.run(|| -> std::io::Result<()> {
-        let s = UdpSocket::bind("0.0.0.0:0")?;
-        s.send_to(b"warm-up", to)?;
-        Ok(())
-    })
-    .unwrap_or_else(|e| panic!("netns {}: warm-up datagram to {to}: {e}", ns.name));
-}
 
 // ---------------------------------------------------------------------------
 // Pods: record which client ports reached which pod
@@ -353,55 +202,21 @@ fn spread(m: &HashMap<u16, String>) -> BTreeMap<String, usize> {
 // ---------------------------------------------------------------------------
 // Agents
 
-fn stats(agent: &Agent) -> Result<BTreeMap<String, u64>, String> {
-    let out = agent
-        .cli(&["stats", "-o", "json"])
-        .map_err(|e| format!("cannot run xlb stats: {e:#}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "xlb stats failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|e| {
-        format!("xlb stats -o json printed no JSON ({e}): {}", String::from_utf8_lossy(&out.stdout))
-    })?;
-    let obj = v.as_object().ok_or_else(|| format!("xlb stats -o json is not an object: {v}"))?;
-    Ok(obj
-        .iter()
-        .filter_map(|(k, v)| Some((k.clone(), v.as_u64()?)))
-        .collect())
-}
-
 fn flow_new(agent: &Agent, name: &str) -> u64 {
     let s = stats(agent).unwrap_or_else(|e| panic!("{name}: {e}"));
     *s.get("flow_new")
         .unwrap_or_else(|| panic!("{name}: xlb stats has no flow_new counter: {s:?}"))
 }
 
-/// Non-zero counters of both agents, the router's route and link counters
-/// and the tails of the agents' logs: for failure messages.
+/// Non-zero counters of both agents, the tails of their logs and the
+/// router's route and link counters: for failure messages.
 fn diag(agents: &[(&str, &Agent)], router: &Netns) -> String {
-    let mut s = String::new();
-    for (name, a) in agents {
-        let st = match stats(a) {
-            Ok(m) => format!("{:?}", m.into_iter().filter(|(_, v)| *v != 0).collect::<BTreeMap<_, _>>()),
-            Err(e) => e,
-        };
-        let log = a.log();
-        let lines: Vec<&str> = log.lines().collect();
-        let tail = lines[lines.len().saturating_sub(40)..].join("\n");
-        s.push_str(&format!(
-            "\n--- {name}: xlb stats (non-zero) ---\n{st}\n--- {name}: agent log (tail) ---\n{tail}\n"
-        ));
-    }
-    s.push_str(&format!(
-        "--- router: ip route ---\n{}--- router: ip -s link ---\n{}",
+    format!(
+        "{}--- router: ip route ---\n{}--- router: ip -s link ---\n{}",
+        agents_diag(agents),
         ip_out(router, &["route", "show"]),
         ip_out(router, &["-s", "-o", "link", "show"])
-    ));
-    s
+    )
 }
 
 // ---------------------------------------------------------------------------
@@ -410,37 +225,33 @@ fn diag(agents: &[(&str, &Agent)], router: &Netns) -> String {
 fn ecmp_node_loss_keeps_backends_with_preserve() {
     xlb_tests::require_root().expect("this integration test must run as root");
     let t0 = Instant::now();
-    if let Err(e) = cleanup_stale(PREFIX) {
-        eprintln!("multinode: cleaning stale namespaces failed: {e:#}");
-    }
-    let prefix = format!("{PREFIX}{}-mn", std::process::id());
 
     // --- topology -------------------------------------------------------
-    let mut net = Net { created: Vec::new(), config: None };
-    let client = net.add(format!("{prefix}-client"), false);
-    let router = net.add(format!("{prefix}-router"), true);
-    let lb1 = net.add(format!("{prefix}-lb1"), true);
-    let lb2 = net.add(format!("{prefix}-lb2"), true);
-    let podnet = net.add(format!("{prefix}-podnet"), true);
+    let mut net = Net::new("mn");
+    let client = net.add("client", false);
+    let router = net.add("router", true);
+    let lb1 = net.add("lb1", true);
+    let lb2 = net.add("lb2", true);
+    let podnet = net.add("podnet", true);
     let pods: Vec<Netns> = (0..PODS)
-        .map(|i| net.add(format!("{prefix}-pod{i}"), false))
+        .map(|i| net.add(&format!("pod{i}"), false))
         .collect();
 
     sysctl(&router, "net/ipv4/fib_multipath_hash_policy", "1");
 
-    link(&router, "rc", "10.200.0.1/24", &client, "eth0", "10.200.0.2/24");
-    link(&router, "r1", "10.201.1.2/24", &lb1, "ext", "10.201.1.1/24");
-    link(&router, "r2", "10.201.2.2/24", &lb2, "ext", "10.201.2.1/24");
-    link(&lb1, "int", "10.202.1.1/24", &podnet, "l1", "10.202.1.2/24");
-    link(&lb2, "int", "10.202.2.1/24", &podnet, "l2", "10.202.2.2/24");
+    link(&router, "rc", Some("10.200.0.1/24"), &client, "eth0", Some("10.200.0.2/24"));
+    link(&router, "r1", Some("10.201.1.2/24"), &lb1, "ext", Some("10.201.1.1/24"));
+    link(&router, "r2", Some("10.201.2.2/24"), &lb2, "ext", Some("10.201.2.1/24"));
+    link(&lb1, "int", Some("10.202.1.1/24"), &podnet, "l1", Some("10.202.1.2/24"));
+    link(&lb2, "int", Some("10.202.2.1/24"), &podnet, "l2", Some("10.202.2.2/24"));
     for (i, pod) in pods.iter().enumerate() {
         link(
             &podnet,
             &format!("p{i}"),
-            &format!("10.1.{i}.1/24"),
+            Some(&format!("10.1.{i}.1/24")),
             pod,
             "eth0",
-            &format!("10.1.{i}.2/24"),
+            Some(&format!("10.1.{i}.2/24")),
         );
         ip(pod, &["route", "add", "default", "via", &format!("10.1.{i}.1"), "dev", "eth0"]);
     }
@@ -454,7 +265,7 @@ fn ecmp_node_loss_keeps_backends_with_preserve() {
         ip(lb, &["route", "add", "10.200.0.0/24", "via", &format!("10.201.{n}.2"), "dev", "ext"]);
     }
     ip(&podnet, &["route", "add", "10.200.0.0/24", "via", "10.202.1.1", "dev", "l1"]);
-    for ns in &net.created {
+    for ns in net.namespaces() {
         rp_filter_off(ns);
         wait_carrier(ns);
     }
@@ -471,40 +282,22 @@ fn ecmp_node_loss_keeps_backends_with_preserve() {
     // --- pods, config, agents -------------------------------------------
     let recorders = Recorders::start(&pods);
 
-    let config_path = std::env::temp_dir().join(format!("{prefix}.yaml"));
-    net.config = Some(config_path.clone());
     let backends: String = (0..PODS)
         .map(|i| format!("      - \"10.1.{i}.2:{BACKEND_PORT}\"\n"))
         .collect();
     let yaml = format!(
         "services:\n  - name: dns\n    vip: \"{VIP}\"\n    port: {VIP_PORT}\n    protocol: udp\n    source: preserve\n    backends:\n{backends}"
     );
-    std::fs::write(&config_path, &yaml)
-        .unwrap_or_else(|e| panic!("write {}: {e}", config_path.display()));
+    net.write_config(&yaml);
 
     let pin1 = PinDir::new().expect("pin directory for lb1");
     let pin2 = PinDir::new().expect("pin directory for lb2");
-    let start_agent = |ns: &Netns, pin: &Path| -> Agent {
-        let args: Vec<String> = [
-            "agent",
-            "--config",
-            &config_path.display().to_string(),
-            "--interface",
-            "ext",
-            "--interface",
-            "int",
-            "--hash-seed",
-            HASH_SEED,
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        Agent::spawn_args(ns, pin, &args)
-            .unwrap_or_else(|e| panic!("start the agent in {}: {e:#}", ns.name))
+    let start_agent = |ns: &Netns, pin: &PinDir| -> Agent {
+        net.spawn_agent(ns, pin.path(), &["ext", "int"], &["--hash-seed", HASH_SEED])
     };
     let t_agents = Instant::now();
-    let mut agent1 = start_agent(&lb1, pin1.path());
-    let mut agent2 = start_agent(&lb2, pin2.path());
+    let mut agent1 = start_agent(&lb1, &pin1);
+    let mut agent2 = start_agent(&lb2, &pin2);
     agent1
         .wait_healthy(Duration::from_secs(30))
         .unwrap_or_else(|e| panic!("lb1's agent: {e:#}"));

@@ -5,24 +5,13 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::*;
 use xlb_tests::{tcp_probe, Agent, Probe, TcpSession, Topology};
 
 const APPLY: Duration = Duration::from_secs(5);
-
-fn dns(pods: impl IntoIterator<Item = usize>) -> String {
-    svc(
-        "dns",
-        Topology::VIP_V4.into(),
-        53,
-        "udp",
-        "snat",
-        &backends(Fam::V4, pods, UDP_BACKEND_PORT),
-    )
-}
 
 fn sessions(pods: impl IntoIterator<Item = usize>) -> String {
     svc(
@@ -499,10 +488,6 @@ fn wait_log(agent: &Agent, needle: &str, count: usize, timeout: Duration) -> boo
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-fn file_name(p: &Path) -> String {
-    p.file_name().unwrap().to_string_lossy().into_owned()
 }
 
 /// Test 7: a bad file (on change and on SIGHUP) is refused with

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::Value;
 use xlb_tests::k8s::{endpoint, endpoint_slice, endpointslices_path, lb_service};
-use xlb_tests::{spread_udp, udp_echo_server, Topology, NO_REPLY};
+use xlb_tests::{spread_udp, udp_echo_server, ServerHandle, Topology, NO_REPLY};
 
 /// The backend no route leads to at first (nothing in the node namespace
 /// covers 10.99.0.0/16, and the node has no default route).
@@ -29,22 +29,8 @@ fn far_backend() -> String {
 /// `dns` (UDP/53): pod 0 and the unroutable backend; `other` (UDP/54): pod 1.
 fn yaml() -> String {
     config(&[
-        svc(
-            "dns",
-            Topology::VIP_V4.into(),
-            53,
-            "udp",
-            "snat",
-            &[backend(Fam::V4, 0, UDP_BACKEND_PORT), far_backend()],
-        ),
-        svc(
-            "other",
-            Topology::VIP_V4.into(),
-            54,
-            "udp",
-            "snat",
-            &[backend(Fam::V4, 1, UDP_BACKEND_PORT)],
-        ),
+        udp_snat4("dns", 53, &[backend(Fam::V4, 0, UDP_BACKEND_PORT), far_backend()]),
+        udp_snat4("other", 54, &[backend(Fam::V4, 1, UDP_BACKEND_PORT)]),
     ])
 }
 
@@ -62,6 +48,23 @@ fn warnings(log: &str) -> usize {
         .count()
 }
 
+/// Gives pod 1 the address FAR too, with a UDP echo server tagged `far` on
+/// FAR's backend port.
+fn serve_far(topo: &Topology) -> ServerHandle {
+    topo.pods[1]
+        .ip(&["addr", "add", &format!("{FAR}/32"), "dev", "eth0"])
+        .expect("add FAR to pod 1");
+    udp_echo_server(&topo.pods[1], far_backend().parse().unwrap(), "far")
+}
+
+/// Routes FAR through pod 1 (which holds it) in the node namespace.
+fn route_to_far(topo: &Topology) {
+    let via = Topology::pod_addr_v4(1).to_string();
+    topo.node
+        .ip(&["route", "add", &format!("{FAR}/32"), "via", &via, "dev", "p1"])
+        .expect("route to FAR");
+}
+
 fn no_reply(spread: &HashMap<String, usize>) -> usize {
     spread.get(NO_REPLY).copied().unwrap_or(0)
 }
@@ -72,14 +75,7 @@ fn unroutable_backend_does_not_stop_the_agent_and_is_programmed_when_a_route_app
     // Pod 0 and pod 1 serve on their addresses; pod 1 also holds FAR, which
     // the node reaches only once the route below is added.
     env.servers = udp_servers(&env.topo, Fam::V4, 0..2, UDP_BACKEND_PORT);
-    env.topo.pods[1]
-        .ip(&["addr", "add", &format!("{FAR}/32"), "dev", "eth0"])
-        .expect("add FAR to pod 1");
-    env.servers.push(udp_echo_server(
-        &env.topo.pods[1],
-        far_backend().parse().unwrap(),
-        "far",
-    ));
+    env.servers.push(serve_far(&env.topo));
     env.start_agent(&[]);
     let agent = env.agent();
 
@@ -164,35 +160,12 @@ fn unroutable_backend_does_not_stop_the_agent_and_is_programmed_when_a_route_app
     );
 
     // A route to it (through pod 1): programmed without a reload.
-    env.topo
-        .node
-        .ip(&[
-            "route",
-            "add",
-            &format!("{FAR}/32"),
-            "via",
-            &Topology::pod_addr_v4(1).to_string(),
-            "dev",
-            "p1",
-        ])
-        .expect("route to FAR");
-    let start = Instant::now();
-    let deadline = start + Duration::from_secs(10);
-    loop {
-        let rows = cli_json(agent, &["backends", "-o", "json"]);
-        let row = backend_row(&rows, "dns", &far_backend()).expect("far row");
-        if row["state"] == "active" {
-            assert!(row["reason"].is_null(), "{row}");
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "FAR still {row} 10 s after the route was added{}",
-            env.diag()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    eprintln!("programmed {:?} after the route was added", start.elapsed());
+    route_to_far(&env.topo);
+    let took = wait_backend_state(agent, "dns", &far_backend(), "active");
+    eprintln!("programmed {took:?} after the route was added");
+    let rows = cli_json(agent, &["backends", "-o", "json"]);
+    let row = backend_row(&rows, "dns", &far_backend()).expect("far row");
+    assert!(row["reason"].is_null(), "an active backend has no reason: {row}");
     wait_backends(
         agent,
         "dns",
@@ -255,10 +228,7 @@ fn wait_backend_state(
 #[test]
 fn kubernetes_mode_programs_the_rest_and_retries_an_unroutable_endpoint() {
     let c = k8s::Cluster::start(2, &[]);
-    c.topo.pods[1]
-        .ip(&["addr", "add", &format!("{FAR}/32"), "dev", "eth0"])
-        .expect("add FAR to pod 1");
-    let _far = udp_echo_server(&c.topo.pods[1], far_backend().parse().unwrap(), "far");
+    let _far = serve_far(&c.topo);
     // `Cluster` policy: source snat. One endpoint on this node's pod 0,
     // one (on another node) the node has no route to.
     c.create_service(
@@ -308,18 +278,7 @@ fn kubernetes_mode_programs_the_rest_and_retries_an_unroutable_endpoint() {
     );
 
     // A route appears: programmed, new flows reach it.
-    c.topo
-        .node
-        .ip(&[
-            "route",
-            "add",
-            &format!("{FAR}/32"),
-            "via",
-            &Topology::pod_addr_v4(1).to_string(),
-            "dev",
-            "p1",
-        ])
-        .expect("route to FAR");
+    route_to_far(&c.topo);
     let took = wait_backend_state(&c.agent, name, &far_backend(), "active");
     eprintln!("programmed {took:?} after the route was added");
     let spread = spread_udp(&c.topo.client, vip4(53), 60, T);

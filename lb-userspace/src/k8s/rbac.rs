@@ -4,8 +4,13 @@
 //! A unit test compares this list with the rules of `deploy/rbac.yaml`
 //! (a verb granted but not listed here, or listed but not granted, fails),
 //! and the Kubernetes integration tests check that the requests the agent
-//! really sends to the (fake) API server stay within the list. Add a call
-//! here together with the code that makes it.
+//! really sends to the (fake) API server match what the file grants (both
+//! read the file with [`granted`]). Add a call here together with the code
+//! that makes it.
+
+use std::collections::BTreeSet;
+
+use yaml_rust2::{Yaml, YamlLoader};
 
 /// One (API group, resource, verb) the agent uses; `""` is the core group,
 /// subresources are written `resource/sub`.
@@ -42,42 +47,63 @@ pub const API_CALLS: &[ApiCall] = &[
     call("events.k8s.io", "events", "patch"),
 ];
 
-#[cfg(test)]
-mod tests {
-    use std::collections::BTreeSet;
+/// A (API group, resource, verb) an RBAC rule grants, owned.
+pub type Grant = (String, String, String);
 
-    use yaml_rust2::{Yaml, YamlLoader};
+/// What [`granted`] cannot read.
+#[derive(Debug, thiserror::Error)]
+pub enum RbacError {
+    /// The text is not YAML.
+    #[error("the RBAC manifests are not valid YAML ({0}): fix the text at that position")]
+    Yaml(#[from] yaml_rust2::ScanError),
+    /// A ClusterRole or Role without a `rules` list.
+    #[error("{kind} {name:?} has no `rules` list: give it `rules:` with apiGroups, resources and verbs")]
+    NoRules {
+        /// `ClusterRole` or `Role`.
+        kind: String,
+        /// Its `metadata.name` (empty if none).
+        name: String,
+    },
+}
 
-    use super::*;
-
-    /// (group, resource, verb) of every rule of the ClusterRoles and Roles
-    /// in `text`.
-    fn granted(text: &str) -> BTreeSet<(String, String, String)> {
-        let docs = YamlLoader::load_from_str(text).expect("rbac.yaml parses");
-        let strings = |y: &Yaml| -> Vec<String> {
-            y.as_vec()
-                .map(|v| v.iter().filter_map(|s| s.as_str().map(str::to_string)).collect())
-                .unwrap_or_default()
+/// (group, resource, verb) of every rule of the ClusterRoles and Roles in
+/// `manifests` (YAML documents as in `deploy/rbac.yaml`; other kinds are
+/// skipped).
+pub fn granted(manifests: &str) -> Result<BTreeSet<Grant>, RbacError> {
+    let docs = YamlLoader::load_from_str(manifests)?;
+    let strings = |y: &Yaml| -> Vec<String> {
+        y.as_vec()
+            .map(|v| v.iter().filter_map(|s| s.as_str().map(str::to_string)).collect())
+            .unwrap_or_default()
+    };
+    let mut out = BTreeSet::new();
+    for doc in &docs {
+        let kind = match doc["kind"].as_str() {
+            Some(k @ ("ClusterRole" | "Role")) => k,
+            _ => continue,
         };
-        let mut out = BTreeSet::new();
-        for doc in &docs {
-            if !matches!(doc["kind"].as_str(), Some("ClusterRole" | "Role")) {
-                continue;
-            }
-            for rule in doc["rules"].as_vec().expect("rules") {
-                for g in strings(&rule["apiGroups"]) {
-                    for r in strings(&rule["resources"]) {
-                        for v in strings(&rule["verbs"]) {
-                            out.insert((g.clone(), r.clone(), v));
-                        }
+        let rules = doc["rules"].as_vec().ok_or_else(|| RbacError::NoRules {
+            kind: kind.to_string(),
+            name: doc["metadata"]["name"].as_str().unwrap_or_default().to_string(),
+        })?;
+        for rule in rules {
+            for g in strings(&rule["apiGroups"]) {
+                for r in strings(&rule["resources"]) {
+                    for v in strings(&rule["verbs"]) {
+                        out.insert((g.clone(), r.clone(), v));
                     }
                 }
             }
         }
-        out
     }
+    Ok(out)
+}
 
-    fn declared() -> BTreeSet<(String, String, String)> {
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn declared() -> BTreeSet<Grant> {
         API_CALLS
             .iter()
             .map(|c| (c.group.to_string(), c.resource.to_string(), c.verb.to_string()))
@@ -88,7 +114,7 @@ mod tests {
     fn rbac_yaml_grants_exactly_the_calls_the_agent_makes() {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/rbac.yaml");
         let text = std::fs::read_to_string(path).expect("read deploy/rbac.yaml");
-        let granted = granted(&text);
+        let granted = granted(&text).expect("deploy/rbac.yaml");
         let declared = declared();
         let unused: Vec<_> = granted.difference(&declared).collect();
         let missing: Vec<_> = declared.difference(&granted).collect();
@@ -102,11 +128,18 @@ mod tests {
     #[test]
     fn the_comparison_sees_both_directions() {
         let text = "kind: ClusterRole\nrules:\n  - apiGroups: [\"\"]\n    resources: [services, nodes]\n    verbs: [get, list]\n---\nkind: ServiceAccount\n";
-        let g = granted(text);
+        let g = granted(text).expect("test manifests");
         assert_eq!(g.len(), 4);
         assert!(g.contains(&(String::new(), "nodes".into(), "get".into())));
         let d = declared();
         assert!(g.difference(&d).any(|(_, r, v)| r == "services" && v == "get"), "granted, unused");
         assert!(d.difference(&g).any(|(_, r, v)| r == "services" && v == "watch"), "used, not granted");
+    }
+
+    #[test]
+    fn a_role_without_rules_and_bad_yaml_are_errors() {
+        let e = granted("kind: Role\nmetadata:\n  name: xlb\n").unwrap_err();
+        assert!(matches!(&e, RbacError::NoRules { kind, name } if kind == "Role" && name == "xlb"), "{e:?}");
+        assert!(matches!(granted("kind: [Role"), Err(RbacError::Yaml(_))));
     }
 }

@@ -8,6 +8,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -110,6 +111,23 @@ pub fn svc(
         }
     }
     s
+}
+
+/// A UDP service `name` on the IPv4 VIP, port `port`, `source: snat`.
+pub fn udp_snat4(name: &str, port: u16, backends: &[String]) -> String {
+    svc(name, Topology::VIP_V4.into(), port, "udp", "snat", backends)
+}
+
+/// `dns`: UDP/53 on the IPv4 VIP, `source: snat`, to the UDP echo servers
+/// of pods `pods`.
+pub fn dns(pods: impl IntoIterator<Item = usize>) -> String {
+    udp_snat4("dns", 53, &backends(Fam::V4, pods, UDP_BACKEND_PORT))
+}
+
+/// The last component of `p` (e.g. the configuration file's name, as the
+/// agent's `FILE:LINE:` errors print it).
+pub fn file_name(p: &Path) -> String {
+    p.file_name().unwrap().to_string_lossy().into_owned()
 }
 
 /// A whole configuration file from service entries.
