@@ -573,7 +573,7 @@ impl Bench {
             maps.tx_ports.insert(i, i, None, 0)?;
         }
         // No flood guard: every new flow takes the insert path.
-        maps.settings.set(0, lb_common::settings::Settings { new_flows_per_cpu: 0, _pad: 0 }, 0)?;
+        maps.settings.set(0, lb_common::settings::Settings { new_flows_per_cpu: 0, node_tag: 0 }, 0)?;
 
         // The bench object: harness, baseline, minimal forwarder.
         let mut bench = aya::EbpfLoader::new()
