@@ -40,37 +40,35 @@
 //! both before and after it. The data path writes `XLB_AFFINITY`; the
 //! writer deletes a service's entries when it removes the service or turns
 //! its affinity off (entries are also validated by backend generation, so
+mod apply;
 pub mod encode;
+pub mod ops;
+mod plan;
 mod regions;
 mod restore;
 mod routes;
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
+    collections::{BTreeSet, HashMap},
     net::SocketAddr,
-    sync::atomic::{fence, Ordering},
     time::Instant,
 };
 
 use aya::maps::MapError;
-use encode::unroutable_snat;
 pub use encode::{
     addr16, ip_from16, name_from, name_to, range_entries, range_key, range_net, service_key, unroutable_reason, RangeEntry,
 };
-use lb_common::{
-    AffinityKey, Backend, Counter, Service, ServiceKey, ServiceSlot, AFFINITY_ENTRIES, BE_F_ACTIVE, BE_F_UNROUTABLE,
-    DEFAULT_TCP_TIMEOUT, DEFAULT_UDP_TIMEOUT, MAX_BACKENDS, MAX_SERVICES, RANGE_ENTRIES, SVC_F_IPV6, SVC_F_RANGES, SVC_F_SNAT,
-    prefilter::{prefilter_bit_of, PREFILTER_BACKENDS, PREFILTER_ENTRIES, PREFILTER_READY, PREFILTER_VIPS},
-};
+use lb_common::{prefilter::PREFILTER_ENTRIES, Backend, ServiceKey, MAX_BACKENDS, MAX_SERVICES, RANGE_ENTRIES};
+use tracing::warn;
+pub use ops::{MapOps, MemoryMaps, Op};
+use plan::Programmed;
 pub use regions::{restore_regions, Pair, RegionAllocator, GRACE};
 pub use routes::RouteChanges;
 use routes::Routes;
-use tracing::{debug, info, warn};
 
 use crate::{
-    maglev,
     maps::Maps,
-    model::{DesiredState, ServiceSpec, SourceMode},
+    model::{DesiredState, ServiceSpec},
 };
 
 /// A failure to program the maps.
@@ -104,44 +102,6 @@ pub enum WriteError {
 fn map_err(map: &'static str) -> impl Fn(MapError) -> WriteError {
     move |source| WriteError::Map { map, source }
 }
-/// One service as it sits in the maps.
-#[derive(Clone, Debug)]
-struct Programmed {
-    value: Service,
-    name: String,
-    /// Active backends: address → (id, weight).
-    backends: BTreeMap<SocketAddr, (u32, u32)>,
-    /// The regions of its table (`None` when `table_size` is 0, or when a
-    /// restored value named no valid pair).
-    pair: Option<Pair>,
-    /// The live table is the one its backends, size and seed give (false:
-    /// rebuild it on the next apply).
-    table_ok: bool,
-    /// The spec it was programmed from (`None` when restored from the
-    /// maps), and the [`Routes`] epoch its SNAT addresses were resolved in:
-    /// while both still hold, `apply` skips the service without looking
-    /// further.
-    spec: Option<ServiceSpec>,
-    route_epoch: u64,
-    /// Its entries in `XLB_RANGES`.
-    ranges: BTreeSet<RangeEntry>,
-    /// Backends without a route (written with [`BE_F_UNROUTABLE`], in no
-    /// table): address → slot.
-    unroutable: BTreeMap<SocketAddr, Unroutable>,
-}
-
-/// A backend slot held by a backend the node has no route to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Unroutable {
-    id: u32,
-    /// Its warning was logged (once per backend while it stays unroutable).
-    warned: bool,
-}
-
-/// The SNAT source address of each backend of a service (zeros for
-/// `source: preserve`), or the error of its route lookup.
-type Resolved = Vec<Result<[u8; 16], std::io::Error>>;
-
 /// What an `apply` changed.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ApplyReport {
@@ -158,9 +118,11 @@ pub struct ApplyReport {
     pub affinity_deleted: usize,
 }
 
-/// Owns the maps and knows what they hold.
-pub struct MapWriter {
-    maps: Maps,
+/// Owns the maps and knows what they hold. `M` is what performs the
+/// writes: the real maps ([`Maps`], the default), or [`MemoryMaps`] (see
+/// [`MapWriter::in_memory`]).
+pub struct MapWriter<M: MapOps = Maps> {
+    maps: M,
     services: HashMap<ServiceKey, Programmed>,
     /// Mirror of the backend array (generations survive deactivation).
     backends: Vec<Backend>,
@@ -169,8 +131,6 @@ pub struct MapWriter {
     regions: RegionAllocator,
     /// Pairs given up, reusable after [`GRACE`].
     retired: Vec<(Pair, Instant)>,
-    /// Table build buffer.
-    scratch: Vec<u32>,
     /// Table entries written by the current `apply`.
     table_writes: usize,
     /// Service ids not in use (lowest first).
@@ -197,13 +157,48 @@ pub struct MapWriter {
     prefilter_ready: bool,
 }
 
-
 impl MapWriter {
     /// Read access to the maps (for the interface setup).
     pub fn maps_mut(&mut self) -> &mut Maps {
         &mut self.maps
     }
+}
 
+impl MapWriter<MemoryMaps> {
+    /// A writer on empty in-memory maps with a table array of `table_len`
+    /// entries: no system call, no root (routes are looked up, uncached,
+    /// only for `source: snat` without `snat_address`). Its maps record
+    /// every write in order ([`MemoryMaps::log`]).
+    pub fn in_memory(table_len: u32, seed: u32) -> Self {
+        let mut w = Self {
+            maps: MemoryMaps::new(table_len),
+            services: HashMap::new(),
+            backends: vec![Backend::default(); MAX_BACKENDS as usize],
+            seed,
+            regions: RegionAllocator::new(table_len),
+            retired: Vec::new(),
+            table_writes: 0,
+            free_services: (0..MAX_SERVICES).collect(),
+            free_backends: (0..MAX_BACKENDS).collect(),
+            vips: HashMap::new(),
+            routes: Routes::unwatched(),
+            range_count: 0,
+            range_writes: 0,
+            purge: BTreeSet::new(),
+            prefilter: vec![0; PREFILTER_ENTRIES as usize],
+            prefilter_ready: false,
+        };
+        w.sync_prefilter(&[], &[]).expect("in-memory maps do not fail");
+        w
+    }
+
+    /// The in-memory maps (and their log of writes).
+    pub fn memory(&mut self) -> &mut MemoryMaps {
+        &mut self.maps
+    }
+}
+
+impl<M: MapOps> MapWriter<M> {
     /// Number of programmed services.
     pub fn len(&self) -> usize {
         self.services.len()
@@ -346,529 +341,9 @@ impl MapWriter {
             None => Ok(report),
         }
     }
-
-    /// Deletes the `XLB_AFFINITY` entries of the services in `purge` (one
-    /// pass over the table, only when there is any); returns how many.
-    /// Failures are logged, not returned: an entry left behind is ignored
-    /// while its service has no affinity, and never names a backend of
-    /// another service (generations).
-    fn purge_affinity(&mut self) -> usize {
-        if self.purge.is_empty() {
-            return 0;
-        }
-        let purge = std::mem::take(&mut self.purge);
-        // The data path adds and evicts entries meanwhile: bound the walk.
-        let keys: Vec<AffinityKey> = self
-            .maps
-            .affinity
-            .keys()
-            .take(2 * AFFINITY_ENTRIES as usize)
-            .filter_map(Result::ok)
-            .filter(|k| purge.contains(&k.service_id))
-            .collect();
-        let mut deleted = 0;
-        for k in keys {
-            match self.maps.affinity.remove(&k) {
-                Ok(()) => deleted += 1,
-                Err(MapError::KeyNotFound) => {}
-                Err(e) => {
-                    warn!(error = %e, "deleting session-affinity entries");
-                    break;
-                }
-            }
-        }
-        debug!(services = ?purge, deleted, "session-affinity entries deleted");
-        deleted
-    }
-
-    /// Adds (`add`) or deletes a service's `XLB_RANGES` entries.
-    fn write_ranges<'a>(
-        &mut self,
-        id: u32,
-        entries: impl Iterator<Item = &'a RangeEntry>,
-        add: bool,
-    ) -> Result<bool, WriteError> {
-        let mut any = false;
-        for e in entries {
-            let key = range_key(id, *e);
-            if add {
-                self.maps.ranges.insert(&key, 1, 0).map_err(map_err("source ranges"))?;
-                self.range_count += 1;
-            } else {
-                match self.maps.ranges.remove(&key) {
-                    Ok(()) => self.range_count = self.range_count.saturating_sub(1),
-                    Err(MapError::KeyNotFound) => {}
-                    Err(e) => return Err(map_err("source ranges")(e)),
-                }
-            }
-            self.range_writes += 1;
-            any = true;
-        }
-        Ok(any)
-    }
-
-    /// Keeps `XLB_VIPS` (VIP → number of services on it; the data path
-    /// answers pings to these) in step with the programmed services.
-    fn sync_vips(&mut self) -> Result<(), WriteError> {
-        let mut wanted: HashMap<[u8; 16], u32> = HashMap::new();
-        for key in self.services.keys() {
-            *wanted.entry(key.addr).or_default() += 1;
-        }
-        let gone: Vec<[u8; 16]> = self.vips.keys().filter(|v| !wanted.contains_key(*v)).copied().collect();
-        for vip in gone {
-            match self.maps.vips.remove(&vip) {
-                Ok(()) | Err(MapError::KeyNotFound) => {}
-                Err(e) => return Err(map_err("vips")(e)),
-            }
-            self.vips.remove(&vip);
-        }
-        for (vip, n) in wanted {
-            if self.vips.get(&vip) != Some(&n) {
-                self.maps.vips.insert(vip, n, 0).map_err(map_err("vips"))?;
-                self.vips.insert(vip, n);
-            }
-        }
-        Ok(())
-    }
-
-    /// Brings `XLB_PREFILTER` to the programmed VIPs and active backends'
-    /// addresses plus `vips` and `backends` (about to be programmed),
-    /// writing only the words that differ, then sets its ready word.
-    fn sync_prefilter(&mut self, vips: &[[u8; 16]], backends: &[[u8; 16]]) -> Result<(), WriteError> {
-        let mut want = vec![0u64; PREFILTER_ENTRIES as usize];
-        let mut set = |base: u32, a: &[u8; 16]| {
-            let (w, m) = prefilter_bit_of(a);
-            want[(base + w) as usize] |= m;
-        };
-        for a in self.services.keys().map(|k| &k.addr).chain(vips) {
-            set(PREFILTER_VIPS, a);
-        }
-        for a in self.backends.iter().filter(|b| b.flags & BE_F_ACTIVE != 0).map(|b| &b.addr).chain(backends) {
-            set(PREFILTER_BACKENDS, a);
-        }
-        for i in 0..PREFILTER_READY {
-            let w = want[i as usize];
-            if self.prefilter[i as usize] != w {
-                self.maps.prefilter.set(i, w, 0).map_err(map_err("prefilter"))?;
-                self.prefilter[i as usize] = w;
-            }
-        }
-        if !self.prefilter_ready {
-            self.maps.prefilter.set(PREFILTER_READY, 1, 0).map_err(map_err("prefilter"))?;
-            self.prefilter_ready = true;
-        }
-        Ok(())
-    }
-
-    /// Returns retired pairs to the allocator: those older than [`GRACE`],
-    /// or, with `wait`, all of them after sleeping out the youngest's grace.
-    fn reclaim(&mut self, wait: bool) {
-        if wait {
-            if let Some(youngest) = self.retired.iter().map(|(_, t)| *t).max() {
-                let left = GRACE.saturating_sub(youngest.elapsed());
-                if !left.is_zero() {
-                    std::thread::sleep(left);
-                }
-            }
-        }
-        let now = Instant::now();
-        let regions = &mut self.regions;
-        self.retired.retain(|(p, t)| {
-            if now.duration_since(*t) >= GRACE {
-                regions.free(p.base, p.entries());
-                false
-            } else {
-                true
-            }
-        });
-    }
-
-    fn retire(&mut self, pair: Pair) {
-        self.retired.push((pair, Instant::now()));
-    }
-
-    /// Allocates a pair of regions of `size` entries for `service`.
-    fn alloc_pair(&mut self, service: &str, size: u32) -> Result<Pair, WriteError> {
-        let need = 2 * size as u64;
-        let mut base = self.regions.alloc(need);
-        if base.is_none() && !self.retired.is_empty() {
-            self.reclaim(true);
-            base = self.regions.alloc(need);
-        }
-        match base {
-            Some(base) => Ok(Pair { base, size }),
-            None => Err(WriteError::TableFull {
-                service: service.to_owned(),
-                size,
-                need,
-                free: self.regions.free_entries(),
-                largest: self.regions.largest_free(),
-                total: self.regions.len(),
-            }),
-        }
-    }
-
-    /// The lowest service id not in use.
-    fn free_service_id(&self) -> Result<u32, WriteError> {
-        self.free_services.first().copied().ok_or(WriteError::TooManyServices)
-    }
-
-    /// The lowest backend slot without an active backend, other than `taken`.
-    fn free_backend_id(&self, taken: &BTreeSet<u32>) -> Result<u32, WriteError> {
-        self.free_backends.iter().find(|i| !taken.contains(i)).copied().ok_or(WriteError::TooManyBackends)
-    }
-
-    fn write_backend(&mut self, id: u32, value: Backend) -> Result<(), WriteError> {
-        self.maps.backends.set(id, value, 0).map_err(map_err("backends"))?;
-        self.backends[id as usize] = value;
-        if value.flags & (BE_F_ACTIVE | BE_F_UNROUTABLE) != 0 {
-            self.free_backends.remove(&id);
-        } else {
-            self.free_backends.insert(id);
-        }
-        Ok(())
-    }
-
-    fn zero_stats(&mut self, service: Option<u32>, backend: Option<u32>) -> Result<(), WriteError> {
-        let cpus = aya::util::nr_cpus().map_err(|(_, e)| WriteError::Cpus(e))?;
-        let zeros = || aya::maps::PerCpuValues::try_from(vec![Counter::default(); cpus]).map_err(WriteError::Cpus);
-        if let Some(id) = service {
-            self.maps.service_stats.set(id, zeros()?, 0).map_err(map_err("service stats"))?;
-        }
-        if let Some(id) = backend {
-            self.maps.backend_stats.set(id, zeros()?, 0).map_err(map_err("backend stats"))?;
-        }
-        Ok(())
-    }
-
-    fn apply_service(&mut self, spec: &ServiceSpec) -> Result<Change, WriteError> {
-        let key = service_key(spec.vip, spec.port, spec.protocol);
-        // Programmed from this very spec, with the same seed, and (when its
-        // SNAT addresses come from the routes) no routing change since: the
-        // maps already hold exactly what the full path below would write.
-        if let Some(p) = self.services.get(&key) {
-            let routed = spec.source == SourceMode::Snat && spec.snat_address.is_none() && !spec.backends.is_empty();
-            if p.table_ok
-                && p.value.hash_seed == self.seed
-                && (!routed || p.route_epoch == self.routes.epoch)
-                && p.spec.as_ref() == Some(spec)
-            {
-                return Ok(Change::Unchanged);
-            }
-        }
-        let old = self.services.get(&key).cloned();
-        let id = match &old {
-            Some(p) => p.value.id,
-            None => self.free_service_id()?,
-        };
-        // Each backend's SNAT source address: one without a route is
-        // written unroutable (no flow picks it) and retried when the
-        // routing changes; it does not hold up the others.
-        let resolved = self.resolve(spec);
-        // The table's size, and its space, first: a full array fails the
-        // service before anything of it is written.
-        let usable = spec.backends.iter().zip(&resolved).any(|(b, r)| b.weight > 0 && r.is_ok());
-        let size = if usable { spec.maglev_table_size.unwrap_or(maglev::DEFAULT_SIZE) } else { 0 };
-        let ranges = range_entries(spec);
-        let adding = match &old {
-            Some(p) => ranges.difference(&p.ranges).count(),
-            None => ranges.len(),
-        };
-        if self.range_count + adding > RANGE_ENTRIES as usize {
-            return Err(WriteError::TooManyRanges { service: spec.name.clone(), adding, total: self.range_count + adding });
-        }
-        let kept_pair = old.as_ref().and_then(|p| p.pair).filter(|p| p.size == size);
-        let new_pair = if size > 0 && kept_pair.is_none() { Some(self.alloc_pair(&spec.name, size)?) } else { None };
-        let result = self.write_service(spec, &resolved, key, old, id, size, kept_pair.or(new_pair));
-        if result.is_err() {
-            if let Some(p) = new_pair {
-                // Nothing refers to it yet.
-                self.regions.free(p.base, p.entries());
-            }
-            // Part of it may have been written: the next apply takes the
-            // full path whatever the spec.
-            if let Some(p) = self.services.get_mut(&key) {
-                p.spec = None;
-            }
-        }
-        result
-    }
-
-    /// The SNAT source address of each of `spec`'s backends (see [`Resolved`]).
-    fn resolve(&mut self, spec: &ServiceSpec) -> Resolved {
-        spec.backends
-            .iter()
-            .map(|b| match (spec.source, spec.snat_address) {
-                (SourceMode::Preserve, _) => Ok([0; 16]),
-                (SourceMode::Snat, Some(a)) => Ok(addr16(a)),
-                (SourceMode::Snat, None) => self.routes.source(b.addr.ip()).map(addr16),
-            })
-            .collect()
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn write_service(
-        &mut self,
-        spec: &ServiceSpec,
-        resolved: &Resolved,
-        key: ServiceKey,
-        old: Option<Programmed>,
-        id: u32,
-        size: u32,
-        pair: Option<Pair>,
-    ) -> Result<Change, WriteError> {
-        let ranges = range_entries(spec);
-        if old.is_none() {
-            self.zero_stats(Some(id), None)?;
-        }
-
-        // 1. Backends: keep the ids of those that remain, add new ones;
-        //    those without a route are written unroutable (inactive).
-        let mut backends = BTreeMap::new();
-        let mut unroutable = BTreeMap::new();
-        let mut taken = BTreeSet::new();
-        let mut changed = false;
-        // Active backends that lost their route: written in 4, after the
-        // table that no longer holds them.
-        let mut lost_route = Vec::new();
-        for (b, snat) in spec.backends.iter().zip(resolved) {
-            let was_active = old.as_ref().and_then(|p| p.backends.get(&b.addr)).map(|(id, _)| *id);
-            let was_unroutable = old.as_ref().and_then(|p| p.unroutable.get(&b.addr)).copied();
-            let existing = was_active.or(was_unroutable.map(|u| u.id));
-            let (bid, generation) = match existing {
-                // Active → unroutable: a new generation, so that its flows
-                // (re-picked now) never come back to it.
-                Some(bid) if was_active.is_some() && snat.is_err() => (bid, self.backends[bid as usize].generation.wrapping_add(1)),
-                Some(bid) => (bid, self.backends[bid as usize].generation),
-                None => {
-                    let bid = self.free_backend_id(&taken)?;
-                    (bid, self.backends[bid as usize].generation.wrapping_add(1))
-                }
-            };
-            taken.insert(bid);
-            let (flags, snat_addr) = match snat {
-                Ok(a) => (BE_F_ACTIVE, *a),
-                Err(e) => (BE_F_UNROUTABLE, unroutable_snat(e)),
-            };
-            let value = Backend {
-                addr: addr16(b.addr.ip()),
-                port: b.addr.port().to_be(),
-                flags,
-                service_id: id,
-                generation,
-                weight: b.weight as u32,
-                snat_addr,
-            };
-            if was_active.is_some() && snat.is_err() {
-                lost_route.push((bid, value));
-            } else if self.backends[bid as usize] != value {
-                // A slot never used (generation 0) has never been counted.
-                if existing.is_none() && self.backends[bid as usize].generation != 0 {
-                    self.zero_stats(None, Some(bid))?;
-                }
-                self.write_backend(bid, value)?;
-                changed = true;
-            }
-            match snat {
-                Ok(_) => {
-                    if was_unroutable.is_some() {
-                        info!(service = %spec.name, backend = %b.addr, "backend has a route now: programmed");
-                    }
-                    backends.insert(b.addr, (bid, b.weight as u32));
-                }
-                Err(e) => {
-                    if !was_unroutable.is_some_and(|u| u.warned) {
-                        warn!(
-                            service = %spec.name,
-                            backend = %b.addr,
-                            error = %e,
-                            "no route to the backend, so no SNAT source address: it takes no new flows until a route \
-                             to it appears (tried again on every routing change); add a route or set snat_address"
-                        );
-                    }
-                    unroutable.insert(b.addr, Unroutable { id: bid, warned: true });
-                }
-            }
-        }
-
-        // 2. The lookup table, when its inputs (backends and weights, size,
-        //    seed) changed: into the region not in use, entries that differ
-        //    only.
-        let unchanged = old.as_ref().is_some_and(|p| {
-            p.table_ok
-                && p.backends == backends
-                && p.value.table_size == size
-                && p.value.hash_seed == self.seed
-                && (size == 0 || p.pair == pair)
-        });
-        let table_offset = match (pair, &old) {
-            (None, _) => 0,
-            (Some(_), Some(p)) if unchanged => p.value.table_offset,
-            (Some(pair), _) => {
-                let target = match &old {
-                    Some(p) if p.pair == Some(pair) => pair.twin(p.value.table_offset),
-                    _ => pair.base,
-                };
-                let entries: Vec<maglev::Entry> = backends
-                    .iter()
-                    .map(|(addr, (bid, w))| maglev::Entry { name: addr.to_string(), id: *bid, weight: *w })
-                    .collect();
-                maglev::build_into(&entries, size, self.seed, &mut self.scratch);
-                let region = self.maps.table.region(target, size).expect("pairs lie within the table array");
-                let mut written = 0;
-                for (slot, want) in region.slots().zip(&self.scratch) {
-                    if slot.load(Ordering::Relaxed) != *want {
-                        slot.store(*want, Ordering::Relaxed);
-                        written += 1;
-                    }
-                }
-                // The entries before the service value that publishes them.
-                fence(Ordering::SeqCst);
-                self.table_writes += written;
-                debug!(service = %spec.name, offset = target, size, written, "lookup table written");
-                target
-            }
-        };
-        let table_size = if pair.is_some() { size } else { 0 };
-
-        // 3. New source ranges, before the service value that may set the
-        //    flag; then the service value, which switches the data path over.
-        let empty = BTreeSet::new();
-        let old_ranges = old.as_ref().map_or(&empty, |p| &p.ranges);
-        let added: Vec<RangeEntry> = ranges.difference(old_ranges).copied().collect();
-        let gone: Vec<RangeEntry> = old_ranges.difference(&ranges).copied().collect();
-        if self.write_ranges(id, added.iter(), true)? {
-            changed = true;
-        }
-        // Recorded at once, so a failure below leaves the mirror knowing
-        // what the trie holds.
-        if let Some(p) = self.services.get_mut(&key) {
-            p.ranges.extend(added.iter().copied());
-        }
-        let mut flags = 0;
-        if spec.source == SourceMode::Snat {
-            flags |= SVC_F_SNAT;
-        }
-        if spec.vip.is_ipv6() {
-            flags |= SVC_F_IPV6;
-        }
-        if !spec.source_ranges.is_empty() {
-            flags |= SVC_F_RANGES;
-        }
-        let value = Service {
-            id,
-            flags,
-            table_offset,
-            table_size,
-            udp_timeout: spec.udp_timeout.unwrap_or(DEFAULT_UDP_TIMEOUT),
-            tcp_timeout: spec.tcp_timeout.unwrap_or(DEFAULT_TCP_TIMEOUT),
-            hash_seed: self.seed,
-            affinity_timeout: spec.affinity_timeout.unwrap_or(0),
-        };
-        if old.as_ref().map(|p| p.name.as_str()) != Some(spec.name.as_str()) {
-            self.maps.names.set(id, name_to(&spec.name), 0).map_err(map_err("service names"))?;
-            changed = true;
-        }
-        if old.as_ref().map(|p| p.value) != Some(value) {
-            self.maps.services.insert(key, value, 0).map_err(map_err("services"))?;
-            self.write_slot(id, ServiceSlot { key, _pad: 0, svc: value })?;
-            changed = true;
-        }
-        // Prefixes that went, after the value (which no longer has the flag
-        // when none is left).
-        if self.write_ranges(id, gone.iter(), false)? {
-            changed = true;
-        }
-        if old.as_ref().is_some_and(|p| p.value.affinity_timeout != 0) && value.affinity_timeout == 0 {
-            self.purge.insert(id);
-        }
-
-        // 4. Backends that left, or lost their route: deactivate (their flows
-        //    re-pick on their next packet).
-        for (bid, value) in lost_route {
-            self.write_backend(bid, value)?;
-            changed = true;
-        }
-        if let Some(p) = &old {
-            let left = p.backends.iter().map(|(a, (bid, _))| (a, *bid)).chain(p.unroutable.iter().map(|(a, u)| (a, u.id)));
-            for (addr, bid) in left {
-                if !backends.contains_key(addr) && !unroutable.contains_key(addr) {
-                    let mut b = self.backends[bid as usize];
-                    b.flags &= !(BE_F_ACTIVE | BE_F_UNROUTABLE);
-                    self.write_backend(bid, b)?;
-                    changed = true;
-                    debug!(service = %spec.name, backend = %addr, "backend removed");
-                }
-            }
-        }
-
-        // 5. Regions no longer used: retire (reused after the grace period).
-        if let Some(op) = old.as_ref().and_then(|p| p.pair) {
-            if Some(op) != pair {
-                self.retire(op);
-            }
-        }
-        self.free_services.remove(&id);
-        let route_epoch = self.routes.epoch;
-        self.services.insert(
-            key,
-            Programmed {
-                value,
-                name: spec.name.clone(),
-                backends,
-                pair,
-                table_ok: true,
-                spec: Some(spec.clone()),
-                route_epoch,
-                ranges,
-                unroutable,
-            },
-        );
-        Ok(match (old.is_some(), changed) {
-            (false, _) => Change::Added,
-            (true, true) => Change::Updated,
-            (true, false) => Change::Unchanged,
-        })
-    }
-
-    /// Writes a service's slot in `XLB_SVC_SLOTS` (the established path's
-    /// mirror of `XLB_SERVICES`, see `lb_common::ServiceSlot`).
-    fn write_slot(&mut self, id: u32, slot: ServiceSlot) -> Result<(), WriteError> {
-        self.maps.service_slots.set(id, slot, 0).map_err(map_err("service slots"))
-    }
-
-    fn remove_service(&mut self, key: &ServiceKey) -> Result<(), WriteError> {
-        let Some(p) = self.services.remove(key) else { return Ok(()) };
-        match self.maps.services.remove(key) {
-            Ok(()) | Err(MapError::KeyNotFound) => {}
-            Err(e) => return Err(map_err("services")(e)),
-        }
-        // After the service's key is gone: its flows then find neither.
-        if self.maps.service_slots.get(&p.value.id, 0).is_ok_and(|sl| sl.key == *key) {
-            self.write_slot(p.value.id, ServiceSlot::default())?;
-        }
-        if let Some(pair) = p.pair {
-            self.retire(pair);
-        }
-        self.write_ranges(p.value.id, p.ranges.iter(), false)?;
-        if p.value.affinity_timeout != 0 {
-            self.purge.insert(p.value.id);
-        }
-        // (Restored maps may, if corrupt, give two services one id.)
-        if !self.services.values().any(|q| q.value.id == p.value.id) {
-            self.free_services.insert(p.value.id);
-        }
-        for bid in p.backends.values().map(|(bid, _)| *bid).chain(p.unroutable.values().map(|u| u.id)) {
-            let mut b = self.backends[bid as usize];
-            b.flags &= !(BE_F_ACTIVE | BE_F_UNROUTABLE);
-            self.write_backend(bid, b)?;
-        }
-        self.maps.names.set(p.value.id, name_to(""), 0).map_err(map_err("service names"))?;
-        debug!(service = %p.name, "service removed");
-        Ok(())
-    }
 }
 
+/// What `apply` did to one service.
 enum Change {
     Added,
     Updated,

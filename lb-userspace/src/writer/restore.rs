@@ -17,7 +17,8 @@ use super::{
     map_err,
     regions::restore_regions,
     routes::Routes,
-    MapWriter, Programmed, Unroutable, WriteError,
+    plan::{Programmed, Unroutable},
+    MapWriter, WriteError,
 };
 use crate::maps::Maps;
 
@@ -140,7 +141,6 @@ impl MapWriter {
             seed,
             regions,
             retired: Vec::new(),
-            scratch: Vec::new(),
             table_writes: 0,
             free_services,
             free_backends,

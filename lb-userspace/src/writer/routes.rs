@@ -35,6 +35,12 @@ impl Routes {
         Self { watch, epoch: 1, cache: HashMap::new(), probes: [None, None] }
     }
 
+    /// Without a notification socket: nothing cached, every refresh a new
+    /// epoch (the in-memory writer's, which opens no socket).
+    pub(super) fn unwatched() -> Self {
+        Self { watch: None, epoch: 1, cache: HashMap::new(), probes: [None, None] }
+    }
+
     /// Reads every pending notification; true when there was any (or the
     /// socket overflowed, or there is no socket).
     fn changed(&mut self) -> bool {
