@@ -1,4 +1,5 @@
-//! The writer's tests on real maps (root and bpffs), and helpers.
+//! The writer's tests on real maps (root and bpffs), and helpers; the
+//! plan's, on in-memory maps, in `tests/plan.rs`.
 use std::{
     collections::{BTreeSet, HashMap},
     net::SocketAddr,
@@ -14,6 +15,8 @@ use crate::{
     maps::Maps,
     model::{DesiredState, Protocol, ServiceSpec, SourceMode},
 };
+
+mod plan;
 
 /// Root and a bpffs at /sys/fs/bpf, which the tests below need.
 fn bpf_available() -> bool {
