@@ -4,6 +4,19 @@
 //! first, then the lookup table (into the region the service does not use),
 //! then the service value that switches to it; removals in reverse.
 //!
+//! # Plan, then apply
+//!
+//! - `plan`: pure; a service's spec and what the maps hold of
+//!   it (the writer's mirrors) → a list of [`Op`]s in that order.
+//! - `apply`: performs the ops in order through a [`MapOps`] — the real
+//!   maps ([`Maps`]) or [`MemoryMaps`], which makes no system call and
+//!   records every op ([`MapWriter::in_memory`]) — keeping the mirrors in
+//!   step with each op that succeeds.
+//! - [`encode`]: addresses, keys, names and source-range entries, shared
+//!   with `reader.rs`; `regions`: the table array's allocator; `restore`:
+//!   restore from pins; `routes`: route lookups and routing-change
+//!   notifications (unroutable backends).
+//!
 //! # Lookup-table regions
 //!
 //! All services' Maglev tables live in one flat array, `XLB_TABLE` (Katran's
