@@ -10,7 +10,7 @@ use serde::Serialize;
 use crate::{
     maps::{sum_counter, Maps},
     model::Protocol,
-    writer::{ip_from16, name_from, range_net, unroutable_reason},
+    writer::encode::{ip_from16, name_from, range_net, unroutable_reason},
 };
 
 /// A failure to read a map.

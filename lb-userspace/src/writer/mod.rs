@@ -1,0 +1,367 @@
+//! The map writer: the only writer of the configuration maps. It diffs a
+//! desired state against what the maps hold and writes only the difference,
+//! in an order that never lets a packet see a half-built service: backends
+//! first, then the lookup table (into the region the service does not use),
+//! then the service value that switches to it; removals in reverse.
+//!
+//! # Plan, then apply
+//!
+//! - `plan`: pure; a service's spec and what the maps hold of
+//!   it (the writer's mirrors) → a list of [`Op`]s in that order.
+//! - `apply`: performs the ops in order through a [`MapOps`] — the real
+//!   maps ([`Maps`]) or [`MemoryMaps`], which makes no system call and
+//!   records every op ([`MapWriter::in_memory`]) — keeping the mirrors in
+//!   step with each op that succeeds.
+//! - [`encode`]: addresses, keys, names and source-range entries, shared
+//!   with `reader.rs`; `regions`: the table array's allocator; `restore`:
+//!   restore from pins; `routes`: route lookups and routing-change
+//!   notifications (unroutable backends).
+//!
+//! # Lookup-table regions
+//!
+//! All services' Maglev tables live in one flat array, `XLB_TABLE` (Katran's
+//! layout too), mapped into this process ([`crate::maps::Table`]) so that
+//! reading, comparing and writing entries costs no system call. A service
+//! whose table has `M` slots owns a [`Pair`] of adjacent regions of `M`
+//! entries: A = `[base, base+M)` and B = `[base+M, base+2M)`. Its service
+//! value's `table_offset`/`table_size` name the live one. A new table is
+//! written into the other region, only the entries that differ from what
+//! that region already holds, and then the service value is switched to it:
+//! one map update, so a packet sees the old table or the new one, never a
+//! half-written one.
+//!
+//! Pairs are carved out of the array by a first-fit [`RegionAllocator`] in
+//! units of two entries starting at offset 0, so every `base` is even; `M` is
+//! an odd prime, so the parity of the live offset tells which half is live:
+//! even → A (`base = table_offset`), odd → B (`base = table_offset − M`).
+//! The service values alone thus record every pair, and
+//! [`MapWriter::restore`] rebuilds the allocator from them (and checks that
+//! each live table holds only that service's backends). A service without a
+//! usable backend has `table_size` 0 and no pair. A pair given up (service
+//! removed, table size changed, no usable backend left) is reused only after
+//! [`GRACE`], so a packet that read the old service value just before the
+//! switch never reads another service's table.
+//!
+//! # Source ranges and session affinity
+//!
+//! A service's `source_ranges` are entries of the `XLB_RANGES` LPM trie
+//! keyed by (service id, prefix), and the `SVC_F_RANGES` flag in its value
+//! makes the data path look them up. They are diffed like the rest: new
+//! prefixes are added before the service value (which sets the flag), and
+//! prefixes that went are deleted after it (which, when none is left,
+//! clears the flag first); so a change never shuts out a client allowed
+//! both before and after it. The data path writes `XLB_AFFINITY`; the
+//! writer deletes a service's entries when it removes the service or turns
+//! its affinity off (entries are also validated by backend generation, so
+mod apply;
+pub mod encode;
+pub mod ops;
+mod plan;
+mod regions;
+mod restore;
+mod routes;
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    net::SocketAddr,
+    time::Instant,
+};
+
+use aya::maps::MapError;
+pub use encode::{
+    addr16, ip_from16, name_from, name_to, range_entries, range_key, range_net, service_key, unroutable_reason, RangeEntry,
+};
+use lb_common::{prefilter::PREFILTER_ENTRIES, Backend, ServiceKey, MAX_BACKENDS, MAX_SERVICES, RANGE_ENTRIES};
+use tracing::warn;
+pub use ops::{MapOps, MemoryMaps, Op};
+use plan::Programmed;
+pub use regions::{restore_regions, Pair, RegionAllocator, GRACE};
+pub use routes::RouteChanges;
+use routes::Routes;
+
+use crate::{
+    maps::Maps,
+    model::{DesiredState, ServiceSpec},
+};
+
+/// A failure to program the maps.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("writing map {map}: {source}")]
+    Map {
+        map: &'static str,
+        #[source]
+        source: MapError,
+    },
+    #[error("reading the CPU count: {0}")]
+    Cpus(std::io::Error),
+    #[error("too many services: the data path holds at most {MAX_SERVICES}")]
+    TooManyServices,
+    #[error("too many backends: the data path holds at most {MAX_BACKENDS} over all services")]
+    TooManyBackends,
+    #[error(
+        "service {service}: the lookup-table array is full: its two tables of {size} entries need {need} \
+         contiguous entries, but only {free} of {total} are free (largest free piece: {largest}); \
+         lower maglev_table_size (of this or other services) or raise the agent's --table-entries"
+    )]
+    TableFull { service: String, size: u32, need: u64, free: u64, largest: u32, total: u32 },
+    #[error(
+        "service {service}: too many source ranges: its {adding} new prefixes would make {total} over all services, \
+         and the data path holds at most {RANGE_ENTRIES}; use fewer, wider source_ranges"
+    )]
+    TooManyRanges { service: String, adding: usize, total: usize },
+}
+
+fn map_err(map: &'static str) -> impl Fn(MapError) -> WriteError {
+    move |source| WriteError::Map { map, source }
+}
+/// What an `apply` changed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ApplyReport {
+    pub added: usize,
+    pub updated: usize,
+    pub removed: usize,
+    pub unchanged: usize,
+    /// Lookup-table entries written (only those that differed).
+    pub table_writes: usize,
+    /// `XLB_RANGES` entries added or deleted.
+    pub range_writes: usize,
+    /// `XLB_AFFINITY` entries deleted (services removed or whose affinity
+    /// was turned off).
+    pub affinity_deleted: usize,
+}
+
+/// Owns the maps and knows what they hold. `M` is what performs the
+/// writes: the real maps ([`Maps`], the default), or [`MemoryMaps`] (see
+/// [`MapWriter::in_memory`]).
+pub struct MapWriter<M: MapOps = Maps> {
+    maps: M,
+    services: HashMap<ServiceKey, Programmed>,
+    /// Mirror of the backend array (generations survive deactivation).
+    backends: Vec<Backend>,
+    seed: u32,
+    /// Free and used ranges of the table array.
+    regions: RegionAllocator,
+    /// Pairs given up, reusable after [`GRACE`].
+    retired: Vec<(Pair, Instant)>,
+    /// Table entries written by the current `apply`.
+    table_writes: usize,
+    /// Service ids not in use (lowest first).
+    free_services: BTreeSet<u32>,
+    /// Backend slots without a backend (lowest first): exactly the ids
+    /// whose mirror entry has neither `BE_F_ACTIVE` nor `BE_F_UNROUTABLE`.
+    free_backends: BTreeSet<u32>,
+    /// Mirror of `XLB_VIPS`.
+    vips: HashMap<[u8; 16], u32>,
+    /// Source addresses of the routes to backends (`source: snat` without
+    /// `snat_address`).
+    routes: Routes,
+    /// Entries in `XLB_RANGES` over all services.
+    range_count: usize,
+    /// `XLB_RANGES` entries written by the current `apply`.
+    range_writes: usize,
+    /// Service ids whose `XLB_AFFINITY` entries the current `apply` deletes
+    /// at its end (removed, or affinity turned off).
+    purge: BTreeSet<u32>,
+    /// Mirror of the `XLB_PREFILTER` words this writer wrote (zero: not
+    /// written; a restored map may hold stale set bits, which only send
+    /// packets down the full path), and whether its ready word is set.
+    prefilter: Vec<u64>,
+    prefilter_ready: bool,
+}
+
+impl MapWriter {
+    /// Read access to the maps (for the interface setup).
+    pub fn maps_mut(&mut self) -> &mut Maps {
+        &mut self.maps
+    }
+}
+
+impl MapWriter<MemoryMaps> {
+    /// A writer on empty in-memory maps with a table array of `table_len`
+    /// entries: no system call, no root (routes are looked up, uncached,
+    /// only for `source: snat` without `snat_address`). Its maps record
+    /// every write in order ([`MemoryMaps::log`]).
+    pub fn in_memory(table_len: u32, seed: u32) -> Self {
+        let mut w = Self {
+            maps: MemoryMaps::new(table_len),
+            services: HashMap::new(),
+            backends: vec![Backend::default(); MAX_BACKENDS as usize],
+            seed,
+            regions: RegionAllocator::new(table_len),
+            retired: Vec::new(),
+            table_writes: 0,
+            free_services: (0..MAX_SERVICES).collect(),
+            free_backends: (0..MAX_BACKENDS).collect(),
+            vips: HashMap::new(),
+            routes: Routes::unwatched(),
+            range_count: 0,
+            range_writes: 0,
+            purge: BTreeSet::new(),
+            prefilter: vec![0; PREFILTER_ENTRIES as usize],
+            prefilter_ready: false,
+        };
+        w.sync_prefilter(&[], &[]).expect("in-memory maps do not fail");
+        w
+    }
+
+    /// The in-memory maps (and their log of writes).
+    pub fn memory(&mut self) -> &mut MemoryMaps {
+        &mut self.maps
+    }
+}
+
+impl<M: MapOps> MapWriter<M> {
+    /// Number of programmed services.
+    pub fn len(&self) -> usize {
+        self.services.len()
+    }
+
+    /// Whether no service is programmed.
+    pub fn is_empty(&self) -> bool {
+        self.services.is_empty()
+    }
+
+    /// The Maglev (and flow-hash) seed.
+    pub fn seed(&self) -> u32 {
+        self.seed
+    }
+
+    /// Changes the seed; the next [`apply`](Self::apply) rebuilds every
+    /// table with it (which moves new flows' picks, not existing flows).
+    pub fn set_seed(&mut self, seed: u32) -> &mut Self {
+        self.seed = seed;
+        self
+    }
+
+    /// Entries of the table array not held by any service.
+    pub fn table_free(&self) -> u64 {
+        self.regions.free_entries() + self.retired.iter().map(|(p, _)| p.entries()).sum::<u64>()
+    }
+
+    /// The backends without a route, as (service name, address), sorted.
+    pub fn unroutable(&self) -> Vec<(String, SocketAddr)> {
+        let mut v: Vec<(String, SocketAddr)> =
+            self.services.values().flat_map(|p| p.unroutable.keys().map(|a| (p.name.clone(), *a))).collect();
+        v.sort();
+        v
+    }
+
+    /// Whether some backend waits for a route (see [`Self::retry_unroutable`]).
+    pub fn has_unroutable(&self) -> bool {
+        self.services.values().any(|p| !p.unroutable.is_empty())
+    }
+
+    /// What tells the agent's loop when the routing changed, so that it
+    /// calls [`Self::retry_unroutable`] (a second handle on the writer's
+    /// routing-notification socket; without one, a timer).
+    pub fn route_changes(&self) -> RouteChanges {
+        let fd = self.routes.watch.as_ref().and_then(|fd| {
+            let registered = fd.try_clone().and_then(|fd| {
+                // SAFETY: an OwnedFd's as_raw_fd is the same open descriptor
+                // for as long as the AsyncFd owns it.
+                unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
+                    .map_err(|e| e.into_parts().1)
+            });
+            registered.map_err(|e| warn!(error = %e, "unroutable backends are retried every {:?}", RouteChanges::POLL)).ok()
+        });
+        RouteChanges { fd }
+    }
+
+    /// Programs again every service with an unroutable backend whose routes
+    /// may have changed since (see [`Routes`]); returns how many backends
+    /// got a route and are now programmed. Nothing else is touched.
+    pub fn retry_unroutable(&mut self) -> Result<usize, WriteError> {
+        self.routes.refresh();
+        let epoch = self.routes.epoch;
+        let specs: Vec<ServiceSpec> = self
+            .services
+            .values()
+            .filter(|p| !p.unroutable.is_empty() && p.route_epoch != epoch)
+            .filter_map(|p| p.spec.clone())
+            .collect();
+        if specs.is_empty() {
+            return Ok(0);
+        }
+        let before = self.unroutable().len();
+        self.reclaim(false);
+        self.table_writes = 0;
+        self.range_writes = 0;
+        let backends: Vec<[u8; 16]> = specs.iter().flat_map(|s| s.backends.iter().map(|b| addr16(b.addr.ip()))).collect();
+        self.sync_prefilter(&[], &backends)?;
+        let mut first_error = None;
+        for spec in &specs {
+            if let Err(e) = self.apply_service(spec) {
+                tracing::error!(service = %spec.name, error = %e, "service not programmed");
+                first_error.get_or_insert(e);
+            }
+        }
+        self.sync_prefilter(&[], &[])?;
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(before.saturating_sub(self.unroutable().len())),
+        }
+    }
+
+    /// Brings the maps to `desired`, writing only what differs.
+    pub fn apply(&mut self, desired: &DesiredState) -> Result<ApplyReport, WriteError> {
+        self.reclaim(false);
+        self.routes.refresh();
+        self.table_writes = 0;
+        self.range_writes = 0;
+        let mut report = ApplyReport::default();
+        let wanted: HashMap<ServiceKey, &ServiceSpec> =
+            desired.services.iter().map(|s| (service_key(s.vip, s.port, s.protocol), s)).collect();
+        if wanted.len() > MAX_SERVICES as usize {
+            return Err(WriteError::TooManyServices);
+        }
+        // The pre-filter lets packets of the new VIPs and backends through
+        // before they are written; bits of what goes are cleared at the end.
+        let new_vips: Vec<[u8; 16]> = desired.services.iter().map(|s| addr16(s.vip)).collect();
+        let new_backends: Vec<[u8; 16]> =
+            desired.services.iter().flat_map(|s| s.backends.iter().map(|b| addr16(b.addr.ip()))).collect();
+        self.sync_prefilter(&new_vips, &new_backends)?;
+        let gone: Vec<ServiceKey> = self.services.keys().filter(|k| !wanted.contains_key(k)).copied().collect();
+        for key in gone {
+            self.remove_service(&key)?;
+            report.removed += 1;
+        }
+        // Deterministic order: by name.
+        let mut specs: Vec<&ServiceSpec> = desired.services.iter().collect();
+        specs.sort_by(|a, b| a.name.cmp(&b.name));
+        // One service that cannot be programmed does not hold up the others.
+        let mut first_error = None;
+        for spec in specs {
+            let change = self.apply_service(spec);
+            report.table_writes = self.table_writes;
+            report.range_writes = self.range_writes;
+            match change {
+                Ok(Change::Added) => report.added += 1,
+                Ok(Change::Updated) => report.updated += 1,
+                Ok(Change::Unchanged) => report.unchanged += 1,
+                Err(e) => {
+                    tracing::error!(service = %spec.name, error = %e, "service not programmed");
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        report.range_writes = self.range_writes;
+        report.affinity_deleted = self.purge_affinity();
+        self.sync_vips()?;
+        self.sync_prefilter(&[], &[])?;
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(report),
+        }
+    }
+}
+
+/// What `apply` did to one service.
+enum Change {
+    Added,
+    Updated,
+    Unchanged,
+}
+
+#[cfg(test)]
+mod tests;

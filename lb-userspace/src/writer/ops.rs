@@ -1,0 +1,271 @@
+//! The apply step's vocabulary: one [`Op`] is one write to the maps, and a
+//! [`MapOps`] performs it, either on the real (aya) maps or on
+//! [`MemoryMaps`], which records what it was asked to do and makes no
+//! system call (the writer's testing mode, as Katran's `KatranLb` has one).
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
+    sync::atomic::{fence, Ordering},
+};
+
+use aya::maps::MapError;
+use lb_common::{
+    prefilter::{PREFILTER_ENTRIES, PREFILTER_READY},
+    AffinityKey, Backend, Counter, Service, ServiceKey, ServiceSlot, AFFINITY_ENTRIES, MAX_BACKENDS, MAX_SERVICES,
+};
+use tracing::{debug, warn};
+
+use super::{
+    encode::{name_to, range_key},
+    map_err, RangeEntry, WriteError,
+};
+use crate::maps::Maps;
+
+/// One write to the maps, as the plan orders them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// Zeroes a service's per-CPU counters (a new service id).
+    ZeroServiceStats(u32),
+    /// Zeroes a backend slot's per-CPU counters (a slot used before).
+    ZeroBackendStats(u32),
+    /// Writes a backend slot.
+    SetBackend(u32, Backend),
+    /// Writes a lookup table into the region at `offset` (only the entries
+    /// that differ), then fences, so that the entries are visible before
+    /// the service value that publishes them.
+    WriteTable { offset: u32, entries: Vec<u32> },
+    /// Adds a service's `XLB_RANGES` entry.
+    AddRange(u32, RangeEntry),
+    /// Deletes a service's `XLB_RANGES` entry (absent: nothing to do).
+    DeleteRange(u32, RangeEntry),
+    /// Writes a service id's name ("": none).
+    SetName(u32, String),
+    /// Writes a service value: the switch that publishes what came before.
+    SetService(ServiceKey, Service),
+    /// Writes a service id's slot in `XLB_SVC_SLOTS`.
+    SetSlot(u32, ServiceSlot),
+    /// Deletes a service value (absent: nothing to do).
+    DeleteService(ServiceKey),
+    /// Empties a service id's slot when it still holds `key`.
+    ClearSlot(u32, ServiceKey),
+    /// Sets a VIP's number of services in `XLB_VIPS`.
+    SetVip([u8; 16], u32),
+    /// Deletes a VIP from `XLB_VIPS` (absent: nothing to do).
+    DeleteVip([u8; 16]),
+    /// Writes a word of `XLB_PREFILTER` (its ready word included).
+    SetPrefilter(u32, u64),
+    /// Deletes the `XLB_AFFINITY` entries of these service ids.
+    PurgeAffinity(BTreeSet<u32>),
+}
+
+/// Performs [`Op`]s on a set of maps.
+pub trait MapOps {
+    /// Performs `op`. Returns how many entries it changed where that is
+    /// counted: table entries that differed ([`Op::WriteTable`]), entries
+    /// deleted ([`Op::DeleteRange`]: 0 or 1; [`Op::PurgeAffinity`]); 1
+    /// otherwise.
+    fn exec(&mut self, op: &Op) -> Result<usize, WriteError>;
+
+    /// Entries of the lookup-table array.
+    fn table_len(&self) -> u32;
+}
+
+/// `Ok` also when the key was not there.
+fn removed(r: Result<(), MapError>, map: &'static str) -> Result<usize, WriteError> {
+    match r {
+        Ok(()) => Ok(1),
+        Err(MapError::KeyNotFound) => Ok(0),
+        Err(e) => Err(map_err(map)(e)),
+    }
+}
+
+impl MapOps for Maps {
+    fn exec(&mut self, op: &Op) -> Result<usize, WriteError> {
+        match op {
+            Op::ZeroServiceStats(id) => {
+                self.service_stats.set(*id, zero_counters()?, 0).map_err(map_err("service stats"))?;
+            }
+            Op::ZeroBackendStats(id) => {
+                self.backend_stats.set(*id, zero_counters()?, 0).map_err(map_err("backend stats"))?;
+            }
+            Op::SetBackend(id, value) => self.backends.set(*id, value, 0).map_err(map_err("backends"))?,
+            Op::WriteTable { offset, entries } => {
+                let size = u32::try_from(entries.len()).expect("a table fits the array");
+                let region = self.table.region(*offset, size).expect("pairs lie within the table array");
+                let mut written = 0;
+                for (slot, want) in region.slots().zip(entries) {
+                    if slot.load(Ordering::Relaxed) != *want {
+                        slot.store(*want, Ordering::Relaxed);
+                        written += 1;
+                    }
+                }
+                // The entries before the service value that publishes them.
+                fence(Ordering::SeqCst);
+                return Ok(written);
+            }
+            Op::AddRange(id, e) => self.ranges.insert(&range_key(*id, *e), 1, 0).map_err(map_err("source ranges"))?,
+            Op::DeleteRange(id, e) => return removed(self.ranges.remove(&range_key(*id, *e)), "source ranges"),
+            Op::SetName(id, name) => self.names.set(*id, name_to(name), 0).map_err(map_err("service names"))?,
+            Op::SetService(key, value) => self.services.insert(key, value, 0).map_err(map_err("services"))?,
+            Op::SetSlot(id, slot) => self.service_slots.set(*id, slot, 0).map_err(map_err("service slots"))?,
+            Op::DeleteService(key) => return removed(self.services.remove(key), "services"),
+            Op::ClearSlot(id, key) => {
+                if self.service_slots.get(id, 0).is_ok_and(|sl| sl.key == *key) {
+                    self.service_slots.set(*id, ServiceSlot::default(), 0).map_err(map_err("service slots"))?;
+                }
+            }
+            Op::SetVip(vip, n) => self.vips.insert(vip, n, 0).map_err(map_err("vips"))?,
+            Op::DeleteVip(vip) => return removed(self.vips.remove(vip), "vips"),
+            Op::SetPrefilter(i, w) => self.prefilter.set(*i, w, 0).map_err(map_err("prefilter"))?,
+            Op::PurgeAffinity(purge) => return Ok(purge_affinity(self, purge)),
+        }
+        Ok(1)
+    }
+
+    fn table_len(&self) -> u32 {
+        self.table.len()
+    }
+}
+
+/// Per-CPU counters at zero, one per possible CPU.
+fn zero_counters() -> Result<aya::maps::PerCpuValues<Counter>, WriteError> {
+    let cpus = aya::util::nr_cpus().map_err(|(_, e)| WriteError::Cpus(e))?;
+    aya::maps::PerCpuValues::try_from(vec![Counter::default(); cpus]).map_err(WriteError::Cpus)
+}
+
+/// Deletes the `XLB_AFFINITY` entries of the services in `purge` (one pass
+/// over the table); returns how many. Failures are logged, not returned: an
+/// entry left behind is ignored while its service has no affinity, and
+/// never names a backend of another service (generations).
+fn purge_affinity(maps: &mut Maps, purge: &BTreeSet<u32>) -> usize {
+    // The data path adds and evicts entries meanwhile: bound the walk.
+    let keys: Vec<AffinityKey> = maps
+        .affinity
+        .keys()
+        .take(2 * AFFINITY_ENTRIES as usize)
+        .filter_map(Result::ok)
+        .filter(|k| purge.contains(&k.service_id))
+        .collect();
+    let mut deleted = 0;
+    for k in keys {
+        match maps.affinity.remove(&k) {
+            Ok(()) => deleted += 1,
+            Err(MapError::KeyNotFound) => {}
+            Err(e) => {
+                warn!(error = %e, "deleting session-affinity entries");
+                break;
+            }
+        }
+    }
+    debug!(services = ?purge, deleted, "session-affinity entries deleted");
+    deleted
+}
+
+/// Maps held in memory: what [`MapOps`] wrote, and every [`Op`] in the
+/// order it came ([`Self::log`]). No system call, no root: for tests of the
+/// writer's plan and write order.
+#[derive(Clone, Debug)]
+pub struct MemoryMaps {
+    /// Every operation performed, in order.
+    pub log: Vec<Op>,
+    pub services: HashMap<ServiceKey, Service>,
+    pub service_slots: Vec<ServiceSlot>,
+    pub backends: Vec<Backend>,
+    pub table: Vec<u32>,
+    pub names: BTreeMap<u32, String>,
+    pub ranges: BTreeSet<(u32, RangeEntry)>,
+    pub vips: HashMap<[u8; 16], u32>,
+    pub prefilter: Vec<u64>,
+    /// Session-affinity entries (the data path's, in real maps).
+    pub affinity: HashSet<AffinityKey>,
+}
+
+impl MemoryMaps {
+    /// Empty maps with a lookup-table array of `table_len` entries.
+    pub fn new(table_len: u32) -> Self {
+        Self {
+            log: Vec::new(),
+            services: HashMap::new(),
+            service_slots: vec![ServiceSlot::default(); MAX_SERVICES as usize],
+            backends: vec![Backend::default(); MAX_BACKENDS as usize],
+            table: vec![0; table_len as usize],
+            names: BTreeMap::new(),
+            ranges: BTreeSet::new(),
+            vips: HashMap::new(),
+            prefilter: vec![0; PREFILTER_ENTRIES as usize],
+            affinity: HashSet::new(),
+        }
+    }
+
+    /// Whether the pre-filter's ready word is set.
+    pub fn prefilter_ready(&self) -> bool {
+        self.prefilter[PREFILTER_READY as usize] != 0
+    }
+}
+
+impl MapOps for MemoryMaps {
+    fn exec(&mut self, op: &Op) -> Result<usize, WriteError> {
+        self.log.push(op.clone());
+        let n = match op {
+            Op::ZeroServiceStats(_) | Op::ZeroBackendStats(_) => 1,
+            Op::SetBackend(id, value) => {
+                self.backends[*id as usize] = *value;
+                1
+            }
+            Op::WriteTable { offset, entries } => {
+                let region = &mut self.table[*offset as usize..*offset as usize + entries.len()];
+                let mut written = 0;
+                for (slot, want) in region.iter_mut().zip(entries) {
+                    if slot != want {
+                        *slot = *want;
+                        written += 1;
+                    }
+                }
+                written
+            }
+            Op::AddRange(id, e) => {
+                self.ranges.insert((*id, *e));
+                1
+            }
+            Op::DeleteRange(id, e) => self.ranges.remove(&(*id, *e)) as usize,
+            Op::SetName(id, name) => {
+                self.names.insert(*id, name.clone());
+                1
+            }
+            Op::SetService(key, value) => {
+                self.services.insert(*key, *value);
+                1
+            }
+            Op::SetSlot(id, slot) => {
+                self.service_slots[*id as usize] = *slot;
+                1
+            }
+            Op::DeleteService(key) => self.services.remove(key).is_some() as usize,
+            Op::ClearSlot(id, key) => {
+                let slot = &mut self.service_slots[*id as usize];
+                if slot.key == *key {
+                    *slot = ServiceSlot::default();
+                }
+                1
+            }
+            Op::SetVip(vip, n) => {
+                self.vips.insert(*vip, *n);
+                1
+            }
+            Op::DeleteVip(vip) => self.vips.remove(vip).is_some() as usize,
+            Op::SetPrefilter(i, w) => {
+                self.prefilter[*i as usize] = *w;
+                1
+            }
+            Op::PurgeAffinity(purge) => {
+                let before = self.affinity.len();
+                self.affinity.retain(|k| !purge.contains(&k.service_id));
+                before - self.affinity.len()
+            }
+        };
+        Ok(n)
+    }
+
+    fn table_len(&self) -> u32 {
+        self.table.len() as u32
+    }
+}

@@ -1,0 +1,182 @@
+//! Restore from pins: a new writer reads back what a previous agent left
+//! in the maps, so that an unchanged configuration rewrites nothing.
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    net::SocketAddr,
+};
+
+use aya::maps::{lpm_trie::Key, MapError};
+use lb_common::{
+    prefilter::PREFILTER_ENTRIES, RangeKey, Service, ServiceKey, ServiceSlot, BE_F_ACTIVE, BE_F_UNROUTABLE, MAX_BACKENDS,
+    MAX_SERVICES,
+};
+use tracing::{debug, info, warn};
+
+use super::{
+    encode::{ip_from16, name_from, RangeEntry},
+    map_err,
+    regions::restore_regions,
+    routes::Routes,
+    plan::{Programmed, Unroutable},
+    MapWriter, WriteError,
+};
+use crate::maps::Maps;
+
+impl MapWriter {
+    /// Takes the maps and reads back what a previous agent left in them, so
+    /// that an unchanged configuration rewrites nothing and moves no flow.
+    /// `seed` is the Maglev seed (`maglev_seed`), also the flow-hash seed.
+    pub fn restore(maps: Maps, seed: u32) -> Result<Self, WriteError> {
+        let mut backends = Vec::with_capacity(MAX_BACKENDS as usize);
+        for i in 0..MAX_BACKENDS {
+            backends.push(maps.backends.get(&i, 0).map_err(map_err("backends"))?);
+        }
+        // Active (and unroutable) backends by service id, in one pass over the array.
+        let mut by_service: HashMap<u32, BTreeMap<SocketAddr, (u32, u32)>> = HashMap::new();
+        let mut unroutable_by_service: HashMap<u32, BTreeMap<SocketAddr, Unroutable>> = HashMap::new();
+        for (id, b) in backends.iter().enumerate() {
+            let addr = SocketAddr::new(ip_from16(b.addr), u16::from_be(b.port));
+            if b.flags & BE_F_ACTIVE != 0 {
+                by_service.entry(b.service_id).or_default().insert(addr, (id as u32, b.weight));
+            } else if b.flags & BE_F_UNROUTABLE != 0 {
+                unroutable_by_service.entry(b.service_id).or_default().insert(addr, Unroutable { id: id as u32, warned: false });
+            }
+        }
+        let mut found = Vec::new();
+        for entry in maps.services.iter() {
+            let (key, value) = entry.map_err(map_err("services"))?;
+            let name = maps
+                .names
+                .get(&value.id, 0)
+                .map(|n| name_from(&n))
+                .map_err(map_err("service names"))?;
+            let be = by_service.get(&value.id).cloned().unwrap_or_default();
+            found.push((key, value, name, be));
+        }
+        // Deterministic claim order for overlapping (corrupt) regions.
+        found.sort_by_key(|(_, v, _, _)| v.id);
+        let live: Vec<(u32, u32)> = found.iter().map(|(_, v, _, _)| (v.table_offset, v.table_size)).collect();
+        // Source ranges by service id; those of no service (left by an
+        // agent stopped halfway through a removal) are deleted.
+        let mut maps = maps;
+        sync_slots(&mut maps, &found)?;
+        let mut ranges: HashMap<u32, BTreeSet<RangeEntry>> = HashMap::new();
+        let keys: Vec<Key<RangeKey>> = maps.ranges.keys().collect::<Result<_, _>>().map_err(map_err("source ranges"))?;
+        let ids: BTreeSet<u32> = found.iter().map(|(_, v, _, _)| v.id).collect();
+        let mut range_count = 0;
+        for k in keys {
+            let (id, entry) = (u32::from_be_bytes(k.data().service), (k.prefix_len(), k.data().addr));
+            if ids.contains(&id) {
+                ranges.entry(id).or_default().insert(entry);
+                range_count += 1;
+            } else {
+                debug!(service_id = id, "deleting a source range of no service");
+                match maps.ranges.remove(&k) {
+                    Ok(()) | Err(MapError::KeyNotFound) => {}
+                    Err(e) => return Err(map_err("source ranges")(e)),
+                }
+            }
+        }
+        let (regions, pairs) = restore_regions(maps.table.len(), &live);
+        let mut services = HashMap::new();
+        for ((key, value, name, backends), pair) in found.into_iter().zip(pairs) {
+            let table_ok = match pair {
+                _ if value.table_size == 0 => true,
+                None => {
+                    warn!(
+                        service = %name,
+                        offset = value.table_offset,
+                        size = value.table_size,
+                        entries = maps.table.len(),
+                        "the live lookup table lies outside the table array or overlaps another: rebuilding it"
+                    );
+                    false
+                }
+                Some(_) => {
+                    let ids: BTreeSet<u32> = backends.values().filter(|(_, w)| *w > 0).map(|(id, _)| *id).collect();
+                    let ok = maps
+                        .table
+                        .region(value.table_offset, value.table_size)
+                        .is_some_and(|r| r.values().all(|id| ids.contains(&id)));
+                    if !ok {
+                        warn!(service = %name, "the live lookup table holds entries of no usable backend of the service: rebuilding it");
+                    }
+                    ok
+                }
+            };
+            let ranges = ranges.remove(&value.id).unwrap_or_default();
+            let unroutable = unroutable_by_service.remove(&value.id).unwrap_or_default();
+            services.insert(key, Programmed { value, name, backends, pair, table_ok, spec: None, route_epoch: 0, ranges, unroutable });
+        }
+        if !services.is_empty() {
+            info!(services = services.len(), "reusing pinned maps left by a previous agent");
+        }
+        let used: BTreeSet<u32> = services.values().map(|p| p.value.id).collect();
+        let free_services = (0..MAX_SERVICES).filter(|i| !used.contains(i)).collect();
+        // Unroutable backends of no service (an agent stopped halfway
+        // through a removal): their slots are freed.
+        for u in unroutable_by_service.values().flat_map(|m| m.values()) {
+            let mut b = backends[u.id as usize];
+            b.flags &= !BE_F_UNROUTABLE;
+            maps.backends.set(u.id, b, 0).map_err(map_err("backends"))?;
+            backends[u.id as usize] = b;
+        }
+        let free_backends = backends
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| b.flags & (BE_F_ACTIVE | BE_F_UNROUTABLE) == 0)
+            .map(|(i, _)| i as u32)
+            .collect();
+        let mut vips = HashMap::new();
+        let keys: Vec<[u8; 16]> = maps.vips.keys().filter_map(Result::ok).collect();
+        for vip in keys {
+            if let Ok(n) = maps.vips.get(&vip, 0) {
+                vips.insert(vip, n);
+            }
+        }
+        Self {
+            maps,
+            services,
+            backends,
+            seed,
+            regions,
+            retired: Vec::new(),
+            table_writes: 0,
+            free_services,
+            free_backends,
+            vips,
+            routes: Routes::new(),
+            range_count,
+            range_writes: 0,
+            purge: BTreeSet::new(),
+            prefilter: vec![0; PREFILTER_ENTRIES as usize],
+            prefilter_ready: false,
+        }
+        .with_prefilter()
+    }
+
+    /// Fills the pre-filter from the restored state and marks it ready.
+    fn with_prefilter(mut self) -> Result<Self, WriteError> {
+        self.sync_prefilter(&[], &[])?;
+        Ok(self)
+    }
+}
+
+/// Makes `XLB_SVC_SLOTS` mirror the restored services: each one's slot,
+/// every other slot empty (a slot left by an agent stopped halfway through a
+/// removal, or a map created by this load, is fixed here).
+fn sync_slots<N, B>(maps: &mut Maps, found: &[(ServiceKey, Service, N, B)]) -> Result<(), WriteError> {
+    let mut want = vec![ServiceSlot::default(); MAX_SERVICES as usize];
+    for (key, value, _, _) in found {
+        if let Some(w) = want.get_mut(value.id as usize) {
+            *w = ServiceSlot { key: *key, _pad: 0, svc: *value };
+        }
+    }
+    for (id, w) in want.into_iter().enumerate() {
+        let id = id as u32;
+        if maps.service_slots.get(&id, 0).map_err(map_err("service slots"))? != w {
+            maps.service_slots.set(id, w, 0).map_err(map_err("service slots"))?;
+        }
+    }
+    Ok(())
+}
