@@ -160,7 +160,7 @@ fn test(args: &TestArgs) -> anyhow::Result<()> {
                         harness.push(f.clone());
                     }
                     let mut cmd = util::cargo();
-                    cmd.args(["test", "-p", "xlb-tests", "--test", "*", "--"])
+                    cmd.args(["test", "--no-fail-fast", "-p", "xlb-tests", "--test", "*", "--"])
                         .args(&harness)
                         .env("XLB_BIN", &bin);
                     match util::run(&mut cmd) {
@@ -179,7 +179,7 @@ fn test(args: &TestArgs) -> anyhow::Result<()> {
                     if has_userspace_tests {
                         util::header("integration tests of lb-userspace (cargo test -p lb-userspace --test '*')");
                         let mut cmd = util::cargo();
-                        cmd.args(["test", "-p", "lb-userspace", "--test", "*", "--"])
+                        cmd.args(["test", "--no-fail-fast", "-p", "lb-userspace", "--test", "*", "--"])
                             .args(&harness)
                             .env("XLB_BIN", &bin);
                         match util::run(&mut cmd) {
