@@ -38,13 +38,11 @@ use core::mem::size_of;
 use lb_common::{ForwardMeta, Stat, IF_F_REDIRECT, IF_F_TX, META_MAGIC};
 use network_types::eth::EthHdr;
 
-pub use aya_ebpf::bindings::bpf_fib_lookup as FibParams;
-
 use crate::{
-    guard::SETTINGS,
-    maps::{IFACES, TX_PORTS},
+    maps::{IFACES, SETTINGS, TX_PORTS},
     nat::Rewrite,
     packet::{ptr_at, Packet},
+    scratch::FibParams,
     stats::bump,
     words,
 };

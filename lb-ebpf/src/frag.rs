@@ -12,6 +12,7 @@ use lb_common::{
 };
 
 use crate::{
+    clock::now,
     forward::send,
     nat::rewrite_l3,
     packet::FRAG_FIRST,
@@ -39,7 +40,7 @@ pub fn remember(s: &Scratch, service_id: u32, backend_id: u32) {
         return;
     }
     let (src, dst) = (words::get(&s.rw.src), words::get(&s.rw.dst));
-    let w: [u64; 6] = [src[0], src[1], dst[0], dst[1], service_id as u64 | (backend_id as u64) << 32, crate::xdp::now()];
+    let w: [u64; 6] = [src[0], src[1], dst[0], dst[1], service_id as u64 | (backend_id as u64) << 32, now()];
     // SAFETY: FragValue is 48 bytes, align(8): src, dst, service_id,
     // backend_id, created_ns; every bit pattern is valid.
     let v = unsafe { core::mem::transmute::<[u64; 6], FragValue>(w) };
@@ -55,7 +56,7 @@ pub fn later(ctx: &XdpContext, s: &mut Scratch) -> u32 {
     };
     // SAFETY: map value pointer valid for this program run.
     let v = unsafe { &*v };
-    let now = crate::xdp::now();
+    let now = now();
     if now.saturating_sub(v.created_ns) > FRAG_TIMEOUT * 1_000_000_000 {
         bump(Stat::PassFragment);
         return xdp_action::XDP_PASS;

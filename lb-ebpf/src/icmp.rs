@@ -11,25 +11,13 @@ use lb_common::{
 
 use crate::{
     forward::send,
-    maps::{BACKENDS, FLOWS, REVERSE},
+    maps::{BACKENDS, FLOWS, REVERSE, VIPS},
     nat::{last4, rewrite_l3},
     packet::{ptr_at, PROTO_ICMPV6},
     scratch::Scratch,
     stats::bump,
     words,
 };
-
-/// The quoted packet's new tuple and the outer packet's new addresses.
-#[derive(Clone, Copy)]
-#[repr(C, align(8))]
-pub struct IcmpRewrite {
-    pub inner_src: [u8; 16],
-    pub inner_dst: [u8; 16],
-    pub inner_sport: u16,
-    pub inner_dport: u16,
-    pub outer_src: [u8; 16],
-    pub outer_dst: [u8; 16],
-}
 
 /// Finds the flow the quoted packet belongs to and fills `s.icmp`.
 #[inline(always)]
@@ -176,11 +164,6 @@ fn rewrite(ctx: &XdpContext, s: &Scratch) -> Option<()> {
     }
     Some(())
 }
-
-/// VIP addresses (IPv4-mapped for IPv4) → number of services on them.
-/// Written by the agent; echo requests to these are answered.
-#[aya_ebpf::macros::map(name = "XLB_VIPS")]
-pub static VIPS: aya_ebpf::maps::HashMap<[u8; 16], u32> = aya_ebpf::maps::HashMap::pinned(lb_common::MAX_SERVICES, 0);
 
 /// Answers an echo request to a VIP in place; other echo requests pass.
 #[inline(never)]

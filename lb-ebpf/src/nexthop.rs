@@ -25,12 +25,14 @@
 //! Not part of the key: ports and protocol. Policy-routing rules that match
 //! on them (`ip rule ... sport/dport/ipproto`) are honoured for the first
 //! packet of a path only.
-use aya_ebpf::{macros::map, maps::{Array, PerCpuArray}, programs::XdpContext};
+use aya_ebpf::{macros::map, maps::PerCpuArray, programs::XdpContext};
 
 use crate::{
-    forward::{caps_of, lookup, FibParams, CAPS_UNKNOWN},
+    forward::{caps_of, lookup, CAPS_UNKNOWN},
+    maps::ROUTE_GEN,
     nat::Rewrite,
     packet::Packet,
+    scratch::FibParams,
     words,
 };
 
@@ -85,11 +87,6 @@ fn set_macs(p: &mut FibParams, w: &[u16; 6]) {
 
 #[map(name = "XLB_NEXTHOP")]
 static HOPS: PerCpuArray<Hop> = PerCpuArray::with_max_entries(SLOTS, 0);
-
-/// Route generation (one entry): the agent bumps it when routing or
-/// neighbours change, which invalidates every cached next hop.
-#[map(name = "XLB_ROUTE_GEN")]
-pub static ROUTE_GEN: Array<u32> = Array::pinned(1, 0);
 
 #[inline(always)]
 fn slot(ingress: u32, src: words::Addr, dst: words::Addr) -> u32 {

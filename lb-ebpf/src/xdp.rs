@@ -12,12 +12,13 @@ use aya_log_ebpf::debug;
 
 use crate::{
     affinity,
+    clock::now,
     flowcache,
     forward::{transmit, FIB_FRAG_NEEDED},
     frag, icmp,
     guard,
     log,
-    maps::{BACKENDS, FLOWS, REVERSE, SERVICES, SERVICE_SLOTS, TABLE},
+    maps::{BACKENDS, FLOWS, REVERSE, SERVICES, SERVICE_SLOTS, TABLE, VIPS},
     nat::rewrite,
     nexthop,
     prefilter,
@@ -39,15 +40,6 @@ const NO_BACKEND: u32 = u32::MAX;
 /// `to_backend`/`reply` result: too big for the egress MTU and not to be
 /// fragmented; answer the sender (MTU in `s.fib`).
 const TOO_BIG: u32 = u32::MAX - 1;
-
-/// The data path's clock: coarse monotonic time (CLOCK_MONOTONIC_COARSE,
-/// a few ms of resolution, plenty for second-granularity timeouts and half
-/// the cost of a TSC read here).
-#[inline(always)]
-pub fn now() -> u64 {
-    // SAFETY: helper without side effects.
-    unsafe { aya_ebpf::helpers::generated::bpf_ktime_get_coarse_ns() }
-}
 
 /// Runs the data path on one packet.
 #[inline(always)]
@@ -117,7 +109,7 @@ pub fn process(ctx: &XdpContext) -> Result<u32, ()> {
         });
     }
     // SAFETY: value only tested for presence.
-    bump(if unsafe { icmp::VIPS.get(&s.pkt.key.dst) }.is_some() { Stat::PassVipOtherPort } else { Stat::PassNotVip });
+    bump(if unsafe { VIPS.get(&s.pkt.key.dst) }.is_some() { Stat::PassVipOtherPort } else { Stat::PassNotVip });
     Ok(xdp_action::XDP_PASS)
 }
 
