@@ -94,8 +94,8 @@ pub fn lookup(ctx: &XdpContext, pkt: &Packet, rw: &Rewrite, p: &mut FibParams) -
     p.ifindex = ctx.ingress_ifindex() as u32;
     p.__bindgen_anon_2.flowinfo = 0;
     p.__bindgen_anon_5.tbid = 0;
-    let src = words(words::get(&rw.src));
-    let dst = words(words::get(&rw.dst));
+    let src = words(words::get(rw.src_aligned()));
+    let dst = words(words::get(rw.dst_aligned()));
     if pkt.v6 {
         p.__bindgen_anon_3.ipv6_src = src;
         p.__bindgen_anon_4.ipv6_dst = dst;

@@ -103,7 +103,7 @@ fn slot(ingress: u32, src: words::Addr, dst: words::Addr) -> u32 {
 #[inline(always)]
 pub fn route(ctx: &XdpContext, pkt: &Packet, rw: &Rewrite, p: &mut FibParams, now: u64) -> (i64, u32) {
     let ingress = ctx.ingress_ifindex() as u32;
-    let (src, dst) = (words::get(&rw.src), words::get(&rw.dst));
+    let (src, dst) = (words::get(rw.src_aligned()), words::get(rw.dst_aligned()));
     let gen = ROUTE_GEN.get(0).copied().unwrap_or(0);
     let Some(h) = HOPS.get_ptr_mut(slot(ingress, src, dst)) else {
         return (lookup(ctx, pkt, rw, p), CAPS_UNKNOWN);
