@@ -26,7 +26,7 @@ const _: () = assert!(size_of::<AlignedAddr>() == 16 && align_of::<AlignedAddr>(
 /// Compile-time check behind [`aligned_addrs!`](crate::aligned_addrs): a
 /// field at `offset` in a type of alignment `align` is 8-byte aligned.
 pub const fn assert_aligned_field(align: usize, offset: usize) {
-    assert!(align >= 8 && offset % 8 == 0, "address field not 8-byte aligned: it cannot be an AlignedAddr");
+    assert!(align >= 8 && offset.is_multiple_of(8), "address field not 8-byte aligned: it cannot be an AlignedAddr");
 }
 
 /// Implements, for the `[u8; 16]` address fields of an `align(8)` type,
