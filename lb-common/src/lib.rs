@@ -7,6 +7,7 @@
 //! order, exactly as they appear on the wire.
 #![no_std]
 
+pub mod aligned;
 pub mod csum;
 pub mod frag;
 pub mod hash;
@@ -16,5 +17,6 @@ pub mod settings;
 pub mod stats;
 pub mod status;
 
+pub use aligned::AlignedAddr;
 pub use maps::*;
 pub use stats::Stat;

@@ -55,26 +55,77 @@ pub const TCP_CLOSING_TIMEOUT: u32 = 10;
 /// (see [`ForwardMeta`]).
 pub const META_MAGIC: u32 = 0x786c_6202;
 
-/// Map names (as declared in `lb-ebpf`).
+/// The name of a pinned (ABI) map as a string literal, defined here once.
+///
+/// `lb-ebpf` declares each pinned map with this literal as its symbol name
+/// (`#[export_name = lb_common::map_name!(...)]`: aya's `#[map]` attribute
+/// takes only a literal, which a `const` cannot give), and userspace opens
+/// the map by the same name through [`names`]. Pinned maps are found by
+/// name: these strings are part of the on-disk layout and must not change.
+#[macro_export]
+macro_rules! map_name {
+    (SERVICES) => { "XLB_SERVICES" };
+    (SERVICE_SLOTS) => { "XLB_SVC_SLOTS" };
+    (BACKENDS) => { "XLB_BACKENDS" };
+    (TABLE) => { "XLB_TABLE" };
+    (FLOWS) => { "XLB_FLOWS" };
+    (REVERSE) => { "XLB_REVERSE" };
+    (SERVICE_STATS) => { "XLB_SVC_STATS" };
+    (BACKEND_STATS) => { "XLB_BE_STATS" };
+    (STATS) => { "XLB_STATS" };
+    (SERVICE_NAMES) => { "XLB_SVC_NAMES" };
+    (IFACES) => { "XLB_IFACES" };
+    (TX_PORTS) => { "XLB_TX_PORTS" };
+    (VIPS) => { "XLB_VIPS" };
+    (AFFINITY) => { "XLB_AFFINITY" };
+    (RANGES) => { "XLB_RANGES" };
+    (AGENT) => { "XLB_AGENT" };
+    (SETTINGS) => { "XLB_SETTINGS" };
+    (PREFILTER) => { "XLB_PREFILTER" };
+    (ROUTE_GEN) => { "XLB_ROUTE_GEN" };
+}
+
+/// Names of the pinned maps (declared in `lb-ebpf/src/maps.rs`; see
+/// [`map_name!`](crate::map_name)).
 pub mod names {
-    pub const SERVICES: &str = "XLB_SERVICES";
-    pub const BACKENDS: &str = "XLB_BACKENDS";
-    pub const TABLE: &str = "XLB_TABLE";
-    pub const FLOWS: &str = "XLB_FLOWS";
-    pub const REVERSE: &str = "XLB_REVERSE";
-    pub const SERVICE_STATS: &str = "XLB_SVC_STATS";
-    pub const BACKEND_STATS: &str = "XLB_BE_STATS";
-    pub const STATS: &str = "XLB_STATS";
-    pub const SERVICE_NAMES: &str = "XLB_SVC_NAMES";
-    pub const IFACES: &str = "XLB_IFACES";
-    pub const TX_PORTS: &str = "XLB_TX_PORTS";
-    pub const VIPS: &str = "XLB_VIPS";
-    /// Client-IP session affinity: (service, client address) → backend.
-    pub const AFFINITY: &str = "XLB_AFFINITY";
-    /// Source ranges allowed per service (LPM trie).
-    pub const RANGES: &str = "XLB_RANGES";
+    /// (VIP, port, protocol) → service.
+    pub const SERVICES: &str = map_name!(SERVICES);
     /// Service id → the service's key and value (a mirror of `XLB_SERVICES`).
-    pub const SERVICE_SLOTS: &str = "XLB_SVC_SLOTS";
+    pub const SERVICE_SLOTS: &str = map_name!(SERVICE_SLOTS);
+    /// Backend id → backend.
+    pub const BACKENDS: &str = map_name!(BACKENDS);
+    /// The lookup tables of all services.
+    pub const TABLE: &str = map_name!(TABLE);
+    /// Connection table.
+    pub const FLOWS: &str = map_name!(FLOWS);
+    /// Reply tuple → reverse translation.
+    pub const REVERSE: &str = map_name!(REVERSE);
+    /// Per-service counters.
+    pub const SERVICE_STATS: &str = map_name!(SERVICE_STATS);
+    /// Per-backend counters.
+    pub const BACKEND_STATS: &str = map_name!(BACKEND_STATS);
+    /// Global counters, indexed by `Stat`.
+    pub const STATS: &str = map_name!(STATS);
+    /// Service names for the CLI.
+    pub const SERVICE_NAMES: &str = map_name!(SERVICE_NAMES);
+    /// Interface index → `IF_F_*` capabilities.
+    pub const IFACES: &str = map_name!(IFACES);
+    /// Devmap for XDP_REDIRECT.
+    pub const TX_PORTS: &str = map_name!(TX_PORTS);
+    /// VIP → number of services on it.
+    pub const VIPS: &str = map_name!(VIPS);
+    /// Client-IP session affinity: (service, client address) → backend.
+    pub const AFFINITY: &str = map_name!(AFFINITY);
+    /// Source ranges allowed per service (LPM trie).
+    pub const RANGES: &str = map_name!(RANGES);
+    /// The agent record for `xlb status` (`crate::status`).
+    pub const AGENT: &str = map_name!(AGENT);
+    /// Data-path settings (`crate::settings`, one entry).
+    pub const SETTINGS: &str = map_name!(SETTINGS);
+    /// The non-VIP pre-filter's bit sets (`crate::prefilter`).
+    pub const PREFILTER: &str = map_name!(PREFILTER);
+    /// Route generation (one `u32`), bumped by the agent on routing changes.
+    pub const ROUTE_GEN: &str = map_name!(ROUTE_GEN);
 }
 
 /// IP protocol numbers.

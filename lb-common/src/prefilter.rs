@@ -8,8 +8,6 @@
 //! are set before the services that need them are written and cleared
 //! after) and sets the ready word last; until then the filter is not used.
 
-/// Name of the map (an array of `u64` words).
-pub const PREFILTER_MAP: &str = "XLB_PREFILTER";
 /// Bits of the hash: each set has `1 << PREFILTER_BITS` bits.
 pub const PREFILTER_BITS: u32 = 19;
 /// Words of one set.

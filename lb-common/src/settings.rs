@@ -25,9 +25,6 @@ pub struct FloodBucket {
     pub last_ns: u64,
 }
 
-/// Name of the settings map.
-pub const SETTINGS_MAP: &str = "XLB_SETTINGS";
-
 /// Default of `--max-new-flows-per-cpu`.
 pub const DEFAULT_NEW_FLOWS_PER_CPU: u32 = 250_000;
 

@@ -3,9 +3,6 @@
 //! tell a running agent from maps left pinned by one that is gone. The data
 //! path never reads it.
 
-/// Name of the agent-record map.
-pub const AGENT_MAP: &str = "XLB_AGENT";
-
 /// Interfaces one record can list (as many as the agent attaches to).
 pub const AGENT_IFACES: usize = crate::MAX_IFACES as usize;
 /// Bytes of an interface name (`IFNAMSIZ`, NUL-padded).

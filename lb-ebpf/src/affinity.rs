@@ -19,7 +19,7 @@ const NS: u64 = 1_000_000_000;
 /// `s.akey` for [`remember`]. Sets `s.backend_id` when it finds one.
 #[inline(never)]
 pub fn sticky(s: &mut Scratch, svc: &Service, now: u64) -> Option<&'static Backend> {
-    words::copy(&mut s.akey.client, &s.pkt.key.src);
+    words::copy(s.akey.client_aligned_mut(), s.pkt.key.src_aligned());
     s.akey.service_id = svc.id;
     s.akey._pad = 0;
     let a = AFFINITY.get_ptr_mut(&s.akey)?;

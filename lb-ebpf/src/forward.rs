@@ -38,13 +38,11 @@ use core::mem::size_of;
 use lb_common::{ForwardMeta, Stat, IF_F_REDIRECT, IF_F_TX, META_MAGIC};
 use network_types::eth::EthHdr;
 
-pub use aya_ebpf::bindings::bpf_fib_lookup as FibParams;
-
 use crate::{
-    guard::SETTINGS,
-    maps::{IFACES, TX_PORTS},
+    maps::{IFACES, SETTINGS, TX_PORTS},
     nat::Rewrite,
     packet::{ptr_at, Packet},
+    scratch::FibParams,
     stats::bump,
     words,
 };
@@ -96,8 +94,8 @@ pub fn lookup(ctx: &XdpContext, pkt: &Packet, rw: &Rewrite, p: &mut FibParams) -
     p.ifindex = ctx.ingress_ifindex() as u32;
     p.__bindgen_anon_2.flowinfo = 0;
     p.__bindgen_anon_5.tbid = 0;
-    let src = words(words::get(&rw.src));
-    let dst = words(words::get(&rw.dst));
+    let src = words(words::get(rw.src_aligned()));
+    let dst = words(words::get(rw.dst_aligned()));
     if pkt.v6 {
         p.__bindgen_anon_3.ipv6_src = src;
         p.__bindgen_anon_4.ipv6_dst = dst;

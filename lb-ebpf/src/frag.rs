@@ -12,6 +12,7 @@ use lb_common::{
 };
 
 use crate::{
+    clock::now,
     forward::send,
     nat::rewrite_l3,
     packet::FRAG_FIRST,
@@ -25,7 +26,7 @@ static FRAGS: LruHashMap<FragKey, FragValue> = LruHashMap::with_max_entries(FRAG
 
 #[inline(always)]
 fn key(s: &Scratch) -> FragKey {
-    let (src, dst) = (words::get(&s.pkt.key.src), words::get(&s.pkt.key.dst));
+    let (src, dst) = (words::get(s.pkt.key.src_aligned()), words::get(s.pkt.key.dst_aligned()));
     let w: [u64; 5] = [src[0], src[1], dst[0], dst[1], s.pkt.frag_id as u64 | (s.pkt.key.proto as u64) << 32];
     // SAFETY: FragKey is 40 bytes, align(8): src, dst, id, proto, zero padding;
     // every bit pattern is valid.
@@ -38,8 +39,8 @@ pub fn remember(s: &Scratch, service_id: u32, backend_id: u32) {
     if s.pkt.frag != FRAG_FIRST {
         return;
     }
-    let (src, dst) = (words::get(&s.rw.src), words::get(&s.rw.dst));
-    let w: [u64; 6] = [src[0], src[1], dst[0], dst[1], service_id as u64 | (backend_id as u64) << 32, crate::xdp::now()];
+    let (src, dst) = (words::get(s.rw.src_aligned()), words::get(s.rw.dst_aligned()));
+    let w: [u64; 6] = [src[0], src[1], dst[0], dst[1], service_id as u64 | (backend_id as u64) << 32, now()];
     // SAFETY: FragValue is 48 bytes, align(8): src, dst, service_id,
     // backend_id, created_ns; every bit pattern is valid.
     let v = unsafe { core::mem::transmute::<[u64; 6], FragValue>(w) };
@@ -55,13 +56,13 @@ pub fn later(ctx: &XdpContext, s: &mut Scratch) -> u32 {
     };
     // SAFETY: map value pointer valid for this program run.
     let v = unsafe { &*v };
-    let now = crate::xdp::now();
+    let now = now();
     if now.saturating_sub(v.created_ns) > FRAG_TIMEOUT * 1_000_000_000 {
         bump(Stat::PassFragment);
         return xdp_action::XDP_PASS;
     }
-    words::copy(&mut s.rw.src, &v.src);
-    words::copy(&mut s.rw.dst, &v.dst);
+    words::copy(s.rw.src_aligned_mut(), v.src_aligned());
+    words::copy(s.rw.dst_aligned_mut(), v.dst_aligned());
     s.rw.sport = 0;
     s.rw.dport = 0;
     if v.service_id != NO_SERVICE {

@@ -2,12 +2,10 @@
 //! SYN or UDP flood from random sources cannot flush the table of the flows
 //! in progress. Above the rate, new flows are still forwarded (the lookup
 //! table gives the same backend for the same 5-tuple), just not recorded.
-use aya_ebpf::{macros::map, maps::{Array, PerCpuArray}};
-use lb_common::settings::{FloodBucket, Settings};
+use aya_ebpf::{macros::map, maps::PerCpuArray};
+use lb_common::settings::FloodBucket;
 
-/// Agent-written settings (one entry).
-#[map(name = "XLB_SETTINGS")]
-pub static SETTINGS: Array<Settings> = Array::pinned(1, 0);
+use crate::maps::SETTINGS;
 
 #[map(name = "XLB_FLOOD")]
 static BUCKET: PerCpuArray<FloodBucket> = PerCpuArray::with_max_entries(1, 0);

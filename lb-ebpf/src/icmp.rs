@@ -11,7 +11,7 @@ use lb_common::{
 
 use crate::{
     forward::send,
-    maps::{BACKENDS, FLOWS, REVERSE},
+    maps::{BACKENDS, FLOWS, REVERSE, VIPS},
     nat::{last4, rewrite_l3},
     packet::{ptr_at, PROTO_ICMPV6},
     scratch::Scratch,
@@ -19,36 +19,24 @@ use crate::{
     words,
 };
 
-/// The quoted packet's new tuple and the outer packet's new addresses.
-#[derive(Clone, Copy)]
-#[repr(C, align(8))]
-pub struct IcmpRewrite {
-    pub inner_src: [u8; 16],
-    pub inner_dst: [u8; 16],
-    pub inner_sport: u16,
-    pub inner_dport: u16,
-    pub outer_src: [u8; 16],
-    pub outer_dst: [u8; 16],
-}
-
 /// Finds the flow the quoted packet belongs to and fills `s.icmp`.
 #[inline(always)]
 fn lookup(s: &mut Scratch) -> bool {
     // The quoted packet is one we sent to a backend: the error goes to the client.
     let q = &s.pkt.inner;
-    words::set_key(&mut s.rkey, words::get(&q.dst), words::get(&q.src), q.dport, q.sport, q.proto);
+    words::set_key(&mut s.rkey, words::get(q.dst_aligned()), words::get(q.src_aligned()), q.dport, q.sport, q.proto);
     let n = &mut s.icmp;
     if let Some(r) = REVERSE.get_ptr(&s.rkey) {
         // SAFETY: map value pointer valid for this program run.
         let r = unsafe { &*r };
-        words::copy(&mut n.inner_src, &r.client);
+        words::copy(n.inner_src_aligned_mut(), r.client_aligned());
         n.inner_sport = r.client_port;
-        words::copy(&mut n.inner_dst, &r.vip);
+        words::copy(n.inner_dst_aligned_mut(), r.vip_aligned());
         n.inner_dport = r.vip_port;
         // An error from the backend itself now comes from the VIP.
-        let from_backend = words::eq(&s.pkt.key.src, &s.pkt.inner.dst);
-        words::copy(&mut n.outer_src, if from_backend { &r.vip } else { &s.pkt.key.src });
-        words::copy(&mut n.outer_dst, &r.client);
+        let from_backend = words::eq(s.pkt.key.src_aligned(), s.pkt.inner.dst_aligned());
+        words::copy(n.outer_src_aligned_mut(), if from_backend { r.vip_aligned() } else { s.pkt.key.src_aligned() });
+        words::copy(n.outer_dst_aligned_mut(), r.client_aligned());
         return true;
     }
     // The quoted packet is a reply we sent to a client: the error goes to the backend.
@@ -59,18 +47,18 @@ fn lookup(s: &mut Scratch) -> bool {
     if be.flags & lb_common::BE_F_ACTIVE == 0 || be.generation != f.backend_gen {
         return false;
     }
-    words::copy(&mut n.inner_src, &be.addr);
+    words::copy(n.inner_src_aligned_mut(), be.addr_aligned());
     n.inner_sport = be.port;
-    words::copy(&mut n.outer_dst, &be.addr);
+    words::copy(n.outer_dst_aligned_mut(), be.addr_aligned());
     // Only SNAT flows carry a SNAT port.
     if f.snat_port != 0 {
-        words::copy(&mut n.inner_dst, &be.snat_addr);
+        words::copy(n.inner_dst_aligned_mut(), be.snat_addr_aligned());
         n.inner_dport = f.snat_port;
-        words::copy(&mut n.outer_src, &be.snat_addr);
+        words::copy(n.outer_src_aligned_mut(), be.snat_addr_aligned());
     } else {
-        words::copy(&mut n.inner_dst, &s.pkt.inner.dst);
+        words::copy(n.inner_dst_aligned_mut(), s.pkt.inner.dst_aligned());
         n.inner_dport = s.pkt.inner.dport;
-        words::copy(&mut n.outer_src, &s.pkt.key.src);
+        words::copy(n.outer_src_aligned_mut(), s.pkt.key.src_aligned());
     }
     true
 }
@@ -92,8 +80,8 @@ pub fn error(ctx: &XdpContext, s: &mut Scratch) -> u32 {
     match rewrite(ctx, &*s) {
         Some(()) => {
             bump(Stat::IcmpError);
-            words::copy(&mut s.rw.src, &s.icmp.outer_src);
-            words::copy(&mut s.rw.dst, &s.icmp.outer_dst);
+            words::copy(s.rw.src_aligned_mut(), s.icmp.outer_src_aligned());
+            words::copy(s.rw.dst_aligned_mut(), s.icmp.outer_dst_aligned());
             s.rw.sport = 0;
             s.rw.dport = 0;
             send(ctx, &s.pkt, &s.rw, &mut s.fib, false)
@@ -177,11 +165,6 @@ fn rewrite(ctx: &XdpContext, s: &Scratch) -> Option<()> {
     Some(())
 }
 
-/// VIP addresses (IPv4-mapped for IPv4) → number of services on them.
-/// Written by the agent; echo requests to these are answered.
-#[aya_ebpf::macros::map(name = "XLB_VIPS")]
-pub static VIPS: aya_ebpf::maps::HashMap<[u8; 16], u32> = aya_ebpf::maps::HashMap::pinned(lb_common::MAX_SERVICES, 0);
-
 /// Answers an echo request to a VIP in place; other echo requests pass.
 #[inline(never)]
 pub fn echo(ctx: &XdpContext, s: &mut Scratch) -> u32 {
@@ -208,8 +191,8 @@ pub fn echo(ctx: &XdpContext, s: &mut Scratch) -> u32 {
         *cp = apply_full(old_c, diff16(0, old_tc, new_tc)).to_ne_bytes();
     }
     // Swapping source and destination leaves every checksum sum unchanged.
-    words::copy(&mut s.rw.src, &s.pkt.key.dst);
-    words::copy(&mut s.rw.dst, &s.pkt.key.src);
+    words::copy(s.rw.src_aligned_mut(), s.pkt.key.dst_aligned());
+    words::copy(s.rw.dst_aligned_mut(), s.pkt.key.src_aligned());
     s.rw.sport = 0;
     s.rw.dport = 0;
     if rewrite_l3(ctx, &s.pkt, &s.rw).is_none() {

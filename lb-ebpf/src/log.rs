@@ -9,7 +9,7 @@ static LAST_LOG: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 /// True when this CPU may log now (and records that it did).
 #[inline(always)]
 pub fn allowed() -> bool {
-    let now = crate::xdp::now();
+    let now = crate::clock::now();
     match LAST_LOG.get_ptr_mut(0) {
         // SAFETY: per-CPU slot, no concurrent writer on this CPU.
         Some(last) => unsafe {

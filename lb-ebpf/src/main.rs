@@ -5,6 +5,7 @@
 #![no_main]
 
 mod affinity;
+mod clock;
 mod flowcache;
 mod forward;
 mod frag;

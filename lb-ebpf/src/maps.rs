@@ -1,79 +1,132 @@
-//! The BPF maps. Userspace (the map writer) is the only writer of the
-//! configuration maps; the data path writes flows, reverse entries and
-//! counters.
-use aya_ebpf::{
-    macros::map,
-    maps::{Array, DevMapHash, HashMap, LpmTrie, LruHashMap, PerCpuArray},
-};
+//! The pinned maps: the data path's ABI with the agent, each declared here
+//! once under its name from `lb_common::map_name!` (the names userspace
+//! opens them by, `lb_common::names`). Userspace (the map writer) is the
+//! only writer of the configuration maps; the data path writes flows,
+//! reverse entries, affinity entries and counters.
+//!
+//! Maps private to one module of the data path (per-CPU caches, the scratch
+//! area, the fragment table, rate limits) stay in that module.
+use aya_ebpf::maps::{Array, DevMapHash, HashMap, LpmTrie, LruHashMap, PerCpuArray};
 use lb_common::{
-    Affinity, AffinityKey, Backend, Counter, Flow, FlowKey, RangeKey, Reverse, Service, ServiceKey, ServiceName, ServiceSlot,
-    AFFINITY_ENTRIES, DEFAULT_FLOW_ENTRIES, MAX_BACKENDS, MAX_IFACES, MAX_SERVICES, RANGE_ENTRIES, TABLE_ENTRIES,
+    settings::Settings, status::AgentRecord, Affinity, AffinityKey, Backend, Counter, Flow, FlowKey, RangeKey, Reverse,
+    Service, ServiceKey, ServiceName, ServiceSlot, AFFINITY_ENTRIES, DEFAULT_FLOW_ENTRIES, MAX_BACKENDS, MAX_IFACES,
+    MAX_SERVICES, RANGE_ENTRIES, TABLE_ENTRIES,
 };
 
-/// (VIP, port, protocol) → service.
-#[map(name = "XLB_SERVICES")]
-pub static SERVICES: HashMap<ServiceKey, Service> = HashMap::pinned(MAX_SERVICES, 0);
+/// Declares the pinned map `$name` under the name `lb_common::map_name!($name)`.
+/// It expands to the two attributes aya's `#[map(name = ...)]` emits (the
+/// `maps` section, the name as the symbol), which takes only a literal.
+macro_rules! abi_map {
+    ($(#[$attr:meta])* $name:ident: $ty:ty = $init:expr;) => {
+        $(#[$attr])*
+        #[unsafe(link_section = "maps")]
+        #[unsafe(export_name = lb_common::map_name!($name))]
+        pub static $name: $ty = $init;
+    };
+}
 
-/// Service id → (key, service): the established path's way to its service
-/// (see `lb_common::ServiceSlot`).
-#[map(name = "XLB_SVC_SLOTS")]
-pub static SERVICE_SLOTS: Array<ServiceSlot> = Array::pinned(MAX_SERVICES, 0);
+abi_map! {
+    /// (VIP, port, protocol) → service.
+    SERVICES: HashMap<ServiceKey, Service> = HashMap::pinned(MAX_SERVICES, 0);
+}
 
-/// Backend id → backend.
-#[map(name = "XLB_BACKENDS")]
-pub static BACKENDS: Array<Backend> = Array::pinned(MAX_BACKENDS, 0);
+abi_map! {
+    /// Service id → (key, service): the established path's way to its service
+    /// (see `lb_common::ServiceSlot`).
+    SERVICE_SLOTS: Array<ServiceSlot> = Array::pinned(MAX_SERVICES, 0);
+}
 
-/// Lookup tables of all services: `table_offset + hash % table_size` → backend id.
-/// Mmapable (`BPF_F_MMAPABLE`): the agent writes it through a shared mapping.
-/// Its size is set by the agent's `--table-entries` when it is created.
-#[map(name = "XLB_TABLE")]
-pub static TABLE: Array<u32> = Array::pinned(TABLE_ENTRIES, lb_common::TABLE_MAP_FLAGS);
+abi_map! {
+    /// Backend id → backend.
+    BACKENDS: Array<Backend> = Array::pinned(MAX_BACKENDS, 0);
+}
 
-/// Connection table: client → VIP tuple → flow.
-#[map(name = "XLB_FLOWS")]
-pub static FLOWS: LruHashMap<FlowKey, Flow> = LruHashMap::pinned(DEFAULT_FLOW_ENTRIES, 0);
+abi_map! {
+    /// Lookup tables of all services: `table_offset + hash % table_size` → backend id.
+    /// Mmapable (`BPF_F_MMAPABLE`): the agent writes it through a shared mapping.
+    /// Its size is set by the agent's `--table-entries` when it is created.
+    TABLE: Array<u32> = Array::pinned(TABLE_ENTRIES, lb_common::TABLE_MAP_FLAGS);
+}
 
-/// Reply tuple (as the backend sends it) → what to translate it back to.
-#[map(name = "XLB_REVERSE")]
-pub static REVERSE: LruHashMap<FlowKey, Reverse> = LruHashMap::pinned(DEFAULT_FLOW_ENTRIES, 0);
+abi_map! {
+    /// Connection table: client → VIP tuple → flow.
+    FLOWS: LruHashMap<FlowKey, Flow> = LruHashMap::pinned(DEFAULT_FLOW_ENTRIES, 0);
+}
 
-/// Per-service counters (client → backend direction).
-#[map(name = "XLB_SVC_STATS")]
-pub static SERVICE_STATS: PerCpuArray<Counter> = PerCpuArray::pinned(MAX_SERVICES, 0);
+abi_map! {
+    /// Reply tuple (as the backend sends it) → what to translate it back to.
+    REVERSE: LruHashMap<FlowKey, Reverse> = LruHashMap::pinned(DEFAULT_FLOW_ENTRIES, 0);
+}
 
-/// Per-backend counters.
-#[map(name = "XLB_BE_STATS")]
-pub static BACKEND_STATS: PerCpuArray<Counter> = PerCpuArray::pinned(MAX_BACKENDS, 0);
+abi_map! {
+    /// Per-service counters (client → backend direction).
+    SERVICE_STATS: PerCpuArray<Counter> = PerCpuArray::pinned(MAX_SERVICES, 0);
+}
 
-/// Global counters, indexed by `lb_common::Stat`.
-#[map(name = "XLB_STATS")]
-pub static STATS: PerCpuArray<u64> = PerCpuArray::pinned(lb_common::stats::STAT_COUNT, 0);
+abi_map! {
+    /// Per-backend counters.
+    BACKEND_STATS: PerCpuArray<Counter> = PerCpuArray::pinned(MAX_BACKENDS, 0);
+}
 
-/// Service names for the CLI (never read by the data path).
-#[map(name = "XLB_SVC_NAMES")]
-pub static SERVICE_NAMES: Array<ServiceName> = Array::pinned(MAX_SERVICES, 0);
+abi_map! {
+    /// Global counters, indexed by `lb_common::Stat`.
+    STATS: PerCpuArray<u64> = PerCpuArray::pinned(lb_common::stats::STAT_COUNT, 0);
+}
 
-/// Interface index → `IF_F_*` capabilities.
-#[map(name = "XLB_IFACES")]
-pub static IFACES: HashMap<u32, u32> = HashMap::pinned(MAX_IFACES, 0);
+abi_map! {
+    /// Service names for the CLI (never read by the data path).
+    SERVICE_NAMES: Array<ServiceName> = Array::pinned(MAX_SERVICES, 0);
+}
 
-/// Devmap for XDP_REDIRECT, keyed by ifindex.
-#[map(name = "XLB_TX_PORTS")]
-pub static TX_PORTS: DevMapHash = DevMapHash::pinned(MAX_IFACES, 0);
+abi_map! {
+    /// Interface index → `IF_F_*` capabilities.
+    IFACES: HashMap<u32, u32> = HashMap::pinned(MAX_IFACES, 0);
+}
 
-/// Client-IP session affinity: (client address, service id) → the backend
-/// of the client's last new flow to the service, and when. Written by the
-/// data path; the agent deletes a service's entries when it removes the
-/// service or turns its affinity off.
-#[map(name = "XLB_AFFINITY")]
-pub static AFFINITY: LruHashMap<AffinityKey, Affinity> = LruHashMap::pinned(AFFINITY_ENTRIES, 0);
+abi_map! {
+    /// Devmap for XDP_REDIRECT, keyed by ifindex.
+    TX_PORTS: DevMapHash = DevMapHash::pinned(MAX_IFACES, 0);
+}
 
-/// Allowed client prefixes of the services with `SVC_F_RANGES`: an LPM trie
-/// keyed by (service id, address) (see `lb_common::RangeKey`).
-#[map(name = "XLB_RANGES")]
-pub static RANGES: LpmTrie<RangeKey, u8> = LpmTrie::pinned(RANGE_ENTRIES, 0);
+abi_map! {
+    /// VIP addresses (IPv4-mapped for IPv4) → number of services on them.
+    /// Written by the agent; echo requests to these are answered.
+    VIPS: HashMap<[u8; 16], u32> = HashMap::pinned(MAX_SERVICES, 0);
+}
 
-/// The agent record for `xlb status` (`lb_common::status`): written by the
-/// agent, never read by the data path.
-#[map(name = "XLB_AGENT")]
-pub static AGENT: Array<lb_common::status::AgentRecord> = Array::pinned(1, 0);
+abi_map! {
+    /// Client-IP session affinity: (client address, service id) → the backend
+    /// of the client's last new flow to the service, and when. Written by the
+    /// data path; the agent deletes a service's entries when it removes the
+    /// service or turns its affinity off.
+    AFFINITY: LruHashMap<AffinityKey, Affinity> = LruHashMap::pinned(AFFINITY_ENTRIES, 0);
+}
+
+abi_map! {
+    /// Allowed client prefixes of the services with `SVC_F_RANGES`: an LPM trie
+    /// keyed by (service id, address) (see `lb_common::RangeKey`).
+    RANGES: LpmTrie<RangeKey, u8> = LpmTrie::pinned(RANGE_ENTRIES, 0);
+}
+
+abi_map! {
+    /// The agent record for `xlb status` (`lb_common::status`): written by the
+    /// agent, never read by the data path.
+    AGENT: Array<AgentRecord> = Array::pinned(1, 0);
+}
+
+abi_map! {
+    /// Agent-written settings (one entry): the flood guard's rate, the node tag.
+    SETTINGS: Array<Settings> = Array::pinned(1, 0);
+}
+
+abi_map! {
+    /// The non-VIP pre-filter's bit sets and ready word (written by the agent;
+    /// see `lb_common::prefilter`).
+    PREFILTER: Array<u64> = Array::pinned(lb_common::prefilter::PREFILTER_ENTRIES, 0);
+}
+
+abi_map! {
+    /// Route generation (one entry): the agent bumps it when routing or
+    /// neighbours change, which invalidates every cached next hop (`nexthop`).
+    ROUTE_GEN: Array<u32> = Array::pinned(1, 0);
+}

@@ -20,6 +20,8 @@ pub struct Rewrite {
     pub dport: u16,
 }
 
+lb_common::aligned_addrs!(Rewrite { src: src_aligned, src_aligned_mut; dst: dst_aligned, dst_aligned_mut; });
+
 #[inline(always)]
 pub fn last4(a: &[u8; 16]) -> [u8; 4] {
     [a[12], a[13], a[14], a[15]]

@@ -25,12 +25,14 @@
 //! Not part of the key: ports and protocol. Policy-routing rules that match
 //! on them (`ip rule ... sport/dport/ipproto`) are honoured for the first
 //! packet of a path only.
-use aya_ebpf::{macros::map, maps::{Array, PerCpuArray}, programs::XdpContext};
+use aya_ebpf::{macros::map, maps::PerCpuArray, programs::XdpContext};
 
 use crate::{
-    forward::{caps_of, lookup, FibParams, CAPS_UNKNOWN},
+    forward::{caps_of, lookup, CAPS_UNKNOWN},
+    maps::ROUTE_GEN,
     nat::Rewrite,
     packet::Packet,
+    scratch::FibParams,
     words,
 };
 
@@ -86,11 +88,6 @@ fn set_macs(p: &mut FibParams, w: &[u16; 6]) {
 #[map(name = "XLB_NEXTHOP")]
 static HOPS: PerCpuArray<Hop> = PerCpuArray::with_max_entries(SLOTS, 0);
 
-/// Route generation (one entry): the agent bumps it when routing or
-/// neighbours change, which invalidates every cached next hop.
-#[map(name = "XLB_ROUTE_GEN")]
-pub static ROUTE_GEN: Array<u32> = Array::pinned(1, 0);
-
 #[inline(always)]
 fn slot(ingress: u32, src: words::Addr, dst: words::Addr) -> u32 {
     let x = (dst[0] ^ dst[1].rotate_left(29) ^ src[0].rotate_left(7) ^ src[1].rotate_left(43) ^ ingress as u64)
@@ -106,7 +103,7 @@ fn slot(ingress: u32, src: words::Addr, dst: words::Addr) -> u32 {
 #[inline(always)]
 pub fn route(ctx: &XdpContext, pkt: &Packet, rw: &Rewrite, p: &mut FibParams, now: u64) -> (i64, u32) {
     let ingress = ctx.ingress_ifindex() as u32;
-    let (src, dst) = (words::get(&rw.src), words::get(&rw.dst));
+    let (src, dst) = (words::get(rw.src_aligned()), words::get(rw.dst_aligned()));
     let gen = ROUTE_GEN.get(0).copied().unwrap_or(0);
     let Some(h) = HOPS.get_ptr_mut(slot(ingress, src, dst)) else {
         return (lookup(ctx, pkt, rw, p), CAPS_UNKNOWN);

@@ -4,17 +4,13 @@
 //! lookups), before the scratch area, the parser or any hash lookup.
 //! Anything unusual (VLAN tag, IPv4 options or fragments, IPv6 extension
 //! headers, ICMP, short frames) takes the full path.
-use aya_ebpf::{macros::map, maps::Array, programs::XdpContext};
+use aya_ebpf::programs::XdpContext;
 use lb_common::{
-    prefilter::{prefilter_bit, PREFILTER_BACKENDS, PREFILTER_ENTRIES, PREFILTER_READY, PREFILTER_VIPS},
+    prefilter::{prefilter_bit, PREFILTER_BACKENDS, PREFILTER_READY, PREFILTER_VIPS},
     PROTO_TCP, PROTO_UDP,
 };
 
-use crate::{packet::ptr_at, words};
-
-/// The bit sets and the ready word (written by the agent).
-#[map(name = "XLB_PREFILTER")]
-pub static PREFILTER: Array<u64> = Array::pinned(PREFILTER_ENTRIES, 0);
+use crate::{maps::PREFILTER, packet::ptr_at, words};
 
 const ETH_LEN: usize = 14;
 /// Ethernet type IPv4 / IPv6, as read from the frame (network byte order).

@@ -79,9 +79,9 @@ pub fn too_big(ctx: &XdpContext, s: &mut Scratch) -> u32 {
 #[inline(always)]
 fn answer(ctx: &XdpContext, s: &mut Scratch, partial: bool) -> u32 {
     let k = &s.pkt.key;
-    let (src, dst, sport, dport, proto) = (words::get(&k.src), words::get(&k.dst), k.sport, k.dport, k.proto);
-    words::put(&mut s.rw.src, dst);
-    words::put(&mut s.rw.dst, src);
+    let (src, dst, sport, dport, proto) = (words::get(k.src_aligned()), words::get(k.dst_aligned()), k.sport, k.dport, k.proto);
+    words::put(s.rw.src_aligned_mut(), dst);
+    words::put(s.rw.dst_aligned_mut(), src);
     s.rw.sport = dport;
     s.rw.dport = sport;
     words::set_key(&mut s.pkt.key, dst, src, dport, sport, proto);

@@ -6,7 +6,31 @@ use aya_ebpf::{
 };
 use lb_common::{Affinity, AffinityKey, Flow, FlowKey, RangeKey, Reverse};
 
-use crate::{forward::FibParams, icmp::IcmpRewrite, nat::Rewrite, packet::Packet};
+use crate::{nat::Rewrite, packet::Packet};
+
+/// The parameter block of `bpf_fib_lookup` (`forward::lookup`, `nexthop`).
+pub use aya_ebpf::bindings::bpf_fib_lookup as FibParams;
+
+/// An ICMP error's translation (`icmp`): the quoted packet's new tuple and
+/// the outer packet's new addresses. The addresses come first, each at a
+/// multiple of 8 (`words` reads them as `u64` words; asserted below).
+#[derive(Clone, Copy)]
+#[repr(C, align(8))]
+pub struct IcmpRewrite {
+    pub inner_src: [u8; 16],
+    pub inner_dst: [u8; 16],
+    pub outer_src: [u8; 16],
+    pub outer_dst: [u8; 16],
+    pub inner_sport: u16,
+    pub inner_dport: u16,
+}
+
+lb_common::aligned_addrs!(IcmpRewrite {
+    inner_src: inner_src_aligned, inner_src_aligned_mut;
+    inner_dst: inner_dst_aligned, inner_dst_aligned_mut;
+    outer_src: outer_src_aligned, outer_src_aligned_mut;
+    outer_dst: outer_dst_aligned, outer_dst_aligned_mut;
+});
 
 /// One packet's working state.
 pub struct Scratch {
@@ -26,7 +50,7 @@ pub struct Scratch {
     pub backend_id: u32,
     /// SNAT port of the flow (network byte order).
     pub snat_port: u16,
-    /// The data path's clock, read once per packet (`xdp::now`).
+    /// The data path's clock, read once per packet (`clock::now`).
     pub now: u64,
     /// The packet's flow entry is this CPU's cached copy (`flowcache`),
     /// not the connection table's own.

@@ -4,29 +4,30 @@
 //! it cannot prove (`[u8; 16]` fields, `[u8; 3]` padding, the ten zero bytes
 //! of an IPv4-mapped address) into calls of byte-at-a-time `memset` /
 //! `memmove` sub-programs. These helpers move the same bytes as one or two
-//! aligned `u64` (or `u32`) loads and stores instead. Every address they
-//! touch is a field of one of the `align(8)` types of `lb-common` (or of
-//! `Rewrite`/`IcmpRewrite`), at an offset that is a multiple of 8, inside a
-//! map value (8-byte aligned by the kernel).
-use lb_common::FlowKey;
+//! aligned `u64` (or `u32`) loads and stores instead. Addresses come as
+//! `lb_common::AlignedAddr` (16 bytes, align 8: the views `aligned_addrs!`
+//! gives of the address fields, checked at compile time to be 8-byte
+//! aligned); whole keys and values as `align(8)` types (`FlowKey`'s layout
+//! is asserted in `lb_common::aligned`, `copy_value` asserts its own).
+use lb_common::{AlignedAddr, FlowKey};
 
 /// A 16-byte address as two native-endian words.
 pub type Addr = [u64; 2];
 
 /// Reads an address stored 8-byte aligned.
 #[inline(always)]
-pub fn get(a: &[u8; 16]) -> Addr {
-    let p = a as *const [u8; 16] as *const u64;
+pub fn get(a: &AlignedAddr) -> Addr {
+    let p = a as *const AlignedAddr as *const u64;
     // Two scalar loads (an aggregate load + store becomes a `memmove` call).
-    // SAFETY: `a` is 16 readable bytes; callers pass 8-aligned fields (see the module doc).
+    // SAFETY: an AlignedAddr is 16 readable bytes, 8-byte aligned.
     unsafe { [p.read(), p.add(1).read()] }
 }
 
 /// Writes an address stored 8-byte aligned.
 #[inline(always)]
-pub fn put(a: &mut [u8; 16], w: Addr) {
-    let p = a as *mut [u8; 16] as *mut u64;
-    // SAFETY: `a` is 16 writable bytes; callers pass 8-aligned fields (see the module doc).
+pub fn put(a: &mut AlignedAddr, w: Addr) {
+    let p = a as *mut AlignedAddr as *mut u64;
+    // SAFETY: an AlignedAddr is 16 writable bytes, 8-byte aligned.
     unsafe {
         p.write(w[0]);
         p.add(1).write(w[1]);
@@ -35,13 +36,13 @@ pub fn put(a: &mut [u8; 16], w: Addr) {
 
 /// Copies an address between 8-byte aligned fields.
 #[inline(always)]
-pub fn copy(dst: &mut [u8; 16], src: &[u8; 16]) {
+pub fn copy(dst: &mut AlignedAddr, src: &AlignedAddr) {
     put(dst, get(src));
 }
 
 /// True when two addresses stored 8-byte aligned are equal.
 #[inline(always)]
-pub fn eq(a: &[u8; 16], b: &[u8; 16]) -> bool {
+pub fn eq(a: &AlignedAddr, b: &AlignedAddr) -> bool {
     let (a, b) = (get(a), get(b));
     a[0] == b[0] && a[1] == b[1]
 }
@@ -68,15 +69,16 @@ pub fn v6(b: &[u8; 16]) -> Addr {
 #[inline(always)]
 pub fn set_tail(k: &mut FlowKey, sport: u16, dport: u16, proto: u8) {
     let w = sport as u64 | (dport as u64) << 16 | (proto as u64) << 32;
-    // SAFETY: bytes 32..40 of an align(8) FlowKey: sport, dport, proto, _pad.
+    // SAFETY: bytes 32..40 of an align(8) FlowKey: sport, dport, proto, _pad
+    // (layout asserted in `lb_common::aligned`).
     unsafe { *((k as *mut FlowKey as *mut u8).add(32) as *mut u64) = w }
 }
 
 /// Fills a whole flow key with word stores.
 #[inline(always)]
 pub fn set_key(k: &mut FlowKey, src: Addr, dst: Addr, sport: u16, dport: u16, proto: u8) {
-    put(&mut k.src, src);
-    put(&mut k.dst, dst);
+    put(k.src_aligned_mut(), src);
+    put(k.dst_aligned_mut(), dst);
     set_tail(k, sport, dport, proto);
 }
 

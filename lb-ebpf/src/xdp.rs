@@ -12,12 +12,13 @@ use aya_log_ebpf::debug;
 
 use crate::{
     affinity,
+    clock::now,
     flowcache,
     forward::{transmit, FIB_FRAG_NEEDED},
     frag, icmp,
     guard,
     log,
-    maps::{BACKENDS, FLOWS, REVERSE, SERVICES, SERVICE_SLOTS, TABLE},
+    maps::{BACKENDS, FLOWS, REVERSE, SERVICES, SERVICE_SLOTS, TABLE, VIPS},
     nat::rewrite,
     nexthop,
     prefilter,
@@ -39,15 +40,6 @@ const NO_BACKEND: u32 = u32::MAX;
 /// `to_backend`/`reply` result: too big for the egress MTU and not to be
 /// fragmented; answer the sender (MTU in `s.fib`).
 const TOO_BIG: u32 = u32::MAX - 1;
-
-/// The data path's clock: coarse monotonic time (CLOCK_MONOTONIC_COARSE,
-/// a few ms of resolution, plenty for second-granularity timeouts and half
-/// the cost of a TSC read here).
-#[inline(always)]
-pub fn now() -> u64 {
-    // SAFETY: helper without side effects.
-    unsafe { aya_ebpf::helpers::generated::bpf_ktime_get_coarse_ns() }
-}
 
 /// Runs the data path on one packet.
 #[inline(always)]
@@ -76,7 +68,7 @@ pub fn process(ctx: &XdpContext) -> Result<u32, ()> {
         }
     }
     s.now = now();
-    let dst = words::get(&s.pkt.key.dst);
+    let dst = words::get(s.pkt.key.dst_aligned());
     let key = words::service_key(dst, s.pkt.key.dport, s.pkt.key.proto);
     // A packet to a VIP looks its flow up first: an established flow finds
     // its service through the flow's service id (an array slot) instead of
@@ -117,7 +109,7 @@ pub fn process(ctx: &XdpContext) -> Result<u32, ()> {
         });
     }
     // SAFETY: value only tested for presence.
-    bump(if unsafe { icmp::VIPS.get(&s.pkt.key.dst) }.is_some() { Stat::PassVipOtherPort } else { Stat::PassNotVip });
+    bump(if unsafe { VIPS.get(&s.pkt.key.dst) }.is_some() { Stat::PassVipOtherPort } else { Stat::PassNotVip });
     Ok(xdp_action::XDP_PASS)
 }
 
@@ -191,7 +183,7 @@ fn existing(s: &mut Scratch, svc: &Service, flow: Option<&mut Flow>, looked: boo
         flow.last_seen_ns = now;
         if flow.snat_port != 0 {
             let proto = pkt.key.proto;
-            words::set_key(&mut s.rkey, words::get(&be.addr), words::get(&be.snat_addr), be.port, flow.snat_port, proto);
+            words::set_key(&mut s.rkey, words::get(be.addr_aligned()), words::get(be.snat_addr_aligned()), be.port, flow.snat_port, proto);
             if let Some(r) = REVERSE.get_ptr_mut(&s.rkey) {
                 // SAFETY: map value pointer valid for this program run.
                 unsafe { (*r).last_seen_ns = now };
@@ -221,7 +213,7 @@ fn pick(s: &mut Scratch, svc: &Service) -> Option<&'static Backend> {
         return None;
     }
     let k = &s.pkt.key;
-    let h = flow_hash_words(words::get(&k.src), words::get(&k.dst), k.sport, k.dport, k.proto, svc.hash_seed);
+    let h = flow_hash_words(words::get(k.src_aligned()), words::get(k.dst_aligned()), k.sport, k.dport, k.proto, svc.hash_seed);
     let id = *TABLE.get(svc.table_offset + h % svc.table_size)?;
     let be = backend(id)?;
     if be.flags & BE_F_ACTIVE == 0 {
@@ -236,8 +228,8 @@ fn pick(s: &mut Scratch, svc: &Service) -> Option<&'static Backend> {
 fn fill_reverse(s: &mut Scratch, svc: &Service, now: u64) {
     let k = &s.pkt.key;
     let r = &mut s.rev;
-    words::copy(&mut r.client, &k.src);
-    words::copy(&mut r.vip, &k.dst);
+    words::copy(r.client_aligned_mut(), k.src_aligned());
+    words::copy(r.vip_aligned_mut(), k.dst_aligned());
     r.client_port = k.sport;
     r.vip_port = k.dport;
     r.service_id = svc.id;
@@ -254,10 +246,10 @@ fn alloc_snat(s: &mut Scratch, svc: &Service, be: &Backend) -> bool {
     let now = s.now;
     fill_reverse(s, svc, now);
     let k = &s.pkt.key;
-    let base = flow_hash_words(words::get(&k.src), words::get(&k.dst), k.sport, k.dport, k.proto, 0x5eed_5eed);
+    let base = flow_hash_words(words::get(k.src_aligned()), words::get(k.dst_aligned()), k.sport, k.dport, k.proto, 0x5eed_5eed);
     let proto = k.proto;
-    words::put(&mut s.rkey.src, words::get(&be.addr));
-    words::put(&mut s.rkey.dst, words::get(&be.snat_addr));
+    words::put(s.rkey.src_aligned_mut(), words::get(be.addr_aligned()));
+    words::put(s.rkey.dst_aligned_mut(), words::get(be.snat_addr_aligned()));
     for i in 0..SNAT_TRIES {
         let port = (SNAT_PORT_MIN as u32 + base.wrapping_add(i.wrapping_mul(7919)) % SNAT_PORT_COUNT as u32) as u16;
         words::set_tail(&mut s.rkey, be.port, port.to_be(), proto);
@@ -274,9 +266,9 @@ fn alloc_snat(s: &mut Scratch, svc: &Service, be: &Backend) -> bool {
         };
         // SAFETY: map value pointer valid for this program run.
         let old = unsafe { &mut *old };
-        let same = words::eq(&old.client, &s.rev.client)
+        let same = words::eq(old.client_aligned(), s.rev.client_aligned())
             && old.client_port == s.rev.client_port
-            && words::eq(&old.vip, &s.rev.vip)
+            && words::eq(old.vip_aligned(), s.rev.vip_aligned())
             && old.vip_port == s.rev.vip_port;
         if same {
             // This client's own tuple (a SYN again, a flow re-picked): the
@@ -345,8 +337,8 @@ fn record(s: &mut Scratch, svc: &Service, be: &Backend, sticky: bool, flow: Opti
     if s.snat_port == 0 {
         fill_reverse(s, svc, now);
         let k = &s.pkt.key;
-        let (src, sport, proto) = (words::get(&k.src), k.sport, k.proto);
-        words::set_key(&mut s.rkey, words::get(&be.addr), src, be.port, sport, proto);
+        let (src, sport, proto) = (words::get(k.src_aligned()), k.sport, k.proto);
+        words::set_key(&mut s.rkey, words::get(be.addr_aligned()), src, be.port, sport, proto);
         match REVERSE.get_ptr_mut(&s.rkey) {
             // SAFETY: map value pointer valid for this program run.
             Some(r) => words::copy_value(unsafe { &mut *r }, &s.rev),
@@ -408,13 +400,13 @@ fn to_backend(ctx: &XdpContext, s: &mut Scratch, svc: &Service, mut flow: Option
         }
     };
     count(svc.id, s.backend_id, s.pkt.ip_len as u64);
-    words::copy(&mut s.rw.dst, &be.addr);
+    words::copy(s.rw.dst_aligned_mut(), be.addr_aligned());
     s.rw.dport = be.port;
     if snat {
-        words::copy(&mut s.rw.src, &be.snat_addr);
+        words::copy(s.rw.src_aligned_mut(), be.snat_addr_aligned());
         s.rw.sport = s.snat_port;
     } else {
-        words::put(&mut s.rw.src, words::get(&s.pkt.key.src));
+        words::put(s.rw.src_aligned_mut(), words::get(s.pkt.key.src_aligned()));
         s.rw.sport = s.pkt.key.sport;
     }
     frag::remember(s, svc.id, s.backend_id);
@@ -429,9 +421,9 @@ fn reply(ctx: &XdpContext, s: &mut Scratch, rev: &mut Reverse) -> u32 {
         rev.last_seen_ns = now;
     }
     bump(Stat::Reply);
-    words::copy(&mut s.rw.src, &rev.vip);
+    words::copy(s.rw.src_aligned_mut(), rev.vip_aligned());
     s.rw.sport = rev.vip_port;
-    words::copy(&mut s.rw.dst, &rev.client);
+    words::copy(s.rw.dst_aligned_mut(), rev.client_aligned());
     s.rw.dport = rev.client_port;
     frag::remember(s, NO_SERVICE, rev.backend_id);
     finish(ctx, s)

@@ -91,11 +91,11 @@ impl Maps {
             names: typed!(get, names::SERVICE_NAMES),
             ifaces: typed!(get, names::IFACES),
             tx_ports: typed!(get, names::TX_PORTS),
-            settings: typed!(get, lb_common::settings::SETTINGS_MAP),
+            settings: typed!(get, names::SETTINGS),
             vips: typed!(get, names::VIPS),
             affinity: typed!(get, names::AFFINITY),
             ranges: typed!(get, names::RANGES),
-            prefilter: typed!(get, lb_common::prefilter::PREFILTER_MAP),
+            prefilter: typed!(get, names::PREFILTER),
         })
     }
 

@@ -6,7 +6,7 @@ use std::{mem::size_of, path::Path};
 use aya::maps::MapInfo;
 use lb_common::{
     names,
-    prefilter::{PREFILTER_ENTRIES, PREFILTER_MAP},
+    prefilter::PREFILTER_ENTRIES,
     settings::Settings, Affinity, AffinityKey, Backend, Counter, Flow, FlowKey, RangeKey, Reverse, Service,
     ServiceKey, ServiceName, ServiceSlot, LAYOUT_VERSION,
 };
@@ -67,13 +67,13 @@ pub fn check(pin_path: &Path, wanted: &Wanted) -> Result<(), PinError> {
         (names::STATS, 4, 8, None),
         (names::SERVICE_NAMES, 4, sz(size_of::<ServiceName>()), None),
         (names::IFACES, 4, 4, None),
-        (lb_common::settings::SETTINGS_MAP, 4, sz(size_of::<Settings>()), None),
+        (names::SETTINGS, 4, sz(size_of::<Settings>()), None),
         (names::VIPS, 16, 4, None),
         (names::AFFINITY, sz(size_of::<AffinityKey>()), sz(size_of::<Affinity>()), None),
         // LPM trie keys: a 32-bit prefix length, then the data.
         (names::RANGES, 4 + sz(size_of::<RangeKey>()), 1, None),
-        (PREFILTER_MAP, 4, 8, None),
-        (crate::routegen::ROUTE_GEN_MAP, 4, 4, None),
+        (names::PREFILTER, 4, 8, None),
+        (names::ROUTE_GEN, 4, 4, None),
     ];
     // (XLB_STATS is not here: `datapath::load_with` replaces an array of
     // another length, carrying its counters over, as counters are added.)
@@ -86,7 +86,7 @@ pub fn check(pin_path: &Path, wanted: &Wanted) -> Result<(), PinError> {
         (names::SERVICE_NAMES, lb_common::MAX_SERVICES),
         (names::AFFINITY, lb_common::AFFINITY_ENTRIES),
         (names::RANGES, lb_common::RANGE_ENTRIES),
-        (PREFILTER_MAP, PREFILTER_ENTRIES),
+        (names::PREFILTER, PREFILTER_ENTRIES),
     ];
     for (name, wanted) in fixed {
         let path = dir.join(name);

@@ -13,15 +13,12 @@ use tracing::warn;
 
 use crate::{maps::map_dir, rtnetlink};
 
-/// Name of the pinned generation array (one `u32`).
-pub const ROUTE_GEN_MAP: &str = "XLB_ROUTE_GEN";
-
 /// Starts the watcher for the maps pinned under `pin_path`, in the calling
 /// thread's network namespace (the agent's). Call it once, after the data
 /// path is loaded (`datapath::load_with`) and before the programs are
 /// attached.
 pub fn spawn(pin_path: &Path) -> Result<()> {
-    let path = map_dir(pin_path).join(ROUTE_GEN_MAP);
+    let path = map_dir(pin_path).join(lb_common::names::ROUTE_GEN);
     let data = MapData::from_pin(&path).with_context(|| format!("opening {}", path.display()))?;
     let map = Map::from_map_data(data).with_context(|| format!("opening {}", path.display()))?;
     let mut gen: Array<MapData, u32> = map.try_into().with_context(|| format!("{} is not an array", path.display()))?;

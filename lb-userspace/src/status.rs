@@ -17,7 +17,7 @@ use std::{
 use anyhow::{Context as _, Result};
 use aya::maps::{Array, Map, MapData, MapInfo};
 use lb_common::status::{
-    AgentIface, AgentRecord, AGENT_IFACES, AGENT_MAP, AGENT_RUNNING, AGENT_STOPPED, APPLY_FAILED, APPLY_NONE, APPLY_OK,
+    AgentIface, AgentRecord, AGENT_IFACES, AGENT_RUNNING, AGENT_STOPPED, APPLY_FAILED, APPLY_NONE, APPLY_OK,
     IFNAME_LEN, MESSAGE_LEN, SOURCE_FILE, SOURCE_KUBERNETES, XDP_MODE_GENERIC, XDP_MODE_NATIVE, XDP_MODE_OFFLOAD,
     XDP_MODE_UNKNOWN,
 };
@@ -42,7 +42,7 @@ pub fn boottime_ms() -> u64 {
 }
 
 fn map_path(pin_path: &Path) -> PathBuf {
-    map_dir(pin_path).join(AGENT_MAP)
+    map_dir(pin_path).join(lb_common::names::AGENT)
 }
 
 /// Before loading: removes a pinned agent record of another layout (left by

@@ -15,6 +15,8 @@ mod bench_datapath;
 mod bench_forward;
 mod demo;
 mod licenses;
+#[cfg(test)]
+mod modgraph;
 mod setup;
 mod uninstall;
 mod util;
