@@ -251,6 +251,9 @@ impl WatchStream {
                     }
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                // The connection closed mid-stream (no closing chunk): the
+                // server went away, which ends the stream.
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return,
                 Err(e) => {
                     let _ = tx.send(Err(e));
                     return;
