@@ -520,6 +520,13 @@ pub fn run_xlb(ns: &Netns, args: &[String], limit: Duration) -> Result<Output> {
     })
 }
 
+/// Cargo's target directory: `$CARGO_TARGET_DIR`, else the workspace's.
+pub(crate) fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("target"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -528,11 +535,4 @@ mod tests {
     fn pin_dir_refuses_existing_paths() {
         assert!(PinDir::at("/").is_err());
     }
-}
-
-/// Cargo's target directory: `$CARGO_TARGET_DIR`, else the workspace's.
-pub(crate) fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("target"))
 }
