@@ -1,7 +1,7 @@
 //! Driving the `xlb` binary: the agent inside the node namespace and the CLI.
 
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::io::{BufRead as _, BufReader};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -391,7 +391,7 @@ impl Agent {
     /// `GET path` on the metrics server from inside the node namespace:
     /// returns the status code and the body.
     pub fn http_get(&self, path: &str) -> Result<(u16, String)> {
-        http_get(&self.node, self.metrics_addr, path, Duration::from_secs(2))
+        crate::http::get(&self.node, self.metrics_addr, path, Duration::from_secs(2))
     }
 
     /// The Prometheus text from `/metrics`.
@@ -520,70 +520,11 @@ pub fn run_xlb(ns: &Netns, args: &[String], limit: Duration) -> Result<Output> {
     })
 }
 
-/// A minimal HTTP/1.1 GET from inside `ns`: returns the status code and body.
-pub(crate) fn http_get(
-    ns: &Netns,
-    addr: SocketAddr,
-    path: &str,
-    timeout: Duration,
-) -> Result<(u16, String)> {
-    let mut stream = ns.try_run(|| TcpStream::connect_timeout(&addr, timeout))??;
-    stream.set_read_timeout(Some(timeout))?;
-    stream.set_write_timeout(Some(timeout))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut raw = Vec::new();
-    let deadline = Instant::now() + timeout;
-    let mut buf = [0u8; 8192];
-    while Instant::now() < deadline {
-        match stream.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => raw.extend_from_slice(&buf[..n]),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e).context(format!("read from http://{addr}{path}")),
-        }
-    }
-    parse_http_response(&raw)
-}
-
-fn parse_http_response(raw: &[u8]) -> Result<(u16, String)> {
-    let text = String::from_utf8_lossy(raw);
-    let status_line = text
-        .lines()
-        .next()
-        .ok_or_else(|| anyhow!("empty HTTP response"))?;
-    let code: u16 = status_line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| anyhow!("bad HTTP status line {status_line:?}"))?;
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let chunked = head.lines().any(|l| {
-        let l = l.to_ascii_lowercase();
-        l.starts_with("transfer-encoding:") && l.contains("chunked")
-    });
-    let body = if chunked {
-        dechunk(body)
-    } else {
-        body.to_string()
-    };
-    Ok((code, body))
-}
-
-fn dechunk(mut s: &str) -> String {
-    let mut out = String::new();
-    while let Some((size_line, rest)) = s.split_once("\r\n") {
-        let size = usize::from_str_radix(size_line.split(';').next().unwrap_or("").trim(), 16)
-            .unwrap_or(0);
-        if size == 0 || rest.len() < size {
-            break;
-        }
-        out.push_str(&rest[..size]);
-        s = rest[size..].strip_prefix("\r\n").unwrap_or(&rest[size..]);
-    }
-    out
+/// Cargo's target directory: `$CARGO_TARGET_DIR`, else the workspace's.
+pub(crate) fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("target"))
 }
 
 #[cfg(test)]
@@ -591,27 +532,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_http() {
-        let (c, b) =
-            parse_http_response(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").unwrap();
-        assert_eq!((c, b.as_str()), (200, "ok"));
-        let (c, b) =
-            parse_http_response(b"HTTP/1.1 503 Service Unavailable\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n")
-                .unwrap();
-        assert_eq!((c, b.as_str()), (503, "abcde"));
-        assert!(parse_http_response(b"").is_err());
-        assert!(parse_http_response(b"garbage").is_err());
-    }
-
-    #[test]
     fn pin_dir_refuses_existing_paths() {
         assert!(PinDir::at("/").is_err());
     }
-}
-
-/// Cargo's target directory: `$CARGO_TARGET_DIR`, else the workspace's.
-pub(crate) fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("target"))
 }

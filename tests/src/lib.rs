@@ -24,6 +24,7 @@
 //! killed are removed by [`cleanup_stale`] (which [`Topology::new`] calls).
 
 mod agent;
+pub mod http;
 pub mod k8s;
 pub mod netbuild;
 mod netns;

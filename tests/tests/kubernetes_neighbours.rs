@@ -51,18 +51,7 @@ fn a_health_check_port_held_by_kube_proxy_is_left_to_it_and_taken_over_when_free
     // kube-proxy goes away: xlb serves the port within a retry period.
     drop(squatter);
     let hc = SocketAddr::from((Topology::NODE_V4, HC_PORT));
-    let http_get = |addr: SocketAddr| -> Option<(u16, String)> {
-        c.topo.client.run(|| {
-            use std::io::{Read as _, Write as _};
-            let mut s = std::net::TcpStream::connect_timeout(&addr, T).ok()?;
-            s.set_read_timeout(Some(T)).ok()?;
-            write!(s, "GET / HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").ok()?;
-            let mut text = String::new();
-            s.read_to_string(&mut text).ok()?;
-            let code = text.split_whitespace().nth(1)?.parse().ok()?;
-            Some((code, text))
-        })
-    };
+    let http_get = |addr: SocketAddr| xlb_tests::http::get(&c.topo.client, addr, "/", T).ok();
     let deadline = Instant::now() + Duration::from_secs(12);
     let mut last = None;
     while Instant::now() < deadline {

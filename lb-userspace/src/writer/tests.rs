@@ -18,18 +18,22 @@ use crate::{
 
 mod plan;
 
-/// Root and a bpffs at /sys/fs/bpf, which the tests below need.
-fn bpf_available() -> bool {
+/// Fails (never skips) unless the process runs as root with a bpffs on
+/// /sys/fs/bpf, which the tests below need: CI runs the unit tests as root,
+/// so a skipped case would count as a pass there.
+fn require_bpf(case: &str) {
     // SAFETY: geteuid cannot fail.
-    let root = unsafe { libc::geteuid() } == 0;
+    let euid = unsafe { libc::geteuid() };
     let bpffs = std::fs::read_to_string("/proc/mounts")
         .unwrap_or_default()
         .lines()
         .any(|l| l.split_whitespace().nth(1) == Some("/sys/fs/bpf") && l.contains(" bpf "));
-    if !(root && bpffs) {
-        eprintln!("skipped: needs root and bpffs on /sys/fs/bpf");
-    }
-    root && bpffs
+    assert!(
+        euid == 0 && bpffs,
+        "{case}: this test writes real BPF maps and needs root (uid {euid} now) and a bpffs mounted on \
+         /sys/fs/bpf (mounted: {bpffs}); run it as root after `cargo xtask setup` (which mounts bpffs), \
+         e.g. `sudo -E cargo test -p lb-userspace --lib`"
+    );
 }
 
 /// A pin directory removed on drop.
@@ -90,9 +94,7 @@ fn live_table(w: &MapWriter, name: &str) -> (Service, Vec<String>) {
 /// written) when an agent restarts on the pinned maps.
 #[test]
 fn service_slots_mirror_the_services() {
-    if !bpf_available() {
-        return;
-    }
+    require_bpf("service_slots_mirror_the_services");
     let pins = Pins::new("slots");
     let slot = |w: &MapWriter, id: u32| w.maps.service_slots.get(&id, 0).expect("slot");
     let desired = |specs: Vec<ServiceSpec>| DesiredState { services: specs };
@@ -124,9 +126,7 @@ fn expected(backends: &[(&str, u16)], size: u32, seed: u32) -> Vec<String> {
 
 #[test]
 fn tables_double_buffered_through_the_mapping_and_kept_across_restart() {
-    if !bpf_available() {
-        return;
-    }
+    require_bpf("tables_double_buffered_through_the_mapping_and_kept_across_restart");
     let pins = Pins::new("tables");
     let three = [("10.1.0.1:53", 1), ("10.1.0.2:53", 2), ("10.1.0.3:53", 1)];
     let two = [("10.1.0.1:53", 1), ("10.1.0.2:53", 2)];
@@ -208,9 +208,7 @@ fn with_ranges(ranges: &[&str], affinity: Option<u32>) -> DesiredState {
 
 #[test]
 fn source_ranges_diffed_and_restored() {
-    if !bpf_available() {
-        return;
-    }
+    require_bpf("source_ranges_diffed_and_restored");
     let pins = Pins::new("ranges");
     let mut w = writer(&pins, 1 << 20, 0);
     let r = w.apply(&with_ranges(&["10.0.0.0/8", "192.0.2.7/32", "2001:db8::/32"], Some(60))).unwrap();
@@ -312,9 +310,7 @@ fn backend_of(w: &MapWriter, addr: &str) -> Backend {
 /// takes it out; removing it frees its slot.
 #[test]
 fn unroutable_backends_wait_for_a_route() {
-    if !bpf_available() {
-        return;
-    }
+    require_bpf("unroutable_backends_wait_for_a_route");
     in_new_netns(|| {
         ip(&["link", "add", "d0", "type", "veth", "peer", "name", "d1"]);
         ip(&["addr", "add", "10.98.0.1/24", "dev", "d0"]);
@@ -415,9 +411,7 @@ fn range_entries_mask_host_bits_and_keep_the_family() {
 
 #[test]
 fn full_array_is_refused_with_what_to_do() {
-    if !bpf_available() {
-        return;
-    }
+    require_bpf("full_array_is_refused_with_what_to_do");
     let pins = Pins::new("full");
     let mut w = writer(&pins, 3000, 0);
     let one = [("10.1.0.1:53", 1)];

@@ -5,11 +5,10 @@
 #![allow(dead_code)]
 
 use std::collections::HashMap;
-use std::io::{Read as _, Write as _};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::Result;
 use serde_json::Value;
 use xlb_tests::k8s::{
     endpoint, endpoint_slice, endpointslice_path, endpointslices_path, events_path, lb_service, node, nodes_path,
@@ -207,19 +206,7 @@ impl Cluster {
 
     /// HTTP GET from the client namespace; (status, body).
     pub fn http_get(&self, addr: SocketAddr, path: &str) -> Result<(u16, String)> {
-        self.topo.client.run(|| -> Result<(u16, String)> {
-            let mut s = TcpStream::connect_timeout(&addr, T).with_context(|| format!("connect {addr}"))?;
-            s.set_read_timeout(Some(T))?;
-            write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
-            let mut text = String::new();
-            s.read_to_string(&mut text)?;
-            let code = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-            let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
-            if code == 0 {
-                bail!("not HTTP: {text}");
-            }
-            Ok((code, body))
-        })
+        xlb_tests::http::get(&self.topo.client, addr, path, T)
     }
 }
 
