@@ -253,16 +253,13 @@ impl Drop for StopRecord {
 }
 
 /// Records which interfaces XDP may transmit into.
-fn program_interfaces(maps: &mut Maps, ifaces: &[String], attached: &[attach::Attached], forced: &[String]) -> Result<()> {
+fn program_interfaces(writer: &mut MapWriter, ifaces: &[String], attached: &[attach::Attached], forced: &[String]) -> Result<()> {
     for iface in ifaces {
         let idx = iface::ifindex(iface).with_context(|| format!("interface {iface}"))?;
         let native = attached.iter().any(|a| &a.iface == iface && a.mode == aya::programs::XdpMode::Driver);
         let capable = forced.contains(iface) || iface::xdp_transmit_capable(iface);
         let caps = if native && capable { IF_F_TX | IF_F_REDIRECT } else { 0 };
-        maps.ifaces.insert(idx, caps, 0).context("writing the interface map")?;
-        if caps & IF_F_REDIRECT != 0 {
-            maps.tx_ports.insert(idx, idx, None, 0).context("writing the devmap")?;
-        }
+        writer.set_interface_caps(idx, caps).context("writing the interface map and the devmap")?;
         info!(%iface, ifindex = idx, xdp_transmit = caps != 0, "interface ready");
     }
     Ok(())
@@ -389,9 +386,9 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
     };
     let mut writer = MapWriter::restore(maps, args.maglev_seed.or(file_seed).unwrap_or(0)).context("reading the pinned maps")?;
     // Before anything is attached: the XDP→tc hand-off carries the node tag.
-    let node_tag = node_tag(writer.maps_mut().settings.get(&0, 0).map_or(0, |s| s.node_tag));
+    let node_tag = node_tag(writer.settings().map_or(0, |s| s.node_tag));
     let settings = lb_common::settings::Settings { new_flows_per_cpu: args.max_new_flows_per_cpu, node_tag };
-    writer.maps_mut().settings.set(0, settings, 0).context("writing the data-path settings")?;
+    writer.set_settings(settings).context("writing the data-path settings")?;
     let health = Arc::new(Health::default());
     if let Source::File(_, cfg) = &source {
         let report = writer.apply(&cfg.state).context("programming the services")?;
@@ -399,7 +396,7 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
         record_apply(&health, Ok(format!("start: {}", apply_summary(&report))));
     }
     let mut attached = attach::attach_all(&mut ebpf, &ifaces, args.xdp_mode, &args.pin_path)?;
-    program_interfaces(writer.maps_mut(), &ifaces, &attached, &args.xdp_transmit)?;
+    program_interfaces(&mut writer, &ifaces, &attached, &args.xdp_transmit)?;
     let programs = Arc::new(std::sync::Mutex::new(follow::Programs { ebpf, attached: Vec::new() }));
     if !patterns.is_empty() {
         programs.lock().unwrap_or_else(|e| e.into_inner()).attached.append(&mut attached);

@@ -93,6 +93,8 @@ pub enum WriteError {
         #[source]
         source: MapError,
     },
+    #[error("writing map XLB_TX_PORTS: {0}")]
+    Devmap(#[source] aya::maps::xdp::XdpMapError),
     #[error("reading the CPU count: {0}")]
     Cpus(std::io::Error),
     #[error("too many services: the data path holds at most {MAX_SERVICES}")]
@@ -171,8 +173,34 @@ pub struct MapWriter<M: MapOps = Maps> {
 }
 
 impl MapWriter {
-    /// Read access to the maps (for the interface setup).
-    pub fn maps_mut(&mut self) -> &mut Maps {
+    /// The data-path settings (`XLB_SETTINGS`), as pinned by an earlier
+    /// agent or zeroed in a new map.
+    pub fn settings(&self) -> Result<lb_common::settings::Settings, WriteError> {
+        self.maps.settings.get(&0, 0).map_err(map_err(lb_common::settings::SETTINGS_MAP))
+    }
+
+    /// Writes the data-path settings (`XLB_SETTINGS`).
+    pub fn set_settings(&mut self, settings: lb_common::settings::Settings) -> Result<(), WriteError> {
+        self.maps.settings.set(0, settings, 0).map_err(map_err(lb_common::settings::SETTINGS_MAP))
+    }
+
+    /// Records what XDP may do on interface `ifindex` (`XLB_IFACES`:
+    /// `IF_F_*` bits); with `IF_F_REDIRECT` the interface also enters the
+    /// devmap (`XLB_TX_PORTS`) that redirects into it.
+    pub fn set_interface_caps(&mut self, ifindex: u32, caps: u32) -> Result<(), WriteError> {
+        self.maps.ifaces.insert(ifindex, caps, 0).map_err(map_err(lb_common::names::IFACES))?;
+        if caps & lb_common::IF_F_REDIRECT != 0 {
+            self.maps.tx_ports.insert(ifindex, ifindex, None, 0).map_err(WriteError::Devmap)?;
+        }
+        Ok(())
+    }
+
+    /// The maps themselves, bypassing the writer: what is written through
+    /// this is not in the writer's mirror (a later `apply` may undo it).
+    /// Only for tests and benches that poke the data path directly; the
+    /// agent uses the methods above.
+    #[doc(hidden)]
+    pub fn maps_unmirrored(&mut self) -> &mut Maps {
         &mut self.maps
     }
 }
