@@ -97,6 +97,10 @@ pub enum WriteError {
     Devmap(#[source] aya::maps::xdp::XdpMapError),
     #[error("reading the CPU count: {0}")]
     Cpus(std::io::Error),
+    /// The desired state breaks a rule across services (two with one
+    /// vip, port and protocol, or one name): nothing is written.
+    #[error("{0}; nothing was changed")]
+    Invalid(#[from] crate::model::ModelError),
     #[error("too many services: the data path holds at most {MAX_SERVICES}")]
     TooManyServices,
     #[error("too many backends: the data path holds at most {MAX_BACKENDS} over all services")]
@@ -331,8 +335,13 @@ impl<M: MapOps> MapWriter<M> {
         }
     }
 
-    /// Brings the maps to `desired`, writing only what differs.
+    /// Brings the maps to `desired`, writing only what differs. A desired
+    /// state with two services on one (vip, port, protocol) or name
+    /// ([`DesiredState::check_unique`]) is refused before anything is written.
     pub fn apply(&mut self, desired: &DesiredState) -> Result<ApplyReport, WriteError> {
+        if desired.services.len() <= MAX_SERVICES as usize {
+            desired.check_unique()?;
+        }
         self.reclaim(false);
         self.routes.refresh();
         self.table_writes = 0;
