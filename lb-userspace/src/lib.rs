@@ -6,6 +6,7 @@ pub mod attach;
 pub mod cli;
 pub mod config;
 pub mod datapath;
+pub mod desired;
 pub mod follow;
 pub mod iface;
 pub mod k8s;
