@@ -19,6 +19,7 @@ pub mod reader;
 pub mod rtnetlink;
 pub mod routegen;
 pub mod status;
+pub mod view;
 pub mod writer;
 
 /// The eBPF object built from `lb-ebpf` by `build.rs`, embedded so the

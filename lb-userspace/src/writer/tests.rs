@@ -339,7 +339,8 @@ fn unroutable_backends_wait_for_a_route() {
         assert!(unroutable_reason(&fb).unwrap().contains(&std::io::Error::from_raw_os_error(libc::ENETUNREACH).to_string()));
         assert_eq!(backend_of(&w, near).snat_addr, addr16("10.98.0.1".parse().unwrap()));
         // What `xlb backends` reads.
-        let rows = crate::reader::services(&w.maps).expect("read");
+        let view = crate::view::MapsView::open_pinned(&pins.0).expect("the pinned maps, read-only");
+        let rows = crate::reader::services(&view).expect("read");
         let a = rows.iter().find(|r| r.name == "a").unwrap();
         assert_eq!(a.backends, vec![near.to_string()], "services lists what is programmed");
         let states: Vec<(&str, &str, bool)> =
