@@ -98,10 +98,7 @@ impl MapsView {
             let path = dir.join(name);
             let fd = open_read_only(&path).map_err(|e| match e.kind() {
                 io::ErrorKind::NotFound => MapsError::NotPinned { path: path.clone() },
-                _ => MapsError::Open {
-                    name,
-                    source: aya::maps::MapError::SyscallError(aya::sys::SyscallError { call: "BPF_OBJ_GET", io_error: e }),
-                },
+                _ => MapsError::Open { name, source: aya::maps::MapError::SyscallError(aya::sys::SyscallError { call: "BPF_OBJ_GET", io_error: e }) },
             })?;
             let data = MapData::from_fd(fd).map_err(|source| MapsError::Open { name, source })?;
             Map::from_map_data(data).map_err(|source| MapsError::Open { name, source })

@@ -89,10 +89,7 @@ pub fn check_same_family(role: Role, ip: IpAddr, vip: IpAddr) -> Result<(), Mode
     if ip.is_ipv4() == vip.is_ipv4() {
         return Ok(());
     }
-    let given = match role {
-        Role::SourceRange | Role::SnatAddress => ip.to_string(),
-        Role::Backend => ip.to_string(),
-    };
+    let given = ip.to_string();
     Err(ModelError::FamilyMismatch { role, given, ip, vip })
 }
 
@@ -208,8 +205,7 @@ impl ServiceSpec {
         let mut seen = Claims::default();
         for b in &self.backends {
             check_backend(b.addr, self.vip, self.port)?;
-            seen.claim(b.addr, ())
-                .map_err(|()| ModelError::DuplicateBackend { service: self.name.clone(), addr: b.addr })?;
+            seen.claim(b.addr, ()).map_err(|()| ModelError::DuplicateBackend { service: self.name.clone(), addr: b.addr })?;
         }
         Ok(())
     }
@@ -246,4 +242,3 @@ impl DesiredState {
         Ok(())
     }
 }
-

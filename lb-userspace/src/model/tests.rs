@@ -22,8 +22,8 @@ fn spec(name: &str, vip: &str, port: u16, backends: &[&str]) -> ServiceSpec {
 
 #[test]
 fn a_valid_state_is_built() {
-    let s = DesiredState::new(vec![spec("a", "192.0.2.10", 53, &["10.1.0.5:53"]), spec("b", "2001:db8::10", 53, &["[2001:db8::5]:53"])])
-        .expect("valid");
+    let s =
+        DesiredState::new(vec![spec("a", "192.0.2.10", 53, &["10.1.0.5:53"]), spec("b", "2001:db8::10", 53, &["[2001:db8::5]:53"])]).expect("valid");
     assert_eq!(s.services.len(), 2);
 }
 
@@ -32,13 +32,7 @@ fn two_services_on_one_vip_port_and_protocol_are_refused() {
     let e = DesiredState::new(vec![spec("a", "192.0.2.10", 53, &[]), spec("b", "192.0.2.10", 53, &[])]).unwrap_err();
     assert_eq!(
         e,
-        ModelError::DuplicateService {
-            vip: "192.0.2.10".parse().unwrap(),
-            port: 53,
-            protocol: Protocol::Udp,
-            first: "a".into(),
-            second: "b".into()
-        }
+        ModelError::DuplicateService { vip: "192.0.2.10".parse().unwrap(), port: 53, protocol: Protocol::Udp, first: "a".into(), second: "b".into() }
     );
     // Another protocol or port is another service.
     let mut tcp = spec("b", "192.0.2.10", 53, &[]);
