@@ -29,8 +29,11 @@ pub const MAX_SERVICES: usize = lb_common::MAX_SERVICES as usize;
 /// What an address of the other family was given as (for the message).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
+    /// A backend address.
     Backend,
+    /// A `snat_address`.
     SnatAddress,
+    /// A source range.
     SourceRange,
 }
 
@@ -47,28 +50,40 @@ pub fn family(ip: IpAddr) -> &'static str {
 /// (mostly) what to do; producers add where (a field, a Service).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ModelError {
+    /// An address no client can send to, as a VIP or SNAT address.
     #[error("{ip} is {what}")]
     UnusableVip { ip: IpAddr, what: &'static str },
+    /// An address nothing can be forwarded to, as a backend.
     #[error("backend {ip} is {what}; use the unicast address of a server")]
     UnusableBackend { ip: IpAddr, what: &'static str },
+    /// A backend that is the service itself.
     #[error("backend {addr} is the service's own vip and port: a loop; use the address of a server")]
     BackendLoop { addr: SocketAddr },
+    /// An address (`given` as written) of the other family than the VIP.
     #[error("{}", family_message(*.role, .given, *.ip, *.vip))]
     FamilyMismatch { role: Role, given: String, ip: IpAddr, vip: IpAddr },
+    /// A SNAT address on a service that keeps the client address.
     #[error("snat_address applies to source: snat only, and the service keeps the client's address (source: preserve); remove snat_address or use source: snat")]
     SnatWithPreserve,
+    /// A service on port 0.
     #[error("port 0 is outside 1..=65535")]
     PortZero,
+    /// A limit (a timeout) outside its range.
     #[error("{what} {value} is outside {}..={}", .range.start(), .range.end())]
     OutOfRange { what: &'static str, value: u32, range: RangeInclusive<u32> },
+    /// A Maglev table size that is not one of the allowed primes.
     #[error("maglev_table_size {0} is not an allowed table size; use one of {sizes}", sizes = crate::maglev::sizes_list())]
     TableSize(u32),
+    /// Two services on one (vip, port, protocol).
     #[error("{vip_port}/{protocol} is used by two services ({first:?} and {second:?}); each vip, port and protocol may belong to one service", vip_port = SocketAddr::new(*.vip, *.port))]
     DuplicateService { vip: IpAddr, port: u16, protocol: Protocol, first: String, second: String },
+    /// Two services with one name.
     #[error("{name:?} is the name of two services; service names must be unique")]
     DuplicateName { name: String },
+    /// One backend twice in a service.
     #[error("service {service:?}: backend {addr} is listed twice; list each backend once")]
     DuplicateBackend { service: String, addr: SocketAddr },
+    /// More services than the data path holds.
     #[error("{count} services; at most {MAX_SERVICES} are allowed")]
     TooManyServices { count: usize },
 }
