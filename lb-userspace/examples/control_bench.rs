@@ -386,7 +386,7 @@ fn measure(opts: &Opts, pin: &Path, agent: Option<(&Path, &str, &Path, &Path)>) 
         times.push(took);
     }
     // The kernel's backend array holds exactly the desired backends (not timed).
-    let backends = &writer.maps_mut().backends;
+    let backends = &writer.maps_unmirrored().backends;
     let mut active = std::collections::HashSet::new();
     for i in 0..lb_common::MAX_BACKENDS {
         let b = backends.get(&i, 0).context("reading the backend array")?;

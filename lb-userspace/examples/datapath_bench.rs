@@ -567,7 +567,7 @@ impl Bench {
         writer.apply(&state).context("programming the services")?;
         let v0 = xlb::iface::ifindex("v0")?;
         let v1 = xlb::iface::ifindex("v1")?;
-        let maps = writer.maps_mut();
+        let maps = writer.maps_unmirrored();
         for i in [v0, v1] {
             maps.ifaces.insert(i, IF_F_TX | IF_F_REDIRECT, 0)?;
             maps.tx_ports.insert(i, i, None, 0)?;
@@ -661,7 +661,7 @@ impl Bench {
     }
 
     fn stats(&mut self) -> Result<Vec<u64>> {
-        let m = self.writer.maps_mut();
+        let m = self.writer.maps_unmirrored();
         (0..STAT_COUNT).map(|i| Ok(m.stats.get(&i, 0)?.iter().sum())).collect()
     }
 

@@ -20,7 +20,7 @@ use tracing::{error, info, warn};
 use crate::{
     attach::{self, XdpModeArg},
     config::{self, ConfigErrors},
-    datapath, follow,
+    datapath, desired, follow,
     iface,
     maps::{map_dir, Maps},
     metrics::{self, Health},
@@ -253,16 +253,13 @@ impl Drop for StopRecord {
 }
 
 /// Records which interfaces XDP may transmit into.
-fn program_interfaces(maps: &mut Maps, ifaces: &[String], attached: &[attach::Attached], forced: &[String]) -> Result<()> {
+fn program_interfaces(writer: &mut MapWriter, ifaces: &[String], attached: &[attach::Attached], forced: &[String]) -> Result<()> {
     for iface in ifaces {
         let idx = iface::ifindex(iface).with_context(|| format!("interface {iface}"))?;
         let native = attached.iter().any(|a| &a.iface == iface && a.mode == aya::programs::XdpMode::Driver);
         let capable = forced.contains(iface) || iface::xdp_transmit_capable(iface);
         let caps = if native && capable { IF_F_TX | IF_F_REDIRECT } else { 0 };
-        maps.ifaces.insert(idx, caps, 0).context("writing the interface map")?;
-        if caps & IF_F_REDIRECT != 0 {
-            maps.tx_ports.insert(idx, idx, None, 0).context("writing the devmap")?;
-        }
+        writer.set_interface_caps(idx, caps).context("writing the interface map and the devmap")?;
         info!(%iface, ifindex = idx, xdp_transmit = caps != 0, "interface ready");
     }
     Ok(())
@@ -322,7 +319,7 @@ async fn terminated(mut stop: watch::Receiver<bool>) {
 
 /// Runs the agent until SIGTERM/SIGINT.
 pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
-    let mut signals = install_signals()?;
+    let signals = install_signals()?;
     let mut ifaces = Vec::new();
     let source = if args.kubernetes {
         let node_name = args
@@ -389,17 +386,16 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
     };
     let mut writer = MapWriter::restore(maps, args.maglev_seed.or(file_seed).unwrap_or(0)).context("reading the pinned maps")?;
     // Before anything is attached: the XDP→tc hand-off carries the node tag.
-    let node_tag = node_tag(writer.maps_mut().settings.get(&0, 0).map_or(0, |s| s.node_tag));
+    let node_tag = node_tag(writer.settings().map_or(0, |s| s.node_tag));
     let settings = lb_common::settings::Settings { new_flows_per_cpu: args.max_new_flows_per_cpu, node_tag };
-    writer.maps_mut().settings.set(0, settings, 0).context("writing the data-path settings")?;
+    writer.set_settings(settings).context("writing the data-path settings")?;
     let health = Arc::new(Health::default());
     if let Source::File(_, cfg) = &source {
-        let report = writer.apply(&cfg.state).context("programming the services")?;
-        info!(?report, "configuration applied");
-        record_apply(&health, Ok(format!("start: {}", apply_summary(&report))));
+        let start = desired::Update { state: cfg.state.clone(), seed: None, origin: desired::Origin::Start, applied: None };
+        desired::apply(&mut writer, &health, &start).context("programming the services")?;
     }
     let mut attached = attach::attach_all(&mut ebpf, &ifaces, args.xdp_mode, &args.pin_path)?;
-    program_interfaces(writer.maps_mut(), &ifaces, &attached, &args.xdp_transmit)?;
+    program_interfaces(&mut writer, &ifaces, &attached, &args.xdp_transmit)?;
     let programs = Arc::new(std::sync::Mutex::new(follow::Programs { ebpf, attached: Vec::new() }));
     if !patterns.is_empty() {
         programs.lock().unwrap_or_else(|e| e.into_inner()).attached.append(&mut attached);
@@ -427,16 +423,26 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
         .ok();
     let stop_record = StopRecord(recorder);
     metrics::serve(listener, args.pin_path.clone(), health.clone());
+    // Producers send desired states; this agent's loop alone applies them.
+    let (updates, received) = desired::channel();
+    let done = terminated(signals.stop.clone());
     match source {
         Source::File(path, _) => {
             health.set_ready(true);
             info!(services = writer.len(), metrics = %args.metrics_addr, "xlb agent running");
-            follow_file(&path, &mut writer, args.maglev_seed, &health, &mut signals).await?;
+            let hup = signals.hup;
+            let producer = tokio::spawn(follow_file(path, args.maglev_seed, health.clone(), hup, updates));
+            desired::apply_loop(&mut writer, &health, received, done).await;
+            producer.abort();
         }
         Source::Kubernetes(opts) => {
             // Ready once the first complete lists are applied; until then
             // the pinned state (if any) keeps forwarding.
-            crate::k8s::run(opts, &mut writer, health.clone(), terminated(signals.stop.clone())).await?;
+            let producer = tokio::spawn(crate::k8s::run(opts, updates, health.clone(), terminated(signals.stop.clone())));
+            desired::apply_loop(&mut writer, &health, received, done).await;
+            // Stops with the same signal (releasing the Lease), or has
+            // stopped on an error, which is the agent's.
+            producer.await.context("the Kubernetes task")??;
         }
     }
     health.set_ready(false);
@@ -459,24 +465,27 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
     Ok(())
 }
 
-/// Applies the file again on SIGHUP or when it changes, until SIGTERM/SIGINT.
-async fn follow_file(path: &Path, writer: &mut MapWriter, seed_flag: Option<u32>, health: &Health, signals: &mut Signals) -> Result<()> {
+/// Sends the file again on SIGHUP or when it changes (the agent's loop
+/// applies it), until the agent's loop stops; an invalid file is reported
+/// and the running configuration kept.
+async fn follow_file(path: PathBuf, seed_flag: Option<u32>, health: Arc<Health>, mut hup: Signal, updates: mpsc::Sender<desired::Update>) {
     let (tx, mut rx) = mpsc::channel::<()>(4);
-    let _watcher = watch_file(path, tx).map_err(|e| warn!(error = %e, "not watching the file; reload with SIGHUP"));
-    let hup = &mut signals.hup;
-    let mut done = std::pin::pin!(terminated(signals.stop.clone()));
-    let mut routes = writer.route_changes();
+    let _watcher = watch_file(&path, tx).map_err(|e| warn!(error = %e, "not watching the file; reload with SIGHUP"));
     loop {
-        tokio::select! {
-            _ = hup.recv() => reload(path, writer, seed_flag, "SIGHUP", health),
-            _ = routes.next(), if writer.has_unroutable() => retry_unroutable(writer),
+        let why = tokio::select! {
+            _ = hup.recv() => "SIGHUP",
             Some(()) = rx.recv() => {
                 // let the writer finish; coalesce bursts of events
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 while rx.try_recv().is_ok() {}
-                reload(path, writer, seed_flag, "file change", health);
+                "file change"
             }
-            _ = &mut done => return Ok(()),
+            _ = updates.closed() => return,
+        };
+        if let Some(update) = reload(&path, seed_flag, why, &health) {
+            if updates.send(update).await.is_err() {
+                return;
+            }
         }
     }
 }
@@ -516,19 +525,17 @@ pub(crate) fn retry_unroutable(writer: &mut MapWriter) {
     }
 }
 
-/// `seed_flag`: `--maglev-seed`, which overrides the file's `maglev_seed`.
-fn reload(path: &Path, writer: &mut MapWriter, seed_flag: Option<u32>, why: &str, health: &Health) {
+/// The file as a desired state to apply, or `None` (reported) when it is
+/// invalid. `seed_flag`: `--maglev-seed`, which overrides the file's
+/// `maglev_seed`.
+fn reload(path: &Path, seed_flag: Option<u32>, why: &'static str, health: &Health) -> Option<desired::Update> {
     match config::load(path) {
-        Ok(cfg) => match writer.set_seed(seed_flag.or(cfg.maglev_seed).unwrap_or(0)).apply(&cfg.state) {
-            Ok(report) => {
-                info!(?report, trigger = why, "configuration reloaded");
-                record_apply(health, Ok(format!("{why}: {}", apply_summary(&report))));
-            }
-            Err(e) => {
-                error!(error = %e, "reload could not be applied fully; fix the file and reload");
-                record_apply(health, Err(format!("{why}: not applied fully: {e}")));
-            }
-        },
+        Ok(cfg) => Some(desired::Update {
+            seed: Some(seed_flag.or(cfg.maglev_seed).unwrap_or(0)),
+            state: cfg.state,
+            origin: desired::Origin::Reload(why),
+            applied: None,
+        }),
         Err(errors) => {
             for e in &errors.0 {
                 error!("{e}");
@@ -537,6 +544,7 @@ fn reload(path: &Path, writer: &mut MapWriter, seed_flag: Option<u32>, why: &str
             let first = errors.0.first().map(ToString::to_string).unwrap_or_default();
             let more = if errors.0.len() > 1 { format!(" (and {} more)", errors.0.len() - 1) } else { String::new() };
             record_apply(health, Err(format!("{why}: invalid configuration: {first}{more}")));
+            None
         }
     }
 }

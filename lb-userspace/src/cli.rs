@@ -5,7 +5,7 @@ use std::path::Path;
 use anyhow::{bail, Context as _, Result};
 use clap::ValueEnum;
 
-use crate::{maps::Maps, reader};
+use crate::{reader, view::MapsView};
 
 /// Output format of the read-only commands.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
@@ -15,8 +15,9 @@ pub enum Output {
     Json,
 }
 
-fn open(pin_path: &Path) -> Result<Maps> {
-    Maps::open_pinned(pin_path).with_context(|| format!("opening the maps under {}", pin_path.display()))
+/// The pinned maps, read-only.
+fn open(pin_path: &Path) -> Result<MapsView> {
+    MapsView::open_pinned(pin_path).with_context(|| format!("opening the maps under {}", pin_path.display()))
 }
 
 /// Renders rows as an aligned table.

@@ -6,6 +6,7 @@ pub mod attach;
 pub mod cli;
 pub mod config;
 pub mod datapath;
+pub mod desired;
 pub mod follow;
 pub mod iface;
 pub mod k8s;
@@ -18,6 +19,7 @@ pub mod reader;
 pub mod rtnetlink;
 pub mod routegen;
 pub mod status;
+pub mod view;
 pub mod writer;
 
 /// The eBPF object built from `lb-ebpf` by `build.rs`, embedded so the

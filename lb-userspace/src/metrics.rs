@@ -1,5 +1,5 @@
-//! `/metrics` (Prometheus text format, read from the pinned maps on each
-//! scrape), `/healthz` (liveness) and `/readyz` (readiness).
+//! `/metrics` (Prometheus text format, read from the pinned maps, opened once
+//! and kept while their pins stay), `/healthz` (liveness) and `/readyz` (readiness).
 use std::{
     net::SocketAddr,
     path::PathBuf,
@@ -17,7 +17,7 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::{maps::Maps, reader};
+use crate::{reader, view::CachedView};
 
 /// The result of the last time a configuration was applied to the maps
 /// (at start, on a reload, on a Kubernetes change).
@@ -85,7 +85,9 @@ pub fn unix_now() -> u64 {
 
 #[derive(Debug)]
 struct MapCollector {
-    pin_path: PathBuf,
+    /// The pinned maps, opened on the first scrape and kept while their
+    /// pins are the same (not opened again on every scrape).
+    view: std::sync::Mutex<CachedView>,
     health: Arc<Health>,
 }
 
@@ -108,11 +110,12 @@ fn family(
 impl Collector for MapCollector {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         encode_last_apply(&mut enc, self.health.last_apply().as_ref())?;
-        let Ok(maps) = Maps::open_pinned(&self.pin_path) else {
+        let mut view = self.view.lock().unwrap_or_else(|e| e.into_inner());
+        let Ok(maps) = view.get() else {
             let g = ConstGauge::new(0i64);
             return g.encode(enc.encode_descriptor("xlb_maps_readable", "1 when the pinned maps could be read", None, g.metric_type())?);
         };
-        let services = reader::services(&maps).unwrap_or_default();
+        let services = reader::services(maps).unwrap_or_default();
         let svc = |f: fn(&reader::ServiceRow) -> u64| -> Vec<(Labels, u64)> {
             services.iter().map(|s| (vec![("service", s.name.clone())], f(s))).collect()
         };
@@ -127,7 +130,7 @@ impl Collector for MapCollector {
         };
         family(&mut enc, "xlb_backend_packets", "Packets sent to the backend", &be(|b| b.packets))?;
         family(&mut enc, "xlb_backend_bytes", "IP bytes sent to the backend", &be(|b| b.bytes))?;
-        let stats: Vec<(Labels, u64)> = reader::stats(&maps)
+        let stats: Vec<(Labels, u64)> = reader::stats(maps)
             .unwrap_or_default()
             .into_iter()
             .map(|(k, v)| (vec![("counter", k.to_string())], v))
@@ -175,7 +178,7 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> 
 /// in the background.
 pub fn serve(listener: tokio::net::TcpListener, pin_path: PathBuf, health: Arc<Health>) {
     let mut registry = Registry::default();
-    registry.register_collector(Box::new(MapCollector { pin_path, health: health.clone() }));
+    registry.register_collector(Box::new(MapCollector { view: std::sync::Mutex::new(CachedView::new(pin_path)), health: health.clone() }));
     let state = Arc::new(AppState { registry, health });
     let app = Router::new()
         .route("/metrics", get(metrics))

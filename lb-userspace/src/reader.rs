@@ -8,7 +8,8 @@ use lb_common::{Stat, BE_F_ACTIVE, BE_F_UNROUTABLE, FLOW_CLOSING, MAX_BACKENDS, 
 use serde::Serialize;
 
 use crate::{
-    maps::{sum_counter, Maps},
+    maps::sum_counter,
+    view::MapsView,
     model::Protocol,
     writer::encode::{ip_from16, name_from, range_net, unroutable_reason},
 };
@@ -97,7 +98,7 @@ pub fn monotonic_ns() -> u64 {
 }
 
 /// All programmed services, sorted by name, with their backends and counters.
-pub fn services(maps: &Maps) -> Result<Vec<ServiceRow>, ReadError> {
+pub fn services(maps: &MapsView) -> Result<Vec<ServiceRow>, ReadError> {
     let mut rows = Vec::new();
     for entry in maps.services.iter() {
         let (key, svc) = entry.map_err(rerr("services"))?;
@@ -174,7 +175,7 @@ fn backend_state(b: &lb_common::Backend, unroutable: bool) -> &'static str {
 }
 
 /// Connection-table entries, optionally of one service.
-pub fn flows(maps: &Maps, service: Option<&str>) -> Result<Vec<FlowRow>, ReadError> {
+pub fn flows(maps: &MapsView, service: Option<&str>) -> Result<Vec<FlowRow>, ReadError> {
     let svcs = services(maps)?;
     let by_id: HashMap<u32, &ServiceRow> = svcs.iter().map(|s| (s.id, s)).collect();
     let now = monotonic_ns();
@@ -208,7 +209,7 @@ pub fn flows(maps: &Maps, service: Option<&str>) -> Result<Vec<FlowRow>, ReadErr
 }
 
 /// Global counters by name, in index order.
-pub fn stats(maps: &Maps) -> Result<Vec<(&'static str, u64)>, ReadError> {
+pub fn stats(maps: &MapsView) -> Result<Vec<(&'static str, u64)>, ReadError> {
     Stat::ALL
         .iter()
         .map(|s| {
@@ -236,15 +237,16 @@ pub struct MaglevRow {
 }
 
 /// Each backend's share of a service's lookup table: its live region of
-/// the table array (read through the shared mapping, no system call per
-/// entry). `table_size` is 0 when the service has no usable backend.
-pub fn maglev(maps: &Maps, service: &str) -> Result<Option<MaglevRow>, ReadError> {
+/// the table array. `table_size` is 0 when the service has no usable backend.
+pub fn maglev(maps: &MapsView, service: &str) -> Result<Option<MaglevRow>, ReadError> {
     let svcs = services(maps)?;
     let Some(svc) = svcs.iter().find(|s| s.name == service) else { return Ok(None) };
     let (offset, size) = svc.table;
-    let (size, counts) = match maps.table.region(offset, size) {
-        Some(region) => (size, table_counts(region.values())),
-        None => (0, BTreeMap::new()),
+    // The live region, entry by entry (a missing one ends it: no table).
+    let entries: Option<Vec<u32>> = (offset..offset.saturating_add(size)).map(|i| maps.table.get(&i, 0).ok()).collect();
+    let (size, counts) = match entries {
+        Some(entries) if offset.checked_add(size).is_some() => (size, table_counts(entries.into_iter())),
+        _ => (0, BTreeMap::new()),
     };
     Ok(Some(maglev_row(&svc.name, size, &svc.backend_rows, &counts)))
 }

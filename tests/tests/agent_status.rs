@@ -263,6 +263,13 @@ fn failed_reload_shows_in_healthz_metrics_and_status() {
     let ok_ts =
         metric(&m, "xlb_config_last_reload_success_timestamp_seconds").expect("timestamp metric");
     assert!(ok_ts > 1.0e9, "{m}");
+    // The map metrics, read through the read-only view the agent keeps
+    // across scrapes.
+    for _ in 0..2 {
+        let m = agent.metrics().expect("metrics");
+        assert_eq!(metric(&m, "xlb_maps_readable"), Some(1.0), "{m}");
+        assert!(m.lines().any(|l| l.starts_with("xlb_service_packets") && l.contains("service=\"")), "{m}");
+    }
 
     env.config
         .write(&good.replace("port: 53", "port: 70000"))

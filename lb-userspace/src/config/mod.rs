@@ -37,11 +37,8 @@ use thiserror::Error;
 
 use crate::model::DesiredState;
 
-mod addresses;
 mod validate;
 mod yaml;
-
-pub use addresses::{backend_problem, vip_problem};
 
 #[cfg(test)]
 mod tests;

@@ -7,22 +7,20 @@ use std::{
 };
 
 use super::{
-    addresses::{backend_problem, vip_problem},
     yaml::{Kind, Node},
     Config, ConfigError,
 };
-use crate::model::{BackendSpec, Protocol, ServiceSpec, SourceMode};
+use crate::model::{
+    self, check_backend, check_backend_addr, check_snat_address, check_source_range_family, check_vip, BackendSpec, Claims,
+    ModelError, Protocol, ServiceSpec, SourceMode, AFFINITY_TIMEOUT, IDLE_TIMEOUT,
+};
 
 /// Most services one file may hold (the data path's limit).
-const MAX_SERVICES: usize = lb_common::MAX_SERVICES as usize;
+const MAX_SERVICES: usize = model::rules::MAX_SERVICES;
 /// Longest service name.
 const MAX_NAME_LEN: usize = 63;
 /// Longest Linux interface name (IFNAMSIZ - 1).
 const MAX_IFNAME_LEN: usize = 15;
-/// Longest idle timeout, seconds (one week).
-const MAX_TIMEOUT: i128 = 86400 * 7;
-/// Longest session-affinity timeout, seconds (one day, as Kubernetes).
-const MAX_AFFINITY_TIMEOUT: i128 = 86400;
 
 const TOP_KEYS: &[&str] = &["interfaces", "maglev_seed", "services"];
 const SERVICE_KEYS: &[&str] = &[
@@ -110,16 +108,17 @@ impl<'n> Fields<'n> {
 }
 
 /// Where a service's (vip, port, protocol) or name was first seen.
+#[derive(Clone)]
 struct FirstUse {
     index: usize,
     name: Option<String>,
 }
 
-/// Services seen so far, for the uniqueness checks.
+/// Services seen so far, for the uniqueness checks (the model's).
 #[derive(Default)]
 struct Seen {
-    names: HashMap<String, usize>,
-    keys: HashMap<(IpAddr, u16, Protocol), FirstUse>,
+    names: Claims<String, usize>,
+    keys: Claims<(IpAddr, u16, Protocol), FirstUse>,
 }
 
 /// Collects errors while walking.
@@ -333,13 +332,11 @@ impl Walker<'_> {
         let name = f.required(self, "name", NAME_RULE).and_then(|n| {
             let field = join(&path, "name");
             let name = self.service_name(n, &field)?;
-            if let Some(first) = seen.names.get(&name) {
+            if let Err(first) = seen.names.claim(name.clone(), index) {
                 let message = format!(
                     "{name:?} is already the name of services[{first}]; service names must be unique"
                 );
                 self.error(n.line, field, message);
-            } else {
-                seen.names.insert(name.clone(), index);
             }
             Some(name)
         });
@@ -348,7 +345,7 @@ impl Walker<'_> {
             .and_then(|n| {
                 let field = join(&path, "vip");
                 let ip = self.ip(n, &field)?;
-                if let Some(problem) = vip_problem(ip) {
+                if let Err(problem) = check_vip(ip) {
                     let message = format!(
                         "{problem}; use a unicast address that clients send to, such as 192.0.2.10 or 2001:db8::10"
                     );
@@ -371,31 +368,25 @@ impl Walker<'_> {
         let snat_address = f.optional("snat_address").map(|n| {
             let field = join(&path, "snat_address");
             let ip = self.ip(n, &field)?;
-            if let (Some(SourceMode::Preserve), Some(s)) = (source, source_node) {
-                let message = format!(
+            // An invalid source was reported already: checked as snat.
+            let mode = source.unwrap_or_default();
+            let checked = match vip {
+                Some(vip) => check_snat_address(ip, vip, mode),
+                None if mode == SourceMode::Preserve => Err(ModelError::SnatWithPreserve),
+                None => check_vip(ip),
+            };
+            let message = match checked {
+                Ok(()) => return Some(ip),
+                Err(ModelError::SnatWithPreserve) => format!(
                     "snat_address applies to source: snat only, and this service has source: preserve (line {}), \
                      which keeps the client's address; remove snat_address or use source: snat",
-                    s.line
-                );
-                self.error(n.line, field, message);
-                return None;
-            }
-            if let Some(problem) = vip_problem(ip) {
-                let message = format!("{problem}; use an address of this node");
-                self.error(n.line, field, message);
-                return None;
-            }
-            if let Some(vip) = vip.filter(|v| v.is_ipv4() != ip.is_ipv4()) {
-                let message = format!(
-                    "{ip} is {} but the vip {vip} is {}; use an {} address",
-                    family(ip),
-                    family(vip),
-                    family(vip)
-                );
-                self.error(n.line, field, message);
-                return None;
-            }
-            Some(ip)
+                    source_node.map_or(0, |s| s.line)
+                ),
+                Err(e @ ModelError::UnusableVip { .. }) => format!("{e}; use an address of this node"),
+                Err(e) => e.to_string(),
+            };
+            self.error(n.line, field, message);
+            None
         });
         let udp_timeout = f
             .optional("udp_timeout")
@@ -408,7 +399,8 @@ impl Walker<'_> {
             .map(|n| self.table_size(n, &join(&path, "maglev_table_size")));
         let affinity_timeout = f.optional("session_affinity_timeout").map(|n| {
             let field = join(&path, "session_affinity_timeout");
-            self.integer(n, &field, "a session-affinity timeout in seconds", 1, MAX_AFFINITY_TIMEOUT)
+            let (min, max) = (i128::from(*AFFINITY_TIMEOUT.start()), i128::from(*AFFINITY_TIMEOUT.end()));
+            self.integer(n, &field, "a session-affinity timeout in seconds", min, max)
                 .map(|n| n as u32)
         });
         let source_ranges = match f.optional("source_ranges") {
@@ -423,7 +415,11 @@ impl Walker<'_> {
 
         if let (Some(vip), Some(port), Some(protocol)) = (vip, port, protocol) {
             let key = (vip, port, protocol);
-            if let Some(first) = seen.keys.get(&key) {
+            let first_use = FirstUse {
+                index,
+                name: name.clone(),
+            };
+            if let Err(first) = seen.keys.claim(key, first_use) {
                 let owner = match &first.name {
                     Some(n) => format!("service {n:?} (services[{}])", first.index),
                     None => format!("services[{}]", first.index),
@@ -433,14 +429,6 @@ impl Walker<'_> {
                     SocketAddr::new(vip, port)
                 );
                 self.error(node.line, path.as_str(), message);
-            } else {
-                seen.keys.insert(
-                    key,
-                    FirstUse {
-                        index,
-                        name: name.clone(),
-                    },
-                );
             }
         }
 
@@ -538,7 +526,8 @@ impl Walker<'_> {
 
     fn timeout(&mut self, node: &Node, path: &str, key: &str) -> Option<u32> {
         let what = "a timeout in seconds";
-        self.integer(node, &join(path, key), what, 1, MAX_TIMEOUT)
+        let (min, max) = (i128::from(*IDLE_TIMEOUT.start()), i128::from(*IDLE_TIMEOUT.end()));
+        self.integer(node, &join(path, key), what, min, max)
             .map(|n| n as u32)
     }
 
@@ -566,7 +555,7 @@ impl Walker<'_> {
             return None;
         }
         let mut ok = true;
-        let mut seen: HashMap<ipnet::IpNet, usize> = HashMap::new();
+        let mut seen: Claims<ipnet::IpNet, usize> = Claims::default();
         let mut out = Vec::new();
         for (j, item) in items.iter().enumerate() {
             let item_field = format!("{field}[{j}]");
@@ -582,22 +571,15 @@ impl Walker<'_> {
                     continue;
                 }
             };
-            if let Some(vip) = vip.filter(|v| v.is_ipv4() != net.addr().is_ipv4()) {
-                let message = format!(
-                    "{net} is {} but the vip {vip} is {}: it would never match a client; use {} ranges",
-                    family(net.addr()),
-                    family(vip),
-                    family(vip)
-                );
-                self.error(item.line, item_field, message);
+            if let Some(Err(e)) = vip.map(|vip| check_source_range_family(net, vip)) {
+                self.error(item.line, item_field, e.to_string());
                 ok = false;
-            } else if let Some(first) = seen.get(&net) {
+            } else if let Err(first) = seen.claim(net, j) {
                 let message =
                     format!("{net} is already listed as {field}[{first}]; list each range once");
                 self.error(item.line, item_field, message);
                 ok = false;
             } else {
-                seen.insert(net, j);
                 out.push(net);
             }
         }
@@ -620,7 +602,7 @@ impl Walker<'_> {
             return None;
         };
         let mut ok = true;
-        let mut seen: HashMap<SocketAddr, usize> = HashMap::new();
+        let mut seen: Claims<SocketAddr, usize> = Claims::default();
         let mut out = Vec::new();
         for (j, item) in items.iter().enumerate() {
             let item_path = format!("{field}[{j}]");
@@ -629,30 +611,21 @@ impl Walker<'_> {
                 continue;
             };
             let addr = backend.addr;
-            // Without a valid vip and port, only the address itself is checked.
-            let problem = match (vip, port) {
-                (Some(vip), Some(port)) => backend_problem(addr, vip, port),
-                _ => backend_problem(addr, addr.ip(), 0),
+            // Without a valid vip, only the address itself is checked (a
+            // backend's port is never 0, so no loop without a valid port).
+            let checked = match vip {
+                Some(vip) => check_backend(addr, vip, port.unwrap_or(0)),
+                None => check_backend_addr(addr, addr.ip(), 0),
             };
-            if let Some(message) = problem {
-                self.error(line, addr_field, message);
+            if let Err(e) = checked {
+                self.error(line, addr_field, e.to_string());
                 ok = false;
-            } else if let Some(vip) = vip.filter(|v| v.is_ipv4() != addr.is_ipv4()) {
-                let message = format!(
-                    "backend {addr} is {} but the vip {vip} is {}; use {} backends",
-                    family(addr.ip()),
-                    family(vip),
-                    family(vip)
-                );
-                self.error(line, addr_field, message);
-                ok = false;
-            } else if let Some(first) = seen.get(&addr) {
+            } else if let Err(first) = seen.claim(addr, j) {
                 let message =
                     format!("{addr} is already listed as {field}[{first}]; list each backend once");
                 self.error(line, addr_field, message);
                 ok = false;
             } else {
-                seen.insert(addr, j);
                 out.push(backend);
             }
         }
@@ -724,15 +697,6 @@ fn optional_ok<T>(field: Option<Option<T>>) -> Option<Option<T>> {
         None => Some(None),
         Some(None) => None,
         Some(Some(v)) => Some(Some(v)),
-    }
-}
-
-/// "IPv4" or "IPv6".
-fn family(ip: IpAddr) -> &'static str {
-    if ip.is_ipv4() {
-        "IPv4"
-    } else {
-        "IPv6"
     }
 }
 

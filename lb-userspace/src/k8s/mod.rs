@@ -1,9 +1,10 @@
 //! Kubernetes mode: Services of `type: LoadBalancer` with our
 //! `loadBalancerClass` and their EndpointSlices, watched through kube-rs
 //! reflectors, translated into the same desired-state model the YAML loader
-//! produces and handed to the map writer. Alongside: health-check node
-//! ports, Events, and (on the agent holding the Lease) VIP allocation from
-//! `--vip-pool` into the Services' status.
+//! produces and sent to the agent, which owns the map writer
+//! ([`crate::desired`]). Alongside, once a state is applied: health-check
+//! node ports, Events, and (on the agent holding the Lease) VIP allocation
+//! from `--vip-pool` into the Services' status.
 pub mod address;
 pub mod endpoints;
 pub mod events;
@@ -37,10 +38,13 @@ use kube::{
     config::{KubeConfigOptions, Kubeconfig},
     Api, Client, Config,
 };
-use tokio::sync::Notify;
-use tracing::{error, info, warn};
+use tokio::sync::{mpsc, Notify};
+use tracing::{info, warn};
 
-use crate::{metrics::Health, writer::MapWriter};
+use crate::{
+    desired::{Origin, Update},
+    metrics::Health,
+};
 
 /// Settings of Kubernetes mode (from the agent's flags).
 #[derive(Clone, Debug)]
@@ -95,12 +99,15 @@ fn node_address(stores: &watch::Stores, opts: &Options) -> Option<IpAddr> {
     from_node.or_else(|| opts.interfaces.first().and_then(|i| crate::iface::first_address(i)))
 }
 
-/// Runs Kubernetes mode until `shutdown` resolves. Nothing is written to
-/// the maps before every cache holds a complete first list, so a restarted
-/// agent keeps forwarding on the pinned state meanwhile.
+/// Runs Kubernetes mode until `shutdown` resolves: sends the agent a
+/// desired state on `updates` after every change, and once it is applied
+/// serves the health checks, tells Events and (as the allocator) writes
+/// Services' status. No state is sent before every cache holds a complete
+/// first list, so a restarted agent keeps forwarding on the pinned state
+/// meanwhile.
 pub async fn run(
     opts: Options,
-    writer: &mut MapWriter,
+    updates: mpsc::Sender<Update>,
     health: Arc<Health>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<()> {
@@ -123,16 +130,10 @@ pub async fn run(
     let mut notifier = events::Notifier::new(client.clone(), &opts.node_name);
     let mut health_servers = health::HealthServers::default();
     let mut first = true;
-    let mut routes = writer.route_changes();
     loop {
         if !first {
             tokio::select! {
                 _ = trigger.notified() => {}
-                _ = routes.next(), if writer.has_unroutable() => {
-                    // Backends that got a route: nothing else to reconcile.
-                    crate::agent::retry_unroutable(writer);
-                    continue;
-                }
                 // A health-check port another process holds (kube-proxy):
                 // try it again now and then, without a reconcile.
                 _ = tokio::time::sleep(health::RETRY_EVERY), if health_servers.waiting() => {
@@ -144,6 +145,7 @@ pub async fn run(
             // Coalesce a burst of changes into one reconcile.
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        first = false;
         let services = stores.services.state();
         let slices = stores.slices.state();
         let t = translate::translate(&translate::Inputs {
@@ -153,17 +155,14 @@ pub async fn run(
             lb_class: &opts.lb_class,
             pools: &opts.pools,
         });
-        let applied = writer.apply(&t.state);
-        crate::agent::record_apply(&health, applied.as_ref().map(|r| format!("Kubernetes state: {}", crate::agent::apply_summary(r))).map_err(|e| format!("Kubernetes state: {e}")));
-        match applied {
-            Ok(r) if first || r.added + r.updated + r.removed > 0 => info!(report = ?r, services = t.state.services.len(), "Kubernetes state applied"),
-            Ok(_) => {}
-            Err(e) => error!(error = %e, "some services could not be programmed"),
+        // Events say "programmed" only once the agent has applied the state.
+        let (update, applied) = Update::acknowledged(t.state, None, Origin::Kubernetes);
+        if updates.send(update).await.is_err() {
+            break; // the agent stopped
         }
-        if first {
-            health.set_ready(true);
-            info!(services = writer.len(), "xlb agent running (Kubernetes mode)");
-            first = false;
+        tokio::select! {
+            _ = applied => {}
+            _ = &mut shutdown => break,
         }
         match node_address(&stores, &opts) {
             Some(addr) => health_servers.sync(addr, &t.health_checks).await,

@@ -439,3 +439,37 @@ fn unusable_vips_are_not_programmed() {
     assert_eq!(t.state.services.len(), 1);
     assert_eq!(reasons(&t, "ns", "dns"), [reason::INVALID, reason::PROGRAMMED]);
 }
+
+/// The file and Kubernetes get their verdict on an address from the same
+/// model function (`model::check_vip`, `model::check_backend`), so they
+/// refuse the same things with the same words.
+#[test]
+fn the_file_and_kubernetes_get_the_models_verdict() {
+    use crate::model;
+    for bad in ["127.0.0.1", "224.0.0.251", "0.0.0.0"] {
+        let verdict = model::check_vip(ip(bad)).expect_err(bad).to_string();
+        let v = with(svc("ns", "dns", T0, json!({})), json!({"metadata": {"annotations": {"xlb.io/vip": bad}}}));
+        let t = run(&[v], &[], &[]);
+        assert!(t.state.services.is_empty(), "{bad}");
+        let note = &t.notes[&("ns".into(), "dns".into())][0].message;
+        assert!(note.starts_with(&verdict), "{note} / {verdict}");
+        let yaml = format!("services:\n  - name: dns\n    vip: {bad}\n    port: 53\n    protocol: udp\n");
+        let e = crate::config::parse("f.yaml", &yaml).expect_err(bad);
+        assert!(e.0[0].message.starts_with(&verdict), "{} / {verdict}", e.0[0].message);
+    }
+    // A backend on the service's own vip and port, and a multicast one.
+    for bad in ["192.0.2.10", "224.0.0.5"] {
+        let addr: std::net::SocketAddr = format!("{bad}:53").parse().unwrap();
+        let verdict = model::check_backend(addr, ip("192.0.2.10"), 53).expect_err(bad).to_string();
+        let v = with(svc("ns", "dns", T0, json!({})), json!({"spec": {"ports": [{"name": "dns", "port": 53, "protocol": "UDP"}]}}));
+        let ports = json!([{"name": "dns", "port": 53, "protocol": "UDP"}]);
+        let s = slice("ns", "dns", "dns-1", "IPv4", ports, &[ready(bad), ready("10.1.0.5")]);
+        let t = run(&[v], &[s], &[]);
+        assert_eq!(backends(one(&t, "ns/dns:dns")), [("10.1.0.5:53".to_owned(), 1)], "{bad}");
+        let notes = &t.notes[&("ns".into(), "dns".into())];
+        assert!(notes.iter().any(|n| n.warning && n.message.contains(&verdict)), "{notes:?} / {verdict}");
+        let yaml = format!("services:\n  - name: dns\n    vip: 192.0.2.10\n    port: 53\n    protocol: udp\n    backends: [\"{addr}\"]\n");
+        let e = crate::config::parse("f.yaml", &yaml).expect_err(bad);
+        assert_eq!(e.0[0].message, verdict);
+    }
+}

@@ -2,7 +2,7 @@
 //! YAML loader produces), plus, per Service, what was programmed or why not
 //! (for Events) and the health checks this node must answer.
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::BTreeMap,
     net::IpAddr,
     sync::Arc,
 };
@@ -14,12 +14,8 @@ use super::{
     address,
     endpoints::{self, EndpointState},
 };
-use crate::model::{DesiredState, Protocol, ServiceSpec, SourceMode};
-
-/// Default `sessionAffinityConfig.clientIP.timeoutSeconds`.
-pub const DEFAULT_AFFINITY_TIMEOUT: u32 = 10800;
-/// Largest affinity timeout Kubernetes accepts.
-pub const MAX_AFFINITY_TIMEOUT: u32 = 86400;
+use crate::model::{self, Claims, DesiredState, Protocol, ServiceSpec, SourceMode};
+pub use crate::model::{DEFAULT_AFFINITY_TIMEOUT, MAX_AFFINITY_TIMEOUT};
 /// Legacy annotation for source ranges (used when the field is absent).
 pub const SOURCE_RANGES_ANNOTATION: &str = "service.beta.kubernetes.io/load-balancer-source-ranges";
 
@@ -144,7 +140,7 @@ fn protocol(p: Option<&str>) -> Option<Protocol> {
 pub fn translate(inp: &Inputs<'_>) -> Translation {
     let mut out = Translation::default();
     // (vip, port, protocol) → owner's namespace/name
-    let mut claims: HashMap<(IpAddr, u16, Protocol), String> = HashMap::new();
+    let mut claims: Claims<(IpAddr, u16, Protocol), String> = Claims::default();
     for svc in ours_in_claim_order(inp.services, inp.lb_class) {
         let ns = svc.metadata.namespace.clone().unwrap_or_default();
         let name = svc.metadata.name.clone().unwrap_or_default();
@@ -170,9 +166,9 @@ pub fn translate(inp: &Inputs<'_>) -> Translation {
         // The YAML file's rule: no unspecified, loopback, broadcast or
         // multicast VIP (the API server accepts them in status and spec).
         let (vips, unusable): (Vec<IpAddr>, Vec<IpAddr>) =
-            vips.into_iter().partition(|v| crate::config::vip_problem(*v).is_none());
+            vips.into_iter().partition(|v| model::check_vip(*v).is_ok());
         for v in &unusable {
-            let problem = crate::config::vip_problem(*v).unwrap_or_default();
+            let problem = model::check_vip(*v).err().map(|e| e.to_string()).unwrap_or_default();
             notes.push(warn(
                 reason::INVALID,
                 format!("{problem}; {me} is not programmed on it: give it a unicast address that clients send to"),
@@ -213,28 +209,34 @@ pub fn translate(inp: &Inputs<'_>) -> Translation {
             }
             for (i, vip) in vips.iter().enumerate() {
                 let key = (*vip, number, proto);
-                match claims.get(&key) {
-                    Some(owner) if *owner == me => continue, // the same port listed twice
-                    Some(owner) => {
+                match claims.claim(key, me.clone()) {
+                    Err(owner) if owner == me => continue, // the same port listed twice
+                    Err(owner) => {
                         notes.push(warn(
                             reason::PORT_CLAIM_CONFLICT,
                             format!("{vip} port {number}/{proto} belongs to Service {owner}, which claimed it first; {me} is not programmed for it"),
                         ));
                         continue;
                     }
-                    None => {
-                        claims.insert(key, me.clone());
-                    }
+                    Ok(()) => {}
                 }
                 let family: Vec<_> = eps
                     .iter()
                     .filter(|e| e.addr.is_ipv4() == vip.is_ipv4() && (!local || e.local))
                     .copied()
                     .collect();
-                let backends = endpoints::backends(&family);
+                // The model's rule for backends (the file's too): an
+                // unusable address or the service's own vip:port is left out.
+                let mut backends = endpoints::backends(&family);
+                backends.retain(|b| match model::check_backend(b.addr, *vip, number) {
+                    Ok(()) => true,
+                    Err(e) => {
+                        notes.push(warn(reason::INVALID, format!("{me}: {e}; it is left out")));
+                        false
+                    }
+                });
                 let xlb_name = if i == 0 { format!("{me}:{label}") } else { format!("{me}:{label}@{vip}") };
-                programmed.push(format!("{xlb_name} ({proto})"));
-                out.state.services.push(ServiceSpec {
+                let spec = ServiceSpec {
                     name: xlb_name,
                     vip: *vip,
                     port: number,
@@ -247,7 +249,13 @@ pub fn translate(inp: &Inputs<'_>) -> Translation {
                     affinity_timeout,
                     source_ranges: ranges.clone(),
                     backends,
-                });
+                };
+                if let Err(e) = spec.validate() {
+                    notes.push(warn(reason::INVALID, format!("{me}: {e}; {} is not programmed", spec.name)));
+                    continue;
+                }
+                programmed.push(format!("{} ({proto})", spec.name));
+                out.state.services.push(spec);
             }
         }
         if !programmed.is_empty() {

@@ -93,8 +93,14 @@ pub enum WriteError {
         #[source]
         source: MapError,
     },
+    #[error("writing map XLB_TX_PORTS: {0}")]
+    Devmap(#[source] aya::maps::xdp::XdpMapError),
     #[error("reading the CPU count: {0}")]
     Cpus(std::io::Error),
+    /// The desired state breaks a rule across services (two with one
+    /// vip, port and protocol, or one name): nothing is written.
+    #[error("{0}; nothing was changed")]
+    Invalid(#[from] crate::model::ModelError),
     #[error("too many services: the data path holds at most {MAX_SERVICES}")]
     TooManyServices,
     #[error("too many backends: the data path holds at most {MAX_BACKENDS} over all services")]
@@ -171,8 +177,34 @@ pub struct MapWriter<M: MapOps = Maps> {
 }
 
 impl MapWriter {
-    /// Read access to the maps (for the interface setup).
-    pub fn maps_mut(&mut self) -> &mut Maps {
+    /// The data-path settings (`XLB_SETTINGS`), as pinned by an earlier
+    /// agent or zeroed in a new map.
+    pub fn settings(&self) -> Result<lb_common::settings::Settings, WriteError> {
+        self.maps.settings.get(&0, 0).map_err(map_err(lb_common::settings::SETTINGS_MAP))
+    }
+
+    /// Writes the data-path settings (`XLB_SETTINGS`).
+    pub fn set_settings(&mut self, settings: lb_common::settings::Settings) -> Result<(), WriteError> {
+        self.maps.settings.set(0, settings, 0).map_err(map_err(lb_common::settings::SETTINGS_MAP))
+    }
+
+    /// Records what XDP may do on interface `ifindex` (`XLB_IFACES`:
+    /// `IF_F_*` bits); with `IF_F_REDIRECT` the interface also enters the
+    /// devmap (`XLB_TX_PORTS`) that redirects into it.
+    pub fn set_interface_caps(&mut self, ifindex: u32, caps: u32) -> Result<(), WriteError> {
+        self.maps.ifaces.insert(ifindex, caps, 0).map_err(map_err(lb_common::names::IFACES))?;
+        if caps & lb_common::IF_F_REDIRECT != 0 {
+            self.maps.tx_ports.insert(ifindex, ifindex, None, 0).map_err(WriteError::Devmap)?;
+        }
+        Ok(())
+    }
+
+    /// The maps themselves, bypassing the writer: what is written through
+    /// this is not in the writer's mirror (a later `apply` may undo it).
+    /// Only for tests and benches that poke the data path directly; the
+    /// agent uses the methods above.
+    #[doc(hidden)]
+    pub fn maps_unmirrored(&mut self) -> &mut Maps {
         &mut self.maps
     }
 }
@@ -303,8 +335,13 @@ impl<M: MapOps> MapWriter<M> {
         }
     }
 
-    /// Brings the maps to `desired`, writing only what differs.
+    /// Brings the maps to `desired`, writing only what differs. A desired
+    /// state with two services on one (vip, port, protocol) or name
+    /// ([`DesiredState::check_unique`]) is refused before anything is written.
     pub fn apply(&mut self, desired: &DesiredState) -> Result<ApplyReport, WriteError> {
+        if desired.services.len() <= MAX_SERVICES as usize {
+            desired.check_unique()?;
+        }
         self.reclaim(false);
         self.routes.refresh();
         self.table_writes = 0;

@@ -335,7 +335,8 @@ fn unroutable_backends_wait_for_a_route() {
         assert!(unroutable_reason(&fb).unwrap().contains(&std::io::Error::from_raw_os_error(libc::ENETUNREACH).to_string()));
         assert_eq!(backend_of(&w, near).snat_addr, addr16("10.98.0.1".parse().unwrap()));
         // What `xlb backends` reads.
-        let rows = crate::reader::services(&w.maps).expect("read");
+        let view = crate::view::MapsView::open_pinned(&pins.0).expect("the pinned maps, read-only");
+        let rows = crate::reader::services(&view).expect("read");
         let a = rows.iter().find(|r| r.name == "a").unwrap();
         assert_eq!(a.backends, vec![near.to_string()], "services lists what is programmed");
         let states: Vec<(&str, &str, bool)> =
@@ -427,4 +428,28 @@ fn full_array_is_refused_with_what_to_do() {
     let r = w.apply(&DesiredState { services: vec![s("a", 1, 251), s("b", 2, 509)] }).unwrap();
     assert_eq!((r.added, r.updated), (1, 1));
     assert_eq!(live_table(&w, "b").0.table_size, 509);
+}
+
+/// Of two services on one (vip, port, protocol), the writer does not keep
+/// one at random: it refuses the state and writes nothing.
+#[test]
+fn duplicate_services_are_refused_before_anything_is_written() {
+    let mut w = MapWriter::in_memory(4096, 0);
+    let a = spec("a", 53, &[("10.1.0.5:53", 1)], Some(251));
+    let mut b = a.clone();
+    b.name = "b".into();
+    b.backends[0].addr = "10.1.0.6:53".parse().unwrap();
+    w.memory().log.clear();
+    let e = w.apply(&DesiredState { services: vec![a.clone(), b] }).unwrap_err();
+    assert!(matches!(e, WriteError::Invalid(crate::model::ModelError::DuplicateService { .. })), "{e}");
+    assert!(w.memory().log.is_empty(), "{:?}", w.memory().log);
+    assert_eq!(w.len(), 0);
+    let mut same_name = a.clone();
+    same_name.port = 54;
+    assert!(matches!(
+        w.apply(&DesiredState { services: vec![a.clone(), same_name] }),
+        Err(WriteError::Invalid(crate::model::ModelError::DuplicateName { .. }))
+    ));
+    w.apply(&DesiredState { services: vec![a] }).expect("one service");
+    assert_eq!(w.len(), 1);
 }

@@ -453,7 +453,7 @@ impl Lab {
     }
 
     pub fn maps(&mut self) -> &mut Maps {
-        self.writer.maps_mut()
+        self.writer.maps_unmirrored()
     }
 
     /// The flow epoch (`XLB_FLOW_EPOCH`): moves on when a rewrite voids

@@ -1,6 +1,19 @@
 //! The desired-state model: what the data path should do, independent of
-//! where it came from (the YAML loader or, later, the Kubernetes watcher).
-//! The map writer diffs one of these against what the maps hold.
+//! where it came from (the YAML loader, the Kubernetes translation), and the
+//! domain rules both obey ([`rules`], [`addresses`]). The map writer diffs
+//! one of these against what the maps hold.
+pub mod addresses;
+pub mod rules;
+#[cfg(test)]
+mod tests;
+
+pub use addresses::{check_backend_addr, check_vip};
+pub use rules::{
+    check_affinity_timeout, check_backend, check_idle_timeout, check_same_family, check_snat_address,
+    check_source_range_family, check_table_size, family, Claims, ModelError, Role, AFFINITY_TIMEOUT,
+    DEFAULT_AFFINITY_TIMEOUT, IDLE_TIMEOUT, MAX_AFFINITY_TIMEOUT,
+};
+
 use std::{
     fmt,
     net::{IpAddr, SocketAddr},

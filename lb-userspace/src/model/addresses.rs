@@ -1,20 +1,23 @@
 //! Which addresses can be a VIP, a backend or a SNAT address.
 //!
-//! Shared by the YAML validation and the Kubernetes translation, so both
-//! refuse the same mistakes: an address no client can send to (unspecified,
-//! loopback, broadcast, multicast) as a VIP, or one no packet can be
-//! forwarded to as a backend.
+//! Called by every producer of a [`super::DesiredState`] (the YAML
+//! validation, the Kubernetes translation), so all refuse the same
+//! mistakes: an address no client can send to (unspecified, loopback,
+//! broadcast, multicast) as a VIP, or one no packet can be forwarded to as
+//! a backend.
 use std::net::{IpAddr, SocketAddr};
 
-/// Why `ip` cannot be a VIP (or a SNAT address), or `None` when it can: a
-/// sentence "IP is ..." for the caller to follow with what to do.
+use super::ModelError;
+
+/// Checks that `ip` can be a VIP (or a SNAT address). The error displays as
+/// a sentence "IP is ..." for the caller to follow with what to do.
 ///
 /// Refused: the unspecified address (`0.0.0.0`, `::`), loopback
 /// (`127.0.0.0/8`, `::1`: packets to it never arrive on an interface),
 /// the limited broadcast `255.255.255.255`, multicast (`224.0.0.0/4`,
 /// `ff00::/8`: xlb balances unicast flows) and IPv4-mapped IPv6 addresses
 /// (`::ffff:a.b.c.d`: never seen on the wire; use the IPv4 address).
-pub fn vip_problem(ip: IpAddr) -> Option<String> {
+pub fn check_vip(ip: IpAddr) -> Result<(), ModelError> {
     let what = match ip {
         IpAddr::V4(v4) if v4.is_unspecified() => "the unspecified address",
         IpAddr::V4(v4) if v4.is_loopback() => {
@@ -30,16 +33,17 @@ pub fn vip_problem(ip: IpAddr) -> Option<String> {
         IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some() => {
             "an IPv4-mapped IPv6 address, never seen on the wire: use the IPv4 address"
         }
-        _ => return None,
+        _ => return Ok(()),
     };
-    Some(format!("{ip} is {what}"))
+    Err(ModelError::UnusableVip { ip, what })
 }
 
-/// Why `addr` cannot be a backend of the service on `vip`:`port`, or `None`.
+/// Checks that `addr` can be a backend of the service on `vip`:`port`
+/// (the address only; the family is [`super::check_same_family`]'s).
 ///
 /// Refused: an unspecified, broadcast or multicast address (nothing can be
 /// forwarded there), and the service's own VIP and port (a loop).
-pub fn backend_problem(addr: SocketAddr, vip: IpAddr, port: u16) -> Option<String> {
+pub fn check_backend_addr(addr: SocketAddr, vip: IpAddr, port: u16) -> Result<(), ModelError> {
     let ip = addr.ip();
     let what = match ip {
         IpAddr::V4(v4) if v4.is_unspecified() => "the unspecified address",
@@ -47,14 +51,10 @@ pub fn backend_problem(addr: SocketAddr, vip: IpAddr, port: u16) -> Option<Strin
         IpAddr::V4(v4) if v4.is_multicast() => "a multicast address",
         IpAddr::V6(v6) if v6.is_unspecified() => "the unspecified address",
         IpAddr::V6(v6) if v6.is_multicast() => "a multicast address",
-        _ if addr == SocketAddr::new(vip, port) => return Some(format!(
-            "backend {addr} is the service's own vip and port: a loop; use the address of a server"
-        )),
-        _ => return None,
+        _ if addr == SocketAddr::new(vip, port) => return Err(ModelError::BackendLoop { addr }),
+        _ => return Ok(()),
     };
-    Some(format!(
-        "backend {ip} is {what}; use the unicast address of a server"
-    ))
+    Err(ModelError::UnusableBackend { ip, what })
 }
 
 #[cfg(test)]
@@ -80,7 +80,7 @@ mod tests {
             "ff0e::10",
             "::ffff:192.0.2.10",
         ] {
-            let m = vip_problem(ip(bad)).unwrap_or_else(|| panic!("{bad} accepted as a vip"));
+            let m = check_vip(ip(bad)).expect_err(bad).to_string();
             assert!(m.starts_with(&format!("{bad} is ")), "{m}");
         }
         for good in [
@@ -90,7 +90,7 @@ mod tests {
             "2001:db8::10",
             "fd00::1",
         ] {
-            assert_eq!(vip_problem(ip(good)), None, "{good}");
+            assert_eq!(check_vip(ip(good)), Ok(()), "{good}");
         }
     }
 
@@ -104,21 +104,21 @@ mod tests {
             "192.0.2.10:53",
         ] {
             assert!(
-                backend_problem(bad.parse().unwrap(), vip, 53).is_some(),
+                check_backend_addr(bad.parse().unwrap(), vip, 53).is_err(),
                 "{bad}"
             );
         }
         for good in ["192.0.2.10:5353", "10.1.0.5:53", "127.0.0.1:53"] {
             assert_eq!(
-                backend_problem(good.parse().unwrap(), vip, 53),
-                None,
+                check_backend_addr(good.parse().unwrap(), vip, 53),
+                Ok(()),
                 "{good}"
             );
         }
         let vip6 = ip("2001:db8::10");
         for bad in ["[::]:53", "[ff02::1]:53", "[2001:db8::10]:53"] {
             assert!(
-                backend_problem(bad.parse().unwrap(), vip6, 53).is_some(),
+                check_backend_addr(bad.parse().unwrap(), vip6, 53).is_err(),
                 "{bad}"
             );
         }

@@ -1,0 +1,259 @@
+//! The domain rules every producer of a [`DesiredState`] obeys (the YAML
+//! validation, the Kubernetes translation, and the Gateway API next): the
+//! limits, the address families, and which things must be unique. Each rule
+//! is one function here; a producer maps its [`ModelError`] to its own way
+//! of reporting (a `FILE:LINE: FIELD:` message, a Kubernetes Event).
+use std::{
+    collections::{hash_map::Entry, HashMap},
+    hash::Hash,
+    net::{IpAddr, SocketAddr},
+    ops::RangeInclusive,
+};
+
+use super::{
+    addresses::{check_backend_addr, check_vip},
+    DesiredState, Protocol, ServiceSpec, SourceMode,
+};
+
+/// Idle timeouts (`udp_timeout`, `tcp_timeout`), seconds: up to one week.
+pub const IDLE_TIMEOUT: RangeInclusive<u32> = 1..=86400 * 7;
+/// Session-affinity timeouts, seconds: up to one day, as Kubernetes.
+pub const AFFINITY_TIMEOUT: RangeInclusive<u32> = 1..=MAX_AFFINITY_TIMEOUT;
+/// Largest session-affinity timeout (Kubernetes' limit too).
+pub const MAX_AFFINITY_TIMEOUT: u32 = 86400;
+/// Kubernetes' default `sessionAffinityConfig.clientIP.timeoutSeconds`.
+pub const DEFAULT_AFFINITY_TIMEOUT: u32 = 10800;
+/// Most services the data path holds.
+pub const MAX_SERVICES: usize = lb_common::MAX_SERVICES as usize;
+
+/// What an address of the other family was given as (for the message).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// A backend address.
+    Backend,
+    /// A `snat_address`.
+    SnatAddress,
+    /// A source range.
+    SourceRange,
+}
+
+/// "IPv4" or "IPv6".
+pub fn family(ip: IpAddr) -> &'static str {
+    if ip.is_ipv4() {
+        "IPv4"
+    } else {
+        "IPv6"
+    }
+}
+
+/// A broken domain rule. Displays as a sentence that says what is wrong and
+/// (mostly) what to do; producers add where (a field, a Service).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ModelError {
+    /// An address no client can send to, as a VIP or SNAT address.
+    #[error("{ip} is {what}")]
+    UnusableVip { ip: IpAddr, what: &'static str },
+    /// An address nothing can be forwarded to, as a backend.
+    #[error("backend {ip} is {what}; use the unicast address of a server")]
+    UnusableBackend { ip: IpAddr, what: &'static str },
+    /// A backend that is the service itself.
+    #[error("backend {addr} is the service's own vip and port: a loop; use the address of a server")]
+    BackendLoop { addr: SocketAddr },
+    /// An address (`given` as written) of the other family than the VIP.
+    #[error("{}", family_message(*.role, .given, *.ip, *.vip))]
+    FamilyMismatch { role: Role, given: String, ip: IpAddr, vip: IpAddr },
+    /// A SNAT address on a service that keeps the client address.
+    #[error("snat_address applies to source: snat only, and the service keeps the client's address (source: preserve); remove snat_address or use source: snat")]
+    SnatWithPreserve,
+    /// A service on port 0.
+    #[error("port 0 is outside 1..=65535")]
+    PortZero,
+    /// A limit (a timeout) outside its range.
+    #[error("{what} {value} is outside {}..={}", .range.start(), .range.end())]
+    OutOfRange { what: &'static str, value: u32, range: RangeInclusive<u32> },
+    /// A Maglev table size that is not one of the allowed primes.
+    #[error("maglev_table_size {0} is not an allowed table size; use one of {sizes}", sizes = crate::maglev::sizes_list())]
+    TableSize(u32),
+    /// Two services on one (vip, port, protocol).
+    #[error("{vip_port}/{protocol} is used by two services ({first:?} and {second:?}); each vip, port and protocol may belong to one service", vip_port = SocketAddr::new(*.vip, *.port))]
+    DuplicateService { vip: IpAddr, port: u16, protocol: Protocol, first: String, second: String },
+    /// Two services with one name.
+    #[error("{name:?} is the name of two services; service names must be unique")]
+    DuplicateName { name: String },
+    /// One backend twice in a service.
+    #[error("service {service:?}: backend {addr} is listed twice; list each backend once")]
+    DuplicateBackend { service: String, addr: SocketAddr },
+    /// More services than the data path holds.
+    #[error("{count} services; at most {MAX_SERVICES} are allowed")]
+    TooManyServices { count: usize },
+}
+
+fn family_message(role: Role, given: &str, ip: IpAddr, vip: IpAddr) -> String {
+    let (have, want) = (family(ip), family(vip));
+    match role {
+        Role::Backend => format!("backend {given} is {have} but the vip {vip} is {want}; use {want} backends"),
+        Role::SnatAddress => format!("{given} is {have} but the vip {vip} is {want}; use an {want} address"),
+        Role::SourceRange => {
+            format!("{given} is {have} but the vip {vip} is {want}: it would never match a client; use {want} ranges")
+        }
+    }
+}
+
+/// Checks that `ip` (given as `role`) is of the VIP's family.
+pub fn check_same_family(role: Role, ip: IpAddr, vip: IpAddr) -> Result<(), ModelError> {
+    if ip.is_ipv4() == vip.is_ipv4() {
+        return Ok(());
+    }
+    let given = ip.to_string();
+    Err(ModelError::FamilyMismatch { role, given, ip, vip })
+}
+
+/// Checks one backend of the service on `vip`:`port`: a usable address of
+/// the VIP's family.
+pub fn check_backend(addr: SocketAddr, vip: IpAddr, port: u16) -> Result<(), ModelError> {
+    check_backend_addr(addr, vip, port)?;
+    check_same_family(Role::Backend, addr.ip(), vip).map_err(|e| with_given(e, addr.to_string()))
+}
+
+/// Checks a SNAT address of a service on `vip` with source mode `source`.
+pub fn check_snat_address(ip: IpAddr, vip: IpAddr, source: SourceMode) -> Result<(), ModelError> {
+    if source == SourceMode::Preserve {
+        return Err(ModelError::SnatWithPreserve);
+    }
+    check_vip(ip)?;
+    check_same_family(Role::SnatAddress, ip, vip)
+}
+
+/// Checks a source range of a service with one VIP, `vip` (a file's
+/// service): a range of the other family would never match a client.
+/// (Kubernetes' dual-stack Services list both families for all their VIPs;
+/// the writer ignores, per VIP, the ranges of the other family.)
+pub fn check_source_range_family(net: ipnet::IpNet, vip: IpAddr) -> Result<(), ModelError> {
+    check_same_family(Role::SourceRange, net.addr(), vip).map_err(|e| with_given(e, net.to_string()))
+}
+
+/// Checks an idle timeout (`what`: its name for the message).
+pub fn check_idle_timeout(what: &'static str, value: u32) -> Result<(), ModelError> {
+    in_range(what, value, IDLE_TIMEOUT)
+}
+
+/// Checks a session-affinity timeout.
+pub fn check_affinity_timeout(value: u32) -> Result<(), ModelError> {
+    in_range("session_affinity_timeout", value, AFFINITY_TIMEOUT)
+}
+
+/// Checks a Maglev table size: one of [`crate::maglev::SIZES`].
+pub fn check_table_size(size: u32) -> Result<(), ModelError> {
+    if crate::maglev::SIZES.contains(&size) {
+        Ok(())
+    } else {
+        Err(ModelError::TableSize(size))
+    }
+}
+
+fn in_range(what: &'static str, value: u32, range: RangeInclusive<u32>) -> Result<(), ModelError> {
+    if range.contains(&value) {
+        Ok(())
+    } else {
+        Err(ModelError::OutOfRange { what, value, range })
+    }
+}
+
+fn with_given(e: ModelError, text: String) -> ModelError {
+    match e {
+        ModelError::FamilyMismatch { role, ip, vip, .. } => ModelError::FamilyMismatch { role, given: text, ip, vip },
+        e => e,
+    }
+}
+
+/// First users of things that must be unique (service names, service keys,
+/// a service's backends): `claim` hands out a thing once and names its first
+/// user after that. `T` is how a producer names a user (an index in the
+/// file, a Kubernetes `namespace/name`).
+#[derive(Debug)]
+pub struct Claims<K, T> {
+    first: HashMap<K, T>,
+}
+
+impl<K, T> Default for Claims<K, T> {
+    fn default() -> Self {
+        Self { first: HashMap::new() }
+    }
+}
+
+impl<K: Eq + Hash, T: Clone> Claims<K, T> {
+    /// Claims `key` for `user`; `Err(first user)` when it is taken.
+    pub fn claim(&mut self, key: K, user: T) -> Result<(), T> {
+        match self.first.entry(key) {
+            Entry::Occupied(e) => Err(e.get().clone()),
+            Entry::Vacant(e) => {
+                e.insert(user);
+                Ok(())
+            }
+        }
+    }
+}
+
+impl ServiceSpec {
+    /// Checks the service on its own (every rule but the ones across
+    /// services, which are [`DesiredState::new`]'s).
+    pub fn validate(&self) -> Result<(), ModelError> {
+        check_vip(self.vip)?;
+        if self.port == 0 {
+            return Err(ModelError::PortZero);
+        }
+        if let Some(ip) = self.snat_address {
+            check_snat_address(ip, self.vip, self.source)?;
+        }
+        if let Some(t) = self.udp_timeout {
+            check_idle_timeout("udp_timeout", t)?;
+        }
+        if let Some(t) = self.tcp_timeout {
+            check_idle_timeout("tcp_timeout", t)?;
+        }
+        if let Some(t) = self.affinity_timeout {
+            check_affinity_timeout(t)?;
+        }
+        if let Some(s) = self.maglev_table_size {
+            check_table_size(s)?;
+        }
+        let mut seen = Claims::default();
+        for b in &self.backends {
+            check_backend(b.addr, self.vip, self.port)?;
+            seen.claim(b.addr, ()).map_err(|()| ModelError::DuplicateBackend { service: self.name.clone(), addr: b.addr })?;
+        }
+        Ok(())
+    }
+}
+
+impl DesiredState {
+    /// A desired state of `services`, each valid ([`ServiceSpec::validate`])
+    /// and none sharing a name or a (vip, port, protocol) with another.
+    pub fn new(services: Vec<ServiceSpec>) -> Result<Self, ModelError> {
+        let state = Self { services };
+        for s in &state.services {
+            s.validate()?;
+        }
+        state.check_unique()?;
+        Ok(state)
+    }
+
+    /// Checks the rules across services: at most [`MAX_SERVICES`], no two
+    /// with one (vip, port, protocol) or one name. The writer checks this
+    /// before it writes anything, so it never keeps one of two at random.
+    pub fn check_unique(&self) -> Result<(), ModelError> {
+        if self.services.len() > MAX_SERVICES {
+            return Err(ModelError::TooManyServices { count: self.services.len() });
+        }
+        let mut keys = Claims::default();
+        let mut names = Claims::default();
+        for s in &self.services {
+            keys.claim(s.key(), &s.name).map_err(|first| {
+                let (vip, port, protocol) = s.key();
+                ModelError::DuplicateService { vip, port, protocol, first: first.clone(), second: s.name.clone() }
+            })?;
+            names.claim(s.name.as_str(), ()).map_err(|()| ModelError::DuplicateName { name: s.name.clone() })?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,127 @@
+//! The domain rules, once for every producer.
+use std::net::{IpAddr, SocketAddr};
+
+use super::*;
+
+fn spec(name: &str, vip: &str, port: u16, backends: &[&str]) -> ServiceSpec {
+    ServiceSpec {
+        name: name.into(),
+        vip: vip.parse().unwrap(),
+        port,
+        protocol: Protocol::Udp,
+        source: SourceMode::Snat,
+        snat_address: None,
+        udp_timeout: None,
+        tcp_timeout: None,
+        maglev_table_size: None,
+        affinity_timeout: None,
+        source_ranges: vec![],
+        backends: backends.iter().map(|a| BackendSpec { addr: a.parse().unwrap(), weight: 1 }).collect(),
+    }
+}
+
+#[test]
+fn a_valid_state_is_built() {
+    let s =
+        DesiredState::new(vec![spec("a", "192.0.2.10", 53, &["10.1.0.5:53"]), spec("b", "2001:db8::10", 53, &["[2001:db8::5]:53"])]).expect("valid");
+    assert_eq!(s.services.len(), 2);
+}
+
+#[test]
+fn two_services_on_one_vip_port_and_protocol_are_refused() {
+    let e = DesiredState::new(vec![spec("a", "192.0.2.10", 53, &[]), spec("b", "192.0.2.10", 53, &[])]).unwrap_err();
+    assert_eq!(
+        e,
+        ModelError::DuplicateService { vip: "192.0.2.10".parse().unwrap(), port: 53, protocol: Protocol::Udp, first: "a".into(), second: "b".into() }
+    );
+    // Another protocol or port is another service.
+    let mut tcp = spec("b", "192.0.2.10", 53, &[]);
+    tcp.protocol = Protocol::Tcp;
+    DesiredState::new(vec![spec("a", "192.0.2.10", 53, &[]), tcp]).expect("udp and tcp on one port");
+}
+
+#[test]
+fn two_services_with_one_name_are_refused() {
+    let e = DesiredState::new(vec![spec("a", "192.0.2.10", 53, &[]), spec("a", "192.0.2.11", 53, &[])]).unwrap_err();
+    assert_eq!(e, ModelError::DuplicateName { name: "a".into() });
+}
+
+#[test]
+fn a_backend_listed_twice_is_refused() {
+    let e = DesiredState::new(vec![spec("a", "192.0.2.10", 53, &["10.1.0.5:53", "10.1.0.6:53", "10.1.0.5:53"])]).unwrap_err();
+    assert_eq!(e, ModelError::DuplicateBackend { service: "a".into(), addr: "10.1.0.5:53".parse().unwrap() });
+}
+
+#[test]
+fn backends_of_the_other_family_unusable_or_looping_are_refused() {
+    let vip: IpAddr = "192.0.2.10".parse().unwrap();
+    let check = |a: &str| check_backend(a.parse::<SocketAddr>().unwrap(), vip, 53);
+    assert!(matches!(check("[2001:db8::5]:53"), Err(ModelError::FamilyMismatch { role: Role::Backend, .. })));
+    assert_eq!(
+        check("[2001:db8::5]:53").unwrap_err().to_string(),
+        "backend [2001:db8::5]:53 is IPv6 but the vip 192.0.2.10 is IPv4; use IPv4 backends"
+    );
+    assert!(matches!(check("224.0.0.5:53"), Err(ModelError::UnusableBackend { .. })));
+    assert!(matches!(check("192.0.2.10:53"), Err(ModelError::BackendLoop { .. })));
+    assert_eq!(check("192.0.2.10:5353"), Ok(()));
+    // ServiceSpec::validate applies the same function.
+    for bad in ["[2001:db8::5]:53", "224.0.0.5:53", "192.0.2.10:53"] {
+        assert_eq!(spec("a", "192.0.2.10", 53, &[bad]).validate(), check(bad), "{bad}");
+    }
+}
+
+#[test]
+fn snat_address_rules() {
+    let vip: IpAddr = "192.0.2.10".parse().unwrap();
+    let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+    assert_eq!(check_snat_address(ip("10.0.0.1"), vip, SourceMode::Snat), Ok(()));
+    assert_eq!(check_snat_address(ip("10.0.0.1"), vip, SourceMode::Preserve), Err(ModelError::SnatWithPreserve));
+    assert!(matches!(check_snat_address(ip("127.0.0.1"), vip, SourceMode::Snat), Err(ModelError::UnusableVip { .. })));
+    assert_eq!(
+        check_snat_address(ip("2001:db8::1"), vip, SourceMode::Snat).unwrap_err().to_string(),
+        "2001:db8::1 is IPv6 but the vip 192.0.2.10 is IPv4; use an IPv4 address"
+    );
+    let mut s = spec("a", "192.0.2.10", 53, &[]);
+    s.snat_address = Some(ip("2001:db8::1"));
+    assert!(matches!(s.validate(), Err(ModelError::FamilyMismatch { role: Role::SnatAddress, .. })));
+}
+
+#[test]
+fn limits_have_one_definition() {
+    assert_eq!(check_affinity_timeout(MAX_AFFINITY_TIMEOUT), Ok(()));
+    assert_eq!(check_affinity_timeout(1), Ok(()));
+    for bad in [0, MAX_AFFINITY_TIMEOUT + 1] {
+        assert!(check_affinity_timeout(bad).is_err(), "{bad}");
+        let mut s = spec("a", "192.0.2.10", 53, &[]);
+        s.affinity_timeout = Some(bad);
+        assert_eq!(s.validate(), check_affinity_timeout(bad));
+    }
+    assert!(AFFINITY_TIMEOUT.contains(&DEFAULT_AFFINITY_TIMEOUT));
+    assert_eq!(check_idle_timeout("udp_timeout", *IDLE_TIMEOUT.end()), Ok(()));
+    assert!(check_idle_timeout("udp_timeout", *IDLE_TIMEOUT.end() + 1).is_err());
+    assert!(check_table_size(crate::maglev::DEFAULT_SIZE).is_ok());
+    assert_eq!(check_table_size(1000), Err(ModelError::TableSize(1000)));
+    let mut zero = spec("a", "192.0.2.10", 0, &[]);
+    assert_eq!(zero.validate(), Err(ModelError::PortZero));
+    zero.port = 53;
+    zero.vip = "0.0.0.0".parse().unwrap();
+    assert!(matches!(zero.validate(), Err(ModelError::UnusableVip { .. })));
+}
+
+#[test]
+fn source_ranges_of_the_other_family_are_named() {
+    let vip: IpAddr = "192.0.2.10".parse().unwrap();
+    assert_eq!(check_source_range_family("203.0.113.0/24".parse().unwrap(), vip), Ok(()));
+    assert_eq!(
+        check_source_range_family("2001:db8::/32".parse().unwrap(), vip).unwrap_err().to_string(),
+        "2001:db8::/32 is IPv6 but the vip 192.0.2.10 is IPv4: it would never match a client; use IPv4 ranges"
+    );
+}
+
+#[test]
+fn claims_name_the_first_user() {
+    let mut c: Claims<&str, usize> = Claims::default();
+    assert_eq!(c.claim("a", 0), Ok(()));
+    assert_eq!(c.claim("b", 1), Ok(()));
+    assert_eq!(c.claim("a", 2), Err(0));
+}
