@@ -180,12 +180,12 @@ impl MapWriter {
     /// The data-path settings (`XLB_SETTINGS`), as pinned by an earlier
     /// agent or zeroed in a new map.
     pub fn settings(&self) -> Result<lb_common::settings::Settings, WriteError> {
-        self.maps.settings.get(&0, 0).map_err(map_err(lb_common::settings::SETTINGS_MAP))
+        self.maps.settings.get(&0, 0).map_err(map_err(lb_common::names::SETTINGS))
     }
 
     /// Writes the data-path settings (`XLB_SETTINGS`).
     pub fn set_settings(&mut self, settings: lb_common::settings::Settings) -> Result<(), WriteError> {
-        self.maps.settings.set(0, settings, 0).map_err(map_err(lb_common::settings::SETTINGS_MAP))
+        self.maps.settings.set(0, settings, 0).map_err(map_err(lb_common::names::SETTINGS))
     }
 
     /// Records what XDP may do on interface `ifindex` (`XLB_IFACES`:
