@@ -13,6 +13,7 @@ pub mod maglev;
 pub mod maps;
 pub mod metrics;
 pub mod model;
+pub mod netwatch;
 pub mod pins;
 pub mod reader;
 pub mod rtnetlink;
