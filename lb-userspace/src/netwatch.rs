@@ -16,7 +16,7 @@
 use std::{
     collections::HashMap,
     io,
-    os::fd::{AsFd as _, AsRawFd as _, OwnedFd},
+    os::fd::{AsFd as _, OwnedFd},
     sync::{Arc, Mutex, MutexGuard, Weak},
 };
 
@@ -76,7 +76,7 @@ impl Counts {
 /// The socket, the read lock and the counts' channel, shared by the
 /// subscriptions and (weakly) the reading thread.
 struct Inner {
-    socket: OwnedFd,
+    socket: rtnetlink::Socket,
     /// Held while reading the socket and until what was read is counted,
     /// so that whoever takes it next sees every notification read before.
     buf: Mutex<Vec<u8>>,
@@ -171,7 +171,7 @@ impl Watcher {
     pub fn start() -> io::Result<Self> {
         let (stop, stop_tx) = std::io::pipe()?;
         let inner = Arc::new(Inner::open(stop_tx)?);
-        let socket = inner.socket.try_clone()?;
+        let socket = inner.socket.as_fd().try_clone_to_owned()?;
         let weak = Arc::downgrade(&inner);
         std::thread::Builder::new()
             .name("xlb-netwatch".into())
@@ -191,22 +191,18 @@ impl Watcher {
 /// what it holds, until the watcher is dropped (the stop pipe closes) or
 /// the socket fails.
 fn read_forever(socket: &OwnedFd, stop: &OwnedFd, inner: &Weak<Inner>) {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
     loop {
-        let mut fds = [
-            libc::pollfd { fd: socket.as_fd().as_raw_fd(), events: libc::POLLIN, revents: 0 },
-            libc::pollfd { fd: stop.as_raw_fd(), events: libc::POLLIN, revents: 0 },
-        ];
-        // SAFETY: two valid pollfds, of that count; both fds outlive the call.
-        let rc = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
-        if rc < 0 {
-            let err = io::Error::last_os_error();
-            if err.raw_os_error() == Some(libc::EINTR) {
-                continue;
+        let mut fds = [PollFd::new(socket.as_fd(), PollFlags::POLLIN), PollFd::new(stop.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => {
+                warn!(error = %e, "routing notifications: stopped listening");
+                return;
             }
-            warn!(error = %err, "routing notifications: stopped listening");
-            return;
         }
-        if fds[1].revents != 0 {
+        if fds[1].any() != Some(false) {
             return;
         }
         let Some(inner) = inner.upgrade() else { return };

@@ -2,10 +2,11 @@
 //! of kernel events (links, addresses, routes, neighbours, rules), a
 //! non-blocking read of what is queued, and the kind of each message.
 //! [`crate::netwatch`] builds the one watcher of a network namespace on it.
-use std::{
-    io,
-    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
-};
+use std::io;
+
+use netlink_packet_core::NetlinkBuffer;
+pub use netlink_sys::Socket;
+use netlink_sys::{protocols::NETLINK_ROUTE, SocketAddr};
 
 /// `RTMGRP_LINK`: links appear, change, go.
 pub const GROUP_LINK: u32 = 0x1;
@@ -61,44 +62,16 @@ impl Kind {
     }
 }
 
-/// A blocking `NETLINK_ROUTE` socket in the legacy `groups` (bit mask)
-/// and, best effort, the numbered groups `extra`.
-pub fn subscribe(groups: u32, extra: &[u32]) -> io::Result<OwnedFd> {
-    // SAFETY: plain socket creation; the fd is owned at once.
-    let fd = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::NETLINK_ROUTE) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fd is a fresh, valid descriptor nobody else owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    // SAFETY: a zeroed sockaddr_nl is valid; fields set below.
-    let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-    addr.nl_family = libc::AF_NETLINK as u16;
-    addr.nl_groups = groups;
-    // SAFETY: addr is a valid sockaddr_nl of the given size.
-    let rc = unsafe {
-        libc::bind(
-            fd.as_raw_fd(),
-            (&addr as *const libc::sockaddr_nl).cast(),
-            std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
+/// A `NETLINK_ROUTE` socket in the legacy `groups` (bit mask) and, best
+/// effort, the numbered groups `extra`.
+pub fn subscribe(groups: u32, extra: &[u32]) -> io::Result<Socket> {
+    let mut socket = Socket::new(NETLINK_ROUTE)?;
+    socket.bind(&SocketAddr::new(0, groups))?;
     for group in extra {
-        // SAFETY: setsockopt with a valid u32 option value.
-        unsafe {
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_NETLINK,
-                libc::NETLINK_ADD_MEMBERSHIP,
-                (group as *const u32).cast(),
-                std::mem::size_of::<u32>() as libc::socklen_t,
-            );
-        }
+        // Best effort: an older kernel may not have the group.
+        let _ = socket.add_membership(*group);
     }
-    Ok(fd)
+    Ok(socket)
 }
 
 /// What one non-blocking read found.
@@ -114,17 +87,13 @@ pub enum Read {
 }
 
 /// Reads the next queued datagram without blocking.
-pub fn read(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<Read> {
+pub fn read(socket: &Socket, buf: &mut [u8]) -> io::Result<Read> {
     loop {
-        // SAFETY: recv into a buffer we own, of its size, non-blocking.
-        let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
-        if n > 0 {
-            return Ok(Read::Batch(n as usize));
-        }
-        if n == 0 {
-            return Ok(Read::Empty);
-        }
-        let err = io::Error::last_os_error();
+        let err = match socket.recv(&mut &mut *buf, libc::MSG_DONTWAIT) {
+            Ok(0) => return Ok(Read::Empty),
+            Ok(n) => return Ok(Read::Batch(n.min(buf.len()))),
+            Err(e) => e,
+        };
         match err.raw_os_error() {
             Some(libc::EAGAIN) => return Ok(Read::Empty),
             Some(libc::EINTR) => continue,
@@ -137,19 +106,12 @@ pub fn read(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<Read> {
 /// The type of every netlink message in a datagram, in order (a
 /// truncated or malformed tail is ignored).
 pub fn message_types(datagram: &[u8]) -> impl Iterator<Item = u16> + '_ {
-    const HEADER: usize = std::mem::size_of::<libc::nlmsghdr>();
     let mut rest = datagram;
     std::iter::from_fn(move || {
-        if rest.len() < HEADER {
-            return None;
-        }
-        let len = u32::from_ne_bytes(rest[0..4].try_into().ok()?) as usize;
-        let ty = u16::from_ne_bytes(rest[4..6].try_into().ok()?);
-        if len < HEADER || len > rest.len() {
-            return None;
-        }
+        let message = NetlinkBuffer::new_checked(rest).ok()?;
+        let ty = message.message_type();
         // NLMSG_ALIGN: messages start on 4-byte boundaries.
-        rest = rest.get(len.next_multiple_of(4)..).unwrap_or(&[]);
+        rest = rest.get((message.length() as usize).next_multiple_of(4)..).unwrap_or(&[]);
         Some(ty)
     })
 }

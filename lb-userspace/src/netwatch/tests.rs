@@ -63,18 +63,7 @@ fn an_overrun_tells_every_subscriber_to_resync() {
         // events below overflow it before anybody reads.
         let (_, stop) = std::io::pipe().expect("pipe");
         let watcher = Watcher { inner: Arc::new(Inner::open(stop).expect("socket")) };
-        let size: libc::c_int = 1;
-        // SAFETY: setsockopt with a valid int option value, of its size.
-        let rc = unsafe {
-            libc::setsockopt(
-                watcher.inner.socket.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVBUF,
-                (&size as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        assert_eq!(rc, 0, "SO_RCVBUF: {}", io::Error::last_os_error());
+        watcher.inner.socket.set_rx_buf_sz(1).expect("SO_RCVBUF");
         let (mut rules, mut neighbours) = (watcher.subscribe(rules_only()), watcher.subscribe(Interest::of(&[Kind::Neighbour])));
         let batch: String = (0..64).map(|i| format!("link add xo{i} type veth peer name xp{i}\n")).collect();
         ip(&["-batch", "-"], &batch);
