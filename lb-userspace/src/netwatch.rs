@@ -17,7 +17,7 @@ use std::{
     collections::HashMap,
     io,
     os::fd::{AsFd as _, OwnedFd},
-    sync::{Arc, Mutex, MutexGuard, Weak},
+    sync::{Arc, Mutex, Weak},
 };
 
 use tokio::sync::watch;
@@ -146,7 +146,8 @@ pub struct Watcher {
 
 /// The watchers of the namespaces where one runs, by namespace (device,
 /// inode of `/proc/thread-self/ns/net`).
-static SHARED: Mutex<Option<HashMap<(u64, u64), Weak<Inner>>>> = Mutex::new(None);
+type Registry = HashMap<(u64, u64), Weak<Inner>>;
+static SHARED: Mutex<Option<Registry>> = Mutex::new(None);
 
 impl Watcher {
     /// The watcher of the calling thread's network namespace, started on
@@ -155,7 +156,7 @@ impl Watcher {
         use std::os::unix::fs::MetadataExt as _;
         let ns = std::fs::metadata("/proc/thread-self/ns/net")?;
         let key = (ns.dev(), ns.ino());
-        let mut shared: MutexGuard<'_, _> = SHARED.lock().unwrap_or_else(|e| e.into_inner());
+        let mut shared = SHARED.lock().unwrap_or_else(|e| e.into_inner());
         let shared = shared.get_or_insert_with(HashMap::new);
         shared.retain(|_, w| w.strong_count() > 0);
         if let Some(inner) = shared.get(&key).and_then(Weak::upgrade) {
