@@ -5,19 +5,17 @@
 //! disappear are forgotten.
 use std::{
     collections::HashSet,
-    io,
     path::PathBuf,
     sync::{Arc, Mutex},
     time::Duration,
 };
 
 use aya::Ebpf;
-use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use crate::{
     attach::{self, Attached, XdpModeArg},
-    rtnetlink,
+    netwatch::{Interest, Watcher},
 };
 
 /// The loaded programs and where they are attached; shared by the agent's
@@ -36,26 +34,6 @@ pub fn matching(patterns: &[glob::Pattern]) -> Vec<String> {
         .collect();
     names.sort();
     names
-}
-
-/// A channel that gets a message whenever a link appears, changes or goes.
-fn link_events() -> io::Result<mpsc::Receiver<()>> {
-    let fd = rtnetlink::subscribe(rtnetlink::GROUP_LINK, &[])?;
-    let (tx, rx) = mpsc::channel(1);
-    std::thread::Builder::new().name("xlb-link-events".into()).spawn(move || {
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            if let Err(e) = rtnetlink::wait_batch(&fd, &mut buf) {
-                warn!(error = %e, "link events: stopped listening");
-                return;
-            }
-            match tx.try_send(()) {
-                Ok(()) | Err(mpsc::error::TrySendError::Full(())) => {}
-                Err(mpsc::error::TrySendError::Closed(())) => return,
-            }
-        }
-    })?;
-    Ok(rx)
 }
 
 /// Attaches to the matching interfaces not attached yet and forgets the
@@ -88,22 +66,24 @@ pub fn sync(programs: &Mutex<Programs>, patterns: &[glob::Pattern], static_iface
     }
 }
 
-/// Follows link events in the background, calling [`sync`] after each burst.
+/// Follows link events in the background (a subscriber of the namespace's
+/// [`Watcher`]), calling [`sync`] after each burst.
 pub fn spawn(programs: Arc<Mutex<Programs>>, patterns: Vec<glob::Pattern>, static_ifaces: Vec<String>, mode: XdpModeArg, pin_path: PathBuf) {
-    let mut events = match link_events() {
-        Ok(rx) => rx,
+    let mut links = match Watcher::shared() {
+        Ok(w) => w.subscribe(Interest::LINKS),
         Err(e) => {
             warn!(error = %e, "cannot listen for link events: --interface-glob matches only the interfaces present at start");
             return;
         }
     };
     tokio::spawn(async move {
-        while events.recv().await.is_some() {
+        while links.changed().await.is_ok() {
             // Coalesce the burst of events a new veth brings.
             tokio::time::sleep(Duration::from_millis(100)).await;
-            while events.try_recv().is_ok() {}
+            links.changed_now();
             let (programs, patterns, static_ifaces, pin_path) = (programs.clone(), patterns.clone(), static_ifaces.clone(), pin_path.clone());
             let _ = tokio::task::spawn_blocking(move || sync(&programs, &patterns, &static_ifaces, mode, &pin_path)).await;
         }
+        warn!("link events: stopped listening; --interface-glob attaches to no new interface");
     });
 }

@@ -95,48 +95,48 @@ mod tests {
         assert_eq!(route_source("127.0.0.1".parse().unwrap()).unwrap(), "127.0.0.1".parse::<IpAddr>().unwrap());
         assert!(!xdp_transmit_capable("lo"), "loopback has no driver info: treated as skb-only");
     }
+
+    /// IPv4 before IPv6, link-local IPv6 skipped, nothing for an unknown
+    /// interface (root: in a new network namespace).
+    #[test]
+    fn first_address_prefers_ipv4_and_skips_link_local() {
+        std::thread::spawn(|| {
+            // SAFETY: unshare affects only this thread's network namespace.
+            let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "unshare(CLONE_NEWNET): {}; this test needs root", std::io::Error::last_os_error());
+            let ip = |args: &str| {
+                let st = std::process::Command::new("ip").args(args.split(' ')).status().expect("run ip");
+                assert!(st.success(), "ip {args}: {st}");
+            };
+            ip("link add fa0 type veth peer name fa1");
+            ip("addr add fe80::5/64 dev fa0 nodad");
+            assert_eq!(first_address("fa0"), None, "only link-local");
+            ip("addr add 2001:db8::5/64 dev fa0 nodad");
+            assert_eq!(first_address("fa0"), Some("2001:db8::5".parse().unwrap()));
+            ip("addr add 10.0.0.5/24 dev fa0");
+            assert_eq!(first_address("fa0"), Some("10.0.0.5".parse().unwrap()));
+            assert_eq!(first_address("no-such-if0"), None);
+        })
+        .join()
+        .expect("the test thread");
+    }
 }
 
 /// The first address (IPv4 before IPv6, link-local IPv6 skipped) of
 /// interface `name`, if it has one.
 pub fn first_address(name: &str) -> Option<IpAddr> {
-    let mut found: Vec<IpAddr> = Vec::new();
-    let mut ifap: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: getifaddrs fills ifap with a list we free below.
-    if unsafe { libc::getifaddrs(&mut ifap) } != 0 {
-        return None;
-    }
-    let mut cur = ifap;
-    while !cur.is_null() {
-        // SAFETY: cur is a node of the list getifaddrs returned.
-        let ifa = unsafe { &*cur };
-        cur = ifa.ifa_next;
-        if ifa.ifa_addr.is_null() || ifa.ifa_name.is_null() {
-            continue;
-        }
-        // SAFETY: ifa_name is a NUL-terminated string owned by the list.
-        let ifname = unsafe { std::ffi::CStr::from_ptr(ifa.ifa_name) };
-        if ifname.to_bytes() != name.as_bytes() {
-            continue;
-        }
-        // SAFETY: ifa_addr points to a sockaddr of the family it names.
-        match i32::from(unsafe { (*ifa.ifa_addr).sa_family }) {
-            libc::AF_INET => {
-                let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
-                found.push(IpAddr::from(u32::from_be(sin.sin_addr.s_addr).to_be_bytes()));
+    let mut found: Vec<IpAddr> = nix::ifaddrs::getifaddrs()
+        .ok()?
+        .filter(|a| a.interface_name == name)
+        .filter_map(|a| {
+            let addr = a.address?;
+            if let Some(sin) = addr.as_sockaddr_in() {
+                return Some(IpAddr::V4(sin.ip()));
             }
-            libc::AF_INET6 => {
-                let sin6 = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in6) };
-                let ip = std::net::Ipv6Addr::from(sin6.sin6_addr.s6_addr);
-                if ip.segments()[0] & 0xffc0 != 0xfe80 {
-                    found.push(IpAddr::V6(ip));
-                }
-            }
-            _ => {}
-        }
-    }
-    // SAFETY: ifap came from getifaddrs and is freed once.
-    unsafe { libc::freeifaddrs(ifap) };
+            let ip = addr.as_sockaddr_in6()?.ip();
+            (ip.segments()[0] & 0xffc0 != 0xfe80).then_some(IpAddr::V6(ip))
+        })
+        .collect();
     found.sort_by_key(|ip| ip.is_ipv6());
     found.into_iter().next()
 }

@@ -14,6 +14,7 @@ pub mod maglev;
 pub mod maps;
 pub mod metrics;
 pub mod model;
+pub mod netwatch;
 pub mod pins;
 pub mod reader;
 pub mod rtnetlink;

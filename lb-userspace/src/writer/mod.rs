@@ -72,7 +72,6 @@ pub use encode::{
     addr16, ip_from16, name_from, name_to, range_entries, range_key, range_net, service_key, unroutable_reason, RangeEntry,
 };
 use lb_common::{prefilter::PREFILTER_ENTRIES, Backend, ServiceKey, MAX_BACKENDS, MAX_SERVICES, RANGE_ENTRIES};
-use tracing::warn;
 pub use ops::{MapOps, MemoryMaps, Op};
 use plan::Programmed;
 pub use regions::{restore_regions, Pair, RegionAllocator, GRACE};
@@ -286,18 +285,9 @@ impl<M: MapOps> MapWriter<M> {
 
     /// What tells the agent's loop when the routing changed, so that it
     /// calls [`Self::retry_unroutable`] (a second handle on the writer's
-    /// routing-notification socket; without one, a timer).
+    /// subscription to routing notifications; without one, a timer).
     pub fn route_changes(&self) -> RouteChanges {
-        let fd = self.routes.watch.as_ref().and_then(|fd| {
-            let registered = fd.try_clone().and_then(|fd| {
-                // SAFETY: an OwnedFd's as_raw_fd is the same open descriptor
-                // for as long as the AsyncFd owns it.
-                unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
-                    .map_err(|e| e.into_parts().1)
-            });
-            registered.map_err(|e| warn!(error = %e, "unroutable backends are retried every {:?}", RouteChanges::POLL)).ok()
-        });
-        RouteChanges { fd }
+        self.routes.changes()
     }
 
     /// Programs again every service with an unroutable backend whose routes

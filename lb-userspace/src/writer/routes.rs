@@ -8,15 +8,19 @@ use std::{
 
 use tracing::warn;
 
+use crate::netwatch::{Interest, Subscription, Watcher};
+
 /// The source address the kernel would pick for the route to each backend
 /// (what `source: snat` without `snat_address` uses), cached until the
 /// routing may have changed: a netlink socket subscribed to link, address,
 /// route and rule events tells, and [`Routes::refresh`] (at the start of
 /// every `apply`) then drops the cache and starts a new epoch, so services
-/// resolved in an older epoch are resolved again. Without that socket
-/// nothing is cached and every `apply` resolves every backend again.
+/// resolved in an older epoch are resolved again. That socket is the
+/// namespace's [`Watcher`], shared with the agent's other subscribers.
+/// Without it nothing is cached and every `apply` resolves every backend
+/// again.
 pub(super) struct Routes {
-    pub(super) watch: Option<std::os::fd::OwnedFd>,
+    pub(super) watch: Option<Subscription>,
     pub(super) epoch: u64,
     cache: HashMap<IpAddr, IpAddr>,
     /// UDP sockets (IPv4, IPv6) connected to each destination in turn to
@@ -27,9 +31,8 @@ pub(super) struct Routes {
 
 impl Routes {
     pub(super) fn new() -> Self {
-        use crate::rtnetlink::*;
-        let groups = GROUP_LINK | GROUP_IPV4_IFADDR | GROUP_IPV4_ROUTE | GROUP_IPV4_RULE | GROUP_IPV6_IFADDR | GROUP_IPV6_ROUTE;
-        let watch = subscribe(groups, &[GROUP_NR_IPV6_RULE])
+        let watch = Watcher::shared()
+            .map(|w| w.subscribe(Interest::ROUTING))
             .map_err(|e| warn!(error = %e, "not watching routing changes (netlink); every reload resolves every backend's route"))
             .ok();
         Self { watch, epoch: 1, cache: HashMap::new(), probes: [None, None] }
@@ -41,12 +44,16 @@ impl Routes {
         Self { watch: None, epoch: 1, cache: HashMap::new(), probes: [None, None] }
     }
 
-    /// Reads every pending notification; true when there was any (or the
-    /// socket overflowed, or there is no socket).
+    /// Whether a link, address, route or rule changed since the last call
+    /// (counting every notification queued now); true also when some
+    /// were lost, or there is no watcher.
     fn changed(&mut self) -> bool {
-        let Some(fd) = &self.watch else { return true };
-        let mut buf = [0u8; 8192];
-        crate::rtnetlink::drain(fd, &mut buf).unwrap_or(true)
+        self.watch.as_mut().is_none_or(Subscription::changed_now)
+    }
+
+    /// What wakes the agent's loop when the routing changed.
+    pub(super) fn changes(&self) -> RouteChanges {
+        RouteChanges { watch: self.watch.clone() }
     }
 
     /// Starts a new epoch (and forgets every answer) when the routing may
@@ -102,31 +109,26 @@ impl Routes {
 /// Wakes the agent's loop when the routing may have changed, for
 /// [`super::MapWriter::retry_unroutable`]. Needs a Tokio runtime.
 pub struct RouteChanges {
-    /// The writer's notification socket (a second descriptor of it): the
-    /// writer drains it, this only waits for it to become readable.
-    pub(super) fd: Option<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>>,
+    /// A second handle on the writer's subscription, which notes what it
+    /// has seen on its own.
+    watch: Option<Subscription>,
 }
 
 impl RouteChanges {
     /// How often to try again without the notification socket.
     pub const POLL: Duration = Duration::from_secs(5);
 
-    /// Resolves when routing notifications are queued (possibly already
-    /// consumed by an `apply` meanwhile: then the retry finds nothing to
-    /// do), or after [`Self::POLL`] without the socket.
+    /// Resolves when the routing changed since the last call (possibly
+    /// already seen by an `apply` meanwhile: then the retry finds nothing
+    /// to do), or after [`Self::POLL`] without the watcher.
     pub async fn next(&mut self) {
-        let Some(fd) = &self.fd else {
+        let Some(watch) = &mut self.watch else {
             tokio::time::sleep(Self::POLL).await;
             return;
         };
-        match fd.readable().await {
-            // The retry drains the socket; a notification queued after
-            // this makes it readable again.
-            Ok(mut guard) => guard.clear_ready(),
-            Err(e) => {
-                warn!(error = %e, "routing notifications lost: unroutable backends are retried every {:?}", Self::POLL);
-                self.fd = None;
-            }
+        if let Err(e) = watch.changed().await {
+            warn!(error = %e, "unroutable backends are retried every {:?}", Self::POLL);
+            self.watch = None;
         }
     }
 }
