@@ -37,7 +37,7 @@ pub const FRAG_ENTRIES: u32 = 65536;
 
 #[cfg(feature = "user")]
 mod pod {
-    use super::*;
+    use super::{FragKey, FragValue};
     // SAFETY: repr(C), Copy, every bit pattern valid.
     unsafe impl aya::Pod for FragKey {}
     unsafe impl aya::Pod for FragValue {}

@@ -415,7 +415,7 @@ pub const fn is_v4_mapped(a: &[u8; 16]) -> bool {
 
 #[cfg(feature = "user")]
 mod pod {
-    use super::*;
+    use super::{ServiceKey, Service, ServiceSlot, Backend, FlowKey, Flow, Reverse, Counter, ServiceName, ForwardMeta, AffinityKey, Affinity, RangeKey};
     // SAFETY: all types are repr(C), Copy, and every bit pattern is valid.
     unsafe impl aya::Pod for ServiceKey {}
     unsafe impl aya::Pod for Service {}

@@ -132,7 +132,7 @@ fn is_bpffs(p: &Path) -> bool {
     // SAFETY: zeroed statfs is valid; c is NUL-terminated.
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
     // SAFETY: statfs writes into the struct we own.
-    unsafe { libc::statfs(c.as_ptr(), &mut st) == 0 && st.f_type as i64 == BPF_FS_MAGIC }
+    unsafe { libc::statfs(c.as_ptr(), &raw mut st) == 0 && st.f_type as i64 == BPF_FS_MAGIC }
 }
 
 /// Makes sure `pin_path` is (or can be made) a directory on a bpffs,
@@ -337,7 +337,7 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
             node_name,
             kubeconfig: args.kubeconfig.clone(),
             lb_class: args.lb_class.clone(),
-            pools: args.vip_pools.iter().map(|p| p.trunc()).collect(),
+            pools: args.vip_pools.iter().map(ipnet::IpNet::trunc).collect(),
             namespace: args.namespace.clone(),
             interfaces: args.interfaces.clone(),
         })
@@ -401,12 +401,12 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
     let mut attached = attach::attach_all(&mut ebpf, &ifaces, args.xdp_mode, &args.pin_path)?;
     program_interfaces(writer.maps_mut(), &ifaces, &attached, &args.xdp_transmit)?;
     let programs = Arc::new(std::sync::Mutex::new(follow::Programs { ebpf, attached: Vec::new() }));
-    if !patterns.is_empty() {
-        programs.lock().unwrap_or_else(|e| e.into_inner()).attached.append(&mut attached);
+    if patterns.is_empty() {
+        programs.lock().unwrap_or_else(std::sync::PoisonError::into_inner).attached = attached;
+    } else {
+        programs.lock().unwrap_or_else(std::sync::PoisonError::into_inner).attached.append(&mut attached);
         follow::sync(&programs, &patterns, &ifaces, args.xdp_mode, &args.pin_path);
         follow::spawn(programs.clone(), patterns, ifaces.clone(), args.xdp_mode, args.pin_path.clone());
-    } else {
-        programs.lock().unwrap_or_else(|e| e.into_inner()).attached = attached;
     }
 
     let snapshot = {
@@ -414,7 +414,7 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
         move || status::Snapshot {
             interfaces: programs
                 .lock()
-                .unwrap_or_else(|e| e.into_inner())
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .attached
                 .iter()
                 .map(|a| (a.iface.clone(), status::mode_code(a.mode)))
@@ -445,7 +445,7 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
     if let Some(r) = &stop_record.0 {
         r.stop();
     }
-    let mut p = programs.lock().unwrap_or_else(|e| e.into_inner());
+    let mut p = programs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let follow::Programs { ebpf, attached } = &mut *p;
     let attached = std::mem::take(attached);
     if args.keep_on_exit {
@@ -469,14 +469,14 @@ async fn follow_file(path: &Path, writer: &mut MapWriter, seed_flag: Option<u32>
     loop {
         tokio::select! {
             _ = hup.recv() => reload(path, writer, seed_flag, "SIGHUP", health),
-            _ = routes.next(), if writer.has_unroutable() => retry_unroutable(writer),
+            () = routes.next(), if writer.has_unroutable() => retry_unroutable(writer),
             Some(()) = rx.recv() => {
                 // let the writer finish; coalesce bursts of events
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 while rx.try_recv().is_ok() {}
                 reload(path, writer, seed_flag, "file change", health);
             }
-            _ = &mut done => return Ok(()),
+            () = &mut done => return Ok(()),
         }
     }
 }
@@ -543,7 +543,7 @@ fn reload(path: &Path, writer: &mut MapWriter, seed_flag: Option<u32>, why: &str
 
 fn watch_file(path: &Path, tx: mpsc::Sender<()>) -> notify::Result<notify::RecommendedWatcher> {
     use notify::Watcher as _;
-    let file = path.file_name().map(|f| f.to_owned());
+    let file = path.file_name().map(std::borrow::ToOwned::to_owned);
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
     let mut w = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
         if let Ok(ev) = ev {

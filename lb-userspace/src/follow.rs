@@ -63,7 +63,7 @@ fn link_events() -> io::Result<mpsc::Receiver<()>> {
 /// here; `static_ifaces` (the `--interface`s) are left alone.
 pub fn sync(programs: &Mutex<Programs>, patterns: &[glob::Pattern], static_ifaces: &[String], mode: XdpModeArg, pin_path: &std::path::Path) {
     let present: HashSet<String> = matching(patterns).into_iter().filter(|n| !static_ifaces.contains(n)).collect();
-    let mut p = programs.lock().unwrap_or_else(|e| e.into_inner());
+    let mut p = programs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let Programs { ebpf, attached } = &mut *p;
     let gone: Vec<usize> = attached
         .iter()

@@ -49,7 +49,7 @@ pub fn driver(name: &str) -> io::Result<String> {
     for (dst, src) in req.ifr_name.iter_mut().zip(name.as_bytes().iter().take(libc::IFNAMSIZ - 1)) {
         *dst = *src as libc::c_char;
     }
-    req.ifr_ifru.ifru_data = (&mut info as *mut EthtoolDrvinfo).cast();
+    req.ifr_ifru.ifru_data = (&raw mut info).cast();
     // SAFETY: SIOCETHTOOL with a valid ifreq whose data points at a live drvinfo.
     let rc = unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&sock), SIOCETHTOOL as _, &mut req) };
     if rc != 0 {
@@ -84,26 +84,13 @@ pub fn route_source(dst: IpAddr) -> io::Result<IpAddr> {
     Ok(sock.local_addr()?.ip())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn loopback_facts() {
-        assert!(ifindex("lo").unwrap() > 0);
-        assert!(ifindex("no-such-if0").is_err());
-        assert_eq!(route_source("127.0.0.1".parse().unwrap()).unwrap(), "127.0.0.1".parse::<IpAddr>().unwrap());
-        assert!(!xdp_transmit_capable("lo"), "loopback has no driver info: treated as skb-only");
-    }
-}
-
 /// The first address (IPv4 before IPv6, link-local IPv6 skipped) of
 /// interface `name`, if it has one.
 pub fn first_address(name: &str) -> Option<IpAddr> {
     let mut found: Vec<IpAddr> = Vec::new();
     let mut ifap: *mut libc::ifaddrs = std::ptr::null_mut();
     // SAFETY: getifaddrs fills ifap with a list we free below.
-    if unsafe { libc::getifaddrs(&mut ifap) } != 0 {
+    if unsafe { libc::getifaddrs(&raw mut ifap) } != 0 {
         return None;
     }
     let mut cur = ifap;
@@ -137,6 +124,19 @@ pub fn first_address(name: &str) -> Option<IpAddr> {
     }
     // SAFETY: ifap came from getifaddrs and is freed once.
     unsafe { libc::freeifaddrs(ifap) };
-    found.sort_by_key(|ip| ip.is_ipv6());
+    found.sort_by_key(std::net::IpAddr::is_ipv6);
     found.into_iter().next()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_facts() {
+        assert!(ifindex("lo").unwrap() > 0);
+        assert!(ifindex("no-such-if0").is_err());
+        assert_eq!(route_source("127.0.0.1".parse().unwrap()).unwrap(), "127.0.0.1".parse::<IpAddr>().unwrap());
+        assert!(!xdp_transmit_capable("lo"), "loopback has no driver info: treated as skb-only");
+    }
 }

@@ -92,14 +92,14 @@ pub struct FlowRow {
 pub fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: valid out pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &raw mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// All programmed services, sorted by name, with their backends and counters.
 pub fn services(maps: &Maps) -> Result<Vec<ServiceRow>, ReadError> {
     let mut rows = Vec::new();
-    for entry in maps.services.iter() {
+    for entry in &maps.services {
         let (key, svc) = entry.map_err(rerr("services"))?;
         let name = name_from(&maps.names.get(&svc.id, 0).map_err(rerr("service names"))?);
         let c = sum_counter(&maps.service_stats.get(&svc.id, 0).map_err(rerr("service stats"))?);
@@ -179,7 +179,7 @@ pub fn flows(maps: &Maps, service: Option<&str>) -> Result<Vec<FlowRow>, ReadErr
     let by_id: HashMap<u32, &ServiceRow> = svcs.iter().map(|s| (s.id, s)).collect();
     let now = monotonic_ns();
     let mut rows = Vec::new();
-    for entry in maps.flows.iter() {
+    for entry in &maps.flows {
         let (key, flow) = entry.map_err(rerr("flows"))?;
         let Some(svc) = by_id.get(&flow.service_id) else { continue };
         if service.is_some_and(|s| s != svc.name) {
@@ -264,7 +264,7 @@ fn maglev_row(service: &str, size: u32, rows: &[BackendRow], counts: &BTreeMap<u
         .iter()
         .map(|b| {
             let slots = counts.get(&b.id).copied().unwrap_or(0);
-            MaglevShare { address: b.address.clone(), slots, share: if size == 0 { 0.0 } else { slots as f64 / size as f64 } }
+            MaglevShare { address: b.address.clone(), slots, share: if size == 0 { 0.0 } else { f64::from(slots) / f64::from(size) } }
         })
         .collect();
     // Each backend's slots against its weight's share, not the plain average.

@@ -55,7 +55,7 @@ fn watch(fd: OwnedFd, mut gen: Array<MapData, u32>) {
 /// A blocking `NETLINK_ROUTE` socket member of the link, address, route,
 /// rule and neighbour groups.
 fn subscribe() -> std::io::Result<OwnedFd> {
-    use rtnetlink::*;
+    use rtnetlink::{GROUP_LINK, GROUP_NEIGH, GROUP_IPV4_IFADDR, GROUP_IPV4_ROUTE, GROUP_IPV4_RULE, GROUP_IPV6_IFADDR, GROUP_IPV6_ROUTE, GROUP_NR_IPV6_RULE};
     rtnetlink::subscribe(
         GROUP_LINK | GROUP_NEIGH | GROUP_IPV4_IFADDR | GROUP_IPV4_ROUTE | GROUP_IPV4_RULE | GROUP_IPV6_IFADDR | GROUP_IPV6_ROUTE,
         &[GROUP_NR_IPV6_RULE],

@@ -42,7 +42,7 @@ pub fn subscribe(groups: u32, extra: &[u32]) -> io::Result<OwnedFd> {
     let rc = unsafe {
         libc::bind(
             fd.as_raw_fd(),
-            (&addr as *const libc::sockaddr_nl).cast(),
+            (&raw const addr).cast(),
             std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
         )
     };
@@ -56,7 +56,7 @@ pub fn subscribe(groups: u32, extra: &[u32]) -> io::Result<OwnedFd> {
                 fd.as_raw_fd(),
                 libc::SOL_NETLINK,
                 libc::NETLINK_ADD_MEMBERSHIP,
-                (group as *const u32).cast(),
+                std::ptr::from_ref::<u32>(group).cast(),
                 std::mem::size_of::<u32>() as libc::socklen_t,
             );
         }

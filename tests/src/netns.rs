@@ -173,7 +173,7 @@ impl Netns {
         drop(fd);
         self.children
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .push(child.id());
         Ok(child)
     }
@@ -185,7 +185,7 @@ impl Netns {
     /// not reaped here, so a `Child` the caller still holds can be waited.
     pub fn stop_children(&self, grace: Duration) {
         let pids: Vec<u32> =
-            std::mem::take(&mut *self.children.lock().unwrap_or_else(|e| e.into_inner()));
+            std::mem::take(&mut *self.children.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
         let running: Vec<i32> = pids
             .iter()
             .map(|&p| p as i32)
@@ -363,7 +363,7 @@ pub(crate) fn child_running(pid: i32) -> bool {
         let r = libc::waitid(
             libc::P_PID,
             pid as libc::id_t,
-            &mut info,
+            &raw mut info,
             libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
         );
         r == 0 && info.si_pid() == 0

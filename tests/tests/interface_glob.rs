@@ -63,7 +63,7 @@ fn pods_veths_are_followed_by_pattern_including_ones_created_later() {
     // only the client side by name; the pods' side by pattern
     let args: Vec<String> = ["agent", "--config", &cfg.path().display().to_string(), "--interface", "c0", "--interface-glob", "p*"]
         .iter()
-        .map(|s| s.to_string())
+        .map(std::string::ToString::to_string)
         .collect();
     let mut agent = Agent::spawn_args(&topo.node, pins.path(), &args).expect("agent");
     agent.wait_healthy(Duration::from_secs(30)).expect("healthy");

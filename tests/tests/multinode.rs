@@ -88,7 +88,7 @@ impl Recorders {
                                 continue;
                             };
                             let text = String::from_utf8_lossy(&buf[..n]).into_owned();
-                            let mut r = records.lock().unwrap_or_else(|e| e.into_inner());
+                            let mut r = records.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                             if peer.ip() != CLIENT {
                                 r.odd.push(format!("{tag} got {text:?} from {peer}"));
                                 continue;
@@ -125,7 +125,7 @@ impl Recorders {
     }
 
     fn snapshot(&self) -> (HashMap<u16, String>, HashMap<u16, String>, Vec<String>, Vec<String>) {
-        let r = self.records.lock().unwrap_or_else(|e| e.into_inner());
+        let r = self.records.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         (
             r.phases[0].clone(),
             r.phases[1].clone(),
@@ -135,7 +135,7 @@ impl Recorders {
     }
 
     fn recorded(&self, phase: usize) -> HashMap<u16, String> {
-        self.records.lock().unwrap_or_else(|e| e.into_inner()).phases[phase].clone()
+        self.records.lock().unwrap_or_else(std::sync::PoisonError::into_inner).phases[phase].clone()
     }
 }
 

@@ -142,15 +142,7 @@ fn test(args: &TestArgs) -> anyhow::Result<()> {
 
     if !args.unit {
         util::header("integration tests (network namespaces, XDP; need root)");
-        if !xlb_tests::is_root() {
-            eprintln!(
-                "xtask: the integration tests need root (network namespaces, XDP, bpffs) and this is uid {}.\n\
-                 xtask: run them as root, e.g. `sudo -E cargo xtask test`; `cargo xtask test --unit` runs only the unit tests.",
-                // SAFETY: geteuid cannot fail.
-                unsafe { libc::geteuid() }
-            );
-            failed.push("integration tests (not root)");
-        } else {
+        if xlb_tests::is_root() {
             match util::build_release() {
                 Err(e) => {
                     eprintln!("xtask: cannot build xlb for the integration tests: {e:#}");
@@ -173,11 +165,10 @@ fn test(args: &TestArgs) -> anyhow::Result<()> {
                         }
                     }
                     let has_userspace_tests = std::fs::read_dir(root.join("lb-userspace/tests"))
-                        .map(|d| {
+                        .is_ok_and(|d| {
                             d.flatten()
                                 .any(|e| e.path().extension().is_some_and(|x| x == "rs"))
-                        })
-                        .unwrap_or(false);
+                        });
                     if has_userspace_tests {
                         util::header("integration tests of lb-userspace (cargo test -p lb-userspace --test '*')");
                         let mut cmd = util::cargo();
@@ -194,6 +185,14 @@ fn test(args: &TestArgs) -> anyhow::Result<()> {
                     }
                 }
             }
+        } else {
+            eprintln!(
+                "xtask: the integration tests need root (network namespaces, XDP, bpffs) and this is uid {}.\n\
+                 xtask: run them as root, e.g. `sudo -E cargo xtask test`; `cargo xtask test --unit` runs only the unit tests.",
+                // SAFETY: geteuid cannot fail.
+                unsafe { libc::geteuid() }
+            );
+            failed.push("integration tests (not root)");
         }
     }
 

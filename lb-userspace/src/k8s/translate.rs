@@ -251,7 +251,7 @@ pub fn translate(inp: &Inputs<'_>) -> Translation {
             }
         }
         if !programmed.is_empty() {
-            let vip_list: Vec<String> = vips.iter().map(|v| v.to_string()).collect();
+            let vip_list: Vec<String> = vips.iter().map(std::string::ToString::to_string).collect();
             notes.push(Note {
                 warning: false,
                 reason: reason::PROGRAMMED,

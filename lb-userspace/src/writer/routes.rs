@@ -27,7 +27,7 @@ pub(super) struct Routes {
 
 impl Routes {
     pub(super) fn new() -> Self {
-        use crate::rtnetlink::*;
+        use crate::rtnetlink::{GROUP_LINK, GROUP_IPV4_IFADDR, GROUP_IPV4_ROUTE, GROUP_IPV4_RULE, GROUP_IPV6_IFADDR, GROUP_IPV6_ROUTE, subscribe, GROUP_NR_IPV6_RULE};
         let groups = GROUP_LINK | GROUP_IPV4_IFADDR | GROUP_IPV4_ROUTE | GROUP_IPV4_RULE | GROUP_IPV6_IFADDR | GROUP_IPV6_ROUTE;
         let watch = subscribe(groups, &[GROUP_NR_IPV6_RULE])
             .map_err(|e| warn!(error = %e, "not watching routing changes (netlink); every reload resolves every backend's route"))
@@ -73,7 +73,7 @@ impl Routes {
     /// What [`crate::iface::route_source`] answers, on a reused socket.
     fn resolve(&mut self, dst: IpAddr) -> std::io::Result<IpAddr> {
         use std::os::fd::AsRawFd as _;
-        let i = dst.is_ipv6() as usize;
+        let i = usize::from(dst.is_ipv6());
         let sock = match &mut self.probes[i] {
             Some(s) => s,
             slot => {
@@ -89,7 +89,7 @@ impl Routes {
         let rc = unsafe {
             let mut unspec: libc::sockaddr = std::mem::zeroed();
             unspec.sa_family = libc::AF_UNSPEC as libc::sa_family_t;
-            libc::connect(sock.as_raw_fd(), &unspec, std::mem::size_of::<libc::sockaddr>() as libc::socklen_t)
+            libc::connect(sock.as_raw_fd(), &raw const unspec, std::mem::size_of::<libc::sockaddr>() as libc::socklen_t)
         };
         if rc != 0 {
             // Start over with a new socket next time.
