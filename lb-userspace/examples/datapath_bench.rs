@@ -139,6 +139,7 @@ const VIP4_PRESERVE: &str = "192.0.2.11";
 const VIP6: &str = "2001:db8::10";
 const BACKEND_PORT: u16 = 10000;
 
+#[expect(clippy::trivially_copy_pass_by_ref, reason = "MAC addresses are passed by reference throughout")]
 fn mac_str(m: &[u8; 6]) -> String {
     m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
 }
@@ -679,7 +680,7 @@ impl Bench {
     /// Measures one class: warm-up round, then `rounds` interleaved pairs of
     /// (baseline, program) runs. `expect`: the counters every iteration must
     /// move (besides `packets`, which xlb moves always).
-    #[allow(clippy::too_many_arguments)]
+    #[expect(clippy::too_many_arguments, reason = "one argument per field of the object built")]
     fn measure(
         &mut self,
         class: &str,

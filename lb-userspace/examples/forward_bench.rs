@@ -56,6 +56,7 @@ use serde_json::{json, Value};
 
 #[derive(Parser, Debug)]
 #[command(name = "forward_bench", about = "Forwarding benchmark of xlb (run by `cargo xtask bench forward`; needs root)")]
+#[expect(clippy::struct_field_names, reason = "the fields are the command-line flags")]
 struct Args {
     /// Tiny configuration for the smoke test: 1 run of 1 round, short slices.
     #[arg(long)]
@@ -1056,6 +1057,7 @@ impl Drop for Bench {
     }
 }
 
+#[expect(clippy::ref_option, reason = "called with a field of the parsed arguments")]
 fn xlb_binary(arg: &Option<PathBuf>) -> Result<PathBuf> {
     let p = if let Some(p) = arg {
         p.clone()
@@ -1550,7 +1552,7 @@ impl Bench {
         }
         let raw = self.gens.get(&case);
         let aya_gen = xdp_ref(&self.gen, "gen")?;
-        let _in = InNs::enter(&self.gen_ns, pin)?;
+        let in_gen_ns = InNs::enter(&self.gen_ns, pin)?;
         // Returns the frames sent (each successful call sends `frames_per_call`).
         // Each call costs the kernel two RCU grace periods (it swaps the
         // program into the XDP dispatcher and back), during which nothing is
@@ -1606,7 +1608,7 @@ impl Bench {
         let (d1, d10) = self.delivered(case)?;
         let p1 = self.prog_stats();
         let foreign = self.foreign_ticks().saturating_sub(f0) as f64 / clock_ticks();
-        drop(_in);
+        drop(in_gen_ns);
         for (label, (ns, runs)) in p1 {
             let (ns0, runs0) = p0.get(label).copied().unwrap_or_default();
             if runs > runs0 {

@@ -184,6 +184,7 @@ fn ensure_bpffs(pin_path: &Path) -> Result<(), AgentError> {
 /// mount namespace and mounts a fresh sysfs on /sys, with the network
 /// namespace's name as its source, and no bpffs below it), with that name
 /// when /var/run/netns has it.
+#[expect(clippy::option_option, reason = "none, unnamed or named: three outcomes")]
 fn private_mount_namespace() -> Option<Option<String>> {
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
     let source = netns_exec_sysfs(&mountinfo)?;

@@ -109,11 +109,17 @@ pub fn first_address(name: &str) -> Option<IpAddr> {
         // SAFETY: ifa_addr points to a sockaddr of the family it names.
         match i32::from(unsafe { (*ifa.ifa_addr).sa_family }) {
             libc::AF_INET => {
-                let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
+                // SAFETY: the family is AF_INET, so ifa_addr points to a sockaddr_in
+                // (getifaddrs allocates it with that type's alignment).
+                #[expect(clippy::cast_ptr_alignment, reason = "getifaddrs allocates the address as its family's type")]
+                let sin = unsafe { &*ifa.ifa_addr.cast::<libc::sockaddr_in>() };
                 found.push(IpAddr::from(u32::from_be(sin.sin_addr.s_addr).to_be_bytes()));
             }
             libc::AF_INET6 => {
-                let sin6 = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in6) };
+                // SAFETY: the family is AF_INET6, so ifa_addr points to a sockaddr_in6
+                // (getifaddrs allocates it with that type's alignment).
+                #[expect(clippy::cast_ptr_alignment, reason = "getifaddrs allocates the address as its family's type")]
+                let sin6 = unsafe { &*ifa.ifa_addr.cast::<libc::sockaddr_in6>() };
                 let ip = std::net::Ipv6Addr::from(sin6.sin6_addr.s6_addr);
                 if ip.segments()[0] & 0xffc0 != 0xfe80 {
                     found.push(IpAddr::V6(ip));

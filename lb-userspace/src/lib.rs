@@ -1,6 +1,8 @@
 //! xlb: an XDP load balancer for UDP and TCP. This library holds the agent,
 //! the CLI and the map writer; `main.rs` is a thin clap front end.
 
+#![warn(missing_docs)]
+
 pub mod agent;
 pub mod attach;
 pub mod cli;

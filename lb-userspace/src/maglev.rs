@@ -110,7 +110,7 @@ struct Cursor {
 /// How weighted turns are scheduled (the same order either way; the tests
 /// force each).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[cfg_attr(not(test), allow(dead_code))]
+#[cfg_attr(not(test), expect(dead_code, reason = "Auto is the only schedule outside the tests"))]
 enum Schedule {
     /// The cheaper of the two for the weights.
     Auto,
@@ -460,6 +460,7 @@ mod tests {
     }
 
     #[test]
+    #[expect(clippy::float_cmp, reason = "the ratios compared are exact")]
     fn weighted_max_avg_compares_with_the_weights() {
         // A perfect 1:3 split is 1.0, not the plain max/avg's 1.5.
         assert_eq!(weighted_max_avg([(250, 1), (750, 3)]), 1.0);
@@ -562,7 +563,9 @@ mod tests {
         assert!(!t.contains(&2));
         // Draining a backend is removing it from the table.
         assert_eq!(t, build(&e[..2], 1021, 0));
-        e.iter_mut().for_each(|x| x.weight = 0);
+        for x in &mut e {
+            x.weight = 0;
+        }
         assert!(build(&e, 1021, 0).is_empty());
         assert!(build(&[], 1021, 0).is_empty());
         let mut buf = vec![1, 2, 3];

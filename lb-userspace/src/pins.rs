@@ -55,6 +55,7 @@ pub fn check(pin_path: &Path, wanted: &Wanted) -> Result<(), PinError> {
         }
     }
     let sz = |n: usize| n as u32;
+    #[expect(clippy::type_complexity, reason = "a literal table: name, key size, value size, inner map")]
     let expected: [(&str, u32, u32, Option<(&'static str, u32)>); 17] = [
         (names::SERVICES, sz(size_of::<ServiceKey>()), sz(size_of::<Service>()), None),
         (names::SERVICE_SLOTS, 4, sz(size_of::<ServiceSlot>()), None),

@@ -76,7 +76,7 @@ pub fn wait_batch(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<()> {
         }
         let err = io::Error::last_os_error();
         match err.raw_os_error() {
-            Some(libc::EINTR) => continue,
+            Some(libc::EINTR) => {}
             Some(libc::ENOBUFS) => break,
             _ => return Err(err),
         }
@@ -101,7 +101,7 @@ pub fn drain(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<bool> {
         match err.raw_os_error() {
             _ if n == 0 => return Ok(any),
             Some(libc::EAGAIN) => return Ok(any),
-            Some(libc::EINTR) => continue,
+            Some(libc::EINTR) => {}
             Some(libc::ENOBUFS) => any = true,
             _ => return Err(err),
         }

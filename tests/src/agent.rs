@@ -441,6 +441,7 @@ impl Drop for Agent {
 
 /// Reads a child's piped stdout and stderr to their ends on two threads (so
 /// neither pipe fills up while the caller waits for the child).
+#[expect(clippy::type_complexity, reason = "the stdout and stderr readers, as a pair")]
 pub fn read_pipes(child: &mut Child) -> Result<(JoinHandle<Vec<u8>>, JoinHandle<Vec<u8>>)> {
     fn drain(mut r: impl std::io::Read + Send + 'static) -> JoinHandle<Vec<u8>> {
         std::thread::spawn(move || {

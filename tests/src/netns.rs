@@ -140,6 +140,7 @@ impl Netns {
     /// The [`Topology`](crate::Topology) that owns this namespace stops the
     /// child on drop if it still runs. `cmd` keeps a `pre_exec` hook bound to
     /// this call: do not spawn it again.
+    #[expect(clippy::unnecessary_debug_formatting, reason = "the program name, quoted")]
     pub fn spawn(&self, cmd: &mut Command) -> Result<Child> {
         let fd = self.open()?;
         let raw = fd.as_raw_fd();

@@ -461,6 +461,7 @@ pub fn cleanup_stale(prefix: &str) -> Result<usize> {
             let Some(pid) = owner_pid(prefix, &name) else {
                 continue;
             };
+            #[expect(clippy::case_sensitive_file_extension_comparisons, reason = "names this crate writes")]
             if !crate::pid_alive(pid) && (name.ends_with(".yaml") || name.ends_with(".yaml.tmp")) {
                 let _ = std::fs::remove_file(entry.path());
             }

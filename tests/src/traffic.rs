@@ -102,6 +102,7 @@ pub fn try_udp_echo_server(ns: &Netns, bind: SocketAddr, tag: &str) -> Result<Se
     let thread = std::thread::Builder::new()
         .name(format!("udp-echo-{tag}"))
         .spawn(move || {
+            #[expect(clippy::large_stack_arrays, reason = "one datagram of the largest size; thread stacks are 2 MiB")]
             let mut buf = [0u8; 65536];
             while !t_stop.load(Ordering::SeqCst) {
                 match sock.recv_from(&mut buf) {
@@ -302,6 +303,7 @@ fn udp_exchange(
     sock.send_to(payload, to)
         .with_context(|| format!("send UDP to {to}"))?;
     let deadline = Instant::now() + timeout;
+    #[expect(clippy::large_stack_arrays, reason = "one datagram of the largest size; thread stacks are 2 MiB")]
     let mut buf = [0u8; 65536];
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -469,6 +471,7 @@ pub fn udp_probe(ns: &Netns, to: SocketAddr, payload: &[u8], timeout: Duration) 
     sock.send(payload)
         .with_context(|| format!("send UDP to {to}"))?;
     let deadline = Instant::now() + timeout;
+    #[expect(clippy::large_stack_arrays, reason = "one datagram of the largest size; thread stacks are 2 MiB")]
     let mut buf = [0u8; 65536];
     loop {
         let left = deadline.saturating_duration_since(Instant::now());

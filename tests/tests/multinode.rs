@@ -124,6 +124,7 @@ impl Recorders {
         Recorders { stop, threads, records }
     }
 
+    #[expect(clippy::type_complexity, reason = "a private snapshot, destructured at once")]
     fn snapshot(&self) -> (HashMap<u16, String>, HashMap<u16, String>, Vec<String>, Vec<String>) {
         let r = self.records.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         (
@@ -282,6 +283,7 @@ fn ecmp_node_loss_keeps_backends_with_preserve() {
     // --- pods, config, agents -------------------------------------------
     let recorders = Recorders::start(&pods);
 
+    #[expect(clippy::format_collect, reason = "a small test input")]
     let backends: String = (0..PODS)
         .map(|i| format!("      - \"10.1.{i}.2:{BACKEND_PORT}\"\n"))
         .collect();

@@ -176,6 +176,7 @@ fn ensure_libllvm_symlink(lib: &Path, major: u32) -> Result<()> {
 /// Picks the real LLVM shared library among `(name, size)` entries: a
 /// `libLLVM.so.<ver>...` or `libLLVM-<major>-rust-*.so` file, the largest
 /// one (rustup ships one of them as a tiny linker script).
+#[expect(clippy::case_sensitive_file_extension_comparisons, reason = "library names are lower case")]
 fn pick_libllvm(entries: &[(String, u64)], major: u32) -> Option<String> {
     let dashed = format!("libLLVM-{major}");
     entries

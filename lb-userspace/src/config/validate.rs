@@ -719,6 +719,7 @@ impl Walker<'_> {
 
 /// An optional field's outcome: absent (`None`) is fine, given but invalid
 /// (`Some(None)`) fails, given and valid yields the value.
+#[expect(clippy::option_option, reason = "absent, invalid or valid: three outcomes")]
 fn optional_ok<T>(field: Option<Option<T>>) -> Option<Option<T>> {
     match field {
         None => Some(None),

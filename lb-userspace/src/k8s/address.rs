@@ -133,6 +133,6 @@ pub fn allocate(pools: &[IpNet], used: &BTreeSet<IpAddr>) -> Option<IpAddr> {
         let skip_network = p.prefix_len() + 1 < p.max_prefix_len();
         p.hosts()
             .take(1 << 20)
-            .find(|ip| !(skip_network && *ip == p.network()) && !used.contains(ip))
+            .find(|ip| !(used.contains(ip) || skip_network && *ip == p.network()))
     })
 }

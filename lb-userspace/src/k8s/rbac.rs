@@ -78,9 +78,8 @@ pub fn granted(manifests: &str) -> Result<BTreeSet<Grant>, RbacError> {
     };
     let mut out = BTreeSet::new();
     for doc in &docs {
-        let kind = match doc["kind"].as_str() {
-            Some(k @ ("ClusterRole" | "Role")) => k,
-            _ => continue,
+        let Some(kind @ ("ClusterRole" | "Role")) = doc["kind"].as_str() else {
+            continue;
         };
         let rules = doc["rules"].as_vec().ok_or_else(|| RbacError::NoRules {
             kind: kind.to_string(),

@@ -2,7 +2,7 @@
 //! YAML loader produces), plus, per Service, what was programmed or why not
 //! (for Events) and the health checks this node must answer.
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     net::IpAddr,
     sync::Arc,
 };
@@ -192,7 +192,7 @@ pub fn translate(inp: &Inputs<'_>) -> Translation {
         let local = spec.external_traffic_policy.as_deref() == Some("Local");
         let affinity_timeout = affinity(&svc);
         let mut programmed = Vec::new();
-        let mut local_ready: BTreeMap<IpAddr, ()> = BTreeMap::new();
+        let mut local_ready: BTreeSet<IpAddr> = BTreeSet::new();
         for port in spec.ports.iter().flatten() {
             let Some(proto) = protocol(port.protocol.as_deref()) else {
                 notes.push(warn(
@@ -209,7 +209,7 @@ pub fn translate(inp: &Inputs<'_>) -> Translation {
             let label = if port_name.is_empty() { number.to_string() } else { port_name.clone() };
             let eps = endpoints::endpoints(inp.slices, &ns, &name, &port_name, proto, inp.node_name);
             for e in eps.iter().filter(|e| e.local && e.state == EndpointState::Ready) {
-                local_ready.insert(e.addr.ip(), ());
+                local_ready.insert(e.addr.ip());
             }
             for (i, vip) in vips.iter().enumerate() {
                 let key = (*vip, number, proto);

@@ -8,7 +8,7 @@
 //! The checksum code here is written independently of `lb_common::csum`
 //! (big-endian words, as RFC 1071 states it) so that the tests do not check
 //! the data path against itself; a unit test below compares the two.
-#![allow(dead_code)]
+#![allow(dead_code, reason = "shared by several test binaries, each using a part")]
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -534,6 +534,7 @@ impl Decoded {
     }
 }
 
+#[expect(clippy::trivially_copy_pass_by_ref, reason = "MAC addresses are passed by reference throughout")]
 pub fn mac_str(m: &[u8; 6]) -> String {
     m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
 }

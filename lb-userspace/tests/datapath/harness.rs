@@ -15,7 +15,7 @@
 //! [`NEIGHBOURS`]); 10.1.0.99 is on-link without a neighbour entry and
 //! 198.51.100.0/24 has no route. Forwarding is enabled (the FIB helper
 //! refuses to answer on an interface that does not forward).
-#![allow(dead_code)]
+#![allow(dead_code, reason = "shared by several test binaries, each using a part")]
 
 use std::{
     net::{IpAddr, SocketAddr},
@@ -150,6 +150,7 @@ fn ensure_bpffs() {
         let path = std::ffi::CString::new("/sys/fs/bpf").unwrap();
         // SAFETY: zeroed statfs is a valid out buffer; path is NUL-terminated.
         let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+        // SAFETY: as above; statfs writes at most one struct statfs.
         let rc = unsafe { libc::statfs(path.as_ptr(), &raw mut st) };
         if rc != 0 || st.f_type as i64 != BPF_FS_MAGIC {
             std::fs::create_dir_all("/sys/fs/bpf").expect("creating /sys/fs/bpf");
@@ -214,7 +215,7 @@ fn enter_netns(name: &str) {
     let path = format!("/var/run/netns/{name}");
     let f = std::fs::File::open(&path).unwrap_or_else(|e| panic!("opening {path}: {e}"));
     // SAFETY: valid namespace fd; only this thread changes namespace.
-    assert!(unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } == 0, "setns({path}): {}", std::io::Error::last_os_error())
+    assert!(unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } == 0, "setns({path}): {}", std::io::Error::last_os_error());
 }
 
 /// Keeps the per-CPU LRU lists and counters of one run on one CPU.

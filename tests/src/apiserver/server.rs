@@ -265,7 +265,7 @@ fn parse_target(group: &str, version: &str, rest: &[&str]) -> Option<Target> {
     })
 }
 
-#[allow(clippy::too_many_arguments)]
+#[expect(clippy::too_many_arguments, reason = "one argument per field of the object built")]
 fn resource(
     app: &Arc<App>,
     method: &Method,

@@ -4,7 +4,7 @@
 //! Everything here is local to the tests: the fixtures themselves live in the
 //! `xlb-tests` library.
 
-#![allow(dead_code)]
+#![allow(dead_code, reason = "shared by several test binaries, each using a part")]
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};

@@ -2,7 +2,7 @@
 //! server in the node namespace, echo servers in the pods, and
 //! `xlb agent --kubernetes --kubeconfig` pointed at the server.
 
-#![allow(dead_code)]
+#![allow(dead_code, reason = "shared by several test binaries, each using a part")]
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
