@@ -506,6 +506,7 @@ struct Row {
     katran_net_ns: Option<u64>,
 }
 
+#[expect(clippy::struct_field_names, reason = "`bench` is the benchmark programs' object, beside `xlb`'s")]
 struct Bench {
     opts: Opts,
     xlb: Ebpf,

@@ -10,8 +10,10 @@ use crate::{maps::Maps, reader};
 /// Output format of the read-only commands.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
 pub enum Output {
+    /// Aligned columns for people.
     #[default]
     Table,
+    /// JSON for programs.
     Json,
 }
 

@@ -23,7 +23,9 @@ use crate::{
 /// The loaded programs and where they are attached; shared by the agent's
 /// main loop (which pins or detaches them at exit) and the follower.
 pub struct Programs {
+    /// The loaded eBPF object (programs and maps).
     pub ebpf: Ebpf,
+    /// Where the programs are attached.
     pub attached: Vec<Attached>,
 }
 

@@ -14,12 +14,14 @@ pub mod k8s;
 pub mod maglev;
 pub mod maps;
 pub mod metrics;
+#[expect(missing_docs, reason = "being restructured (issue 11 items 1-2); documented there")]
 pub mod model;
 pub mod pins;
 pub mod reader;
 pub mod rtnetlink;
 pub mod routegen;
 pub mod status;
+#[expect(missing_docs, reason = "being restructured (issue 11 items 1-2); documented there")]
 pub mod writer;
 
 /// The eBPF object built from `lb-ebpf` by `build.rs`, embedded so the

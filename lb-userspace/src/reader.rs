@@ -34,16 +34,22 @@ fn sock(ip: IpAddr, port: u16) -> String {
 /// One backend of a service.
 #[derive(Clone, Debug, Serialize)]
 pub struct BackendRow {
+    /// Service name.
     pub service: String,
+    /// Backend address, `ip:port`.
     pub address: String,
+    /// Configured weight.
     pub weight: u32,
     /// "active", "draining" (weight 0) or "unroutable" (no route to it:
     /// takes no new flows until one appears; see `reason`).
     pub state: String,
     /// Why the backend takes no flows (unroutable); `null` otherwise.
     pub reason: Option<String>,
+    /// Packets forwarded to it.
     pub packets: u64,
+    /// Bytes forwarded to it.
     pub bytes: u64,
+    /// Backend id (slot in `XLB_BACKENDS`).
     #[serde(skip)]
     pub id: u32,
 }
@@ -51,13 +57,21 @@ pub struct BackendRow {
 /// One programmed service.
 #[derive(Clone, Debug, Serialize)]
 pub struct ServiceRow {
+    /// Service name.
     pub name: String,
+    /// VIP.
     pub vip: String,
+    /// Service port.
     pub port: u16,
+    /// `udp` or `tcp`.
     pub protocol: String,
+    /// `snat` or `preserve`.
     pub source: String,
+    /// Backends, `ip:port`.
     pub backends: Vec<String>,
+    /// Packets to the VIP.
     pub packets: u64,
+    /// Bytes to the VIP.
     pub bytes: u64,
     /// Client-IP session affinity timeout in seconds; `null` when off.
     pub affinity_timeout: Option<u32>,
@@ -67,10 +81,13 @@ pub struct ServiceRow {
     /// with an empty list when every range is of the other address family:
     /// no client is allowed).
     pub source_ranges_enforced: bool,
+    /// Service id.
     #[serde(skip)]
     pub id: u32,
+    /// The service's backends, in detail.
     #[serde(skip)]
     pub backend_rows: Vec<BackendRow>,
+    /// Lookup table (offset, size) in `XLB_TABLE`.
     #[serde(skip)]
     pub table: (u32, u32),
 }
@@ -78,12 +95,17 @@ pub struct ServiceRow {
 /// One connection-table entry.
 #[derive(Clone, Debug, Serialize)]
 pub struct FlowRow {
+    /// Service name.
     pub service: String,
+    /// `udp` or `tcp`.
     pub protocol: String,
+    /// Client `ip:port`.
     pub client: String,
+    /// Backend `ip:port`.
     pub backend: String,
     /// "open", "closing" or "stale" (backend gone; re-picked on the next packet).
     pub state: String,
+    /// Seconds since the flow was created.
     pub age_seconds: u64,
 }
 
@@ -221,17 +243,24 @@ pub fn stats(maps: &Maps) -> Result<Vec<(&'static str, u64)>, ReadError> {
 /// A backend's share of a lookup table.
 #[derive(Clone, Debug, Serialize)]
 pub struct MaglevShare {
+    /// Backend `ip:port`.
     pub address: String,
+    /// Entries of the table pointing to it.
     pub slots: u32,
+    /// Fraction of the table (`slots / table_size`).
     pub share: f64,
 }
 
 /// The lookup table of one service.
 #[derive(Clone, Debug, Serialize)]
 pub struct MaglevRow {
+    /// Service name.
     pub service: String,
+    /// Entries of the table.
     pub table_size: u32,
+    /// Largest backend share over the average (weighted), 1.0 is perfect.
     pub max_avg: f64,
+    /// The backends' shares.
     pub backends: Vec<MaglevShare>,
 }
 

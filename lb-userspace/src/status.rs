@@ -196,6 +196,7 @@ impl Recorder {
 /// One attached interface, as `xlb status` shows it.
 #[derive(Debug, Serialize)]
 pub struct Attachment {
+    /// Interface name.
     pub interface: String,
     /// `native`, `generic`, `offload` or `unknown`.
     pub xdp_mode: String,
@@ -208,6 +209,7 @@ pub struct ApplyView {
     pub time_unix: u64,
     /// `ok` or `failed`.
     pub result: String,
+    /// The apply's message (its error when it failed).
     pub message: String,
     /// Unix seconds of the last successful apply (null: never).
     pub last_success_unix: Option<u64>,
@@ -222,6 +224,7 @@ pub struct Status {
     /// for [`FRESH`]: killed or hung), `unknown` (maps of an xlb without
     /// the record) or `never started` (nothing pinned).
     pub state: String,
+    /// The pin path asked about.
     pub pin_path: String,
     /// The agent's pid (in its pid namespace), when the record has one.
     pub pid: Option<u32>,
@@ -236,6 +239,7 @@ pub struct Status {
     pub interfaces: Vec<String>,
     /// The same, with their XDP modes.
     pub attachments: Vec<Attachment>,
+    /// The last apply; `null` before the first.
     pub last_apply: Option<ApplyView>,
     /// VIPs this node announces (none yet: announcements come later).
     pub announced_vips: Vec<String>,

@@ -16,8 +16,11 @@ use yaml_rust2::{Yaml, YamlLoader};
 /// subresources are written `resource/sub`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ApiCall {
+    /// API group (`""` for the core group).
     pub group: &'static str,
+    /// Resource, `resource/sub` for a subresource.
     pub resource: &'static str,
+    /// Verb (`get`, `list`, `watch`, ...).
     pub verb: &'static str,
 }
 

@@ -25,16 +25,23 @@ pub const SOURCE_RANGES_ANNOTATION: &str = "service.beta.kubernetes.io/load-bala
 
 /// Event reasons.
 pub mod reason {
+    /// The Service is programmed.
     pub const PROGRAMMED: &str = "Programmed";
+    /// Another Service claims the same VIP, port and protocol.
     pub const PORT_CLAIM_CONFLICT: &str = "PortClaimConflict";
+    /// The Service cannot be programmed as written.
     pub const INVALID: &str = "InvalidService";
+    /// No VIP could be found or allocated.
     pub const NO_ADDRESS: &str = "NoAddress";
+    /// A port's protocol is neither TCP nor UDP.
     pub const UNSUPPORTED_PROTOCOL: &str = "UnsupportedProtocol";
 }
 
 /// What the watcher saw.
 pub struct Inputs<'a> {
+    /// The Services in the cache.
     pub services: &'a [Arc<Service>],
+    /// The EndpointSlices in the cache.
     pub slices: &'a [Arc<EndpointSlice>],
     /// This node's name (`--node-name`).
     pub node_name: &'a str,
@@ -49,15 +56,20 @@ pub struct Inputs<'a> {
 pub struct Note {
     /// `true`: Warning, `false`: Normal.
     pub warning: bool,
+    /// The Event's reason (one of [`reason`]).
     pub reason: &'static str,
+    /// The Event's message.
     pub message: String,
 }
 
 /// A health check this node answers on `spec.healthCheckNodePort`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HealthCheck {
+    /// `spec.healthCheckNodePort`.
     pub port: u16,
+    /// Service namespace.
     pub namespace: String,
+    /// Service name.
     pub name: String,
     /// Ready (not terminating) endpoints on this node.
     pub local_ready: usize,
@@ -66,9 +78,11 @@ pub struct HealthCheck {
 /// The result of a translation.
 #[derive(Debug, Default)]
 pub struct Translation {
+    /// The services to program.
     pub state: DesiredState,
     /// Per Service of ours (`namespace`, `name`): what to tell about it.
     pub notes: BTreeMap<(String, String), Vec<Note>>,
+    /// The health checks this node answers.
     pub health_checks: Vec<HealthCheck>,
 }
 
