@@ -2,6 +2,8 @@
 //!
 //! * `setup`: install what building and testing need (idempotent);
 //! * `build`: setup, then `cargo build --release -p lb-userspace`;
+//! * `lint`: setup, then `cargo fmt --check` and clippy with `-D warnings`
+//!   (workspace, and the eBPF crate on its BPF target);
 //! * `test`: setup, unit tests, then the root-only integration tests;
 //! * `demo`: build, then a client/node/pods topology with the agent;
 //! * `bench [maglev|datapath|control|forward]`: the benchmarks (every one
@@ -15,6 +17,7 @@ mod bench_datapath;
 mod bench_forward;
 mod demo;
 mod licenses;
+mod lint;
 #[cfg(test)]
 mod modgraph;
 mod setup;
@@ -44,6 +47,8 @@ enum Cmd {
     Setup,
     /// Setup, then build target/release/xlb.
     Build,
+    /// Setup, then `cargo fmt --check` and clippy with -D warnings (workspace and eBPF crate).
+    Lint,
     /// Setup, then the unit tests, then the integration tests (need root).
     Test(TestArgs),
     /// Build xlb and run it on a client/node/pods topology in network namespaces.
@@ -89,6 +94,7 @@ fn main() -> ExitCode {
         Cmd::Build => setup::setup()
             .and_then(|()| util::build_release())
             .map(|_| ()),
+        Cmd::Lint => lint::lint(),
         Cmd::Test(args) => test(&args),
         Cmd::Demo(args) => demo::demo(args.agent_log, args.no_build),
         Cmd::Validate => validate::validate_manifests(),
