@@ -71,20 +71,22 @@ macro_rules! aligned_addrs {
             $(
                 #[doc = concat!("`", stringify!($field), "` as an aligned address (two `u64` words).")]
                 #[inline(always)]
+                #[expect(clippy::cast_ptr_alignment, reason = "the field's 8-byte alignment is asserted above")]
                 pub fn $get(&self) -> &$crate::aligned::AlignedAddr {
                     let f: &[u8; 16] = &self.$field;
                     // SAFETY: 16 bytes at an 8-byte aligned position (asserted
                     // above), AlignedAddr is 16 bytes of align 8, every bit
                     // pattern valid.
-                    unsafe { &*(f as *const [u8; 16] as *const $crate::aligned::AlignedAddr) }
+                    unsafe { &*core::ptr::from_ref(f).cast::<$crate::aligned::AlignedAddr>() }
                 }
 
                 #[doc = concat!("`", stringify!($field), "` as a mutable aligned address (two `u64` words).")]
                 #[inline(always)]
+                #[expect(clippy::cast_ptr_alignment, reason = "the field's 8-byte alignment is asserted above")]
                 pub fn $get_mut(&mut self) -> &mut $crate::aligned::AlignedAddr {
                     let f: &mut [u8; 16] = &mut self.$field;
                     // SAFETY: as in the shared view.
-                    unsafe { &mut *(f as *mut [u8; 16] as *mut $crate::aligned::AlignedAddr) }
+                    unsafe { &mut *core::ptr::from_mut(f).cast::<$crate::aligned::AlignedAddr>() }
                 }
             )*
         }

@@ -70,13 +70,13 @@ pub const fn apply_partial(check: u16, diff: u32) -> u16 {
 
 /// Sums a byte slice as 16-bit words (odd trailing byte padded with zero).
 pub fn sum_bytes(acc: u32, bytes: &[u8]) -> u32 {
-    let mut acc = acc as u64;
+    let mut acc = u64::from(acc);
     let mut chunks = bytes.chunks_exact(2);
     for c in &mut chunks {
-        acc += u16::from_ne_bytes([c[0], c[1]]) as u64;
+        acc += u64::from(u16::from_ne_bytes([c[0], c[1]]));
     }
     if let [last] = chunks.remainder() {
-        acc += u16::from_ne_bytes([*last, 0]) as u64;
+        acc += u64::from(u16::from_ne_bytes([*last, 0]));
     }
     while acc >> 32 != 0 {
         acc = (acc & 0xffff_ffff) + (acc >> 32);

@@ -6,10 +6,15 @@
 #[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct FragKey {
+    /// Source address as the fragment arrives, IPv4-mapped when IPv4.
     pub src: [u8; 16],
+    /// Destination address as the fragment arrives, IPv4-mapped when IPv4.
     pub dst: [u8; 16],
+    /// IP identification of the datagram.
     pub id: u32,
+    /// IP protocol (`PROTO_TCP` or `PROTO_UDP`).
     pub proto: u8,
+    /// Explicit padding, zero.
     pub _pad: [u8; 3],
 }
 
@@ -23,6 +28,7 @@ pub struct FragValue {
     pub dst: [u8; 16],
     /// Service counted for client→backend fragments, `NO_SERVICE` for replies.
     pub service_id: u32,
+    /// Backend counted for client→backend fragments.
     pub backend_id: u32,
     /// `bpf_ktime_get_ns` of the first fragment.
     pub created_ns: u64,
@@ -37,8 +43,9 @@ pub const FRAG_ENTRIES: u32 = 65536;
 
 #[cfg(feature = "user")]
 mod pod {
-    use super::*;
+    use super::{FragKey, FragValue};
     // SAFETY: repr(C), Copy, every bit pattern valid.
     unsafe impl aya::Pod for FragKey {}
+    // SAFETY: repr(C), Copy, every bit pattern valid (padding is explicit).
     unsafe impl aya::Pod for FragValue {}
 }

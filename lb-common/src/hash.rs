@@ -46,8 +46,8 @@ pub fn flow_hash_words(src: [u64; 2], dst: [u64; 2], sport: u16, dport: u16, pro
     h = mix(h, (dst[0] >> 32) as u32);
     h = mix(h, dst[1] as u32);
     h = mix(h, (dst[1] >> 32) as u32);
-    h = mix(h, (sport as u32) << 16 | dport as u32);
-    h = mix(h, proto as u32);
+    h = mix(h, u32::from(sport) << 16 | u32::from(dport));
+    h = mix(h, u32::from(proto));
     finish(h)
 }
 

@@ -5,6 +5,8 @@
 //! agree on the byte layout. Addresses are always 16 bytes: IPv4 addresses are
 //! stored IPv4-mapped (`::ffff:a.b.c.d`). Ports are stored in network byte
 //! order, exactly as they appear on the wire.
+
+#![warn(missing_docs)]
 #![no_std]
 
 pub mod aligned;

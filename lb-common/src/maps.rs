@@ -148,6 +148,7 @@ pub struct ServiceKey {
     pub port: u16,
     /// `PROTO_TCP` or `PROTO_UDP`.
     pub proto: u8,
+    /// Explicit padding, zero.
     pub _pad: u8,
 }
 
@@ -195,7 +196,9 @@ pub struct Service {
 pub struct ServiceSlot {
     /// The service's key; all zero (matching no packet) when the id is free.
     pub key: ServiceKey,
+    /// Explicit padding, zero.
     pub _pad: u32,
+    /// The service's value, as in `XLB_SERVICES`.
     pub svc: Service,
 }
 
@@ -235,13 +238,17 @@ pub struct Backend {
 #[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct FlowKey {
+    /// Source address, IPv4-mapped when IPv4.
     pub src: [u8; 16],
+    /// Destination address, IPv4-mapped when IPv4.
     pub dst: [u8; 16],
     /// Network byte order.
     pub sport: u16,
     /// Network byte order.
     pub dport: u16,
+    /// `PROTO_TCP` or `PROTO_UDP`.
     pub proto: u8,
+    /// Explicit padding, zero.
     pub _pad: [u8; 3],
 }
 
@@ -254,13 +261,17 @@ pub const FLOW_CLOSING: u8 = 1;
 #[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Flow {
+    /// The backend picked for the flow.
     pub backend_id: u32,
+    /// That backend slot's generation when it was picked.
     pub backend_gen: u32,
+    /// The service the flow belongs to.
     pub service_id: u32,
     /// SNAT source port (network byte order), 0 with `source: preserve`.
     pub snat_port: u16,
     /// `FLOW_*`.
     pub state: u8,
+    /// Explicit padding, zero.
     pub _pad: u8,
     /// `bpf_ktime_get_ns` at creation.
     pub created_ns: u64,
@@ -280,10 +291,13 @@ pub struct Reverse {
     pub client_port: u16,
     /// VIP port, network byte order.
     pub vip_port: u16,
+    /// The service the flow belongs to.
     pub service_id: u32,
+    /// The backend the reply comes from.
     pub backend_id: u32,
     /// Idle timeout, seconds.
     pub timeout: u32,
+    /// `bpf_ktime_get_ns` of the last packet (refreshed at most once a second).
     pub last_seen_ns: u64,
 }
 
@@ -300,7 +314,9 @@ pub const AFFINITY_ENTRIES: u32 = 65536;
 pub struct AffinityKey {
     /// Client address, IPv4-mapped when IPv4.
     pub client: [u8; 16],
+    /// The service with affinity.
     pub service_id: u32,
+    /// Explicit padding, zero.
     pub _pad: u32,
 }
 
@@ -308,6 +324,7 @@ pub struct AffinityKey {
 #[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Affinity {
+    /// The backend the client's last new flow went to.
     pub backend_id: u32,
     /// The backend slot's generation then: an entry never steers to a later
     /// occupant of the slot.
@@ -347,7 +364,9 @@ pub const RANGE_FULL_PREFIX: u32 = 32 + 128;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Counter {
+    /// Packets counted.
     pub packets: u64,
+    /// Bytes counted.
     pub bytes: u64,
 }
 
@@ -355,6 +374,7 @@ pub struct Counter {
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct ServiceName {
+    /// The name, NUL-padded UTF-8.
     pub name: [u8; NAME_LEN],
 }
 
@@ -415,20 +435,32 @@ pub const fn is_v4_mapped(a: &[u8; 16]) -> bool {
 
 #[cfg(feature = "user")]
 mod pod {
-    use super::*;
+    use super::{ServiceKey, Service, ServiceSlot, Backend, FlowKey, Flow, Reverse, Counter, ServiceName, ForwardMeta, AffinityKey, Affinity, RangeKey};
     // SAFETY: all types are repr(C), Copy, and every bit pattern is valid.
     unsafe impl aya::Pod for ServiceKey {}
+    // SAFETY: repr(C), Copy, every bit pattern valid (padding is explicit).
     unsafe impl aya::Pod for Service {}
+    // SAFETY: repr(C), Copy, every bit pattern valid (padding is explicit).
     unsafe impl aya::Pod for ServiceSlot {}
+    // SAFETY: repr(C), Copy, every bit pattern valid (padding is explicit).
     unsafe impl aya::Pod for Backend {}
+    // SAFETY: repr(C), Copy, every bit pattern valid (padding is explicit).
     unsafe impl aya::Pod for FlowKey {}
+    // SAFETY: repr(C), Copy, every bit pattern valid (padding is explicit).
     unsafe impl aya::Pod for Flow {}
+    // SAFETY: repr(C), Copy, every bit pattern valid (padding is explicit).
     unsafe impl aya::Pod for Reverse {}
+    // SAFETY: repr(C), Copy, every bit pattern valid (padding is explicit).
     unsafe impl aya::Pod for Counter {}
+    // SAFETY: repr(C), Copy, every bit pattern valid (padding is explicit).
     unsafe impl aya::Pod for ServiceName {}
+    // SAFETY: repr(C), Copy, every bit pattern valid (padding is explicit).
     unsafe impl aya::Pod for ForwardMeta {}
+    // SAFETY: repr(C), Copy, every bit pattern valid (padding is explicit).
     unsafe impl aya::Pod for AffinityKey {}
+    // SAFETY: repr(C), Copy, every bit pattern valid (padding is explicit).
     unsafe impl aya::Pod for Affinity {}
+    // SAFETY: repr(C), Copy, every bit pattern valid (padding is explicit).
     unsafe impl aya::Pod for RangeKey {}
 }
 

@@ -47,6 +47,7 @@ pub struct AgentIface {
     pub name: [u8; IFNAME_LEN],
     /// `XDP_MODE_*`.
     pub mode: u32,
+    /// Explicit padding, zero.
     pub _pad: u32,
 }
 
@@ -81,6 +82,7 @@ pub struct AgentRecord {
     pub source: u32,
     /// Entries of `ifaces` in use.
     pub iface_count: u32,
+    /// Explicit padding, zero.
     pub _pad: u32,
     /// The last apply's message (its error when it failed), NUL-padded.
     pub apply_message: [u8; MESSAGE_LEN],

@@ -25,7 +25,7 @@ pub fn sticky(s: &mut Scratch, svc: &Service, now: u64) -> Option<&'static Backe
     let a = AFFINITY.get_ptr_mut(&s.akey)?;
     // SAFETY: map value pointer valid for this program run.
     let a = unsafe { &mut *a };
-    if now.saturating_sub(a.last_ns) >= svc.affinity_timeout as u64 * NS {
+    if now.saturating_sub(a.last_ns) >= u64::from(svc.affinity_timeout) * NS {
         return None;
     }
     let be = BACKENDS.get(a.backend_id)?;

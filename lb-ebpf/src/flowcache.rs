@@ -68,7 +68,7 @@ pub fn bump() {
 /// The key as five words (`FlowKey` is 40 bytes, align(8)).
 #[inline(always)]
 fn words_of(k: &FlowKey) -> [u64; 5] {
-    let w = k as *const FlowKey as *const u64;
+    let w = core::ptr::from_ref::<FlowKey>(k).cast::<u64>();
     // SAFETY: five aligned words of one FlowKey.
     unsafe { [w.read(), w.add(1).read(), w.add(2).read(), w.add(3).read(), w.add(4).read()] }
 }

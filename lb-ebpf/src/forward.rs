@@ -128,17 +128,13 @@ pub fn transmit(ctx: &XdpContext, p: &mut FibParams, rc: i64, partial: bool, cap
                 return xdp_action::XDP_TX;
             }
             if caps & IF_F_REDIRECT != 0 {
-                match TX_PORTS.redirect(out, 0) {
-                    Ok(action) => {
-                        bump(Stat::FwdRedirect);
-                        return action;
-                    }
-                    Err(_) => {
-                        bump(Stat::RedirectFail);
-                        if crate::log::allowed() {
-                            aya_log_ebpf::debug!(ctx, "xlb: XDP_REDIRECT to ifindex {} refused; handing to the kernel", out);
-                        }
-                    }
+                if let Ok(action) = TX_PORTS.redirect(out, 0) {
+                    bump(Stat::FwdRedirect);
+                    return action;
+                }
+                bump(Stat::RedirectFail);
+                if crate::log::allowed() {
+                    aya_log_ebpf::debug!(ctx, "xlb: XDP_REDIRECT to ifindex {} refused; handing to the kernel", out);
                 }
             }
         }
@@ -187,6 +183,7 @@ fn to_kernel(ctx: &XdpContext, ifindex: u32) -> u32 {
 /// tc ingress: redirect packets that this node's XDP program rewrote and
 /// marked on this device; consume the mark (see the module docs).
 #[inline(always)]
+#[expect(clippy::unnecessary_wraps, reason = "the Option shape of the other program bodies, unwrapped by the entry point")]
 pub fn tc_forward(ctx: &TcContext) -> Option<i32> {
     // SAFETY: reading fields of the live __sk_buff context.
     let (meta, data, ingress) = unsafe {

@@ -27,7 +27,7 @@ static FRAGS: LruHashMap<FragKey, FragValue> = LruHashMap::with_max_entries(FRAG
 #[inline(always)]
 fn key(s: &Scratch) -> FragKey {
     let (src, dst) = (words::get(s.pkt.key.src_aligned()), words::get(s.pkt.key.dst_aligned()));
-    let w: [u64; 5] = [src[0], src[1], dst[0], dst[1], s.pkt.frag_id as u64 | (s.pkt.key.proto as u64) << 32];
+    let w: [u64; 5] = [src[0], src[1], dst[0], dst[1], u64::from(s.pkt.frag_id) | u64::from(s.pkt.key.proto) << 32];
     // SAFETY: FragKey is 40 bytes, align(8): src, dst, id, proto, zero padding;
     // every bit pattern is valid.
     unsafe { core::mem::transmute::<[u64; 5], FragKey>(w) }
@@ -40,7 +40,7 @@ pub fn remember(s: &Scratch, service_id: u32, backend_id: u32) {
         return;
     }
     let (src, dst) = (words::get(s.rw.src_aligned()), words::get(s.rw.dst_aligned()));
-    let w: [u64; 6] = [src[0], src[1], dst[0], dst[1], service_id as u64 | (backend_id as u64) << 32, now()];
+    let w: [u64; 6] = [src[0], src[1], dst[0], dst[1], u64::from(service_id) | u64::from(backend_id) << 32, now()];
     // SAFETY: FragValue is 48 bytes, align(8): src, dst, service_id,
     // backend_id, created_ns; every bit pattern is valid.
     let v = unsafe { core::mem::transmute::<[u64; 6], FragValue>(w) };
@@ -66,7 +66,7 @@ pub fn later(ctx: &XdpContext, s: &mut Scratch) -> u32 {
     s.rw.sport = 0;
     s.rw.dport = 0;
     if v.service_id != NO_SERVICE {
-        count(v.service_id, v.backend_id, s.pkt.ip_len as u64);
+        count(v.service_id, v.backend_id, u64::from(s.pkt.ip_len));
     }
     if rewrite_l3(ctx, &s.pkt, &s.rw).is_none() {
         bump(Stat::DropMalformed);

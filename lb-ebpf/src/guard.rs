@@ -16,7 +16,7 @@ const FLOW: u64 = 1_000_000_000;
 #[inline(always)]
 pub fn may_record(now: u64) -> bool {
     let rate = match SETTINGS.get(0) {
-        Some(s) if s.new_flows_per_cpu != 0 => s.new_flows_per_cpu as u64,
+        Some(s) if s.new_flows_per_cpu != 0 => u64::from(s.new_flows_per_cpu),
         _ => return true,
     };
     let Some(b) = BUCKET.get_ptr_mut(0) else { return true };

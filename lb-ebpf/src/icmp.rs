@@ -77,19 +77,16 @@ pub fn error(ctx: &XdpContext, s: &mut Scratch) -> u32 {
         bump(Stat::PassNotVip);
         return xdp_action::XDP_PASS;
     }
-    match rewrite(ctx, &*s) {
-        Some(()) => {
-            bump(Stat::IcmpError);
-            words::copy(s.rw.src_aligned_mut(), s.icmp.outer_src_aligned());
-            words::copy(s.rw.dst_aligned_mut(), s.icmp.outer_dst_aligned());
-            s.rw.sport = 0;
-            s.rw.dport = 0;
-            send(ctx, &s.pkt, &s.rw, &mut s.fib, false)
-        }
-        None => {
-            bump(Stat::DropMalformed);
-            xdp_action::XDP_DROP
-        }
+    if rewrite(ctx, &*s).is_some() {
+        bump(Stat::IcmpError);
+        words::copy(s.rw.src_aligned_mut(), s.icmp.outer_src_aligned());
+        words::copy(s.rw.dst_aligned_mut(), s.icmp.outer_dst_aligned());
+        s.rw.sport = 0;
+        s.rw.dport = 0;
+        send(ctx, &s.pkt, &s.rw, &mut s.fib, false)
+    } else {
+        bump(Stat::DropMalformed);
+        xdp_action::XDP_DROP
     }
 }
 

@@ -29,7 +29,7 @@ pub fn last4(a: &[u8; 16]) -> [u8; 4] {
 
 #[inline(always)]
 fn word(a: &[u8; 16], i: usize) -> u32 {
-    u16::from_ne_bytes([a[i], a[i + 1]]) as u32
+    u32::from(u16::from_ne_bytes([a[i], a[i + 1]]))
 }
 
 /// The pseudo-header sum of the packet as it arrived (not complemented).
@@ -45,8 +45,8 @@ fn pseudo(pkt: &Packet) -> u16 {
     } else {
         acc += word(&pkt.key.src, 12) + word(&pkt.key.src, 14) + word(&pkt.key.dst, 12) + word(&pkt.key.dst, 14);
     }
-    acc += u16::from_ne_bytes([0, pkt.key.proto]) as u32;
-    acc += u16::from_ne_bytes([(pkt.l4_len >> 8) as u8, pkt.l4_len as u8]) as u32;
+    acc += u32::from(u16::from_ne_bytes([0, pkt.key.proto]));
+    acc += u32::from(u16::from_ne_bytes([(pkt.l4_len >> 8) as u8, pkt.l4_len as u8]));
     fold(acc)
 }
 
@@ -64,14 +64,14 @@ fn full_checksum_verifies(ctx: &XdpContext, pkt: &Packet) -> bool {
     }
     let start = ctx.data() + (pkt.l4 & crate::packet::OFF_MASK);
     let end = ctx.data_end();
-    let mut acc = pseudo(pkt) as u32;
+    let mut acc = u32::from(pseudo(pkt));
     let mut p = start;
     for _ in 0..VERIFY_MAX / 2 {
         if p + 2 > start + len || p + 2 > end {
             break;
         }
         // SAFETY: p + 2 <= data_end checked just above.
-        acc += unsafe { *(p as *const u16) } as u32;
+        acc += u32::from(unsafe { *(p as *const u16) });
         p += 2;
     }
     if p + 1 == start + len {
@@ -81,7 +81,7 @@ fn full_checksum_verifies(ctx: &XdpContext, pkt: &Packet) -> bool {
         if unsafe { aya_ebpf::helpers::generated::bpf_xdp_load_bytes(ctx.ctx, off, last.as_mut_ptr().cast(), 1) } != 0 {
             return false;
         }
-        acc += u16::from_ne_bytes([last[0], 0]) as u32;
+        acc += u32::from(u16::from_ne_bytes([last[0], 0]));
     }
     fold(acc) == 0xffff
 }

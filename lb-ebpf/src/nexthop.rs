@@ -66,15 +66,17 @@ const MACS_OFF: usize = 52;
 /// The lookup's source and destination MAC as six 16-bit words (byte-array
 /// copies would become `memmove` calls).
 #[inline(always)]
+#[expect(clippy::cast_ptr_alignment, reason = "offset 52 of the align(4) bpf_fib_lookup is 2-aligned")]
 fn macs(p: &FibParams) -> [u16; 6] {
-    let m = (p as *const FibParams as *const u8).wrapping_add(MACS_OFF) as *const u16;
+    let m = core::ptr::from_ref::<FibParams>(p).cast::<u8>().wrapping_add(MACS_OFF).cast::<u16>();
     // SAFETY: bytes 52..64 of the 64-byte, align(4) bpf_fib_lookup: smac, dmac.
     unsafe { [*m, *m.add(1), *m.add(2), *m.add(3), *m.add(4), *m.add(5)] }
 }
 
 #[inline(always)]
+#[expect(clippy::cast_ptr_alignment, reason = "offset 52 of the align(4) bpf_fib_lookup is 2-aligned")]
 fn set_macs(p: &mut FibParams, w: &[u16; 6]) {
-    let m = (p as *mut FibParams as *mut u8).wrapping_add(MACS_OFF) as *mut u16;
+    let m = core::ptr::from_mut::<FibParams>(p).cast::<u8>().wrapping_add(MACS_OFF).cast::<u16>();
     // SAFETY: as in `macs`.
     unsafe {
         let mut i = 0;
@@ -90,7 +92,7 @@ static HOPS: PerCpuArray<Hop> = PerCpuArray::with_max_entries(SLOTS, 0);
 
 #[inline(always)]
 fn slot(ingress: u32, src: words::Addr, dst: words::Addr) -> u32 {
-    let x = (dst[0] ^ dst[1].rotate_left(29) ^ src[0].rotate_left(7) ^ src[1].rotate_left(43) ^ ingress as u64)
+    let x = (dst[0] ^ dst[1].rotate_left(29) ^ src[0].rotate_left(7) ^ src[1].rotate_left(43) ^ u64::from(ingress))
         .wrapping_mul(0x9e37_79b9_7f4a_7c15);
     (x >> (64 - SLOT_BITS)) as u32
 }

@@ -147,7 +147,7 @@ pub fn parse(ctx: &XdpContext, pkt: &mut Packet) -> Parsed {
                 return Parsed::Malformed;
             }
             let ihl = ((ip.vihl & 0x0f) as usize) * 4;
-            let tot = u16::from_be_bytes(ip.tot_len) as u32;
+            let tot = u32::from(u16::from_be_bytes(ip.tot_len));
             if ihl < Ipv4Hdr::LEN || tot < ihl as u32 || tot > data_len - l3 as u32 {
                 return Parsed::Malformed;
             }
@@ -164,7 +164,7 @@ pub fn parse(ctx: &XdpContext, pkt: &mut Packet) -> Parsed {
             let frags = u16::from_be_bytes(ip.frags);
             pkt.df = frags & 0x4000 != 0;
             if frags & 0x3fff != 0 {
-                pkt.frag_id = u16::from_be_bytes(ip.id) as u32;
+                pkt.frag_id = u32::from(u16::from_be_bytes(ip.id));
                 if frags & 0x1fff != 0 {
                     pkt.frag = FRAG_LATER;
                     return Parsed::LaterFragment;
@@ -177,7 +177,7 @@ pub fn parse(ctx: &XdpContext, pkt: &mut Packet) -> Parsed {
             if ip.vcf[0] >> 4 != 6 {
                 return Parsed::Malformed;
             }
-            let payload = u16::from_be_bytes(ip.payload_len) as u32;
+            let payload = u32::from(u16::from_be_bytes(ip.payload_len));
             if payload + Ipv6Hdr::LEN as u32 > data_len - l3 as u32 {
                 return Parsed::Malformed;
             }
@@ -226,7 +226,7 @@ pub fn parse(ctx: &XdpContext, pkt: &mut Packet) -> Parsed {
         pkt.tcp_flags = tcp[13];
     } else {
         let tcp = hdr!(ctx, TcpHdr, pkt.l4);
-        let doff = tcp.doff() as u32 * 4;
+        let doff = u32::from(tcp.doff()) * 4;
         if doff < TcpHdr::LEN as u32 || pkt.l4_len < doff {
             return Parsed::Malformed;
         }

@@ -52,7 +52,7 @@ pub fn not_ours(ctx: &XdpContext) -> bool {
             return false;
         }
         // SAFETY: bytes 8..24 and 24..40 of the 48 bounds-checked bytes.
-        let (s, d) = unsafe { (&*(ip.as_ptr().add(8) as *const [u8; 16]), &*(ip.as_ptr().add(24) as *const [u8; 16])) };
+        let (s, d) = unsafe { (&*ip.as_ptr().add(8).cast::<[u8; 16]>(), &*ip.as_ptr().add(24).cast::<[u8; 16]>()) };
         (words::v6(s), words::v6(d))
     } else {
         return false;

@@ -60,7 +60,7 @@ pub fn reject(ctx: &XdpContext, s: &mut Scratch) -> u32 {
 #[inline(never)]
 pub fn too_big(ctx: &XdpContext, s: &mut Scratch) -> u32 {
     // SAFETY: the lookup that returned "fragmentation needed" set mtu_result.
-    let mtu = unsafe { s.fib.__bindgen_anon_1.mtu_result } as u32;
+    let mtu = u32::from(unsafe { s.fib.__bindgen_anon_1.mtu_result });
     let ok = if s.pkt.v6 {
         icmp6_error(ctx, s, ICMP6_PACKET_TOO_BIG, 0, mtu.max(1280))
     } else {
@@ -143,7 +143,7 @@ fn sum<const N: usize>(acc: u32, b: &[u8; N], from: usize) -> u32 {
     let mut acc = acc;
     let mut i = from;
     while i + 1 < N {
-        acc += u16::from_ne_bytes([b[i], b[i + 1]]) as u32;
+        acc += u32::from(u16::from_ne_bytes([b[i], b[i + 1]]));
         i += 2;
     }
     acc
@@ -205,7 +205,7 @@ fn icmp4_error(ctx: &XdpContext, s: &mut Scratch, ty: u8, code: u8, info: u32) -
     icmp[2] = c[0];
     icmp[3] = c[1];
     s.pkt.key.proto = PROTO_ICMP;
-    s.pkt.ip_len = total as u32;
+    s.pkt.ip_len = u32::from(total);
     s.pkt.l4 = l3 + IPV4_LEN;
     Some(false)
 }
@@ -238,14 +238,14 @@ fn icmp6_error(ctx: &XdpContext, s: &mut Scratch, ty: u8, code: u8, info: u32) -
     ip[24..40].copy_from_slice(&s.pkt.key.src);
     icmp_header(icmp, ty, code, info);
     let mut acc2 = sum(0, ip, 8);
-    acc2 += u16::from_ne_bytes([(payload >> 8) as u8, payload as u8]) as u32;
-    acc2 += u16::from_ne_bytes([0, PROTO_ICMPV6]) as u32;
+    acc2 += u32::from(u16::from_ne_bytes([(payload >> 8) as u8, payload as u8]));
+    acc2 += u32::from(u16::from_ne_bytes([0, PROTO_ICMPV6]));
     acc2 = sum(acc2, icmp, 0);
     let c = (!fold(acc2)).to_ne_bytes();
     icmp[2] = c[0];
     icmp[3] = c[1];
     s.pkt.key.proto = PROTO_ICMPV6;
-    s.pkt.ip_len = (IPV6_LEN as u32) + payload as u32;
+    s.pkt.ip_len = (IPV6_LEN as u32) + u32::from(payload);
     s.pkt.l4 = l3 + IPV6_LEN;
     Some(false)
 }
@@ -274,7 +274,7 @@ fn tcp_rst(ctx: &XdpContext, s: &mut Scratch) -> Option<bool> {
     ];
     // Pseudo header of the answer: addresses swapped, length 20.
     let p = pseudo(s, ip_len, TCP_LEN as u16, true);
-    let c = if partial { p } else { !fold(sum(p as u32, tcp, 0)) };
+    let c = if partial { p } else { !fold(sum(u32::from(p), tcp, 0)) };
     let c = c.to_ne_bytes();
     tcp[16] = c[0];
     tcp[17] = c[1];
@@ -315,7 +315,7 @@ fn pseudo(s: &Scratch, ip_len: usize, l4_len: u16, swapped: bool) -> u16 {
     let (a, b) = if swapped { (&s.pkt.key.dst, &s.pkt.key.src) } else { (&s.pkt.key.src, &s.pkt.key.dst) };
     let from = if ip_len == IPV6_LEN { 0 } else { 12 };
     let mut acc = sum(sum(0, a, from), b, from);
-    acc += u16::from_ne_bytes([0, PROTO_TCP]) as u32;
-    acc += u16::from_ne_bytes([(l4_len >> 8) as u8, l4_len as u8]) as u32;
+    acc += u32::from(u16::from_ne_bytes([0, PROTO_TCP]));
+    acc += u32::from(u16::from_ne_bytes([(l4_len >> 8) as u8, l4_len as u8]));
     fold(acc)
 }

@@ -17,7 +17,7 @@ pub type Addr = [u64; 2];
 /// Reads an address stored 8-byte aligned.
 #[inline(always)]
 pub fn get(a: &AlignedAddr) -> Addr {
-    let p = a as *const AlignedAddr as *const u64;
+    let p = core::ptr::from_ref::<AlignedAddr>(a).cast::<u64>();
     // Two scalar loads (an aggregate load + store becomes a `memmove` call).
     // SAFETY: an AlignedAddr is 16 readable bytes, 8-byte aligned.
     unsafe { [p.read(), p.add(1).read()] }
@@ -26,7 +26,7 @@ pub fn get(a: &AlignedAddr) -> Addr {
 /// Writes an address stored 8-byte aligned.
 #[inline(always)]
 pub fn put(a: &mut AlignedAddr, w: Addr) {
-    let p = a as *mut AlignedAddr as *mut u64;
+    let p = core::ptr::from_mut::<AlignedAddr>(a).cast::<u64>();
     // SAFETY: an AlignedAddr is 16 writable bytes, 8-byte aligned.
     unsafe {
         p.write(w[0]);
@@ -67,11 +67,12 @@ pub fn v6(b: &[u8; 16]) -> Addr {
 /// Writes a flow key's last 8 bytes (ports in network byte order, protocol,
 /// zero padding) with one store.
 #[inline(always)]
+#[expect(clippy::cast_ptr_alignment, reason = "offset 32 of the align(8) FlowKey is 8-aligned")]
 pub fn set_tail(k: &mut FlowKey, sport: u16, dport: u16, proto: u8) {
-    let w = sport as u64 | (dport as u64) << 16 | (proto as u64) << 32;
+    let w = u64::from(sport) | u64::from(dport) << 16 | u64::from(proto) << 32;
     // SAFETY: bytes 32..40 of an align(8) FlowKey: sport, dport, proto, _pad
     // (layout asserted in `lb_common::aligned`).
-    unsafe { *((k as *mut FlowKey as *mut u8).add(32) as *mut u64) = w }
+    unsafe { *core::ptr::from_mut::<FlowKey>(k).cast::<u8>().add(32).cast::<u64>() = w }
 }
 
 /// Fills a whole flow key with word stores.
@@ -91,7 +92,7 @@ pub fn service_key(vip: Addr, port: u16, proto: u8) -> lb_common::ServiceKey {
         (vip[0] >> 32) as u32,
         vip[1] as u32,
         (vip[1] >> 32) as u32,
-        port as u32 | (proto as u32) << 16,
+        u32::from(port) | u32::from(proto) << 16,
     ];
     // SAFETY: same size and alignment; every bit pattern is a valid
     // ServiceKey (addr, then port, proto, _pad = 0 in the last word).
@@ -101,7 +102,7 @@ pub fn service_key(vip: Addr, port: u16, proto: u8) -> lb_common::ServiceKey {
 /// True when two service keys are equal, compared as five `u32`s.
 #[inline(always)]
 pub fn service_key_eq(a: &lb_common::ServiceKey, b: &lb_common::ServiceKey) -> bool {
-    let (a, b) = (a as *const _ as *const u32, b as *const _ as *const u32);
+    let (a, b) = (core::ptr::from_ref(a).cast::<u32>(), core::ptr::from_ref(b).cast::<u32>());
     // SAFETY: ServiceKey is 20 bytes, align(4): five u32s, no padding bytes
     // left undefined (`_pad` is a field).
     unsafe { *a == *b && *a.add(1) == *b.add(1) && *a.add(2) == *b.add(2) && *a.add(3) == *b.add(3) && *a.add(4) == *b.add(4) }
@@ -111,8 +112,8 @@ pub fn service_key_eq(a: &lb_common::ServiceKey, b: &lb_common::ServiceKey) -> b
 /// of 8 (`Flow`, `Reverse`) as `u64` words: an in-place rewrite of an entry.
 #[inline(always)]
 pub fn copy_value<T: Copy>(dst: &mut T, src: &T) {
-    const { assert!(core::mem::size_of::<T>() % 8 == 0 && core::mem::align_of::<T>() >= 8) };
-    let (d, s) = (dst as *mut T as *mut u64, src as *const T as *const u64);
+    const { assert!(core::mem::size_of::<T>().is_multiple_of(8) && core::mem::align_of::<T>() >= 8) };
+    let (d, s) = (core::ptr::from_mut::<T>(dst).cast::<u64>(), core::ptr::from_ref::<T>(src).cast::<u64>());
     for i in 0..core::mem::size_of::<T>() / 8 {
         // SAFETY: i < size/8 words of two valid, 8-aligned `T`s. Volatile
         // keeps LLVM from turning the loop back into a `memcpy` call.

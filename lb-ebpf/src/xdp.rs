@@ -138,7 +138,7 @@ fn timeout_ns(svc: &Service, proto: u8, state: u8) -> u64 {
     } else {
         svc.tcp_timeout
     };
-    s as u64 * NS
+    u64::from(s) * NS
 }
 
 #[inline(always)]
@@ -251,7 +251,7 @@ fn alloc_snat(s: &mut Scratch, svc: &Service, be: &Backend) -> bool {
     words::put(s.rkey.src_aligned_mut(), words::get(be.addr_aligned()));
     words::put(s.rkey.dst_aligned_mut(), words::get(be.snat_addr_aligned()));
     for i in 0..SNAT_TRIES {
-        let port = (SNAT_PORT_MIN as u32 + base.wrapping_add(i.wrapping_mul(7919)) % SNAT_PORT_COUNT as u32) as u16;
+        let port = (u32::from(SNAT_PORT_MIN) + base.wrapping_add(i.wrapping_mul(7919)) % u32::from(SNAT_PORT_COUNT)) as u16;
         words::set_tail(&mut s.rkey, be.port, port.to_be(), proto);
         // Look before inserting: a refused insert costs as much as one that
         // succeeds (the LRU hands out a node and takes it back), and the
@@ -277,7 +277,7 @@ fn alloc_snat(s: &mut Scratch, svc: &Service, be: &Backend) -> bool {
             s.snat_port = s.rkey.dport;
             return true;
         }
-        let stale = now.saturating_sub(old.last_seen_ns) > old.timeout as u64 * NS;
+        let stale = now.saturating_sub(old.last_seen_ns) > u64::from(old.timeout) * NS;
         if stale && REVERSE.insert(&s.rkey, &s.rev, 0).is_ok() {
             s.snat_port = s.rkey.dport;
             return true;
@@ -360,46 +360,43 @@ fn to_backend(ctx: &XdpContext, s: &mut Scratch, svc: &Service, mut flow: Option
         return xdp_action::XDP_DROP;
     }
     let snat = svc.flags & SVC_F_SNAT != 0;
-    let be = match existing(s, svc, flow.as_deref_mut(), looked) {
-        Some(be) => {
-            bump(Stat::FlowHit);
-            be
+    let be = if let Some(be) = existing(s, svc, flow.as_deref_mut(), looked) {
+        bump(Stat::FlowHit);
+        be
+    } else {
+        if s.from_cache {
+            // The entry itself is rewritten below, not this CPU's copy.
+            // SAFETY: map value pointer valid for this program run.
+            flow = FLOWS.get_ptr_mut(&s.pkt.key).map(|p| unsafe { &mut *p });
+            s.from_cache = false;
         }
-        None => {
-            if s.from_cache {
-                // The entry itself is rewritten below, not this CPU's copy.
-                // SAFETY: map value pointer valid for this program run.
-                flow = FLOWS.get_ptr_mut(&s.pkt.key).map(|p| unsafe { &mut *p });
-                s.from_cache = false;
-            }
-            // Session affinity first, then the lookup table (whose pick
-            // becomes the client's affinity when the flow is recorded).
-            let affine = svc.affinity_timeout != 0;
-            let sticky = if affine { affinity::sticky(s, svc, s.now) } else { None };
-            let fresh = affine && sticky.is_none();
-            let Some(be) = sticky.or_else(|| pick(s, svc)) else {
-                return NO_BACKEND;
-            };
-            // An RST of a connection we do not know: with SNAT there is no
-            // port to deliver it on; without, it goes to the hashed backend
-            // (which may hold the connection, e.g. after a failover) unrecorded.
-            if s.pkt.has(TCP_RST) && snat {
-                bump(Stat::DropRstNoFlow);
-                return xdp_action::XDP_DROP;
-            }
-            s.snat_port = 0;
-            if snat && !alloc_snat(s, svc, be) {
-                bump(Stat::DropSnatExhausted);
-                return xdp_action::XDP_DROP;
-            }
-            if !record(s, svc, be, fresh, flow) && log::allowed() {
-                debug!(ctx, "xlb: connection table full: flow forwarded by hash but not recorded");
-            }
-            bump(Stat::FlowNew);
-            be
+        // Session affinity first, then the lookup table (whose pick
+        // becomes the client's affinity when the flow is recorded).
+        let affine = svc.affinity_timeout != 0;
+        let sticky = if affine { affinity::sticky(s, svc, s.now) } else { None };
+        let fresh = affine && sticky.is_none();
+        let Some(be) = sticky.or_else(|| pick(s, svc)) else {
+            return NO_BACKEND;
+        };
+        // An RST of a connection we do not know: with SNAT there is no
+        // port to deliver it on; without, it goes to the hashed backend
+        // (which may hold the connection, e.g. after a failover) unrecorded.
+        if s.pkt.has(TCP_RST) && snat {
+            bump(Stat::DropRstNoFlow);
+            return xdp_action::XDP_DROP;
         }
+        s.snat_port = 0;
+        if snat && !alloc_snat(s, svc, be) {
+            bump(Stat::DropSnatExhausted);
+            return xdp_action::XDP_DROP;
+        }
+        if !record(s, svc, be, fresh, flow) && log::allowed() {
+            debug!(ctx, "xlb: connection table full: flow forwarded by hash but not recorded");
+        }
+        bump(Stat::FlowNew);
+        be
     };
-    count(svc.id, s.backend_id, s.pkt.ip_len as u64);
+    count(svc.id, s.backend_id, u64::from(s.pkt.ip_len));
     words::copy(s.rw.dst_aligned_mut(), be.addr_aligned());
     s.rw.dport = be.port;
     if snat {
@@ -438,11 +435,8 @@ fn finish(ctx: &XdpContext, s: &mut Scratch) -> u32 {
     if rc == FIB_FRAG_NEEDED && s.pkt.df {
         return TOO_BIG;
     }
-    match rewrite(ctx, &s.pkt, &s.rw) {
-        Some(partial) => transmit(ctx, &mut s.fib, rc, partial, caps),
-        None => {
-            bump(Stat::DropMalformed);
-            xdp_action::XDP_DROP
-        }
+    if let Some(partial) = rewrite(ctx, &s.pkt, &s.rw) { transmit(ctx, &mut s.fib, rc, partial, caps) } else {
+        bump(Stat::DropMalformed);
+        xdp_action::XDP_DROP
     }
 }

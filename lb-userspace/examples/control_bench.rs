@@ -371,7 +371,7 @@ fn measure(opts: &Opts, pin: &Path, agent: Option<(&Path, &str, &Path, &Path)>) 
     let mut times = Vec::new();
     for c in 0..opts.changes {
         stopped()?;
-        let svc = ((c as u64 * 7919) % opts.services as u64) as usize;
+        let svc = ((u64::from(c) * 7919) % u64::from(opts.services)) as usize;
         let slot = (c % opts.backends.max(1)) as usize;
         let new = backend_addr(opts.services * opts.backends + c);
         if let Some(b) = state.services[svc].backends.get_mut(slot) {
@@ -521,7 +521,7 @@ fn agent_run(opts: &Opts, xlb: &Path, netns: &str, pin: &Path, config: &Path) ->
         }
     };
     let result = (|| -> Result<()> {
-        let (running, _) = wait_for("xlb agent running", Duration::from_secs(120))?;
+        let (running, _) = wait_for("xlb agent running", Duration::from_mins(2))?;
         r.start_ms = ms(running.duration_since(t));
         progress(&format!("agent started on the {} byte file in {:.0} ms", r.config_bytes, r.start_ms));
         std::thread::sleep(Duration::from_millis(300));
@@ -531,13 +531,13 @@ fn agent_run(opts: &Opts, xlb: &Path, netns: &str, pin: &Path, config: &Path) ->
         r.hwm_kib = pid_status_kib(pid, "VmHWM:");
         let mut times = Vec::new();
         for c in 0..r.reloads {
-            let svc = ((c as u64 * 104729) % opts.services as u64) as usize;
+            let svc = ((u64::from(c) * 104729) % u64::from(opts.services)) as usize;
             let new = backend_addr(opts.services * opts.backends + 1_000_000 + c);
             state.services[svc].backends[0].addr = new;
             let text = yaml(&state);
             let t = Instant::now();
             std::fs::write(config, &text)?;
-            let (done, line) = wait_for("configuration reloaded", Duration::from_secs(60))?;
+            let (done, line) = wait_for("configuration reloaded", Duration::from_mins(1))?;
             times.push(done.duration_since(t));
             ensure!(line.contains("updated: 1,"), "the reload did not update exactly one service: {line}");
         }
@@ -558,10 +558,8 @@ fn machine() -> String {
     let model = cpuinfo
         .lines()
         .find(|l| l.starts_with("model name"))
-        .and_then(|l| l.split(':').nth(1))
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|| "unknown CPU".into());
-    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+        .and_then(|l| l.split(':').nth(1)).map_or_else(|| "unknown CPU".into(), |s| s.trim().to_string());
+    let cpus = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string();
     format!("{model}, {cpus} CPUs, kernel {kernel}")
 }

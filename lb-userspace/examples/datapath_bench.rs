@@ -139,6 +139,7 @@ const VIP4_PRESERVE: &str = "192.0.2.11";
 const VIP6: &str = "2001:db8::10";
 const BACKEND_PORT: u16 = 10000;
 
+#[expect(clippy::trivially_copy_pass_by_ref, reason = "MAC addresses are passed by reference throughout")]
 fn mac_str(m: &[u8; 6]) -> String {
     m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
 }
@@ -157,7 +158,7 @@ fn setup_commands() -> String {
         "addr add fd00:2::1/64 dev v1 nodad",
     ]
     .iter()
-    .map(|s| s.to_string())
+    .map(std::string::ToString::to_string)
     .collect();
     for (ip, m, dev) in [
         (CLIENT4, CLIENT4_MAC, "v0"),
@@ -253,7 +254,7 @@ fn pin_thread(cpu: Option<usize>) -> Result<usize> {
     // SAFETY: plain libc calls with valid buffers.
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
-        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &raw mut set) != 0 {
             bail!("sched_getaffinity: {}", std::io::Error::last_os_error());
         }
         let cpu = match cpu {
@@ -262,7 +263,7 @@ fn pin_thread(cpu: Option<usize>) -> Result<usize> {
         };
         let mut one: libc::cpu_set_t = std::mem::zeroed();
         libc::CPU_SET(cpu, &mut one);
-        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &one) != 0 {
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &raw const one) != 0 {
             bail!("pinning to CPU {cpu}: {}", std::io::Error::last_os_error());
         }
         Ok(cpu)
@@ -296,10 +297,10 @@ struct Frame {
 fn sum(mut acc: u64, bytes: &[u8]) -> u64 {
     let mut chunks = bytes.chunks_exact(2);
     for c in &mut chunks {
-        acc += u16::from_be_bytes([c[0], c[1]]) as u64;
+        acc += u64::from(u16::from_be_bytes([c[0], c[1]]));
     }
     if let [b] = chunks.remainder() {
-        acc += (*b as u64) << 8;
+        acc += u64::from(*b) << 8;
     }
     acc
 }
@@ -341,7 +342,7 @@ fn frame(smac: [u8; 6], dmac: [u8; 6], src: SocketAddr, dst: SocketAddr, l4: L4)
         (IpAddr::V6(s), IpAddr::V6(d)) => (s.octets().to_vec(), d.octets().to_vec()),
         _ => panic!("mixed address families"),
     };
-    let pseudo = sum(sum(0, &sa), &da) + proto as u64 + seg.len() as u64;
+    let pseudo = sum(sum(0, &sa), &da) + u64::from(proto) + seg.len() as u64;
     let mut c = !fold(sum(pseudo, &seg));
     if c == 0 && l4 == L4::Udp {
         c = 0xffff;
@@ -505,6 +506,7 @@ struct Row {
     katran_net_ns: Option<u64>,
 }
 
+#[expect(clippy::struct_field_names, reason = "`bench` is the benchmark programs' object, beside `xlb`'s")]
 struct Bench {
     opts: Opts,
     xlb: Ebpf,
@@ -625,7 +627,7 @@ impl Bench {
         data[..f.bytes.len()].copy_from_slice(&f.bytes);
         let t = Template {
             len: f.bytes.len() as u32,
-            vary: vary as u32,
+            vary: u32::from(vary),
             sport_off: f.sport_off,
             saddr_off: f.saddr_off,
             l4_csum_off: f.l4_csum_off,
@@ -679,7 +681,7 @@ impl Bench {
     /// Measures one class: warm-up round, then `rounds` interleaved pairs of
     /// (baseline, program) runs. `expect`: the counters every iteration must
     /// move (besides `packets`, which xlb moves always).
-    #[allow(clippy::too_many_arguments)]
+    #[expect(clippy::too_many_arguments, reason = "one argument per field of the object built")]
     fn measure(
         &mut self,
         class: &str,
@@ -721,9 +723,9 @@ impl Bench {
             }
             let mut want = vec![0u64; STAT_COUNT as usize];
             if target == Target::Xlb {
-                want[Stat::Packets as usize] = repeat as u64;
+                want[Stat::Packets as usize] = u64::from(repeat);
                 for s in expect {
-                    want[*s as usize] += repeat as u64;
+                    want[*s as usize] += u64::from(repeat);
                 }
             }
             let got: Vec<u64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
@@ -736,7 +738,7 @@ impl Bench {
                 // Up to 1 in 1000 packets may leave the path (e.g. a SNAT
                 // port search that fails once the ports of a backend fill up).
                 let off = got.iter().zip(&want).map(|(g, w)| g.abs_diff(*w)).max().unwrap_or(0);
-                if off * 1000 > repeat as u64 {
+                if off * 1000 > u64::from(repeat) {
                     problem.get_or_insert(format!("counters off the class's path: {}", diff.join(", ")));
                 } else {
                     note.get_or_insert(format!("a few packets off the path: {}", diff.join(", ")));
@@ -896,17 +898,15 @@ fn machine() -> String {
     let model = cpuinfo
         .lines()
         .find(|l| l.starts_with("model name"))
-        .and_then(|l| l.split(':').nth(1))
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|| "unknown CPU".into());
-    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+        .and_then(|l| l.split(':').nth(1)).map_or_else(|| "unknown CPU".into(), |s| s.trim().to_string());
+    let cpus = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string();
     let mem = std::fs::read_to_string("/proc/meminfo")
         .unwrap_or_default()
         .lines()
         .find(|l| l.starts_with("MemTotal:"))
         .and_then(|l| l.split_whitespace().nth(1).and_then(|k| k.parse::<u64>().ok()))
-        .map(|k| format!("{:.1} GiB", k as f64 / (1 << 20) as f64))
+        .map(|k| format!("{:.1} GiB", k as f64 / f64::from(1 << 20)))
         .unwrap_or_default();
     format!("{model}, {cpus} CPUs, kernel {kernel}, {mem} RAM")
 }

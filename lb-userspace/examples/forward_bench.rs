@@ -56,6 +56,7 @@ use serde_json::{json, Value};
 
 #[derive(Parser, Debug)]
 #[command(name = "forward_bench", about = "Forwarding benchmark of xlb (run by `cargo xtask bench forward`; needs root)")]
+#[expect(clippy::struct_field_names, reason = "the fields are the command-line flags")]
 struct Args {
     /// Tiny configuration for the smoke test: 1 run of 1 round, short slices.
     #[arg(long)]
@@ -258,7 +259,7 @@ fn set_affinity(pid: libc::pid_t, cpus: &[usize]) -> std::io::Result<()> {
         for &c in cpus {
             libc::CPU_SET(c, &mut set);
         }
-        if libc::sched_setaffinity(pid, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+        if libc::sched_setaffinity(pid, std::mem::size_of::<libc::cpu_set_t>(), &raw const set) != 0 {
             return Err(std::io::Error::last_os_error());
         }
     }
@@ -284,7 +285,7 @@ fn get_affinity() -> libc::cpu_set_t {
     // SAFETY: zeroed cpu_set_t is valid; on failure it stays empty and is not restored.
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set);
+        libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &raw mut set);
         set
     }
 }
@@ -293,12 +294,12 @@ fn median(mut v: Vec<f64>) -> f64 {
     if v.is_empty() {
         return f64::NAN;
     }
-    v.sort_by(|a, b| a.total_cmp(b));
+    v.sort_by(f64::total_cmp);
     let n = v.len();
     if n % 2 == 1 {
         v[n / 2]
     } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
+        f64::midpoint(v[n / 2 - 1], v[n / 2])
     }
 }
 
@@ -458,7 +459,7 @@ impl Drop for InNs {
         }
         if let Some(mask) = self.mask {
             // SAFETY: restoring the mask read before.
-            unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mask) };
+            unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &raw const mask) };
         }
         if let Err(e) = setns(&self.orig) {
             eprintln!("forward_bench: cannot return to our netns: {e:#}");
@@ -474,7 +475,7 @@ fn cleanup_stale() {
         if !rest.starts_with("fwd") || pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) {
             return false;
         }
-        pid.parse::<i32>().map(|p| !pid_alive(p)).unwrap_or(false)
+        pid.parse::<i32>().is_ok_and(|p| !pid_alive(p))
     };
     if let Ok(out) = run_cmd("ip", &["netns", "list"]) {
         for name in out.lines().filter_map(|l| l.split_whitespace().next()) {
@@ -519,7 +520,7 @@ impl Proc {
             std::thread::spawn(move || {
                 for line in BufReader::new(pipe).lines() {
                     let Ok(line) = line else { break };
-                    let mut l = log.lock().unwrap_or_else(|e| e.into_inner());
+                    let mut l = log.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                     if l.len() >= 200 {
                         l.pop_front();
                     }
@@ -531,7 +532,7 @@ impl Proc {
     }
 
     fn log_tail(&self) -> String {
-        let l = self.log.lock().unwrap_or_else(|e| e.into_inner());
+        let l = self.log.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         l.iter().rev().take(40).rev().cloned().collect::<Vec<_>>().join("\n")
     }
 
@@ -618,13 +619,13 @@ fn set_gro(ifname: &str, on: bool) -> Result<()> {
     const ETHTOOL_SGRO: u32 = 0x2c;
     const SIOCETHTOOL: libc::c_ulong = 0x8946;
     let sock = std::net::UdpSocket::bind("0.0.0.0:0")?;
-    let mut v = EthtoolValue { cmd: ETHTOOL_SGRO, data: on as u32 };
+    let mut v = EthtoolValue { cmd: ETHTOOL_SGRO, data: u32::from(on) };
     // SAFETY: zeroed ifreq is valid; the name is NUL-terminated (IFNAMSIZ-1 bytes at most).
     let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
     for (d, s) in req.ifr_name.iter_mut().zip(ifname.bytes().take(libc::IFNAMSIZ - 1)) {
         *d = s as libc::c_char;
     }
-    req.ifr_ifru.ifru_data = (&mut v as *mut EthtoolValue).cast();
+    req.ifr_ifru.ifru_data = (&raw mut v).cast();
     // SAFETY: SIOCETHTOOL with a valid ifreq pointing at a live ethtool_value.
     if unsafe { libc::ioctl(sock.as_raw_fd(), SIOCETHTOOL as _, &mut req) } != 0 {
         return Err(std::io::Error::last_os_error()).with_context(|| format!("ETHTOOL_SGRO on {ifname}"));
@@ -663,7 +664,7 @@ fn udp_frame(x: u8, dst: Ipv4Addr) -> Vec<u8> {
     f[30..34].copy_from_slice(&dst.octets());
     let mut sum: u32 = 0;
     for i in (14..34).step_by(2) {
-        sum += u16::from_be_bytes([f[i], f[i + 1]]) as u32;
+        sum += u32::from(u16::from_be_bytes([f[i], f[i + 1]]));
     }
     while sum > 0xffff {
         sum = (sum & 0xffff) + (sum >> 16);
@@ -749,7 +750,7 @@ mod rawbpf {
             let imm = i32::from_ne_bytes([frame[off], frame[off + 1], frame[off + 2], frame[off + 3]]);
             v.push(insn(ST | W | MEM, 2, 0, off as i16, imm));
         }
-        v.push(insn(ST | H | MEM, 2, 0, 40, u16::from_ne_bytes([frame[40], frame[41]]) as i32));
+        v.push(insn(ST | H | MEM, 2, 0, 40, i32::from(u16::from_ne_bytes([frame[40], frame[41]]))));
         v.push(insn(ALU64 | AND | K, 7, 0, 0, (ports - 1) as i32)); // r7 %= ports
         v.push(insn(ALU64 | ADD | K, 7, 0, 0, 1024)); // r7 += 1024
         v.push(insn(ALU | END | TO_BE, 7, 0, 0, 16)); // r7 = htons(r7)
@@ -851,7 +852,7 @@ mod rawbpf {
             attr.prog_name[..7].copy_from_slice(b"fwd_gen");
             // SAFETY: attr points at valid instructions, license and log buffer that outlive the call.
             let fd = unsafe {
-                libc::syscall(libc::SYS_bpf, BPF_PROG_LOAD, &mut attr as *mut ProgLoad, std::mem::size_of::<ProgLoad>())
+                libc::syscall(libc::SYS_bpf, BPF_PROG_LOAD, &raw mut attr, std::mem::size_of::<ProgLoad>())
             };
             if fd < 0 {
                 let err = std::io::Error::last_os_error();
@@ -876,7 +877,7 @@ mod rawbpf {
             };
             // SAFETY: attr is a valid link_create request.
             let fd = unsafe {
-                libc::syscall(libc::SYS_bpf, BPF_LINK_CREATE, &mut attr as *mut LinkCreate, std::mem::size_of::<LinkCreate>())
+                libc::syscall(libc::SYS_bpf, BPF_LINK_CREATE, &raw mut attr, std::mem::size_of::<LinkCreate>())
             };
             if fd < 0 {
                 return Err(std::io::Error::last_os_error());
@@ -902,7 +903,7 @@ mod rawbpf {
             };
             // SAFETY: attr points at buffers that outlive the call; nothing is written back but attr.
             let r = unsafe {
-                libc::syscall(libc::SYS_bpf, BPF_PROG_TEST_RUN, &mut attr as *mut TestRun, std::mem::size_of::<TestRun>())
+                libc::syscall(libc::SYS_bpf, BPF_PROG_TEST_RUN, &raw mut attr, std::mem::size_of::<TestRun>())
             };
             if r < 0 {
                 return Err(std::io::Error::last_os_error());
@@ -1056,6 +1057,7 @@ impl Drop for Bench {
     }
 }
 
+#[expect(clippy::ref_option, reason = "called with a field of the parsed arguments")]
 fn xlb_binary(arg: &Option<PathBuf>) -> Result<PathBuf> {
     let p = if let Some(p) = arg {
         p.clone()
@@ -1074,7 +1076,7 @@ fn xlb_binary(arg: &Option<PathBuf>) -> Result<PathBuf> {
 
 impl Bench {
     fn setup(plan: Plan, args: &Args) -> Result<Bench> {
-        let nproc = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        let nproc = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
         let prefix = format!("xlbt{}-fwd", std::process::id());
         let tmp = std::env::temp_dir().join(format!("{prefix}-tmp"));
         std::fs::create_dir_all(&tmp)?;
@@ -1346,7 +1348,7 @@ impl Bench {
                 .lb
                 .run(|| http_status("127.0.0.1:9464".parse().unwrap(), "/healthz"))
                 .ok()
-                .and_then(|r| r.ok())
+                .and_then(std::result::Result::ok)
                 == Some(200);
             if healthy {
                 break;
@@ -1550,7 +1552,7 @@ impl Bench {
         }
         let raw = self.gens.get(&case);
         let aya_gen = xdp_ref(&self.gen, "gen")?;
-        let _in = InNs::enter(&self.gen_ns, pin)?;
+        let in_gen_ns = InNs::enter(&self.gen_ns, pin)?;
         // Returns the frames sent (each successful call sends `frames_per_call`).
         // Each call costs the kernel two RCU grace periods (it swaps the
         // program into the XDP dispatcher and back), during which nothing is
@@ -1566,7 +1568,7 @@ impl Bench {
                 }
                 let left = (until - now).as_secs_f64();
                 let repeat = if rate > 0.0 {
-                    (rate * left.min(CALL_SECS)).clamp(1024.0, (1u32 << 24) as f64) as u32
+                    (rate * left.min(CALL_SECS)).clamp(1024.0, f64::from(1u32 << 24)) as u32
                 } else {
                     frames_per_call
                 };
@@ -1585,9 +1587,9 @@ impl Bench {
                 };
                 match r {
                     Ok(ns) => {
-                        sent += repeat as u64;
-                        busy += ns as f64 * repeat as f64 / 1e9;
-                        rate = repeat as f64 / now.elapsed().as_secs_f64();
+                        sent += u64::from(repeat);
+                        busy += f64::from(ns) * f64::from(repeat) / 1e9;
+                        rate = f64::from(repeat) / now.elapsed().as_secs_f64();
                     }
                     Err(_) if stopped() => break,
                     Err(e) => return Err(e).context("BPF_PROG_RUN (live frames) of the generator"),
@@ -1606,7 +1608,7 @@ impl Bench {
         let (d1, d10) = self.delivered(case)?;
         let p1 = self.prog_stats();
         let foreign = self.foreign_ticks().saturating_sub(f0) as f64 / clock_ticks();
-        drop(_in);
+        drop(in_gen_ns);
         for (label, (ns, runs)) in p1 {
             let (ns0, runs0) = p0.get(label).copied().unwrap_or_default();
             if runs > runs0 {
@@ -1796,7 +1798,7 @@ impl Bench {
                                 s.as_raw_fd(),
                                 libc::SOL_SOCKET,
                                 libc::SO_LINGER,
-                                (&l as *const libc::linger).cast(),
+                                (&raw const l).cast(),
                                 std::mem::size_of::<libc::linger>() as libc::socklen_t,
                             )
                         };
@@ -1892,7 +1894,7 @@ fn accept_loop(l: TcpListener, echo: bool, stop: Arc<AtomicBool>) {
     while !stop.load(Ordering::SeqCst) {
         let mut pfd = libc::pollfd { fd: l.as_raw_fd(), events: libc::POLLIN, revents: 0 };
         // SAFETY: one valid pollfd.
-        unsafe { libc::poll(&mut pfd, 1, 50) };
+        unsafe { libc::poll(&raw mut pfd, 1, 50) };
         loop {
             match l.accept() {
                 Ok((s, _)) if echo => {
@@ -1936,9 +1938,7 @@ fn machine() -> Value {
     let model = cpuinfo
         .lines()
         .find(|l| l.starts_with("model name"))
-        .and_then(|l| l.split_once(':'))
-        .map(|(_, v)| v.trim().to_string())
-        .unwrap_or_else(|| "unknown".into());
+        .and_then(|l| l.split_once(':')).map_or_else(|| "unknown".into(), |(_, v)| v.trim().to_string());
     let vm = cpuinfo.lines().any(|l| l.starts_with("flags") && l.split_whitespace().any(|f| f == "hypervisor"));
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string();
     let mem_gib = std::fs::read_to_string("/proc/meminfo")
@@ -1949,7 +1949,7 @@ fn machine() -> Value {
         .map(|kib| (kib / 1024.0 / 1024.0 * 10.0).round() / 10.0);
     json!({
         "cpu": model,
-        "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        "cpus": std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
         "virtual_machine": vm,
         "kernel": kernel,
         "memory_gib": mem_gib,
@@ -2180,7 +2180,7 @@ fn real_main(args: Args) -> Result<()> {
     let cells: Vec<Vec<String>> = rows
         .iter()
         .map(|r| {
-            let vs = |c: Case| r.vs.get(&c).map(|v| fmt_ratio(*v)).unwrap_or_else(|| "-".into());
+            let vs = |c: Case| r.vs.get(&c).map_or_else(|| "-".into(), |v| fmt_ratio(*v));
             vec![
                 r.case.label().to_string(),
                 fmt_pps(r.offered),
@@ -2260,9 +2260,9 @@ fn real_main(args: Args) -> Result<()> {
             "offered_pps": num(r.offered),
             "delivered_pps": num(r.delivered),
             "delivered_over_offered": num(r.ratio_offered),
-            "vs_min_fwd": r.vs.get(&Case::MinFwd).copied().map(num).unwrap_or(Value::Null),
-            "vs_nft_dnat": r.vs.get(&Case::Nft).copied().map(num).unwrap_or(Value::Null),
-            "vs_nginx_udp_proxy": r.vs.get(&Case::Nginx).copied().map(num).unwrap_or(Value::Null),
+            "vs_min_fwd": r.vs.get(&Case::MinFwd).copied().map_or(Value::Null, num),
+            "vs_nft_dnat": r.vs.get(&Case::Nft).copied().map_or(Value::Null, num),
+            "vs_nginx_udp_proxy": r.vs.get(&Case::Nginx).copied().map_or(Value::Null, num),
             "backend0_share": num(r.backend0_share),
             "other_processes_cpu_share": num(median(r.runs.iter().map(|s| s.foreign / (s.secs * nproc)).collect())),
             "generator_busy_share": num(median(r.runs.iter().map(|s| s.gen_busy / s.secs).collect())),

@@ -132,7 +132,7 @@ fn is_bpffs(p: &Path) -> bool {
     // SAFETY: zeroed statfs is valid; c is NUL-terminated.
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
     // SAFETY: statfs writes into the struct we own.
-    unsafe { libc::statfs(c.as_ptr(), &mut st) == 0 && st.f_type as i64 == BPF_FS_MAGIC }
+    unsafe { libc::statfs(c.as_ptr(), &raw mut st) == 0 && st.f_type as i64 == BPF_FS_MAGIC }
 }
 
 /// Makes sure `pin_path` is (or can be made) a directory on a bpffs,
@@ -184,6 +184,7 @@ fn ensure_bpffs(pin_path: &Path) -> Result<(), AgentError> {
 /// mount namespace and mounts a fresh sysfs on /sys, with the network
 /// namespace's name as its source, and no bpffs below it), with that name
 /// when /var/run/netns has it.
+#[expect(clippy::option_option, reason = "none, unnamed or named: three outcomes")]
 fn private_mount_namespace() -> Option<Option<String>> {
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
     let source = netns_exec_sysfs(&mountinfo)?;
@@ -334,7 +335,7 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
             node_name,
             kubeconfig: args.kubeconfig.clone(),
             lb_class: args.lb_class.clone(),
-            pools: args.vip_pools.iter().map(|p| p.trunc()).collect(),
+            pools: args.vip_pools.iter().map(ipnet::IpNet::trunc).collect(),
             namespace: args.namespace.clone(),
             interfaces: args.interfaces.clone(),
         })
@@ -397,12 +398,12 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
     let mut attached = attach::attach_all(&mut ebpf, &ifaces, args.xdp_mode, &args.pin_path)?;
     program_interfaces(&mut writer, &ifaces, &attached, &args.xdp_transmit)?;
     let programs = Arc::new(std::sync::Mutex::new(follow::Programs { ebpf, attached: Vec::new() }));
-    if !patterns.is_empty() {
-        programs.lock().unwrap_or_else(|e| e.into_inner()).attached.append(&mut attached);
+    if patterns.is_empty() {
+        programs.lock().unwrap_or_else(std::sync::PoisonError::into_inner).attached = attached;
+    } else {
+        programs.lock().unwrap_or_else(std::sync::PoisonError::into_inner).attached.append(&mut attached);
         follow::sync(&programs, &patterns, &ifaces, args.xdp_mode, &args.pin_path);
         follow::spawn(programs.clone(), patterns, ifaces.clone(), args.xdp_mode, args.pin_path.clone());
-    } else {
-        programs.lock().unwrap_or_else(|e| e.into_inner()).attached = attached;
     }
 
     let snapshot = {
@@ -410,7 +411,7 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
         move || status::Snapshot {
             interfaces: programs
                 .lock()
-                .unwrap_or_else(|e| e.into_inner())
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .attached
                 .iter()
                 .map(|a| (a.iface.clone(), status::mode_code(a.mode)))
@@ -451,7 +452,7 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
     if let Some(r) = &stop_record.0 {
         r.stop();
     }
-    let mut p = programs.lock().unwrap_or_else(|e| e.into_inner());
+    let mut p = programs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let follow::Programs { ebpf, attached } = &mut *p;
     let attached = std::mem::take(attached);
     if args.keep_on_exit {
@@ -480,7 +481,7 @@ async fn follow_file(path: PathBuf, seed_flag: Option<u32>, health: Arc<Health>,
                 while rx.try_recv().is_ok() {}
                 "file change"
             }
-            _ = updates.closed() => return,
+            () = updates.closed() => return,
         };
         if let Some(update) = reload(&path, seed_flag, why, &health) {
             if updates.send(update).await.is_err() {
@@ -551,7 +552,7 @@ fn reload(path: &Path, seed_flag: Option<u32>, why: &'static str, health: &Healt
 
 fn watch_file(path: &Path, tx: mpsc::Sender<()>) -> notify::Result<notify::RecommendedWatcher> {
     use notify::Watcher as _;
-    let file = path.file_name().map(|f| f.to_owned());
+    let file = path.file_name().map(std::borrow::ToOwned::to_owned);
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
     let mut w = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
         if let Ok(ev) = ev {

@@ -25,7 +25,9 @@ pub enum XdpModeArg {
     /// Native, falling back to generic with a warning.
     #[default]
     Auto,
+    /// Native (driver) mode only.
     Native,
+    /// Generic (skb) mode only.
     Generic,
 }
 
@@ -49,7 +51,9 @@ fn take_pinned(path: &Path) -> Result<Option<FdLink>> {
 
 /// Programs attached to one interface.
 pub struct Attached {
+    /// Interface name.
     pub iface: String,
+    /// The mode the programs were attached in.
     pub mode: XdpMode,
     xdp: aya::programs::xdp::XdpLinkId,
     tc: aya::programs::tc::SchedClassifierLinkId,

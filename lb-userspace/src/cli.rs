@@ -10,8 +10,10 @@ use crate::{reader, view::MapsView};
 /// Output format of the read-only commands.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
 pub enum Output {
+    /// Aligned columns for people.
     #[default]
     Table,
+    /// JSON for programs.
     Json,
 }
 

@@ -32,9 +32,11 @@ pub enum Origin {
 /// A desired state for the agent to apply.
 #[derive(Debug)]
 pub struct Update {
+    /// The services to program.
     pub state: DesiredState,
     /// The Maglev seed to apply it with (`None`: keep the writer's).
     pub seed: Option<u32>,
+    /// Who produced it (for logs and the recorded apply).
     pub origin: Origin,
     /// Told once the state is applied (or its apply failed), so that a
     /// producer says "programmed" only after the maps are.
@@ -102,7 +104,7 @@ pub async fn apply_loop(writer: &mut MapWriter, health: &Health, mut updates: mp
                 if update.origin == Origin::Kubernetes {
                     match applied {
                         Ok(r) if first_kubernetes || r.added + r.updated + r.removed > 0 => {
-                            info!(report = ?r, services = update.state.services.len(), "Kubernetes state applied")
+                            info!(report = ?r, services = update.state.services.len(), "Kubernetes state applied");
                         }
                         _ => {}
                     }
@@ -116,8 +118,8 @@ pub async fn apply_loop(writer: &mut MapWriter, health: &Health, mut updates: mp
                     let _ = tx.send(());
                 }
             }
-            _ = routes.next(), if writer.has_unroutable() => crate::agent::retry_unroutable(writer),
-            _ = &mut done => return,
+            () = routes.next(), if writer.has_unroutable() => crate::agent::retry_unroutable(writer),
+            () = &mut done => return,
         }
     }
 }

@@ -21,7 +21,9 @@ use crate::{
 /// The loaded programs and where they are attached; shared by the agent's
 /// main loop (which pins or detaches them at exit) and the follower.
 pub struct Programs {
+    /// The loaded eBPF object (programs and maps).
     pub ebpf: Ebpf,
+    /// Where the programs are attached.
     pub attached: Vec<Attached>,
 }
 
@@ -41,7 +43,7 @@ pub fn matching(patterns: &[glob::Pattern]) -> Vec<String> {
 /// here; `static_ifaces` (the `--interface`s) are left alone.
 pub fn sync(programs: &Mutex<Programs>, patterns: &[glob::Pattern], static_ifaces: &[String], mode: XdpModeArg, pin_path: &std::path::Path) {
     let present: HashSet<String> = matching(patterns).into_iter().filter(|n| !static_ifaces.contains(n)).collect();
-    let mut p = programs.lock().unwrap_or_else(|e| e.into_inner());
+    let mut p = programs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let Programs { ebpf, attached } = &mut *p;
     let gone: Vec<usize> = attached
         .iter()

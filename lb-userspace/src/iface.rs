@@ -49,7 +49,7 @@ pub fn driver(name: &str) -> io::Result<String> {
     for (dst, src) in req.ifr_name.iter_mut().zip(name.as_bytes().iter().take(libc::IFNAMSIZ - 1)) {
         *dst = *src as libc::c_char;
     }
-    req.ifr_ifru.ifru_data = (&mut info as *mut EthtoolDrvinfo).cast();
+    req.ifr_ifru.ifru_data = (&raw mut info).cast();
     // SAFETY: SIOCETHTOOL with a valid ifreq whose data points at a live drvinfo.
     let rc = unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&sock), SIOCETHTOOL as _, &mut req) };
     if rc != 0 {
@@ -82,6 +82,25 @@ pub fn route_source(dst: IpAddr) -> io::Result<IpAddr> {
     let sock = UdpSocket::bind(any)?;
     sock.connect((dst, 9))?;
     Ok(sock.local_addr()?.ip())
+}
+
+/// The first address (IPv4 before IPv6, link-local IPv6 skipped) of
+/// interface `name`, if it has one.
+pub fn first_address(name: &str) -> Option<IpAddr> {
+    let mut found: Vec<IpAddr> = nix::ifaddrs::getifaddrs()
+        .ok()?
+        .filter(|a| a.interface_name == name)
+        .filter_map(|a| {
+            let addr = a.address?;
+            if let Some(sin) = addr.as_sockaddr_in() {
+                return Some(IpAddr::V4(sin.ip()));
+            }
+            let ip = addr.as_sockaddr_in6()?.ip();
+            (ip.segments()[0] & 0xffc0 != 0xfe80).then_some(IpAddr::V6(ip))
+        })
+        .collect();
+    found.sort_by_key(IpAddr::is_ipv6);
+    found.into_iter().next()
 }
 
 #[cfg(test)]
@@ -120,23 +139,4 @@ mod tests {
         .join()
         .expect("the test thread");
     }
-}
-
-/// The first address (IPv4 before IPv6, link-local IPv6 skipped) of
-/// interface `name`, if it has one.
-pub fn first_address(name: &str) -> Option<IpAddr> {
-    let mut found: Vec<IpAddr> = nix::ifaddrs::getifaddrs()
-        .ok()?
-        .filter(|a| a.interface_name == name)
-        .filter_map(|a| {
-            let addr = a.address?;
-            if let Some(sin) = addr.as_sockaddr_in() {
-                return Some(IpAddr::V4(sin.ip()));
-            }
-            let ip = addr.as_sockaddr_in6()?.ip();
-            (ip.segments()[0] & 0xffc0 != 0xfe80).then_some(IpAddr::V6(ip))
-        })
-        .collect();
-    found.sort_by_key(|ip| ip.is_ipv6());
-    found.into_iter().next()
 }

@@ -1,6 +1,8 @@
 //! xlb: an XDP load balancer for UDP and TCP. This library holds the agent,
 //! the CLI and the map writer; `main.rs` is a thin clap front end.
 
+#![warn(missing_docs)]
+
 pub mod agent;
 pub mod attach;
 pub mod cli;
@@ -13,6 +15,7 @@ pub mod k8s;
 pub mod maglev;
 pub mod maps;
 pub mod metrics;
+#[expect(missing_docs, reason = "being restructured (issue 11 items 1-2); documented there")]
 pub mod model;
 pub mod netwatch;
 pub mod pins;
@@ -21,6 +24,7 @@ pub mod rtnetlink;
 pub mod routegen;
 pub mod status;
 pub mod view;
+#[expect(missing_docs, reason = "being restructured (issue 11 items 1-2); documented there")]
 pub mod writer;
 
 /// The eBPF object built from `lb-ebpf` by `build.rs`, embedded so the

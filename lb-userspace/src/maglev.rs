@@ -57,7 +57,7 @@ const EMPTY: u32 = u32::MAX;
 fn fnv1a(bytes: &[u8], seed: u64) -> u64 {
     let mut h = 0xcbf2_9ce4_8422_2325u64 ^ seed;
     for b in bytes {
-        h ^= *b as u64;
+        h ^= u64::from(*b);
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
     // final avalanche (splitmix64)
@@ -71,8 +71,8 @@ fn fnv1a(bytes: &[u8], seed: u64) -> u64 {
 /// The permutation of a backend in a table of `m` slots: `(offset, skip)`,
 /// `offset < m`, `1 <= skip < m`.
 fn permutation(name: &str, m: u32, seed: u32) -> (u32, u32) {
-    let offset = fnv1a(name.as_bytes(), seed as u64) % m as u64;
-    let skip = fnv1a(name.as_bytes(), (seed as u64) ^ 0x9e37_79b9_7f4a_7c15) % (m as u64 - 1).max(1) + 1;
+    let offset = fnv1a(name.as_bytes(), u64::from(seed)) % u64::from(m);
+    let skip = fnv1a(name.as_bytes(), u64::from(seed) ^ 0x9e37_79b9_7f4a_7c15) % (u64::from(m) - 1).max(1) + 1;
     (offset as u32, skip as u32)
 }
 
@@ -110,7 +110,7 @@ struct Cursor {
 /// How weighted turns are scheduled (the same order either way; the tests
 /// force each).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[cfg_attr(not(test), allow(dead_code))]
+#[cfg_attr(not(test), expect(dead_code, reason = "Auto is the only schedule outside the tests"))]
 enum Schedule {
     /// The cheaper of the two for the weights.
     Auto,
@@ -166,7 +166,7 @@ fn build_scheduled(entries: &[Entry], size: u32, seed: u32, table: &mut Vec<u32>
     if live.iter().all(|e| e.weight == w0) {
         // Equal weights: every backend has a turn in every round.
         'fill: loop {
-            for c in cursors.iter_mut() {
+            for c in &mut cursors {
                 claim(c, slots);
                 left -= 1;
                 if left == 0 {
@@ -181,16 +181,16 @@ fn build_scheduled(entries: &[Entry], size: u32, seed: u32, table: &mut Vec<u32>
     // r = ceil((2k-1)·max_w / 2w_i) = floor(((2k-1)·max_w + 2w_i - 1) / 2w_i),
     // advanced without a division per turn: quotient and remainder of the
     // numerator (which grows by 2·max_w per turn) by 2w_i.
-    let max_w = live.iter().map(|e| e.weight as u64).max().expect("non-empty");
-    let sum_w: u64 = live.iter().map(|e| e.weight as u64).sum();
+    let max_w = live.iter().map(|e| u64::from(e.weight)).max().expect("non-empty");
+    let sum_w: u64 = live.iter().map(|e| u64::from(e.weight)).sum();
     // Two ways to the same order of turns: round by round over every
     // backend (cheap per step, but a round gives a turn only to some), or a
     // heap of next turns (log N per turn). Take the cheaper: the rounds
     // number about M·max_w/sum_w.
     let n = live.len() as u64;
-    let rounds = (m as u64 * max_w).div_ceil(sum_w) + 1;
+    let rounds = (u64::from(m) * max_w).div_ceil(sum_w) + 1;
     let by_rounds = match schedule {
-        Schedule::Auto => rounds * n <= m as u64 * 4 * (64 - n.leading_zeros() as u64),
+        Schedule::Auto => rounds * n <= u64::from(m) * 4 * (64 - u64::from(n.leading_zeros())),
         Schedule::Rounds => true,
         Schedule::Heap => false,
     };
@@ -198,7 +198,7 @@ fn build_scheduled(entries: &[Entry], size: u32, seed: u32, table: &mut Vec<u32>
         // Credit in half turns: start at half a turn, 2w per round, a turn
         // costs 2·max_w (at most one turn per round, as w <= max_w).
         let mut credit: Vec<u64> = vec![max_w; live.len()];
-        let gain: Vec<u64> = live.iter().map(|e| 2 * e.weight as u64).collect();
+        let gain: Vec<u64> = live.iter().map(|e| 2 * u64::from(e.weight)).collect();
         'rounds: loop {
             for (i, c) in cursors.iter_mut().enumerate() {
                 credit[i] += gain[i];
@@ -224,7 +224,7 @@ fn build_scheduled(entries: &[Entry], size: u32, seed: u32, table: &mut Vec<u32>
     let mut turns: Vec<Turns> = live
         .iter()
         .map(|e| {
-            let w = 2 * e.weight as u64;
+            let w = 2 * u64::from(e.weight);
             let first = max_w + w - 1;
             Turns { round: first / w, rem: first % w, step_q: 2 * max_w / w, step_r: 2 * max_w % w, w }
         })
@@ -261,7 +261,7 @@ pub fn counts(table: &[u32]) -> std::collections::HashMap<u32, u32> {
 pub fn max_avg(table: &[u32]) -> f64 {
     let c = counts(table);
     let Some(max) = c.values().max() else { return 0.0 };
-    *max as f64 / (table.len() as f64 / c.len() as f64)
+    f64::from(*max) / (table.len() as f64 / c.len() as f64)
 }
 
 /// How far a table is from its weights: the largest ratio of a backend's
@@ -344,7 +344,7 @@ pub fn measure(backends: u32, size: u32, runs: usize, seed: u32) -> Measurement 
     }
     times.sort();
     let build_time = times[times.len() / 2];
-    let pct = |n: usize| n as f64 * 100.0 / size as f64;
+    let pct = |n: usize| n as f64 * 100.0 / f64::from(size);
 
     let victim = backends / 2;
     let fewer: Vec<Entry> = set.iter().filter(|e| e.id != victim).cloned().collect();
@@ -389,22 +389,22 @@ mod tests {
             return Vec::new();
         }
         live.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
-        let m = size as u64;
+        let m = u64::from(size);
         let perms: Vec<(u64, u64)> = live
             .iter()
             .map(|e| {
                 let (o, s) = permutation(&e.name, size, seed);
-                (o as u64, s as u64)
+                (u64::from(o), u64::from(s))
             })
             .collect();
-        let max_w = live.iter().map(|e| e.weight as u64).max().unwrap();
+        let max_w = live.iter().map(|e| u64::from(e.weight)).max().unwrap();
         let mut next = vec![0u64; live.len()];
         let mut credit = vec![max_w; live.len()];
         let mut table = vec![EMPTY; size as usize];
         let mut filled = 0u64;
         while filled < m {
             for (i, e) in live.iter().enumerate() {
-                credit[i] += 2 * e.weight as u64;
+                credit[i] += 2 * u64::from(e.weight);
                 if credit[i] < 2 * max_w {
                     continue;
                 }
@@ -460,6 +460,7 @@ mod tests {
     }
 
     #[test]
+    #[expect(clippy::float_cmp, reason = "the ratios compared are exact")]
     fn weighted_max_avg_compares_with_the_weights() {
         // A perfect 1:3 split is 1.0, not the plain max/avg's 1.5.
         assert_eq!(weighted_max_avg([(250, 1), (750, 3)]), 1.0);
@@ -539,8 +540,8 @@ mod tests {
         for size in [251, 4093, 65537] {
             let s = shares(&build(&e, size, 7));
             for (x, w) in e.iter().zip(weights) {
-                let want = size as f64 * w as f64 / total as f64;
-                let got = s.get(&x.id).copied().unwrap_or(0) as f64;
+                let want = f64::from(size) * f64::from(w) / f64::from(total);
+                let got = f64::from(s.get(&x.id).copied().unwrap_or(0));
                 assert!((got - want).abs() <= 2.0, "m={size} weight {w}: {got} slots, expected {want:.1}");
             }
         }
@@ -549,8 +550,8 @@ mod tests {
         e[0].weight = 65535;
         let s = shares(&build(&e, 65537, 0));
         let want_light = 65537.0 / (65535.0 + 99.0);
-        assert!((s[&0] as f64 - 65535.0 * want_light).abs() <= 2.0, "{}", s[&0]);
-        assert!(e[1..].iter().all(|x| (s.get(&x.id).copied().unwrap_or(0) as f64 - want_light).abs() <= 1.0));
+        assert!((f64::from(s[&0]) - 65535.0 * want_light).abs() <= 2.0, "{}", s[&0]);
+        assert!(e[1..].iter().all(|x| (f64::from(s.get(&x.id).copied().unwrap_or(0)) - want_light).abs() <= 1.0));
     }
 
     #[test]
@@ -562,7 +563,9 @@ mod tests {
         assert!(!t.contains(&2));
         // Draining a backend is removing it from the table.
         assert_eq!(t, build(&e[..2], 1021, 0));
-        e.iter_mut().for_each(|x| x.weight = 0);
+        for x in &mut e {
+            x.weight = 0;
+        }
         assert!(build(&e, 1021, 0).is_empty());
         assert!(build(&[], 1021, 0).is_empty());
         let mut buf = vec![1, 2, 3];

@@ -25,6 +25,7 @@ struct ReadArgs {
 }
 
 #[derive(Subcommand, Debug)]
+#[expect(clippy::large_enum_variant, reason = "parsed once at start-up")]
 enum Cmd {
     /// Run the agent (foreground).
     Agent {

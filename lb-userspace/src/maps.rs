@@ -18,6 +18,7 @@ use lb_common::{
 
 /// Failure to open a map.
 #[derive(Debug, thiserror::Error)]
+#[expect(missing_docs, reason = "variant fields are named in the #[error] messages")]
 pub enum MapsError {
     /// The pinned map does not exist.
     #[error("{path}: no pinned xlb map here; is an agent running with this --pin-path?")]
@@ -44,21 +45,34 @@ pub fn map_dir(pin_path: &Path) -> PathBuf {
 
 /// All maps of the data path.
 pub struct Maps {
+    /// `XLB_SERVICES`: service key → service.
     pub services: HashMap<MapData, ServiceKey, Service>,
     /// Service id → (key, service), the mirror of `services` the established
     /// path reads (`lb_common::ServiceSlot`).
     pub service_slots: Array<MapData, ServiceSlot>,
+    /// `XLB_BACKENDS`: backends by id.
     pub backends: Array<MapData, Backend>,
+    /// The lookup tables of all services (memory-mapped array).
     pub table: Table,
+    /// Connection table: client flows.
     pub flows: HashMap<MapData, FlowKey, Flow>,
+    /// Reverse-NAT table: backend reply tuple → client.
     pub reverse: HashMap<MapData, FlowKey, Reverse>,
+    /// Per-service counters (per CPU).
     pub service_stats: PerCpuArray<MapData, Counter>,
+    /// Per-backend counters (per CPU).
     pub backend_stats: PerCpuArray<MapData, Counter>,
+    /// Global data-path counters (per CPU), indexed by `lb_common::stats`.
     pub stats: PerCpuArray<MapData, u64>,
+    /// Service names by id, for the CLI.
     pub names: Array<MapData, ServiceName>,
+    /// Attached interfaces (ifindex → `IF_F_*` flags).
     pub ifaces: HashMap<MapData, u32, u32>,
+    /// Devmap of the interfaces XDP_REDIRECT may send to.
     pub tx_ports: DevMapHash<MapData>,
+    /// Data-path settings (one entry).
     pub settings: Array<MapData, lb_common::settings::Settings>,
+    /// `XLB_VIPS`: VIP → number of services on it.
     pub vips: HashMap<MapData, [u8; 16], u32>,
     /// Session affinity (written by the data path; the writer deletes).
     pub affinity: HashMap<MapData, AffinityKey, Affinity>,

@@ -52,19 +52,19 @@ impl Health {
 
     /// Marks the agent degraded (`Some(why)`) or healthy again (`None`).
     pub fn set_degraded(&self, why: Option<String>) {
-        *self.degraded.lock().unwrap_or_else(|e| e.into_inner()) = why;
+        *self.degraded.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = why;
     }
 
     /// Why the agent is degraded, if it is.
     pub fn degraded(&self) -> Option<String> {
-        self.degraded.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.degraded.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
     /// Records the result of applying a configuration (`Err(why)` when it
     /// failed and the previous one stays in force).
     pub fn record_apply(&self, result: Result<String, String>) {
         let now = unix_now();
-        let mut last = self.last_apply.lock().unwrap_or_else(|e| e.into_inner());
+        let mut last = self.last_apply.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let prev_ok = last.as_ref().map_or(0, |l| l.last_ok_unix);
         *last = Some(match result {
             Ok(message) => LastApply { unix: now, ok: true, message, last_ok_unix: now },
@@ -74,7 +74,7 @@ impl Health {
 
     /// The last apply, if any.
     pub fn last_apply(&self) -> Option<LastApply> {
-        self.last_apply.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.last_apply.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 }
 
@@ -110,7 +110,7 @@ fn family(
 impl Collector for MapCollector {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         encode_last_apply(&mut enc, self.health.last_apply().as_ref())?;
-        let mut view = self.view.lock().unwrap_or_else(|e| e.into_inner());
+        let mut view = self.view.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let Ok(maps) = view.get() else {
             let g = ConstGauge::new(0i64);
             return g.encode(enc.encode_descriptor("xlb_maps_readable", "1 when the pinned maps could be read", None, g.metric_type())?);

@@ -95,7 +95,7 @@ impl Inner {
 
     /// Reads and counts every notification queued now.
     fn pump(&self) {
-        let mut buf = self.buf.lock().unwrap_or_else(|e| e.into_inner());
+        let mut buf = self.buf.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut delta = Counts::default();
         let mut any = false;
         loop {
@@ -156,7 +156,7 @@ impl Watcher {
         use std::os::unix::fs::MetadataExt as _;
         let ns = std::fs::metadata("/proc/thread-self/ns/net")?;
         let key = (ns.dev(), ns.ino());
-        let mut shared = SHARED.lock().unwrap_or_else(|e| e.into_inner());
+        let mut shared = SHARED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let shared = shared.get_or_insert_with(HashMap::new);
         shared.retain(|_, w| w.strong_count() > 0);
         if let Some(inner) = shared.get(&key).and_then(Weak::upgrade) {

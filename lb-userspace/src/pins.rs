@@ -15,17 +15,21 @@ use crate::maps::map_dir;
 
 /// A pinned map that cannot be reused.
 #[derive(Debug, thiserror::Error)]
+#[expect(missing_docs, reason = "variant fields are named in the #[error] messages")]
 pub enum PinError {
+    /// A pinned map has other key or value sizes.
     #[error(
         "pinned map {path} has key/value size {found_key}/{found_value} but this xlb (map layout v{LAYOUT_VERSION}) expects {key}/{value}: \
          it was left by another xlb build. Stop every agent using {dir}, remove that directory (flows in progress will be re-picked), and start again"
     )]
     Layout { path: String, dir: String, found_key: u32, found_value: u32, key: u32, value: u32 },
+    /// A pinned map of a fixed size has another size.
     #[error(
         "pinned map {path} holds {found} entries but this xlb (map layout v{LAYOUT_VERSION}) expects {wanted}: \
          it was left by another xlb build. Stop every agent using {dir}, remove that directory (flows in progress will be re-picked), and start again"
     )]
     Entries { path: String, dir: String, found: u32, wanted: u32 },
+    /// A pinned map sized by a flag has another size.
     #[error(
         "pinned map {path} holds {found} entries but {flag} asks for {wanted}: start with {flag} {found}, \
          or stop every agent using {dir} and remove that directory to resize (flows in progress will be re-picked)"
@@ -35,6 +39,7 @@ pub enum PinError {
 
 /// Sizes that depend on flags.
 pub struct Wanted {
+    /// Entries of the connection tables (`--flow-table-size`).
     pub flow_entries: u32,
 }
 
@@ -55,6 +60,7 @@ pub fn check(pin_path: &Path, wanted: &Wanted) -> Result<(), PinError> {
         }
     }
     let sz = |n: usize| n as u32;
+    #[expect(clippy::type_complexity, reason = "a literal table: name, key size, value size, inner map")]
     let expected: [(&str, u32, u32, Option<(&'static str, u32)>); 17] = [
         (names::SERVICES, sz(size_of::<ServiceKey>()), sz(size_of::<Service>()), None),
         (names::SERVICE_SLOTS, 4, sz(size_of::<ServiceSlot>()), None),

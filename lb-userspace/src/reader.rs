@@ -35,16 +35,22 @@ fn sock(ip: IpAddr, port: u16) -> String {
 /// One backend of a service.
 #[derive(Clone, Debug, Serialize)]
 pub struct BackendRow {
+    /// Service name.
     pub service: String,
+    /// Backend address, `ip:port`.
     pub address: String,
+    /// Configured weight.
     pub weight: u32,
     /// "active", "draining" (weight 0) or "unroutable" (no route to it:
     /// takes no new flows until one appears; see `reason`).
     pub state: String,
     /// Why the backend takes no flows (unroutable); `null` otherwise.
     pub reason: Option<String>,
+    /// Packets forwarded to it.
     pub packets: u64,
+    /// Bytes forwarded to it.
     pub bytes: u64,
+    /// Backend id (slot in `XLB_BACKENDS`).
     #[serde(skip)]
     pub id: u32,
 }
@@ -52,13 +58,21 @@ pub struct BackendRow {
 /// One programmed service.
 #[derive(Clone, Debug, Serialize)]
 pub struct ServiceRow {
+    /// Service name.
     pub name: String,
+    /// VIP.
     pub vip: String,
+    /// Service port.
     pub port: u16,
+    /// `udp` or `tcp`.
     pub protocol: String,
+    /// `snat` or `preserve`.
     pub source: String,
+    /// Backends, `ip:port`.
     pub backends: Vec<String>,
+    /// Packets to the VIP.
     pub packets: u64,
+    /// Bytes to the VIP.
     pub bytes: u64,
     /// Client-IP session affinity timeout in seconds; `null` when off.
     pub affinity_timeout: Option<u32>,
@@ -68,10 +82,13 @@ pub struct ServiceRow {
     /// with an empty list when every range is of the other address family:
     /// no client is allowed).
     pub source_ranges_enforced: bool,
+    /// Service id.
     #[serde(skip)]
     pub id: u32,
+    /// The service's backends, in detail.
     #[serde(skip)]
     pub backend_rows: Vec<BackendRow>,
+    /// Lookup table (offset, size) in `XLB_TABLE`.
     #[serde(skip)]
     pub table: (u32, u32),
 }
@@ -79,12 +96,17 @@ pub struct ServiceRow {
 /// One connection-table entry.
 #[derive(Clone, Debug, Serialize)]
 pub struct FlowRow {
+    /// Service name.
     pub service: String,
+    /// `udp` or `tcp`.
     pub protocol: String,
+    /// Client `ip:port`.
     pub client: String,
+    /// Backend `ip:port`.
     pub backend: String,
     /// "open", "closing" or "stale" (backend gone; re-picked on the next packet).
     pub state: String,
+    /// Seconds since the flow was created.
     pub age_seconds: u64,
 }
 
@@ -93,14 +115,14 @@ pub struct FlowRow {
 pub fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: valid out pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &raw mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// All programmed services, sorted by name, with their backends and counters.
 pub fn services(maps: &MapsView) -> Result<Vec<ServiceRow>, ReadError> {
     let mut rows = Vec::new();
-    for entry in maps.services.iter() {
+    for entry in &maps.services {
         let (key, svc) = entry.map_err(rerr("services"))?;
         let name = name_from(&maps.names.get(&svc.id, 0).map_err(rerr("service names"))?);
         let c = sum_counter(&maps.service_stats.get(&svc.id, 0).map_err(rerr("service stats"))?);
@@ -180,7 +202,7 @@ pub fn flows(maps: &MapsView, service: Option<&str>) -> Result<Vec<FlowRow>, Rea
     let by_id: HashMap<u32, &ServiceRow> = svcs.iter().map(|s| (s.id, s)).collect();
     let now = monotonic_ns();
     let mut rows = Vec::new();
-    for entry in maps.flows.iter() {
+    for entry in &maps.flows {
         let (key, flow) = entry.map_err(rerr("flows"))?;
         let Some(svc) = by_id.get(&flow.service_id) else { continue };
         if service.is_some_and(|s| s != svc.name) {
@@ -222,17 +244,24 @@ pub fn stats(maps: &MapsView) -> Result<Vec<(&'static str, u64)>, ReadError> {
 /// A backend's share of a lookup table.
 #[derive(Clone, Debug, Serialize)]
 pub struct MaglevShare {
+    /// Backend `ip:port`.
     pub address: String,
+    /// Entries of the table pointing to it.
     pub slots: u32,
+    /// Fraction of the table (`slots / table_size`).
     pub share: f64,
 }
 
 /// The lookup table of one service.
 #[derive(Clone, Debug, Serialize)]
 pub struct MaglevRow {
+    /// Service name.
     pub service: String,
+    /// Entries of the table.
     pub table_size: u32,
+    /// Largest backend share over the average (weighted), 1.0 is perfect.
     pub max_avg: f64,
+    /// The backends' shares.
     pub backends: Vec<MaglevShare>,
 }
 
@@ -266,7 +295,7 @@ fn maglev_row(service: &str, size: u32, rows: &[BackendRow], counts: &BTreeMap<u
         .iter()
         .map(|b| {
             let slots = counts.get(&b.id).copied().unwrap_or(0);
-            MaglevShare { address: b.address.clone(), slots, share: if size == 0 { 0.0 } else { slots as f64 / size as f64 } }
+            MaglevShare { address: b.address.clone(), slots, share: if size == 0 { 0.0 } else { f64::from(slots) / f64::from(size) } }
         })
         .collect();
     // Each backend's slots against its weight's share, not the plain average.

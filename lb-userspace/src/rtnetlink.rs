@@ -96,7 +96,7 @@ pub fn read(socket: &Socket, buf: &mut [u8]) -> io::Result<Read> {
         };
         match err.raw_os_error() {
             Some(libc::EAGAIN) => return Ok(Read::Empty),
-            Some(libc::EINTR) => continue,
+            Some(libc::EINTR) => {}
             Some(libc::ENOBUFS) => return Ok(Read::Overrun),
             _ => return Err(err),
         }

@@ -35,7 +35,7 @@ pub const BEAT_EVERY: Duration = Duration::from_secs(1);
 pub fn boottime_ms() -> u64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: clock_gettime writes into the timespec we own.
-    if unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) } != 0 {
+    if unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &raw mut ts) } != 0 {
         return 0;
     }
     ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
@@ -152,7 +152,7 @@ impl Recorder {
 
     /// Refreshes the record with `snap` and a new heartbeat.
     fn beat(&self, snap: &Snapshot) {
-        let mut r = self.record.lock().unwrap_or_else(|e| e.into_inner());
+        let mut r = self.record.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if self.stopped.load(Ordering::SeqCst) {
             return;
         }
@@ -178,14 +178,14 @@ impl Recorder {
     }
 
     fn write(&self, r: &AgentRecord) {
-        if let Err(e) = self.map.lock().unwrap_or_else(|e| e.into_inner()).set(0, *r, 0) {
+        if let Err(e) = self.map.lock().unwrap_or_else(std::sync::PoisonError::into_inner).set(0, *r, 0) {
             warn!(error = %e, "writing the agent record (xlb status)");
         }
     }
 
     /// Marks the agent stopped (clean exit); the heartbeat stops.
     pub fn stop(&self) {
-        let mut r = self.record.lock().unwrap_or_else(|e| e.into_inner());
+        let mut r = self.record.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         self.stopped.store(true, Ordering::SeqCst);
         r.state = AGENT_STOPPED;
         r.heartbeat_unix = crate::metrics::unix_now();
@@ -196,6 +196,7 @@ impl Recorder {
 /// One attached interface, as `xlb status` shows it.
 #[derive(Debug, Serialize)]
 pub struct Attachment {
+    /// Interface name.
     pub interface: String,
     /// `native`, `generic`, `offload` or `unknown`.
     pub xdp_mode: String,
@@ -208,6 +209,7 @@ pub struct ApplyView {
     pub time_unix: u64,
     /// `ok` or `failed`.
     pub result: String,
+    /// The apply's message (its error when it failed).
     pub message: String,
     /// Unix seconds of the last successful apply (null: never).
     pub last_success_unix: Option<u64>,
@@ -222,6 +224,7 @@ pub struct Status {
     /// for [`FRESH`]: killed or hung), `unknown` (maps of an xlb without
     /// the record) or `never started` (nothing pinned).
     pub state: String,
+    /// The pin path asked about.
     pub pin_path: String,
     /// The agent's pid (in its pid namespace), when the record has one.
     pub pid: Option<u32>,
@@ -236,6 +239,7 @@ pub struct Status {
     pub interfaces: Vec<String>,
     /// The same, with their XDP modes.
     pub attachments: Vec<Attachment>,
+    /// The last apply; `null` before the first.
     pub last_apply: Option<ApplyView>,
     /// VIPs this node announces (none yet: announcements come later).
     pub announced_vips: Vec<String>,

@@ -20,15 +20,23 @@ use crate::maps::{map_dir, MapsError};
 
 /// The maps the readers read, opened read-only.
 pub struct MapsView {
+    /// `XLB_SERVICES`: services by VIP, port and protocol.
     pub services: HashMap<MapData, ServiceKey, Service>,
+    /// `XLB_BACKENDS`: backends by id.
     pub backends: Array<MapData, Backend>,
     /// The lookup-table array, read entry by entry.
     pub table: Array<MapData, u32>,
+    /// `XLB_FLOWS`: the connection table.
     pub flows: HashMap<MapData, FlowKey, Flow>,
+    /// Per-service counters, by service id.
     pub service_stats: PerCpuArray<MapData, Counter>,
+    /// Per-backend counters, by backend id.
     pub backend_stats: PerCpuArray<MapData, Counter>,
+    /// Global counters, by `Stat`.
     pub stats: PerCpuArray<MapData, u64>,
+    /// Service names, by service id.
     pub names: Array<MapData, ServiceName>,
+    /// Source ranges, by service id and prefix.
     pub ranges: LpmTrie<MapData, RangeKey, u8>,
     /// Which pins were opened: (device, inode) of each, in [`VIEW_MAPS`] order.
     pins: Vec<(u64, u64)>,
@@ -70,7 +78,7 @@ fn open_read_only(path: &Path) -> io::Result<OwnedFd> {
     // SAFETY: BPF_OBJ_GET reads `attr` (of the size given, zero past the
     // fields it knows) and the NUL-terminated path it points to, both alive
     // for the call; it returns a new file descriptor or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_bpf, BPF_OBJ_GET, &attr as *const ObjGetAttr, size_of::<ObjGetAttr>()) };
+    let fd = unsafe { libc::syscall(libc::SYS_bpf, BPF_OBJ_GET, &raw const attr, size_of::<ObjGetAttr>()) };
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }

@@ -181,7 +181,7 @@ impl Agent {
             args.push("--interface".into());
             args.push(ifname);
         }
-        args.extend(extra.iter().map(|s| s.to_string()));
+        args.extend(extra.iter().map(std::string::ToString::to_string));
         Self::spawn_args(&topo.node, pin_path, &args)
     }
 
@@ -226,7 +226,7 @@ impl Agent {
                             if echo {
                                 eprint!("[xlb agent] {line}");
                             }
-                            let mut l = t_log.lock().unwrap_or_else(|e| e.into_inner());
+                            let mut l = t_log.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                             // Keep memory bounded for chatty agents.
                             if l.len() > 4 << 20 {
                                 let cut = l.len() - (2 << 20);
@@ -254,7 +254,7 @@ impl Agent {
 
     /// The agent's pid.
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(|c| c.id())
+        self.child.as_ref().map(std::process::Child::id)
     }
 
     /// The pin path the agent was given.
@@ -269,7 +269,7 @@ impl Agent {
 
     /// Everything the agent wrote to stderr so far.
     pub fn log(&self) -> String {
-        self.log.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.log.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
     /// The exit status if the agent has exited (reaps it).
@@ -441,6 +441,7 @@ impl Drop for Agent {
 
 /// Reads a child's piped stdout and stderr to their ends on two threads (so
 /// neither pipe fills up while the caller waits for the child).
+#[expect(clippy::type_complexity, reason = "the stdout and stderr readers, as a pair")]
 pub fn read_pipes(child: &mut Child) -> Result<(JoinHandle<Vec<u8>>, JoinHandle<Vec<u8>>)> {
     fn drain(mut r: impl std::io::Read + Send + 'static) -> JoinHandle<Vec<u8>> {
         std::thread::spawn(move || {
@@ -466,7 +467,7 @@ pub(crate) fn cli(ns: &Netns, bin: &Path, pin_path: &Path, args: &[&str]) -> Res
         .stderr(Stdio::piped());
     let mut child = ns.spawn(&mut cmd)?;
     let (out_t, err_t) = read_pipes(&mut child)?;
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_mins(1);
     let status = loop {
         if let Some(s) = child.try_wait()? {
             break s;
@@ -522,9 +523,7 @@ pub fn run_xlb(ns: &Netns, args: &[String], limit: Duration) -> Result<Output> {
 
 /// Cargo's target directory: `$CARGO_TARGET_DIR`, else the workspace's.
 pub(crate) fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("target"))
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("target"), PathBuf::from)
 }
 
 #[cfg(test)]

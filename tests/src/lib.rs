@@ -23,6 +23,8 @@
 //! [`PinDir`] clean up after themselves on drop. Leftovers of runs that were
 //! killed are removed by [`cleanup_stale`] (which [`Topology::new`] calls).
 
+#![warn(missing_docs)]
+
 mod agent;
 pub mod http;
 pub mod k8s;

@@ -94,7 +94,7 @@ impl Net {
             args.push("--interface".into());
             args.push(i.to_string());
         }
-        args.extend(extra.iter().map(|s| s.to_string()));
+        args.extend(extra.iter().map(std::string::ToString::to_string));
         Agent::spawn_args(ns, pin, &args)
             .unwrap_or_else(|e| panic!("start the agent in {}: {e:#}", ns.name))
     }
@@ -135,7 +135,7 @@ pub fn rp_filter_off(ns: &Netns) {
     let names: Vec<String> = ns.run(|| {
         std::fs::read_dir("/proc/sys/net/ipv4/conf")
             .map(|d| {
-                d.filter_map(|e| e.ok())
+                d.filter_map(std::result::Result::ok)
                     .map(|e| e.file_name().to_string_lossy().into_owned())
                     .collect()
             })

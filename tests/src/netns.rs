@@ -140,6 +140,7 @@ impl Netns {
     /// The [`Topology`](crate::Topology) that owns this namespace stops the
     /// child on drop if it still runs. `cmd` keeps a `pre_exec` hook bound to
     /// this call: do not spawn it again.
+    #[expect(clippy::unnecessary_debug_formatting, reason = "the program name, quoted")]
     pub fn spawn(&self, cmd: &mut Command) -> Result<Child> {
         let fd = self.open()?;
         let raw = fd.as_raw_fd();
@@ -173,7 +174,7 @@ impl Netns {
         drop(fd);
         self.children
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .push(child.id());
         Ok(child)
     }
@@ -185,7 +186,7 @@ impl Netns {
     /// not reaped here, so a `Child` the caller still holds can be waited.
     pub fn stop_children(&self, grace: Duration) {
         let pids: Vec<u32> =
-            std::mem::take(&mut *self.children.lock().unwrap_or_else(|e| e.into_inner()));
+            std::mem::take(&mut *self.children.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
         let running: Vec<i32> = pids
             .iter()
             .map(|&p| p as i32)
@@ -363,7 +364,7 @@ pub(crate) fn child_running(pid: i32) -> bool {
         let r = libc::waitid(
             libc::P_PID,
             pid as libc::id_t,
-            &mut info,
+            &raw mut info,
             libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
         );
         r == 0 && info.si_pid() == 0

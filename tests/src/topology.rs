@@ -375,7 +375,7 @@ fn wait_ready(ns: &Netns, timeout: Duration) -> Result<()> {
         let links = String::from_utf8_lossy(&links.stdout).to_string();
         let no_carrier = links
             .lines()
-            .filter(|l| l.contains("veth") || l.contains("@"))
+            .filter(|l| l.contains("veth") || l.contains('@'))
             .any(|l| !l.contains("LOWER_UP"));
         if tentative.stdout.iter().all(u8::is_ascii_whitespace) && !no_carrier {
             return Ok(());
@@ -440,7 +440,7 @@ pub fn cleanup_stale(prefix: &str) -> Result<usize> {
             let Some(pid) = owner_pid(prefix, &name) else {
                 continue;
             };
-            if crate::pid_alive(pid) || !entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+            if crate::pid_alive(pid) || !entry.file_type().is_ok_and(|t| t.is_dir()) {
                 continue;
             }
             match std::fs::remove_dir_all(entry.path()) {
@@ -461,6 +461,7 @@ pub fn cleanup_stale(prefix: &str) -> Result<usize> {
             let Some(pid) = owner_pid(prefix, &name) else {
                 continue;
             };
+            #[expect(clippy::case_sensitive_file_extension_comparisons, reason = "names this crate writes")]
             if !crate::pid_alive(pid) && (name.ends_with(".yaml") || name.ends_with(".yaml.tmp")) {
                 let _ = std::fs::remove_file(entry.path());
             }

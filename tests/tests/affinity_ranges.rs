@@ -55,7 +55,7 @@ fn no_reply(env: &Env, fam: Fam, vip: SocketAddr, first: u16, ctx: &str) {
 #[test]
 fn affinity_keeps_a_client_on_one_backend_until_turned_off() {
     let on = dns(Fam::V4, "    session_affinity_timeout: 600\n");
-    let mut env = Env::start(3, &config(&[on.clone()]), &[]);
+    let mut env = Env::start(3, &config(std::slice::from_ref(&on)), &[]);
     env.servers = udp_servers(&env.topo, Fam::V4, 0..3, UDP_BACKEND_PORT);
     let vip = vip4(53);
     warm_up_udp(&env, vip);

@@ -278,7 +278,7 @@ fn bookmarks_timeouts_and_closed_watches() {
     api.close_watches().unwrap();
     let end = loop {
         match w.next_event(WAIT).unwrap() {
-            Some(e) if e["type"] == "BOOKMARK" => continue,
+            Some(e) if e["type"] == "BOOKMARK" => {}
             other => break other,
         }
     };

@@ -32,10 +32,10 @@ fn run_tiny(example: &str, tag: &str, extra: &[std::ffi::OsString]) -> Value {
         .stderr(Stdio::piped())
         .spawn()
         .expect("run cargo");
-    let (ok, _, err) = wait_bounded(build, Duration::from_secs(300), &format!("cargo build of {example}"));
+    let (ok, _, err) = wait_bounded(build, Duration::from_mins(5), &format!("cargo build of {example}"));
     assert!(ok, "building the {example} example failed:\n{err}");
     let target =
-        std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("target"));
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| workspace_root().join("target"), PathBuf::from);
     let bench = target.join("release/examples").join(example);
 
     let json = std::env::temp_dir().join(format!("xlbt{}-{tag}-smoke.json", std::process::id()));
@@ -51,7 +51,7 @@ fn run_tiny(example: &str, tag: &str, extra: &[std::ffi::OsString]) -> Value {
         .spawn()
         .unwrap_or_else(|e| panic!("run {}: {e}", bench.display()));
     let pid = child.id();
-    let (ok, out, err) = wait_bounded(child, Duration::from_secs(60), &format!("{example} --tiny"));
+    let (ok, out, err) = wait_bounded(child, Duration::from_mins(1), &format!("{example} --tiny"));
     let text = std::fs::read_to_string(&json).unwrap_or_default();
     let _ = std::fs::remove_file(&json);
     assert!(ok, "{example} --tiny failed\nstdout:\n{out}\nstderr:\n{err}");

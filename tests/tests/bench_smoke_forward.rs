@@ -53,13 +53,11 @@ fn forward_bench_quick_produces_numbers() {
         .expect("run cargo");
     let (ok, _, err) = wait_bounded(
         build,
-        Duration::from_secs(300),
+        Duration::from_mins(5),
         "cargo build of forward_bench",
     );
     assert!(ok, "building the forward_bench example failed:\n{err}");
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target"));
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| workspace_root().join("target"), PathBuf::from);
     let bench = target.join("release/examples/forward_bench");
 
     // The bench's own stale cleanup removes this file if we die before it.
@@ -76,7 +74,7 @@ fn forward_bench_quick_produces_numbers() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("run forward_bench");
-    let (ok, out, err) = wait_bounded(child, Duration::from_secs(120), "forward_bench --quick");
+    let (ok, out, err) = wait_bounded(child, Duration::from_mins(2), "forward_bench --quick");
     let text = std::fs::read_to_string(&json).unwrap_or_default();
     let _ = std::fs::remove_file(&json);
     assert!(

@@ -73,7 +73,7 @@ fn alias_bomb_at_start_exits_2_quickly_and_small() {
     let deadline = started + Duration::from_secs(20);
     loop {
         // SAFETY: waiting on our own child with valid out-pointers.
-        let r = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) };
+        let r = unsafe { libc::wait4(pid, &raw mut status, libc::WNOHANG, &raw mut usage) };
         if r == pid {
             break;
         }
@@ -82,7 +82,7 @@ fn alias_bomb_at_start_exits_2_quickly_and_small() {
             // SAFETY: our own unreaped child.
             unsafe { libc::kill(pid, libc::SIGKILL) };
             // SAFETY: as above.
-            unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+            unsafe { libc::wait4(pid, &raw mut status, 0, &raw mut usage) };
             panic!("the agent was still reading the alias bomb after 20 s");
         }
         std::thread::sleep(Duration::from_millis(10));

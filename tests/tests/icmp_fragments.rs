@@ -305,7 +305,7 @@ fn inet_csum(data: &[u8]) -> u16 {
         } else {
             u16::from_be_bytes([c[0], 0])
         };
-        sum += w as u32;
+        sum += u32::from(w);
     }
     while sum > 0xffff {
         sum = (sum & 0xffff) + (sum >> 16);
@@ -379,9 +379,7 @@ fn send_frag_needed(ns: &Netns, to: IpAddr, mtu: u16, quoted: &[u8]) {
 
 /// `ip route get DST` inside `ns` (shows a learnt path MTU as `mtu N`).
 fn route_get(ns: &Netns, dst: IpAddr) -> String {
-    ns.ip(&["route", "get", &dst.to_string()])
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_else(|e| format!("(ip route get {dst}: {e:#})"))
+    ns.ip(&["route", "get", &dst.to_string()]).map_or_else(|e| format!("(ip route get {dst}: {e:#})"), |o| String::from_utf8_lossy(&o.stdout).into_owned())
 }
 
 // ---------------------------------------------------------------------------
@@ -783,7 +781,7 @@ fn df_udp_socket(ns: &Netns, bind: SocketAddr) -> UdpSocket {
             sock.as_raw_fd(),
             level,
             opt,
-            &value as *const libc::c_int as *const libc::c_void,
+            (&raw const value).cast::<libc::c_void>(),
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         )
     };

@@ -63,7 +63,7 @@ fn pods_veths_are_followed_by_pattern_including_ones_created_later() {
     // only the client side by name; the pods' side by pattern
     let args: Vec<String> = ["agent", "--config", &cfg.path().display().to_string(), "--interface", "c0", "--interface-glob", "p*"]
         .iter()
-        .map(|s| s.to_string())
+        .map(std::string::ToString::to_string)
         .collect();
     let mut agent = Agent::spawn_args(&topo.node, pins.path(), &args).expect("agent");
     agent.wait_healthy(Duration::from_secs(30)).expect("healthy");
@@ -85,7 +85,7 @@ fn pods_veths_are_followed_by_pattern_including_ones_created_later() {
     agent.reload().expect("reload");
     let deadline = Instant::now() + Duration::from_secs(5);
     let want = format!("late {}", Topology::CLIENT_V4);
-    let mut r = Default::default();
+    let mut r = std::collections::HashMap::default();
     while Instant::now() < deadline {
         r = spread_udp_replies(&topo.client, vip, 5, Duration::from_millis(500));
         if r.get(&want) == Some(&5) {

@@ -45,7 +45,7 @@ fn services_and_endpoint_slices_become_xlb_services_udp_and_tcp_on_one_port() {
     assert!(after.keys().any(|k| k.starts_with("watch ")), "the agent watches: {after:?}");
 
     c.delete_service(NS, "dns");
-    c.wait_programmed("the deleted Service gone", |p| p.is_empty());
+    c.wait_programmed("the deleted Service gone", std::collections::HashMap::is_empty);
 }
 
 #[test]
@@ -256,7 +256,7 @@ fn load_balancer_source_ranges_are_enforced_for_ipv4_and_ipv6_and_removable() {
     c.wait_programmed("ranges without the client", |p| p.get("apps/dns:dns").is_some_and(|s| s["source_ranges"].to_string().contains("10.200.0.0/16")));
     blocked("client outside again");
     c.patch_service(NS, "dns", json!({"spec": {"loadBalancerSourceRanges": null}}));
-    c.wait_programmed("no ranges", |p| p.get("apps/dns:dns").is_some_and(|s| s["source_ranges"].as_array().is_some_and(|a| a.is_empty())));
+    c.wait_programmed("no ranges", |p| p.get("apps/dns:dns").is_some_and(|s| s["source_ranges"].as_array().is_some_and(std::vec::Vec::is_empty)));
     open("field removed");
 }
 
@@ -278,7 +278,7 @@ fn changing_a_services_port_and_type_reprograms_it() {
     assert!(!matches!(udp_probe(&c.topo.client, vip4(53), b"x", Duration::from_millis(500)).unwrap(), Probe::Reply(_)), "the old port is no longer served");
     // no longer a LoadBalancer: no longer ours
     c.patch_service(NS, "dns", json!({"spec": {"type": "ClusterIP", "loadBalancerClass": null}}));
-    c.wait_programmed("the ClusterIP Service gone", |p| p.is_empty());
+    c.wait_programmed("the ClusterIP Service gone", std::collections::HashMap::is_empty);
     // and back
     c.patch_service(NS, "dns", json!({"spec": {"type": "LoadBalancer", "loadBalancerClass": "xlb.io/xdp"}}));
     c.wait_backends("apps/dns:dns", 1);

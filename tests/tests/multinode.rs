@@ -88,7 +88,7 @@ impl Recorders {
                                 continue;
                             };
                             let text = String::from_utf8_lossy(&buf[..n]).into_owned();
-                            let mut r = records.lock().unwrap_or_else(|e| e.into_inner());
+                            let mut r = records.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                             if peer.ip() != CLIENT {
                                 r.odd.push(format!("{tag} got {text:?} from {peer}"));
                                 continue;
@@ -124,8 +124,9 @@ impl Recorders {
         Recorders { stop, threads, records }
     }
 
+    #[expect(clippy::type_complexity, reason = "a private snapshot, destructured at once")]
     fn snapshot(&self) -> (HashMap<u16, String>, HashMap<u16, String>, Vec<String>, Vec<String>) {
-        let r = self.records.lock().unwrap_or_else(|e| e.into_inner());
+        let r = self.records.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         (
             r.phases[0].clone(),
             r.phases[1].clone(),
@@ -135,7 +136,7 @@ impl Recorders {
     }
 
     fn recorded(&self, phase: usize) -> HashMap<u16, String> {
-        self.records.lock().unwrap_or_else(|e| e.into_inner()).phases[phase].clone()
+        self.records.lock().unwrap_or_else(std::sync::PoisonError::into_inner).phases[phase].clone()
     }
 }
 
@@ -282,6 +283,7 @@ fn ecmp_node_loss_keeps_backends_with_preserve() {
     // --- pods, config, agents -------------------------------------------
     let recorders = Recorders::start(&pods);
 
+    #[expect(clippy::format_collect, reason = "a small test input")]
     let backends: String = (0..PODS)
         .map(|i| format!("      - \"10.1.{i}.2:{BACKEND_PORT}\"\n"))
         .collect();

@@ -231,7 +231,7 @@ fn send_frames(ns: &Netns, ifname: &str, frames: &[Vec<u8>]) -> (usize, BTreeMap
                     f.as_ptr().cast(),
                     f.len(),
                     0,
-                    (&sll as *const libc::sockaddr_ll).cast(),
+                    (&raw const sll).cast(),
                     std::mem::size_of::<libc::sockaddr_ll>() as u32,
                 );
                 if r == f.len() as isize {

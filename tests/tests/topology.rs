@@ -120,7 +120,7 @@ fn spawned_processes_see_the_namespace_sysfs_and_host_bpffs() {
         .unwrap();
     let names = String::from_utf8_lossy(&out.stdout);
     let mut names: Vec<&str> = names.split_whitespace().collect();
-    names.sort();
+    names.sort_unstable();
     assert_eq!(names, vec!["c0", "lo", "p0"]);
 
     // bpffs pins made on the host are visible (and the reverse).

@@ -66,7 +66,7 @@ fn read_commands_end_quietly_on_a_closed_pipe() {
         match status {
             None => failures.push(format!("xlb {}: still running after 30 s", args.join(" "))),
             Some(s) if s.code() == Some(101) || stderr.contains("panicked") => {
-                failures.push(format!("xlb {}: {s}, stderr: {stderr}", args.join(" ")))
+                failures.push(format!("xlb {}: {s}, stderr: {stderr}", args.join(" ")));
             }
             Some(_) => {}
         }
@@ -109,7 +109,7 @@ fn bad_agent_flags_exit_2_before_attaching() {
     // (what, extra args, words the message must contain)
     let file_mode = |extra: &[&str]| -> Vec<String> {
         let mut a: Vec<String> = vec!["agent".into(), "--config".into(), cfg_s.clone()];
-        a.extend(extra.iter().map(|s| s.to_string()));
+        a.extend(extra.iter().map(std::string::ToString::to_string));
         a
     };
     let defaults = |mut a: Vec<String>, pin: bool, metrics: bool| -> Vec<String> {

@@ -116,8 +116,7 @@ pub fn run(args: ForwardArgs) -> Result<()> {
 
 fn on_path(program: &str) -> bool {
     std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
-        .unwrap_or(false)
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
         || ["/usr/sbin", "/sbin"]
             .iter()
             .any(|d| Path::new(d).join(program).is_file())
@@ -129,9 +128,7 @@ fn missing_packages() -> Vec<&'static str> {
     if !on_path("nft") {
         need.push("nftables");
     }
-    if !on_path("nginx") {
-        need.extend(["nginx", "libnginx-mod-stream"]);
-    } else {
+    if on_path("nginx") {
         let v = Command::new("nginx").arg("-V").output().ok();
         let v = v
             .map(|o| String::from_utf8_lossy(&o.stderr).to_string())
@@ -140,6 +137,8 @@ fn missing_packages() -> Vec<&'static str> {
         if dynamic && !Path::new("/usr/lib/nginx/modules/ngx_stream_module.so").is_file() {
             need.push("libnginx-mod-stream");
         }
+    } else {
+        need.extend(["nginx", "libnginx-mod-stream"]);
     }
     need
 }

@@ -50,8 +50,8 @@ fn install_signal_handlers() -> Result<()> {
             let mut sa: libc::sigaction = std::mem::zeroed();
             sa.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
             sa.sa_flags = libc::SA_RESTART;
-            libc::sigemptyset(&mut sa.sa_mask);
-            if libc::sigaction(sig, &sa, std::ptr::null_mut()) != 0 {
+            libc::sigemptyset(&raw mut sa.sa_mask);
+            if libc::sigaction(sig, &raw const sa, std::ptr::null_mut()) != 0 {
                 return Err(std::io::Error::last_os_error()).context("sigaction");
             }
         }

@@ -92,7 +92,7 @@ pub fn problems(root: &Path) -> Vec<String> {
                     "lb-ebpf/src/main.rs: license string {string:?} is not one xlb knows"
                 )),
                 Some((k, ids)) => {
-                    let mut want: Vec<String> = ids.iter().map(|s| s.to_string()).collect();
+                    let mut want: Vec<String> = ids.iter().map(std::string::ToString::to_string).collect();
                     let mut have = spdx_ids(&field);
                     want.sort();
                     have.sort();

@@ -2,6 +2,8 @@
 //!
 //! * `setup`: install what building and testing need (idempotent);
 //! * `build`: setup, then `cargo build --release -p lb-userspace`;
+//! * `lint`: setup, then `cargo fmt --check` and clippy with `-D warnings`
+//!   (workspace, and the eBPF crate on its BPF target);
 //! * `test`: setup, unit tests, then the root-only integration tests;
 //! * `demo`: build, then a client/node/pods topology with the agent;
 //! * `bench [maglev|datapath|control|forward]`: the benchmarks (every one
@@ -15,6 +17,7 @@ mod bench_datapath;
 mod bench_forward;
 mod demo;
 mod licenses;
+mod lint;
 #[cfg(test)]
 mod modgraph;
 mod setup;
@@ -44,6 +47,8 @@ enum Cmd {
     Setup,
     /// Setup, then build target/release/xlb.
     Build,
+    /// Setup, then `cargo fmt --check` and clippy with -D warnings (workspace and eBPF crate).
+    Lint,
     /// Setup, then the unit tests, then the integration tests (need root).
     Test(TestArgs),
     /// Build xlb and run it on a client/node/pods topology in network namespaces.
@@ -89,6 +94,7 @@ fn main() -> ExitCode {
         Cmd::Build => setup::setup()
             .and_then(|()| util::build_release())
             .map(|_| ()),
+        Cmd::Lint => lint::lint(),
         Cmd::Test(args) => test(&args),
         Cmd::Demo(args) => demo::demo(args.agent_log, args.no_build),
         Cmd::Validate => validate::validate_manifests(),
@@ -142,15 +148,7 @@ fn test(args: &TestArgs) -> anyhow::Result<()> {
 
     if !args.unit {
         util::header("integration tests (network namespaces, XDP; need root)");
-        if !xlb_tests::is_root() {
-            eprintln!(
-                "xtask: the integration tests need root (network namespaces, XDP, bpffs) and this is uid {}.\n\
-                 xtask: run them as root, e.g. `sudo -E cargo xtask test`; `cargo xtask test --unit` runs only the unit tests.",
-                // SAFETY: geteuid cannot fail.
-                unsafe { libc::geteuid() }
-            );
-            failed.push("integration tests (not root)");
-        } else {
+        if xlb_tests::is_root() {
             match util::build_release() {
                 Err(e) => {
                     eprintln!("xtask: cannot build xlb for the integration tests: {e:#}");
@@ -173,11 +171,10 @@ fn test(args: &TestArgs) -> anyhow::Result<()> {
                         }
                     }
                     let has_userspace_tests = std::fs::read_dir(root.join("lb-userspace/tests"))
-                        .map(|d| {
+                        .is_ok_and(|d| {
                             d.flatten()
                                 .any(|e| e.path().extension().is_some_and(|x| x == "rs"))
-                        })
-                        .unwrap_or(false);
+                        });
                     if has_userspace_tests {
                         util::header("integration tests of lb-userspace (cargo test -p lb-userspace --test '*')");
                         let mut cmd = util::cargo();
@@ -194,6 +191,14 @@ fn test(args: &TestArgs) -> anyhow::Result<()> {
                     }
                 }
             }
+        } else {
+            eprintln!(
+                "xtask: the integration tests need root (network namespaces, XDP, bpffs) and this is uid {}.\n\
+                 xtask: run them as root, e.g. `sudo -E cargo xtask test`; `cargo xtask test --unit` runs only the unit tests.",
+                // SAFETY: geteuid cannot fail.
+                unsafe { libc::geteuid() }
+            );
+            failed.push("integration tests (not root)");
         }
     }
 

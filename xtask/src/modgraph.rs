@@ -91,7 +91,7 @@ pub fn find_cycle(graph: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<Stri
             Some(Mark::Done) => return None,
             Some(Mark::Active) => {
                 let from = path.iter().position(|p| *p == m).unwrap_or(0);
-                let mut cycle: Vec<String> = path[from..].iter().map(|s| s.to_string()).collect();
+                let mut cycle: Vec<String> = path[from..].iter().map(std::string::ToString::to_string).collect();
                 cycle.push(m.to_owned());
                 return Some(cycle);
             }
@@ -117,7 +117,7 @@ mod tests {
     use super::*;
 
     fn graph(edges: &[(&str, &[&str])]) -> BTreeMap<String, BTreeSet<String>> {
-        edges.iter().map(|(m, ds)| (m.to_string(), ds.iter().map(|d| d.to_string()).collect())).collect()
+        edges.iter().map(|(m, ds)| (m.to_string(), ds.iter().map(std::string::ToString::to_string).collect())).collect()
     }
 
     #[test]

@@ -176,6 +176,7 @@ fn ensure_libllvm_symlink(lib: &Path, major: u32) -> Result<()> {
 /// Picks the real LLVM shared library among `(name, size)` entries: a
 /// `libLLVM.so.<ver>...` or `libLLVM-<major>-rust-*.so` file, the largest
 /// one (rustup ships one of them as a tiny linker script).
+#[expect(clippy::case_sensitive_file_extension_comparisons, reason = "library names are lower case")]
 fn pick_libllvm(entries: &[(String, u64)], major: u32) -> Option<String> {
     let dashed = format!("libLLVM-{major}");
     entries
@@ -215,8 +216,7 @@ fn ensure_iproute2() -> Result<()> {
     if Command::new("ip")
         .arg("-V")
         .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
+        .is_ok_and(|o| o.status.success())
     {
         info("iproute2 (ip): present");
         return Ok(());
@@ -238,7 +238,7 @@ fn ensure_iproute2() -> Result<()> {
 /// server against: Debian's `kubectl` package where a repository has it,
 /// else `kubernetes-client`.
 fn ensure_kubectl() -> Result<()> {
-    let present = || Command::new("kubectl").args(["version", "--client"]).output().map(|o| o.status.success()).unwrap_or(false);
+    let present = || Command::new("kubectl").args(["version", "--client"]).output().is_ok_and(|o| o.status.success());
     if present() {
         info("kubectl: present");
         return Ok(());
@@ -254,8 +254,7 @@ fn ensure_kubectl() -> Result<()> {
             .args(["install", "-y", pkg])
             .env("DEBIAN_FRONTEND", "noninteractive")
             .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
+            .is_ok_and(|s| s.success());
         if ok && present() {
             return Ok(());
         }

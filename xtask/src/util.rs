@@ -16,9 +16,7 @@ pub fn workspace_root() -> PathBuf {
 
 /// The target directory (`$CARGO_TARGET_DIR` or `<root>/target`).
 pub fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target"))
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| workspace_root().join("target"), PathBuf::from)
 }
 
 /// Variables `cargo run` sets for the program it runs (here: xtask), which

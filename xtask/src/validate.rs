@@ -151,8 +151,7 @@ fn ensure_python_venv() -> Result<()> {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
-            .map(|s| s.success())
-            .unwrap_or(false)
+            .is_ok_and(|s| s.success())
     };
     if works() {
         return Ok(());

@@ -697,6 +697,7 @@ fn too_many_services() {
         m.starts_with(&format!("{} services are listed; at most {n} are allowed", n + 1)),
         "{m}"
     );
+    #[expect(clippy::format_collect, reason = "a small test input")]
     let max: String = text.lines().take(n + 1).map(|l| format!("{l}\n")).collect();
     assert_eq!(ok(&max).state.services.len(), n);
 }

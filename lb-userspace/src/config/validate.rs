@@ -99,7 +99,7 @@ impl<'n> Fields<'n> {
                 format!("missing required key {key}; {hint}"),
             ),
             Some(e) if e.value.is_null() => {
-                walker.error(e.key_line, field, format!("{key} has no value; {hint}"))
+                walker.error(e.key_line, field, format!("{key} has no value; {hint}"));
             }
             Some(e) => return Some(e.value),
         }
@@ -262,7 +262,7 @@ impl Walker<'_> {
         }
         if let Some(node) = fields.optional("maglev_seed") {
             config.maglev_seed = self
-                .integer(node, "maglev_seed", "a seed", 0, u32::MAX as i128)
+                .integer(node, "maglev_seed", "a seed", 0, i128::from(u32::MAX))
                 .map(|n| n as u32);
         }
         if let Some(node) = fields.optional("services") {
@@ -501,7 +501,7 @@ impl Walker<'_> {
                 Ok(n) if !plain => format!(
                     "\"{n}\" is quoted text; write the table size as a plain integer, one of {allowed}"
                 ),
-                Ok(n) => match crate::maglev::SIZES.iter().find(|s| **s as i128 == n) {
+                Ok(n) => match crate::maglev::SIZES.iter().find(|s| i128::from(**s) == n) {
                     Some(s) => return Some(*s),
                     None => format!(
                         "{n} is not an allowed table size; use one of {allowed} (primes; default {})",
@@ -692,6 +692,7 @@ impl Walker<'_> {
 
 /// An optional field's outcome: absent (`None`) is fine, given but invalid
 /// (`Some(None)`) fails, given and valid yields the value.
+#[expect(clippy::option_option, reason = "absent, invalid or valid: three outcomes")]
 fn optional_ok<T>(field: Option<Option<T>>) -> Option<Option<T>> {
     match field {
         None => Some(None),

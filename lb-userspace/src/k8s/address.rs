@@ -13,10 +13,13 @@ pub const VIP_ANNOTATION: &str = "xlb.io/vip";
 /// Why a Service's address is unusable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AddressError {
+    /// The VIP annotation does not parse.
     #[error("annotation {VIP_ANNOTATION}: {0:?} is not an IP address (or a comma-separated list of them); fix the annotation")]
     BadAnnotation(String),
+    /// `spec.loadBalancerIP` does not parse.
     #[error("spec.loadBalancerIP: {0:?} is not an IP address; fix the field")]
     BadLoadBalancerIp(String),
+    /// A requested address is in no VIP pool.
     #[error("address {0} is outside every --vip-pool of the xlb agents; pick one inside a pool or remove it to get one allocated")]
     OutsidePools(IpAddr),
 }
@@ -67,8 +70,11 @@ pub fn vips(svc: &Service, pools: &[IpNet]) -> Result<Vec<IpAddr>, AddressError>
 /// A status the allocator should write: `ingress` IPs for `namespace/name`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StatusUpdate {
+    /// Service namespace.
     pub namespace: String,
+    /// Service name.
     pub name: String,
+    /// The addresses to write as `status.loadBalancer.ingress`.
     pub ips: Vec<IpAddr>,
 }
 
@@ -133,6 +139,6 @@ pub fn allocate(pools: &[IpNet], used: &BTreeSet<IpAddr>) -> Option<IpAddr> {
         let skip_network = p.prefix_len() + 1 < p.max_prefix_len();
         p.hosts()
             .take(1 << 20)
-            .find(|ip| !(skip_network && *ip == p.network()) && !used.contains(ip))
+            .find(|ip| !(used.contains(ip) || skip_network && *ip == p.network()))
     })
 }

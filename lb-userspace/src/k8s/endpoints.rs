@@ -28,7 +28,9 @@ pub enum EndpointState {
 /// One endpoint address and port of a Service port.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Endpoint {
+    /// Endpoint address and target port.
     pub addr: SocketAddr,
+    /// Whether it is ready, serving or terminating.
     pub state: EndpointState,
     /// On this node (`nodeName` equals the agent's node).
     pub local: bool,

@@ -117,8 +117,8 @@ pub async fn run(
     let mut shutdown = std::pin::pin!(shutdown);
     info!(node = %opts.node_name, class = %opts.lb_class, "waiting for the first list of Services, EndpointSlices and the Node");
     tokio::select! {
-        _ = stores.ready() => {}
-        _ = &mut shutdown => return Ok(()),
+        () = stores.ready() => {}
+        () = &mut shutdown => return Ok(()),
     }
     let leader = Arc::new(AtomicBool::new(false));
     let lease_task = tokio::spawn(hold_lease(
@@ -133,14 +133,14 @@ pub async fn run(
     loop {
         if !first {
             tokio::select! {
-                _ = trigger.notified() => {}
+                () = trigger.notified() => {}
                 // A health-check port another process holds (kube-proxy):
                 // try it again now and then, without a reconcile.
-                _ = tokio::time::sleep(health::RETRY_EVERY), if health_servers.waiting() => {
+                () = tokio::time::sleep(health::RETRY_EVERY), if health_servers.waiting() => {
                     health_servers.retry().await;
                     continue;
                 }
-                _ = &mut shutdown => break,
+                () = &mut shutdown => break,
             }
             // Coalesce a burst of changes into one reconcile.
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -162,7 +162,7 @@ pub async fn run(
         }
         tokio::select! {
             _ = applied => {}
-            _ = &mut shutdown => break,
+            () = &mut shutdown => break,
         }
         match node_address(&stores, &opts) {
             Some(addr) => health_servers.sync(addr, &t.health_checks).await,

@@ -16,8 +16,11 @@ use yaml_rust2::{Yaml, YamlLoader};
 /// subresources are written `resource/sub`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ApiCall {
+    /// API group (`""` for the core group).
     pub group: &'static str,
+    /// Resource, `resource/sub` for a subresource.
     pub resource: &'static str,
+    /// Verb (`get`, `list`, `watch`, ...).
     pub verb: &'static str,
 }
 
@@ -78,9 +81,8 @@ pub fn granted(manifests: &str) -> Result<BTreeSet<Grant>, RbacError> {
     };
     let mut out = BTreeSet::new();
     for doc in &docs {
-        let kind = match doc["kind"].as_str() {
-            Some(k @ ("ClusterRole" | "Role")) => k,
-            _ => continue,
+        let Some(kind @ ("ClusterRole" | "Role")) = doc["kind"].as_str() else {
+            continue;
         };
         let rules = doc["rules"].as_vec().ok_or_else(|| RbacError::NoRules {
             kind: kind.to_string(),

@@ -2,7 +2,7 @@
 //! YAML loader produces), plus, per Service, what was programmed or why not
 //! (for Events) and the health checks this node must answer.
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     net::IpAddr,
     sync::Arc,
 };
@@ -21,16 +21,23 @@ pub const SOURCE_RANGES_ANNOTATION: &str = "service.beta.kubernetes.io/load-bala
 
 /// Event reasons.
 pub mod reason {
+    /// The Service is programmed.
     pub const PROGRAMMED: &str = "Programmed";
+    /// Another Service claims the same VIP, port and protocol.
     pub const PORT_CLAIM_CONFLICT: &str = "PortClaimConflict";
+    /// The Service cannot be programmed as written.
     pub const INVALID: &str = "InvalidService";
+    /// No VIP could be found or allocated.
     pub const NO_ADDRESS: &str = "NoAddress";
+    /// A port's protocol is neither TCP nor UDP.
     pub const UNSUPPORTED_PROTOCOL: &str = "UnsupportedProtocol";
 }
 
 /// What the watcher saw.
 pub struct Inputs<'a> {
+    /// The Services in the cache.
     pub services: &'a [Arc<Service>],
+    /// The EndpointSlices in the cache.
     pub slices: &'a [Arc<EndpointSlice>],
     /// This node's name (`--node-name`).
     pub node_name: &'a str,
@@ -45,15 +52,20 @@ pub struct Inputs<'a> {
 pub struct Note {
     /// `true`: Warning, `false`: Normal.
     pub warning: bool,
+    /// The Event's reason (one of [`reason`]).
     pub reason: &'static str,
+    /// The Event's message.
     pub message: String,
 }
 
 /// A health check this node answers on `spec.healthCheckNodePort`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HealthCheck {
+    /// `spec.healthCheckNodePort`.
     pub port: u16,
+    /// Service namespace.
     pub namespace: String,
+    /// Service name.
     pub name: String,
     /// Ready (not terminating) endpoints on this node.
     pub local_ready: usize,
@@ -62,9 +74,11 @@ pub struct HealthCheck {
 /// The result of a translation.
 #[derive(Debug, Default)]
 pub struct Translation {
+    /// The services to program.
     pub state: DesiredState,
     /// Per Service of ours (`namespace`, `name`): what to tell about it.
     pub notes: BTreeMap<(String, String), Vec<Note>>,
+    /// The health checks this node answers.
     pub health_checks: Vec<HealthCheck>,
 }
 
@@ -188,7 +202,7 @@ pub fn translate(inp: &Inputs<'_>) -> Translation {
         let local = spec.external_traffic_policy.as_deref() == Some("Local");
         let affinity_timeout = affinity(&svc);
         let mut programmed = Vec::new();
-        let mut local_ready: BTreeMap<IpAddr, ()> = BTreeMap::new();
+        let mut local_ready: BTreeSet<IpAddr> = BTreeSet::new();
         for port in spec.ports.iter().flatten() {
             let Some(proto) = protocol(port.protocol.as_deref()) else {
                 notes.push(warn(
@@ -205,7 +219,7 @@ pub fn translate(inp: &Inputs<'_>) -> Translation {
             let label = if port_name.is_empty() { number.to_string() } else { port_name.clone() };
             let eps = endpoints::endpoints(inp.slices, &ns, &name, &port_name, proto, inp.node_name);
             for e in eps.iter().filter(|e| e.local && e.state == EndpointState::Ready) {
-                local_ready.insert(e.addr.ip(), ());
+                local_ready.insert(e.addr.ip());
             }
             for (i, vip) in vips.iter().enumerate() {
                 let key = (*vip, number, proto);
@@ -259,7 +273,7 @@ pub fn translate(inp: &Inputs<'_>) -> Translation {
             }
         }
         if !programmed.is_empty() {
-            let vip_list: Vec<String> = vips.iter().map(|v| v.to_string()).collect();
+            let vip_list: Vec<String> = vips.iter().map(std::string::ToString::to_string).collect();
             notes.push(Note {
                 warning: false,
                 reason: reason::PROGRAMMED,

@@ -80,8 +80,11 @@ impl Backoff for CappedBackoff {
 /// The caches the reconciler reads.
 #[derive(Clone)]
 pub struct Stores {
+    /// Services.
     pub services: Store<Service>,
+    /// EndpointSlices.
     pub slices: Store<EndpointSlice>,
+    /// Nodes.
     pub nodes: Store<Node>,
 }
 

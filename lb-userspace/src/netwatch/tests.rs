@@ -65,7 +65,11 @@ fn an_overrun_tells_every_subscriber_to_resync() {
         let watcher = Watcher { inner: Arc::new(Inner::open(stop).expect("socket")) };
         watcher.inner.socket.set_rx_buf_sz(1).expect("SO_RCVBUF");
         let (mut rules, mut neighbours) = (watcher.subscribe(rules_only()), watcher.subscribe(Interest::of(&[Kind::Neighbour])));
-        let batch: String = (0..64).map(|i| format!("link add xo{i} type veth peer name xp{i}\n")).collect();
+        let batch = (0..64).fold(String::new(), |mut b, i| {
+            use std::fmt::Write as _;
+            let _ = writeln!(b, "link add xo{i} type veth peer name xp{i}");
+            b
+        });
         ip(&["-batch", "-"], &batch);
         assert!(rules.changed_now(), "the rules subscriber was told to resync");
         assert!(watcher.inner.counts.borrow().overruns > 0, "the socket overflowed");

@@ -126,7 +126,7 @@ impl<M: MapOps> MapWriter<M> {
 
     /// Allocates a pair of regions of `size` entries for `service`.
     fn alloc_pair(&mut self, service: &str, size: u32) -> Result<Pair, WriteError> {
-        let need = 2 * size as u64;
+        let need = 2 * u64::from(size);
         let mut base = self.regions.alloc(need);
         if base.is_none() && !self.retired.is_empty() {
             self.reclaim(true);

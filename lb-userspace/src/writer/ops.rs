@@ -226,7 +226,7 @@ impl MapOps for MemoryMaps {
                 self.ranges.insert((*id, *e));
                 1
             }
-            Op::DeleteRange(id, e) => self.ranges.remove(&(*id, *e)) as usize,
+            Op::DeleteRange(id, e) => usize::from(self.ranges.remove(&(*id, *e))),
             Op::SetName(id, name) => {
                 self.names.insert(*id, name.clone());
                 1
@@ -239,7 +239,7 @@ impl MapOps for MemoryMaps {
                 self.service_slots[*id as usize] = *slot;
                 1
             }
-            Op::DeleteService(key) => self.services.remove(key).is_some() as usize,
+            Op::DeleteService(key) => usize::from(self.services.remove(key).is_some()),
             Op::ClearSlot(id, key) => {
                 let slot = &mut self.service_slots[*id as usize];
                 if slot.key == *key {
@@ -251,7 +251,7 @@ impl MapOps for MemoryMaps {
                 self.vips.insert(*vip, *n);
                 1
             }
-            Op::DeleteVip(vip) => self.vips.remove(vip).is_some() as usize,
+            Op::DeleteVip(vip) => usize::from(self.vips.remove(vip).is_some()),
             Op::SetPrefilter(i, w) => {
                 self.prefilter[*i as usize] = *w;
                 1

@@ -159,7 +159,7 @@ pub(super) fn service(input: &ServiceInput<'_>, array: &BackendArray<'_>) -> Res
             flags,
             service_id: id,
             generation,
-            weight: b.weight as u32,
+            weight: u32::from(b.weight),
             snat_addr,
         };
         if was_active.is_some() && snat.is_err() {
@@ -178,7 +178,7 @@ pub(super) fn service(input: &ServiceInput<'_>, array: &BackendArray<'_>) -> Res
                 if was_unroutable.is_some() {
                     info!(service = %spec.name, backend = %b.addr, "backend has a route now: programmed");
                 }
-                backends.insert(b.addr, (bid, b.weight as u32));
+                backends.insert(b.addr, (bid, u32::from(b.weight)));
             }
             Err(e) => {
                 if !was_unroutable.is_some_and(|u| u.warned) {

@@ -29,12 +29,12 @@ impl Pair {
 
     /// Entries of both regions.
     pub fn entries(&self) -> u64 {
-        2 * self.size as u64
+        2 * u64::from(self.size)
     }
 
     /// One past the last entry of region B.
     pub fn end(&self) -> u64 {
-        self.base as u64 + self.entries()
+        u64::from(self.base) + self.entries()
     }
 
     /// The region that is not `live`.
@@ -101,7 +101,7 @@ impl RegionAllocator {
             return false;
         }
         let Some((&fs, &fl)) = self.free.range(..=start).next_back() else { return false };
-        let (end, free_end) = (start as u64 + n as u64, fs as u64 + fl as u64);
+        let (end, free_end) = (u64::from(start) + u64::from(n), u64::from(fs) + u64::from(fl));
         if end > free_end {
             return false;
         }
@@ -121,17 +121,17 @@ impl RegionAllocator {
         let Some(n) = Self::units(n) else { return };
         let (mut start, mut len) = (start, n);
         if let Some((&ps, &pl)) = self.free.range(..start).next_back() {
-            debug_assert!(ps as u64 + pl as u64 <= start as u64, "freeing a free range");
-            if ps as u64 + pl as u64 == start as u64 {
+            debug_assert!(u64::from(ps) + u64::from(pl) <= u64::from(start), "freeing a free range");
+            if u64::from(ps) + u64::from(pl) == u64::from(start) {
                 self.free.remove(&ps);
                 start = ps;
                 len += pl;
             }
         }
-        let end = start as u64 + len as u64;
+        let end = u64::from(start) + u64::from(len);
         if let Some((&ns, &nl)) = self.free.range(start..).next() {
-            debug_assert!(ns as u64 >= end, "freeing a free range");
-            if ns as u64 == end {
+            debug_assert!(u64::from(ns) >= end, "freeing a free range");
+            if u64::from(ns) == end {
                 self.free.remove(&ns);
                 len += nl;
             }
@@ -141,7 +141,7 @@ impl RegionAllocator {
 
     /// Free entries in total.
     pub fn free_entries(&self) -> u64 {
-        self.free.values().map(|l| *l as u64).sum()
+        self.free.values().map(|l| u64::from(*l)).sum()
     }
 
     /// The largest free range.
@@ -163,7 +163,7 @@ pub fn restore_regions(len: u32, live: &[(u32, u32)]) -> (RegionAllocator, Vec<O
             if size == 0 {
                 return None;
             }
-            Pair::of_live(offset, size).filter(|p| p.end() <= len as u64 && regions.reserve(p.base, p.entries()))
+            Pair::of_live(offset, size).filter(|p| p.end() <= u64::from(len) && regions.reserve(p.base, p.entries()))
         })
         .collect();
     (regions, pairs)
@@ -216,7 +216,7 @@ mod tests {
     fn pairs_are_recovered_from_the_live_region() {
         let mut a = RegionAllocator::new(1 << 20);
         for size in [251, 65537, 509, 131071, 251] {
-            let base = a.alloc(2 * size as u64).unwrap();
+            let base = a.alloc(2 * u64::from(size)).unwrap();
             let p = Pair { base, size };
             assert_eq!(base % 2, 0);
             assert_eq!(Pair::of_live(base, size), Some(p), "region A");

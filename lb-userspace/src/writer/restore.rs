@@ -43,7 +43,7 @@ impl MapWriter {
             }
         }
         let mut found = Vec::new();
-        for entry in maps.services.iter() {
+        for entry in &maps.services {
             let (key, value) = entry.map_err(map_err("services"))?;
             let name = maps
                 .names

@@ -80,7 +80,7 @@ impl Routes {
     /// What [`crate::iface::route_source`] answers, on a reused socket.
     fn resolve(&mut self, dst: IpAddr) -> std::io::Result<IpAddr> {
         use std::os::fd::AsRawFd as _;
-        let i = dst.is_ipv6() as usize;
+        let i = usize::from(dst.is_ipv6());
         let sock = match &mut self.probes[i] {
             Some(s) => s,
             slot => {
@@ -96,7 +96,7 @@ impl Routes {
         let rc = unsafe {
             let mut unspec: libc::sockaddr = std::mem::zeroed();
             unspec.sa_family = libc::AF_UNSPEC as libc::sa_family_t;
-            libc::connect(sock.as_raw_fd(), &unspec, std::mem::size_of::<libc::sockaddr>() as libc::socklen_t)
+            libc::connect(sock.as_raw_fd(), &raw const unspec, std::mem::size_of::<libc::sockaddr>() as libc::socklen_t)
         };
         if rc != 0 {
             // Start over with a new socket next time.

@@ -83,7 +83,7 @@ fn live_table(w: &MapWriter, name: &str) -> (Service, Vec<String>) {
     let t = (0..v.table_size)
         .map(|i| {
             let id = w.maps.table.map().get(&(v.table_offset + i), 0).expect("lookup");
-            by_id.get(&id).map_or_else(|| format!("?{id}"), |a| a.to_string())
+            by_id.get(&id).map_or_else(|| format!("?{id}"), std::string::ToString::to_string)
         })
         .collect();
     (v, t)
@@ -120,7 +120,7 @@ fn service_slots_mirror_the_services() {
 
 fn expected(backends: &[(&str, u16)], size: u32, seed: u32) -> Vec<String> {
     let entries: Vec<maglev::Entry> =
-        backends.iter().enumerate().map(|(i, (a, w))| maglev::Entry { name: a.to_string(), id: i as u32, weight: *w as u32 }).collect();
+        backends.iter().enumerate().map(|(i, (a, w))| maglev::Entry { name: a.to_string(), id: i as u32, weight: u32::from(*w) }).collect();
     maglev::build(&entries, size, seed).into_iter().map(|i| backends[i as usize].0.to_string()).collect()
 }
 

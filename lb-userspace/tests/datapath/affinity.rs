@@ -109,7 +109,7 @@ case!(affinity_to_a_drained_or_removed_backend_is_not_used, |lab| {
     let a = new_flow(lab, &sa(client, 1000));
     assert_eq!(new_flow(lab, &sa(client, 1001)), a);
     // Drain it: new flows go elsewhere (and stick there); its flows stay.
-    let b: Vec<(&str, u16)> = BACKENDS4.iter().map(|b| (*b, if sock(b) == a { 0 } else { 1 })).collect();
+    let b: Vec<(&str, u16)> = BACKENDS4.iter().map(|b| (*b, u16::from(sock(b) != a))).collect();
     let mut svc = service("svc", VIP4, 53, Udp, Snat, &b);
     svc.affinity_timeout = Some(60);
     lab.apply(vec![svc]);

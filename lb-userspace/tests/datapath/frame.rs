@@ -8,7 +8,7 @@
 //! The checksum code here is written independently of `lb_common::csum`
 //! (big-endian words, as RFC 1071 states it) so that the tests do not check
 //! the data path against itself; a unit test below compares the two.
-#![allow(dead_code)]
+#![allow(dead_code, reason = "shared by several test binaries, each using a part")]
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -36,10 +36,10 @@ pub mod csum {
     pub fn sum(mut acc: u64, bytes: &[u8]) -> u64 {
         let mut chunks = bytes.chunks_exact(2);
         for c in &mut chunks {
-            acc += u16::from_be_bytes([c[0], c[1]]) as u64;
+            acc += u64::from(u16::from_be_bytes([c[0], c[1]]));
         }
         if let [b] = chunks.remainder() {
-            acc += (*b as u64) << 8;
+            acc += u64::from(*b) << 8;
         }
         acc
     }
@@ -66,7 +66,7 @@ pub mod csum {
             }
             _ => panic!("mixed address families {src} / {dst}"),
         }
-        acc + proto as u64 + (len >> 16) as u64 + (len & 0xffff) as u64
+        acc + u64::from(proto) + u64::from(len >> 16) + u64::from(len & 0xffff)
     }
 
     /// The value a complete checksum field must hold: `~fold(sum)`.
@@ -188,7 +188,7 @@ impl Pkt {
     }
     pub fn ip_options(mut self, opts: &[u8]) -> Self {
         self.ip_options = opts.to_vec();
-        while self.ip_options.len() % 4 != 0 {
+        while !self.ip_options.len().is_multiple_of(4) {
             self.ip_options.push(0);
         }
         assert!(self.ip_options.len() <= 40, "IPv4 options are at most 40 bytes");
@@ -196,7 +196,7 @@ impl Pkt {
     }
     pub fn tcp_options(mut self, opts: &[u8]) -> Self {
         self.tcp_options = opts.to_vec();
-        while self.tcp_options.len() % 4 != 0 {
+        while !self.tcp_options.len().is_multiple_of(4) {
             self.tcp_options.push(0);
         }
         assert!(self.tcp_options.len() <= 40, "TCP options are at most 40 bytes");
@@ -349,7 +349,7 @@ impl Pkt {
     /// segment (a multiple of 8): the first carries the L4 header (IPv4: MF
     /// set; IPv6: a fragment header with M set), the second the rest.
     pub fn fragments(&self, cut: usize) -> (Vec<u8>, Vec<u8>) {
-        assert!(cut % 8 == 0 && cut > 0, "fragment boundaries are multiples of 8");
+        assert!(cut.is_multiple_of(8) && cut > 0, "fragment boundaries are multiples of 8");
         let seg = self.segment();
         assert!(cut < seg.len(), "nothing left for the second fragment");
         let units = (cut / 8) as u16;
@@ -400,7 +400,7 @@ impl Pkt {
                 f.extend_from_slice(&d.octets());
                 if let Some((units, more)) = v6_frag {
                     f.extend_from_slice(&[self.proto(), 0]);
-                    f.extend_from_slice(&((units << 3) | more as u16).to_be_bytes());
+                    f.extend_from_slice(&((units << 3) | u16::from(more)).to_be_bytes());
                     f.extend_from_slice(&IP6_FRAG_ID.to_be_bytes());
                 }
             }
@@ -534,6 +534,7 @@ impl Decoded {
     }
 }
 
+#[expect(clippy::trivially_copy_pass_by_ref, reason = "MAC addresses are passed by reference throughout")]
 pub fn mac_str(m: &[u8; 6]) -> String {
     m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
 }

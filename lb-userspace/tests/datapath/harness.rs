@@ -15,7 +15,7 @@
 //! [`NEIGHBOURS`]); 10.1.0.99 is on-link without a neighbour entry and
 //! 198.51.100.0/24 has no route. Forwarding is enabled (the FIB helper
 //! refuses to answer on an interface that does not forward).
-#![allow(dead_code)]
+#![allow(dead_code, reason = "shared by several test binaries, each using a part")]
 
 use std::{
     net::{IpAddr, SocketAddr},
@@ -106,7 +106,7 @@ fn setup_commands() -> Vec<String> {
         "addr add fd00:2::1/64 dev v1 nodad",
     ]
     .iter()
-    .map(|s| s.to_string())
+    .map(std::string::ToString::to_string)
     .collect();
     for (ip, m, dev) in NEIGHBOURS {
         c.push(format!("neigh add {ip} lladdr {} dev {dev} nud permanent", mac_str(m)));
@@ -136,12 +136,10 @@ fn sh(args: &[&str], stdin: Option<&str>) -> Result<(), String> {
 /// Fails (does not skip) when not root: CI runs these as root.
 fn require_root(case: &str) {
     // SAFETY: no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        panic!(
-            "{case}: the data-path tests need root (BPF_PROG_TEST_RUN, network namespaces, bpffs); \
-             run them as root: cargo test -p lb-userspace --test datapath -- --test-threads=1"
-        );
-    }
+    assert!(unsafe { libc::geteuid() } == 0, 
+        "{case}: the data-path tests need root (BPF_PROG_TEST_RUN, network namespaces, bpffs); \
+         run them as root: cargo test -p lb-userspace --test datapath -- --test-threads=1"
+    );
 }
 
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
@@ -152,7 +150,8 @@ fn ensure_bpffs() {
         let path = std::ffi::CString::new("/sys/fs/bpf").unwrap();
         // SAFETY: zeroed statfs is a valid out buffer; path is NUL-terminated.
         let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-        let rc = unsafe { libc::statfs(path.as_ptr(), &mut st) };
+        // SAFETY: as above; statfs writes at most one struct statfs.
+        let rc = unsafe { libc::statfs(path.as_ptr(), &raw mut st) };
         if rc != 0 || st.f_type as i64 != BPF_FS_MAGIC {
             std::fs::create_dir_all("/sys/fs/bpf").expect("creating /sys/fs/bpf");
             sh(&["mount", "-t", "bpf", "bpf", "/sys/fs/bpf"], None).expect("mounting bpffs at /sys/fs/bpf");
@@ -216,9 +215,7 @@ fn enter_netns(name: &str) {
     let path = format!("/var/run/netns/{name}");
     let f = std::fs::File::open(&path).unwrap_or_else(|e| panic!("opening {path}: {e}"));
     // SAFETY: valid namespace fd; only this thread changes namespace.
-    if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-        panic!("setns({path}): {}", std::io::Error::last_os_error());
-    }
+    assert!(unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } == 0, "setns({path}): {}", std::io::Error::last_os_error());
 }
 
 /// Keeps the per-CPU LRU lists and counters of one run on one CPU.
@@ -226,13 +223,13 @@ fn pin_to_one_cpu() {
     // SAFETY: plain libc calls with valid buffers.
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
-        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &raw mut set) != 0 {
             return;
         }
         let Some(cpu) = (0..libc::CPU_SETSIZE as usize).find(|c| libc::CPU_ISSET(*c, &set)) else { return };
         let mut one: libc::cpu_set_t = std::mem::zeroed();
         libc::CPU_SET(cpu, &mut one);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &one);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &raw const one);
     }
 }
 
@@ -402,7 +399,7 @@ impl Out {
         match expected.csum {
             Csum::Full => assert!(d.l4_csum_ok && d.l4_csum != 0, "L4 checksum does not verify{}", ctx()),
             Csum::Partial => {
-                assert_eq!(d.l4_csum, d.pseudo, "partial checksum must be the new pseudo-header sum{}", ctx())
+                assert_eq!(d.l4_csum, d.pseudo, "partial checksum must be the new pseudo-header sum{}", ctx());
             }
             Csum::Zero => assert_eq!(d.l4_csum, 0, "UDP checksum 0 must stay 0{}", ctx()),
         }

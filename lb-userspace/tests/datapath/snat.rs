@@ -7,7 +7,7 @@ fn snat_probes(pkt: &Pkt) -> Vec<u16> {
     let k = harness::flow_key(pkt);
     let base = lb_common::hash::flow_hash(&k.src, &k.dst, k.sport, k.dport, k.proto, 0x5eed_5eed);
     (0..lb_common::SNAT_TRIES)
-        .map(|i| SNAT_PORT_MIN + (base.wrapping_add(i.wrapping_mul(7919)) % SNAT_PORT_COUNT as u32) as u16)
+        .map(|i| SNAT_PORT_MIN + (base.wrapping_add(i.wrapping_mul(7919)) % u32::from(SNAT_PORT_COUNT)) as u16)
         .collect()
 }
 
@@ -216,7 +216,7 @@ case!(syn_repicking_a_tuple_voids_the_cached_copies, |lab| {
     let other = if was == a { b } else { a };
     // Drain the tuple's backend (weight 0: its flows stay, new ones avoid it);
     // the same tuple's next SYN is a new connection, picked elsewhere.
-    let w = |addr: &str| if addr == was { 0 } else { 1 };
+    let w = |addr: &str| u16::from(addr != was);
     lab.apply(vec![service("web", VIP4, 80, Tcp, Snat, &[(a, w(a)), (b, w(b))])]);
     let e0 = lab.flow_epoch();
     let again = lab.run(&syn.build());

@@ -40,7 +40,7 @@ impl Resource {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+#[expect(clippy::too_many_arguments, reason = "one argument per field of the object built")]
 const fn res(
     group: &'static str,
     version: &'static str,

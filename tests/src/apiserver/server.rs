@@ -44,7 +44,7 @@ impl App {
 
     /// Locks the store.
     pub fn lock(&self) -> MutexGuard<'_, Store> {
-        self.store.lock().unwrap_or_else(|e| e.into_inner())
+        self.store.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn count_by_agent(&self, headers: &HeaderMap, key: &str) {
@@ -59,7 +59,7 @@ impl App {
         *self
             .by_agent
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .entry(agent)
             .or_default()
             .entry(key.to_string())
@@ -70,7 +70,7 @@ impl App {
         *self
             .requests
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .entry(key)
             .or_default() += 1;
     }
@@ -208,7 +208,7 @@ fn admin(app: &Arc<App>, method: &Method, what: &str) -> Response {
             let r = app
                 .requests
                 .lock()
-                .unwrap_or_else(|e| e.into_inner())
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .clone();
             json_response(200, &json!(r))
         }
@@ -216,7 +216,7 @@ fn admin(app: &Arc<App>, method: &Method, what: &str) -> Response {
             let r = app
                 .by_agent
                 .lock()
-                .unwrap_or_else(|e| e.into_inner())
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .clone();
             json_response(200, &json!(r))
         }
@@ -265,7 +265,7 @@ fn parse_target(group: &str, version: &str, rest: &[&str]) -> Option<Target> {
     })
 }
 
-#[allow(clippy::too_many_arguments)]
+#[expect(clippy::too_many_arguments, reason = "one argument per field of the object built")]
 fn resource(
     app: &Arc<App>,
     method: &Method,

@@ -119,9 +119,9 @@ async fn run(app: &App, req: &WatchRequest, tx: &mpsc::Sender<Bytes>) -> Result<
         tokio::select! {
             r = changed.changed() => if r.is_err() { return Ok(()) },
             _ = close.changed() => return Ok(()),
-            _ = tx.closed() => return Ok(()),
-            _ = sleep_deadline => return Ok(()),
-            _ = sleep_bookmark, if req.bookmarks => {
+            () = tx.closed() => return Ok(()),
+            () = sleep_deadline => return Ok(()),
+            () = sleep_bookmark, if req.bookmarks => {
                 if tx.send(bookmark(last)).await.is_err() {
                     return Ok(());
                 }

@@ -31,6 +31,7 @@ pub fn lb_service(ns: &str, name: &str) -> LbService {
 
 impl LbService {
     /// `spec.loadBalancerClass` (`None` removes it).
+    #[must_use]
     pub fn class(mut self, class: Option<&str>) -> Self {
         match class {
             Some(c) => self.obj["spec"]["loadBalancerClass"] = json!(c),
@@ -44,6 +45,7 @@ impl LbService {
     }
 
     /// `spec.type` (default `LoadBalancer`).
+    #[must_use]
     pub fn service_type(mut self, t: &str) -> Self {
         self.obj["spec"]["type"] = json!(t);
         self
@@ -51,6 +53,7 @@ impl LbService {
 
     /// Adds a port (`name` may be empty; `protocol` `UDP` or `TCP`); the
     /// target port is the same number.
+    #[must_use]
     pub fn port(mut self, name: &str, port: u16, protocol: &str) -> Self {
         let mut p = json!({"port": port, "protocol": protocol, "targetPort": port});
         if !name.is_empty() {
@@ -64,12 +67,14 @@ impl LbService {
     }
 
     /// `spec.externalTrafficPolicy` (`Cluster` or `Local`).
+    #[must_use]
     pub fn external_traffic_policy(mut self, policy: &str) -> Self {
         self.obj["spec"]["externalTrafficPolicy"] = json!(policy);
         self
     }
 
     /// `sessionAffinity: ClientIP` with `timeoutSeconds`.
+    #[must_use]
     pub fn session_affinity_client_ip(mut self, timeout_seconds: u32) -> Self {
         self.obj["spec"]["sessionAffinity"] = json!("ClientIP");
         self.obj["spec"]["sessionAffinityConfig"] =
@@ -78,30 +83,35 @@ impl LbService {
     }
 
     /// `spec.loadBalancerSourceRanges`.
+    #[must_use]
     pub fn source_ranges(mut self, cidrs: &[&str]) -> Self {
         self.obj["spec"]["loadBalancerSourceRanges"] = json!(cidrs);
         self
     }
 
     /// Adds `metadata.annotations[key] = value`.
+    #[must_use]
     pub fn annotation(mut self, key: &str, value: &str) -> Self {
         self.obj["metadata"]["annotations"][key] = json!(value);
         self
     }
 
     /// Adds `metadata.labels[key] = value`.
+    #[must_use]
     pub fn label(mut self, key: &str, value: &str) -> Self {
         self.obj["metadata"]["labels"][key] = json!(value);
         self
     }
 
     /// `spec.loadBalancerIP`.
+    #[must_use]
     pub fn load_balancer_ip(mut self, ip: &str) -> Self {
         self.obj["spec"]["loadBalancerIP"] = json!(ip);
         self
     }
 
     /// `spec.healthCheckNodePort`.
+    #[must_use]
     pub fn health_check_node_port(mut self, port: u16) -> Self {
         self.obj["spec"]["healthCheckNodePort"] = json!(port);
         self
@@ -109,6 +119,7 @@ impl LbService {
 
     /// `metadata.creationTimestamp` (RFC 3339, e.g. `2024-01-01T00:00:00Z`),
     /// kept by the server on create.
+    #[must_use]
     pub fn created(mut self, rfc3339: &str) -> Self {
         self.obj["metadata"]["creationTimestamp"] = json!(rfc3339);
         self
@@ -143,12 +154,14 @@ pub fn endpoint(address: impl ToString) -> Endpoint {
 
 impl Endpoint {
     /// `nodeName`.
+    #[must_use]
     pub fn node(mut self, name: &str) -> Self {
         self.node_name = Some(name.to_string());
         self
     }
 
     /// Sets the three conditions.
+    #[must_use]
     pub fn conditions(mut self, ready: bool, serving: bool, terminating: bool) -> Self {
         self.ready = ready;
         self.serving = serving;
@@ -196,12 +209,14 @@ pub fn endpoint_slice(ns: &str, name: &str, service: &str) -> EndpointSliceBuild
 
 impl EndpointSliceBuilder {
     /// `addressType` (`IPv4`, `IPv6`).
+    #[must_use]
     pub fn address_type(mut self, t: &str) -> Self {
         self.obj["addressType"] = json!(t);
         self
     }
 
     /// Adds an endpoint.
+    #[must_use]
     pub fn endpoint(mut self, e: Endpoint) -> Self {
         self.obj["endpoints"]
             .as_array_mut()
@@ -211,6 +226,7 @@ impl EndpointSliceBuilder {
     }
 
     /// Adds a port (`name` may be empty: the port of an unnamed Service port).
+    #[must_use]
     pub fn port(mut self, name: &str, port: u16, protocol: &str) -> Self {
         self.obj["ports"]
             .as_array_mut()

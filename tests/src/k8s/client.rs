@@ -232,7 +232,7 @@ impl fmt::Debug for WatchStream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WatchStream")
             .field("ended", &self.ended)
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 

@@ -2,7 +2,7 @@
 //! server in the node namespace, echo servers in the pods, and
 //! `xlb agent --kubernetes --kubeconfig` pointed at the server.
 
-#![allow(dead_code)]
+#![allow(dead_code, reason = "shared by several test binaries, each using a part")]
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -77,7 +77,7 @@ impl Cluster {
             args.push("--interface".into());
             args.push(ifname);
         }
-        args.extend(extra.iter().map(|s| s.to_string()));
+        args.extend(extra.iter().map(std::string::ToString::to_string));
         let mut agent = Agent::spawn_args(&topo.node, pins.path(), &args).expect("spawn agent");
         if let Err(e) = agent.wait_healthy(Duration::from_secs(30)) {
             panic!("agent not healthy: {e:#}\nAPI server log:\n{}", api.log());
@@ -149,9 +149,7 @@ impl Cluster {
             if pred(&p) {
                 return p;
             }
-            if Instant::now() > deadline {
-                panic!("timed out waiting for {what}; programmed: {p:#?}\nagent log:\n{}", self.agent.log());
-            }
+            assert!(Instant::now() <= deadline, "timed out waiting for {what}; programmed: {p:#?}\nagent log:\n{}", self.agent.log());
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -187,9 +185,7 @@ impl Cluster {
             if let Some(e) = self.events(ns, name).into_iter().find(|e| e.1 == reason) {
                 return e;
             }
-            if Instant::now() > deadline {
-                panic!("no {reason} Event for {ns}/{name}: {:?}\nagent log:\n{}", self.events(ns, name), self.agent.log());
-            }
+            assert!(Instant::now() <= deadline, "no {reason} Event for {ns}/{name}: {:?}\nagent log:\n{}", self.events(ns, name), self.agent.log());
             std::thread::sleep(Duration::from_millis(100));
         }
     }

@@ -54,7 +54,7 @@ fn is_service(op: &Op) -> bool {
 /// service gets them).
 fn table_of(backends: &[(&str, u16)], size: u32, seed: u32) -> Vec<u32> {
     let mut sorted: Vec<(std::net::SocketAddr, u32, u32)> =
-        backends.iter().enumerate().map(|(i, (a, w))| (a.parse().unwrap(), i as u32, *w as u32)).collect();
+        backends.iter().enumerate().map(|(i, (a, w))| (a.parse().unwrap(), i as u32, u32::from(*w))).collect();
     sorted.sort();
     let entries: Vec<maglev::Entry> =
         sorted.iter().map(|(a, id, w)| maglev::Entry { name: a.to_string(), id: *id, weight: *w }).collect();
