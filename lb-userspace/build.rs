@@ -15,19 +15,13 @@ fn main() -> anyhow::Result<()> {
             }
         }
     }
-    let cargo_metadata::Metadata { packages, .. } = cargo_metadata::MetadataCommand::new()
-        .no_deps()
-        .exec()
-        .context("cargo metadata")?;
+    let cargo_metadata::Metadata { packages, .. } =
+        cargo_metadata::MetadataCommand::new().no_deps().exec().context("cargo metadata")?;
     let ebpf = packages
         .into_iter()
         .find(|p| p.name.as_str() == "lb-ebpf")
         .ok_or_else(|| anyhow!("lb-ebpf package not found"))?;
-    let root_dir = ebpf
-        .manifest_path
-        .parent()
-        .ok_or_else(|| anyhow!("lb-ebpf manifest has no parent"))?
-        .as_str();
+    let root_dir = ebpf.manifest_path.parent().ok_or_else(|| anyhow!("lb-ebpf manifest has no parent"))?.as_str();
     // The eBPF object also depends on the shared types.
     println!("cargo:rerun-if-changed=../lb-common/src");
     // aya-build passes every line the nested cargo writes to stderr on as a
@@ -36,8 +30,5 @@ fn main() -> anyhow::Result<()> {
     // compiler's own warnings and errors come through its JSON messages and
     // are still shown.
     std::env::set_var("CARGO_TERM_QUIET", "true");
-    aya_build::build_ebpf(
-        [Package { name: ebpf.name.as_str(), root_dir, ..Default::default() }],
-        Toolchain::default(),
-    )
+    aya_build::build_ebpf([Package { name: ebpf.name.as_str(), root_dir, ..Default::default() }], Toolchain::default())
 }

@@ -11,9 +11,7 @@
 //! view of them do not change).
 use core::mem::{align_of, offset_of, size_of};
 
-use crate::{
-    frag::FragValue, AffinityKey, Backend, FlowKey, Reverse,
-};
+use crate::{frag::FragValue, AffinityKey, Backend, FlowKey, Reverse};
 
 /// A 16-byte address (IPv6, or IPv4-mapped) stored 8-byte aligned: readable
 /// and writable as two `u64` words.

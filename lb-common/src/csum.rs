@@ -32,11 +32,7 @@ pub fn diff_bytes<const N: usize>(acc: u32, old: &[u8; N], new: &[u8; N]) -> u32
     let mut acc = acc;
     let mut i = 0;
     while i + 1 < N {
-        acc = diff16(
-            acc,
-            u16::from_ne_bytes([old[i], old[i + 1]]),
-            u16::from_ne_bytes([new[i], new[i + 1]]),
-        );
+        acc = diff16(acc, u16::from_ne_bytes([old[i], old[i + 1]]), u16::from_ne_bytes([new[i], new[i + 1]]));
         i += 2;
     }
     acc

@@ -64,25 +64,63 @@ pub const META_MAGIC: u32 = 0x786c_6202;
 /// name: these strings are part of the on-disk layout and must not change.
 #[macro_export]
 macro_rules! map_name {
-    (SERVICES) => { "XLB_SERVICES" };
-    (SERVICE_SLOTS) => { "XLB_SVC_SLOTS" };
-    (BACKENDS) => { "XLB_BACKENDS" };
-    (TABLE) => { "XLB_TABLE" };
-    (FLOWS) => { "XLB_FLOWS" };
-    (REVERSE) => { "XLB_REVERSE" };
-    (SERVICE_STATS) => { "XLB_SVC_STATS" };
-    (BACKEND_STATS) => { "XLB_BE_STATS" };
-    (STATS) => { "XLB_STATS" };
-    (SERVICE_NAMES) => { "XLB_SVC_NAMES" };
-    (IFACES) => { "XLB_IFACES" };
-    (TX_PORTS) => { "XLB_TX_PORTS" };
-    (VIPS) => { "XLB_VIPS" };
-    (AFFINITY) => { "XLB_AFFINITY" };
-    (RANGES) => { "XLB_RANGES" };
-    (AGENT) => { "XLB_AGENT" };
-    (SETTINGS) => { "XLB_SETTINGS" };
-    (PREFILTER) => { "XLB_PREFILTER" };
-    (ROUTE_GEN) => { "XLB_ROUTE_GEN" };
+    (SERVICES) => {
+        "XLB_SERVICES"
+    };
+    (SERVICE_SLOTS) => {
+        "XLB_SVC_SLOTS"
+    };
+    (BACKENDS) => {
+        "XLB_BACKENDS"
+    };
+    (TABLE) => {
+        "XLB_TABLE"
+    };
+    (FLOWS) => {
+        "XLB_FLOWS"
+    };
+    (REVERSE) => {
+        "XLB_REVERSE"
+    };
+    (SERVICE_STATS) => {
+        "XLB_SVC_STATS"
+    };
+    (BACKEND_STATS) => {
+        "XLB_BE_STATS"
+    };
+    (STATS) => {
+        "XLB_STATS"
+    };
+    (SERVICE_NAMES) => {
+        "XLB_SVC_NAMES"
+    };
+    (IFACES) => {
+        "XLB_IFACES"
+    };
+    (TX_PORTS) => {
+        "XLB_TX_PORTS"
+    };
+    (VIPS) => {
+        "XLB_VIPS"
+    };
+    (AFFINITY) => {
+        "XLB_AFFINITY"
+    };
+    (RANGES) => {
+        "XLB_RANGES"
+    };
+    (AGENT) => {
+        "XLB_AGENT"
+    };
+    (SETTINGS) => {
+        "XLB_SETTINGS"
+    };
+    (PREFILTER) => {
+        "XLB_PREFILTER"
+    };
+    (ROUTE_GEN) => {
+        "XLB_ROUTE_GEN"
+    };
 }
 
 /// Names of the pinned maps (declared in `lb-ebpf/src/maps.rs`; see
@@ -405,7 +443,8 @@ pub struct ForwardMeta {
     pub node_tag: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<ForwardMeta>().is_multiple_of(4) && core::mem::size_of::<ForwardMeta>() <= 32);
+const _: () =
+    assert!(core::mem::size_of::<ForwardMeta>().is_multiple_of(4) && core::mem::size_of::<ForwardMeta>() <= 32);
 
 /// Converts an IPv4 address to the 16-byte IPv4-mapped form.
 #[inline(always)]
@@ -435,7 +474,10 @@ pub const fn is_v4_mapped(a: &[u8; 16]) -> bool {
 
 #[cfg(feature = "user")]
 mod pod {
-    use super::{ServiceKey, Service, ServiceSlot, Backend, FlowKey, Flow, Reverse, Counter, ServiceName, ForwardMeta, AffinityKey, Affinity, RangeKey};
+    use super::{
+        Affinity, AffinityKey, Backend, Counter, Flow, FlowKey, ForwardMeta, RangeKey, Reverse, Service, ServiceKey,
+        ServiceName, ServiceSlot,
+    };
     // SAFETY: all types are repr(C), Copy, and every bit pattern is valid.
     unsafe impl aya::Pod for ServiceKey {}
     // SAFETY: repr(C), Copy, every bit pattern valid (padding is explicit).

@@ -22,7 +22,10 @@
 //! copy on every CPU (a copy records the epoch read before its entry was).
 //! Left: a copy whose entry the LRU evicted early (a table under a flood)
 //! may serve its tuple's next connection for up to a second.
-use aya_ebpf::{macros::map, maps::{Array, PerCpuArray}};
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, PerCpuArray},
+};
 use lb_common::{Flow, FlowKey};
 
 use crate::words;

@@ -183,7 +183,10 @@ fn to_kernel(ctx: &XdpContext, ifindex: u32) -> u32 {
 /// tc ingress: redirect packets that this node's XDP program rewrote and
 /// marked on this device; consume the mark (see the module docs).
 #[inline(always)]
-#[expect(clippy::unnecessary_wraps, reason = "the Option shape of the other program bodies, unwrapped by the entry point")]
+#[expect(
+    clippy::unnecessary_wraps,
+    reason = "the Option shape of the other program bodies, unwrapped by the entry point"
+)]
 pub fn tc_forward(ctx: &TcContext) -> Option<i32> {
     // SAFETY: reading fields of the live __sk_buff context.
     let (meta, data, ingress) = unsafe {

@@ -106,11 +106,7 @@ pub fn rewrite(ctx: &XdpContext, pkt: &Packet, rw: &Rewrite) -> Option<bool> {
     let partial = pkt.frag == crate::packet::FRAG_NONE && check == pseudo(pkt) && !full_checksum_verifies(ctx, pkt);
     let udp_v4_no_csum = pkt.key.proto == PROTO_UDP && !pkt.v6 && check == 0;
     if !udp_v4_no_csum {
-        let mut new = if partial {
-            apply_partial(check, addr_diff)
-        } else {
-            apply_full(check, addr_diff + port_diff)
-        };
+        let mut new = if partial { apply_partial(check, addr_diff) } else { apply_full(check, addr_diff + port_diff) };
         if new == 0 && pkt.key.proto == PROTO_UDP && !partial {
             new = 0xffff;
         }

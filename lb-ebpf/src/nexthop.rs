@@ -113,7 +113,8 @@ pub fn route(ctx: &XdpContext, pkt: &Packet, rw: &Rewrite, p: &mut FibParams, no
     // SAFETY: per-CPU slot; XDP runs with preemption disabled, so nothing
     // else on this CPU touches it during the program run.
     let h = unsafe { &mut *h };
-    let same = h.dst[0] == dst[0] && h.dst[1] == dst[1] && h.src[0] == src[0] && h.src[1] == src[1] && h.ingress == ingress;
+    let same =
+        h.dst[0] == dst[0] && h.dst[1] == dst[1] && h.src[0] == src[0] && h.src[1] == src[1] && h.ingress == ingress;
     let fresh = same && h.gen == gen && now < h.expires_ns;
     if fresh && pkt.ip_len <= h.ok_len {
         p.ifindex = h.ifindex;
@@ -150,4 +151,6 @@ pub fn route(ctx: &XdpContext, pkt: &Packet, rw: &Rewrite, p: &mut FibParams, no
     (rc, caps)
 }
 
-const _: () = assert!(core::mem::offset_of!(FibParams, smac) == MACS_OFF && core::mem::offset_of!(FibParams, dmac) == MACS_OFF + 6);
+const _: () = assert!(
+    core::mem::offset_of!(FibParams, smac) == MACS_OFF && core::mem::offset_of!(FibParams, dmac) == MACS_OFF + 6
+);

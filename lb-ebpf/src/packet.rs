@@ -1,11 +1,16 @@
 //! Parse: Ethernet (one optional 802.1Q tag), IPv4 (options skipped by IHL)
 //! or IPv6, then UDP or TCP. Every access is bounds-checked against the end
 //! of the packet, as the verifier demands.
+use crate::words;
 use aya_ebpf::programs::XdpContext;
 use core::mem::size_of;
 use lb_common::{FlowKey, Stat, PROTO_TCP, PROTO_UDP};
-use crate::words;
-use network_types::{eth::EthHdr, ip::{Ipv4Hdr, Ipv6Hdr}, tcp::TcpHdr, udp::UdpHdr};
+use network_types::{
+    eth::EthHdr,
+    ip::{Ipv4Hdr, Ipv6Hdr},
+    tcp::TcpHdr,
+    udp::UdpHdr,
+};
 
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
@@ -222,7 +227,12 @@ pub fn parse(ctx: &XdpContext, pkt: &mut Packet) -> Parsed {
     } else if pkt.frag == FRAG_FIRST {
         // A first fragment may end inside the TCP options: ports and flags only.
         let tcp = hdr!(ctx, [u8; 14], pkt.l4);
-        words::set_tail(&mut pkt.key, u16::from_ne_bytes([tcp[0], tcp[1]]), u16::from_ne_bytes([tcp[2], tcp[3]]), PROTO_TCP);
+        words::set_tail(
+            &mut pkt.key,
+            u16::from_ne_bytes([tcp[0], tcp[1]]),
+            u16::from_ne_bytes([tcp[2], tcp[3]]),
+            PROTO_TCP,
+        );
         pkt.tcp_flags = tcp[13];
     } else {
         let tcp = hdr!(ctx, TcpHdr, pkt.l4);
@@ -283,6 +293,11 @@ fn icmp(ctx: &XdpContext, pkt: &mut Packet) -> Parsed {
     }
     let ports = hdr_or_pass!(ctx, [u8; 4], pkt.inner_l4);
     let proto = pkt.inner.proto;
-    words::set_tail(&mut pkt.inner, u16::from_ne_bytes([ports[0], ports[1]]), u16::from_ne_bytes([ports[2], ports[3]]), proto);
+    words::set_tail(
+        &mut pkt.inner,
+        u16::from_ne_bytes([ports[0], ports[1]]),
+        u16::from_ne_bytes([ports[2], ports[3]]),
+        proto,
+    );
     Parsed::IcmpError
 }

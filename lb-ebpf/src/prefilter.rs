@@ -39,7 +39,12 @@ pub fn not_ours(ctx: &XdpContext) -> bool {
         let ip = unsafe { &*ip };
         let tot = u16::from_be_bytes([ip[2], ip[3]]) as usize;
         let frags = u16::from_be_bytes([ip[6], ip[7]]);
-        if ip[0] != 0x45 || (ip[9] != PROTO_UDP && ip[9] != PROTO_TCP) || frags & 0x3fff != 0 || tot < 28 || tot > len - ETH_LEN {
+        if ip[0] != 0x45
+            || (ip[9] != PROTO_UDP && ip[9] != PROTO_TCP)
+            || frags & 0x3fff != 0
+            || tot < 28
+            || tot > len - ETH_LEN
+        {
             return false;
         }
         (words::v4(&[ip[12], ip[13], ip[14], ip[15]]), words::v4(&[ip[16], ip[17], ip[18], ip[19]]))
@@ -48,7 +53,8 @@ pub fn not_ours(ctx: &XdpContext) -> bool {
         // SAFETY: bounds checked by ptr_at.
         let ip = unsafe { &*ip };
         let payload = u16::from_be_bytes([ip[4], ip[5]]) as usize;
-        if ip[0] >> 4 != 6 || (ip[6] != PROTO_UDP && ip[6] != PROTO_TCP) || payload < 8 || payload + 40 > len - ETH_LEN {
+        if ip[0] >> 4 != 6 || (ip[6] != PROTO_UDP && ip[6] != PROTO_TCP) || payload < 8 || payload + 40 > len - ETH_LEN
+        {
             return false;
         }
         // SAFETY: bytes 8..24 and 24..40 of the 48 bounds-checked bytes.

@@ -8,10 +8,7 @@ use aya_ebpf::{
     helpers::generated::{bpf_xdp_adjust_head, bpf_xdp_adjust_tail},
     programs::XdpContext,
 };
-use lb_common::{
-    csum::fold,
-    Stat, PROTO_TCP,
-};
+use lb_common::{csum::fold, Stat, PROTO_TCP};
 
 use crate::{
     forward::send,
@@ -79,7 +76,8 @@ pub fn too_big(ctx: &XdpContext, s: &mut Scratch) -> u32 {
 #[inline(always)]
 fn answer(ctx: &XdpContext, s: &mut Scratch, partial: bool) -> u32 {
     let k = &s.pkt.key;
-    let (src, dst, sport, dport, proto) = (words::get(k.src_aligned()), words::get(k.dst_aligned()), k.sport, k.dport, k.proto);
+    let (src, dst, sport, dport, proto) =
+        (words::get(k.src_aligned()), words::get(k.dst_aligned()), k.sport, k.dport, k.proto);
     words::put(s.rw.src_aligned_mut(), dst);
     words::put(s.rw.dst_aligned_mut(), src);
     s.rw.sport = dport;
@@ -194,8 +192,26 @@ fn icmp4_error(ctx: &XdpContext, s: &mut Scratch, ty: u8, code: u8, info: u32) -
     let src = last4(&s.pkt.key.dst);
     let dst = last4(&s.pkt.key.src);
     *ip = [
-        0x45, 0, (total >> 8) as u8, total as u8, 0, 0, 0x40, 0, 64, PROTO_ICMP, 0, 0, src[0], src[1], src[2], src[3],
-        dst[0], dst[1], dst[2], dst[3],
+        0x45,
+        0,
+        (total >> 8) as u8,
+        total as u8,
+        0,
+        0,
+        0x40,
+        0,
+        64,
+        PROTO_ICMP,
+        0,
+        0,
+        src[0],
+        src[1],
+        src[2],
+        src[3],
+        dst[0],
+        dst[1],
+        dst[2],
+        dst[3],
     ];
     let c = (!fold(sum(0, ip, 0))).to_ne_bytes();
     ip[10] = c[0];
@@ -269,9 +285,8 @@ fn tcp_rst(ctx: &XdpContext, s: &mut Scratch) -> Option<bool> {
     let tcp = ptr_at::<[u8; 20]>(ctx, l3 + ip_len)?;
     // SAFETY: bounds checked by ptr_at.
     let tcp = unsafe { &mut *tcp };
-    *tcp = [
-        t[2], t[3], t[0], t[1], 0, 0, 0, 0, seq[0], seq[1], seq[2], seq[3], 0x50, TCP_RST | TCP_ACK, 0, 0, 0, 0, 0, 0,
-    ];
+    *tcp =
+        [t[2], t[3], t[0], t[1], 0, 0, 0, 0, seq[0], seq[1], seq[2], seq[3], 0x50, TCP_RST | TCP_ACK, 0, 0, 0, 0, 0, 0];
     // Pseudo header of the answer: addresses swapped, length 20.
     let p = pseudo(s, ip_len, TCP_LEN as u16, true);
     let c = if partial { p } else { !fold(sum(u32::from(p), tcp, 0)) };

@@ -47,7 +47,6 @@ pub fn eq(a: &AlignedAddr, b: &AlignedAddr) -> bool {
     a[0] == b[0] && a[1] == b[1]
 }
 
-
 /// The IPv4-mapped form (`::ffff:a.b.c.d`) of the 4 address bytes at `b`
 /// (packet memory: read byte by byte, its alignment is unknown).
 #[inline(always)]
@@ -105,7 +104,9 @@ pub fn service_key_eq(a: &lb_common::ServiceKey, b: &lb_common::ServiceKey) -> b
     let (a, b) = (core::ptr::from_ref(a).cast::<u32>(), core::ptr::from_ref(b).cast::<u32>());
     // SAFETY: ServiceKey is 20 bytes, align(4): five u32s, no padding bytes
     // left undefined (`_pad` is a field).
-    unsafe { *a == *b && *a.add(1) == *b.add(1) && *a.add(2) == *b.add(2) && *a.add(3) == *b.add(3) && *a.add(4) == *b.add(4) }
+    unsafe {
+        *a == *b && *a.add(1) == *b.add(1) && *a.add(2) == *b.add(2) && *a.add(3) == *b.add(3) && *a.add(4) == *b.add(4)
+    }
 }
 
 /// Copies a whole map value of an `align(8)` type whose size is a multiple

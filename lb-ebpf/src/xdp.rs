@@ -2,9 +2,8 @@
 //! rewrite → send. Replies of tracked flows take the same line backwards.
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use lb_common::{
-    frag::NO_SERVICE,
-    hash::flow_hash_words, Backend, Flow, Reverse, Service, ServiceKey, Stat, BE_F_ACTIVE, FLOW_CLOSING,
-    FLOW_OPEN, PROTO_TCP, SNAT_PORT_COUNT, SNAT_PORT_MIN, SNAT_TRIES, SVC_F_RANGES, SVC_F_SNAT,
+    frag::NO_SERVICE, hash::flow_hash_words, Backend, Flow, Reverse, Service, ServiceKey, Stat, BE_F_ACTIVE,
+    FLOW_CLOSING, FLOW_OPEN, PROTO_TCP, SNAT_PORT_COUNT, SNAT_PORT_MIN, SNAT_TRIES, SVC_F_RANGES, SVC_F_SNAT,
     TCP_CLOSING_TIMEOUT,
 };
 
@@ -15,16 +14,13 @@ use crate::{
     clock::now,
     flowcache,
     forward::{transmit, FIB_FRAG_NEEDED},
-    frag, icmp,
-    guard,
-    log,
+    frag, guard, icmp, log,
     maps::{BACKENDS, FLOWS, REVERSE, SERVICES, SERVICE_SLOTS, TABLE, VIPS},
     nat::rewrite,
     nexthop,
-    prefilter,
-    ranges,
-    reject::{reject, too_big},
     packet::{parse, Parsed, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
+    prefilter, ranges,
+    reject::{reject, too_big},
     scratch::{self, Scratch},
     stats::{bump, count},
     words,
@@ -166,9 +162,7 @@ fn existing(s: &mut Scratch, svc: &Service, flow: Option<&mut Flow>, looked: boo
         }
     };
     let now = s.now;
-    if flow.service_id != svc.id
-        || now.saturating_sub(flow.last_seen_ns) > timeout_ns(svc, pkt.key.proto, flow.state)
-    {
+    if flow.service_id != svc.id || now.saturating_sub(flow.last_seen_ns) > timeout_ns(svc, pkt.key.proto, flow.state) {
         return None;
     }
     let be = backend(flow.backend_id)?;
@@ -183,7 +177,14 @@ fn existing(s: &mut Scratch, svc: &Service, flow: Option<&mut Flow>, looked: boo
         flow.last_seen_ns = now;
         if flow.snat_port != 0 {
             let proto = pkt.key.proto;
-            words::set_key(&mut s.rkey, words::get(be.addr_aligned()), words::get(be.snat_addr_aligned()), be.port, flow.snat_port, proto);
+            words::set_key(
+                &mut s.rkey,
+                words::get(be.addr_aligned()),
+                words::get(be.snat_addr_aligned()),
+                be.port,
+                flow.snat_port,
+                proto,
+            );
             if let Some(r) = REVERSE.get_ptr_mut(&s.rkey) {
                 // SAFETY: map value pointer valid for this program run.
                 unsafe { (*r).last_seen_ns = now };
@@ -213,7 +214,14 @@ fn pick(s: &mut Scratch, svc: &Service) -> Option<&'static Backend> {
         return None;
     }
     let k = &s.pkt.key;
-    let h = flow_hash_words(words::get(k.src_aligned()), words::get(k.dst_aligned()), k.sport, k.dport, k.proto, svc.hash_seed);
+    let h = flow_hash_words(
+        words::get(k.src_aligned()),
+        words::get(k.dst_aligned()),
+        k.sport,
+        k.dport,
+        k.proto,
+        svc.hash_seed,
+    );
     let id = *TABLE.get(svc.table_offset + h % svc.table_size)?;
     let be = backend(id)?;
     if be.flags & BE_F_ACTIVE == 0 {
@@ -246,12 +254,20 @@ fn alloc_snat(s: &mut Scratch, svc: &Service, be: &Backend) -> bool {
     let now = s.now;
     fill_reverse(s, svc, now);
     let k = &s.pkt.key;
-    let base = flow_hash_words(words::get(k.src_aligned()), words::get(k.dst_aligned()), k.sport, k.dport, k.proto, 0x5eed_5eed);
+    let base = flow_hash_words(
+        words::get(k.src_aligned()),
+        words::get(k.dst_aligned()),
+        k.sport,
+        k.dport,
+        k.proto,
+        0x5eed_5eed,
+    );
     let proto = k.proto;
     words::put(s.rkey.src_aligned_mut(), words::get(be.addr_aligned()));
     words::put(s.rkey.dst_aligned_mut(), words::get(be.snat_addr_aligned()));
     for i in 0..SNAT_TRIES {
-        let port = (u32::from(SNAT_PORT_MIN) + base.wrapping_add(i.wrapping_mul(7919)) % u32::from(SNAT_PORT_COUNT)) as u16;
+        let port =
+            (u32::from(SNAT_PORT_MIN) + base.wrapping_add(i.wrapping_mul(7919)) % u32::from(SNAT_PORT_COUNT)) as u16;
         words::set_tail(&mut s.rkey, be.port, port.to_be(), proto);
         // Look before inserting: a refused insert costs as much as one that
         // succeeds (the LRU hands out a node and takes it back), and the
@@ -353,7 +369,13 @@ fn record(s: &mut Scratch, svc: &Service, be: &Backend, sticky: bool, flow: Opti
 /// Client → VIP: find or pick the backend, rewrite, send. `flow`/`looked`:
 /// as for `existing`.
 #[inline(never)]
-fn to_backend(ctx: &XdpContext, s: &mut Scratch, svc: &Service, mut flow: Option<&'static mut Flow>, looked: bool) -> u32 {
+fn to_backend(
+    ctx: &XdpContext,
+    s: &mut Scratch,
+    svc: &Service,
+    mut flow: Option<&'static mut Flow>,
+    looked: bool,
+) -> u32 {
     // Source ranges: every packet, flows in progress included.
     if svc.flags & SVC_F_RANGES != 0 && !ranges::allowed(s, svc) {
         bump(Stat::DropSourceRange);
@@ -435,7 +457,9 @@ fn finish(ctx: &XdpContext, s: &mut Scratch) -> u32 {
     if rc == FIB_FRAG_NEEDED && s.pkt.df {
         return TOO_BIG;
     }
-    if let Some(partial) = rewrite(ctx, &s.pkt, &s.rw) { transmit(ctx, &mut s.fib, rc, partial, caps) } else {
+    if let Some(partial) = rewrite(ctx, &s.pkt, &s.rw) {
+        transmit(ctx, &mut s.fib, rc, partial, caps)
+    } else {
         bump(Stat::DropMalformed);
         xdp_action::XDP_DROP
     }

@@ -219,9 +219,7 @@ fn map_memory() -> Vec<MapMem> {
     let Ok(dir) = std::fs::read_dir("/proc/self/fdinfo") else { return Vec::new() };
     for e in dir.flatten() {
         let Ok(text) = std::fs::read_to_string(e.path()) else { continue };
-        let field = |k: &str| {
-            text.lines().find_map(|l| l.strip_prefix(k).and_then(|v| v.trim().parse::<u64>().ok()))
-        };
+        let field = |k: &str| text.lines().find_map(|l| l.strip_prefix(k).and_then(|v| v.trim().parse::<u64>().ok()));
         let (Some(id), Some(memlock)) = (field("map_id:"), field("memlock:")) else { continue };
         let name = aya::maps::MapInfo::from_id(id as u32)
             .ok()
@@ -320,7 +318,8 @@ fn measure(opts: &Opts, pin: &Path, agent: Option<(&Path, &str, &Path, &Path)>) 
         ..Default::default()
     };
     let t = Instant::now();
-    let mut ebpf = xlb::datapath::load_with(pin, opts.flow_entries, opts.table_entries).context("loading the data path")?;
+    let mut ebpf =
+        xlb::datapath::load_with(pin, opts.flow_entries, opts.table_entries).context("loading the data path")?;
     let xdp: &mut Xdp = ebpf.program_mut("xlb_xdp").context("program xlb_xdp")?.try_into()?;
     xdp.load().context("loading xlb_xdp")?;
     r.load_ms = ms(t.elapsed());
@@ -457,7 +456,8 @@ fn agent_run(opts: &Opts, xlb: &Path, netns: &str, pin: &Path, config: &Path) ->
     std::fs::write(config, &text).with_context(|| format!("writing {}", config.display()))?;
     let mut r = AgentResults { config_bytes: text.len() as u64, reloads: 3, ..Default::default() };
     let t = Instant::now();
-    let parsed = xlb::config::parse("bench.yaml", &text).map_err(|e| anyhow::anyhow!("the generated file does not validate: {e}"))?;
+    let parsed = xlb::config::parse("bench.yaml", &text)
+        .map_err(|e| anyhow::anyhow!("the generated file does not validate: {e}"))?;
     r.parse_ms = ms(t.elapsed());
     ensure!(parsed.state.services.len() == state.services.len(), "the generated file lost services");
     drop(parsed);
@@ -558,7 +558,8 @@ fn machine() -> String {
     let model = cpuinfo
         .lines()
         .find(|l| l.starts_with("model name"))
-        .and_then(|l| l.split(':').nth(1)).map_or_else(|| "unknown CPU".into(), |s| s.trim().to_string());
+        .and_then(|l| l.split(':').nth(1))
+        .map_or_else(|| "unknown CPU".into(), |s| s.trim().to_string());
     let cpus = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string();
     format!("{model}, {cpus} CPUs, kernel {kernel}")
@@ -594,7 +595,12 @@ fn summary(r: &Results, opts: &Opts) -> String {
         r.change_median_ms,
         target(r.change_median_ms, 50.0)
     );
-    let _ = writeln!(s, "| one endpoint change, worst | {:.2} ms | ≤ 50 ms | {} |", r.change_max_ms, target(r.change_max_ms, 50.0));
+    let _ = writeln!(
+        s,
+        "| one endpoint change, worst | {:.2} ms | ≤ 50 ms | {} |",
+        r.change_max_ms,
+        target(r.change_max_ms, 50.0)
+    );
     let _ = writeln!(s, "| kernel memory of the maps (memlock) | {} | | |", mib(r.maps_memlock_bytes));
     let _ = writeln!(
         s,
@@ -605,7 +611,12 @@ fn summary(r: &Results, opts: &Opts) -> String {
     );
     let _ = writeln!(s, "| process peak RSS | {} | | |", mib(r.hwm_kib * 1024));
     if let Some(a) = &r.agent {
-        let _ = writeln!(s, "| agent (`xlb agent`, same services from a {} YAML file): start to running | {:.0} ms | | |", mib(a.config_bytes), a.start_ms);
+        let _ = writeln!(
+            s,
+            "| agent (`xlb agent`, same services from a {} YAML file): start to running | {:.0} ms | | |",
+            mib(a.config_bytes),
+            a.start_ms
+        );
         let _ = writeln!(
             s,
             "| agent RSS: total (anonymous + mapped maps and files) | {} ({} + {}) | | |",
@@ -707,10 +718,12 @@ fn real_main() -> Result<()> {
     println!("machine: {machine}\n");
     println!("{table}");
     if let Some(path) = &opts.markdown {
-        std::fs::write(path, format!("Machine: {machine}.\n\n{table}")).with_context(|| format!("writing {}", path.display()))?;
+        std::fs::write(path, format!("Machine: {machine}.\n\n{table}"))
+            .with_context(|| format!("writing {}", path.display()))?;
     }
     if let Some(path) = &opts.json {
-        std::fs::write(path, serde_json::to_string_pretty(&r)?).with_context(|| format!("writing {}", path.display()))?;
+        std::fs::write(path, serde_json::to_string_pretty(&r)?)
+            .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
 }

@@ -526,12 +526,17 @@ fn median(v: &mut [u64]) -> u64 {
 }
 
 fn backends_of(ip: &str, n: u16) -> Vec<BackendSpec> {
-    (0..n)
-        .map(|i| BackendSpec { addr: SocketAddr::new(ip.parse().unwrap(), BACKEND_PORT + i), weight: 1 })
-        .collect()
+    (0..n).map(|i| BackendSpec { addr: SocketAddr::new(ip.parse().unwrap(), BACKEND_PORT + i), weight: 1 }).collect()
 }
 
-fn spec(name: &str, vip: &str, port: u16, protocol: Protocol, source: SourceMode, backends: Vec<BackendSpec>) -> ServiceSpec {
+fn spec(
+    name: &str,
+    vip: &str,
+    port: u16,
+    protocol: Protocol,
+    source: SourceMode,
+    backends: Vec<BackendSpec>,
+) -> ServiceSpec {
     ServiceSpec {
         name: name.into(),
         vip: vip.parse().unwrap(),
@@ -596,7 +601,8 @@ impl Bench {
         ports.set(0, v1, None, 0)?;
         ports.set(1, v1, None, 0)?;
         let progs: ProgramArray<MapData> = bench.take_map("BENCH_PROGS").context("BENCH_PROGS")?.try_into()?;
-        let template: Array<MapData, Template> = bench.take_map("BENCH_TEMPLATE").context("BENCH_TEMPLATE")?.try_into()?;
+        let template: Array<MapData, Template> =
+            bench.take_map("BENCH_TEMPLATE").context("BENCH_TEMPLATE")?.try_into()?;
         let fib: Array<MapData, FibConf> = bench.take_map("BENCH_FIB").context("BENCH_FIB")?.try_into()?;
         let mut hash: aya::maps::HashMap<MapData, [u32; 5], u64> =
             bench.take_map("BENCH_HASH").context("BENCH_HASH")?.try_into()?;
@@ -796,9 +802,29 @@ impl Bench {
         self.opts.repeat = (self.opts.flow_entries / (4 * (self.opts.rounds + 1))).clamp(1, full_repeat);
         let note = format!("{} flows a run", self.opts.repeat);
         let f = frame(CLIENT4_MAC, V0_MAC, sock(CLIENT4, 1024), sock(VIP4, 53), L4::Udp);
-        self.measure(&format!("IPv4 UDP new flow, tables not full ({note})"), &f, true, v0, Target::Xlb, XDP_REDIRECT, &[Stat::FlowNew, fwd], Some(400), None)?;
+        self.measure(
+            &format!("IPv4 UDP new flow, tables not full ({note})"),
+            &f,
+            true,
+            v0,
+            Target::Xlb,
+            XDP_REDIRECT,
+            &[Stat::FlowNew, fwd],
+            Some(400),
+            None,
+        )?;
         let f = frame(CLIENT4_MAC, V0_MAC, sock(CLIENT4, 1024), sock(VIP4, 80), L4::Tcp(TCP_SYN));
-        self.measure(&format!("IPv4 TCP SYN, tables not full ({note})"), &f, true, v0, Target::Xlb, XDP_REDIRECT, &[Stat::FlowNew, fwd], Some(400), Some(445))?;
+        self.measure(
+            &format!("IPv4 TCP SYN, tables not full ({note})"),
+            &f,
+            true,
+            v0,
+            Target::Xlb,
+            XDP_REDIRECT,
+            &[Stat::FlowNew, fwd],
+            Some(400),
+            Some(445),
+        )?;
         self.opts.repeat = full_repeat;
         for (v6, client, cmac, vip, bmac) in
             [(false, CLIENT4, CLIENT4_MAC, VIP4, BACKEND4_MAC), (true, CLIENT6, CLIENT6_MAC, VIP6, BACKEND6_MAC)]
@@ -811,7 +837,11 @@ impl Bench {
                 // New flow: every iteration from another source port/address; the
                 // tables are full by now (steady state): every insert evicts.
                 let f = frame(cmac, V0_MAC, sock(client, 1024), sock(vip, port), first);
-                let name = if udp { format!("{fam} UDP new flow, full tables") } else { format!("{fam} TCP SYN, full tables") };
+                let name = if udp {
+                    format!("{fam} UDP new flow, full tables")
+                } else {
+                    format!("{fam} TCP SYN, full tables")
+                };
                 let (target, katran) = match (v6, udp) {
                     (false, false) => (Some(400), Some(445)),
                     (false, true) => (Some(400), None),
@@ -834,7 +864,17 @@ impl Bench {
                 // The backend's reply to the tuple it saw.
                 let (src, dst) = tuple_of(&out).context("priming output is not IPv4/IPv6")?;
                 let r = frame(bmac, V1_MAC, dst, src, next);
-                self.measure(&format!("{fam} {proto} reply"), &r, false, v1, Target::Xlb, XDP_REDIRECT, &[Stat::Reply, fwd], None, None)?;
+                self.measure(
+                    &format!("{fam} {proto} reply"),
+                    &r,
+                    false,
+                    v1,
+                    Target::Xlb,
+                    XDP_REDIRECT,
+                    &[Stat::Reply, fwd],
+                    None,
+                    None,
+                )?;
             }
         }
 
@@ -843,18 +883,58 @@ impl Bench {
         // entries (xlb rewrites them in place). Comparable with Katran's
         // 445 ns; a SYN of a new tuple (above) also pays for cold entries.
         let f = frame(CLIENT4_MAC, V0_MAC, sock(CLIENT4, 34000), sock(VIP4, 80), L4::Tcp(TCP_SYN));
-        self.measure("IPv4 TCP SYN, same tuple every time (Katran's method)", &f, false, v0, Target::Xlb, XDP_REDIRECT, &[Stat::FlowNew, fwd], Some(400), Some(445))?;
+        self.measure(
+            "IPv4 TCP SYN, same tuple every time (Katran's method)",
+            &f,
+            false,
+            v0,
+            Target::Xlb,
+            XDP_REDIRECT,
+            &[Stat::FlowNew, fwd],
+            Some(400),
+            Some(445),
+        )?;
 
         // source: preserve (Katran-like: the client address is kept).
         let f = frame(CLIENT4_MAC, V0_MAC, sock(CLIENT4, 1024), sock(VIP4_PRESERVE, 53), L4::Udp);
-        self.measure("IPv4 UDP new flow, full tables (preserve)", &f, true, v0, Target::Xlb, XDP_REDIRECT, &[Stat::FlowNew, fwd], Some(400), None)?;
+        self.measure(
+            "IPv4 UDP new flow, full tables (preserve)",
+            &f,
+            true,
+            v0,
+            Target::Xlb,
+            XDP_REDIRECT,
+            &[Stat::FlowNew, fwd],
+            Some(400),
+            None,
+        )?;
         let f = frame(CLIENT4_MAC, V0_MAC, sock(CLIENT4, 33000), sock(VIP4_PRESERVE, 53), L4::Udp);
         self.prime(&f, v0)?;
-        self.measure("IPv4 UDP established (preserve)", &f, false, v0, Target::Xlb, XDP_REDIRECT, &[Stat::FlowHit, fwd], Some(170), Some(225))?;
+        self.measure(
+            "IPv4 UDP established (preserve)",
+            &f,
+            false,
+            v0,
+            Target::Xlb,
+            XDP_REDIRECT,
+            &[Stat::FlowHit, fwd],
+            Some(170),
+            Some(225),
+        )?;
 
         // Not for a VIP: passed to the kernel untouched.
         let f = frame(CLIENT4_MAC, V0_MAC, sock(CLIENT4, 33000), sock("10.1.0.1", 22), L4::Tcp(TCP_ACK));
-        self.measure("IPv4 non-VIP pass", &f, false, v0, Target::Xlb, XDP_PASS, &[Stat::PassNotVip], Some(30), Some(62))?;
+        self.measure(
+            "IPv4 non-VIP pass",
+            &f,
+            false,
+            v0,
+            Target::Xlb,
+            XDP_PASS,
+            &[Stat::PassNotVip],
+            Some(30),
+            Some(62),
+        )?;
         let f = frame(CLIENT6_MAC, V0_MAC, sock(CLIENT6, 33000), sock("fd00:1::1", 22), L4::Tcp(TCP_ACK));
         self.measure("IPv6 non-VIP pass", &f, false, v0, Target::Xlb, XDP_PASS, &[Stat::PassNotVip], Some(30), None)?;
 
@@ -867,18 +947,98 @@ impl Bench {
         // Per-stage costs: one operation each, through the same harness.
         println!("  per-stage costs (one operation of the data path alone):");
         self.fib.set(0, fib_conf("10.2.0.1", BACKEND4), 0)?;
-        self.measure("stage: FIB lookup IPv4", &udp4, false, v0, Target::Bench("stage_fib"), XDP_PASS, &[], None, None)?;
+        self.measure(
+            "stage: FIB lookup IPv4",
+            &udp4,
+            false,
+            v0,
+            Target::Bench("stage_fib"),
+            XDP_PASS,
+            &[],
+            None,
+            None,
+        )?;
         self.fib.set(0, fib_conf("fd00:2::1", BACKEND6), 0)?;
-        self.measure("stage: FIB lookup IPv6", &udp4, false, v0, Target::Bench("stage_fib"), XDP_PASS, &[], None, None)?;
-        self.measure("stage: bpf_ktime_get_ns", &udp4, false, v0, Target::Bench("stage_ktime"), XDP_PASS, &[], None, None)?;
-        self.measure("stage: bpf_ktime_get_coarse_ns", &udp4, false, v0, Target::Bench("stage_ktime_coarse"), XDP_PASS, &[], None, None)?;
-        self.measure("stage: hash lookup, 20-byte key", &udp4, false, v0, Target::Bench("stage_hash"), XDP_PASS, &[], None, None)?;
-        self.measure("stage: LRU hash lookup, 40-byte key", &udp4, false, v0, Target::Bench("stage_lru"), XDP_PASS, &[], None, None)?;
+        self.measure(
+            "stage: FIB lookup IPv6",
+            &udp4,
+            false,
+            v0,
+            Target::Bench("stage_fib"),
+            XDP_PASS,
+            &[],
+            None,
+            None,
+        )?;
+        self.measure(
+            "stage: bpf_ktime_get_ns",
+            &udp4,
+            false,
+            v0,
+            Target::Bench("stage_ktime"),
+            XDP_PASS,
+            &[],
+            None,
+            None,
+        )?;
+        self.measure(
+            "stage: bpf_ktime_get_coarse_ns",
+            &udp4,
+            false,
+            v0,
+            Target::Bench("stage_ktime_coarse"),
+            XDP_PASS,
+            &[],
+            None,
+            None,
+        )?;
+        self.measure(
+            "stage: hash lookup, 20-byte key",
+            &udp4,
+            false,
+            v0,
+            Target::Bench("stage_hash"),
+            XDP_PASS,
+            &[],
+            None,
+            None,
+        )?;
+        self.measure(
+            "stage: LRU hash lookup, 40-byte key",
+            &udp4,
+            false,
+            v0,
+            Target::Bench("stage_lru"),
+            XDP_PASS,
+            &[],
+            None,
+            None,
+        )?;
         let n = self.opts.flow_entries;
         let full_repeat = self.opts.repeat;
         self.opts.repeat = (n / (4 * (self.opts.rounds + 1))).clamp(1, full_repeat);
-        self.measure("stage: plain hash insert, new key, not full", &udp4, false, v0, Target::Bench("stage_hash_insert"), XDP_PASS, &[], None, None)?;
-        self.measure("stage: random 64-byte bucket read+write, 64 MiB array", &udp4, false, v0, Target::Bench("stage_bucket"), XDP_PASS, &[], None, None)?;
+        self.measure(
+            "stage: plain hash insert, new key, not full",
+            &udp4,
+            false,
+            v0,
+            Target::Bench("stage_hash_insert"),
+            XDP_PASS,
+            &[],
+            None,
+            None,
+        )?;
+        self.measure(
+            "stage: random 64-byte bucket read+write, 64 MiB array",
+            &udp4,
+            false,
+            v0,
+            Target::Bench("stage_bucket"),
+            XDP_PASS,
+            &[],
+            None,
+            None,
+        )?;
         for (lists, prog) in [("common list", "stage_lru_insert"), ("per-CPU lists", "stage_pcpu_lru_insert")] {
             let name = format!("stage: LRU insert, new key, {lists}, {n} entries, not full");
             self.measure(&name, &udp4, false, v0, Target::Bench(prog), XDP_PASS, &[], None, None)?;
@@ -898,7 +1058,8 @@ fn machine() -> String {
     let model = cpuinfo
         .lines()
         .find(|l| l.starts_with("model name"))
-        .and_then(|l| l.split(':').nth(1)).map_or_else(|| "unknown CPU".into(), |s| s.trim().to_string());
+        .and_then(|l| l.split(':').nth(1))
+        .map_or_else(|| "unknown CPU".into(), |s| s.trim().to_string());
     let cpus = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string();
     let mem = std::fs::read_to_string("/proc/meminfo")
@@ -936,7 +1097,11 @@ fn summary(rows: &[Row]) -> String {
                 None => String::new(),
             }
         };
-        let _ = writeln!(s, "| {} | {} | {} | {} | {} | {} | {} |", r.class, r.verdict, r.raw_ns, r.net_ns, ratio, target, mark);
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            r.class, r.verdict, r.raw_ns, r.net_ns, ratio, target, mark
+        );
     }
     let _ = writeln!(s);
     let _ = writeln!(
@@ -986,7 +1151,16 @@ fn real_main() -> Result<bool> {
     let cleanup = Cleanup { netns: format!("{NETNS_PREFIX}{pid}"), pin: PathBuf::from(format!("{PIN_PREFIX}{pid}")) };
     sh(&["ip", "netns", "add", &cleanup.netns], None)?;
     sh(
-        &["ip", "netns", "exec", &cleanup.netns, "sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"],
+        &[
+            "ip",
+            "netns",
+            "exec",
+            &cleanup.netns,
+            "sysctl",
+            "-qw",
+            "net.ipv4.ip_forward=1",
+            "net.ipv6.conf.all.forwarding=1",
+        ],
         None,
     )?;
     sh(&["ip", "-n", &cleanup.netns, "-batch", "-"], Some(&setup_commands()))?;
@@ -1031,7 +1205,8 @@ fn real_main() -> Result<bool> {
             "backends": opts.backends,
             "rows": rows,
         });
-        std::fs::write(path, serde_json::to_string_pretty(&j)?).with_context(|| format!("writing {}", path.display()))?;
+        std::fs::write(path, serde_json::to_string_pretty(&j)?)
+            .with_context(|| format!("writing {}", path.display()))?;
     }
     let failed: Vec<&Row> = rows.iter().filter(|r| !r.ok).collect();
     for r in &failed {

@@ -55,7 +55,10 @@ use serde_json::{json, Value};
 // ---------------------------------------------------------------- options
 
 #[derive(Parser, Debug)]
-#[command(name = "forward_bench", about = "Forwarding benchmark of xlb (run by `cargo xtask bench forward`; needs root)")]
+#[command(
+    name = "forward_bench",
+    about = "Forwarding benchmark of xlb (run by `cargo xtask bench forward`; needs root)"
+)]
 #[expect(clippy::struct_field_names, reason = "the fields are the command-line flags")]
 struct Args {
     /// Tiny configuration for the smoke test: 1 run of 1 round, short slices.
@@ -490,7 +493,11 @@ fn cleanup_stale() {
             for e in rd.flatten() {
                 let name = e.file_name().to_string_lossy().to_string();
                 if stale(&name) {
-                    let _ = if e.path().is_dir() { std::fs::remove_dir_all(e.path()) } else { std::fs::remove_file(e.path()) };
+                    let _ = if e.path().is_dir() {
+                        std::fs::remove_dir_all(e.path())
+                    } else {
+                        std::fs::remove_file(e.path())
+                    };
                 }
             }
         }
@@ -568,10 +575,8 @@ impl Drop for Proc {
 
 fn load_bench(prog: &str) -> Result<Ebpf> {
     let mut ebpf = Ebpf::load(xlb::BENCH_OBJECT).context("loading xlb::BENCH_OBJECT")?;
-    let p: &mut Xdp = ebpf
-        .program_mut(prog)
-        .ok_or_else(|| anyhow!("no program {prog} in the bench object"))?
-        .try_into()?;
+    let p: &mut Xdp =
+        ebpf.program_mut(prog).ok_or_else(|| anyhow!("no program {prog} in the bench object"))?.try_into()?;
     p.load().with_context(|| format!("loading {prog}"))?;
     Ok(ebpf)
 }
@@ -736,13 +741,13 @@ mod rawbpf {
 
     fn program(frame: &[u8], ports: u32) -> Vec<Insn> {
         let mut v = vec![
-            insn(ALU64 | MOV | X, 6, 1, 0, 0),           // r6 = ctx
-            insn(JMP | CALL, 0, 0, 0, GET_PRANDOM_U32),  // r0 = random
-            insn(ALU64 | MOV | X, 7, 0, 0, 0),           // r7 = r0
-            insn(LDX | W | MEM, 2, 6, 0, 0),             // r2 = ctx->data
-            insn(LDX | W | MEM, 3, 6, 4, 0),             // r3 = ctx->data_end
-            insn(ALU64 | MOV | X, 4, 2, 0, 0),           // r4 = r2
-            insn(ALU64 | ADD | K, 4, 0, 0, HDR as i32),  // r4 += 42
+            insn(ALU64 | MOV | X, 6, 1, 0, 0),          // r6 = ctx
+            insn(JMP | CALL, 0, 0, 0, GET_PRANDOM_U32), // r0 = random
+            insn(ALU64 | MOV | X, 7, 0, 0, 0),          // r7 = r0
+            insn(LDX | W | MEM, 2, 6, 0, 0),            // r2 = ctx->data
+            insn(LDX | W | MEM, 3, 6, 4, 0),            // r3 = ctx->data_end
+            insn(ALU64 | MOV | X, 4, 2, 0, 0),          // r4 = r2
+            insn(ALU64 | ADD | K, 4, 0, 0, HDR as i32), // r4 += 42
         ];
         let jump_at = v.len();
         v.push(insn(JMP | JGT | X, 4, 3, 0, 0)); // if r4 > r3 goto abort (patched)
@@ -851,9 +856,8 @@ mod rawbpf {
             };
             attr.prog_name[..7].copy_from_slice(b"fwd_gen");
             // SAFETY: attr points at valid instructions, license and log buffer that outlive the call.
-            let fd = unsafe {
-                libc::syscall(libc::SYS_bpf, BPF_PROG_LOAD, &raw mut attr, std::mem::size_of::<ProgLoad>())
-            };
+            let fd =
+                unsafe { libc::syscall(libc::SYS_bpf, BPF_PROG_LOAD, &raw mut attr, std::mem::size_of::<ProgLoad>()) };
             if fd < 0 {
                 let err = std::io::Error::last_os_error();
                 let end = log.iter().position(|b| *b == 0).unwrap_or(log.len());
@@ -1138,7 +1142,8 @@ impl Bench {
     }
 
     fn enable_bpf_stats(&mut self) -> Result<()> {
-        self.stats_fd = Some(aya::sys::enable_stats(aya::sys::Stats::RunTime).context("enabling BPF run-time statistics")?);
+        self.stats_fd =
+            Some(aya::sys::enable_stats(aya::sys::Stats::RunTime).context("enabling BPF run-time statistics")?);
         let id = |e: &Ebpf, p: &str| -> Result<u32> { Ok(xdp_ref(e, p)?.info()?.id()) };
         self.prog_ids.push(("min_fwd", id(&self.min_fwd, "min_fwd")?));
         self.prog_ids.push(("sink", id(&self.sinks[0], "sink")?));
@@ -1152,7 +1157,9 @@ impl Bench {
             .and_then(|v| v.parse::<u32>().ok())
             .ok_or_else(|| anyhow!("no XDP program id on l1: {l1}"))?;
         self.prog_ids.push(("xlb", xlb));
-        self.notes.push("--bpf-stats: kernel BPF run-time statistics were on (they add ~20-40 ns to every program run)".into());
+        self.notes.push(
+            "--bpf-stats: kernel BPF run-time statistics were on (they add ~20-40 ns to every program run)".into(),
+        );
         Ok(())
     }
 
@@ -1178,15 +1185,47 @@ impl Bench {
         for x in 0..4u8 {
             let (gi, li) = (format!("g{x}"), format!("l{x}"));
             lb.ip(&[
-                "link", "add", &li, "address", &mac_str(mac_l(x)), "type", "veth", "peer", "name", &gi, "address",
-                &mac_str(mac_g(x)), "netns", &g.name,
+                "link",
+                "add",
+                &li,
+                "address",
+                &mac_str(mac_l(x)),
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &gi,
+                "address",
+                &mac_str(mac_g(x)),
+                "netns",
+                &g.name,
             ])?;
             lb.ip(&["addr", "add", &format!("{}/24", lb_addr(x)), "dev", &li])?;
             g.ip(&["addr", "add", &format!("{}/24", gen_addr(x)), "dev", &gi])?;
             lb.ip(&["link", "set", &li, "up"])?;
             g.ip(&["link", "set", &gi, "up"])?;
-            lb.ip(&["neigh", "replace", &gen_addr(x).to_string(), "lladdr", &mac_str(mac_g(x)), "dev", &li, "nud", "permanent"])?;
-            g.ip(&["neigh", "replace", &lb_addr(x).to_string(), "lladdr", &mac_str(mac_l(x)), "dev", &gi, "nud", "permanent"])?;
+            lb.ip(&[
+                "neigh",
+                "replace",
+                &gen_addr(x).to_string(),
+                "lladdr",
+                &mac_str(mac_g(x)),
+                "dev",
+                &li,
+                "nud",
+                "permanent",
+            ])?;
+            g.ip(&[
+                "neigh",
+                "replace",
+                &lb_addr(x).to_string(),
+                "lladdr",
+                &mac_str(mac_l(x)),
+                "dev",
+                &gi,
+                "nud",
+                "permanent",
+            ])?;
         }
         // Devices without traffic (veth pairs left down: not every kernel has
         // `dummy`) that hold the generator programs in the XDP dispatcher
@@ -1202,16 +1241,48 @@ impl Bench {
             let be = &self.be[i];
             let (bn, en) = (format!("b{n}"), if n < 2 { "eth0" } else { "eth1" });
             lb.ip(&[
-                "link", "add", &bn, "address", &mac_str(mac_b(n)), "type", "veth", "peer", "name", en, "address",
-                &mac_str(mac_be(n)), "netns", &be.name,
+                "link",
+                "add",
+                &bn,
+                "address",
+                &mac_str(mac_b(n)),
+                "type",
+                "veth",
+                "peer",
+                "name",
+                en,
+                "address",
+                &mac_str(mac_be(n)),
+                "netns",
+                &be.name,
             ])?;
             lb.ip(&["addr", "add", &format!("{}/24", be_gw(n)), "dev", &bn])?;
             be.ip(&["addr", "add", &format!("{}/24", be_addr(n)), "dev", en])?;
             lb.ip(&["link", "set", &bn, "up"])?;
             be.ip(&["link", "set", en, "up"])?;
             // The sinks drop ARP: static neighbours both ways.
-            lb.ip(&["neigh", "replace", &be_addr(n).to_string(), "lladdr", &mac_str(mac_be(n)), "dev", &bn, "nud", "permanent"])?;
-            be.ip(&["neigh", "replace", &be_gw(n).to_string(), "lladdr", &mac_str(mac_b(n)), "dev", en, "nud", "permanent"])?;
+            lb.ip(&[
+                "neigh",
+                "replace",
+                &be_addr(n).to_string(),
+                "lladdr",
+                &mac_str(mac_be(n)),
+                "dev",
+                &bn,
+                "nud",
+                "permanent",
+            ])?;
+            be.ip(&[
+                "neigh",
+                "replace",
+                &be_gw(n).to_string(),
+                "lladdr",
+                &mac_str(mac_b(n)),
+                "dev",
+                en,
+                "nud",
+                "permanent",
+            ])?;
             // Replies: xlb's clients via b0/b1 (through xlb), nft's via b2/b3.
             let client_net = if n < 2 { "10.200.1.0/24" } else { "10.200.2.0/24" };
             be.ip(&["route", "add", client_net, "via", &be_gw(n).to_string(), "dev", en])?;
@@ -1224,9 +1295,8 @@ impl Bench {
             }
             Ok(())
         })??;
-        self.gen_ifindex = g.run(|| -> Result<[u32; 4]> {
-            Ok([ifindex("g0")?, ifindex("g1")?, ifindex("g2")?, ifindex("g3")?])
-        })??;
+        self.gen_ifindex =
+            g.run(|| -> Result<[u32; 4]> { Ok([ifindex("g0")?, ifindex("g1")?, ifindex("g2")?, ifindex("g3")?]) })??;
         Ok(())
     }
 
@@ -1290,7 +1360,11 @@ impl Bench {
             let comm = &stat[open + 1..close];
             let f: Vec<&str> = stat[close + 1..].split_whitespace().collect();
             let ppid: i32 = f.get(1).and_then(|v| v.parse().ok()).unwrap_or(0);
-            if ours.contains(&pid) || ours.contains(&ppid) || comm.starts_with("napi/") || comm.starts_with("ksoftirqd/") {
+            if ours.contains(&pid)
+                || ours.contains(&ppid)
+                || comm.starts_with("napi/")
+                || comm.starts_with("ksoftirqd/")
+            {
                 continue;
             }
             let t = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
@@ -1302,7 +1376,8 @@ impl Bench {
     /// `xlb stats -o json` (the CLI reads the pinned maps; empty on error).
     fn xlb_stats(&self) -> BTreeMap<String, u64> {
         let Some(bin) = &self.xlb_bin else { return BTreeMap::new() };
-        let out = Command::new(bin).args(["stats", "-o", "json", "--pin-path"]).arg(&self.pins).stdin(Stdio::null()).output();
+        let out =
+            Command::new(bin).args(["stats", "-o", "json", "--pin-path"]).arg(&self.pins).stdin(Stdio::null()).output();
         out.ok()
             .filter(|o| o.status.success())
             .and_then(|o| serde_json::from_slice::<BTreeMap<String, Value>>(&o.stdout).ok())
@@ -1380,9 +1455,14 @@ impl Bench {
         for (proto, port) in [("udp", UDP_PORT), ("tcp", TCP_SETUP_PORT), ("tcp", TCP_RR_PORT)] {
             let s = format!("svc-{proto}-{port}");
             svc += &format!("{VIP_NFT} . {proto} . {port} : goto {s}, ");
-            chains += &format!("  chain {s} {{\n    numgen random mod 2 vmap {{ 0 : goto {s}-ep0, 1 : goto {s}-ep1 }}\n  }}\n");
+            chains += &format!(
+                "  chain {s} {{\n    numgen random mod 2 vmap {{ 0 : goto {s}-ep0, 1 : goto {s}-ep1 }}\n  }}\n"
+            );
             for i in 0..2u8 {
-                chains += &format!("  chain {s}-ep{i} {{\n    meta l4proto {proto} dnat to {}:{port}\n  }}\n", be_addr(i + 2));
+                chains += &format!(
+                    "  chain {s}-ep{i} {{\n    meta l4proto {proto} dnat to {}:{port}\n  }}\n",
+                    be_addr(i + 2)
+                );
             }
         }
         let rules = format!(
@@ -1431,11 +1511,8 @@ impl Bench {
         };
         let dir = self.tmp.join("nginx");
         std::fs::create_dir_all(&dir)?;
-        let affinity = if self.nproc > FWD_CPU {
-            format!("worker_cpu_affinity {:b};\n", 1u64 << FWD_CPU)
-        } else {
-            String::new()
-        };
+        let affinity =
+            if self.nproc > FWD_CPU { format!("worker_cpu_affinity {:b};\n", 1u64 << FWD_CPU) } else { String::new() };
         let conf = format!(
             "{load}daemon off;\nworker_processes 1;\n{affinity}worker_priority {BENCH_NICE};\nworker_rlimit_nofile 65536;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
              events {{ worker_connections 16384; }}\n\
@@ -1506,7 +1583,9 @@ impl Bench {
              the forwarders and the backends' receive path they trigger run on CPU {FWD_CPU}; generator, NAPI kthreads and nginx's worker at nice {BENCH_NICE}"
         ));
         if self.nginx.is_some() {
-            self.notes.push(format!("nginx: 1 worker, worker_cpu_affinity CPU {FWD_CPU} (shares it with the kernel receive path)"));
+            self.notes.push(format!(
+                "nginx: 1 worker, worker_cpu_affinity CPU {FWD_CPU} (shares it with the kernel receive path)"
+            ));
         }
         Ok(())
     }
@@ -1866,7 +1945,6 @@ fn http_status(addr: SocketAddr, path: &str) -> Result<u16> {
     text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).ok_or_else(|| anyhow!("bad HTTP answer"))
 }
 
-
 /// In each backend namespace: port 80 accepts and closes (connection
 /// setup), port 81 echoes (request/response).
 fn start_servers(be: &[Ns]) -> Result<Servers> {
@@ -1938,7 +2016,8 @@ fn machine() -> Value {
     let model = cpuinfo
         .lines()
         .find(|l| l.starts_with("model name"))
-        .and_then(|l| l.split_once(':')).map_or_else(|| "unknown".into(), |(_, v)| v.trim().to_string());
+        .and_then(|l| l.split_once(':'))
+        .map_or_else(|| "unknown".into(), |(_, v)| v.trim().to_string());
     let vm = cpuinfo.lines().any(|l| l.starts_with("flags") && l.split_whitespace().any(|f| f == "hypervisor"));
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string();
     let mem_gib = std::fs::read_to_string("/proc/meminfo")
@@ -1969,9 +2048,7 @@ struct UdpRow {
 /// Median over runs of the per-run ratio delivered(a) / delivered(b).
 fn run_ratio(udp: &BTreeMap<Case, Vec<Sample>>, a: Case, b: Case) -> f64 {
     match (udp.get(&a), udp.get(&b)) {
-        (Some(x), Some(y)) => {
-            median(x.iter().zip(y).map(|(x, y)| x.delivered_pps() / y.delivered_pps()).collect())
-        }
+        (Some(x), Some(y)) => median(x.iter().zip(y).map(|(x, y)| x.delivered_pps() / y.delivered_pps()).collect()),
         _ => f64::NAN,
     }
 }
@@ -1995,8 +2072,9 @@ fn udp_rows(udp: &BTreeMap<Case, Vec<Sample>>) -> Vec<UdpRow> {
 }
 
 fn print_table(header: &[&str], rows: &[Vec<String>]) {
-    let widths: Vec<usize> =
-        (0..header.len()).map(|i| rows.iter().map(|r| r[i].chars().count()).chain([header[i].len()]).max().unwrap_or(0)).collect();
+    let widths: Vec<usize> = (0..header.len())
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).chain([header[i].len()]).max().unwrap_or(0))
+        .collect();
     let line = |cells: Vec<&str>| {
         cells
             .iter()
@@ -2007,22 +2085,37 @@ fn print_table(header: &[&str], rows: &[Vec<String>]) {
             .join("  ")
     };
     println!("{}", line(header.to_vec()));
-    println!("{}", line(widths.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>().iter().map(String::as_str).collect()));
+    println!(
+        "{}",
+        line(widths.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>().iter().map(String::as_str).collect())
+    );
     for r in rows {
         println!("{}", line(r.iter().map(String::as_str).collect()));
     }
 }
 
 fn markdown_table(header: &[&str], rows: &[Vec<String>]) -> String {
-    let mut s = format!("| {} |\n|{}\n", header.join(" | "), header.iter().enumerate().map(|(i, _)| if i == 0 { "---|" } else { "---:|" }).collect::<String>());
+    let mut s = format!(
+        "| {} |\n|{}\n",
+        header.join(" | "),
+        header.iter().enumerate().map(|(i, _)| if i == 0 { "---|" } else { "---:|" }).collect::<String>()
+    );
     for r in rows {
         s += &format!("| {} |\n", r.join(" | "));
     }
     s
 }
 
-const UDP_HEADER: [&str; 8] =
-    ["forwarder", "offered pps", "delivered pps", "delivered/offered", "÷ min_fwd", "÷ nft DNAT", "÷ nginx", "backend 0/1"];
+const UDP_HEADER: [&str; 8] = [
+    "forwarder",
+    "offered pps",
+    "delivered pps",
+    "delivered/offered",
+    "÷ min_fwd",
+    "÷ nft DNAT",
+    "÷ nginx",
+    "backend 0/1",
+];
 const TCP_HEADER: [&str; 5] = ["path", "connections/s", "requests/s (1 conn)", "conn ÷ nft", "req ÷ nft"];
 
 fn targets(udp: &BTreeMap<Case, Vec<Sample>>) -> Vec<(String, f64, f64)> {
@@ -2156,10 +2249,11 @@ fn real_main(args: Args) -> Result<()> {
     let mut notes = std::mem::take(&mut bench.notes);
     notes.extend(busy_note);
     if bench_retried > 0 {
-        notes.push(format!("{bench_retried} slice(s) were measured again because other processes used over 10% of the CPUs"));
+        notes.push(format!(
+            "{bench_retried} slice(s) were measured again because other processes used over 10% of the CPUs"
+        ));
     }
-    let (foreign, cpu_secs) =
-        udp.values().flatten().fold((0.0, 0.0), |(f, c), s| (f + s.foreign, c + s.secs * nproc));
+    let (foreign, cpu_secs) = udp.values().flatten().fold((0.0, 0.0), |(f, c), s| (f + s.foreign, c + s.secs * nproc));
     let foreign_share = if cpu_secs > 0.0 { foreign / cpu_secs } else { 0.0 };
     if foreign_share > 0.03 {
         notes.push(format!(
@@ -2189,7 +2283,11 @@ fn real_main(args: Args) -> Result<()> {
                 vs(Case::MinFwd),
                 vs(Case::Nft),
                 vs(Case::Nginx),
-                if r.case == Case::Ceiling { "-".into() } else { format!("{:.0}/{:.0}%", r.backend0_share * 100.0, (1.0 - r.backend0_share) * 100.0) },
+                if r.case == Case::Ceiling {
+                    "-".into()
+                } else {
+                    format!("{:.0}/{:.0}%", r.backend0_share * 100.0, (1.0 - r.backend0_share) * 100.0)
+                },
             ]
         })
         .collect();
@@ -2226,7 +2324,11 @@ fn real_main(args: Args) -> Result<()> {
         println!();
         println!("targets:");
         for (what, target, v) in &tg {
-            println!("  {what:<34} {:>8}  (target >= {target}x)  {}", fmt_ratio(*v), if *v >= *target { "met" } else { "NOT met" });
+            println!(
+                "  {what:<34} {:>8}  (target >= {target}x)  {}",
+                fmt_ratio(*v),
+                if *v >= *target { "met" } else { "NOT met" }
+            );
         }
     }
     if !bpf_costs.is_empty() {
@@ -2331,7 +2433,11 @@ fn real_main(args: Args) -> Result<()> {
 fn clock_ticks() -> f64 {
     // SAFETY: sysconf has no preconditions.
     let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if t > 0 { t as f64 } else { 100.0 }
+    if t > 0 {
+        t as f64
+    } else {
+        100.0
+    }
 }
 
 /// Share of all CPUs' time not idle over `dur` (from /proc/stat).

@@ -20,8 +20,7 @@ use tracing::{error, info, warn};
 use crate::{
     attach::{self, XdpModeArg},
     config::{self, ConfigErrors},
-    datapath, desired, follow,
-    iface,
+    datapath, desired, follow, iface,
     maps::{map_dir, Maps},
     metrics::{self, Health},
     status,
@@ -143,7 +142,10 @@ fn ensure_bpffs(pin_path: &Path) -> Result<(), AgentError> {
         let private = private_mount_namespace();
         let status = std::process::Command::new("mount").args(["-t", "bpf", "bpf", "/sys/fs/bpf"]).status();
         if !status.is_ok_and(|s| s.success()) {
-            return Err(anyhow::anyhow!("/sys/fs/bpf is not a bpffs and mounting one failed: run `mount -t bpf bpf /sys/fs/bpf`").into());
+            return Err(anyhow::anyhow!(
+                "/sys/fs/bpf is not a bpffs and mounting one failed: run `mount -t bpf bpf /sys/fs/bpf`"
+            )
+            .into());
         }
         info!("mounted bpffs on /sys/fs/bpf");
         if let Some(netns) = private {
@@ -212,11 +214,17 @@ fn netns_exec_sysfs(mountinfo: &str) -> Option<String> {
 async fn check_kubeconfig(path: Option<&Path>) -> Result<(), AgentError> {
     match path {
         Some(path) => {
-            let kc = kube::config::Kubeconfig::read_from(path)
-                .map_err(|e| AgentError::Usage(format!("--kubeconfig {}: {e}; check the path and the file", path.display())))?;
-            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
-                .await
-                .map_err(|e| AgentError::Usage(format!("--kubeconfig {}: {e}; check its current context, cluster and user", path.display())))?;
+            let kc = kube::config::Kubeconfig::read_from(path).map_err(|e| {
+                AgentError::Usage(format!("--kubeconfig {}: {e}; check the path and the file", path.display()))
+            })?;
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()).await.map_err(
+                |e| {
+                    AgentError::Usage(format!(
+                        "--kubeconfig {}: {e}; check its current context, cluster and user",
+                        path.display()
+                    ))
+                },
+            )?;
         }
         None => {
             kube::Config::infer().await.map_err(|e| {
@@ -254,7 +262,12 @@ impl Drop for StopRecord {
 }
 
 /// Records which interfaces XDP may transmit into.
-fn program_interfaces(writer: &mut MapWriter, ifaces: &[String], attached: &[attach::Attached], forced: &[String]) -> Result<()> {
+fn program_interfaces(
+    writer: &mut MapWriter,
+    ifaces: &[String],
+    attached: &[attach::Attached],
+    forced: &[String],
+) -> Result<()> {
     for iface in ifaces {
         let idx = iface::ifindex(iface).with_context(|| format!("interface {iface}"))?;
         let native = attached.iter().any(|a| &a.iface == iface && a.mode == aya::programs::XdpMode::Driver);
@@ -323,11 +336,9 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
     let signals = install_signals()?;
     let mut ifaces = Vec::new();
     let source = if args.kubernetes {
-        let node_name = args
-            .node_name
-            .clone()
-            .filter(|n| !n.is_empty())
-            .ok_or_else(|| AgentError::Usage("--kubernetes needs --node-name NAME (or NODE_NAME in the environment)".into()))?;
+        let node_name = args.node_name.clone().filter(|n| !n.is_empty()).ok_or_else(|| {
+            AgentError::Usage("--kubernetes needs --node-name NAME (or NODE_NAME in the environment)".into())
+        })?;
         if !args.vip_pools.is_empty() {
             info!(pools = ?args.vip_pools, "VIP pools");
         }
@@ -353,26 +364,34 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
     let patterns = args
         .interface_globs
         .iter()
-        .map(|g| glob::Pattern::new(g).map_err(|e| AgentError::Usage(format!("--interface-glob {g:?}: {e}; use a shell-style pattern like 'veth*'"))))
+        .map(|g| {
+            glob::Pattern::new(g).map_err(|e| {
+                AgentError::Usage(format!("--interface-glob {g:?}: {e}; use a shell-style pattern like 'veth*'"))
+            })
+        })
         .collect::<Result<Vec<_>, _>>()?;
     if ifaces.is_empty() && patterns.is_empty() {
-        return Err(AgentError::Usage("no interface: pass --interface IF or --interface-glob PATTERN (or list `interfaces:` in the file)".into()));
+        return Err(AgentError::Usage(
+            "no interface: pass --interface IF or --interface-glob PATTERN (or list `interfaces:` in the file)".into(),
+        ));
     }
     if let Some(i) = args.xdp_transmit.iter().find(|i| !ifaces.contains(i)) {
         return Err(AgentError::Usage(format!("--xdp-transmit {i}: not an --interface; add --interface {i}")));
     }
     for i in &ifaces {
-        iface::ifindex(i).map_err(|e| AgentError::Usage(format!("interface {i}: {e}; check `ip link` in this network namespace")))?;
+        iface::ifindex(i)
+            .map_err(|e| AgentError::Usage(format!("interface {i}: {e}; check `ip link` in this network namespace")))?;
     }
     if args.kubernetes {
         check_kubeconfig(args.kubeconfig.as_deref()).await?;
     }
     // Bound before anything is attached: a busy or foreign address is bad usage.
-    let listener = metrics::bind(args.metrics_addr)
-        .await
-        .map_err(|e| AgentError::Usage(format!("--metrics-addr {}: {e}; pick a free address:port", args.metrics_addr)))?;
+    let listener = metrics::bind(args.metrics_addr).await.map_err(|e| {
+        AgentError::Usage(format!("--metrics-addr {}: {e}; pick a free address:port", args.metrics_addr))
+    })?;
     ensure_bpffs(&args.pin_path)?;
-    crate::pins::check(&args.pin_path, &crate::pins::Wanted { flow_entries: args.flow_table_size }).map_err(anyhow::Error::from)?;
+    crate::pins::check(&args.pin_path, &crate::pins::Wanted { flow_entries: args.flow_table_size })
+        .map_err(anyhow::Error::from)?;
     status::prepare_pin(&args.pin_path)?;
 
     let mut ebpf = datapath::load_with(&args.pin_path, args.flow_table_size, args.table_entries)?;
@@ -385,14 +404,16 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
         Source::File(_, cfg) => cfg.maglev_seed,
         Source::Kubernetes(_) => None,
     };
-    let mut writer = MapWriter::restore(maps, args.maglev_seed.or(file_seed).unwrap_or(0)).context("reading the pinned maps")?;
+    let mut writer =
+        MapWriter::restore(maps, args.maglev_seed.or(file_seed).unwrap_or(0)).context("reading the pinned maps")?;
     // Before anything is attached: the XDP→tc hand-off carries the node tag.
     let node_tag = node_tag(writer.settings().map_or(0, |s| s.node_tag));
     let settings = lb_common::settings::Settings { new_flows_per_cpu: args.max_new_flows_per_cpu, node_tag };
     writer.set_settings(settings).context("writing the data-path settings")?;
     let health = Arc::new(Health::default());
     if let Source::File(_, cfg) = &source {
-        let start = desired::Update { state: cfg.state.clone(), seed: None, origin: desired::Origin::Start, applied: None };
+        let start =
+            desired::Update { state: cfg.state.clone(), seed: None, origin: desired::Origin::Start, applied: None };
         desired::apply(&mut writer, &health, &start).context("programming the services")?;
     }
     let mut attached = attach::attach_all(&mut ebpf, &ifaces, args.xdp_mode, &args.pin_path)?;
@@ -439,7 +460,8 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
         Source::Kubernetes(opts) => {
             // Ready once the first complete lists are applied; until then
             // the pinned state (if any) keeps forwarding.
-            let producer = tokio::spawn(crate::k8s::run(opts, updates, health.clone(), terminated(signals.stop.clone())));
+            let producer =
+                tokio::spawn(crate::k8s::run(opts, updates, health.clone(), terminated(signals.stop.clone())));
             desired::apply_loop(&mut writer, &health, received, done).await;
             // Stops with the same signal (releasing the Lease), or has
             // stopped on an error, which is the agent's.
@@ -469,7 +491,13 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
 /// Sends the file again on SIGHUP or when it changes (the agent's loop
 /// applies it), until the agent's loop stops; an invalid file is reported
 /// and the running configuration kept.
-async fn follow_file(path: PathBuf, seed_flag: Option<u32>, health: Arc<Health>, mut hup: Signal, updates: mpsc::Sender<desired::Update>) {
+async fn follow_file(
+    path: PathBuf,
+    seed_flag: Option<u32>,
+    health: Arc<Health>,
+    mut hup: Signal,
+    updates: mpsc::Sender<desired::Update>,
+) {
     let (tx, mut rx) = mpsc::channel::<()>(4);
     let _watcher = watch_file(&path, tx).map_err(|e| warn!(error = %e, "not watching the file; reload with SIGHUP"));
     loop {
@@ -521,8 +549,14 @@ fn spawn_datapath_log(ebpf: &mut aya::Ebpf) {
 pub(crate) fn retry_unroutable(writer: &mut MapWriter) {
     match writer.retry_unroutable() {
         Ok(0) => {}
-        Ok(n) => info!(backends = n, still_unroutable = writer.unroutable().len(), "backends programmed after a routing change"),
-        Err(e) => error!(error = %e, "programming backends after a routing change failed; the next change or reload retries"),
+        Ok(n) => info!(
+            backends = n,
+            still_unroutable = writer.unroutable().len(),
+            "backends programmed after a routing change"
+        ),
+        Err(e) => {
+            error!(error = %e, "programming backends after a routing change failed; the next change or reload retries");
+        }
     }
 }
 

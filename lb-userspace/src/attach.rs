@@ -44,7 +44,9 @@ fn link_pin(pin_path: &Path, kind: &str, iface: &str) -> PathBuf {
 fn take_pinned(path: &Path) -> Result<Option<FdLink>> {
     match PinnedLink::from_pin(path) {
         Ok(p) => Ok(Some(p.unpin().with_context(|| format!("unpinning {}", path.display()))?)),
-        Err(aya::programs::links::LinkError::SyscallError(e)) if e.io_error.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(aya::programs::links::LinkError::SyscallError(e)) if e.io_error.kind() == io::ErrorKind::NotFound => {
+            Ok(None)
+        }
         Err(e) => Err(e).with_context(|| format!("opening pinned link {}", path.display())),
     }
 }
@@ -63,7 +65,8 @@ pub struct Attached {
 pub fn load(ebpf: &mut Ebpf) -> Result<()> {
     let xdp: &mut Xdp = ebpf.program_mut(XDP_PROG).context("XDP program missing from the object")?.try_into()?;
     xdp.load().context("loading the XDP program (the verifier refused it; run with --log-level debug)")?;
-    let tc: &mut SchedClassifier = ebpf.program_mut(TC_PROG).context("tc program missing from the object")?.try_into()?;
+    let tc: &mut SchedClassifier =
+        ebpf.program_mut(TC_PROG).context("tc program missing from the object")?.try_into()?;
     tc.load().context("loading the tc program")?;
     Ok(())
 }
@@ -76,7 +79,9 @@ pub fn attach_one(ebpf: &mut Ebpf, iface: &str, mode: XdpModeArg, pin_path: &Pat
     let pinned = link_pin(pin_path, "xdp", iface);
     let (m, xdp_id) = if let Some(fd) = take_pinned(&pinned)? {
         let link = XdpLink::try_from(fd).context("pinned XDP link")?;
-        let id = xdp.attach_to_link(link).with_context(|| format!("replacing the program of the pinned XDP link on {iface}"))?;
+        let id = xdp
+            .attach_to_link(link)
+            .with_context(|| format!("replacing the program of the pinned XDP link on {iface}"))?;
         info!(%iface, "took over the XDP link of the previous agent");
         (XdpMode::Default, id)
     } else {
@@ -91,18 +96,26 @@ pub fn attach_one(ebpf: &mut Ebpf, iface: &str, mode: XdpModeArg, pin_path: &Pat
                 }
             },
         };
-        let id = id.with_context(|| format!("attaching XDP to {iface} (does it exist in this network namespace? is another XDP program attached?)"))?;
+        let id = id.with_context(|| {
+            format!(
+                "attaching XDP to {iface} (does it exist in this network namespace? is another XDP program attached?)"
+            )
+        })?;
         info!(%iface, mode = ?m, "XDP attached");
         (m, id)
     };
-    let tc: &mut SchedClassifier = ebpf.program_mut(TC_PROG).context("tc program missing from the object")?.try_into()?;
+    let tc: &mut SchedClassifier =
+        ebpf.program_mut(TC_PROG).context("tc program missing from the object")?.try_into()?;
     let pinned = link_pin(pin_path, "tc", iface);
     let tc_id = match take_pinned(&pinned)? {
         Some(fd) => {
             let link = SchedClassifierLink::try_from(fd).context("pinned tc link")?;
-            tc.attach_to_link(link).with_context(|| format!("replacing the program of the pinned tc link on {iface}"))?
+            tc.attach_to_link(link)
+                .with_context(|| format!("replacing the program of the pinned tc link on {iface}"))?
         }
-        None => tc.attach(iface, TcAttachType::Ingress).with_context(|| format!("attaching the tc ingress program to {iface}"))?,
+        None => tc
+            .attach(iface, TcAttachType::Ingress)
+            .with_context(|| format!("attaching the tc ingress program to {iface}"))?,
     };
     Ok(Attached { iface: iface.to_owned(), mode: m, xdp: xdp_id, tc: tc_id })
 }

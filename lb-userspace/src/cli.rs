@@ -72,7 +72,21 @@ pub fn services(pin_path: &Path, out: Output) -> Result<()> {
                 .collect();
             print!(
                 "{}",
-                table(&["NAME", "VIP", "PORT", "PROTO", "SOURCE", "BACKENDS", "PACKETS", "BYTES", "AFFINITY", "SOURCE-RANGES"], &body)
+                table(
+                    &[
+                        "NAME",
+                        "VIP",
+                        "PORT",
+                        "PROTO",
+                        "SOURCE",
+                        "BACKENDS",
+                        "PACKETS",
+                        "BYTES",
+                        "AFFINITY",
+                        "SOURCE-RANGES"
+                    ],
+                    &body
+                )
             );
             Ok(())
         }
@@ -96,11 +110,8 @@ pub fn backends(pin_path: &Path, service: Option<&str>, out: Output) -> Result<(
             bail!("no service named {s:?}; `xlb services` lists them");
         }
     }
-    let rows: Vec<reader::BackendRow> = svcs
-        .into_iter()
-        .filter(|s| service.is_none_or(|n| n == s.name))
-        .flat_map(|s| s.backend_rows)
-        .collect();
+    let rows: Vec<reader::BackendRow> =
+        svcs.into_iter().filter(|s| service.is_none_or(|n| n == s.name)).flat_map(|s| s.backend_rows).collect();
     match out {
         Output::Json => print_json(&rows),
         Output::Table => {
@@ -132,7 +143,16 @@ pub fn flows(pin_path: &Path, service: Option<&str>, out: Output) -> Result<()> 
         Output::Table => {
             let body: Vec<Vec<String>> = rows
                 .iter()
-                .map(|f| vec![f.service.clone(), f.protocol.clone(), f.client.clone(), f.backend.clone(), f.state.clone(), f.age_seconds.to_string()])
+                .map(|f| {
+                    vec![
+                        f.service.clone(),
+                        f.protocol.clone(),
+                        f.client.clone(),
+                        f.backend.clone(),
+                        f.state.clone(),
+                        f.age_seconds.to_string(),
+                    ]
+                })
                 .collect();
             print!("{}", table(&["SERVICE", "PROTO", "CLIENT", "BACKEND", "STATE", "AGE(S)"], &body));
             Ok(())
@@ -145,7 +165,8 @@ pub fn stats(pin_path: &Path, out: Output) -> Result<()> {
     let rows = reader::stats(&open(pin_path)?)?;
     match out {
         Output::Json => {
-            let obj: serde_json::Map<String, serde_json::Value> = rows.iter().map(|(k, v)| (k.to_string(), (*v).into())).collect();
+            let obj: serde_json::Map<String, serde_json::Value> =
+                rows.iter().map(|(k, v)| (k.to_string(), (*v).into())).collect();
             print_json(&obj)
         }
         Output::Table => {
@@ -222,18 +243,19 @@ pub fn status(st: &crate::status::Status, out: Output) -> Result<()> {
         Some(a) => {
             let mut line = format!("{} {}: {}", a.result, ago(a.time_unix), a.message);
             if a.result != "ok" {
-                line.push_str(&format!(
-                    " (last success: {})",
-                    a.last_success_unix.map_or_else(|| "never".into(), ago)
-                ));
+                line.push_str(&format!(" (last success: {})", a.last_success_unix.map_or_else(|| "never".into(), ago)));
             }
             line
         }
     };
     let vips = if st.announced_vips.is_empty() { "none".into() } else { st.announced_vips.join(", ") };
-    for (key, value) in
-        [("agent", agent), ("interfaces", ifaces), ("last apply", apply), ("announced VIPs", vips), ("pin path", st.pin_path.clone())]
-    {
+    for (key, value) in [
+        ("agent", agent),
+        ("interfaces", ifaces),
+        ("last apply", apply),
+        ("announced VIPs", vips),
+        ("pin path", st.pin_path.clone()),
+    ] {
         println!("{:<16}{value}", format!("{key}:"));
     }
     Ok(())

@@ -92,7 +92,12 @@ pub fn apply(writer: &mut MapWriter, health: &Health, update: &Update) -> Result
 /// backends when the routing changes, until `done` resolves or every
 /// producer has gone. In Kubernetes mode the agent becomes ready once the
 /// first state (made from complete first lists) is applied.
-pub async fn apply_loop(writer: &mut MapWriter, health: &Health, mut updates: mpsc::Receiver<Update>, done: impl Future<Output = ()>) {
+pub async fn apply_loop(
+    writer: &mut MapWriter,
+    health: &Health,
+    mut updates: mpsc::Receiver<Update>,
+    done: impl Future<Output = ()>,
+) {
     let mut done = std::pin::pin!(done);
     let mut routes = writer.route_changes();
     let mut first_kubernetes = true;

@@ -41,7 +41,13 @@ pub fn matching(patterns: &[glob::Pattern]) -> Vec<String> {
 /// Attaches to the matching interfaces not attached yet and forgets the
 /// ones that are gone. Only interfaces matched by a pattern are managed
 /// here; `static_ifaces` (the `--interface`s) are left alone.
-pub fn sync(programs: &Mutex<Programs>, patterns: &[glob::Pattern], static_ifaces: &[String], mode: XdpModeArg, pin_path: &std::path::Path) {
+pub fn sync(
+    programs: &Mutex<Programs>,
+    patterns: &[glob::Pattern],
+    static_ifaces: &[String],
+    mode: XdpModeArg,
+    pin_path: &std::path::Path,
+) {
     let present: HashSet<String> = matching(patterns).into_iter().filter(|n| !static_ifaces.contains(n)).collect();
     let mut p = programs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let Programs { ebpf, attached } = &mut *p;
@@ -70,7 +76,13 @@ pub fn sync(programs: &Mutex<Programs>, patterns: &[glob::Pattern], static_iface
 
 /// Follows link events in the background (a subscriber of the namespace's
 /// [`Watcher`]), calling [`sync`] after each burst.
-pub fn spawn(programs: Arc<Mutex<Programs>>, patterns: Vec<glob::Pattern>, static_ifaces: Vec<String>, mode: XdpModeArg, pin_path: PathBuf) {
+pub fn spawn(
+    programs: Arc<Mutex<Programs>>,
+    patterns: Vec<glob::Pattern>,
+    static_ifaces: Vec<String>,
+    mode: XdpModeArg,
+    pin_path: PathBuf,
+) {
     let mut links = match Watcher::shared() {
         Ok(w) => w.subscribe(Interest::LINKS),
         Err(e) => {
@@ -83,8 +95,10 @@ pub fn spawn(programs: Arc<Mutex<Programs>>, patterns: Vec<glob::Pattern>, stati
             // Coalesce the burst of events a new veth brings.
             tokio::time::sleep(Duration::from_millis(100)).await;
             links.changed_now();
-            let (programs, patterns, static_ifaces, pin_path) = (programs.clone(), patterns.clone(), static_ifaces.clone(), pin_path.clone());
-            let _ = tokio::task::spawn_blocking(move || sync(&programs, &patterns, &static_ifaces, mode, &pin_path)).await;
+            let (programs, patterns, static_ifaces, pin_path) =
+                (programs.clone(), patterns.clone(), static_ifaces.clone(), pin_path.clone());
+            let _ =
+                tokio::task::spawn_blocking(move || sync(&programs, &patterns, &static_ifaces, mode, &pin_path)).await;
         }
         warn!("link events: stopped listening; --interface-glob attaches to no new interface");
     });

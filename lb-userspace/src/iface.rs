@@ -62,7 +62,8 @@ pub fn driver(name: &str) -> io::Result<String> {
 /// Drivers whose native XDP transmit (XDP_TX / XDP_REDIRECT into them)
 /// depends on setup the agent cannot see or make (e.g. a veth needs an XDP
 /// program or NAPI on its peer, which lives in a pod's namespace).
-const SKB_ONLY_DRIVERS: &[&str] = &["veth", "bridge", "tun", "dummy", "vxlan", "macvlan", "ipvlan", "bonding", "geneve", "wireguard", ""];
+const SKB_ONLY_DRIVERS: &[&str] =
+    &["veth", "bridge", "tun", "dummy", "vxlan", "macvlan", "ipvlan", "bonding", "geneve", "wireguard", ""];
 
 /// Whether the agent may transmit into this interface from XDP.
 pub fn xdp_transmit_capable(name: &str) -> bool {

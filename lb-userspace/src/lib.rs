@@ -20,8 +20,8 @@ pub mod model;
 pub mod netwatch;
 pub mod pins;
 pub mod reader;
-pub mod rtnetlink;
 pub mod routegen;
+pub mod rtnetlink;
 pub mod status;
 pub mod view;
 #[expect(missing_docs, reason = "being restructured (issue 11 items 1-2); documented there")]

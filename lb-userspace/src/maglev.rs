@@ -270,16 +270,10 @@ pub fn max_avg(table: &[u32]) -> f64 {
 /// share; equal weights make it the plain max/avg of [`max_avg`]); 0 when no
 /// backend holds a slot. `backends` are (slots, weight) pairs.
 pub fn weighted_max_avg(backends: impl IntoIterator<Item = (u32, u32)>) -> f64 {
-    let taking: Vec<(u32, u32)> = backends
-        .into_iter()
-        .filter(|(s, w)| *s > 0 && *w > 0)
-        .collect();
+    let taking: Vec<(u32, u32)> = backends.into_iter().filter(|(s, w)| *s > 0 && *w > 0).collect();
     let slots: u64 = taking.iter().map(|(s, _)| u64::from(*s)).sum();
     let weight: u64 = taking.iter().map(|(_, w)| u64::from(*w)).sum();
-    taking
-        .iter()
-        .map(|(s, w)| f64::from(*s) / (slots as f64 * f64::from(*w) / weight as f64))
-        .fold(0.0, f64::max)
+    taking.iter().map(|(s, w)| f64::from(*s) / (slots as f64 * f64::from(*w) / weight as f64)).fold(0.0, f64::max)
 }
 
 /// Entries that differ between two tables of the same size, split into those
@@ -472,11 +466,8 @@ mod tests {
         assert_eq!(weighted_max_avg([]), 0.0);
         // A built 1:3 table (and a 1:2:7 one) is within 1% of its weights.
         for weights in [&[1, 3][..], &[1, 2, 7][..]] {
-            let e: Vec<Entry> = weights
-                .iter()
-                .enumerate()
-                .map(|(i, w)| Entry { weight: *w, ..sample_entry(i as u32) })
-                .collect();
+            let e: Vec<Entry> =
+                weights.iter().enumerate().map(|(i, w)| Entry { weight: *w, ..sample_entry(i as u32) }).collect();
             let t = build(&e, 65537, 0);
             let c = counts(&t);
             let r = weighted_max_avg(e.iter().map(|x| (c.get(&x.id).copied().unwrap_or(0), x.weight)));
@@ -487,7 +478,9 @@ mod tests {
     #[test]
     fn complete_and_balanced() {
         // max/avg <= 1.01 whenever M >= 100·N.
-        for (n, size) in [(1, 251), (2, 251), (10, 1021), (40, 4093), (100, 16381), (300, 32749), (655, 65537), (1000, 131071)] {
+        for (n, size) in
+            [(1, 251), (2, 251), (10, 1021), (40, 4093), (100, 16381), (300, 32749), (655, 65537), (1000, 131071)]
+        {
             let t = build(&entries(n), size, 0);
             assert_eq!(t.len(), size as usize);
             assert!(t.iter().all(|id| *id < n), "every slot holds a backend");

@@ -128,9 +128,11 @@ fn main() -> ExitCode {
 /// The read commands whose output comes from maps that may be stale.
 fn stale_check(cmd: &Cmd) -> Option<&ReadArgs> {
     match cmd {
-        Cmd::Services { read } | Cmd::Backends { read, .. } | Cmd::Flows { read, .. } | Cmd::Stats { read } | Cmd::Maglev { read, .. } => {
-            Some(read)
-        }
+        Cmd::Services { read }
+        | Cmd::Backends { read, .. }
+        | Cmd::Flows { read, .. }
+        | Cmd::Stats { read }
+        | Cmd::Maglev { read, .. } => Some(read),
         Cmd::Agent { .. } | Cmd::Status { .. } => None,
     }
 }

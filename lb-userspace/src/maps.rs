@@ -12,8 +12,8 @@ use aya::{
     Ebpf,
 };
 use lb_common::{
-    names, Affinity, AffinityKey, Backend, Counter, Flow, FlowKey, RangeKey, Reverse, Service, ServiceKey, ServiceName, ServiceSlot,
-    LAYOUT_VERSION,
+    names, Affinity, AffinityKey, Backend, Counter, Flow, FlowKey, RangeKey, Reverse, Service, ServiceKey, ServiceName,
+    ServiceSlot, LAYOUT_VERSION,
 };
 
 /// Failure to open a map.
@@ -134,10 +134,9 @@ impl Maps {
 
 /// Sums a per-CPU counter.
 pub fn sum_counter(values: &aya::maps::PerCpuValues<Counter>) -> Counter {
-    values.iter().fold(Counter::default(), |acc, c| Counter {
-        packets: acc.packets + c.packets,
-        bytes: acc.bytes + c.bytes,
-    })
+    values
+        .iter()
+        .fold(Counter::default(), |acc, c| Counter { packets: acc.packets + c.packets, bytes: acc.bytes + c.bytes })
 }
 
 /// The lookup-table array (`XLB_TABLE`, created `BPF_F_MMAPABLE`), mapped

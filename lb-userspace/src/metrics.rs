@@ -113,7 +113,12 @@ impl Collector for MapCollector {
         let mut view = self.view.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let Ok(maps) = view.get() else {
             let g = ConstGauge::new(0i64);
-            return g.encode(enc.encode_descriptor("xlb_maps_readable", "1 when the pinned maps could be read", None, g.metric_type())?);
+            return g.encode(enc.encode_descriptor(
+                "xlb_maps_readable",
+                "1 when the pinned maps could be read",
+                None,
+                g.metric_type(),
+            )?);
         };
         let services = reader::services(maps).unwrap_or_default();
         let svc = |f: fn(&reader::ServiceRow) -> u64| -> Vec<(Labels, u64)> {
@@ -137,7 +142,12 @@ impl Collector for MapCollector {
             .collect();
         family(&mut enc, "xlb_datapath_events", "Data-path counters by reason (see `xlb stats`)", &stats)?;
         let g = ConstGauge::new(1i64);
-        g.encode(enc.encode_descriptor("xlb_maps_readable", "1 when the pinned maps could be read", None, g.metric_type())?)
+        g.encode(enc.encode_descriptor(
+            "xlb_maps_readable",
+            "1 when the pinned maps could be read",
+            None,
+            g.metric_type(),
+        )?)
     }
 }
 
@@ -178,7 +188,10 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> 
 /// in the background.
 pub fn serve(listener: tokio::net::TcpListener, pin_path: PathBuf, health: Arc<Health>) {
     let mut registry = Registry::default();
-    registry.register_collector(Box::new(MapCollector { view: std::sync::Mutex::new(CachedView::new(pin_path)), health: health.clone() }));
+    registry.register_collector(Box::new(MapCollector {
+        view: std::sync::Mutex::new(CachedView::new(pin_path)),
+        health: health.clone(),
+    }));
     let state = Arc::new(AppState { registry, health });
     let app = Router::new()
         .route("/metrics", get(metrics))
@@ -195,7 +208,9 @@ pub fn serve(listener: tokio::net::TcpListener, pin_path: PathBuf, health: Arc<H
 async fn metrics(State(s): State<Arc<AppState>>) -> (StatusCode, [(&'static str, &'static str); 1], String) {
     let mut out = String::new();
     match prometheus_client::encoding::text::encode(&mut out, &s.registry) {
-        Ok(()) => (StatusCode::OK, [("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")], out),
+        Ok(()) => {
+            (StatusCode::OK, [("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")], out)
+        }
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, [("content-type", "text/plain")], e.to_string()),
     }
 }

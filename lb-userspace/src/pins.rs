@@ -5,10 +5,8 @@ use std::{mem::size_of, path::Path};
 
 use aya::maps::MapInfo;
 use lb_common::{
-    names,
-    prefilter::PREFILTER_ENTRIES,
-    settings::Settings, Affinity, AffinityKey, Backend, Counter, Flow, FlowKey, RangeKey, Reverse, Service,
-    ServiceKey, ServiceName, ServiceSlot, LAYOUT_VERSION,
+    names, prefilter::PREFILTER_ENTRIES, settings::Settings, Affinity, AffinityKey, Backend, Counter, Flow, FlowKey,
+    RangeKey, Reverse, Service, ServiceKey, ServiceName, ServiceSlot, LAYOUT_VERSION,
 };
 
 use crate::maps::map_dir;
@@ -50,7 +48,10 @@ pub fn check(pin_path: &Path, wanted: &Wanted) -> Result<(), PinError> {
     if let Ok(entries) = std::fs::read_dir(pin_path) {
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            if name.starts_with('v') && name != format!("v{LAYOUT_VERSION}") && name[1..].chars().all(|c| c.is_ascii_digit()) {
+            if name.starts_with('v')
+                && name != format!("v{LAYOUT_VERSION}")
+                && name[1..].chars().all(|c| c.is_ascii_digit())
+            {
                 tracing::warn!(
                     dir = %e.path().display(),
                     "maps of another xlb layout ({name}) are pinned here; this agent uses v{LAYOUT_VERSION} and new maps. \
@@ -66,8 +67,18 @@ pub fn check(pin_path: &Path, wanted: &Wanted) -> Result<(), PinError> {
         (names::SERVICE_SLOTS, 4, sz(size_of::<ServiceSlot>()), None),
         (names::BACKENDS, 4, sz(size_of::<Backend>()), None),
         (names::TABLE, 4, 4, None),
-        (names::FLOWS, sz(size_of::<FlowKey>()), sz(size_of::<Flow>()), Some(("--flow-table-size", wanted.flow_entries))),
-        (names::REVERSE, sz(size_of::<FlowKey>()), sz(size_of::<Reverse>()), Some(("--flow-table-size", wanted.flow_entries))),
+        (
+            names::FLOWS,
+            sz(size_of::<FlowKey>()),
+            sz(size_of::<Flow>()),
+            Some(("--flow-table-size", wanted.flow_entries)),
+        ),
+        (
+            names::REVERSE,
+            sz(size_of::<FlowKey>()),
+            sz(size_of::<Reverse>()),
+            Some(("--flow-table-size", wanted.flow_entries)),
+        ),
         (names::SERVICE_STATS, 4, sz(size_of::<Counter>()), None),
         (names::BACKEND_STATS, 4, sz(size_of::<Counter>()), None),
         (names::STATS, 4, 8, None),
@@ -112,7 +123,14 @@ pub fn check(pin_path: &Path, wanted: &Wanted) -> Result<(), PinError> {
         let p = path.display().to_string();
         let d = dir.display().to_string();
         if info.key_size() != key || info.value_size() != value {
-            return Err(PinError::Layout { path: p, dir: d, found_key: info.key_size(), found_value: info.value_size(), key, value });
+            return Err(PinError::Layout {
+                path: p,
+                dir: d,
+                found_key: info.key_size(),
+                found_value: info.value_size(),
+                key,
+                value,
+            });
         }
         if let Some((flag, wanted)) = entries {
             if info.max_entries() != wanted {

@@ -9,8 +9,8 @@ use serde::Serialize;
 
 use crate::{
     maps::sum_counter,
-    view::MapsView,
     model::Protocol,
+    view::MapsView,
     writer::encode::{ip_from16, name_from, range_net, unroutable_reason},
 };
 
@@ -295,7 +295,11 @@ fn maglev_row(service: &str, size: u32, rows: &[BackendRow], counts: &BTreeMap<u
         .iter()
         .map(|b| {
             let slots = counts.get(&b.id).copied().unwrap_or(0);
-            MaglevShare { address: b.address.clone(), slots, share: if size == 0 { 0.0 } else { f64::from(slots) / f64::from(size) } }
+            MaglevShare {
+                address: b.address.clone(),
+                slots,
+                share: if size == 0 { 0.0 } else { f64::from(slots) / f64::from(size) },
+            }
         })
         .collect();
     // Each backend's slots against its weight's share, not the plain average.

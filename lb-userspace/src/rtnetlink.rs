@@ -26,8 +26,13 @@ pub const GROUP_IPV6_ROUTE: u32 = 0x400;
 pub const GROUP_NR_IPV6_RULE: u32 = 19;
 
 /// Every group above: what the watcher of a namespace listens to.
-pub const ALL_GROUPS: u32 =
-    GROUP_LINK | GROUP_NEIGH | GROUP_IPV4_IFADDR | GROUP_IPV4_ROUTE | GROUP_IPV4_RULE | GROUP_IPV6_IFADDR | GROUP_IPV6_ROUTE;
+pub const ALL_GROUPS: u32 = GROUP_LINK
+    | GROUP_NEIGH
+    | GROUP_IPV4_IFADDR
+    | GROUP_IPV4_ROUTE
+    | GROUP_IPV4_RULE
+    | GROUP_IPV6_IFADDR
+    | GROUP_IPV6_ROUTE;
 
 /// What a notification is about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -135,7 +140,10 @@ mod tests {
         let mut d = message(libc::RTM_NEWLINK, 3);
         d.extend(message(libc::RTM_DELROUTE, 8));
         d.extend(message(libc::NLMSG_DONE as u16, 0));
-        assert_eq!(message_types(&d).collect::<Vec<_>>(), [libc::RTM_NEWLINK, libc::RTM_DELROUTE, libc::NLMSG_DONE as u16]);
+        assert_eq!(
+            message_types(&d).collect::<Vec<_>>(),
+            [libc::RTM_NEWLINK, libc::RTM_DELROUTE, libc::NLMSG_DONE as u16]
+        );
         // A length past the end: nothing more.
         let mut bad = message(libc::RTM_NEWADDR, 0);
         bad.extend_from_slice(&200u32.to_ne_bytes());

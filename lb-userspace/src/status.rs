@@ -51,7 +51,10 @@ fn map_path(pin_path: &Path) -> PathBuf {
 pub fn prepare_pin(pin_path: &Path) -> Result<()> {
     let path = map_path(pin_path);
     let Ok(info) = MapInfo::from_pin(&path) else { return Ok(()) };
-    if info.value_size() as usize != std::mem::size_of::<AgentRecord>() || info.max_entries() != 1 || info.key_size() != 4 {
+    if info.value_size() as usize != std::mem::size_of::<AgentRecord>()
+        || info.max_entries() != 1
+        || info.key_size() != 4
+    {
         std::fs::remove_file(&path).with_context(|| format!("removing the old agent record {}", path.display()))?;
     }
     Ok(())
@@ -121,7 +124,11 @@ pub struct Recorder {
 impl Recorder {
     /// Opens the record (after loading), writes it once and keeps it fresh
     /// every [`BEAT_EVERY`] with what `snapshot` says.
-    pub fn start(pin_path: &Path, kubernetes: bool, snapshot: impl Fn() -> Snapshot + Send + 'static) -> Result<Arc<Self>> {
+    pub fn start(
+        pin_path: &Path,
+        kubernetes: bool,
+        snapshot: impl Fn() -> Snapshot + Send + 'static,
+    ) -> Result<Arc<Self>> {
         let map = open(pin_path)?;
         let previous = map.get(&0, 0).unwrap_or(AgentRecord::EMPTY);
         let inherited = previous.ifaces[..(previous.iface_count as usize).min(AGENT_IFACES)]
@@ -133,7 +140,12 @@ impl Recorder {
         record.pid = std::process::id();
         record.started_unix = crate::metrics::unix_now();
         record.source = if kubernetes { SOURCE_KUBERNETES } else { SOURCE_FILE };
-        let rec = Arc::new(Recorder { map: Mutex::new(map), record: Mutex::new(record), stopped: AtomicBool::new(false), inherited });
+        let rec = Arc::new(Recorder {
+            map: Mutex::new(map),
+            record: Mutex::new(record),
+            stopped: AtomicBool::new(false),
+            inherited,
+        });
         rec.beat(&snapshot());
         let weak = Arc::downgrade(&rec);
         std::thread::Builder::new()
@@ -161,7 +173,8 @@ impl Recorder {
         r.iface_count = snap.interfaces.len().min(AGENT_IFACES) as u32;
         r.ifaces = [AgentIface::EMPTY; AGENT_IFACES];
         for (slot, (name, mode)) in r.ifaces.iter_mut().zip(&snap.interfaces) {
-            let mode = if *mode == XDP_MODE_UNKNOWN { self.inherited.get(name).copied().unwrap_or(*mode) } else { *mode };
+            let mode =
+                if *mode == XDP_MODE_UNKNOWN { self.inherited.get(name).copied().unwrap_or(*mode) } else { *mode };
             let mut n = [0u8; IFNAME_LEN];
             put_str(&mut n, name);
             *slot = AgentIface { name: n, mode, _pad: 0 };
@@ -298,10 +311,8 @@ pub fn read(pin_path: &Path) -> Status {
     };
     st.started_unix = Some(r.started_unix);
     st.heartbeat_age_seconds = (r.state == AGENT_RUNNING).then_some(age_ms as f64 / 1000.0);
-    let recorded: Vec<(String, u32)> = r.ifaces[..(r.iface_count as usize).min(AGENT_IFACES)]
-        .iter()
-        .map(|i| (get_str(&i.name), i.mode))
-        .collect();
+    let recorded: Vec<(String, u32)> =
+        r.ifaces[..(r.iface_count as usize).min(AGENT_IFACES)].iter().map(|i| (get_str(&i.name), i.mode)).collect();
     let attached: Vec<(String, u32)> = if st.running {
         recorded
     } else {

@@ -106,7 +106,13 @@ impl MapsView {
             let path = dir.join(name);
             let fd = open_read_only(&path).map_err(|e| match e.kind() {
                 io::ErrorKind::NotFound => MapsError::NotPinned { path: path.clone() },
-                _ => MapsError::Open { name, source: aya::maps::MapError::SyscallError(aya::sys::SyscallError { call: "BPF_OBJ_GET", io_error: e }) },
+                _ => MapsError::Open {
+                    name,
+                    source: aya::maps::MapError::SyscallError(aya::sys::SyscallError {
+                        call: "BPF_OBJ_GET",
+                        io_error: e,
+                    }),
+                },
             })?;
             let data = MapData::from_fd(fd).map_err(|source| MapsError::Open { name, source })?;
             Map::from_map_data(data).map_err(|source| MapsError::Open { name, source })
@@ -192,7 +198,8 @@ mod tests {
     #[test]
     fn opened_once_read_only_and_again_when_the_pins_are_replaced() {
         let pins = Pins(PathBuf::from(format!("/sys/fs/bpf/xlb-unit-view-{}", std::process::id())));
-        let ebpf = crate::datapath::load_with(&pins.0, 1024, 4096).expect("loading the data path (needs root and bpffs)");
+        let ebpf =
+            crate::datapath::load_with(&pins.0, 1024, 4096).expect("loading the data path (needs root and bpffs)");
         let mut cache = CachedView::new(pins.0.clone());
         assert_eq!(cache.opens(), 0, "nothing opened before the first use");
         for _ in 0..3 {

@@ -60,18 +60,11 @@ impl PinDir {
     pub fn new() -> Result<Self> {
         crate::require_root()?;
         let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
-        if !mounts
-            .lines()
-            .any(|l| l.split_whitespace().nth(1) == Some("/sys/fs/bpf") && l.contains(" bpf "))
-        {
+        if !mounts.lines().any(|l| l.split_whitespace().nth(1) == Some("/sys/fs/bpf") && l.contains(" bpf ")) {
             bail!("bpffs is not mounted at /sys/fs/bpf: run `cargo xtask setup` or `mount -t bpf bpf /sys/fs/bpf`");
         }
         let n = PIN_COUNTER.fetch_add(1, Ordering::SeqCst);
-        Self::at(format!(
-            "/sys/fs/bpf/{}{}-{n}-pins",
-            crate::PREFIX,
-            std::process::id()
-        ))
+        Self::at(format!("/sys/fs/bpf/{}{}-{n}-pins", crate::PREFIX, std::process::id()))
     }
 
     /// Uses `path`, which must not exist yet (so that we only ever remove
@@ -79,10 +72,7 @@ impl PinDir {
     pub fn at(path: impl Into<PathBuf>) -> Result<Self> {
         let path = path.into();
         if path.exists() {
-            bail!(
-                "pin path {} already exists; remove it if no agent uses it",
-                path.display()
-            );
+            bail!("pin path {} already exists; remove it if no agent uses it", path.display());
         }
         Ok(PinDir { path })
     }
@@ -130,8 +120,7 @@ impl ConfigFile {
     pub fn write(&self, yaml: &str) -> Result<()> {
         let tmp = self.path.with_extension("yaml.tmp");
         std::fs::write(&tmp, yaml).with_context(|| format!("cannot write {}", tmp.display()))?;
-        std::fs::rename(&tmp, &self.path)
-            .with_context(|| format!("cannot replace {}", self.path.display()))
+        std::fs::rename(&tmp, &self.path).with_context(|| format!("cannot replace {}", self.path.display()))
     }
 }
 
@@ -172,11 +161,7 @@ impl Agent {
     /// expect the agent to refuse its configuration; see
     /// [`Agent::wait_exit`]).
     pub fn spawn(topo: &Topology, config: &Path, pin_path: &Path, extra: &[&str]) -> Result<Agent> {
-        let mut args: Vec<String> = vec![
-            "agent".into(),
-            "--config".into(),
-            config.display().to_string(),
-        ];
+        let mut args: Vec<String> = vec!["agent".into(), "--config".into(), config.display().to_string()];
         for ifname in topo.node_interfaces() {
             args.push("--interface".into());
             args.push(ifname);
@@ -191,9 +176,7 @@ impl Agent {
     pub fn spawn_args(node: &Netns, pin_path: &Path, args: &[String]) -> Result<Agent> {
         let bin = xlb_binary()?;
         let port = node.try_run(|| -> std::io::Result<u16> {
-            Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
-                .local_addr()?
-                .port())
+            Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?.local_addr()?.port())
         })??;
         let metrics_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
         let mut cmd = Command::new(&bin);
@@ -206,40 +189,33 @@ impl Agent {
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         let mut child = node.spawn(&mut cmd)?;
-        let stderr = child
-            .stderr
-            .take()
-            .ok_or_else(|| anyhow!("no stderr pipe"))?;
+        let stderr = child.stderr.take().ok_or_else(|| anyhow!("no stderr pipe"))?;
         let log = Arc::new(Mutex::new(String::new()));
         let echo = std::env::var_os("XLB_TEST_VERBOSE").is_some();
         let t_log = log.clone();
-        let log_thread = std::thread::Builder::new()
-            .name("xlb-agent-log".into())
-            .spawn(move || {
-                let mut reader = BufReader::new(stderr);
-                let mut line = String::new();
-                loop {
-                    line.clear();
-                    match reader.read_line(&mut line) {
-                        Ok(0) | Err(_) => break,
-                        Ok(_) => {
-                            if echo {
-                                eprint!("[xlb agent] {line}");
-                            }
-                            let mut l = t_log.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                            // Keep memory bounded for chatty agents.
-                            if l.len() > 4 << 20 {
-                                let cut = l.len() - (2 << 20);
-                                let cut = (cut..l.len())
-                                    .find(|&i| l.is_char_boundary(i))
-                                    .unwrap_or(l.len());
-                                l.drain(..cut);
-                            }
-                            l.push_str(&line);
+        let log_thread = std::thread::Builder::new().name("xlb-agent-log".into()).spawn(move || {
+            let mut reader = BufReader::new(stderr);
+            let mut line = String::new();
+            loop {
+                line.clear();
+                match reader.read_line(&mut line) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {
+                        if echo {
+                            eprint!("[xlb agent] {line}");
                         }
+                        let mut l = t_log.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                        // Keep memory bounded for chatty agents.
+                        if l.len() > 4 << 20 {
+                            let cut = l.len() - (2 << 20);
+                            let cut = (cut..l.len()).find(|&i| l.is_char_boundary(i)).unwrap_or(l.len());
+                            l.drain(..cut);
+                        }
+                        l.push_str(&line);
                     }
                 }
-            })?;
+            }
+        })?;
         Ok(Agent {
             child: Some(child),
             node: node.clone(),
@@ -294,10 +270,7 @@ impl Agent {
         loop {
             if let Some(status) = self.try_status() {
                 self.join_log();
-                bail!(
-                    "xlb agent exited ({status}) before it became healthy; its log:\n{}",
-                    self.log()
-                );
+                bail!("xlb agent exited ({status}) before it became healthy; its log:\n{}", self.log());
             }
             if let Ok((200, _)) = self.http_get("/healthz") {
                 return Ok(());
@@ -322,10 +295,7 @@ impl Agent {
                 return Ok(status);
             }
             if Instant::now() >= deadline {
-                bail!(
-                    "xlb agent still running after {timeout:?}; its log:\n{}",
-                    self.log()
-                );
+                bail!("xlb agent still running after {timeout:?}; its log:\n{}", self.log());
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -334,11 +304,7 @@ impl Agent {
     /// Sends `signal` (e.g. `libc::SIGHUP`) to the agent if it still runs.
     pub fn signal(&mut self, signal: i32) -> Result<()> {
         if self.try_status().is_some() {
-            bail!(
-                "xlb agent already exited ({:?}); its log:\n{}",
-                self.status,
-                self.log()
-            );
+            bail!("xlb agent already exited ({:?}); its log:\n{}", self.status, self.log());
         }
         let pid = self.pid().ok_or_else(|| anyhow!("no agent process"))? as i32;
         // SAFETY: pid is our unreaped child (try_status saw it running).
@@ -413,18 +379,10 @@ impl Agent {
     pub fn services_json(&self) -> Result<serde_json::Value> {
         let out = self.cli(&["services", "-o", "json"])?;
         if !out.status.success() {
-            bail!(
-                "xlb services failed ({}): {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr)
-            );
+            bail!("xlb services failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr));
         }
-        serde_json::from_slice(&out.stdout).with_context(|| {
-            format!(
-                "xlb services -o json printed: {}",
-                String::from_utf8_lossy(&out.stdout)
-            )
-        })
+        serde_json::from_slice(&out.stdout)
+            .with_context(|| format!("xlb services -o json printed: {}", String::from_utf8_lossy(&out.stdout)))
     }
 }
 
@@ -459,12 +417,7 @@ pub fn read_pipes(child: &mut Child) -> Result<(JoinHandle<Vec<u8>>, JoinHandle<
 /// host's bpffs is visible) with a 60 s bound, returning its output.
 pub(crate) fn cli(ns: &Netns, bin: &Path, pin_path: &Path, args: &[&str]) -> Result<Output> {
     let mut cmd = Command::new(bin);
-    cmd.args(args)
-        .arg("--pin-path")
-        .arg(pin_path)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    cmd.args(args).arg("--pin-path").arg(pin_path).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = ns.spawn(&mut cmd)?;
     let (out_t, err_t) = read_pipes(&mut child)?;
     let deadline = Instant::now() + Duration::from_mins(1);
@@ -479,11 +432,7 @@ pub(crate) fn cli(ns: &Netns, bin: &Path, pin_path: &Path, args: &[&str]) -> Res
         }
         std::thread::sleep(Duration::from_millis(10));
     };
-    Ok(Output {
-        status,
-        stdout: out_t.join().unwrap_or_default(),
-        stderr: err_t.join().unwrap_or_default(),
-    })
+    Ok(Output { status, stdout: out_t.join().unwrap_or_default(), stderr: err_t.join().unwrap_or_default() })
 }
 
 /// Runs `xlb ARGS...` (nothing added) in `ns` via [`Netns::spawn`] and
@@ -491,10 +440,7 @@ pub(crate) fn cli(ns: &Netns, bin: &Path, pin_path: &Path, args: &[&str]) -> Res
 /// later, and its (signalled) status is returned with what it printed.
 pub fn run_xlb(ns: &Netns, args: &[String], limit: Duration) -> Result<Output> {
     let mut cmd = Command::new(xlb_binary()?);
-    cmd.args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    cmd.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = ns.spawn(&mut cmd)?;
     let (out_t, err_t) = read_pipes(&mut child)?;
     let deadline = Instant::now() + limit;
@@ -514,16 +460,13 @@ pub fn run_xlb(ns: &Netns, args: &[String], limit: Duration) -> Result<Output> {
         }
         std::thread::sleep(Duration::from_millis(10));
     };
-    Ok(Output {
-        status,
-        stdout: out_t.join().unwrap_or_default(),
-        stderr: err_t.join().unwrap_or_default(),
-    })
+    Ok(Output { status, stdout: out_t.join().unwrap_or_default(), stderr: err_t.join().unwrap_or_default() })
 }
 
 /// Cargo's target directory: `$CARGO_TARGET_DIR`, else the workspace's.
 pub(crate) fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("target"), PathBuf::from)
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("target"), PathBuf::from)
 }
 
 #[cfg(test)]

@@ -28,14 +28,8 @@ pub fn agent(timeout: Option<Duration>) -> ureq::Agent {
 pub fn get(ns: &Netns, addr: SocketAddr, path: &str, timeout: Duration) -> Result<(u16, String)> {
     let url = format!("http://{addr}{path}");
     ns.try_run(|| -> Result<(u16, String)> {
-        let mut resp = agent(Some(timeout))
-            .get(&url)
-            .call()
-            .with_context(|| format!("GET {url}"))?;
-        let body = resp
-            .body_mut()
-            .read_to_string()
-            .with_context(|| format!("reading the body of GET {url}"))?;
+        let mut resp = agent(Some(timeout)).get(&url).call().with_context(|| format!("GET {url}"))?;
+        let body = resp.body_mut().read_to_string().with_context(|| format!("reading the body of GET {url}"))?;
         Ok((resp.status().as_u16(), body))
     })?
 }

@@ -26,6 +26,7 @@
 #![warn(missing_docs)]
 
 mod agent;
+pub mod cargo;
 pub mod http;
 pub mod k8s;
 pub mod netbuild;
@@ -37,10 +38,9 @@ pub use agent::{read_pipes, run_xlb, xlb_binary, Agent, ConfigFile, PinDir};
 pub use netns::Netns;
 pub use topology::{cleanup_stale, Topology, PREFIX};
 pub use traffic::{
-    reply_tag, spread_tcp, spread_tcp_replies, spread_udp, spread_udp_ports, spread_udp_replies,
-    tcp_echo_server, tcp_probe, tcp_request, tcp_session_server, try_tcp_echo_server,
-    try_tcp_session_server, try_udp_echo_server, udp_echo_server, udp_probe, udp_request, Probe,
-    ServerHandle, TcpSession, UdpFlow, NO_REPLY, WRONG_SOURCE,
+    reply_tag, spread_tcp, spread_tcp_replies, spread_udp, spread_udp_ports, spread_udp_replies, tcp_echo_server,
+    tcp_probe, tcp_request, tcp_session_server, try_tcp_echo_server, try_tcp_session_server, try_udp_echo_server,
+    udp_echo_server, udp_probe, udp_request, Probe, ServerHandle, TcpSession, UdpFlow, NO_REPLY, WRONG_SOURCE,
 };
 
 /// Fails with a clear message unless the process runs as root (uid 0).
@@ -66,13 +66,9 @@ pub fn is_root() -> bool {
 /// exit. Used for `ip` and friends.
 pub(crate) fn run_cmd(program: &str, args: &[&str]) -> anyhow::Result<std::process::Output> {
     use anyhow::Context as _;
-    let out = std::process::Command::new(program)
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .with_context(|| {
-            format!("cannot run `{program}`: is it installed? (`ip` comes with iproute2: apt-get install -y iproute2)")
-        })?;
+    let out = std::process::Command::new(program).args(args).stdin(std::process::Stdio::null()).output().with_context(
+        || format!("cannot run `{program}`: is it installed? (`ip` comes with iproute2: apt-get install -y iproute2)"),
+    )?;
     if !out.status.success() {
         anyhow::bail!(
             "`{program} {}` failed ({}): {}",

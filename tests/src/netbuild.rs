@@ -30,11 +30,7 @@ impl Net {
         if let Err(e) = cleanup_stale(PREFIX) {
             eprintln!("xlb-tests: cleaning stale namespaces failed: {e:#}");
         }
-        Net {
-            prefix: format!("{PREFIX}{}-{tag}", std::process::id()),
-            created: Vec::new(),
-            config: None,
-        }
+        Net { prefix: format!("{PREFIX}{}-{tag}", std::process::id()), created: Vec::new(), config: None }
     }
 
     /// A new namespace `<prefix>-<name>` with loopback up, rp_filter and
@@ -74,29 +70,15 @@ impl Net {
     /// Starts `xlb agent --config FILE --interface IF... EXTRA...` in `ns`
     /// with pins under `pin` (the file of [`Net::write_config`]); does not
     /// wait for health.
-    pub fn spawn_agent(
-        &self,
-        ns: &Netns,
-        pin: &Path,
-        interfaces: &[&str],
-        extra: &[&str],
-    ) -> Agent {
-        let config = self
-            .config
-            .as_ref()
-            .expect("Net::write_config before Net::spawn_agent");
-        let mut args = vec![
-            "agent".to_string(),
-            "--config".into(),
-            config.display().to_string(),
-        ];
+    pub fn spawn_agent(&self, ns: &Netns, pin: &Path, interfaces: &[&str], extra: &[&str]) -> Agent {
+        let config = self.config.as_ref().expect("Net::write_config before Net::spawn_agent");
+        let mut args = vec!["agent".to_string(), "--config".into(), config.display().to_string()];
         for i in interfaces {
             args.push("--interface".into());
             args.push(i.to_string());
         }
         args.extend(extra.iter().map(std::string::ToString::to_string));
-        Agent::spawn_args(ns, pin, &args)
-            .unwrap_or_else(|e| panic!("start the agent in {}: {e:#}", ns.name))
+        Agent::spawn_args(ns, pin, &args).unwrap_or_else(|e| panic!("start the agent in {}: {e:#}", ns.name))
     }
 }
 
@@ -111,8 +93,7 @@ impl Drop for Net {
 
 /// `ip -n NS ARGS...`; panics with its stderr on failure.
 pub fn ip(ns: &Netns, args: &[&str]) {
-    ns.ip(args)
-        .unwrap_or_else(|e| panic!("ip -n {} {}: {e:#}", ns.name, args.join(" ")));
+    ns.ip(args).unwrap_or_else(|e| panic!("ip -n {} {}: {e:#}", ns.name, args.join(" ")));
 }
 
 /// The output of `ip -n NS ARGS...`, or what failed (for diagnostics).
@@ -135,17 +116,11 @@ pub fn rp_filter_off(ns: &Netns) {
     let names: Vec<String> = ns.run(|| {
         std::fs::read_dir("/proc/sys/net/ipv4/conf")
             .map(|d| {
-                d.filter_map(std::result::Result::ok)
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .collect()
+                d.filter_map(std::result::Result::ok).map(|e| e.file_name().to_string_lossy().into_owned()).collect()
             })
             .unwrap_or_default()
     });
-    assert!(
-        names.iter().any(|n| n == "all"),
-        "netns {}: no /proc/sys/net/ipv4/conf/all",
-        ns.name
-    );
+    assert!(names.iter().any(|n| n == "all"), "netns {}: no /proc/sys/net/ipv4/conf/all", ns.name);
     for n in names {
         sysctl(ns, &format!("net/ipv4/conf/{n}/rp_filter"), "0");
     }
@@ -153,20 +128,8 @@ pub fn rp_filter_off(ns: &Netns) {
 
 /// A veth pair `a_if` (in `a`, address `a_addr` if any) — `b_if` (in `b`,
 /// `b_addr` if any), both up.
-pub fn link(
-    a: &Netns,
-    a_if: &str,
-    a_addr: Option<&str>,
-    b: &Netns,
-    b_if: &str,
-    b_addr: Option<&str>,
-) {
-    ip(
-        a,
-        &[
-            "link", "add", a_if, "type", "veth", "peer", "name", b_if, "netns", &b.name,
-        ],
-    );
+pub fn link(a: &Netns, a_if: &str, a_addr: Option<&str>, b: &Netns, b_if: &str, b_addr: Option<&str>) {
+    ip(a, &["link", "add", a_if, "type", "veth", "peer", "name", b_if, "netns", &b.name]);
     if let Some(addr) = a_addr {
         ip(a, &["addr", "add", addr, "dev", a_if]);
     }
@@ -182,18 +145,10 @@ pub fn wait_carrier(ns: &Netns) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let links = ip_out(ns, &["-o", "link", "show"]);
-        if !links
-            .lines()
-            .filter(|l| l.contains('@'))
-            .any(|l| !l.contains("LOWER_UP"))
-        {
+        if !links.lines().filter(|l| l.contains('@')).any(|l| !l.contains("LOWER_UP")) {
             return;
         }
-        assert!(
-            Instant::now() < deadline,
-            "netns {}: links without carrier after 10 s:\n{links}",
-            ns.name
-        );
+        assert!(Instant::now() < deadline, "netns {}: links without carrier after 10 s:\n{links}", ns.name);
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -202,39 +157,20 @@ pub fn wait_carrier(ns: &Netns) {
 /// neighbour entries on the way are resolved before the measured traffic.
 pub fn poke(ns: &Netns, to: &str) {
     let to: SocketAddr = format!("{to}:9").parse().unwrap();
-    ns.run(|| -> std::io::Result<()> {
-        UdpSocket::bind("0.0.0.0:0")?
-            .send_to(b"warm-up", to)
-            .map(|_| ())
-    })
-    .unwrap_or_else(|e| panic!("netns {}: warm-up datagram to {to}: {e}", ns.name));
+    ns.run(|| -> std::io::Result<()> { UdpSocket::bind("0.0.0.0:0")?.send_to(b"warm-up", to).map(|_| ()) })
+        .unwrap_or_else(|e| panic!("netns {}: warm-up datagram to {to}: {e}", ns.name));
 }
 
 /// `xlb stats -o json` as counter name → value, or what went wrong.
 pub fn stats(agent: &Agent) -> Result<BTreeMap<String, u64>, String> {
-    let out = agent
-        .cli(&["stats", "-o", "json"])
-        .map_err(|e| format!("cannot run xlb stats: {e:#}"))?;
+    let out = agent.cli(&["stats", "-o", "json"]).map_err(|e| format!("cannot run xlb stats: {e:#}"))?;
     if !out.status.success() {
-        return Err(format!(
-            "xlb stats failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        ));
+        return Err(format!("xlb stats failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr)));
     }
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|e| {
-        format!(
-            "xlb stats -o json printed no JSON ({e}): {}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    })?;
-    let obj = v
-        .as_object()
-        .ok_or_else(|| format!("xlb stats -o json is not an object: {v}"))?;
-    Ok(obj
-        .iter()
-        .filter_map(|(k, v)| Some((k.clone(), v.as_u64()?)))
-        .collect())
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .map_err(|e| format!("xlb stats -o json printed no JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))?;
+    let obj = v.as_object().ok_or_else(|| format!("xlb stats -o json is not an object: {v}"))?;
+    Ok(obj.iter().filter_map(|(k, v)| Some((k.clone(), v.as_u64()?))).collect())
 }
 
 /// Non-zero counters and the last 40 lines of the log of each named agent:
@@ -243,12 +179,9 @@ pub fn agents_diag(agents: &[(&str, &Agent)]) -> String {
     let mut s = String::new();
     for (name, a) in agents {
         let st = match stats(a) {
-            Ok(m) => m
-                .into_iter()
-                .filter(|(_, v)| *v != 0)
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect::<Vec<_>>()
-                .join(" "),
+            Ok(m) => {
+                m.into_iter().filter(|(_, v)| *v != 0).map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ")
+            }
             Err(e) => e,
         };
         let log = a.log();

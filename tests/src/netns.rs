@@ -25,10 +25,7 @@ pub struct Netns {
 impl Netns {
     /// Refers to an existing named namespace (does not create it).
     pub fn existing(name: impl Into<String>) -> Self {
-        Netns {
-            name: name.into(),
-            children: Arc::default(),
-        }
+        Netns { name: name.into(), children: Arc::default() }
     }
 
     /// `/var/run/netns/<name>`.
@@ -40,10 +37,7 @@ impl Netns {
         let path = self.path();
         // File::open sets O_CLOEXEC.
         let f = File::open(&path).with_context(|| {
-            format!(
-                "cannot open network namespace {} (does it exist? are we root?)",
-                path.display()
-            )
+            format!("cannot open network namespace {} (does it exist? are we root?)", path.display())
         })?;
         Ok(OwnedFd::from(f))
     }
@@ -154,28 +148,14 @@ impl Netns {
                 if libc::setns(raw, libc::CLONE_NEWNET) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }
-                libc::prctl(
-                    libc::PR_SET_PDEATHSIG,
-                    libc::SIGTERM as libc::c_ulong,
-                    0,
-                    0,
-                    0,
-                );
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong, 0, 0, 0);
                 sys.apply()
             });
         }
-        let child = cmd.spawn().with_context(|| {
-            format!(
-                "cannot start {:?} in netns {}",
-                cmd.get_program(),
-                self.name
-            )
-        })?;
+        let child =
+            cmd.spawn().with_context(|| format!("cannot start {:?} in netns {}", cmd.get_program(), self.name))?;
         drop(fd);
-        self.children
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push(child.id());
+        self.children.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(child.id());
         Ok(child)
     }
 
@@ -187,11 +167,7 @@ impl Netns {
     pub fn stop_children(&self, grace: Duration) {
         let pids: Vec<u32> =
             std::mem::take(&mut *self.children.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
-        let running: Vec<i32> = pids
-            .iter()
-            .map(|&p| p as i32)
-            .filter(|&p| child_running(p))
-            .collect();
+        let running: Vec<i32> = pids.iter().map(|&p| p as i32).filter(|&p| child_running(p)).collect();
         for &pid in &running {
             // SAFETY: pid is our unreaped child (checked just above).
             unsafe { libc::kill(pid, libc::SIGTERM) };
@@ -202,10 +178,7 @@ impl Netns {
                 std::thread::sleep(Duration::from_millis(20));
             }
             if child_running(pid) {
-                eprintln!(
-                    "xlb-tests: pid {pid} in netns {} ignored SIGTERM; killing it",
-                    self.name
-                );
+                eprintln!("xlb-tests: pid {pid} in netns {} ignored SIGTERM; killing it", self.name);
                 // SAFETY: still our unreaped child.
                 unsafe { libc::kill(pid, libc::SIGKILL) };
             }
@@ -249,11 +222,7 @@ impl SysRemount {
             sysfs: CString::new("sysfs").unwrap(),
             root: CString::new("/").unwrap(),
             empty: CString::new("").unwrap(),
-            subs: subs
-                .into_iter()
-                .filter_map(|s| CString::new(s).ok())
-                .take(MAX_SUBMOUNTS)
-                .collect(),
+            subs: subs.into_iter().filter_map(|s| CString::new(s).ok()).take(MAX_SUBMOUNTS).collect(),
             required,
         }
     }
@@ -292,14 +261,7 @@ impl SysRemount {
         if libc::umount2(self.sys.as_ptr(), libc::MNT_DETACH) != 0 {
             return Err(err());
         }
-        if libc::mount(
-            self.sysfs.as_ptr(),
-            self.sys.as_ptr(),
-            self.sysfs.as_ptr(),
-            0,
-            std::ptr::null(),
-        ) != 0
-        {
+        if libc::mount(self.sysfs.as_ptr(), self.sys.as_ptr(), self.sysfs.as_ptr(), 0, std::ptr::null()) != 0 {
             return Err(err());
         }
         for (i, sub) in self.subs.iter().enumerate() {
@@ -361,12 +323,8 @@ pub(crate) fn child_running(pid: i32) -> bool {
     // SAFETY: waitid with WNOWAIT only queries; info is plain old data.
     unsafe {
         let mut info: libc::siginfo_t = std::mem::zeroed();
-        let r = libc::waitid(
-            libc::P_PID,
-            pid as libc::id_t,
-            &raw mut info,
-            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
-        );
+        let r =
+            libc::waitid(libc::P_PID, pid as libc::id_t, &raw mut info, libc::WEXITED | libc::WNOHANG | libc::WNOWAIT);
         r == 0 && info.si_pid() == 0
     }
 }
@@ -386,10 +344,7 @@ mod tests {
 29 1 0:25 / /proc rw - proc proc rw
 30 22 0:26 / /sys/weird\\040dir rw - x x rw
 ";
-        assert_eq!(
-            sys_submounts(mi),
-            vec!["/sys/fs/bpf", "/sys/fs/cgroup", "/sys/kernel/security"]
-        );
+        assert_eq!(sys_submounts(mi), vec!["/sys/fs/bpf", "/sys/fs/cgroup", "/sys/kernel/security"]);
         assert!(sys_submounts("22 1 0:21 / /sys rw - sysfs sysfs rw").is_empty());
     }
 }

@@ -78,33 +78,24 @@ impl Topology {
         if let Err(e) = cleanup_stale(PREFIX) {
             eprintln!("xlb-tests: cleaning stale namespaces failed: {e:#}");
         }
-        let prefix = format!(
-            "{PREFIX}{}-{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::SeqCst)
-        );
+        let prefix = format!("{PREFIX}{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::SeqCst));
         let mut topo = Topology {
             client: Netns::existing(format!("{prefix}-client")),
             node: Netns::existing(format!("{prefix}-node")),
-            pods: (0..pods)
-                .map(|i| Netns::existing(format!("{prefix}-pod{i}")))
-                .collect(),
+            pods: (0..pods).map(|i| Netns::existing(format!("{prefix}-pod{i}"))).collect(),
             client_if: "c0".to_string(),
             pod_ifs: (0..pods).map(|i| format!("p{i}")).collect(),
             prefix,
             created: Vec::new(),
         };
         // On error `topo` is dropped, which deletes what was created.
-        topo.build()
-            .with_context(|| format!("building topology {}", topo.prefix))?;
+        topo.build().with_context(|| format!("building topology {}", topo.prefix))?;
         Ok(topo)
     }
 
     fn build(&mut self) -> Result<()> {
-        let all: Vec<Netns> = [self.client.clone(), self.node.clone()]
-            .into_iter()
-            .chain(self.pods.iter().cloned())
-            .collect();
+        let all: Vec<Netns> =
+            [self.client.clone(), self.node.clone()].into_iter().chain(self.pods.iter().cloned()).collect();
         for ns in &all {
             crate::run_cmd("ip", &["netns", "add", &ns.name])?;
             self.created.push(ns.clone());
@@ -117,138 +108,30 @@ impl Topology {
         // client <-> node
         let node = self.node.clone();
         let client = self.client.clone();
-        node.ip(&[
-            "link",
-            "add",
-            &self.client_if,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            &client.name,
-        ])?;
+        node.ip(&["link", "add", &self.client_if, "type", "veth", "peer", "name", "eth0", "netns", &client.name])?;
         node.ip(&["addr", "add", "10.100.0.1/24", "dev", &self.client_if])?;
-        node.ip(&[
-            "-6",
-            "addr",
-            "add",
-            "fd00:100::1/64",
-            "dev",
-            &self.client_if,
-            "nodad",
-        ])?;
+        node.ip(&["-6", "addr", "add", "fd00:100::1/64", "dev", &self.client_if, "nodad"])?;
         client.ip(&["addr", "add", "10.100.0.2/24", "dev", "eth0"])?;
-        client.ip(&[
-            "-6",
-            "addr",
-            "add",
-            "fd00:100::2/64",
-            "dev",
-            "eth0",
-            "nodad",
-        ])?;
+        client.ip(&["-6", "addr", "add", "fd00:100::2/64", "dev", "eth0", "nodad"])?;
         node.ip(&["link", "set", &self.client_if, "up"])?;
         client.ip(&["link", "set", "eth0", "up"])?;
-        client.ip(&[
-            "route",
-            "add",
-            "default",
-            "via",
-            "10.100.0.1",
-            "dev",
-            "eth0",
-        ])?;
-        client.ip(&[
-            "-6",
-            "route",
-            "add",
-            "default",
-            "via",
-            "fd00:100::1",
-            "dev",
-            "eth0",
-        ])?;
-        client.ip(&[
-            "route",
-            "add",
-            Self::VIP_RANGE_V4,
-            "via",
-            "10.100.0.1",
-            "dev",
-            "eth0",
-        ])?;
-        client.ip(&[
-            "-6",
-            "route",
-            "add",
-            Self::VIP_RANGE_V6,
-            "via",
-            "fd00:100::1",
-            "dev",
-            "eth0",
-        ])?;
+        client.ip(&["route", "add", "default", "via", "10.100.0.1", "dev", "eth0"])?;
+        client.ip(&["-6", "route", "add", "default", "via", "fd00:100::1", "dev", "eth0"])?;
+        client.ip(&["route", "add", Self::VIP_RANGE_V4, "via", "10.100.0.1", "dev", "eth0"])?;
+        client.ip(&["-6", "route", "add", Self::VIP_RANGE_V6, "via", "fd00:100::1", "dev", "eth0"])?;
 
         // node <-> pods
         for (i, pod) in self.pods.clone().iter().enumerate() {
             let nif = self.pod_ifs[i].clone();
-            node.ip(&[
-                "link", "add", &nif, "type", "veth", "peer", "name", "eth0", "netns", &pod.name,
-            ])?;
-            node.ip(&[
-                "addr",
-                "add",
-                &format!("{}/24", Self::pod_gw_v4(i)),
-                "dev",
-                &nif,
-            ])?;
-            node.ip(&[
-                "-6",
-                "addr",
-                "add",
-                &format!("{}/64", Self::pod_gw_v6(i)),
-                "dev",
-                &nif,
-                "nodad",
-            ])?;
-            pod.ip(&[
-                "addr",
-                "add",
-                &format!("{}/24", Self::pod_addr_v4(i)),
-                "dev",
-                "eth0",
-            ])?;
-            pod.ip(&[
-                "-6",
-                "addr",
-                "add",
-                &format!("{}/64", Self::pod_addr_v6(i)),
-                "dev",
-                "eth0",
-                "nodad",
-            ])?;
+            node.ip(&["link", "add", &nif, "type", "veth", "peer", "name", "eth0", "netns", &pod.name])?;
+            node.ip(&["addr", "add", &format!("{}/24", Self::pod_gw_v4(i)), "dev", &nif])?;
+            node.ip(&["-6", "addr", "add", &format!("{}/64", Self::pod_gw_v6(i)), "dev", &nif, "nodad"])?;
+            pod.ip(&["addr", "add", &format!("{}/24", Self::pod_addr_v4(i)), "dev", "eth0"])?;
+            pod.ip(&["-6", "addr", "add", &format!("{}/64", Self::pod_addr_v6(i)), "dev", "eth0", "nodad"])?;
             node.ip(&["link", "set", &nif, "up"])?;
             pod.ip(&["link", "set", "eth0", "up"])?;
-            pod.ip(&[
-                "route",
-                "add",
-                "default",
-                "via",
-                &Self::pod_gw_v4(i).to_string(),
-                "dev",
-                "eth0",
-            ])?;
-            pod.ip(&[
-                "-6",
-                "route",
-                "add",
-                "default",
-                "via",
-                &Self::pod_gw_v6(i).to_string(),
-                "dev",
-                "eth0",
-            ])?;
+            pod.ip(&["route", "add", "default", "via", &Self::pod_gw_v4(i).to_string(), "dev", "eth0"])?;
+            pod.ip(&["-6", "route", "add", "default", "via", &Self::pod_gw_v6(i).to_string(), "dev", "eth0"])?;
         }
 
         // Per-interface rp_filter off (the effective value is max(all, dev)).
@@ -272,9 +155,7 @@ impl Topology {
     /// The node-side interfaces xlb must attach to: the client veth, then
     /// every pod veth (pass each as `--interface`).
     pub fn node_interfaces(&self) -> Vec<String> {
-        std::iter::once(self.client_if.clone())
-            .chain(self.pod_ifs.iter().cloned())
-            .collect()
+        std::iter::once(self.client_if.clone()).chain(self.pod_ifs.iter().cloned()).collect()
     }
 
     /// Pod `i`'s IPv4 address, 10.1.<i>.2.
@@ -314,10 +195,7 @@ impl Topology {
 
     /// Every namespace of this topology: client, node, pods.
     pub fn namespaces(&self) -> Vec<&Netns> {
-        [&self.client, &self.node]
-            .into_iter()
-            .chain(self.pods.iter())
-            .collect()
+        [&self.client, &self.node].into_iter().chain(self.pods.iter()).collect()
     }
 
     /// A unique name derived from this topology (`<prefix>-<what>`), e.g. for
@@ -373,10 +251,8 @@ fn wait_ready(ns: &Netns, timeout: Duration) -> Result<()> {
         let tentative = ns.ip(&["-6", "-o", "addr", "show", "tentative"])?;
         let links = ns.ip(&["-o", "link", "show"])?;
         let links = String::from_utf8_lossy(&links.stdout).to_string();
-        let no_carrier = links
-            .lines()
-            .filter(|l| l.contains("veth") || l.contains('@'))
-            .any(|l| !l.contains("LOWER_UP"));
+        let no_carrier =
+            links.lines().filter(|l| l.contains("veth") || l.contains('@')).any(|l| !l.contains("LOWER_UP"));
         if tentative.stdout.iter().all(u8::is_ascii_whitespace) && !no_carrier {
             return Ok(());
         }
@@ -444,14 +320,8 @@ pub fn cleanup_stale(prefix: &str) -> Result<usize> {
                 continue;
             }
             match std::fs::remove_dir_all(entry.path()) {
-                Ok(()) => eprintln!(
-                    "xlb-tests: removed stale bpffs pins {}",
-                    entry.path().display()
-                ),
-                Err(e) => eprintln!(
-                    "xlb-tests: cannot remove stale pins {}: {e}",
-                    entry.path().display()
-                ),
+                Ok(()) => eprintln!("xlb-tests: removed stale bpffs pins {}", entry.path().display()),
+                Err(e) => eprintln!("xlb-tests: cannot remove stale pins {}: {e}", entry.path().display()),
             }
         }
     }
@@ -479,10 +349,7 @@ mod tests {
         assert_eq!(Topology::pod_addr_v4(3).to_string(), "10.1.3.2");
         assert_eq!(Topology::pod_gw_v4(3).to_string(), "10.1.3.1");
         assert_eq!(Topology::pod_addr_v6(3).to_string(), "fd00:1:3::2");
-        assert_eq!(
-            Topology::pod_gw_v6(0).to_string(),
-            "fd00:1:0::1".parse::<Ipv6Addr>().unwrap().to_string()
-        );
+        assert_eq!(Topology::pod_gw_v6(0).to_string(), "fd00:1:0::1".parse::<Ipv6Addr>().unwrap().to_string());
         assert_eq!(Topology::CLIENT_V6.to_string(), "fd00:100::2");
         assert_eq!(Topology::NODE_V6.to_string(), "fd00:100::1");
         assert_eq!(Topology::VIP_V6.to_string(), "2001:db8:ffff::10");

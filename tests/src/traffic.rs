@@ -6,9 +6,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::io::{ErrorKind, Read as _, Write as _};
-use std::net::{
-    IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket,
-};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -91,42 +89,28 @@ pub fn udp_echo_server(ns: &Netns, bind: SocketAddr, tag: &str) -> ServerHandle 
 
 /// [`udp_echo_server`] returning bind errors.
 pub fn try_udp_echo_server(ns: &Netns, bind: SocketAddr, tag: &str) -> Result<ServerHandle> {
-    let sock = ns
-        .try_run(|| UdpSocket::bind(bind))?
-        .with_context(|| format!("bind UDP {bind}"))?;
+    let sock = ns.try_run(|| UdpSocket::bind(bind))?.with_context(|| format!("bind UDP {bind}"))?;
     sock.set_read_timeout(Some(POLL))?;
     let addr = sock.local_addr()?;
     let stop = Arc::new(AtomicBool::new(false));
     let served = Arc::new(AtomicUsize::new(0));
     let (t_stop, t_served, t_tag) = (stop.clone(), served.clone(), tag.to_string());
-    let thread = std::thread::Builder::new()
-        .name(format!("udp-echo-{tag}"))
-        .spawn(move || {
-            #[expect(clippy::large_stack_arrays, reason = "one datagram of the largest size; thread stacks are 2 MiB")]
-            let mut buf = [0u8; 65536];
-            while !t_stop.load(Ordering::SeqCst) {
-                match sock.recv_from(&mut buf) {
-                    Ok((_, peer)) => {
-                        let _ = sock.send_to(reply_text(&t_tag, peer).as_bytes(), peer);
-                        t_served.fetch_add(1, Ordering::SeqCst);
-                    }
-                    Err(e)
-                        if matches!(
-                            e.kind(),
-                            ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
-                        ) => {}
-                    // ICMP errors from earlier sends surface here; keep serving.
-                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+    let thread = std::thread::Builder::new().name(format!("udp-echo-{tag}")).spawn(move || {
+        #[expect(clippy::large_stack_arrays, reason = "one datagram of the largest size; thread stacks are 2 MiB")]
+        let mut buf = [0u8; 65536];
+        while !t_stop.load(Ordering::SeqCst) {
+            match sock.recv_from(&mut buf) {
+                Ok((_, peer)) => {
+                    let _ = sock.send_to(reply_text(&t_tag, peer).as_bytes(), peer);
+                    t_served.fetch_add(1, Ordering::SeqCst);
                 }
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted) => {}
+                // ICMP errors from earlier sends surface here; keep serving.
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
             }
-        })?;
-    Ok(ServerHandle {
-        addr,
-        tag: tag.to_string(),
-        stop,
-        served,
-        thread: Some(thread),
-    })
+        }
+    })?;
+    Ok(ServerHandle { addr, tag: tag.to_string(), stop, served, thread: Some(thread) })
 }
 
 /// A TCP server in `ns` bound to `bind`: for each connection it reads one
@@ -157,62 +141,44 @@ pub fn try_tcp_session_server(ns: &Netns, bind: SocketAddr, tag: &str) -> Result
 }
 
 fn tcp_server(ns: &Netns, bind: SocketAddr, tag: &str, session: bool) -> Result<ServerHandle> {
-    let listener = ns
-        .try_run(|| TcpListener::bind(bind))?
-        .with_context(|| format!("bind TCP {bind}"))?;
+    let listener = ns.try_run(|| TcpListener::bind(bind))?.with_context(|| format!("bind TCP {bind}"))?;
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
     let stop = Arc::new(AtomicBool::new(false));
     let served = Arc::new(AtomicUsize::new(0));
     let (t_stop, t_served, t_tag) = (stop.clone(), served.clone(), tag.to_string());
-    let thread = std::thread::Builder::new()
-        .name(format!("tcp-echo-{tag}"))
-        .spawn(move || {
-            let mut conns: Vec<JoinHandle<()>> = Vec::new();
-            while !t_stop.load(Ordering::SeqCst) {
-                match listener.accept() {
-                    Ok((stream, peer)) => {
-                        let (c_stop, c_served, c_tag) =
-                            (t_stop.clone(), t_served.clone(), t_tag.clone());
-                        let spawned = std::thread::Builder::new()
-                            .name(format!("tcp-conn-{t_tag}"))
-                            .spawn(move || {
-                                let _ = if session {
-                                    serve_session(stream, peer, &c_tag, &c_stop, &c_served)
-                                } else {
-                                    serve_once(stream, peer, &c_tag, &c_served)
-                                };
-                            });
-                        if let Ok(h) = spawned {
-                            conns.push(h);
-                        }
-                        conns.retain(|h| !h.is_finished());
+    let thread = std::thread::Builder::new().name(format!("tcp-echo-{tag}")).spawn(move || {
+        let mut conns: Vec<JoinHandle<()>> = Vec::new();
+        while !t_stop.load(Ordering::SeqCst) {
+            match listener.accept() {
+                Ok((stream, peer)) => {
+                    let (c_stop, c_served, c_tag) = (t_stop.clone(), t_served.clone(), t_tag.clone());
+                    let spawned = std::thread::Builder::new().name(format!("tcp-conn-{t_tag}")).spawn(move || {
+                        let _ = if session {
+                            serve_session(stream, peer, &c_tag, &c_stop, &c_served)
+                        } else {
+                            serve_once(stream, peer, &c_tag, &c_served)
+                        };
+                    });
+                    if let Ok(h) = spawned {
+                        conns.push(h);
                     }
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                        std::thread::sleep(Duration::from_millis(2));
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                    conns.retain(|h| !h.is_finished());
                 }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
             }
-            for h in conns {
-                let _ = h.join();
-            }
-        })?;
-    Ok(ServerHandle {
-        addr,
-        tag: tag.to_string(),
-        stop,
-        served,
-        thread: Some(thread),
-    })
+        }
+        for h in conns {
+            let _ = h.join();
+        }
+    })?;
+    Ok(ServerHandle { addr, tag: tag.to_string(), stop, served, thread: Some(thread) })
 }
 
-fn serve_once(
-    mut stream: TcpStream,
-    peer: SocketAddr,
-    tag: &str,
-    served: &AtomicUsize,
-) -> std::io::Result<()> {
+fn serve_once(mut stream: TcpStream, peer: SocketAddr, tag: &str, served: &AtomicUsize) -> std::io::Result<()> {
     stream.set_nonblocking(false)?;
     stream.set_read_timeout(Some(CONN_TIMEOUT))?;
     stream.set_write_timeout(Some(CONN_TIMEOUT))?;
@@ -253,11 +219,7 @@ fn serve_session(
                 served.fetch_add(1, Ordering::SeqCst);
                 last = Instant::now();
             }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
-                ) => {}
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted) => {}
             Err(e) => return Err(e),
         }
     }
@@ -288,20 +250,12 @@ pub fn udp_request(
     timeout: Duration,
 ) -> Result<(String, SocketAddr)> {
     let local = from.unwrap_or_else(|| unspecified_for(to));
-    let sock = ns
-        .try_run(|| UdpSocket::bind(local))?
-        .with_context(|| format!("bind UDP {local}"))?;
+    let sock = ns.try_run(|| UdpSocket::bind(local))?.with_context(|| format!("bind UDP {local}"))?;
     udp_exchange(&sock, to, payload, timeout)
 }
 
-fn udp_exchange(
-    sock: &UdpSocket,
-    to: SocketAddr,
-    payload: &[u8],
-    timeout: Duration,
-) -> Result<(String, SocketAddr)> {
-    sock.send_to(payload, to)
-        .with_context(|| format!("send UDP to {to}"))?;
+fn udp_exchange(sock: &UdpSocket, to: SocketAddr, payload: &[u8], timeout: Duration) -> Result<(String, SocketAddr)> {
+    sock.send_to(payload, to).with_context(|| format!("send UDP to {to}"))?;
     let deadline = Instant::now() + timeout;
     #[expect(clippy::large_stack_arrays, reason = "one datagram of the largest size; thread stacks are 2 MiB")]
     let mut buf = [0u8; 65536];
@@ -335,9 +289,7 @@ impl UdpFlow {
     /// requests to `to`.
     pub fn new(ns: &Netns, from: Option<SocketAddr>, to: SocketAddr) -> Result<Self> {
         let local = from.unwrap_or_else(|| unspecified_for(to));
-        let sock = ns
-            .try_run(|| UdpSocket::bind(local))?
-            .with_context(|| format!("bind UDP {local}"))?;
+        let sock = ns.try_run(|| UdpSocket::bind(local))?.with_context(|| format!("bind UDP {local}"))?;
         Ok(UdpFlow { sock, to })
     }
 
@@ -355,33 +307,19 @@ impl UdpFlow {
 /// A TCP request from `ns`: connect to `to`, send `payload`, half-close,
 /// and read the reply until the server closes. Errors carry the
 /// `std::io::Error` (e.g. `ConnectionRefused` for a RST).
-pub fn tcp_request(
-    ns: &Netns,
-    to: SocketAddr,
-    payload: &[u8],
-    timeout: Duration,
-) -> Result<String> {
+pub fn tcp_request(ns: &Netns, to: SocketAddr, payload: &[u8], timeout: Duration) -> Result<String> {
     let deadline = Instant::now() + timeout;
     let mut stream = tcp_connect(ns, to, timeout)?;
-    let left = deadline
-        .saturating_duration_since(Instant::now())
-        .max(Duration::from_millis(1));
+    let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
     stream.set_write_timeout(Some(left))?;
-    stream
-        .write_all(payload)
-        .with_context(|| format!("send to {to}"))?;
-    stream
-        .shutdown(Shutdown::Write)
-        .with_context(|| format!("half-close to {to}"))?;
+    stream.write_all(payload).with_context(|| format!("send to {to}"))?;
+    stream.shutdown(Shutdown::Write).with_context(|| format!("half-close to {to}"))?;
     let mut reply = Vec::new();
     let mut buf = [0u8; 4096];
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            bail!(
-                "TCP reply from {to} not complete within {timeout:?} (got {:?})",
-                String::from_utf8_lossy(&reply)
-            );
+            bail!("TCP reply from {to} not complete within {timeout:?} (got {:?})", String::from_utf8_lossy(&reply));
         }
         stream.set_read_timeout(Some(left))?;
         match stream.read(&mut buf) {
@@ -389,10 +327,7 @@ pub fn tcp_request(
             Ok(n) => reply.extend_from_slice(&buf[..n]),
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(e) if is_timeout(&e) => {
-                bail!(
-                    "TCP reply from {to} not complete within {timeout:?} (got {:?})",
-                    String::from_utf8_lossy(&reply)
-                )
+                bail!("TCP reply from {to} not complete within {timeout:?} (got {:?})", String::from_utf8_lossy(&reply))
             }
             Err(e) => return Err(anyhow!(e).context(format!("read reply from {to}"))),
         }
@@ -401,8 +336,7 @@ pub fn tcp_request(
 }
 
 fn tcp_connect(ns: &Netns, to: SocketAddr, timeout: Duration) -> Result<TcpStream> {
-    ns.try_run(|| TcpStream::connect_timeout(&to, timeout))?
-        .map_err(|e| anyhow!(e).context(format!("connect to {to}")))
+    ns.try_run(|| TcpStream::connect_timeout(&to, timeout))?.map_err(|e| anyhow!(e).context(format!("connect to {to}")))
 }
 
 /// A TCP connection from `ns` kept open for several request/reply rounds
@@ -416,17 +350,12 @@ pub struct TcpSession {
 impl TcpSession {
     /// Connects from `ns` to `to`.
     pub fn connect(ns: &Netns, to: SocketAddr, timeout: Duration) -> Result<Self> {
-        Ok(TcpSession {
-            stream: tcp_connect(ns, to, timeout)?,
-            to,
-        })
+        Ok(TcpSession { stream: tcp_connect(ns, to, timeout)?, to })
     }
 
     /// The local (client) address of this connection.
     pub fn local_addr(&self) -> SocketAddr {
-        self.stream
-            .local_addr()
-            .expect("connected socket has an address")
+        self.stream.local_addr().expect("connected socket has an address")
     }
 
     /// Sends `payload` and returns what one read brings back (the session
@@ -434,14 +363,9 @@ impl TcpSession {
     pub fn request(&mut self, payload: &[u8], timeout: Duration) -> Result<String> {
         self.stream.set_write_timeout(Some(timeout))?;
         self.stream.set_read_timeout(Some(timeout))?;
-        self.stream
-            .write_all(payload)
-            .with_context(|| format!("send to {}", self.to))?;
+        self.stream.write_all(payload).with_context(|| format!("send to {}", self.to))?;
         let mut buf = [0u8; 4096];
-        let n = self
-            .stream
-            .read(&mut buf)
-            .map_err(|e| anyhow!(e).context(format!("read reply from {}", self.to)))?;
+        let n = self.stream.read(&mut buf).map_err(|e| anyhow!(e).context(format!("read reply from {}", self.to)))?;
         if n == 0 {
             bail!("{} closed the connection", self.to);
         }
@@ -468,8 +392,7 @@ pub fn udp_probe(ns: &Netns, to: SocketAddr, payload: &[u8], timeout: Duration) 
         s.connect(to)?;
         Ok(s)
     })??;
-    sock.send(payload)
-        .with_context(|| format!("send UDP to {to}"))?;
+    sock.send(payload).with_context(|| format!("send UDP to {to}"))?;
     let deadline = Instant::now() + timeout;
     #[expect(clippy::large_stack_arrays, reason = "one datagram of the largest size; thread stacks are 2 MiB")]
     let mut buf = [0u8; 65536];
@@ -480,11 +403,7 @@ pub fn udp_probe(ns: &Netns, to: SocketAddr, payload: &[u8], timeout: Duration) 
         }
         sock.set_read_timeout(Some(left))?;
         match sock.recv(&mut buf) {
-            Ok(n) => {
-                return Ok(Probe::Reply(
-                    String::from_utf8_lossy(&buf[..n]).into_owned(),
-                ))
-            }
+            Ok(n) => return Ok(Probe::Reply(String::from_utf8_lossy(&buf[..n]).into_owned())),
             Err(e) if e.kind() == ErrorKind::ConnectionRefused => return Ok(Probe::Refused),
             Err(e) if is_timeout(&e) => return Ok(Probe::Timeout),
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
@@ -501,9 +420,7 @@ pub fn tcp_probe(ns: &Netns, to: SocketAddr, payload: &[u8], timeout: Duration) 
         Err(e) => {
             let io = e.chain().find_map(|c| c.downcast_ref::<std::io::Error>());
             match io.map(std::io::Error::kind) {
-                Some(ErrorKind::ConnectionRefused | ErrorKind::ConnectionReset) => {
-                    Ok(Probe::Refused)
-                }
+                Some(ErrorKind::ConnectionRefused | ErrorKind::ConnectionReset) => Ok(Probe::Refused),
                 Some(ErrorKind::TimedOut | ErrorKind::WouldBlock) => Ok(Probe::Timeout),
                 _ if e.to_string().contains("within") => Ok(Probe::Timeout),
                 _ => Err(e),
@@ -520,11 +437,7 @@ pub fn reply_tag(reply: &str) -> &str {
 fn tally_tags(replies: HashMap<String, usize>) -> HashMap<String, usize> {
     let mut out = HashMap::new();
     for (reply, n) in replies {
-        let key = if reply.starts_with('<') {
-            reply
-        } else {
-            reply_tag(&reply).to_string()
-        };
+        let key = if reply.starts_with('<') { reply } else { reply_tag(&reply).to_string() };
         *out.entry(key).or_insert(0) += n;
     }
     out
@@ -535,23 +448,13 @@ fn tally_tags(replies: HashMap<String, usize>) -> HashMap<String, usize> {
 /// counts the replies per tag. Unanswered requests count under
 /// [`NO_REPLY`], replies from an address other than `to` under
 /// [`WRONG_SOURCE`]. Takes at most about `count * timeout`.
-pub fn spread_udp(
-    ns: &Netns,
-    to: SocketAddr,
-    count: usize,
-    timeout: Duration,
-) -> HashMap<String, usize> {
+pub fn spread_udp(ns: &Netns, to: SocketAddr, count: usize, timeout: Duration) -> HashMap<String, usize> {
     tally_tags(spread_udp_replies(ns, to, count, timeout))
 }
 
 /// Like [`spread_udp`] but counts whole reply texts (`"pod0 10.1.0.1"`), so
 /// the source address each backend saw shows too.
-pub fn spread_udp_replies(
-    ns: &Netns,
-    to: SocketAddr,
-    count: usize,
-    timeout: Duration,
-) -> HashMap<String, usize> {
+pub fn spread_udp_replies(ns: &Netns, to: SocketAddr, count: usize, timeout: Duration) -> HashMap<String, usize> {
     ns.run(|| {
         let mut replies = HashMap::new();
         let mut used = HashSet::new();
@@ -586,12 +489,7 @@ pub fn spread_udp_replies(
 /// Sends one UDP request from each of the given source ports (on the
 /// unspecified address) to `to` and counts replies per tag, as
 /// [`spread_udp`]. Reusing the same ports later sends the same flows again.
-pub fn spread_udp_ports(
-    ns: &Netns,
-    to: SocketAddr,
-    ports: &[u16],
-    timeout: Duration,
-) -> HashMap<String, usize> {
+pub fn spread_udp_ports(ns: &Netns, to: SocketAddr, ports: &[u16], timeout: Duration) -> HashMap<String, usize> {
     let replies = ns.run(|| {
         let mut replies = HashMap::new();
         for &port in ports {
@@ -599,13 +497,11 @@ pub fn spread_udp_ports(
             local.set_port(port);
             let key = match UdpSocket::bind(local) {
                 Err(_) => NO_REPLY.to_string(),
-                Ok(s) => {
-                    match udp_exchange(&s, to, format!("request from {port}").as_bytes(), timeout) {
-                        Ok((_, src)) if src != to => WRONG_SOURCE.to_string(),
-                        Ok((text, _)) => text,
-                        Err(_) => NO_REPLY.to_string(),
-                    }
-                }
+                Ok(s) => match udp_exchange(&s, to, format!("request from {port}").as_bytes(), timeout) {
+                    Ok((_, src)) if src != to => WRONG_SOURCE.to_string(),
+                    Ok((text, _)) => text,
+                    Err(_) => NO_REPLY.to_string(),
+                },
             };
             *replies.entry(key).or_insert(0) += 1;
         }
@@ -617,22 +513,12 @@ pub fn spread_udp_ports(
 /// Opens `count` TCP connections from `ns` to `to`, one after the other
 /// (each a new flow from a new ephemeral port), makes one request on each
 /// and counts the replies per tag; failures count under [`NO_REPLY`].
-pub fn spread_tcp(
-    ns: &Netns,
-    to: SocketAddr,
-    count: usize,
-    timeout: Duration,
-) -> HashMap<String, usize> {
+pub fn spread_tcp(ns: &Netns, to: SocketAddr, count: usize, timeout: Duration) -> HashMap<String, usize> {
     tally_tags(spread_tcp_replies(ns, to, count, timeout))
 }
 
 /// Like [`spread_tcp`] but counts whole reply texts.
-pub fn spread_tcp_replies(
-    ns: &Netns,
-    to: SocketAddr,
-    count: usize,
-    timeout: Duration,
-) -> HashMap<String, usize> {
+pub fn spread_tcp_replies(ns: &Netns, to: SocketAddr, count: usize, timeout: Duration) -> HashMap<String, usize> {
     let mut replies = HashMap::new();
     for i in 0..count {
         let key = match tcp_request(ns, to, format!("request {i}\n").as_bytes(), timeout) {

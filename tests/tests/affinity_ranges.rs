@@ -121,7 +121,8 @@ fn source_ranges_admit_only_listed_clients() {
     // Ranges removed: open again, and the flows in progress resume on their pods.
     reload(&env, &open, "dns6", "source_ranges", serde_json::json!([]));
     for (f, before, fam, vip) in [(&f4, &p4, Fam::V4, v4), (&f6, &p6, Fam::V6, v6)] {
-        let (reply, from) = f.request(b"after", T).unwrap_or_else(|e| panic!("{fam:?} flow after: {e:#}{}", env.diag()));
+        let (reply, from) =
+            f.request(b"after", T).unwrap_or_else(|e| panic!("{fam:?} flow after: {e:#}{}", env.diag()));
         assert_eq!(from, vip);
         assert_eq!(parse_reply(&reply).map(|r| r.0), parse_reply(&before.0).map(|r| r.0), "same pod as before");
     }

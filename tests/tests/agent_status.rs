@@ -17,9 +17,7 @@ use xlb_tests::{xlb_binary, Agent, PinDir, Topology};
 
 /// `xlb status -o json`: (exit code, parsed object).
 fn status_json(agent: &Agent) -> (Option<i32>, Value) {
-    let out = agent
-        .cli(&["status", "-o", "json"])
-        .expect("run xlb status");
+    let out = agent.cli(&["status", "-o", "json"]).expect("run xlb status");
     let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
             "xlb status -o json printed no JSON ({e}): {}{}",
@@ -104,57 +102,30 @@ fn status_running_stopped_and_killed() {
         assert!(mode == "native" || mode == "generic", "XDP mode of {a}");
     }
     assert_eq!(v["last_apply"]["result"], "ok", "{v}");
-    assert!(
-        v["last_apply"]["time_unix"].as_u64().unwrap_or(0) > 0,
-        "{v}"
-    );
+    assert!(v["last_apply"]["time_unix"].as_u64().unwrap_or(0) > 0, "{v}");
     assert_eq!(v["announced_vips"], Value::Array(vec![]), "{v}");
     let table = env.agent().cli(&["status"]).expect("xlb status");
     let text = String::from_utf8_lossy(&table.stdout);
-    assert!(
-        table.status.success() && text.contains("running"),
-        "xlb status table: {text}"
-    );
+    assert!(table.status.success() && text.contains("running"), "xlb status table: {text}");
     let (code, out, err) = services_table(env.agent());
     assert_eq!(code, Some(0), "{err}");
     assert!(out.contains("dns"), "{out}");
-    assert!(
-        !err.contains("warning"),
-        "no warning while the agent runs: {err}"
-    );
-    assert!(
-        !env.agent().log().contains("nsenter"),
-        "no `ip netns exec` warning here:\n{}",
-        env.agent().log()
-    );
+    assert!(!err.contains("warning"), "no warning while the agent runs: {err}");
+    assert!(!env.agent().log().contains("nsenter"), "no `ip netns exec` warning here:\n{}", env.agent().log());
 
     // SIGTERM: detached, marked stopped.
     let agent = stop_agent(&mut env);
     let v = status_not_running(&agent);
     assert_eq!(v["state"], "stopped", "{v}");
-    assert!(
-        names(&v).is_empty(),
-        "nothing is attached after SIGTERM: {v}"
-    );
+    assert!(names(&v).is_empty(), "nothing is attached after SIGTERM: {v}");
     let (code, out, err) = services_table(&agent);
-    assert_eq!(
-        code,
-        Some(0),
-        "services still prints the pinned maps: {err}"
-    );
+    assert_eq!(code, Some(0), "services still prints the pinned maps: {err}");
     assert!(out.contains("dns"), "{out}");
     assert!(
-        err.contains("warning")
-            && err.contains("no xlb agent is running")
-            && err.contains("nothing is attached"),
+        err.contains("warning") && err.contains("no xlb agent is running") && err.contains("nothing is attached"),
         "xlb services after the agent exited should warn that the maps are stale: {err:?}"
     );
-    for cmd in [
-        &["stats"][..],
-        &["flows"],
-        &["backends"],
-        &["maglev", "dns"],
-    ] {
+    for cmd in [&["stats"][..], &["flows"], &["backends"], &["maglev", "dns"]] {
         let out = agent.cli(cmd).expect("run xlb");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(
@@ -172,9 +143,7 @@ fn status_running_stopped_and_killed() {
     assert_eq!((code, &v["running"]), (Some(0), &Value::Bool(true)), "{v}");
     let mut agent = env.agent.take().unwrap();
     agent.signal(libc::SIGKILL).expect("SIGKILL");
-    agent
-        .wait_exit(Duration::from_secs(10))
-        .expect("killed agent exits");
+    agent.wait_exit(Duration::from_secs(10)).expect("killed agent exits");
     let mut last = Value::Null;
     let gone = wait_for(Duration::from_secs(10), || {
         let (code, v) = status_json(&agent);
@@ -182,10 +151,7 @@ fn status_running_stopped_and_killed() {
         last = v;
         done
     });
-    assert!(
-        gone,
-        "xlb status never said the killed agent is gone: {last}"
-    );
+    assert!(gone, "xlb status never said the killed agent is gone: {last}");
     let (_, _, err) = services_table(&agent);
     assert!(err.contains("no xlb agent is running"), "{err}");
 }
@@ -202,10 +168,7 @@ fn status_after_keep_on_exit() {
     want_ifaces.sort();
     let (_, before) = status_json(env.agent());
     let agent = stop_agent(&mut env);
-    assert!(
-        xdp_attached(&env.topo.node, "c0"),
-        "--keep-on-exit keeps XDP on c0"
-    );
+    assert!(xdp_attached(&env.topo.node, "c0"), "--keep-on-exit keeps XDP on c0");
     let v = status_not_running(&agent);
     assert_eq!(names(&v), want_ifaces, "the kept interfaces: {v}");
     let (code, out, err) = services_table(&agent);
@@ -222,22 +185,14 @@ fn status_after_keep_on_exit() {
     let (code, v) = status_json(env.agent());
     assert_eq!(code, Some(0), "{v}");
     assert_eq!(names(&v), want_ifaces, "{v}");
-    assert_eq!(
-        v["attachments"], before["attachments"],
-        "modes after the takeover: {v}\nbefore: {before}"
-    );
+    assert_eq!(v["attachments"], before["attachments"], "modes after the takeover: {v}\nbefore: {before}");
     stop_agent(&mut env);
-    assert!(
-        !xdp_attached(&env.topo.node, "c0"),
-        "{}",
-        ip_link(&env.topo.node, "c0")
-    );
+    assert!(!xdp_attached(&env.topo.node, "c0"), "{}", ip_link(&env.topo.node, "c0"));
 }
 
 /// The value of an unlabelled metric in Prometheus text.
 fn metric(text: &str, name: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+    text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
 /// Issue 10, defect 6: a reload that fails (an invalid file, SIGHUP) shows
@@ -250,18 +205,10 @@ fn failed_reload_shows_in_healthz_metrics_and_status() {
     let good = config(&dns_and_web(Fam::V4, "snat", 0..1));
     let mut env = Env::start(1, &good, &[]);
     let agent = env.agent();
-    assert_eq!(
-        agent.http_get("/healthz").expect("healthz"),
-        (200, "ok\n".to_string())
-    );
+    assert_eq!(agent.http_get("/healthz").expect("healthz"), (200, "ok\n".to_string()));
     let m = agent.metrics().expect("metrics");
-    assert_eq!(
-        metric(&m, "xlb_config_last_reload_success"),
-        Some(1.0),
-        "{m}"
-    );
-    let ok_ts =
-        metric(&m, "xlb_config_last_reload_success_timestamp_seconds").expect("timestamp metric");
+    assert_eq!(metric(&m, "xlb_config_last_reload_success"), Some(1.0), "{m}");
+    let ok_ts = metric(&m, "xlb_config_last_reload_success_timestamp_seconds").expect("timestamp metric");
     assert!(ok_ts > 1.0e9, "{m}");
     // The map metrics, read through the read-only view the agent keeps
     // across scrapes.
@@ -271,9 +218,7 @@ fn failed_reload_shows_in_healthz_metrics_and_status() {
         assert!(m.lines().any(|l| l.starts_with("xlb_service_packets") && l.contains("service=\"")), "{m}");
     }
 
-    env.config
-        .write(&good.replace("port: 53", "port: 70000"))
-        .expect("write the bad file");
+    env.config.write(&good.replace("port: 53", "port: 70000")).expect("write the bad file");
     env.agent_mut().reload().expect("SIGHUP");
     let agent = env.agent();
     let mut last = (0, String::new());
@@ -281,32 +226,14 @@ fn failed_reload_shows_in_healthz_metrics_and_status() {
         last = agent.http_get("/healthz").unwrap_or_default();
         last.1.contains("reload failed")
     });
-    assert!(
-        seen,
-        "/healthz after a failed reload: {last:?}\nlog:\n{}",
-        agent.log()
-    );
-    assert_eq!(
-        last.0, 200,
-        "/healthz stays 200 (liveness) after a failed reload: {last:?}"
-    );
-    assert!(
-        last.1.contains("70000"),
-        "/healthz should say what failed: {last:?}"
-    );
+    assert!(seen, "/healthz after a failed reload: {last:?}\nlog:\n{}", agent.log());
+    assert_eq!(last.0, 200, "/healthz stays 200 (liveness) after a failed reload: {last:?}");
+    assert!(last.1.contains("70000"), "/healthz should say what failed: {last:?}");
     let ready = agent.http_get("/readyz").expect("readyz");
     assert_eq!(ready.0, 503, "/readyz after a failed reload: {ready:?}");
     let m = agent.metrics().expect("metrics");
-    assert_eq!(
-        metric(&m, "xlb_config_last_reload_success"),
-        Some(0.0),
-        "{m}"
-    );
-    assert_eq!(
-        metric(&m, "xlb_config_last_reload_success_timestamp_seconds"),
-        Some(ok_ts),
-        "{m}"
-    );
+    assert_eq!(metric(&m, "xlb_config_last_reload_success"), Some(0.0), "{m}");
+    assert_eq!(metric(&m, "xlb_config_last_reload_success_timestamp_seconds"), Some(ok_ts), "{m}");
     let mut st = Value::Null;
     let failed = wait_for(Duration::from_secs(5), || {
         st = status_json(agent).1;
@@ -325,11 +252,7 @@ fn failed_reload_shows_in_healthz_metrics_and_status() {
     assert!(cleared, "/healthz after a good reload: {last:?}");
     assert_eq!(agent.http_get("/readyz").expect("readyz").0, 200);
     let m = agent.metrics().expect("metrics");
-    assert_eq!(
-        metric(&m, "xlb_config_last_reload_success"),
-        Some(1.0),
-        "{m}"
-    );
+    assert_eq!(metric(&m, "xlb_config_last_reload_success"), Some(1.0), "{m}");
 }
 
 /// Issue 10, defect 7: an agent started with `ip netns exec` (which
@@ -359,9 +282,7 @@ fn ip_netns_exec_is_detected_with_the_fix() {
     for i in topo.node_interfaces() {
         cmd.args(["--interface", &i]);
     }
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("ip netns exec xlb agent");
     let log = Arc::new(Mutex::new(String::new()));
     let reader = {
@@ -378,9 +299,7 @@ fn ip_netns_exec_is_detected_with_the_fix() {
     let text = || log.lock().unwrap().clone();
     let warned = wait_for(Duration::from_secs(30), || {
         let t = text();
-        t.contains("nsenter")
-            || t.contains("xlb agent running")
-            || matches!(child.try_wait(), Ok(Some(_)))
+        t.contains("nsenter") || t.contains("xlb agent running") || matches!(child.try_wait(), Ok(Some(_)))
     });
     // Stop it (our child: `ip netns exec` execs the agent in place).
     if let Ok(None) = child.try_wait() {
@@ -395,15 +314,9 @@ fn ip_netns_exec_is_detected_with_the_fix() {
     let _ = child.wait();
     let _ = reader.join();
     let t = text();
-    assert!(
-        warned,
-        "the agent neither warned nor started within 30 s:\n{t}"
-    );
+    assert!(warned, "the agent neither warned nor started within 30 s:\n{t}");
     let want = format!("nsenter --net=/var/run/netns/{}", topo.node.name);
-    let line = t
-        .lines()
-        .find(|l| l.contains("nsenter"))
-        .unwrap_or_default();
+    let line = t.lines().find(|l| l.contains("nsenter")).unwrap_or_default();
     assert!(
         line.contains("WARN") && line.contains(&want) && line.contains("ip netns exec"),
         "an agent started with `ip netns exec` should warn (WARN) and name `{want}`; its log:\n{t}"

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use xlb_tests::k8s::{
-    self, endpoint, endpoint_slice, kubectl, lb_service, query_escape, service_path, services_path,
-    ApiServer, KubeClient, WatchStream,
+    self, endpoint, endpoint_slice, kubectl, lb_service, query_escape, service_path, services_path, ApiServer,
+    KubeClient, WatchStream,
 };
 use xlb_tests::Topology;
 
@@ -36,19 +36,12 @@ fn names(list: &Value) -> Vec<String> {
         .as_array()
         .expect("items")
         .iter()
-        .map(|o| {
-            o["metadata"]["name"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string()
-        })
+        .map(|o| o["metadata"]["name"].as_str().unwrap_or_default().to_string())
         .collect()
 }
 
 fn next(w: &mut WatchStream) -> Value {
-    w.next_event(WAIT)
-        .expect("watch event")
-        .expect("the stream ended early")
+    w.next_event(WAIT).expect("watch event").expect("the stream ended early")
 }
 
 /// Next event that is not a bookmark.
@@ -68,19 +61,12 @@ fn watch_sees_added_modified_deleted_in_order() {
     assert_eq!(list["kind"], "ServiceList");
     assert_eq!(list["apiVersion"], "v1");
     let start = rv(&list);
-    let mut w = c
-        .watch(&format!("{}?resourceVersion={start}", services_path(None)))
-        .unwrap();
+    let mut w = c.watch(&format!("{}?resourceVersion={start}", services_path(None))).unwrap();
     let svc = lb_service("default", "dns").port("dns", 53, "UDP").build();
     let created = c.create(&services_path(Some("default")), &svc).unwrap();
     assert!(rv(&created) > start);
     assert!(!created["metadata"]["uid"].as_str().unwrap().is_empty());
-    let patched = c
-        .merge_patch(
-            &service_path("default", "dns"),
-            &json!({"metadata": {"labels": {"a": "b"}}}),
-        )
-        .unwrap();
+    let patched = c.merge_patch(&service_path("default", "dns"), &json!({"metadata": {"labels": {"a": "b"}}})).unwrap();
     let deleted = c.delete(&service_path("default", "dns")).unwrap();
     let evs: Vec<Value> = (0..3).map(|_| next_change(&mut w)).collect();
     let types: Vec<&str> = evs.iter().map(|e| e["type"].as_str().unwrap()).collect();
@@ -90,26 +76,17 @@ fn watch_sees_added_modified_deleted_in_order() {
     assert!(rvs.windows(2).all(|p| p[0] < p[1]), "{rvs:?}");
     assert_eq!(evs[0]["object"]["kind"], "Service");
     assert_eq!(evs[1]["object"]["metadata"]["labels"]["a"], "b");
-    assert_eq!(
-        c.get(&service_path("default", "dns")).unwrap_err().code,
-        404
-    );
+    assert_eq!(c.get(&service_path("default", "dns")).unwrap_err().code, 404);
 
     // A watch without resourceVersion starts with the current objects.
-    c.create(&services_path(Some("ns1")), &lb_service("ns1", "x").build())
-        .unwrap();
+    c.create(&services_path(Some("ns1")), &lb_service("ns1", "x").build()).unwrap();
     let mut w = c.watch(&services_path(None)).unwrap();
     let e = next_change(&mut w);
-    assert_eq!(
-        (e["type"].as_str(), e["object"]["metadata"]["name"].as_str()),
-        (Some("ADDED"), Some("x"))
-    );
+    assert_eq!((e["type"].as_str(), e["object"]["metadata"]["name"].as_str()), (Some("ADDED"), Some("x")));
     // A namespaced watch sees only its namespace.
     let mut w2 = c.watch(&services_path(Some("ns2"))).unwrap();
-    c.create(&services_path(Some("ns1")), &lb_service("ns1", "y").build())
-        .unwrap();
-    c.create(&services_path(Some("ns2")), &lb_service("ns2", "z").build())
-        .unwrap();
+    c.create(&services_path(Some("ns1")), &lb_service("ns1", "y").build()).unwrap();
+    c.create(&services_path(Some("ns2")), &lb_service("ns2", "z").build()).unwrap();
     assert_eq!(next_change(&mut w2)["object"]["metadata"]["name"], "z");
     assert_eq!(next_change(&mut w)["object"]["metadata"]["name"], "y");
 }
@@ -127,51 +104,26 @@ fn selectors_filter_lists_and_watches() {
     }
     let sel = |s: &str| {
         let all = k8s::endpointslices_path(None);
-        names(
-            &c.list(&format!("{all}?labelSelector={}", query_escape(s)))
-                .unwrap(),
-        )
+        names(&c.list(&format!("{all}?labelSelector={}", query_escape(s))).unwrap())
     };
     assert_eq!(sel("kubernetes.io/service-name=a"), ["a-1", "a-2"]);
     assert_eq!(sel("kubernetes.io/service-name==b"), ["b-1"]);
     assert_eq!(sel("kubernetes.io/service-name!=a"), ["b-1"]);
-    assert_eq!(
-        sel("kubernetes.io/service-name in (a, b)"),
-        ["a-1", "a-2", "b-1"]
-    );
+    assert_eq!(sel("kubernetes.io/service-name in (a, b)"), ["a-1", "a-2", "b-1"]);
     assert_eq!(sel("kubernetes.io/service-name notin (a)"), ["b-1"]);
     assert_eq!(sel("kubernetes.io/service-name"), ["a-1", "a-2", "b-1"]);
     assert!(sel("!kubernetes.io/service-name").is_empty());
-    assert_eq!(
-        c.list(&format!("{slices}?labelSelector={}", query_escape("a b")))
-            .unwrap_err()
-            .code,
-        400
-    );
+    assert_eq!(c.list(&format!("{slices}?labelSelector={}", query_escape("a b"))).unwrap_err().code, 400);
 
     // Watch with a selector: relabelling out is DELETED, back in is ADDED.
     let list = c.list(&slices).unwrap();
     let q = query_escape("kubernetes.io/service-name=a");
-    let mut w = c
-        .watch(&format!(
-            "{slices}?labelSelector={q}&resourceVersion={}",
-            rv(&list)
-        ))
-        .unwrap();
+    let mut w = c.watch(&format!("{slices}?labelSelector={q}&resourceVersion={}", rv(&list))).unwrap();
     let path = k8s::endpointslice_path("default", "a-2");
-    let relabel = |to: &str| {
-        c.merge_patch(
-            &path,
-            &json!({"metadata": {"labels": {"kubernetes.io/service-name": to}}}),
-        )
-        .unwrap()
-    };
+    let relabel =
+        |to: &str| c.merge_patch(&path, &json!({"metadata": {"labels": {"kubernetes.io/service-name": to}}})).unwrap();
     relabel("b");
-    c.merge_patch(
-        &k8s::endpointslice_path("default", "b-1"),
-        &json!({"metadata": {"labels": {"x": "1"}}}),
-    )
-    .unwrap();
+    c.merge_patch(&k8s::endpointslice_path("default", "b-1"), &json!({"metadata": {"labels": {"x": "1"}}})).unwrap();
     relabel("a");
     c.merge_patch(
         &k8s::endpointslice_path("default", "a-1"),
@@ -181,82 +133,39 @@ fn selectors_filter_lists_and_watches() {
     let got: Vec<(String, String)> = (0..3)
         .map(|_| {
             let e = next_change(&mut w);
-            (
-                e["type"].as_str().unwrap().to_string(),
-                e["object"]["metadata"]["name"]
-                    .as_str()
-                    .unwrap()
-                    .to_string(),
-            )
+            (e["type"].as_str().unwrap().to_string(), e["object"]["metadata"]["name"].as_str().unwrap().to_string())
         })
         .collect();
     let want = [("DELETED", "a-2"), ("ADDED", "a-2"), ("MODIFIED", "a-1")];
     assert_eq!(got, want.map(|(a, b)| (a.to_string(), b.to_string())));
 
     // Field selectors on a cluster-scoped resource.
-    c.create(&k8s::nodes_path(), &k8s::node("node1", "10.100.0.1"))
-        .unwrap();
-    c.create(&k8s::nodes_path(), &k8s::node("node2", "10.100.0.9"))
-        .unwrap();
-    let l = c
-        .list(&format!(
-            "{}?fieldSelector={}",
-            k8s::nodes_path(),
-            query_escape("metadata.name=node2")
-        ))
-        .unwrap();
+    c.create(&k8s::nodes_path(), &k8s::node("node1", "10.100.0.1")).unwrap();
+    c.create(&k8s::nodes_path(), &k8s::node("node2", "10.100.0.9")).unwrap();
+    let l = c.list(&format!("{}?fieldSelector={}", k8s::nodes_path(), query_escape("metadata.name=node2"))).unwrap();
     assert_eq!(names(&l), ["node2"]);
-    assert_eq!(
-        l["items"][0]["status"]["addresses"][0]["address"],
-        "10.100.0.9"
-    );
-    let mut w = c
-        .watch(&format!(
-            "{}?fieldSelector={}",
-            k8s::nodes_path(),
-            query_escape("metadata.name=node1")
-        ))
-        .unwrap();
+    assert_eq!(l["items"][0]["status"]["addresses"][0]["address"], "10.100.0.9");
+    let mut w =
+        c.watch(&format!("{}?fieldSelector={}", k8s::nodes_path(), query_escape("metadata.name=node1"))).unwrap();
     assert_eq!(next_change(&mut w)["object"]["metadata"]["name"], "node1");
-    c.merge_patch(
-        &format!("{}/node2", k8s::nodes_path()),
-        &json!({"metadata": {"labels": {"z": "1"}}}),
-    )
-    .unwrap();
-    c.merge_patch(
-        &format!("{}/node1", k8s::nodes_path()),
-        &json!({"metadata": {"labels": {"z": "1"}}}),
-    )
-    .unwrap();
+    c.merge_patch(&format!("{}/node2", k8s::nodes_path()), &json!({"metadata": {"labels": {"z": "1"}}})).unwrap();
+    c.merge_patch(&format!("{}/node1", k8s::nodes_path()), &json!({"metadata": {"labels": {"z": "1"}}})).unwrap();
     let e = next_change(&mut w);
-    assert_eq!(
-        (e["type"].as_str(), e["object"]["metadata"]["name"].as_str()),
-        (Some("MODIFIED"), Some("node1"))
-    );
+    assert_eq!((e["type"].as_str(), e["object"]["metadata"]["name"].as_str()), (Some("MODIFIED"), Some("node1")));
 }
 
 #[test]
 fn bookmarks_timeouts_and_closed_watches() {
     let (_topo, api, c) = setup();
     let list = c.list(&services_path(None)).unwrap();
-    let mut w = c
-        .watch(&format!(
-            "{}?allowWatchBookmarks=true&resourceVersion={}",
-            services_path(None),
-            rv(&list)
-        ))
-        .unwrap();
+    let mut w =
+        c.watch(&format!("{}?allowWatchBookmarks=true&resourceVersion={}", services_path(None), rv(&list))).unwrap();
     let first = next(&mut w);
     assert_eq!(first["type"], "BOOKMARK");
     assert_eq!(first["object"]["kind"], "Service");
     assert_eq!(first["object"]["apiVersion"], "v1");
     assert_eq!(rv(&first["object"]), rv(&list));
-    let created = c
-        .create(
-            &services_path(Some("default")),
-            &lb_service("default", "s").build(),
-        )
-        .unwrap();
+    let created = c.create(&services_path(Some("default")), &lb_service("default", "s").build()).unwrap();
     assert_eq!(next(&mut w)["type"], "ADDED");
     // The periodic bookmark carries the latest version.
     let t0 = Instant::now();
@@ -266,9 +175,7 @@ fn bookmarks_timeouts_and_closed_watches() {
     assert_eq!(rv(&bm["object"]), rv(&created));
 
     // timeoutSeconds ends the stream.
-    let mut t = c
-        .watch(&format!("{}?timeoutSeconds=1", services_path(None)))
-        .unwrap();
+    let mut t = c.watch(&format!("{}?timeoutSeconds=1", services_path(None))).unwrap();
     let t0 = Instant::now();
     assert_eq!(next(&mut t)["type"], "ADDED");
     assert!(t.next_event(WAIT).unwrap().is_none());
@@ -296,35 +203,23 @@ fn compaction_and_restart_give_410_gone() {
     let old = rv(&c.list(&services_path(None)).unwrap());
     c.create(&ns, &lb_service("default", "a").build()).unwrap();
     // Before compaction the old version can still be watched from.
-    let mut w = c
-        .watch(&format!("{}?resourceVersion={old}", services_path(None)))
-        .unwrap();
+    let mut w = c.watch(&format!("{}?resourceVersion={old}", services_path(None))).unwrap();
     assert_eq!(next(&mut w)["type"], "ADDED");
     api.compact().unwrap();
     let expired = |c: &KubeClient, from: u64| {
-        let mut w = c
-            .watch(&format!("{}?resourceVersion={from}", services_path(None)))
-            .unwrap();
+        let mut w = c.watch(&format!("{}?resourceVersion={from}", services_path(None))).unwrap();
         let e = next(&mut w);
         assert_eq!(e["type"], "ERROR", "{e}");
         assert_eq!(e["object"]["kind"], "Status");
         assert_eq!(e["object"]["code"], 410);
         assert_eq!(e["object"]["reason"], "Expired");
-        assert!(e["object"]["message"]
-            .as_str()
-            .unwrap()
-            .starts_with("too old resource version"));
-        assert!(
-            w.next_event(WAIT).unwrap().is_none(),
-            "the stream must end after the 410"
-        );
+        assert!(e["object"]["message"].as_str().unwrap().starts_with("too old resource version"));
+        assert!(w.next_event(WAIT).unwrap().is_none(), "the stream must end after the 410");
     };
     expired(&c, old);
     // From the current version it works.
     let now = rv(&c.list(&services_path(None)).unwrap());
-    let mut w = c
-        .watch(&format!("{}?resourceVersion={now}", services_path(None)))
-        .unwrap();
+    let mut w = c.watch(&format!("{}?resourceVersion={now}", services_path(None))).unwrap();
     c.create(&ns, &lb_service("default", "b").build()).unwrap();
     assert_eq!(next(&mut w)["object"]["metadata"]["name"], "b");
 
@@ -334,17 +229,11 @@ fn compaction_and_restart_give_410_gone() {
     let before = c.get(&service_path("default", "a")).unwrap();
     api.restart(Some(&snap), 1000).unwrap();
     assert_eq!(api.addr().port(), port);
-    assert!(
-        w.next_event(WAIT).unwrap().is_none(),
-        "a killed server ends the stream"
-    );
+    assert!(w.next_event(WAIT).unwrap().is_none(), "a killed server ends the stream");
     let after = c.get(&service_path("default", "a")).unwrap();
     assert!(rv(&after) >= 1000);
     assert_eq!(after["metadata"]["uid"], before["metadata"]["uid"]);
-    assert_eq!(
-        after["metadata"]["creationTimestamp"],
-        before["metadata"]["creationTimestamp"]
-    );
+    assert_eq!(after["metadata"]["creationTimestamp"], before["metadata"]["creationTimestamp"]);
     assert_eq!(names(&c.list(&ns).unwrap()), ["a", "b"]);
     expired(&c, now);
     // A stopped server refuses connections.
@@ -359,22 +248,10 @@ fn optimistic_concurrency_and_create_semantics() {
     let (_topo, _api, c) = setup();
     let ns = services_path(Some("default"));
     let path = service_path("default", "a");
-    let created = c
-        .create(
-            &ns,
-            &lb_service("default", "a")
-                .created("2020-01-02T03:04:05Z")
-                .build(),
-        )
-        .unwrap();
-    assert_eq!(
-        created["metadata"]["creationTimestamp"],
-        "2020-01-02T03:04:05Z"
-    );
+    let created = c.create(&ns, &lb_service("default", "a").created("2020-01-02T03:04:05Z").build()).unwrap();
+    assert_eq!(created["metadata"]["creationTimestamp"], "2020-01-02T03:04:05Z");
     assert_eq!(created["metadata"]["namespace"], "default");
-    let dup = c
-        .create(&ns, &lb_service("default", "a").build())
-        .unwrap_err();
+    let dup = c.create(&ns, &lb_service("default", "a").build()).unwrap_err();
     assert_eq!((dup.code, dup.reason()), (409, "AlreadyExists"));
     let mut put = created.clone();
     put["spec"]["sessionAffinity"] = json!("ClientIP");
@@ -390,18 +267,15 @@ fn optimistic_concurrency_and_create_semantics() {
     assert_eq!(c.merge_patch(&path, &p).unwrap_err().code, 409);
     // JSON patch and server-side apply.
     let j = c
-        .json_patch(&path, &json!([{"op": "add", "path": "/metadata/labels", "value": {"j": "1"}},
-                                   {"op": "replace", "path": "/spec/sessionAffinity", "value": "None"}]))
+        .json_patch(
+            &path,
+            &json!([{"op": "add", "path": "/metadata/labels", "value": {"j": "1"}},
+                                   {"op": "replace", "path": "/spec/sessionAffinity", "value": "None"}]),
+        )
         .unwrap();
     assert_eq!(j["metadata"]["labels"]["j"], "1");
     assert_eq!(j["spec"]["sessionAffinity"], "None");
-    let applied = c
-        .apply(
-            &service_path("default", "new"),
-            &lb_service("default", "new").build(),
-            "xlb",
-        )
-        .unwrap();
+    let applied = c.apply(&service_path("default", "new"), &lb_service("default", "new").build(), "xlb").unwrap();
     assert_eq!(applied["metadata"]["name"], "new");
     // generateName.
     let g = c
@@ -416,29 +290,11 @@ fn optimistic_concurrency_and_create_semantics() {
     assert_eq!(g["kind"], "Event");
     assert_eq!(g["apiVersion"], "events.k8s.io/v1");
     // Not found, wrong namespace, bad JSON, unknown resource, wrong method.
-    assert_eq!(
-        c.get(&service_path("default", "zz")).unwrap_err().reason(),
-        "NotFound"
-    );
-    assert_eq!(
-        c.create(&ns, &lb_service("other", "q").build())
-            .unwrap_err()
-            .code,
-        400
-    );
-    assert_eq!(
-        c.request("POST", &ns, None, Some(&json!("x")))
-            .unwrap_err()
-            .code,
-        400
-    );
+    assert_eq!(c.get(&service_path("default", "zz")).unwrap_err().reason(), "NotFound");
+    assert_eq!(c.create(&ns, &lb_service("other", "q").build()).unwrap_err().code, 400);
+    assert_eq!(c.request("POST", &ns, None, Some(&json!("x"))).unwrap_err().code, 400);
     assert_eq!(c.get("/api/v1/frobs").unwrap_err().code, 404);
-    assert_eq!(
-        c.request("PUT", &ns, None, Some(&json!({})))
-            .unwrap_err()
-            .code,
-        405
-    );
+    assert_eq!(c.request("PUT", &ns, None, Some(&json!({}))).unwrap_err().code, 405);
 
     // Leases: PUT needs the resourceVersion, and a stale one conflicts.
     let leases = k8s::leases_path("xlb-system", None);
@@ -448,10 +304,7 @@ fn optimistic_concurrency_and_create_semantics() {
         "spec": {"holderIdentity": "node1", "leaseDurationSeconds": 15}});
     let l1 = c.create(&leases, &lease).unwrap();
     let mut no_rv = l1.clone();
-    no_rv["metadata"]
-        .as_object_mut()
-        .unwrap()
-        .remove("resourceVersion");
+    no_rv["metadata"].as_object_mut().unwrap().remove("resourceVersion");
     assert_eq!(c.replace(&lease_path, &no_rv).unwrap_err().code, 422);
     let mut take = l1.clone();
     take["spec"]["holderIdentity"] = json!("node2");
@@ -459,14 +312,8 @@ fn optimistic_concurrency_and_create_semantics() {
     assert_eq!(l2["spec"]["holderIdentity"], "node2");
     let mut steal = l1.clone();
     steal["spec"]["holderIdentity"] = json!("node3");
-    assert_eq!(
-        c.replace(&lease_path, &steal).unwrap_err().reason(),
-        "Conflict"
-    );
-    assert_eq!(
-        c.get(&lease_path).unwrap()["spec"]["holderIdentity"],
-        "node2"
-    );
+    assert_eq!(c.replace(&lease_path, &steal).unwrap_err().reason(), "Conflict");
+    assert_eq!(c.get(&lease_path).unwrap()["spec"]["holderIdentity"], "node2");
 }
 
 #[test]
@@ -476,18 +323,8 @@ fn status_subresource_semantics() {
     let mut svc = lb_service("default", "a").port("", 80, "TCP").build();
     svc["status"] = json!({"loadBalancer": {"ingress": [{"ip": "192.0.2.1"}]}});
     let created = c.create(&services_path(Some("default")), &svc).unwrap();
-    assert_eq!(
-        created["status"],
-        json!({"loadBalancer": {}}),
-        "create clears the status"
-    );
-    let mut w = c
-        .watch(&format!(
-            "{}?resourceVersion={}",
-            services_path(None),
-            rv(&created)
-        ))
-        .unwrap();
+    assert_eq!(created["status"], json!({"loadBalancer": {}}), "create clears the status");
+    let mut w = c.watch(&format!("{}?resourceVersion={}", services_path(None), rv(&created))).unwrap();
     // PUT and PATCH of the main resource keep the stored status.
     let mut put = created.clone();
     put["status"] = json!({"loadBalancer": {"ingress": [{"ip": "192.0.2.2"}]}});
@@ -497,8 +334,11 @@ fn status_subresource_semantics() {
     assert_eq!(u["spec"]["loadBalancerIP"], "192.0.2.3");
     // The status subresource changes only the status.
     let s = c
-        .patch_status(&path, &json!({"spec": {"loadBalancerIP": "192.0.2.99"},
-                                     "status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.4"}]}}}))
+        .patch_status(
+            &path,
+            &json!({"spec": {"loadBalancerIP": "192.0.2.99"},
+                                     "status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.4"}]}}}),
+        )
         .unwrap();
     assert_eq!(s["spec"]["loadBalancerIP"], "192.0.2.3");
     assert_eq!(s["status"]["loadBalancer"]["ingress"][0]["ip"], "192.0.2.4");
@@ -508,18 +348,10 @@ fn status_subresource_semantics() {
     sput["spec"]["loadBalancerIP"] = json!("192.0.2.98");
     let s2 = c.replace(&format!("{path}/status"), &sput).unwrap();
     assert_eq!(s2["spec"]["loadBalancerIP"], "192.0.2.3");
-    assert_eq!(
-        s2["status"]["loadBalancer"]["ingress"][0]["ip"],
-        "192.0.2.5"
-    );
+    assert_eq!(s2["status"]["loadBalancer"]["ingress"][0]["ip"], "192.0.2.5");
     assert_eq!(c.get(&format!("{path}/status")).unwrap(), s2);
     // Writing the same status again is not a change.
-    let same = c
-        .patch_status(
-            &path,
-            &json!({"status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.5"}]}}}),
-        )
-        .unwrap();
+    let same = c.patch_status(&path, &json!({"status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.5"}]}}})).unwrap();
     assert_eq!(rv(&same), rv(&s2));
     let evs = w.events_for(Duration::from_millis(500)).unwrap();
     let rvs: Vec<u64> = evs.iter().map(|e| rv(&e["object"])).collect();
@@ -556,11 +388,7 @@ fn kubectl_agrees_with_the_fake_server() {
         .health_check_node_port(30053)
         .annotation("xlb.io/vip", "192.0.2.10")
         .build();
-    std::fs::write(
-        dir.join("svc.json"),
-        serde_json::to_vec_pretty(&svc).unwrap(),
-    )
-    .unwrap();
+    std::fs::write(dir.join("svc.json"), serde_json::to_vec_pretty(&svc).unwrap()).unwrap();
     std::fs::write(
         dir.join("eps.yaml"),
         "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: dns-abc\n  \
@@ -573,74 +401,29 @@ fn kubectl_agrees_with_the_fake_server() {
     let eps_file = dir.join("eps.yaml");
     let out = kubectl_ok(
         &api,
-        &[
-            "create",
-            "--validate=false",
-            "-f",
-            svc_file.to_str().unwrap(),
-            "-f",
-            eps_file.to_str().unwrap(),
-        ],
+        &["create", "--validate=false", "-f", svc_file.to_str().unwrap(), "-f", eps_file.to_str().unwrap()],
     );
     assert!(out.contains("service/dns created"), "{out}");
-    assert!(
-        out.contains("endpointslice.discovery.k8s.io/dns-abc created"),
-        "{out}"
-    );
+    assert!(out.contains("endpointslice.discovery.k8s.io/dns-abc created"), "{out}");
 
     // kubectl sees what the server stores, and the server what kubectl sent.
-    let got: Value =
-        serde_json::from_str(&kubectl_ok(&api, &["get", "svc", "-A", "-o", "json"])).unwrap();
+    let got: Value = serde_json::from_str(&kubectl_ok(&api, &["get", "svc", "-A", "-o", "json"])).unwrap();
     assert_eq!(got["items"].as_array().unwrap().len(), 1);
     let item = &got["items"][0];
     let stored = c.get(&service_path("default", "dns")).unwrap();
     assert_eq!(item, &stored);
     assert_eq!(stored["spec"], svc["spec"]);
-    assert_eq!(
-        stored["metadata"]["annotations"],
-        svc["metadata"]["annotations"]
-    );
-    let slice = c
-        .get(&k8s::endpointslice_path("default", "dns-abc"))
-        .unwrap();
+    assert_eq!(stored["metadata"]["annotations"], svc["metadata"]["annotations"]);
+    let slice = c.get(&k8s::endpointslice_path("default", "dns-abc")).unwrap();
     assert_eq!(slice["endpoints"][0]["addresses"][0], "10.1.0.2");
     assert_eq!(slice["endpoints"][0]["conditions"]["ready"], true);
     assert_eq!(slice["ports"][0]["port"], 53);
-    let out = kubectl_ok(
-        &api,
-        &[
-            "get",
-            "endpointslices",
-            "-l",
-            "kubernetes.io/service-name=dns",
-            "-o",
-            "name",
-        ],
-    );
+    let out = kubectl_ok(&api, &["get", "endpointslices", "-l", "kubernetes.io/service-name=dns", "-o", "name"]);
     assert_eq!(out.trim(), "endpointslice.discovery.k8s.io/dns-abc");
-    let out = kubectl_ok(
-        &api,
-        &[
-            "get",
-            "endpointslices",
-            "-A",
-            "-l",
-            "kubernetes.io/service-name=other",
-            "-o",
-            "name",
-        ],
-    );
+    let out =
+        kubectl_ok(&api, &["get", "endpointslices", "-A", "-l", "kubernetes.io/service-name=other", "-o", "name"]);
     assert_eq!(out.trim(), "");
-    let out = kubectl_ok(
-        &api,
-        &[
-            "get",
-            "svc",
-            "dns",
-            "-o",
-            "jsonpath={.spec.ports[1].protocol}",
-        ],
-    );
+    let out = kubectl_ok(&api, &["get", "svc", "dns", "-o", "jsonpath={.spec.ports[1].protocol}"]);
     assert_eq!(out, "TCP");
 
     // The status subresource through kubectl: `patch --subresource` needs
@@ -668,58 +451,31 @@ fn kubectl_agrees_with_the_fake_server() {
         std::fs::write(&f, serde_json::to_vec(&obj).unwrap()).unwrap();
         let raw = format!("{}/status", service_path("default", "dns"));
         let f = f.to_str().unwrap();
-        kubectl_ok(
-            &api,
-            &["replace", "--validate=false", "--raw", &raw, "-f", f],
-        );
+        kubectl_ok(&api, &["replace", "--validate=false", "--raw", &raw, "-f", f]);
     }
     let stored = c.get(&service_path("default", "dns")).unwrap();
-    assert_eq!(
-        stored["status"]["loadBalancer"]["ingress"][0]["ip"],
-        "192.0.2.10"
-    );
+    assert_eq!(stored["status"]["loadBalancer"]["ingress"][0]["ip"], "192.0.2.10");
     assert_eq!(stored["spec"], svc["spec"]);
     kubectl_ok(&api, &["label", "svc", "dns", "team=net"]);
-    assert_eq!(
-        c.get(&service_path("default", "dns")).unwrap()["metadata"]["labels"]["team"],
-        "net"
-    );
+    assert_eq!(c.get(&service_path("default", "dns")).unwrap()["metadata"]["labels"]["team"], "net");
 
     // A bounded kubectl watch sees a change made meanwhile.
     let kc = api.kubeconfig().to_str().unwrap().to_string();
     let cache = dir.join("kubectl-cache");
     let mut cmd = Command::new("timeout");
-    cmd.args([
-        "10",
-        kubectl_bin.to_str().unwrap(),
-        "--kubeconfig",
-        &kc,
-        "--cache-dir",
-    ])
-    .arg(&cache)
-    .args(["get", "svc", "-A", "--watch-only", "-o", "name"])
-    .stdin(Stdio::null())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
+    cmd.args(["10", kubectl_bin.to_str().unwrap(), "--kubeconfig", &kc, "--cache-dir"])
+        .arg(&cache)
+        .args(["get", "svc", "-A", "--watch-only", "-o", "name"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let mut child = api.netns().spawn(&mut cmd).unwrap();
     let deadline = Instant::now() + Duration::from_secs(8);
-    while !api
-        .request_counts()
-        .unwrap()
-        .contains_key("watch v1/services")
-    {
-        assert!(
-            Instant::now() < deadline,
-            "kubectl never watched; log:\n{}",
-            api.log()
-        );
+    while !api.request_counts().unwrap().contains_key("watch v1/services") {
+        assert!(Instant::now() < deadline, "kubectl never watched; log:\n{}", api.log());
         std::thread::sleep(Duration::from_millis(50));
     }
-    c.create(
-        &services_path(Some("other")),
-        &lb_service("other", "late").build(),
-    )
-    .unwrap();
+    c.create(&services_path(Some("other")), &lb_service("other", "late").build()).unwrap();
     let mut stdout = child.stdout.take().unwrap();
     let reader = std::thread::spawn(move || {
         let mut buf = [0u8; 4096];
@@ -738,26 +494,14 @@ fn kubectl_agrees_with_the_fake_server() {
     let seen = reader.join().unwrap();
     let _ = child.kill();
     let _ = child.wait();
-    assert!(
-        seen.contains("service/late"),
-        "kubectl --watch-only printed {seen:?}"
-    );
-    assert!(
-        !seen.contains("service/dns"),
-        "--watch-only must not list: {seen:?}"
-    );
+    assert!(seen.contains("service/late"), "kubectl --watch-only printed {seen:?}");
+    assert!(!seen.contains("service/dns"), "--watch-only must not list: {seen:?}");
 
     // Deletion.
     let out = kubectl_ok(&api, &["delete", "svc", "dns", "--wait=false"]);
     assert!(out.contains("service \"dns\" deleted"), "{out}");
-    assert_eq!(
-        c.get(&service_path("default", "dns")).unwrap_err().code,
-        404
-    );
+    assert_eq!(c.get(&service_path("default", "dns")).unwrap_err().code, 404);
     let err = kubectl(&api, &["get", "svc", "dns"]).unwrap();
     assert!(!err.status.success());
-    assert!(
-        String::from_utf8_lossy(&err.stderr).contains("NotFound"),
-        "{err:?}"
-    );
+    assert!(String::from_utf8_lossy(&err.stderr).contains("NotFound"), "{err:?}");
 }

@@ -18,14 +18,11 @@ mod common;
 use common::{wait_bounded, workspace_root};
 use serde_json::Value;
 
-
 /// Builds the example and runs it with `--tiny --json FILE`; returns the
 /// JSON it wrote. Also checks that its namespace and pins are gone.
 fn run_tiny(example: &str, tag: &str, extra: &[std::ffi::OsString]) -> Value {
     xlb_tests::require_root().expect("the bench smoke tests must run as root");
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let build = Command::new(&cargo)
-        .current_dir(workspace_root())
+    let build = xlb_tests::cargo::cargo(&workspace_root())
         .args(["build", "--quiet", "--release", "-p", "lb-userspace", "--example", example])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -34,8 +31,7 @@ fn run_tiny(example: &str, tag: &str, extra: &[std::ffi::OsString]) -> Value {
         .expect("run cargo");
     let (ok, _, err) = wait_bounded(build, Duration::from_mins(5), &format!("cargo build of {example}"));
     assert!(ok, "building the {example} example failed:\n{err}");
-    let target =
-        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| workspace_root().join("target"), PathBuf::from);
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| workspace_root().join("target"), PathBuf::from);
     let bench = target.join("release/examples").join(example);
 
     let json = std::env::temp_dir().join(format!("xlbt{}-{tag}-smoke.json", std::process::id()));
@@ -66,7 +62,8 @@ fn run_tiny(example: &str, tag: &str, extra: &[std::ffi::OsString]) -> Value {
     let pins = PathBuf::from(format!("/sys/fs/bpf/xlb-bench-{tag}-{pid}"));
     assert!(!pins.exists(), "{example} left its pin directory {}", pins.display());
 
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{example} wrote no valid JSON ({e}): {text:?}\nstdout:\n{out}"))
+    serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("{example} wrote no valid JSON ({e}): {text:?}\nstdout:\n{out}"))
 }
 
 fn number(v: &Value, key: &str) -> f64 {
@@ -82,7 +79,10 @@ fn datapath_bench_tiny_produces_numbers() {
     assert!(classes.len() >= 18, "expected every packet class and min_fwd: {report:#}");
     assert!(!stages.is_empty(), "no per-stage rows: {report:#}");
     for want in ["min_fwd", "new flow", "established", "reply", "non-VIP", "malformed"] {
-        assert!(classes.iter().any(|r| r["class"].as_str().unwrap_or("").contains(want)), "no {want} class: {report:#}");
+        assert!(
+            classes.iter().any(|r| r["class"].as_str().unwrap_or("").contains(want)),
+            "no {want} class: {report:#}"
+        );
     }
     for r in rows {
         let class = r["class"].as_str().unwrap_or("");
@@ -106,7 +106,8 @@ fn control_bench_tiny_produces_numbers() {
     let xlb = xlb_tests::xlb_binary().expect("the xlb binary (cargo build --release -p lb-userspace)");
     let r = run_tiny("control_bench", "cp", &["--xlb".into(), xlb.into_os_string()]);
     assert_eq!(r["services"], 100, "{r:#}");
-    for key in ["apply_empty_ms", "reapply_unchanged_ms", "change_median_ms", "change_max_ms", "maps_memlock_bytes", "rss_kib"]
+    for key in
+        ["apply_empty_ms", "reapply_unchanged_ms", "change_median_ms", "change_max_ms", "maps_memlock_bytes", "rss_kib"]
     {
         assert!(number(&r, key) > 0.0, "{key} is not positive: {r:#}");
     }

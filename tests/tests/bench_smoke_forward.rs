@@ -21,41 +21,22 @@ mod common;
 use common::{wait_bounded, workspace_root};
 use serde_json::Value;
 
-
 fn number(row: &Value, key: &str) -> f64 {
-    row[key]
-        .as_f64()
-        .unwrap_or_else(|| panic!("row {row} has no number {key}"))
+    row[key].as_f64().unwrap_or_else(|| panic!("row {row} has no number {key}"))
 }
 
 #[test]
 fn forward_bench_quick_produces_numbers() {
     xlb_tests::require_root().expect("the forwarding bench smoke test must run as root");
-    let xlb =
-        xlb_tests::xlb_binary().expect("the xlb binary (cargo build --release -p lb-userspace)");
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-
-    let build = Command::new(&cargo)
-        .current_dir(workspace_root())
-        .args([
-            "build",
-            "--quiet",
-            "--release",
-            "-p",
-            "lb-userspace",
-            "--example",
-            "forward_bench",
-        ])
+    let xlb = xlb_tests::xlb_binary().expect("the xlb binary (cargo build --release -p lb-userspace)");
+    let build = xlb_tests::cargo::cargo(&workspace_root())
+        .args(["build", "--quiet", "--release", "-p", "lb-userspace", "--example", "forward_bench"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("run cargo");
-    let (ok, _, err) = wait_bounded(
-        build,
-        Duration::from_mins(5),
-        "cargo build of forward_bench",
-    );
+    let (ok, _, err) = wait_bounded(build, Duration::from_mins(5), "cargo build of forward_bench");
     assert!(ok, "building the forward_bench example failed:\n{err}");
     let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| workspace_root().join("target"), PathBuf::from);
     let bench = target.join("release/examples/forward_bench");
@@ -77,38 +58,22 @@ fn forward_bench_quick_produces_numbers() {
     let (ok, out, err) = wait_bounded(child, Duration::from_mins(2), "forward_bench --quick");
     let text = std::fs::read_to_string(&json).unwrap_or_default();
     let _ = std::fs::remove_file(&json);
-    assert!(
-        ok,
-        "forward_bench --quick failed\nstdout:\n{out}\nstderr:\n{err}"
-    );
-    let report: Value = serde_json::from_str(&text).unwrap_or_else(|e| {
-        panic!("forward_bench wrote no valid JSON ({e}): {text:?}\nstdout:\n{out}")
-    });
+    assert!(ok, "forward_bench --quick failed\nstdout:\n{out}\nstderr:\n{err}");
+    let report: Value = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("forward_bench wrote no valid JSON ({e}): {text:?}\nstdout:\n{out}"));
 
     let udp = report["udp"].as_array().expect("udp rows");
     for key in ["generator", "min_fwd", "xlb_snat", "xlb_preserve"] {
-        assert!(
-            udp.iter().any(|r| r["case"] == key),
-            "no UDP row {key}: {report:#}"
-        );
+        assert!(udp.iter().any(|r| r["case"] == key), "no UDP row {key}: {report:#}");
     }
     for row in udp {
         assert!(number(row, "offered_pps") > 0.0, "nothing offered: {row}");
-        assert!(
-            number(row, "delivered_pps") > 0.0,
-            "nothing delivered: {row}"
-        );
+        assert!(number(row, "delivered_pps") > 0.0, "nothing delivered: {row}");
     }
     let tcp = report["tcp"].as_array().expect("tcp rows");
     for key in ["xlb_snat", "xlb_preserve"] {
-        let row = tcp
-            .iter()
-            .find(|r| r["case"] == key)
-            .unwrap_or_else(|| panic!("no TCP row {key}: {report:#}"));
-        assert!(
-            number(row, "connections_per_s") > 0.0,
-            "no TCP connection: {row}"
-        );
+        let row = tcp.iter().find(|r| r["case"] == key).unwrap_or_else(|| panic!("no TCP row {key}: {report:#}"));
+        assert!(number(row, "connections_per_s") > 0.0, "no TCP connection: {row}");
         assert!(number(row, "requests_per_s") > 0.0, "no TCP request: {row}");
     }
     for s in report["skipped"].as_array().into_iter().flatten() {

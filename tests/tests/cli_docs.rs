@@ -18,26 +18,15 @@ fn weighted() -> String {
         "udp",
         "snat",
         &[
-            format!(
-                "{{address: \"{}\", weight: 1}}",
-                backend(Fam::V4, 0, UDP_BACKEND_PORT)
-            ),
-            format!(
-                "{{address: \"{}\", weight: 3}}",
-                backend(Fam::V4, 1, UDP_BACKEND_PORT)
-            ),
+            format!("{{address: \"{}\", weight: 1}}", backend(Fam::V4, 0, UDP_BACKEND_PORT)),
+            format!("{{address: \"{}\", weight: 3}}", backend(Fam::V4, 1, UDP_BACKEND_PORT)),
         ],
     )])
 }
 
 fn stdout(agent: &xlb_tests::Agent, args: &[&str]) -> String {
     let out = agent.cli(args).expect("run the CLI");
-    assert!(
-        out.status.success(),
-        "xlb {args:?}: {}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "xlb {args:?}: {}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -48,12 +37,7 @@ fn services_help_names_the_printed_columns() {
 
     // The table's header, as printed.
     let table = stdout(agent, &["services"]);
-    let header: Vec<&str> = table
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .split_whitespace()
-        .collect();
+    let header: Vec<&str> = table.lines().next().unwrap_or_default().split_whitespace().collect();
     assert!(header.len() >= 7, "no header in:\n{table}");
     // `--help`'s summary line must name them all, in order.
     let help = stdout(agent, &["services", "--help"]);
@@ -83,31 +67,14 @@ fn maglev_max_avg_compares_with_the_weights() {
     let agent = env.agent();
     // A 1:3 table: the max/avg of the JSON (key max_avg) and of the table
     // compare each backend with its weight's share.
-    let json: Value = serde_json::from_str(&stdout(agent, &["maglev", "dns", "-o", "json"]))
-        .expect("maglev JSON");
-    let max_avg = json["max_avg"]
-        .as_f64()
-        .unwrap_or_else(|| panic!("no max_avg in {json}"));
-    assert!(
-        (1.0..1.01).contains(&max_avg),
-        "max_avg {max_avg} for a 1:3 table: {json}"
-    );
-    let slots: Vec<u64> = json["backends"]
-        .as_array()
-        .expect("backends")
-        .iter()
-        .map(|b| b["slots"].as_u64().expect("slots"))
-        .collect();
+    let json: Value = serde_json::from_str(&stdout(agent, &["maglev", "dns", "-o", "json"])).expect("maglev JSON");
+    let max_avg = json["max_avg"].as_f64().unwrap_or_else(|| panic!("no max_avg in {json}"));
+    assert!((1.0..1.01).contains(&max_avg), "max_avg {max_avg} for a 1:3 table: {json}");
+    let slots: Vec<u64> =
+        json["backends"].as_array().expect("backends").iter().map(|b| b["slots"].as_u64().expect("slots")).collect();
     assert_eq!(slots.len(), 2, "{json}");
     let ratio = slots[1] as f64 / slots[0] as f64;
     assert!((2.9..3.1).contains(&ratio), "slots {slots:?}");
     let table = stdout(agent, &["maglev", "dns"]);
-    assert!(
-        table
-            .lines()
-            .next()
-            .unwrap_or_default()
-            .contains("max/avg 1.00"),
-        "{table}"
-    );
+    assert!(table.lines().next().unwrap_or_default().contains("max/avg 1.00"), "{table}");
 }

@@ -15,9 +15,7 @@ use xlb_tests::{reply_tag, udp_request, xlb_binary};
 /// Nine lists of nine aliases to the list before: 9^9 (387 million) nodes
 /// once expanded, 350 bytes on disk.
 fn bomb() -> String {
-    let mut text = String::from(
-        "a0: &a0 [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n",
-    );
+    let mut text = String::from("a0: &a0 [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n");
     for i in 1..9 {
         let p = format!("*a{}", i - 1);
         text.push_str(&format!("a{i}: &a{i} [{}]\n", [p.as_str(); 9].join(",")));
@@ -95,10 +93,7 @@ fn alias_bomb_at_start_exits_2_quickly_and_small() {
     );
     let needle = bomb_error(&env);
     assert!(log.contains(&needle), "no {needle:?} in stderr:\n{log}");
-    assert!(
-        elapsed < Duration::from_secs(3),
-        "refusing the bomb took {elapsed:?}"
-    );
+    assert!(elapsed < Duration::from_secs(3), "refusing the bomb took {elapsed:?}");
     // ru_maxrss is in KiB on Linux.
     assert!(
         (usage.ru_maxrss as u64) < BOMB_BUDGET_KIB,
@@ -122,11 +117,7 @@ fn alias_bomb_on_reload_keeps_the_running_config() {
     let deadline = Instant::now() + Duration::from_secs(10);
     let refused = |log: String| log.contains(&needle) && log.contains("keeping the running one");
     while !refused(env.agent().log()) {
-        assert!(
-            env.agent_mut().try_status().is_none(),
-            "the agent exited on the alias bomb:\n{}",
-            env.agent().log()
-        );
+        assert!(env.agent_mut().try_status().is_none(), "the agent exited on the alias bomb:\n{}", env.agent().log());
         assert!(
             Instant::now() < deadline,
             "no {needle:?} and \"keeping the running one\" in the log within 10 s:\n{}",
@@ -135,21 +126,10 @@ fn alias_bomb_on_reload_keeps_the_running_config() {
         std::thread::sleep(Duration::from_millis(50));
     }
     let grown = peak_rss_kib(pid).saturating_sub(before);
-    assert!(
-        grown < BOMB_BUDGET_KIB,
-        "the agent grew by {grown} KiB reading the bomb"
-    );
+    assert!(grown < BOMB_BUDGET_KIB, "the agent grew by {grown} KiB reading the bomb");
     // Still running and still serving.
-    assert!(
-        env.agent_mut().try_status().is_none(),
-        "{}",
-        env.agent().log()
-    );
-    let (reply, _) = udp_request(&env.topo.client, None, vip, b"after", T).unwrap_or_else(|e| {
-        panic!(
-            "the VIP stopped answering after the bomb: {e:#}\n{}",
-            env.diag()
-        )
-    });
+    assert!(env.agent_mut().try_status().is_none(), "{}", env.agent().log());
+    let (reply, _) = udp_request(&env.topo.client, None, vip, b"after", T)
+        .unwrap_or_else(|e| panic!("the VIP stopped answering after the bomb: {e:#}\n{}", env.diag()));
     assert_eq!(reply_tag(&reply), "pod0", "{reply}");
 }

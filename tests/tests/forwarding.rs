@@ -17,14 +17,8 @@ use xlb_tests::{tcp_probe, udp_probe, Probe, Topology};
 /// backends.
 #[test]
 fn udp_snat_spreads_over_backends_and_flows_stick() {
-    let yaml = config(&[svc(
-        "dns",
-        Topology::VIP_V4.into(),
-        53,
-        "udp",
-        "snat",
-        &backends(Fam::V4, 0..3, UDP_BACKEND_PORT),
-    )]);
+    let yaml =
+        config(&[svc("dns", Topology::VIP_V4.into(), 53, "udp", "snat", &backends(Fam::V4, 0..3, UDP_BACKEND_PORT))]);
     let mut env = Env::start(3, &yaml, &[]);
     env.servers = udp_servers(&env.topo, Fam::V4, 0..3, UDP_BACKEND_PORT);
     let vip = vip4(53);
@@ -50,11 +44,7 @@ fn udp_snat_spreads_over_backends_and_flows_stick() {
         .filter(|(_, (a, b))| a != b)
         .map(|(p, (a, b))| format!("port {p}: pod{a} -> pod{b}"))
         .collect();
-    assert!(
-        moved.is_empty(),
-        "UDP flows changed backend: {moved:?}{}",
-        env.diag()
-    );
+    assert!(moved.is_empty(), "UDP flows changed backend: {moved:?}{}", env.diag());
 
     // And through the library's fixed-port helper (same ports, same tally).
     let again = xlb_tests::spread_udp_ports(&env.topo.client, vip, &ports, T);
@@ -71,23 +61,12 @@ fn udp_snat_spreads_over_backends_and_flows_stick() {
 /// backends, each seeing the node's address.
 #[test]
 fn tcp_snat_spreads_over_backends() {
-    let yaml = config(&[svc(
-        "web",
-        Topology::VIP_V4.into(),
-        80,
-        "tcp",
-        "snat",
-        &backends(Fam::V4, 0..3, TCP_BACKEND_PORT),
-    )]);
+    let yaml =
+        config(&[svc("web", Topology::VIP_V4.into(), 80, "tcp", "snat", &backends(Fam::V4, 0..3, TCP_BACKEND_PORT))]);
     let mut env = Env::start(3, &yaml, &[]);
     env.servers = tcp_servers(&env.topo, Fam::V4, 0..3, TCP_BACKEND_PORT);
     let replies = spread_tcp(&env, vip4(80), 60);
-    let per_pod = check_spread(
-        &env,
-        &replies,
-        &|i| Fam::V4.pod_gw(i),
-        "60 TCP connections to 192.0.2.10:80",
-    );
+    let per_pod = check_spread(&env, &replies, &|i| Fam::V4.pod_gw(i), "60 TCP connections to 192.0.2.10:80");
     assert_eq!(per_pod.values().sum::<usize>(), 60);
     assert_eq!(
         per_pod.keys().copied().collect::<Vec<_>>(),
@@ -103,57 +82,27 @@ fn preserve_keeps_the_client_address() {
     let yaml = config(&dns_and_web(Fam::V4, "preserve", 0..3));
     let mut env = Env::start(3, &yaml, &[]);
     env.servers = udp_servers(&env.topo, Fam::V4, 0..3, UDP_BACKEND_PORT);
-    env.servers
-        .extend(tcp_servers(&env.topo, Fam::V4, 0..3, TCP_BACKEND_PORT));
+    env.servers.extend(tcp_servers(&env.topo, Fam::V4, 0..3, TCP_BACKEND_PORT));
     warm_up_udp(&env, vip4(53));
     let client = |_: usize| Fam::V4.client();
 
     let ports: Vec<u16> = (0..60).map(|i| 22000 + i).collect();
-    let udp = tally(&udp_flows_backends(
-        &env,
-        Fam::V4,
-        &ports,
-        vip4(53),
-        &client,
-    ));
-    assert_eq!(
-        udp.len(),
-        3,
-        "UDP (preserve) should reach all 3 backends: {udp:?}"
-    );
+    let udp = tally(&udp_flows_backends(&env, Fam::V4, &ports, vip4(53), &client));
+    assert_eq!(udp.len(), 3, "UDP (preserve) should reach all 3 backends: {udp:?}");
 
     let tcp = spread_tcp(&env, vip4(80), 45);
     let tcp = check_spread(&env, &tcp, &client, "TCP (preserve) to 192.0.2.10:80");
-    assert_eq!(
-        tcp.len(),
-        3,
-        "TCP (preserve) should reach all 3 backends: {tcp:?}"
-    );
+    assert_eq!(tcp.len(), 3, "TCP (preserve) should reach all 3 backends: {tcp:?}");
 }
 
 fn ipv6(source: &str) {
     let yaml = config(&[
-        svc(
-            "dns6",
-            Topology::VIP_V6.into(),
-            53,
-            "udp",
-            source,
-            &backends(Fam::V6, 0..3, UDP_BACKEND_PORT),
-        ),
-        svc(
-            "web6",
-            Topology::VIP_V6.into(),
-            80,
-            "tcp",
-            source,
-            &backends(Fam::V6, 0..3, TCP_BACKEND_PORT),
-        ),
+        svc("dns6", Topology::VIP_V6.into(), 53, "udp", source, &backends(Fam::V6, 0..3, UDP_BACKEND_PORT)),
+        svc("web6", Topology::VIP_V6.into(), 80, "tcp", source, &backends(Fam::V6, 0..3, TCP_BACKEND_PORT)),
     ]);
     let mut env = Env::start(3, &yaml, &[]);
     env.servers = udp_servers(&env.topo, Fam::V6, 0..3, UDP_BACKEND_PORT);
-    env.servers
-        .extend(tcp_servers(&env.topo, Fam::V6, 0..3, TCP_BACKEND_PORT));
+    env.servers.extend(tcp_servers(&env.topo, Fam::V6, 0..3, TCP_BACKEND_PORT));
     let expect = move |i: usize| {
         if source == "snat" {
             Fam::V6.pod_gw(i)
@@ -165,40 +114,18 @@ fn ipv6(source: &str) {
     // The CLI shows IPv6 addresses as the contract says.
     let s = service(env.agent(), "dns6").expect("dns6 listed");
     assert_eq!(s["vip"], "2001:db8:ffff::10", "{s}");
-    assert_eq!(
-        service_backends(&s),
-        vec![
-            "[fd00:1:1::2]:5353",
-            "[fd00:1:2::2]:5353",
-            "[fd00:1::2]:5353"
-        ],
-        "{s}"
-    );
+    assert_eq!(service_backends(&s), vec!["[fd00:1:1::2]:5353", "[fd00:1:2::2]:5353", "[fd00:1::2]:5353"], "{s}");
 
     warm_up_udp(&env, vip6(53));
     let ports: Vec<u16> = (0..60).map(|i| 23000 + i).collect();
     let first = udp_flows_backends(&env, Fam::V6, &ports, vip6(53), &expect);
-    assert_eq!(
-        tally(&first).len(),
-        3,
-        "IPv6 UDP ({source}) should reach all 3 backends: {:?}",
-        tally(&first)
-    );
+    assert_eq!(tally(&first).len(), 3, "IPv6 UDP ({source}) should reach all 3 backends: {:?}", tally(&first));
     let second = udp_flows_backends(&env, Fam::V6, &ports, vip6(53), &expect);
-    assert_eq!(
-        first,
-        second,
-        "IPv6 UDP ({source}) flows changed backends{}",
-        env.diag()
-    );
+    assert_eq!(first, second, "IPv6 UDP ({source}) flows changed backends{}", env.diag());
 
     let tcp = spread_tcp(&env, vip6(80), 45);
     let tcp = check_spread(&env, &tcp, &expect, &format!("IPv6 TCP ({source})"));
-    assert_eq!(
-        tcp.len(),
-        3,
-        "IPv6 TCP ({source}) should reach all 3 backends: {tcp:?}"
-    );
+    assert_eq!(tcp.len(), 3, "IPv6 TCP ({source}) should reach all 3 backends: {tcp:?}");
 }
 
 /// Test 4a: IPv6 VIP with IPv6 backends, `snat` (pods see fd00:1:<i>::1).
@@ -229,29 +156,19 @@ fn empty_backend_list_rejects_new_flows() {
     let mut env = Env::start(1, &yaml, &[]);
     // A server that would answer if xlb forwarded anything anywhere.
     env.servers = udp_servers(&env.topo, Fam::V4, 0..1, UDP_BACKEND_PORT);
-    env.servers
-        .extend(tcp_servers(&env.topo, Fam::V4, 0..1, TCP_BACKEND_PORT));
+    env.servers.extend(tcp_servers(&env.topo, Fam::V4, 0..1, TCP_BACKEND_PORT));
 
-    let names: BTreeSet<String> = services(env.agent())
-        .iter()
-        .filter_map(|s| s["name"].as_str().map(str::to_string))
-        .collect();
+    let names: BTreeSet<String> =
+        services(env.agent()).iter().filter_map(|s| s["name"].as_str().map(str::to_string)).collect();
     assert!(
-        ["dns", "web", "dns6", "web6"]
-            .iter()
-            .all(|n| names.contains(*n)),
+        ["dns", "web", "dns6", "web6"].iter().all(|n| names.contains(*n)),
         "services without backends are valid and programmed: {names:?}{}",
         env.diag()
     );
 
     let timeout = Duration::from_secs(3);
     let quick = Duration::from_secs(1);
-    let cases = [
-        ("UDP", vip4(53)),
-        ("TCP", vip4(80)),
-        ("UDP/IPv6", vip6(53)),
-        ("TCP/IPv6", vip6(80)),
-    ];
+    let cases = [("UDP", vip4(53)), ("TCP", vip4(80)), ("UDP/IPv6", vip6(53)), ("TCP/IPv6", vip6(80))];
     for (what, to) in cases {
         for attempt in 0..3 {
             let t0 = Instant::now();
@@ -268,10 +185,7 @@ fn empty_backend_list_rejects_new_flows() {
                 "{what} to {to} (no backends, attempt {attempt}) should be refused, took {took:?}{}",
                 env.diag()
             );
-            assert!(
-                took < quick,
-                "{what} to {to}: refusal took {took:?} (want < {quick:?})"
-            );
+            assert!(took < quick, "{what} to {to}: refusal took {took:?} (want < {quick:?})");
         }
     }
     let s = stats(env.agent());

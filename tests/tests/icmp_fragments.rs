@@ -50,14 +50,7 @@ fn expected_peer(fam: Fam, source: &str, i: usize) -> IpAddr {
 /// backends on `UDP_BACKEND_PORT`.
 fn dns_svc(name: &str, fam: Fam, source: &str, pods: impl IntoIterator<Item = usize>) -> String {
     let vip_ip = vip(fam, 53).ip();
-    svc(
-        name,
-        vip_ip,
-        53,
-        "udp",
-        source,
-        &backends(fam, pods, UDP_BACKEND_PORT),
-    )
+    svc(name, vip_ip, 53, "udp", source, &backends(fam, pods, UDP_BACKEND_PORT))
 }
 
 /// The value of a counter (0 when absent: the assertions say which).
@@ -69,10 +62,7 @@ fn counter(s: &BTreeMap<String, u64>, name: &str) -> u64 {
 fn require_counters(env: &Env, names: &[&str]) {
     let s = stats(env.agent());
     let missing: Vec<&&str> = names.iter().filter(|n| !s.contains_key(**n)).collect();
-    assert!(
-        missing.is_empty(),
-        "xlb stats -o json lacks the counters {missing:?}: {s:?}"
-    );
+    assert!(missing.is_empty(), "xlb stats -o json lacks the counters {missing:?}: {s:?}");
 }
 
 /// A UDP server that answers every datagram with exactly `reply_len` bytes:
@@ -86,11 +76,8 @@ struct BigUdpServer {
 
 impl BigUdpServer {
     fn start(ns: &Netns, bind: SocketAddr, tag: &str, reply_len: usize) -> Self {
-        let sock = ns
-            .run(|| UdpSocket::bind(bind))
-            .unwrap_or_else(|e| panic!("bind UDP {bind} in {}: {e}", ns.name));
-        sock.set_read_timeout(Some(Duration::from_millis(50)))
-            .expect("set_read_timeout");
+        let sock = ns.run(|| UdpSocket::bind(bind)).unwrap_or_else(|e| panic!("bind UDP {bind} in {}: {e}", ns.name));
+        sock.set_read_timeout(Some(Duration::from_millis(50))).expect("set_read_timeout");
         let stop = Arc::new(AtomicBool::new(false));
         let served = Arc::new(AtomicUsize::new(0));
         let (t_stop, t_served, tag) = (stop.clone(), served.clone(), tag.to_string());
@@ -101,8 +88,7 @@ impl BigUdpServer {
                 while !t_stop.load(Ordering::SeqCst) {
                     // Errors (timeouts, ICMP errors of earlier sends): keep serving.
                     if let Ok((n, peer)) = sock.recv_from(&mut buf) {
-                        let mut reply =
-                            format!("{tag} {n} {} ", peer.ip().to_canonical()).into_bytes();
+                        let mut reply = format!("{tag} {n} {} ", peer.ip().to_canonical()).into_bytes();
                         reply.resize(reply_len.max(reply.len()), b'.');
                         let _ = sock.send_to(&reply, peer);
                         t_served.fetch_add(1, Ordering::SeqCst);
@@ -110,11 +96,7 @@ impl BigUdpServer {
                 }
             })
             .expect("spawn the big UDP server thread");
-        BigUdpServer {
-            stop,
-            served,
-            thread: Some(thread),
-        }
+        BigUdpServer { stop, served, thread: Some(thread) }
     }
 
     fn served(&self) -> usize {
@@ -141,9 +123,7 @@ fn check_big_reply(
     ctx: &str,
 ) -> Result<usize, String> {
     if from != to {
-        return Err(format!(
-            "{ctx}: reply came from {from}, not from the VIP {to}"
-        ));
+        return Err(format!("{ctx}: reply came from {from}, not from the VIP {to}"));
     }
     if reply.len() != BIG_REPLY {
         return Err(format!(
@@ -157,31 +137,19 @@ fn check_big_reply(
     let i: usize = tag
         .and_then(|t| t.strip_prefix("pod"))
         .and_then(|t| t.parse().ok())
-        .ok_or_else(|| {
-            format!(
-                "{ctx}: unexpected reply {:?}",
-                &reply[..reply.len().min(60)]
-            )
-        })?;
+        .ok_or_else(|| format!("{ctx}: unexpected reply {:?}", &reply[..reply.len().min(60)]))?;
     let len: usize = len
         .and_then(|l| l.parse().ok())
         .ok_or_else(|| format!("{ctx}: no length in {:?}", &reply[..reply.len().min(60)]))?;
     if len != BIG_REQUEST {
-        return Err(format!(
-            "{ctx}: pod{i} received {len} bytes, expected the whole {BIG_REQUEST}-byte datagram"
-        ));
+        return Err(format!("{ctx}: pod{i} received {len} bytes, expected the whole {BIG_REQUEST}-byte datagram"));
     }
-    let peer: IpAddr = peer.and_then(|p| p.parse().ok()).ok_or_else(|| {
-        format!(
-            "{ctx}: no peer address in {:?}",
-            &reply[..reply.len().min(60)]
-        )
-    })?;
+    let peer: IpAddr = peer
+        .and_then(|p| p.parse().ok())
+        .ok_or_else(|| format!("{ctx}: no peer address in {:?}", &reply[..reply.len().min(60)]))?;
     let want = expected_peer(fam, source, i);
     if peer != want {
-        return Err(format!(
-            "{ctx}: pod{i} saw the source address {peer}, expected {want}"
-        ));
+        return Err(format!("{ctx}: pod{i} saw the source address {peer}, expected {want}"));
     }
     if !reply.ends_with('.') {
         return Err(format!("{ctx}: reply does not end with its padding"));
@@ -231,12 +199,8 @@ fn ping(ns: &Netns, dst: IpAddr, count: u16, wait: Duration) -> PingReport {
         IpAddr::V4(_) => (libc::AF_INET, libc::IPPROTO_ICMP, 8u8, 0u8),
         IpAddr::V6(_) => (libc::AF_INET6, libc::IPPROTO_ICMPV6, 128u8, 129u8),
     };
-    let sock = socket_in(ns, domain, libc::SOCK_DGRAM, proto).unwrap_or_else(|e| {
-        panic!(
-            "open an ICMP ping socket in {} (is net.ipv4.ping_group_range set?): {e}",
-            ns.name
-        )
-    });
+    let sock = socket_in(ns, domain, libc::SOCK_DGRAM, proto)
+        .unwrap_or_else(|e| panic!("open an ICMP ping socket in {} (is net.ipv4.ping_group_range set?): {e}", ns.name));
     let to = SocketAddr::new(dst, 0);
     let mut r = PingReport::default();
     let mut buf = [0u8; 2048];
@@ -276,14 +240,7 @@ fn ping(ns: &Netns, dst: IpAddr, count: u16, wait: Duration) -> PingReport {
                         m.first().copied().unwrap_or(0)
                     ));
                 }
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    break
-                }
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => break,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 // An ICMP error about our request (e.g. no route): not an answer.
                 Err(e) => {
@@ -300,11 +257,7 @@ fn ping(ns: &Netns, dst: IpAddr, count: u16, wait: Duration) -> PingReport {
 fn inet_csum(data: &[u8]) -> u16 {
     let mut sum: u32 = 0;
     for c in data.chunks(2) {
-        let w = if c.len() == 2 {
-            u16::from_be_bytes([c[0], c[1]])
-        } else {
-            u16::from_be_bytes([c[0], 0])
-        };
+        let w = if c.len() == 2 { u16::from_be_bytes([c[0], c[1]]) } else { u16::from_be_bytes([c[0], 0]) };
         sum += u32::from(w);
     }
     while sum > 0xffff {
@@ -373,13 +326,13 @@ fn send_frag_needed(ns: &Netns, to: IpAddr, mtu: u16, quoted: &[u8]) {
         let c = inet_csum(&msg);
         msg[2..4].copy_from_slice(&c.to_be_bytes());
     }
-    sock.send_to(&msg, SocketAddr::new(to, 0))
-        .unwrap_or_else(|e| panic!("send the ICMP error to {to}: {e}"));
+    sock.send_to(&msg, SocketAddr::new(to, 0)).unwrap_or_else(|e| panic!("send the ICMP error to {to}: {e}"));
 }
 
 /// `ip route get DST` inside `ns` (shows a learnt path MTU as `mtu N`).
 fn route_get(ns: &Netns, dst: IpAddr) -> String {
-    ns.ip(&["route", "get", &dst.to_string()]).map_or_else(|e| format!("(ip route get {dst}: {e:#})"), |o| String::from_utf8_lossy(&o.stdout).into_owned())
+    ns.ip(&["route", "get", &dst.to_string()])
+        .map_or_else(|e| format!("(ip route get {dst}: {e:#})"), |o| String::from_utf8_lossy(&o.stdout).into_owned())
 }
 
 // ---------------------------------------------------------------------------
@@ -387,10 +340,7 @@ fn route_get(ns: &Netns, dst: IpAddr) -> String {
 // ---------------------------------------------------------------------------
 
 fn large_udp(source: &str) {
-    let yaml = config(&[
-        dns_svc("dns", Fam::V4, source, 0..3),
-        dns_svc("dns6", Fam::V6, source, 0..3),
-    ]);
+    let yaml = config(&[dns_svc("dns", Fam::V4, source, 0..3), dns_svc("dns6", Fam::V6, source, 0..3)]);
     let env = Env::start(3, &yaml, &[]);
     require_counters(&env, &["fragment_translated", "pass_fragment"]);
     let servers: Vec<BigUdpServer> = [Fam::V4, Fam::V6]
@@ -398,12 +348,7 @@ fn large_udp(source: &str) {
         .flat_map(|&fam| {
             let topo = &env.topo;
             (0..3).map(move |i| {
-                BigUdpServer::start(
-                    &topo.pods[i],
-                    fam.pod_sock(i, UDP_BACKEND_PORT),
-                    &format!("pod{i}"),
-                    BIG_REPLY,
-                )
+                BigUdpServer::start(&topo.pods[i], fam.pod_sock(i, UDP_BACKEND_PORT), &format!("pod{i}"), BIG_REPLY)
             })
         })
         .collect();
@@ -411,10 +356,7 @@ fn large_udp(source: &str) {
     // The client's link has the default 1500-byte MTU: the requests and the
     // replies are fragmented by their senders.
     let link = ip_link(&env.topo.client, "eth0");
-    assert!(
-        link.contains("mtu 1500"),
-        "the client's eth0 should have MTU 1500: {link}"
-    );
+    assert!(link.contains("mtu 1500"), "the client's eth0 should have MTU 1500: {link}");
 
     for (fam, base) in [(Fam::V4, 27000u16), (Fam::V6, 27100u16)] {
         let to = vip(fam, 53);
@@ -433,21 +375,17 @@ fn large_udp(source: &str) {
         let mut exchanges = 0u64;
         'rounds: for round in 0..3 {
             for (flow, &port) in flows.iter().zip(&ports) {
-                let ctx = format!(
-                    "{source} {fam:?}: {BIG_REQUEST}-byte datagram #{round} from port {port} to {to}"
-                );
+                let ctx = format!("{source} {fam:?}: {BIG_REQUEST}-byte datagram #{round} from port {port} to {to}");
                 let mut payload = format!("big request {round} from {port} ").into_bytes();
                 payload.resize(BIG_REQUEST, b'x');
                 match flow.request(&payload, T) {
-                    Ok((reply, from)) => {
-                        match check_big_reply(&reply, from, to, fam, source, &ctx) {
-                            Ok(i) => {
-                                exchanges += 1;
-                                per_flow.entry(port).or_default().insert(i);
-                            }
-                            Err(e) => errors.push(e),
+                    Ok((reply, from)) => match check_big_reply(&reply, from, to, fam, source, &ctx) {
+                        Ok(i) => {
+                            exchanges += 1;
+                            per_flow.entry(port).or_default().insert(i);
                         }
-                    }
+                        Err(e) => errors.push(e),
+                    },
                     Err(e) => errors.push(format!("{ctx}: {e:#}")),
                 }
                 if errors.len() >= 5 {
@@ -486,8 +424,7 @@ fn large_udp(source: &str) {
         );
         // Both datagrams of an exchange are larger than the MTU: each has at
         // least one later fragment.
-        let frags =
-            counter(&after, "fragment_translated") - counter(&before, "fragment_translated");
+        let frags = counter(&after, "fragment_translated") - counter(&before, "fragment_translated");
         eprintln!(
             "{source} {fam:?}: {exchanges} whole exchanges, flows per pod {:?}, \
              fragment_translated +{frags}, pass_fragment +{}",
@@ -518,33 +455,20 @@ fn large_udp_datagrams_are_fragmented_and_delivered_whole() {
 
 fn port_unreachable(source: &str) {
     // The service has a backend (pod0:5353) but nothing listens there.
-    let yaml = config(&[
-        dns_svc("dns", Fam::V4, source, 0..1),
-        dns_svc("dns6", Fam::V6, source, 0..1),
-    ]);
+    let yaml = config(&[dns_svc("dns", Fam::V4, source, 0..1), dns_svc("dns6", Fam::V6, source, 0..1)]);
     let env = Env::start(1, &yaml, &[]);
     require_counters(&env, &["icmp_error_translated", "reject_no_backend"]);
     for name in ["dns", "dns6"] {
-        let s = service(env.agent(), name)
-            .unwrap_or_else(|| panic!("service {name} not listed{}", env.diag()));
-        assert_eq!(
-            service_backends(&s).len(),
-            1,
-            "service {name} should have its one backend: {s}"
-        );
+        let s = service(env.agent(), name).unwrap_or_else(|| panic!("service {name} not listed{}", env.diag()));
+        assert_eq!(service_backends(&s).len(), 1, "service {name} should have its one backend: {s}");
     }
     for fam in [Fam::V4, Fam::V6] {
         let to = vip(fam, 53);
         let before = stats(env.agent());
         // Two probes: well within the pod's ICMP rate limit (a burst of 6).
         for attempt in 0..2 {
-            let got = udp_probe(
-                &env.topo.client,
-                to,
-                b"anyone on 5353?",
-                Duration::from_secs(3),
-            )
-            .unwrap_or_else(|e| panic!("UDP probe to {to}: {e:#}"));
+            let got = udp_probe(&env.topo.client, to, b"anyone on 5353?", Duration::from_secs(3))
+                .unwrap_or_else(|e| panic!("UDP probe to {to}: {e:#}"));
             assert_eq!(
                 got,
                 Probe::Refused,
@@ -556,8 +480,7 @@ fn port_unreachable(source: &str) {
             );
         }
         let after = stats(env.agent());
-        let icmp =
-            counter(&after, "icmp_error_translated") - counter(&before, "icmp_error_translated");
+        let icmp = counter(&after, "icmp_error_translated") - counter(&before, "icmp_error_translated");
         assert!(
             icmp >= 2,
             "{source} {fam:?}: 2 port unreachables translated back, but icmp_error_translated \
@@ -592,22 +515,15 @@ fn backend_port_unreachable_reaches_the_client_through_the_vip() {
 #[test]
 fn ping_to_a_vip_is_answered() {
     require_root();
-    let yaml = config(&[
-        dns_svc("dns", Fam::V4, "snat", 0..1),
-        dns_svc("dns6", Fam::V6, "snat", 0..1),
-    ]);
+    let yaml = config(&[dns_svc("dns", Fam::V4, "snat", 0..1), dns_svc("dns6", Fam::V6, "snat", 0..1)]);
     let mut env = Env::start(1, &yaml, &[]);
     env.servers = udp_servers(&env.topo, Fam::V4, 0..1, UDP_BACKEND_PORT);
-    env.servers
-        .extend(udp_servers(&env.topo, Fam::V6, 0..1, UDP_BACKEND_PORT));
+    env.servers.extend(udp_servers(&env.topo, Fam::V6, 0..1, UDP_BACKEND_PORT));
     require_counters(&env, &["icmp_echo_reply"]);
     allow_ping_sockets(&env.topo.client);
     let wait = Duration::from_secs(1);
 
-    for vip_ip in [
-        IpAddr::from(Topology::VIP_V4),
-        IpAddr::from(Topology::VIP_V6),
-    ] {
+    for vip_ip in [IpAddr::from(Topology::VIP_V4), IpAddr::from(Topology::VIP_V6)] {
         let before = stat(env.agent(), "icmp_echo_reply");
         let r = ping(&env.topo.client, vip_ip, 3, wait);
         let after = stat(env.agent(), "icmp_echo_reply");
@@ -633,12 +549,7 @@ fn ping_to_a_vip_is_answered() {
         let after = stat(env.agent(), "icmp_echo_reply");
         eprintln!("ping {addr} (no service): {r:?}");
         assert_eq!(r.sent, 2, "ping {addr}: {r:?}");
-        assert_eq!(
-            r.answered,
-            0,
-            "ping {addr} (no service on it) should get no echo reply: {r:?}{}",
-            env.diag()
-        );
+        assert_eq!(r.answered, 0, "ping {addr} (no service on it) should get no echo reply: {r:?}{}", env.diag());
         assert_eq!(
             after,
             before,
@@ -649,14 +560,10 @@ fn ping_to_a_vip_is_answered() {
 }
 
 fn pmtu_from_client_side(source: &str) {
-    let yaml = config(&[
-        dns_svc("dns", Fam::V4, source, 0..1),
-        dns_svc("dns6", Fam::V6, source, 0..1),
-    ]);
+    let yaml = config(&[dns_svc("dns", Fam::V4, source, 0..1), dns_svc("dns6", Fam::V6, source, 0..1)]);
     let mut env = Env::start(1, &yaml, &[]);
     env.servers = udp_servers(&env.topo, Fam::V4, 0..1, UDP_BACKEND_PORT);
-    env.servers
-        .extend(udp_servers(&env.topo, Fam::V6, 0..1, UDP_BACKEND_PORT));
+    env.servers.extend(udp_servers(&env.topo, Fam::V6, 0..1, UDP_BACKEND_PORT));
     require_counters(&env, &["icmp_error_translated"]);
     let mtu: u16 = 1280;
 
@@ -666,20 +573,11 @@ fn pmtu_from_client_side(source: &str) {
         // One flow through the VIP, so the node knows it.
         let flow = UdpFlow::new(&env.topo.client, Some(fam.unspecified(port)), to)
             .unwrap_or_else(|e| panic!("bind UDP port {port}: {e:#}"));
-        let (reply, from) = flow.request(b"hello", T).unwrap_or_else(|e| {
-            panic!(
-                "{source} {fam:?}: UDP from port {port} to {to}: {e:#}{}",
-                env.diag()
-            )
-        });
-        let i = check_reply(
-            &reply,
-            from,
-            to,
-            |i| expected_peer(fam, source, i),
-            "the flow",
-        )
-        .unwrap_or_else(|e| panic!("{e}{}", env.diag()));
+        let (reply, from) = flow
+            .request(b"hello", T)
+            .unwrap_or_else(|e| panic!("{source} {fam:?}: UDP from port {port} to {to}: {e:#}{}", env.diag()));
+        let i = check_reply(&reply, from, to, |i| expected_peer(fam, source, i), "the flow")
+            .unwrap_or_else(|e| panic!("{e}{}", env.diag()));
         assert_eq!(i, 0, "one backend only");
         // The address pod0 sends this flow's replies to.
         let peer = expected_peer(fam, source, 0);
@@ -696,12 +594,7 @@ fn pmtu_from_client_side(source: &str) {
         // becoming pod0:5353 -> peer:port') so pod0 learns the path MTU.
         let client = SocketAddr::new(fam.client(), port);
         let before = stat(env.agent(), "icmp_error_translated");
-        send_frag_needed(
-            &env.topo.client,
-            to.ip(),
-            mtu,
-            &quoted_udp(to, client, 1500),
-        );
+        send_frag_needed(&env.topo.client, to.ip(), mtu, &quoted_udp(to, client, 1500));
 
         let deadline = Instant::now() + Duration::from_secs(3);
         let mut route = route_get(pod, peer);
@@ -724,20 +617,11 @@ fn pmtu_from_client_side(source: &str) {
             env.diag()
         );
         // The flow still works.
-        let (reply, from) = flow.request(b"still there?", T).unwrap_or_else(|e| {
-            panic!(
-                "{source} {fam:?}: the flow after the ICMP error: {e:#}{}",
-                env.diag()
-            )
-        });
-        check_reply(
-            &reply,
-            from,
-            to,
-            |i| expected_peer(fam, source, i),
-            "the flow afterwards",
-        )
-        .unwrap_or_else(|e| panic!("{e}{}", env.diag()));
+        let (reply, from) = flow
+            .request(b"still there?", T)
+            .unwrap_or_else(|e| panic!("{source} {fam:?}: the flow after the ICMP error: {e:#}{}", env.diag()));
+        check_reply(&reply, from, to, |i| expected_peer(fam, source, i), "the flow afterwards")
+            .unwrap_or_else(|e| panic!("{e}{}", env.diag()));
     }
 }
 
@@ -760,20 +644,10 @@ fn pmtu_error_from_the_client_side_reaches_the_backend() {
 /// QUIC servers send theirs.
 fn df_udp_socket(ns: &Netns, bind: SocketAddr) -> UdpSocket {
     use std::os::fd::AsRawFd as _;
-    let sock = ns
-        .run(|| UdpSocket::bind(bind))
-        .unwrap_or_else(|e| panic!("bind UDP {bind} in {}: {e}", ns.name));
+    let sock = ns.run(|| UdpSocket::bind(bind)).unwrap_or_else(|e| panic!("bind UDP {bind} in {}: {e}", ns.name));
     let (level, opt, value) = match bind {
-        SocketAddr::V4(_) => (
-            libc::IPPROTO_IP,
-            libc::IP_MTU_DISCOVER,
-            libc::IP_PMTUDISC_DO,
-        ),
-        SocketAddr::V6(_) => (
-            libc::IPPROTO_IPV6,
-            libc::IPV6_MTU_DISCOVER,
-            libc::IPV6_PMTUDISC_DO,
-        ),
+        SocketAddr::V4(_) => (libc::IPPROTO_IP, libc::IP_MTU_DISCOVER, libc::IP_PMTUDISC_DO),
+        SocketAddr::V6(_) => (libc::IPPROTO_IPV6, libc::IPV6_MTU_DISCOVER, libc::IPV6_PMTUDISC_DO),
     };
     // SAFETY: setsockopt with a pointer to a live c_int and its size.
     let r = unsafe {
@@ -785,25 +659,15 @@ fn df_udp_socket(ns: &Netns, bind: SocketAddr) -> UdpSocket {
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         )
     };
-    assert_eq!(
-        r,
-        0,
-        "setsockopt(PMTUDISC_DO) on {bind}: {}",
-        std::io::Error::last_os_error()
-    );
-    sock.set_read_timeout(Some(Duration::from_millis(50)))
-        .expect("set_read_timeout");
+    assert_eq!(r, 0, "setsockopt(PMTUDISC_DO) on {bind}: {}", std::io::Error::last_os_error());
+    sock.set_read_timeout(Some(Duration::from_millis(50))).expect("set_read_timeout");
     sock
 }
 
 /// One exchange: the client sends a small request on `flow`, `server`
 /// answers it with `reply_len` bytes (DF). Returns what the server saw as
 /// the peer (None when the request did not arrive) and the client's result.
-fn df_exchange(
-    flow: &UdpFlow,
-    server: &UdpSocket,
-    reply_len: usize,
-) -> (Option<SocketAddr>, Result<String, String>) {
+fn df_exchange(flow: &UdpFlow, server: &UdpSocket, reply_len: usize) -> (Option<SocketAddr>, Result<String, String>) {
     std::thread::scope(|s| {
         let client = s.spawn(|| {
             flow.request(b"small request", Duration::from_secs(1))
@@ -842,9 +706,7 @@ fn learn_pmtu(
     let mut route = route_get(pod, peer);
     for round in 0..3 {
         let (seen, got) = df_exchange(flow, server, reply_len);
-        log.push(format!(
-            "round {round}: server saw the request from {seen:?}; client: {got:?}"
-        ));
+        log.push(format!("round {round}: server saw the request from {seen:?}; client: {got:?}"));
         let deadline = Instant::now() + Duration::from_secs(1);
         loop {
             route = route_get(pod, peer);
@@ -863,10 +725,7 @@ fn learn_pmtu(
 fn pmtu_narrow_client_link(source: &str) {
     // pod0 is the backend; pod1 is reached directly (not through a VIP) as
     // the control: the kernel's own PMTU discovery on the same path.
-    let yaml = config(&[
-        dns_svc("dns", Fam::V4, source, 0..1),
-        dns_svc("dns6", Fam::V6, source, 0..1),
-    ]);
+    let yaml = config(&[dns_svc("dns", Fam::V4, source, 0..1), dns_svc("dns6", Fam::V6, source, 0..1)]);
     let env = Env::start(2, &yaml, &[]);
     let mtu: u16 = 1300;
     let reply_len = 1400;
@@ -883,14 +742,7 @@ fn pmtu_narrow_client_link(source: &str) {
         let server1 = df_udp_socket(&env.topo.pods[1], direct);
         let flow1 = UdpFlow::new(&env.topo.client, Some(fam.unspecified(port)), direct)
             .unwrap_or_else(|e| panic!("bind UDP port {port}: {e:#}"));
-        let (ok, route, log) = learn_pmtu(
-            &env.topo.pods[1],
-            fam.client(),
-            mtu,
-            &flow1,
-            &server1,
-            reply_len,
-        );
+        let (ok, route, log) = learn_pmtu(&env.topo.pods[1], fam.client(), mtu, &flow1, &server1, reply_len);
         assert!(
             ok,
             "{source} {fam:?} control (no VIP, plain kernel forwarding): pod1 should learn the \
@@ -907,8 +759,7 @@ fn pmtu_narrow_client_link(source: &str) {
             .unwrap_or_else(|e| panic!("bind UDP port {}: {e:#}", port + 10));
         let peer = expected_peer(fam, source, 0);
         let before = stats(env.agent());
-        let (ok, route, log) =
-            learn_pmtu(&env.topo.pods[0], peer, mtu, &flow0, &server0, reply_len);
+        let (ok, route, log) = learn_pmtu(&env.topo.pods[0], peer, mtu, &flow0, &server0, reply_len);
         let after = stats(env.agent());
         let delta: BTreeMap<&str, u64> = after
             .iter()
@@ -958,27 +809,13 @@ fn pinned_maps_of_another_size_are_refused_with_advice() {
 
     let mut first = env.agent.take().unwrap();
     let status = first.stop().expect("stop the first agent");
-    assert_eq!(
-        status.code(),
-        Some(0),
-        "SIGTERM exit status; log:\n{}",
-        first.log()
-    );
+    assert_eq!(status.code(), Some(0), "SIGTERM exit status; log:\n{}", first.log());
     drop(first);
     let flows_pin = env.pin.path().join("v1").join("XLB_FLOWS");
-    assert!(
-        flows_pin.exists(),
-        "{} should stay pinned after SIGTERM",
-        flows_pin.display()
-    );
+    assert!(flows_pin.exists(), "{} should stay pinned after SIGTERM", flows_pin.display());
 
-    let mut refused = Agent::spawn(
-        &env.topo,
-        env.config.path(),
-        env.pin.path(),
-        &["--flow-table-size", "8192"],
-    )
-    .expect("spawn the second agent");
+    let mut refused = Agent::spawn(&env.topo, env.config.path(), env.pin.path(), &["--flow-table-size", "8192"])
+        .expect("spawn the second agent");
     let status = match refused.wait_exit(Duration::from_secs(30)) {
         Ok(s) => s,
         Err(e) => {

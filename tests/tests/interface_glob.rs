@@ -61,10 +61,11 @@ fn pods_veths_are_followed_by_pattern_including_ones_created_later() {
     let cfg = ConfigFile::new(&topo, &config(&[&pod0])).expect("config");
     let pins = PinDir::new().expect("pins");
     // only the client side by name; the pods' side by pattern
-    let args: Vec<String> = ["agent", "--config", &cfg.path().display().to_string(), "--interface", "c0", "--interface-glob", "p*"]
-        .iter()
-        .map(std::string::ToString::to_string)
-        .collect();
+    let args: Vec<String> =
+        ["agent", "--config", &cfg.path().display().to_string(), "--interface", "c0", "--interface-glob", "p*"]
+            .iter()
+            .map(std::string::ToString::to_string)
+            .collect();
     let mut agent = Agent::spawn_args(&topo.node, pins.path(), &args).expect("agent");
     agent.wait_healthy(Duration::from_secs(30)).expect("healthy");
     let vip = SocketAddr::from((Topology::VIP_V4, 53));

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use k8s::*;
 use serde_json::json;
-use xlb_tests::{udp_probe, tcp_probe, Probe, TcpSession, Topology, UdpFlow, NO_REPLY};
+use xlb_tests::{tcp_probe, udp_probe, Probe, TcpSession, Topology, UdpFlow, NO_REPLY};
 
 #[test]
 fn services_and_endpoint_slices_become_xlb_services_udp_and_tcp_on_one_port() {
@@ -23,7 +23,10 @@ fn services_and_endpoint_slices_become_xlb_services_udp_and_tcp_on_one_port() {
     c.set_slice(NS, "dns-b", "dns", false, &[ready(1)], DNS_PORTS);
     let udp = c.wait_backends("apps/dns:dns", 2);
     let tcp = c.wait_backends("apps/dns:dns-tcp", 2);
-    assert_eq!((udp["vip"].as_str(), udp["port"].as_u64(), udp["protocol"].as_str()), (Some("192.0.2.10"), Some(53), Some("udp")));
+    assert_eq!(
+        (udp["vip"].as_str(), udp["port"].as_u64(), udp["protocol"].as_str()),
+        (Some("192.0.2.10"), Some(53), Some("udp"))
+    );
     assert_eq!((tcp["port"].as_u64(), tcp["protocol"].as_str()), (Some(53), Some("tcp")));
     assert_eq!(c.programmed().len(), 2, "only the Service of our class: {:?}", c.programmed().keys());
 
@@ -40,7 +43,9 @@ fn services_and_endpoint_slices_become_xlb_services_udp_and_tcp_on_one_port() {
     let before = c.api.request_counts().expect("request counts");
     std::thread::sleep(Duration::from_secs(3));
     let after = c.api.request_counts().expect("request counts");
-    let lists = |m: &std::collections::BTreeMap<String, u64>| m.iter().filter(|(k, _)| k.starts_with("list ")).map(|(_, v)| *v).sum::<u64>();
+    let lists = |m: &std::collections::BTreeMap<String, u64>| {
+        m.iter().filter(|(k, _)| k.starts_with("list ")).map(|(_, v)| *v).sum::<u64>()
+    };
     assert_eq!(lists(&before), lists(&after), "the agent re-listed without a reason: {before:?} -> {after:?}");
     assert!(after.keys().any(|k| k.starts_with("watch ")), "the agent watches: {after:?}");
 
@@ -75,7 +80,10 @@ fn a_udp_client_follows_a_cycled_pod_within_a_second() {
     // an endpoint that is at first not ready, then ready
     c.set_slice(NS, "dns", "dns", false, &[(2, NODE, false, false, false)], DNS_PORTS);
     c.wait_backends("apps/dns:dns", 0);
-    assert!(matches!(udp_probe(&c.topo.client, vip4(53), b"x", T).unwrap(), Probe::Refused), "no ready endpoint: rejected");
+    assert!(
+        matches!(udp_probe(&c.topo.client, vip4(53), b"x", T).unwrap(), Probe::Refused),
+        "no ready endpoint: rejected"
+    );
     assert!(flow.request(b"nobody", Duration::from_millis(300)).is_err(), "no ready endpoint: no reply");
     c.set_slice(NS, "dns", "dns", false, &[ready(2)], DNS_PORTS);
     let ready_at = Instant::now();
@@ -86,7 +94,10 @@ fn a_udp_client_follows_a_cycled_pod_within_a_second() {
             break;
         }
     }
-    assert!(got.as_deref().is_some_and(|t| t.starts_with("pod2")), "after the endpoint became ready the same flow reaches it within 1 s: {got:?}");
+    assert!(
+        got.as_deref().is_some_and(|t| t.starts_with("pod2")),
+        "after the endpoint became ready the same flow reaches it within 1 s: {got:?}"
+    );
 }
 
 #[test]
@@ -95,7 +106,10 @@ fn no_endpoints_rejects_udp_with_icmp_and_tcp_with_rst() {
     c.create_service(&dns_service("dns"));
     c.wait_backends("apps/dns:dns", 0);
     c.wait_backends("apps/dns:dns-tcp", 0);
-    assert!(matches!(udp_probe(&c.topo.client, vip4(53), b"x", T).unwrap(), Probe::Refused), "UDP: ICMP port unreachable");
+    assert!(
+        matches!(udp_probe(&c.topo.client, vip4(53), b"x", T).unwrap(), Probe::Refused),
+        "UDP: ICMP port unreachable"
+    );
     assert!(matches!(tcp_probe(&c.topo.client, vip4(53), b"x", T).unwrap(), Probe::Refused), "TCP: RST");
     // and once an endpoint exists, traffic flows
     c.set_slice(NS, "dns", "dns", false, &[ready(0)], DNS_PORTS);
@@ -104,7 +118,9 @@ fn no_endpoints_rejects_udp_with_icmp_and_tcp_with_rst() {
 }
 
 fn session_service() -> xlb_tests::k8s::LbService {
-    xlb_tests::k8s::lb_service(NS, "sess").annotation("xlb.io/vip", &Topology::VIP_V4.to_string()).port("sess", 81, "TCP")
+    xlb_tests::k8s::lb_service(NS, "sess")
+        .annotation("xlb.io/vip", &Topology::VIP_V4.to_string())
+        .port("sess", 81, "TCP")
 }
 const SESS_PORTS: &[(&str, u16, &str)] = &[("sess", SESSION_PORT, "TCP")];
 
@@ -124,11 +140,16 @@ fn terminating_endpoints_keep_their_flows_and_serve_only_when_none_is_ready() {
             break;
         }
     }
-    let (_, s0) = sessions.iter_mut().find(|(t, _)| t == "pod0").map(|(t, s)| (t.clone(), s)).expect("a session on pod0");
+    let (_, s0) =
+        sessions.iter_mut().find(|(t, _)| t == "pod0").map(|(t, s)| (t.clone(), s)).expect("a session on pod0");
     // pod0 terminates but still serves: its session goes on, new ones avoid it
     c.set_slice(NS, "sess", "sess", false, &[(0, NODE, false, true, true), ready(1)], SESS_PORTS);
     c.wait_programmed("pod0 draining", |p| {
-        p.get("apps/sess:sess").is_some() && c.agent.cli(&["backends", "apps/sess:sess", "-o", "json"]).is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("\"weight\": 0") || String::from_utf8_lossy(&o.stdout).contains("\"weight\":0"))
+        p.get("apps/sess:sess").is_some()
+            && c.agent.cli(&["backends", "apps/sess:sess", "-o", "json"]).is_ok_and(|o| {
+                String::from_utf8_lossy(&o.stdout).contains("\"weight\": 0")
+                    || String::from_utf8_lossy(&o.stdout).contains("\"weight\":0")
+            })
     });
     let reply = s0.request(b"still there?\n", T).expect("the terminating pod's session keeps working");
     assert!(reply.starts_with("pod0"), "{reply}");
@@ -165,7 +186,14 @@ fn traffic_policy_local_preserves_the_client_and_answers_health_checks() {
     assert_eq!(code, 200, "{body}");
     assert!(body.contains("\"localEndpoints\":1"), "{body}");
     // only a terminating local endpoint: 503
-    c.set_slice(NS, "dns", "dns", false, &[(0, NODE, false, true, true), (1, OTHER_NODE, true, true, false)], DNS_PORTS);
+    c.set_slice(
+        NS,
+        "dns",
+        "dns",
+        false,
+        &[(0, NODE, false, true, true), (1, OTHER_NODE, true, true, false)],
+        DNS_PORTS,
+    );
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut last = (0, String::new());
     while Instant::now() < deadline {
@@ -184,7 +212,10 @@ fn traffic_policy_local_preserves_the_client_and_answers_health_checks() {
     let replies = xlb_tests::spread_udp_replies(&c.topo.client, vip4(53), 40, T);
     let snat0 = format!("pod0 {}", Topology::pod_gw_v4(0));
     let snat1 = format!("pod1 {}", Topology::pod_gw_v4(1));
-    assert!(replies.contains_key(&snat0) && replies.contains_key(&snat1) && replies.len() == 2, "both pods, from the node's address: {replies:?}");
+    assert!(
+        replies.contains_key(&snat0) && replies.contains_key(&snat1) && replies.len() == 2,
+        "both pods, from the node's address: {replies:?}"
+    );
     let deadline = Instant::now() + Duration::from_secs(5);
     while c.http_get(hc, "/").is_ok() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
@@ -199,7 +230,8 @@ fn affinity_cluster(timeout: u32) -> Cluster {
     c.create_service(&dns_service("dns").session_affinity_client_ip(timeout));
     c.set_slice(NS, "dns", "dns", false, &[ready(0), ready(1), ready(2)], DNS_PORTS);
     c.wait_programmed(&format!("affinity {timeout} s"), |p| {
-        p.get("apps/dns:dns").is_some_and(|s| s["affinity_timeout"] == timeout && s["backends"].as_array().is_some_and(|b| b.len() == 3))
+        p.get("apps/dns:dns")
+            .is_some_and(|s| s["affinity_timeout"] == timeout && s["backends"].as_array().is_some_and(|b| b.len() == 3))
     });
     c
 }
@@ -216,7 +248,11 @@ fn session_affinity_client_ip_sticks_and_switches_off_and_on() {
     let spread = c.udp(vip4(53), 40);
     assert!(spread.len() >= 2 && !spread.contains_key(NO_REPLY), "without affinity new flows spread: {spread:?}");
 
-    c.patch_service(NS, "dns", json!({"spec": {"sessionAffinity": "ClientIP", "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 60}}}}));
+    c.patch_service(
+        NS,
+        "dns",
+        json!({"spec": {"sessionAffinity": "ClientIP", "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 60}}}}),
+    );
     c.wait_programmed("affinity on again", |p| p.get("apps/dns:dns").is_some_and(|s| s["affinity_timeout"] == 60));
     let again = c.udp(vip4(53), 30);
     assert_eq!(again.len(), 1, "sticky again: {again:?}");
@@ -250,13 +286,19 @@ fn load_balancer_source_ranges_are_enforced_for_ipv4_and_ipv6_and_removable() {
     };
     blocked("client outside the ranges");
     c.patch_service(NS, "dns", json!({"spec": {"loadBalancerSourceRanges": ["10.100.0.0/24", "fd00:100::/64"]}}));
-    c.wait_programmed("ranges with the client", |p| p.get("apps/dns:dns").is_some_and(|s| s["source_ranges"].to_string().contains("10.100.0.0/24")));
+    c.wait_programmed("ranges with the client", |p| {
+        p.get("apps/dns:dns").is_some_and(|s| s["source_ranges"].to_string().contains("10.100.0.0/24"))
+    });
     open("client inside the ranges");
     c.patch_service(NS, "dns", json!({"spec": {"loadBalancerSourceRanges": ["10.200.0.0/16", "fd00:999::/64"]}}));
-    c.wait_programmed("ranges without the client", |p| p.get("apps/dns:dns").is_some_and(|s| s["source_ranges"].to_string().contains("10.200.0.0/16")));
+    c.wait_programmed("ranges without the client", |p| {
+        p.get("apps/dns:dns").is_some_and(|s| s["source_ranges"].to_string().contains("10.200.0.0/16"))
+    });
     blocked("client outside again");
     c.patch_service(NS, "dns", json!({"spec": {"loadBalancerSourceRanges": null}}));
-    c.wait_programmed("no ranges", |p| p.get("apps/dns:dns").is_some_and(|s| s["source_ranges"].as_array().is_some_and(std::vec::Vec::is_empty)));
+    c.wait_programmed("no ranges", |p| {
+        p.get("apps/dns:dns").is_some_and(|s| s["source_ranges"].as_array().is_some_and(std::vec::Vec::is_empty))
+    });
     open("field removed");
 }
 
@@ -274,8 +316,13 @@ fn changing_a_services_port_and_type_reprograms_it() {
         json!({"spec": {"ports": [{"name": "dns", "port": 5300, "protocol": "UDP", "targetPort": 5353}, {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": 8080}]}}),
     );
     c.wait_programmed("port 5300", |p| p.get("apps/dns:dns").is_some_and(|s| s["port"] == 5300));
-    assert!(matches!(udp_probe(&c.topo.client, vip4(5300), b"x", T).unwrap(), Probe::Reply(t) if t.starts_with("pod0")));
-    assert!(!matches!(udp_probe(&c.topo.client, vip4(53), b"x", Duration::from_millis(500)).unwrap(), Probe::Reply(_)), "the old port is no longer served");
+    assert!(
+        matches!(udp_probe(&c.topo.client, vip4(5300), b"x", T).unwrap(), Probe::Reply(t) if t.starts_with("pod0"))
+    );
+    assert!(
+        !matches!(udp_probe(&c.topo.client, vip4(53), b"x", Duration::from_millis(500)).unwrap(), Probe::Reply(_)),
+        "the old port is no longer served"
+    );
     // no longer a LoadBalancer: no longer ours
     c.patch_service(NS, "dns", json!({"spec": {"type": "ClusterIP", "loadBalancerClass": null}}));
     c.wait_programmed("the ClusterIP Service gone", std::collections::HashMap::is_empty);

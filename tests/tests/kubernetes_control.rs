@@ -33,7 +33,11 @@ fn wait_ingress(c: &Cluster, ns: &str, name: &str, want: &[&str]) -> Value {
         if ips == want {
             return c.kc.get(&service_path(ns, name)).unwrap();
         }
-        assert!(Instant::now() <= deadline, "{ns}/{name}: ingress {ips:?}, want {want:?}\nagent log:\n{}", c.agent.log());
+        assert!(
+            Instant::now() <= deadline,
+            "{ns}/{name}: ingress {ips:?}, want {want:?}\nagent log:\n{}",
+            c.agent.log()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -84,8 +88,14 @@ fn a_port_belongs_to_the_oldest_service_others_get_a_conflict_event_until_it_goe
     let c = Cluster::start(2, &[]);
     let vip = Topology::VIP_V4.to_string();
     // created newest first; the claim follows creationTimestamp
-    let thief = lb_service("team-b", "grab").annotation("xlb.io/vip", &vip).port("dns", 53, "UDP").created("2026-02-01T00:00:00Z");
-    let owner = lb_service("team-a", "dns").annotation("xlb.io/vip", &vip).port("dns", 53, "UDP").created("2026-01-01T00:00:00Z");
+    let thief = lb_service("team-b", "grab")
+        .annotation("xlb.io/vip", &vip)
+        .port("dns", 53, "UDP")
+        .created("2026-02-01T00:00:00Z");
+    let owner = lb_service("team-a", "dns")
+        .annotation("xlb.io/vip", &vip)
+        .port("dns", 53, "UDP")
+        .created("2026-01-01T00:00:00Z");
     c.create_service(&thief);
     c.set_slice("team-b", "grab", "grab", false, &[ready(1)], &[("dns", UDP_PORT, "UDP")]);
     c.create_service(&owner);
@@ -111,7 +121,10 @@ fn invalid_services_get_warning_events_and_never_crash_the_agent() {
     c.create_service(&lb_service(NS, "bad-vip").annotation("xlb.io/vip", "not-an-address").port("dns", 53, "UDP"));
     c.create_service(&lb_service(NS, "no-vip").port("dns", 53, "UDP"));
     c.create_service(
-        &lb_service(NS, "sctp").annotation("xlb.io/vip", &Topology::VIP_V4.to_string()).port("sig", 2905, "SCTP").port("dns", 53, "UDP"),
+        &lb_service(NS, "sctp")
+            .annotation("xlb.io/vip", &Topology::VIP_V4.to_string())
+            .port("sig", 2905, "SCTP")
+            .port("dns", 53, "UDP"),
     );
     assert_eq!(c.wait_event(NS, "bad-vip", "InvalidService").0, "Warning");
     assert_eq!(c.wait_event(NS, "no-vip", "NoAddress").0, "Warning");
@@ -173,7 +186,12 @@ fn forwarding_survives_the_api_server_going_away_and_changes_made_meanwhile_are_
     while *last_tag.lock().unwrap() != "pod1" && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert_eq!(*last_tag.lock().unwrap(), "pod1", "the change made meanwhile reached the maps\nagent log:\n{}", c.agent.log());
+    assert_eq!(
+        *last_tag.lock().unwrap(),
+        "pod1",
+        "the change made meanwhile reached the maps\nagent log:\n{}",
+        c.agent.log()
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
     while !c.agent.http_get("/healthz").is_ok_and(|(_, b)| b.starts_with("ok")) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
@@ -184,8 +202,17 @@ fn forwarding_survives_the_api_server_going_away_and_changes_made_meanwhile_are_
     sender.join().unwrap();
     let (sent, lost) = (sent.load(Ordering::SeqCst), lost.load(Ordering::SeqCst));
     assert!(sent > 50, "the client kept sending ({sent})");
-    assert_eq!(lost, 0, "no request lost while the API server was away and while the agent re-listed ({lost} of {sent})");
-    assert!(c.agent.log().contains("410") || c.agent.log().to_lowercase().contains("gone") || c.agent.log().contains("Expired"), "the watch was re-listed after 410:\n{}", c.agent.log());
+    assert_eq!(
+        lost, 0,
+        "no request lost while the API server was away and while the agent re-listed ({lost} of {sent})"
+    );
+    assert!(
+        c.agent.log().contains("410")
+            || c.agent.log().to_lowercase().contains("gone")
+            || c.agent.log().contains("Expired"),
+        "the watch was re-listed after 410:\n{}",
+        c.agent.log()
+    );
     let _ = IpAddr::from(Topology::NODE_V4);
 }
 
@@ -212,8 +239,16 @@ fn one_agent_holds_the_allocator_lease_and_hands_it_over_when_it_stops() {
     c.topo.node.ip(&["link", "set", "xa", "up"]).expect("veth up");
     let pins = xlb_tests::PinDir::new().expect("pins");
     let args: Vec<String> = [
-        "agent", "--kubernetes", "--node-name", OTHER_NODE, "--kubeconfig", &c.api.kubeconfig().display().to_string(),
-        "--interface", "xa", "--vip-pool", "192.0.2.32/29",
+        "agent",
+        "--kubernetes",
+        "--node-name",
+        OTHER_NODE,
+        "--kubeconfig",
+        &c.api.kubeconfig().display().to_string(),
+        "--interface",
+        "xa",
+        "--vip-pool",
+        "192.0.2.32/29",
     ]
     .iter()
     .map(std::string::ToString::to_string)
@@ -227,8 +262,12 @@ fn one_agent_holds_the_allocator_lease_and_hands_it_over_when_it_stops() {
     assert_eq!(lease_holder(&c).as_deref(), Some(NODE), "the first holder keeps the Lease while it renews it");
     assert!(second.log().contains("apps/early"), "the second agent programs the Service too:\n{}", second.log());
     let events = c.kc.list(&xlb_tests::k8s::events_path(Some(NS))).expect("events");
-    let reporters: Vec<&str> = events["items"].as_array().unwrap().iter().filter_map(|e| e["reportingInstance"].as_str()).collect();
-    assert!(!reporters.is_empty() && reporters.iter().all(|r| *r == NODE), "one publisher, the Lease holder: {reporters:?}");
+    let reporters: Vec<&str> =
+        events["items"].as_array().unwrap().iter().filter_map(|e| e["reportingInstance"].as_str()).collect();
+    assert!(
+        !reporters.is_empty() && reporters.iter().all(|r| *r == NODE),
+        "one publisher, the Lease holder: {reporters:?}"
+    );
 
     // the holder stops: it gives the Lease up and the other agent allocates
     let status = c.agent.stop().expect("stop the first agent");

@@ -107,7 +107,8 @@ fn the_agent_calls_exactly_what_rbac_yaml_grants() {
     let by_agent = c.api.request_counts_by_agent().expect("request counts");
     let ours = by_agent
         .iter()
-        .find(|(agent, _)| agent.as_str() == "xlb").map_or_else(|| panic!("no request with User-Agent xlb/...: {by_agent:?}"), |(_, counts)| counts.clone());
+        .find(|(agent, _)| agent.as_str() == "xlb")
+        .map_or_else(|| panic!("no request with User-Agent xlb/...: {by_agent:?}"), |(_, counts)| counts.clone());
     let used: BTreeSet<_> = ours.keys().filter_map(|k| call_of(k)).collect();
     let granted = granted();
     let not_granted: Vec<_> = used.difference(&granted).collect();

@@ -11,14 +11,7 @@ use common::*;
 use xlb_tests::{udp_request, Agent, Topology};
 
 fn web(pods: impl IntoIterator<Item = usize>) -> String {
-    svc(
-        "web",
-        Topology::VIP_V4.into(),
-        80,
-        "tcp",
-        "snat",
-        &backends(Fam::V4, pods, TCP_BACKEND_PORT),
-    )
+    svc("web", Topology::VIP_V4.into(), 80, "tcp", "snat", &backends(Fam::V4, pods, TCP_BACKEND_PORT))
 }
 
 fn snat(i: usize) -> std::net::IpAddr {
@@ -40,11 +33,7 @@ fn assert_direct_traffic(env: &Env, when: &str) {
     let to = Fam::V4.pod_sock(0, UDP_BACKEND_PORT);
     let (reply, from) = udp_request(&env.topo.client, None, to, b"direct", T)
         .unwrap_or_else(|e| panic!("{when}: direct UDP to {to} failed: {e:#}"));
-    assert_eq!(
-        (reply.as_str(), from),
-        ("pod0 10.100.0.2", to),
-        "{when}: direct UDP to pod0"
-    );
+    assert_eq!((reply.as_str(), from), ("pod0 10.100.0.2", to), "{when}: direct UDP to pod0");
 }
 
 /// Test 8: an invalid file at start: exit 2, every error listed as
@@ -70,17 +59,10 @@ services:
 ";
     let mut env = Env::new(1, bad);
     env.servers = udp_servers(&env.topo, Fam::V4, 0..1, UDP_BACKEND_PORT);
-    let mut agent =
-        Agent::spawn(&env.topo, env.config.path(), env.pin.path(), &[]).expect("spawn the agent");
-    let status = agent
-        .wait_exit(Duration::from_secs(30))
-        .expect("the agent should exit on an invalid file");
+    let mut agent = Agent::spawn(&env.topo, env.config.path(), env.pin.path(), &[]).expect("spawn the agent");
+    let status = agent.wait_exit(Duration::from_secs(30)).expect("the agent should exit on an invalid file");
     let log = agent.log();
-    assert_eq!(
-        status.code(),
-        Some(2),
-        "exit code for an invalid file; stderr:\n{log}"
-    );
+    assert_eq!(status.code(), Some(2), "exit code for an invalid file; stderr:\n{log}");
 
     let file = file_name(env.config.path());
     let expected = [
@@ -97,23 +79,13 @@ services:
         };
         // FILE:LINE: FIELD: MESSAGE, with a non-empty message.
         let message = &found[found.find(&needle).unwrap() + needle.len()..];
-        assert!(
-            !message.trim().is_empty(),
-            "error without a message: {found:?}"
-        );
+        assert!(!message.trim().is_empty(), "error without a message: {found:?}");
     }
     assert_nothing_attached(&env, "after refusing an invalid file");
     assert_direct_traffic(&env, "after refusing an invalid file");
     // The VIP is not served.
     assert!(
-        udp_request(
-            &env.topo.client,
-            None,
-            vip4(53),
-            b"x",
-            Duration::from_millis(500)
-        )
-        .is_err(),
+        udp_request(&env.topo.client, None, vip4(53), b"x", Duration::from_millis(500)).is_err(),
         "something answered on the VIP although the agent refused its file"
     );
 }
@@ -134,22 +106,10 @@ fn sigterm_exits_0_and_detaches() {
     }
     let mut agent = env.agent.take().unwrap();
     let status = agent.stop().expect("stop the agent");
-    assert_eq!(
-        status.code(),
-        Some(0),
-        "exit status after SIGTERM; log:\n{}",
-        agent.log()
-    );
+    assert_eq!(status.code(), Some(0), "exit status after SIGTERM; log:\n{}", agent.log());
     assert_nothing_attached(&env, "after SIGTERM");
     assert!(
-        udp_request(
-            &env.topo.client,
-            None,
-            vip4(53),
-            b"x",
-            Duration::from_millis(500)
-        )
-        .is_err(),
+        udp_request(&env.topo.client, None, vip4(53), b"x", Duration::from_millis(500)).is_err(),
         "the VIP is still served after the agent stopped"
     );
     assert_direct_traffic(&env, "after SIGTERM");
@@ -163,29 +123,20 @@ fn sigterm_exits_0_and_detaches() {
 fn restart_with_same_pins_keeps_flows() {
     let mut env = Env::start(4, &config(&[dns(0..3), web(0..3)]), &[]);
     env.servers = udp_servers(&env.topo, Fam::V4, 0..4, UDP_BACKEND_PORT);
-    env.servers
-        .extend(tcp_servers(&env.topo, Fam::V4, 0..4, TCP_BACKEND_PORT));
+    env.servers.extend(tcp_servers(&env.topo, Fam::V4, 0..4, TCP_BACKEND_PORT));
     let vip = vip4(53);
     warm_up_udp(&env, vip);
     let ports: Vec<u16> = (0..60).map(|i| 25000 + i).collect();
     let before = udp_flows_backends(&env, Fam::V4, &ports, vip, &snat);
     let services_before = services_without_counters(env.agent());
-    let packets_before = service(env.agent(), "dns").unwrap()["packets"]
-        .as_u64()
-        .unwrap();
+    let packets_before = service(env.agent(), "dns").unwrap()["packets"].as_u64().unwrap();
 
     // Plain restart.
     let status = env.agent.take().unwrap().stop().expect("stop");
     assert_eq!(status.code(), Some(0));
     env.start_agent(&[]);
-    assert_eq!(
-        services_without_counters(env.agent()),
-        services_before,
-        "xlb services after a restart"
-    );
-    let packets_after = service(env.agent(), "dns").unwrap()["packets"]
-        .as_u64()
-        .unwrap();
+    assert_eq!(services_without_counters(env.agent()), services_before, "xlb services after a restart");
+    let packets_after = service(env.agent(), "dns").unwrap()["packets"].as_u64().unwrap();
     assert!(
         packets_after >= packets_before,
         "the pinned counters were reset by the restart: {packets_before} -> {packets_after}"
@@ -197,26 +148,13 @@ fn restart_with_same_pins_keeps_flows() {
     // pick would send about a quarter of the flows to pod3, the reused
     // connection table must not.
     env.config.write(&config(&[dns(0..4), web(0..3)])).unwrap();
-    wait_backends(
-        env.agent(),
-        "dns",
-        &backends(Fam::V4, 0..4, UDP_BACKEND_PORT),
-        Duration::from_secs(5),
-    );
-    assert_eq!(
-        udp_flows_backends(&env, Fam::V4, &ports, vip, &snat),
-        before,
-        "adding pod3 moved flows"
-    );
+    wait_backends(env.agent(), "dns", &backends(Fam::V4, 0..4, UDP_BACKEND_PORT), Duration::from_secs(5));
+    assert_eq!(udp_flows_backends(&env, Fam::V4, &ports, vip, &snat), before, "adding pod3 moved flows");
     let services_before = services_without_counters(env.agent());
     let status = env.agent.take().unwrap().stop().expect("stop");
     assert_eq!(status.code(), Some(0));
     env.start_agent(&[]);
-    assert_eq!(
-        services_without_counters(env.agent()),
-        services_before,
-        "xlb services after the second restart"
-    );
+    assert_eq!(services_without_counters(env.agent()), services_before, "xlb services after the second restart");
     let after = udp_flows_backends(&env, Fam::V4, &ports, vip, &snat);
     let moved: Vec<String> = ports
         .iter()
@@ -224,17 +162,10 @@ fn restart_with_same_pins_keeps_flows() {
         .filter(|(_, (a, b))| a != b)
         .map(|(p, (a, b))| format!("port {p}: pod{a} -> pod{b}"))
         .collect();
-    assert!(
-        moved.is_empty(),
-        "flows moved across a restart with the same pins: {moved:?}{}",
-        env.diag()
-    );
+    assert!(moved.is_empty(), "flows moved across a restart with the same pins: {moved:?}{}", env.diag());
     // New flows do use pod3.
     let new = check_spread(&env, &spread_udp(&env, vip, 80), &snat, "new flows");
-    assert!(
-        new.contains_key(&3),
-        "new flows should reach pod3 after the restart: {new:?}"
-    );
+    assert!(new.contains_key(&3), "new flows should reach pod3 after the restart: {new:?}");
     // TCP still works after the restarts.
     let tcp = check_spread(&env, &spread_tcp(&env, vip4(80), 15), &snat, "TCP");
     assert!(!tcp.contains_key(&3), "web has no pod3: {tcp:?}");
@@ -264,11 +195,7 @@ fn keep_on_exit_hands_over_without_loss() {
         "--keep-on-exit: XDP should stay on c0: {}",
         ip_link(&env.topo.node, "c0")
     );
-    assert_eq!(
-        udp_flows_backends(&env, Fam::V4, &ports, vip, &snat),
-        before,
-        "flows without an agent (programs kept)"
-    );
+    assert_eq!(udp_flows_backends(&env, Fam::V4, &ports, vip, &snat), before, "flows without an agent (programs kept)");
     env.start_agent(&[]);
     std::thread::sleep(Duration::from_millis(300));
     let one = bg.finish();
@@ -280,12 +207,7 @@ fn keep_on_exit_hands_over_without_loss() {
         one.sent,
         one.lost
     );
-    assert_eq!(
-        one.replies.len(),
-        1,
-        "the open flow changed backend across the handover: {:?}",
-        one.replies
-    );
+    assert_eq!(one.replies.len(), 1, "the open flow changed backend across the handover: {:?}", one.replies);
     assert!(
         new.lost.is_empty(),
         "new flows lost {} of {} packets across the handover: {:?}",
@@ -293,11 +215,7 @@ fn keep_on_exit_hands_over_without_loss() {
         new.sent,
         new.lost
     );
-    assert_eq!(
-        udp_flows_backends(&env, Fam::V4, &ports, vip, &snat),
-        before,
-        "flows after the handover"
-    );
+    assert_eq!(udp_flows_backends(&env, Fam::V4, &ports, vip, &snat), before, "flows after the handover");
 
     // The new agent (without --keep-on-exit) detaches on SIGTERM.
     let status = env.agent.take().unwrap().stop().expect("stop");

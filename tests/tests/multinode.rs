@@ -72,9 +72,7 @@ impl Recorders {
         let mut threads = Vec::new();
         for (i, pod) in pods.iter().enumerate() {
             let bind = SocketAddr::from((Ipv4Addr::new(10, 1, i as u8, 2), BACKEND_PORT));
-            let sock = pod
-                .run(|| UdpSocket::bind(bind))
-                .unwrap_or_else(|e| panic!("bind {bind} in {}: {e}", pod.name));
+            let sock = pod.run(|| UdpSocket::bind(bind)).unwrap_or_else(|e| panic!("bind {bind} in {}: {e}", pod.name));
             sock.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
             let tag = format!("pod{i}");
             let (stop, records) = (stop.clone(), records.clone());
@@ -105,10 +103,7 @@ impl Recorders {
                             let port = peer.port();
                             match r.phases[phase].get(&port) {
                                 Some(old) if *old != tag => {
-                                    let c = format!(
-                                        "phase {}: port {port} reached {old} and {tag}",
-                                        phase + 1
-                                    );
+                                    let c = format!("phase {}: port {port} reached {old} and {tag}", phase + 1);
                                     r.conflicts.push(c);
                                 }
                                 Some(_) => {}
@@ -127,12 +122,7 @@ impl Recorders {
     #[expect(clippy::type_complexity, reason = "a private snapshot, destructured at once")]
     fn snapshot(&self) -> (HashMap<u16, String>, HashMap<u16, String>, Vec<String>, Vec<String>) {
         let r = self.records.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        (
-            r.phases[0].clone(),
-            r.phases[1].clone(),
-            r.conflicts.clone(),
-            r.odd.clone(),
-        )
+        (r.phases[0].clone(), r.phases[1].clone(), r.conflicts.clone(), r.odd.clone())
     }
 
     fn recorded(&self, phase: usize) -> HashMap<u16, String> {
@@ -153,11 +143,7 @@ impl Drop for Recorders {
 /// [`PHASE_WAIT`]) until the pods recorded them all, sending the missing
 /// ones again every [`RESEND_EVERY`]. Returns the recording and the time it
 /// took.
-fn run_phase(
-    phase: usize,
-    flows: &[(u16, UdpSocket)],
-    recorders: &Recorders,
-) -> (HashMap<u16, String>, Duration) {
+fn run_phase(phase: usize, flows: &[(u16, UdpSocket)], recorders: &Recorders) -> (HashMap<u16, String>, Duration) {
     let vip = SocketAddr::from((VIP, VIP_PORT));
     let send = |port: u16, sock: &UdpSocket| {
         let payload = format!("phase{} {port}", phase + 1);
@@ -205,8 +191,7 @@ fn spread(m: &HashMap<u16, String>) -> BTreeMap<String, usize> {
 
 fn flow_new(agent: &Agent, name: &str) -> u64 {
     let s = stats(agent).unwrap_or_else(|e| panic!("{name}: {e}"));
-    *s.get("flow_new")
-        .unwrap_or_else(|| panic!("{name}: xlb stats has no flow_new counter: {s:?}"))
+    *s.get("flow_new").unwrap_or_else(|| panic!("{name}: xlb stats has no flow_new counter: {s:?}"))
 }
 
 /// Non-zero counters of both agents, the tails of their logs and the
@@ -234,9 +219,7 @@ fn ecmp_node_loss_keeps_backends_with_preserve() {
     let lb1 = net.add("lb1", true);
     let lb2 = net.add("lb2", true);
     let podnet = net.add("podnet", true);
-    let pods: Vec<Netns> = (0..PODS)
-        .map(|i| net.add(&format!("pod{i}"), false))
-        .collect();
+    let pods: Vec<Netns> = (0..PODS).map(|i| net.add(&format!("pod{i}"), false)).collect();
 
     sysctl(&router, "net/ipv4/fib_multipath_hash_policy", "1");
 
@@ -246,21 +229,11 @@ fn ecmp_node_loss_keeps_backends_with_preserve() {
     link(&lb1, "int", Some("10.202.1.1/24"), &podnet, "l1", Some("10.202.1.2/24"));
     link(&lb2, "int", Some("10.202.2.1/24"), &podnet, "l2", Some("10.202.2.2/24"));
     for (i, pod) in pods.iter().enumerate() {
-        link(
-            &podnet,
-            &format!("p{i}"),
-            Some(&format!("10.1.{i}.1/24")),
-            pod,
-            "eth0",
-            Some(&format!("10.1.{i}.2/24")),
-        );
+        link(&podnet, &format!("p{i}"), Some(&format!("10.1.{i}.1/24")), pod, "eth0", Some(&format!("10.1.{i}.2/24")));
         ip(pod, &["route", "add", "default", "via", &format!("10.1.{i}.1"), "dev", "eth0"]);
     }
     ip(&client, &["route", "add", "default", "via", "10.200.0.1", "dev", "eth0"]);
-    ip(
-        &router,
-        &["route", "add", "192.0.2.0/24", "nexthop", "via", "10.201.1.1", "nexthop", "via", "10.201.2.1"],
-    );
+    ip(&router, &["route", "add", "192.0.2.0/24", "nexthop", "via", "10.201.1.1", "nexthop", "via", "10.201.2.1"]);
     for (lb, n) in [(&lb1, 1), (&lb2, 2)] {
         ip(lb, &["route", "add", "10.1.0.0/16", "via", &format!("10.202.{n}.2"), "dev", "int"]);
         ip(lb, &["route", "add", "10.200.0.0/24", "via", &format!("10.201.{n}.2"), "dev", "ext"]);
@@ -284,9 +257,7 @@ fn ecmp_node_loss_keeps_backends_with_preserve() {
     let recorders = Recorders::start(&pods);
 
     #[expect(clippy::format_collect, reason = "a small test input")]
-    let backends: String = (0..PODS)
-        .map(|i| format!("      - \"10.1.{i}.2:{BACKEND_PORT}\"\n"))
-        .collect();
+    let backends: String = (0..PODS).map(|i| format!("      - \"10.1.{i}.2:{BACKEND_PORT}\"\n")).collect();
     let yaml = format!(
         "services:\n  - name: dns\n    vip: \"{VIP}\"\n    port: {VIP_PORT}\n    protocol: udp\n    source: preserve\n    backends:\n{backends}"
     );
@@ -300,12 +271,8 @@ fn ecmp_node_loss_keeps_backends_with_preserve() {
     let t_agents = Instant::now();
     let mut agent1 = start_agent(&lb1, &pin1);
     let mut agent2 = start_agent(&lb2, &pin2);
-    agent1
-        .wait_healthy(Duration::from_secs(30))
-        .unwrap_or_else(|e| panic!("lb1's agent: {e:#}"));
-    agent2
-        .wait_healthy(Duration::from_secs(30))
-        .unwrap_or_else(|e| panic!("lb2's agent: {e:#}"));
+    agent1.wait_healthy(Duration::from_secs(30)).unwrap_or_else(|e| panic!("lb1's agent: {e:#}"));
+    agent2.wait_healthy(Duration::from_secs(30)).unwrap_or_else(|e| panic!("lb2's agent: {e:#}"));
     let t_agents = t_agents.elapsed();
     let agents = [("lb1", &agent1), ("lb2", &agent2)];
 

@@ -40,8 +40,8 @@ use std::time::{Duration, Instant};
 use common::{stats, svc};
 use xlb_tests::netbuild::{agents_diag, ip, link, poke, wait_carrier, Net};
 use xlb_tests::{
-    spread_tcp_replies, spread_udp_replies, tcp_echo_server, udp_echo_server, PinDir, ServerHandle,
-    NO_REPLY, WRONG_SOURCE,
+    spread_tcp_replies, spread_udp_replies, tcp_echo_server, udp_echo_server, PinDir, ServerHandle, NO_REPLY,
+    WRONG_SOURCE,
 };
 
 const VIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
@@ -144,7 +144,9 @@ fn cross_node_snat(between: Between) {
         servers.push(udp_echo_server(pod, SocketAddr::new(pod_addr(n), UDP_BACKEND), &tag));
         servers.push(tcp_echo_server(pod, SocketAddr::new(pod_addr(n), TCP_BACKEND), &tag));
     }
-    let backends = |port: u16| -> Vec<String> { [1u8, 2].iter().map(|&n| SocketAddr::new(pod_addr(n), port).to_string()).collect() };
+    let backends = |port: u16| -> Vec<String> {
+        [1u8, 2].iter().map(|&n| SocketAddr::new(pod_addr(n), port).to_string()).collect()
+    };
     let yaml = common::config(&[
         svc("dns", VIP.into(), UDP_PORT, "udp", "snat", &backends(UDP_BACKEND)),
         svc("web", VIP.into(), TCP_PORT, "tcp", "snat", &backends(TCP_BACKEND)),
@@ -191,7 +193,11 @@ fn cross_node_snat(between: Between) {
         // A fair share: Maglev splits 1:1, allow a wide margin.
         for pod in ["pod1", "pod2"] {
             let n = pods.get(pod).copied().unwrap_or(0);
-            assert!(n * 5 >= sent, "{between:?}: {what}: {pod} served {n} of {sent} flows: {pods:?}{}", agents_diag(&agents));
+            assert!(
+                n * 5 >= sent,
+                "{between:?}: {what}: {pod} served {n} of {sent} flows: {pods:?}{}",
+                agents_diag(&agents)
+            );
         }
         // SNAT: each pod saw its node-side address of node 1.
         for (text, _) in replies.iter().filter(|(t, _)| !t.starts_with('<')) {

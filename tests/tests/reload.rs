@@ -14,26 +14,12 @@ use xlb_tests::{tcp_probe, Agent, Probe, TcpSession, Topology};
 const APPLY: Duration = Duration::from_secs(5);
 
 fn sessions(pods: impl IntoIterator<Item = usize>) -> String {
-    svc(
-        "sessions",
-        Topology::VIP_V4.into(),
-        81,
-        "tcp",
-        "snat",
-        &backends(Fam::V4, pods, TCP_SESSION_PORT),
-    )
+    svc("sessions", Topology::VIP_V4.into(), 81, "tcp", "snat", &backends(Fam::V4, pods, TCP_SESSION_PORT))
 }
 
 /// A service that never changes across the reloads of a test.
 fn stable() -> String {
-    svc(
-        "stable",
-        "192.0.2.20".parse().unwrap(),
-        53,
-        "udp",
-        "snat",
-        &backends(Fam::V4, 0..2, UDP_BACKEND_PORT),
-    )
+    svc("stable", "192.0.2.20".parse().unwrap(), 53, "udp", "snat", &backends(Fam::V4, 0..2, UDP_BACKEND_PORT))
 }
 
 fn snat(i: usize) -> std::net::IpAddr {
@@ -84,12 +70,7 @@ fn reload_file_change_adds_backend_without_moving_flows() {
     let yaml = config(&[dns(0..3), sessions(0..3), stable()]);
     let mut env = Env::start(4, &yaml, &[]);
     env.servers = udp_servers(&env.topo, Fam::V4, 0..4, UDP_BACKEND_PORT);
-    env.servers.extend(tcp_session_servers(
-        &env.topo,
-        Fam::V4,
-        0..4,
-        TCP_SESSION_PORT,
-    ));
+    env.servers.extend(tcp_session_servers(&env.topo, Fam::V4, 0..4, TCP_SESSION_PORT));
     let vip = vip4(53);
     warm_up_udp(&env, vip);
     warm_up_udp(&env, "192.0.2.20:53".parse().unwrap());
@@ -97,32 +78,16 @@ fn reload_file_change_adds_backend_without_moving_flows() {
     let flows = open_udp_flows(&env, vip, 40);
     let before = udp_open_flows_backends(&env, &flows, vip, &snat);
     let mut tcp: Vec<TcpSession> = (0..12)
-        .map(|_| {
-            TcpSession::connect(&env.topo.client, vip4(81), T).expect("TCP session through the VIP")
-        })
+        .map(|_| TcpSession::connect(&env.topo.client, vip4(81), T).expect("TCP session through the VIP"))
         .collect();
-    let tcp_before: Vec<String> = tcp
-        .iter_mut()
-        .map(|s| s.request(b"hello", T).expect("TCP session request"))
-        .collect();
+    let tcp_before: Vec<String> =
+        tcp.iter_mut().map(|s| s.request(b"hello", T).expect("TCP session request")).collect();
 
     let bg = Background::new_flows(&env, "192.0.2.20:53".parse().unwrap());
     std::thread::sleep(Duration::from_millis(200));
-    env.config
-        .write(&config(&[dns(0..4), sessions(0..4), stable()]))
-        .unwrap();
-    wait_backends(
-        env.agent(),
-        "dns",
-        &backends(Fam::V4, 0..4, UDP_BACKEND_PORT),
-        APPLY,
-    );
-    wait_backends(
-        env.agent(),
-        "sessions",
-        &backends(Fam::V4, 0..4, TCP_SESSION_PORT),
-        APPLY,
-    );
+    env.config.write(&config(&[dns(0..4), sessions(0..4), stable()])).unwrap();
+    wait_backends(env.agent(), "dns", &backends(Fam::V4, 0..4, UDP_BACKEND_PORT), APPLY);
+    wait_backends(env.agent(), "sessions", &backends(Fam::V4, 0..4, TCP_SESSION_PORT), APPLY);
     std::thread::sleep(Duration::from_millis(300));
     let BackgroundReport { sent, lost, .. } = bg.finish();
     assert!(
@@ -133,39 +98,19 @@ fn reload_file_change_adds_backend_without_moving_flows() {
     );
 
     let after = udp_open_flows_backends(&env, &flows, vip, &snat);
-    assert_eq!(
-        before,
-        after,
-        "adding a backend moved existing UDP flows{}",
-        env.diag()
-    );
+    assert_eq!(before, after, "adding a backend moved existing UDP flows{}", env.diag());
     for (i, s) in tcp.iter_mut().enumerate() {
-        let r = s.request(b"again", T).unwrap_or_else(|e| {
-            panic!(
-                "TCP session {i} broke after adding a backend: {e:#}{}",
-                env.diag()
-            )
-        });
+        let r = s
+            .request(b"again", T)
+            .unwrap_or_else(|e| panic!("TCP session {i} broke after adding a backend: {e:#}{}", env.diag()));
         assert_eq!(r, tcp_before[i], "TCP session {i} moved");
     }
 
     let new = spread_udp(&env, vip, 100);
     let new = check_spread(&env, &new, &snat, "new UDP flows after adding pod3");
-    assert!(
-        new.get(&3).copied().unwrap_or(0) > 0,
-        "no new flow reached the added backend: {new:?}{}",
-        env.diag()
-    );
-    let new_tcp = check_spread(
-        &env,
-        &spread_tcp(&env, vip4(81), 60),
-        &snat,
-        "new TCP connections after adding pod3",
-    );
-    assert!(
-        new_tcp.get(&3).copied().unwrap_or(0) > 0,
-        "no new TCP connection reached the added backend: {new_tcp:?}"
-    );
+    assert!(new.get(&3).copied().unwrap_or(0) > 0, "no new flow reached the added backend: {new:?}{}", env.diag());
+    let new_tcp = check_spread(&env, &spread_tcp(&env, vip4(81), 60), &snat, "new TCP connections after adding pod3");
+    assert!(new_tcp.get(&3).copied().unwrap_or(0) > 0, "no new TCP connection reached the added backend: {new_tcp:?}");
 }
 
 /// Test 6b (SIGHUP): removing a backend moves its flows to the others on
@@ -185,21 +130,12 @@ fn reload_sighup_removes_backend_and_moves_only_its_flows() {
 
     let flows = open_udp_flows(&env, vip, 45);
     let before = udp_open_flows_backends(&env, &flows, vip, &snat);
-    assert!(
-        before.contains(&1),
-        "some flow should use pod1: {:?}",
-        tally(&before)
-    );
+    assert!(before.contains(&1), "some flow should use pod1: {:?}", tally(&before));
 
     let bg = Background::new_flows(&env, "192.0.2.20:53".parse().unwrap());
     linked.write(&config(&[dns([0, 2]), stable()]));
     env.agent_mut().reload().expect("SIGHUP");
-    let applied = wait_backends(
-        env.agent(),
-        "dns",
-        &backends(Fam::V4, [0, 2], UDP_BACKEND_PORT),
-        APPLY,
-    );
+    let applied = wait_backends(env.agent(), "dns", &backends(Fam::V4, [0, 2], UDP_BACKEND_PORT), APPLY);
 
     // Flows of pod1: each must be answered by pod0 or pod2 within 1 s of the
     // reload taking effect, and then stay there.
@@ -228,21 +164,12 @@ fn reload_sighup_removes_backend_and_moves_only_its_flows() {
         }
     }
     let BackgroundReport { sent, lost, .. } = bg.finish();
-    assert!(
-        lost.is_empty(),
-        "the unchanged service lost {} of {sent} requests: {lost:?}",
-        lost.len()
-    );
+    assert!(lost.is_empty(), "the unchanged service lost {} of {sent} requests: {lost:?}", lost.len());
 
     let after = udp_open_flows_backends(&env, &flows, vip, &snat);
     for (k, f) in flows.iter().enumerate() {
         if before[k] == 1 {
-            assert_eq!(
-                after[k],
-                moved_to[k],
-                "moved flow {} should stay on its new backend",
-                f.local_addr()
-            );
+            assert_eq!(after[k], moved_to[k], "moved flow {} should stay on its new backend", f.local_addr());
         } else {
             assert_eq!(
                 after[k],
@@ -256,10 +183,7 @@ fn reload_sighup_removes_backend_and_moves_only_its_flows() {
     }
     // New flows never reach the removed backend.
     let new = check_spread(&env, &spread_udp(&env, vip, 60), &snat, "new flows");
-    assert!(
-        !new.contains_key(&1),
-        "a new flow went to the removed pod1: {new:?}"
-    );
+    assert!(!new.contains_key(&1), "a new flow went to the removed pod1: {new:?}");
 }
 
 /// Test 6c: services added by a reload appear in `xlb services` and carry
@@ -269,78 +193,38 @@ fn reload_sighup_removes_backend_and_moves_only_its_flows() {
 fn reload_adds_and_removes_services() {
     let mut env = Env::start(3, &config(&[dns(0..3)]), &[]);
     env.servers = udp_servers(&env.topo, Fam::V4, 0..3, UDP_BACKEND_PORT);
-    env.servers
-        .extend(tcp_servers(&env.topo, Fam::V4, 0..3, TCP_BACKEND_PORT));
+    env.servers.extend(tcp_servers(&env.topo, Fam::V4, 0..3, TCP_BACKEND_PORT));
     let vip = vip4(53);
     warm_up_udp(&env, vip);
     let flows = open_udp_flows(&env, vip, 20);
     let before = udp_open_flows_backends(&env, &flows, vip, &snat);
     assert!(service(env.agent(), "web").is_none());
 
-    let web = svc(
-        "web",
-        Topology::VIP_V4.into(),
-        80,
-        "tcp",
-        "snat",
-        &backends(Fam::V4, 0..3, TCP_BACKEND_PORT),
-    );
-    let ntp = svc(
-        "ntp",
-        "192.0.2.11".parse().unwrap(),
-        123,
-        "udp",
-        "preserve",
-        &backends(Fam::V4, 1..3, UDP_BACKEND_PORT),
-    );
-    env.config
-        .write(&config(&[dns(0..3), web.clone(), ntp]))
-        .unwrap();
+    let web = svc("web", Topology::VIP_V4.into(), 80, "tcp", "snat", &backends(Fam::V4, 0..3, TCP_BACKEND_PORT));
+    let ntp =
+        svc("ntp", "192.0.2.11".parse().unwrap(), 123, "udp", "preserve", &backends(Fam::V4, 1..3, UDP_BACKEND_PORT));
+    env.config.write(&config(&[dns(0..3), web.clone(), ntp])).unwrap();
     wait_services(env.agent(), "services web and ntp", APPLY, |all| {
-        ["web", "ntp"]
-            .iter()
-            .all(|n| all.iter().any(|s| s["name"] == *n))
+        ["web", "ntp"].iter().all(|n| all.iter().any(|s| s["name"] == *n))
     });
     let w = service(env.agent(), "web").unwrap();
     assert_eq!(
-        (
-            w["vip"].as_str(),
-            w["port"].as_u64(),
-            w["protocol"].as_str()
-        ),
+        (w["vip"].as_str(), w["port"].as_u64(), w["protocol"].as_str()),
         (Some("192.0.2.10"), Some(80), Some("tcp")),
         "{w}"
     );
     let n = service(env.agent(), "ntp").unwrap();
     assert_eq!(
-        (
-            n["vip"].as_str(),
-            n["port"].as_u64(),
-            n["protocol"].as_str()
-        ),
+        (n["vip"].as_str(), n["port"].as_u64(), n["protocol"].as_str()),
         (Some("192.0.2.11"), Some(123), Some("udp")),
         "{n}"
     );
-    let tcp = check_spread(
-        &env,
-        &spread_tcp(&env, vip4(80), 30),
-        &snat,
-        "new service web",
-    );
+    let tcp = check_spread(&env, &spread_tcp(&env, vip4(80), 30), &snat, "new service web");
     assert_eq!(tcp.len(), 3, "{tcp:?}");
     let ntp_replies = spread_udp(&env, "192.0.2.11:123".parse().unwrap(), 30);
-    let ntp_spread = check_spread(
-        &env,
-        &ntp_replies,
-        &|_| Fam::V4.client(),
-        "new service ntp (preserve)",
-    );
+    let ntp_spread = check_spread(&env, &ntp_replies, &|_| Fam::V4.client(), "new service ntp (preserve)");
     assert!(!ntp_spread.contains_key(&0), "{ntp_spread:?}");
-    assert_eq!(
-        udp_open_flows_backends(&env, &flows, vip, &snat),
-        before,
-        "dns flows moved when services were added"
-    );
+    assert_eq!(udp_open_flows_backends(&env, &flows, vip, &snat), before, "dns flows moved when services were added");
 
     // Remove web (file change, then SIGHUP as well).
     env.config
@@ -357,33 +241,15 @@ fn reload_adds_and_removes_services() {
         ]))
         .unwrap();
     env.agent_mut().reload().expect("SIGHUP");
-    wait_services(env.agent(), "service web gone", APPLY, |all| {
-        !all.iter().any(|s| s["name"] == "web")
-    });
-    let names: Vec<String> = services(env.agent())
-        .iter()
-        .map(|s| s["name"].as_str().unwrap().to_string())
-        .collect();
+    wait_services(env.agent(), "service web gone", APPLY, |all| !all.iter().any(|s| s["name"] == "web"));
+    let names: Vec<String> = services(env.agent()).iter().map(|s| s["name"].as_str().unwrap().to_string()).collect();
     assert_eq!(names.len(), 2, "dns and ntp remain: {names:?}");
     // Without the service the node's kernel gets the SYN and has no route
     // for the VIP: an error (unreachable), a refusal or silence, never a
     // backend's reply.
-    let probe = tcp_probe(
-        &env.topo.client,
-        vip4(80),
-        b"still there?\n",
-        Duration::from_secs(1),
-    );
-    assert!(
-        !matches!(probe, Ok(Probe::Reply(_))),
-        "the removed service web still answered: {probe:?}{}",
-        env.diag()
-    );
-    assert_eq!(
-        udp_open_flows_backends(&env, &flows, vip, &snat),
-        before,
-        "dns flows moved when web was removed"
-    );
+    let probe = tcp_probe(&env.topo.client, vip4(80), b"still there?\n", Duration::from_secs(1));
+    assert!(!matches!(probe, Ok(Probe::Reply(_))), "the removed service web still answered: {probe:?}{}", env.diag());
+    assert_eq!(udp_open_flows_backends(&env, &flows, vip, &snat), before, "dns flows moved when web was removed");
 }
 
 /// Test 6d: weight 0 drains a backend: its existing flows stay on it, new
@@ -396,41 +262,21 @@ fn reload_weight_zero_drains_backend() {
     warm_up_udp(&env, vip);
     let flows = open_udp_flows(&env, vip, 45);
     let before = udp_open_flows_backends(&env, &flows, vip, &snat);
-    assert!(
-        before.contains(&2),
-        "some flow should use pod2: {:?}",
-        tally(&before)
-    );
+    assert!(before.contains(&2), "some flow should use pod2: {:?}", tally(&before));
 
     let mut list = backends(Fam::V4, 0..2, UDP_BACKEND_PORT);
-    list.push(format!(
-        "{{address: \"{}\", weight: 0}}",
-        backend(Fam::V4, 2, UDP_BACKEND_PORT)
-    ));
-    env.config
-        .write(&config(&[svc(
-            "dns",
-            Topology::VIP_V4.into(),
-            53,
-            "udp",
-            "snat",
-            &list,
-        )]))
-        .unwrap();
+    list.push(format!("{{address: \"{}\", weight: 0}}", backend(Fam::V4, 2, UDP_BACKEND_PORT)));
+    env.config.write(&config(&[svc("dns", Topology::VIP_V4.into(), 53, "udp", "snat", &list)])).unwrap();
     let drained = backend(Fam::V4, 2, UDP_BACKEND_PORT);
     // Applied = the backend shows weight 0 and the service's lookup table
     // (what new flows pick from) no longer gives it any slot.
     let deadline = Instant::now() + APPLY;
     let maglev = loop {
         let rows = cli_json(env.agent(), &["backends", "dns", "-o", "json"]);
-        let row = rows
-            .as_array()
-            .and_then(|r| r.iter().find(|r| r["address"] == drained.as_str()).cloned());
+        let row = rows.as_array().and_then(|r| r.iter().find(|r| r["address"] == drained.as_str()).cloned());
         let m = cli_json(env.agent(), &["maglev", "dns", "-o", "json"]);
         let slots = m["backends"].as_array().and_then(|b| {
-            b.iter()
-                .find(|b| b["address"] == drained.as_str())
-                .map(|b| b["slots"].as_u64().unwrap_or(u64::MAX))
+            b.iter().find(|b| b["address"] == drained.as_str()).map(|b| b["slots"].as_u64().unwrap_or(u64::MAX))
         });
         if row.as_ref().is_some_and(|r| r["weight"] == 0) && slots.unwrap_or(0) == 0 {
             eprintln!("drained backend row: {}", row.unwrap());
@@ -450,31 +296,14 @@ fn reload_weight_zero_drains_backend() {
         "draining pod2 moved existing flows (they must stay, pod2's included){}",
         env.diag()
     );
-    let new = check_spread(
-        &env,
-        &spread_udp(&env, vip, 90),
-        &snat,
-        "new flows while pod2 drains",
-    );
-    assert!(
-        !new.contains_key(&2),
-        "a new flow went to the drained pod2: {new:?}\nmaglev: {maglev}{}",
-        env.diag()
-    );
-    assert_eq!(
-        new.len(),
-        2,
-        "new flows should use both pod0 and pod1: {new:?}\nmaglev: {maglev}{}",
-        env.diag()
-    );
+    let new = check_spread(&env, &spread_udp(&env, vip, 90), &snat, "new flows while pod2 drains");
+    assert!(!new.contains_key(&2), "a new flow went to the drained pod2: {new:?}\nmaglev: {maglev}{}", env.diag());
+    assert_eq!(new.len(), 2, "new flows should use both pod0 and pod1: {new:?}\nmaglev: {maglev}{}", env.diag());
 }
 
 /// The line of `yaml` (1-based) that contains `needle`.
 fn line_of(yaml: &str, needle: &str) -> usize {
-    yaml.lines()
-        .position(|l| l.contains(needle))
-        .expect("needle in yaml")
-        + 1
+    yaml.lines().position(|l| l.contains(needle)).expect("needle in yaml") + 1
 }
 
 fn wait_log(agent: &Agent, needle: &str, count: usize, timeout: Duration) -> bool {
@@ -504,22 +333,13 @@ fn reload_bad_file_keeps_running_config() {
     let services_before = services_without_counters(env.agent());
 
     // Two errors: a port out of range and an unknown key.
-    let bad = config(&[
-        dns([0]),
-        svc(
-            "web",
-            Topology::VIP_V4.into(),
-            7000,
-            "tcp",
-            "snat",
-            &backends(Fam::V4, 0..3, 8080),
-        ),
-    ])
-    .replace("port: 7000\n", "port: 70000\n")
-    .replace(
-        "    source: snat\n    backends:\n      - \"10.1.0.2:5353\"",
-        "    source: snat\n    colour: blue\n    backends:\n      - \"10.1.0.2:5353\"",
-    );
+    let bad =
+        config(&[dns([0]), svc("web", Topology::VIP_V4.into(), 7000, "tcp", "snat", &backends(Fam::V4, 0..3, 8080))])
+            .replace("port: 7000\n", "port: 70000\n")
+            .replace(
+                "    source: snat\n    backends:\n      - \"10.1.0.2:5353\"",
+                "    source: snat\n    colour: blue\n    backends:\n      - \"10.1.0.2:5353\"",
+            );
     let port_line = line_of(&bad, "70000");
     let key_line = line_of(&bad, "colour");
     let file = file_name(env.config.path());
@@ -529,11 +349,7 @@ fn reload_bad_file_keeps_running_config() {
     let bg = Background::one_flow(&env, vip);
     env.config.write(&bad).unwrap();
     let logged = wait_log(env.agent(), &port_err, 1, APPLY);
-    assert!(
-        logged,
-        "the agent's log has no line with {port_err:?}; bad file:\n{bad}\nlog:\n{}",
-        env.agent().log()
-    );
+    assert!(logged, "the agent's log has no line with {port_err:?}; bad file:\n{bad}\nlog:\n{}", env.agent().log());
     assert!(
         env.agent().log().contains(&key_err),
         "every error is reported: no {key_err:?} in the log:\n{}",
@@ -547,54 +363,19 @@ fn reload_bad_file_keeps_running_config() {
         env.agent().log()
     );
     std::thread::sleep(Duration::from_millis(300));
-    let BackgroundReport {
-        sent,
-        lost,
-        replies,
-    } = bg.finish();
-    assert!(
-        lost.is_empty(),
-        "traffic lost while a bad file was refused ({} of {sent}): {lost:?}",
-        lost.len()
-    );
-    assert_eq!(
-        replies.len(),
-        1,
-        "one flow, one backend, while bad files were refused: {replies:?}"
-    );
+    let BackgroundReport { sent, lost, replies } = bg.finish();
+    assert!(lost.is_empty(), "traffic lost while a bad file was refused ({} of {sent}): {lost:?}", lost.len());
+    assert_eq!(replies.len(), 1, "one flow, one backend, while bad files were refused: {replies:?}");
 
-    assert!(
-        env.agent_mut().try_status().is_none(),
-        "the agent exited on a bad file:\n{}",
-        env.agent().log()
-    );
-    assert_eq!(
-        services_without_counters(env.agent()),
-        services_before,
-        "a refused file changed the services"
-    );
-    assert_eq!(
-        udp_open_flows_backends(&env, &flows, vip, &snat),
-        before,
-        "a refused file moved flows"
-    );
-    let new = check_spread(
-        &env,
-        &spread_udp(&env, vip, 45),
-        &snat,
-        "new flows after a bad file",
-    );
-    assert_eq!(
-        new.len(),
-        3,
-        "old configuration (3 backends) still in force: {new:?}"
-    );
+    assert!(env.agent_mut().try_status().is_none(), "the agent exited on a bad file:\n{}", env.agent().log());
+    assert_eq!(services_without_counters(env.agent()), services_before, "a refused file changed the services");
+    assert_eq!(udp_open_flows_backends(&env, &flows, vip, &snat), before, "a refused file moved flows");
+    let new = check_spread(&env, &spread_udp(&env, vip, 45), &snat, "new flows after a bad file");
+    assert_eq!(new.len(), 3, "old configuration (3 backends) still in force: {new:?}");
 
     // Unparseable YAML is refused as well.
     let mentions = env.agent().log().matches(&format!("{file}:")).count();
-    env.config
-        .write("services:\n  - name: dns\n    vip: [192.0.2.10\n")
-        .unwrap();
+    env.config.write("services:\n  - name: dns\n    vip: [192.0.2.10\n").unwrap();
     assert!(
         wait_log(env.agent(), &format!("{file}:"), mentions + 1, APPLY),
         "no FILE:LINE error for unparseable YAML:\n{}",
@@ -603,36 +384,13 @@ fn reload_bad_file_keeps_running_config() {
     assert_eq!(services_without_counters(env.agent()), services_before);
 
     // The fixed file is applied.
-    let web = svc(
-        "web",
-        Topology::VIP_V4.into(),
-        80,
-        "tcp",
-        "snat",
-        &backends(Fam::V4, 0..3, TCP_BACKEND_PORT),
-    );
-    env.servers
-        .extend(tcp_servers(&env.topo, Fam::V4, 0..3, TCP_BACKEND_PORT));
+    let web = svc("web", Topology::VIP_V4.into(), 80, "tcp", "snat", &backends(Fam::V4, 0..3, TCP_BACKEND_PORT));
+    env.servers.extend(tcp_servers(&env.topo, Fam::V4, 0..3, TCP_BACKEND_PORT));
     env.config.write(&config(&[dns(0..2), web])).unwrap();
-    wait_backends(
-        env.agent(),
-        "dns",
-        &backends(Fam::V4, 0..2, UDP_BACKEND_PORT),
-        APPLY,
-    );
-    wait_services(env.agent(), "service web", APPLY, |all| {
-        all.iter().any(|s| s["name"] == "web")
-    });
-    let tcp = check_spread(
-        &env,
-        &spread_tcp(&env, vip4(80), 15),
-        &snat,
-        "web after the fix",
-    );
+    wait_backends(env.agent(), "dns", &backends(Fam::V4, 0..2, UDP_BACKEND_PORT), APPLY);
+    wait_services(env.agent(), "service web", APPLY, |all| all.iter().any(|s| s["name"] == "web"));
+    let tcp = check_spread(&env, &spread_tcp(&env, vip4(80), 15), &snat, "web after the fix");
     assert!(!tcp.is_empty());
     let new = check_spread(&env, &spread_udp(&env, vip, 30), &snat, "dns after the fix");
-    assert!(
-        !new.contains_key(&2),
-        "pod2 was removed by the fixed file: {new:?}"
-    );
+    assert!(!new.contains_key(&2), "pod2 was removed by the fixed file: {new:?}");
 }

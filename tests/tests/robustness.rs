@@ -25,9 +25,7 @@ const ETH_VLAN: u16 = 0x8100;
 
 /// The MAC address of `ifname` in `ns`.
 fn mac(ns: &Netns, ifname: &str) -> [u8; 6] {
-    let out = ns
-        .ip(&["-o", "link", "show", "dev", ifname])
-        .expect("ip link show");
+    let out = ns.ip(&["-o", "link", "show", "dev", ifname]).expect("ip link show");
     let text = String::from_utf8_lossy(&out.stdout);
     let hex = text
         .split_whitespace()
@@ -44,11 +42,7 @@ fn mac(ns: &Netns, ifname: &str) -> [u8; 6] {
 fn csum(data: &[u8]) -> u16 {
     let mut sum: u32 = 0;
     for c in data.chunks(2) {
-        let w = if c.len() == 2 {
-            u16::from_be_bytes([c[0], c[1]])
-        } else {
-            u16::from_be_bytes([c[0], 0])
-        };
+        let w = if c.len() == 2 { u16::from_be_bytes([c[0], c[1]]) } else { u16::from_be_bytes([c[0], 0]) };
         sum += u32::from(w);
     }
     while sum > 0xffff {
@@ -111,71 +105,19 @@ fn tcp_syn(sport: u16, dport: u16, doff: u8) -> Vec<u8> {
 fn shapes() -> Vec<(&'static str, u16, Vec<u8>)> {
     let full_udp = udp(30001, 53, 12, b"abcd");
     let mut v = vec![
-        (
-            "ipv4: UDP header truncated (4 of 8 bytes)",
-            ETH_IPV4,
-            ipv4(5, 24, 17, &full_udp[..4]),
-        ),
-        (
-            "ipv4: IHL 3",
-            ETH_IPV4,
-            ipv4(3, 32, 17, &udp(30002, 53, 12, b"abcd")),
-        ),
-        (
-            "ipv4: IHL 0",
-            ETH_IPV4,
-            ipv4(0, 32, 17, &udp(30003, 53, 12, b"abcd")),
-        ),
-        (
-            "ipv4: tot_len 1000 > frame",
-            ETH_IPV4,
-            ipv4(5, 1000, 17, &udp(30004, 53, 12, b"abcd")),
-        ),
-        (
-            "ipv4: tot_len 12 < header",
-            ETH_IPV4,
-            ipv4(5, 12, 17, &udp(30005, 53, 12, b"abcd")),
-        ),
-        (
-            "ipv4: IHL 15, options past the end",
-            ETH_IPV4,
-            ipv4(15, 32, 17, &udp(30006, 53, 12, b"abcd")),
-        ),
-        (
-            "ipv4: header truncated (10 bytes)",
-            ETH_IPV4,
-            ipv4(5, 32, 17, &[])[..10].to_vec(),
-        ),
-        (
-            "ipv4: TCP header truncated (10 of 20)",
-            ETH_IPV4,
-            ipv4(5, 30, 6, &tcp_syn(30007, 80, 5)[..10]),
-        ),
-        (
-            "ipv4: TCP data offset 2",
-            ETH_IPV4,
-            ipv4(5, 40, 6, &tcp_syn(30008, 80, 2)),
-        ),
-        (
-            "ipv6: UDP header truncated (4 of 8)",
-            ETH_IPV6,
-            ipv6(4, 17, &udp(30011, 53, 12, b"abcd")[..4]),
-        ),
-        (
-            "ipv6: payload_len 1000 > frame",
-            ETH_IPV6,
-            ipv6(1000, 17, &udp(30012, 53, 12, b"abcd")),
-        ),
-        (
-            "ipv6: header truncated (20 bytes)",
-            ETH_IPV6,
-            ipv6(12, 17, &[])[..20].to_vec(),
-        ),
-        (
-            "ipv6: TCP header truncated (10 of 20)",
-            ETH_IPV6,
-            ipv6(10, 6, &tcp_syn(30013, 80, 5)[..10]),
-        ),
+        ("ipv4: UDP header truncated (4 of 8 bytes)", ETH_IPV4, ipv4(5, 24, 17, &full_udp[..4])),
+        ("ipv4: IHL 3", ETH_IPV4, ipv4(3, 32, 17, &udp(30002, 53, 12, b"abcd"))),
+        ("ipv4: IHL 0", ETH_IPV4, ipv4(0, 32, 17, &udp(30003, 53, 12, b"abcd"))),
+        ("ipv4: tot_len 1000 > frame", ETH_IPV4, ipv4(5, 1000, 17, &udp(30004, 53, 12, b"abcd"))),
+        ("ipv4: tot_len 12 < header", ETH_IPV4, ipv4(5, 12, 17, &udp(30005, 53, 12, b"abcd"))),
+        ("ipv4: IHL 15, options past the end", ETH_IPV4, ipv4(15, 32, 17, &udp(30006, 53, 12, b"abcd"))),
+        ("ipv4: header truncated (10 bytes)", ETH_IPV4, ipv4(5, 32, 17, &[])[..10].to_vec()),
+        ("ipv4: TCP header truncated (10 of 20)", ETH_IPV4, ipv4(5, 30, 6, &tcp_syn(30007, 80, 5)[..10])),
+        ("ipv4: TCP data offset 2", ETH_IPV4, ipv4(5, 40, 6, &tcp_syn(30008, 80, 2))),
+        ("ipv6: UDP header truncated (4 of 8)", ETH_IPV6, ipv6(4, 17, &udp(30011, 53, 12, b"abcd")[..4])),
+        ("ipv6: payload_len 1000 > frame", ETH_IPV6, ipv6(1000, 17, &udp(30012, 53, 12, b"abcd"))),
+        ("ipv6: header truncated (20 bytes)", ETH_IPV6, ipv6(12, 17, &[])[..20].to_vec()),
+        ("ipv6: TCP header truncated (10 of 20)", ETH_IPV6, ipv6(10, 6, &tcp_syn(30013, 80, 5)[..10])),
     ];
     // 802.1Q tag, then a truncated IPv4 header.
     let mut vlan = vec![0x00, 0x0a, 0x08, 0x00];
@@ -190,16 +132,8 @@ fn shapes() -> Vec<(&'static str, u16, Vec<u8>)> {
 /// reported, not asserted on.
 fn lenient_shapes() -> Vec<(&'static str, u16, Vec<u8>)> {
     vec![
-        (
-            "ipv4: UDP length 500 > packet",
-            ETH_IPV4,
-            ipv4(5, 32, 17, &udp(30009, 53, 500, b"abcd")),
-        ),
-        (
-            "ipv4: UDP length 3 < header",
-            ETH_IPV4,
-            ipv4(5, 32, 17, &udp(30010, 53, 3, b"abcd")),
-        ),
+        ("ipv4: UDP length 500 > packet", ETH_IPV4, ipv4(5, 32, 17, &udp(30009, 53, 500, b"abcd"))),
+        ("ipv4: UDP length 3 < header", ETH_IPV4, ipv4(5, 32, 17, &udp(30010, 53, 3, b"abcd"))),
     ]
 }
 
@@ -211,11 +145,7 @@ fn send_frames(ns: &Netns, ifname: &str, frames: &[Vec<u8>]) -> (usize, BTreeMap
         // SAFETY: plain socket calls on owned buffers; the fd is closed below.
         unsafe {
             let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0);
-            assert!(
-                fd >= 0,
-                "AF_PACKET socket: {}",
-                std::io::Error::last_os_error()
-            );
+            assert!(fd >= 0, "AF_PACKET socket: {}", std::io::Error::last_os_error());
             let ifindex = libc::if_nametoindex(ifname.as_ptr());
             assert!(ifindex > 0, "if_nametoindex");
             let mut sent = 0;
@@ -237,9 +167,7 @@ fn send_frames(ns: &Netns, ifname: &str, frames: &[Vec<u8>]) -> (usize, BTreeMap
                 if r == f.len() as isize {
                     sent += 1;
                 } else {
-                    *errors
-                        .entry(std::io::Error::last_os_error().to_string())
-                        .or_insert(0) += 1;
+                    *errors.entry(std::io::Error::last_os_error().to_string()).or_insert(0) += 1;
                 }
             }
             libc::close(fd);
@@ -255,12 +183,9 @@ fn malformed_burst_is_dropped_and_traffic_goes_on() {
     let yaml = config(&[dns_and_web(Fam::V4, "snat", 0..2), dns_and_web(Fam::V6, "snat", 0..2)].concat());
     let mut env = Env::start(2, &yaml, &[]);
     env.servers = udp_servers(&env.topo, Fam::V4, 0..2, UDP_BACKEND_PORT);
-    env.servers
-        .extend(udp_servers(&env.topo, Fam::V6, 0..2, UDP_BACKEND_PORT));
-    env.servers
-        .extend(tcp_servers(&env.topo, Fam::V4, 0..2, TCP_BACKEND_PORT));
-    env.servers
-        .extend(tcp_servers(&env.topo, Fam::V6, 0..2, TCP_BACKEND_PORT));
+    env.servers.extend(udp_servers(&env.topo, Fam::V6, 0..2, UDP_BACKEND_PORT));
+    env.servers.extend(tcp_servers(&env.topo, Fam::V4, 0..2, TCP_BACKEND_PORT));
+    env.servers.extend(tcp_servers(&env.topo, Fam::V6, 0..2, TCP_BACKEND_PORT));
     warm_up_udp(&env, vip4(53));
     warm_up_udp(&env, vip6(53));
 
@@ -306,10 +231,7 @@ fn malformed_burst_is_dropped_and_traffic_goes_on() {
         .collect();
     let (sent, errors) = send_frames(&env.topo.client, "eth0", &junk);
     total_sent += sent;
-    report.push(format!(
-        "random junk: sent {sent}/{}, send errors {errors:?}",
-        junk.len()
-    ));
+    report.push(format!("random junk: sent {sent}/{}, send errors {errors:?}", junk.len()));
     // None of these frames may have been taken for a new flow.
     let mid = stats(env.agent());
     assert_eq!(
@@ -331,47 +253,17 @@ fn malformed_burst_is_dropped_and_traffic_goes_on() {
         ));
     }
     eprintln!("malformed burst:\n  {}", report.join("\n  "));
-    assert!(
-        total_sent >= 900,
-        "the kernel refused too many frames: {report:#?}"
-    );
+    assert!(total_sent >= 900, "the kernel refused too many frames: {report:#?}");
 
     // The agent is alive and healthy, and traffic goes on.
-    assert!(
-        env.agent_mut().try_status().is_none(),
-        "the agent died: {}",
-        env.agent().log()
-    );
-    assert!(
-        env.agent().is_healthy(),
-        "the agent is not healthy after the burst"
-    );
+    assert!(env.agent_mut().try_status().is_none(), "the agent died: {}", env.agent().log());
+    assert!(env.agent().is_healthy(), "the agent is not healthy after the burst");
     let snat4 = |i: usize| Fam::V4.pod_gw(i);
     let snat6 = |i: usize| Fam::V6.pod_gw(i);
-    let u4 = check_spread(
-        &env,
-        &spread_udp(&env, vip4(53), 20),
-        &snat4,
-        "UDP after the burst",
-    );
-    let t4 = check_spread(
-        &env,
-        &spread_tcp(&env, vip4(80), 10),
-        &snat4,
-        "TCP after the burst",
-    );
-    let u6 = check_spread(
-        &env,
-        &spread_udp(&env, vip6(53), 20),
-        &snat6,
-        "UDP/IPv6 after the burst",
-    );
-    let t6 = check_spread(
-        &env,
-        &spread_tcp(&env, vip6(80), 10),
-        &snat6,
-        "TCP/IPv6 after the burst",
-    );
+    let u4 = check_spread(&env, &spread_udp(&env, vip4(53), 20), &snat4, "UDP after the burst");
+    let t4 = check_spread(&env, &spread_tcp(&env, vip4(80), 10), &snat4, "TCP after the burst");
+    let u6 = check_spread(&env, &spread_udp(&env, vip6(53), 20), &snat6, "UDP/IPv6 after the burst");
+    let t6 = check_spread(&env, &spread_tcp(&env, vip6(80), 10), &snat6, "TCP/IPv6 after the burst");
     assert_eq!(u4.values().sum::<usize>() + u6.values().sum::<usize>(), 40);
     assert_eq!(t4.values().sum::<usize>() + t6.values().sum::<usize>(), 20);
 

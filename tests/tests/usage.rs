@@ -35,11 +35,7 @@ fn read_commands_end_quietly_on_a_closed_pipe() {
     let mut failures = Vec::new();
     for args in commands {
         let mut cmd = Command::new(&bin);
-        cmd.args(args)
-            .args(["--pin-path", &pin])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        cmd.args(args).args(["--pin-path", &pin]).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = env.topo.node.spawn(&mut cmd).expect("spawn xlb");
         // Close the reading end at once: every write of the command fails
         // with EPIPE, as under `| true` or `| head -0`.
@@ -71,11 +67,7 @@ fn read_commands_end_quietly_on_a_closed_pipe() {
             Some(_) => {}
         }
     }
-    assert!(
-        failures.is_empty(),
-        "read commands on a closed pipe:\n{}",
-        failures.join("\n")
-    );
+    assert!(failures.is_empty(), "read commands on a closed pipe:\n{}", failures.join("\n"));
 }
 
 /// Issue 10, defect 4: flags that cannot work are refused with exit 2, a
@@ -89,10 +81,8 @@ fn bad_agent_flags_exit_2_before_attaching() {
     let pin = xlb_tests::PinDir::new().expect("pin dir");
     let ifaces = topo.node_interfaces();
     // A port of the node namespace's loopback that is taken for the whole test.
-    let busy = topo
-        .node
-        .run(|| TcpListener::bind((Ipv4Addr::LOCALHOST, 0)))
-        .expect("bind a port in the node namespace");
+    let busy =
+        topo.node.run(|| TcpListener::bind((Ipv4Addr::LOCALHOST, 0))).expect("bind a port in the node namespace");
     let busy_addr = busy.local_addr().unwrap().to_string();
     let free_port = topo
         .node
@@ -149,32 +139,16 @@ fn bad_agent_flags_exit_2_before_attaching() {
         ),
         (
             "pin path on a regular file",
-            defaults(
-                file_mode(&["--pin-path", &file.display().to_string()]),
-                false,
-                true,
-            ),
+            defaults(file_mode(&["--pin-path", &file.display().to_string()]), false, true),
             vec!["--pin-path", "not a directory"],
         ),
         (
             "pin path on a directory that is not a bpffs",
-            defaults(
-                file_mode(&["--pin-path", &dir.display().to_string()]),
-                false,
-                true,
-            ),
+            defaults(file_mode(&["--pin-path", &dir.display().to_string()]), false, true),
             vec!["--pin-path", "bpffs"],
         ),
-        (
-            "flow table of 0",
-            defaults(file_mode(&["--flow-table-size", "0"]), true, true),
-            vec!["--flow-table-size"],
-        ),
-        (
-            "flow table of 1",
-            defaults(file_mode(&["--flow-table-size", "1"]), true, true),
-            vec!["--flow-table-size"],
-        ),
+        ("flow table of 0", defaults(file_mode(&["--flow-table-size", "0"]), true, true), vec!["--flow-table-size"]),
+        ("flow table of 1", defaults(file_mode(&["--flow-table-size", "1"]), true, true), vec!["--flow-table-size"]),
         (
             "flow table of 2^32-1",
             defaults(file_mode(&["--flow-table-size", "4294967295"]), true, true),
@@ -185,20 +159,13 @@ fn bad_agent_flags_exit_2_before_attaching() {
             defaults(file_mode(&["--log-level", "warning"]), true, true),
             vec!["--log-level", "warning"],
         ),
-        (
-            "no mode",
-            defaults(vec!["agent".into()], true, true),
-            vec!["--config", "--kubernetes"],
-        ),
+        ("no mode", defaults(vec!["agent".into()], true, true), vec!["--config", "--kubernetes"]),
     ];
     let mut failures = Vec::new();
     for (what, args, words) in &cases {
         let out = run_xlb(&topo.node, args, Duration::from_secs(20)).expect("run xlb");
         let stderr = String::from_utf8_lossy(&out.stderr);
-        let attached: Vec<&String> = ifaces
-            .iter()
-            .filter(|i| xdp_attached(&topo.node, i))
-            .collect();
+        let attached: Vec<&String> = ifaces.iter().filter(|i| xdp_attached(&topo.node, i)).collect();
         let missing: Vec<&&str> = words.iter().filter(|w| !stderr.contains(**w)).collect();
         if out.status.code() != Some(2) || !missing.is_empty() || !attached.is_empty() {
             failures.push(format!(
@@ -211,13 +178,7 @@ fn bad_agent_flags_exit_2_before_attaching() {
     drop(busy);
     let _ = std::fs::remove_file(&file);
     let _ = std::fs::remove_dir_all(&dir);
-    assert!(
-        failures.is_empty(),
-        "{} of {} cases wrong:\n{}",
-        failures.len(),
-        cases.len(),
-        failures.join("\n\n")
-    );
+    assert!(failures.is_empty(), "{} of {} cases wrong:\n{}", failures.len(), cases.len(), failures.join("\n\n"));
 }
 
 /// The five levels and directives stay accepted (the agent starts).
@@ -241,35 +202,17 @@ fn log_levels_and_directives_are_accepted() {
 fn sigterm_during_start_up_exits_0_and_detaches() {
     let yaml = config(&dns_and_web(Fam::V4, "snat", 0..1));
     let env = Env::new(1, &yaml);
-    let mut agent = xlb_tests::Agent::spawn(&env.topo, env.config.path(), env.pin.path(), &[])
-        .expect("spawn the agent");
+    let mut agent =
+        xlb_tests::Agent::spawn(&env.topo, env.config.path(), env.pin.path(), &[]).expect("spawn the agent");
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !agent.log().contains("configuration applied")
-        && Instant::now() < deadline
-        && agent.try_status().is_none()
-    {
+    while !agent.log().contains("configuration applied") && Instant::now() < deadline && agent.try_status().is_none() {
         std::thread::sleep(Duration::from_millis(2));
     }
-    assert!(
-        agent.log().contains("configuration applied"),
-        "the agent did not get that far:\n{}",
-        agent.log()
-    );
+    assert!(agent.log().contains("configuration applied"), "the agent did not get that far:\n{}", agent.log());
     agent.signal(libc::SIGTERM).expect("SIGTERM");
-    let status = agent
-        .wait_exit(Duration::from_secs(30))
-        .expect("the agent exits");
-    assert_eq!(
-        status.code(),
-        Some(0),
-        "SIGTERM during start-up: {status}; log:\n{}",
-        agent.log()
-    );
+    let status = agent.wait_exit(Duration::from_secs(30)).expect("the agent exits");
+    assert_eq!(status.code(), Some(0), "SIGTERM during start-up: {status}; log:\n{}", agent.log());
     for i in env.topo.node_interfaces() {
-        assert!(
-            !xdp_attached(&env.topo.node, &i),
-            "{}",
-            ip_link(&env.topo.node, &i)
-        );
+        assert!(!xdp_attached(&env.topo.node, &i), "{}", ip_link(&env.topo.node, &i));
     }
 }

@@ -51,7 +51,12 @@ impl Bench {
 
 /// Runs one benchmark, or (`None`) every implemented one.
 pub fn bench(which: Option<Bench>) -> Result<ExitCode> {
-    let all = [Bench::Maglev { runs: 15 }, Bench::Datapath(crate::bench_datapath::DatapathArgs::default()), Bench::Control(crate::bench_control::ControlArgs::default()), Bench::Forward(crate::bench_forward::ForwardArgs::default())];
+    let all = [
+        Bench::Maglev { runs: 15 },
+        Bench::Datapath(crate::bench_datapath::DatapathArgs::default()),
+        Bench::Control(crate::bench_control::ControlArgs::default()),
+        Bench::Forward(crate::bench_forward::ForwardArgs::default()),
+    ];
     let chosen: Vec<Bench> = match which {
         Some(b) if !b.implemented() => {
             eprintln!(

@@ -61,22 +61,13 @@ pub fn run(args: ForwardArgs) -> Result<()> {
     let md = out.join("forward.md");
     util::header("bench forward (cargo run --release -p lb-userspace --example forward_bench)");
     let mut cmd = util::cargo();
-    cmd.args([
-        "run",
-        "--quiet",
-        "--release",
-        "-p",
-        "lb-userspace",
-        "--example",
-        "forward_bench",
-        "--",
-    ])
-    .arg("--xlb")
-    .arg(&bin)
-    .arg("--json")
-    .arg(&json)
-    .arg("--markdown")
-    .arg(&md);
+    cmd.args(["run", "--quiet", "--release", "-p", "lb-userspace", "--example", "forward_bench", "--"])
+        .arg("--xlb")
+        .arg(&bin)
+        .arg("--json")
+        .arg(&json)
+        .arg("--markdown")
+        .arg(&md);
     if args.quick {
         cmd.arg("--quick");
     } else {
@@ -106,20 +97,13 @@ pub fn run(args: ForwardArgs) -> Result<()> {
     // SAFETY: restoring the previous disposition.
     unsafe { libc::signal(libc::SIGINT, old) };
     result?;
-    util::info(&format!(
-        "results: {} and {} (the table for docs/BENCHMARKS.md)",
-        json.display(),
-        md.display()
-    ));
+    util::info(&format!("results: {} and {} (the table for docs/BENCHMARKS.md)", json.display(), md.display()));
     Ok(())
 }
 
 fn on_path(program: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
-        || ["/usr/sbin", "/sbin"]
-            .iter()
-            .any(|d| Path::new(d).join(program).is_file())
+    std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
+        || ["/usr/sbin", "/sbin"].iter().any(|d| Path::new(d).join(program).is_file())
 }
 
 /// Debian packages the comparison rows need and that are missing.
@@ -130,9 +114,7 @@ fn missing_packages() -> Vec<&'static str> {
     }
     if on_path("nginx") {
         let v = Command::new("nginx").arg("-V").output().ok();
-        let v = v
-            .map(|o| String::from_utf8_lossy(&o.stderr).to_string())
-            .unwrap_or_default();
+        let v = v.map(|o| String::from_utf8_lossy(&o.stderr).to_string()).unwrap_or_default();
         let dynamic = v.contains("--with-stream=dynamic");
         if dynamic && !Path::new("/usr/lib/nginx/modules/ngx_stream_module.so").is_file() {
             need.push("libnginx-mod-stream");
@@ -158,10 +140,7 @@ fn install_missing() {
         ));
         return;
     }
-    util::header(&format!(
-        "installing {} for the comparison rows",
-        need.join(", ")
-    ));
+    util::header(&format!("installing {} for the comparison rows", need.join(", ")));
     let apt = |args: &[&str]| {
         let mut c = Command::new("apt-get");
         c.args(args).env("DEBIAN_FRONTEND", "noninteractive");
@@ -173,10 +152,7 @@ fn install_missing() {
         apt(&a)
     });
     if let Err(e) = r {
-        util::info(&format!(
-            "installing {} failed ({e:#}); their rows are skipped",
-            need.join(", ")
-        ));
+        util::info(&format!("installing {} failed ({e:#}); their rows are skipped", need.join(", ")));
     } else if need.contains(&"nginx") {
         util::info("note: on a systemd host the nginx package starts its default site; `systemctl disable --now nginx` if unwanted (the bench runs its own nginx in a namespace)");
     }

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
 use xlb_tests::{
-    reply_tag, spread_tcp_replies, spread_udp_replies, tcp_echo_server, udp_echo_server, Agent,
-    PinDir, Topology, NO_REPLY, WRONG_SOURCE,
+    reply_tag, spread_tcp_replies, spread_udp_replies, tcp_echo_server, udp_echo_server, Agent, PinDir, Topology,
+    NO_REPLY, WRONG_SOURCE,
 };
 
 use crate::util::{header, info};
@@ -71,10 +71,7 @@ pub fn demo(echo_agent_log: bool, no_build: bool) -> Result<()> {
     let bin = if no_build {
         let bin = crate::util::target_dir().join("release").join("xlb");
         if !bin.is_file() {
-            bail!(
-                "{} is missing: run `cargo xtask build` (or drop --no-build)",
-                bin.display()
-            );
+            bail!("{} is missing: run `cargo xtask build` (or drop --no-build)", bin.display());
         }
         bin
     } else {
@@ -102,26 +99,11 @@ fn run_demo() -> Result<()> {
     xlb_tests::cleanup_stale(xlb_tests::PREFIX)?;
     remove_stale_demo_pins();
 
-    header(&format!(
-        "topology: client, node and {PODS} pods in network namespaces"
-    ));
+    header(&format!("topology: client, node and {PODS} pods in network namespaces"));
     let topo = Topology::new(PODS)?;
-    info(&format!(
-        "namespaces   {}-{{client,node,pod0..pod{}}}",
-        topo.prefix,
-        PODS - 1
-    ));
-    info(&format!(
-        "client       eth0 {} / {}",
-        Topology::CLIENT_V4,
-        Topology::CLIENT_V6
-    ));
-    info(&format!(
-        "node         {} {} / {} (toward the client)",
-        topo.client_if,
-        Topology::NODE_V4,
-        Topology::NODE_V6
-    ));
+    info(&format!("namespaces   {}-{{client,node,pod0..pod{}}}", topo.prefix, PODS - 1));
+    info(&format!("client       eth0 {} / {}", Topology::CLIENT_V4, Topology::CLIENT_V6));
+    info(&format!("node         {} {} / {} (toward the client)", topo.client_if, Topology::NODE_V4, Topology::NODE_V6));
     for i in 0..PODS {
         info(&format!(
             "pod{i}         eth0 {} (node side {} {})",
@@ -130,34 +112,19 @@ fn run_demo() -> Result<()> {
             Topology::pod_gw_v4(i)
         ));
     }
-    info(&format!(
-        "VIP          {} (routed to the node, assigned nowhere)",
-        Topology::VIP_V4
-    ));
+    info(&format!("VIP          {} (routed to the node, assigned nowhere)", Topology::VIP_V4));
     check_interrupted()?;
 
-    header(&format!(
-        "echo servers: UDP :{UDP_PORT} and TCP :{TCP_PORT} in each pod"
-    ));
+    header(&format!("echo servers: UDP :{UDP_PORT} and TCP :{TCP_PORT} in each pod"));
     let mut servers = Vec::new();
     for i in 0..PODS {
         let tag = format!("pod{i}");
-        servers.push(udp_echo_server(
-            &topo.pods[i],
-            Topology::pod_sock_v4(i, UDP_PORT),
-            &tag,
-        ));
-        servers.push(tcp_echo_server(
-            &topo.pods[i],
-            Topology::pod_sock_v4(i, TCP_PORT),
-            &tag,
-        ));
+        servers.push(udp_echo_server(&topo.pods[i], Topology::pod_sock_v4(i, UDP_PORT), &tag));
+        servers.push(tcp_echo_server(&topo.pods[i], Topology::pod_sock_v4(i, TCP_PORT), &tag));
     }
     info("pod i answers every request with \"pod<i> <source address it saw>\"");
 
-    let config = crate::util::workspace_root()
-        .join("examples")
-        .join("demo.yaml");
+    let config = crate::util::workspace_root().join("examples").join("demo.yaml");
     if !config.is_file() {
         bail!("{} is missing", config.display());
     }
@@ -168,24 +135,15 @@ fn run_demo() -> Result<()> {
     for ifname in topo.node_interfaces() {
         line.push_str(&format!(" --interface {ifname}"));
     }
-    line.push_str(&format!(
-        " --pin-path {} --metrics-addr 127.0.0.1:<port>",
-        pins.path().display()
-    ));
+    line.push_str(&format!(" --pin-path {} --metrics-addr 127.0.0.1:<port>", pins.path().display()));
     info(&format!("(in netns {}) {line}", topo.node.name));
     let mut agent = Agent::spawn(&topo, &config, pins.path(), &[])?;
     wait_healthy(&mut agent)?;
-    info(&format!(
-        "healthy: http://{}/healthz answered 200 (inside the node namespace)",
-        agent.metrics_addr()
-    ));
+    info(&format!("healthy: http://{}/healthz answered 200 (inside the node namespace)", agent.metrics_addr()));
 
     let outcome = traffic(&topo, &agent);
     if outcome.is_ok() {
-        header(&format!(
-            "xlb services --pin-path {}",
-            pins.path().display()
-        ));
+        header(&format!("xlb services --pin-path {}", pins.path().display()));
         match agent.cli(&["services"]) {
             Ok(out) => {
                 print!("{}", String::from_utf8_lossy(&out.stdout));
@@ -247,21 +205,9 @@ fn traffic(topo: &Topology, agent: &Agent) -> Result<()> {
     let tcp_vip = SocketAddr::new(Topology::VIP_V4.into(), VIP_TCP_PORT);
 
     header(&format!("sending {UDP_REQUESTS} UDP requests to {udp_vip} (service dns), each from a new source port"));
-    let udp = send_chunked(
-        UDP_REQUESTS,
-        20,
-        |n| spread_udp_replies(&topo.client, udp_vip, n, REQUEST_TIMEOUT),
-        agent,
-    )?;
-    header(&format!(
-        "sending {TCP_REQUESTS} TCP requests to {tcp_vip} (service web), one connection each"
-    ));
-    let tcp = send_chunked(
-        TCP_REQUESTS,
-        10,
-        |n| spread_tcp_replies(&topo.client, tcp_vip, n, REQUEST_TIMEOUT),
-        agent,
-    )?;
+    let udp = send_chunked(UDP_REQUESTS, 20, |n| spread_udp_replies(&topo.client, udp_vip, n, REQUEST_TIMEOUT), agent)?;
+    header(&format!("sending {TCP_REQUESTS} TCP requests to {tcp_vip} (service web), one connection each"));
+    let tcp = send_chunked(TCP_REQUESTS, 10, |n| spread_tcp_replies(&topo.client, tcp_vip, n, REQUEST_TIMEOUT), agent)?;
 
     header("replies per backend");
     let (udp_tags, udp_seen) = summarise(&udp);
@@ -272,26 +218,14 @@ fn traffic(topo: &Topology, agent: &Agent) -> Result<()> {
             rows.push(key.clone());
         }
     }
-    println!(
-        "    {:<16} {:>12} {:>12}   client address the backend saw",
-        "backend", "UDP (dns)", "TCP (web)"
-    );
+    println!("    {:<16} {:>12} {:>12}   client address the backend saw", "backend", "UDP (dns)", "TCP (web)");
     for row in &rows {
         let u = udp_tags.get(row).copied().unwrap_or(0);
         let t = tcp_tags.get(row).copied().unwrap_or(0);
-        let mut seen: Vec<&String> = udp_seen
-            .get(row)
-            .into_iter()
-            .chain(tcp_seen.get(row))
-            .flatten()
-            .collect();
+        let mut seen: Vec<&String> = udp_seen.get(row).into_iter().chain(tcp_seen.get(row)).flatten().collect();
         seen.sort();
         seen.dedup();
-        let seen = seen
-            .iter()
-            .map(|s| s.as_str())
-            .collect::<Vec<_>>()
-            .join(", ");
+        let seen = seen.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ");
         println!(
             "    {:<16} {:>5} ({:>3.0}%) {:>5} ({:>3.0}%)   {}",
             row,
@@ -304,14 +238,11 @@ fn traffic(topo: &Topology, agent: &Agent) -> Result<()> {
     }
     info("with `source: snat` each backend sees the node's address on its link (10.1.<i>.1)");
 
-    let lost_udp = udp_tags.get(NO_REPLY).copied().unwrap_or(0)
-        + udp_tags.get(WRONG_SOURCE).copied().unwrap_or(0);
+    let lost_udp = udp_tags.get(NO_REPLY).copied().unwrap_or(0) + udp_tags.get(WRONG_SOURCE).copied().unwrap_or(0);
     let lost_tcp = tcp_tags.get(NO_REPLY).copied().unwrap_or(0);
     let idle: Vec<String> = (0..PODS)
         .map(|i| format!("pod{i}"))
-        .filter(|p| {
-            udp_tags.get(p).copied().unwrap_or(0) == 0 || tcp_tags.get(p).copied().unwrap_or(0) == 0
-        })
+        .filter(|p| udp_tags.get(p).copied().unwrap_or(0) == 0 || tcp_tags.get(p).copied().unwrap_or(0) == 0)
         .collect();
     if lost_udp > 0 || lost_tcp > 0 {
         bail!("{lost_udp} UDP and {lost_tcp} TCP requests got no (correct) reply through the VIP");
@@ -340,16 +271,10 @@ fn send_chunked(
             *all.entry(k).or_insert(0) += v;
         }
         sent += n;
-        let answered: usize = all
-            .iter()
-            .filter(|(k, _)| !k.starts_with('<'))
-            .map(|(_, v)| v)
-            .sum();
+        let answered: usize = all.iter().filter(|(k, _)| !k.starts_with('<')).map(|(_, v)| v).sum();
         if answered == 0 {
             if !agent.is_healthy() {
-                bail!(
-                    "no reply to the first {sent} requests, and the agent is not healthy any more"
-                );
+                bail!("no reply to the first {sent} requests, and the agent is not healthy any more");
             }
             bail!("no reply to the first {sent} requests through the VIP");
         }
@@ -359,9 +284,7 @@ fn send_chunked(
 }
 
 /// Per tag: reply count, and the source addresses the backend reported.
-fn summarise(
-    replies: &HashMap<String, usize>,
-) -> (BTreeMap<String, usize>, BTreeMap<String, Vec<String>>) {
+fn summarise(replies: &HashMap<String, usize>) -> (BTreeMap<String, usize>, BTreeMap<String, Vec<String>>) {
     let mut tags = BTreeMap::new();
     let mut seen: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (reply, n) in replies {
@@ -399,15 +322,12 @@ fn remove_stale_demo_pins() {
     };
     for entry in dir.flatten() {
         let name = entry.file_name().to_string_lossy().to_string();
-        let Some(pid) = name
-            .strip_prefix("xlb-demo-")
-            .and_then(|p| p.parse::<i32>().ok())
-        else {
+        let Some(pid) = name.strip_prefix("xlb-demo-").and_then(|p| p.parse::<i32>().ok()) else {
             continue;
         };
         // SAFETY: signal 0 only checks whether the pid exists.
-        let alive = unsafe { libc::kill(pid, 0) } == 0
-            || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+        let alive =
+            unsafe { libc::kill(pid, 0) } == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
         if !alive && Path::new(&entry.path()).is_dir() {
             match std::fs::remove_dir_all(entry.path()) {
                 Ok(()) => info(&format!("removed stale pins {}", entry.path().display())),

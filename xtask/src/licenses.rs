@@ -11,20 +11,13 @@ use std::path::Path;
 const TEXTS: &[(&str, &str, &str)] = &[
     ("MIT", "LICENSE-MIT", "MIT License"),
     ("Apache-2.0", "LICENSE-APACHE", "Apache License"),
-    (
-        "GPL-2.0-only",
-        "LICENSE-GPL-2.0",
-        "GNU GENERAL PUBLIC LICENSE",
-    ),
+    ("GPL-2.0-only", "LICENSE-GPL-2.0", "GNU GENERAL PUBLIC LICENSE"),
 ];
 
 /// The kernel's license strings (include/linux/license.h) that xlb may use,
 /// and the SPDX identifiers each one means.
-const KERNEL_STRINGS: &[(&str, &[&str])] = &[
-    ("GPL", &["GPL-2.0-only"]),
-    ("GPL v2", &["GPL-2.0-only"]),
-    ("Dual MIT/GPL", &["MIT", "GPL-2.0-only"]),
-];
+const KERNEL_STRINGS: &[(&str, &[&str])] =
+    &[("GPL", &["GPL-2.0-only"]), ("GPL v2", &["GPL-2.0-only"]), ("Dual MIT/GPL", &["MIT", "GPL-2.0-only"])];
 
 /// The `license` value of a Cargo.toml's `[package]` (or
 /// `[workspace.package]`) text: `Some("workspace")` for
@@ -70,9 +63,7 @@ pub fn problems(root: &Path) -> Vec<String> {
         };
         for id in spdx_ids(&field) {
             match TEXTS.iter().find(|(spdx, ..)| *spdx == id) {
-                None => out.push(format!(
-                    "{krate}: license {id} has no LICENSE-* file known to xtask/src/licenses.rs"
-                )),
+                None => out.push(format!("{krate}: license {id} has no LICENSE-* file known to xtask/src/licenses.rs")),
                 Some((_, file, first)) => {
                     let text = read(file);
                     if text.lines().map(str::trim).find(|l| !l.is_empty()) != Some(first) {
@@ -84,13 +75,8 @@ pub fn problems(root: &Path) -> Vec<String> {
         }
         if krate == "lb-ebpf" {
             let string = ebpf_license_string(&read("lb-ebpf/src/main.rs"));
-            match string
-                .as_deref()
-                .and_then(|s| KERNEL_STRINGS.iter().find(|(k, _)| *k == s))
-            {
-                None => out.push(format!(
-                    "lb-ebpf/src/main.rs: license string {string:?} is not one xlb knows"
-                )),
+            match string.as_deref().and_then(|s| KERNEL_STRINGS.iter().find(|(k, _)| *k == s)) {
+                None => out.push(format!("lb-ebpf/src/main.rs: license string {string:?} is not one xlb knows")),
                 Some((k, ids)) => {
                     let mut want: Vec<String> = ids.iter().map(std::string::ToString::to_string).collect();
                     let mut have = spdx_ids(&field);
@@ -137,43 +123,27 @@ mod tests {
             license_field("[package]\nname = \"x\"\nlicense = \"MIT OR Apache-2.0\"\n").as_deref(),
             Some("MIT OR Apache-2.0")
         );
-        assert_eq!(
-            license_field("license.workspace = true\n").as_deref(),
-            Some("workspace")
-        );
+        assert_eq!(license_field("license.workspace = true\n").as_deref(), Some("workspace"));
         assert_eq!(license_field("license-file = \"X\"\n"), None);
         assert_eq!(spdx_ids("MIT OR GPL-2.0-only"), ["MIT", "GPL-2.0-only"]);
         assert_eq!(
-            ebpf_license_string(
-                "#[unsafe(no_mangle)]\nstatic LICENSE: [u8; 13] = *b\"Dual MIT/GPL\\0\";\n"
-            )
-            .as_deref(),
+            ebpf_license_string("#[unsafe(no_mangle)]\nstatic LICENSE: [u8; 13] = *b\"Dual MIT/GPL\\0\";\n").as_deref(),
             Some("Dual MIT/GPL")
         );
     }
 
     #[test]
     fn a_mismatch_is_found() {
-        let dir = crate::util::target_dir()
-            .join("xtask")
-            .join(format!("licenses-{}", std::process::id()));
+        let dir = crate::util::target_dir().join("xtask").join(format!("licenses-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         for k in ["lb-common", "lb-ebpf/src", "lb-userspace", "tests", "xtask"] {
             std::fs::create_dir_all(dir.join(k)).unwrap();
         }
-        std::fs::write(
-            dir.join("Cargo.toml"),
-            "[workspace.package]\nlicense = \"MIT OR Apache-2.0\"\n",
-        )
-        .unwrap();
+        std::fs::write(dir.join("Cargo.toml"), "[workspace.package]\nlicense = \"MIT OR Apache-2.0\"\n").unwrap();
         for k in ["lb-common", "lb-ebpf", "lb-userspace", "tests", "xtask"] {
             std::fs::write(dir.join(k).join("Cargo.toml"), "license.workspace = true\n").unwrap();
         }
-        std::fs::write(
-            dir.join("lb-ebpf/src/main.rs"),
-            "static LICENSE: [u8; 13] = *b\"Dual MIT/GPL\\0\";\n",
-        )
-        .unwrap();
+        std::fs::write(dir.join("lb-ebpf/src/main.rs"), "static LICENSE: [u8; 13] = *b\"Dual MIT/GPL\\0\";\n").unwrap();
         std::fs::write(dir.join("LICENSE-MIT"), "MIT License\n").unwrap();
         std::fs::write(dir.join("LICENSE"), "whatever\n").unwrap();
         let p = problems(&dir);

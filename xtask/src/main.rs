@@ -30,12 +30,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(
-    name = "cargo xtask",
-    bin_name = "cargo xtask",
-    about = "Developer tasks for xlb",
-    version
-)]
+#[command(name = "cargo xtask", bin_name = "cargo xtask", about = "Developer tasks for xlb", version)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -91,9 +86,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.cmd {
         Cmd::Setup => setup::setup(),
-        Cmd::Build => setup::setup()
-            .and_then(|()| util::build_release())
-            .map(|_| ()),
+        Cmd::Build => setup::setup().and_then(|()| util::build_release()).map(|_| ()),
         Cmd::Lint => lint::lint(),
         Cmd::Test(args) => test(&args),
         Cmd::Demo(args) => demo::demo(args.agent_log, args.no_build),
@@ -129,14 +122,7 @@ fn test(args: &TestArgs) -> anyhow::Result<()> {
         }
         util::header("unit tests (cargo test --workspace --exclude lb-ebpf --lib --bins)");
         let mut cmd = util::cargo();
-        cmd.args([
-            "test",
-            "--workspace",
-            "--exclude",
-            "lb-ebpf",
-            "--lib",
-            "--bins",
-        ]);
+        cmd.args(["test", "--workspace", "--exclude", "lb-ebpf", "--lib", "--bins"]);
         match util::run(&mut cmd) {
             Ok(()) => passed.push("unit tests"),
             Err(e) => {
@@ -171,10 +157,7 @@ fn test(args: &TestArgs) -> anyhow::Result<()> {
                         }
                     }
                     let has_userspace_tests = std::fs::read_dir(root.join("lb-userspace/tests"))
-                        .is_ok_and(|d| {
-                            d.flatten()
-                                .any(|e| e.path().extension().is_some_and(|x| x == "rs"))
-                        });
+                        .is_ok_and(|d| d.flatten().any(|e| e.path().extension().is_some_and(|x| x == "rs")));
                     if has_userspace_tests {
                         util::header("integration tests of lb-userspace (cargo test -p lb-userspace --test '*')");
                         let mut cmd = util::cargo();
@@ -210,11 +193,7 @@ fn test(args: &TestArgs) -> anyhow::Result<()> {
         println!("  FAILED  {f}");
     }
     if !failed.is_empty() {
-        anyhow::bail!(
-            "{} test phase(s) failed: {}",
-            failed.len(),
-            failed.join(", ")
-        );
+        anyhow::bail!("{} test phase(s) failed: {}", failed.len(), failed.join(", "));
     }
     Ok(())
 }

@@ -143,7 +143,11 @@ mod tests {
         let g = module_graph(&src).expect("reading lb-ebpf/src");
         // The parse sees the crate: its modules and their edges.
         assert!(g.len() >= 10, "lb-ebpf modules found: {:?}", g.keys());
-        assert!(g.get("xdp").is_some_and(|d| d.contains("maps") && d.contains("scratch")), "xdp's edges: {:?}", g.get("xdp"));
+        assert!(
+            g.get("xdp").is_some_and(|d| d.contains("maps") && d.contains("scratch")),
+            "xdp's edges: {:?}",
+            g.get("xdp")
+        );
         if let Some(cycle) = find_cycle(&g) {
             panic!(
                 "lb-ebpf has an import cycle: {} (move the shared item into a lower module; graph: {g:?})",

@@ -43,24 +43,13 @@ fn ensure_rust_src() -> Result<()> {
             "rust-src",
         ]))?;
     }
-    let installed = output(Command::new("rustup").args([
-        "component",
-        "list",
-        "--toolchain",
-        "nightly",
-        "--installed",
-    ]))?;
+    let installed =
+        output(Command::new("rustup").args(["component", "list", "--toolchain", "nightly", "--installed"]))?;
     if installed.lines().any(|l| l.trim().starts_with("rust-src")) {
         info("rust-src (nightly): present");
     } else {
         info("rust-src (nightly): missing, installing it");
-        run(Command::new("rustup").args([
-            "component",
-            "add",
-            "rust-src",
-            "--toolchain",
-            "nightly",
-        ]))?;
+        run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))?;
     }
     Ok(())
 }
@@ -74,9 +63,7 @@ fn cargo_bin_dir() -> Option<PathBuf> {
 
 fn find_on_path(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
+    std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file())
 }
 
 /// Makes sure `~/.cargo/bin` is on our PATH, so the builds we start find
@@ -90,10 +77,7 @@ fn ensure_cargo_bin_on_path() {
     let mut dirs: Vec<PathBuf> = vec![bin.clone()];
     dirs.extend(std::env::split_paths(&path));
     if let Ok(joined) = std::env::join_paths(dirs) {
-        info(&format!(
-            "adding {} to PATH for this run (add it to your shell's PATH too)",
-            bin.display()
-        ));
+        info(&format!("adding {} to PATH for this run (add it to your shell's PATH too)", bin.display()));
         std::env::set_var("PATH", joined);
     }
 }
@@ -105,26 +89,14 @@ fn ensure_bpf_linker() -> Result<()> {
         return Ok(());
     }
     info("bpf-linker: missing, building it against the nightly toolchain's LLVM");
-    let sysroot = PathBuf::from(
-        output(Command::new("rustc").args(["+nightly", "--print", "sysroot"]))?.trim(),
-    );
+    let sysroot = PathBuf::from(output(Command::new("rustc").args(["+nightly", "--print", "sysroot"]))?.trim());
     let version = output(Command::new("rustc").args(["+nightly", "-vV"]))?;
-    let major = llvm_major(&version).ok_or_else(|| {
-        anyhow!("cannot find `LLVM version:` in `rustc +nightly -vV`:\n{version}")
-    })?;
-    info(&format!(
-        "nightly sysroot {}, LLVM {major}",
-        sysroot.display()
-    ));
+    let major = llvm_major(&version)
+        .ok_or_else(|| anyhow!("cannot find `LLVM version:` in `rustc +nightly -vV`:\n{version}"))?;
+    info(&format!("nightly sysroot {}, LLVM {major}", sysroot.display()));
     ensure_libllvm_symlink(&sysroot.join("lib"), major)?;
     run(Command::new("cargo")
-        .args([
-            "install",
-            "bpf-linker",
-            "--no-default-features",
-            "--features",
-            &format!("llvm-{major}"),
-        ])
+        .args(["install", "bpf-linker", "--no-default-features", "--features", &format!("llvm-{major}")])
         .env("LLVM_PREFIX", &sysroot))?;
     match find_on_path("bpf-linker") {
         Some(p) => {
@@ -161,12 +133,8 @@ fn ensure_libllvm_symlink(lib: &Path, major: u32) -> Result<()> {
             meta.is_file().then_some((name, meta.len()))
         })
         .collect();
-    let target = pick_libllvm(&names, major).ok_or_else(|| {
-        anyhow!(
-            "no libLLVM shared library in {}: is the nightly toolchain complete?",
-            lib.display()
-        )
-    })?;
+    let target = pick_libllvm(&names, major)
+        .ok_or_else(|| anyhow!("no libLLVM shared library in {}: is the nightly toolchain complete?", lib.display()))?;
     std::os::unix::fs::symlink(lib.join(&target), &link)
         .with_context(|| format!("cannot create {} -> {target}", link.display()))?;
     info(&format!("linked {} -> {target}", link.display()));
@@ -181,21 +149,16 @@ fn pick_libllvm(entries: &[(String, u64)], major: u32) -> Option<String> {
     let dashed = format!("libLLVM-{major}");
     entries
         .iter()
-        .filter(|(n, _)| {
-            n.starts_with("libLLVM.so.") || (n.starts_with(&dashed) && n.ends_with(".so"))
-        })
+        .filter(|(n, _)| n.starts_with("libLLVM.so.") || (n.starts_with(&dashed) && n.ends_with(".so")))
         .max_by_key(|(_, size)| *size)
         .map(|(n, _)| n.clone())
 }
 
 fn bpffs_mounted() -> bool {
-    std::fs::read_to_string("/proc/mounts")
-        .unwrap_or_default()
-        .lines()
-        .any(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            f.len() > 2 && f[1] == "/sys/fs/bpf" && f[2] == "bpf"
-        })
+    std::fs::read_to_string("/proc/mounts").unwrap_or_default().lines().any(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        f.len() > 2 && f[1] == "/sys/fs/bpf" && f[2] == "bpf"
+    })
 }
 
 fn ensure_bpffs() -> Result<()> {
@@ -213,11 +176,7 @@ fn ensure_bpffs() -> Result<()> {
 }
 
 fn ensure_iproute2() -> Result<()> {
-    if Command::new("ip")
-        .arg("-V")
-        .output()
-        .is_ok_and(|o| o.status.success())
-    {
+    if Command::new("ip").arg("-V").output().is_ok_and(|o| o.status.success()) {
         info("iproute2 (ip): present");
         return Ok(());
     }
@@ -226,12 +185,8 @@ fn ensure_iproute2() -> Result<()> {
         return Ok(());
     }
     info("iproute2 (ip): missing, installing it");
-    run(Command::new("apt-get")
-        .arg("update")
-        .env("DEBIAN_FRONTEND", "noninteractive"))?;
-    run(Command::new("apt-get")
-        .args(["install", "-y", "iproute2"])
-        .env("DEBIAN_FRONTEND", "noninteractive"))
+    run(Command::new("apt-get").arg("update").env("DEBIAN_FRONTEND", "noninteractive"))?;
+    run(Command::new("apt-get").args(["install", "-y", "iproute2"]).env("DEBIAN_FRONTEND", "noninteractive"))
 }
 
 /// `kubectl`, the real client the Kubernetes tests check the fake API
@@ -268,8 +223,7 @@ mod tests {
 
     #[test]
     fn parses_llvm_major() {
-        let vv =
-            "rustc 1.97.0-nightly (e50aa6fba 2026-05-19)\nbinary: rustc\nLLVM version: 22.1.4\n";
+        let vv = "rustc 1.97.0-nightly (e50aa6fba 2026-05-19)\nbinary: rustc\nLLVM version: 22.1.4\n";
         assert_eq!(llvm_major(vv), Some(22));
         assert_eq!(llvm_major("rustc 1.0"), None);
     }
@@ -278,24 +232,12 @@ mod tests {
     fn picks_the_real_libllvm() {
         let entries = vec![
             ("libLLVM-22-rust-1.97.0-nightly.so".to_string(), 43),
-            (
-                "libLLVM.so.22.1-rust-1.97.0-nightly".to_string(),
-                199_500_656,
-            ),
-            (
-                "librustc_driver-b5a965480ee51f9a.so".to_string(),
-                1_000_000_000,
-            ),
+            ("libLLVM.so.22.1-rust-1.97.0-nightly".to_string(), 199_500_656),
+            ("librustc_driver-b5a965480ee51f9a.so".to_string(), 1_000_000_000),
         ];
-        assert_eq!(
-            pick_libllvm(&entries, 22).as_deref(),
-            Some("libLLVM.so.22.1-rust-1.97.0-nightly")
-        );
+        assert_eq!(pick_libllvm(&entries, 22).as_deref(), Some("libLLVM.so.22.1-rust-1.97.0-nightly"));
         let only_dashed = vec![("libLLVM-22-rust-1.97.0-nightly.so".to_string(), 150_000_000)];
-        assert_eq!(
-            pick_libllvm(&only_dashed, 22).as_deref(),
-            Some("libLLVM-22-rust-1.97.0-nightly.so")
-        );
+        assert_eq!(pick_libllvm(&only_dashed, 22).as_deref(), Some("libLLVM-22-rust-1.97.0-nightly.so"));
         assert_eq!(pick_libllvm(&only_dashed, 21), None);
     }
 }

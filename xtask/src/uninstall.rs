@@ -22,8 +22,7 @@ use crate::util::{info, output, target_dir, workspace_root};
 const FLAG: &str = "--keep-on-exit";
 
 /// The agent's args, one per line, as a go-template for `kubectl -o`.
-const ARGS_TEMPLATE: &str =
-    "{{range (index .spec.template.spec.containers 0).args}}{{.}}{{\"\\n\"}}{{end}}";
+const ARGS_TEMPLATE: &str = "{{range (index .spec.template.spec.containers 0).args}}{{.}}{{\"\\n\"}}{{end}}";
 
 /// The stand-in `kubectl`.
 const SHIM: &str = r#"#!/bin/bash
@@ -77,9 +76,9 @@ fn uninstall_block(readme: &str) -> Result<Vec<String>> {
     // Only kubectl commands, shell variables and comments: nothing else of
     // the README is ever run.
     for l in &commands {
-        let assignment = l.split_once('=').is_some_and(|(name, _)| {
-            !name.is_empty() && name.chars().all(|c| c.is_ascii_uppercase() || c == '_')
-        });
+        let assignment = l
+            .split_once('=')
+            .is_some_and(|(name, _)| !name.is_empty() && name.chars().all(|c| c.is_ascii_uppercase() || c == '_'));
         if !(l.starts_with("kubectl ") || l.starts_with('#') || assignment) {
             bail!("the uninstall block of deploy/README.md has a line that is not a kubectl command: {l:?}");
         }
@@ -112,12 +111,7 @@ fn find_kubectl() -> Result<PathBuf> {
 
 /// Runs the block with the stand-in on `manifest` (modified in place);
 /// returns whether bash succeeded and the stand-in's log.
-fn run_block(
-    dir: &Path,
-    kubectl: &Path,
-    block: &[String],
-    manifest: &Path,
-) -> Result<(bool, String)> {
+fn run_block(dir: &Path, kubectl: &Path, block: &[String], manifest: &Path) -> Result<(bool, String)> {
     let bin = dir.join("bin");
     std::fs::create_dir_all(&bin).with_context(|| format!("cannot create {}", bin.display()))?;
     let shim = bin.join("kubectl");
@@ -127,11 +121,7 @@ fn run_block(
     let log = dir.join("commands.log");
     let _ = std::fs::remove_file(&log);
     let path = std::env::join_paths(
-        std::iter::once(bin).chain(
-            std::env::var_os("PATH")
-                .iter()
-                .flat_map(std::env::split_paths),
-        ),
+        std::iter::once(bin).chain(std::env::var_os("PATH").iter().flat_map(std::env::split_paths)),
     )?;
     let script = format!("set -euo pipefail\n{}\n", block.join("\n"));
     let out = Command::new("bash")
@@ -159,11 +149,10 @@ fn expected_after(before: &[String]) -> Vec<String> {
 /// The check (see the module documentation).
 pub fn check_uninstall() -> Result<()> {
     let root = workspace_root();
-    let readme = std::fs::read_to_string(root.join("deploy/README.md"))
-        .context("cannot read deploy/README.md")?;
+    let readme = std::fs::read_to_string(root.join("deploy/README.md")).context("cannot read deploy/README.md")?;
     let block = uninstall_block(&readme)?;
-    let shipped = std::fs::read_to_string(root.join("deploy/daemonset.yaml"))
-        .context("cannot read deploy/daemonset.yaml")?;
+    let shipped =
+        std::fs::read_to_string(root.join("deploy/daemonset.yaml")).context("cannot read deploy/daemonset.yaml")?;
     let kubectl = find_kubectl()?;
     let dir = target_dir().join("xtask").join("uninstall");
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -177,14 +166,11 @@ pub fn check_uninstall() -> Result<()> {
         &format!("            - --vip-pool\n            - 192.0.2.0/24\n            - --maglev-seed\n            - \"7\"\n{flag_line}"),
     );
     let without = shipped.replace(&flag_line, "");
-    for (name, text, should_remove) in [
-        ("shipped", &shipped, true),
-        ("edited", &edited, true),
-        ("without", &without, false),
-    ] {
+    for (name, text, should_remove) in
+        [("shipped", &shipped, true), ("edited", &edited, true), ("without", &without, false)]
+    {
         let manifest = dir.join(format!("daemonset-{name}.yaml"));
-        std::fs::write(&manifest, text)
-            .with_context(|| format!("cannot write {}", manifest.display()))?;
+        std::fs::write(&manifest, text).with_context(|| format!("cannot write {}", manifest.display()))?;
         let before = args_of(&kubectl, &manifest)?;
         let (ok, log) = run_block(&dir, &kubectl, &block, &manifest)?;
         let after = args_of(&kubectl, &manifest)?;
@@ -220,19 +206,10 @@ mod tests {
     fn block_is_the_uninstall_sections_commands() {
         let readme = "# T\n\n## Upgrades\n\n    kubectl apply -k deploy/\n\n## Uninstall\n\nText.\n\n    I=$(kubectl get x)\n    kubectl patch ds xlb   # note\n\n    kubectl delete -k deploy/\n\nMore text.\n\n    rm -rf /\n";
         let block = uninstall_block(readme).unwrap();
-        assert_eq!(
-            block,
-            [
-                "I=$(kubectl get x)",
-                "kubectl patch ds xlb   # note",
-                "kubectl delete -k deploy/"
-            ]
-        );
+        assert_eq!(block, ["I=$(kubectl get x)", "kubectl patch ds xlb   # note", "kubectl delete -k deploy/"]);
         assert!(uninstall_block("## Uninstall\n\n    rm -rf /sys/fs/bpf/xlb\n").is_err());
-        let multi = uninstall_block(
-            "## Uninstall\n\n    kubectl patch -p '[\n      {\"op\":1}]'\n    kubectl x\n",
-        )
-        .unwrap();
+        let multi =
+            uninstall_block("## Uninstall\n\n    kubectl patch -p '[\n      {\"op\":1}]'\n    kubectl x\n").unwrap();
         assert_eq!(multi, ["kubectl patch -p '[\n  {\"op\":1}]'", "kubectl x"]);
         assert!(uninstall_block("## Install\n\n    kubectl apply\n").is_err());
     }
@@ -241,19 +218,12 @@ mod tests {
     fn the_shipped_readme_block_parses() {
         let readme = std::fs::read_to_string(workspace_root().join("deploy/README.md")).unwrap();
         let block = uninstall_block(&readme).unwrap();
-        assert!(
-            block
-                .iter()
-                .any(|l| l.starts_with("kubectl -n xlb-system patch ds xlb")),
-            "{block:?}"
-        );
+        assert!(block.iter().any(|l| l.starts_with("kubectl -n xlb-system patch ds xlb")), "{block:?}");
     }
 
     #[test]
     fn expected_after_drops_only_the_flag() {
-        let before: Vec<String> = ["agent", "--keep-on-exit", "--log-level", "info"]
-            .map(String::from)
-            .to_vec();
+        let before: Vec<String> = ["agent", "--keep-on-exit", "--log-level", "info"].map(String::from).to_vec();
         assert_eq!(expected_after(&before), ["agent", "--log-level", "info"]);
     }
 }

@@ -8,10 +8,7 @@ use anyhow::{bail, Context as _, Result};
 
 /// The workspace root (the parent of `xtask/`).
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask lives in the workspace")
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
 }
 
 /// The target directory (`$CARGO_TARGET_DIR` or `<root>/target`).
@@ -19,46 +16,13 @@ pub fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| workspace_root().join("target"), PathBuf::from)
 }
 
-/// Variables `cargo run` sets for the program it runs (here: xtask), which
-/// a plain `cargo build` in a shell does not have (`CARGO_PKG_*` and
-/// `CARGO_BIN_EXE_*` are prefixes).
-const CARGO_RUN_VARS: &[&str] = &[
-    "CARGO",
-    "CARGO_MANIFEST_DIR",
-    "CARGO_MANIFEST_PATH",
-    "CARGO_CRATE_NAME",
-    "CARGO_BIN_NAME",
-    "CARGO_PRIMARY_PACKAGE",
-    "CARGO_TARGET_TMPDIR",
-    "CARGO_RUSTC_CURRENT_DIR",
-    "OUT_DIR",
-    "CARGO_PKG_",
-    "CARGO_BIN_EXE_",
-];
-
-/// Whether `name` is one of [`CARGO_RUN_VARS`].
-pub fn set_by_cargo_run(name: &str) -> bool {
-    CARGO_RUN_VARS
-        .iter()
-        .any(|v| name == *v || (v.ends_with('_') && name.starts_with(v)))
-}
+pub use xlb_tests::cargo::set_by_cargo_run;
 
 /// A `cargo` command (the one running us, when known) in the workspace root,
 /// with the environment of a plain `cargo` in a shell: without the variables
-/// `cargo run` set for xtask. Build scripts watch some of them (ring's
-/// `rerun-if-env-changed=CARGO_MANIFEST_DIR`), so leaving them in made every
-/// `cargo xtask ...` and every later plain `cargo build --release` rebuild
-/// ring, rustls and kube.
+/// `cargo run` set for xtask (see [`xlb_tests::cargo`]).
 pub fn cargo() -> Command {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.current_dir(workspace_root());
-    for (name, _) in std::env::vars_os() {
-        if name.to_str().is_some_and(set_by_cargo_run) {
-            cmd.env_remove(&name);
-        }
-    }
-    cmd
+    xlb_tests::cargo::cargo(&workspace_root())
 }
 
 /// Prints a phase header.
@@ -87,10 +51,7 @@ pub fn run(cmd: &mut Command) -> Result<()> {
     let what = describe(cmd);
     println!("    $ {what}");
     let _ = std::io::stdout().flush();
-    let status = cmd
-        .stdin(Stdio::null())
-        .status()
-        .with_context(|| format!("cannot run `{what}`"))?;
+    let status = cmd.stdin(Stdio::null()).status().with_context(|| format!("cannot run `{what}`"))?;
     if !status.success() {
         bail!("`{what}` failed ({status})");
     }
@@ -101,16 +62,9 @@ pub fn run(cmd: &mut Command) -> Result<()> {
 /// non-zero exit.
 pub fn output(cmd: &mut Command) -> Result<String> {
     let what = describe(cmd);
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("cannot run `{what}`"))?;
+    let out = cmd.stdin(Stdio::null()).output().with_context(|| format!("cannot run `{what}`"))?;
     if !out.status.success() {
-        bail!(
-            "`{what}` failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+        bail!("`{what}` failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim());
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -138,10 +92,20 @@ mod tests {
 
     #[test]
     fn cargo_run_variables_are_recognised() {
-        for v in ["CARGO", "CARGO_MANIFEST_DIR", "CARGO_PKG_NAME", "CARGO_PKG_VERSION_MAJOR", "CARGO_BIN_EXE_xlb", "OUT_DIR"] {
+        for v in
+            ["CARGO", "CARGO_MANIFEST_DIR", "CARGO_PKG_NAME", "CARGO_PKG_VERSION_MAJOR", "CARGO_BIN_EXE_xlb", "OUT_DIR"]
+        {
             assert!(set_by_cargo_run(v), "{v}");
         }
-        for v in ["CARGO_HOME", "CARGO_TARGET_DIR", "CARGO_TERM_COLOR", "CARGO_BUILD_JOBS", "RUSTUP_TOOLCHAIN", "PATH", "CARGOX"] {
+        for v in [
+            "CARGO_HOME",
+            "CARGO_TARGET_DIR",
+            "CARGO_TERM_COLOR",
+            "CARGO_BUILD_JOBS",
+            "RUSTUP_TOOLCHAIN",
+            "PATH",
+            "CARGOX",
+        ] {
             assert!(!set_by_cargo_run(v), "{v}");
         }
     }
@@ -151,11 +115,8 @@ mod tests {
         // This test binary runs under cargo, which set these for it.
         assert!(std::env::var_os("CARGO_MANIFEST_DIR").is_some());
         let cmd = cargo();
-        let removed: Vec<String> = cmd
-            .get_envs()
-            .filter(|(_, v)| v.is_none())
-            .map(|(k, _)| k.to_string_lossy().into_owned())
-            .collect();
+        let removed: Vec<String> =
+            cmd.get_envs().filter(|(_, v)| v.is_none()).map(|(k, _)| k.to_string_lossy().into_owned()).collect();
         for v in ["CARGO_MANIFEST_DIR", "CARGO_PKG_NAME", "CARGO"] {
             if std::env::var_os(v).is_some() {
                 assert!(removed.iter().any(|r| r == v), "{v} not removed: {removed:?}");

@@ -42,11 +42,7 @@ fn venv_dir() -> PathBuf {
     let cache = std::env::var_os("XDG_CACHE_HOME")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME")
-                .filter(|v| !v.is_empty())
-                .map(|h| PathBuf::from(h).join(".cache"))
-        });
+        .or_else(|| std::env::var_os("HOME").filter(|v| !v.is_empty()).map(|h| PathBuf::from(h).join(".cache")));
     match cache {
         Some(c) => c.join("xlb").join(name),
         None => target_dir().join("xtask").join(name),
@@ -59,14 +55,8 @@ fn validator_exe(venv: &Path) -> PathBuf {
 
 /// The installed validator's version, when it runs.
 fn installed_version(venv: &Path) -> Option<String> {
-    let out = Command::new(validator_exe(venv))
-        .arg("--version")
-        .stdin(Stdio::null())
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    let out = Command::new(validator_exe(venv)).arg("--version").stdin(Stdio::null()).output().ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
 /// `cargo xtask setup`'s step: install the validator unless it is there.
@@ -90,35 +80,20 @@ pub fn ensure_validator() -> Result<PathBuf> {
     let venv = venv_dir();
     let exe = validator_exe(&venv);
     if installed_version(&venv).as_deref() == Some(VALIDATOR_VERSION) {
-        info(&format!(
-            "{VALIDATOR_PACKAGE} {VALIDATOR_VERSION}: {}",
-            exe.display()
-        ));
+        info(&format!("{VALIDATOR_PACKAGE} {VALIDATOR_VERSION}: {}", exe.display()));
         return Ok(exe);
     }
-    info(&format!(
-        "{VALIDATOR_PACKAGE} {VALIDATOR_VERSION}: missing, installing it from PyPI into {}",
-        venv.display()
-    ));
+    info(&format!("{VALIDATOR_PACKAGE} {VALIDATOR_VERSION}: missing, installing it from PyPI into {}", venv.display()));
     ensure_python_venv()?;
     if venv.exists() {
-        std::fs::remove_dir_all(&venv)
-            .with_context(|| format!("cannot remove the stale {}", venv.display()))?;
+        std::fs::remove_dir_all(&venv).with_context(|| format!("cannot remove the stale {}", venv.display()))?;
     }
     if let Some(parent) = venv.parent() {
-        std::fs::create_dir_all(parent)
-            .with_context(|| format!("cannot create {}", parent.display()))?;
+        std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
     }
     let installed = run(Command::new("python3").args(["-m", "venv"]).arg(&venv)).and_then(|()| {
         run(Command::new(venv.join("bin").join("python"))
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                "--no-input",
-            ])
+            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-input"])
             .arg(format!("{VALIDATOR_PACKAGE}=={VALIDATOR_VERSION}")))
     });
     if let Err(e) = installed {
@@ -127,10 +102,7 @@ pub fn ensure_validator() -> Result<PathBuf> {
     }
     match installed_version(&venv) {
         Some(v) if v == VALIDATOR_VERSION => {
-            info(&format!(
-                "{VALIDATOR_PACKAGE} {VALIDATOR_VERSION}: installed at {}",
-                exe.display()
-            ));
+            info(&format!("{VALIDATOR_PACKAGE} {VALIDATOR_VERSION}: installed at {}", exe.display()));
             Ok(exe)
         }
         other => bail!(
@@ -160,9 +132,7 @@ fn ensure_python_venv() -> Result<()> {
         bail!("python3 with the venv module is needed (Debian: apt-get install python3-venv)");
     }
     info("python3 venv: missing, installing python3-venv");
-    run(Command::new("apt-get")
-        .arg("update")
-        .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    run(Command::new("apt-get").arg("update").env("DEBIAN_FRONTEND", "noninteractive"))?;
     run(Command::new("apt-get")
         .args(["install", "-y", "python3", "python3-venv"])
         .env("DEBIAN_FRONTEND", "noninteractive"))?;
@@ -197,24 +167,13 @@ pub fn validate_manifests() -> Result<()> {
         bail!("no manifests in {}", deploy.display());
     }
     let examples_dir = deploy.join("examples");
-    let examples = if examples_dir.is_dir() {
-        yaml_files(&examples_dir)?
-    } else {
-        Vec::new()
-    };
+    let examples = if examples_dir.is_dir() { yaml_files(&examples_dir)? } else { Vec::new() };
 
     check_kustomization(&exe, &deploy, &manifests)?;
 
     let files: Vec<PathBuf> = manifests.iter().chain(&examples).cloned().collect();
-    let rel: Vec<String> = files
-        .iter()
-        .map(|f| {
-            f.strip_prefix(workspace_root())
-                .unwrap_or(f)
-                .display()
-                .to_string()
-        })
-        .collect();
+    let rel: Vec<String> =
+        files.iter().map(|f| f.strip_prefix(workspace_root()).unwrap_or(f).display().to_string()).collect();
     let (ok, text) = run_validator(&exe, &files)?;
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
         info(line);
@@ -254,9 +213,7 @@ fn run_validator(exe: &Path, files: &[PathBuf]) -> Result<(bool, String)> {
         .args(files.iter().map(|f| f.strip_prefix(&root).unwrap_or(f)))
         .current_dir(&root)
         .stdin(Stdio::null());
-    let out = cmd
-        .output()
-        .with_context(|| format!("cannot run {}", exe.display()))?;
+    let out = cmd.output().with_context(|| format!("cannot run {}", exe.display()))?;
     let mut text = String::from_utf8_lossy(&out.stdout).to_string();
     text.push_str(&String::from_utf8_lossy(&out.stderr));
     Ok((out.status.success(), text))
@@ -305,26 +262,17 @@ fn check_kustomization(exe: &Path, deploy: &Path, manifests: &[PathBuf]) -> Resu
     let listed = output(Command::new(&python).arg("-c").arg(script).arg(&path))
         .with_context(|| format!("cannot read {}", path.display()))?;
     let listed: Vec<String> = listed.lines().map(|l| l.trim().to_string()).collect();
-    let present: Vec<String> = manifests
-        .iter()
-        .filter_map(|m| m.file_name().map(|n| n.to_string_lossy().to_string()))
-        .collect();
+    let present: Vec<String> =
+        manifests.iter().filter_map(|m| m.file_name().map(|n| n.to_string_lossy().to_string())).collect();
     let problems = kustomization_problems(&listed, &present, |r| deploy.join(r).exists());
     if !problems.is_empty() {
         bail!("{}:\n  {}", path.display(), problems.join("\n  "));
     }
-    info(&format!(
-        "{KUSTOMIZATION}: lists {} (all present)",
-        listed.join(", ")
-    ));
+    info(&format!("{KUSTOMIZATION}: lists {} (all present)", listed.join(", ")));
     Ok(())
 }
 
-fn kustomization_problems(
-    listed: &[String],
-    present: &[String],
-    exists: impl Fn(&str) -> bool,
-) -> Vec<String> {
+fn kustomization_problems(listed: &[String], present: &[String], exists: impl Fn(&str) -> bool) -> Vec<String> {
     let mut problems = Vec::new();
     if listed.is_empty() {
         problems.push("lists no resources".to_string());
@@ -335,10 +283,7 @@ fn kustomization_problems(
         }
     }
     for m in present {
-        if !listed
-            .iter()
-            .any(|r| r == m || r.strip_prefix("./") == Some(m))
-        {
+        if !listed.iter().any(|r| r == m || r.strip_prefix("./") == Some(m)) {
             problems.push(format!("does not list {m}"));
         }
     }
@@ -373,8 +318,7 @@ fn self_check(exe: &Path) -> Result<()> {
     let dir = target_dir().join("xtask");
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let path = dir.join("broken-daemonset.yaml");
-    std::fs::write(&path, BROKEN_DAEMONSET)
-        .with_context(|| format!("cannot write {}", path.display()))?;
+    std::fs::write(&path, BROKEN_DAEMONSET).with_context(|| format!("cannot write {}", path.display()))?;
     let (ok, text) = run_validator(exe, std::slice::from_ref(&path))?;
     let _ = std::fs::remove_file(&path);
     if ok || !text.contains("ERROR") || !text.contains("xlbNoSuchField") {
@@ -406,15 +350,8 @@ mod tests {
         let text = "INFO deploy/a.yaml passed for resource namespace/x against version 1.33\n\
                     ERROR deploy/b.yaml did not validate for resource daemonset/y against version 1.33: spec: bad\n";
         let p = problems(false, text, &files());
-        assert!(
-            p.iter().any(|l| l.starts_with("ERROR deploy/b.yaml")),
-            "{p:?}"
-        );
-        assert!(
-            p.iter()
-                .any(|l| l == "deploy/b.yaml: no resource was validated"),
-            "{p:?}"
-        );
+        assert!(p.iter().any(|l| l.starts_with("ERROR deploy/b.yaml")), "{p:?}");
+        assert!(p.iter().any(|l| l == "deploy/b.yaml: no resource was validated"), "{p:?}");
 
         // A kind without a schema is only a warning (exit 0) to the tool.
         let text = "INFO deploy/a.yaml passed for resource namespace/x against version 1.33\n\
@@ -434,14 +371,9 @@ mod tests {
 
         let listed = vec!["a.yaml".to_string(), "c.yaml".to_string()];
         let p = kustomization_problems(&listed, &present, exists);
-        assert_eq!(
-            p,
-            vec!["lists c.yaml, which does not exist", "does not list b.yaml"]
-        );
+        assert_eq!(p, vec!["lists c.yaml, which does not exist", "does not list b.yaml"]);
 
-        assert!(
-            kustomization_problems(&[], &[], exists).contains(&"lists no resources".to_string())
-        );
+        assert!(kustomization_problems(&[], &[], exists).contains(&"lists no resources".to_string()));
     }
 
     #[test]

@@ -145,9 +145,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
         if bytes.len() > MAX_FILE_BYTES {
             return Ok(None);
         }
-        String::from_utf8(bytes)
-            .map(Some)
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+        String::from_utf8(bytes).map(Some).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
     });
     match read {
         Ok(None) => Err(too_large(&file_name)),

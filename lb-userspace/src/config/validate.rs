@@ -11,8 +11,8 @@ use super::{
     Config, ConfigError,
 };
 use crate::model::{
-    self, check_backend, check_backend_addr, check_snat_address, check_source_range_family, check_vip, BackendSpec, Claims,
-    ModelError, Protocol, ServiceSpec, SourceMode, AFFINITY_TIMEOUT, IDLE_TIMEOUT,
+    self, check_backend, check_backend_addr, check_snat_address, check_source_range_family, check_vip, BackendSpec,
+    Claims, ModelError, Protocol, ServiceSpec, SourceMode, AFFINITY_TIMEOUT, IDLE_TIMEOUT,
 };
 
 /// Most services one file may hold (the data path's limit).
@@ -44,10 +44,7 @@ const BACKEND_FORMS: &str = "use ip:port, or [v6addr]:port for IPv6";
 
 /// Validates the tree (`None`: empty file) and returns the config or every error.
 pub(super) fn config(file: &str, root: Option<&Node>) -> Result<Config, Vec<ConfigError>> {
-    let mut walker = Walker {
-        file,
-        errors: Vec::new(),
-    };
+    let mut walker = Walker { file, errors: Vec::new() };
     let config = walker.root(root);
     if walker.errors.is_empty() {
         Ok(config)
@@ -83,21 +80,14 @@ struct Fields<'n> {
 impl<'n> Fields<'n> {
     /// The value of `key`, or `None` if it is absent or null.
     fn optional(&self, key: &str) -> Option<&'n Node> {
-        self.entries
-            .get(key)
-            .map(|e| e.value)
-            .filter(|v| !v.is_null())
+        self.entries.get(key).map(|e| e.value).filter(|v| !v.is_null())
     }
 
     /// The value of `key`; reports it as missing (with `hint`) otherwise.
     fn required(&self, walker: &mut Walker, key: &str, hint: &str) -> Option<&'n Node> {
         let field = join(&self.path, key);
         match self.entries.get(key) {
-            None => walker.error(
-                self.line,
-                field,
-                format!("missing required key {key}; {hint}"),
-            ),
+            None => walker.error(self.line, field, format!("missing required key {key}; {hint}")),
             Some(e) if e.value.is_null() => {
                 walker.error(e.key_line, field, format!("{key} has no value; {hint}"));
             }
@@ -138,23 +128,13 @@ impl Walker<'_> {
     }
 
     /// Checks that `node` is a mapping with only `allowed` keys, each once.
-    fn mapping<'n>(
-        &mut self,
-        node: &'n Node,
-        path: &str,
-        allowed: &[&str],
-        what: &str,
-    ) -> Option<Fields<'n>> {
+    fn mapping<'n>(&mut self, node: &'n Node, path: &str, allowed: &[&str], what: &str) -> Option<Fields<'n>> {
         let Kind::Map(pairs) = &node.kind else {
             let field = if path.is_empty() { "file" } else { path };
             self.error(node.line, field, format!("expected {what}, found {node}"));
             return None;
         };
-        let mut fields = Fields {
-            line: node.line,
-            path: path.to_owned(),
-            entries: HashMap::new(),
-        };
+        let mut fields = Fields { line: node.line, path: path.to_owned(), entries: HashMap::new() };
         for (key, value) in pairs {
             let Some(name) = key.scalar() else {
                 let field = if path.is_empty() { "file" } else { path };
@@ -164,25 +144,13 @@ impl Walker<'_> {
             };
             let field = join(path, name);
             if !allowed.contains(&name) {
-                let message = format!(
-                    "unknown key {name:?}; allowed keys are {}",
-                    allowed.join(", ")
-                );
+                let message = format!("unknown key {name:?}; allowed keys are {}", allowed.join(", "));
                 self.error(key.line, field, message);
             } else if let Some(first) = fields.entries.get(name) {
-                let message = format!(
-                    "{name} is given twice (first on line {}); give each key once",
-                    first.key_line
-                );
+                let message = format!("{name} is given twice (first on line {}); give each key once", first.key_line);
                 self.error(key.line, field, message);
             } else {
-                fields.entries.insert(
-                    name,
-                    Entry {
-                        key_line: key.line,
-                        value,
-                    },
-                );
+                fields.entries.insert(name, Entry { key_line: key.line, value });
             }
         }
         Some(fields)
@@ -198,21 +166,10 @@ impl Walker<'_> {
     }
 
     /// A plain integer in `min..=max`; `what` names it for messages.
-    fn integer(
-        &mut self,
-        node: &Node,
-        field: &str,
-        what: &str,
-        min: i128,
-        max: i128,
-    ) -> Option<i128> {
+    fn integer(&mut self, node: &Node, field: &str, what: &str, min: i128, max: i128) -> Option<i128> {
         let range = format!("{min}..={max}");
         let Kind::Scalar { text, plain } = &node.kind else {
-            self.error(
-                node.line,
-                field,
-                format!("expected {what} in {range}, found {node}"),
-            );
+            self.error(node.line, field, format!("expected {what} in {range}, found {node}"));
             return None;
         };
         let message = match text.parse::<i128>() {
@@ -221,12 +178,7 @@ impl Walker<'_> {
             }
             Ok(n) if (min..=max).contains(&n) => return Some(n),
             Ok(n) => format!("{n} is outside {range}"),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    IntErrorKind::PosOverflow | IntErrorKind::NegOverflow
-                ) =>
-            {
+            Err(e) if matches!(e.kind(), IntErrorKind::PosOverflow | IntErrorKind::NegOverflow) => {
                 format!("{text} is outside {range}")
             }
             Err(_) => format!("{node} is not an integer; use {what} in {range}"),
@@ -261,9 +213,7 @@ impl Walker<'_> {
             config.interfaces = self.interfaces(node);
         }
         if let Some(node) = fields.optional("maglev_seed") {
-            config.maglev_seed = self
-                .integer(node, "maglev_seed", "a seed", 0, i128::from(u32::MAX))
-                .map(|n| n as u32);
+            config.maglev_seed = self.integer(node, "maglev_seed", "a seed", 0, i128::from(u32::MAX)).map(|n| n as u32);
         }
         if let Some(node) = fields.optional("services") {
             config.state.services = self.services(node);
@@ -273,8 +223,7 @@ impl Walker<'_> {
 
     fn interfaces(&mut self, node: &Node) -> Vec<String> {
         let Kind::Seq(items) = &node.kind else {
-            let message =
-                format!("expected a list of interface names such as [eth0], found {node}");
+            let message = format!("expected a list of interface names such as [eth0], found {node}");
             self.error(node.line, "interfaces", message);
             return Vec::new();
         };
@@ -288,9 +237,7 @@ impl Walker<'_> {
             if let Some(message) = ifname_problem(name) {
                 self.error(item.line, field, message);
             } else if let Some(first) = seen.get(name) {
-                let message = format!(
-                    "{name:?} is already listed as interfaces[{first}]; list each interface once"
-                );
+                let message = format!("{name:?} is already listed as interfaces[{first}]; list each interface once");
                 self.error(item.line, field, message);
             } else {
                 seen.insert(name, i);
@@ -333,33 +280,29 @@ impl Walker<'_> {
             let field = join(&path, "name");
             let name = self.service_name(n, &field)?;
             if let Err(first) = seen.names.claim(name.clone(), index) {
-                let message = format!(
-                    "{name:?} is already the name of services[{first}]; service names must be unique"
-                );
+                let message =
+                    format!("{name:?} is already the name of services[{first}]; service names must be unique");
                 self.error(n.line, field, message);
             }
             Some(name)
         });
-        let vip = f
-            .required(self, "vip", "give an IPv4 or IPv6 address")
-            .and_then(|n| {
-                let field = join(&path, "vip");
-                let ip = self.ip(n, &field)?;
-                if let Err(problem) = check_vip(ip) {
-                    let message = format!(
-                        "{problem}; use a unicast address that clients send to, such as 192.0.2.10 or 2001:db8::10"
-                    );
-                    self.error(n.line, field, message);
-                    return None;
-                }
-                Some(ip)
-            });
+        let vip = f.required(self, "vip", "give an IPv4 or IPv6 address").and_then(|n| {
+            let field = join(&path, "vip");
+            let ip = self.ip(n, &field)?;
+            if let Err(problem) = check_vip(ip) {
+                let message = format!(
+                    "{problem}; use a unicast address that clients send to, such as 192.0.2.10 or 2001:db8::10"
+                );
+                self.error(n.line, field, message);
+                return None;
+            }
+            Some(ip)
+        });
         let port = f
             .required(self, "port", "give a port in 1..=65535")
             .and_then(|n| self.integer(n, &join(&path, "port"), "a port", 1, 65535));
-        let protocol = f
-            .required(self, "protocol", "use udp or tcp")
-            .and_then(|n| self.protocol(n, &join(&path, "protocol")));
+        let protocol =
+            f.required(self, "protocol", "use udp or tcp").and_then(|n| self.protocol(n, &join(&path, "protocol")));
         let source_node = f.optional("source");
         let source = match source_node {
             Some(n) => self.source(n, &join(&path, "source")),
@@ -388,20 +331,14 @@ impl Walker<'_> {
             self.error(n.line, field, message);
             None
         });
-        let udp_timeout = f
-            .optional("udp_timeout")
-            .map(|n| self.timeout(n, &path, "udp_timeout"));
-        let tcp_timeout = f
-            .optional("tcp_timeout")
-            .map(|n| self.timeout(n, &path, "tcp_timeout"));
-        let maglev_table_size = f
-            .optional("maglev_table_size")
-            .map(|n| self.table_size(n, &join(&path, "maglev_table_size")));
+        let udp_timeout = f.optional("udp_timeout").map(|n| self.timeout(n, &path, "udp_timeout"));
+        let tcp_timeout = f.optional("tcp_timeout").map(|n| self.timeout(n, &path, "tcp_timeout"));
+        let maglev_table_size =
+            f.optional("maglev_table_size").map(|n| self.table_size(n, &join(&path, "maglev_table_size")));
         let affinity_timeout = f.optional("session_affinity_timeout").map(|n| {
             let field = join(&path, "session_affinity_timeout");
             let (min, max) = (i128::from(*AFFINITY_TIMEOUT.start()), i128::from(*AFFINITY_TIMEOUT.end()));
-            self.integer(n, &field, "a session-affinity timeout in seconds", min, max)
-                .map(|n| n as u32)
+            self.integer(n, &field, "a session-affinity timeout in seconds", min, max).map(|n| n as u32)
         });
         let source_ranges = match f.optional("source_ranges") {
             Some(n) => self.source_ranges(n, &path, vip),
@@ -415,10 +352,7 @@ impl Walker<'_> {
 
         if let (Some(vip), Some(port), Some(protocol)) = (vip, port, protocol) {
             let key = (vip, port, protocol);
-            let first_use = FirstUse {
-                index,
-                name: name.clone(),
-            };
+            let first_use = FirstUse { index, name: name.clone() };
             if let Err(first) = seen.keys.claim(key, first_use) {
                 let owner = match &first.name {
                     Some(n) => format!("service {n:?} (services[{}])", first.index),
@@ -450,9 +384,7 @@ impl Walker<'_> {
 
     fn service_name(&mut self, node: &Node, field: &str) -> Option<String> {
         let text = self.string(node, field, "a service name")?;
-        let bad = text
-            .chars()
-            .find(|c| !matches!(c, 'a'..='z' | '0'..='9' | '-'));
+        let bad = text.chars().find(|c| !matches!(c, 'a'..='z' | '0'..='9' | '-'));
         let message = if text.is_empty() {
             format!("the name is empty; {NAME_RULE}")
         } else if let Some(c) = bad {
@@ -471,11 +403,7 @@ impl Walker<'_> {
             "udp" => Some(Protocol::Udp),
             "tcp" => Some(Protocol::Tcp),
             other => {
-                self.error(
-                    node.line,
-                    field,
-                    format!("{other:?} is not a protocol; use udp or tcp"),
-                );
+                self.error(node.line, field, format!("{other:?} is not a protocol; use udp or tcp"));
                 None
             }
         }
@@ -498,9 +426,9 @@ impl Walker<'_> {
         let allowed = crate::maglev::sizes_list();
         let message = match &node.kind {
             Kind::Scalar { text, plain } => match text.parse::<i128>() {
-                Ok(n) if !plain => format!(
-                    "\"{n}\" is quoted text; write the table size as a plain integer, one of {allowed}"
-                ),
+                Ok(n) if !plain => {
+                    format!("\"{n}\" is quoted text; write the table size as a plain integer, one of {allowed}")
+                }
                 Ok(n) => match crate::maglev::SIZES.iter().find(|s| i128::from(**s) == n) {
                     Some(s) => return Some(*s),
                     None => format!(
@@ -508,12 +436,7 @@ impl Walker<'_> {
                         crate::maglev::DEFAULT_SIZE
                     ),
                 },
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        IntErrorKind::PosOverflow | IntErrorKind::NegOverflow
-                    ) =>
-                {
+                Err(e) if matches!(e.kind(), IntErrorKind::PosOverflow | IntErrorKind::NegOverflow) => {
                     format!("{text} is not an allowed table size; use one of {allowed}")
                 }
                 Err(_) => format!("{node} is not an integer; use a table size, one of {allowed}"),
@@ -527,23 +450,15 @@ impl Walker<'_> {
     fn timeout(&mut self, node: &Node, path: &str, key: &str) -> Option<u32> {
         let what = "a timeout in seconds";
         let (min, max) = (i128::from(*IDLE_TIMEOUT.start()), i128::from(*IDLE_TIMEOUT.end()));
-        self.integer(node, &join(path, key), what, min, max)
-            .map(|n| n as u32)
+        self.integer(node, &join(path, key), what, min, max).map(|n| n as u32)
     }
 
     /// The `source_ranges` of the service at `path`: CIDRs (or single
     /// addresses) of the VIP's family, without host bits, each once.
-    fn source_ranges(
-        &mut self,
-        node: &Node,
-        path: &str,
-        vip: Option<IpAddr>,
-    ) -> Option<Vec<ipnet::IpNet>> {
+    fn source_ranges(&mut self, node: &Node, path: &str, vip: Option<IpAddr>) -> Option<Vec<ipnet::IpNet>> {
         let field = join(path, "source_ranges");
         let Kind::Seq(items) = &node.kind else {
-            let message = format!(
-                "expected a list of CIDRs such as [203.0.113.0/24, \"2001:db8::/32\"], found {node}"
-            );
+            let message = format!("expected a list of CIDRs such as [203.0.113.0/24, \"2001:db8::/32\"], found {node}");
             self.error(node.line, field, message);
             return None;
         };
@@ -575,8 +490,7 @@ impl Walker<'_> {
                 self.error(item.line, item_field, e.to_string());
                 ok = false;
             } else if let Err(first) = seen.claim(net, j) {
-                let message =
-                    format!("{net} is already listed as {field}[{first}]; list each range once");
+                let message = format!("{net} is already listed as {field}[{first}]; list each range once");
                 self.error(item.line, item_field, message);
                 ok = false;
             } else {
@@ -621,8 +535,7 @@ impl Walker<'_> {
                 self.error(line, addr_field, e.to_string());
                 ok = false;
             } else if let Err(first) = seen.claim(addr, j) {
-                let message =
-                    format!("{addr} is already listed as {field}[{first}]; list each backend once");
+                let message = format!("{addr} is already listed as {field}[{first}]; list each backend once");
                 self.error(line, addr_field, message);
                 ok = false;
             } else {
@@ -647,9 +560,7 @@ impl Walker<'_> {
                 }
             }
             Kind::Seq(_) => {
-                let message = format!(
-                    "expected {what}, found a list; quote IPv6 backends, e.g. \"[2001:db8::5]:53\""
-                );
+                let message = format!("expected {what}, found a list; quote IPv6 backends, e.g. \"[2001:db8::5]:53\"");
                 self.error(node.line, path, message);
                 return None;
             }
@@ -669,14 +580,7 @@ impl Walker<'_> {
             None => Some(1),
         };
         let (addr, line) = addr?;
-        Some((
-            BackendSpec {
-                addr,
-                weight: weight? as u16,
-            },
-            line,
-            addr_field,
-        ))
+        Some((BackendSpec { addr, weight: weight? as u16 }, line, addr_field))
     }
 
     fn backend_addr(&mut self, text: &str, line: usize, field: &str) -> Option<SocketAddr> {
@@ -712,9 +616,9 @@ fn misread_backend(pairs: &[(Node, Node)]) -> Option<String> {
     let hint = hint.trim_end_matches('0');
     Some(match value.scalar() {
         None if value.is_null() => format!("\"{ip}:\" has no port; write it as {hint}PORT"),
-        Some(port) => format!(
-            "\"{ip}: {port}\" is read as a mapping; write the backend as {hint}{port}, without a space"
-        ),
+        Some(port) => {
+            format!("\"{ip}: {port}\" is read as a mapping; write the backend as {hint}{port}, without a space")
+        }
         None => format!("expected a backend \"ip:port\", found a mapping with key {ip}"),
     })
 }
@@ -727,10 +631,7 @@ fn parse_backend_addr(text: &str) -> Result<SocketAddr, String> {
         }
         return Ok(addr);
     }
-    let bare = text
-        .strip_prefix('[')
-        .and_then(|t| t.strip_suffix(']'))
-        .unwrap_or(text);
+    let bare = text.strip_prefix('[').and_then(|t| t.strip_suffix(']')).unwrap_or(text);
     if let Ok(ip) = bare.parse::<IpAddr>() {
         let with_port = SocketAddr::new(ip, 0).to_string();
         let hint = with_port.trim_end_matches('0');
@@ -748,9 +649,7 @@ fn parse_backend_addr(text: &str) -> Result<SocketAddr, String> {
             return Err(format!("port {port} in {text:?} is outside 1..=65535"));
         }
     }
-    Err(format!(
-        "{text:?} is not a backend address; {BACKEND_FORMS}"
-    ))
+    Err(format!("{text:?} is not a backend address; {BACKEND_FORMS}"))
 }
 
 /// Parses a source range: "ip/len", or a bare address (one host). Host bits
@@ -789,10 +688,7 @@ fn ifname_problem(name: &str) -> Option<String> {
         Some(format!("the interface name is empty; {rule}"))
     } else if name.len() > MAX_IFNAME_LEN {
         Some(format!("{name:?} is {} bytes long; {rule}", name.len()))
-    } else if let Some(c) = name
-        .chars()
-        .find(|c| *c == '/' || *c == ':' || c.is_whitespace())
-    {
+    } else if let Some(c) = name.chars().find(|c| *c == '/' || *c == ':' || c.is_whitespace()) {
         Some(format!("{name:?} contains {c:?}; {rule}"))
     } else if name == "." || name == ".." {
         Some(format!("{name:?} is not an interface name; {rule}"))

@@ -109,19 +109,8 @@ pub(super) fn parse(text: &str) -> Result<Option<Node>, SyntaxError> {
 /// A collection being built.
 #[derive(Debug)]
 enum Frame {
-    Seq {
-        line: usize,
-        anchor: usize,
-        items: Vec<Node>,
-        size: Size,
-    },
-    Map {
-        line: usize,
-        anchor: usize,
-        entries: Vec<(Node, Node)>,
-        key: Option<Node>,
-        size: Size,
-    },
+    Seq { line: usize, anchor: usize, items: Vec<Node>, size: Size },
+    Map { line: usize, anchor: usize, entries: Vec<(Node, Node)>, key: Option<Node>, size: Size },
 }
 
 /// What a subtree costs: its nodes, its scalar bytes and its depth (0 for a
@@ -167,12 +156,7 @@ impl Builder {
                 s.add_child(size);
                 items.push(node);
             }
-            Some(Frame::Map {
-                entries,
-                key,
-                size: s,
-                ..
-            }) => {
+            Some(Frame::Map { entries, key, size: s, .. }) => {
                 s.add_child(size);
                 match key.take() {
                     Some(k) => entries.push((k, node)),
@@ -198,19 +182,8 @@ impl Builder {
             }
             Event::Scalar(text, style, anchor, _tag) => {
                 let plain = style == TScalarStyle::Plain;
-                let size = Size {
-                    nodes: 1,
-                    text: text.len(),
-                    depth: 0,
-                };
-                self.push(
-                    Node {
-                        line,
-                        kind: Kind::Scalar { text, plain },
-                    },
-                    size,
-                    anchor,
-                );
+                let size = Size { nodes: 1, text: text.len(), depth: 0 };
+                self.push(Node { line, kind: Kind::Scalar { text, plain } }, size, anchor);
             }
             Event::Alias(id) => {
                 if let Some((_, size)) = self.anchors.get(&id) {
@@ -219,17 +192,8 @@ impl Builder {
                 let (mut node, size) = match self.anchors.get(&id) {
                     Some((node, size)) => (node.clone(), *size),
                     None => (
-                        Node {
-                            line,
-                            kind: Kind::Scalar {
-                                text: String::new(),
-                                plain: true,
-                            },
-                        },
-                        Size {
-                            nodes: 1,
-                            ..Size::default()
-                        },
+                        Node { line, kind: Kind::Scalar { text: String::new(), plain: true } },
+                        Size { nodes: 1, ..Size::default() },
                     ),
                 };
                 node.line = line;
@@ -241,10 +205,7 @@ impl Builder {
                     line,
                     anchor,
                     items: Vec::new(),
-                    size: Size {
-                        nodes: 1,
-                        ..Size::default()
-                    },
+                    size: Size { nodes: 1, ..Size::default() },
                 });
             }
             Event::MappingStart(anchor, _) => {
@@ -254,43 +215,15 @@ impl Builder {
                     anchor,
                     entries: Vec::new(),
                     key: None,
-                    size: Size {
-                        nodes: 1,
-                        ..Size::default()
-                    },
+                    size: Size { nodes: 1, ..Size::default() },
                 });
             }
             Event::SequenceEnd | Event::MappingEnd => match self.stack.pop() {
-                Some(Frame::Seq {
-                    line,
-                    anchor,
-                    items,
-                    size,
-                }) => {
-                    self.push(
-                        Node {
-                            line,
-                            kind: Kind::Seq(items),
-                        },
-                        size,
-                        anchor,
-                    );
+                Some(Frame::Seq { line, anchor, items, size }) => {
+                    self.push(Node { line, kind: Kind::Seq(items) }, size, anchor);
                 }
-                Some(Frame::Map {
-                    line,
-                    anchor,
-                    entries,
-                    size,
-                    ..
-                }) => {
-                    self.push(
-                        Node {
-                            line,
-                            kind: Kind::Map(entries),
-                        },
-                        size,
-                        anchor,
-                    );
+                Some(Frame::Map { line, anchor, entries, size, .. }) => {
+                    self.push(Node { line, kind: Kind::Map(entries) }, size, anchor);
                 }
                 None => {}
             },

@@ -137,8 +137,6 @@ fn update(svc: &Service, ips: Vec<IpAddr>) -> StatusUpdate {
 pub fn allocate(pools: &[IpNet], used: &BTreeSet<IpAddr>) -> Option<IpAddr> {
     pools.iter().find_map(|p| {
         let skip_network = p.prefix_len() + 1 < p.max_prefix_len();
-        p.hosts()
-            .take(1 << 20)
-            .find(|ip| !(used.contains(ip) || skip_network && *ip == p.network()))
+        p.hosts().take(1 << 20).find(|ip| !(used.contains(ip) || skip_network && *ip == p.network()))
     })
 }

@@ -65,7 +65,8 @@ pub fn endpoints(
     let mut found: BTreeMap<SocketAddr, Endpoint> = BTreeMap::new();
     for slice in slices {
         if slice.metadata.namespace.as_deref() != Some(namespace)
-            || slice.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL)).map(String::as_str) != Some(service)
+            || slice.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL)).map(String::as_str)
+                != Some(service)
             || !matches!(slice.address_type.as_str(), "IPv4" | "IPv6")
         {
             continue;

@@ -40,11 +40,17 @@ impl Notifier {
     /// as Events in the background. Forgets Services that are gone; losing
     /// the Lease forgets what was published (a later holder publishes the
     /// current notes once).
-    pub fn notify(&mut self, services: &[std::sync::Arc<Service>], notes: &BTreeMap<(String, String), Vec<Note>>, publish: bool) {
+    pub fn notify(
+        &mut self,
+        services: &[std::sync::Arc<Service>],
+        notes: &BTreeMap<(String, String), Vec<Note>>,
+        publish: bool,
+    ) {
         self.logged.retain(|k, _| notes.contains_key(k));
         self.published.retain(|k, _| publish && notes.contains_key(k));
         for svc in services {
-            let key = (svc.metadata.namespace.clone().unwrap_or_default(), svc.metadata.name.clone().unwrap_or_default());
+            let key =
+                (svc.metadata.namespace.clone().unwrap_or_default(), svc.metadata.name.clone().unwrap_or_default());
             let Some(now) = notes.get(&key) else { continue };
             let service = format!("{}/{}", key.0, key.1);
             for n in fresh(self.logged.get(&key), now) {
@@ -75,8 +81,12 @@ impl Notifier {
                         secondary: None,
                     };
                     match recorder.publish(&ev, &reference).await {
-                        Ok(()) => debug!(service = %format!("{}/{}", key.0, key.1), reason = n.reason, "event published"),
-                        Err(e) => warn!(service = %format!("{}/{}", key.0, key.1), reason = n.reason, error = %e, "could not publish an event"),
+                        Ok(()) => {
+                            debug!(service = %format!("{}/{}", key.0, key.1), reason = n.reason, "event published");
+                        }
+                        Err(e) => {
+                            warn!(service = %format!("{}/{}", key.0, key.1), reason = n.reason, error = %e, "could not publish an event");
+                        }
                     }
                 }
             });

@@ -83,10 +83,7 @@ pub async fn client(kubeconfig: Option<&std::path::Path>) -> Result<Client> {
     };
     // Name ourselves in the API server's audit log (kube sends no User-Agent).
     let mut config = config;
-    config.headers.push((
-        axum::http::header::USER_AGENT,
-        axum::http::HeaderValue::from_static(USER_AGENT),
-    ));
+    config.headers.push((axum::http::header::USER_AGENT, axum::http::HeaderValue::from_static(USER_AGENT)));
     Client::try_from(config).context("building the Kubernetes client")
 }
 
@@ -94,7 +91,13 @@ pub async fn client(kubeconfig: Option<&std::path::Path>) -> Result<Client> {
 /// the first interface.
 fn node_address(stores: &watch::Stores, opts: &Options) -> Option<IpAddr> {
     let from_node = stores.nodes.state().iter().find_map(|n| {
-        n.status.as_ref()?.addresses.as_ref()?.iter().find(|a| a.type_ == "InternalIP").and_then(|a| a.address.parse().ok())
+        n.status
+            .as_ref()?
+            .addresses
+            .as_ref()?
+            .iter()
+            .find(|a| a.type_ == "InternalIP")
+            .and_then(|a| a.address.parse().ok())
     });
     from_node.or_else(|| opts.interfaces.first().and_then(|i| crate::iface::first_address(i)))
 }
@@ -166,7 +169,9 @@ pub async fn run(
         }
         match node_address(&stores, &opts) {
             Some(addr) => health_servers.sync(addr, &t.health_checks).await,
-            None if !t.health_checks.is_empty() => warn!("no node address (Node InternalIP or interface address): health-check node ports not served"),
+            None if !t.health_checks.is_empty() => {
+                warn!("no node address (Node InternalIP or interface address): health-check node ports not served");
+            }
             None => {}
         }
         let leading = leader.load(Ordering::SeqCst);
@@ -180,7 +185,9 @@ pub async fn run(
         let api = Api::<Lease>::namespaced(client.clone(), &opts.namespace);
         match tokio::time::timeout(Duration::from_secs(2), lease::release(&api, &opts.node_name)).await {
             Ok(Ok(())) => info!("allocator Lease released"),
-            Ok(Err(e)) => warn!(error = %e, "could not release the allocator Lease; another agent takes it when it expires"),
+            Ok(Err(e)) => {
+                warn!(error = %e, "could not release the allocator Lease; another agent takes it when it expires");
+            }
             Err(_) => warn!("releasing the allocator Lease timed out; another agent takes it when it expires"),
         }
     }
@@ -209,15 +216,20 @@ async fn hold_lease(api: Api<Lease>, identity: String, leader: Arc<AtomicBool>, 
 /// status (`ipMode: VIP`), allocating from the pools and releasing them.
 async fn write_status(client: &Client, services: &[Arc<Service>], opts: &Options) {
     let ours = translate::ours_in_claim_order(services, &opts.lb_class);
-    let others: Vec<Arc<Service>> = services.iter().filter(|s| !translate::is_ours(s, &opts.lb_class)).cloned().collect();
+    let others: Vec<Arc<Service>> =
+        services.iter().filter(|s| !translate::is_ours(s, &opts.lb_class)).cloned().collect();
     for u in address::plan(&ours, &others, &opts.pools) {
         let ingress: Vec<serde_json::Value> =
             u.ips.iter().map(|ip| serde_json::json!({"ip": ip.to_string(), "ipMode": "VIP"})).collect();
         let patch = serde_json::json!({"status": {"loadBalancer": {"ingress": ingress}}});
         let api = Api::<Service>::namespaced(client.clone(), &u.namespace);
         match api.patch_status(&u.name, &PatchParams::default(), &Patch::Merge(&patch)).await {
-            Ok(_) => info!(service = %format!("{}/{}", u.namespace, u.name), ips = ?u.ips, "status.loadBalancer.ingress written"),
-            Err(e) => warn!(service = %format!("{}/{}", u.namespace, u.name), error = %e, "could not write the Service's status"),
+            Ok(_) => {
+                info!(service = %format!("{}/{}", u.namespace, u.name), ips = ?u.ips, "status.loadBalancer.ingress written");
+            }
+            Err(e) => {
+                warn!(service = %format!("{}/{}", u.namespace, u.name), error = %e, "could not write the Service's status");
+            }
         }
     }
 }

@@ -75,9 +75,7 @@ pub enum RbacError {
 pub fn granted(manifests: &str) -> Result<BTreeSet<Grant>, RbacError> {
     let docs = YamlLoader::load_from_str(manifests)?;
     let strings = |y: &Yaml| -> Vec<String> {
-        y.as_vec()
-            .map(|v| v.iter().filter_map(|s| s.as_str().map(str::to_string)).collect())
-            .unwrap_or_default()
+        y.as_vec().map(|v| v.iter().filter_map(|s| s.as_str().map(str::to_string)).collect()).unwrap_or_default()
     };
     let mut out = BTreeSet::new();
     for doc in &docs {
@@ -106,10 +104,7 @@ mod tests {
     use super::*;
 
     fn declared() -> BTreeSet<Grant> {
-        API_CALLS
-            .iter()
-            .map(|c| (c.group.to_string(), c.resource.to_string(), c.verb.to_string()))
-            .collect()
+        API_CALLS.iter().map(|c| (c.group.to_string(), c.resource.to_string(), c.verb.to_string())).collect()
     }
 
     #[test]

@@ -86,7 +86,13 @@ fn slices(v: &[Value]) -> Vec<Arc<EndpointSlice>> {
 
 fn run(svcs: &[Value], sls: &[Value], pools: &[&str]) -> Translation {
     let pools: Vec<IpNet> = pools.iter().map(|p| p.parse().unwrap()).collect();
-    translate(&Inputs { services: &services(svcs), slices: &slices(sls), node_name: NODE, lb_class: CLASS, pools: &pools })
+    translate(&Inputs {
+        services: &services(svcs),
+        slices: &slices(sls),
+        node_name: NODE,
+        lb_class: CLASS,
+        pools: &pools,
+    })
 }
 
 fn one<'a>(t: &'a Translation, name: &str) -> &'a ServiceSpec {
@@ -162,7 +168,8 @@ fn one_service_per_port_and_protocol_named_by_port_name_or_number() {
 #[test]
 fn slices_aggregate_across_families_and_deduplicate() {
     let t = run(
-        &[svc("ns", "dns", T0, json!({})).pipe(|v| with(v, json!({"metadata": {"annotations": {"xlb.io/vip": "192.0.2.10,2001:db8:ffff::10"}}})))],
+        &[svc("ns", "dns", T0, json!({}))
+            .pipe(|v| with(v, json!({"metadata": {"annotations": {"xlb.io/vip": "192.0.2.10,2001:db8:ffff::10"}}})))],
         &[
             slice("ns", "dns", "a", "IPv4", dns_ports(), &[ready("10.1.0.5"), ready("10.1.0.6")]),
             // the same endpoint in a second slice (as during a slice migration)
@@ -176,10 +183,7 @@ fn slices_aggregate_across_families_and_deduplicate() {
         &[],
     );
     let v4 = one(&t, "ns/dns:dns");
-    assert_eq!(
-        backends(v4),
-        [("10.1.0.5:5353".into(), 1), ("10.1.0.6:5353".into(), 1), ("10.1.0.7:5353".into(), 1)]
-    );
+    assert_eq!(backends(v4), [("10.1.0.5:5353".into(), 1), ("10.1.0.6:5353".into(), 1), ("10.1.0.7:5353".into(), 1)]);
     let v6 = one(&t, "ns/dns:dns@2001:db8:ffff::10");
     assert_eq!(v6.vip, ip("2001:db8:ffff::10"));
     assert_eq!(backends(v6), [("[fd00:1::5]:5353".into(), 1)]);
@@ -204,8 +208,8 @@ fn terminating_endpoints_keep_flows_and_take_new_ones_only_when_none_is_ready() 
             dns_ports(),
             &[
                 ready("10.1.0.5"),
-                ("10.1.0.6", NODE, false, true, true),  // serving + terminating
-                ("10.1.0.7", NODE, false, false, true), // terminating, not serving
+                ("10.1.0.6", NODE, false, true, true),   // serving + terminating
+                ("10.1.0.7", NODE, false, false, true),  // terminating, not serving
                 ("10.1.0.8", NODE, false, false, false), // not ready
             ],
         )],
@@ -214,7 +218,14 @@ fn terminating_endpoints_keep_flows_and_take_new_ones_only_when_none_is_ready() 
     assert_eq!(backends(one(&some_ready, "ns/dns:dns")), [("10.1.0.5:5353".into(), 1), ("10.1.0.6:5353".into(), 0)]);
     let none_ready = run(
         &[svc("ns", "dns", T0, json!({}))],
-        &[slice("ns", "dns", "a", "IPv4", dns_ports(), &[("10.1.0.6", NODE, false, true, true), ("10.1.0.8", NODE, false, false, false)])],
+        &[slice(
+            "ns",
+            "dns",
+            "a",
+            "IPv4",
+            dns_ports(),
+            &[("10.1.0.6", NODE, false, true, true), ("10.1.0.8", NODE, false, false, false)],
+        )],
         &[],
     );
     assert_eq!(backends(one(&none_ready, "ns/dns:dns")), [("10.1.0.6:5353".into(), 1)]);
@@ -248,7 +259,11 @@ fn traffic_policy_local_keeps_local_endpoints_and_the_client_address() {
     assert_eq!(local.health_checks.len(), 1);
     assert_eq!((local.health_checks[0].port, local.health_checks[0].local_ready), (30111, 1));
 
-    let cluster = run(&[svc("ns", "dns", T0, json!({"externalTrafficPolicy": "Cluster"}))], &[slice("ns", "dns", "a", "IPv4", dns_ports(), &eps)], &[]);
+    let cluster = run(
+        &[svc("ns", "dns", T0, json!({"externalTrafficPolicy": "Cluster"}))],
+        &[slice("ns", "dns", "a", "IPv4", dns_ports(), &eps)],
+        &[],
+    );
     let s = one(&cluster, "ns/dns:dns");
     assert_eq!(s.source, SourceMode::Snat);
     assert_eq!(s.backends.len(), 3);
@@ -257,7 +272,14 @@ fn traffic_policy_local_keeps_local_endpoints_and_the_client_address() {
     // only terminating local endpoints: 503
     let term = run(
         &[svc("ns", "dns", T0, json!({"externalTrafficPolicy": "Local", "healthCheckNodePort": 30111}))],
-        &[slice("ns", "dns", "a", "IPv4", dns_ports(), &[("10.1.0.7", NODE, false, true, true), ready("10.1.0.6").pipe_node("node-b")])],
+        &[slice(
+            "ns",
+            "dns",
+            "a",
+            "IPv4",
+            dns_ports(),
+            &[("10.1.0.7", NODE, false, true, true), ready("10.1.0.6").pipe_node("node-b")],
+        )],
         &[],
     );
     assert_eq!(term.health_checks[0].local_ready, 0);
@@ -284,7 +306,12 @@ fn session_affinity_client_ip_with_timeout() {
     let default = run(&[svc("ns", "dns", T0, json!({"sessionAffinity": "ClientIP"}))], &[], &[]);
     assert_eq!(one(&default, "ns/dns:dns").affinity_timeout, Some(10800));
     let set = run(
-        &[svc("ns", "dns", T0, json!({"sessionAffinity": "ClientIP", "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 60}}}))],
+        &[svc(
+            "ns",
+            "dns",
+            T0,
+            json!({"sessionAffinity": "ClientIP", "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 60}}}),
+        )],
         &[],
         &[],
     );
@@ -295,7 +322,8 @@ fn session_affinity_client_ip_with_timeout() {
 
 #[test]
 fn source_ranges_from_the_field_else_the_annotation_invalid_refused() {
-    let t = run(&[svc("ns", "dns", T0, json!({"loadBalancerSourceRanges": ["10.100.0.0/24", "fd00:100::/64"]}))], &[], &[]);
+    let t =
+        run(&[svc("ns", "dns", T0, json!({"loadBalancerSourceRanges": ["10.100.0.0/24", "fd00:100::/64"]}))], &[], &[]);
     let want: Vec<IpNet> = vec!["10.100.0.0/24".parse().unwrap(), "fd00:100::/64".parse().unwrap()];
     assert_eq!(one(&t, "ns/dns:dns").source_ranges, want);
     let ann = with(
@@ -370,7 +398,11 @@ fn port_claims_go_to_the_oldest_service_and_pass_on_when_it_goes() {
 
 #[test]
 fn unsupported_protocol_is_reported_and_skipped() {
-    let t = run(&[svc("ns", "s", T0, json!({"ports": [{"port": 9, "protocol": "SCTP"}, {"port": 10, "protocol": "UDP"}]}))], &[], &[]);
+    let t = run(
+        &[svc("ns", "s", T0, json!({"ports": [{"port": 9, "protocol": "SCTP"}, {"port": 10, "protocol": "UDP"}]}))],
+        &[],
+        &[],
+    );
     assert_eq!(t.state.services.len(), 1);
     assert_eq!(reasons(&t, "ns", "s"), [reason::UNSUPPORTED_PROTOCOL, reason::PROGRAMMED]);
 }
@@ -387,14 +419,22 @@ fn no_vip(v: Value) -> Value {
 
 #[test]
 fn allocator_hands_out_the_lowest_free_address_and_releases_on_class_change() {
-    let held = with(no_vip(svc("ns", "old", T0, json!({}))), json!({"status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.1"}]}}}));
-    let asks = with(svc("ns", "asks", T0, json!({})), json!({"metadata": {"annotations": {"xlb.io/vip": "192.0.2.2"}}}));
+    let held = with(
+        no_vip(svc("ns", "old", T0, json!({}))),
+        json!({"status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.1"}]}}}),
+    );
+    let asks =
+        with(svc("ns", "asks", T0, json!({})), json!({"metadata": {"annotations": {"xlb.io/vip": "192.0.2.2"}}}));
     let new1 = no_vip(svc("ns", "new1", T1, json!({})));
     let new2 = no_vip(svc("ns", "new2", T1, json!({})));
     let p = plan_of(&[held.clone(), asks, new1, new2], &[], &["192.0.2.0/29"]);
     assert_eq!(
         p,
-        [("ns/asks".into(), vec![ip("192.0.2.2")]), ("ns/new1".into(), vec![ip("192.0.2.3")]), ("ns/new2".into(), vec![ip("192.0.2.4")])]
+        [
+            ("ns/asks".into(), vec![ip("192.0.2.2")]),
+            ("ns/new1".into(), vec![ip("192.0.2.3")]),
+            ("ns/new2".into(), vec![ip("192.0.2.4")])
+        ]
     );
     // a full pool allocates nothing
     let p = plan_of(&[held.clone(), no_vip(svc("ns", "more", T1, json!({})))], &[], &["192.0.2.1/32"]);
@@ -407,7 +447,10 @@ fn allocator_hands_out_the_lowest_free_address_and_releases_on_class_change() {
     let p = plan_of(&[no_vip(svc("ns", "v6", T0, json!({})))], &[], &["2001:db8:ffff::/120"]);
     assert_eq!(p, [("ns/v6".into(), vec![ip("2001:db8:ffff::1")])]);
     // nothing to do when the status already matches
-    let ok = with(svc("ns", "asks", T0, json!({})), json!({"status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.10"}]}}}));
+    let ok = with(
+        svc("ns", "asks", T0, json!({})),
+        json!({"status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.10"}]}}}),
+    );
     assert!(plan_of(&[ok], &[], &[]).is_empty());
 }
 
@@ -461,7 +504,10 @@ fn the_file_and_kubernetes_get_the_models_verdict() {
     for bad in ["192.0.2.10", "224.0.0.5"] {
         let addr: std::net::SocketAddr = format!("{bad}:53").parse().unwrap();
         let verdict = model::check_backend(addr, ip("192.0.2.10"), 53).expect_err(bad).to_string();
-        let v = with(svc("ns", "dns", T0, json!({})), json!({"spec": {"ports": [{"name": "dns", "port": 53, "protocol": "UDP"}]}}));
+        let v = with(
+            svc("ns", "dns", T0, json!({})),
+            json!({"spec": {"ports": [{"name": "dns", "port": 53, "protocol": "UDP"}]}}),
+        );
         let ports = json!([{"name": "dns", "port": 53, "protocol": "UDP"}]);
         let s = slice("ns", "dns", "dns-1", "IPv4", ports, &[ready(bad), ready("10.1.0.5")]);
         let t = run(&[v], &[s], &[]);

@@ -121,9 +121,9 @@ fn source_ranges(svc: &Service) -> Result<Vec<IpNet>, String> {
     texts
         .iter()
         .map(|t| {
-            t.parse::<IpNet>()
-                .map(|n| n.trunc())
-                .map_err(|_| format!("loadBalancerSourceRanges: {t:?} is not a CIDR (like 10.0.0.0/8 or 2001:db8::/32); fix it"))
+            t.parse::<IpNet>().map(|n| n.trunc()).map_err(|_| {
+                format!("loadBalancerSourceRanges: {t:?} is not a CIDR (like 10.0.0.0/8 or 2001:db8::/32); fix it")
+            })
         })
         .collect()
 }
@@ -179,8 +179,7 @@ pub fn translate(inp: &Inputs<'_>) -> Translation {
         };
         // The YAML file's rule: no unspecified, loopback, broadcast or
         // multicast VIP (the API server accepts them in status and spec).
-        let (vips, unusable): (Vec<IpAddr>, Vec<IpAddr>) =
-            vips.into_iter().partition(|v| model::check_vip(*v).is_ok());
+        let (vips, unusable): (Vec<IpAddr>, Vec<IpAddr>) = vips.into_iter().partition(|v| model::check_vip(*v).is_ok());
         for v in &unusable {
             let problem = model::check_vip(*v).err().map(|e| e.to_string()).unwrap_or_default();
             notes.push(warn(
@@ -207,7 +206,11 @@ pub fn translate(inp: &Inputs<'_>) -> Translation {
             let Some(proto) = protocol(port.protocol.as_deref()) else {
                 notes.push(warn(
                     reason::UNSUPPORTED_PROTOCOL,
-                    format!("port {}: protocol {} is not served by xlb (UDP and TCP are)", port.port, port.protocol.as_deref().unwrap_or("")),
+                    format!(
+                        "port {}: protocol {} is not served by xlb (UDP and TCP are)",
+                        port.port,
+                        port.protocol.as_deref().unwrap_or("")
+                    ),
                 ));
                 continue;
             };
@@ -234,11 +237,8 @@ pub fn translate(inp: &Inputs<'_>) -> Translation {
                     }
                     Ok(()) => {}
                 }
-                let family: Vec<_> = eps
-                    .iter()
-                    .filter(|e| e.addr.is_ipv4() == vip.is_ipv4() && (!local || e.local))
-                    .copied()
-                    .collect();
+                let family: Vec<_> =
+                    eps.iter().filter(|e| e.addr.is_ipv4() == vip.is_ipv4() && (!local || e.local)).copied().collect();
                 // The model's rule for backends (the file's too): an
                 // unusable address or the service's own vip:port is left out.
                 let mut backends = endpoints::backends(&family);
@@ -280,7 +280,9 @@ pub fn translate(inp: &Inputs<'_>) -> Translation {
                 message: format!("xlb serves {} on {}", programmed.join(", "), vip_list.join(", ")),
             });
         }
-        if let (true, Some(port)) = (local, spec.health_check_node_port.and_then(|p| u16::try_from(p).ok()).filter(|p| *p != 0)) {
+        if let (true, Some(port)) =
+            (local, spec.health_check_node_port.and_then(|p| u16::try_from(p).ok()).filter(|p| *p != 0))
+        {
             if !programmed.is_empty() {
                 out.health_checks.push(HealthCheck { port, namespace: ns, name, local_ready: local_ready.len() });
             }

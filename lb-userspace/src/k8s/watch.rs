@@ -98,7 +98,13 @@ impl Stores {
     }
 }
 
-fn reflect<K>(api: Api<K>, config: watcher::Config, trigger: Arc<Notify>, health: Arc<Health>, recovered: Arc<AtomicU64>) -> Store<K>
+fn reflect<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    trigger: Arc<Notify>,
+    health: Arc<Health>,
+    recovered: Arc<AtomicU64>,
+) -> Store<K>
 where
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
     K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,

@@ -20,15 +20,11 @@ use super::ModelError;
 pub fn check_vip(ip: IpAddr) -> Result<(), ModelError> {
     let what = match ip {
         IpAddr::V4(v4) if v4.is_unspecified() => "the unspecified address",
-        IpAddr::V4(v4) if v4.is_loopback() => {
-            "a loopback address: packets to it never arrive on an interface"
-        }
+        IpAddr::V4(v4) if v4.is_loopback() => "a loopback address: packets to it never arrive on an interface",
         IpAddr::V4(v4) if v4.is_broadcast() => "the broadcast address",
         IpAddr::V4(v4) if v4.is_multicast() => "a multicast address: xlb balances unicast flows",
         IpAddr::V6(v6) if v6.is_unspecified() => "the unspecified address",
-        IpAddr::V6(v6) if v6.is_loopback() => {
-            "the loopback address: packets to it never arrive on an interface"
-        }
+        IpAddr::V6(v6) if v6.is_loopback() => "the loopback address: packets to it never arrive on an interface",
         IpAddr::V6(v6) if v6.is_multicast() => "a multicast address: xlb balances unicast flows",
         IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some() => {
             "an IPv4-mapped IPv6 address, never seen on the wire: use the IPv4 address"
@@ -83,13 +79,7 @@ mod tests {
             let m = check_vip(ip(bad)).expect_err(bad).to_string();
             assert!(m.starts_with(&format!("{bad} is ")), "{m}");
         }
-        for good in [
-            "192.0.2.10",
-            "10.0.0.1",
-            "198.51.100.255",
-            "2001:db8::10",
-            "fd00::1",
-        ] {
+        for good in ["192.0.2.10", "10.0.0.1", "198.51.100.255", "2001:db8::10", "fd00::1"] {
             assert_eq!(check_vip(ip(good)), Ok(()), "{good}");
         }
     }
@@ -97,30 +87,15 @@ mod tests {
     #[test]
     fn backends() {
         let vip = ip("192.0.2.10");
-        for bad in [
-            "0.0.0.0:53",
-            "255.255.255.255:53",
-            "224.0.0.5:53",
-            "192.0.2.10:53",
-        ] {
-            assert!(
-                check_backend_addr(bad.parse().unwrap(), vip, 53).is_err(),
-                "{bad}"
-            );
+        for bad in ["0.0.0.0:53", "255.255.255.255:53", "224.0.0.5:53", "192.0.2.10:53"] {
+            assert!(check_backend_addr(bad.parse().unwrap(), vip, 53).is_err(), "{bad}");
         }
         for good in ["192.0.2.10:5353", "10.1.0.5:53", "127.0.0.1:53"] {
-            assert_eq!(
-                check_backend_addr(good.parse().unwrap(), vip, 53),
-                Ok(()),
-                "{good}"
-            );
+            assert_eq!(check_backend_addr(good.parse().unwrap(), vip, 53), Ok(()), "{good}");
         }
         let vip6 = ip("2001:db8::10");
         for bad in ["[::]:53", "[ff02::1]:53", "[2001:db8::10]:53"] {
-            assert!(
-                check_backend_addr(bad.parse().unwrap(), vip6, 53).is_err(),
-                "{bad}"
-            );
+            assert!(check_backend_addr(bad.parse().unwrap(), vip6, 53).is_err(), "{bad}");
         }
     }
 }

@@ -220,7 +220,8 @@ impl ServiceSpec {
         let mut seen = Claims::default();
         for b in &self.backends {
             check_backend(b.addr, self.vip, self.port)?;
-            seen.claim(b.addr, ()).map_err(|()| ModelError::DuplicateBackend { service: self.name.clone(), addr: b.addr })?;
+            seen.claim(b.addr, ())
+                .map_err(|()| ModelError::DuplicateBackend { service: self.name.clone(), addr: b.addr })?;
         }
         Ok(())
     }

@@ -22,8 +22,11 @@ fn spec(name: &str, vip: &str, port: u16, backends: &[&str]) -> ServiceSpec {
 
 #[test]
 fn a_valid_state_is_built() {
-    let s =
-        DesiredState::new(vec![spec("a", "192.0.2.10", 53, &["10.1.0.5:53"]), spec("b", "2001:db8::10", 53, &["[2001:db8::5]:53"])]).expect("valid");
+    let s = DesiredState::new(vec![
+        spec("a", "192.0.2.10", 53, &["10.1.0.5:53"]),
+        spec("b", "2001:db8::10", 53, &["[2001:db8::5]:53"]),
+    ])
+    .expect("valid");
     assert_eq!(s.services.len(), 2);
 }
 
@@ -32,7 +35,13 @@ fn two_services_on_one_vip_port_and_protocol_are_refused() {
     let e = DesiredState::new(vec![spec("a", "192.0.2.10", 53, &[]), spec("b", "192.0.2.10", 53, &[])]).unwrap_err();
     assert_eq!(
         e,
-        ModelError::DuplicateService { vip: "192.0.2.10".parse().unwrap(), port: 53, protocol: Protocol::Udp, first: "a".into(), second: "b".into() }
+        ModelError::DuplicateService {
+            vip: "192.0.2.10".parse().unwrap(),
+            port: 53,
+            protocol: Protocol::Udp,
+            first: "a".into(),
+            second: "b".into()
+        }
     );
     // Another protocol or port is another service.
     let mut tcp = spec("b", "192.0.2.10", 53, &[]);
@@ -48,7 +57,8 @@ fn two_services_with_one_name_are_refused() {
 
 #[test]
 fn a_backend_listed_twice_is_refused() {
-    let e = DesiredState::new(vec![spec("a", "192.0.2.10", 53, &["10.1.0.5:53", "10.1.0.6:53", "10.1.0.5:53"])]).unwrap_err();
+    let e = DesiredState::new(vec![spec("a", "192.0.2.10", 53, &["10.1.0.5:53", "10.1.0.6:53", "10.1.0.5:53"])])
+        .unwrap_err();
     assert_eq!(e, ModelError::DuplicateBackend { service: "a".into(), addr: "10.1.0.5:53".parse().unwrap() });
 }
 

@@ -19,7 +19,8 @@ fn in_new_netns<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T 
 /// `ip ARGS`, with `stdin` fed to it, in the calling thread's namespace.
 fn ip(args: &[&str], stdin: &str) {
     use std::io::Write as _;
-    let mut child = std::process::Command::new("ip").args(args).stdin(std::process::Stdio::piped()).spawn().expect("run ip");
+    let mut child =
+        std::process::Command::new("ip").args(args).stdin(std::process::Stdio::piped()).spawn().expect("run ip");
     child.stdin.take().expect("stdin").write_all(stdin.as_bytes()).expect("write to ip");
     let st = child.wait().expect("wait for ip");
     assert!(st.success(), "ip {args:?}: {st}");
@@ -64,7 +65,8 @@ fn an_overrun_tells_every_subscriber_to_resync() {
         let (_, stop) = std::io::pipe().expect("pipe");
         let watcher = Watcher { inner: Arc::new(Inner::open(stop).expect("socket")) };
         watcher.inner.socket.set_rx_buf_sz(1).expect("SO_RCVBUF");
-        let (mut rules, mut neighbours) = (watcher.subscribe(rules_only()), watcher.subscribe(Interest::of(&[Kind::Neighbour])));
+        let (mut rules, mut neighbours) =
+            (watcher.subscribe(rules_only()), watcher.subscribe(Interest::of(&[Kind::Neighbour])));
         let batch = (0..64).fold(String::new(), |mut b, i| {
             use std::fmt::Write as _;
             let _ = writeln!(b, "link add xo{i} type veth peer name xp{i}");

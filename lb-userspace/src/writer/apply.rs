@@ -180,7 +180,11 @@ impl<M: MapOps> MapWriter<M> {
             None => ranges.len(),
         };
         if self.range_count + adding > RANGE_ENTRIES as usize {
-            return Err(WriteError::TooManyRanges { service: spec.name.clone(), adding, total: self.range_count + adding });
+            return Err(WriteError::TooManyRanges {
+                service: spec.name.clone(),
+                adding,
+                total: self.range_count + adding,
+            });
         }
         let kept_pair = old.as_ref().and_then(|p| p.pair).filter(|p| p.size == size);
         let new_pair = if size > 0 && kept_pair.is_none() { Some(self.alloc_pair(&spec.name, size)?) } else { None };
@@ -195,13 +199,16 @@ impl<M: MapOps> MapWriter<M> {
             seed: self.seed,
             route_epoch: self.routes.epoch,
         };
-        let result = plan::service(&input, &BackendArray { slots: &self.backends, free: &self.free_backends }).and_then(|plan| {
-            let written = self.run(Some(&key), &plan.ops)?;
-            if let Some(Op::WriteTable { offset, entries }) = plan.ops.iter().find(|op| matches!(op, Op::WriteTable { .. })) {
-                debug!(service = %spec.name, offset, size = entries.len(), written, "lookup table written");
-            }
-            Ok(plan)
-        });
+        let result = plan::service(&input, &BackendArray { slots: &self.backends, free: &self.free_backends })
+            .and_then(|plan| {
+                let written = self.run(Some(&key), &plan.ops)?;
+                if let Some(Op::WriteTable { offset, entries }) =
+                    plan.ops.iter().find(|op| matches!(op, Op::WriteTable { .. }))
+                {
+                    debug!(service = %spec.name, offset, size = entries.len(), written, "lookup table written");
+                }
+                Ok(plan)
+            });
         let plan = match result {
             Ok(plan) => plan,
             Err(e) => {
@@ -264,4 +271,3 @@ impl<M: MapOps> MapWriter<M> {
         Ok(())
     }
 }
-

@@ -40,7 +40,11 @@ pub fn unroutable_reason(b: &Backend) -> Option<String> {
         return None;
     }
     let errno = i32::from_ne_bytes([b.snat_addr[0], b.snat_addr[1], b.snat_addr[2], b.snat_addr[3]]);
-    let why = if errno == 0 { "route lookup failed".to_string() } else { std::io::Error::from_raw_os_error(errno).to_string() };
+    let why = if errno == 0 {
+        "route lookup failed".to_string()
+    } else {
+        std::io::Error::from_raw_os_error(errno).to_string()
+    };
     Some(format!(
         "no route to {}: {why}; without a SNAT source address it takes no new flows until a route appears \
          (add one, or set snat_address)",

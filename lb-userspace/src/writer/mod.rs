@@ -69,7 +69,8 @@ use std::{
 
 use aya::maps::MapError;
 pub use encode::{
-    addr16, ip_from16, name_from, name_to, range_entries, range_key, range_net, service_key, unroutable_reason, RangeEntry,
+    addr16, ip_from16, name_from, name_to, range_entries, range_key, range_net, service_key, unroutable_reason,
+    RangeEntry,
 };
 use lb_common::{prefilter::PREFILTER_ENTRIES, Backend, ServiceKey, MAX_BACKENDS, MAX_SERVICES, RANGE_ENTRIES};
 pub use ops::{MapOps, MemoryMaps, Op};
@@ -309,7 +310,8 @@ impl<M: MapOps> MapWriter<M> {
         self.reclaim(false);
         self.table_writes = 0;
         self.range_writes = 0;
-        let backends: Vec<[u8; 16]> = specs.iter().flat_map(|s| s.backends.iter().map(|b| addr16(b.addr.ip()))).collect();
+        let backends: Vec<[u8; 16]> =
+            specs.iter().flat_map(|s| s.backends.iter().map(|b| addr16(b.addr.ip()))).collect();
         self.sync_prefilter(&[], &backends)?;
         let mut first_error = None;
         for spec in &specs {

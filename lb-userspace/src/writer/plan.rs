@@ -120,7 +120,8 @@ pub(super) fn service(input: &ServiceInput<'_>, array: &BackendArray<'_>) -> Res
     let mut ops = Vec::new();
     // Slots written by this plan, over the mirror.
     let mut written: BTreeMap<u32, Backend> = BTreeMap::new();
-    let slot = |written: &BTreeMap<u32, Backend>, bid: u32| written.get(&bid).copied().unwrap_or(array.slots[bid as usize]);
+    let slot =
+        |written: &BTreeMap<u32, Backend>, bid: u32| written.get(&bid).copied().unwrap_or(array.slots[bid as usize]);
     if old.is_none() {
         ops.push(Op::ZeroServiceStats(id));
     }
@@ -144,7 +145,8 @@ pub(super) fn service(input: &ServiceInput<'_>, array: &BackendArray<'_>) -> Res
             Some(bid) if was_active.is_some() && snat.is_err() => (bid, slot(&written, bid).generation.wrapping_add(1)),
             Some(bid) => (bid, slot(&written, bid).generation),
             None => {
-                let bid = array.free.iter().find(|i| !taken.contains(*i)).copied().ok_or(WriteError::TooManyBackends)?;
+                let bid =
+                    array.free.iter().find(|i| !taken.contains(*i)).copied().ok_or(WriteError::TooManyBackends)?;
                 (bid, slot(&written, bid).generation.wrapping_add(1))
             }
         };
@@ -348,8 +350,10 @@ pub(super) fn prefilter<'a>(
     };
     vips.for_each(|a| set(PREFILTER_VIPS, a));
     backends.for_each(|a| set(PREFILTER_BACKENDS, a));
-    let mut ops: Vec<Op> =
-        (0..PREFILTER_READY).filter(|i| held[*i as usize] != want[*i as usize]).map(|i| Op::SetPrefilter(i, want[i as usize])).collect();
+    let mut ops: Vec<Op> = (0..PREFILTER_READY)
+        .filter(|i| held[*i as usize] != want[*i as usize])
+        .map(|i| Op::SetPrefilter(i, want[i as usize]))
+        .collect();
     if !ready {
         ops.push(Op::SetPrefilter(PREFILTER_READY, 1));
     }

@@ -239,8 +239,8 @@ mod tests {
             (x.twin(x.base), 251),
             (0, 0),
             (z.base, 509),
-            (9_999, 251),         // outside the array
-            (x.base + 2, 251),    // overlaps x
+            (9_999, 251),      // outside the array
+            (x.base + 2, 251), // overlaps x
         ];
         let (restored, pairs) = restore_regions(10_000, &live);
         assert_eq!(pairs, vec![Some(x), None, Some(z), None, None]);

@@ -7,17 +7,17 @@ use std::{
 
 use aya::maps::{lpm_trie::Key, MapError};
 use lb_common::{
-    prefilter::PREFILTER_ENTRIES, RangeKey, Service, ServiceKey, ServiceSlot, BE_F_ACTIVE, BE_F_UNROUTABLE, MAX_BACKENDS,
-    MAX_SERVICES,
+    prefilter::PREFILTER_ENTRIES, RangeKey, Service, ServiceKey, ServiceSlot, BE_F_ACTIVE, BE_F_UNROUTABLE,
+    MAX_BACKENDS, MAX_SERVICES,
 };
 use tracing::{debug, info, warn};
 
 use super::{
     encode::{ip_from16, name_from, RangeEntry},
     map_err,
+    plan::{Programmed, Unroutable},
     regions::restore_regions,
     routes::Routes,
-    plan::{Programmed, Unroutable},
     MapWriter, WriteError,
 };
 use crate::maps::Maps;
@@ -39,17 +39,16 @@ impl MapWriter {
             if b.flags & BE_F_ACTIVE != 0 {
                 by_service.entry(b.service_id).or_default().insert(addr, (id as u32, b.weight));
             } else if b.flags & BE_F_UNROUTABLE != 0 {
-                unroutable_by_service.entry(b.service_id).or_default().insert(addr, Unroutable { id: id as u32, warned: false });
+                unroutable_by_service
+                    .entry(b.service_id)
+                    .or_default()
+                    .insert(addr, Unroutable { id: id as u32, warned: false });
             }
         }
         let mut found = Vec::new();
         for entry in &maps.services {
             let (key, value) = entry.map_err(map_err("services"))?;
-            let name = maps
-                .names
-                .get(&value.id, 0)
-                .map(|n| name_from(&n))
-                .map_err(map_err("service names"))?;
+            let name = maps.names.get(&value.id, 0).map(|n| name_from(&n)).map_err(map_err("service names"))?;
             let be = by_service.get(&value.id).cloned().unwrap_or_default();
             found.push((key, value, name, be));
         }
@@ -61,7 +60,8 @@ impl MapWriter {
         let mut maps = maps;
         sync_slots(&mut maps, &found)?;
         let mut ranges: HashMap<u32, BTreeSet<RangeEntry>> = HashMap::new();
-        let keys: Vec<Key<RangeKey>> = maps.ranges.keys().collect::<Result<_, _>>().map_err(map_err("source ranges"))?;
+        let keys: Vec<Key<RangeKey>> =
+            maps.ranges.keys().collect::<Result<_, _>>().map_err(map_err("source ranges"))?;
         let ids: BTreeSet<u32> = found.iter().map(|(_, v, _, _)| v.id).collect();
         let mut range_count = 0;
         for k in keys {
@@ -106,7 +106,10 @@ impl MapWriter {
             };
             let ranges = ranges.remove(&value.id).unwrap_or_default();
             let unroutable = unroutable_by_service.remove(&value.id).unwrap_or_default();
-            services.insert(key, Programmed { value, name, backends, pair, table_ok, spec: None, route_epoch: 0, ranges, unroutable });
+            services.insert(
+                key,
+                Programmed { value, name, backends, pair, table_ok, spec: None, route_epoch: 0, ranges, unroutable },
+            );
         }
         if !services.is_empty() {
             info!(services = services.len(), "reusing pinned maps left by a previous agent");

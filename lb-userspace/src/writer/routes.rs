@@ -84,7 +84,8 @@ impl Routes {
         let sock = match &mut self.probes[i] {
             Some(s) => s,
             slot => {
-                let any: SocketAddr = if dst.is_ipv6() { "[::]:0".parse().unwrap() } else { "0.0.0.0:0".parse().unwrap() };
+                let any: SocketAddr =
+                    if dst.is_ipv6() { "[::]:0".parse().unwrap() } else { "0.0.0.0:0".parse().unwrap() };
                 slot.insert(std::net::UdpSocket::bind(any)?)
             }
         };

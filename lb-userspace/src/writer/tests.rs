@@ -6,7 +6,8 @@ use std::{
 };
 
 use lb_common::{
-    range_prefix_len, AffinityKey, Backend, Service, ServiceKey, ServiceSlot, BE_F_ACTIVE, BE_F_UNROUTABLE, SVC_F_RANGES,
+    range_prefix_len, AffinityKey, Backend, Service, ServiceKey, ServiceSlot, BE_F_ACTIVE, BE_F_UNROUTABLE,
+    SVC_F_RANGES,
 };
 
 use super::*;
@@ -119,8 +120,11 @@ fn service_slots_mirror_the_services() {
 }
 
 fn expected(backends: &[(&str, u16)], size: u32, seed: u32) -> Vec<String> {
-    let entries: Vec<maglev::Entry> =
-        backends.iter().enumerate().map(|(i, (a, w))| maglev::Entry { name: a.to_string(), id: i as u32, weight: u32::from(*w) }).collect();
+    let entries: Vec<maglev::Entry> = backends
+        .iter()
+        .enumerate()
+        .map(|(i, (a, w))| maglev::Entry { name: a.to_string(), id: i as u32, weight: u32::from(*w) })
+        .collect();
     maglev::build(&entries, size, seed).into_iter().map(|i| backends[i as usize].0.to_string()).collect()
 }
 
@@ -131,7 +135,11 @@ fn tables_double_buffered_through_the_mapping_and_kept_across_restart() {
     let three = [("10.1.0.1:53", 1), ("10.1.0.2:53", 2), ("10.1.0.3:53", 1)];
     let two = [("10.1.0.1:53", 1), ("10.1.0.2:53", 2)];
     let state = |b: &[(&str, u16)]| DesiredState {
-        services: vec![spec("a", 53, b, Some(251)), spec("b", 54, &three, None), spec("empty", 55, &[("10.1.0.9:53", 0)], Some(509))],
+        services: vec![
+            spec("a", 53, b, Some(251)),
+            spec("b", 54, &three, None),
+            spec("empty", 55, &[("10.1.0.9:53", 0)], Some(509)),
+        ],
     };
     let mut w = writer(&pins, 1 << 20, 7);
     let r = w.apply(&state(&three)).unwrap();
@@ -234,7 +242,10 @@ fn source_ranges_diffed_and_restored() {
 
     // Restart: the entries are read back; nothing is written. An entry
     // of no service (left by a crash) is deleted.
-    w.maps.ranges.insert(&range_key(999, (range_prefix_len(true, 8), addr16("10.0.0.0".parse().unwrap()))), 1, 0).unwrap();
+    w.maps
+        .ranges
+        .insert(&range_key(999, (range_prefix_len(true, 8), addr16("10.0.0.0".parse().unwrap()))), 1, 0)
+        .unwrap();
     drop(w);
     let mut w = writer(&pins, 1 << 20, 0);
     assert!(!trie(&w).iter().any(|(i, _)| *i == 999), "orphan deleted");
@@ -320,11 +331,18 @@ fn unroutable_backends_wait_for_a_route() {
         let mut w = writer(&pins, 1 << 16, 0);
         let (near, far) = ("10.98.0.7:53", "10.99.0.5:53");
         let state = |b: &[(&str, u16)]| DesiredState {
-            services: vec![snat_spec("a", 53, b), snat_spec("b", 54, &[("10.98.0.8:53", 1)]), snat_spec("c", 55, &[(far, 1)])],
+            services: vec![
+                snat_spec("a", 53, b),
+                snat_spec("b", 54, &[("10.98.0.8:53", 1)]),
+                snat_spec("c", 55, &[(far, 1)]),
+            ],
         };
         let r = w.apply(&state(&[(near, 1), (far, 1)])).expect("an unroutable backend is no error");
         assert_eq!(r.added, 3);
-        assert_eq!(w.unroutable(), vec![("a".to_string(), far.parse().unwrap()), ("c".to_string(), far.parse().unwrap())]);
+        assert_eq!(
+            w.unroutable(),
+            vec![("a".to_string(), far.parse().unwrap()), ("c".to_string(), far.parse().unwrap())]
+        );
         assert!(w.has_unroutable());
         let (va, ta) = live_table(&w, "a");
         assert_eq!(va.table_size, 251);
@@ -332,7 +350,9 @@ fn unroutable_backends_wait_for_a_route() {
         assert_eq!(live_table(&w, "c").0.table_size, 0, "no usable backend: no table (new flows rejected)");
         let fb = backend_of(&w, far);
         assert_eq!(fb.flags, BE_F_UNROUTABLE, "never active");
-        assert!(unroutable_reason(&fb).unwrap().contains(&std::io::Error::from_raw_os_error(libc::ENETUNREACH).to_string()));
+        assert!(unroutable_reason(&fb)
+            .unwrap()
+            .contains(&std::io::Error::from_raw_os_error(libc::ENETUNREACH).to_string()));
         assert_eq!(backend_of(&w, near).snat_addr, addr16("10.98.0.1".parse().unwrap()));
         // What `xlb backends` reads.
         let view = crate::view::MapsView::open_pinned(&pins.0).expect("the pinned maps, read-only");
@@ -346,7 +366,10 @@ fn unroutable_backends_wait_for_a_route() {
 
         // Nothing changed: a retry or a re-apply writes nothing.
         assert_eq!(w.retry_unroutable().unwrap(), 0);
-        assert_eq!(w.apply(&state(&[(near, 1), (far, 1)])).unwrap(), ApplyReport { unchanged: 3, ..Default::default() });
+        assert_eq!(
+            w.apply(&state(&[(near, 1), (far, 1)])).unwrap(),
+            ApplyReport { unchanged: 3, ..Default::default() }
+        );
 
         // A route appears: the retry programs it, in a and in c.
         ip(&["route", "add", "10.99.0.0/16", "dev", "d0"]);
@@ -361,8 +384,13 @@ fn unroutable_backends_wait_for_a_route() {
 
         // The route goes; the next apply takes the backend out again (a
         // new generation: its flows re-pick and never come back).
-        let gens: HashMap<u32, u32> =
-            w.services.values().filter(|p| p.name != "b").flat_map(|p| p.backends.values()).map(|(id, _)| (*id, w.backends[*id as usize].generation)).collect();
+        let gens: HashMap<u32, u32> = w
+            .services
+            .values()
+            .filter(|p| p.name != "b")
+            .flat_map(|p| p.backends.values())
+            .map(|(id, _)| (*id, w.backends[*id as usize].generation))
+            .collect();
         ip(&["route", "del", "10.99.0.0/16", "dev", "d0"]);
         let r = w.apply(&state(&[(near, 1), (far, 1)])).unwrap();
         assert_eq!((r.updated, r.unchanged), (2, 1));
@@ -386,8 +414,10 @@ fn unroutable_backends_wait_for_a_route() {
         assert_eq!(again, ids.iter().copied().collect(), "same slots after the restart");
 
         // Removed from a, and c removed: the slots are free again.
-        w.apply(&DesiredState { services: vec![snat_spec("a", 53, &[(near, 1)]), snat_spec("b", 54, &[("10.98.0.8:53", 1)])] })
-            .unwrap();
+        w.apply(&DesiredState {
+            services: vec![snat_spec("a", 53, &[(near, 1)]), snat_spec("b", 54, &[("10.98.0.8:53", 1)])],
+        })
+        .unwrap();
         assert!(w.unroutable().is_empty());
         for id in &ids {
             assert_eq!(w.backends[*id as usize].flags, 0);

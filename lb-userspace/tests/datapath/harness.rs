@@ -135,8 +135,10 @@ fn sh(args: &[&str], stdin: Option<&str>) -> Result<(), String> {
 
 /// Fails (does not skip) when not root: CI runs these as root.
 fn require_root(case: &str) {
-    // SAFETY: no preconditions.
-    assert!(unsafe { libc::geteuid() } == 0, 
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    assert!(
+        euid == 0,
         "{case}: the data-path tests need root (BPF_PROG_TEST_RUN, network namespaces, bpffs); \
          run them as root: cargo test -p lb-userspace --test datapath -- --test-threads=1"
     );
@@ -215,7 +217,8 @@ fn enter_netns(name: &str) {
     let path = format!("/var/run/netns/{name}");
     let f = std::fs::File::open(&path).unwrap_or_else(|e| panic!("opening {path}: {e}"));
     // SAFETY: valid namespace fd; only this thread changes namespace.
-    assert!(unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } == 0, "setns({path}): {}", std::io::Error::last_os_error());
+    let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
+    assert!(rc == 0, "setns({path}): {}", std::io::Error::last_os_error());
 }
 
 /// Keeps the per-CPU LRU lists and counters of one run on one CPU.

@@ -11,8 +11,7 @@ pub fn merge(target: &mut Value, patch: &Value) {
 /// Applies an RFC 6902 JSON patch (add, remove, replace, test, move, copy);
 /// on an error `doc` is left as it was.
 pub fn json_patch(doc: &mut Value, ops: &Value) -> Result<(), String> {
-    let ops: json_patch::Patch =
-        serde_json::from_value(ops.clone()).map_err(|e| format!("invalid JSON patch: {e}"))?;
+    let ops: json_patch::Patch = serde_json::from_value(ops.clone()).map_err(|e| format!("invalid JSON patch: {e}"))?;
     json_patch::patch(doc, &ops).map_err(|e| e.to_string())
 }
 
@@ -44,10 +43,6 @@ mod tests {
         .unwrap();
         assert_eq!(t, json!({"a": {"b": 5, "c": 3}, "l": [2, 9]}));
         assert!(json_patch(&mut t, &json!([{"op": "remove", "path": "/zz"}])).is_err());
-        assert!(json_patch(
-            &mut t,
-            &json!([{"op": "replace", "path": "/zz", "value": 1}])
-        )
-        .is_err());
+        assert!(json_patch(&mut t, &json!([{"op": "replace", "path": "/zz", "value": 1}])).is_err());
     }
 }

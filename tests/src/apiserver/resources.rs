@@ -67,111 +67,32 @@ const fn res(
 
 /// Every resource served.
 pub static RESOURCES: &[Resource] = &[
-    Resource {
-        clear_status_on_create: true,
-        ..res(
-            "",
-            "v1",
-            "services",
-            "service",
-            "Service",
-            true,
-            &["svc"],
-            true,
-        )
-    },
-    res(
-        "",
-        "v1",
-        "endpoints",
-        "endpoints",
-        "Endpoints",
-        true,
-        &["ep"],
-        false,
-    ),
+    Resource { clear_status_on_create: true, ..res("", "v1", "services", "service", "Service", true, &["svc"], true) },
+    res("", "v1", "endpoints", "endpoints", "Endpoints", true, &["ep"], false),
     res("", "v1", "nodes", "node", "Node", false, &["no"], true),
-    res(
-        "",
-        "v1",
-        "namespaces",
-        "namespace",
-        "Namespace",
-        false,
-        &["ns"],
-        true,
-    ),
+    res("", "v1", "namespaces", "namespace", "Namespace", false, &["ns"], true),
     res("", "v1", "events", "event", "Event", true, &["ev"], false),
     res("", "v1", "pods", "pod", "Pod", true, &["po"], true),
-    res(
-        "",
-        "v1",
-        "configmaps",
-        "configmap",
-        "ConfigMap",
-        true,
-        &["cm"],
-        false,
-    ),
-    res(
-        "discovery.k8s.io",
-        "v1",
-        "endpointslices",
-        "endpointslice",
-        "EndpointSlice",
-        true,
-        &[],
-        false,
-    ),
-    res(
-        "events.k8s.io",
-        "v1",
-        "events",
-        "event",
-        "Event",
-        true,
-        &["ev"],
-        false,
-    ),
+    res("", "v1", "configmaps", "configmap", "ConfigMap", true, &["cm"], false),
+    res("discovery.k8s.io", "v1", "endpointslices", "endpointslice", "EndpointSlice", true, &[], false),
+    res("events.k8s.io", "v1", "events", "event", "Event", true, &["ev"], false),
     Resource {
         require_rv_on_update: true,
-        ..res(
-            "coordination.k8s.io",
-            "v1",
-            "leases",
-            "lease",
-            "Lease",
-            true,
-            &[],
-            false,
-        )
+        ..res("coordination.k8s.io", "v1", "leases", "lease", "Lease", true, &[], false)
     },
 ];
 
 /// Index into [`RESOURCES`] of `group/version/plural`.
 pub fn find(group: &str, version: &str, plural: &str) -> Option<usize> {
-    RESOURCES
-        .iter()
-        .position(|r| r.group == group && r.version == version && r.plural == plural)
+    RESOURCES.iter().position(|r| r.group == group && r.version == version && r.plural == plural)
 }
 
 /// Index into [`RESOURCES`] of an object's `apiVersion` and `kind`.
 pub fn find_kind(api_version: &str, kind: &str) -> Option<usize> {
-    RESOURCES
-        .iter()
-        .position(|r| r.api_version() == api_version && r.kind == kind)
+    RESOURCES.iter().position(|r| r.api_version() == api_version && r.kind == kind)
 }
 
-const VERBS: &[&str] = &[
-    "create",
-    "delete",
-    "deletecollection",
-    "get",
-    "list",
-    "patch",
-    "update",
-    "watch",
-];
+const VERBS: &[&str] = &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
 
 /// `/api`: the core APIVersions.
 pub fn api_versions() -> Value {
@@ -199,10 +120,7 @@ fn group_json(group: &str, version: &str) -> Value {
 
 /// `/apis`: the APIGroupList.
 pub fn api_group_list() -> Value {
-    let gs: Vec<Value> = groups()
-        .into_iter()
-        .map(|(g, v)| group_json(g, v))
-        .collect();
+    let gs: Vec<Value> = groups().into_iter().map(|(g, v)| group_json(g, v)).collect();
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": gs})
 }
 
@@ -218,10 +136,7 @@ pub fn api_group(group: &str) -> Option<Value> {
 /// `/api/v1` or `/apis/{group}/{version}`: the APIResourceList, if served.
 pub fn api_resource_list(group: &str, version: &str) -> Option<Value> {
     let mut list = Vec::new();
-    for r in RESOURCES
-        .iter()
-        .filter(|r| r.group == group && r.version == version)
-    {
+    for r in RESOURCES.iter().filter(|r| r.group == group && r.version == version) {
         list.push(json!({
             "name": r.plural,
             "singularName": r.singular,
@@ -243,11 +158,7 @@ pub fn api_resource_list(group: &str, version: &str) -> Option<Value> {
     if list.is_empty() {
         return None;
     }
-    let gv = if group.is_empty() {
-        version.to_string()
-    } else {
-        format!("{group}/{version}")
-    };
+    let gv = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
     Some(json!({
         "kind": "APIResourceList",
         "apiVersion": "v1",

@@ -33,10 +33,7 @@ fn split_top(s: &str) -> Vec<&str> {
         }
     }
     out.push(&s[start..]);
-    out.into_iter()
-        .map(str::trim)
-        .filter(|p| !p.is_empty())
-        .collect()
+    out.into_iter().map(str::trim).filter(|p| !p.is_empty()).collect()
 }
 
 fn bad(s: &str) -> String {
@@ -47,21 +44,15 @@ fn parse_req(s: &str) -> Result<Req, String> {
     if let Some(open) = s.find('(') {
         let close = s.rfind(')').ok_or_else(|| bad(s))?;
         let head: Vec<&str> = s[..open].split_whitespace().collect();
-        let values: Vec<String> = s[open + 1..close]
-            .split(',')
-            .map(|v| v.trim().to_string())
-            .filter(|v| !v.is_empty())
-            .collect();
+        let values: Vec<String> =
+            s[open + 1..close].split(',').map(|v| v.trim().to_string()).filter(|v| !v.is_empty()).collect();
         return match head.as_slice() {
             [k, "in"] => Ok(Req::In(k.to_string(), values)),
             [k, "notin"] => Ok(Req::NotIn(k.to_string(), values)),
             _ => Err(bad(s)),
         };
     }
-    let kv = |op: &str| {
-        s.split_once(op)
-            .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-    };
+    let kv = |op: &str| s.split_once(op).map(|(k, v)| (k.trim().to_string(), v.trim().to_string()));
     if let Some((k, v)) = kv("!=") {
         Ok(Req::Ne(k, v))
     } else if let Some((k, v)) = kv("==") {
@@ -80,11 +71,7 @@ fn parse_req(s: &str) -> Result<Req, String> {
 impl LabelSelector {
     /// Parses the `labelSelector` query value.
     pub fn parse(s: &str) -> Result<Self, String> {
-        split_top(s)
-            .into_iter()
-            .map(parse_req)
-            .collect::<Result<_, _>>()
-            .map(LabelSelector)
+        split_top(s).into_iter().map(parse_req).collect::<Result<_, _>>().map(LabelSelector)
     }
 
     /// Whether the object's `metadata.labels` satisfy every requirement.
@@ -118,9 +105,7 @@ impl FieldSelector {
             } else if let Some((k, v)) = part.split_once('=') {
                 (k, true, v)
             } else {
-                return Err(format!(
-                    "invalid selector: {part:?}; can't understand {part:?}"
-                ));
+                return Err(format!("invalid selector: {part:?}; can't understand {part:?}"));
             };
             out.push((k.trim().to_string(), eq, v.trim().to_string()));
         }

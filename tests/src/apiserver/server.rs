@@ -67,12 +67,7 @@ impl App {
     }
 
     fn count(&self, key: String) {
-        *self
-            .requests
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .entry(key)
-            .or_default() += 1;
+        *self.requests.lock().unwrap_or_else(std::sync::PoisonError::into_inner).entry(key).or_default() += 1;
     }
 }
 
@@ -147,22 +142,12 @@ pub async fn handle(
 
 fn route(app: &Arc<App>, method: &Method, uri: &Uri, headers: &HeaderMap, body: Bytes) -> Response {
     let segs: Vec<&str> = uri.path().split('/').filter(|s| !s.is_empty()).collect();
-    let not_found = || {
-        error(&ApiError::new(
-            404,
-            "NotFound",
-            "the server could not find the requested resource",
-        ))
-    };
+    let not_found = || error(&ApiError::new(404, "NotFound", "the server could not find the requested resource"));
     let get_only = |v: Option<Value>| -> Response {
         app.count(format!("{method} {}", uri.path()));
         match (method == Method::GET, v) {
             (true, Some(v)) => json_response(200, &v),
-            (false, Some(_)) => error(&ApiError::new(
-                405,
-                "MethodNotAllowed",
-                "method not allowed",
-            )),
+            (false, Some(_)) => error(&ApiError::new(405, "MethodNotAllowed", "method not allowed")),
             (_, None) => not_found(),
         }
     };
@@ -205,19 +190,11 @@ fn admin(app: &Arc<App>, method: &Method, what: &str) -> Response {
             json_response(200, &json!({"closed": true}))
         }
         ("GET", "requests") => {
-            let r = app
-                .requests
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .clone();
+            let r = app.requests.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
             json_response(200, &json!(r))
         }
         ("GET", "requests-by-agent") => {
-            let r = app
-                .by_agent
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .clone();
+            let r = app.by_agent.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
             json_response(200, &json!(r))
         }
         ("GET", "state") => json_response(200, &app.lock().snapshot()),
@@ -236,9 +213,7 @@ struct Target {
 fn parse_target(group: &str, version: &str, rest: &[&str]) -> Option<Target> {
     let namespaced_res = |p: &str| find(group, version, p).filter(|&i| RESOURCES[i].namespaced);
     let (ns, rest) = match rest {
-        ["namespaces", ns, plural, ..] if namespaced_res(plural).is_some() => {
-            (Some(ns.to_string()), &rest[2..])
-        }
+        ["namespaces", ns, plural, ..] if namespaced_res(plural).is_some() => (Some(ns.to_string()), &rest[2..]),
         _ => (None, rest),
     };
     let (plural, name, sub) = match rest {
@@ -257,12 +232,7 @@ fn parse_target(group: &str, version: &str, rest: &[&str]) -> Option<Target> {
         Some("status") if r.status => true,
         Some(_) => return None,
     };
-    Some(Target {
-        res,
-        ns,
-        name,
-        status,
-    })
+    Some(Target { res, ns, name, status })
 }
 
 #[expect(clippy::too_many_arguments, reason = "one argument per field of the object built")]
@@ -278,11 +248,7 @@ fn resource(
 ) -> Response {
     let Some(t) = parse_target(group, version, rest) else {
         app.count(format!("{method} {}", uri.path()));
-        return error(&ApiError::new(
-            404,
-            "NotFound",
-            "the server could not find the requested resource",
-        ));
+        return error(&ApiError::new(404, "NotFound", "the server could not find the requested resource"));
     };
     let r = &RESOURCES[t.res];
     let q = query(uri);
@@ -309,8 +275,7 @@ fn resource(
 }
 
 fn parse_body(body: &Bytes) -> Result<Value, ApiError> {
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("the body is not valid JSON: {e}")))
+    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("the body is not valid JSON: {e}")))
 }
 
 fn run_verb(
@@ -333,23 +298,19 @@ fn run_verb(
                 .map_err(ApiError::bad_request)?;
             let want_ns = t.ns.clone();
             let filter = move |o: &Value| {
-                want_ns
-                    .as_deref()
-                    .is_none_or(|n| o["metadata"]["namespace"].as_str() == Some(n))
+                want_ns.as_deref().is_none_or(|n| o["metadata"]["namespace"].as_str() == Some(n))
                     && labels.matches(o)
                     && fields.matches(o)
             };
             if verb == "watch" {
                 let from = match q.get("resourceVersion").map(String::as_str) {
                     None | Some("" | "0") => None,
-                    Some(v) => Some(v.parse::<u64>().map_err(|_| {
-                        ApiError::bad_request(format!("invalid resourceVersion {v:?}"))
-                    })?),
+                    Some(v) => Some(
+                        v.parse::<u64>()
+                            .map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {v:?}")))?,
+                    ),
                 };
-                let timeout = q
-                    .get("timeoutSeconds")
-                    .and_then(|s| s.parse::<u64>().ok())
-                    .map(Duration::from_secs);
+                let timeout = q.get("timeoutSeconds").and_then(|s| s.parse::<u64>().ok()).map(Duration::from_secs);
                 let req = WatchRequest {
                     res: t.res,
                     ns: t.ns.clone(),
@@ -408,10 +369,7 @@ fn run_verb(
             ok(v)
         }
         "patch" => {
-            let ct = headers
-                .get(header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default();
+            let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
             let kind = match ct.split(';').next().unwrap_or_default().trim() {
                 "application/merge-patch+json" | "application/strategic-merge-patch+json" => {
                     PatchKind::Merge
@@ -427,9 +385,7 @@ fn run_verb(
                 }
             };
             let patch = parse_body(body)?;
-            let v = app
-                .lock()
-                .patch(t.res, &ns, &name, kind, &patch, t.status)?;
+            let v = app.lock().patch(t.res, &ns, &name, kind, &patch, t.status)?;
             app.changed.send_modify(|g| *g += 1);
             ok(v)
         }
@@ -441,10 +397,7 @@ fn run_verb(
         _ => Err(ApiError::new(
             405,
             "MethodNotAllowed",
-            format!(
-                "the server does not allow this method on the requested resource ({})",
-                r.plural
-            ),
+            format!("the server does not allow this method on the requested resource ({})", r.plural),
         )),
     }
 }

@@ -64,9 +64,7 @@ pub struct Store {
 }
 
 fn rv_of(obj: &Value) -> Option<&str> {
-    obj["metadata"]["resourceVersion"]
-        .as_str()
-        .filter(|s| !s.is_empty())
+    obj["metadata"]["resourceVersion"].as_str().filter(|s| !s.is_empty())
 }
 
 /// The object without metadata and status, to detect spec changes.
@@ -99,14 +97,10 @@ impl Store {
         for obj in objects {
             let api_version = obj["apiVersion"].as_str().unwrap_or_default();
             let kind = obj["kind"].as_str().unwrap_or_default();
-            let res = find_kind(api_version, kind)
-                .ok_or_else(|| format!("unknown apiVersion/kind {api_version}/{kind}"))?;
-            let ns = obj["metadata"]["namespace"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string();
-            self.insert(res, &ns, obj.clone(), false)
-                .map_err(|e| e.message)?;
+            let res =
+                find_kind(api_version, kind).ok_or_else(|| format!("unknown apiVersion/kind {api_version}/{kind}"))?;
+            let ns = obj["metadata"]["namespace"].as_str().unwrap_or_default().to_string();
+            self.insert(res, &ns, obj.clone(), false).map_err(|e| e.message)?;
         }
         self.compact();
         Ok(())
@@ -135,13 +129,7 @@ impl Store {
                 self.objects.insert(key.clone(), object.clone());
             }
         }
-        self.history.push_back(Arc::new(Event {
-            rv: self.rv,
-            res: key.0,
-            change,
-            object: object.clone(),
-            old,
-        }));
+        self.history.push_back(Arc::new(Event { rv: self.rv, res: key.0, change, object: object.clone(), old }));
         while self.history.len() > self.history_limit {
             if let Some(e) = self.history.pop_front() {
                 self.compacted = e.rv;
@@ -152,12 +140,7 @@ impl Store {
 
     /// Objects of resource `res` (in namespace `ns`, or all) that `keep`
     /// accepts, sorted by namespace and name, and the current resourceVersion.
-    pub fn list(
-        &self,
-        res: usize,
-        ns: Option<&str>,
-        keep: impl Fn(&Value) -> bool,
-    ) -> (Vec<Value>, u64) {
+    pub fn list(&self, res: usize, ns: Option<&str>, keep: impl Fn(&Value) -> bool) -> (Vec<Value>, u64) {
         let items = self
             .objects
             .iter()
@@ -180,10 +163,7 @@ impl Store {
     /// which the client should treat the same: list again).
     pub fn changes_after(&self, rv: u64) -> Result<(Vec<Arc<Event>>, u64), ApiError> {
         if rv < self.compacted || rv > self.rv {
-            return Err(ApiError::expired(format!(
-                "too old resource version: {rv} ({})",
-                self.compacted + 1
-            )));
+            return Err(ApiError::expired(format!("too old resource version: {rv} ({})", self.compacted + 1)));
         }
         let skip = self.history.partition_point(|e| e.rv <= rv);
         Ok((self.history.iter().skip(skip).cloned().collect(), self.rv))
@@ -191,13 +171,7 @@ impl Store {
 
     /// Creates an object (POST). `keep_status` is false for API creates of
     /// resources that clear `.status` on create.
-    fn insert(
-        &mut self,
-        res: usize,
-        ns: &str,
-        mut obj: Value,
-        api: bool,
-    ) -> Result<Value, ApiError> {
+    fn insert(&mut self, res: usize, ns: &str, mut obj: Value, api: bool) -> Result<Value, ApiError> {
         let r = &RESOURCES[res];
         if !obj.is_object() {
             return Err(ApiError::bad_request("the body must be a JSON object"));
@@ -225,23 +199,11 @@ impl Store {
             (Some(n), _) if !n.is_empty() => n.to_string(),
             (_, Some(g)) if !g.is_empty() => format!("{g}{}", random_suffix()),
             _ => {
-                return Err(ApiError::invalid(
-                    r,
-                    "",
-                    "metadata.name: Required value: name or generateName is required",
-                ))
+                return Err(ApiError::invalid(r, "", "metadata.name: Required value: name or generateName is required"))
             }
         };
         meta["name"] = json!(name);
-        let key = (
-            res,
-            if r.namespaced {
-                ns.to_string()
-            } else {
-                String::new()
-            },
-            name.clone(),
-        );
+        let key = (res, if r.namespaced { ns.to_string() } else { String::new() }, name.clone());
         if self.objects.contains_key(&key) {
             return Err(ApiError::already_exists(r, &name));
         }
@@ -268,13 +230,7 @@ impl Store {
     /// Replaces `old` (stored under `key`) by `new`, keeping what the server
     /// owns; `status` is true for the status subresource. No change, no
     /// new resourceVersion.
-    fn update_with(
-        &mut self,
-        key: Key,
-        old: Value,
-        mut new: Value,
-        status: bool,
-    ) -> Result<Value, ApiError> {
+    fn update_with(&mut self, key: Key, old: Value, mut new: Value, status: bool) -> Result<Value, ApiError> {
         let r = &RESOURCES[key.0];
         check_type(r, &new)?;
         if status {
@@ -299,14 +255,7 @@ impl Store {
         if !new["metadata"].is_object() {
             new["metadata"] = json!({});
         }
-        for field in [
-            "name",
-            "namespace",
-            "uid",
-            "creationTimestamp",
-            "generation",
-            "deletionTimestamp",
-        ] {
+        for field in ["name", "namespace", "uid", "creationTimestamp", "generation", "deletionTimestamp"] {
             match old["metadata"].get(field) {
                 Some(v) => new["metadata"][field] = v.clone(),
                 None => {
@@ -327,22 +276,13 @@ impl Store {
 
     /// PUT (`status`: to the status subresource), with optimistic concurrency
     /// on `metadata.resourceVersion`.
-    pub fn replace(
-        &mut self,
-        res: usize,
-        ns: &str,
-        name: &str,
-        obj: Value,
-        status: bool,
-    ) -> Result<Value, ApiError> {
+    pub fn replace(&mut self, res: usize, ns: &str, name: &str, obj: Value, status: bool) -> Result<Value, ApiError> {
         let r = &RESOURCES[res];
         if !obj.is_object() {
             return Err(ApiError::bad_request("the body must be a JSON object"));
         }
         if obj["metadata"]["name"].as_str().is_some_and(|n| n != name) {
-            return Err(ApiError::bad_request(
-                "the name of the object does not match the name on the URL",
-            ));
+            return Err(ApiError::bad_request("the name of the object does not match the name on the URL"));
         }
         let old = self.get(res, ns, name)?;
         match rv_of(&obj) {
@@ -401,11 +341,7 @@ impl Store {
             }
         }
         if new["metadata"]["name"].as_str() != Some(name) {
-            return Err(ApiError::invalid(
-                r,
-                name,
-                "metadata.name: the name cannot be changed",
-            ));
+            return Err(ApiError::invalid(r, name, "metadata.name: the name cannot be changed"));
         }
         self.update_with((res, ns.to_string(), name.to_string()), old, new, status)
     }
@@ -414,12 +350,7 @@ impl Store {
     /// resourceVersion).
     pub fn delete(&mut self, res: usize, ns: &str, name: &str) -> Result<Value, ApiError> {
         let old = self.get(res, ns, name)?;
-        Ok(self.commit(
-            (res, ns.to_string(), name.to_string()),
-            Change::Deleted,
-            old,
-            None,
-        ))
+        Ok(self.commit((res, ns.to_string(), name.to_string()), Change::Deleted, old, None))
     }
 }
 
@@ -449,21 +380,10 @@ mod tests {
     #[test]
     fn create_update_status_conflict_delete() {
         let mut s = Store::new(100, 10);
-        let o = s
-            .create(
-                svc(),
-                "d",
-                json!({"metadata": {"name": "a"}, "spec": {"x": 1}, "status": {"y": 1}}),
-            )
-            .unwrap();
+        let o = s.create(svc(), "d", json!({"metadata": {"name": "a"}, "spec": {"x": 1}, "status": {"y": 1}})).unwrap();
         assert_eq!(o["metadata"]["resourceVersion"], "100");
         assert_eq!(o["status"], json!({"loadBalancer": {}}));
-        assert_eq!(
-            s.create(svc(), "d", json!({"metadata": {"name": "a"}}))
-                .unwrap_err()
-                .code,
-            409
-        );
+        assert_eq!(s.create(svc(), "d", json!({"metadata": {"name": "a"}})).unwrap_err().code, 409);
         // Main-resource PUT keeps the status; status PUT keeps the spec.
         let mut put = o.clone();
         put["spec"]["x"] = json!(2);
@@ -472,37 +392,14 @@ mod tests {
         assert_eq!(o2["spec"]["x"], 2);
         assert_eq!(o2["status"], json!({"loadBalancer": {}}));
         assert_eq!(o2["metadata"]["generation"], 2);
-        assert_eq!(
-            s.replace(svc(), "d", "a", put, false).unwrap_err().code,
-            409
-        );
-        let o3 = s
-            .patch(
-                svc(),
-                "d",
-                "a",
-                PatchKind::Merge,
-                &json!({"spec": {"x": 9}, "status": {"q": 1}}),
-                true,
-            )
-            .unwrap();
+        assert_eq!(s.replace(svc(), "d", "a", put, false).unwrap_err().code, 409);
+        let o3 =
+            s.patch(svc(), "d", "a", PatchKind::Merge, &json!({"spec": {"x": 9}, "status": {"q": 1}}), true).unwrap();
         assert_eq!(o3["spec"]["x"], 2);
         assert_eq!(o3["status"]["q"], 1);
         // A no-op patch makes no new version.
-        let same = s
-            .patch(
-                svc(),
-                "d",
-                "a",
-                PatchKind::Merge,
-                &json!({"status": {"q": 1}}),
-                true,
-            )
-            .unwrap();
-        assert_eq!(
-            same["metadata"]["resourceVersion"],
-            o3["metadata"]["resourceVersion"]
-        );
+        let same = s.patch(svc(), "d", "a", PatchKind::Merge, &json!({"status": {"q": 1}}), true).unwrap();
+        assert_eq!(same["metadata"]["resourceVersion"], o3["metadata"]["resourceVersion"]);
         let (evs, rv) = s.changes_after(100).unwrap();
         assert_eq!(evs.len(), 2);
         assert_eq!(rv, 102);

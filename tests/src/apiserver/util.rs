@@ -23,12 +23,7 @@ pub struct ApiError {
 impl ApiError {
     /// A plain error with no details.
     pub fn new(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
-        ApiError {
-            code,
-            reason,
-            message: message.into(),
-            details: None,
-        }
+        ApiError { code, reason, message: message.into(), details: None }
     }
 
     fn about(mut self, r: &Resource, name: &str) -> Self {
@@ -38,22 +33,12 @@ impl ApiError {
 
     /// 404 `"<plural>.<group> \"name\" not found"`.
     pub fn not_found(r: &Resource, name: &str) -> Self {
-        Self::new(
-            404,
-            "NotFound",
-            format!("{} {name:?} not found", qualified(r)),
-        )
-        .about(r, name)
+        Self::new(404, "NotFound", format!("{} {name:?} not found", qualified(r))).about(r, name)
     }
 
     /// 409 AlreadyExists.
     pub fn already_exists(r: &Resource, name: &str) -> Self {
-        Self::new(
-            409,
-            "AlreadyExists",
-            format!("{} {name:?} already exists", qualified(r)),
-        )
-        .about(r, name)
+        Self::new(409, "AlreadyExists", format!("{} {name:?} already exists", qualified(r))).about(r, name)
     }
 
     /// 409 Conflict on a resourceVersion mismatch.
@@ -72,12 +57,7 @@ impl ApiError {
 
     /// 422 Invalid.
     pub fn invalid(r: &Resource, name: &str, message: impl Into<String>) -> Self {
-        Self::new(
-            422,
-            "Invalid",
-            format!("{} {name:?} is invalid: {}", r.kind, message.into()),
-        )
-        .about(r, name)
+        Self::new(422, "Invalid", format!("{} {name:?} is invalid: {}", r.kind, message.into())).about(r, name)
     }
 
     /// 400 BadRequest.
@@ -119,9 +99,7 @@ pub fn qualified(r: &Resource) -> String {
 
 /// The current time as RFC 3339 with second precision (`2025-01-02T03:04:05Z`).
 pub fn now_rfc3339() -> String {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let secs = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     rfc3339(secs)
 }
 
@@ -139,12 +117,7 @@ pub fn rfc3339(secs: u64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem / 60 % 60, rem % 60)
 }
 
 static UID_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -152,9 +125,7 @@ static UID_COUNTER: AtomicU64 = AtomicU64::new(0);
 /// A fresh uid in UUID form (unique per process run).
 pub fn new_uid() -> String {
     let n = UID_COUNTER.fetch_add(1, Ordering::Relaxed);
-    let t = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
+    let t = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
     let pid = u64::from(std::process::id());
     format!(
         "{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
@@ -169,12 +140,8 @@ pub fn new_uid() -> String {
 /// Five lowercase alphanumerics for `generateName`.
 pub fn random_suffix() -> String {
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    let mut x = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
-        ^ UID_COUNTER
-            .fetch_add(1, Ordering::Relaxed)
-            .wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let mut x = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+        ^ UID_COUNTER.fetch_add(1, Ordering::Relaxed).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     (0..5)
         .map(|_| {
             x ^= x << 13;

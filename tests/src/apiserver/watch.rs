@@ -50,9 +50,7 @@ pub fn start(app: Arc<App>, req: WatchRequest) -> Body {
         }
     });
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv()
-            .await
-            .map(|b| (Ok::<_, std::convert::Infallible>(b), rx))
+        rx.recv().await.map(|b| (Ok::<_, std::convert::Infallible>(b), rx))
     });
     Body::from_stream(stream)
 }

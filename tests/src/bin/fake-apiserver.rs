@@ -44,9 +44,7 @@ fn parse_args() -> Result<Args, String> {
             println!("{USAGE}");
             std::process::exit(0);
         }
-        let val = it
-            .next()
-            .ok_or_else(|| format!("{flag} needs a value\n{USAGE}"))?;
+        let val = it.next().ok_or_else(|| format!("{flag} needs a value\n{USAGE}"))?;
         let bad = |e: &dyn std::fmt::Display| format!("bad value {val:?} for {flag}: {e}");
         match flag.as_str() {
             "--listen" => a.listen = val.parse().map_err(|e| bad(&e))?,
@@ -75,8 +73,7 @@ fn kubeconfig(addr: SocketAddr) -> String {
 fn initial_objects(state: Option<&PathBuf>) -> Result<Vec<serde_json::Value>, String> {
     let mut objects = Vec::new();
     if let Some(p) = state {
-        let text =
-            std::fs::read_to_string(p).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
+        let text = std::fs::read_to_string(p).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
         let v: serde_json::Value =
             serde_json::from_str(&text).map_err(|e| format!("{} is not JSON: {e}", p.display()))?;
         let list = match v {
@@ -89,9 +86,7 @@ fn initial_objects(state: Option<&PathBuf>) -> Result<Vec<serde_json::Value>, St
         objects.extend(list);
     }
     for ns in ["default", "kube-system"] {
-        let present = objects
-            .iter()
-            .any(|o| o["kind"] == "Namespace" && o["metadata"]["name"].as_str() == Some(ns));
+        let present = objects.iter().any(|o| o["kind"] == "Namespace" && o["metadata"]["name"].as_str() == Some(ns));
         if !present {
             objects.insert(
                 0,
@@ -113,14 +108,11 @@ async fn run(args: Args) -> Result<(), String> {
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     if let Some(p) = &args.kubeconfig_out {
-        std::fs::write(p, kubeconfig(addr))
-            .map_err(|e| format!("cannot write {}: {e}", p.display()))?;
+        std::fs::write(p, kubeconfig(addr)).map_err(|e| format!("cannot write {}: {e}", p.display()))?;
     }
     println!("listening on {addr}");
     let _ = std::io::stdout().flush();
-    axum::serve(listener, router(app))
-        .await
-        .map_err(|e| format!("server failed: {e}"))
+    axum::serve(listener, router(app)).await.map_err(|e| format!("server failed: {e}"))
 }
 
 fn main() {
@@ -131,11 +123,7 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("xlb-fake-apiserver: cannot start the runtime: {e}");

@@ -36,9 +36,7 @@ impl LbService {
         match class {
             Some(c) => self.obj["spec"]["loadBalancerClass"] = json!(c),
             None => {
-                self.obj["spec"]
-                    .as_object_mut()
-                    .map(|m| m.remove("loadBalancerClass"));
+                self.obj["spec"].as_object_mut().map(|m| m.remove("loadBalancerClass"));
             }
         }
         self
@@ -59,10 +57,7 @@ impl LbService {
         if !name.is_empty() {
             p["name"] = json!(name);
         }
-        self.obj["spec"]["ports"]
-            .as_array_mut()
-            .expect("ports is an array")
-            .push(p);
+        self.obj["spec"]["ports"].as_array_mut().expect("ports is an array").push(p);
         self
     }
 
@@ -77,8 +72,7 @@ impl LbService {
     #[must_use]
     pub fn session_affinity_client_ip(mut self, timeout_seconds: u32) -> Self {
         self.obj["spec"]["sessionAffinity"] = json!("ClientIP");
-        self.obj["spec"]["sessionAffinityConfig"] =
-            json!({"clientIP": {"timeoutSeconds": timeout_seconds}});
+        self.obj["spec"]["sessionAffinityConfig"] = json!({"clientIP": {"timeoutSeconds": timeout_seconds}});
         self
     }
 
@@ -143,13 +137,7 @@ pub struct Endpoint {
 
 /// A ready, serving, not terminating endpoint with one address.
 pub fn endpoint(address: impl ToString) -> Endpoint {
-    Endpoint {
-        addresses: vec![address.to_string()],
-        node_name: None,
-        ready: true,
-        serving: true,
-        terminating: false,
-    }
+    Endpoint { addresses: vec![address.to_string()], node_name: None, ready: true, serving: true, terminating: false }
 }
 
 impl Endpoint {
@@ -218,10 +206,7 @@ impl EndpointSliceBuilder {
     /// Adds an endpoint.
     #[must_use]
     pub fn endpoint(mut self, e: Endpoint) -> Self {
-        self.obj["endpoints"]
-            .as_array_mut()
-            .expect("endpoints is an array")
-            .push(e.to_json());
+        self.obj["endpoints"].as_array_mut().expect("endpoints is an array").push(e.to_json());
         self
     }
 

@@ -29,10 +29,7 @@ pub struct ApiError {
 
 impl ApiError {
     fn transport(e: impl fmt::Display) -> Self {
-        ApiError {
-            code: 0,
-            body: Value::String(e.to_string()),
-        }
+        ApiError { code: 0, body: Value::String(e.to_string()) }
     }
 
     /// The Status `reason` (e.g. `Conflict`, `NotFound`), if any.
@@ -63,8 +60,7 @@ pub struct KubeClient {
 
 /// JSON text or a string: how a body is reported.
 fn json_or_string(text: &[u8]) -> Value {
-    serde_json::from_slice(text)
-        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(text).into_owned()))
+    serde_json::from_slice(text).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(text).into_owned()))
 }
 
 impl KubeClient {
@@ -115,19 +111,9 @@ impl KubeClient {
         content_type: Option<&str>,
         body: Option<&Value>,
     ) -> Result<Value, ApiError> {
-        let (code, text) = self.send(
-            method,
-            path,
-            content_type,
-            body,
-            Some(REQUEST_TIMEOUT),
-            |mut b| {
-                b.with_config()
-                    .limit(u64::MAX)
-                    .read_to_vec()
-                    .map_err(ApiError::transport)
-            },
-        )?;
+        let (code, text) = self.send(method, path, content_type, body, Some(REQUEST_TIMEOUT), |mut b| {
+            b.with_config().limit(u64::MAX).read_to_vec().map_err(ApiError::transport)
+        })?;
         let v = json_or_string(&text);
         if (200..300).contains(&code) {
             Ok(v)
@@ -159,12 +145,7 @@ impl KubeClient {
 
     /// PATCH with `application/merge-patch+json`.
     pub fn merge_patch(&self, path: &str, patch: &Value) -> Result<Value, ApiError> {
-        self.request(
-            "PATCH",
-            path,
-            Some("application/merge-patch+json"),
-            Some(patch),
-        )
+        self.request("PATCH", path, Some("application/merge-patch+json"), Some(patch))
     }
 
     /// Merge-patches `path/status` (the status subresource).
@@ -174,12 +155,7 @@ impl KubeClient {
 
     /// PATCH with `application/json-patch+json` (RFC 6902 operations).
     pub fn json_patch(&self, path: &str, ops: &Value) -> Result<Value, ApiError> {
-        self.request(
-            "PATCH",
-            path,
-            Some("application/json-patch+json"),
-            Some(ops),
-        )
+        self.request("PATCH", path, Some("application/json-patch+json"), Some(ops))
     }
 
     /// Server-side apply (`application/apply-patch+yaml`, JSON body).
@@ -196,23 +172,12 @@ impl KubeClient {
     /// Starts a watch: `path_and_query` is a collection path; `watch=true`
     /// is added. A non-200 answer is an error.
     pub fn watch(&self, path_and_query: &str) -> Result<WatchStream, ApiError> {
-        let sep = if path_and_query.contains('?') {
-            '&'
-        } else {
-            '?'
-        };
+        let sep = if path_and_query.contains('?') { '&' } else { '?' };
         let path = format!("{path_and_query}{sep}watch=true");
         let (code, body) = self.send("GET", &path, None, None, None, Ok)?;
         if code != 200 {
-            let text = body
-                .into_with_config()
-                .limit(u64::MAX)
-                .read_to_vec()
-                .unwrap_or_default();
-            return Err(ApiError {
-                code,
-                body: json_or_string(&text),
-            });
+            let text = body.into_with_config().limit(u64::MAX).read_to_vec().unwrap_or_default();
+            return Err(ApiError { code, body: json_or_string(&text) });
         }
         Ok(WatchStream::new(body))
     }
@@ -230,9 +195,7 @@ pub struct WatchStream {
 
 impl fmt::Debug for WatchStream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("WatchStream")
-            .field("ended", &self.ended)
-            .finish_non_exhaustive()
+        f.debug_struct("WatchStream").field("ended", &self.ended).finish_non_exhaustive()
     }
 }
 
@@ -260,10 +223,7 @@ impl WatchStream {
                 }
             }
         });
-        WatchStream {
-            lines,
-            ended: false,
-        }
+        WatchStream { lines, ended: false }
     }
 
     /// The next event, `Ok(None)` when the server ended the stream, an error
@@ -283,9 +243,9 @@ impl WatchStream {
                     if line.iter().all(u8::is_ascii_whitespace) {
                         continue;
                     }
-                    return serde_json::from_slice(&line).map(Some).with_context(|| {
-                        format!("bad watch line {:?}", String::from_utf8_lossy(&line))
-                    });
+                    return serde_json::from_slice(&line)
+                        .map(Some)
+                        .with_context(|| format!("bad watch line {:?}", String::from_utf8_lossy(&line)));
                 }
                 Ok(Err(e)) => {
                     self.ended = true;

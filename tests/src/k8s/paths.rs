@@ -4,9 +4,7 @@
 pub fn query_escape(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
             _ => format!("%{b:02X}"),
         })
         .collect()
@@ -16,11 +14,7 @@ pub fn query_escape(s: &str) -> String {
 /// `/apis/<api_version>/...`, with `namespaces/<ns>/` when `ns` is given and
 /// `/<name>` when `name` is.
 pub fn api_path(api_version: &str, plural: &str, ns: Option<&str>, name: Option<&str>) -> String {
-    let mut p = if api_version == "v1" {
-        "/api/v1".to_string()
-    } else {
-        format!("/apis/{api_version}")
-    };
+    let mut p = if api_version == "v1" { "/api/v1".to_string() } else { format!("/apis/{api_version}") };
     if let Some(ns) = ns {
         p.push_str(&format!("/namespaces/{ns}"));
     }
@@ -50,12 +44,7 @@ pub fn endpointslices_path(ns: Option<&str>) -> String {
 
 /// `/apis/discovery.k8s.io/v1/namespaces/<ns>/endpointslices/<name>`.
 pub fn endpointslice_path(ns: &str, name: &str) -> String {
-    api_path(
-        "discovery.k8s.io/v1",
-        "endpointslices",
-        Some(ns),
-        Some(name),
-    )
+    api_path("discovery.k8s.io/v1", "endpointslices", Some(ns), Some(name))
 }
 
 /// `/api/v1/nodes`.

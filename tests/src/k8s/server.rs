@@ -85,13 +85,8 @@ impl ApiServer {
     /// `kind`), whose resourceVersions start at `initial_rv`.
     pub fn start_with(ns: &Netns, state: Option<&Value>, initial_rv: u64) -> Result<Self> {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let dir = std::env::temp_dir().join(format!(
-            "{}-apiserver-{}-{n}",
-            crate::PREFIX,
-            std::process::id()
-        ));
-        std::fs::create_dir_all(&dir)
-            .with_context(|| format!("cannot create {}", dir.display()))?;
+        let dir = std::env::temp_dir().join(format!("{}-apiserver-{}-{n}", crate::PREFIX, std::process::id()));
+        std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let mut server = ApiServer {
             ns: ns.clone(),
             child: None,
@@ -125,8 +120,7 @@ impl ApiServer {
             .stderr(log);
         if let Some(state) = state {
             let p = self.dir.join("state.json");
-            std::fs::write(&p, serde_json::to_vec(state)?)
-                .with_context(|| format!("cannot write {}", p.display()))?;
+            std::fs::write(&p, serde_json::to_vec(state)?).with_context(|| format!("cannot write {}", p.display()))?;
             cmd.arg("--state").arg(p);
         }
         let mut child = self.ns.spawn(&mut cmd)?;
@@ -184,9 +178,7 @@ impl ApiServer {
 
     /// Whether the process runs.
     pub fn is_running(&mut self) -> bool {
-        self.child
-            .as_mut()
-            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
     /// Kills the server (connections are reset, the port is free); the
@@ -227,16 +219,12 @@ impl ApiServer {
     /// Forgets the change history: watches from older resourceVersions get
     /// an `ERROR` event with a 410 `Expired` Status.
     pub fn compact(&self) -> Result<(), ApiError> {
-        self.client()
-            .request("POST", "/xlb-test/compact", None, None)
-            .map(drop)
+        self.client().request("POST", "/xlb-test/compact", None, None).map(drop)
     }
 
     /// Ends every open watch stream now (clients re-watch).
     pub fn close_watches(&self) -> Result<(), ApiError> {
-        self.client()
-            .request("POST", "/xlb-test/close-watches", None, None)
-            .map(drop)
+        self.client().request("POST", "/xlb-test/close-watches", None, None).map(drop)
     }
 
     /// Request counts since the process started, keyed `"<verb>
@@ -245,15 +233,9 @@ impl ApiServer {
     /// `"patch v1/services/status"`, `"list discovery.k8s.io/v1/endpointslices"`;
     /// other paths as `"<METHOD> <path>"`.
     pub fn request_counts(&self) -> Result<BTreeMap<String, u64>, ApiError> {
-        let v = self
-            .client()
-            .request("GET", "/xlb-test/requests", None, None)?;
+        let v = self.client().request("GET", "/xlb-test/requests", None, None)?;
         Ok(v.as_object()
-            .map(|m| {
-                m.iter()
-                    .map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0)))
-                    .collect()
-            })
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0))).collect())
             .unwrap_or_default())
     }
 
@@ -265,23 +247,15 @@ impl ApiServer {
     /// `GET /xlb-test/requests-by-agent`: resource requests counted by
     /// client (User-Agent up to its first `/`), keyed as in
     /// [`ApiServer::request_counts`].
-    pub fn request_counts_by_agent(
-        &self,
-    ) -> Result<BTreeMap<String, BTreeMap<String, u64>>, ApiError> {
-        let v = self
-            .client()
-            .request("GET", "/xlb-test/requests-by-agent", None, None)?;
+    pub fn request_counts_by_agent(&self) -> Result<BTreeMap<String, BTreeMap<String, u64>>, ApiError> {
+        let v = self.client().request("GET", "/xlb-test/requests-by-agent", None, None)?;
         Ok(v.as_object()
             .map(|m| {
                 m.iter()
                     .map(|(agent, counts)| {
                         let counts = counts
                             .as_object()
-                            .map(|c| {
-                                c.iter()
-                                    .map(|(k, n)| (k.clone(), n.as_u64().unwrap_or(0)))
-                                    .collect()
-                            })
+                            .map(|c| c.iter().map(|(k, n)| (k.clone(), n.as_u64().unwrap_or(0))).collect())
                             .unwrap_or_default();
                         (agent.clone(), counts)
                     })
@@ -307,13 +281,7 @@ pub fn kubectl(api: &ApiServer, args: &[&str]) -> Result<std::process::Output> {
     let cache = cache.to_string_lossy();
     let kc = api.kubeconfig.to_string_lossy();
     let bin = bin.to_string_lossy();
-    let mut all = vec![
-        bin.as_ref(),
-        "--kubeconfig",
-        kc.as_ref(),
-        "--cache-dir",
-        cache.as_ref(),
-    ];
+    let mut all = vec![bin.as_ref(), "--kubeconfig", kc.as_ref(), "--cache-dir", cache.as_ref()];
     all.extend_from_slice(args);
     api.ns.exec(&all)
 }
@@ -324,10 +292,7 @@ pub fn kubectl_binary() -> Result<PathBuf> {
         return Ok(PathBuf::from(p));
     }
     let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .map(|d| d.join("kubectl"))
-        .find(|p| p.is_file())
-        .ok_or_else(|| {
-            anyhow!("kubectl is not installed (not found on PATH): run `cargo xtask setup`, which installs it")
-        })
+    std::env::split_paths(&path).map(|d| d.join("kubectl")).find(|p| p.is_file()).ok_or_else(|| {
+        anyhow!("kubectl is not installed (not found on PATH): run `cargo xtask setup`, which installs it")
+    })
 }

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use xlb_tests::{
-    tcp_echo_server, tcp_session_server, udp_echo_server, udp_request, Agent, ConfigFile, PinDir,
-    ServerHandle, Topology, UdpFlow,
+    tcp_echo_server, tcp_session_server, udp_echo_server, udp_request, Agent, ConfigFile, PinDir, ServerHandle,
+    Topology, UdpFlow,
 };
 
 /// Per-request timeout.
@@ -87,14 +87,7 @@ pub fn backend(fam: Fam, i: usize, port: u16) -> String {
 /// `backends` are raw YAML list items (e.g. `10.1.0.2:5353` or
 /// `{address: "10.1.0.2:5353", weight: 0}`); an empty slice gives
 /// `backends: []`.
-pub fn svc(
-    name: &str,
-    vip: IpAddr,
-    port: u16,
-    proto: &str,
-    source: &str,
-    backends: &[String],
-) -> String {
+pub fn svc(name: &str, vip: IpAddr, port: u16, proto: &str, source: &str, backends: &[String]) -> String {
     let mut s = format!(
         "  - name: {name}\n    vip: \"{vip}\"\n    port: {port}\n    protocol: {proto}\n    source: {source}\n"
     );
@@ -155,27 +148,13 @@ pub fn backends(fam: Fam, pods: impl IntoIterator<Item = usize>, port: u16) -> V
 }
 
 /// UDP echo servers on `port` in the given pods, tagged `pod<i>`.
-pub fn udp_servers(
-    topo: &Topology,
-    fam: Fam,
-    pods: impl IntoIterator<Item = usize>,
-    port: u16,
-) -> Vec<ServerHandle> {
-    pods.into_iter()
-        .map(|i| udp_echo_server(&topo.pods[i], fam.pod_sock(i, port), &format!("pod{i}")))
-        .collect()
+pub fn udp_servers(topo: &Topology, fam: Fam, pods: impl IntoIterator<Item = usize>, port: u16) -> Vec<ServerHandle> {
+    pods.into_iter().map(|i| udp_echo_server(&topo.pods[i], fam.pod_sock(i, port), &format!("pod{i}"))).collect()
 }
 
 /// TCP echo servers (one request per connection) on `port`, tagged `pod<i>`.
-pub fn tcp_servers(
-    topo: &Topology,
-    fam: Fam,
-    pods: impl IntoIterator<Item = usize>,
-    port: u16,
-) -> Vec<ServerHandle> {
-    pods.into_iter()
-        .map(|i| tcp_echo_server(&topo.pods[i], fam.pod_sock(i, port), &format!("pod{i}")))
-        .collect()
+pub fn tcp_servers(topo: &Topology, fam: Fam, pods: impl IntoIterator<Item = usize>, port: u16) -> Vec<ServerHandle> {
+    pods.into_iter().map(|i| tcp_echo_server(&topo.pods[i], fam.pod_sock(i, port), &format!("pod{i}"))).collect()
 }
 
 /// TCP session servers (many requests per connection), tagged `pod<i>`.
@@ -185,9 +164,7 @@ pub fn tcp_session_servers(
     pods: impl IntoIterator<Item = usize>,
     port: u16,
 ) -> Vec<ServerHandle> {
-    pods.into_iter()
-        .map(|i| tcp_session_server(&topo.pods[i], fam.pod_sock(i, port), &format!("pod{i}")))
-        .collect()
+    pods.into_iter().map(|i| tcp_session_server(&topo.pods[i], fam.pod_sock(i, port), &format!("pod{i}"))).collect()
 }
 
 /// A topology, its configuration file, pin directory, servers and agent.
@@ -208,13 +185,7 @@ impl Env {
         let topo = Topology::new(pods).expect("build the topology");
         let config = ConfigFile::new(&topo, yaml).expect("write the configuration file");
         let pin = PinDir::new().expect("pin directory");
-        Env {
-            agent: None,
-            servers: Vec::new(),
-            config,
-            pin,
-            topo,
-        }
+        Env { agent: None, servers: Vec::new(), config, pin, topo }
     }
 
     /// [`Env::new`] and starts the agent with `extra` arguments.
@@ -253,11 +224,7 @@ impl Env {
 /// `xlb stats`, `xlb services` and the last lines of the agent's log.
 pub fn diag(agent: &Agent) -> String {
     let run = |args: &[&str]| match agent.cli(args) {
-        Ok(o) => format!(
-            "{}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        ),
+        Ok(o) => format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)),
         Err(e) => format!("(cannot run xlb {}: {e:#})", args.join(" ")),
     };
     let log = agent.log();
@@ -274,9 +241,7 @@ pub fn diag(agent: &Agent) -> String {
 /// Runs `xlb ARGS` against the agent's pins, asserts success and parses
 /// the JSON it prints.
 pub fn cli_json(agent: &Agent, args: &[&str]) -> Value {
-    let out = agent
-        .cli(args)
-        .unwrap_or_else(|e| panic!("run xlb {}: {e:#}", args.join(" ")));
+    let out = agent.cli(args).unwrap_or_else(|e| panic!("run xlb {}: {e:#}", args.join(" ")));
     assert!(
         out.status.success(),
         "xlb {} failed ({}): {}",
@@ -285,51 +250,35 @@ pub fn cli_json(agent: &Agent, args: &[&str]) -> Value {
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "xlb {} printed no JSON ({e}): {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stdout)
-        )
+        panic!("xlb {} printed no JSON ({e}): {}", args.join(" "), String::from_utf8_lossy(&out.stdout))
     })
 }
 
 /// `xlb stats -o json` as counter name → value.
 pub fn stats(agent: &Agent) -> BTreeMap<String, u64> {
     let v = cli_json(agent, &["stats", "-o", "json"]);
-    let obj = v
-        .as_object()
-        .unwrap_or_else(|| panic!("xlb stats -o json is not an object: {v}"));
+    let obj = v.as_object().unwrap_or_else(|| panic!("xlb stats -o json is not an object: {v}"));
     obj.iter()
         .map(|(k, v)| {
-            let n = v
-                .as_u64()
-                .unwrap_or_else(|| panic!("xlb stats: counter {k} is not a number: {v}"));
+            let n = v.as_u64().unwrap_or_else(|| panic!("xlb stats: counter {k} is not a number: {v}"));
             (k.clone(), n)
         })
         .collect()
 }
 
 pub fn stat(agent: &Agent, name: &str) -> u64 {
-    *stats(agent)
-        .get(name)
-        .unwrap_or_else(|| panic!("xlb stats has no counter {name}"))
+    *stats(agent).get(name).unwrap_or_else(|| panic!("xlb stats has no counter {name}"))
 }
 
 /// `xlb services -o json`, as an array.
 pub fn services(agent: &Agent) -> Vec<Value> {
-    let v = agent
-        .services_json()
-        .unwrap_or_else(|e| panic!("xlb services -o json: {e:#}"));
-    v.as_array()
-        .unwrap_or_else(|| panic!("xlb services -o json is not an array: {v}"))
-        .clone()
+    let v = agent.services_json().unwrap_or_else(|e| panic!("xlb services -o json: {e:#}"));
+    v.as_array().unwrap_or_else(|| panic!("xlb services -o json is not an array: {v}")).clone()
 }
 
 /// The service named `name` in `xlb services -o json`, if listed.
 pub fn service(agent: &Agent, name: &str) -> Option<Value> {
-    services(agent)
-        .into_iter()
-        .find(|s| s["name"].as_str() == Some(name))
+    services(agent).into_iter().find(|s| s["name"].as_str() == Some(name))
 }
 
 /// The `backends` strings of a service object, sorted.
@@ -338,11 +287,7 @@ pub fn service_backends(s: &Value) -> Vec<String> {
         .as_array()
         .unwrap_or_else(|| panic!("service without a backends array: {s}"))
         .iter()
-        .map(|b| {
-            b.as_str()
-                .unwrap_or_else(|| panic!("backend is not a string: {b}"))
-                .to_string()
-        })
+        .map(|b| b.as_str().unwrap_or_else(|| panic!("backend is not a string: {b}")).to_string())
         .collect();
     b.sort();
     b
@@ -367,19 +312,15 @@ pub fn services_without_counters(agent: &Agent) -> Vec<Value> {
 
 /// Polls `xlb services -o json` (every 50 ms, up to `timeout`) until `pred`
 /// holds; returns when it did, panics with diagnostics otherwise.
-pub fn wait_services(
-    agent: &Agent,
-    what: &str,
-    timeout: Duration,
-    pred: impl Fn(&[Value]) -> bool,
-) -> Instant {
+pub fn wait_services(agent: &Agent, what: &str, timeout: Duration, pred: impl Fn(&[Value]) -> bool) -> Instant {
     let deadline = Instant::now() + timeout;
     loop {
         let s = services(agent);
         if pred(&s) {
             return Instant::now();
         }
-        assert!(Instant::now() < deadline, 
+        assert!(
+            Instant::now() < deadline,
             "waited {timeout:?} for {what}; xlb services -o json: {}{}",
             serde_json::to_string_pretty(&s).unwrap_or_default(),
             diag(agent)
@@ -392,16 +333,9 @@ pub fn wait_services(
 pub fn wait_backends(agent: &Agent, name: &str, want: &[String], timeout: Duration) -> Instant {
     let mut want: Vec<String> = want.to_vec();
     want.sort();
-    wait_services(
-        agent,
-        &format!("service {name} with backends {want:?}"),
-        timeout,
-        |all| {
-            all.iter()
-                .find(|s| s["name"].as_str() == Some(name))
-                .is_some_and(|s| service_backends(s) == want)
-        },
-    )
+    wait_services(agent, &format!("service {name} with backends {want:?}"), timeout, |all| {
+        all.iter().find(|s| s["name"].as_str() == Some(name)).is_some_and(|s| service_backends(s) == want)
+    })
 }
 
 /// Parses `"pod<i> <addr>"` into (i, addr).
@@ -423,17 +357,11 @@ pub fn check_reply(
     ctx: &str,
 ) -> Result<usize, String> {
     if from != vip {
-        return Err(format!(
-            "{ctx}: reply {reply:?} came from {from}, not from the VIP {vip}"
-        ));
+        return Err(format!("{ctx}: reply {reply:?} came from {from}, not from the VIP {vip}"));
     }
-    let (i, peer) =
-        parse_reply(reply).ok_or_else(|| format!("{ctx}: unexpected reply {reply:?}"))?;
+    let (i, peer) = parse_reply(reply).ok_or_else(|| format!("{ctx}: unexpected reply {reply:?}"))?;
     if peer != expect_peer(i) {
-        return Err(format!(
-            "{ctx}: pod{i} saw the source address {peer}, expected {}",
-            expect_peer(i)
-        ));
+        return Err(format!("{ctx}: pod{i} saw the source address {peer}, expected {}", expect_peer(i)));
     }
     Ok(i)
 }
@@ -448,21 +376,9 @@ pub fn udp_flow_backend(
     vip: SocketAddr,
     expect_peer: &dyn Fn(usize) -> IpAddr,
 ) -> Result<usize, String> {
-    let (reply, from) = udp_request(
-        &env.topo.client,
-        Some(fam.unspecified(port)),
-        vip,
-        b"0123456789",
-        T,
-    )
-    .map_err(|e| format!("UDP from port {port} to {vip}: {e:#}"))?;
-    check_reply(
-        &reply,
-        from,
-        vip,
-        expect_peer,
-        &format!("UDP from port {port} to {vip}"),
-    )
+    let (reply, from) = udp_request(&env.topo.client, Some(fam.unspecified(port)), vip, b"0123456789", T)
+        .map_err(|e| format!("UDP from port {port} to {vip}: {e:#}"))?;
+    check_reply(&reply, from, vip, expect_peer, &format!("UDP from port {port} to {vip}"))
 }
 
 /// [`udp_flow_backend`] for each port; gives up after 5 failures (so a
@@ -527,20 +443,13 @@ pub fn udp_open_flows_backends(
             break;
         }
     }
-    assert!(
-        errors.is_empty(),
-        "UDP flows failed:\n{}{}",
-        errors.join("\n"),
-        env.diag()
-    );
+    assert!(errors.is_empty(), "UDP flows failed:\n{}{}", errors.join("\n"), env.diag());
     out
 }
 
 /// Opens `n` UDP flows (sockets kept open, ephemeral ports).
 pub fn open_udp_flows(env: &Env, vip: SocketAddr, n: usize) -> Vec<UdpFlow> {
-    (0..n)
-        .map(|_| UdpFlow::new(&env.topo.client, None, vip).expect("bind a UDP flow socket"))
-        .collect()
+    (0..n).map(|_| UdpFlow::new(&env.topo.client, None, vip).expect("bind a UDP flow socket")).collect()
 }
 
 /// Counts per pod index.
@@ -579,15 +488,14 @@ pub fn check_spread(
 
 /// True when `ip -n NS link show dev IF` shows an XDP program.
 pub fn xdp_attached(ns: &xlb_tests::Netns, ifname: &str) -> bool {
-    let out = ns
-        .ip(&["link", "show", "dev", ifname])
-        .unwrap_or_else(|e| panic!("ip link show {ifname}: {e:#}"));
+    let out = ns.ip(&["link", "show", "dev", ifname]).unwrap_or_else(|e| panic!("ip link show {ifname}: {e:#}"));
     String::from_utf8_lossy(&out.stdout).contains("xdp")
 }
 
 /// `ip -n NS link show dev IF` text.
 pub fn ip_link(ns: &xlb_tests::Netns, ifname: &str) -> String {
-    ns.ip(&["link", "show", "dev", ifname]).map_or_else(|e| format!("{e:#}"), |o| String::from_utf8_lossy(&o.stdout).into_owned())
+    ns.ip(&["link", "show", "dev", ifname])
+        .map_or_else(|e| format!("{e:#}"), |o| String::from_utf8_lossy(&o.stdout).into_owned())
 }
 
 /// One UDP request to `vip` that must be answered within 3 tries (the
@@ -605,10 +513,7 @@ pub fn warm_up_udp(env: &Env, vip: SocketAddr) {
             Err(e) => errs.push(format!("{e:#}")),
         }
     }
-    panic!(
-        "no UDP reply from {vip} after 3 tries: {errs:?}{}",
-        env.diag()
-    );
+    panic!("no UDP reply from {vip} after 3 tries: {errs:?}{}", env.diag());
 }
 
 /// UDP requests sent from a background thread, one every 10 ms (at most
@@ -665,20 +570,13 @@ impl Background {
             }
             r
         });
-        Background {
-            stop,
-            thread: Some(thread),
-        }
+        Background { stop, thread: Some(thread) }
     }
 
     /// Stops the sender and returns what it saw.
     pub fn finish(mut self) -> BackgroundReport {
         self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
-        self.thread
-            .take()
-            .unwrap()
-            .join()
-            .expect("background sender")
+        self.thread.take().unwrap().join().expect("background sender")
     }
 }
 
@@ -699,13 +597,7 @@ pub fn spread_udp(env: &Env, to: SocketAddr, count: usize) -> HashMap<String, us
     let mut replies = HashMap::new();
     let mut failures = 0;
     for i in 0..count {
-        let key = match udp_request(
-            &env.topo.client,
-            None,
-            to,
-            format!("request {i}").as_bytes(),
-            T,
-        ) {
+        let key = match udp_request(&env.topo.client, None, to, format!("request {i}").as_bytes(), T) {
             Ok((_, from)) if from != to => xlb_tests::WRONG_SOURCE.to_string(),
             Ok((text, _)) => text,
             Err(_) => xlb_tests::NO_REPLY.to_string(),
@@ -727,12 +619,7 @@ pub fn spread_tcp(env: &Env, to: SocketAddr, count: usize) -> HashMap<String, us
     let mut replies = HashMap::new();
     let mut failures = 0;
     for i in 0..count {
-        let key = match xlb_tests::tcp_request(
-            &env.topo.client,
-            to,
-            format!("request {i}\n").as_bytes(),
-            T,
-        ) {
+        let key = match xlb_tests::tcp_request(&env.topo.client, to, format!("request {i}\n").as_bytes(), T) {
             Ok(text) if !text.is_empty() => text,
             Ok(_) => xlb_tests::NO_REPLY.to_string(),
             Err(e) => format!("{} ({e:#})", xlb_tests::NO_REPLY),
@@ -779,6 +666,7 @@ pub fn wait_bounded(mut child: std::process::Child, limit: Duration, what: &str)
         }
         std::thread::sleep(Duration::from_millis(50));
     };
-    let text = |t: std::thread::JoinHandle<Vec<u8>>| String::from_utf8_lossy(&t.join().unwrap_or_default()).into_owned();
+    let text =
+        |t: std::thread::JoinHandle<Vec<u8>>| String::from_utf8_lossy(&t.join().unwrap_or_default()).into_owned();
     (status.is_some_and(|s| s.success()), text(t_out), text(t_err))
 }

@@ -15,8 +15,7 @@ use xlb_tests::k8s::{
     service_path, services_path, ApiServer, KubeClient, LbService,
 };
 use xlb_tests::{
-    spread_tcp, spread_udp, tcp_echo_server, tcp_session_server, udp_echo_server, Agent, PinDir,
-    ServerHandle, Topology,
+    spread_tcp, spread_udp, tcp_echo_server, tcp_session_server, udp_echo_server, Agent, PinDir, ServerHandle, Topology,
 };
 
 /// This node's name.
@@ -104,10 +103,19 @@ impl Cluster {
     /// Creates or replaces EndpointSlice `ns/name` of `service` with the
     /// given endpoints `(pod index, node, ready, serving, terminating)` and
     /// ports `(name, port, protocol)`.
-    pub fn set_slice(&self, ns: &str, name: &str, service: &str, v6: bool, eps: &[(usize, &str, bool, bool, bool)], ports: &[(&str, u16, &str)]) {
+    pub fn set_slice(
+        &self,
+        ns: &str,
+        name: &str,
+        service: &str,
+        v6: bool,
+        eps: &[(usize, &str, bool, bool, bool)],
+        ports: &[(&str, u16, &str)],
+    ) {
         let mut b = endpoint_slice(ns, name, service).address_type(if v6 { "IPv6" } else { "IPv4" });
         for (i, n, r, s, t) in eps {
-            let addr: std::net::IpAddr = if v6 { Topology::pod_addr_v6(*i).into() } else { Topology::pod_addr_v4(*i).into() };
+            let addr: std::net::IpAddr =
+                if v6 { Topology::pod_addr_v6(*i).into() } else { Topology::pod_addr_v4(*i).into() };
             b = b.endpoint(endpoint(addr).node(n).conditions(*r, *s, *t));
         }
         for (n, p, proto) in ports {
@@ -134,22 +142,26 @@ impl Cluster {
     /// `xlb services -o json` rows by name.
     pub fn programmed(&self) -> HashMap<String, Value> {
         let v = self.agent.services_json().expect("xlb services");
-        v.as_array()
-            .expect("array")
-            .iter()
-            .map(|s| (s["name"].as_str().unwrap_or("").to_string(), s.clone()))
-            .collect()
+        v.as_array().expect("array").iter().map(|s| (s["name"].as_str().unwrap_or("").to_string(), s.clone())).collect()
     }
 
     /// Waits (up to 10 s) until `pred` holds for the programmed services.
-    pub fn wait_programmed(&self, what: &str, pred: impl Fn(&HashMap<String, Value>) -> bool) -> HashMap<String, Value> {
+    pub fn wait_programmed(
+        &self,
+        what: &str,
+        pred: impl Fn(&HashMap<String, Value>) -> bool,
+    ) -> HashMap<String, Value> {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let p = self.programmed();
             if pred(&p) {
                 return p;
             }
-            assert!(Instant::now() <= deadline, "timed out waiting for {what}; programmed: {p:#?}\nagent log:\n{}", self.agent.log());
+            assert!(
+                Instant::now() <= deadline,
+                "timed out waiting for {what}; programmed: {p:#?}\nagent log:\n{}",
+                self.agent.log()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -185,7 +197,12 @@ impl Cluster {
             if let Some(e) = self.events(ns, name).into_iter().find(|e| e.1 == reason) {
                 return e;
             }
-            assert!(Instant::now() <= deadline, "no {reason} Event for {ns}/{name}: {:?}\nagent log:\n{}", self.events(ns, name), self.agent.log());
+            assert!(
+                Instant::now() <= deadline,
+                "no {reason} Event for {ns}/{name}: {:?}\nagent log:\n{}",
+                self.events(ns, name),
+                self.agent.log()
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }

@@ -119,7 +119,10 @@ fn removed_service_value_first_then_slot_ranges_backends_name() {
     assert_eq!(ops[0], Op::DeleteService(key(&a)), "{ops:#?}");
     assert_eq!(ops[1], Op::ClearSlot(id, key(&a)));
     assert!(matches!(ops[2], Op::DeleteRange(i, _) if i == id));
-    assert!(ops[3..5].iter().all(|op| matches!(op, Op::SetBackend(_, v) if v.flags == 0 && v.generation == 1)), "{ops:#?}");
+    assert!(
+        ops[3..5].iter().all(|op| matches!(op, Op::SetBackend(_, v) if v.flags == 0 && v.generation == 1)),
+        "{ops:#?}"
+    );
     assert_eq!(ops[5], Op::SetName(id, String::new()));
     assert!(ops[6..].contains(&Op::PurgeAffinity(BTreeSet::from([id]))));
     assert!(ops[6..].contains(&Op::SetVip(key(&b).addr, 1)), "one service left on the VIP");
@@ -200,7 +203,8 @@ fn too_few_backend_slots_fails_before_any_write() {
     let mut w = MapWriter::in_memory(1 << 16, 0);
     w.free_backends = BTreeSet::from([0, 1]);
     w.memory().log.clear();
-    let e = w.apply(&state(vec![spec("a", 53, &[("10.1.0.1:53", 1), ("10.1.0.2:53", 1), ("10.1.0.3:53", 1)], Some(251))]));
+    let e =
+        w.apply(&state(vec![spec("a", 53, &[("10.1.0.1:53", 1), ("10.1.0.2:53", 1), ("10.1.0.3:53", 1)], Some(251))]));
     assert!(matches!(e, Err(WriteError::TooManyBackends)), "{e:?}");
     assert!(!take(&mut w).iter().any(|op| is_backend(op) || is_table(op) || is_service(op)));
     assert_eq!(w.free_backends, BTreeSet::from([0, 1]), "no slot taken");
@@ -237,8 +241,11 @@ fn unroutable_backends_planned_out_of_the_table() {
         route_epoch: 1,
     };
     let p = plan::service(&input, &BackendArray { slots: &slots, free: &free }).unwrap();
-    let written: Vec<(u32, u16)> =
-        p.ops.iter().filter_map(|op| if let Op::SetBackend(id, v) = op { Some((*id, v.flags)) } else { None }).collect();
+    let written: Vec<(u32, u16)> = p
+        .ops
+        .iter()
+        .filter_map(|op| if let Op::SetBackend(id, v) = op { Some((*id, v.flags)) } else { None })
+        .collect();
     assert_eq!(written, vec![(0, BE_F_ACTIVE), (1, BE_F_UNROUTABLE)]);
     let Some(Op::WriteTable { entries, .. }) = p.ops.iter().find(|op| is_table(op)) else { panic!("no table") };
     assert!(entries.iter().all(|id| *id == 0), "only the routable backend in the table");
@@ -247,7 +254,8 @@ fn unroutable_backends_planned_out_of_the_table() {
 
     // Both routable now; then `near` loses its route.
     let resolved = vec![Ok(src), Ok(src)];
-    let p = plan::service(&ServiceInput { resolved: &resolved, ..input }, &BackendArray { slots: &slots, free: &free }).unwrap();
+    let p = plan::service(&ServiceInput { resolved: &resolved, ..input }, &BackendArray { slots: &slots, free: &free })
+        .unwrap();
     let mut slots = slots;
     for op in &p.ops {
         if let Op::SetBackend(id, v) = op {
