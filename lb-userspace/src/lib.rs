@@ -4,28 +4,20 @@
 #![warn(missing_docs)]
 
 pub mod agent;
-pub mod attach;
+pub mod bpf;
 pub mod cli;
-pub mod config;
-pub mod datapath;
-pub mod desired;
-pub mod follow;
-pub mod iface;
-pub mod k8s;
-pub mod maglev;
-pub mod maps;
+pub mod host;
 pub mod metrics;
-#[expect(missing_docs, reason = "being restructured (issue 11 items 1-2); documented there")]
-pub mod model;
-pub mod netwatch;
-pub mod pins;
-pub mod reader;
-pub mod routegen;
-pub mod rtnetlink;
+pub mod source;
+pub mod state;
 pub mod status;
-pub mod view;
-#[expect(missing_docs, reason = "being restructured (issue 11 items 1-2); documented there")]
-pub mod writer;
+
+// The flat paths of the modules before they were grouped, kept so that
+// `crate::writer`, `xlb::k8s`, ... still name them.
+pub use bpf::{attach, datapath, maps, pins, view};
+pub use host::{follow, iface, netwatch, routegen, rtnetlink};
+pub use source::{config, k8s};
+pub use state::{desired, maglev, model, reader, writer};
 
 /// The eBPF object built from `lb-ebpf` by `build.rs`, embedded so the
 /// binary is all a node needs.
