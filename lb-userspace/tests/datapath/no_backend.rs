@@ -5,44 +5,15 @@ use super::*;
 
 /// The ICMP (ICMPv6) port unreachable answering `orig`: from the VIP to the
 /// client, quoting the IP header and the first 8 bytes of the datagram.
+/// IPv4: id 0, DF, TTL 64; the VLAN tag stays.
 fn port_unreachable(orig: &Pkt, eth_src: [u8; 6], eth_dst: [u8; 6]) -> Vec<u8> {
-    let f = orig.build();
-    let l3 = orig.l3_off();
-    let mut out = [eth_dst, eth_src].concat();
-    if let Some(id) = orig.vlan {
-        out.extend_from_slice(&[0x81, 0x00]);
-        out.extend_from_slice(&id.to_be_bytes());
-    }
-    let (vip, client) = (orig.dst.ip(), orig.src.ip());
-    let octets = |ip: std::net::IpAddr| match ip {
-        std::net::IpAddr::V4(a) => a.octets().to_vec(),
-        std::net::IpAddr::V6(a) => a.octets().to_vec(),
+    let (typ, code, quoted) = if orig.is_v6() { (1, 4, 40 + 8) } else { (3, 3, 20 + 8) };
+    let env = frame::Envelope {
+        vlan: orig.vlan,
+        ip_id: 0,
+        ..frame::Envelope::new(eth_src, eth_dst, orig.dst.ip(), orig.src.ip())
     };
-    if orig.is_v6() {
-        let mut icmp = vec![1, 4, 0, 0, 0, 0, 0, 0];
-        icmp.extend_from_slice(&f[l3..l3 + 48]);
-        let c = csum::complete(csum::sum(csum::pseudo(vip, client, 58, icmp.len() as u32), &icmp));
-        icmp[2..4].copy_from_slice(&c.to_be_bytes());
-        out.extend_from_slice(&[0x86, 0xdd, 0x60, 0, 0, 0]);
-        out.extend_from_slice(&(icmp.len() as u16).to_be_bytes());
-        out.extend_from_slice(&[58, 64]);
-        out.extend(octets(vip));
-        out.extend(octets(client));
-        out.extend(icmp);
-    } else {
-        let mut icmp = vec![3, 3, 0, 0, 0, 0, 0, 0];
-        icmp.extend_from_slice(&f[l3..l3 + 28]);
-        let c = csum::complete(csum::sum(0, &icmp));
-        icmp[2..4].copy_from_slice(&c.to_be_bytes());
-        out.extend_from_slice(&[0x08, 0x00]);
-        let ip = out.len();
-        out.extend_from_slice(&[0x45, 0, 0, 56, 0, 0, 0x40, 0, 64, 1, 0, 0]);
-        out.extend(octets(vip));
-        out.extend(octets(client));
-        fix_ipv4_csum(&mut out, ip);
-        out.extend(icmp);
-    }
-    out
+    env.icmp_error(typ, code, &orig.ip_packet()[..quoted])
 }
 
 /// The RST|ACK answering `syn`: seq 0, ack = the SYN's seq + 1, window 0,
