@@ -28,19 +28,25 @@
 mod agent;
 pub mod cargo;
 pub mod http;
+pub mod icmp;
 pub mod k8s;
 pub mod netbuild;
 mod netns;
+pub mod packet;
+mod servers;
 mod topology;
 mod traffic;
 
 pub use agent::{read_pipes, run_xlb, xlb_binary, Agent, ConfigFile, PinDir};
 pub use netns::Netns;
+pub use servers::{
+    tcp_echo_server, tcp_session_server, try_tcp_echo_server, try_tcp_session_server, try_udp_echo_server,
+    try_udp_server, udp_echo_server, udp_sized_server, ServerHandle,
+};
 pub use topology::{cleanup_stale, Topology, PREFIX};
 pub use traffic::{
-    reply_tag, spread_tcp, spread_tcp_replies, spread_udp, spread_udp_ports, spread_udp_replies, tcp_echo_server,
-    tcp_probe, tcp_request, tcp_session_server, try_tcp_echo_server, try_tcp_session_server, try_udp_echo_server,
-    udp_echo_server, udp_probe, udp_request, Probe, ServerHandle, TcpSession, UdpFlow, NO_REPLY, WRONG_SOURCE,
+    reply_tag, spread_tcp, spread_tcp_replies, spread_udp, spread_udp_ports, spread_udp_replies, tcp_probe,
+    tcp_request, udp_probe, udp_request, Probe, TcpSession, UdpFlow, NO_REPLY, WRONG_SOURCE,
 };
 
 /// Fails with a clear message unless the process runs as root (uid 0).

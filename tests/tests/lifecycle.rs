@@ -1,7 +1,8 @@
 //! The agent's life: refusing an invalid file at start (exit 2, every error
 //! as FILE:LINE, nothing attached), SIGTERM (exit 0, programs detached),
-//! restarting on the same pins (no flow moves) and handing over with
-//! `--keep-on-exit`. Needs root.
+//! restarting on the same pins (no flow moves), refusing pins of another
+//! table size (exit 1, with advice) and handing over with `--keep-on-exit`.
+//! Needs root.
 
 mod common;
 
@@ -221,4 +222,67 @@ fn keep_on_exit_hands_over_without_loss() {
     let status = env.agent.take().unwrap().stop().expect("stop");
     assert_eq!(status.code(), Some(0));
     assert_nothing_attached(&env, "after the second agent's SIGTERM");
+}
+
+/// An agent started on pins whose connection table has another
+/// size than `--flow-table-size` refuses to start (exit 1) and says which
+/// flag and which pinned size; started with the pinned size it works and
+/// keeps the services.
+#[test]
+fn pinned_maps_of_another_size_are_refused_with_advice() {
+    require_root();
+    let yaml = config(&[dns(0..2)]);
+    let mut env = Env::new(2, &yaml);
+    env.servers = udp_servers(&env.topo, Fam::V4, 0..2, UDP_BACKEND_PORT);
+    env.start_agent(&["--flow-table-size", "4096"]);
+    let to = vip4(53);
+    warm_up_udp(&env, to);
+    let services_before = services_without_counters(env.agent());
+
+    let mut first = env.agent.take().unwrap();
+    let status = first.stop().expect("stop the first agent");
+    assert_eq!(status.code(), Some(0), "SIGTERM exit status; log:\n{}", first.log());
+    drop(first);
+    let flows_pin = env.pin.path().join("v1").join("XLB_FLOWS");
+    assert!(flows_pin.exists(), "{} should stay pinned after SIGTERM", flows_pin.display());
+
+    let mut refused = Agent::spawn(&env.topo, env.config.path(), env.pin.path(), &["--flow-table-size", "8192"])
+        .expect("spawn the second agent");
+    let status = match refused.wait_exit(Duration::from_secs(30)) {
+        Ok(s) => s,
+        Err(e) => {
+            let healthy = refused.is_healthy();
+            let _ = refused.stop();
+            panic!(
+                "an agent with --flow-table-size 8192 on pins made with 4096 should refuse to \
+                 start (healthy: {healthy}): {e:#}"
+            );
+        }
+    };
+    let log = refused.log();
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "exit status of an agent started with --flow-table-size 8192 on a pinned table of \
+         4096 entries; stderr:\n{log}"
+    );
+    assert!(
+        log.contains("--flow-table-size") && log.contains("4096"),
+        "the refusal should name --flow-table-size and the pinned size 4096; stderr:\n{log}"
+    );
+    drop(refused);
+    assert_nothing_attached(&env, "after the refused start");
+
+    // With the pinned size it starts and keeps the services.
+    env.start_agent(&["--flow-table-size", "4096"]);
+    assert_eq!(
+        services_without_counters(env.agent()),
+        services_before,
+        "xlb services after restarting with the pinned --flow-table-size{}",
+        env.diag()
+    );
+    let (reply, from) = xlb_tests::udp_request(&env.topo.client, None, to, b"after", T)
+        .unwrap_or_else(|e| panic!("UDP to {to} after the restart: {e:#}{}", env.diag()));
+    check_reply(&reply, from, to, |i| Fam::V4.pod_gw(i), "after the restart")
+        .unwrap_or_else(|e| panic!("{e}{}", env.diag()));
 }
