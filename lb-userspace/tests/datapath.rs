@@ -13,8 +13,9 @@
 //! flood guard, timeouts, slots), `parsing` (frame shapes, malformed frames),
 //! `passed` (what goes to the kernel untouched), `icmp` (ICMP errors of
 //! translated flows), `checksums`, `paths` (XDP_TX/redirect/kernel, MTU),
-//! `affinity` (client-IP affinity, source ranges); `frame` builds and decodes
-//! the frames, `harness` runs them.
+//! `affinity` (client-IP affinity, source ranges); `frame` builds the frames
+//! with etherparse and `frame_decode` reads them back (checksums recomputed
+//! by etherparse), `harness` runs them and `output` checks what came out.
 //!
 //! Needs root: a case fails (never skips) without it. Run with
 //! `cargo test -p lb-userspace --test datapath -- --test-threads=1`.
