@@ -1,34 +1,19 @@
 //! The same services through the `xlb` agent.
 
+use std::os::fd::AsRawFd as _;
 use std::{
-    collections::BTreeMap,
-    fmt::Write as _,
-    net::{IpAddr, Ipv4Addr, SocketAddr},
-    path::{Path, PathBuf},
+    path::Path,
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
 use anyhow::{bail, ensure, Context as _, Result};
-use aya::programs::Xdp;
-use clap::Parser;
-use xlb::{
-    bpf::maps::Maps,
-    state::model::{BackendSpec, DesiredState, Protocol, ServiceSpec, SourceMode},
-    state::writer::{addr16, MapWriter},
-};
-use xlb_bench::{
-    host::{cleanup_stale, enter_netns, ensure_bpffs, sh},
-    machine::Machine,
-    stop::{catch_signals, check_stop},
-};
+use xlb_bench::stop::check_stop;
 
-use crate::agent::{agent_run, pid_status_kib, AgentResults};
-use crate::measure::{map_memory, measure, status_kib, MapMem, Results};
-use crate::report::{mib, summary};
-use crate::state::{backend_addr, desired, service, yaml};
+use crate::measure::AgentResults;
 use crate::measure::{ms, progress};
-use crate::{Cleanup, Opts, NETNS_PREFIX, PIN_PREFIX};
+use crate::state::{backend_addr, desired, yaml};
+use crate::Opts;
 
 /// A `/proc/PID/status` field in KiB.
 pub(crate) fn pid_status_kib(pid: u32, key: &str) -> u64 {
@@ -144,4 +129,3 @@ pub(crate) fn agent_run(opts: &Opts, xlb: &Path, netns: &str, pin: &Path, config
     let _ = child.wait();
     result.map(|()| r)
 }
-

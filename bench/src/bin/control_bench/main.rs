@@ -21,35 +21,18 @@
 //!
 //! Usage: `control_bench [--services N] [--backends N] [--changes N]
 //! [--table-size P] [--json FILE] [--tiny]`.
-use std::{
-    collections::BTreeMap,
-    fmt::Write as _,
-    net::{IpAddr, Ipv4Addr, SocketAddr},
-    path::{Path, PathBuf},
-    process::{Command, Stdio},
-    time::{Duration, Instant},
-};
+use std::path::PathBuf;
 
 use anyhow::{bail, ensure, Context as _, Result};
-use aya::programs::Xdp;
 use clap::Parser;
-use xlb::{
-    bpf::maps::Maps,
-    state::model::{BackendSpec, DesiredState, Protocol, ServiceSpec, SourceMode},
-    state::writer::{addr16, MapWriter},
-};
 use xlb_bench::{
-    host::{cleanup_stale, enter_netns, ensure_bpffs, sh},
+    host::{cleanup_stale, ensure_bpffs, enter_netns, sh},
     machine::Machine,
-    stop::{catch_signals, check_stop},
+    stop::catch_signals,
 };
 
-use crate::agent::{agent_run, pid_status_kib, AgentResults};
-use crate::measure::{map_memory, measure, status_kib, MapMem, Results};
-use crate::report::{mib, summary};
-use crate::state::{backend_addr, desired, service, yaml};
-use crate::measure::{ms, progress};
-use crate::{Cleanup, Opts, NETNS_PREFIX, PIN_PREFIX};
+use crate::measure::{measure, Results};
+use crate::report::summary;
 
 #[derive(Parser, Debug, Clone)]
 #[command(about = "Control-plane cost of xlb at scale (apply, one endpoint change, memory)")]
@@ -89,7 +72,6 @@ pub(crate) struct Opts {
     pub(crate) tiny: bool,
 }
 
-
 mod agent;
 mod measure;
 mod report;
@@ -115,8 +97,6 @@ impl Drop for Cleanup {
         let _ = std::fs::remove_file(&self.config);
     }
 }
-
-/// Removes namespaces and pin directories of earlier runs that were killed.
 
 fn main() -> std::process::ExitCode {
     match real_main() {

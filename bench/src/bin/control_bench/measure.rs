@@ -2,41 +2,32 @@
 
 use std::{
     collections::BTreeMap,
-    fmt::Write as _,
-    net::{IpAddr, Ipv4Addr, SocketAddr},
-    path::{Path, PathBuf},
-    process::{Command, Stdio},
+    path::Path,
     time::{Duration, Instant},
 };
 
-use anyhow::{bail, ensure, Context as _, Result};
+use anyhow::{ensure, Context as _, Result};
 use aya::programs::Xdp;
-use clap::Parser;
 use xlb::{
     bpf::maps::Maps,
-    state::model::{BackendSpec, DesiredState, Protocol, ServiceSpec, SourceMode},
+    state::model::BackendSpec,
     state::writer::{addr16, MapWriter},
 };
-use xlb_bench::{
-    host::{cleanup_stale, enter_netns, ensure_bpffs, sh},
-    machine::Machine,
-    stop::{catch_signals, check_stop},
-};
+use xlb_bench::{host::sh, stop::check_stop};
 
-use crate::agent::{agent_run, pid_status_kib, AgentResults};
-use crate::measure::{map_memory, measure, status_kib, MapMem, Results};
-use crate::report::{mib, summary};
-use crate::state::{backend_addr, desired, service, yaml};
-use crate::measure::{ms, progress};
-use crate::{Cleanup, Opts, NETNS_PREFIX, PIN_PREFIX};
+use crate::agent::agent_run;
+
+use crate::state::{backend_addr, desired};
+
+use crate::Opts;
 
 /// One map's kernel memory, from `/proc/self/fdinfo`.
 #[derive(Clone, Debug, serde::Serialize)]
 pub(crate) struct MapMem {
-    name: String,
-    map_type: u32,
-    max_entries: u64,
-    memlock: u64,
+    pub(crate) name: String,
+    pub(crate) map_type: u32,
+    pub(crate) max_entries: u64,
+    pub(crate) memlock: u64,
 }
 
 /// The BPF maps this process holds open, by id (deduplicated).
@@ -77,29 +68,29 @@ pub(crate) fn status_kib(key: &str) -> u64 {
 
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub(crate) struct Results {
-    services: u32,
-    backends_per_service: u32,
-    table_size: u32,
-    load_ms: f64,
-    restore_ms: f64,
-    generate_ms: f64,
-    apply_empty_ms: f64,
-    reapply_unchanged_ms: f64,
+    pub(crate) services: u32,
+    pub(crate) backends_per_service: u32,
+    pub(crate) table_size: u32,
+    pub(crate) load_ms: f64,
+    pub(crate) restore_ms: f64,
+    pub(crate) generate_ms: f64,
+    pub(crate) apply_empty_ms: f64,
+    pub(crate) reapply_unchanged_ms: f64,
     /// Re-apply of the unchanged state right after a route was added: every
     /// `source: snat` backend's route is resolved again.
-    reapply_after_route_change_ms: f64,
-    change_median_ms: f64,
-    change_max_ms: f64,
-    changes: u32,
-    maps_memlock_bytes: u64,
-    maps: Vec<MapMem>,
-    rss_kib: u64,
-    rss_anon_kib: u64,
-    rss_shmem_kib: u64,
-    rss_file_kib: u64,
-    hwm_kib: u64,
+    pub(crate) reapply_after_route_change_ms: f64,
+    pub(crate) change_median_ms: f64,
+    pub(crate) change_max_ms: f64,
+    pub(crate) changes: u32,
+    pub(crate) maps_memlock_bytes: u64,
+    pub(crate) maps: Vec<MapMem>,
+    pub(crate) rss_kib: u64,
+    pub(crate) rss_anon_kib: u64,
+    pub(crate) rss_shmem_kib: u64,
+    pub(crate) rss_file_kib: u64,
+    pub(crate) hwm_kib: u64,
     /// The real agent (`--xlb`), when run.
-    agent: Option<AgentResults>,
+    pub(crate) agent: Option<AgentResults>,
 }
 
 /// What the real agent showed.
@@ -107,19 +98,19 @@ pub(crate) struct Results {
 pub(crate) struct AgentResults {
     /// From exec to its "xlb agent running" line: load, parse and validate
     /// the YAML file, apply, attach.
-    start_ms: f64,
-    config_bytes: u64,
-    rss_kib: u64,
-    rss_anon_kib: u64,
-    rss_file_kib: u64,
-    hwm_kib: u64,
+    pub(crate) start_ms: f64,
+    pub(crate) config_bytes: u64,
+    pub(crate) rss_kib: u64,
+    pub(crate) rss_anon_kib: u64,
+    pub(crate) rss_file_kib: u64,
+    pub(crate) hwm_kib: u64,
     /// From writing the changed file to its "configuration reloaded" line
     /// (includes the agent's 200 ms coalescing of file events).
-    reload_median_ms: f64,
+    pub(crate) reload_median_ms: f64,
     /// Of which: parsing and validating the file (`xlb::config::parse`,
     /// timed in this process on the same text).
-    parse_ms: f64,
-    reloads: u32,
+    pub(crate) parse_ms: f64,
+    pub(crate) reloads: u32,
 }
 
 pub(crate) fn ms(d: Duration) -> f64 {
@@ -128,13 +119,12 @@ pub(crate) fn ms(d: Duration) -> f64 {
 
 pub(crate) fn progress(text: &str) {
     use std::io::Write as _;
-    if STOP.load(std::sync::atomic::Ordering::Relaxed) {
+    if xlb_bench::stop::stopped() {
         return;
     }
     println!("    {text}");
     let _ = std::io::stdout().flush();
 }
-
 
 pub(crate) fn measure(opts: &Opts, pin: &Path, agent: Option<(&Path, &str, &Path, &Path)>) -> Result<Results> {
     let mut r = Results {
@@ -245,4 +235,3 @@ pub(crate) fn measure(opts: &Opts, pin: &Path, agent: Option<(&Path, &str, &Path
     }
     Ok(r)
 }
-

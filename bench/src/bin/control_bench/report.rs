@@ -1,34 +1,10 @@
 //! The summary table.
 
-use std::{
-    collections::BTreeMap,
-    fmt::Write as _,
-    net::{IpAddr, Ipv4Addr, SocketAddr},
-    path::{Path, PathBuf},
-    process::{Command, Stdio},
-    time::{Duration, Instant},
-};
+use std::fmt::Write as _;
 
-use anyhow::{bail, ensure, Context as _, Result};
-use aya::programs::Xdp;
-use clap::Parser;
-use xlb::{
-    bpf::maps::Maps,
-    state::model::{BackendSpec, DesiredState, Protocol, ServiceSpec, SourceMode},
-    state::writer::{addr16, MapWriter},
-};
-use xlb_bench::{
-    host::{cleanup_stale, enter_netns, ensure_bpffs, sh},
-    machine::Machine,
-    stop::{catch_signals, check_stop},
-};
+use crate::measure::Results;
 
-use crate::agent::{agent_run, pid_status_kib, AgentResults};
-use crate::measure::{map_memory, measure, status_kib, MapMem, Results};
-use crate::report::{mib, summary};
-use crate::state::{backend_addr, desired, service, yaml};
-use crate::measure::{ms, progress};
-use crate::{Cleanup, Opts, NETNS_PREFIX, PIN_PREFIX};
+use crate::Opts;
 
 pub(crate) fn mib(b: u64) -> String {
     format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64)
@@ -110,4 +86,3 @@ pub(crate) fn summary(r: &Results, opts: &Opts) -> String {
     }
     s
 }
-

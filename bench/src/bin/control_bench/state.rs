@@ -1,34 +1,13 @@
 //! The generated desired state and its YAML for the agent.
 
 use std::{
-    collections::BTreeMap,
     fmt::Write as _,
     net::{IpAddr, Ipv4Addr, SocketAddr},
-    path::{Path, PathBuf},
-    process::{Command, Stdio},
-    time::{Duration, Instant},
 };
 
-use anyhow::{bail, ensure, Context as _, Result};
-use aya::programs::Xdp;
-use clap::Parser;
-use xlb::{
-    bpf::maps::Maps,
-    state::model::{BackendSpec, DesiredState, Protocol, ServiceSpec, SourceMode},
-    state::writer::{addr16, MapWriter},
-};
-use xlb_bench::{
-    host::{cleanup_stale, enter_netns, ensure_bpffs, sh},
-    machine::Machine,
-    stop::{catch_signals, check_stop},
-};
+use xlb::state::model::{BackendSpec, DesiredState, Protocol, ServiceSpec, SourceMode};
 
-use crate::agent::{agent_run, pid_status_kib, AgentResults};
-use crate::measure::{map_memory, measure, status_kib, MapMem, Results};
-use crate::report::{mib, summary};
-use crate::state::{backend_addr, desired, service, yaml};
-use crate::measure::{ms, progress};
-use crate::{Cleanup, Opts, NETNS_PREFIX, PIN_PREFIX};
+use crate::Opts;
 
 pub(crate) fn backend_addr(i: u32) -> SocketAddr {
     SocketAddr::new(IpAddr::V4(Ipv4Addr::from(0x0a00_0100u32 + i)), 8080)
@@ -75,4 +54,3 @@ pub(crate) fn yaml(state: &DesiredState) -> String {
     }
     y
 }
-

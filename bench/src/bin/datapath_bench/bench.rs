@@ -1,77 +1,63 @@
 //! The measurements: one row per packet class or stage.
 
-use std::{
-    fmt::Write as _,
-    net::{IpAddr, SocketAddr},
-    path::{Path, PathBuf},
-    time::Instant,
-};
+use std::{net::SocketAddr, path::Path};
 
-use anyhow::{bail, ensure, Context as _, Result};
+use anyhow::{ensure, Context as _, Result};
 use aya::{
     maps::{Array, DevMap, MapData, ProgramArray},
     programs::{TestRun, TestRunOptions, Xdp},
     Ebpf,
 };
-use clap::Parser;
 use lb_common::{stats::STAT_COUNT, Stat, IF_F_REDIRECT, IF_F_TX};
 use xlb::{
     bpf::maps::Maps,
     state::model::{BackendSpec, DesiredState, Protocol, ServiceSpec, SourceMode},
     state::writer::MapWriter,
 };
-use xlb_bench::{
-    host::{cleanup_stale, enter_netns, ensure_bpffs, pin_thread, sh},
-    machine::Machine,
-    stop::{catch_signals, check_stop},
-    BENCH_OBJECT,
-};
+use xlb_bench::{stop::check_stop, BENCH_OBJECT};
 
-use crate::bench::{Bench, Row};
-use crate::frames::{frame, tuple_of, Frame, L4, PAYLOAD, TCP_ACK, TCP_SYN};
+use crate::frames::{frame, tuple_of, Frame, L4, TCP_ACK, TCP_SYN};
 use crate::harness::{fib_conf, FibConf, FwdConf, Target, Template, BENCH_PROGRAMS, MIN_FWD, NOP, TEMPLATE_MAX};
-use crate::report::summary;
 use crate::{
-    mac_str, setup_commands, verdict_name, Opts, BACKEND4, BACKEND4_MAC, BACKEND6, BACKEND6_MAC, BACKEND_PORT,
-    CLIENT4, CLIENT4_MAC, CLIENT6, CLIENT6_MAC, V0_MAC, V1_MAC, VIP4, VIP4_PRESERVE, VIP6, XDP_ABORTED, XDP_DROP,
-    XDP_PASS, XDP_REDIRECT, XDP_TX,
+    verdict_name, Opts, BACKEND4, BACKEND4_MAC, BACKEND6, BACKEND6_MAC, BACKEND_PORT, CLIENT4, CLIENT4_MAC, CLIENT6,
+    CLIENT6_MAC, V0_MAC, V1_MAC, VIP4, VIP4_PRESERVE, VIP6, XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_REDIRECT,
 };
 
 /// One measured class.
 #[derive(Clone, Debug, serde::Serialize)]
 pub(crate) struct Row {
-    class: String,
-    verdict: String,
-    ok: bool,
-    problem: Option<String>,
+    pub(crate) class: String,
+    pub(crate) verdict: String,
+    pub(crate) ok: bool,
+    pub(crate) problem: Option<String>,
     /// Something worth knowing that is not a failure.
-    note: Option<String>,
+    pub(crate) note: Option<String>,
     /// "class" (a packet class through xlb_xdp or min_fwd) or "stage" (one
     /// operation of the data path alone).
-    kind: &'static str,
+    pub(crate) kind: &'static str,
     /// Median over rounds, ns per packet.
-    raw_ns: u64,
-    base_ns: u64,
-    net_ns: i64,
-    raw_min_ns: u64,
-    raw_max_ns: u64,
+    pub(crate) raw_ns: u64,
+    pub(crate) base_ns: u64,
+    pub(crate) net_ns: i64,
+    pub(crate) raw_min_ns: u64,
+    pub(crate) raw_max_ns: u64,
     /// Target (net ns) from the issue, and Katran's figure, when there is one.
-    target_net_ns: Option<u64>,
-    katran_net_ns: Option<u64>,
+    pub(crate) target_net_ns: Option<u64>,
+    pub(crate) katran_net_ns: Option<u64>,
 }
 
 #[expect(clippy::struct_field_names, reason = "`bench` is the benchmark programs' object, beside `xlb`'s")]
 pub(crate) struct Bench {
-    opts: Opts,
-    xlb: Ebpf,
-    writer: MapWriter,
-    bench: Ebpf,
-    progs: ProgramArray<MapData>,
-    template: Array<MapData, Template>,
-    fib: Array<MapData, FibConf>,
-    v0: u32,
-    v1: u32,
-    rows: Vec<Row>,
+    pub(crate) opts: Opts,
+    pub(crate) xlb: Ebpf,
+    pub(crate) writer: MapWriter,
+    pub(crate) bench: Ebpf,
+    pub(crate) progs: ProgramArray<MapData>,
+    pub(crate) template: Array<MapData, Template>,
+    pub(crate) fib: Array<MapData, FibConf>,
+    pub(crate) v0: u32,
+    pub(crate) v1: u32,
+    pub(crate) rows: Vec<Row>,
 }
 
 pub(crate) fn median(v: &mut [u64]) -> u64 {
@@ -605,4 +591,3 @@ impl Bench {
         Ok(())
     }
 }
-

@@ -1,41 +1,6 @@
 //! Test frames of each packet class and their checksums.
 
-use std::{
-    fmt::Write as _,
-    net::{IpAddr, SocketAddr},
-    path::{Path, PathBuf},
-    time::Instant,
-};
-
-use anyhow::{bail, ensure, Context as _, Result};
-use aya::{
-    maps::{Array, DevMap, MapData, ProgramArray},
-    programs::{TestRun, TestRunOptions, Xdp},
-    Ebpf,
-};
-use clap::Parser;
-use lb_common::{stats::STAT_COUNT, Stat, IF_F_REDIRECT, IF_F_TX};
-use xlb::{
-    bpf::maps::Maps,
-    state::model::{BackendSpec, DesiredState, Protocol, ServiceSpec, SourceMode},
-    state::writer::MapWriter,
-};
-use xlb_bench::{
-    host::{cleanup_stale, enter_netns, ensure_bpffs, pin_thread, sh},
-    machine::Machine,
-    stop::{catch_signals, check_stop},
-    BENCH_OBJECT,
-};
-
-use crate::bench::{Bench, Row};
-use crate::frames::{frame, tuple_of, Frame, L4, PAYLOAD, TCP_ACK, TCP_SYN};
-use crate::harness::{fib_conf, FibConf, FwdConf, Target, Template, BENCH_PROGRAMS, MIN_FWD, NOP, TEMPLATE_MAX};
-use crate::report::summary;
-use crate::{
-    mac_str, setup_commands, verdict_name, Opts, BACKEND4, BACKEND4_MAC, BACKEND6, BACKEND6_MAC, BACKEND_PORT,
-    CLIENT4, CLIENT4_MAC, CLIENT6, CLIENT6_MAC, V0_MAC, V1_MAC, VIP4, VIP4_PRESERVE, VIP6, XDP_ABORTED, XDP_DROP,
-    XDP_PASS, XDP_REDIRECT, XDP_TX,
-};
+use std::net::{IpAddr, SocketAddr};
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum L4 {
@@ -50,11 +15,11 @@ pub(crate) const PAYLOAD: &[u8] = b"xlb-bench-payload!"; // 18 bytes: a 64-byte 
 /// A frame and the offsets the harness needs.
 #[derive(Clone)]
 pub(crate) struct Frame {
-    bytes: Vec<u8>,
-    sport_off: u32,
-    saddr_off: u32,
-    l4_csum_off: u32,
-    ip_csum_off: u32,
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) sport_off: u32,
+    pub(crate) saddr_off: u32,
+    pub(crate) l4_csum_off: u32,
+    pub(crate) ip_csum_off: u32,
 }
 
 pub(crate) fn sum(mut acc: u64, bytes: &[u8]) -> u64 {
@@ -167,4 +132,3 @@ pub(crate) fn tuple_of(f: &[u8]) -> Option<(SocketAddr, SocketAddr)> {
 // ---------------------------------------------------------------------------
 // The harness maps (mirrors of lb-ebpf/src/bin/xlb-bench.rs)
 // ---------------------------------------------------------------------------
-

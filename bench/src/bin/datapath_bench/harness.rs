@@ -1,55 +1,20 @@
 //! Userspace mirrors of the harness' map types (lb-ebpf/src/bin/xlb-bench.rs)
 //! and the programs under test.
 
-use std::{
-    fmt::Write as _,
-    net::{IpAddr, SocketAddr},
-    path::{Path, PathBuf},
-    time::Instant,
-};
-
-use anyhow::{bail, ensure, Context as _, Result};
-use aya::{
-    maps::{Array, DevMap, MapData, ProgramArray},
-    programs::{TestRun, TestRunOptions, Xdp},
-    Ebpf,
-};
-use clap::Parser;
-use lb_common::{stats::STAT_COUNT, Stat, IF_F_REDIRECT, IF_F_TX};
-use xlb::{
-    bpf::maps::Maps,
-    state::model::{BackendSpec, DesiredState, Protocol, ServiceSpec, SourceMode},
-    state::writer::MapWriter,
-};
-use xlb_bench::{
-    host::{cleanup_stale, enter_netns, ensure_bpffs, pin_thread, sh},
-    machine::Machine,
-    stop::{catch_signals, check_stop},
-    BENCH_OBJECT,
-};
-
-use crate::bench::{Bench, Row};
-use crate::frames::{frame, tuple_of, Frame, L4, PAYLOAD, TCP_ACK, TCP_SYN};
-use crate::harness::{fib_conf, FibConf, FwdConf, Target, Template, BENCH_PROGRAMS, MIN_FWD, NOP, TEMPLATE_MAX};
-use crate::report::summary;
-use crate::{
-    mac_str, setup_commands, verdict_name, Opts, BACKEND4, BACKEND4_MAC, BACKEND6, BACKEND6_MAC, BACKEND_PORT,
-    CLIENT4, CLIENT4_MAC, CLIENT6, CLIENT6_MAC, V0_MAC, V1_MAC, VIP4, VIP4_PRESERVE, VIP6, XDP_ABORTED, XDP_DROP,
-    XDP_PASS, XDP_REDIRECT, XDP_TX,
-};
+use std::net::IpAddr;
 
 pub(crate) const TEMPLATE_MAX: usize = 256;
 
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub(crate) struct Template {
-    len: u32,
-    vary: u32,
-    sport_off: u32,
-    saddr_off: u32,
-    l4_csum_off: u32,
-    ip_csum_off: u32,
-    data: [u8; TEMPLATE_MAX],
+    pub(crate) len: u32,
+    pub(crate) vary: u32,
+    pub(crate) sport_off: u32,
+    pub(crate) saddr_off: u32,
+    pub(crate) l4_csum_off: u32,
+    pub(crate) ip_csum_off: u32,
+    pub(crate) data: [u8; TEMPLATE_MAX],
 }
 // SAFETY: repr(C), Copy, no padding, every bit pattern valid.
 unsafe impl aya::Pod for Template {}
@@ -57,9 +22,9 @@ unsafe impl aya::Pod for Template {}
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub(crate) struct FwdConf {
-    backend: [[u8; 4]; 2],
-    dmac: [[u8; 6]; 2],
-    smac: [[u8; 6]; 2],
+    pub(crate) backend: [[u8; 4]; 2],
+    pub(crate) dmac: [[u8; 6]; 2],
+    pub(crate) smac: [[u8; 6]; 2],
 }
 // SAFETY: as above.
 unsafe impl aya::Pod for FwdConf {}
@@ -97,9 +62,9 @@ pub(crate) const BENCH_PROGRAMS: [&str; 12] = [
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub(crate) struct FibConf {
-    family: u32,
-    src: [u32; 4],
-    dst: [u32; 4],
+    pub(crate) family: u32,
+    pub(crate) src: [u32; 4],
+    pub(crate) dst: [u32; 4],
 }
 // SAFETY: as above.
 unsafe impl aya::Pod for FibConf {}
@@ -115,4 +80,3 @@ pub(crate) fn fib_conf(src: &str, dst: &str) -> FibConf {
     let (s, d): (IpAddr, IpAddr) = (src.parse().unwrap(), dst.parse().unwrap());
     FibConf { family: if s.is_ipv4() { 2 } else { 10 }, src: words(s), dst: words(d) }
 }
-

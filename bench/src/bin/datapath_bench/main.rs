@@ -32,42 +32,18 @@ mod frames;
 mod harness;
 mod report;
 
-use std::{
-    fmt::Write as _,
-    net::{IpAddr, SocketAddr},
-    path::{Path, PathBuf},
-    time::Instant,
-};
+use std::{path::PathBuf, time::Instant};
 
-use anyhow::{bail, ensure, Context as _, Result};
-use aya::{
-    maps::{Array, DevMap, MapData, ProgramArray},
-    programs::{TestRun, TestRunOptions, Xdp},
-    Ebpf,
-};
+use anyhow::{bail, Context as _, Result};
 use clap::Parser;
-use lb_common::{stats::STAT_COUNT, Stat, IF_F_REDIRECT, IF_F_TX};
-use xlb::{
-    bpf::maps::Maps,
-    state::model::{BackendSpec, DesiredState, Protocol, ServiceSpec, SourceMode},
-    state::writer::MapWriter,
-};
 use xlb_bench::{
-    host::{cleanup_stale, enter_netns, ensure_bpffs, pin_thread, sh},
+    host::{cleanup_stale, ensure_bpffs, enter_netns, pin_thread, sh},
     machine::Machine,
-    stop::{catch_signals, check_stop},
-    BENCH_OBJECT,
+    stop::catch_signals,
 };
 
 use crate::bench::{Bench, Row};
-use crate::frames::{frame, tuple_of, Frame, L4, PAYLOAD, TCP_ACK, TCP_SYN};
-use crate::harness::{fib_conf, FibConf, FwdConf, Target, Template, BENCH_PROGRAMS, MIN_FWD, NOP, TEMPLATE_MAX};
 use crate::report::summary;
-use crate::{
-    mac_str, setup_commands, verdict_name, Opts, BACKEND4, BACKEND4_MAC, BACKEND6, BACKEND6_MAC, BACKEND_PORT,
-    CLIENT4, CLIENT4_MAC, CLIENT6, CLIENT6_MAC, V0_MAC, V1_MAC, VIP4, VIP4_PRESERVE, VIP6, XDP_ABORTED, XDP_DROP,
-    XDP_PASS, XDP_REDIRECT, XDP_TX,
-};
 
 const NETNS_PREFIX: &str = "xlbbench-dp-";
 const PIN_PREFIX: &str = "/sys/fs/bpf/xlb-bench-dp-";
@@ -116,8 +92,6 @@ pub(crate) struct Opts {
     #[arg(long)]
     pub(crate) tiny: bool,
 }
-
-/// Set by SIGINT/SIGTERM: stop measuring, clean up, exit.
 
 pub(crate) const XDP_ABORTED: u32 = 0;
 pub(crate) const XDP_DROP: u32 = 1;
@@ -186,7 +160,6 @@ pub(crate) fn setup_commands() -> String {
     }
     c.join("\n") + "\n"
 }
-
 
 fn main() -> std::process::ExitCode {
     match real_main() {

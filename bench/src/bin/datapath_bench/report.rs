@@ -1,41 +1,8 @@
 //! The summary table.
 
-use std::{
-    fmt::Write as _,
-    net::{IpAddr, SocketAddr},
-    path::{Path, PathBuf},
-    time::Instant,
-};
+use std::fmt::Write as _;
 
-use anyhow::{bail, ensure, Context as _, Result};
-use aya::{
-    maps::{Array, DevMap, MapData, ProgramArray},
-    programs::{TestRun, TestRunOptions, Xdp},
-    Ebpf,
-};
-use clap::Parser;
-use lb_common::{stats::STAT_COUNT, Stat, IF_F_REDIRECT, IF_F_TX};
-use xlb::{
-    bpf::maps::Maps,
-    state::model::{BackendSpec, DesiredState, Protocol, ServiceSpec, SourceMode},
-    state::writer::MapWriter,
-};
-use xlb_bench::{
-    host::{cleanup_stale, enter_netns, ensure_bpffs, pin_thread, sh},
-    machine::Machine,
-    stop::{catch_signals, check_stop},
-    BENCH_OBJECT,
-};
-
-use crate::bench::{Bench, Row};
-use crate::frames::{frame, tuple_of, Frame, L4, PAYLOAD, TCP_ACK, TCP_SYN};
-use crate::harness::{fib_conf, FibConf, FwdConf, Target, Template, BENCH_PROGRAMS, MIN_FWD, NOP, TEMPLATE_MAX};
-use crate::report::summary;
-use crate::{
-    mac_str, setup_commands, verdict_name, Opts, BACKEND4, BACKEND4_MAC, BACKEND6, BACKEND6_MAC, BACKEND_PORT,
-    CLIENT4, CLIENT4_MAC, CLIENT6, CLIENT6_MAC, V0_MAC, V1_MAC, VIP4, VIP4_PRESERVE, VIP6, XDP_ABORTED, XDP_DROP,
-    XDP_PASS, XDP_REDIRECT, XDP_TX,
-};
+use crate::bench::Row;
 
 pub(crate) fn summary(rows: &[Row]) -> String {
     let min = rows.iter().find(|r| r.class.starts_with("min_fwd"));
@@ -85,4 +52,3 @@ pub(crate) fn summary(rows: &[Row]) -> String {
     }
     s
 }
-

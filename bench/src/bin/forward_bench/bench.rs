@@ -1,89 +1,70 @@
 //! Everything the bench sets up, and its measurements.
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
-use std::ffi::OsStr;
-use std::fs::File;
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::os::fd::{AsRawFd as _, OwnedFd};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::collections::{BTreeMap, HashSet};
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use aya::maps::{Array, DevMap, MapData};
-use aya::programs::XdpMode;
 use aya::Ebpf;
-use serde_json::{json, Value};
-use xlb_bench::median;
-use xlb_bench::stop::{check_stop, stopped};
-use xlb_bench::host::{get_affinity, get_nice, set_affinity, set_nice};
-use xlb_bench::table::{markdown_table, print_table};
-use xlb_tests::Netns;
+use serde_json::Value;
 
-use crate::bench::Bench;
-use crate::cases::{Case, Sample};
+use crate::cases::Case;
 use crate::options::{Args, Plan};
 use crate::proc::Proc;
-use crate::programs::{attach, count, load_bench, xdp_ref, Generator};
-use crate::report::{counter_delta, fmt_pps, fmt_ratio, num, plan_runs, targets, udp_rows, TCP_HEADER, UDP_HEADER};
-use crate::sys::{clock_ticks, cpu_busy, ifindex, napi_threads, progress, set_gro, write_sysctl, BENCH_NICE};
-use crate::topology::{
-    be_addr, be_gw, cleanup_stale, gen_addr, lb_addr, mac_b, mac_be, mac_g, mac_l, mac_str, run_cmd, udp_frame, InNs, Ns,
-    CALL_SECS, CONTENDED, FRAME_LEN, FWD_CPU, GEN_CPU, RR_BYTES, TCP_RR_PORT, TCP_SETUP_PORT, UDP_PORT, VIP_NFT,
-    VIP_PRESERVE, VIP_PROXY, VIP_SINK, VIP_SNAT,
-};
-use crate::bench::start_servers;
-use crate::bench::Servers;
+use crate::programs::{attach, load_bench, xdp_ref, Generator};
+use crate::sys::{ifindex, progress, set_gro};
+use crate::topology::{be_addr, mac_b, mac_be, Ns};
 
 mod forwarders;
 mod links;
 mod tcp;
 mod udp;
 
+use tcp::Servers;
+
 // ---------------------------------------------------------------- the bench
 
 /// Everything we set up; fields drop in order: processes, programs, then
 /// namespaces, pins and files.
 pub(crate) struct Bench {
-    plan: Plan,
-    only: Vec<String>,
-    nproc: usize,
-    agent: Option<Proc>,
-    nginx: Option<Proc>,
-    servers: Option<Servers>,
+    pub(crate) plan: Plan,
+    pub(crate) only: Vec<String>,
+    pub(crate) nproc: usize,
+    pub(crate) agent: Option<Proc>,
+    pub(crate) nginx: Option<Proc>,
+    pub(crate) servers: Option<Servers>,
     /// The generator (`gen_full`, or `gen` with `--generator bench-gen`).
-    gen: Generator,
-    xlb_bin: Option<PathBuf>,
+    pub(crate) gen: Generator,
+    pub(crate) xlb_bin: Option<PathBuf>,
     /// BPF run-time statistics on while held (`--bpf-stats`).
-    stats_fd: Option<OwnedFd>,
+    pub(crate) stats_fd: Option<OwnedFd>,
     /// Programs whose run time is tracked: (label, program id).
-    prog_ids: Vec<(&'static str, u32)>,
+    pub(crate) prog_ids: Vec<(&'static str, u32)>,
     /// Per case and program: (run time ns, runs) over the measured slices.
-    bpf_costs: BTreeMap<(Case, &'static str), (u64, u64)>,
-    min_fwd: Ebpf,
-    ceiling_sink: Ebpf,
+    pub(crate) bpf_costs: BTreeMap<(Case, &'static str), (u64, u64)>,
+    pub(crate) min_fwd: Ebpf,
+    pub(crate) ceiling_sink: Ebpf,
     /// One per backend (attached to its eth0 and eth1).
-    sinks: Vec<Ebpf>,
-    nft_rules: Option<PathBuf>,
-    nft_loaded: bool,
-    skipped: Vec<(String, String)>,
-    notes: Vec<String>,
+    pub(crate) sinks: Vec<Ebpf>,
+    pub(crate) nft_rules: Option<PathBuf>,
+    pub(crate) nft_loaded: bool,
+    pub(crate) skipped: Vec<(String, String)>,
+    pub(crate) notes: Vec<String>,
     /// Time left for measuring contended slices again.
-    retry_budget: Duration,
+    pub(crate) retry_budget: Duration,
     /// Slices measured again.
-    retried: u32,
+    pub(crate) retried: u32,
     /// Failed TCP connection attempts (each waited up to 1 s).
-    tcp_failed: BTreeMap<Case, u64>,
-    gen_ifindex: [u32; 4],
-    lb: Ns,
-    be: Vec<Ns>,
-    gen_ns: Ns,
-    pins: PathBuf,
-    tmp: PathBuf,
+    pub(crate) tcp_failed: BTreeMap<Case, u64>,
+    pub(crate) gen_ifindex: [u32; 4],
+    pub(crate) lb: Ns,
+    pub(crate) be: Vec<Ns>,
+    pub(crate) gen_ns: Ns,
+    pub(crate) pins: PathBuf,
+    pub(crate) tmp: PathBuf,
 }
 
 impl Drop for Bench {
@@ -122,7 +103,6 @@ pub(crate) fn xlb_binary(arg: &Option<PathBuf>) -> Result<PathBuf> {
     }
     Ok(p)
 }
-
 
 impl Bench {
     pub(crate) fn setup(plan: Plan, args: &Args) -> Result<Bench> {
@@ -225,7 +205,6 @@ impl Bench {
         out
     }
 
-
     pub(crate) fn attach_programs(&mut self) -> Result<()> {
         progress("attaching sink (backends, l3), min_fwd (l0); GRO on l2 (kernel paths)");
         // Kept in the XDP dispatcher on a device without traffic (see
@@ -310,5 +289,4 @@ impl Bench {
             .map(|m| m.into_iter().filter_map(|(k, v)| v.as_u64().map(|n| (k, n))).collect())
             .unwrap_or_default()
     }
-
 }

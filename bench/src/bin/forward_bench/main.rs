@@ -31,46 +31,22 @@
 //! nginx's stream module those rows are skipped (and listed as skipped).
 //! docs/BENCHMARKS.md ("Forwarding") describes the method and its limits.
 
-
-use std::collections::{BTreeMap, HashSet, VecDeque};
-use std::ffi::OsStr;
-use std::fs::File;
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::os::fd::{AsRawFd as _, OwnedFd};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context as _, Result};
-use aya::maps::{Array, DevMap, MapData};
-use aya::programs::XdpMode;
-use aya::Ebpf;
+use anyhow::{bail, Context as _, Result};
 use clap::Parser;
 use serde_json::{json, Value};
 use xlb_bench::median;
 use xlb_bench::stop::{check_stop, stopped};
-use xlb_bench::host::{get_affinity, get_nice, set_affinity, set_nice};
 use xlb_bench::table::{markdown_table, print_table};
-use xlb_tests::Netns;
 
 use crate::bench::Bench;
-use crate::cases::{Case, Sample};
+use crate::cases::Case;
 use crate::options::{Args, Plan};
-use crate::proc::Proc;
-use crate::programs::{attach, count, load_bench, xdp_ref, Generator};
 use crate::report::{counter_delta, fmt_pps, fmt_ratio, num, plan_runs, targets, udp_rows, TCP_HEADER, UDP_HEADER};
-use crate::sys::{clock_ticks, cpu_busy, ifindex, napi_threads, progress, set_gro, write_sysctl, BENCH_NICE};
-use crate::topology::{
-    be_addr, be_gw, cleanup_stale, gen_addr, lb_addr, mac_b, mac_be, mac_g, mac_l, mac_str, run_cmd, udp_frame, InNs, Ns,
-    CALL_SECS, CONTENDED, FRAME_LEN, FWD_CPU, GEN_CPU, RR_BYTES, TCP_RR_PORT, TCP_SETUP_PORT, UDP_PORT, VIP_NFT,
-    VIP_PRESERVE, VIP_PROXY, VIP_SINK, VIP_SNAT,
-};
-use crate::bench::start_servers;
-use crate::bench::Servers;
+use crate::sys::{cpu_busy, progress};
+use crate::topology::{cleanup_stale, FRAME_LEN, FWD_CPU, GEN_CPU};
 
 mod bench;
 mod cases;
@@ -83,11 +59,7 @@ mod topology;
 
 fn main() {
     let args = Args::parse();
-    // SAFETY: installing a handler that only stores to an atomic.
-    unsafe {
-        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
-        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
-    }
+    xlb_bench::stop::catch_signals();
     match real_main(args) {
         Ok(()) => {}
         Err(e) => {
@@ -380,4 +352,3 @@ fn real_main(args: Args) -> Result<()> {
     }
     Ok(())
 }
-

@@ -98,4 +98,3 @@ pub(crate) struct Plan {
     pub(crate) bench_gen: bool,
     pub(crate) ports: u32,
 }
-

@@ -48,8 +48,8 @@ const HDR: usize = 42;
 /// (the whole header of every frame from its configuration, a random
 /// source port) or `gen` (a new source port only; `--generator bench-gen`).
 pub(crate) struct Generator {
-    ebpf: Ebpf,
-    prog: &'static str,
+    pub(crate) ebpf: Ebpf,
+    pub(crate) prog: &'static str,
 }
 
 impl Generator {
@@ -107,10 +107,5 @@ impl Generator {
             ..Default::default()
         })?;
         Ok(r.duration.as_nanos() as u32)
-    }
-
-    /// The program's id (BPF run-time statistics).
-    pub(crate) fn id(&self) -> Result<u32> {
-        Ok(xdp_ref(&self.ebpf, self.prog)?.info()?.id())
     }
 }

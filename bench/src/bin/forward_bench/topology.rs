@@ -1,43 +1,16 @@
 //! The namespaces, addresses and frames of the topology (see main.rs).
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
-use std::ffi::OsStr;
 use std::fs::File;
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd as _, OwnedFd};
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context as _, Result};
-use aya::maps::{Array, DevMap, MapData};
-use aya::programs::XdpMode;
-use aya::Ebpf;
-use serde_json::{json, Value};
-use xlb_bench::median;
-use xlb_bench::stop::{check_stop, stopped};
+use anyhow::{Context as _, Result};
 use xlb_bench::host::{get_affinity, get_nice, set_affinity, set_nice};
-use xlb_bench::table::{markdown_table, print_table};
 use xlb_tests::Netns;
 
-use crate::bench::Bench;
-use crate::cases::{Case, Sample};
-use crate::options::{Args, Plan};
-use crate::proc::Proc;
-use crate::programs::{attach, count, load_bench, xdp_ref, Generator};
-use crate::report::{counter_delta, fmt_pps, fmt_ratio, num, plan_runs, targets, udp_rows, TCP_HEADER, UDP_HEADER};
-use crate::sys::{clock_ticks, cpu_busy, ifindex, napi_threads, progress, set_gro, write_sysctl, BENCH_NICE};
-use crate::topology::{
-    be_addr, be_gw, cleanup_stale, gen_addr, lb_addr, mac_b, mac_be, mac_g, mac_l, mac_str, run_cmd, udp_frame, InNs, Ns,
-    CALL_SECS, CONTENDED, FRAME_LEN, FWD_CPU, GEN_CPU, RR_BYTES, TCP_RR_PORT, TCP_SETUP_PORT, UDP_PORT, VIP_NFT,
-    VIP_PRESERVE, VIP_PROXY, VIP_SINK, VIP_SNAT,
-};
-use crate::bench::start_servers;
-use crate::bench::Servers;
+use crate::sys::{write_sysctl, BENCH_NICE};
 
 pub(crate) const FRAME_LEN: usize = 60; // 64 bytes on the wire with the FCS
 pub(crate) const UDP_PORT: u16 = 53;
@@ -90,13 +63,12 @@ pub(crate) fn be_gw(n: u8) -> Ipv4Addr {
     Ipv4Addr::new(10, 1 + n / 2, n % 2, 1)
 }
 
-
 // ---------------------------------------------------------------- namespaces
 
 /// A named network namespace made by us (the tests' [`Netns`]); its
 /// processes are stopped and it is deleted on drop.
 pub(crate) struct Ns {
-    ns: Netns,
+    pub(crate) ns: Netns,
 }
 
 impl Ns {
@@ -127,7 +99,7 @@ impl Ns {
         &self.ns.name
     }
 
-    fn open(&self) -> Result<OwnedFd> {
+    pub(crate) fn open(&self) -> Result<OwnedFd> {
         let f = File::open(self.ns.path()).with_context(|| format!("cannot open netns {}", self.name()))?;
         Ok(OwnedFd::from(f))
     }
@@ -184,13 +156,13 @@ pub(crate) fn setns(fd: &OwnedFd) -> Result<()> {
 /// The current thread inside a namespace (and optionally pinned to a CPU)
 /// until dropped.
 pub(crate) struct InNs {
-    orig: OwnedFd,
-    mask: Option<libc::cpu_set_t>,
-    nice: Option<i32>,
+    pub(crate) orig: OwnedFd,
+    pub(crate) mask: Option<libc::cpu_set_t>,
+    pub(crate) nice: Option<i32>,
 }
 
 impl InNs {
-    fn enter(ns: &Ns, cpu: Option<usize>) -> Result<InNs> {
+    pub(crate) fn enter(ns: &Ns, cpu: Option<usize>) -> Result<InNs> {
         let orig = OwnedFd::from(File::open("/proc/thread-self/ns/net").context("opening our netns")?);
         let target = ns.open()?;
         let mask = cpu.map(|_| get_affinity());
@@ -266,4 +238,3 @@ pub(crate) fn udp_frame(x: u8, dst: Ipv4Addr) -> Vec<u8> {
     // UDP checksum 0 (none), payload zero.
     f
 }
-

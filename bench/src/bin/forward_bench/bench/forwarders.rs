@@ -1,44 +1,22 @@
 //! The forwarders besides the XDP programs: the xlb agent, nftables DNAT,
 //! nginx; threaded NAPI.
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
-use std::ffi::OsStr;
-use std::fs::File;
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::os::fd::{AsRawFd as _, OwnedFd};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context as _, Result};
-use aya::maps::{Array, DevMap, MapData};
-use aya::programs::XdpMode;
-use aya::Ebpf;
-use serde_json::{json, Value};
-use xlb_bench::median;
-use xlb_bench::stop::{check_stop, stopped};
-use xlb_bench::host::{get_affinity, get_nice, set_affinity, set_nice};
-use xlb_bench::table::{markdown_table, print_table};
-use xlb_tests::Netns;
+use xlb_bench::host::{set_affinity, set_nice};
+use xlb_bench::stop::stopped;
 
-use crate::bench::Bench;
-use crate::cases::{Case, Sample};
-use crate::options::{Args, Plan};
+use crate::bench::{xlb_binary, Bench};
+use crate::options::Args;
 use crate::proc::Proc;
-use crate::programs::{attach, count, load_bench, xdp_ref, Generator};
-use crate::report::{counter_delta, fmt_pps, fmt_ratio, num, plan_runs, targets, udp_rows, TCP_HEADER, UDP_HEADER};
-use crate::sys::{clock_ticks, cpu_busy, ifindex, napi_threads, progress, set_gro, write_sysctl, BENCH_NICE};
+use crate::sys::{napi_threads, progress, BENCH_NICE};
 use crate::topology::{
-    be_addr, be_gw, cleanup_stale, gen_addr, lb_addr, mac_b, mac_be, mac_g, mac_l, mac_str, run_cmd, udp_frame, InNs, Ns,
-    CALL_SECS, CONTENDED, FRAME_LEN, FWD_CPU, GEN_CPU, RR_BYTES, TCP_RR_PORT, TCP_SETUP_PORT, UDP_PORT, VIP_NFT,
-    VIP_PRESERVE, VIP_PROXY, VIP_SINK, VIP_SNAT,
+    be_addr, FWD_CPU, GEN_CPU, TCP_RR_PORT, TCP_SETUP_PORT, UDP_PORT, VIP_NFT, VIP_PRESERVE, VIP_PROXY, VIP_SNAT,
 };
-use crate::bench::start_servers;
-use crate::bench::Servers;
 
 impl Bench {
     pub(crate) fn start_agent(&mut self, args: &Args) -> Result<()> {
@@ -91,7 +69,8 @@ impl Bench {
     }
 
     pub(crate) fn nft(&self, args: &[&str]) -> Result<String> {
-        let out = self.lb.output(Command::new("nft").args(args)).context("cannot run nft (apt-get install nftables)")?;
+        let out =
+            self.lb.output(Command::new("nft").args(args)).context("cannot run nft (apt-get install nftables)")?;
         if !out.status.success() {
             bail!("nft {} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
         }
@@ -240,5 +219,4 @@ impl Bench {
         }
         Ok(())
     }
-
 }

@@ -1,43 +1,12 @@
 //! Veths, addresses, routes and neighbours of the topology.
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
-use std::ffi::OsStr;
-use std::fs::File;
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::os::fd::{AsRawFd as _, OwnedFd};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
-
-use anyhow::{anyhow, bail, Context as _, Result};
-use aya::maps::{Array, DevMap, MapData};
-use aya::programs::XdpMode;
-use aya::Ebpf;
-use serde_json::{json, Value};
-use xlb_bench::median;
-use xlb_bench::stop::{check_stop, stopped};
-use xlb_bench::host::{get_affinity, get_nice, set_affinity, set_nice};
-use xlb_bench::table::{markdown_table, print_table};
-use xlb_tests::Netns;
+use anyhow::Result;
 
 use crate::bench::Bench;
-use crate::cases::{Case, Sample};
-use crate::options::{Args, Plan};
-use crate::proc::Proc;
-use crate::programs::{attach, count, load_bench, xdp_ref, Generator};
-use crate::report::{counter_delta, fmt_pps, fmt_ratio, num, plan_runs, targets, udp_rows, TCP_HEADER, UDP_HEADER};
-use crate::sys::{clock_ticks, cpu_busy, ifindex, napi_threads, progress, set_gro, write_sysctl, BENCH_NICE};
+use crate::sys::{ifindex, write_sysctl};
 use crate::topology::{
-    be_addr, be_gw, cleanup_stale, gen_addr, lb_addr, mac_b, mac_be, mac_g, mac_l, mac_str, run_cmd, udp_frame, InNs, Ns,
-    CALL_SECS, CONTENDED, FRAME_LEN, FWD_CPU, GEN_CPU, RR_BYTES, TCP_RR_PORT, TCP_SETUP_PORT, UDP_PORT, VIP_NFT,
-    VIP_PRESERVE, VIP_PROXY, VIP_SINK, VIP_SNAT,
+    be_addr, be_gw, gen_addr, lb_addr, mac_b, mac_be, mac_g, mac_l, mac_str, VIP_NFT, VIP_PRESERVE, VIP_PROXY, VIP_SNAT,
 };
-use crate::bench::start_servers;
-use crate::bench::Servers;
 
 impl Bench {
     pub(crate) fn build_links(&mut self) -> Result<()> {
@@ -59,7 +28,7 @@ impl Bench {
                 "address",
                 &mac_str(mac_g(x)),
                 "netns",
-                &g.name,
+                g.name(),
             ])?;
             lb.ip(&["addr", "add", &format!("{}/24", lb_addr(x)), "dev", &li])?;
             g.ip(&["addr", "add", &format!("{}/24", gen_addr(x)), "dev", &gi])?;
@@ -113,7 +82,7 @@ impl Bench {
                 "address",
                 &mac_str(mac_be(n)),
                 "netns",
-                &be.name,
+                be.name(),
             ])?;
             lb.ip(&["addr", "add", &format!("{}/24", be_gw(n)), "dev", &bn])?;
             be.ip(&["addr", "add", &format!("{}/24", be_addr(n)), "dev", en])?;
@@ -158,5 +127,4 @@ impl Bench {
             g.run(|| -> Result<[u32; 4]> { Ok([ifindex("g0")?, ifindex("g1")?, ifindex("g2")?, ifindex("g3")?]) })??;
         Ok(())
     }
-
 }

@@ -1,43 +1,23 @@
 //! TCP connection setup and request/response through xlb and nftables.
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
-use std::ffi::OsStr;
-use std::fs::File;
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::os::fd::{AsRawFd as _, OwnedFd};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::collections::BTreeMap;
+use std::io::{Read as _, Write as _};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd as _;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context as _, Result};
-use aya::maps::{Array, DevMap, MapData};
-use aya::programs::XdpMode;
-use aya::Ebpf;
-use serde_json::{json, Value};
-use xlb_bench::median;
+use anyhow::{bail, Context as _, Result};
 use xlb_bench::stop::{check_stop, stopped};
-use xlb_bench::host::{get_affinity, get_nice, set_affinity, set_nice};
-use xlb_bench::table::{markdown_table, print_table};
-use xlb_tests::Netns;
 
 use crate::bench::Bench;
-use crate::cases::{Case, Sample};
-use crate::options::{Args, Plan};
-use crate::proc::Proc;
-use crate::programs::{attach, count, load_bench, xdp_ref, Generator};
-use crate::report::{counter_delta, fmt_pps, fmt_ratio, num, plan_runs, targets, udp_rows, TCP_HEADER, UDP_HEADER};
-use crate::sys::{clock_ticks, cpu_busy, ifindex, napi_threads, progress, set_gro, write_sysctl, BENCH_NICE};
+use crate::cases::Case;
+use crate::sys::{clock_ticks, progress, set_gro};
 use crate::topology::{
-    be_addr, be_gw, cleanup_stale, gen_addr, lb_addr, mac_b, mac_be, mac_g, mac_l, mac_str, run_cmd, udp_frame, InNs, Ns,
-    CALL_SECS, CONTENDED, FRAME_LEN, FWD_CPU, GEN_CPU, RR_BYTES, TCP_RR_PORT, TCP_SETUP_PORT, UDP_PORT, VIP_NFT,
-    VIP_PRESERVE, VIP_PROXY, VIP_SINK, VIP_SNAT,
+    InNs, Ns, CONTENDED, FWD_CPU, GEN_CPU, RR_BYTES, TCP_RR_PORT, TCP_SETUP_PORT, VIP_NFT, VIP_PRESERVE, VIP_SNAT,
 };
-use crate::bench::start_servers;
-use crate::bench::Servers;
 
 impl Bench {
     pub(crate) fn tcp_cases(&self) -> Vec<Case> {
@@ -191,13 +171,11 @@ impl Bench {
     }
 }
 
-}
-
 // ---------------------------------------------------------------- TCP servers
 
 pub(crate) struct Servers {
-    stop: Arc<AtomicBool>,
-    threads: Vec<JoinHandle<()>>,
+    pub(crate) stop: Arc<AtomicBool>,
+    pub(crate) threads: Vec<JoinHandle<()>>,
 }
 
 impl Drop for Servers {
@@ -272,4 +250,3 @@ pub(crate) fn echo_conn(mut s: TcpStream, stop: Arc<AtomicBool>) {
         }
     }
 }
-
