@@ -22,7 +22,3 @@ pub use state::{desired, maglev, model, reader, writer};
 /// The eBPF object built from `lb-ebpf` by `build.rs`, embedded so the
 /// binary is all a node needs.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb-ebpf"));
-
-/// Benchmark-only programs (minimal forwarder, sink, generator); see
-/// `lb-ebpf/src/bin/xlb-bench.rs`.
-pub static BENCH_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xlb-bench"));

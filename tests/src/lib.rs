@@ -69,8 +69,8 @@ pub fn is_root() -> bool {
 }
 
 /// Runs a command to completion and fails (with its stderr) on a non-zero
-/// exit. Used for `ip` and friends.
-pub(crate) fn run_cmd(program: &str, args: &[&str]) -> anyhow::Result<std::process::Output> {
+/// exit. Used for `ip` and friends (here and by the benches).
+pub fn run_cmd(program: &str, args: &[&str]) -> anyhow::Result<std::process::Output> {
     use anyhow::Context as _;
     let out = std::process::Command::new(program).args(args).stdin(std::process::Stdio::null()).output().with_context(
         || format!("cannot run `{program}`: is it installed? (`ip` comes with iproute2: apt-get install -y iproute2)"),
@@ -87,7 +87,7 @@ pub(crate) fn run_cmd(program: &str, args: &[&str]) -> anyhow::Result<std::proce
 }
 
 /// `true` when a process with this pid exists (any state but reaped).
-pub(crate) fn pid_alive(pid: i32) -> bool {
+pub fn pid_alive(pid: i32) -> bool {
     // SAFETY: signal 0 only checks for existence and permission.
     let r = unsafe { libc::kill(pid, 0) };
     r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)

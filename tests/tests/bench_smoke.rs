@@ -1,7 +1,7 @@
 //! Smoke tests of the per-packet and control-plane benchmarks (`cargo xtask
 //! bench datapath`, `cargo xtask bench control`), so that their code cannot
-//! rot: each builds its example in release mode (the release library is
-//! already built by `cargo xtask test`), runs it once in its tiny
+//! rot: each builds its program of the `xlb-bench-runner` package (bench/)
+//! in release mode, runs it once in its tiny
 //! configuration (`--tiny`: a few seconds) and checks only that it produced
 //! numbers — every packet class measured with the verdict and counters its
 //! path must give; the control-plane times, map memory and RSS non-zero,
@@ -18,21 +18,21 @@ mod common;
 use common::{wait_bounded, workspace_root};
 use serde_json::Value;
 
-/// Builds the example and runs it with `--tiny --json FILE`; returns the
-/// JSON it wrote. Also checks that its namespace and pins are gone.
+/// Builds the bench program and runs it with `--tiny --json FILE`; returns
+/// the JSON it wrote. Also checks that its namespace and pins are gone.
 fn run_tiny(example: &str, tag: &str, extra: &[std::ffi::OsString]) -> Value {
     xlb_tests::require_root().expect("the bench smoke tests must run as root");
     let build = xlb_tests::cargo::cargo(&workspace_root())
-        .args(["build", "--quiet", "--release", "-p", "lb-userspace", "--example", example])
+        .args(["build", "--quiet", "--release", "-p", "xlb-bench-runner", "--bin", example])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("run cargo");
     let (ok, _, err) = wait_bounded(build, Duration::from_mins(5), &format!("cargo build of {example}"));
-    assert!(ok, "building the {example} example failed:\n{err}");
+    assert!(ok, "building the {example} bench program failed:\n{err}");
     let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| workspace_root().join("target"), PathBuf::from);
-    let bench = target.join("release/examples").join(example);
+    let bench = target.join("release").join(example);
 
     let json = std::env::temp_dir().join(format!("xlbt{}-{tag}-smoke.json", std::process::id()));
     let _ = std::fs::remove_file(&json);

@@ -1,7 +1,7 @@
 //! Smoke test of the forwarding benchmark (`cargo xtask bench forward`), so
-//! its code cannot rot: builds `lb-userspace/examples/forward_bench.rs` in
-//! release mode (the release library is already built by `cargo xtask
-//! test`), runs its `--quick` mode once (1 run, ~0.7 s slices, about 15 s)
+//! its code cannot rot: builds `forward_bench` of the `xlb-bench-runner`
+//! package (bench/src/bin/forward_bench/) in release mode, runs its
+//! `--quick` mode once (1 run, ~0.7 s slices, about 15 s)
 //! and checks only that it produced numbers: the JSON parses, the minimal
 //! forwarder and both xlb rows delivered packets, and the TCP rows through
 //! xlb completed connections and requests. Speed is not asserted.
@@ -30,16 +30,16 @@ fn forward_bench_quick_produces_numbers() {
     xlb_tests::require_root().expect("the forwarding bench smoke test must run as root");
     let xlb = xlb_tests::xlb_binary().expect("the xlb binary (cargo build --release -p lb-userspace)");
     let build = xlb_tests::cargo::cargo(&workspace_root())
-        .args(["build", "--quiet", "--release", "-p", "lb-userspace", "--example", "forward_bench"])
+        .args(["build", "--quiet", "--release", "-p", "xlb-bench-runner", "--bin", "forward_bench"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("run cargo");
     let (ok, _, err) = wait_bounded(build, Duration::from_mins(5), "cargo build of forward_bench");
-    assert!(ok, "building the forward_bench example failed:\n{err}");
+    assert!(ok, "building forward_bench failed:\n{err}");
     let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| workspace_root().join("target"), PathBuf::from);
-    let bench = target.join("release/examples/forward_bench");
+    let bench = target.join("release/forward_bench");
 
     // The bench's own stale cleanup removes this file if we die before it.
     let json = std::env::temp_dir().join(format!("xlbt{}-fwd-smoke.json", std::process::id()));

@@ -81,18 +81,18 @@ pub fn bench(which: Option<Bench>) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Runs `lb-userspace/examples/maglev_bench.rs` in release mode: it calls
-/// the table builder of the library (`xlb::maglev::measure`), the same code
-/// the agent runs.
+/// Runs `bench/src/bin/maglev_bench.rs` in release mode: it calls the table
+/// builder of the library (`xlb::state::maglev::measure`), the same code the
+/// agent runs.
 fn maglev(runs: u32) -> Result<()> {
-    util::header("bench maglev (cargo run --release -p lb-userspace --example maglev_bench)");
+    util::header("bench maglev (cargo run --release -p xlb-bench-runner --bin maglev_bench)");
     util::run(util::cargo().args([
         "run",
         "--quiet",
         "--release",
         "-p",
-        "lb-userspace",
-        "--example",
+        "xlb-bench-runner",
+        "--bin",
         "maglev_bench",
         "--",
         &runs.to_string(),

@@ -3,7 +3,7 @@
 //! maps, time for one endpoint change to reach the maps, kernel memory of
 //! the maps, process RSS (see docs/BENCHMARKS.md, "Control plane").
 //!
-//! The measuring is done by `lb-userspace/examples/control_bench.rs` (the
+//! The measuring is done by `bench/src/bin/control_bench/` (package `xlb-bench-runner`) (the
 //! agent's own map writer), run here in release mode, which then also runs
 //! the `xlb` agent built here on the same services (start time, RSS, file
 //! change to reloaded maps); results go to `target/bench/control.{json,md}`.
@@ -41,9 +41,9 @@ pub fn run(args: ControlArgs) -> Result<()> {
     std::fs::create_dir_all(&out)?;
     let json = out.join("control.json");
     let md = out.join("control.md");
-    util::header("bench control (cargo run --release -p lb-userspace --example control_bench)");
+    util::header("bench control (cargo run --release -p xlb-bench-runner --bin control_bench)");
     let mut cmd = util::cargo();
-    cmd.args(["run", "--quiet", "--release", "-p", "lb-userspace", "--example", "control_bench", "--"])
+    cmd.args(["run", "--quiet", "--release", "-p", "xlb-bench-runner", "--bin", "control_bench", "--"])
         .arg("--json")
         .arg(&json)
         .arg("--markdown")

@@ -3,7 +3,7 @@
 //! "Per packet").
 //!
 //! The xtask does not depend on aya, so the measuring is done by
-//! `lb-userspace/examples/datapath_bench.rs`, run here in release mode; it
+//! `bench/src/bin/datapath_bench/` (package `xlb-bench-runner`), run here in release mode; it
 //! prints each class as it is measured and a summary table at the end, and
 //! this module has it write the results to `target/bench/datapath.{json,md}`.
 
@@ -39,9 +39,9 @@ pub fn run(args: DatapathArgs) -> Result<()> {
     std::fs::create_dir_all(&out)?;
     let json = out.join("datapath.json");
     let md = out.join("datapath.md");
-    util::header("bench datapath (cargo run --release -p lb-userspace --example datapath_bench)");
+    util::header("bench datapath (cargo run --release -p xlb-bench-runner --bin datapath_bench)");
     let mut cmd = util::cargo();
-    cmd.args(["run", "--quiet", "--release", "-p", "lb-userspace", "--example", "datapath_bench", "--"])
+    cmd.args(["run", "--quiet", "--release", "-p", "xlb-bench-runner", "--bin", "datapath_bench", "--"])
         .arg("--json")
         .arg(&json)
         .arg("--markdown")

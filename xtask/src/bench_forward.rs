@@ -3,7 +3,7 @@
 //! setup and request/response rates (see docs/BENCHMARKS.md, "Forwarding").
 //!
 //! The xtask does not depend on aya, so the measuring is done by
-//! `lb-userspace/examples/forward_bench.rs`, run here in release mode. This
+//! `bench/src/bin/forward_bench/` (package `xlb-bench-runner`), run here in release mode. This
 //! module builds xlb, installs what the comparison rows need when it is
 //! missing (nftables, nginx with its stream module; Debian packages), and
 //! writes the results to `target/bench/forward.{json,md}`.
@@ -59,9 +59,9 @@ pub fn run(args: ForwardArgs) -> Result<()> {
     std::fs::create_dir_all(&out)?;
     let json = out.join("forward.json");
     let md = out.join("forward.md");
-    util::header("bench forward (cargo run --release -p lb-userspace --example forward_bench)");
+    util::header("bench forward (cargo run --release -p xlb-bench-runner --bin forward_bench)");
     let mut cmd = util::cargo();
-    cmd.args(["run", "--quiet", "--release", "-p", "lb-userspace", "--example", "forward_bench", "--"])
+    cmd.args(["run", "--quiet", "--release", "-p", "xlb-bench-runner", "--bin", "forward_bench", "--"])
         .arg("--xlb")
         .arg(&bin)
         .arg("--json")

@@ -2,9 +2,11 @@
 //!
 //! In order: `cargo xtask setup` (the eBPF crate needs the nightly
 //! `rust-src` and bpf-linker), `cargo fmt --all -- --check`, clippy with
-//! `-D warnings` on the workspace (every target but the eBPF crate), then
-//! clippy with `-D warnings` on the eBPF crate for the BPF target with the
-//! nightly toolchain (as `lb-userspace/build.rs` builds it). Every check
+//! `-D warnings` on the workspace (every crate and target, the benches of
+//! `bench/` included; the eBPF crate is checked for the host there, without
+//! its bench-only programs), then clippy with `-D warnings` on the eBPF
+//! crate for the BPF target with the nightly toolchain and its `bench`
+//! feature (as `lb-userspace/build.rs` and `bench/build.rs` build it). Every check
 //! runs even when an earlier one fails; the summary lists the failures.
 //!
 //! The lint policy itself is `[workspace.lints]` in the root `Cargo.toml`.
@@ -25,9 +27,9 @@ pub fn lint() -> Result<()> {
     fmt.args(["fmt", "--all", "--", "--check"]);
     check(&mut fmt, "cargo fmt --check", &mut failed);
 
-    util::header("clippy, workspace without the eBPF crate (-D warnings)");
+    util::header("clippy, workspace (-D warnings)");
     let mut clippy = util::cargo();
-    clippy.args(["clippy", "--workspace", "--exclude", "lb-ebpf", "--all-targets", "--", "-D", "warnings"]);
+    clippy.args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]);
     check(&mut clippy, "clippy (workspace)", &mut failed);
 
     util::header("clippy, eBPF crate on bpfel-unknown-none with nightly (-D warnings)");
@@ -36,6 +38,8 @@ pub fn lint() -> Result<()> {
         "clippy",
         "-p",
         "lb-ebpf",
+        "--features",
+        "bench",
         "--target",
         "bpfel-unknown-none",
         "-Z",

@@ -4,8 +4,10 @@
 //!   rewrite of IPv4/UDP to one of two backends (by source-port parity) and
 //!   XDP_REDIRECT, nothing else;
 //! - `sink`: counts what reaches a backend and drops it;
-//! - `gen`: the traffic generator, run with BPF_PROG_RUN in live-frame mode:
-//!   gives every frame a new source port and sends it (XDP_TX).
+//! - `gen`: a traffic generator, run with BPF_PROG_RUN in live-frame mode:
+//!   gives every frame a new source port and sends it (XDP_TX);
+//! - `gen_full`: the forwarding bench's generator: writes the whole header
+//!   of every frame from `BENCH_GEN`, then a random source port (XDP_TX).
 //! - `harness`, `harness_nop`, `stage_*`: the per-packet bench's
 //!   frame-restoring harness, its baseline and one-operation programs (see
 //!   the end of this file).
@@ -128,6 +130,57 @@ pub fn gen(ctx: XdpContext) -> u32 {
     // SAFETY: bounds checked by `at`.
     unsafe { *p = port };
     xdp_action::XDP_TX
+}
+
+/// Bytes of the Ethernet, IPv4 (no options) and UDP headers `gen_full` writes.
+pub const GEN_HEADER_LEN: usize = ETH_LEN + IP_LEN + 8;
+
+/// Configuration of `gen_full` (one entry of `BENCH_GEN`).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct GenConf {
+    /// The frame's header: its first [`GEN_HEADER_LEN`] bytes, as the frame
+    /// holds them, in 4-byte words (the last word's final two bytes unused).
+    pub header: [u32; 11],
+    /// Source ports are `1024 + (random & port_mask)`: the number of ports
+    /// (a power of two) minus one.
+    pub port_mask: u32,
+}
+
+#[map(name = "BENCH_GEN")]
+static GEN: Array<GenConf> = Array::with_max_entries(1, 0);
+
+/// The forwarding bench's generator: writes the whole header of every
+/// frame (the frame it was configured for) and a random UDP source port,
+/// then XDP_TX. In live-frame mode the kernel resets only the data pointers
+/// of a page recycled within one BPF_PROG_RUN call, not its bytes, so a
+/// frame a forwarder rewrote in place (zero-copy on veth) comes back
+/// rewritten: `gen`, which only sets the port, would resend it addressed to
+/// a backend. XDP_ABORTED without a configuration or a shorter frame.
+#[xdp]
+pub fn gen_full(ctx: XdpContext) -> u32 {
+    try_gen_full(&ctx).unwrap_or(xdp_action::XDP_ABORTED)
+}
+
+#[inline(always)]
+fn try_gen_full(ctx: &XdpContext) -> Option<u32> {
+    let conf = GEN.get(0)?;
+    let h = at::<[u32; GEN_HEADER_LEN / 4]>(ctx, 0)?;
+    let tail = at::<u16>(ctx, GEN_HEADER_LEN - 2)?;
+    // SAFETY: bounds checked by `at`. Frames start at the 8-byte aligned
+    // data offset of their page (XDP_PACKET_HEADROOM past the kernel's page
+    // head), so 4- and 2-byte stores are aligned.
+    unsafe {
+        (*h).copy_from_slice(&conf.header[..GEN_HEADER_LEN / 4]);
+        let t = conf.header[GEN_HEADER_LEN / 4].to_ne_bytes();
+        *tail = u16::from_ne_bytes([t[0], t[1]]);
+    }
+    let port = at::<u16>(ctx, ETH_LEN + IP_LEN)?;
+    // SAFETY: helper without arguments or side effects on our state.
+    let r = unsafe { aya_ebpf::helpers::bpf_get_prandom_u32() };
+    // SAFETY: bounds checked by `at`; aligned as above.
+    unsafe { *port = (1024 + (r & conf.port_mask) as u16).to_be() };
+    Some(xdp_action::XDP_TX)
 }
 
 // ---------------------------------------------------------------------------
@@ -469,7 +522,9 @@ mod harness {
     }
 }
 
-#[cfg(not(test))]
+// On the host (`cargo clippy --workspace --all-targets` checks every crate
+// for it) a dependency brings std and its panic handler.
+#[cfg(all(not(test), target_arch = "bpf"))]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {
     loop {}

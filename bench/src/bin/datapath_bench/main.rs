@@ -1,0 +1,256 @@
+//! `cargo xtask bench datapath` runs this (release build, as root): the
+//! per-packet cost of the XDP program `xlb_xdp` for each packet class,
+//! measured with `BPF_PROG_TEST_RUN`, next to the minimal forwarder
+//! (`min_fwd` of the bench object) on the same machine.
+//!
+//! Method. With `repeat > 1` (not live) the kernel runs the program again
+//! and again on the same buffer, so a plain large repeat would time the
+//! packet the previous iteration already rewrote (which no longer matches
+//! the VIP). Each iteration therefore runs the bench object's `harness`
+//! program: it copies the class's template frame over the packet (new-flow
+//! classes also get a new source port and address, checksums adjusted) and
+//! tail-calls the program under test through a prog array. The same
+//! harness tail-calling `harness_nop` (returns at once) is timed in the same
+//! run, interleaved round by round, and subtracted: *raw* is harness +
+//! program, *net* is raw − baseline. Every timed iteration is checked: the
+//! verdict of the last one, and the global counters of the data path, which
+//! must have moved by exactly `repeat` on the class's own path and nowhere
+//! else.
+//!
+//! Setup: a network namespace with a veth pair v0/v1 (addresses, static
+//! neighbours, forwarding on) so that `bpf_fib_lookup` answers; the maps are
+//! pinned in a directory of their own and programmed through the agent's
+//! `MapWriter`; both interfaces are marked XDP_TX/XDP_REDIRECT capable, so
+//! forwarded classes end in XDP_REDIRECT (as the minimal forwarder does).
+//! Everything is removed at exit.
+//!
+//! Usage: `datapath_bench [--repeat N] [--rounds N] [--flow-entries N]
+//! [--backends N] [--cpu N] [--json FILE] [--tiny]`.
+
+mod bench;
+mod frames;
+mod harness;
+mod report;
+
+use std::{path::PathBuf, time::Instant};
+
+use anyhow::{bail, Context as _, Result};
+use clap::Parser;
+use xlb_bench::{
+    host::{cleanup_stale, ensure_bpffs, enter_netns, pin_thread, sh},
+    machine::Machine,
+    stop::catch_signals,
+};
+
+use crate::bench::{Bench, Row};
+use crate::report::summary;
+
+const NETNS_PREFIX: &str = "xlbbench-dp-";
+const PIN_PREFIX: &str = "/sys/fs/bpf/xlb-bench-dp-";
+
+/// The namespace and the pin directory, removed on drop (also on panic).
+struct Cleanup {
+    netns: String,
+    pin: PathBuf,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let _ = sh(&["ip", "netns", "del", &self.netns], None);
+        let _ = std::fs::remove_dir_all(&self.pin);
+    }
+}
+
+#[derive(Parser, Debug, Clone)]
+#[command(about = "Per-packet cost of xlb's XDP program (BPF_PROG_TEST_RUN, frame-restoring harness)")]
+pub(crate) struct Opts {
+    /// Iterations per timed run.
+    #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) repeat: u32,
+    /// Timed rounds per class (the median is reported), after one warm-up round.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) rounds: u32,
+    /// Entries of the connection and reverse-NAT tables (the agent's --flow-table-size).
+    #[arg(long, default_value_t = 1 << 20)]
+    pub(crate) flow_entries: u32,
+    /// Backends per service (each with its own port, so SNAT has 20000 ports per backend).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u16).range(1..=20000))]
+    pub(crate) backends: u16,
+    /// Pin the measuring thread to this CPU (default: the first allowed).
+    #[arg(long)]
+    pub(crate) cpu: Option<usize>,
+    /// Also write the results as JSON to this file.
+    #[arg(long)]
+    pub(crate) json: Option<PathBuf>,
+    /// Also write the summary (Markdown) to this file.
+    #[arg(long)]
+    pub(crate) markdown: Option<PathBuf>,
+    /// Only the classes whose name contains this (case-insensitive), e.g. "udp established".
+    #[arg(long)]
+    pub(crate) only: Option<String>,
+    /// Tiny configuration for the test suite: repeat 1000, 1 round, 4096 flow entries, 4 backends.
+    #[arg(long)]
+    pub(crate) tiny: bool,
+}
+
+pub(crate) const XDP_ABORTED: u32 = 0;
+pub(crate) const XDP_DROP: u32 = 1;
+pub(crate) const XDP_PASS: u32 = 2;
+pub(crate) const XDP_TX: u32 = 3;
+pub(crate) const XDP_REDIRECT: u32 = 4;
+
+pub(crate) fn verdict_name(v: u32) -> &'static str {
+    match v {
+        XDP_ABORTED => "XDP_ABORTED",
+        XDP_DROP => "XDP_DROP",
+        XDP_PASS => "XDP_PASS",
+        XDP_TX => "XDP_TX",
+        XDP_REDIRECT => "XDP_REDIRECT",
+        _ => "?",
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Topology (the same as the data-path tests': lb-userspace/tests/datapath/harness.rs)
+// ---------------------------------------------------------------------------
+
+pub(crate) const V0_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0xa0];
+pub(crate) const V1_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0xa1];
+pub(crate) const CLIENT4: &str = "10.100.0.10";
+pub(crate) const CLIENT6: &str = "fd00:100::10";
+pub(crate) const CLIENT4_MAC: [u8; 6] = [0x02, 0, 0, 0x64, 0x00, 0x0a];
+pub(crate) const CLIENT6_MAC: [u8; 6] = [0x02, 0, 0, 0x64, 0x06, 0x10];
+pub(crate) const BACKEND4: &str = "10.2.0.5";
+pub(crate) const BACKEND6: &str = "fd00:2::5";
+pub(crate) const BACKEND4_MAC: [u8; 6] = [0x02, 0, 0, 0x02, 0x00, 0x05];
+pub(crate) const BACKEND6_MAC: [u8; 6] = [0x02, 0, 0, 0x02, 0x06, 0x05];
+pub(crate) const VIP4: &str = "192.0.2.10";
+pub(crate) const VIP4_PRESERVE: &str = "192.0.2.11";
+pub(crate) const VIP6: &str = "2001:db8::10";
+pub(crate) const BACKEND_PORT: u16 = 10000;
+
+#[expect(clippy::trivially_copy_pass_by_ref, reason = "MAC addresses are passed by reference throughout")]
+pub(crate) fn mac_str(m: &[u8; 6]) -> String {
+    m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+}
+
+pub(crate) fn setup_commands() -> String {
+    let mut c: Vec<String> = [
+        "link set lo up",
+        "link add v0 address 02:00:00:00:00:a0 type veth peer name v1 address 02:00:00:00:00:a1",
+        "link set v0 up",
+        "link set v1 up",
+        "addr add 10.1.0.1/24 dev v0",
+        "addr add 10.100.0.1/24 dev v0",
+        "addr add fd00:1::1/64 dev v0 nodad",
+        "addr add fd00:100::1/64 dev v0 nodad",
+        "addr add 10.2.0.1/24 dev v1",
+        "addr add fd00:2::1/64 dev v1 nodad",
+    ]
+    .iter()
+    .map(std::string::ToString::to_string)
+    .collect();
+    for (ip, m, dev) in [
+        (CLIENT4, CLIENT4_MAC, "v0"),
+        (CLIENT6, CLIENT6_MAC, "v0"),
+        (BACKEND4, BACKEND4_MAC, "v1"),
+        (BACKEND6, BACKEND6_MAC, "v1"),
+    ] {
+        c.push(format!("neigh add {ip} lladdr {} dev {dev} nud permanent", mac_str(&m)));
+    }
+    c.join("\n") + "\n"
+}
+
+fn main() -> std::process::ExitCode {
+    match real_main() {
+        Ok(true) => std::process::ExitCode::SUCCESS,
+        Ok(false) => std::process::ExitCode::from(1),
+        Err(e) => {
+            eprintln!("datapath_bench: error: {e:#}");
+            std::process::ExitCode::from(1)
+        }
+    }
+}
+
+fn real_main() -> Result<bool> {
+    let mut opts = Opts::parse();
+    if opts.tiny {
+        opts.repeat = 1000;
+        opts.rounds = 1;
+        opts.flow_entries = 4096;
+        opts.backends = 4;
+    }
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("needs root (BPF_PROG_TEST_RUN, network namespaces, bpffs): run it as root");
+    }
+    ensure_bpffs()?;
+    cleanup_stale(NETNS_PREFIX, PIN_PREFIX);
+    catch_signals();
+    let pid = std::process::id();
+    let cleanup = Cleanup { netns: format!("{NETNS_PREFIX}{pid}"), pin: PathBuf::from(format!("{PIN_PREFIX}{pid}")) };
+    sh(&["ip", "netns", "add", &cleanup.netns], None)?;
+    sh(
+        &[
+            "ip",
+            "netns",
+            "exec",
+            &cleanup.netns,
+            "sysctl",
+            "-qw",
+            "net.ipv4.ip_forward=1",
+            "net.ipv6.conf.all.forwarding=1",
+        ],
+        None,
+    )?;
+    sh(&["ip", "-n", &cleanup.netns, "-batch", "-"], Some(&setup_commands()))?;
+
+    let machine = Machine::read().line_with_memory();
+    println!("Per-packet cost of xlb_xdp (BPF_PROG_TEST_RUN through the frame-restoring harness)");
+    println!("machine: {machine}");
+    println!(
+        "repeat {} per run, {} rounds (+1 warm-up), median; flow tables {} entries; {} backends per service; snat unless noted",
+        opts.repeat, opts.rounds, opts.flow_entries, opts.backends
+    );
+    let (ns, pin, o) = (cleanup.netns.clone(), cleanup.pin.clone(), opts.clone());
+    let started = Instant::now();
+    let handle = std::thread::Builder::new().name("measure".into()).spawn(move || -> Result<(Vec<Row>, usize)> {
+        enter_netns(&ns)?;
+        let cpu = pin_thread(o.cpu)?;
+        println!("measuring on CPU {cpu}");
+        let mut b = Bench::new(o, &pin)?;
+        b.all()?;
+        Ok((std::mem::take(&mut b.rows), cpu))
+    })?;
+    let result = handle.join().map_err(|_| anyhow::anyhow!("the measuring thread panicked"))?;
+    drop(cleanup);
+    let (rows, cpu) = result?;
+    println!("\ndone in {:.1} s\n", started.elapsed().as_secs_f64());
+    let table = summary(&rows);
+    println!("{table}");
+    if let Some(path) = &opts.markdown {
+        let head = format!(
+            "Machine: {machine}; measured on CPU {cpu}.\n\nrepeat {} per run, {} rounds (+1 warm-up), median; flow tables {} entries; {} backends per service.\n\n",
+            opts.repeat, opts.rounds, opts.flow_entries, opts.backends
+        );
+        std::fs::write(path, head + &table).with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(path) = &opts.json {
+        let j = serde_json::json!({
+            "machine": machine,
+            "cpu": cpu,
+            "repeat": opts.repeat,
+            "rounds": opts.rounds,
+            "flow_entries": opts.flow_entries,
+            "backends": opts.backends,
+            "rows": rows,
+        });
+        std::fs::write(path, serde_json::to_string_pretty(&j)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    let failed: Vec<&Row> = rows.iter().filter(|r| !r.ok).collect();
+    for r in &failed {
+        eprintln!("datapath_bench: {}: {}", r.class, r.problem.as_deref().unwrap_or(""));
+    }
+    Ok(failed.is_empty())
+}
