@@ -35,9 +35,9 @@ use anyhow::{bail, ensure, Context as _, Result};
 use aya::programs::Xdp;
 use clap::Parser;
 use xlb::{
-    maps::Maps,
-    model::{BackendSpec, DesiredState, Protocol, ServiceSpec, SourceMode},
-    writer::{addr16, MapWriter},
+    bpf::maps::Maps,
+    state::model::{BackendSpec, DesiredState, Protocol, ServiceSpec, SourceMode},
+    state::writer::{addr16, MapWriter},
 };
 
 #[derive(Parser, Debug, Clone)]
@@ -290,7 +290,7 @@ struct AgentResults {
     /// From writing the changed file to its "configuration reloaded" line
     /// (includes the agent's 200 ms coalescing of file events).
     reload_median_ms: f64,
-    /// Of which: parsing and validating the file (`xlb::config::parse`,
+    /// Of which: parsing and validating the file (`xlb::source::config::parse`,
     /// timed in this process on the same text).
     parse_ms: f64,
     reloads: u32,
@@ -319,7 +319,7 @@ fn measure(opts: &Opts, pin: &Path, agent: Option<(&Path, &str, &Path, &Path)>) 
     };
     let t = Instant::now();
     let mut ebpf =
-        xlb::datapath::load_with(pin, opts.flow_entries, opts.table_entries).context("loading the data path")?;
+        xlb::bpf::datapath::load_with(pin, opts.flow_entries, opts.table_entries).context("loading the data path")?;
     let xdp: &mut Xdp = ebpf.program_mut("xlb_xdp").context("program xlb_xdp")?.try_into()?;
     xdp.load().context("loading xlb_xdp")?;
     r.load_ms = ms(t.elapsed());
@@ -456,7 +456,7 @@ fn agent_run(opts: &Opts, xlb: &Path, netns: &str, pin: &Path, config: &Path) ->
     std::fs::write(config, &text).with_context(|| format!("writing {}", config.display()))?;
     let mut r = AgentResults { config_bytes: text.len() as u64, reloads: 3, ..Default::default() };
     let t = Instant::now();
-    let parsed = xlb::config::parse("bench.yaml", &text)
+    let parsed = xlb::source::config::parse("bench.yaml", &text)
         .map_err(|e| anyhow::anyhow!("the generated file does not validate: {e}"))?;
     r.parse_ms = ms(t.elapsed());
     ensure!(parsed.state.services.len() == state.services.len(), "the generated file lost services");

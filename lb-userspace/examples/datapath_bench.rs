@@ -44,9 +44,9 @@ use aya::{
 use clap::Parser;
 use lb_common::{stats::STAT_COUNT, Stat, IF_F_REDIRECT, IF_F_TX};
 use xlb::{
-    maps::Maps,
-    model::{BackendSpec, DesiredState, Protocol, ServiceSpec, SourceMode},
-    writer::MapWriter,
+    bpf::maps::Maps,
+    state::model::{BackendSpec, DesiredState, Protocol, ServiceSpec, SourceMode},
+    state::writer::MapWriter,
 };
 
 #[derive(Parser, Debug, Clone)]
@@ -556,7 +556,7 @@ fn spec(
 impl Bench {
     fn new(opts: Opts, pin: &Path) -> Result<Self> {
         // The data path, as the agent loads it, with its maps programmed.
-        let mut xlb = xlb::datapath::load(pin, opts.flow_entries).context("loading the data path")?;
+        let mut xlb = xlb::bpf::datapath::load(pin, opts.flow_entries).context("loading the data path")?;
         let xdp: &mut Xdp = xlb.program_mut("xlb_xdp").context("program xlb_xdp")?.try_into()?;
         xdp.load().context("loading xlb_xdp")?;
         let maps = Maps::take(&mut xlb).context("taking the maps")?;
@@ -572,8 +572,8 @@ impl Bench {
             ],
         };
         writer.apply(&state).context("programming the services")?;
-        let v0 = xlb::iface::ifindex("v0")?;
-        let v1 = xlb::iface::ifindex("v1")?;
+        let v0 = xlb::host::iface::ifindex("v0")?;
+        let v1 = xlb::host::iface::ifindex("v1")?;
         let maps = writer.maps_unmirrored();
         for i in [v0, v1] {
             maps.ifaces.insert(i, IF_F_TX | IF_F_REDIRECT, 0)?;

@@ -2,7 +2,7 @@
 //! build time, balance and disruption for a few backend counts and sizes.
 //!
 //! Usage: `maglev_bench [RUNS]` (default 15 builds per row for the median).
-use xlb::maglev;
+use xlb::state::maglev;
 
 fn main() {
     let runs: usize = match std::env::args().nth(1).map(|a| a.parse()) {

@@ -18,13 +18,16 @@ use tokio::{
 use tracing::{error, info, warn};
 
 use crate::{
-    attach::{self, XdpModeArg},
-    config::{self, ConfigErrors},
-    datapath, desired, follow, iface,
-    maps::{map_dir, Maps},
+    bpf::{
+        attach::{self, XdpModeArg},
+        datapath,
+        maps::{map_dir, Maps},
+    },
+    host::{follow, iface},
     metrics::{self, Health},
+    source::config::{self, ConfigErrors},
+    state::{desired, writer::MapWriter},
     status,
-    writer::MapWriter,
 };
 
 /// Flags of `xlb agent`.
@@ -245,7 +248,7 @@ pub(crate) fn record_apply(health: &Health, result: Result<String, String>) {
 }
 
 /// A short account of an apply, for [`record_apply`].
-pub(crate) fn apply_summary(r: &crate::writer::ApplyReport) -> String {
+pub(crate) fn apply_summary(r: &crate::state::writer::ApplyReport) -> String {
     format!("services: {} added, {} updated, {} removed, {} unchanged", r.added, r.updated, r.removed, r.unchanged)
 }
 
@@ -297,7 +300,7 @@ fn node_tag(pinned: u32) -> u32 {
 /// Where the services come from.
 enum Source {
     File(PathBuf, config::Config),
-    Kubernetes(crate::k8s::Options),
+    Kubernetes(crate::source::k8s::Options),
 }
 
 /// The agent's signal handlers, installed first thing in [`run`]: a
@@ -342,7 +345,7 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
         if !args.vip_pools.is_empty() {
             info!(pools = ?args.vip_pools, "VIP pools");
         }
-        Source::Kubernetes(crate::k8s::Options {
+        Source::Kubernetes(crate::source::k8s::Options {
             node_name,
             kubeconfig: args.kubeconfig.clone(),
             lb_class: args.lb_class.clone(),
@@ -390,12 +393,12 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
         AgentError::Usage(format!("--metrics-addr {}: {e}; pick a free address:port", args.metrics_addr))
     })?;
     ensure_bpffs(&args.pin_path)?;
-    crate::pins::check(&args.pin_path, &crate::pins::Wanted { flow_entries: args.flow_table_size })
+    crate::bpf::pins::check(&args.pin_path, &crate::bpf::pins::Wanted { flow_entries: args.flow_table_size })
         .map_err(anyhow::Error::from)?;
     status::prepare_pin(&args.pin_path)?;
 
     let mut ebpf = datapath::load_with(&args.pin_path, args.flow_table_size, args.table_entries)?;
-    if let Err(e) = crate::routegen::spawn(&args.pin_path) {
+    if let Err(e) = crate::host::routegen::spawn(&args.pin_path) {
         warn!(error = %e, "route changes not followed: next hops cached in XDP expire only by age (1 s)");
     }
     spawn_datapath_log(&mut ebpf);
@@ -461,7 +464,7 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
             // Ready once the first complete lists are applied; until then
             // the pinned state (if any) keeps forwarding.
             let producer =
-                tokio::spawn(crate::k8s::run(opts, updates, health.clone(), terminated(signals.stop.clone())));
+                tokio::spawn(crate::source::k8s::run(opts, updates, health.clone(), terminated(signals.stop.clone())));
             desired::apply_loop(&mut writer, &health, received, done).await;
             // Stops with the same signal (releasing the Lease), or has
             // stopped on an error, which is the agent's.

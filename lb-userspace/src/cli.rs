@@ -5,7 +5,7 @@ use std::path::Path;
 use anyhow::{bail, Context as _, Result};
 use clap::ValueEnum;
 
-use crate::{reader, view::MapsView};
+use crate::{bpf::view::MapsView, state::reader};
 
 /// Output format of the read-only commands.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]

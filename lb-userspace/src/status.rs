@@ -24,7 +24,7 @@ use lb_common::status::{
 use serde::Serialize;
 use tracing::warn;
 
-use crate::{maps::map_dir, metrics::LastApply};
+use crate::{bpf::maps::map_dir, metrics::LastApply};
 
 /// A heartbeat older than this means the agent is gone (killed, hung).
 pub const FRESH: Duration = Duration::from_secs(5);

@@ -82,7 +82,7 @@ pub fn bench(which: Option<Bench>) -> Result<ExitCode> {
 }
 
 /// Runs `lb-userspace/examples/maglev_bench.rs` in release mode: it calls
-/// the table builder of the library (`xlb::maglev::measure`), the same code
+/// the table builder of the library (`xlb::state::maglev::measure`), the same code
 /// the agent runs.
 fn maglev(runs: u32) -> Result<()> {
     util::header("bench maglev (cargo run --release -p lb-userspace --example maglev_bench)");

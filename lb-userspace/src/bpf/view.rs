@@ -16,7 +16,7 @@ use std::{
 use aya::maps::{lpm_trie::LpmTrie, Array, HashMap, Map, MapData, PerCpuArray};
 use lb_common::{names, Backend, Counter, Flow, FlowKey, RangeKey, Service, ServiceKey, ServiceName};
 
-use crate::maps::{map_dir, MapsError};
+use crate::bpf::maps::{map_dir, MapsError};
 
 /// The maps the readers read, opened read-only.
 pub struct MapsView {
@@ -199,7 +199,7 @@ mod tests {
     fn opened_once_read_only_and_again_when_the_pins_are_replaced() {
         let pins = Pins(PathBuf::from(format!("/sys/fs/bpf/xlb-unit-view-{}", std::process::id())));
         let ebpf =
-            crate::datapath::load_with(&pins.0, 1024, 4096).expect("loading the data path (needs root and bpffs)");
+            crate::bpf::datapath::load_with(&pins.0, 1024, 4096).expect("loading the data path (needs root and bpffs)");
         let mut cache = CachedView::new(pins.0.clone());
         assert_eq!(cache.opens(), 0, "nothing opened before the first use");
         for _ in 0..3 {
@@ -216,7 +216,7 @@ mod tests {
         drop(ebpf);
         std::fs::remove_dir_all(&pins.0).expect("removing the pins");
         assert!(cache.get().is_err(), "no pins: no view");
-        let _ebpf = crate::datapath::load_with(&pins.0, 1024, 4096).expect("loading the data path again");
+        let _ebpf = crate::bpf::datapath::load_with(&pins.0, 1024, 4096).expect("loading the data path again");
         cache.get().expect("the view of the new pins");
         assert_eq!(cache.opens(), 2);
         cache.get().expect("the view");

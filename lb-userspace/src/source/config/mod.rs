@@ -35,7 +35,7 @@ use std::{fmt, path::Path};
 
 use thiserror::Error;
 
-use crate::model::DesiredState;
+use crate::state::model::DesiredState;
 
 mod validate;
 mod yaml;

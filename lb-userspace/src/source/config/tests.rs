@@ -2,7 +2,7 @@
 use std::net::{IpAddr, SocketAddr};
 
 use super::*;
-use crate::model::{BackendSpec, Protocol, ServiceSpec, SourceMode};
+use crate::state::model::{BackendSpec, Protocol, ServiceSpec, SourceMode};
 
 /// Every error of `text` as (line, field, message), in reported order.
 fn errors(text: &str) -> Vec<(usize, String, String)> {
@@ -532,7 +532,7 @@ fn load_from_disk() {
 
 #[test]
 fn maglev_table_size_from_the_list() {
-    for size in crate::maglev::SIZES {
+    for size in crate::state::maglev::SIZES {
         let s = &ok(&service(&format!("    maglev_table_size: {size}\n"))).state.services[0];
         assert_eq!(s.maglev_table_size, Some(size));
     }

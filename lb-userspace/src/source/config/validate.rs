@@ -10,7 +10,7 @@ use super::{
     yaml::{Kind, Node},
     Config, ConfigError,
 };
-use crate::model::{
+use crate::state::model::{
     self, check_backend, check_backend_addr, check_snat_address, check_source_range_family, check_vip, BackendSpec,
     Claims, ModelError, Protocol, ServiceSpec, SourceMode, AFFINITY_TIMEOUT, IDLE_TIMEOUT,
 };
@@ -423,17 +423,17 @@ impl Walker<'_> {
 
     /// A Maglev table size: one of the allowed primes.
     fn table_size(&mut self, node: &Node, field: &str) -> Option<u32> {
-        let allowed = crate::maglev::sizes_list();
+        let allowed = crate::state::maglev::sizes_list();
         let message = match &node.kind {
             Kind::Scalar { text, plain } => match text.parse::<i128>() {
                 Ok(n) if !plain => {
                     format!("\"{n}\" is quoted text; write the table size as a plain integer, one of {allowed}")
                 }
-                Ok(n) => match crate::maglev::SIZES.iter().find(|s| i128::from(**s) == n) {
+                Ok(n) => match crate::state::maglev::SIZES.iter().find(|s| i128::from(**s) == n) {
                     Some(s) => return Some(*s),
                     None => format!(
                         "{n} is not an allowed table size; use one of {allowed} (primes; default {})",
-                        crate::maglev::DEFAULT_SIZE
+                        crate::state::maglev::DEFAULT_SIZE
                     ),
                 },
                 Err(e) if matches!(e.kind(), IntErrorKind::PosOverflow | IntErrorKind::NegOverflow) => {

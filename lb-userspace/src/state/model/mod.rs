@@ -89,7 +89,7 @@ pub struct ServiceSpec {
     /// Established TCP idle timeout in seconds (`None`: the default).
     pub tcp_timeout: Option<u32>,
     /// Slots of the service's Maglev lookup table, one of
-    /// [`crate::maglev::SIZES`] (`None`: [`crate::maglev::DEFAULT_SIZE`]).
+    /// [`crate::state::maglev::SIZES`] (`None`: [`crate::state::maglev::DEFAULT_SIZE`]).
     pub maglev_table_size: Option<u32>,
     /// Client-IP session affinity: a client's new flows go to the backend
     /// its last flow went to, while that was less than this many seconds

@@ -72,7 +72,7 @@ pub enum ModelError {
     #[error("{what} {value} is outside {}..={}", .range.start(), .range.end())]
     OutOfRange { what: &'static str, value: u32, range: RangeInclusive<u32> },
     /// A Maglev table size that is not one of the allowed primes.
-    #[error("maglev_table_size {0} is not an allowed table size; use one of {sizes}", sizes = crate::maglev::sizes_list())]
+    #[error("maglev_table_size {0} is not an allowed table size; use one of {sizes}", sizes = crate::state::maglev::sizes_list())]
     TableSize(u32),
     /// Two services on one (vip, port, protocol).
     #[error("{vip_port}/{protocol} is used by two services ({first:?} and {second:?}); each vip, port and protocol may belong to one service", vip_port = SocketAddr::new(*.vip, *.port))]
@@ -142,9 +142,9 @@ pub fn check_affinity_timeout(value: u32) -> Result<(), ModelError> {
     in_range("session_affinity_timeout", value, AFFINITY_TIMEOUT)
 }
 
-/// Checks a Maglev table size: one of [`crate::maglev::SIZES`].
+/// Checks a Maglev table size: one of [`crate::state::maglev::SIZES`].
 pub fn check_table_size(size: u32) -> Result<(), ModelError> {
-    if crate::maglev::SIZES.contains(&size) {
+    if crate::state::maglev::SIZES.contains(&size) {
         Ok(())
     } else {
         Err(ModelError::TableSize(size))

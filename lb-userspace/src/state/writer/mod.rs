@@ -20,7 +20,7 @@
 //! # Lookup-table regions
 //!
 //! All services' Maglev tables live in one flat array, `XLB_TABLE` (Katran's
-//! layout too), mapped into this process ([`crate::maps::Table`]) so that
+//! layout too), mapped into this process ([`crate::bpf::maps::Table`]) so that
 //! reading, comparing and writing entries costs no system call. A service
 //! whose table has `M` slots owns a [`Pair`] of adjacent regions of `M`
 //! entries: A = `[base, base+M)` and B = `[base+M, base+2M)`. Its service
@@ -80,8 +80,8 @@ pub use routes::RouteChanges;
 use routes::Routes;
 
 use crate::{
-    maps::Maps,
-    model::{DesiredState, ServiceSpec},
+    bpf::maps::Maps,
+    state::model::{DesiredState, ServiceSpec},
 };
 
 /// A failure to program the maps.
@@ -100,7 +100,7 @@ pub enum WriteError {
     /// The desired state breaks a rule across services (two with one
     /// vip, port and protocol, or one name): nothing is written.
     #[error("{0}; nothing was changed")]
-    Invalid(#[from] crate::model::ModelError),
+    Invalid(#[from] crate::state::model::ModelError),
     #[error("too many services: the data path holds at most {MAX_SERVICES}")]
     TooManyServices,
     #[error("too many backends: the data path holds at most {MAX_BACKENDS} over all services")]

@@ -18,7 +18,7 @@ use super::{
     encode::{name_to, range_key},
     map_err, RangeEntry, WriteError,
 };
-use crate::maps::Maps;
+use crate::bpf::maps::Maps;
 
 /// One write to the maps, as the plan orders them.
 #[derive(Clone, Debug, PartialEq, Eq)]

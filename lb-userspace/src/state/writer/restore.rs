@@ -20,7 +20,7 @@ use super::{
     routes::Routes,
     MapWriter, WriteError,
 };
-use crate::maps::Maps;
+use crate::bpf::maps::Maps;
 
 impl MapWriter {
     /// Takes the maps and reads back what a previous agent left in them, so
