@@ -37,7 +37,9 @@ use thiserror::Error;
 
 use crate::state::model::DesiredState;
 
+mod addresses;
 mod validate;
+mod walk;
 mod yaml;
 
 #[cfg(test)]
