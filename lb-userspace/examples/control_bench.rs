@@ -36,6 +36,7 @@ use aya::programs::Xdp;
 use clap::Parser;
 use xlb::{
     bpf::maps::Maps,
+    bpf::view::MapsView,
     state::model::{BackendSpec, DesiredState, Protocol, ServiceSpec, SourceMode},
     state::writer::{addr16, MapWriter},
 };
@@ -385,7 +386,8 @@ fn measure(opts: &Opts, pin: &Path, agent: Option<(&Path, &str, &Path, &Path)>) 
         times.push(took);
     }
     // The kernel's backend array holds exactly the desired backends (not timed).
-    let backends = &writer.maps_unmirrored().backends;
+    let view = MapsView::open_pinned(pin).context("opening the maps read-only")?;
+    let backends = &view.backends;
     let mut active = std::collections::HashSet::new();
     for i in 0..lb_common::MAX_BACKENDS {
         let b = backends.get(&i, 0).context("reading the backend array")?;

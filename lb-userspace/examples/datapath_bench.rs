@@ -45,6 +45,7 @@ use clap::Parser;
 use lb_common::{stats::STAT_COUNT, Stat, IF_F_REDIRECT, IF_F_TX};
 use xlb::{
     bpf::maps::Maps,
+    bpf::view::MapsView,
     state::model::{BackendSpec, DesiredState, Protocol, ServiceSpec, SourceMode},
     state::writer::MapWriter,
 };
@@ -510,7 +511,9 @@ struct Row {
 struct Bench {
     opts: Opts,
     xlb: Ebpf,
-    writer: MapWriter,
+    /// The writer that programmed the services, kept for the bench's life.
+    _writer: MapWriter,
+    view: MapsView,
     bench: Ebpf,
     progs: ProgramArray<MapData>,
     template: Array<MapData, Template>,
@@ -574,13 +577,13 @@ impl Bench {
         writer.apply(&state).context("programming the services")?;
         let v0 = xlb::host::iface::ifindex("v0")?;
         let v1 = xlb::host::iface::ifindex("v1")?;
-        let maps = writer.maps_unmirrored();
         for i in [v0, v1] {
-            maps.ifaces.insert(i, IF_F_TX | IF_F_REDIRECT, 0)?;
-            maps.tx_ports.insert(i, i, None, 0)?;
+            writer.set_interface_caps(i, IF_F_TX | IF_F_REDIRECT)?;
         }
         // No flood guard: every new flow takes the insert path.
-        maps.settings.set(0, lb_common::settings::Settings { new_flows_per_cpu: 0, node_tag: 0 }, 0)?;
+        writer.set_settings(lb_common::settings::Settings { new_flows_per_cpu: 0, node_tag: 0 })?;
+        // The counters, read through a read-only view like the CLI's.
+        let view = MapsView::open_pinned(pin).context("opening the maps read-only")?;
 
         // The bench object: harness, baseline, minimal forwarder.
         let mut bench = aya::EbpfLoader::new()
@@ -611,7 +614,7 @@ impl Bench {
             bench.take_map("BENCH_LRU").context("BENCH_LRU")?.try_into()?;
         lru.insert([1, 2, 3, 4, 5], 1, 0)?;
         // The maps taken out may close: the programs keep theirs referenced.
-        Ok(Bench { opts, xlb, writer, bench, progs, template, fib, v0, v1, rows: Vec::new() })
+        Ok(Bench { opts, xlb, _writer: writer, view, bench, progs, template, fib, v0, v1, rows: Vec::new() })
     }
 
     fn set_target(&mut self, t: Target) -> Result<()> {
@@ -669,7 +672,7 @@ impl Bench {
     }
 
     fn stats(&mut self) -> Result<Vec<u64>> {
-        let m = self.writer.maps_unmirrored();
+        let m = &self.view;
         (0..STAT_COUNT).map(|i| Ok(m.stats.get(&i, 0)?.iter().sum())).collect()
     }
 

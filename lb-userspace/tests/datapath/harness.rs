@@ -421,6 +421,9 @@ pub struct Lab {
     pub case: String,
     ebpf: Ebpf,
     pub writer: MapWriter,
+    /// A second handle on the pinned maps, for the tests that poke the data
+    /// path directly (flows, affinity, settings, ...), bypassing the writer.
+    maps: Maps,
     pub v0: u32,
     pub v1: u32,
 }
@@ -433,9 +436,10 @@ impl Lab {
         xdp.load().unwrap_or_else(|e| panic!("{case}: loading xlb_xdp: {e:#}"));
         let maps = Maps::take(&mut ebpf).unwrap_or_else(|e| panic!("{case}: taking the maps: {e}"));
         let writer = MapWriter::restore(maps, 0).unwrap_or_else(|e| panic!("{case}: MapWriter::restore: {e}"));
+        let maps = Maps::open_pinned(pin).unwrap_or_else(|e| panic!("{case}: opening the pinned maps: {e}"));
         let v0 = xlb::host::iface::ifindex("v0").expect("v0");
         let v1 = xlb::host::iface::ifindex("v1").expect("v1");
-        let mut lab = Lab { case: case.to_string(), ebpf, writer, v0, v1 };
+        let mut lab = Lab { case: case.to_string(), ebpf, writer, maps, v0, v1 };
         lab.set_node_tag(LAB_NODE_TAG);
         lab
     }
@@ -453,7 +457,7 @@ impl Lab {
     }
 
     pub fn maps(&mut self) -> &mut Maps {
-        self.writer.maps_unmirrored()
+        &mut self.maps
     }
 
     /// The flow epoch (`XLB_FLOW_EPOCH`): moves on when a rewrite voids

@@ -18,6 +18,7 @@ use crate::{
 };
 
 mod plan;
+mod restore;
 
 /// Fails (never skips) unless the process runs as root with a bpffs on
 /// /sys/fs/bpf, which the tests below need: CI runs the unit tests as root,
