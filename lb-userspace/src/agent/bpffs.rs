@@ -3,19 +3,15 @@
 use std::path::Path;
 
 use anyhow::Context as _;
+use nix::sys::statfs::{statfs, BPF_FS_MAGIC};
 use tracing::{info, warn};
 
 use super::{mountns::private_mount_namespace, AgentError};
 use crate::bpf::maps::map_dir;
 
-const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
-
+/// Whether `p` is on a bpffs (false also when it cannot be examined).
 fn is_bpffs(p: &Path) -> bool {
-    let Ok(c) = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()) else { return false };
-    // SAFETY: zeroed statfs is valid; c is NUL-terminated.
-    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: statfs writes into the struct we own.
-    unsafe { libc::statfs(c.as_ptr(), &raw mut st) == 0 && st.f_type as i64 == BPF_FS_MAGIC }
+    statfs(p).is_ok_and(|st| st.filesystem_type() == BPF_FS_MAGIC)
 }
 
 /// Makes sure `pin_path` is (or can be made) a directory on a bpffs,

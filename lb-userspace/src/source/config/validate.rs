@@ -239,26 +239,11 @@ impl Walker<'_> {
     }
 
     fn protocol(&mut self, node: &Node, field: &str) -> Option<Protocol> {
-        match self.string(node, field, "a protocol (udp or tcp)")? {
-            "udp" => Some(Protocol::Udp),
-            "tcp" => Some(Protocol::Tcp),
-            other => {
-                self.error(node.line, field, format!("{other:?} is not a protocol; use udp or tcp"));
-                None
-            }
-        }
+        self.choice(node, field, "a protocol", &[("udp", Protocol::Udp), ("tcp", Protocol::Tcp)])
     }
 
     fn source(&mut self, node: &Node, field: &str) -> Option<SourceMode> {
-        match self.string(node, field, "a source mode (snat or preserve)")? {
-            "snat" => Some(SourceMode::Snat),
-            "preserve" => Some(SourceMode::Preserve),
-            other => {
-                let message = format!("{other:?} is not a source mode; use snat or preserve");
-                self.error(node.line, field, message);
-                None
-            }
-        }
+        self.choice(node, field, "a source mode", &[("snat", SourceMode::Snat), ("preserve", SourceMode::Preserve)])
     }
 
     /// A Maglev table size: one of the allowed primes.

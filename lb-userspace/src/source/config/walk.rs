@@ -136,6 +136,20 @@ impl Walker<'_> {
         None
     }
 
+    /// One of the keywords of `choices` (two or more), as its value;
+    /// `noun` names what it is for messages ("a protocol").
+    pub(super) fn choice<T: Copy>(&mut self, node: &Node, field: &str, noun: &str, choices: &[(&str, T)]) -> Option<T> {
+        let words: Vec<&str> = choices.iter().map(|(w, _)| *w).collect();
+        let (last, rest) = words.split_last().expect("two or more choices");
+        let list = format!("{} or {last}", rest.join(", "));
+        let text = self.string(node, field, &format!("{noun} ({list})"))?;
+        let found = choices.iter().find(|(w, _)| *w == text).map(|(_, v)| *v);
+        if found.is_none() {
+            self.error(node.line, field, format!("{text:?} is not {noun}; use {list}"));
+        }
+        found
+    }
+
     /// An IPv4 or IPv6 address.
     pub(super) fn ip(&mut self, node: &Node, field: &str) -> Option<IpAddr> {
         let text = self.string(node, field, "an IPv4 or IPv6 address")?;
