@@ -13,119 +13,85 @@ use lb_common::{
     MAX_SERVICES, RANGE_ENTRIES, TABLE_ENTRIES,
 };
 
-/// Declares the pinned map `$name` under the name `lb_common::map_name!($name)`.
+/// Declares each pinned map `$name` under the name `lb_common::map_name!($name)`.
 /// It expands to the two attributes aya's `#[map(name = ...)]` emits (the
 /// `maps` section, the name as the symbol), which takes only a literal.
 macro_rules! abi_map {
-    ($(#[$attr:meta])* $name:ident: $ty:ty = $init:expr;) => {
-        $(#[$attr])*
-        #[unsafe(link_section = "maps")]
-        #[unsafe(export_name = lb_common::map_name!($name))]
-        pub static $name: $ty = $init;
+    ($($(#[$attr:meta])* $name:ident: $ty:ty = $init:expr;)+) => {
+        $(
+            $(#[$attr])*
+            #[unsafe(link_section = "maps")]
+            #[unsafe(export_name = lb_common::map_name!($name))]
+            pub static $name: $ty = $init;
+        )+
     };
 }
 
 abi_map! {
     /// (VIP, port, protocol) → service.
     SERVICES: HashMap<ServiceKey, Service> = HashMap::pinned(MAX_SERVICES, 0);
-}
 
-abi_map! {
     /// Service id → (key, service): the established path's way to its service
     /// (see `lb_common::ServiceSlot`).
     SERVICE_SLOTS: Array<ServiceSlot> = Array::pinned(MAX_SERVICES, 0);
-}
 
-abi_map! {
     /// Backend id → backend.
     BACKENDS: Array<Backend> = Array::pinned(MAX_BACKENDS, 0);
-}
 
-abi_map! {
     /// Lookup tables of all services: `table_offset + hash % table_size` → backend id.
     /// Mmapable (`BPF_F_MMAPABLE`): the agent writes it through a shared mapping.
     /// Its size is set by the agent's `--table-entries` when it is created.
     TABLE: Array<u32> = Array::pinned(TABLE_ENTRIES, lb_common::TABLE_MAP_FLAGS);
-}
 
-abi_map! {
     /// Connection table: client → VIP tuple → flow.
     FLOWS: LruHashMap<FlowKey, Flow> = LruHashMap::pinned(DEFAULT_FLOW_ENTRIES, 0);
-}
 
-abi_map! {
     /// Reply tuple (as the backend sends it) → what to translate it back to.
     REVERSE: LruHashMap<FlowKey, Reverse> = LruHashMap::pinned(DEFAULT_FLOW_ENTRIES, 0);
-}
 
-abi_map! {
     /// Per-service counters (client → backend direction).
     SERVICE_STATS: PerCpuArray<Counter> = PerCpuArray::pinned(MAX_SERVICES, 0);
-}
 
-abi_map! {
     /// Per-backend counters.
     BACKEND_STATS: PerCpuArray<Counter> = PerCpuArray::pinned(MAX_BACKENDS, 0);
-}
 
-abi_map! {
     /// Global counters, indexed by `lb_common::Stat`.
     STATS: PerCpuArray<u64> = PerCpuArray::pinned(lb_common::stats::STAT_COUNT, 0);
-}
 
-abi_map! {
     /// Service names for the CLI (never read by the data path).
     SERVICE_NAMES: Array<ServiceName> = Array::pinned(MAX_SERVICES, 0);
-}
 
-abi_map! {
     /// Interface index → `IF_F_*` capabilities.
     IFACES: HashMap<u32, u32> = HashMap::pinned(MAX_IFACES, 0);
-}
 
-abi_map! {
     /// Devmap for XDP_REDIRECT, keyed by ifindex.
     TX_PORTS: DevMapHash = DevMapHash::pinned(MAX_IFACES, 0);
-}
 
-abi_map! {
     /// VIP addresses (IPv4-mapped for IPv4) → number of services on them.
     /// Written by the agent; echo requests to these are answered.
     VIPS: HashMap<[u8; 16], u32> = HashMap::pinned(MAX_SERVICES, 0);
-}
 
-abi_map! {
     /// Client-IP session affinity: (client address, service id) → the backend
     /// of the client's last new flow to the service, and when. Written by the
     /// data path; the agent deletes a service's entries when it removes the
     /// service or turns its affinity off.
     AFFINITY: LruHashMap<AffinityKey, Affinity> = LruHashMap::pinned(AFFINITY_ENTRIES, 0);
-}
 
-abi_map! {
     /// Allowed client prefixes of the services with `SVC_F_RANGES`: an LPM trie
     /// keyed by (service id, address) (see `lb_common::RangeKey`).
     RANGES: LpmTrie<RangeKey, u8> = LpmTrie::pinned(RANGE_ENTRIES, 0);
-}
 
-abi_map! {
     /// The agent record for `xlb status` (`lb_common::status`): written by the
     /// agent, never read by the data path.
     AGENT: Array<AgentRecord> = Array::pinned(1, 0);
-}
 
-abi_map! {
     /// Agent-written settings (one entry): the flood guard's rate, the node tag.
     SETTINGS: Array<Settings> = Array::pinned(1, 0);
-}
 
-abi_map! {
     /// The non-VIP pre-filter's bit sets and ready word (written by the agent;
     /// see `lb_common::prefilter`).
     PREFILTER: Array<u64> = Array::pinned(lb_common::prefilter::PREFILTER_ENTRIES, 0);
-}
 
-abi_map! {
     /// Route generation (one entry): the agent bumps it when routing or
     /// neighbours change, which invalidates every cached next hop (`nexthop`).
     ROUTE_GEN: Array<u32> = Array::pinned(1, 0);

@@ -5,26 +5,33 @@ use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
     sync::Arc,
-    time::Duration,
 };
 
 use anyhow::{Context as _, Result};
 use clap::Args;
 use lb_common::{DEFAULT_FLOW_ENTRIES, IF_F_REDIRECT, IF_F_TX};
-use tokio::{
-    signal::unix::{signal, Signal, SignalKind},
-    sync::{mpsc, watch},
-};
 use tracing::{error, info, warn};
 
+mod bpffs;
+mod mountns;
+mod reload;
+mod signals;
+
+use bpffs::ensure_bpffs;
+use reload::follow_file;
+use signals::{install_signals, terminated};
+
 use crate::{
-    attach::{self, XdpModeArg},
-    config::{self, ConfigErrors},
-    datapath, desired, follow, iface,
-    maps::{map_dir, Maps},
+    bpf::{
+        attach::{self, XdpModeArg},
+        datapath,
+        maps::Maps,
+    },
+    host::{follow, iface},
     metrics::{self, Health},
+    source::config::{self, ConfigErrors},
+    state::{desired, writer::MapWriter},
     status,
-    writer::MapWriter,
 };
 
 /// Flags of `xlb agent`.
@@ -124,91 +131,6 @@ pub const MIN_FLOW_ENTRIES: u32 = 1024;
 /// tables).
 pub const MAX_FLOW_ENTRIES: u32 = 1 << 26;
 
-const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
-
-fn is_bpffs(p: &Path) -> bool {
-    let Ok(c) = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()) else { return false };
-    // SAFETY: zeroed statfs is valid; c is NUL-terminated.
-    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: statfs writes into the struct we own.
-    unsafe { libc::statfs(c.as_ptr(), &raw mut st) == 0 && st.f_type as i64 == BPF_FS_MAGIC }
-}
-
-/// Makes sure `pin_path` is (or can be made) a directory on a bpffs,
-/// mounting /sys/fs/bpf if needed. A path that cannot be one is bad usage.
-fn ensure_bpffs(pin_path: &Path) -> Result<(), AgentError> {
-    let root = Path::new("/sys/fs/bpf");
-    if pin_path.starts_with(root) && !is_bpffs(root) {
-        let private = private_mount_namespace();
-        let status = std::process::Command::new("mount").args(["-t", "bpf", "bpf", "/sys/fs/bpf"]).status();
-        if !status.is_ok_and(|s| s.success()) {
-            return Err(anyhow::anyhow!(
-                "/sys/fs/bpf is not a bpffs and mounting one failed: run `mount -t bpf bpf /sys/fs/bpf`"
-            )
-            .into());
-        }
-        info!("mounted bpffs on /sys/fs/bpf");
-        if let Some(netns) = private {
-            let name = netns.as_deref().unwrap_or("NAME");
-            warn!(
-                "this agent runs in a mount namespace of its own where /sys/fs/bpf was not mounted, as `ip netns exec` makes \
-                 (it remounts /sys): the bpffs just mounted is private to this agent, so its pinned maps and links are invisible \
-                 from the host (`xlb status` and `xlb services` there find nothing) and --keep-on-exit cannot hand over to the \
-                 next agent. Start it with `nsenter --net=/var/run/netns/{name} xlb agent ...` instead (it joins the network \
-                 namespace only)"
-            );
-        }
-    }
-    let mut probe = pin_path.to_path_buf();
-    while !probe.exists() {
-        if !probe.pop() {
-            break;
-        }
-    }
-    if !probe.as_os_str().is_empty() && !probe.is_dir() {
-        return Err(AgentError::Usage(format!(
-            "--pin-path {}: {} is not a directory; give a directory on a bpffs, e.g. /sys/fs/bpf/xlb",
-            pin_path.display(),
-            probe.display()
-        )));
-    }
-    if !is_bpffs(&probe) {
-        return Err(AgentError::Usage(format!(
-            "--pin-path {} is not on a bpffs: use a directory under /sys/fs/bpf (or where `mount -t bpf bpf DIR` mounted one)",
-            pin_path.display()
-        )));
-    }
-    std::fs::create_dir_all(map_dir(pin_path)).with_context(|| format!("creating {}", pin_path.display()))?;
-    Ok(())
-}
-
-/// `Some` when /sys was remounted by `ip netns exec` (which unshares the
-/// mount namespace and mounts a fresh sysfs on /sys, with the network
-/// namespace's name as its source, and no bpffs below it), with that name
-/// when /var/run/netns has it.
-#[expect(clippy::option_option, reason = "none, unnamed or named: three outcomes")]
-fn private_mount_namespace() -> Option<Option<String>> {
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    let source = netns_exec_sysfs(&mountinfo)?;
-    let known = Path::new("/var/run/netns").join(&source).exists();
-    Some(known.then_some(source))
-}
-
-/// The source of the sysfs mounted last on /sys in a mountinfo text, when
-/// it is not the usual `sysfs` (`ip netns exec` names it after the network
-/// namespace).
-fn netns_exec_sysfs(mountinfo: &str) -> Option<String> {
-    let mut sys = mountinfo.lines().filter_map(|l| {
-        let (left, right) = l.split_once(" - ")?;
-        let point = left.split_whitespace().nth(4)?;
-        let mut r = right.split_whitespace();
-        let (fstype, source) = (r.next()?, r.next()?);
-        (point == "/sys" && fstype == "sysfs").then_some(source)
-    });
-    let source = sys.next_back()?;
-    (source != "sysfs" && source != "none").then(|| source.to_owned())
-}
-
 /// Checks the Kubernetes configuration (the --kubeconfig file, else the
 /// in-cluster one) before anything is attached.
 async fn check_kubeconfig(path: Option<&Path>) -> Result<(), AgentError> {
@@ -245,7 +167,7 @@ pub(crate) fn record_apply(health: &Health, result: Result<String, String>) {
 }
 
 /// A short account of an apply, for [`record_apply`].
-pub(crate) fn apply_summary(r: &crate::writer::ApplyReport) -> String {
+pub(crate) fn apply_summary(r: &crate::state::writer::ApplyReport) -> String {
     format!("services: {} added, {} updated, {} removed, {} unchanged", r.added, r.updated, r.removed, r.unchanged)
 }
 
@@ -297,38 +219,7 @@ fn node_tag(pinned: u32) -> u32 {
 /// Where the services come from.
 enum Source {
     File(PathBuf, config::Config),
-    Kubernetes(crate::k8s::Options),
-}
-
-/// The agent's signal handlers, installed first thing in [`run`]: a
-/// SIGTERM/SIGINT or SIGHUP that arrives while the agent starts is neither
-/// fatal (the default action) nor lost; the agent finishes starting, then
-/// stops cleanly (detaching, or pinning with `--keep-on-exit`).
-struct Signals {
-    /// Becomes true once SIGTERM or SIGINT has arrived.
-    stop: watch::Receiver<bool>,
-    hup: Signal,
-}
-
-fn install_signals() -> Result<Signals> {
-    let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
-    let hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
-    let (tx, stop) = watch::channel(false);
-    tokio::spawn(async move {
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-        }
-        let _ = tx.send(true);
-    });
-    Ok(Signals { stop, hup })
-}
-
-/// Resolves once SIGTERM or SIGINT has arrived (at any time since
-/// [`install_signals`]).
-async fn terminated(mut stop: watch::Receiver<bool>) {
-    let _ = stop.wait_for(|stopped| *stopped).await;
+    Kubernetes(crate::source::k8s::Options),
 }
 
 /// Runs the agent until SIGTERM/SIGINT.
@@ -342,7 +233,7 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
         if !args.vip_pools.is_empty() {
             info!(pools = ?args.vip_pools, "VIP pools");
         }
-        Source::Kubernetes(crate::k8s::Options {
+        Source::Kubernetes(crate::source::k8s::Options {
             node_name,
             kubeconfig: args.kubeconfig.clone(),
             lb_class: args.lb_class.clone(),
@@ -390,12 +281,12 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
         AgentError::Usage(format!("--metrics-addr {}: {e}; pick a free address:port", args.metrics_addr))
     })?;
     ensure_bpffs(&args.pin_path)?;
-    crate::pins::check(&args.pin_path, &crate::pins::Wanted { flow_entries: args.flow_table_size })
+    crate::bpf::pins::check(&args.pin_path, &crate::bpf::pins::Wanted { flow_entries: args.flow_table_size })
         .map_err(anyhow::Error::from)?;
     status::prepare_pin(&args.pin_path)?;
 
     let mut ebpf = datapath::load_with(&args.pin_path, args.flow_table_size, args.table_entries)?;
-    if let Err(e) = crate::routegen::spawn(&args.pin_path) {
+    if let Err(e) = crate::host::routegen::spawn(&args.pin_path) {
         warn!(error = %e, "route changes not followed: next hops cached in XDP expire only by age (1 s)");
     }
     spawn_datapath_log(&mut ebpf);
@@ -461,7 +352,7 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
             // Ready once the first complete lists are applied; until then
             // the pinned state (if any) keeps forwarding.
             let producer =
-                tokio::spawn(crate::k8s::run(opts, updates, health.clone(), terminated(signals.stop.clone())));
+                tokio::spawn(crate::source::k8s::run(opts, updates, health.clone(), terminated(signals.stop.clone())));
             desired::apply_loop(&mut writer, &health, received, done).await;
             // Stops with the same signal (releasing the Lease), or has
             // stopped on an error, which is the agent's.
@@ -486,37 +377,6 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
         }
     }
     Ok(())
-}
-
-/// Sends the file again on SIGHUP or when it changes (the agent's loop
-/// applies it), until the agent's loop stops; an invalid file is reported
-/// and the running configuration kept.
-async fn follow_file(
-    path: PathBuf,
-    seed_flag: Option<u32>,
-    health: Arc<Health>,
-    mut hup: Signal,
-    updates: mpsc::Sender<desired::Update>,
-) {
-    let (tx, mut rx) = mpsc::channel::<()>(4);
-    let _watcher = watch_file(&path, tx).map_err(|e| warn!(error = %e, "not watching the file; reload with SIGHUP"));
-    loop {
-        let why = tokio::select! {
-            _ = hup.recv() => "SIGHUP",
-            Some(()) = rx.recv() => {
-                // let the writer finish; coalesce bursts of events
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                while rx.try_recv().is_ok() {}
-                "file change"
-            }
-            () = updates.closed() => return,
-        };
-        if let Some(update) = reload(&path, seed_flag, why, &health) {
-            if updates.send(update).await.is_err() {
-                return;
-            }
-        }
-    }
 }
 
 /// Forwards the data path's aya-log records (rare events, debug level) to
@@ -557,60 +417,5 @@ pub(crate) fn retry_unroutable(writer: &mut MapWriter) {
         Err(e) => {
             error!(error = %e, "programming backends after a routing change failed; the next change or reload retries");
         }
-    }
-}
-
-/// The file as a desired state to apply, or `None` (reported) when it is
-/// invalid. `seed_flag`: `--maglev-seed`, which overrides the file's
-/// `maglev_seed`.
-fn reload(path: &Path, seed_flag: Option<u32>, why: &'static str, health: &Health) -> Option<desired::Update> {
-    match config::load(path) {
-        Ok(cfg) => Some(desired::Update {
-            seed: Some(seed_flag.or(cfg.maglev_seed).unwrap_or(0)),
-            state: cfg.state,
-            origin: desired::Origin::Reload(why),
-            applied: None,
-        }),
-        Err(errors) => {
-            for e in &errors.0 {
-                error!("{e}");
-            }
-            error!(trigger = why, "invalid configuration; keeping the running one");
-            let first = errors.0.first().map(ToString::to_string).unwrap_or_default();
-            let more = if errors.0.len() > 1 { format!(" (and {} more)", errors.0.len() - 1) } else { String::new() };
-            record_apply(health, Err(format!("{why}: invalid configuration: {first}{more}")));
-            None
-        }
-    }
-}
-
-fn watch_file(path: &Path, tx: mpsc::Sender<()>) -> notify::Result<notify::RecommendedWatcher> {
-    use notify::Watcher as _;
-    let file = path.file_name().map(std::borrow::ToOwned::to_owned);
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
-    let mut w = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
-        if let Ok(ev) = ev {
-            let ours = ev.paths.iter().any(|p| p.file_name() == file.as_deref());
-            if ours && (ev.kind.is_modify() || ev.kind.is_create()) {
-                let _ = tx.try_send(());
-            }
-        }
-    })?;
-    w.watch(&dir, notify::RecursiveMode::NonRecursive)?;
-    Ok(w)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ip_netns_exec_sysfs_is_recognised() {
-        let host = "22 1 0:21 / /sys rw,nosuid,nodev,noexec,relatime shared:7 - sysfs sysfs rw\n\
-                    30 22 0:26 / /sys/fs/bpf rw,relatime shared:9 - bpf bpf rw,mode=700\n";
-        assert_eq!(netns_exec_sysfs(host), None);
-        let netns_exec = format!("{host}52 49 0:41 / /sys rw,relatime - sysfs blue rw\n");
-        assert_eq!(netns_exec_sysfs(&netns_exec).as_deref(), Some("blue"));
-        assert_eq!(netns_exec_sysfs(""), None);
     }
 }

@@ -5,7 +5,7 @@ use std::path::Path;
 use anyhow::{bail, Context as _, Result};
 use clap::ValueEnum;
 
-use crate::{reader, view::MapsView};
+use crate::{bpf::view::MapsView, state::reader};
 
 /// Output format of the read-only commands.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
@@ -42,55 +42,48 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
-fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
+fn print_json<T: serde::Serialize + ?Sized>(v: &T) -> Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
+}
+
+/// Prints `rows` as JSON, or as a [`table`] under `header` with the cells
+/// `cells` makes of each row.
+fn print_rows<T: serde::Serialize>(
+    rows: &[T],
+    out: Output,
+    header: &[&str],
+    cells: impl Fn(&T) -> Vec<String>,
+) -> Result<()> {
+    match out {
+        Output::Json => print_json(rows),
+        Output::Table => {
+            let body: Vec<Vec<String>> = rows.iter().map(cells).collect();
+            print!("{}", table(header, &body));
+            Ok(())
+        }
+    }
 }
 
 /// `xlb services`.
 pub fn services(pin_path: &Path, out: Output) -> Result<()> {
     let rows = reader::services(&open(pin_path)?)?;
-    match out {
-        Output::Json => print_json(&rows),
-        Output::Table => {
-            let body: Vec<Vec<String>> = rows
-                .iter()
-                .map(|s| {
-                    vec![
-                        s.name.clone(),
-                        s.vip.clone(),
-                        s.port.to_string(),
-                        s.protocol.clone(),
-                        s.source.clone(),
-                        if s.backends.is_empty() { "-".into() } else { s.backends.join(",") },
-                        s.packets.to_string(),
-                        s.bytes.to_string(),
-                        s.affinity_timeout.map_or_else(|| "-".into(), |t| format!("{t}s")),
-                        ranges_cell(s),
-                    ]
-                })
-                .collect();
-            print!(
-                "{}",
-                table(
-                    &[
-                        "NAME",
-                        "VIP",
-                        "PORT",
-                        "PROTO",
-                        "SOURCE",
-                        "BACKENDS",
-                        "PACKETS",
-                        "BYTES",
-                        "AFFINITY",
-                        "SOURCE-RANGES"
-                    ],
-                    &body
-                )
-            );
-            Ok(())
-        }
-    }
+    let header =
+        ["NAME", "VIP", "PORT", "PROTO", "SOURCE", "BACKENDS", "PACKETS", "BYTES", "AFFINITY", "SOURCE-RANGES"];
+    print_rows(&rows, out, &header, |s| {
+        vec![
+            s.name.clone(),
+            s.vip.clone(),
+            s.port.to_string(),
+            s.protocol.clone(),
+            s.source.clone(),
+            if s.backends.is_empty() { "-".into() } else { s.backends.join(",") },
+            s.packets.to_string(),
+            s.bytes.to_string(),
+            s.affinity_timeout.map_or_else(|| "-".into(), |t| format!("{t}s")),
+            ranges_cell(s),
+        ]
+    })
 }
 
 /// The SOURCE-RANGES cell: `-` when every client is allowed.
@@ -112,52 +105,34 @@ pub fn backends(pin_path: &Path, service: Option<&str>, out: Output) -> Result<(
     }
     let rows: Vec<reader::BackendRow> =
         svcs.into_iter().filter(|s| service.is_none_or(|n| n == s.name)).flat_map(|s| s.backend_rows).collect();
-    match out {
-        Output::Json => print_json(&rows),
-        Output::Table => {
-            let body: Vec<Vec<String>> = rows
-                .iter()
-                .map(|b| {
-                    vec![
-                        b.service.clone(),
-                        b.address.clone(),
-                        b.weight.to_string(),
-                        b.state.clone(),
-                        b.packets.to_string(),
-                        b.bytes.to_string(),
-                        b.reason.clone().unwrap_or_else(|| "-".into()),
-                    ]
-                })
-                .collect();
-            print!("{}", table(&["SERVICE", "ADDRESS", "WEIGHT", "STATE", "PACKETS", "BYTES", "REASON"], &body));
-            Ok(())
-        }
-    }
+    let header = ["SERVICE", "ADDRESS", "WEIGHT", "STATE", "PACKETS", "BYTES", "REASON"];
+    print_rows(&rows, out, &header, |b| {
+        vec![
+            b.service.clone(),
+            b.address.clone(),
+            b.weight.to_string(),
+            b.state.clone(),
+            b.packets.to_string(),
+            b.bytes.to_string(),
+            b.reason.clone().unwrap_or_else(|| "-".into()),
+        ]
+    })
 }
 
 /// `xlb flows [--service S]`.
 pub fn flows(pin_path: &Path, service: Option<&str>, out: Output) -> Result<()> {
     let rows = reader::flows(&open(pin_path)?, service)?;
-    match out {
-        Output::Json => print_json(&rows),
-        Output::Table => {
-            let body: Vec<Vec<String>> = rows
-                .iter()
-                .map(|f| {
-                    vec![
-                        f.service.clone(),
-                        f.protocol.clone(),
-                        f.client.clone(),
-                        f.backend.clone(),
-                        f.state.clone(),
-                        f.age_seconds.to_string(),
-                    ]
-                })
-                .collect();
-            print!("{}", table(&["SERVICE", "PROTO", "CLIENT", "BACKEND", "STATE", "AGE(S)"], &body));
-            Ok(())
-        }
-    }
+    let header = ["SERVICE", "PROTO", "CLIENT", "BACKEND", "STATE", "AGE(S)"];
+    print_rows(&rows, out, &header, |f| {
+        vec![
+            f.service.clone(),
+            f.protocol.clone(),
+            f.client.clone(),
+            f.backend.clone(),
+            f.state.clone(),
+            f.age_seconds.to_string(),
+        ]
+    })
 }
 
 /// `xlb stats`.

@@ -12,13 +12,6 @@ pub mod source;
 pub mod state;
 pub mod status;
 
-// The flat paths of the modules before they were grouped, kept so that
-// `crate::writer`, `xlb::k8s`, ... still name them.
-pub use bpf::{attach, datapath, maps, pins, view};
-pub use host::{follow, iface, netwatch, routegen, rtnetlink};
-pub use source::{config, k8s};
-pub use state::{desired, maglev, model, reader, writer};
-
 /// The eBPF object built from `lb-ebpf` by `build.rs`, embedded so the
 /// binary is all a node needs.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb-ebpf"));

@@ -17,7 +17,7 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::{reader, view::CachedView};
+use crate::{bpf::view::CachedView, state::reader};
 
 /// The result of the last time a configuration was applied to the maps
 /// (at start, on a reload, on a Kubernetes change).

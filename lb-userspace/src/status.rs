@@ -21,10 +21,11 @@ use lb_common::status::{
     IFNAME_LEN, MESSAGE_LEN, SOURCE_FILE, SOURCE_KUBERNETES, XDP_MODE_GENERIC, XDP_MODE_NATIVE, XDP_MODE_OFFLOAD,
     XDP_MODE_UNKNOWN,
 };
+use nix::time::{clock_gettime, ClockId};
 use serde::Serialize;
 use tracing::warn;
 
-use crate::{maps::map_dir, metrics::LastApply};
+use crate::{bpf::maps::map_dir, metrics::LastApply};
 
 /// A heartbeat older than this means the agent is gone (killed, hung).
 pub const FRESH: Duration = Duration::from_secs(5);
@@ -33,12 +34,7 @@ pub const BEAT_EVERY: Duration = Duration::from_secs(1);
 
 /// `CLOCK_BOOTTIME` in milliseconds.
 pub fn boottime_ms() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: clock_gettime writes into the timespec we own.
-    if unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &raw mut ts) } != 0 {
-        return 0;
-    }
-    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
+    clock_gettime(ClockId::CLOCK_BOOTTIME).map_or(0, |ts| ts.tv_sec() as u64 * 1000 + ts.tv_nsec() as u64 / 1_000_000)
 }
 
 fn map_path(pin_path: &Path) -> PathBuf {

@@ -35,7 +35,7 @@ use lb_common::{
     SNAT_PORT_MIN,
 };
 use passed::dns_service;
-use xlb::model::{
+use xlb::state::model::{
     Protocol::{self, Tcp, Udp},
     SourceMode::{self, Preserve, Snat},
 };

@@ -68,10 +68,10 @@ fn a_health_check_port_held_by_kube_proxy_is_left_to_it_and_taken_over_when_free
 
 /// (group, resource, verb) of every rule of the Roles and ClusterRoles of
 /// deploy/rbac.yaml.
-fn granted() -> BTreeSet<xlb::k8s::rbac::Grant> {
+fn granted() -> BTreeSet<xlb::source::k8s::rbac::Grant> {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/rbac.yaml");
     let text = std::fs::read_to_string(path).expect("read deploy/rbac.yaml");
-    xlb::k8s::rbac::granted(&text).unwrap_or_else(|e| panic!("deploy/rbac.yaml: {e}"))
+    xlb::source::k8s::rbac::granted(&text).unwrap_or_else(|e| panic!("deploy/rbac.yaml: {e}"))
 }
 
 /// `"watch v1/services"`, `"patch v1/services/status"`,

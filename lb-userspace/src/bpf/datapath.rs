@@ -10,7 +10,7 @@ use lb_common::{names, stats::STAT_COUNT, TABLE_MAP_FLAGS};
 use tracing::warn;
 
 use crate::{
-    maps::{map_dir, Table},
+    bpf::maps::{map_dir, Table},
     EBPF_OBJECT,
 };
 

@@ -8,13 +8,12 @@ use std::{
 };
 
 use aya::{
-    maps::{lpm_trie::LpmTrie, Array, DevMapHash, HashMap, IterableMap as _, Map, MapData, MapError, PerCpuArray},
+    maps::{Array, IterableMap as _, Map, MapData, MapError},
     Ebpf,
 };
-use lb_common::{
-    names, Affinity, AffinityKey, Backend, Counter, Flow, FlowKey, RangeKey, Reverse, Service, ServiceKey, ServiceName,
-    ServiceSlot, LAYOUT_VERSION,
-};
+use lb_common::{names, Counter, LAYOUT_VERSION};
+
+use crate::bpf::handles::{self as kind, open, Handle};
 
 /// Failure to open a map.
 #[derive(Debug, thiserror::Error)]
@@ -43,73 +42,66 @@ pub fn map_dir(pin_path: &Path) -> PathBuf {
     pin_path.join(format!("v{LAYOUT_VERSION}"))
 }
 
-/// All maps of the data path.
+/// All maps of the data path (their handle types: [`handles`](crate::bpf::handles)).
 pub struct Maps {
     /// `XLB_SERVICES`: service key → service.
-    pub services: HashMap<MapData, ServiceKey, Service>,
+    pub services: Handle<kind::Services>,
     /// Service id → (key, service), the mirror of `services` the established
     /// path reads (`lb_common::ServiceSlot`).
-    pub service_slots: Array<MapData, ServiceSlot>,
+    pub service_slots: Handle<kind::ServiceSlots>,
     /// `XLB_BACKENDS`: backends by id.
-    pub backends: Array<MapData, Backend>,
+    pub backends: Handle<kind::Backends>,
     /// The lookup tables of all services (memory-mapped array).
     pub table: Table,
     /// Connection table: client flows.
-    pub flows: HashMap<MapData, FlowKey, Flow>,
+    pub flows: Handle<kind::Flows>,
     /// Reverse-NAT table: backend reply tuple → client.
-    pub reverse: HashMap<MapData, FlowKey, Reverse>,
+    pub reverse: Handle<kind::Reverses>,
     /// Per-service counters (per CPU).
-    pub service_stats: PerCpuArray<MapData, Counter>,
+    pub service_stats: Handle<kind::ServiceStats>,
     /// Per-backend counters (per CPU).
-    pub backend_stats: PerCpuArray<MapData, Counter>,
+    pub backend_stats: Handle<kind::BackendStats>,
     /// Global data-path counters (per CPU), indexed by `lb_common::stats`.
-    pub stats: PerCpuArray<MapData, u64>,
+    pub stats: Handle<kind::Stats>,
     /// Service names by id, for the CLI.
-    pub names: Array<MapData, ServiceName>,
+    pub names: Handle<kind::ServiceNames>,
     /// Attached interfaces (ifindex → `IF_F_*` flags).
-    pub ifaces: HashMap<MapData, u32, u32>,
+    pub ifaces: Handle<kind::Ifaces>,
     /// Devmap of the interfaces XDP_REDIRECT may send to.
-    pub tx_ports: DevMapHash<MapData>,
+    pub tx_ports: Handle<kind::TxPorts>,
     /// Data-path settings (one entry).
-    pub settings: Array<MapData, lb_common::settings::Settings>,
+    pub settings: Handle<kind::SettingsMap>,
     /// `XLB_VIPS`: VIP → number of services on it.
-    pub vips: HashMap<MapData, [u8; 16], u32>,
+    pub vips: Handle<kind::Vips>,
     /// Session affinity (written by the data path; the writer deletes).
-    pub affinity: HashMap<MapData, AffinityKey, Affinity>,
+    pub affinity: Handle<kind::AffinityMap>,
     /// Allowed source prefixes per service.
-    pub ranges: LpmTrie<MapData, RangeKey, u8>,
+    pub ranges: Handle<kind::Ranges>,
     /// The non-VIP pre-filter's bit sets and ready word (`lb_common::prefilter`).
-    pub prefilter: Array<MapData, u64>,
-}
-
-macro_rules! typed {
-    ($get:expr, $name:expr) => {{
-        let name: &'static str = $name;
-        let map: Map = $get(name)?;
-        map.try_into().map_err(|source| MapsError::Open { name, source })?
-    }};
+    pub prefilter: Handle<kind::Prefilter>,
 }
 
 impl Maps {
     fn build(mut get: impl FnMut(&'static str) -> Result<Map, MapsError>) -> Result<Self, MapsError> {
+        let get = &mut get;
         Ok(Self {
-            services: typed!(get, names::SERVICES),
-            service_slots: typed!(get, names::SERVICE_SLOTS),
-            backends: typed!(get, names::BACKENDS),
-            table: Table::new(typed!(get, names::TABLE))?,
-            flows: typed!(get, names::FLOWS),
-            reverse: typed!(get, names::REVERSE),
-            service_stats: typed!(get, names::SERVICE_STATS),
-            backend_stats: typed!(get, names::BACKEND_STATS),
-            stats: typed!(get, names::STATS),
-            names: typed!(get, names::SERVICE_NAMES),
-            ifaces: typed!(get, names::IFACES),
-            tx_ports: typed!(get, names::TX_PORTS),
-            settings: typed!(get, names::SETTINGS),
-            vips: typed!(get, names::VIPS),
-            affinity: typed!(get, names::AFFINITY),
-            ranges: typed!(get, names::RANGES),
-            prefilter: typed!(get, names::PREFILTER),
+            services: open::<kind::Services>(get)?,
+            service_slots: open::<kind::ServiceSlots>(get)?,
+            backends: open::<kind::Backends>(get)?,
+            table: Table::new(open::<kind::Table>(get)?)?,
+            flows: open::<kind::Flows>(get)?,
+            reverse: open::<kind::Reverses>(get)?,
+            service_stats: open::<kind::ServiceStats>(get)?,
+            backend_stats: open::<kind::BackendStats>(get)?,
+            stats: open::<kind::Stats>(get)?,
+            names: open::<kind::ServiceNames>(get)?,
+            ifaces: open::<kind::Ifaces>(get)?,
+            tx_ports: open::<kind::TxPorts>(get)?,
+            settings: open::<kind::SettingsMap>(get)?,
+            vips: open::<kind::Vips>(get)?,
+            affinity: open::<kind::AffinityMap>(get)?,
+            ranges: open::<kind::Ranges>(get)?,
+            prefilter: open::<kind::Prefilter>(get)?,
         })
     }
 

@@ -9,7 +9,7 @@ use lb_common::{
     RangeKey, Reverse, Service, ServiceKey, ServiceName, ServiceSlot, LAYOUT_VERSION,
 };
 
-use crate::maps::map_dir;
+use crate::bpf::maps::map_dir;
 
 /// A pinned map that cannot be reused.
 #[derive(Debug, thiserror::Error)]

@@ -13,46 +13,48 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use aya::maps::{lpm_trie::LpmTrie, Array, HashMap, Map, MapData, PerCpuArray};
-use lb_common::{names, Backend, Counter, Flow, FlowKey, RangeKey, Service, ServiceKey, ServiceName};
+use aya::maps::{Map, MapData};
 
-use crate::maps::{map_dir, MapsError};
+use crate::bpf::{
+    handles::{self as kind, open, Handle, Pinned as _},
+    maps::{map_dir, MapsError},
+};
 
 /// The maps the readers read, opened read-only.
 pub struct MapsView {
     /// `XLB_SERVICES`: services by VIP, port and protocol.
-    pub services: HashMap<MapData, ServiceKey, Service>,
+    pub services: Handle<kind::Services>,
     /// `XLB_BACKENDS`: backends by id.
-    pub backends: Array<MapData, Backend>,
+    pub backends: Handle<kind::Backends>,
     /// The lookup-table array, read entry by entry.
-    pub table: Array<MapData, u32>,
+    pub table: Handle<kind::Table>,
     /// `XLB_FLOWS`: the connection table.
-    pub flows: HashMap<MapData, FlowKey, Flow>,
+    pub flows: Handle<kind::Flows>,
     /// Per-service counters, by service id.
-    pub service_stats: PerCpuArray<MapData, Counter>,
+    pub service_stats: Handle<kind::ServiceStats>,
     /// Per-backend counters, by backend id.
-    pub backend_stats: PerCpuArray<MapData, Counter>,
+    pub backend_stats: Handle<kind::BackendStats>,
     /// Global counters, by `Stat`.
-    pub stats: PerCpuArray<MapData, u64>,
+    pub stats: Handle<kind::Stats>,
     /// Service names, by service id.
-    pub names: Array<MapData, ServiceName>,
+    pub names: Handle<kind::ServiceNames>,
     /// Source ranges, by service id and prefix.
-    pub ranges: LpmTrie<MapData, RangeKey, u8>,
+    pub ranges: Handle<kind::Ranges>,
     /// Which pins were opened: (device, inode) of each, in [`VIEW_MAPS`] order.
     pins: Vec<(u64, u64)>,
 }
 
 /// The maps in a view.
 const VIEW_MAPS: [&str; 9] = [
-    names::SERVICES,
-    names::BACKENDS,
-    names::TABLE,
-    names::FLOWS,
-    names::SERVICE_STATS,
-    names::BACKEND_STATS,
-    names::STATS,
-    names::SERVICE_NAMES,
-    names::RANGES,
+    kind::Services::NAME,
+    kind::Backends::NAME,
+    kind::Table::NAME,
+    kind::Flows::NAME,
+    kind::ServiceStats::NAME,
+    kind::BackendStats::NAME,
+    kind::Stats::NAME,
+    kind::ServiceNames::NAME,
+    kind::Ranges::NAME,
 ];
 
 /// `BPF_OBJ_GET`.
@@ -102,7 +104,7 @@ impl MapsView {
     pub fn open_pinned(pin_path: &Path) -> Result<Self, MapsError> {
         let dir = map_dir(pin_path);
         let pins = pin_ids(&dir)?;
-        let get = |name: &'static str| -> Result<Map, MapsError> {
+        let mut get = |name: &'static str| -> Result<Map, MapsError> {
             let path = dir.join(name);
             let fd = open_read_only(&path).map_err(|e| match e.kind() {
                 io::ErrorKind::NotFound => MapsError::NotPinned { path: path.clone() },
@@ -117,22 +119,17 @@ impl MapsView {
             let data = MapData::from_fd(fd).map_err(|source| MapsError::Open { name, source })?;
             Map::from_map_data(data).map_err(|source| MapsError::Open { name, source })
         };
-        macro_rules! typed {
-            ($name:expr) => {{
-                let name: &'static str = $name;
-                get(name)?.try_into().map_err(|source| MapsError::Open { name, source })?
-            }};
-        }
+        let get = &mut get;
         Ok(Self {
-            services: typed!(names::SERVICES),
-            backends: typed!(names::BACKENDS),
-            table: typed!(names::TABLE),
-            flows: typed!(names::FLOWS),
-            service_stats: typed!(names::SERVICE_STATS),
-            backend_stats: typed!(names::BACKEND_STATS),
-            stats: typed!(names::STATS),
-            names: typed!(names::SERVICE_NAMES),
-            ranges: typed!(names::RANGES),
+            services: open::<kind::Services>(get)?,
+            backends: open::<kind::Backends>(get)?,
+            table: open::<kind::Table>(get)?,
+            flows: open::<kind::Flows>(get)?,
+            service_stats: open::<kind::ServiceStats>(get)?,
+            backend_stats: open::<kind::BackendStats>(get)?,
+            stats: open::<kind::Stats>(get)?,
+            names: open::<kind::ServiceNames>(get)?,
+            ranges: open::<kind::Ranges>(get)?,
             pins,
         })
     }
@@ -199,7 +196,7 @@ mod tests {
     fn opened_once_read_only_and_again_when_the_pins_are_replaced() {
         let pins = Pins(PathBuf::from(format!("/sys/fs/bpf/xlb-unit-view-{}", std::process::id())));
         let ebpf =
-            crate::datapath::load_with(&pins.0, 1024, 4096).expect("loading the data path (needs root and bpffs)");
+            crate::bpf::datapath::load_with(&pins.0, 1024, 4096).expect("loading the data path (needs root and bpffs)");
         let mut cache = CachedView::new(pins.0.clone());
         assert_eq!(cache.opens(), 0, "nothing opened before the first use");
         for _ in 0..3 {
@@ -216,7 +213,7 @@ mod tests {
         drop(ebpf);
         std::fs::remove_dir_all(&pins.0).expect("removing the pins");
         assert!(cache.get().is_err(), "no pins: no view");
-        let _ebpf = crate::datapath::load_with(&pins.0, 1024, 4096).expect("loading the data path again");
+        let _ebpf = crate::bpf::datapath::load_with(&pins.0, 1024, 4096).expect("loading the data path again");
         cache.get().expect("the view of the new pins");
         assert_eq!(cache.opens(), 2);
         cache.get().expect("the view");

@@ -14,8 +14,8 @@ use aya::Ebpf;
 use tracing::{info, warn};
 
 use crate::{
-    attach::{self, Attached, XdpModeArg},
-    netwatch::{Interest, Watcher},
+    bpf::attach::{self, Attached, XdpModeArg},
+    host::netwatch::{Interest, Watcher},
 };
 
 /// The loaded programs and where they are attached; shared by the agent's

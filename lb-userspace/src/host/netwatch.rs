@@ -23,7 +23,7 @@ use std::{
 use tokio::sync::watch;
 use tracing::warn;
 
-use crate::rtnetlink::{self, Kind, Read};
+use crate::host::rtnetlink::{self, Kind, Read};
 
 /// A set of [`Kind`]s a subscriber listens to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

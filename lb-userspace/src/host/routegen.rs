@@ -13,8 +13,8 @@ use aya::maps::{Array, Map, MapData};
 use tracing::warn;
 
 use crate::{
-    maps::map_dir,
-    netwatch::{Interest, Subscription, Watcher},
+    bpf::maps::map_dir,
+    host::netwatch::{Interest, Subscription, Watcher},
 };
 
 /// Starts the watcher for the maps pinned under `pin_path`, in the calling

@@ -1,7 +1,7 @@
 //! Routing-netlink notifications, low level: a socket subscribed to groups
 //! of kernel events (links, addresses, routes, neighbours, rules), a
 //! non-blocking read of what is queued, and the kind of each message.
-//! [`crate::netwatch`] builds the one watcher of a network namespace on it.
+//! [`crate::host::netwatch`] builds the one watcher of a network namespace on it.
 use std::io;
 
 use netlink_packet_core::NetlinkBuffer;

@@ -13,8 +13,8 @@ use tracing::{error, info};
 use crate::{
     agent::{apply_summary, record_apply},
     metrics::Health,
-    model::DesiredState,
-    writer::{ApplyReport, MapWriter, WriteError},
+    state::model::DesiredState,
+    state::writer::{ApplyReport, MapWriter, WriteError},
 };
 
 /// Where a desired state came from; decides what the log and the apply

@@ -4,8 +4,6 @@
 //! make of the maps (`reader`).
 pub mod desired;
 pub mod maglev;
-#[expect(missing_docs, reason = "being restructured (issue 11 items 1-2); documented there")]
 pub mod model;
 pub mod reader;
-#[expect(missing_docs, reason = "being restructured (issue 11 items 1-2); documented there")]
 pub mod writer;

@@ -8,10 +8,10 @@ use lb_common::{Stat, BE_F_ACTIVE, BE_F_UNROUTABLE, FLOW_CLOSING, MAX_BACKENDS, 
 use serde::Serialize;
 
 use crate::{
-    maps::sum_counter,
-    model::Protocol,
-    view::MapsView,
-    writer::encode::{ip_from16, name_from, range_net, unroutable_reason},
+    bpf::maps::sum_counter,
+    bpf::view::MapsView,
+    state::model::Protocol,
+    state::writer::encode::{ip_from16, name_from, range_net, unroutable_reason},
 };
 
 /// A failure to read a map.
@@ -113,10 +113,8 @@ pub struct FlowRow {
 /// The data path's clock in ns: coarse monotonic time, as read by
 /// `bpf_ktime_get_coarse_ns` (flow ages are measured against it).
 pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: valid out pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &raw mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC_COARSE)
+        .map_or(0, |ts| ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64)
 }
 
 /// All programmed services, sorted by name, with their backends and counters.
@@ -303,7 +301,7 @@ fn maglev_row(service: &str, size: u32, rows: &[BackendRow], counts: &BTreeMap<u
         })
         .collect();
     // Each backend's slots against its weight's share, not the plain average.
-    let max_avg = crate::maglev::weighted_max_avg(backends.iter().zip(rows).map(|(b, r)| (b.slots, r.weight)));
+    let max_avg = crate::state::maglev::weighted_max_avg(backends.iter().zip(rows).map(|(b, r)| (b.slots, r.weight)));
     MaglevRow { service: service.to_owned(), table_size: size, max_avg, backends }
 }
 
@@ -326,7 +324,7 @@ mod tests {
 
     #[test]
     fn maglev_shares_from_a_built_table() {
-        use crate::maglev::{build, Entry};
+        use crate::state::maglev::{build, Entry};
         let entries = [("10.0.0.1:53", 7, 1), ("10.0.0.2:53", 9, 3), ("10.0.0.3:53", 4, 0)];
         let table = build(
             &entries.iter().map(|(a, id, w)| Entry { name: a.to_string(), id: *id, weight: *w }).collect::<Vec<_>>(),

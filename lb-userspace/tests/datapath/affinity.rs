@@ -29,7 +29,7 @@ fn new_flow(lab: &mut Lab, client: &str) -> SocketAddr {
 /// The affinity entry of `client` (an address) for the VIP4:53 service.
 fn affinity_key(lab: &mut Lab, client: &str) -> lb_common::AffinityKey {
     let service_id = lab.service_id(VIP4, 53, Udp);
-    lb_common::AffinityKey { client: xlb::writer::addr16(ip(client)), service_id, _pad: 0 }
+    lb_common::AffinityKey { client: xlb::state::writer::addr16(ip(client)), service_id, _pad: 0 }
 }
 
 fn affinity_entry(lab: &mut Lab, client: &str) -> Option<lb_common::Affinity> {
@@ -42,7 +42,7 @@ fn set_affinity(lab: &mut Lab, client: &str, be: &str, age_ns: u64) {
     let key = affinity_key(lab, client);
     let backend_id = lab.backend_id(be);
     let backend_gen = lab.maps().backends.get(&backend_id, 0).unwrap().generation;
-    let last_ns = xlb::reader::monotonic_ns() - age_ns;
+    let last_ns = xlb::state::reader::monotonic_ns() - age_ns;
     lab.maps().affinity.insert(key, lb_common::Affinity { backend_id, backend_gen, last_ns }, 0).unwrap();
 }
 
@@ -87,7 +87,7 @@ case!(affinity_entry_older_than_the_timeout_is_ignored, |lab| {
     // A fresh entry steers (to whatever backend it names)...
     set_affinity(lab, client, other, 1_000_000_000);
     assert_eq!(new_flow(lab, &sa(client, 1001)), sock(other), "a live entry is followed");
-    let t = xlb::reader::monotonic_ns();
+    let t = xlb::state::reader::monotonic_ns();
     assert!(affinity_entry(lab, client).unwrap().last_ns + 100_000_000 >= t, "a followed entry is refreshed");
     // ...one last used longer ago than the timeout does not: the lookup
     // table picks, and the pick becomes the new entry.
@@ -97,7 +97,7 @@ case!(affinity_entry_older_than_the_timeout_is_ignored, |lab| {
         let be = new_flow(lab, &sa(client, port));
         let e = affinity_entry(lab, client).unwrap();
         assert_eq!(e.backend_id, lab.backend_id(&be.to_string()), "the new pick is remembered");
-        assert!(xlb::reader::monotonic_ns() - e.last_ns < 1_000_000_000);
+        assert!(xlb::state::reader::monotonic_ns() - e.last_ns < 1_000_000_000);
         picks.push(be);
     }
     assert!(picks.iter().any(|b| *b != sock(other)), "an expired entry must not steer: {picks:?}");

@@ -73,11 +73,11 @@ case!(many_flows_spread_over_three_backends, |lab| {
 
 case!(tcp_syn_creates_a_flow, |lab| {
     lab.apply(vec![service("web", VIP4, 80, Tcp, Snat, &[("10.1.0.2:8080", 1)])]);
-    let t0 = xlb::reader::monotonic_ns();
+    let t0 = xlb::state::reader::monotonic_ns();
     let syn = client_pkt(Tcp, &sa(CLIENT4, 50000), &sa(VIP4, 80), TCP_SYN).tcp_options(&SYN_OPTIONS);
     let out = lab.run(&syn.build());
     out.expect(XDP_PASS, &[Stat::FlowNew, Stat::FwdKernel]);
-    let t1 = xlb::reader::monotonic_ns();
+    let t1 = xlb::state::reader::monotonic_ns();
     let d = out.decoded();
     out.frame_is(&rewritten(&syn, V0_MAC, mac("10.1.0.2"), d.src_sock(), sock("10.1.0.2:8080")));
 
@@ -95,8 +95,8 @@ case!(tcp_syn_creates_a_flow, |lab| {
     // The reverse entry is keyed by the reply tuple the backend will send.
     let reply = Pkt::tcp("10.1.0.2:8080", &sa("10.1.0.1", d.sport), TCP_SYN | TCP_ACK);
     let rev = lab.reverse(&reply).expect("a reverse entry for the backend's reply");
-    assert_eq!((rev.client, rev.client_port), (xlb::writer::addr16(CLIENT4.parse().unwrap()), 50000u16.to_be()));
-    assert_eq!((rev.vip, rev.vip_port), (xlb::writer::addr16(VIP4.parse().unwrap()), 80u16.to_be()));
+    assert_eq!((rev.client, rev.client_port), (xlb::state::writer::addr16(CLIENT4.parse().unwrap()), 50000u16.to_be()));
+    assert_eq!((rev.vip, rev.vip_port), (xlb::state::writer::addr16(VIP4.parse().unwrap()), 80u16.to_be()));
     assert_eq!((rev.backend_id, rev.timeout), (bid, lb_common::DEFAULT_TCP_TIMEOUT));
 });
 

@@ -34,9 +34,9 @@ use aya::{
 };
 use lb_common::{stats::STAT_COUNT, Counter, Flow, FlowKey, Reverse};
 use xlb::{
-    maps::{sum_counter, Maps},
-    model::{BackendSpec, DesiredState, Protocol, ServiceSpec, SourceMode},
-    writer::{addr16, service_key, MapWriter},
+    bpf::maps::{sum_counter, Maps},
+    state::model::{BackendSpec, DesiredState, Protocol, ServiceSpec, SourceMode},
+    state::writer::{addr16, service_key, MapWriter},
 };
 
 use crate::frame::{mac_str, Pkt};
@@ -273,6 +273,9 @@ pub struct Lab {
     pub case: String,
     ebpf: Ebpf,
     pub writer: MapWriter,
+    /// A second handle on the pinned maps, for the tests that poke the data
+    /// path directly (flows, affinity, settings, ...), bypassing the writer.
+    maps: Maps,
     pub v0: u32,
     pub v1: u32,
 }
@@ -280,14 +283,15 @@ pub struct Lab {
 impl Lab {
     fn new(case: &str, pin: &Path) -> Self {
         let mut ebpf =
-            xlb::datapath::load(pin, 4096).unwrap_or_else(|e| panic!("{case}: loading the data path: {e:#}"));
+            xlb::bpf::datapath::load(pin, 4096).unwrap_or_else(|e| panic!("{case}: loading the data path: {e:#}"));
         let xdp: &mut Xdp = ebpf.program_mut("xlb_xdp").expect("program xlb_xdp").try_into().expect("an XDP program");
         xdp.load().unwrap_or_else(|e| panic!("{case}: loading xlb_xdp: {e:#}"));
         let maps = Maps::take(&mut ebpf).unwrap_or_else(|e| panic!("{case}: taking the maps: {e}"));
         let writer = MapWriter::restore(maps, 0).unwrap_or_else(|e| panic!("{case}: MapWriter::restore: {e}"));
-        let v0 = xlb::iface::ifindex("v0").expect("v0");
-        let v1 = xlb::iface::ifindex("v1").expect("v1");
-        let mut lab = Lab { case: case.to_string(), ebpf, writer, v0, v1 };
+        let maps = Maps::open_pinned(pin).unwrap_or_else(|e| panic!("{case}: opening the pinned maps: {e}"));
+        let v0 = xlb::host::iface::ifindex("v0").expect("v0");
+        let v1 = xlb::host::iface::ifindex("v1").expect("v1");
+        let mut lab = Lab { case: case.to_string(), ebpf, writer, maps, v0, v1 };
         lab.set_node_tag(LAB_NODE_TAG);
         lab
     }
@@ -305,7 +309,7 @@ impl Lab {
     }
 
     pub fn maps(&mut self) -> &mut Maps {
-        self.writer.maps_unmirrored()
+        &mut self.maps
     }
 
     /// The flow epoch (`XLB_FLOW_EPOCH`): moves on when a rewrite voids

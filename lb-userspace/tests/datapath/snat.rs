@@ -16,16 +16,16 @@ fn snat_probes(pkt: &Pkt) -> Vec<u16> {
 fn occupy_snat_port(lab: &mut Lab, port: u16, last_seen_ns: u64) {
     let be = sock("10.1.0.2:5353");
     let key = lb_common::FlowKey {
-        src: xlb::writer::addr16(be.ip()),
-        dst: xlb::writer::addr16(ip("10.1.0.1")),
+        src: xlb::state::writer::addr16(be.ip()),
+        dst: xlb::state::writer::addr16(ip("10.1.0.1")),
         sport: be.port().to_be(),
         dport: port.to_be(),
         proto: 17,
         _pad: [0; 3],
     };
     let value = lb_common::Reverse {
-        client: xlb::writer::addr16(ip(CLIENT4)),
-        vip: xlb::writer::addr16(ip(VIP4)),
+        client: xlb::state::writer::addr16(ip(CLIENT4)),
+        vip: xlb::state::writer::addr16(ip(VIP4)),
         client_port: 1u16.to_be(),
         vip_port: 53u16.to_be(),
         service_id: lab.service_id(VIP4, 53, Udp),
@@ -40,7 +40,7 @@ case!(taken_snat_port_probes_the_next_one, |lab| {
     lab.apply(vec![service("dns", VIP4, 53, Udp, Snat, &[("10.1.0.2:5353", 1)])]);
     let pkt = udp4_to_vip();
     let probes = snat_probes(&pkt);
-    occupy_snat_port(lab, probes[0], xlb::reader::monotonic_ns());
+    occupy_snat_port(lab, probes[0], xlb::state::reader::monotonic_ns());
     let out = lab.run(&pkt.build());
     out.expect(XDP_PASS, &[Stat::FlowNew, Stat::FwdKernel]);
     assert_eq!(out.decoded().sport, probes[1], "probes {probes:?}");
@@ -53,7 +53,7 @@ case!(snat_probes_past_many_taken_ports, |lab| {
     let pkt = udp4_to_vip();
     let probes = snat_probes(&pkt);
     assert!(probes.len() >= 32, "at least 32 probes");
-    let now = xlb::reader::monotonic_ns();
+    let now = xlb::state::reader::monotonic_ns();
     for p in &probes[..probes.len() - 1] {
         occupy_snat_port(lab, *p, now);
     }
@@ -66,7 +66,7 @@ case!(snat_ports_exhausted_drops, |lab| {
     lab.apply(vec![service("dns", VIP4, 53, Udp, Snat, &[("10.1.0.2:5353", 1)])]);
     let pkt = udp4_to_vip();
     let probes = snat_probes(&pkt);
-    let now = xlb::reader::monotonic_ns();
+    let now = xlb::state::reader::monotonic_ns();
     for p in &probes {
         occupy_snat_port(lab, *p, now);
     }

@@ -34,7 +34,7 @@ pub(crate) fn agent_run(opts: &Opts, xlb: &Path, netns: &str, pin: &Path, config
     std::fs::write(config, &text).with_context(|| format!("writing {}", config.display()))?;
     let mut r = AgentResults { config_bytes: text.len() as u64, reloads: 3, ..Default::default() };
     let t = Instant::now();
-    let parsed = xlb::config::parse("bench.yaml", &text)
+    let parsed = xlb::source::config::parse("bench.yaml", &text)
         .map_err(|e| anyhow::anyhow!("the generated file does not validate: {e}"))?;
     r.parse_ms = ms(t.elapsed());
     ensure!(parsed.state.services.len() == state.services.len(), "the generated file lost services");

@@ -9,7 +9,7 @@ use std::{
 use anyhow::{ensure, Context as _, Result};
 use aya::programs::Xdp;
 use xlb::{
-    bpf::maps::Maps,
+    bpf::{maps::Maps, view::MapsView},
     state::model::BackendSpec,
     state::writer::{addr16, MapWriter},
 };
@@ -107,7 +107,7 @@ pub(crate) struct AgentResults {
     /// From writing the changed file to its "configuration reloaded" line
     /// (includes the agent's 200 ms coalescing of file events).
     pub(crate) reload_median_ms: f64,
-    /// Of which: parsing and validating the file (`xlb::config::parse`,
+    /// Of which: parsing and validating the file (`xlb::source::config::parse`,
     /// timed in this process on the same text).
     pub(crate) parse_ms: f64,
     pub(crate) reloads: u32,
@@ -202,7 +202,8 @@ pub(crate) fn measure(opts: &Opts, pin: &Path, agent: Option<(&Path, &str, &Path
         times.push(took);
     }
     // The kernel's backend array holds exactly the desired backends (not timed).
-    let backends = &writer.maps_unmirrored().backends;
+    let view = MapsView::open_pinned(pin).context("opening the maps read-only")?;
+    let backends = &view.backends;
     let mut active = std::collections::HashSet::new();
     for i in 0..lb_common::MAX_BACKENDS {
         let b = backends.get(&i, 0).context("reading the backend array")?;

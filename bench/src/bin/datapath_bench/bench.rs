@@ -10,7 +10,7 @@ use aya::{
 };
 use lb_common::{stats::STAT_COUNT, Stat, IF_F_REDIRECT, IF_F_TX};
 use xlb::{
-    bpf::maps::Maps,
+    bpf::{maps::Maps, view::MapsView},
     state::model::{BackendSpec, DesiredState, Protocol, ServiceSpec, SourceMode},
     state::writer::MapWriter,
 };
@@ -50,7 +50,10 @@ pub(crate) struct Row {
 pub(crate) struct Bench {
     pub(crate) opts: Opts,
     pub(crate) xlb: Ebpf,
-    pub(crate) writer: MapWriter,
+    /// The writer that programmed the services, kept for the bench's life.
+    pub(crate) _writer: MapWriter,
+    /// The counters, read through a read-only view like the CLI's.
+    pub(crate) view: MapsView,
     pub(crate) bench: Ebpf,
     pub(crate) progs: ProgramArray<MapData>,
     pub(crate) template: Array<MapData, Template>,
@@ -114,13 +117,12 @@ impl Bench {
         writer.apply(&state).context("programming the services")?;
         let v0 = xlb::host::iface::ifindex("v0")?;
         let v1 = xlb::host::iface::ifindex("v1")?;
-        let maps = writer.maps_unmirrored();
         for i in [v0, v1] {
-            maps.ifaces.insert(i, IF_F_TX | IF_F_REDIRECT, 0)?;
-            maps.tx_ports.insert(i, i, None, 0)?;
+            writer.set_interface_caps(i, IF_F_TX | IF_F_REDIRECT)?;
         }
         // No flood guard: every new flow takes the insert path.
-        maps.settings.set(0, lb_common::settings::Settings { new_flows_per_cpu: 0, node_tag: 0 }, 0)?;
+        writer.set_settings(lb_common::settings::Settings { new_flows_per_cpu: 0, node_tag: 0 })?;
+        let view = MapsView::open_pinned(pin).context("opening the maps read-only")?;
 
         // The bench object: harness, baseline, minimal forwarder.
         let mut bench = aya::EbpfLoader::new()
@@ -151,7 +153,7 @@ impl Bench {
             bench.take_map("BENCH_LRU").context("BENCH_LRU")?.try_into()?;
         lru.insert([1, 2, 3, 4, 5], 1, 0)?;
         // The maps taken out may close: the programs keep theirs referenced.
-        Ok(Bench { opts, xlb, writer, bench, progs, template, fib, v0, v1, rows: Vec::new() })
+        Ok(Bench { opts, xlb, _writer: writer, view, bench, progs, template, fib, v0, v1, rows: Vec::new() })
     }
 
     pub(crate) fn set_target(&mut self, t: Target) -> Result<()> {
@@ -209,7 +211,7 @@ impl Bench {
     }
 
     pub(crate) fn stats(&mut self) -> Result<Vec<u64>> {
-        let m = self.writer.maps_unmirrored();
+        let m = &self.view;
         (0..STAT_COUNT).map(|i| Ok(m.stats.get(&i, 0)?.iter().sum())).collect()
     }
 

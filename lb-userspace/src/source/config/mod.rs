@@ -35,9 +35,11 @@ use std::{fmt, path::Path};
 
 use thiserror::Error;
 
-use crate::model::DesiredState;
+use crate::state::model::DesiredState;
 
+mod addresses;
 mod validate;
+mod walk;
 mod yaml;
 
 #[cfg(test)]

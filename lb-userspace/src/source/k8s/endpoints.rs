@@ -8,7 +8,7 @@ use std::{
 
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
-use crate::model::{BackendSpec, Protocol};
+use crate::state::model::{BackendSpec, Protocol};
 
 /// The label that ties an EndpointSlice to its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";

@@ -2,7 +2,7 @@
 //! `loadBalancerClass` and their EndpointSlices, watched through kube-rs
 //! reflectors, translated into the same desired-state model the YAML loader
 //! produces and sent to the agent, which owns the map writer
-//! ([`crate::desired`]). Alongside, once a state is applied: health-check
+//! ([`crate::state::desired`]). Alongside, once a state is applied: health-check
 //! node ports, Events, and (on the agent holding the Lease) VIP allocation
 //! from `--vip-pool` into the Services' status.
 pub mod address;
@@ -42,8 +42,8 @@ use tokio::sync::{mpsc, Notify};
 use tracing::{info, warn};
 
 use crate::{
-    desired::{Origin, Update},
     metrics::Health,
+    state::desired::{Origin, Update},
 };
 
 /// Settings of Kubernetes mode (from the agent's flags).
@@ -99,7 +99,7 @@ fn node_address(stores: &watch::Stores, opts: &Options) -> Option<IpAddr> {
             .find(|a| a.type_ == "InternalIP")
             .and_then(|a| a.address.parse().ok())
     });
-    from_node.or_else(|| opts.interfaces.first().and_then(|i| crate::iface::first_address(i)))
+    from_node.or_else(|| opts.interfaces.first().and_then(|i| crate::host::iface::first_address(i)))
 }
 
 /// Runs Kubernetes mode until `shutdown` resolves: sends the agent a

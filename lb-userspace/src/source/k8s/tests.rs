@@ -10,7 +10,7 @@ use super::{
     address::{self, plan},
     translate::{reason, translate, Inputs, Translation},
 };
-use crate::model::{BackendSpec, Protocol, ServiceSpec, SourceMode};
+use crate::state::model::{BackendSpec, Protocol, ServiceSpec, SourceMode};
 
 const CLASS: &str = "xlb.io/xdp";
 const NODE: &str = "node-a";
@@ -488,7 +488,7 @@ fn unusable_vips_are_not_programmed() {
 /// refuse the same things with the same words.
 #[test]
 fn the_file_and_kubernetes_get_the_models_verdict() {
-    use crate::model;
+    use crate::state::model;
     for bad in ["127.0.0.1", "224.0.0.251", "0.0.0.0"] {
         let verdict = model::check_vip(ip(bad)).expect_err(bad).to_string();
         let v = with(svc("ns", "dns", T0, json!({})), json!({"metadata": {"annotations": {"xlb.io/vip": bad}}}));
@@ -497,7 +497,7 @@ fn the_file_and_kubernetes_get_the_models_verdict() {
         let note = &t.notes[&("ns".into(), "dns".into())][0].message;
         assert!(note.starts_with(&verdict), "{note} / {verdict}");
         let yaml = format!("services:\n  - name: dns\n    vip: {bad}\n    port: 53\n    protocol: udp\n");
-        let e = crate::config::parse("f.yaml", &yaml).expect_err(bad);
+        let e = crate::source::config::parse("f.yaml", &yaml).expect_err(bad);
         assert!(e.0[0].message.starts_with(&verdict), "{} / {verdict}", e.0[0].message);
     }
     // A backend on the service's own vip and port, and a multicast one.
@@ -515,7 +515,7 @@ fn the_file_and_kubernetes_get_the_models_verdict() {
         let notes = &t.notes[&("ns".into(), "dns".into())];
         assert!(notes.iter().any(|n| n.warning && n.message.contains(&verdict)), "{notes:?} / {verdict}");
         let yaml = format!("services:\n  - name: dns\n    vip: 192.0.2.10\n    port: 53\n    protocol: udp\n    backends: [\"{addr}\"]\n");
-        let e = crate::config::parse("f.yaml", &yaml).expect_err(bad);
+        let e = crate::source::config::parse("f.yaml", &yaml).expect_err(bad);
         assert_eq!(e.0[0].message, verdict);
     }
 }

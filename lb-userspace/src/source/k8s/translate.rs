@@ -14,8 +14,8 @@ use super::{
     address,
     endpoints::{self, EndpointState},
 };
-use crate::model::{self, Claims, DesiredState, Protocol, ServiceSpec, SourceMode};
-pub use crate::model::{DEFAULT_AFFINITY_TIMEOUT, MAX_AFFINITY_TIMEOUT};
+use crate::state::model::{self, Claims, DesiredState, Protocol, ServiceSpec, SourceMode};
+pub use crate::state::model::{DEFAULT_AFFINITY_TIMEOUT, MAX_AFFINITY_TIMEOUT};
 /// Legacy annotation for source ranges (used when the field is absent).
 pub const SOURCE_RANGES_ANNOTATION: &str = "service.beta.kubernetes.io/load-balancer-source-ranges";
 

@@ -22,7 +22,9 @@ use std::{
 /// Transport protocol of a service.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Protocol {
+    /// UDP (IP protocol 17).
     Udp,
+    /// TCP (IP protocol 6).
     Tcp,
 }
 
@@ -68,6 +70,7 @@ pub enum SourceMode {
 /// One backend of a service.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BackendSpec {
+    /// Address and port the service's packets are forwarded to.
     pub addr: SocketAddr,
     /// 0 drains: existing flows stay, no new ones.
     pub weight: u16,
@@ -76,10 +79,17 @@ pub struct BackendSpec {
 /// One service: a (VIP, port, protocol) and its backends.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServiceSpec {
+    /// Unique name (the file's `name`; in Kubernetes `namespace/name:port`,
+    /// with `@vip` for each VIP after the first), shown by the CLI and in
+    /// messages.
     pub name: String,
+    /// The address clients send to.
     pub vip: IpAddr,
+    /// The port clients send to (1..=65535).
     pub port: u16,
+    /// The transport protocol clients send with.
     pub protocol: Protocol,
+    /// What happens to the client's source address.
     pub source: SourceMode,
     /// SNAT source address; `None` means the address the kernel would pick
     /// for the route to each backend.
@@ -89,7 +99,7 @@ pub struct ServiceSpec {
     /// Established TCP idle timeout in seconds (`None`: the default).
     pub tcp_timeout: Option<u32>,
     /// Slots of the service's Maglev lookup table, one of
-    /// [`crate::maglev::SIZES`] (`None`: [`crate::maglev::DEFAULT_SIZE`]).
+    /// [`crate::state::maglev::SIZES`] (`None`: [`crate::state::maglev::DEFAULT_SIZE`]).
     pub maglev_table_size: Option<u32>,
     /// Client-IP session affinity: a client's new flows go to the backend
     /// its last flow went to, while that was less than this many seconds
@@ -97,6 +107,7 @@ pub struct ServiceSpec {
     pub affinity_timeout: Option<u32>,
     /// Client source prefixes allowed to reach the service (empty: all).
     pub source_ranges: Vec<ipnet::IpNet>,
+    /// Where new flows go, by weight (empty: packets are dropped).
     pub backends: Vec<BackendSpec>,
 }
 
@@ -110,5 +121,7 @@ impl ServiceSpec {
 /// Everything the data path should serve.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DesiredState {
+    /// The services, in no particular order; at most one per (vip, port,
+    /// protocol) and per name ([`DesiredState::check_unique`]).
     pub services: Vec<ServiceSpec>,
 }

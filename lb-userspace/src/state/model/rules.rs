@@ -52,16 +52,38 @@ pub fn family(ip: IpAddr) -> &'static str {
 pub enum ModelError {
     /// An address no client can send to, as a VIP or SNAT address.
     #[error("{ip} is {what}")]
-    UnusableVip { ip: IpAddr, what: &'static str },
+    UnusableVip {
+        /// The address given.
+        ip: IpAddr,
+        /// What kind of address it is ("the unspecified address", ...).
+        what: &'static str,
+    },
     /// An address nothing can be forwarded to, as a backend.
     #[error("backend {ip} is {what}; use the unicast address of a server")]
-    UnusableBackend { ip: IpAddr, what: &'static str },
+    UnusableBackend {
+        /// The backend's address.
+        ip: IpAddr,
+        /// What kind of address it is.
+        what: &'static str,
+    },
     /// A backend that is the service itself.
     #[error("backend {addr} is the service's own vip and port: a loop; use the address of a server")]
-    BackendLoop { addr: SocketAddr },
+    BackendLoop {
+        /// The backend, equal to the service's vip and port.
+        addr: SocketAddr,
+    },
     /// An address (`given` as written) of the other family than the VIP.
     #[error("{}", family_message(*.role, .given, *.ip, *.vip))]
-    FamilyMismatch { role: Role, given: String, ip: IpAddr, vip: IpAddr },
+    FamilyMismatch {
+        /// What the address was given as.
+        role: Role,
+        /// The address as written (a CIDR, `ip:port`, ...).
+        given: String,
+        /// The address itself.
+        ip: IpAddr,
+        /// The service's VIP, whose family it should have.
+        vip: IpAddr,
+    },
     /// A SNAT address on a service that keeps the client address.
     #[error("snat_address applies to source: snat only, and the service keeps the client's address (source: preserve); remove snat_address or use source: snat")]
     SnatWithPreserve,
@@ -70,22 +92,51 @@ pub enum ModelError {
     PortZero,
     /// A limit (a timeout) outside its range.
     #[error("{what} {value} is outside {}..={}", .range.start(), .range.end())]
-    OutOfRange { what: &'static str, value: u32, range: RangeInclusive<u32> },
+    OutOfRange {
+        /// The limit's name (`udp_timeout`, ...).
+        what: &'static str,
+        /// The value given.
+        value: u32,
+        /// The values allowed.
+        range: RangeInclusive<u32>,
+    },
     /// A Maglev table size that is not one of the allowed primes.
-    #[error("maglev_table_size {0} is not an allowed table size; use one of {sizes}", sizes = crate::maglev::sizes_list())]
+    #[error("maglev_table_size {0} is not an allowed table size; use one of {sizes}", sizes = crate::state::maglev::sizes_list())]
     TableSize(u32),
     /// Two services on one (vip, port, protocol).
     #[error("{vip_port}/{protocol} is used by two services ({first:?} and {second:?}); each vip, port and protocol may belong to one service", vip_port = SocketAddr::new(*.vip, *.port))]
-    DuplicateService { vip: IpAddr, port: u16, protocol: Protocol, first: String, second: String },
+    DuplicateService {
+        /// The shared VIP.
+        vip: IpAddr,
+        /// The shared port.
+        port: u16,
+        /// The shared protocol.
+        protocol: Protocol,
+        /// Name of the service that claimed it first.
+        first: String,
+        /// Name of the other service.
+        second: String,
+    },
     /// Two services with one name.
     #[error("{name:?} is the name of two services; service names must be unique")]
-    DuplicateName { name: String },
+    DuplicateName {
+        /// The shared name.
+        name: String,
+    },
     /// One backend twice in a service.
     #[error("service {service:?}: backend {addr} is listed twice; list each backend once")]
-    DuplicateBackend { service: String, addr: SocketAddr },
+    DuplicateBackend {
+        /// The service's name.
+        service: String,
+        /// The backend listed twice.
+        addr: SocketAddr,
+    },
     /// More services than the data path holds.
     #[error("{count} services; at most {MAX_SERVICES} are allowed")]
-    TooManyServices { count: usize },
+    TooManyServices {
+        /// Services in the desired state.
+        count: usize,
+    },
 }
 
 fn family_message(role: Role, given: &str, ip: IpAddr, vip: IpAddr) -> String {
@@ -142,9 +193,9 @@ pub fn check_affinity_timeout(value: u32) -> Result<(), ModelError> {
     in_range("session_affinity_timeout", value, AFFINITY_TIMEOUT)
 }
 
-/// Checks a Maglev table size: one of [`crate::maglev::SIZES`].
+/// Checks a Maglev table size: one of [`crate::state::maglev::SIZES`].
 pub fn check_table_size(size: u32) -> Result<(), ModelError> {
-    if crate::maglev::SIZES.contains(&size) {
+    if crate::state::maglev::SIZES.contains(&size) {
         Ok(())
     } else {
         Err(ModelError::TableSize(size))

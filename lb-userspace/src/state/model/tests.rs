@@ -109,7 +109,7 @@ fn limits_have_one_definition() {
     assert!(AFFINITY_TIMEOUT.contains(&DEFAULT_AFFINITY_TIMEOUT));
     assert_eq!(check_idle_timeout("udp_timeout", *IDLE_TIMEOUT.end()), Ok(()));
     assert!(check_idle_timeout("udp_timeout", *IDLE_TIMEOUT.end() + 1).is_err());
-    assert!(check_table_size(crate::maglev::DEFAULT_SIZE).is_ok());
+    assert!(check_table_size(crate::state::maglev::DEFAULT_SIZE).is_ok());
     assert_eq!(check_table_size(1000), Err(ModelError::TableSize(1000)));
     let mut zero = spec("a", "192.0.2.10", 0, &[]);
     assert_eq!(zero.validate(), Err(ModelError::PortZero));

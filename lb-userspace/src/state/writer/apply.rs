@@ -15,8 +15,8 @@ use super::{
     Change, MapWriter, WriteError,
 };
 use crate::{
-    maglev,
-    model::{ServiceSpec, SourceMode},
+    state::maglev,
+    state::model::{ServiceSpec, SourceMode},
 };
 
 impl<M: MapOps> MapWriter<M> {

@@ -6,7 +6,7 @@ use std::{collections::BTreeSet, net::IpAddr};
 use aya::maps::lpm_trie::Key;
 use lb_common::{range_prefix_len, Backend, RangeKey, ServiceKey, ServiceName, BE_F_ACTIVE, BE_F_UNROUTABLE, NAME_LEN};
 
-use crate::model::{Protocol, ServiceSpec};
+use crate::state::model::{Protocol, ServiceSpec};
 
 /// Converts an address to the 16-byte form of the maps.
 pub fn addr16(ip: IpAddr) -> [u8; 16] {

@@ -13,14 +13,16 @@
 //!   records every op ([`MapWriter::in_memory`]) — keeping the mirrors in
 //!   step with each op that succeeds.
 //! - [`encode`]: addresses, keys, names and source-range entries, shared
-//!   with `reader.rs`; `regions`: the table array's allocator; `restore`:
-//!   restore from pins; `routes`: route lookups and routing-change
-//!   notifications (unroutable backends).
+//!   with `reader.rs`; `regions`: the table array's allocator; `memory`:
+//!   the in-memory maps; `restore`: restore from pins, which reads and
+//!   fixes the maps through [`MapOps`] too (so it runs on [`MemoryMaps`]:
+//!   [`MapWriter::restore_in_memory`]); `routes`: route lookups and
+//!   routing-change notifications (unroutable backends).
 //!
 //! # Lookup-table regions
 //!
 //! All services' Maglev tables live in one flat array, `XLB_TABLE` (Katran's
-//! layout too), mapped into this process ([`crate::maps::Table`]) so that
+//! layout too), mapped into this process ([`crate::bpf::maps::Table`]) so that
 //! reading, comparing and writing entries costs no system call. A service
 //! whose table has `M` slots owns a [`Pair`] of adjacent regions of `M`
 //! entries: A = `[base, base+M)` and B = `[base+M, base+2M)`. Its service
@@ -55,6 +57,7 @@
 //! its affinity off (entries are also validated by backend generation, so
 mod apply;
 pub mod encode;
+mod memory;
 pub mod ops;
 mod plan;
 mod regions;
@@ -72,50 +75,80 @@ pub use encode::{
     addr16, ip_from16, name_from, name_to, range_entries, range_key, range_net, service_key, unroutable_reason,
     RangeEntry,
 };
-use lb_common::{prefilter::PREFILTER_ENTRIES, Backend, ServiceKey, MAX_BACKENDS, MAX_SERVICES, RANGE_ENTRIES};
-pub use ops::{MapOps, MemoryMaps, Op};
+use lb_common::{Backend, ServiceKey, MAX_BACKENDS, MAX_SERVICES, RANGE_ENTRIES};
+pub use memory::MemoryMaps;
+pub use ops::{MapOps, Op};
 use plan::Programmed;
 pub use regions::{restore_regions, Pair, RegionAllocator, GRACE};
 pub use routes::RouteChanges;
 use routes::Routes;
 
 use crate::{
-    maps::Maps,
-    model::{DesiredState, ServiceSpec},
+    bpf::maps::Maps,
+    state::model::{DesiredState, ServiceSpec},
 };
 
 /// A failure to program the maps.
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
+    /// A map operation failed.
     #[error("writing map {map}: {source}")]
     Map {
+        /// The map (its name or what it holds).
         map: &'static str,
+        /// The failure.
         #[source]
         source: MapError,
     },
+    /// Adding an interface to the devmap failed.
     #[error("writing map XLB_TX_PORTS: {0}")]
     Devmap(#[source] aya::maps::xdp::XdpMapError),
+    /// The number of possible CPUs (for per-CPU counters) is unknown.
     #[error("reading the CPU count: {0}")]
     Cpus(std::io::Error),
     /// The desired state breaks a rule across services (two with one
     /// vip, port and protocol, or one name): nothing is written.
     #[error("{0}; nothing was changed")]
-    Invalid(#[from] crate::model::ModelError),
+    Invalid(#[from] crate::state::model::ModelError),
+    /// More services than the data path holds.
     #[error("too many services: the data path holds at most {MAX_SERVICES}")]
     TooManyServices,
+    /// More backends over all services than the data path holds.
     #[error("too many backends: the data path holds at most {MAX_BACKENDS} over all services")]
     TooManyBackends,
+    /// No room in the lookup-table array for a service's pair of tables.
     #[error(
         "service {service}: the lookup-table array is full: its two tables of {size} entries need {need} \
          contiguous entries, but only {free} of {total} are free (largest free piece: {largest}); \
          lower maglev_table_size (of this or other services) or raise the agent's --table-entries"
     )]
-    TableFull { service: String, size: u32, need: u64, free: u64, largest: u32, total: u32 },
+    TableFull {
+        /// The service's name.
+        service: String,
+        /// Entries of one of its tables (`maglev_table_size`).
+        size: u32,
+        /// Contiguous entries its pair needs.
+        need: u64,
+        /// Free entries in the array.
+        free: u64,
+        /// The largest free piece of the array.
+        largest: u32,
+        /// Entries of the array (`--table-entries`).
+        total: u32,
+    },
+    /// More source-range entries over all services than the data path holds.
     #[error(
         "service {service}: too many source ranges: its {adding} new prefixes would make {total} over all services, \
          and the data path holds at most {RANGE_ENTRIES}; use fewer, wider source_ranges"
     )]
-    TooManyRanges { service: String, adding: usize, total: usize },
+    TooManyRanges {
+        /// The service's name.
+        service: String,
+        /// Prefixes the service would add.
+        adding: usize,
+        /// Prefixes over all services with them.
+        total: usize,
+    },
 }
 
 fn map_err(map: &'static str) -> impl Fn(MapError) -> WriteError {
@@ -124,9 +157,13 @@ fn map_err(map: &'static str) -> impl Fn(MapError) -> WriteError {
 /// What an `apply` changed.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ApplyReport {
+    /// Services programmed that were not there.
     pub added: usize,
+    /// Services whose programming changed.
     pub updated: usize,
+    /// Services removed.
     pub removed: usize,
+    /// Services already programmed as desired (nothing written).
     pub unchanged: usize,
     /// Lookup-table entries written (only those that differed).
     pub table_writes: usize,
@@ -198,15 +235,6 @@ impl MapWriter {
         }
         Ok(())
     }
-
-    /// The maps themselves, bypassing the writer: what is written through
-    /// this is not in the writer's mirror (a later `apply` may undo it).
-    /// Only for tests and benches that poke the data path directly; the
-    /// agent uses the methods above.
-    #[doc(hidden)]
-    pub fn maps_unmirrored(&mut self) -> &mut Maps {
-        &mut self.maps
-    }
 }
 
 impl MapWriter<MemoryMaps> {
@@ -215,26 +243,7 @@ impl MapWriter<MemoryMaps> {
     /// only for `source: snat` without `snat_address`). Its maps record
     /// every write in order ([`MemoryMaps::log`]).
     pub fn in_memory(table_len: u32, seed: u32) -> Self {
-        let mut w = Self {
-            maps: MemoryMaps::new(table_len),
-            services: HashMap::new(),
-            backends: vec![Backend::default(); MAX_BACKENDS as usize],
-            seed,
-            regions: RegionAllocator::new(table_len),
-            retired: Vec::new(),
-            table_writes: 0,
-            free_services: (0..MAX_SERVICES).collect(),
-            free_backends: (0..MAX_BACKENDS).collect(),
-            vips: HashMap::new(),
-            routes: Routes::unwatched(),
-            range_count: 0,
-            range_writes: 0,
-            purge: BTreeSet::new(),
-            prefilter: vec![0; PREFILTER_ENTRIES as usize],
-            prefilter_ready: false,
-        };
-        w.sync_prefilter(&[], &[]).expect("in-memory maps do not fail");
-        w
+        Self::restore_in_memory(MemoryMaps::new(table_len), seed).expect("in-memory maps do not fail")
     }
 
     /// The in-memory maps (and their log of writes).

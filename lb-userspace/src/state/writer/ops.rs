@@ -1,24 +1,25 @@
 //! The apply step's vocabulary: one [`Op`] is one write to the maps, and a
-//! [`MapOps`] performs it, either on the real (aya) maps or on
-//! [`MemoryMaps`], which records what it was asked to do and makes no
-//! system call (the writer's testing mode, as Katran's `KatranLb` has one).
+//! [`MapOps`] performs it, either on the real (aya) maps (here) or on
+//! [`MemoryMaps`](super::MemoryMaps), which records what it was asked to do
+//! and makes no system call (the writer's testing mode, as Katran's
+//! `KatranLb` has one). Restore from pins reads the maps through the same
+//! trait.
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
+    collections::{BTreeSet, HashMap},
     sync::atomic::{fence, Ordering},
 };
 
-use aya::maps::MapError;
+use aya::maps::{lpm_trie::Key, MapError};
 use lb_common::{
-    prefilter::{PREFILTER_ENTRIES, PREFILTER_READY},
-    AffinityKey, Backend, Counter, Service, ServiceKey, ServiceSlot, AFFINITY_ENTRIES, MAX_BACKENDS, MAX_SERVICES,
+    AffinityKey, Backend, Counter, RangeKey, Service, ServiceKey, ServiceSlot, AFFINITY_ENTRIES, MAX_BACKENDS,
 };
 use tracing::{debug, warn};
 
 use super::{
-    encode::{name_to, range_key},
+    encode::{name_from, name_to, range_key},
     map_err, RangeEntry, WriteError,
 };
-use crate::maps::Maps;
+use crate::bpf::maps::Maps;
 
 /// One write to the maps, as the plan orders them.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -32,7 +33,12 @@ pub enum Op {
     /// Writes a lookup table into the region at `offset` (only the entries
     /// that differ), then fences, so that the entries are visible before
     /// the service value that publishes them.
-    WriteTable { offset: u32, entries: Vec<u32> },
+    WriteTable {
+        /// First entry of the region in the array.
+        offset: u32,
+        /// The table, one backend id per entry.
+        entries: Vec<u32>,
+    },
     /// Adds a service's `XLB_RANGES` entry.
     AddRange(u32, RangeEntry),
     /// Deletes a service's `XLB_RANGES` entry (absent: nothing to do).
@@ -67,6 +73,31 @@ pub trait MapOps {
 
     /// Entries of the lookup-table array.
     fn table_len(&self) -> u32;
+
+    // Reads, for restore from pins (`MapWriter::restore`).
+
+    /// Every slot of the backend array, in id order.
+    fn read_backends(&self) -> Result<Vec<Backend>, WriteError>;
+
+    /// Every service value, with its key.
+    fn read_services(&self) -> Result<Vec<(ServiceKey, Service)>, WriteError>;
+
+    /// The name of service id `id` ("" when none was written).
+    fn read_name(&self, id: u32) -> Result<String, WriteError>;
+
+    /// Service id `id`'s slot in `XLB_SVC_SLOTS`.
+    fn read_slot(&self, id: u32) -> Result<ServiceSlot, WriteError>;
+
+    /// Every `XLB_RANGES` entry, as (service id, entry).
+    fn read_ranges(&self) -> Result<Vec<(u32, RangeEntry)>, WriteError>;
+
+    /// Every VIP of `XLB_VIPS` with its number of services (an entry that
+    /// cannot be read is left out: the next apply writes it again).
+    fn read_vips(&self) -> HashMap<[u8; 16], u32>;
+
+    /// The lookup-table entries `offset..offset + size`, if they lie within
+    /// the array.
+    fn read_table(&self, offset: u32, size: u32) -> Option<Vec<u32>>;
 }
 
 /// `Ok` also when the key was not there.
@@ -124,6 +155,37 @@ impl MapOps for Maps {
     fn table_len(&self) -> u32 {
         self.table.len()
     }
+
+    fn read_backends(&self) -> Result<Vec<Backend>, WriteError> {
+        (0..MAX_BACKENDS).map(|i| self.backends.get(&i, 0).map_err(map_err("backends"))).collect()
+    }
+
+    fn read_services(&self) -> Result<Vec<(ServiceKey, Service)>, WriteError> {
+        self.services.iter().collect::<Result<_, _>>().map_err(map_err("services"))
+    }
+
+    fn read_name(&self, id: u32) -> Result<String, WriteError> {
+        self.names.get(&id, 0).map(|n| name_from(&n)).map_err(map_err("service names"))
+    }
+
+    fn read_slot(&self, id: u32) -> Result<ServiceSlot, WriteError> {
+        self.service_slots.get(&id, 0).map_err(map_err("service slots"))
+    }
+
+    fn read_ranges(&self) -> Result<Vec<(u32, RangeEntry)>, WriteError> {
+        let keys: Vec<Key<RangeKey>> =
+            self.ranges.keys().collect::<Result<_, _>>().map_err(map_err("source ranges"))?;
+        Ok(keys.iter().map(|k| (u32::from_be_bytes(k.data().service), (k.prefix_len(), k.data().addr))).collect())
+    }
+
+    fn read_vips(&self) -> HashMap<[u8; 16], u32> {
+        let keys: Vec<[u8; 16]> = self.vips.keys().filter_map(Result::ok).collect();
+        keys.into_iter().filter_map(|vip| Some((vip, self.vips.get(&vip, 0).ok()?))).collect()
+    }
+
+    fn read_table(&self, offset: u32, size: u32) -> Option<Vec<u32>> {
+        Some(self.table.region(offset, size)?.values().collect())
+    }
 }
 
 /// Per-CPU counters at zero, one per possible CPU.
@@ -158,114 +220,4 @@ fn purge_affinity(maps: &mut Maps, purge: &BTreeSet<u32>) -> usize {
     }
     debug!(services = ?purge, deleted, "session-affinity entries deleted");
     deleted
-}
-
-/// Maps held in memory: what [`MapOps`] wrote, and every [`Op`] in the
-/// order it came ([`Self::log`]). No system call, no root: for tests of the
-/// writer's plan and write order.
-#[derive(Clone, Debug)]
-pub struct MemoryMaps {
-    /// Every operation performed, in order.
-    pub log: Vec<Op>,
-    pub services: HashMap<ServiceKey, Service>,
-    pub service_slots: Vec<ServiceSlot>,
-    pub backends: Vec<Backend>,
-    pub table: Vec<u32>,
-    pub names: BTreeMap<u32, String>,
-    pub ranges: BTreeSet<(u32, RangeEntry)>,
-    pub vips: HashMap<[u8; 16], u32>,
-    pub prefilter: Vec<u64>,
-    /// Session-affinity entries (the data path's, in real maps).
-    pub affinity: HashSet<AffinityKey>,
-}
-
-impl MemoryMaps {
-    /// Empty maps with a lookup-table array of `table_len` entries.
-    pub fn new(table_len: u32) -> Self {
-        Self {
-            log: Vec::new(),
-            services: HashMap::new(),
-            service_slots: vec![ServiceSlot::default(); MAX_SERVICES as usize],
-            backends: vec![Backend::default(); MAX_BACKENDS as usize],
-            table: vec![0; table_len as usize],
-            names: BTreeMap::new(),
-            ranges: BTreeSet::new(),
-            vips: HashMap::new(),
-            prefilter: vec![0; PREFILTER_ENTRIES as usize],
-            affinity: HashSet::new(),
-        }
-    }
-
-    /// Whether the pre-filter's ready word is set.
-    pub fn prefilter_ready(&self) -> bool {
-        self.prefilter[PREFILTER_READY as usize] != 0
-    }
-}
-
-impl MapOps for MemoryMaps {
-    fn exec(&mut self, op: &Op) -> Result<usize, WriteError> {
-        self.log.push(op.clone());
-        let n = match op {
-            Op::ZeroServiceStats(_) | Op::ZeroBackendStats(_) => 1,
-            Op::SetBackend(id, value) => {
-                self.backends[*id as usize] = *value;
-                1
-            }
-            Op::WriteTable { offset, entries } => {
-                let region = &mut self.table[*offset as usize..*offset as usize + entries.len()];
-                let mut written = 0;
-                for (slot, want) in region.iter_mut().zip(entries) {
-                    if slot != want {
-                        *slot = *want;
-                        written += 1;
-                    }
-                }
-                written
-            }
-            Op::AddRange(id, e) => {
-                self.ranges.insert((*id, *e));
-                1
-            }
-            Op::DeleteRange(id, e) => usize::from(self.ranges.remove(&(*id, *e))),
-            Op::SetName(id, name) => {
-                self.names.insert(*id, name.clone());
-                1
-            }
-            Op::SetService(key, value) => {
-                self.services.insert(*key, *value);
-                1
-            }
-            Op::SetSlot(id, slot) => {
-                self.service_slots[*id as usize] = *slot;
-                1
-            }
-            Op::DeleteService(key) => usize::from(self.services.remove(key).is_some()),
-            Op::ClearSlot(id, key) => {
-                let slot = &mut self.service_slots[*id as usize];
-                if slot.key == *key {
-                    *slot = ServiceSlot::default();
-                }
-                1
-            }
-            Op::SetVip(vip, n) => {
-                self.vips.insert(*vip, *n);
-                1
-            }
-            Op::DeleteVip(vip) => usize::from(self.vips.remove(vip).is_some()),
-            Op::SetPrefilter(i, w) => {
-                self.prefilter[*i as usize] = *w;
-                1
-            }
-            Op::PurgeAffinity(purge) => {
-                let before = self.affinity.len();
-                self.affinity.retain(|k| !purge.contains(&k.service_id));
-                before - self.affinity.len()
-            }
-        };
-        Ok(n)
-    }
-
-    fn table_len(&self) -> u32 {
-        self.table.len() as u32
-    }
 }

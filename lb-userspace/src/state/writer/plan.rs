@@ -32,8 +32,8 @@ use super::{
     WriteError,
 };
 use crate::{
-    maglev,
-    model::{ServiceSpec, SourceMode},
+    state::maglev,
+    state::model::{ServiceSpec, SourceMode},
 };
 
 /// One service as it sits in the maps.

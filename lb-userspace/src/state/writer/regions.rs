@@ -11,7 +11,9 @@ pub const GRACE: Duration = Duration::from_millis(20);
 /// at `base` (even). See the module documentation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Pair {
+    /// First entry of region A (even).
     pub base: u32,
+    /// Entries of each region (the table size).
     pub size: u32,
 }
 

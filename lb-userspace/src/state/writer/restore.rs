@@ -1,36 +1,50 @@
 //! Restore from pins: a new writer reads back what a previous agent left
-//! in the maps, so that an unchanged configuration rewrites nothing.
+//! in the maps, so that an unchanged configuration rewrites nothing. It
+//! reads and fixes the maps through [`MapOps`], as apply writes them, so it
+//! runs on [`MemoryMaps`] too.
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
     net::SocketAddr,
 };
 
-use aya::maps::{lpm_trie::Key, MapError};
 use lb_common::{
-    prefilter::PREFILTER_ENTRIES, RangeKey, Service, ServiceKey, ServiceSlot, BE_F_ACTIVE, BE_F_UNROUTABLE,
-    MAX_BACKENDS, MAX_SERVICES,
+    prefilter::PREFILTER_ENTRIES, Service, ServiceKey, ServiceSlot, BE_F_ACTIVE, BE_F_UNROUTABLE, MAX_SERVICES,
 };
 use tracing::{debug, info, warn};
 
 use super::{
-    encode::{ip_from16, name_from, RangeEntry},
-    map_err,
+    encode::{ip_from16, RangeEntry},
+    ops::{MapOps, Op},
     plan::{Programmed, Unroutable},
     regions::restore_regions,
     routes::Routes,
-    MapWriter, WriteError,
+    MapWriter, MemoryMaps, WriteError,
 };
-use crate::maps::Maps;
+use crate::bpf::maps::Maps;
 
 impl MapWriter {
     /// Takes the maps and reads back what a previous agent left in them, so
     /// that an unchanged configuration rewrites nothing and moves no flow.
     /// `seed` is the Maglev seed (`maglev_seed`), also the flow-hash seed.
     pub fn restore(maps: Maps, seed: u32) -> Result<Self, WriteError> {
-        let mut backends = Vec::with_capacity(MAX_BACKENDS as usize);
-        for i in 0..MAX_BACKENDS {
-            backends.push(maps.backends.get(&i, 0).map_err(map_err("backends"))?);
-        }
+        Self::restore_with(maps, seed, Routes::new())
+    }
+}
+
+impl MapWriter<MemoryMaps> {
+    /// [`MapWriter::restore`] on in-memory maps (no system call, routes
+    /// looked up uncached as in [`MapWriter::in_memory`]): what a new agent
+    /// would make of maps holding this. The fixes restore writes are in the
+    /// maps' log.
+    pub fn restore_in_memory(maps: MemoryMaps, seed: u32) -> Result<Self, WriteError> {
+        Self::restore_with(maps, seed, Routes::unwatched())
+    }
+}
+
+impl<M: MapOps> MapWriter<M> {
+    /// Restore from `maps`, with `routes` to look up backends' routes.
+    pub(super) fn restore_with(mut maps: M, seed: u32, routes: Routes) -> Result<Self, WriteError> {
+        let mut backends = maps.read_backends()?;
         // Active (and unroutable) backends by service id, in one pass over the array.
         let mut by_service: HashMap<u32, BTreeMap<SocketAddr, (u32, u32)>> = HashMap::new();
         let mut unroutable_by_service: HashMap<u32, BTreeMap<SocketAddr, Unroutable>> = HashMap::new();
@@ -46,9 +60,8 @@ impl MapWriter {
             }
         }
         let mut found = Vec::new();
-        for entry in &maps.services {
-            let (key, value) = entry.map_err(map_err("services"))?;
-            let name = maps.names.get(&value.id, 0).map(|n| name_from(&n)).map_err(map_err("service names"))?;
+        for (key, value) in maps.read_services()? {
+            let name = maps.read_name(value.id)?;
             let be = by_service.get(&value.id).cloned().unwrap_or_default();
             found.push((key, value, name, be));
         }
@@ -57,27 +70,20 @@ impl MapWriter {
         let live: Vec<(u32, u32)> = found.iter().map(|(_, v, _, _)| (v.table_offset, v.table_size)).collect();
         // Source ranges by service id; those of no service (left by an
         // agent stopped halfway through a removal) are deleted.
-        let mut maps = maps;
         sync_slots(&mut maps, &found)?;
         let mut ranges: HashMap<u32, BTreeSet<RangeEntry>> = HashMap::new();
-        let keys: Vec<Key<RangeKey>> =
-            maps.ranges.keys().collect::<Result<_, _>>().map_err(map_err("source ranges"))?;
         let ids: BTreeSet<u32> = found.iter().map(|(_, v, _, _)| v.id).collect();
         let mut range_count = 0;
-        for k in keys {
-            let (id, entry) = (u32::from_be_bytes(k.data().service), (k.prefix_len(), k.data().addr));
+        for (id, entry) in maps.read_ranges()? {
             if ids.contains(&id) {
                 ranges.entry(id).or_default().insert(entry);
                 range_count += 1;
             } else {
                 debug!(service_id = id, "deleting a source range of no service");
-                match maps.ranges.remove(&k) {
-                    Ok(()) | Err(MapError::KeyNotFound) => {}
-                    Err(e) => return Err(map_err("source ranges")(e)),
-                }
+                maps.exec(&Op::DeleteRange(id, entry))?;
             }
         }
-        let (regions, pairs) = restore_regions(maps.table.len(), &live);
+        let (regions, pairs) = restore_regions(maps.table_len(), &live);
         let mut services = HashMap::new();
         for ((key, value, name, backends), pair) in found.into_iter().zip(pairs) {
             let table_ok = match pair {
@@ -87,7 +93,7 @@ impl MapWriter {
                         service = %name,
                         offset = value.table_offset,
                         size = value.table_size,
-                        entries = maps.table.len(),
+                        entries = maps.table_len(),
                         "the live lookup table lies outside the table array or overlaps another: rebuilding it"
                     );
                     false
@@ -95,9 +101,8 @@ impl MapWriter {
                 Some(_) => {
                     let ids: BTreeSet<u32> = backends.values().filter(|(_, w)| *w > 0).map(|(id, _)| *id).collect();
                     let ok = maps
-                        .table
-                        .region(value.table_offset, value.table_size)
-                        .is_some_and(|r| r.values().all(|id| ids.contains(&id)));
+                        .read_table(value.table_offset, value.table_size)
+                        .is_some_and(|t| t.iter().all(|id| ids.contains(id)));
                     if !ok {
                         warn!(service = %name, "the live lookup table holds entries of no usable backend of the service: rebuilding it");
                     }
@@ -121,7 +126,7 @@ impl MapWriter {
         for u in unroutable_by_service.values().flat_map(|m| m.values()) {
             let mut b = backends[u.id as usize];
             b.flags &= !BE_F_UNROUTABLE;
-            maps.backends.set(u.id, b, 0).map_err(map_err("backends"))?;
+            maps.exec(&Op::SetBackend(u.id, b))?;
             backends[u.id as usize] = b;
         }
         let free_backends = backends
@@ -130,13 +135,7 @@ impl MapWriter {
             .filter(|(_, b)| b.flags & (BE_F_ACTIVE | BE_F_UNROUTABLE) == 0)
             .map(|(i, _)| i as u32)
             .collect();
-        let mut vips = HashMap::new();
-        let keys: Vec<[u8; 16]> = maps.vips.keys().filter_map(Result::ok).collect();
-        for vip in keys {
-            if let Ok(n) = maps.vips.get(&vip, 0) {
-                vips.insert(vip, n);
-            }
-        }
+        let vips = maps.read_vips();
         Self {
             maps,
             services,
@@ -148,7 +147,7 @@ impl MapWriter {
             free_services,
             free_backends,
             vips,
-            routes: Routes::new(),
+            routes,
             range_count,
             range_writes: 0,
             purge: BTreeSet::new(),
@@ -168,7 +167,7 @@ impl MapWriter {
 /// Makes `XLB_SVC_SLOTS` mirror the restored services: each one's slot,
 /// every other slot empty (a slot left by an agent stopped halfway through a
 /// removal, or a map created by this load, is fixed here).
-fn sync_slots<N, B>(maps: &mut Maps, found: &[(ServiceKey, Service, N, B)]) -> Result<(), WriteError> {
+fn sync_slots<M: MapOps, N, B>(maps: &mut M, found: &[(ServiceKey, Service, N, B)]) -> Result<(), WriteError> {
     let mut want = vec![ServiceSlot::default(); MAX_SERVICES as usize];
     for (key, value, _, _) in found {
         if let Some(w) = want.get_mut(value.id as usize) {
@@ -177,8 +176,8 @@ fn sync_slots<N, B>(maps: &mut Maps, found: &[(ServiceKey, Service, N, B)]) -> R
     }
     for (id, w) in want.into_iter().enumerate() {
         let id = id as u32;
-        if maps.service_slots.get(&id, 0).map_err(map_err("service slots"))? != w {
-            maps.service_slots.set(id, w, 0).map_err(map_err("service slots"))?;
+        if maps.read_slot(id)? != w {
+            maps.exec(&Op::SetSlot(id, w))?;
         }
     }
     Ok(())

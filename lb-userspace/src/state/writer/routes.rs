@@ -8,7 +8,7 @@ use std::{
 
 use tracing::warn;
 
-use crate::netwatch::{Interest, Subscription, Watcher};
+use crate::host::netwatch::{Interest, Subscription, Watcher};
 
 /// The source address the kernel would pick for the route to each backend
 /// (what `source: snat` without `snat_address` uses), cached until the
@@ -77,7 +77,7 @@ impl Routes {
         Ok(src)
     }
 
-    /// What [`crate::iface::route_source`] answers, on a reused socket.
+    /// What [`crate::host::iface::route_source`] answers, on a reused socket.
     fn resolve(&mut self, dst: IpAddr) -> std::io::Result<IpAddr> {
         use std::os::fd::AsRawFd as _;
         let i = usize::from(dst.is_ipv6());
@@ -143,7 +143,7 @@ mod tests {
         let mut r = Routes { watch: None, epoch: 1, cache: HashMap::new(), probes: [None, None] };
         for a in ["127.0.0.1", "127.0.0.2", "::1", "127.0.0.1", "::1"] {
             let ip: IpAddr = a.parse().unwrap();
-            let want = crate::iface::route_source(ip).ok();
+            let want = crate::host::iface::route_source(ip).ok();
             assert_eq!(r.source(ip).ok(), want, "{a}");
         }
         // Without a netlink watch nothing is cached and every refresh is a new epoch.

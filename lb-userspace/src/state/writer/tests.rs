@@ -12,12 +12,13 @@ use lb_common::{
 
 use super::*;
 use crate::{
-    maglev,
-    maps::Maps,
-    model::{DesiredState, Protocol, ServiceSpec, SourceMode},
+    bpf::maps::Maps,
+    state::maglev,
+    state::model::{DesiredState, Protocol, ServiceSpec, SourceMode},
 };
 
 mod plan;
+mod restore;
 
 /// Fails (never skips) unless the process runs as root with a bpffs on
 /// /sys/fs/bpf, which the tests below need: CI runs the unit tests as root,
@@ -51,7 +52,7 @@ impl Drop for Pins {
 }
 
 fn writer(pins: &Pins, entries: u32, seed: u32) -> MapWriter {
-    let mut ebpf = crate::datapath::load_with(&pins.0, 1024, entries).expect("loading the data path");
+    let mut ebpf = crate::bpf::datapath::load_with(&pins.0, 1024, entries).expect("loading the data path");
     MapWriter::restore(Maps::take(&mut ebpf).expect("maps"), seed).expect("restore")
 }
 
@@ -70,7 +71,7 @@ fn spec(name: &str, port: u16, backends: &[(&str, u16)], size: Option<u32>) -> S
         source_ranges: vec![],
         backends: backends
             .iter()
-            .map(|(a, w)| crate::model::BackendSpec { addr: a.parse().unwrap(), weight: *w })
+            .map(|(a, w)| crate::state::model::BackendSpec { addr: a.parse().unwrap(), weight: *w })
             .collect(),
     }
 }
@@ -355,8 +356,8 @@ fn unroutable_backends_wait_for_a_route() {
             .contains(&std::io::Error::from_raw_os_error(libc::ENETUNREACH).to_string()));
         assert_eq!(backend_of(&w, near).snat_addr, addr16("10.98.0.1".parse().unwrap()));
         // What `xlb backends` reads.
-        let view = crate::view::MapsView::open_pinned(&pins.0).expect("the pinned maps, read-only");
-        let rows = crate::reader::services(&view).expect("read");
+        let view = crate::bpf::view::MapsView::open_pinned(&pins.0).expect("the pinned maps, read-only");
+        let rows = crate::state::reader::services(&view).expect("read");
         let a = rows.iter().find(|r| r.name == "a").unwrap();
         assert_eq!(a.backends, vec![near.to_string()], "services lists what is programmed");
         let states: Vec<(&str, &str, bool)> =
@@ -471,14 +472,14 @@ fn duplicate_services_are_refused_before_anything_is_written() {
     b.backends[0].addr = "10.1.0.6:53".parse().unwrap();
     w.memory().log.clear();
     let e = w.apply(&DesiredState { services: vec![a.clone(), b] }).unwrap_err();
-    assert!(matches!(e, WriteError::Invalid(crate::model::ModelError::DuplicateService { .. })), "{e}");
+    assert!(matches!(e, WriteError::Invalid(crate::state::model::ModelError::DuplicateService { .. })), "{e}");
     assert!(w.memory().log.is_empty(), "{:?}", w.memory().log);
     assert_eq!(w.len(), 0);
     let mut same_name = a.clone();
     same_name.port = 54;
     assert!(matches!(
         w.apply(&DesiredState { services: vec![a.clone(), same_name] }),
-        Err(WriteError::Invalid(crate::model::ModelError::DuplicateName { .. }))
+        Err(WriteError::Invalid(crate::state::model::ModelError::DuplicateName { .. }))
     ));
     w.apply(&DesiredState { services: vec![a] }).expect("one service");
     assert_eq!(w.len(), 1);

@@ -6,9 +6,9 @@ use lb_common::{Backend, ServiceKey, BE_F_ACTIVE, BE_F_UNROUTABLE, SVC_F_RANGES}
 
 use super::spec;
 use crate::{
-    maglev,
-    model::{DesiredState, ServiceSpec, SourceMode},
-    writer::{
+    state::maglev,
+    state::model::{DesiredState, ServiceSpec, SourceMode},
+    state::writer::{
         plan::{self, BackendArray, ServiceInput},
         service_key, ApplyReport, MapWriter, MemoryMaps, Op, Pair, WriteError,
     },
@@ -227,7 +227,7 @@ fn unroutable_backends_planned_out_of_the_table() {
     let slots = vec![Backend::default(); 8];
     let free: BTreeSet<u32> = (0..8).collect();
     let unreachable = || Err(std::io::Error::from_raw_os_error(libc::ENETUNREACH));
-    let src = crate::writer::addr16("10.98.0.1".parse().unwrap());
+    let src = crate::state::writer::addr16("10.98.0.1".parse().unwrap());
     let resolved = vec![Ok(src), unreachable()];
     let input = ServiceInput {
         spec: &s,
