@@ -37,7 +37,7 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// First wait after a failure.
 const MIN_BACKOFF: Duration = Duration::from_millis(250);
 
-/// Exponential backoff from [`MIN_BACKOFF`], doubling, capped at
+/// Exponential backoff from `MIN_BACKOFF`, doubling, capped at
 /// [`MAX_BACKOFF`]. It starts over when the stream yields again, or when
 /// the API server is seen answering again (`recovered` changes), so that
 /// e.g. the re-list after a 410 Gone that follows an outage is not delayed

@@ -301,7 +301,7 @@ impl<M: MapOps> MapWriter<M> {
     }
 
     /// Programs again every service with an unroutable backend whose routes
-    /// may have changed since (see [`Routes`]); returns how many backends
+    /// may have changed since (see `Routes`); returns how many backends
     /// got a route and are now programmed. Nothing else is touched.
     pub fn retry_unroutable(&mut self) -> Result<usize, WriteError> {
         self.routes.refresh();
