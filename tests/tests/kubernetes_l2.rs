@@ -402,3 +402,26 @@ fn a_deleted_services_lease_is_released_and_ipv6_vips_have_their_lease() {
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!((c.holder(LEASE4), c.holder(LEASE6)), (None, None));
 }
+
+#[test]
+fn the_holder_keeps_announcing_while_the_api_server_is_down_for_everyone() {
+    let mut c = L2::start("l2a");
+    c.create(&service("dns", VIP4, ("dns", 53, "UDP")));
+    let (h, _) = c.wait_holder(LEASE4, Duration::from_secs(10), |h| h.is_some());
+    let h = L2::index(&h.unwrap());
+    let state = c.api.snapshot().expect("snapshot");
+    c.api.stop();
+    // Well past the Lease's 6 s: the holder still announces, the other
+    // node has not taken over (it cannot write the Lease).
+    std::thread::sleep(Duration::from_secs(10));
+    assert_eq!(c.metric(h, &held(VIP4)), Some(1.0), "{}", c.logs());
+    assert_ne!(c.metric(1 - h, &held(VIP4)), Some(1.0), "{}", c.logs());
+    assert_eq!(c.metric(h, &transitions(VIP4, "lost")), None, "{}", c.logs());
+    // Back (new resourceVersions, so the watches list again): the holder
+    // renews and keeps it.
+    c.api.restart(Some(&state), 1_000_000).expect("restart the API server");
+    std::thread::sleep(Duration::from_secs(8));
+    assert_eq!(c.holder(LEASE4).as_deref(), Some(NODES[h]), "{}", c.logs());
+    assert_eq!(c.metric(h, &held(VIP4)), Some(1.0));
+    assert_ne!(c.metric(1 - h, &held(VIP4)), Some(1.0));
+}

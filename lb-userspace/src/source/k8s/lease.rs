@@ -4,10 +4,15 @@
 //! announcers' (`xlb-l2-<VIP>`, see [`crate::announce::lease`]).
 //!
 //! The rules are client-go's leader election:
-//! - a holder renews every [`Timing::renew_every`] and believes it holds the
-//!   Lease only while its last successful renewal is younger than
-//!   [`Timing::renew_deadline`] (shorter than the duration, so a holder cut
-//!   off from the API server stops acting before anyone else may start);
+//! - a holder renews every [`Timing::renew_every`]; with a
+//!   [`Timing::renew_deadline`] it believes it holds the Lease only while
+//!   its last successful renewal is younger than that (shorter than the
+//!   duration, so a holder cut off from the API server stops acting before
+//!   anyone else may start: the allocator, which must never have two).
+//!   Without one it holds the Lease until the API server says otherwise
+//!   (another holder, a conflict): the L2 announcer, for which a VIP
+//!   announced twice for a while beats a VIP nobody announces while the API
+//!   server is unreachable for every node;
 //! - another candidate takes the Lease over when it is free (no holder: it
 //!   was released) or when the candidate has seen the same record, unchanged,
 //!   for the Lease's `leaseDurationSeconds` — time measured on the
@@ -36,7 +41,7 @@ pub const ALLOCATOR: Timing = Timing {
     duration: Duration::from_secs(15),
     renew_every: RENEW_EVERY,
     retry_every: RENEW_EVERY,
-    renew_deadline: Duration::from_secs(10),
+    renew_deadline: Some(Duration::from_secs(10)),
 };
 
 /// The timings of one kind of Lease.
@@ -50,8 +55,9 @@ pub struct Timing {
     /// How often a candidate that does not hold the Lease looks again.
     pub retry_every: Duration,
     /// The holder gives up (stops acting) when it has not renewed for this
-    /// long; shorter than `duration`.
-    pub renew_deadline: Duration,
+    /// long (shorter than `duration`); `None`: only when the API server
+    /// shows another holder.
+    pub renew_deadline: Option<Duration>,
 }
 
 /// What a candidate should do with the Lease as it sees it.
@@ -197,14 +203,16 @@ impl Elector {
     }
 
     /// Whether this elector holds the Lease: it renewed it less than the
-    /// renew deadline ago.
+    /// renew deadline ago (without a deadline: it renewed it and has not
+    /// seen another holder since).
     pub fn holding(&self) -> bool {
-        self.held.as_ref().is_some_and(|(at, _)| at.elapsed() < self.timing.renew_deadline)
+        self.held.as_ref().is_some_and(|(at, _)| self.timing.renew_deadline.is_none_or(|d| at.elapsed() < d))
     }
 
     /// One round with the Lease as read now (by a GET, or from a watch
     /// cache): acquires it when free or expired, renews it when due.
-    /// An API error leaves the elector holding it until the renew deadline.
+    /// An API error leaves the elector holding it until the renew deadline
+    /// (see [`Elector::holding`]).
     pub async fn step(&mut self, current: Option<Lease>) -> kube::Result<Outcome> {
         let was = self.holding();
         let now = Instant::now();
