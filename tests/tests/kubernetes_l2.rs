@@ -134,7 +134,12 @@ impl L2 {
 
     /// Polls (every 10 ms, up to `limit`) until `pred` holds for the holder;
     /// returns it and how long it took.
-    fn wait_holder(&self, name: &str, limit: Duration, pred: impl Fn(Option<&str>) -> bool) -> (Option<String>, Duration) {
+    fn wait_holder(
+        &self,
+        name: &str,
+        limit: Duration,
+        pred: impl Fn(Option<&str>) -> bool,
+    ) -> (Option<String>, Duration) {
         let t0 = Instant::now();
         loop {
             let h = self.holder(name);

@@ -25,9 +25,9 @@ pub fn eligible(t: &Translation) -> Eligible {
         .filter(|(vip, services)| {
             !services.is_empty()
                 && services.iter().all(|key| {
-                    t.placements.get(key).is_none_or(|p| {
-                        !p.local || p.local_ready.iter().any(|a| a.is_ipv4() == vip.is_ipv4())
-                    })
+                    t.placements
+                        .get(key)
+                        .is_none_or(|p| !p.local || p.local_ready.iter().any(|a| a.is_ipv4() == vip.is_ipv4()))
                 })
         })
         .map(|(vip, services)| (*vip, services.clone()))
@@ -87,10 +87,12 @@ mod tests {
     }
 
     fn eligible_of(svcs: &[Value], sls: &[Value]) -> Vec<(String, Vec<String>)> {
-        let services: Vec<Arc<Service>> = svcs.iter().map(|s| Arc::new(serde_json::from_value(s.clone()).unwrap())).collect();
+        let services: Vec<Arc<Service>> =
+            svcs.iter().map(|s| Arc::new(serde_json::from_value(s.clone()).unwrap())).collect();
         let slices: Vec<Arc<EndpointSlice>> =
             sls.iter().map(|s| Arc::new(serde_json::from_value(s.clone()).unwrap())).collect();
-        let t = translate(&Inputs { services: &services, slices: &slices, node_name: NODE, lb_class: CLASS, pools: &[] });
+        let t =
+            translate(&Inputs { services: &services, slices: &slices, node_name: NODE, lb_class: CLASS, pools: &[] });
         eligible(&t)
             .into_iter()
             .map(|(vip, s)| (vip.to_string(), s.into_iter().map(|(ns, n)| format!("{ns}/{n}")).collect()))
@@ -107,19 +109,23 @@ mod tests {
         assert_eq!(got, [e("192.0.2.10", &["apps/dns"])]);
         // Endpoints on other nodes only: still eligible (traffic is forwarded there).
         let remote = slice("dns", "dns-1", "IPv4", &udp(), &[("10.1.0.2", "node-b", true, false)]);
-        assert_eq!(eligible_of(&[svc("dns", "192.0.2.10", "Cluster", udp())], &[remote]), [e("192.0.2.10", &["apps/dns"])]);
+        assert_eq!(
+            eligible_of(&[svc("dns", "192.0.2.10", "Cluster", udp())], &[remote]),
+            [e("192.0.2.10", &["apps/dns"])]
+        );
     }
 
     #[test]
     fn local_services_need_a_ready_local_endpoint_of_the_vips_family() {
         let s = svc("dns", "192.0.2.10,2001:db8::10", "Local", udp());
-        assert!(eligible_of(&[s.clone()], &[]).is_empty());
+        let one = std::slice::from_ref(&s);
+        assert!(eligible_of(one, &[]).is_empty());
         let remote = slice("dns", "r", "IPv4", &udp(), &[("10.1.0.2", "node-b", true, false)]);
-        assert!(eligible_of(&[s.clone()], &[remote.clone()]).is_empty());
+        assert!(eligible_of(one, std::slice::from_ref(&remote)).is_empty());
         let terminating = slice("dns", "t", "IPv4", &udp(), &[("10.1.0.3", NODE, false, true)]);
-        assert!(eligible_of(&[s.clone()], &[remote.clone(), terminating]).is_empty());
+        assert!(eligible_of(one, &[remote.clone(), terminating]).is_empty());
         let local4 = slice("dns", "l4", "IPv4", &udp(), &[("10.1.0.4", NODE, true, false)]);
-        assert_eq!(eligible_of(&[s.clone()], &[remote, local4.clone()]), [e("192.0.2.10", &["apps/dns"])]);
+        assert_eq!(eligible_of(one, &[remote, local4.clone()]), [e("192.0.2.10", &["apps/dns"])]);
         let local6 = slice("dns", "l6", "IPv6", &udp(), &[("fd00::4", NODE, true, false)]);
         assert_eq!(
             eligible_of(&[s], &[local4, local6]),

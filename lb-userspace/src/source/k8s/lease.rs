@@ -271,11 +271,8 @@ impl Elector {
     /// another candidate won the race (409).
     async fn write(&mut self, create: bool, lease: Lease) -> kube::Result<bool> {
         let pp = PostParams::default();
-        let r = if create {
-            self.api.create(&pp, &lease).await
-        } else {
-            self.api.replace(&self.name, &pp, &lease).await
-        };
+        let r =
+            if create { self.api.create(&pp, &lease).await } else { self.api.replace(&self.name, &pp, &lease).await };
         match r {
             Ok(written) => {
                 self.held = Some((Instant::now(), written));
