@@ -102,12 +102,29 @@ pub struct AgentArgs {
     /// the same. Overrides the file's `maglev_seed`; default: that, else 0.
     #[arg(long = "maglev-seed", visible_alias = "hash-seed", value_name = "N")]
     pub maglev_seed: Option<u32>,
+    /// How this node makes its VIPs reachable: `none` (the network routes
+    /// them), `l2` (ARP/NDP; in Kubernetes mode one node per VIP, elected
+    /// with the Lease `xlb-l2-<VIP>`).
+    // Minimal parse for the Kubernetes side of issue 12; the full flag
+    // (`bgp`, `--announce-interface`) comes with the data path.
+    #[arg(long, value_enum, default_value_t)]
+    pub announce: AnnounceArg,
     /// Entries of the lookup-table array shared by all services (8 bytes of
     /// kernel memory each); each service takes twice its `maglev_table_size`.
     /// A pinned array of another size is replaced, keeping the tables that fit.
     #[arg(long, value_name = "N", default_value_t = lb_common::TABLE_ENTRIES,
           value_parser = clap::value_parser!(u32).range(502..))]
     pub table_entries: u32,
+}
+
+/// `--announce`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum AnnounceArg {
+    /// The network routes the VIPs to the nodes.
+    #[default]
+    None,
+    /// Answer ARP/NDP for the VIPs this node announces.
+    L2,
 }
 
 /// How the agent failed, which decides the exit code.
@@ -240,6 +257,7 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
             pools: args.vip_pools.iter().map(ipnet::IpNet::trunc).collect(),
             namespace: args.namespace.clone(),
             interfaces: args.interfaces.clone(),
+            announce_l2: args.announce == AnnounceArg::L2,
         })
     } else {
         let path = args.config.clone().ok_or_else(|| AgentError::Usage("--config FILE is required".into()))?;
@@ -351,8 +369,20 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
         Source::Kubernetes(opts) => {
             // Ready once the first complete lists are applied; until then
             // the pinned state (if any) keeps forwarding.
-            let producer =
-                tokio::spawn(crate::source::k8s::run(opts, updates, health.clone(), terminated(signals.stop.clone())));
+            let (announced, mut announced_rx) = tokio::sync::watch::channel(std::collections::BTreeSet::new());
+            // Until the data path consumes it: the announced set in the log.
+            tokio::spawn(async move {
+                while announced_rx.changed().await.is_ok() {
+                    info!(vips = ?*announced_rx.borrow_and_update(), "VIPs this node announces");
+                }
+            });
+            let producer = tokio::spawn(crate::source::k8s::run(
+                opts,
+                updates,
+                health.clone(),
+                announced,
+                terminated(signals.stop.clone()),
+            ));
             desired::apply_loop(&mut writer, &health, received, done).await;
             // Stops with the same signal (releasing the Lease), or has
             // stopped on an error, which is the agent's.

@@ -13,7 +13,11 @@ use axum::{extract::State, http::StatusCode, routing::get, Router};
 use prometheus_client::{
     collector::Collector,
     encoding::{DescriptorEncoder, EncodeMetric},
-    metrics::{counter::ConstCounter, gauge::ConstGauge},
+    metrics::{
+        counter::{ConstCounter, Counter},
+        family::Family,
+        gauge::{ConstGauge, Gauge},
+    },
     registry::Registry,
 };
 
@@ -173,6 +177,50 @@ fn encode_last_apply(enc: &mut DescriptorEncoder, last: Option<&LastApply>) -> R
     )?)
 }
 
+/// Labels of a per-VIP metric.
+type VipLabels = Vec<(&'static str, String)>;
+
+/// The L2 announcer's Lease metrics (Kubernetes mode):
+/// `xlb_l2_lease_transitions_total{vip, transition}` (`acquired`, `lost`,
+/// `released`) and `xlb_l2_lease_held{vip}` (1 while this node holds the
+/// VIP's Lease, i.e. announces it).
+#[derive(Debug, Default)]
+pub struct LeaseMetrics {
+    transitions: Family<VipLabels, Counter>,
+    held: Family<VipLabels, Gauge>,
+}
+
+impl LeaseMetrics {
+    /// Counts a transition of `vip`'s Lease (`acquired`, `lost`, `released`).
+    pub fn count(&self, vip: std::net::IpAddr, transition: &'static str) {
+        self.transitions.get_or_create(&vec![("vip", vip.to_string()), ("transition", transition.to_string())]).inc();
+    }
+
+    /// Sets whether this node holds `vip`'s Lease.
+    pub fn set_held(&self, vip: std::net::IpAddr, held: bool) {
+        self.held.get_or_create(&vec![("vip", vip.to_string())]).set(i64::from(held));
+    }
+
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "xlb_l2_lease_transitions",
+            "L2 announcement Lease transitions on this node, by VIP and transition (acquired, lost, released)",
+            self.transitions.clone(),
+        );
+        registry.register(
+            "xlb_l2_lease_held",
+            "1 while this node holds the VIP's L2 announcement Lease (announces it)",
+            self.held.clone(),
+        );
+    }
+}
+
+/// The process's [`LeaseMetrics`] (served by [`serve`]).
+pub fn lease_metrics() -> &'static LeaseMetrics {
+    static METRICS: std::sync::LazyLock<LeaseMetrics> = std::sync::LazyLock::new(LeaseMetrics::default);
+    &METRICS
+}
+
 struct AppState {
     registry: Registry,
     health: Arc<Health>,
@@ -192,6 +240,7 @@ pub fn serve(listener: tokio::net::TcpListener, pin_path: PathBuf, health: Arc<H
         view: std::sync::Mutex::new(CachedView::new(pin_path)),
         health: health.clone(),
     }));
+    lease_metrics().register(&mut registry);
     let state = Arc::new(AppState { registry, health });
     let app = Router::new()
         .route("/metrics", get(metrics))

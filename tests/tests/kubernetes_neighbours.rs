@@ -2,7 +2,8 @@
 //! health-check node port already held by another process (kube-proxy
 //! serves the same port) neither stops, flaps nor floods the agent; and the
 //! requests the agent sends to the API server stay within what
-//! `deploy/rbac.yaml` grants, while every verb granted is used. Needs root.
+//! `deploy/rbac.yaml` grants, while every verb granted is used (with
+//! `--announce l2`, whose Leases need list and watch). Needs root.
 
 mod k8s;
 
@@ -85,7 +86,8 @@ fn call_of(key: &str) -> Option<(String, String, String)> {
 
 #[test]
 fn the_agent_calls_exactly_what_rbac_yaml_grants() {
-    let c = Cluster::start(1, &["--vip-pool", "192.0.2.32/29"]);
+    // --announce l2: the L2 announcers' Leases (list/watch, create, update) too.
+    let c = Cluster::start(1, &["--vip-pool", "192.0.2.32/29", "--announce", "l2"]);
     // A Service with no address (status written by the allocator), a
     // conflicting one (a Warning Event), endpoints.
     c.create_service(&lb_service_dns("first"));
@@ -101,6 +103,8 @@ fn the_agent_calls_exactly_what_rbac_yaml_grants() {
     }
     c.create_service(&lb_service_dns("second").annotation("xlb.io/vip", "192.0.2.33"));
     c.wait_event(NS, "second", "PortClaimConflict");
+    // This node announces the allocated VIP (its Lease created and renewed).
+    c.wait_event(NS, "first", "AnnouncerChanged");
     // A few Lease renewals.
     std::thread::sleep(Duration::from_secs(5));
 

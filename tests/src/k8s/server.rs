@@ -84,13 +84,24 @@ impl ApiServer {
     /// as [`ApiServer::snapshot`] returns; each object with `apiVersion` and
     /// `kind`), whose resourceVersions start at `initial_rv`.
     pub fn start_with(ns: &Netns, state: Option<&Value>, initial_rv: u64) -> Result<Self> {
+        Self::start_at(ns, "127.0.0.1:0".parse().expect("valid literal"), state, initial_rv)
+    }
+
+    /// Starts an empty server in `ns` listening on `listen` (an address of
+    /// `ns`, port 0 for a free one), e.g. an address on a bridge that
+    /// agents in other namespaces reach; the kubeconfig names that address.
+    pub fn start_listening(ns: &Netns, listen: SocketAddr) -> Result<Self> {
+        Self::start_at(ns, listen, None, 1)
+    }
+
+    fn start_at(ns: &Netns, listen: SocketAddr, state: Option<&Value>, initial_rv: u64) -> Result<Self> {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let dir = std::env::temp_dir().join(format!("{}-apiserver-{}-{n}", crate::PREFIX, std::process::id()));
         std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let mut server = ApiServer {
             ns: ns.clone(),
             child: None,
-            addr: "127.0.0.1:0".parse().expect("valid literal"),
+            addr: listen,
             kubeconfig: dir.join("kubeconfig"),
             log: dir.join("apiserver.log"),
             dir,

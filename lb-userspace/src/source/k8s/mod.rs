@@ -21,6 +21,7 @@ pub const USER_AGENT: &str = concat!("xlb/", env!("CARGO_PKG_VERSION"));
 mod tests;
 
 use std::{
+    collections::{BTreeMap, BTreeSet},
     net::IpAddr,
     path::PathBuf,
     sync::{
@@ -32,16 +33,20 @@ use std::{
 
 use anyhow::{Context as _, Result};
 use ipnet::IpNet;
-use k8s_openapi::api::{coordination::v1::Lease, core::v1::Service};
+use k8s_openapi::api::{
+    coordination::v1::Lease,
+    core::v1::{ObjectReference, Service},
+};
 use kube::{
     api::{Patch, PatchParams},
     config::{KubeConfigOptions, Kubeconfig},
-    Api, Client, Config,
+    Api, Client, Config, Resource as _,
 };
 use tokio::sync::{mpsc, Notify};
 use tracing::{info, warn};
 
 use crate::{
+    announce::{self, eligible, lease::EligibleRefs},
     metrics::Health,
     state::desired::{Origin, Update},
 };
@@ -62,6 +67,9 @@ pub struct Options {
     /// The agent's interfaces (the first one's address is the node address
     /// when the Node object has none).
     pub interfaces: Vec<String>,
+    /// `--announce l2`: compete for the Lease of each eligible VIP and send
+    /// the VIPs held on the `announced` channel ([`crate::announce::lease`]).
+    pub announce_l2: bool,
 }
 
 /// A client from `--kubeconfig`, else in-cluster, else the default kubeconfig.
@@ -108,10 +116,15 @@ fn node_address(stores: &watch::Stores, opts: &Options) -> Option<IpAddr> {
 /// Services' status. No state is sent before every cache holds a complete
 /// first list, so a restarted agent keeps forwarding on the pinned state
 /// meanwhile.
+///
+/// With [`Options::announce_l2`], `announced` carries the VIPs this node
+/// announces; at shutdown their Leases are released, then the set becomes
+/// empty, before this returns (and the agent detaches).
 pub async fn run(
     opts: Options,
     updates: mpsc::Sender<Update>,
     health: Arc<Health>,
+    announced: tokio::sync::watch::Sender<BTreeSet<IpAddr>>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<()> {
     let client = client(opts.kubeconfig.as_deref()).await?;
@@ -124,12 +137,24 @@ pub async fn run(
         () = &mut shutdown => return Ok(()),
     }
     let leader = Arc::new(AtomicBool::new(false));
-    let lease_task = tokio::spawn(hold_lease(
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let allocator = lease::Elector::new(
         Api::<Lease>::namespaced(client.clone(), &opts.namespace),
+        lease::LEASE_NAME,
         opts.node_name.clone(),
-        leader.clone(),
-        trigger.clone(),
-    ));
+        lease::ALLOCATOR,
+    );
+    let lease_task = tokio::spawn(hold_lease(allocator, leader.clone(), trigger.clone(), stopped.clone()));
+    let (eligible, eligible_rx) = tokio::sync::watch::channel(EligibleRefs::new());
+    let announcer = opts.announce_l2.then(|| {
+        let settings = announce::lease::Settings {
+            client: client.clone(),
+            namespace: opts.namespace.clone(),
+            identity: opts.node_name.clone(),
+            health: health.clone(),
+        };
+        tokio::spawn(announce::lease::run(settings, eligible_rx, announced, stopped.clone()))
+    });
     let mut notifier = events::Notifier::new(client.clone(), &opts.node_name);
     let mut health_servers = health::HealthServers::default();
     let mut first = true;
@@ -159,6 +184,8 @@ pub async fn run(
             pools: &opts.pools,
         });
         // Events say "programmed" only once the agent has applied the state.
+        // Sent once the state is applied: a VIP is announced where it is programmed.
+        let eligible_now = opts.announce_l2.then(|| eligible_refs(&t, &services));
         let (update, applied) = Update::acknowledged(t.state, None, Origin::Kubernetes);
         if updates.send(update).await.is_err() {
             break; // the agent stopped
@@ -174,41 +201,78 @@ pub async fn run(
             }
             None => {}
         }
+        if let Some(now) = eligible_now {
+            eligible.send_if_modified(|e| {
+                let changed = *e != now;
+                *e = now;
+                changed
+            });
+        }
         let leading = leader.load(Ordering::SeqCst);
         notifier.notify(&services, &t.notes, leading);
         if leading {
             write_status(&client, &services, &opts).await;
         }
     }
-    lease_task.abort();
-    if leader.load(Ordering::SeqCst) {
-        let api = Api::<Lease>::namespaced(client.clone(), &opts.namespace);
-        match tokio::time::timeout(Duration::from_secs(2), lease::release(&api, &opts.node_name)).await {
-            Ok(Ok(())) => info!("allocator Lease released"),
-            Ok(Err(e)) => {
-                warn!(error = %e, "could not release the allocator Lease; another agent takes it when it expires");
+    let _ = stop.send(true);
+    // The L2 Leases first: another node announces within a second.
+    if let Some(task) = announcer {
+        let _ = task.await;
+    }
+    if let Ok(mut allocator) = lease_task.await {
+        if allocator.holding() {
+            match tokio::time::timeout(Duration::from_secs(2), allocator.release()).await {
+                Ok(Ok(_)) => info!("allocator Lease released"),
+                Ok(Err(e)) => {
+                    warn!(error = %e, "could not release the allocator Lease; another agent takes it when it expires");
+                }
+                Err(_) => warn!("releasing the allocator Lease timed out; another agent takes it when it expires"),
             }
-            Err(_) => warn!("releasing the allocator Lease timed out; another agent takes it when it expires"),
         }
     }
     Ok(())
 }
 
+/// The VIPs this node may announce ([`eligible::eligible`]) with references
+/// to their Services.
+fn eligible_refs(t: &translate::Translation, services: &[Arc<Service>]) -> EligibleRefs {
+    let refs: BTreeMap<(String, String), ObjectReference> = services
+        .iter()
+        .map(|s| {
+            let key = (s.metadata.namespace.clone().unwrap_or_default(), s.metadata.name.clone().unwrap_or_default());
+            (key, s.object_ref(&()))
+        })
+        .collect();
+    eligible::eligible(t)
+        .into_iter()
+        .map(|(vip, keys)| (vip, keys.iter().filter_map(|k| refs.get(k).cloned()).collect()))
+        .collect()
+}
+
 /// Keeps trying to hold the allocator Lease; notifies on a change of role.
-async fn hold_lease(api: Api<Lease>, identity: String, leader: Arc<AtomicBool>, trigger: Arc<Notify>) {
+/// Returns the elector when `stop` fires (to release the Lease).
+async fn hold_lease(
+    mut elector: lease::Elector,
+    leader: Arc<AtomicBool>,
+    trigger: Arc<Notify>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> lease::Elector {
     loop {
-        let held = match lease::try_hold(&api, &identity).await {
-            Ok(h) => h,
+        let held = match elector.try_hold().await {
+            Ok(o) => o.held,
             Err(e) => {
                 warn!(error = %e, "allocator Lease: cannot read or renew it");
-                false
+                elector.holding()
             }
         };
         if leader.swap(held, Ordering::SeqCst) != held {
             info!(leader = held, "allocator Lease {}", if held { "acquired" } else { "lost" });
             trigger.notify_one();
         }
-        tokio::time::sleep(lease::RENEW_EVERY).await;
+        tokio::select! {
+            () = tokio::time::sleep(lease::RENEW_EVERY) => {}
+            _ = stop.wait_for(|s| *s) => return elector,
+        }
     }
 }
 

@@ -40,10 +40,15 @@ pub const API_CALLS: &[ApiCall] = &[
     call("", "nodes", "watch"),
     // mod.rs write_status: a merge patch of services/status.
     call("", "services/status", "patch"),
-    // lease.rs: get_opt, create, replace (update) of the allocator Lease.
+    // lease.rs: get_opt (the allocator), create, replace (update; a
+    // release too) of the allocator's and the L2 announcers' Leases.
     call("coordination.k8s.io", "leases", "get"),
     call("coordination.k8s.io", "leases", "create"),
     call("coordination.k8s.io", "leases", "update"),
+    // announce/lease.rs: a reflector (list, then watch) on the Leases of
+    // the agent's namespace (`--announce l2`).
+    call("coordination.k8s.io", "leases", "list"),
+    call("coordination.k8s.io", "leases", "watch"),
     // events.rs: kube's Recorder creates events.k8s.io/v1 Events, and
     // patches one to count a repeat within its cache time (a series).
     call("events.k8s.io", "events", "create"),

@@ -80,6 +80,19 @@ pub struct Translation {
     pub notes: BTreeMap<(String, String), Vec<Note>>,
     /// The health checks this node answers.
     pub health_checks: Vec<HealthCheck>,
+    /// Per VIP in `state`: the Services (`namespace`, `name`) programmed on it.
+    pub vip_services: BTreeMap<IpAddr, BTreeSet<(String, String)>>,
+    /// Per Service programmed: where its traffic may go from this node.
+    pub placements: BTreeMap<(String, String), Placement>,
+}
+
+/// Where a programmed Service's traffic may go from this node.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Placement {
+    /// `externalTrafficPolicy: Local`: to this node's endpoints only.
+    pub local: bool,
+    /// The addresses of its ready (not terminating) endpoints on this node.
+    pub local_ready: BTreeSet<IpAddr>,
 }
 
 /// Whether xlb serves this Service: `type: LoadBalancer` with our class.
@@ -269,10 +282,12 @@ pub fn translate(inp: &Inputs<'_>) -> Translation {
                     continue;
                 }
                 programmed.push(format!("{} ({proto})", spec.name));
+                out.vip_services.entry(*vip).or_default().insert((ns.clone(), name.clone()));
                 out.state.services.push(spec);
             }
         }
         if !programmed.is_empty() {
+            out.placements.insert((ns.clone(), name.clone()), Placement { local, local_ready: local_ready.clone() });
             let vip_list: Vec<String> = vips.iter().map(std::string::ToString::to_string).collect();
             notes.push(Note {
                 warning: false,

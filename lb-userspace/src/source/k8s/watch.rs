@@ -98,7 +98,10 @@ impl Stores {
     }
 }
 
-fn reflect<K>(
+/// A reflector on `api` (filtered by `config`) in the background: its
+/// cache, kept current; `trigger` is notified on every change, watch
+/// failures mark `health` degraded.
+pub(crate) fn reflect<K>(
     api: Api<K>,
     config: watcher::Config,
     trigger: Arc<Notify>,

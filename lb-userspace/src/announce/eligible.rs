@@ -1,0 +1,157 @@
+//! Which VIPs this node may compete to announce (Kubernetes mode, L2): a VIP
+//! on which some Service is programmed here, unless a Service on it has
+//! `externalTrafficPolicy: Local` and no ready endpoint on this node of the
+//! VIP's family (its traffic would have nowhere to go from here). As
+//! MetalLB: an announcer of a `Local` Service always has a local endpoint.
+//!
+//! Services sharing a VIP (TCP and UDP, say) are one VIP here, hence one
+//! Lease. With several `Local` Services on one VIP (MetalLB requires them
+//! to select the same pods), the node needs a ready endpoint of each.
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+};
+
+use crate::source::k8s::translate::Translation;
+
+/// The VIPs this node may announce, each with the Services (`namespace`,
+/// `name`) programmed on it.
+pub type Eligible = BTreeMap<IpAddr, BTreeSet<(String, String)>>;
+
+/// The VIPs of `t` (a translation for this node) this node may announce.
+pub fn eligible(t: &Translation) -> Eligible {
+    t.vip_services
+        .iter()
+        .filter(|(vip, services)| {
+            !services.is_empty()
+                && services.iter().all(|key| {
+                    t.placements
+                        .get(key)
+                        .is_none_or(|p| !p.local || p.local_ready.iter().any(|a| a.is_ipv4() == vip.is_ipv4()))
+                })
+        })
+        .map(|(vip, services)| (*vip, services.clone()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
+    use serde_json::{json, Value};
+
+    use super::*;
+    use crate::source::k8s::translate::{translate, Inputs};
+
+    const NODE: &str = "node-a";
+    const CLASS: &str = "xlb.io/xdp";
+
+    fn svc(name: &str, vips: &str, policy: &str, ports: Value) -> Value {
+        json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"namespace": "apps", "name": name, "creationTimestamp": "2026-01-01T00:00:00Z",
+                         "annotations": {"xlb.io/vip": vips}},
+            "spec": {"type": "LoadBalancer", "loadBalancerClass": CLASS, "externalTrafficPolicy": policy,
+                     "ports": ports},
+        })
+    }
+
+    fn udp() -> Value {
+        json!([{"name": "dns", "port": 53, "protocol": "UDP"}])
+    }
+
+    fn tcp() -> Value {
+        json!([{"name": "dns-tcp", "port": 53, "protocol": "TCP"}])
+    }
+
+    /// A slice of `service` with endpoints (address, node, ready, terminating).
+    fn slice(service: &str, name: &str, family: &str, ports: &Value, eps: &[(&str, &str, bool, bool)]) -> Value {
+        let endpoints: Vec<Value> = eps
+            .iter()
+            .map(|(a, n, r, t)| {
+                json!({"addresses": [a], "nodeName": n, "conditions": {"ready": r, "serving": true, "terminating": t}})
+            })
+            .collect();
+        let ports: Vec<Value> = ports
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| json!({"name": p["name"], "port": 5353, "protocol": p["protocol"]}))
+            .collect();
+        json!({
+            "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"namespace": "apps", "name": name, "labels": {"kubernetes.io/service-name": service}},
+            "addressType": family, "ports": ports, "endpoints": endpoints,
+        })
+    }
+
+    fn eligible_of(svcs: &[Value], sls: &[Value]) -> Vec<(String, Vec<String>)> {
+        let services: Vec<Arc<Service>> =
+            svcs.iter().map(|s| Arc::new(serde_json::from_value(s.clone()).unwrap())).collect();
+        let slices: Vec<Arc<EndpointSlice>> =
+            sls.iter().map(|s| Arc::new(serde_json::from_value(s.clone()).unwrap())).collect();
+        let t =
+            translate(&Inputs { services: &services, slices: &slices, node_name: NODE, lb_class: CLASS, pools: &[] });
+        eligible(&t)
+            .into_iter()
+            .map(|(vip, s)| (vip.to_string(), s.into_iter().map(|(ns, n)| format!("{ns}/{n}")).collect()))
+            .collect()
+    }
+
+    fn e(vip: &str, services: &[&str]) -> (String, Vec<String>) {
+        (vip.into(), services.iter().map(|s| (*s).to_string()).collect())
+    }
+
+    #[test]
+    fn cluster_services_are_eligible_wherever_programmed_even_without_endpoints() {
+        let got = eligible_of(&[svc("dns", "192.0.2.10", "Cluster", udp())], &[]);
+        assert_eq!(got, [e("192.0.2.10", &["apps/dns"])]);
+        // Endpoints on other nodes only: still eligible (traffic is forwarded there).
+        let remote = slice("dns", "dns-1", "IPv4", &udp(), &[("10.1.0.2", "node-b", true, false)]);
+        assert_eq!(
+            eligible_of(&[svc("dns", "192.0.2.10", "Cluster", udp())], &[remote]),
+            [e("192.0.2.10", &["apps/dns"])]
+        );
+    }
+
+    #[test]
+    fn local_services_need_a_ready_local_endpoint_of_the_vips_family() {
+        let s = svc("dns", "192.0.2.10,2001:db8::10", "Local", udp());
+        let one = std::slice::from_ref(&s);
+        assert!(eligible_of(one, &[]).is_empty());
+        let remote = slice("dns", "r", "IPv4", &udp(), &[("10.1.0.2", "node-b", true, false)]);
+        assert!(eligible_of(one, std::slice::from_ref(&remote)).is_empty());
+        let terminating = slice("dns", "t", "IPv4", &udp(), &[("10.1.0.3", NODE, false, true)]);
+        assert!(eligible_of(one, &[remote.clone(), terminating]).is_empty());
+        let local4 = slice("dns", "l4", "IPv4", &udp(), &[("10.1.0.4", NODE, true, false)]);
+        assert_eq!(eligible_of(one, &[remote, local4.clone()]), [e("192.0.2.10", &["apps/dns"])]);
+        let local6 = slice("dns", "l6", "IPv6", &udp(), &[("fd00::4", NODE, true, false)]);
+        assert_eq!(
+            eligible_of(&[s], &[local4, local6]),
+            [e("192.0.2.10", &["apps/dns"]), e("2001:db8::10", &["apps/dns"])]
+        );
+    }
+
+    #[test]
+    fn services_sharing_a_vip_are_one_entry_and_a_local_one_needs_its_endpoints() {
+        let u = svc("dns", "192.0.2.10", "Cluster", udp());
+        let t = svc("dns-tcp", "192.0.2.10", "Cluster", tcp());
+        assert_eq!(eligible_of(&[u.clone(), t], &[]), [e("192.0.2.10", &["apps/dns", "apps/dns-tcp"])]);
+        let tl = svc("dns-tcp", "192.0.2.10", "Local", tcp());
+        assert!(eligible_of(&[u.clone(), tl.clone()], &[]).is_empty());
+        let local = slice("dns-tcp", "l", "IPv4", &tcp(), &[("10.1.0.4", NODE, true, false)]);
+        assert_eq!(eligible_of(&[u, tl], &[local]), [e("192.0.2.10", &["apps/dns", "apps/dns-tcp"])]);
+    }
+
+    #[test]
+    fn a_service_not_programmed_makes_no_vip_eligible() {
+        // Other class, and the loser of a port claim: nothing programmed on .11.
+        let mut other = svc("other", "192.0.2.11", "Cluster", udp());
+        other["spec"]["loadBalancerClass"] = json!("metallb");
+        let owner = svc("owner", "192.0.2.10", "Cluster", udp());
+        let mut loser = svc("loser", "192.0.2.10", "Cluster", udp());
+        loser["metadata"]["creationTimestamp"] = json!("2026-01-02T00:00:00Z");
+        assert_eq!(eligible_of(&[other, owner, loser], &[]), [e("192.0.2.10", &["apps/owner"])]);
+    }
+}
