@@ -12,8 +12,8 @@ use aya::{
     Ebpf,
 };
 use lb_common::{
-    names, Affinity, AffinityKey, Backend, Counter, Flow, FlowKey, RangeKey, Reverse, Service, ServiceKey, ServiceName,
-    ServiceSlot, LAYOUT_VERSION,
+    names, Affinity, AffinityKey, Backend, Counter, Flow, FlowKey, L2Iface, RangeKey, Reverse, Service, ServiceKey,
+    ServiceName, ServiceSlot, LAYOUT_VERSION,
 };
 
 /// Failure to open a map.
@@ -80,6 +80,10 @@ pub struct Maps {
     pub ranges: LpmTrie<MapData, RangeKey, u8>,
     /// The non-VIP pre-filter's bit sets and ready word (`lb_common::prefilter`).
     pub prefilter: Array<MapData, u64>,
+    /// `XLB_ANNOUNCE`: VIPs whose ARP/NDP the data path answers → nonzero.
+    pub announce: HashMap<MapData, [u8; 16], u32>,
+    /// `XLB_L2_IFACES`: announce interfaces (ifindex → MAC).
+    pub l2_ifaces: HashMap<MapData, u32, L2Iface>,
 }
 
 macro_rules! typed {
@@ -110,6 +114,8 @@ impl Maps {
             affinity: typed!(get, names::AFFINITY),
             ranges: typed!(get, names::RANGES),
             prefilter: typed!(get, names::PREFILTER),
+            announce: typed!(get, names::ANNOUNCE),
+            l2_ifaces: typed!(get, names::L2_IFACES),
         })
     }
 

@@ -10,7 +10,8 @@ use std::{
 use aya::maps::MapError;
 use lb_common::{
     prefilter::{PREFILTER_ENTRIES, PREFILTER_READY},
-    AffinityKey, Backend, Counter, Service, ServiceKey, ServiceSlot, AFFINITY_ENTRIES, MAX_BACKENDS, MAX_SERVICES,
+    AffinityKey, Backend, Counter, L2Iface, Service, ServiceKey, ServiceSlot, AFFINITY_ENTRIES, MAX_BACKENDS,
+    MAX_SERVICES,
 };
 use tracing::{debug, warn};
 
@@ -55,6 +56,14 @@ pub enum Op {
     SetPrefilter(u32, u64),
     /// Deletes the `XLB_AFFINITY` entries of these service ids.
     PurgeAffinity(BTreeSet<u32>),
+    /// Adds a VIP to `XLB_ANNOUNCE` (its ARP/NDP is answered).
+    Announce([u8; 16]),
+    /// Deletes a VIP from `XLB_ANNOUNCE` (absent: nothing to do).
+    Unannounce([u8; 16]),
+    /// Writes an announce interface into `XLB_L2_IFACES`.
+    SetL2Iface(u32, L2Iface),
+    /// Deletes an interface from `XLB_L2_IFACES` (absent: nothing to do).
+    DeleteL2Iface(u32),
 }
 
 /// Performs [`Op`]s on a set of maps.
@@ -117,6 +126,10 @@ impl MapOps for Maps {
             Op::DeleteVip(vip) => return removed(self.vips.remove(vip), "vips"),
             Op::SetPrefilter(i, w) => self.prefilter.set(*i, w, 0).map_err(map_err("prefilter"))?,
             Op::PurgeAffinity(purge) => return Ok(purge_affinity(self, purge)),
+            Op::Announce(vip) => self.announce.insert(vip, 1, 0).map_err(map_err(lb_common::names::ANNOUNCE))?,
+            Op::Unannounce(vip) => return removed(self.announce.remove(vip), lb_common::names::ANNOUNCE),
+            Op::SetL2Iface(i, v) => self.l2_ifaces.insert(i, v, 0).map_err(map_err(lb_common::names::L2_IFACES))?,
+            Op::DeleteL2Iface(i) => return removed(self.l2_ifaces.remove(i), lb_common::names::L2_IFACES),
         }
         Ok(1)
     }
@@ -177,6 +190,10 @@ pub struct MemoryMaps {
     pub prefilter: Vec<u64>,
     /// Session-affinity entries (the data path's, in real maps).
     pub affinity: HashSet<AffinityKey>,
+    /// `XLB_ANNOUNCE`: the announced VIPs.
+    pub announce: BTreeSet<[u8; 16]>,
+    /// `XLB_L2_IFACES`: the announce interfaces.
+    pub l2_ifaces: BTreeMap<u32, L2Iface>,
 }
 
 impl MemoryMaps {
@@ -193,6 +210,8 @@ impl MemoryMaps {
             vips: HashMap::new(),
             prefilter: vec![0; PREFILTER_ENTRIES as usize],
             affinity: HashSet::new(),
+            announce: BTreeSet::new(),
+            l2_ifaces: BTreeMap::new(),
         }
     }
 
@@ -261,6 +280,16 @@ impl MapOps for MemoryMaps {
                 self.affinity.retain(|k| !purge.contains(&k.service_id));
                 before - self.affinity.len()
             }
+            Op::Announce(vip) => {
+                self.announce.insert(*vip);
+                1
+            }
+            Op::Unannounce(vip) => usize::from(self.announce.remove(vip)),
+            Op::SetL2Iface(i, v) => {
+                self.l2_ifaces.insert(*i, *v);
+                1
+            }
+            Op::DeleteL2Iface(i) => usize::from(self.l2_ifaces.remove(i).is_some()),
         };
         Ok(n)
     }

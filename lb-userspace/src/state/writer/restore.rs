@@ -137,6 +137,9 @@ impl MapWriter {
                 vips.insert(vip, n);
             }
         }
+        // What a previous agent announced stays announced until the
+        // announcer says otherwise (no gap across a restart).
+        let announced: BTreeSet<[u8; 16]> = maps.announce.keys().filter_map(Result::ok).collect();
         Self {
             maps,
             services,
@@ -154,6 +157,8 @@ impl MapWriter {
             purge: BTreeSet::new(),
             prefilter: vec![0; PREFILTER_ENTRIES as usize],
             prefilter_ready: false,
+            announce_wanted: announced.clone(),
+            announced,
         }
         .with_prefilter()
     }
