@@ -4,6 +4,7 @@
 #![warn(missing_docs)]
 
 pub mod agent;
+pub mod announce;
 pub mod bpf;
 pub mod cli;
 pub mod host;
