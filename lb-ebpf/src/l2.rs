@@ -157,8 +157,7 @@ fn solicit(ctx: &XdpContext) -> Option<Solicit> {
     // SAFETY: bounds checked by ptr_at.
     let (ip, ns, eth) = unsafe { (&*ip, &*ns, &*eth) };
     let payload = usize::from(u16::from_be_bytes([ip[4], ip[5]]));
-    if ip[0] >> 4 != 6 || ip[7] != 255 || payload < 24 || ETH_LEN + 40 + payload > len || ns[1] != 0 || ns[8] == 0xff
-    {
+    if ip[0] >> 4 != 6 || ip[7] != 255 || payload < 24 || ETH_LEN + 40 + payload > len || ns[1] != 0 || ns[8] == 0xff {
         return None;
     }
     let mut s = Solicit { mac: [0; 6], src: [0; 16], target: [0; 16] };

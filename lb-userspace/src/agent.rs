@@ -101,6 +101,9 @@ pub struct AgentArgs {
     #[arg(long, value_name = "N", default_value_t = lb_common::TABLE_ENTRIES,
           value_parser = clap::value_parser!(u32).range(502..))]
     pub table_entries: u32,
+    /// VIP announcement (`--announce`, `--announce-interface`).
+    #[command(flatten)]
+    pub announce: crate::announce::AnnounceArgs,
 }
 
 /// How the agent failed, which decides the exit code.
@@ -375,6 +378,7 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
             "no interface: pass --interface IF or --interface-glob PATTERN (or list `interfaces:` in the file)".into(),
         ));
     }
+    args.announce.check(&ifaces).map_err(AgentError::Usage)?;
     if let Some(i) = args.xdp_transmit.iter().find(|i| !ifaces.contains(i)) {
         return Err(AgentError::Usage(format!("--xdp-transmit {i}: not an --interface; add --interface {i}")));
     }
@@ -418,6 +422,15 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
     }
     let mut attached = attach::attach_all(&mut ebpf, &ifaces, args.xdp_mode, &args.pin_path)?;
     program_interfaces(&mut writer, &ifaces, &attached, &args.xdp_transmit)?;
+    // The VIPs this node announces: in YAML mode every VIP of the file
+    // (`follow_file` sends it again on reload); in Kubernetes mode the
+    // Leases' producer sends on `announce_tx`.
+    let initial = match &source {
+        Source::File(_, cfg) => crate::announce::file_vips(&cfg.state),
+        Source::Kubernetes(_) => std::collections::BTreeSet::new(),
+    };
+    let (announce_tx, announce_rx) = watch::channel(initial);
+    let mut announcer = crate::announce::Announcer::start(&args.announce, &ifaces, &mut writer, announce_rx)?;
     let programs = Arc::new(std::sync::Mutex::new(follow::Programs { ebpf, attached: Vec::new() }));
     if patterns.is_empty() {
         programs.lock().unwrap_or_else(std::sync::PoisonError::into_inner).attached = attached;
@@ -453,8 +466,8 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
             health.set_ready(true);
             info!(services = writer.len(), metrics = %args.metrics_addr, "xlb agent running");
             let hup = signals.hup;
-            let producer = tokio::spawn(follow_file(path, args.maglev_seed, health.clone(), hup, updates));
-            desired::apply_loop(&mut writer, &health, received, done).await;
+            let producer = tokio::spawn(follow_file(path, args.maglev_seed, health.clone(), hup, updates, announce_tx));
+            desired::apply_loop(&mut writer, &health, received, &mut announcer, done).await;
             producer.abort();
         }
         Source::Kubernetes(opts) => {
@@ -462,13 +475,17 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
             // the pinned state (if any) keeps forwarding.
             let producer =
                 tokio::spawn(crate::k8s::run(opts, updates, health.clone(), terminated(signals.stop.clone())));
-            desired::apply_loop(&mut writer, &health, received, done).await;
+            drop(announce_tx);
+            desired::apply_loop(&mut writer, &health, received, &mut announcer, done).await;
             // Stops with the same signal (releasing the Lease), or has
             // stopped on an error, which is the agent's.
             producer.await.context("the Kubernetes task")??;
         }
     }
     health.set_ready(false);
+    // No more ARP/NDP answers before the programs go (YAML mode with
+    // --keep-on-exit: the next agent carries on answering).
+    announcer.stop(&mut writer, args.keep_on_exit && !args.kubernetes);
     // Stopped before the programs are detached or pinned, so no heartbeat
     // records the interfaces half gone (the next agent inherits their modes).
     if let Some(r) = &stop_record.0 {
@@ -497,6 +514,7 @@ async fn follow_file(
     health: Arc<Health>,
     mut hup: Signal,
     updates: mpsc::Sender<desired::Update>,
+    announce: watch::Sender<std::collections::BTreeSet<std::net::IpAddr>>,
 ) {
     let (tx, mut rx) = mpsc::channel::<()>(4);
     let _watcher = watch_file(&path, tx).map_err(|e| warn!(error = %e, "not watching the file; reload with SIGHUP"));
@@ -512,6 +530,7 @@ async fn follow_file(
             () = updates.closed() => return,
         };
         if let Some(update) = reload(&path, seed_flag, why, &health) {
+            announce.send_replace(crate::announce::file_vips(&update.state));
             if updates.send(update).await.is_err() {
                 return;
             }

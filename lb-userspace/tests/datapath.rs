@@ -13,7 +13,7 @@
 //! flood guard, timeouts, slots), `parsing` (frame shapes, malformed frames),
 //! `passed` (what goes to the kernel untouched), `icmp` (ICMP errors of
 //! translated flows), `checksums`, `paths` (XDP_TX/redirect/kernel, MTU),
-//! `affinity` (client-IP affinity, source ranges); `frame` builds and decodes
+//! `affinity` (client-IP affinity, source ranges), `l2` (ARP/NDP answers for announced VIPs); `frame` builds and decodes
 //! the frames, `harness` runs them.
 //!
 //! Needs root: a case fails (never skips) without it. Run with
@@ -112,6 +112,8 @@ mod flows;
 mod forward;
 #[path = "datapath/icmp.rs"]
 mod icmp;
+#[path = "datapath/l2.rs"]
+mod l2;
 #[path = "datapath/no_backend.rs"]
 mod no_backend;
 #[path = "datapath/parsing.rs"]
