@@ -230,18 +230,7 @@ case!(duplicate_address_detection_for_a_vip_is_answered_to_all_nodes, |lab| {
     out.expect(XDP_PASS, &[Stat::NdpAdvert]);
     assert_eq!(
         na_fields(&out.frame),
-        (
-            [0x33, 0x33, 0, 0, 0, 1],
-            V0_L2_MAC,
-            v6(VIP6),
-            v6("ff02::1"),
-            255,
-            false,
-            true,
-            false,
-            v6(VIP6),
-            tlla()
-        )
+        ([0x33, 0x33, 0, 0, 0, 1], V0_L2_MAC, v6(VIP6), v6("ff02::1"), 255, false, true, false, v6(VIP6), tlla())
     );
 });
 
