@@ -194,12 +194,10 @@ fn ndp(ctx: &XdpContext) -> u32 {
     // driver allows (headroom); longer: trim the tail.
     // SAFETY: helper calls on our own context.
     let resized = unsafe {
-        if delta > 0 {
-            bpf_xdp_adjust_head(ctx.ctx, -delta)
-        } else if delta < 0 {
-            bpf_xdp_adjust_tail(ctx.ctx, delta)
-        } else {
-            0
+        match delta.cmp(&0) {
+            core::cmp::Ordering::Greater => bpf_xdp_adjust_head(ctx.ctx, -delta),
+            core::cmp::Ordering::Less => bpf_xdp_adjust_tail(ctx.ctx, delta),
+            core::cmp::Ordering::Equal => 0,
         }
     };
     if resized != 0 {

@@ -17,7 +17,7 @@ use std::{
 
 use common::*;
 use etherparse::{ArpOperation, Icmpv6Type, LinkSlice, NetSlice, SlicedPacket, TransportSlice};
-use xlb_tests::{tcp_probe, udp_probe, Netns, Probe};
+use xlb_tests::{tcp_probe, udp_probe, Netns, Probe, Topology};
 
 /// VIPs on the client's link (10.100.0.0/24, fd00:100::/64): no route
 /// needed, the client asks its neighbours.
@@ -160,7 +160,9 @@ impl Capture {
 }
 
 /// An ARP frame's (operation, sender MAC, sender IP, target IP).
-fn arp_of(f: &[u8]) -> Option<(ArpOperation, [u8; 6], [u8; 4], [u8; 4])> {
+type Arp = (ArpOperation, [u8; 6], [u8; 4], [u8; 4]);
+
+fn arp_of(f: &[u8]) -> Option<Arp> {
     let p = SlicedPacket::from_ethernet(f).ok()?;
     let Some(NetSlice::Arp(a)) = p.net else { return None };
     Some((
@@ -171,9 +173,11 @@ fn arp_of(f: &[u8]) -> Option<(ArpOperation, [u8; 6], [u8; 4], [u8; 4])> {
     ))
 }
 
-/// An unsolicited NA's (eth src, IPv6 dst, override, solicited, target),
-/// its checksum verified by etherparse.
-fn unsolicited_na(f: &[u8]) -> Option<([u8; 6], [u8; 16], bool, bool, [u8; 16])> {
+/// A neighbour advertisement's (eth src, IPv6 dst, override, solicited, target).
+type Advert = ([u8; 6], [u8; 16], bool, bool, [u8; 16]);
+
+/// A neighbour advertisement in `f`, its checksum verified by etherparse.
+fn unsolicited_na(f: &[u8]) -> Option<Advert> {
     let p = SlicedPacket::from_ethernet(f).ok()?;
     let Some(LinkSlice::Ethernet2(eth)) = p.link else { return None };
     let Some(NetSlice::Ipv6(ip)) = &p.net else { return None };
@@ -278,8 +282,6 @@ fn l2_vips_are_answered_announced_and_withdrawn() {
     .expect("status JSON");
     assert_eq!(v["announced_vips"], serde_json::json!([]), "{v}");
 }
-
-use xlb_tests::Topology;
 
 #[test]
 fn announce_flags_are_checked() {

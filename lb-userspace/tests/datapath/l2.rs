@@ -67,11 +67,13 @@ fn ns(src: &str, target: &str) -> Vec<u8> {
     f
 }
 
-/// The ARP reply's fields: (eth dst, eth src, op, sha, spa, tha, tpa).
-fn arp_fields(f: &[u8]) -> ([u8; 6], [u8; 6], ArpOperation, Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>) {
+/// An ARP frame's fields: (eth dst, eth src, op, sha, spa, tha, tpa).
+type ArpFields = ([u8; 6], [u8; 6], ArpOperation, Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>);
+
+fn arp_fields(f: &[u8]) -> ArpFields {
     let p = SlicedPacket::from_ethernet(f).expect("an Ethernet frame");
     let Some(LinkSlice::Ethernet2(eth)) = p.link else { panic!("not Ethernet II") };
-    let Some(NetSlice::Arp(a)) = p.net else { panic!("not ARP: {:02x?}", f) };
+    let Some(NetSlice::Arp(a)) = p.net else { panic!("not ARP: {f:02x?}") };
     (
         eth.destination(),
         eth.source(),
