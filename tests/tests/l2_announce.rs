@@ -300,3 +300,24 @@ fn announce_flags_are_checked() {
     assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--interface nosuch0"));
 }
+
+/// An agent started over pins of an xlb without announcements (no
+/// `XLB_ANNOUNCE`, no `XLB_L2_IFACES` pinned) creates them and answers.
+#[test]
+fn announcing_over_pins_of_an_older_agent() {
+    let mut env = Env::new(1, &services(true));
+    env.start_agent(&["--keep-on-exit"]);
+    let client_mac = mac_of(&env.topo.client, "eth0");
+    let node_mac = mac_of(&env.topo.node, &env.topo.client_if);
+    let cap = Capture::open(&env.topo.client, "eth0");
+    assert_eq!(cap.arp_ask(client_mac, Topology::CLIENT_V4, VIP4), None, "answered without --announce l2");
+    env.agent_mut().stop().expect("stop the agent");
+    env.agent = None;
+    let dir = xlb::bpf::maps::map_dir(env.pin.path());
+    for name in ["XLB_ANNOUNCE", "XLB_L2_IFACES"] {
+        std::fs::remove_file(dir.join(name)).unwrap_or_else(|e| panic!("removing the pin {name}: {e}"));
+    }
+    env.start_agent(&["--announce", "l2"]);
+    assert_eq!(cap.arp_ask(client_mac, Topology::CLIENT_V4, VIP4), Some(node_mac), "{}", env.diag());
+    assert_eq!(status_vips(&env), vec![VIP4.to_string(), VIP6.to_string()]);
+}
