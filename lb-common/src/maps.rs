@@ -121,6 +121,12 @@ macro_rules! map_name {
     (ROUTE_GEN) => {
         "XLB_ROUTE_GEN"
     };
+    (ANNOUNCE) => {
+        "XLB_ANNOUNCE"
+    };
+    (L2_IFACES) => {
+        "XLB_L2_IFACES"
+    };
 }
 
 /// Names of the pinned maps (declared in `lb-ebpf/src/maps.rs`; see
@@ -164,6 +170,10 @@ pub mod names {
     pub const PREFILTER: &str = map_name!(PREFILTER);
     /// Route generation (one `u32`), bumped by the agent on routing changes.
     pub const ROUTE_GEN: &str = map_name!(ROUTE_GEN);
+    /// VIPs this node announces (ARP/NDP answered) → nonzero.
+    pub const ANNOUNCE: &str = map_name!(ANNOUNCE);
+    /// Announce interfaces: ifindex → [`L2Iface`](crate::L2Iface) (its MAC).
+    pub const L2_IFACES: &str = map_name!(L2_IFACES);
 }
 
 /// IP protocol numbers.
@@ -421,6 +431,31 @@ pub const IF_F_TX: u32 = 1;
 /// `IFACES` value flag: XDP_REDIRECT into this interface works.
 pub const IF_F_REDIRECT: u32 = 2;
 
+/// Most VIPs in `XLB_ANNOUNCE` (every VIP of every service fits).
+pub const MAX_ANNOUNCED: u32 = MAX_SERVICES;
+
+/// `XLB_L2_IFACES` value: an announce interface (`--announce-interface`)
+/// and its MAC, which XDP cannot read from the device itself. ARP requests
+/// and neighbour solicitations for a VIP in `XLB_ANNOUNCE` are answered only
+/// on interfaces in this map, with this MAC.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct L2Iface {
+    /// The interface's MAC address.
+    pub mac: [u8; 6],
+    /// Explicit padding, zero.
+    pub _pad: [u8; 2],
+    /// Reserved for `L2_F_*` flags, zero.
+    pub flags: u32,
+}
+
+/// Magic value in the XDP metadata that asks the tc program to send the
+/// frame, unchanged, back out of `ifindex` (an ARP reply or neighbour
+/// advertisement built in XDP on an interface without XDP_TX; see
+/// [`ForwardMeta`]). The kernel's neighbour-aware redirect of [`META_MAGIC`]
+/// would refuse an ARP frame.
+pub const META_MAGIC_L2: u32 = 0x786c_6203;
+
 /// XDP metadata that hands a rewritten packet to the tc program.
 ///
 /// skb metadata outlives the hop it was written for: its bytes and length
@@ -475,8 +510,8 @@ pub const fn is_v4_mapped(a: &[u8; 16]) -> bool {
 #[cfg(feature = "user")]
 mod pod {
     use super::{
-        Affinity, AffinityKey, Backend, Counter, Flow, FlowKey, ForwardMeta, RangeKey, Reverse, Service, ServiceKey,
-        ServiceName, ServiceSlot,
+        Affinity, AffinityKey, Backend, Counter, Flow, FlowKey, ForwardMeta, L2Iface, RangeKey, Reverse, Service,
+        ServiceKey, ServiceName, ServiceSlot,
     };
     // SAFETY: all types are repr(C), Copy, and every bit pattern is valid.
     unsafe impl aya::Pod for ServiceKey {}
@@ -504,6 +539,8 @@ mod pod {
     unsafe impl aya::Pod for Affinity {}
     // SAFETY: repr(C), Copy, every bit pattern valid (padding is explicit).
     unsafe impl aya::Pod for RangeKey {}
+    // SAFETY: repr(C), Copy, every bit pattern valid (padding is explicit).
+    unsafe impl aya::Pod for L2Iface {}
 }
 
 #[cfg(test)]
@@ -524,6 +561,7 @@ mod tests {
         assert_eq!(size_of::<AffinityKey>(), 24);
         assert_eq!(size_of::<Affinity>(), 16);
         assert_eq!(size_of::<RangeKey>(), 20);
+        assert_eq!(size_of::<L2Iface>(), 12);
     }
 
     #[test]

@@ -50,6 +50,8 @@ stats! {
     TcForward = "tc_forward": "Forwarded by the tc program on behalf of XDP.",
     DropSourceRange = "drop_source_range": "Dropped: client address outside the service's source_ranges (loadBalancerSourceRanges).",
     TcForeignMeta = "tc_foreign_meta": "Left to the kernel by the tc program: xlb forward metadata written by another node or for another ingress device.",
+    ArpReply = "arp_reply": "ARP requests for an announced VIP answered (--announce l2).",
+    NdpAdvert = "ndp_advert": "IPv6 neighbour solicitations for an announced VIP answered (--announce l2).",
 }
 
 // New counters go last: the pinned per-CPU array is indexed by position,

@@ -30,12 +30,12 @@
 //! routes the packet as any other, and counted as `tc_foreign_meta`.
 use aya_ebpf::{
     bindings::{xdp_action, TC_ACT_OK},
-    helpers::generated::{bpf_fib_lookup, bpf_redirect_neigh, bpf_xdp_adjust_meta},
+    helpers::generated::{bpf_fib_lookup, bpf_redirect, bpf_redirect_neigh, bpf_xdp_adjust_meta},
     programs::{TcContext, XdpContext},
     EbpfContext,
 };
 use core::mem::size_of;
-use lb_common::{ForwardMeta, Stat, IF_F_REDIRECT, IF_F_TX, META_MAGIC};
+use lb_common::{ForwardMeta, Stat, IF_F_REDIRECT, IF_F_TX, META_MAGIC, META_MAGIC_L2};
 use network_types::eth::EthHdr;
 
 use crate::{
@@ -162,22 +162,33 @@ fn node_tag() -> u32 {
 /// this ingress device, to send it out of `ifindex` (see the module docs).
 #[inline(always)]
 fn to_kernel(ctx: &XdpContext, ifindex: u32) -> u32 {
+    match hand_off(ctx, ifindex, META_MAGIC) {
+        None => bump(Stat::FibFail),
+        Some(true) => bump(Stat::FwdKernel),
+        Some(false) => {}
+    }
+    xdp_action::XDP_PASS
+}
+
+/// Writes the hand-off metadata (`magic`: [`META_MAGIC`] to route the packet
+/// out of `ifindex`, [`META_MAGIC_L2`] to send the frame as it is). `None`:
+/// no room for metadata; `Some(false)`: the metadata is out of bounds.
+#[inline(always)]
+pub fn hand_off(ctx: &XdpContext, ifindex: u32, magic: u32) -> Option<bool> {
     // SAFETY: helper call on our own context.
     if unsafe { bpf_xdp_adjust_meta(ctx.ctx, -(size_of::<ForwardMeta>() as i32)) } != 0 {
-        bump(Stat::FibFail);
-        return xdp_action::XDP_PASS;
+        return None;
     }
     let meta = ctx.metadata();
     if meta + size_of::<ForwardMeta>() > ctx.data() {
-        return xdp_action::XDP_PASS;
+        return Some(false);
     }
     // SAFETY: bounds checked against data just above.
     unsafe {
         *(meta as *mut ForwardMeta) =
-            ForwardMeta { magic: META_MAGIC, ifindex, ingress: ctx.ingress_ifindex() as u32, node_tag: node_tag() };
+            ForwardMeta { magic, ifindex, ingress: ctx.ingress_ifindex() as u32, node_tag: node_tag() };
     }
-    bump(Stat::FwdKernel);
-    xdp_action::XDP_PASS
+    Some(true)
 }
 
 /// tc ingress: redirect packets that this node's XDP program rewrote and
@@ -199,7 +210,7 @@ pub fn tc_forward(ctx: &TcContext) -> Option<i32> {
     let mp = meta as *mut ForwardMeta;
     // SAFETY: bounds checked against data just above.
     let m = unsafe { *mp };
-    if m.magic != META_MAGIC {
+    if m.magic != META_MAGIC && m.magic != META_MAGIC_L2 {
         return Some(TC_ACT_OK);
     }
     // Consumed: whatever happens next, no later hop acts on it again.
@@ -210,6 +221,12 @@ pub fn tc_forward(ctx: &TcContext) -> Option<i32> {
         return Some(TC_ACT_OK);
     }
     bump(Stat::TcForward);
+    if m.magic == META_MAGIC_L2 {
+        // An ARP reply or neighbour advertisement built by XDP (`l2`): out
+        // of the device as it is, no route or neighbour lookup.
+        // SAFETY: helper call with plain arguments.
+        return Some(unsafe { bpf_redirect(m.ifindex, 0) } as i32);
+    }
     // SAFETY: helper call; a NULL neighbour block means "resolve via FIB".
     let rc = unsafe { bpf_redirect_neigh(m.ifindex, core::ptr::null_mut(), 0, 0) };
     Some(rc as i32)

@@ -15,6 +15,7 @@ mod forward;
 mod frag;
 mod guard;
 mod icmp;
+mod l2;
 mod log;
 mod maps;
 mod nat;

@@ -8,9 +8,9 @@
 //! area, the fragment table, rate limits) stay in that module.
 use aya_ebpf::maps::{Array, DevMapHash, HashMap, LpmTrie, LruHashMap, PerCpuArray};
 use lb_common::{
-    settings::Settings, status::AgentRecord, Affinity, AffinityKey, Backend, Counter, Flow, FlowKey, RangeKey, Reverse,
-    Service, ServiceKey, ServiceName, ServiceSlot, AFFINITY_ENTRIES, DEFAULT_FLOW_ENTRIES, MAX_BACKENDS, MAX_IFACES,
-    MAX_SERVICES, RANGE_ENTRIES, TABLE_ENTRIES,
+    settings::Settings, status::AgentRecord, Affinity, AffinityKey, Backend, Counter, Flow, FlowKey, L2Iface, RangeKey,
+    Reverse, Service, ServiceKey, ServiceName, ServiceSlot, AFFINITY_ENTRIES, DEFAULT_FLOW_ENTRIES, MAX_ANNOUNCED,
+    MAX_BACKENDS, MAX_IFACES, MAX_SERVICES, RANGE_ENTRIES, TABLE_ENTRIES,
 };
 
 /// Declares each pinned map `$name` under the name `lb_common::map_name!($name)`.
@@ -95,4 +95,16 @@ abi_map! {
     /// Route generation (one entry): the agent bumps it when routing or
     /// neighbours change, which invalidates every cached next hop (`nexthop`).
     ROUTE_GEN: Array<u32> = Array::pinned(1, 0);
+}
+
+abi_map! {
+    /// VIPs this node announces (IPv4-mapped for IPv4) → nonzero: ARP
+    /// requests and neighbour solicitations for them are answered on the
+    /// interfaces of `L2_IFACES` (`l2`). Written by the agent (`--announce l2`).
+    ANNOUNCE: HashMap<[u8; 16], u32> = HashMap::pinned(MAX_ANNOUNCED, 0);
+}
+
+abi_map! {
+    /// Announce interfaces: ifindex → its MAC (`lb_common::L2Iface`).
+    L2_IFACES: HashMap<u32, L2Iface> = HashMap::pinned(MAX_IFACES, 0);
 }

@@ -14,7 +14,7 @@ use crate::{
     clock::now,
     flowcache,
     forward::{transmit, FIB_FRAG_NEEDED},
-    frag, guard, icmp, log,
+    frag, guard, icmp, l2, log,
     maps::{BACKENDS, FLOWS, REVERSE, SERVICES, SERVICE_SLOTS, TABLE, VIPS},
     nat::rewrite,
     nexthop,
@@ -41,6 +41,10 @@ const TOO_BIG: u32 = u32::MAX - 1;
 #[inline(always)]
 pub fn process(ctx: &XdpContext) -> Result<u32, ()> {
     bump(Stat::Packets);
+    let answered = l2::answer(ctx);
+    if answered != l2::NOT_OURS {
+        return Ok(answered);
+    }
     if prefilter::not_ours(ctx) {
         bump(Stat::PassNotVip);
         return Ok(xdp_action::XDP_PASS);

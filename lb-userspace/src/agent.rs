@@ -102,29 +102,15 @@ pub struct AgentArgs {
     /// the same. Overrides the file's `maglev_seed`; default: that, else 0.
     #[arg(long = "maglev-seed", visible_alias = "hash-seed", value_name = "N")]
     pub maglev_seed: Option<u32>,
-    /// How this node makes its VIPs reachable: `none` (the network routes
-    /// them), `l2` (ARP/NDP; in Kubernetes mode one node per VIP, elected
-    /// with the Lease `xlb-l2-<VIP>`).
-    // Minimal parse for the Kubernetes side of issue 12; the full flag
-    // (`bgp`, `--announce-interface`) comes with the data path.
-    #[arg(long, value_enum, default_value_t)]
-    pub announce: AnnounceArg,
     /// Entries of the lookup-table array shared by all services (8 bytes of
     /// kernel memory each); each service takes twice its `maglev_table_size`.
     /// A pinned array of another size is replaced, keeping the tables that fit.
     #[arg(long, value_name = "N", default_value_t = lb_common::TABLE_ENTRIES,
           value_parser = clap::value_parser!(u32).range(502..))]
     pub table_entries: u32,
-}
-
-/// `--announce`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
-pub enum AnnounceArg {
-    /// The network routes the VIPs to the nodes.
-    #[default]
-    None,
-    /// Answer ARP/NDP for the VIPs this node announces.
-    L2,
+    /// VIP announcement (`--announce`, `--announce-interface`).
+    #[command(flatten)]
+    pub announce: crate::announce::AnnounceArgs,
 }
 
 /// How the agent failed, which decides the exit code.
@@ -257,7 +243,7 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
             pools: args.vip_pools.iter().map(ipnet::IpNet::trunc).collect(),
             namespace: args.namespace.clone(),
             interfaces: args.interfaces.clone(),
-            announce_l2: args.announce == AnnounceArg::L2,
+            announce_l2: args.announce.announce == crate::announce::Mode::L2,
         })
     } else {
         let path = args.config.clone().ok_or_else(|| AgentError::Usage("--config FILE is required".into()))?;
@@ -284,6 +270,7 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
             "no interface: pass --interface IF or --interface-glob PATTERN (or list `interfaces:` in the file)".into(),
         ));
     }
+    args.announce.check(&ifaces).map_err(AgentError::Usage)?;
     if let Some(i) = args.xdp_transmit.iter().find(|i| !ifaces.contains(i)) {
         return Err(AgentError::Usage(format!("--xdp-transmit {i}: not an --interface; add --interface {i}")));
     }
@@ -327,6 +314,15 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
     }
     let mut attached = attach::attach_all(&mut ebpf, &ifaces, args.xdp_mode, &args.pin_path)?;
     program_interfaces(&mut writer, &ifaces, &attached, &args.xdp_transmit)?;
+    // The VIPs this node announces: in YAML mode every VIP of the file
+    // (`follow_file` sends it again on reload); in Kubernetes mode the
+    // Leases' producer sends on `announce_tx`.
+    let initial = match &source {
+        Source::File(_, cfg) => crate::announce::file_vips(&cfg.state),
+        Source::Kubernetes(_) => std::collections::BTreeSet::new(),
+    };
+    let (announce_tx, announce_rx) = tokio::sync::watch::channel(initial);
+    let mut announcer = crate::announce::Announcer::start(&args.announce, &ifaces, &mut writer, announce_rx)?;
     let programs = Arc::new(std::sync::Mutex::new(follow::Programs { ebpf, attached: Vec::new() }));
     if patterns.is_empty() {
         programs.lock().unwrap_or_else(std::sync::PoisonError::into_inner).attached = attached;
@@ -362,34 +358,30 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
             health.set_ready(true);
             info!(services = writer.len(), metrics = %args.metrics_addr, "xlb agent running");
             let hup = signals.hup;
-            let producer = tokio::spawn(follow_file(path, args.maglev_seed, health.clone(), hup, updates));
-            desired::apply_loop(&mut writer, &health, received, done).await;
+            let producer = tokio::spawn(follow_file(path, args.maglev_seed, health.clone(), hup, updates, announce_tx));
+            desired::apply_loop(&mut writer, &health, received, &mut announcer, done).await;
             producer.abort();
         }
         Source::Kubernetes(opts) => {
             // Ready once the first complete lists are applied; until then
             // the pinned state (if any) keeps forwarding.
-            let (announced, mut announced_rx) = tokio::sync::watch::channel(std::collections::BTreeSet::new());
-            // Until the data path consumes it: the announced set in the log.
-            tokio::spawn(async move {
-                while announced_rx.changed().await.is_ok() {
-                    info!(vips = ?*announced_rx.borrow_and_update(), "VIPs this node announces");
-                }
-            });
             let producer = tokio::spawn(crate::source::k8s::run(
                 opts,
                 updates,
                 health.clone(),
-                announced,
+                announce_tx,
                 terminated(signals.stop.clone()),
             ));
-            desired::apply_loop(&mut writer, &health, received, done).await;
+            desired::apply_loop(&mut writer, &health, received, &mut announcer, done).await;
             // Stops with the same signal (releasing the Lease), or has
             // stopped on an error, which is the agent's.
             producer.await.context("the Kubernetes task")??;
         }
     }
     health.set_ready(false);
+    // No more ARP/NDP answers before the programs go (YAML mode with
+    // --keep-on-exit: the next agent carries on answering).
+    announcer.stop(&mut writer, args.keep_on_exit && !args.kubernetes);
     // Stopped before the programs are detached or pinned, so no heartbeat
     // records the interfaces half gone (the next agent inherits their modes).
     if let Some(r) = &stop_record.0 {

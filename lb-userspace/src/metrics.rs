@@ -93,6 +93,7 @@ struct MapCollector {
     /// pins are the same (not opened again on every scrape).
     view: std::sync::Mutex<CachedView>,
     health: Arc<Health>,
+    pin_path: PathBuf,
 }
 
 type Labels = Vec<(&'static str, String)>;
@@ -114,6 +115,7 @@ fn family(
 impl Collector for MapCollector {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         encode_last_apply(&mut enc, self.health.last_apply().as_ref())?;
+        encode_announce(&mut enc, &self.pin_path)?;
         let mut view = self.view.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let Ok(maps) = view.get() else {
             let g = ConstGauge::new(0i64);
@@ -221,6 +223,41 @@ pub fn lease_metrics() -> &'static LeaseMetrics {
     &METRICS
 }
 
+/// `xlb_announced_vips` (VIPs whose ARP/NDP this node answers, from the
+/// pinned `XLB_ANNOUNCE`; absent when it is not pinned) and
+/// `xlb_gratuitous_sent` / `xlb_gratuitous_send_errors` (gratuitous ARP and
+/// unsolicited neighbour advertisements, by family).
+fn encode_announce(enc: &mut DescriptorEncoder, pin_path: &std::path::Path) -> Result<(), std::fmt::Error> {
+    use std::sync::atomic::Ordering::Relaxed;
+
+    use crate::announce::garp::{GARP_SENT, NA_SENT, SEND_ERRORS};
+    if let Ok(Some(vips)) = crate::bpf::view::announced_vips(pin_path) {
+        let g = ConstGauge::new(vips.len() as i64);
+        g.encode(enc.encode_descriptor(
+            "xlb_announced_vips",
+            "VIPs this node announces (answers ARP/NDP for, --announce l2)",
+            None,
+            g.metric_type(),
+        )?)?;
+    }
+    let sent = [
+        (vec![("family", "ipv4".to_string())], GARP_SENT.load(Relaxed)),
+        (vec![("family", "ipv6".to_string())], NA_SENT.load(Relaxed)),
+    ];
+    family(
+        enc,
+        "xlb_gratuitous_sent",
+        "Gratuitous ARP (ipv4) and unsolicited neighbour advertisements (ipv6) sent",
+        &sent,
+    )?;
+    family(
+        enc,
+        "xlb_gratuitous_send_errors",
+        "Gratuitous ARP/NA that could not be sent",
+        &[(vec![], SEND_ERRORS.load(Relaxed))],
+    )
+}
+
 struct AppState {
     registry: Registry,
     health: Arc<Health>,
@@ -237,8 +274,9 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> 
 pub fn serve(listener: tokio::net::TcpListener, pin_path: PathBuf, health: Arc<Health>) {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(MapCollector {
-        view: std::sync::Mutex::new(CachedView::new(pin_path)),
+        view: std::sync::Mutex::new(CachedView::new(pin_path.clone())),
         health: health.clone(),
+        pin_path,
     }));
     lease_metrics().register(&mut registry);
     let state = Arc::new(AppState { registry, health });

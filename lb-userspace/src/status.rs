@@ -250,7 +250,8 @@ pub struct Status {
     pub attachments: Vec<Attachment>,
     /// The last apply; `null` before the first.
     pub last_apply: Option<ApplyView>,
-    /// VIPs this node announces (none yet: announcements come later).
+    /// VIPs this node announces (`--announce l2`: answers ARP/NDP for),
+    /// from the pinned `XLB_ANNOUNCE`.
     pub announced_vips: Vec<String>,
 }
 
@@ -283,6 +284,9 @@ pub fn read(pin_path: &Path) -> Status {
         Err(_) => None,
     };
     let kept = kept_links(pin_path);
+    if let Ok(Some(vips)) = crate::bpf::view::announced_vips(pin_path) {
+        st.announced_vips = vips.iter().map(ToString::to_string).collect();
+    }
     let Some(r) = record.filter(|r| r.state != lb_common::status::AGENT_NONE) else {
         if map_dir(pin_path).exists() {
             st.state = "unknown".into();

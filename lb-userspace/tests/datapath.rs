@@ -13,9 +13,10 @@
 //! flood guard, timeouts, slots), `parsing` (frame shapes, malformed frames),
 //! `passed` (what goes to the kernel untouched), `icmp` (ICMP errors of
 //! translated flows), `checksums`, `paths` (XDP_TX/redirect/kernel, MTU),
-//! `affinity` (client-IP affinity, source ranges); `frame` builds the frames
-//! with etherparse and `frame_decode` reads them back (checksums recomputed
-//! by etherparse), `harness` runs them and `output` checks what came out.
+//! `affinity` (client-IP affinity, source ranges), `l2` (ARP/NDP answers for
+//! announced VIPs); `frame` builds the frames with etherparse and
+//! `frame_decode` reads them back (checksums recomputed by etherparse),
+//! `harness` runs them and `output` checks what came out.
 //!
 //! Needs root: a case fails (never skips) without it. Run with
 //! `cargo test -p lb-userspace --test datapath -- --test-threads=1`.
@@ -113,6 +114,8 @@ mod flows;
 mod forward;
 #[path = "datapath/icmp.rs"]
 mod icmp;
+#[path = "datapath/l2.rs"]
+mod l2;
 #[path = "datapath/no_backend.rs"]
 mod no_backend;
 #[path = "datapath/parsing.rs"]

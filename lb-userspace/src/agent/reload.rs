@@ -7,7 +7,10 @@ use std::{
     time::Duration,
 };
 
-use tokio::{signal::unix::Signal, sync::mpsc};
+use tokio::{
+    signal::unix::Signal,
+    sync::{mpsc, watch},
+};
 use tracing::{error, warn};
 
 use super::record_apply;
@@ -22,6 +25,7 @@ pub(super) async fn follow_file(
     health: Arc<Health>,
     mut hup: Signal,
     updates: mpsc::Sender<desired::Update>,
+    announce: watch::Sender<std::collections::BTreeSet<std::net::IpAddr>>,
 ) {
     let (tx, mut rx) = mpsc::channel::<()>(4);
     let _watcher = watch_file(&path, tx).map_err(|e| warn!(error = %e, "not watching the file; reload with SIGHUP"));
@@ -37,6 +41,7 @@ pub(super) async fn follow_file(
             () = updates.closed() => return,
         };
         if let Some(update) = reload(&path, seed_flag, why, &health) {
+            announce.send_replace(crate::announce::file_vips(&update.state));
             if updates.send(update).await.is_err() {
                 return;
             }

@@ -7,8 +7,8 @@
 //! [`MapsView`]: crate::bpf::view::MapsView
 use aya::maps::{lpm_trie::LpmTrie, Array, DevMapHash, HashMap, Map, MapData, MapError, PerCpuArray};
 use lb_common::{
-    names, settings::Settings, Affinity, AffinityKey, Backend, Counter, Flow, FlowKey, RangeKey, Reverse, Service,
-    ServiceKey, ServiceName, ServiceSlot,
+    names, settings::Settings, Affinity, AffinityKey, Backend, Counter, Flow, FlowKey, L2Iface, RangeKey, Reverse,
+    Service, ServiceKey, ServiceName, ServiceSlot,
 };
 
 use crate::bpf::maps::MapsError;
@@ -83,4 +83,8 @@ pinned_maps! {
     Ranges = RANGES: LpmTrie<MapData, RangeKey, u8>;
     /// `XLB_PREFILTER`: the non-VIP pre-filter's bit sets and ready word.
     Prefilter = PREFILTER: Array<MapData, u64>;
+    /// `XLB_ANNOUNCE`: VIPs whose ARP/NDP the data path answers → nonzero.
+    Announce = ANNOUNCE: HashMap<MapData, [u8; 16], u32>;
+    /// `XLB_L2_IFACES`: announce interfaces (ifindex → MAC).
+    L2Ifaces = L2_IFACES: HashMap<MapData, u32, L2Iface>;
 }

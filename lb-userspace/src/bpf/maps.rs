@@ -79,6 +79,10 @@ pub struct Maps {
     pub ranges: Handle<kind::Ranges>,
     /// The non-VIP pre-filter's bit sets and ready word (`lb_common::prefilter`).
     pub prefilter: Handle<kind::Prefilter>,
+    /// `XLB_ANNOUNCE`: VIPs whose ARP/NDP the data path answers → nonzero.
+    pub announce: Handle<kind::Announce>,
+    /// `XLB_L2_IFACES`: announce interfaces (ifindex → MAC).
+    pub l2_ifaces: Handle<kind::L2Ifaces>,
 }
 
 impl Maps {
@@ -102,6 +106,8 @@ impl Maps {
             affinity: open::<kind::AffinityMap>(get)?,
             ranges: open::<kind::Ranges>(get)?,
             prefilter: open::<kind::Prefilter>(get)?,
+            announce: open::<kind::Announce>(get)?,
+            l2_ifaces: open::<kind::L2Ifaces>(get)?,
         })
     }
 

@@ -135,6 +135,37 @@ impl MapsView {
     }
 }
 
+/// The VIPs in the pinned `XLB_ANNOUNCE` (the VIPs this node answers ARP
+/// and NDP for), opened read-only, sorted; `None` when it is not pinned (no
+/// agent, or one of an xlb without announcements).
+pub fn announced_vips(pin_path: &Path) -> Result<Option<Vec<std::net::IpAddr>>, MapsError> {
+    let name = kind::Announce::NAME;
+    let path = map_dir(pin_path).join(name);
+    let fd = match open_read_only(&path) {
+        Ok(fd) => fd,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(MapsError::Open {
+                name,
+                source: aya::maps::MapError::SyscallError(aya::sys::SyscallError { call: "BPF_OBJ_GET", io_error: e }),
+            })
+        }
+    };
+    let data = MapData::from_fd(fd).map_err(|source| MapsError::Open { name, source })?;
+    let map: Handle<kind::Announce> = Map::from_map_data(data)
+        .map_err(|source| MapsError::Open { name, source })?
+        .try_into()
+        .map_err(|source| MapsError::Open { name, source })?;
+    let mut vips: Vec<std::net::IpAddr> = map
+        .iter()
+        .filter_map(Result::ok)
+        .filter(|(_, v)| *v != 0)
+        .map(|(k, _)| crate::state::writer::ip_from16(k))
+        .collect();
+    vips.sort();
+    Ok(Some(vips))
+}
+
 /// One [`MapsView`] kept across uses (the `/metrics` scrapes): opened on
 /// first use, opened again only when a pin was replaced or removed.
 #[derive(Debug)]

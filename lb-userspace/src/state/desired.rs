@@ -12,6 +12,7 @@ use tracing::{error, info};
 
 use crate::{
     agent::{apply_summary, record_apply},
+    announce::Announcer,
     metrics::Health,
     state::model::DesiredState,
     state::writer::{ApplyReport, MapWriter, WriteError},
@@ -91,14 +92,17 @@ pub fn apply(writer: &mut MapWriter, health: &Health, update: &Update) -> Result
 /// The agent's loop: applies what producers send and retries unroutable
 /// backends when the routing changes, until `done` resolves or every
 /// producer has gone. In Kubernetes mode the agent becomes ready once the
-/// first state (made from complete first lists) is applied.
+/// first state (made from complete first lists) is applied. The VIPs to
+/// announce (`announce`) are written when they change and after every apply.
 pub async fn apply_loop(
     writer: &mut MapWriter,
     health: &Health,
     mut updates: mpsc::Receiver<Update>,
+    announce: &mut Announcer,
     done: impl Future<Output = ()>,
 ) {
     let mut done = std::pin::pin!(done);
+    announce.sync(writer);
     let mut routes = writer.route_changes();
     let mut first_kubernetes = true;
     loop {
@@ -119,10 +123,12 @@ pub async fn apply_loop(
                         first_kubernetes = false;
                     }
                 }
+                announce.sync(writer);
                 if let Some(tx) = update.applied.take() {
                     let _ = tx.send(());
                 }
             }
+            () = announce.changed() => announce.sync(writer),
             () = routes.next(), if writer.has_unroutable() => crate::agent::retry_unroutable(writer),
             () = &mut done => return,
         }

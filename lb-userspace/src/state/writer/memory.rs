@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use lb_common::{
     prefilter::{PREFILTER_ENTRIES, PREFILTER_READY},
-    AffinityKey, Backend, Service, ServiceKey, ServiceSlot, MAX_BACKENDS, MAX_SERVICES,
+    AffinityKey, Backend, L2Iface, Service, ServiceKey, ServiceSlot, MAX_BACKENDS, MAX_SERVICES,
 };
 
 use super::{
@@ -37,6 +37,10 @@ pub struct MemoryMaps {
     pub prefilter: Vec<u64>,
     /// Session-affinity entries (the data path's, in real maps).
     pub affinity: HashSet<AffinityKey>,
+    /// `XLB_ANNOUNCE`: the announced VIPs.
+    pub announce: BTreeSet<[u8; 16]>,
+    /// `XLB_L2_IFACES`: the announce interfaces.
+    pub l2_ifaces: BTreeMap<u32, L2Iface>,
 }
 
 impl MemoryMaps {
@@ -53,6 +57,8 @@ impl MemoryMaps {
             vips: HashMap::new(),
             prefilter: vec![0; PREFILTER_ENTRIES as usize],
             affinity: HashSet::new(),
+            announce: BTreeSet::new(),
+            l2_ifaces: BTreeMap::new(),
         }
     }
 
@@ -121,6 +127,16 @@ impl MapOps for MemoryMaps {
                 self.affinity.retain(|k| !purge.contains(&k.service_id));
                 before - self.affinity.len()
             }
+            Op::Announce(vip) => {
+                self.announce.insert(*vip);
+                1
+            }
+            Op::Unannounce(vip) => usize::from(self.announce.remove(vip)),
+            Op::SetL2Iface(i, v) => {
+                self.l2_ifaces.insert(*i, *v);
+                1
+            }
+            Op::DeleteL2Iface(i) => usize::from(self.l2_ifaces.remove(i).is_some()),
         };
         Ok(n)
     }
@@ -151,6 +167,10 @@ impl MapOps for MemoryMaps {
 
     fn read_vips(&self) -> HashMap<[u8; 16], u32> {
         self.vips.clone()
+    }
+
+    fn read_announced(&self) -> BTreeSet<[u8; 16]> {
+        self.announce.clone()
     }
 
     fn read_table(&self, offset: u32, size: u32) -> Option<Vec<u32>> {

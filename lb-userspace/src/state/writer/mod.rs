@@ -55,6 +55,7 @@
 //! both before and after it. The data path writes `XLB_AFFINITY`; the
 //! writer deletes a service's entries when it removes the service or turns
 //! its affinity off (entries are also validated by backend generation, so
+mod announce;
 mod apply;
 pub mod encode;
 mod memory;
@@ -211,6 +212,11 @@ pub struct MapWriter<M: MapOps = Maps> {
     /// packets down the full path), and whether its ready word is set.
     prefilter: Vec<u64>,
     prefilter_ready: bool,
+    /// The VIPs asked to be announced ([`Self::set_announced`]); those of
+    /// them that are programmed are in `XLB_ANNOUNCE`.
+    announce_wanted: BTreeSet<[u8; 16]>,
+    /// Mirror of `XLB_ANNOUNCE`.
+    announced: BTreeSet<[u8; 16]>,
 }
 
 impl MapWriter {
@@ -386,6 +392,7 @@ impl<M: MapOps> MapWriter<M> {
         report.range_writes = self.range_writes;
         report.affinity_deleted = self.purge_affinity();
         self.sync_vips()?;
+        self.sync_announced()?;
         self.sync_prefilter(&[], &[])?;
         match first_error {
             Some(e) => Err(e),

@@ -11,7 +11,7 @@ use std::{
 
 use aya::maps::{lpm_trie::Key, MapError};
 use lb_common::{
-    AffinityKey, Backend, Counter, RangeKey, Service, ServiceKey, ServiceSlot, AFFINITY_ENTRIES, MAX_BACKENDS,
+    AffinityKey, Backend, Counter, L2Iface, RangeKey, Service, ServiceKey, ServiceSlot, AFFINITY_ENTRIES, MAX_BACKENDS,
 };
 use tracing::{debug, warn};
 
@@ -61,6 +61,14 @@ pub enum Op {
     SetPrefilter(u32, u64),
     /// Deletes the `XLB_AFFINITY` entries of these service ids.
     PurgeAffinity(BTreeSet<u32>),
+    /// Adds a VIP to `XLB_ANNOUNCE` (its ARP/NDP is answered).
+    Announce([u8; 16]),
+    /// Deletes a VIP from `XLB_ANNOUNCE` (absent: nothing to do).
+    Unannounce([u8; 16]),
+    /// Writes an announce interface into `XLB_L2_IFACES`.
+    SetL2Iface(u32, L2Iface),
+    /// Deletes an interface from `XLB_L2_IFACES` (absent: nothing to do).
+    DeleteL2Iface(u32),
 }
 
 /// Performs [`Op`]s on a set of maps.
@@ -94,6 +102,9 @@ pub trait MapOps {
     /// Every VIP of `XLB_VIPS` with its number of services (an entry that
     /// cannot be read is left out: the next apply writes it again).
     fn read_vips(&self) -> HashMap<[u8; 16], u32>;
+
+    /// The VIPs in `XLB_ANNOUNCE` (what a previous agent announced).
+    fn read_announced(&self) -> BTreeSet<[u8; 16]>;
 
     /// The lookup-table entries `offset..offset + size`, if they lie within
     /// the array.
@@ -148,6 +159,10 @@ impl MapOps for Maps {
             Op::DeleteVip(vip) => return removed(self.vips.remove(vip), "vips"),
             Op::SetPrefilter(i, w) => self.prefilter.set(*i, w, 0).map_err(map_err("prefilter"))?,
             Op::PurgeAffinity(purge) => return Ok(purge_affinity(self, purge)),
+            Op::Announce(vip) => self.announce.insert(vip, 1, 0).map_err(map_err(lb_common::names::ANNOUNCE))?,
+            Op::Unannounce(vip) => return removed(self.announce.remove(vip), lb_common::names::ANNOUNCE),
+            Op::SetL2Iface(i, v) => self.l2_ifaces.insert(i, v, 0).map_err(map_err(lb_common::names::L2_IFACES))?,
+            Op::DeleteL2Iface(i) => return removed(self.l2_ifaces.remove(i), lb_common::names::L2_IFACES),
         }
         Ok(1)
     }
@@ -185,6 +200,10 @@ impl MapOps for Maps {
 
     fn read_table(&self, offset: u32, size: u32) -> Option<Vec<u32>> {
         Some(self.table.region(offset, size)?.values().collect())
+    }
+
+    fn read_announced(&self) -> BTreeSet<[u8; 16]> {
+        self.announce.keys().filter_map(Result::ok).collect()
     }
 }
 

@@ -136,6 +136,9 @@ impl<M: MapOps> MapWriter<M> {
             .map(|(i, _)| i as u32)
             .collect();
         let vips = maps.read_vips();
+        // What a previous agent announced stays announced until the
+        // announcer says otherwise (no gap across a restart).
+        let announced = maps.read_announced();
         Self {
             maps,
             services,
@@ -153,6 +156,8 @@ impl<M: MapOps> MapWriter<M> {
             purge: BTreeSet::new(),
             prefilter: vec![0; PREFILTER_ENTRIES as usize],
             prefilter_ready: false,
+            announce_wanted: announced.clone(),
+            announced,
         }
         .with_prefilter()
     }
