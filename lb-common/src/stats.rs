@@ -50,6 +50,7 @@ stats! {
     TcForward = "tc_forward": "Forwarded by the tc program on behalf of XDP.",
     DropSourceRange = "drop_source_range": "Dropped: client address outside the service's source_ranges (loadBalancerSourceRanges).",
     TcForeignMeta = "tc_foreign_meta": "Left to the kernel by the tc program: xlb forward metadata written by another node or for another ingress device.",
+    RejectShare = "reject_share": "New flows whose lookup-table pick was the service's reject share (a Gateway backendRef that does not resolve): each then rejected (reject_no_backend) or dropped (drop_no_backend) as for a service without a usable backend.",
 }
 
 // New counters go last: the pinned per-CPU array is indexed by position,
