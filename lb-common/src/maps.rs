@@ -260,6 +260,21 @@ pub const BE_F_ACTIVE: u16 = 1;
 /// order), the errno of the failed route lookup, for the CLI.
 pub const BE_F_UNROUTABLE: u16 = 2;
 
+/// `Backend::flags`, never with `BE_F_ACTIVE`: the slot is a service's
+/// reject share, not a backend. Its id fills `weight / (weight + the
+/// usable backends' weights)` of the service's lookup table (a Gateway
+/// API backendRef that does not resolve keeps its share of new flows, and
+/// that share is rejected); a new flow whose pick lands on it is answered
+/// as for a service without a usable backend (UDP: ICMP port unreachable,
+/// TCP SYN: RST; anything else dropped) and counted (`Stat::RejectShare`).
+/// Its address and port are zero; no flow is ever recorded on it. (A data
+/// path that does not know this flag rejects the same: the slot is not
+/// active.)
+pub const BE_F_REJECT: u16 = 4;
+/// `Backend::flags` of a slot in use (a backend, routable or not, or a
+/// reject share); a slot with none of these is free.
+pub const BE_F_IN_USE: u16 = BE_F_ACTIVE | BE_F_UNROUTABLE | BE_F_REJECT;
+
 /// Backend value, indexed by backend id.
 #[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

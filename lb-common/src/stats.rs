@@ -52,6 +52,7 @@ stats! {
     TcForeignMeta = "tc_foreign_meta": "Left to the kernel by the tc program: xlb forward metadata written by another node or for another ingress device.",
     ArpReply = "arp_reply": "ARP requests for an announced VIP answered (--announce l2).",
     NdpAdvert = "ndp_advert": "IPv6 neighbour solicitations for an announced VIP answered (--announce l2).",
+    RejectShare = "reject_share": "New flows whose lookup-table pick was the service's reject share (a Gateway backendRef that does not resolve): each then rejected (reject_no_backend) or dropped (drop_no_backend) as for a service without a usable backend.",
 }
 
 // New counters go last: the pinned per-CPU array is indexed by position,

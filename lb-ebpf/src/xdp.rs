@@ -3,8 +3,8 @@
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use lb_common::{
     frag::NO_SERVICE, hash::flow_hash_words, Backend, Flow, Reverse, Service, ServiceKey, Stat, BE_F_ACTIVE,
-    FLOW_CLOSING, FLOW_OPEN, PROTO_TCP, SNAT_PORT_COUNT, SNAT_PORT_MIN, SNAT_TRIES, SVC_F_RANGES, SVC_F_SNAT,
-    TCP_CLOSING_TIMEOUT,
+    BE_F_REJECT, FLOW_CLOSING, FLOW_OPEN, PROTO_TCP, SNAT_PORT_COUNT, SNAT_PORT_MIN, SNAT_TRIES, SVC_F_RANGES,
+    SVC_F_SNAT, TCP_CLOSING_TIMEOUT,
 };
 
 use aya_log_ebpf::debug;
@@ -229,6 +229,11 @@ fn pick(s: &mut Scratch, svc: &Service) -> Option<&'static Backend> {
     let id = *TABLE.get(svc.table_offset + h % svc.table_size)?;
     let be = backend(id)?;
     if be.flags & BE_F_ACTIVE == 0 {
+        // The service's reject share (or a slot gone since the table was
+        // read): rejected as for a service without a usable backend.
+        if be.flags & BE_F_REJECT != 0 {
+            bump(Stat::RejectShare);
+        }
         return None;
     }
     s.backend_id = id;

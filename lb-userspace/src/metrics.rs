@@ -136,6 +136,8 @@ impl Collector for MapCollector {
             services
                 .iter()
                 .flat_map(|s| s.backend_rows.iter())
+                // A reject share forwards nothing: no series.
+                .filter(|b| b.address != reader::REJECT_ADDRESS)
                 .map(|b| (vec![("service", b.service.clone()), ("backend", b.address.clone())], f(b)))
                 .collect()
         };

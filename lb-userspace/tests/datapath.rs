@@ -9,7 +9,8 @@
 //! matters, the service/backend counters and the connection table.
 //!
 //! One module per concern: `forward` (client → VIP and replies), `flows`
-//! (backend choice), `no_backend` (ICMP unreachable / RST), `snat` (ports,
+//! (backend choice), `no_backend` (ICMP unreachable / RST), `reject_share`
+//! (a service's weighted share of new flows rejected), `snat` (ports,
 //! flood guard, timeouts, slots), `parsing` (frame shapes, malformed frames),
 //! `passed` (what goes to the kernel untouched), `icmp` (ICMP errors of
 //! translated flows), `checksums`, `paths` (XDP_TX/redirect/kernel, MTU),
@@ -124,5 +125,7 @@ mod parsing;
 mod passed;
 #[path = "datapath/paths.rs"]
 mod paths;
+#[path = "datapath/reject_share.rs"]
+mod reject_share;
 #[path = "datapath/snat.rs"]
 mod snat;

@@ -505,3 +505,254 @@ fn kubectl_agrees_with_the_fake_server() {
     assert!(!err.status.success());
     assert!(String::from_utf8_lossy(&err.stderr).contains("NotFound"), "{err:?}");
 }
+
+/// Paths of the Gateway API discovery documents.
+const GATEWAY_GROUP_PATH: &str = "/apis/gateway.networking.k8s.io";
+const GATEWAY_V1_PATH: &str = "/apis/gateway.networking.k8s.io/v1";
+
+/// The group names in `/apis`.
+fn group_names(c: &KubeClient) -> Vec<String> {
+    let l = c.get("/apis").unwrap();
+    l["groups"].as_array().unwrap().iter().map(|g| g["name"].as_str().unwrap().to_string()).collect()
+}
+
+#[test]
+fn gateway_api_served_only_while_its_crds_are_installed() {
+    let (_topo, api, c) = setup();
+    // Absent: no group in discovery, every path unknown (as an API server
+    // without the CRDs answers), whatever the verb.
+    assert!(!group_names(&c).contains(&"gateway.networking.k8s.io".to_string()));
+    assert_eq!(c.get(GATEWAY_GROUP_PATH).unwrap_err().code, 404);
+    assert_eq!(c.get(GATEWAY_V1_PATH).unwrap_err().code, 404);
+    assert_eq!(c.list(&k8s::gateways_path(None)).unwrap_err().code, 404);
+    let gw = k8s::gateway("default", "gw", "xlb").listener("dns", "UDP", 53).build();
+    assert_eq!(c.create(&k8s::gateways_path(Some("default")), &gw).unwrap_err().code, 404);
+    assert_eq!(c.watch(&k8s::gateways_path(None)).err().map(|e| e.code), Some(404));
+
+    // Installed at runtime: discovery lists the group, its versions (v1
+    // preferred; ReferenceGrant also v1beta1) and resources.
+    api.install_gateway_api().unwrap();
+    assert!(group_names(&c).contains(&"gateway.networking.k8s.io".to_string()));
+    let g = c.get(GATEWAY_GROUP_PATH).unwrap();
+    assert_eq!(g["preferredVersion"]["version"], "v1");
+    let versions: Vec<&str> =
+        g["versions"].as_array().unwrap().iter().map(|v| v["version"].as_str().unwrap()).collect();
+    assert_eq!(versions, ["v1", "v1beta1"]);
+    let list = c.get(GATEWAY_V1_PATH).unwrap();
+    let res: Vec<(String, bool)> = list["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["name"].as_str().unwrap().to_string(), r["namespaced"].as_bool().unwrap()))
+        .collect();
+    for (name, namespaced) in [
+        ("gatewayclasses", false),
+        ("gatewayclasses/status", false),
+        ("gateways", true),
+        ("gateways/status", true),
+        ("tcproutes", true),
+        ("tcproutes/status", true),
+        ("udproutes", true),
+        ("udproutes/status", true),
+        ("referencegrants", true),
+    ] {
+        assert!(res.contains(&(name.to_string(), namespaced)), "{name} in {res:?}");
+    }
+    assert!(!res.iter().any(|(n, _)| n == "referencegrants/status"));
+    let beta = c.get(&format!("{GATEWAY_GROUP_PATH}/v1beta1")).unwrap();
+    let beta: Vec<&str> = beta["resources"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert_eq!(beta, ["referencegrants"]);
+
+    // A watch of every namespace's Gateways, from the current version.
+    let start = rv(&c.list(&k8s::gateways_path(None)).unwrap());
+    let mut w = c.watch(&format!("{}?resourceVersion={start}", k8s::gateways_path(None))).unwrap();
+    let class =
+        c.create(&k8s::gateway_classes_path(), &k8s::gateway_class("xlb", "xlb.io/gateway-controller")).unwrap();
+    assert!(class["metadata"].get("namespace").is_none(), "GatewayClass is cluster-scoped");
+    let mut with_status = gw.clone();
+    with_status["status"] = json!({"conditions": [{"type": "Programmed", "status": "True"}]});
+    let created = c.create(&k8s::gateways_path(Some("default")), &with_status).unwrap();
+    assert_eq!(created["metadata"]["generation"], 1);
+    assert!(created.get("status").is_none(), "a create ignores the status: {created}");
+    let path = k8s::gateway_path("default", "gw");
+
+    // Status through the subresource only: the spec in the patch is
+    // ignored, the generation stays.
+    let st = c
+        .patch_status(
+            &path,
+            &json!({"spec": {"gatewayClassName": "other"}, "status": {"addresses": [{"type": "IPAddress", "value": "192.0.2.10"}]}}),
+        )
+        .unwrap();
+    assert_eq!(st["status"]["addresses"][0]["value"], "192.0.2.10");
+    assert_eq!(
+        (st["spec"]["gatewayClassName"].as_str(), st["metadata"]["generation"].as_i64()),
+        (Some("xlb"), Some(1))
+    );
+    assert!(rv(&st) > rv(&created));
+    // A main-resource update keeps the status and bumps the generation on
+    // a spec change only.
+    let mut put = st.clone();
+    put["status"] = json!({});
+    put["metadata"]["labels"] = json!({"team": "net"});
+    let labelled = c.replace(&path, &put).unwrap();
+    assert_eq!((labelled["metadata"]["generation"].as_i64(), &labelled["status"]), (Some(1), &st["status"]));
+    let mut put = labelled.clone();
+    put["spec"]["listeners"][0]["port"] = json!(5353);
+    let respec = c.replace(&path, &put).unwrap();
+    assert_eq!(respec["metadata"]["generation"], 2);
+    assert_eq!(respec["status"], st["status"]);
+    // Optimistic concurrency, on the main resource and on status.
+    assert_eq!(c.replace(&path, &put).unwrap_err().code, 409, "stale resourceVersion");
+    let mut stale = labelled.clone();
+    stale["status"] = json!({"addresses": []});
+    assert_eq!(c.replace(&format!("{path}/status"), &stale).unwrap_err().code, 409);
+    // Label selectors.
+    c.create(&k8s::gateways_path(Some("other")), &k8s::gateway("other", "gw2", "xlb").label("team", "web").build())
+        .unwrap();
+    let sel =
+        |s: &str| names(&c.list(&format!("{}?labelSelector={}", k8s::gateways_path(None), query_escape(s))).unwrap());
+    assert_eq!(sel("team=net"), ["gw"]);
+    assert_eq!(sel("team in (net,web)"), ["gw", "gw2"]);
+    assert_eq!(sel("team!=net"), ["gw2"]);
+    let evs: Vec<Value> = (0..5).map(|_| next_change(&mut w)).collect();
+    let kinds: Vec<&str> = evs.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["ADDED", "MODIFIED", "MODIFIED", "MODIFIED", "ADDED"]);
+    assert_eq!(evs[1]["object"]["status"]["addresses"][0]["value"], "192.0.2.10");
+    assert!(evs.iter().all(|e| e["object"]["apiVersion"] == "gateway.networking.k8s.io/v1"));
+
+    // Routes and grants; a ReferenceGrant read as v1beta1 is the same object.
+    let route = k8s::udp_route("default", "dns").parent("gw", Some("dns")).backend("dns", 53, Some(70)).build();
+    let r = c.create(&k8s::routes_path("UDPRoute", Some("default")), &route).unwrap();
+    assert_eq!(r["spec"], route["spec"]);
+    c.patch_status(
+        &k8s::route_path("UDPRoute", "default", "dns"),
+        &json!({"status": {"parents": [{"controllerName": "xlb.io/gateway-controller", "parentRef": {"name": "gw"}, "conditions": []}]}}),
+    )
+    .unwrap();
+    c.create(&k8s::routes_path("TCPRoute", Some("default")), &k8s::tcp_route("default", "web").build()).unwrap();
+    let grant = k8s::reference_grant("backends", "from-default", "default", None);
+    c.create(&k8s::reference_grants_path(Some("backends")), &grant).unwrap();
+    let beta_path = "/apis/gateway.networking.k8s.io/v1beta1/namespaces/backends/referencegrants/from-default";
+    let as_beta = c.get(beta_path).unwrap();
+    assert_eq!(as_beta["apiVersion"], "gateway.networking.k8s.io/v1beta1");
+    assert_eq!(as_beta["spec"], grant["spec"]);
+    let beta_list = c.list("/apis/gateway.networking.k8s.io/v1beta1/referencegrants").unwrap();
+    assert_eq!(
+        (beta_list["apiVersion"].as_str(), names(&beta_list)),
+        (Some("gateway.networking.k8s.io/v1beta1"), vec!["from-default".to_string()])
+    );
+    assert_eq!(c.get(&format!("{beta_path}/status")).unwrap_err().code, 404, "no status subresource");
+
+    // Uninstalled: the objects go (DELETED), the watch ends, 404 again.
+    api.uninstall_gateway_api().unwrap();
+    let mut deleted = Vec::new();
+    let deadline = Instant::now() + WAIT;
+    while let Some(e) = w.next_event(WAIT).unwrap() {
+        assert!(Instant::now() < deadline, "the watch did not end");
+        if e["type"] == "DELETED" {
+            deleted.push(e["object"]["metadata"]["name"].as_str().unwrap().to_string());
+        }
+    }
+    deleted.sort();
+    assert_eq!(deleted, ["gw", "gw2"]);
+    assert_eq!(c.list(&k8s::gateways_path(None)).unwrap_err().code, 404);
+    assert_eq!(c.get(beta_path).unwrap_err().code, 404);
+    assert!(!group_names(&c).contains(&"gateway.networking.k8s.io".to_string()));
+    // Installed again: empty.
+    api.install_gateway_api().unwrap();
+    assert!(names(&c.list(&k8s::routes_path("UDPRoute", None)).unwrap()).is_empty());
+}
+
+#[test]
+fn kubectl_sees_the_gateway_api_installed_and_manages_gateways() {
+    let (_topo, api, c) = setup();
+    let dir = api.kubeconfig().parent().unwrap().to_path_buf();
+    let resources = |api: &ApiServer| kubectl_ok(api, &["api-resources", "-o", "name"]);
+    let before = resources(&api);
+    assert!(before.lines().any(|l| l == "services"), "{before}");
+    assert!(!before.contains("gateway.networking.k8s.io"), "{before}");
+    let out = kubectl(&api, &["get", "gateways", "-A"]).unwrap();
+    assert!(!out.status.success(), "no such resource before the CRDs");
+
+    api.install_gateway_api().unwrap();
+    let after = resources(&api);
+    for name in ["gatewayclasses", "gateways", "tcproutes", "udproutes", "referencegrants"] {
+        let full = format!("{name}.gateway.networking.k8s.io");
+        assert!(after.lines().any(|l| l == full), "{full} not in\n{after}");
+    }
+    let crds = kubectl_ok(&api, &["get", "crd", "-o", "name"]);
+    assert!(
+        crds.contains("customresourcedefinition.apiextensions.k8s.io/udproutes.gateway.networking.k8s.io"),
+        "{crds}"
+    );
+
+    std::fs::write(
+        dir.join("gw.yaml"),
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata:\n  name: xlb\nspec:\n  \
+         controllerName: xlb.io/gateway-controller\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\n\
+         metadata:\n  name: dns\n  namespace: default\nspec:\n  gatewayClassName: xlb\n  listeners:\n  - name: dns\n    \
+         protocol: UDP\n    port: 53\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: UDPRoute\nmetadata:\n  \
+         name: dns\n  namespace: default\nspec:\n  parentRefs:\n  - name: dns\n    sectionName: dns\n  rules:\n  - \
+         backendRefs:\n    - name: dns\n      port: 5353\n      weight: 70\n",
+    )
+    .unwrap();
+    let f = dir.join("gw.yaml");
+    let f = f.to_str().unwrap();
+    let out = kubectl_ok(&api, &["apply", "--validate=false", "-f", f]);
+    for created in [
+        "gatewayclass.gateway.networking.k8s.io/xlb created",
+        "gateway.gateway.networking.k8s.io/dns created",
+        "udproute.gateway.networking.k8s.io/dns created",
+    ] {
+        assert!(out.contains(created), "{created} in {out}");
+    }
+    let stored = c.get(&k8s::gateway_path("default", "dns")).unwrap();
+    assert_eq!(stored["spec"]["listeners"][0]["port"], 53);
+    let got: Value = serde_json::from_str(&kubectl_ok(&api, &["get", "gtw", "dns", "-o", "json"])).unwrap();
+    assert_eq!(got, stored, "kubectl reads what the server stores (short name gtw)");
+    let route = c.get(&k8s::route_path("UDPRoute", "default", "dns")).unwrap();
+    assert_eq!(route["spec"]["rules"][0]["backendRefs"][0]["weight"], 70);
+
+    // Applying a change patches the object: a new generation.
+    std::fs::write(dir.join("gw.yaml"), std::fs::read_to_string(f).unwrap().replace("port: 53\n", "port: 5300\n"))
+        .unwrap();
+    let out = kubectl_ok(&api, &["apply", "--validate=false", "-f", f]);
+    assert!(out.contains("gateway.gateway.networking.k8s.io/dns configured"), "{out}");
+    let changed = c.get(&k8s::gateway_path("default", "dns")).unwrap();
+    assert_eq!(
+        (changed["spec"]["listeners"][0]["port"].as_i64(), changed["metadata"]["generation"].as_i64()),
+        (Some(5300), Some(2))
+    );
+
+    // Status through kubectl's --subresource: only the status changes.
+    let out = kubectl_ok(
+        &api,
+        &[
+            "patch",
+            "gateway",
+            "dns",
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            r#"{"status":{"addresses":[{"type":"IPAddress","value":"192.0.2.53"}]},"spec":{"gatewayClassName":"x"}}"#,
+        ],
+    );
+    assert!(out.contains("patched"), "{out}");
+    let out = kubectl_ok(
+        &api,
+        &[
+            "get",
+            "gateway",
+            "dns",
+            "-o",
+            "jsonpath={.status.addresses[0].value} {.spec.gatewayClassName} {.metadata.generation}",
+        ],
+    );
+    assert_eq!(out, "192.0.2.53 xlb 2");
+    let out = kubectl_ok(&api, &["get", "gatewayclasses", "-o", "name"]);
+    assert_eq!(out.trim(), "gatewayclass.gateway.networking.k8s.io/xlb");
+    let out = kubectl_ok(&api, &["delete", "udproute", "dns", "--wait=false"]);
+    assert!(out.contains("deleted"), "{out}");
+    assert_eq!(c.get(&k8s::route_path("UDPRoute", "default", "dns")).unwrap_err().code, 404);
+}

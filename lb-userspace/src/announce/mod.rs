@@ -218,6 +218,7 @@ mod tests {
             maglev_table_size: Some(251),
             affinity_timeout: None,
             source_ranges: vec![],
+            reject_weight: 0,
             backends: vec![BackendSpec { addr: "10.1.0.2:80".parse().unwrap(), weight: 1 }],
         };
         let state = DesiredState { services: vec![spec("192.0.2.10"), spec("2001:db8::10")] };

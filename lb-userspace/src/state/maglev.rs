@@ -20,6 +20,13 @@
 //! Weight 0 takes no slot ("no new flows"); no backend with a weight above
 //! zero gives an empty table.
 //!
+//! A service's reject share ([`reject_entry`]: a Gateway API backendRef
+//! that does not resolve keeps its weighted share of new flows, and that
+//! share is rejected) is one more entry, named [`REJECT_NAME`] (no backend's
+//! "ip:port" is), so it takes `reject_weight / (reject_weight + the
+//! backends' weights)` of the slots like any backend of that weight, at the
+//! same places on every node.
+//!
 //! The same backend set (in any order) and seed give the same table on every
 //! node. Building costs one hash pair per backend and, per probe, an add and
 //! a compare (no division), about M·ln M probes in all: N = 1000, M = 65537
@@ -49,6 +56,15 @@ pub struct Entry {
     pub id: u32,
     /// Relative weight; 0 takes no slot.
     pub weight: u32,
+}
+
+/// The name of the reject share's entry (never an "ip:port").
+pub const REJECT_NAME: &str = "reject";
+
+/// The entry of a service's reject share: `id` (the slot the data path
+/// finds marked `BE_F_REJECT`) in the slots of `weight`.
+pub fn reject_entry(id: u32, weight: u32) -> Entry {
+    Entry { name: REJECT_NAME.to_owned(), id, weight }
 }
 
 /// Marks a slot not claimed yet while building.

@@ -4,7 +4,10 @@ use std::{
     net::{IpAddr, SocketAddr},
 };
 
-use lb_common::{Stat, BE_F_ACTIVE, BE_F_UNROUTABLE, FLOW_CLOSING, MAX_BACKENDS, PROTO_TCP, SVC_F_RANGES, SVC_F_SNAT};
+use lb_common::{
+    Stat, BE_F_ACTIVE, BE_F_IN_USE, BE_F_REJECT, BE_F_UNROUTABLE, FLOW_CLOSING, MAX_BACKENDS, PROTO_TCP, SVC_F_RANGES,
+    SVC_F_SNAT,
+};
 use serde::Serialize;
 
 use crate::{
@@ -37,12 +40,14 @@ fn sock(ip: IpAddr, port: u16) -> String {
 pub struct BackendRow {
     /// Service name.
     pub service: String,
-    /// Backend address, `ip:port`.
+    /// Backend address, `ip:port`; [`REJECT_ADDRESS`] for the service's
+    /// reject share.
     pub address: String,
     /// Configured weight.
     pub weight: u32,
     /// "active", "draining" (weight 0) or "unroutable" (no route to it:
-    /// takes no new flows until one appears; see `reason`).
+    /// takes no new flows until one appears; see `reason`); "reject" for
+    /// the reject share (its weight's share of new flows is rejected).
     pub state: String,
     /// Why the backend takes no flows (unroutable); `null` otherwise.
     pub reason: Option<String>,
@@ -54,6 +59,11 @@ pub struct BackendRow {
     #[serde(skip)]
     pub id: u32,
 }
+
+/// The `address` of a service's reject share in [`BackendRow`] and
+/// [`MaglevShare`] (a Gateway backendRef that does not resolve keeps its
+/// weighted share of new flows, and that share is rejected).
+pub const REJECT_ADDRESS: &str = crate::state::maglev::REJECT_NAME;
 
 /// One programmed service.
 #[derive(Clone, Debug, Serialize)]
@@ -85,7 +95,8 @@ pub struct ServiceRow {
     /// Service id.
     #[serde(skip)]
     pub id: u32,
-    /// The service's backends, in detail.
+    /// The service's backends, in detail (its reject share included, as a
+    /// row of state "reject").
     #[serde(skip)]
     pub backend_rows: Vec<BackendRow>,
     /// Lookup table (offset, size) in `XLB_TABLE`.
@@ -158,10 +169,24 @@ pub fn services(maps: &MapsView) -> Result<Vec<ServiceRow>, ReadError> {
     }
     for bid in 0..MAX_BACKENDS {
         let b = maps.backends.get(&bid, 0).map_err(rerr("backends"))?;
-        if b.flags & (BE_F_ACTIVE | BE_F_UNROUTABLE) == 0 {
+        if b.flags & BE_F_IN_USE == 0 {
             continue;
         }
         let Some(&i) = by_id.get(&b.service_id) else { continue };
+        if b.flags & (BE_F_ACTIVE | BE_F_UNROUTABLE) == 0 && b.flags & BE_F_REJECT != 0 {
+            let service = rows[i].name.clone();
+            rows[i].backend_rows.push(BackendRow {
+                service,
+                address: REJECT_ADDRESS.into(),
+                weight: b.weight,
+                state: "reject".into(),
+                reason: None,
+                packets: 0,
+                bytes: 0,
+                id: bid,
+            });
+            continue;
+        }
         let c = sum_counter(&maps.backend_stats.get(&bid, 0).map_err(rerr("backend stats"))?);
         let address = sock(ip_from16(b.addr), u16::from_be(b.port));
         let reason = unroutable_reason(&b);
@@ -242,7 +267,7 @@ pub fn stats(maps: &MapsView) -> Result<Vec<(&'static str, u64)>, ReadError> {
 /// A backend's share of a lookup table.
 #[derive(Clone, Debug, Serialize)]
 pub struct MaglevShare {
-    /// Backend `ip:port`.
+    /// Backend `ip:port` ([`REJECT_ADDRESS`] for the reject share).
     pub address: String,
     /// Entries of the table pointing to it.
     pub slots: u32,

@@ -6,7 +6,7 @@ use super::*;
 /// The ICMP (ICMPv6) port unreachable answering `orig`: from the VIP to the
 /// client, quoting the IP header and the first 8 bytes of the datagram.
 /// IPv4: id 0, DF, TTL 64; the VLAN tag stays.
-fn port_unreachable(orig: &Pkt, eth_src: [u8; 6], eth_dst: [u8; 6]) -> Vec<u8> {
+pub(crate) fn port_unreachable(orig: &Pkt, eth_src: [u8; 6], eth_dst: [u8; 6]) -> Vec<u8> {
     let (typ, code, quoted) = if orig.is_v6() { (1, 4, 40 + 8) } else { (3, 3, 20 + 8) };
     let env = frame::Envelope {
         vlan: orig.vlan,
@@ -18,7 +18,7 @@ fn port_unreachable(orig: &Pkt, eth_src: [u8; 6], eth_dst: [u8; 6]) -> Vec<u8> {
 
 /// The RST|ACK answering `syn`: seq 0, ack = the SYN's seq + 1, window 0,
 /// options and payload cut; a partial checksum stays partial.
-fn rst_for(syn: &Pkt, eth_src: [u8; 6], eth_dst: [u8; 6]) -> Pkt {
+pub(crate) fn rst_for(syn: &Pkt, eth_src: [u8; 6], eth_dst: [u8; 6]) -> Pkt {
     let frame::L4::Tcp { seq, .. } = syn.l4 else { panic!("not TCP") };
     let mut r = Pkt::tcp(&syn.dst.to_string(), &syn.src.to_string(), TCP_RST | TCP_ACK)
         .tcp_seq(0, seq.wrapping_add(1))

@@ -5,6 +5,14 @@
 //! delete with the status subresource and optimistic concurrency, and
 //! enough discovery for `kubectl`.
 //!
+//! Custom resources are entries of the same table (`resources.rs`): the
+//! Gateway API's GatewayClass, Gateway, TCPRoute, UDPRoute (v1) and
+//! ReferenceGrant (v1, also v1beta1), each served (paths and discovery)
+//! only while its CustomResourceDefinition (`apiextensions.k8s.io/v1`,
+//! named `<plural>.<group>`) is stored; deleting the CRD deletes its
+//! objects and ends its watches. So a test installs them at runtime by
+//! creating the CRDs (`ApiServer::install_gateway_api`).
+//!
 //! Test-only endpoints: `POST /xlb-test/compact`, `POST
 //! /xlb-test/close-watches`, `GET /xlb-test/requests` (counts keyed
 //! `"<verb> <apiVersion>/<plural>[/status]"`, e.g. `"watch v1/services"`,

@@ -1,5 +1,11 @@
 //! The resource types the fake API server knows, and the discovery documents
 //! (`/api`, `/api/v1`, `/apis`, `/apis/{group}[/{version}]`) built from them.
+//!
+//! Custom resources (`crd`: the Gateway API's) are generic table entries
+//! like the built-in ones, served only while their
+//! CustomResourceDefinition (`apiextensions.k8s.io/v1`, named
+//! `<plural>.<group>`) is stored: "installing the CRDs" is creating those
+//! objects (see `Store::served`), and discovery reflects it.
 
 use serde_json::{json, Value};
 
@@ -27,18 +33,50 @@ pub struct Resource {
     pub clear_status_on_create: bool,
     /// `PUT` must carry `metadata.resourceVersion` (Leases).
     pub require_rv_on_update: bool,
+    /// A custom resource: served only while its CustomResourceDefinition
+    /// ([`Resource::crd_name`]) is stored, for the versions it serves.
+    pub crd: bool,
+    /// Other versions served with the same schema (`version` first, the
+    /// preferred and stored one; an object read through another has that
+    /// version in its `apiVersion`).
+    pub also: &'static [&'static str],
 }
 
 impl Resource {
     /// `v1` or `group/version`.
     pub fn api_version(&self) -> String {
+        self.api_version_of(self.version)
+    }
+
+    /// `version` or `group/version`.
+    pub fn api_version_of(&self, version: &str) -> String {
         if self.group.is_empty() {
-            self.version.to_string()
+            version.to_string()
         } else {
-            format!("{}/{}", self.group, self.version)
+            format!("{}/{version}", self.group)
         }
     }
+
+    /// Every version it is served as, the stored one first.
+    pub fn versions(&self) -> impl Iterator<Item = &'static str> + '_ {
+        std::iter::once(self.version).chain(self.also.iter().copied())
+    }
+
+    /// Whether it is served as `version` (when installed).
+    pub fn has_version(&self, version: &str) -> bool {
+        self.versions().any(|v| v == version)
+    }
+
+    /// The name of its CustomResourceDefinition: `<plural>.<group>`.
+    pub fn crd_name(&self) -> String {
+        format!("{}.{}", self.plural, self.group)
+    }
 }
+
+/// The Gateway API's group.
+pub const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
+/// The group of CustomResourceDefinitions.
+pub const CRD_GROUP: &str = "apiextensions.k8s.io";
 
 #[expect(clippy::too_many_arguments, reason = "one argument per field of the object built")]
 const fn res(
@@ -62,7 +100,24 @@ const fn res(
         status,
         clear_status_on_create: false,
         require_rv_on_update: false,
+        crd: false,
+        also: &[],
     }
+}
+
+/// A custom resource (served while its CRD is stored).
+#[expect(clippy::too_many_arguments, reason = "one argument per field of the object built")]
+const fn custom(
+    group: &'static str,
+    version: &'static str,
+    plural: &'static str,
+    singular: &'static str,
+    kind: &'static str,
+    namespaced: bool,
+    short_names: &'static [&'static str],
+    status: bool,
+) -> Resource {
+    Resource { crd: true, ..res(group, version, plural, singular, kind, namespaced, short_names, status) }
 }
 
 /// Every resource served.
@@ -80,16 +135,46 @@ pub static RESOURCES: &[Resource] = &[
         require_rv_on_update: true,
         ..res("coordination.k8s.io", "v1", "leases", "lease", "Lease", true, &[], false)
     },
+    res(
+        CRD_GROUP,
+        "v1",
+        "customresourcedefinitions",
+        "customresourcedefinition",
+        "CustomResourceDefinition",
+        false,
+        &["crd", "crds"],
+        true,
+    ),
+    // Gateway API v1.6 standard channel (L4): ReferenceGrant is v1 since
+    // v1.5, v1beta1 still served.
+    custom(GATEWAY_GROUP, "v1", "gatewayclasses", "gatewayclass", "GatewayClass", false, &["gc"], true),
+    custom(GATEWAY_GROUP, "v1", "gateways", "gateway", "Gateway", true, &["gtw"], true),
+    custom(GATEWAY_GROUP, "v1", "tcproutes", "tcproute", "TCPRoute", true, &[], true),
+    custom(GATEWAY_GROUP, "v1", "udproutes", "udproute", "UDPRoute", true, &[], true),
+    Resource {
+        also: &["v1beta1"],
+        ..custom(GATEWAY_GROUP, "v1", "referencegrants", "referencegrant", "ReferenceGrant", true, &["refgrant"], false)
+    },
 ];
 
-/// Index into [`RESOURCES`] of `group/version/plural`.
+/// Index into [`RESOURCES`] of the CustomResourceDefinitions.
+pub fn crd_resource() -> usize {
+    find(CRD_GROUP, "v1", "customresourcedefinitions").expect("customresourcedefinitions are in the table")
+}
+
+/// Whether resource `res` (an index into [`RESOURCES`]) is served as
+/// `version` now (`Store::served`).
+pub type Served<'a> = &'a dyn Fn(usize, &str) -> bool;
+
+/// Index into [`RESOURCES`] of `group/version/plural` (any version it is
+/// served as, installed or not).
 pub fn find(group: &str, version: &str, plural: &str) -> Option<usize> {
-    RESOURCES.iter().position(|r| r.group == group && r.version == version && r.plural == plural)
+    RESOURCES.iter().position(|r| r.group == group && r.has_version(version) && r.plural == plural)
 }
 
 /// Index into [`RESOURCES`] of an object's `apiVersion` and `kind`.
 pub fn find_kind(api_version: &str, kind: &str) -> Option<usize> {
-    RESOURCES.iter().position(|r| r.api_version() == api_version && r.kind == kind)
+    RESOURCES.iter().position(|r| r.kind == kind && r.versions().any(|v| r.api_version_of(v) == api_version))
 }
 
 const VERBS: &[&str] = &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
@@ -103,40 +188,47 @@ pub fn api_versions() -> Value {
     })
 }
 
-fn groups() -> Vec<(&'static str, &'static str)> {
-    let mut out: Vec<(&str, &str)> = Vec::new();
-    for r in RESOURCES.iter().filter(|r| !r.group.is_empty()) {
-        if !out.contains(&(r.group, r.version)) {
-            out.push((r.group, r.version));
+/// The groups served now, each with its versions served (the preferred first).
+fn groups(served: Served<'_>) -> Vec<(&'static str, Vec<&'static str>)> {
+    let mut out: Vec<(&str, Vec<&str>)> = Vec::new();
+    for (i, r) in RESOURCES.iter().enumerate().filter(|(_, r)| !r.group.is_empty()) {
+        for v in r.versions().filter(|v| served(i, v)) {
+            match out.iter_mut().find(|(g, _)| *g == r.group) {
+                Some((_, vs)) if !vs.contains(&v) => vs.push(v),
+                Some(_) => {}
+                None => out.push((r.group, vec![v])),
+            }
         }
     }
     out
 }
 
-fn group_json(group: &str, version: &str) -> Value {
-    let gv = json!({"groupVersion": format!("{group}/{version}"), "version": version});
-    json!({"name": group, "versions": [gv.clone()], "preferredVersion": gv})
+fn group_json(group: &str, versions: &[&str]) -> Value {
+    let gv = |v: &str| json!({"groupVersion": format!("{group}/{v}"), "version": v});
+    let all: Vec<Value> = versions.iter().map(|v| gv(v)).collect();
+    json!({"name": group, "versions": all, "preferredVersion": gv(versions[0])})
 }
 
-/// `/apis`: the APIGroupList.
-pub fn api_group_list() -> Value {
-    let gs: Vec<Value> = groups().into_iter().map(|(g, v)| group_json(g, v)).collect();
+/// `/apis`: the APIGroupList (of the groups served now).
+pub fn api_group_list(served: Served<'_>) -> Value {
+    let gs: Vec<Value> = groups(served).into_iter().map(|(g, v)| group_json(g, &v)).collect();
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": gs})
 }
 
 /// `/apis/{group}`: one APIGroup, if served.
-pub fn api_group(group: &str) -> Option<Value> {
-    let (g, v) = groups().into_iter().find(|(g, _)| *g == group)?;
-    let mut j = group_json(g, v);
+pub fn api_group(group: &str, served: Served<'_>) -> Option<Value> {
+    let (g, v) = groups(served).into_iter().find(|(g, _)| *g == group)?;
+    let mut j = group_json(g, &v);
     j["kind"] = json!("APIGroup");
     j["apiVersion"] = json!("v1");
     Some(j)
 }
 
 /// `/api/v1` or `/apis/{group}/{version}`: the APIResourceList, if served.
-pub fn api_resource_list(group: &str, version: &str) -> Option<Value> {
+pub fn api_resource_list(group: &str, version: &str, served: Served<'_>) -> Option<Value> {
     let mut list = Vec::new();
-    for r in RESOURCES.iter().filter(|r| r.group == group && r.version == version) {
+    let here = |(i, r): &(usize, &Resource)| r.group == group && r.has_version(version) && served(*i, version);
+    for (_, r) in RESOURCES.iter().enumerate().filter(here) {
         list.push(json!({
             "name": r.plural,
             "singularName": r.singular,

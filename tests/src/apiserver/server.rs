@@ -151,6 +151,7 @@ fn route(app: &Arc<App>, method: &Method, uri: &Uri, headers: &HeaderMap, body: 
             (_, None) => not_found(),
         }
     };
+    let served = |i: usize, v: &str| app.lock().served(i, v);
     match segs.as_slice() {
         ["version"] => get_only(Some(json!({
             "major": "1", "minor": "33", "gitVersion": "v1.33.0-xlb-fake",
@@ -162,10 +163,10 @@ fn route(app: &Arc<App>, method: &Method, uri: &Uri, headers: &HeaderMap, body: 
             (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain")], "ok").into_response()
         }
         ["api"] => get_only(Some(resources::api_versions())),
-        ["apis"] => get_only(Some(resources::api_group_list())),
-        ["api", v] => get_only(resources::api_resource_list("", v)),
-        ["apis", g] => get_only(resources::api_group(g)),
-        ["apis", g, v] => get_only(resources::api_resource_list(g, v)),
+        ["apis"] => get_only(Some(resources::api_group_list(&served))),
+        ["api", v] => get_only(resources::api_resource_list("", v, &served)),
+        ["apis", g] => get_only(resources::api_group(g, &served)),
+        ["apis", g, v] => get_only(resources::api_resource_list(g, v, &served)),
         ["api", v, rest @ ..] => resource(app, method, uri, headers, body, "", v, rest),
         ["apis", g, v, rest @ ..] => resource(app, method, uri, headers, body, g, v, rest),
         ["xlb-test", what] => admin(app, method, what),
@@ -205,6 +206,8 @@ fn admin(app: &Arc<App>, method: &Method, what: &str) -> Response {
 /// Which object(s) a resource URL names.
 struct Target {
     res: usize,
+    /// The version in the URL (one the resource is served as).
+    version: String,
     ns: Option<String>,
     name: Option<String>,
     status: bool,
@@ -232,7 +235,17 @@ fn parse_target(group: &str, version: &str, rest: &[&str]) -> Option<Target> {
         Some("status") if r.status => true,
         Some(_) => return None,
     };
-    Some(Target { res, ns, name, status })
+    Some(Target { res, version: version.to_string(), ns, name, status })
+}
+
+/// `obj` (stored as its resource's first version) as `version` of it: the
+/// same object, its `apiVersion` that version's.
+pub fn as_version(mut obj: Value, res: usize, version: &str) -> Value {
+    let r = &RESOURCES[res];
+    if version != r.version && obj.get("apiVersion").is_some() {
+        obj["apiVersion"] = json!(r.api_version_of(version));
+    }
+    obj
 }
 
 #[expect(clippy::too_many_arguments, reason = "one argument per field of the object built")]
@@ -246,7 +259,9 @@ fn resource(
     version: &str,
     rest: &[&str],
 ) -> Response {
-    let Some(t) = parse_target(group, version, rest) else {
+    // A custom resource whose CRD is not stored (or does not serve this
+    // version) is as unknown as one the server never heard of.
+    let Some(t) = parse_target(group, version, rest).filter(|t| app.lock().served(t.res, version)) else {
         app.count(format!("{method} {}", uri.path()));
         return error(&ApiError::new(404, "NotFound", "the server could not find the requested resource"));
     };
@@ -289,7 +304,7 @@ fn run_verb(
     let r = &RESOURCES[t.res];
     let ns = t.ns.clone().unwrap_or_default();
     let name = t.name.clone().unwrap_or_default();
-    let ok = |v: Value| Ok(json_response(200, &v));
+    let ok = |v: Value| Ok(json_response(200, &as_version(v, t.res, &t.version)));
     match verb {
         "list" | "watch" | "deletecollection" => {
             let labels = LabelSelector::parse(q.get("labelSelector").map_or("", String::as_str))
@@ -313,6 +328,7 @@ fn run_verb(
                 let timeout = q.get("timeoutSeconds").and_then(|s| s.parse::<u64>().ok()).map(Duration::from_secs);
                 let req = WatchRequest {
                     res: t.res,
+                    version: t.version.clone(),
                     ns: t.ns.clone(),
                     from,
                     filter: Box::new(filter),
@@ -348,19 +364,22 @@ fn run_verb(
                     o
                 })
                 .collect();
-            ok(json!({
-                "kind": format!("{}List", r.kind),
-                "apiVersion": r.api_version(),
-                "metadata": {"resourceVersion": rv.to_string()},
-                "items": items,
-            }))
+            Ok(json_response(
+                200,
+                &json!({
+                    "kind": format!("{}List", r.kind),
+                    "apiVersion": r.api_version_of(&t.version),
+                    "metadata": {"resourceVersion": rv.to_string()},
+                    "items": items,
+                }),
+            ))
         }
         "get" => ok(app.lock().get(t.res, &ns, &name)?),
         "create" => {
             let obj = parse_body(body)?;
             let v = app.lock().create(t.res, &ns, obj)?;
             app.changed.send_modify(|g| *g += 1);
-            Ok(json_response(201, &v))
+            Ok(json_response(201, &as_version(v, t.res, &t.version)))
         }
         "update" => {
             let obj = parse_body(body)?;

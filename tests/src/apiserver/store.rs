@@ -8,7 +8,7 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 
 use super::patch;
-use super::resources::{find_kind, Resource, RESOURCES};
+use super::resources::{crd_resource, find_kind, Resource, RESOURCES};
 use super::util::{new_uid, now_rfc3339, random_suffix, ApiError};
 
 /// (index into [`RESOURCES`], namespace or `""`, name).
@@ -104,6 +104,26 @@ impl Store {
         }
         self.compact();
         Ok(())
+    }
+
+    /// Whether resource `res` is served as `version`: a built-in one
+    /// always (in its versions); a custom one while its
+    /// CustomResourceDefinition (`<plural>.<group>`) is stored, in the
+    /// versions whose `spec.versions[]` entry is `served` (all of its own
+    /// when the CRD lists none).
+    pub fn served(&self, res: usize, version: &str) -> bool {
+        let r = &RESOURCES[res];
+        if !r.has_version(version) {
+            return false;
+        }
+        if !r.crd {
+            return true;
+        }
+        let Some(crd) = self.objects.get(&(crd_resource(), String::new(), r.crd_name())) else { return false };
+        match crd["spec"]["versions"].as_array() {
+            Some(vs) => vs.iter().any(|v| v["name"] == version && v["served"].as_bool() != Some(false)),
+            None => true,
+        }
     }
 
     /// Every stored object (for `--state` files).
@@ -218,6 +238,11 @@ impl Store {
         }
         if api && r.clear_status_on_create {
             obj["status"] = json!({"loadBalancer": {}});
+        }
+        // A custom resource with a status subresource ignores the status
+        // of a create, as the real server does.
+        if api && r.crd && r.status {
+            obj.as_object_mut().map(|m| m.remove("status"));
         }
         Ok(self.commit(key, Change::Added, obj, None))
     }
@@ -347,18 +372,32 @@ impl Store {
     }
 
     /// DELETE: removes the object and returns it (with the deletion's
-    /// resourceVersion).
+    /// resourceVersion). Deleting a CustomResourceDefinition deletes every
+    /// object of its resource (each a DELETED event), as the real server does.
     pub fn delete(&mut self, res: usize, ns: &str, name: &str) -> Result<Value, ApiError> {
         let old = self.get(res, ns, name)?;
-        Ok(self.commit((res, ns.to_string(), name.to_string()), Change::Deleted, old, None))
+        let gone = self.commit((res, ns.to_string(), name.to_string()), Change::Deleted, old, None);
+        if res == crd_resource() {
+            let custom: Vec<usize> =
+                (0..RESOURCES.len()).filter(|i| RESOURCES[*i].crd && RESOURCES[*i].crd_name() == name).collect();
+            let keys: Vec<Key> = self.objects.keys().filter(|k| custom.contains(&k.0)).cloned().collect();
+            for key in keys {
+                if let Some(o) = self.objects.get(&key).cloned() {
+                    self.commit(key, Change::Deleted, o, None);
+                }
+            }
+        }
+        Ok(gone)
     }
 }
 
-/// 400 when the body names another apiVersion/kind than the URL.
+/// 400 when the body names another apiVersion/kind than the URL (any
+/// version the resource is served as will do: the object is stored as its
+/// first).
 fn check_type(r: &Resource, obj: &Value) -> Result<(), ApiError> {
     let av = obj["apiVersion"].as_str().unwrap_or_default();
     let k = obj["kind"].as_str().unwrap_or_default();
-    if (!av.is_empty() && av != r.api_version()) || (!k.is_empty() && k != r.kind) {
+    if (!av.is_empty() && !r.versions().any(|v| r.api_version_of(v) == av)) || (!k.is_empty() && k != r.kind) {
         return Err(ApiError::bad_request(format!(
             "the API version in the data ({av}) and kind ({k}) do not match the expected {}/{}",
             r.api_version(),
@@ -375,6 +414,58 @@ mod tests {
 
     fn svc() -> usize {
         find("", "v1", "services").unwrap()
+    }
+
+    #[test]
+    fn custom_resources_served_while_their_crd_is_stored() {
+        let gw = find("gateway.networking.k8s.io", "v1", "gateways").unwrap();
+        let rg = find("gateway.networking.k8s.io", "v1beta1", "referencegrants").unwrap();
+        let crd = crd_resource();
+        let mut s = Store::new(1, 100);
+        assert!(!s.served(gw, "v1") && !s.served(rg, "v1") && !s.served(rg, "v1beta1"));
+        assert!(s.served(svc(), "v1") && !s.served(svc(), "v1beta1"), "built-ins always, in their versions");
+        let def = |plural: &str, versions: Value| json!({"metadata": {"name": format!("{plural}.gateway.networking.k8s.io")}, "spec": {"versions": versions}});
+        s.create(crd, "", def("gateways", json!([{"name": "v1", "served": true}]))).unwrap();
+        s.create(
+            crd,
+            "",
+            def("referencegrants", json!([{"name": "v1", "served": true}, {"name": "v1beta1", "served": false}])),
+        )
+        .unwrap();
+        assert!(s.served(gw, "v1"));
+        assert!(s.served(rg, "v1") && !s.served(rg, "v1beta1"), "only the versions the CRD serves");
+        // Stored as v1 whatever version it came as; status and generation
+        // as for any resource with a status subresource.
+        let g = s
+            .create(
+                gw,
+                "d",
+                json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+                "metadata": {"name": "a"}, "spec": {"gatewayClassName": "xlb"}, "status": {"x": 1}}),
+            )
+            .unwrap();
+        assert_eq!((g["metadata"]["generation"].as_i64(), g.get("status")), (Some(1), None), "create ignores status");
+        let st = s.patch(gw, "d", "a", PatchKind::Merge, &json!({"status": {"y": 2}, "spec": {"z": 1}}), true).unwrap();
+        assert_eq!((st["metadata"]["generation"].as_i64(), st["spec"].get("z")), (Some(1), None));
+        let r = s
+            .create(
+                rg,
+                "d",
+                json!({"apiVersion": "gateway.networking.k8s.io/v1beta1", "kind": "ReferenceGrant",
+                "metadata": {"name": "r"}}),
+            )
+            .unwrap();
+        assert_eq!(r["apiVersion"], "gateway.networking.k8s.io/v1");
+        assert_eq!(s.create(gw, "d", json!({"apiVersion": "v1", "metadata": {"name": "b"}})).unwrap_err().code, 400);
+        // Deleting the CRD deletes its objects (DELETED events), not others'.
+        let before = s.rv;
+        s.delete(crd, "", "gateways.gateway.networking.k8s.io").unwrap();
+        assert!(!s.served(gw, "v1"));
+        assert!(s.get(gw, "d", "a").is_err());
+        assert!(s.get(rg, "d", "r").is_ok());
+        let (evs, _) = s.changes_after(before).unwrap();
+        let gone: Vec<(usize, Change)> = evs.iter().map(|e| (e.res, e.change)).collect();
+        assert_eq!(gone, [(crd, Change::Deleted), (gw, Change::Deleted)]);
     }
 
     #[test]

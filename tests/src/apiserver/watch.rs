@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::resources::RESOURCES;
-use super::server::App;
+use super::server::{as_version, App};
 use super::store::Change;
 use super::util::ApiError;
 
@@ -19,6 +19,8 @@ use super::util::ApiError;
 pub struct WatchRequest {
     /// Index into [`RESOURCES`].
     pub res: usize,
+    /// The version watched (objects are sent as that version).
+    pub version: String,
     /// Namespace, or all.
     pub ns: Option<String>,
     /// `resourceVersion`: `None` (absent, `""` or `"0"`) starts with the
@@ -65,7 +67,7 @@ async fn run(app: &App, req: &WatchRequest, tx: &mpsc::Sender<Bytes>) -> Result<
     let bookmark = |rv: u64| {
         line(
             "BOOKMARK",
-            &json!({"kind": r.kind, "apiVersion": r.api_version(),
+            &json!({"kind": r.kind, "apiVersion": r.api_version_of(&req.version),
                     "metadata": {"resourceVersion": rv.to_string()}}),
         )
     };
@@ -80,8 +82,8 @@ async fn run(app: &App, req: &WatchRequest, tx: &mpsc::Sender<Bytes>) -> Result<
         }
     };
     changed.borrow_and_update();
-    for o in &initial {
-        if tx.send(line("ADDED", o)).await.is_err() {
+    for o in initial {
+        if tx.send(line("ADDED", &as_version(o, req.res, &req.version))).await.is_err() {
             return Ok(());
         }
     }
@@ -102,11 +104,16 @@ async fn run(app: &App, req: &WatchRequest, tx: &mpsc::Sender<Bytes>) -> Result<
                 (Change::Deleted, _, true) => "DELETED",
                 _ => continue,
             };
-            if tx.send(line(kind, &e.object)).await.is_err() {
+            if tx.send(line(kind, &as_version(e.object.clone(), req.res, &req.version))).await.is_err() {
                 return Ok(());
             }
         }
         last = now;
+        // A custom resource whose CRD went: the stream ends (after its
+        // objects' DELETED events), as the real server ends it.
+        if !app.lock().served(req.res, &req.version) {
+            return Ok(());
+        }
         let sleep_bookmark = tokio::time::sleep_until(next_bookmark);
         let sleep_deadline = async {
             match deadline {

@@ -16,14 +16,18 @@
 //!
 //! Modules: `server` (the fixture process and `kubectl`), `client` (the JSON
 //! client and watch streams, on `ureq`), `paths` (resource URLs), `builders`
-//! (Services, EndpointSlices, Nodes).
+//! (Services, EndpointSlices, Nodes), `gateway` (the Gateway API's CRDs,
+//! paths and builders: GatewayClass, Gateway, TCPRoute, UDPRoute,
+//! ReferenceGrant).
 
 mod builders;
 mod client;
+mod gateway;
 mod paths;
 mod server;
 
 pub use builders::*;
 pub use client::{ApiError, KubeClient, WatchStream};
+pub use gateway::*;
 pub use paths::*;
 pub use server::{fake_apiserver_binary, kubectl, kubectl_binary, ApiServer};

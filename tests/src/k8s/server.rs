@@ -250,6 +250,31 @@ impl ApiServer {
             .unwrap_or_default())
     }
 
+    /// Installs the Gateway API: creates its CustomResourceDefinitions
+    /// ([`super::gateway_api_crds`]) through the API, as `kubectl apply -f
+    /// standard-install.yaml` would; from then on the server serves
+    /// GatewayClass, Gateway, TCPRoute, UDPRoute and ReferenceGrant, and
+    /// discovery lists them. (To have them from the start, put the CRDs in
+    /// the state given to [`ApiServer::start_with`].)
+    pub fn install_gateway_api(&self) -> Result<(), ApiError> {
+        let c = self.client();
+        for crd in super::gateway_api_crds() {
+            c.create(&super::crds_path(None), &crd)?;
+        }
+        Ok(())
+    }
+
+    /// Deletes the Gateway API's CustomResourceDefinitions: every Gateway
+    /// API object is deleted with them (DELETED events), their watches end,
+    /// and the resources are no longer served (404).
+    pub fn uninstall_gateway_api(&self) -> Result<(), ApiError> {
+        let c = self.client();
+        for crd in super::gateway_api_crds() {
+            c.delete(&super::crds_path(crd["metadata"]["name"].as_str()))?;
+        }
+        Ok(())
+    }
+
     /// The server's stderr so far (one line per request).
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()

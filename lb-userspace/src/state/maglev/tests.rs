@@ -185,6 +185,39 @@ fn weights_are_proportional() {
 }
 
 #[test]
+fn reject_share_takes_its_weight_of_the_slots() {
+    // A backendRef of weight 70 resolved to 3 endpoints (70 each, over a
+    // share scaled by 3) and one of weight 30 that does not resolve (90).
+    const REJECT: u32 = 999;
+    let mut e = entries(3);
+    for x in &mut e {
+        x.weight = 70;
+    }
+    e.push(reject_entry(REJECT, 90));
+    for (size, seed) in [(251, 0), (4093, 5), (65537, 11)] {
+        let t = build(&e, size, seed);
+        let s = shares(&t);
+        let rejected = f64::from(s[&REJECT]) / f64::from(size);
+        assert!((rejected - 0.3).abs() < 0.01, "m={size}: reject share {rejected}");
+        for x in &e[..3] {
+            let got = f64::from(s[&x.id]) / f64::from(size);
+            assert!((got - 0.7 / 3.0).abs() < 0.01, "m={size}: backend {} share {got}", x.id);
+        }
+        // The order the entries come in does not matter.
+        let mut other = e.clone();
+        other.reverse();
+        assert_eq!(t, build(&other, size, seed));
+    }
+    // Weight 0 is no reject share; a reject share alone fills the table.
+    let mut none = e.clone();
+    none[3].weight = 0;
+    assert!(!build(&none, 1021, 0).contains(&REJECT));
+    assert!(build(&[reject_entry(REJECT, 1)], 251, 0).iter().all(|id| *id == REJECT));
+    assert_eq!(reject_entry(REJECT, 1).name, REJECT_NAME);
+    assert!(REJECT_NAME.parse::<std::net::SocketAddr>().is_err());
+}
+
+#[test]
 fn zero_weight_takes_nothing_and_all_zero_is_empty() {
     let mut e = entries(3);
     e[2].weight = 0;

@@ -10,7 +10,7 @@ mod tests;
 pub use addresses::{check_backend_addr, check_vip};
 pub use rules::{
     check_affinity_timeout, check_backend, check_idle_timeout, check_same_family, check_snat_address,
-    check_source_range_family, check_table_size, family, Claims, ModelError, Role, AFFINITY_TIMEOUT,
+    check_source_range_family, check_table_size, check_weights, family, Claims, ModelError, Role, AFFINITY_TIMEOUT,
     DEFAULT_AFFINITY_TIMEOUT, IDLE_TIMEOUT, MAX_AFFINITY_TIMEOUT,
 };
 
@@ -109,6 +109,13 @@ pub struct ServiceSpec {
     pub source_ranges: Vec<ipnet::IpNet>,
     /// Where new flows go, by weight (empty: packets are dropped).
     pub backends: Vec<BackendSpec>,
+    /// Weight of the service's reject share (0: none): of the new flows,
+    /// `reject_weight / (reject_weight + the usable backends' weights)` are
+    /// rejected (UDP: ICMP port unreachable, TCP SYN: RST), as a Gateway
+    /// API backendRef that does not resolve requires. With no usable
+    /// backend every new flow is rejected, whatever this is. Not in the
+    /// YAML file: the Gateway API translation sets it.
+    pub reject_weight: u32,
 }
 
 impl ServiceSpec {

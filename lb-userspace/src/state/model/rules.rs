@@ -12,7 +12,7 @@ use std::{
 
 use super::{
     addresses::{check_backend_addr, check_vip},
-    DesiredState, Protocol, ServiceSpec, SourceMode,
+    BackendSpec, DesiredState, Protocol, ServiceSpec, SourceMode,
 };
 
 /// Idle timeouts (`udp_timeout`, `tcp_timeout`), seconds: up to one week.
@@ -131,6 +131,16 @@ pub enum ModelError {
         /// The backend listed twice.
         addr: SocketAddr,
     },
+    /// Weights (the backends' and the reject share's) whose sum does not
+    /// fit the 32 bits the lookup-table builder and the CLI count shares in.
+    #[error(
+        "the weights of the backends and of the reject share add up to {total}, above {}; scale the weights down",
+        u32::MAX
+    )]
+    WeightTotal {
+        /// The sum of the weights.
+        total: u64,
+    },
     /// More services than the data path holds.
     #[error("{count} services; at most {MAX_SERVICES} are allowed")]
     TooManyServices {
@@ -202,6 +212,17 @@ pub fn check_table_size(size: u32) -> Result<(), ModelError> {
     }
 }
 
+/// Checks a service's weights: its reject share's (`reject_weight`) and
+/// its backends' add up to at most `u32::MAX` (any share of new flows is
+/// then one 32-bit ratio).
+pub fn check_weights(reject_weight: u32, backends: &[BackendSpec]) -> Result<(), ModelError> {
+    let total = u64::from(reject_weight) + backends.iter().map(|b| u64::from(b.weight)).sum::<u64>();
+    if total > u64::from(u32::MAX) {
+        return Err(ModelError::WeightTotal { total });
+    }
+    Ok(())
+}
+
 fn in_range(what: &'static str, value: u32, range: RangeInclusive<u32>) -> Result<(), ModelError> {
     if range.contains(&value) {
         Ok(())
@@ -268,6 +289,7 @@ impl ServiceSpec {
         if let Some(s) = self.maglev_table_size {
             check_table_size(s)?;
         }
+        check_weights(self.reject_weight, &self.backends)?;
         let mut seen = Claims::default();
         for b in &self.backends {
             check_backend(b.addr, self.vip, self.port)?;

@@ -17,6 +17,7 @@ fn spec(name: &str, vip: &str, port: u16, backends: &[&str]) -> ServiceSpec {
         affinity_timeout: None,
         source_ranges: vec![],
         backends: backends.iter().map(|a| BackendSpec { addr: a.parse().unwrap(), weight: 1 }).collect(),
+        reject_weight: 0,
     }
 }
 
@@ -134,4 +135,22 @@ fn claims_name_the_first_user() {
     assert_eq!(c.claim("a", 0), Ok(()));
     assert_eq!(c.claim("b", 1), Ok(()));
     assert_eq!(c.claim("a", 2), Err(0));
+}
+
+#[test]
+fn reject_weight_fits_with_the_backends_weights() {
+    let mut s = spec("a", "192.0.2.10", 53, &["10.1.0.5:53", "10.1.0.6:53"]);
+    s.reject_weight = 30;
+    assert_eq!(s.validate(), Ok(()));
+    // Only a reject share (no backend) is valid: everything is rejected.
+    let mut only = spec("b", "192.0.2.10", 54, &[]);
+    only.reject_weight = u32::MAX;
+    assert_eq!(only.validate(), Ok(()));
+    // The backends' weights (1 + 1) on top of u32::MAX - 1 overflow 32 bits.
+    s.reject_weight = u32::MAX - 1;
+    assert_eq!(s.validate(), Err(ModelError::WeightTotal { total: u64::from(u32::MAX) + 1 }));
+    assert_eq!(s.validate(), check_weights(s.reject_weight, &s.backends));
+    assert!(s.validate().unwrap_err().to_string().contains("scale the weights down"), "{:?}", s.validate());
+    s.reject_weight = u32::MAX - 2;
+    assert_eq!(s.validate(), Ok(()));
 }

@@ -4,7 +4,7 @@
 //! what the maps hold), and, once all are done, the service itself.
 use std::time::Instant;
 
-use lb_common::{prefilter::PREFILTER_READY, ServiceKey, BE_F_ACTIVE, BE_F_UNROUTABLE, RANGE_ENTRIES};
+use lb_common::{prefilter::PREFILTER_READY, ServiceKey, BE_F_ACTIVE, BE_F_IN_USE, RANGE_ENTRIES};
 use tracing::debug;
 
 use super::{
@@ -30,7 +30,7 @@ impl<M: MapOps> MapWriter<M> {
             match op {
                 Op::SetBackend(id, value) => {
                     self.backends[*id as usize] = *value;
-                    if value.flags & (BE_F_ACTIVE | BE_F_UNROUTABLE) != 0 {
+                    if value.flags & BE_F_IN_USE != 0 {
                         self.free_backends.remove(id);
                     } else {
                         self.free_backends.insert(*id);

@@ -193,7 +193,8 @@ pub struct MapWriter<M: MapOps = Maps> {
     /// Service ids not in use (lowest first).
     free_services: BTreeSet<u32>,
     /// Backend slots without a backend (lowest first): exactly the ids
-    /// whose mirror entry has neither `BE_F_ACTIVE` nor `BE_F_UNROUTABLE`.
+    /// whose mirror entry has none of `BE_F_IN_USE` (active, unroutable,
+    /// reject share).
     free_backends: BTreeSet<u32>,
     /// Mirror of `XLB_VIPS`.
     vips: HashMap<[u8; 16], u32>,

@@ -6,22 +6,36 @@
 //!
 //! A service's ops, in order:
 //! 1. its counters zeroed (a new service), backends added or changed
-//!    (unroutable ones written inactive);
+//!    (unroutable ones written inactive), its reject share's slot;
 //! 2. its lookup table, when its inputs changed, into the region the live
 //!    value does not name;
 //! 3. new source ranges, its name, then the service value and its slot:
 //!    the switch; then the source ranges that went;
-//! 4. backends that left or lost their route, deactivated.
+//! 4. backends that left or lost their route, and a reject share no longer
+//!    wanted, deactivated.
 //!
 //! A removal is the other way round: the service value first, then its
 //! slot, source ranges, backends and name.
+//!
+//! # The reject share
+//!
+//! A service with `reject_weight` above 0 and a table (some usable
+//! backend) holds one more backend slot: flags [`BE_F_REJECT`] (never
+//! active), address and port zero, its `weight` the reject weight, and its
+//! id in the table as the Maglev entry [`maglev::reject_entry`]. A new flow
+//! whose pick lands there is rejected by the data path as for a service
+//! without a usable backend. The slot is kept (same id) while the share
+//! stays, written like a backend (before the table that names it, freed
+//! after the switch away from it), so restore reads the weight back from
+//! it. A service without a usable backend has no table and no slot: it
+//! rejects every new flow anyway.
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 
 use lb_common::{
     prefilter::{prefilter_bit_of, PREFILTER_BACKENDS, PREFILTER_ENTRIES, PREFILTER_READY, PREFILTER_VIPS},
-    Backend, Service, ServiceKey, ServiceSlot, BE_F_ACTIVE, BE_F_UNROUTABLE, DEFAULT_TCP_TIMEOUT, DEFAULT_UDP_TIMEOUT,
-    SVC_F_IPV6, SVC_F_RANGES, SVC_F_SNAT,
+    Backend, Service, ServiceKey, ServiceSlot, BE_F_ACTIVE, BE_F_IN_USE, BE_F_REJECT, BE_F_UNROUTABLE,
+    DEFAULT_TCP_TIMEOUT, DEFAULT_UDP_TIMEOUT, SVC_F_IPV6, SVC_F_RANGES, SVC_F_SNAT,
 };
 use tracing::{debug, info, warn};
 
@@ -60,6 +74,17 @@ pub(super) struct Programmed {
     /// Backends without a route (written with [`BE_F_UNROUTABLE`], in no
     /// table): address → slot.
     pub(super) unroutable: BTreeMap<SocketAddr, Unroutable>,
+    /// Its reject share's slot (see the module documentation).
+    pub(super) reject: Option<Reject>,
+}
+
+/// A service's reject share: a backend slot marked [`BE_F_REJECT`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Reject {
+    /// Its slot in the backend array (its id in the table).
+    pub(super) id: u32,
+    /// Its weight (`reject_weight`), above 0.
+    pub(super) weight: u32,
 }
 
 /// A backend slot held by a backend the node has no route to.
@@ -197,11 +222,35 @@ pub(super) fn service(input: &ServiceInput<'_>, array: &BackendArray<'_>) -> Res
         }
     }
 
-    // 2. The lookup table, when its inputs (backends and weights, size,
-    //    seed) changed: into the region not in use.
+    // The reject share's slot: only in a table (without a usable backend
+    // every new flow is rejected anyway).
+    let reject = match (pair, spec.reject_weight) {
+        (Some(_), weight) if weight > 0 => {
+            let (bid, generation) = if let Some(r) = old.and_then(|p| p.reject) {
+                (r.id, slot(&written, r.id).generation)
+            } else {
+                let bid =
+                    array.free.iter().find(|i| !taken.contains(*i)).copied().ok_or(WriteError::TooManyBackends)?;
+                (bid, slot(&written, bid).generation.wrapping_add(1))
+            };
+            taken.insert(bid);
+            let value = Backend { flags: BE_F_REJECT, service_id: id, generation, weight, ..Backend::default() };
+            if slot(&written, bid) != value {
+                ops.push(Op::SetBackend(bid, value));
+                written.insert(bid, value);
+                changed = true;
+            }
+            Some(Reject { id: bid, weight })
+        }
+        _ => None,
+    };
+
+    // 2. The lookup table, when its inputs (backends and weights, reject
+    //    share, size, seed) changed: into the region not in use.
     let unchanged = old.is_some_and(|p| {
         p.table_ok
             && p.backends == backends
+            && p.reject == reject
             && p.value.table_size == size
             && p.value.hash_seed == seed
             && (size == 0 || p.pair == pair)
@@ -217,6 +266,7 @@ pub(super) fn service(input: &ServiceInput<'_>, array: &BackendArray<'_>) -> Res
             let entries: Vec<maglev::Entry> = backends
                 .iter()
                 .map(|(addr, (bid, w))| maglev::Entry { name: addr.to_string(), id: *bid, weight: *w })
+                .chain(reject.map(|r| maglev::reject_entry(r.id, r.weight)))
                 .collect();
             let mut table = Vec::new();
             maglev::build_into(&entries, size, seed, &mut table);
@@ -269,8 +319,8 @@ pub(super) fn service(input: &ServiceInput<'_>, array: &BackendArray<'_>) -> Res
     ops.extend(gone.iter().map(|e| Op::DeleteRange(id, *e)));
     let purge_affinity = old.is_some_and(|p| p.value.affinity_timeout != 0) && value.affinity_timeout == 0;
 
-    // 4. Backends that left, or lost their route: deactivate (their flows
-    //    re-pick on their next packet).
+    // 4. Backends that left, or lost their route, and a reject share no
+    //    longer wanted: deactivate (their flows re-pick on their next packet).
     for (bid, value) in lost_route {
         ops.push(Op::SetBackend(bid, value));
         written.insert(bid, value);
@@ -281,12 +331,20 @@ pub(super) fn service(input: &ServiceInput<'_>, array: &BackendArray<'_>) -> Res
         for (addr, bid) in left {
             if !backends.contains_key(addr) && !unroutable.contains_key(addr) {
                 let mut b = slot(&written, bid);
-                b.flags &= !(BE_F_ACTIVE | BE_F_UNROUTABLE);
+                b.flags &= !BE_F_IN_USE;
                 ops.push(Op::SetBackend(bid, b));
                 written.insert(bid, b);
                 changed = true;
                 debug!(service = %spec.name, backend = %addr, "backend removed");
             }
+        }
+        if let Some(r) = p.reject.filter(|r| reject.map(|n| n.id) != Some(r.id)) {
+            let mut b = slot(&written, r.id);
+            b.flags &= !BE_F_IN_USE;
+            ops.push(Op::SetBackend(r.id, b));
+            written.insert(r.id, b);
+            changed = true;
+            debug!(service = %spec.name, "reject share removed");
         }
     }
 
@@ -302,6 +360,7 @@ pub(super) fn service(input: &ServiceInput<'_>, array: &BackendArray<'_>) -> Res
         route_epoch,
         ranges,
         unroutable,
+        reject,
     };
     Ok(ServicePlan { ops, programmed, changed, purge_affinity, retire })
 }
@@ -313,9 +372,10 @@ pub(super) fn removal(key: ServiceKey, p: &Programmed, slots: &[Backend]) -> Vec
     let id = p.value.id;
     let mut ops = vec![Op::DeleteService(key), Op::ClearSlot(id, key)];
     ops.extend(p.ranges.iter().map(|e| Op::DeleteRange(id, *e)));
-    for bid in p.backends.values().map(|(bid, _)| *bid).chain(p.unroutable.values().map(|u| u.id)) {
+    let backends = p.backends.values().map(|(bid, _)| *bid).chain(p.unroutable.values().map(|u| u.id));
+    for bid in backends.chain(p.reject.map(|r| r.id)) {
         let mut b = slots[bid as usize];
-        b.flags &= !(BE_F_ACTIVE | BE_F_UNROUTABLE);
+        b.flags &= !BE_F_IN_USE;
         ops.push(Op::SetBackend(bid, b));
     }
     ops.push(Op::SetName(id, String::new()));

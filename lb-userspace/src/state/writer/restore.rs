@@ -8,14 +8,15 @@ use std::{
 };
 
 use lb_common::{
-    prefilter::PREFILTER_ENTRIES, Service, ServiceKey, ServiceSlot, BE_F_ACTIVE, BE_F_UNROUTABLE, MAX_SERVICES,
+    prefilter::PREFILTER_ENTRIES, Service, ServiceKey, ServiceSlot, BE_F_ACTIVE, BE_F_IN_USE, BE_F_REJECT,
+    BE_F_UNROUTABLE, MAX_SERVICES,
 };
 use tracing::{debug, info, warn};
 
 use super::{
     encode::{ip_from16, RangeEntry},
     ops::{MapOps, Op},
-    plan::{Programmed, Unroutable},
+    plan::{Programmed, Reject, Unroutable},
     regions::restore_regions,
     routes::Routes,
     MapWriter, MemoryMaps, WriteError,
@@ -48,9 +49,20 @@ impl<M: MapOps> MapWriter<M> {
         // Active (and unroutable) backends by service id, in one pass over the array.
         let mut by_service: HashMap<u32, BTreeMap<SocketAddr, (u32, u32)>> = HashMap::new();
         let mut unroutable_by_service: HashMap<u32, BTreeMap<SocketAddr, Unroutable>> = HashMap::new();
+        // Reject shares by service id (the first slot of each: a second is
+        // corrupt and freed below, with those of no service).
+        let mut reject_by_service: HashMap<u32, Reject> = HashMap::new();
+        let mut stray_rejects = Vec::new();
         for (id, b) in backends.iter().enumerate() {
             let addr = SocketAddr::new(ip_from16(b.addr), u16::from_be(b.port));
-            if b.flags & BE_F_ACTIVE != 0 {
+            if b.flags & BE_F_REJECT != 0 && b.flags & BE_F_ACTIVE == 0 {
+                let r = Reject { id: id as u32, weight: b.weight };
+                if b.weight == 0 || reject_by_service.contains_key(&b.service_id) {
+                    stray_rejects.push(r.id);
+                } else {
+                    reject_by_service.insert(b.service_id, r);
+                }
+            } else if b.flags & BE_F_ACTIVE != 0 {
                 by_service.entry(b.service_id).or_default().insert(addr, (id as u32, b.weight));
             } else if b.flags & BE_F_UNROUTABLE != 0 {
                 unroutable_by_service
@@ -99,7 +111,9 @@ impl<M: MapOps> MapWriter<M> {
                     false
                 }
                 Some(_) => {
-                    let ids: BTreeSet<u32> = backends.values().filter(|(_, w)| *w > 0).map(|(id, _)| *id).collect();
+                    let reject = reject_by_service.get(&value.id).map(|r| r.id);
+                    let ids: BTreeSet<u32> =
+                        backends.values().filter(|(_, w)| *w > 0).map(|(id, _)| *id).chain(reject).collect();
                     let ok = maps
                         .read_table(value.table_offset, value.table_size)
                         .is_some_and(|t| t.iter().all(|id| ids.contains(id)));
@@ -111,9 +125,21 @@ impl<M: MapOps> MapWriter<M> {
             };
             let ranges = ranges.remove(&value.id).unwrap_or_default();
             let unroutable = unroutable_by_service.remove(&value.id).unwrap_or_default();
+            let reject = reject_by_service.remove(&value.id);
             services.insert(
                 key,
-                Programmed { value, name, backends, pair, table_ok, spec: None, route_epoch: 0, ranges, unroutable },
+                Programmed {
+                    value,
+                    name,
+                    backends,
+                    pair,
+                    table_ok,
+                    spec: None,
+                    route_epoch: 0,
+                    ranges,
+                    unroutable,
+                    reject,
+                },
             );
         }
         if !services.is_empty() {
@@ -123,18 +149,17 @@ impl<M: MapOps> MapWriter<M> {
         let free_services = (0..MAX_SERVICES).filter(|i| !used.contains(i)).collect();
         // Unroutable backends of no service (an agent stopped halfway
         // through a removal): their slots are freed.
-        for u in unroutable_by_service.values().flat_map(|m| m.values()) {
-            let mut b = backends[u.id as usize];
-            b.flags &= !BE_F_UNROUTABLE;
-            maps.exec(&Op::SetBackend(u.id, b))?;
-            backends[u.id as usize] = b;
+        // So are reject shares of no service, and a service's second one.
+        let unroutable = unroutable_by_service.values().flat_map(|m| m.values().map(|u| u.id));
+        let rejects = reject_by_service.values().map(|r| r.id).chain(stray_rejects);
+        for id in unroutable.chain(rejects) {
+            let mut b = backends[id as usize];
+            b.flags &= !BE_F_IN_USE;
+            maps.exec(&Op::SetBackend(id, b))?;
+            backends[id as usize] = b;
         }
-        let free_backends = backends
-            .iter()
-            .enumerate()
-            .filter(|(_, b)| b.flags & (BE_F_ACTIVE | BE_F_UNROUTABLE) == 0)
-            .map(|(i, _)| i as u32)
-            .collect();
+        let free_backends =
+            backends.iter().enumerate().filter(|(_, b)| b.flags & BE_F_IN_USE == 0).map(|(i, _)| i as u32).collect();
         let vips = maps.read_vips();
         // What a previous agent announced stays announced until the
         // announcer says otherwise (no gap across a restart).

@@ -18,6 +18,7 @@ use crate::{
 };
 
 mod plan;
+mod reject;
 mod restore;
 
 /// Fails (never skips) unless the process runs as root with a bpffs on
@@ -73,6 +74,7 @@ fn spec(name: &str, port: u16, backends: &[(&str, u16)], size: Option<u32>) -> S
             .iter()
             .map(|(a, w)| crate::state::model::BackendSpec { addr: a.parse().unwrap(), weight: *w })
             .collect(),
+        reject_weight: 0,
     }
 }
 
@@ -483,4 +485,32 @@ fn duplicate_services_are_refused_before_anything_is_written() {
     ));
     w.apply(&DesiredState { services: vec![a] }).expect("one service");
     assert_eq!(w.len(), 1);
+}
+
+/// A reject share on real maps: what `xlb backends` and `xlb maglev` read
+/// of it, and an agent restarted on the pins rewrites nothing.
+#[test]
+fn reject_share_read_by_the_cli_and_kept_across_restart() {
+    require_bpf("reject_share_read_by_the_cli_and_kept_across_restart");
+    let pins = Pins::new("reject");
+    let two = [("10.1.0.1:53", 35), ("10.1.0.2:53", 35)];
+    let state = DesiredState { services: vec![ServiceSpec { reject_weight: 30, ..spec("gw", 53, &two, Some(4093)) }] };
+    let mut w = writer(&pins, 1 << 16, 3);
+    w.apply(&state).expect("apply");
+    let view = crate::bpf::view::MapsView::open_pinned(&pins.0).expect("the pinned maps, read-only");
+    let rows = crate::state::reader::services(&view).expect("read");
+    assert_eq!(rows[0].backends, vec!["10.1.0.1:53", "10.1.0.2:53"], "the reject share is no backend address");
+    let reject: Vec<_> = rows[0].backend_rows.iter().filter(|b| b.state == "reject").collect();
+    assert_eq!(reject.len(), 1, "{:?}", rows[0].backend_rows);
+    assert_eq!((reject[0].address.as_str(), reject[0].weight), (crate::state::reader::REJECT_ADDRESS, 30));
+    let m = crate::state::reader::maglev(&view, "gw").expect("read").expect("gw");
+    let share = |a: &str| m.backends.iter().find(|b| b.address == a).map_or(0.0, |b| b.share);
+    assert!((share("reject") - 0.3).abs() < 0.01, "{m:?}");
+    assert!((share("10.1.0.1:53") - 0.35).abs() < 0.01, "{m:?}");
+    assert_eq!(m.backends.iter().map(|b| b.slots).sum::<u32>(), 4093, "every slot accounted for");
+    assert!(m.max_avg < 1.02, "shares match the weights: {m:?}");
+    drop(w);
+    let mut w = writer(&pins, 1 << 16, 3);
+    let r = w.apply(&state).expect("apply");
+    assert_eq!(r, ApplyReport { unchanged: 1, ..Default::default() }, "restored with its reject share");
 }
