@@ -265,6 +265,7 @@ pub fn service(
             .iter()
             .map(|(a, w)| BackendSpec { addr: a.parse().unwrap_or_else(|_| panic!("bad backend {a}")), weight: *w })
             .collect(),
+        reject_weight: 0,
     }
 }
 

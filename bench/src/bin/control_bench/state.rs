@@ -29,6 +29,7 @@ pub(crate) fn service(i: u32, backends: impl Iterator<Item = u32>, table_size: u
         affinity_timeout: None,
         source_ranges: vec![],
         backends: backends.map(|b| BackendSpec { addr: backend_addr(b), weight: 1 }).collect(),
+        reject_weight: 0,
     }
 }
 

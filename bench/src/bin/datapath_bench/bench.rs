@@ -93,6 +93,7 @@ pub(crate) fn spec(
         affinity_timeout: None,
         source_ranges: vec![],
         backends,
+        reject_weight: 0,
     }
 }
 

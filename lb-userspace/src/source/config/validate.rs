@@ -219,6 +219,7 @@ impl Walker<'_> {
             affinity_timeout: optional_ok(affinity_timeout)?,
             source_ranges: source_ranges?,
             backends: backends?,
+            reject_weight: 0,
         })
     }
 

@@ -276,6 +276,7 @@ pub fn translate(inp: &Inputs<'_>) -> Translation {
                     affinity_timeout,
                     source_ranges: ranges.clone(),
                     backends,
+                    reject_weight: 0,
                 };
                 if let Err(e) = spec.validate() {
                     notes.push(warn(reason::INVALID, format!("{me}: {e}; {} is not programmed", spec.name)));

@@ -109,6 +109,13 @@ pub struct ServiceSpec {
     pub source_ranges: Vec<ipnet::IpNet>,
     /// Where new flows go, by weight (empty: packets are dropped).
     pub backends: Vec<BackendSpec>,
+    /// Weight of the service's reject share (0: none): of the new flows,
+    /// `reject_weight / (reject_weight + the usable backends' weights)` are
+    /// rejected (UDP: ICMP port unreachable, TCP SYN: RST), as a Gateway
+    /// API backendRef that does not resolve requires. With no usable
+    /// backend every new flow is rejected, whatever this is. Not in the
+    /// YAML file: the Gateway API translation sets it.
+    pub reject_weight: u32,
 }
 
 impl ServiceSpec {

@@ -17,6 +17,7 @@ fn spec(name: &str, vip: &str, port: u16, backends: &[&str]) -> ServiceSpec {
         affinity_timeout: None,
         source_ranges: vec![],
         backends: backends.iter().map(|a| BackendSpec { addr: a.parse().unwrap(), weight: 1 }).collect(),
+        reject_weight: 0,
     }
 }
 

@@ -73,6 +73,7 @@ fn spec(name: &str, port: u16, backends: &[(&str, u16)], size: Option<u32>) -> S
             .iter()
             .map(|(a, w)| crate::state::model::BackendSpec { addr: a.parse().unwrap(), weight: *w })
             .collect(),
+        reject_weight: 0,
     }
 }
 

@@ -112,6 +112,7 @@ services:
                 BackendSpec { addr: sa("10.1.0.6:5353"), weight: 3 },
                 BackendSpec { addr: sa("10.1.0.7:5353"), weight: 0 },
             ],
+            reject_weight: 0,
         },
         ServiceSpec {
             name: "web6".into(),
@@ -129,6 +130,7 @@ services:
                 BackendSpec { addr: sa("[2001:db8::5]:53"), weight: 1 },
                 BackendSpec { addr: sa("[2001:db8::6]:8443"), weight: 65535 },
             ],
+            reject_weight: 0,
         },
         ServiceSpec {
             name: "empty-1".into(),
@@ -143,6 +145,7 @@ services:
             affinity_timeout: None,
             source_ranges: vec![],
             backends: vec![],
+            reject_weight: 0,
         },
     ];
     assert_eq!(config.state.services, expected);
