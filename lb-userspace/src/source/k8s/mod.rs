@@ -8,6 +8,7 @@
 pub mod address;
 pub mod endpoints;
 pub mod events;
+pub mod gateway;
 pub mod health;
 pub mod lease;
 pub mod rbac;
@@ -182,6 +183,7 @@ pub async fn run(
             node_name: &opts.node_name,
             lb_class: &opts.lb_class,
             pools: &opts.pools,
+            reserved: &[],
         });
         // Events say "programmed" only once the agent has applied the state.
         // Sent once the state is applied: a VIP is announced where it is programmed.

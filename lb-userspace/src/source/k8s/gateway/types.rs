@@ -256,7 +256,7 @@ pub struct ReferenceGrantSpec {
     group = "gateway.networking.k8s.io",
     version = "v1beta1",
     kind = "ReferenceGrant",
-    struct = "ReferenceGrantV1beta1",
+    root = "ReferenceGrantV1beta1",
     namespaced,
     schema = "disabled"
 )]
