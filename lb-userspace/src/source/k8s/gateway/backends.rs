@@ -60,9 +60,10 @@ pub struct Resolution {
 pub fn permitted(grants: &[Arc<ReferenceGrant>], from_kind: &str, from_ns: &str, to_ns: &str, to_name: &str) -> bool {
     grants.iter().filter(|g| g.metadata.namespace.as_deref() == Some(to_ns)).any(|g| {
         g.spec.from.iter().any(|f| f.group == GROUP && f.kind == from_kind && f.namespace == from_ns)
-            && g.spec.to.iter().any(|t| {
-                t.group.is_empty() && t.kind == "Service" && t.name.as_deref().is_none_or(|n| n == to_name)
-            })
+            && g.spec
+                .to
+                .iter()
+                .any(|t| t.group.is_empty() && t.kind == "Service" && t.name.as_deref().is_none_or(|n| n == to_name))
     })
 }
 
@@ -76,7 +77,10 @@ fn resolve_one(
     let group = b.group.as_deref().unwrap_or("");
     let k = b.kind.as_deref().unwrap_or("Service");
     if !group.is_empty() || k != "Service" {
-        return Err((reason::INVALID_KIND, format!("backendRef {group}/{k} {}: only core Services are supported", b.name)));
+        return Err((
+            reason::INVALID_KIND,
+            format!("backendRef {group}/{k} {}: only core Services are supported", b.name),
+        ));
     }
     let ns = b.namespace.as_deref().unwrap_or(route_ns);
     if ns != route_ns && !permitted(grants, kind.kind(), route_ns, ns, &b.name) {
@@ -89,18 +93,23 @@ fn resolve_one(
             ),
         ));
     }
-    let Some(svc) =
-        services.iter().find(|s| s.metadata.namespace.as_deref() == Some(ns) && s.metadata.name.as_deref() == Some(&b.name))
+    let Some(svc) = services
+        .iter()
+        .find(|s| s.metadata.namespace.as_deref() == Some(ns) && s.metadata.name.as_deref() == Some(&b.name))
     else {
         return Err((reason::BACKEND_NOT_FOUND, format!("backendRef Service {ns}/{} does not exist", b.name)));
     };
     let Some(port) = b.port else {
-        return Err((reason::BACKEND_NOT_FOUND, format!("backendRef Service {ns}/{} has no port; give it one", b.name)));
+        return Err((
+            reason::BACKEND_NOT_FOUND,
+            format!("backendRef Service {ns}/{} has no port; give it one", b.name),
+        ));
     };
     let proto = kind.protocol();
-    let found = svc.spec.as_ref().and_then(|s| s.ports.as_ref()).into_iter().flatten().find(|p| {
-        p.port == port && p.protocol.as_deref().unwrap_or("TCP").eq_ignore_ascii_case(&proto.to_string())
-    });
+    let found =
+        svc.spec.as_ref().and_then(|s| s.ports.as_ref()).into_iter().flatten().find(|p| {
+            p.port == port && p.protocol.as_deref().unwrap_or("TCP").eq_ignore_ascii_case(&proto.to_string())
+        });
     let Some(p) = found else {
         return Err((
             reason::BACKEND_NOT_FOUND,
@@ -196,7 +205,8 @@ fn gcd(a: u64, b: u64) -> u64 {
 /// up. The result is reduced by the common divisor; backend weights fit
 /// `u16` (scaled, each taking part keeps at least 1), the reject share `u32`.
 pub fn share(parts: &[(u64, Vec<BackendSpec>)], reject: u64) -> (Vec<BackendSpec>, u32) {
-    let counts = || parts.iter().filter(|(w, _)| *w > 0).map(|(_, bs)| bs.iter().filter(|b| b.weight > 0).count() as u64);
+    let counts =
+        || parts.iter().filter(|(w, _)| *w > 0).map(|(_, bs)| bs.iter().filter(|b| b.weight > 0).count() as u64);
     // A common multiple of the endpoint counts, while it stays small.
     let lcm = counts().filter(|n| *n > 0).try_fold(1u64, |l, n| {
         let m = l / gcd(l, n) * n;
@@ -221,6 +231,14 @@ pub fn share(parts: &[(u64, Vec<BackendSpec>)], reject: u64) -> (Vec<BackendSpec
         }
     }
     let mut reject = if exact { (reject * lcm) as f64 } else { reject as f64 };
+    if exact {
+        // Reduce first: a ratio like 1000000:500000 fits as 2:1.
+        let d = by_addr.values().map(|v| *v as u64).chain([reject as u64]).filter(|v| *v > 0).reduce(gcd).unwrap_or(1);
+        for v in by_addr.values_mut() {
+            *v = (*v as u64 / d) as f64;
+        }
+        reject = (reject as u64 / d) as f64;
+    }
     let max = by_addr.values().copied().fold(0.0, f64::max);
     let exact = exact && max <= f64::from(u16::MAX) && reject <= f64::from(u32::MAX) - max * by_addr.len() as f64;
     if !exact && max > 0.0 {

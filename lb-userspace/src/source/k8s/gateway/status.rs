@@ -92,10 +92,20 @@ pub fn listener_conditions(l: &ListenerResult, address: &Result<IpAddr, AddressP
         );
         programmed = cond("Programmed", false, "Invalid", "the listener is not accepted");
     } else if l.conflicted {
-        conflicted = cond("Conflicted", true, "ProtocolConflict", format!("another listener has port {} and protocol {}", l.port, l.protocol_text));
+        conflicted = cond(
+            "Conflicted",
+            true,
+            "ProtocolConflict",
+            format!("another listener has port {} and protocol {}", l.port, l.protocol_text),
+        );
         programmed = cond("Programmed", false, "Invalid", "the listener conflicts with another");
     } else if let Some(owner) = &l.port_taken_by {
-        accepted = cond("Accepted", false, "PortUnavailable", format!("the address and port {}/{} belong to {owner}, which claimed them first", l.port, l.protocol_text));
+        accepted = cond(
+            "Accepted",
+            false,
+            "PortUnavailable",
+            format!("the address and port {}/{} belong to {owner}, which claimed them first", l.port, l.protocol_text),
+        );
         programmed = cond("Programmed", false, "Invalid", "the listener is not accepted");
     } else if let Err(p) = address {
         let m = match p {
@@ -112,7 +122,11 @@ pub fn listener_conditions(l: &ListenerResult, address: &Result<IpAddr, AddressP
             "ResolvedRefs",
             false,
             "InvalidRouteKinds",
-            format!("allowedRoutes.kinds: {} cannot attach to a {} listener", l.invalid_kinds.join(", "), l.protocol_text),
+            format!(
+                "allowedRoutes.kinds: {} cannot attach to a {} listener",
+                l.invalid_kinds.join(", "),
+                l.protocol_text
+            ),
         );
     }
     vec![accepted, programmed, resolved, conflicted]
@@ -130,9 +144,14 @@ pub fn gateway_conditions(g: &GatewayResult, allocated: Option<IpAddr>) -> Vec<C
     match &g.address {
         Ok(_) => vec![accepted_ok, cond("Programmed", true, "Programmed", "")],
         Err(AddressProblem::Unsupported(m)) => {
-            vec![cond("Accepted", false, "UnsupportedAddress", m.clone()), cond("Programmed", false, "Invalid", m.clone())]
+            vec![
+                cond("Accepted", false, "UnsupportedAddress", m.clone()),
+                cond("Programmed", false, "Invalid", m.clone()),
+            ]
         }
-        Err(AddressProblem::NotUsable(m)) => vec![accepted_ok, cond("Programmed", false, "AddressNotUsable", m.clone())],
+        Err(AddressProblem::NotUsable(m)) => {
+            vec![accepted_ok, cond("Programmed", false, "AddressNotUsable", m.clone())]
+        }
         Err(AddressProblem::NotAssigned(m)) => {
             let m = match allocated {
                 Some(ip) => format!("{ip} is assigned from --vip-pool and about to be programmed"),
@@ -166,7 +185,12 @@ pub fn gateway_status(
                     .map(|k| RouteGroupKind { group: Some(GROUP.into()), kind: k.kind().into() })
                     .collect(),
                 attached_routes: i32::try_from(l.attached_routes).unwrap_or(i32::MAX),
-                conditions: conditions(&listener_conditions(l, &g.address), g.generation, previous.unwrap_or_default(), now),
+                conditions: conditions(
+                    &listener_conditions(l, &g.address),
+                    g.generation,
+                    previous.unwrap_or_default(),
+                    now,
+                ),
             }
         })
         .collect();
@@ -183,7 +207,8 @@ pub fn gateway_status(
 /// A route's `status`: the parents other controllers wrote, then ours.
 pub fn route_status(r: &RouteResult, controller: &str, current: Option<&RouteStatus>, now: &Time) -> RouteStatus {
     let previous: &[RouteParentStatus] = current.map(|c| c.parents.as_slice()).unwrap_or_default();
-    let mut parents: Vec<RouteParentStatus> = previous.iter().filter(|p| p.controller_name != controller).cloned().collect();
+    let mut parents: Vec<RouteParentStatus> =
+        previous.iter().filter(|p| p.controller_name != controller).cloned().collect();
     let resolved = match &r.resolution.problem {
         None => cond("ResolvedRefs", true, "ResolvedRefs", ""),
         Some((reason, m)) => cond("ResolvedRefs", false, reason, m.clone()),

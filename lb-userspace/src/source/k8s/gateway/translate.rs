@@ -50,12 +50,22 @@ pub struct Route {
 impl Route {
     /// A TCPRoute as a [`Route`].
     pub fn tcp(r: &super::types::TCPRoute) -> Self {
-        Route { kind: RouteKind::Tcp, metadata: r.metadata.clone(), spec: r.spec.route.clone(), status: r.status.clone() }
+        Route {
+            kind: RouteKind::Tcp,
+            metadata: r.metadata.clone(),
+            spec: r.spec.route.clone(),
+            status: r.status.clone(),
+        }
     }
 
     /// A UDPRoute as a [`Route`].
     pub fn udp(r: &super::types::UDPRoute) -> Self {
-        Route { kind: RouteKind::Udp, metadata: r.metadata.clone(), spec: r.spec.route.clone(), status: r.status.clone() }
+        Route {
+            kind: RouteKind::Udp,
+            metadata: r.metadata.clone(),
+            spec: r.spec.route.clone(),
+            status: r.status.clone(),
+        }
     }
 }
 
@@ -245,10 +255,7 @@ pub fn address(gw: &Gateway, pools: &[IpNet]) -> (Result<IpAddr, AddressProblem>
         return (Err(AddressProblem::Unsupported(format!("address type {t} is not supported; use IPAddress"))), true);
     }
     if asked.len() > 1 {
-        return (
-            Err(AddressProblem::Unsupported("xlb gives a Gateway one address; list one IPAddress".into())),
-            true,
-        );
+        return (Err(AddressProblem::Unsupported("xlb gives a Gateway one address; list one IPAddress".into())), true);
     }
     if let Some(a) = asked.first() {
         let Ok(ip) = a.value.trim().parse::<IpAddr>() else {
@@ -398,19 +405,22 @@ pub fn translate(inp: &Inputs<'_>) -> Translation {
             let mut matching = 0;
             let mut accepted_on = Vec::new();
             for (l, r) in gw.spec.listeners.iter().zip(results) {
-                if p.section_name.as_deref().is_some_and(|s| s != l.name)
-                    || p.port.is_some_and(|port| port != l.port)
-                {
+                if p.section_name.as_deref().is_some_and(|s| s != l.name) || p.port.is_some_and(|port| port != l.port) {
                     continue;
                 }
                 matching += 1;
-                if r.valid() && r.supported_kinds.contains(&route.kind) && namespace_allowed(l, &gkey.0, &ns, inp.namespaces)
+                if r.valid()
+                    && r.supported_kinds.contains(&route.kind)
+                    && namespace_allowed(l, &gkey.0, &ns, inp.namespaces)
                 {
                     accepted_on.push(l.name.clone());
                 }
             }
             let accepted = if matching == 0 {
-                Err((reason::NO_MATCHING_PARENT, "no listener of the Gateway matches the parentRef's sectionName and port".into()))
+                Err((
+                    reason::NO_MATCHING_PARENT,
+                    "no listener of the Gateway matches the parentRef's sectionName and port".into(),
+                ))
             } else if accepted_on.is_empty() {
                 Err((
                     reason::NOT_ALLOWED_BY_LISTENERS,
@@ -459,7 +469,8 @@ pub fn translate(inp: &Inputs<'_>) -> Translation {
                 l.port_taken_by = Some(first);
                 continue;
             }
-            let refs = l.route.as_ref().and_then(|r| out.routes.get(r)).map(|r| r.resolution.refs.clone()).unwrap_or_default();
+            let refs =
+                l.route.as_ref().and_then(|r| out.routes.get(r)).map(|r| r.resolution.refs.clone()).unwrap_or_default();
             let (backends, reject_weight, left_out) = backends::backends(&refs, inp.slices, inp.node_name, vip, l.port);
             for m in left_out {
                 result.notes.push(Note { warning: true, reason: svc_reason::INVALID, message: m });
@@ -484,7 +495,12 @@ pub fn translate(inp: &Inputs<'_>) -> Translation {
                 continue;
             }
             l.service = Some(spec.name.clone());
-            out.candidates.push(Candidate { gateway: gkey.clone(), listener: l.name.clone(), rank: result.rank.clone(), spec });
+            out.candidates.push(Candidate {
+                gateway: gkey.clone(),
+                listener: l.name.clone(),
+                rank: result.rank.clone(),
+                spec,
+            });
         }
     }
     out

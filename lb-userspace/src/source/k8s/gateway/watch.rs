@@ -164,9 +164,10 @@ where
                     trigger.notify_one();
                 }
                 // The CRD was removed: not an outage of the API server.
-                Err(watcher::Error::InitialListFailed(kube::Error::Api(s)) | watcher::Error::WatchFailed(kube::Error::Api(s)))
-                    if s.code == 404 =>
-                {
+                Err(
+                    watcher::Error::InitialListFailed(kube::Error::Api(s))
+                    | watcher::Error::WatchFailed(kube::Error::Api(s)),
+                ) if s.code == 404 => {
                     if !gone_told {
                         info!(%kind, "the API server no longer serves this Gateway API kind (CRD removed?); retrying quietly");
                         gone_told = true;
@@ -185,7 +186,13 @@ where
 
 /// One discovery round: starts the watches of the kinds newly served.
 /// Returns whether every kind is watched now.
-async fn discover(client: &Client, w: &mut Writers, stores: &GatewayStores, trigger: &Arc<Notify>, health: &Arc<Health>) -> bool {
+async fn discover(
+    client: &Client,
+    w: &mut Writers,
+    stores: &GatewayStores,
+    trigger: &Arc<Notify>,
+    health: &Arc<Health>,
+) -> bool {
     let Some(v1) = served(client, "v1").await else { return false };
     let mut started = Vec::new();
     macro_rules! start {
@@ -265,7 +272,8 @@ pub async fn start(client: &Client, trigger: Arc<Notify>, health: Arc<Health>) -
         grants_v1beta1: Some(wb),
         namespaces: Some(wn),
     };
-    let first = tokio::time::timeout(Duration::from_secs(5), discover(client, &mut writers, &stores, &trigger, &health)).await;
+    let first =
+        tokio::time::timeout(Duration::from_secs(5), discover(client, &mut writers, &stores, &trigger, &health)).await;
     if first == Ok(true) {
         return stores;
     }

@@ -74,8 +74,14 @@ impl StatusWriter {
             let want = status::route_status(result, &self.controller, r.status.as_ref(), &now);
             let key = format!("{}/{ns}/{name}", r.kind.kind());
             live.insert(key.clone());
-            self.put(key, Target::Route(r.kind, &ns, &name), r.status.as_ref(), &want, r.metadata.resource_version.clone())
-                .await;
+            self.put(
+                key,
+                Target::Route(r.kind, &ns, &name),
+                r.status.as_ref(),
+                &want,
+                r.metadata.resource_version.clone(),
+            )
+            .await;
         }
         self.written.retain(|k, _| live.contains(k));
     }
@@ -100,7 +106,9 @@ impl StatusWriter {
         let c = self.client.clone();
         let r = match target {
             Target::Class(name) => Api::<GatewayClass>::all(c).patch_status(name, &pp, &p).await.map(|_| ()),
-            Target::Gateway(ns, name) => Api::<Gateway>::namespaced(c, ns).patch_status(name, &pp, &p).await.map(|_| ()),
+            Target::Gateway(ns, name) => {
+                Api::<Gateway>::namespaced(c, ns).patch_status(name, &pp, &p).await.map(|_| ())
+            }
             Target::Route(RouteKind::Tcp, ns, name) => {
                 Api::<TCPRoute>::namespaced(c, ns).patch_status(name, &pp, &p).await.map(|_| ())
             }
