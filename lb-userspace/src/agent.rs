@@ -54,6 +54,10 @@ pub struct AgentArgs {
     /// (Kubernetes mode).
     #[arg(long, default_value = "xlb.io/xdp")]
     pub lb_class: String,
+    /// Serve the Gateway API GatewayClasses whose `spec.controllerName` is
+    /// this (Kubernetes mode).
+    #[arg(long, default_value = crate::source::k8s::gateway::DEFAULT_CONTROLLER_NAME)]
+    pub gateway_controller_name: String,
     /// Range to allocate VIPs from for Services that ask for none
     /// (repeatable, IPv4 or IPv6 CIDR; Kubernetes mode).
     #[arg(long = "vip-pool", value_name = "CIDR")]
@@ -244,6 +248,7 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
             namespace: args.namespace.clone(),
             interfaces: args.interfaces.clone(),
             announce_l2: args.announce.announce == crate::announce::Mode::L2,
+            gateway_controller_name: args.gateway_controller_name.clone(),
         })
     } else {
         let path = args.config.clone().ok_or_else(|| AgentError::Usage("--config FILE is required".into()))?;

@@ -91,8 +91,14 @@ mod tests {
             svcs.iter().map(|s| Arc::new(serde_json::from_value(s.clone()).unwrap())).collect();
         let slices: Vec<Arc<EndpointSlice>> =
             sls.iter().map(|s| Arc::new(serde_json::from_value(s.clone()).unwrap())).collect();
-        let t =
-            translate(&Inputs { services: &services, slices: &slices, node_name: NODE, lb_class: CLASS, pools: &[] });
+        let t = translate(&Inputs {
+            services: &services,
+            slices: &slices,
+            node_name: NODE,
+            lb_class: CLASS,
+            pools: &[],
+            reserved: &[],
+        });
         eligible(&t)
             .into_iter()
             .map(|(vip, s)| (vip.to_string(), s.into_iter().map(|(ns, n)| format!("{ns}/{n}")).collect()))

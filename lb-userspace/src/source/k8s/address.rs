@@ -84,7 +84,17 @@ pub struct StatusUpdate {
 /// address of the first pool with one. A Service no longer ours (deleted
 /// ones simply vanish) gives back the pool addresses in its status.
 pub fn plan(ours: &[Arc<Service>], others: &[Arc<Service>], pools: &[IpNet]) -> Vec<StatusUpdate> {
-    let mut used: BTreeSet<IpAddr> = BTreeSet::new();
+    plan_beside(ours, others, pools, &BTreeSet::new())
+}
+
+/// [`plan`], allocating none of `taken` (the Gateways' addresses).
+pub fn plan_beside(
+    ours: &[Arc<Service>],
+    others: &[Arc<Service>],
+    pools: &[IpNet],
+    taken: &BTreeSet<IpAddr>,
+) -> Vec<StatusUpdate> {
+    let mut used: BTreeSet<IpAddr> = taken.clone();
     let mut wanted: Vec<Option<Vec<IpAddr>>> = Vec::with_capacity(ours.len());
     for svc in ours {
         let want = match requested(svc, pools) {

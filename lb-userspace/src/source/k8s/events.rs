@@ -5,7 +5,7 @@
 //! one Event per change, not N.
 use std::collections::{BTreeMap, HashMap};
 
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{ObjectReference, Service};
 use kube::{
     runtime::events::{Event, EventType, Recorder, Reporter},
     Client, Resource as _,
@@ -46,11 +46,25 @@ impl Notifier {
         notes: &BTreeMap<(String, String), Vec<Note>>,
         publish: bool,
     ) {
-        self.logged.retain(|k, _| notes.contains_key(k));
-        self.published.retain(|k, _| publish && notes.contains_key(k));
-        for svc in services {
+        let refs = services.iter().map(|svc| {
             let key =
                 (svc.metadata.namespace.clone().unwrap_or_default(), svc.metadata.name.clone().unwrap_or_default());
+            (key, svc.object_ref(&()))
+        });
+        self.notify_refs(refs, notes, publish);
+    }
+
+    /// [`Notifier::notify`] for any kind of object: `objects` are the
+    /// objects' (`namespace`, `name`) with their references.
+    pub fn notify_refs(
+        &mut self,
+        objects: impl IntoIterator<Item = ((String, String), ObjectReference)>,
+        notes: &BTreeMap<(String, String), Vec<Note>>,
+        publish: bool,
+    ) {
+        self.logged.retain(|k, _| notes.contains_key(k));
+        self.published.retain(|k, _| publish && notes.contains_key(k));
+        for (key, reference) in objects {
             let Some(now) = notes.get(&key) else { continue };
             let service = format!("{}/{}", key.0, key.1);
             for n in fresh(self.logged.get(&key), now) {
@@ -69,7 +83,6 @@ impl Notifier {
             if fresh.is_empty() {
                 continue;
             }
-            let reference = svc.object_ref(&());
             let recorder = self.recorder.clone();
             tokio::spawn(async move {
                 for n in fresh {

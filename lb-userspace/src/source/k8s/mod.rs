@@ -8,6 +8,7 @@
 pub mod address;
 pub mod endpoints;
 pub mod events;
+pub mod gateway;
 pub mod health;
 pub mod lease;
 pub mod rbac;
@@ -70,6 +71,8 @@ pub struct Options {
     /// `--announce l2`: compete for the Lease of each eligible VIP and send
     /// the VIPs held on the `announced` channel ([`crate::announce::lease`]).
     pub announce_l2: bool,
+    /// `--gateway-controller-name`: the GatewayClasses served.
+    pub gateway_controller_name: String,
 }
 
 /// A client from `--kubeconfig`, else in-cluster, else the default kubeconfig.
@@ -130,10 +133,11 @@ pub async fn run(
     let client = client(opts.kubeconfig.as_deref()).await?;
     let trigger = Arc::new(Notify::new());
     let stores = watch::start(&client, &opts.node_name, trigger.clone(), health.clone());
+    let gw_stores = gateway::watch::start(&client, trigger.clone(), health.clone()).await;
     let mut shutdown = std::pin::pin!(shutdown);
     info!(node = %opts.node_name, class = %opts.lb_class, "waiting for the first list of Services, EndpointSlices and the Node");
     tokio::select! {
-        () = stores.ready() => {}
+        () = async { stores.ready().await; gw_stores.wait_ready(Duration::from_secs(30)).await } => {}
         () = &mut shutdown => return Ok(()),
     }
     let leader = Arc::new(AtomicBool::new(false));
@@ -156,6 +160,11 @@ pub async fn run(
         tokio::spawn(announce::lease::run(settings, eligible_rx, announced, stopped.clone()))
     });
     let mut notifier = events::Notifier::new(client.clone(), &opts.node_name);
+    let mut gw_notifier = events::Notifier::new(client.clone(), &opts.node_name);
+    let mut gw_writer = gateway::write::StatusWriter::new(client.clone(), &opts.gateway_controller_name);
+    // The last Gateway translation, reused while a Gateway API watch just
+    // started has no complete first list.
+    let mut gw_last = gateway::translate::Translation::default();
     let mut health_servers = health::HealthServers::default();
     let mut first = true;
     loop {
@@ -176,13 +185,34 @@ pub async fn run(
         first = false;
         let services = stores.services.state();
         let slices = stores.slices.state();
-        let t = translate::translate(&translate::Inputs {
+        let gw_snap = gw_stores.snapshot();
+        if let Some(snap) = &gw_snap {
+            gw_last = gateway::translate::translate(&gateway::translate::Inputs {
+                classes: &snap.classes,
+                gateways: &snap.gateways,
+                routes: &snap.routes,
+                grants: &snap.grants,
+                namespaces: &snap.namespaces,
+                services: &services,
+                slices: &slices,
+                controller_name: &opts.gateway_controller_name,
+                node_name: &opts.node_name,
+                pools: &opts.pools,
+            });
+        }
+        let reserved = gw_last.reservations();
+        let mut t = translate::translate(&translate::Inputs {
             services: &services,
             slices: &slices,
             node_name: &opts.node_name,
             lb_class: &opts.lb_class,
             pools: &opts.pools,
+            reserved: &reserved,
         });
+        // Port claims: the listeners an older Service holds yield.
+        let mut gw = gw_last.clone();
+        gw.yield_to(&t.taken);
+        t.state.services.extend(gw.services().cloned());
         // Events say "programmed" only once the agent has applied the state.
         // Sent once the state is applied: a VIP is announced where it is programmed.
         let eligible_now = opts.announce_l2.then(|| eligible_refs(&t, &services));
@@ -210,8 +240,20 @@ pub async fn run(
         }
         let leading = leader.load(Ordering::SeqCst);
         notifier.notify(&services, &t.notes, leading);
+        if let Some(snap) = &gw_snap {
+            let refs = snap.gateways.iter().map(|g| {
+                let key =
+                    (g.metadata.namespace.clone().unwrap_or_default(), g.metadata.name.clone().unwrap_or_default());
+                (key, g.object_ref(&()))
+            });
+            gw_notifier.notify_refs(refs, &gw.notes(), leading);
+        }
         if leading {
-            write_status(&client, &services, &opts).await;
+            let held = write_status(&client, &services, &opts, &gateway::address::in_use(&gw)).await;
+            if let Some(snap) = &gw_snap {
+                let allocated = gateway::address::plan(&gw, &held, &opts.pools);
+                gw_writer.write(&gw, snap, &allocated).await;
+            }
         }
     }
     let _ = stop.send(true);
@@ -277,12 +319,29 @@ async fn hold_lease(
 }
 
 /// As the allocator: writes the addresses Services should have into their
-/// status (`ipMode: VIP`), allocating from the pools and releasing them.
-async fn write_status(client: &Client, services: &[Arc<Service>], opts: &Options) {
+/// status (`ipMode: VIP`), allocating from the pools (never one of
+/// `gateways`, the Gateways' addresses) and releasing them. Returns the
+/// addresses the Services of ours hold or are given.
+async fn write_status(
+    client: &Client,
+    services: &[Arc<Service>],
+    opts: &Options,
+    gateways: &BTreeSet<IpAddr>,
+) -> BTreeSet<IpAddr> {
     let ours = translate::ours_in_claim_order(services, &opts.lb_class);
     let others: Vec<Arc<Service>> =
         services.iter().filter(|s| !translate::is_ours(s, &opts.lb_class)).cloned().collect();
-    for u in address::plan(&ours, &others, &opts.pools) {
+    let mut held: BTreeSet<IpAddr> = ours
+        .iter()
+        .flat_map(|s| {
+            let mut ips = address::status_ips(s);
+            ips.extend(address::requested(s, &opts.pools).unwrap_or_default());
+            ips
+        })
+        .collect();
+    let plan = address::plan_beside(&ours, &others, &opts.pools, gateways);
+    held.extend(plan.iter().flat_map(|u| u.ips.iter().copied()));
+    for u in plan {
         let ingress: Vec<serde_json::Value> =
             u.ips.iter().map(|ip| serde_json::json!({"ip": ip.to_string(), "ipMode": "VIP"})).collect();
         let patch = serde_json::json!({"status": {"loadBalancer": {"ingress": ingress}}});
@@ -296,4 +355,5 @@ async fn write_status(client: &Client, services: &[Arc<Service>], opts: &Options
             }
         }
     }
+    held
 }

@@ -38,6 +38,26 @@ pub const API_CALLS: &[ApiCall] = &[
     call("discovery.k8s.io", "endpointslices", "watch"),
     call("", "nodes", "list"),
     call("", "nodes", "watch"),
+    // gateway/watch.rs: reflectors on the Gateway API kinds once served
+    // (ReferenceGrants as v1 or v1beta1: one resource for RBAC) and on
+    // Namespaces (listeners' namespace selectors) along with Gateways.
+    call("gateway.networking.k8s.io", "gatewayclasses", "list"),
+    call("gateway.networking.k8s.io", "gatewayclasses", "watch"),
+    call("gateway.networking.k8s.io", "gateways", "list"),
+    call("gateway.networking.k8s.io", "gateways", "watch"),
+    call("gateway.networking.k8s.io", "tcproutes", "list"),
+    call("gateway.networking.k8s.io", "tcproutes", "watch"),
+    call("gateway.networking.k8s.io", "udproutes", "list"),
+    call("gateway.networking.k8s.io", "udproutes", "watch"),
+    call("gateway.networking.k8s.io", "referencegrants", "list"),
+    call("gateway.networking.k8s.io", "referencegrants", "watch"),
+    call("", "namespaces", "list"),
+    call("", "namespaces", "watch"),
+    // gateway/write.rs: merge patches of the statuses.
+    call("gateway.networking.k8s.io", "gatewayclasses/status", "patch"),
+    call("gateway.networking.k8s.io", "gateways/status", "patch"),
+    call("gateway.networking.k8s.io", "tcproutes/status", "patch"),
+    call("gateway.networking.k8s.io", "udproutes/status", "patch"),
     // mod.rs write_status: a merge patch of services/status.
     call("", "services/status", "patch"),
     // lease.rs: get_opt (the allocator), create, replace (update; a

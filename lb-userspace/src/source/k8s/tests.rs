@@ -92,6 +92,7 @@ fn run(svcs: &[Value], sls: &[Value], pools: &[&str]) -> Translation {
         node_name: NODE,
         lb_class: CLASS,
         pools: &pools,
+        reserved: &[],
     })
 }
 

@@ -8,7 +8,11 @@ use std::{
 };
 
 use ipnet::IpNet;
-use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
+use k8s_openapi::{
+    api::{core::v1::Service, discovery::v1::EndpointSlice},
+    apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    jiff::Timestamp,
+};
 
 use super::{
     address,
@@ -45,6 +49,34 @@ pub struct Inputs<'a> {
     pub lb_class: &'a str,
     /// `--vip-pool`s.
     pub pools: &'a [IpNet],
+    /// What Gateway listeners claim ([`super::gateway`]): a Service older
+    /// than the listener takes the key from it (see
+    /// [`Translation::taken`]), a younger one yields it.
+    pub reserved: &'a [Reservation],
+}
+
+/// The order in which claims on a VIP, port and protocol are served:
+/// objects without a `creationTimestamp` last, then the oldest first, then
+/// by `namespace/name`.
+pub type ClaimRank = (bool, Option<Timestamp>, String);
+
+/// The [`ClaimRank`] of an object.
+pub fn claim_rank(meta: &ObjectMeta) -> ClaimRank {
+    let t = meta.creation_timestamp.as_ref().map(|t| t.0);
+    let name = format!("{}/{}", meta.namespace.as_deref().unwrap_or(""), meta.name.as_deref().unwrap_or(""));
+    (t.is_none(), t, name)
+}
+
+/// A VIP, port and protocol claimed by someone other than a Service (a
+/// Gateway listener), with the claimant's rank.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reservation {
+    /// The VIP, port and protocol.
+    pub key: (IpAddr, u16, Protocol),
+    /// The claimant's rank.
+    pub rank: ClaimRank,
+    /// The claimant, as named in messages (`Gateway NS/NAME listener L`).
+    pub owner: String,
 }
 
 /// Something to tell about a Service (an Event).
@@ -84,6 +116,9 @@ pub struct Translation {
     pub vip_services: BTreeMap<IpAddr, BTreeSet<(String, String)>>,
     /// Per Service programmed: where its traffic may go from this node.
     pub placements: BTreeMap<(String, String), Placement>,
+    /// The [`Inputs::reserved`] keys a Service claimed first: key → the
+    /// Service's `namespace/name`.
+    pub taken: BTreeMap<(IpAddr, u16, Protocol), String>,
 }
 
 /// Where a programmed Service's traffic may go from this node.
@@ -111,11 +146,7 @@ pub fn full_name(svc: &Service) -> String {
 /// namespace/name.
 pub fn ours_in_claim_order(services: &[Arc<Service>], lb_class: &str) -> Vec<Arc<Service>> {
     let mut ours: Vec<Arc<Service>> = services.iter().filter(|s| is_ours(s, lb_class)).cloned().collect();
-    ours.sort_by(|a, b| {
-        let t = |s: &Service| s.metadata.creation_timestamp.as_ref().map(|t| t.0);
-        // Services without a timestamp sort last.
-        (t(a).is_none(), t(a), full_name(a)).cmp(&(t(b).is_none(), t(b), full_name(b)))
-    });
+    ours.sort_by_cached_key(|s| claim_rank(&s.metadata));
     ours
 }
 
@@ -172,6 +203,7 @@ pub fn translate(inp: &Inputs<'_>) -> Translation {
         let ns = svc.metadata.namespace.clone().unwrap_or_default();
         let name = svc.metadata.name.clone().unwrap_or_default();
         let me = format!("{ns}/{name}");
+        let rank = claim_rank(&svc.metadata);
         let notes = out.notes.entry((ns.clone(), name.clone())).or_default();
         let warn = |reason: &'static str, message: String| Note { warning: true, reason, message };
         let vips = match address::vips(&svc, inp.pools) {
@@ -239,6 +271,14 @@ pub fn translate(inp: &Inputs<'_>) -> Translation {
             }
             for (i, vip) in vips.iter().enumerate() {
                 let key = (*vip, number, proto);
+                let reserved = inp.reserved.iter().find(|r| r.key == key);
+                if let Some(r) = reserved.filter(|r| r.rank < rank) {
+                    notes.push(warn(
+                        reason::PORT_CLAIM_CONFLICT,
+                        format!("{vip} port {number}/{proto} belongs to {}, which claimed it first; {me} is not programmed for it", r.owner),
+                    ));
+                    continue;
+                }
                 match claims.claim(key, me.clone()) {
                     Err(owner) if owner == me => continue, // the same port listed twice
                     Err(owner) => {
@@ -248,7 +288,11 @@ pub fn translate(inp: &Inputs<'_>) -> Translation {
                         ));
                         continue;
                     }
-                    Ok(()) => {}
+                    Ok(()) => {
+                        if reserved.is_some() {
+                            out.taken.insert(key, me.clone());
+                        }
+                    }
                 }
                 let family: Vec<_> =
                     eps.iter().filter(|e| e.addr.is_ipv4() == vip.is_ipv4() && (!local || e.local)).copied().collect();
