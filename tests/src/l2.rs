@@ -112,8 +112,8 @@ pub fn neighbour_solicitation(mac: [u8; 6], from: Ipv6Addr, target: Ipv6Addr) ->
     let mut payload = t.to_vec();
     payload.extend_from_slice(&[1, 1]);
     payload.extend_from_slice(&mac);
-    let icmp = Icmpv6Header::with_checksum(Icmpv6Type::NeighborSolicitation, from.octets(), g, &payload)
-        .expect("an NS fits");
+    let icmp =
+        Icmpv6Header::with_checksum(Icmpv6Type::NeighborSolicitation, from.octets(), g, &payload).expect("an NS fits");
     let ip = Ipv6Header {
         traffic_class: 0,
         flow_label: Ipv6FlowLabel::ZERO,
