@@ -137,7 +137,7 @@ fn forwarded_by(peer: IpAddr) -> Option<usize> {
     })
 }
 
-fn mac_str(m: &[u8; 6]) -> String {
+fn mac_str(m: [u8; 6]) -> String {
     m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
 }
 
@@ -205,8 +205,8 @@ impl Segment {
         for ns in nodes.iter().chain([&client, &sw]) {
             wait_carrier(ns);
         }
-        for i in 0..NODES.len() {
-            pod_routes(&nodes[i], i);
+        for (i, n) in nodes.iter().enumerate() {
+            pod_routes(n, i);
         }
         let api = ApiServer::start_listening(&sw, "10.210.0.1:0".parse().unwrap()).expect("fake API server");
         let kc = api.client();
@@ -279,18 +279,20 @@ impl Segment {
             agents_diag(&named),
             ip_out(&self.client, &["neigh", "show", "dev", "eth0"]),
             xlb_tests::run_cmd("bridge", &["-n", &self.sw.name, "fdb", "show", "br", "br0"])
-                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-                .unwrap_or_else(|e| format!("{e:#}")),
+                .map_or_else(|e| format!("{e:#}"), |o| String::from_utf8_lossy(&o.stdout).into_owned()),
         )
     }
 
     /// The node whose `eth0` has this MAC.
-    fn node_of(&self, mac: &[u8; 6]) -> String {
-        self.macs.iter().position(|m| m == mac).map_or_else(|| format!("unknown {}", mac_str(mac)), |i| NODES[i].into())
+    fn node_of(&self, mac: [u8; 6]) -> String {
+        self.macs
+            .iter()
+            .position(|m| *m == mac)
+            .map_or_else(|| format!("unknown {}", mac_str(mac)), |i| NODES[i].into())
     }
 
     fn names(&self, macs: &[[u8; 6]]) -> Vec<String> {
-        macs.iter().map(|m| self.node_of(m)).collect()
+        macs.iter().map(|m| self.node_of(*m)).collect()
     }
 
     fn holder(&self, lease: &str) -> Option<String> {
@@ -896,7 +898,7 @@ fn with_local_policy_and_endpoints_only_behind_node_2_only_node_2_ever_answers()
     let from: BTreeSet<String> = seen
         .iter()
         .filter_map(|(_, e)| match e {
-            Seen::Answered(m) | Seen::Announced(m) => Some(s.node_of(m)),
+            Seen::Answered(m) | Seen::Announced(m) => Some(s.node_of(*m)),
             Seen::Asked => None,
         })
         .collect();
