@@ -93,7 +93,8 @@ pub fn try_udp_echo_server(ns: &Netns, bind: SocketAddr, tag: &str) -> Result<Se
 /// the sender's kernel. Panics if it cannot bind.
 pub fn udp_sized_server(ns: &Netns, bind: SocketAddr, tag: &str, reply_len: usize) -> ServerHandle {
     let t_tag = tag.to_string();
-    try_udp_server(ns, bind, tag, move |n, peer| {
+    try_udp_server(ns, bind, tag, move |datagram, peer| {
+        let n = datagram.len();
         let mut reply = format!("{t_tag} {n} {} ", peer.ip().to_canonical()).into_bytes();
         reply.resize(reply_len.max(reply.len()), b'.');
         reply
@@ -102,12 +103,12 @@ pub fn udp_sized_server(ns: &Netns, bind: SocketAddr, tag: &str, reply_len: usiz
 }
 
 /// A UDP server in `ns` bound to `bind` that answers every datagram with
-/// `reply(received length, peer)`.
+/// `reply(datagram, peer)`.
 pub fn try_udp_server(
     ns: &Netns,
     bind: SocketAddr,
     tag: &str,
-    reply: impl Fn(usize, SocketAddr) -> Vec<u8> + Send + 'static,
+    reply: impl Fn(&[u8], SocketAddr) -> Vec<u8> + Send + 'static,
 ) -> Result<ServerHandle> {
     let sock = ns.try_run(|| UdpSocket::bind(bind))?.with_context(|| format!("bind UDP {bind}"))?;
     sock.set_read_timeout(Some(POLL))?;
@@ -121,7 +122,7 @@ pub fn try_udp_server(
         while !t_stop.load(Ordering::SeqCst) {
             match sock.recv_from(&mut buf) {
                 Ok((n, peer)) => {
-                    let _ = sock.send_to(&reply(n, peer), peer);
+                    let _ = sock.send_to(&reply(&buf[..n], peer), peer);
                     t_served.fetch_add(1, Ordering::SeqCst);
                 }
                 Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted) => {}

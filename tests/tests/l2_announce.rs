@@ -11,12 +11,12 @@ mod common;
 
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
-    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use common::*;
-use etherparse::{ArpOperation, Icmpv6Type, LinkSlice, NetSlice, SlicedPacket, TransportSlice};
+use etherparse::ArpOperation;
+use xlb_tests::l2::{self, arp_of, mac_of, neighbour_advert, Capture};
 use xlb_tests::{tcp_probe, udp_probe, Netns, Probe, Topology};
 
 /// VIPs on the client's link (10.100.0.0/24, fd00:100::/64): no route
@@ -36,157 +36,9 @@ fn services(with_v4: bool) -> String {
     config(&s)
 }
 
-/// The MAC of `ifname` in `ns`.
-fn mac_of(ns: &Netns, ifname: &str) -> [u8; 6] {
-    let out = ns.ip(&["-j", "link", "show", ifname]).expect("ip link show");
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ip -j link");
-    parse_mac(v[0]["address"].as_str().expect("an address"))
-}
-
-fn parse_mac(s: &str) -> [u8; 6] {
-    let b: Vec<u8> = s.split(':').map(|x| u8::from_str_radix(x, 16).expect("hex")).collect();
-    b.try_into().expect("6 bytes")
-}
-
-/// The client's neighbour entry for `ip` on eth0: (MAC, state), if any.
+/// The client's neighbour entry for `ip` on eth0.
 fn neighbour(ns: &Netns, ip: IpAddr) -> Option<([u8; 6], String)> {
-    let out = ns.ip(&["-j", "neigh", "show", &ip.to_string(), "dev", "eth0"]).expect("ip neigh show");
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
-    let e = v.get(0)?;
-    let mac = parse_mac(e.get("lladdr")?.as_str()?);
-    let state = e["state"].as_array().map(|s| s.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join(","));
-    Some((mac, state.unwrap_or_default()))
-}
-
-/// A raw packet socket on one interface of a namespace: sees every frame
-/// that arrives there, sends whole frames.
-struct Capture {
-    fd: OwnedFd,
-    ifindex: i32,
-}
-
-impl Capture {
-    fn open(ns: &Netns, ifname: &str) -> Capture {
-        let ifname = ifname.to_string();
-        ns.run(move || {
-            let c = std::ffi::CString::new(ifname).unwrap();
-            // SAFETY: NUL-terminated name.
-            let ifindex = unsafe { libc::if_nametoindex(c.as_ptr()) } as i32;
-            assert!(ifindex > 0, "no such interface");
-            let proto = (libc::ETH_P_ALL as u16).to_be();
-            // SAFETY: socket(2) with constant arguments.
-            let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, i32::from(proto)) };
-            assert!(fd >= 0, "AF_PACKET socket: {}", std::io::Error::last_os_error());
-            // SAFETY: a new descriptor we own.
-            let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-            // SAFETY: zeroed sockaddr_ll is valid.
-            let mut sa: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-            sa.sll_family = libc::AF_PACKET as u16;
-            sa.sll_protocol = proto;
-            sa.sll_ifindex = ifindex;
-            // SAFETY: bind(2) with a sockaddr_ll of its size.
-            let rc = unsafe {
-                libc::bind(fd.as_raw_fd(), (&raw const sa).cast(), std::mem::size_of::<libc::sockaddr_ll>() as u32)
-            };
-            assert_eq!(rc, 0, "bind: {}", std::io::Error::last_os_error());
-            let tv = libc::timeval { tv_sec: 0, tv_usec: 100_000 };
-            // SAFETY: setsockopt with a timeval of its size.
-            unsafe {
-                libc::setsockopt(
-                    fd.as_raw_fd(),
-                    libc::SOL_SOCKET,
-                    libc::SO_RCVTIMEO,
-                    (&raw const tv).cast(),
-                    std::mem::size_of::<libc::timeval>() as u32,
-                )
-            };
-            Capture { fd, ifindex }
-        })
-    }
-
-    /// Frames arriving until `pred` holds for one (returned) or `limit` passes.
-    fn wait_for(&self, limit: Duration, mut pred: impl FnMut(&[u8]) -> bool) -> Option<Vec<u8>> {
-        let deadline = Instant::now() + limit;
-        let mut buf = [0u8; 2048];
-        while Instant::now() < deadline {
-            // SAFETY: recv(2) into a buffer we own, of its length.
-            let n = unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-            if n > 0 && pred(&buf[..n as usize]) {
-                return Some(buf[..n as usize].to_vec());
-            }
-        }
-        None
-    }
-
-    fn send(&self, frame: &[u8]) {
-        // SAFETY: zeroed sockaddr_ll is valid.
-        let mut sa: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        sa.sll_family = libc::AF_PACKET as u16;
-        sa.sll_ifindex = self.ifindex;
-        sa.sll_halen = 6;
-        sa.sll_addr[..6].copy_from_slice(&frame[..6]);
-        // SAFETY: sendto(2) with a frame and a sockaddr_ll we own.
-        let n = unsafe {
-            libc::sendto(
-                self.fd.as_raw_fd(),
-                frame.as_ptr().cast(),
-                frame.len(),
-                0,
-                (&raw const sa).cast(),
-                std::mem::size_of::<libc::sockaddr_ll>() as u32,
-            )
-        };
-        assert_eq!(n, frame.len() as isize, "sendto: {}", std::io::Error::last_os_error());
-    }
-
-    /// Asks who has `ip` (an ARP request from `mac`/`from`); the MAC that
-    /// answers within 2 s, if any.
-    fn arp_ask(&self, mac: [u8; 6], from: Ipv4Addr, ip: Ipv4Addr) -> Option<[u8; 6]> {
-        // Frames queued since the last read (the kernel's own ARP traffic) are no answer.
-        self.wait_for(Duration::from_millis(300), |_| false);
-        let mut f = vec![0xff; 6];
-        f.extend_from_slice(&mac);
-        f.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1]);
-        f.extend_from_slice(&mac);
-        f.extend_from_slice(&from.octets());
-        f.extend_from_slice(&[0; 6]);
-        f.extend_from_slice(&ip.octets());
-        self.send(&f);
-        let reply = self.wait_for(Duration::from_secs(2), |fr| {
-            arp_of(fr).is_some_and(|(op, _, spa, _)| op == ArpOperation::REPLY && spa == ip.octets())
-        })?;
-        arp_of(&reply).map(|(_, sha, _, _)| sha)
-    }
-}
-
-/// An ARP frame's (operation, sender MAC, sender IP, target IP).
-type Arp = (ArpOperation, [u8; 6], [u8; 4], [u8; 4]);
-
-fn arp_of(f: &[u8]) -> Option<Arp> {
-    let p = SlicedPacket::from_ethernet(f).ok()?;
-    let Some(NetSlice::Arp(a)) = p.net else { return None };
-    Some((
-        a.operation(),
-        a.sender_hw_addr().try_into().ok()?,
-        a.sender_protocol_addr().try_into().ok()?,
-        a.target_protocol_addr().try_into().ok()?,
-    ))
-}
-
-/// A neighbour advertisement's (eth src, IPv6 dst, override, solicited, target).
-type Advert = ([u8; 6], [u8; 16], bool, bool, [u8; 16]);
-
-/// A neighbour advertisement in `f`, its checksum verified by etherparse.
-fn unsolicited_na(f: &[u8]) -> Option<Advert> {
-    let p = SlicedPacket::from_ethernet(f).ok()?;
-    let Some(LinkSlice::Ethernet2(eth)) = p.link else { return None };
-    let Some(NetSlice::Ipv6(ip)) = &p.net else { return None };
-    let Some(TransportSlice::Icmpv6(icmp)) = &p.transport else { return None };
-    let Icmpv6Type::NeighborAdvertisement(na) = icmp.icmp_type() else { return None };
-    let h = ip.header();
-    let sum = icmp.icmp_type().calc_checksum(h.source(), h.destination(), icmp.payload()).ok()?;
-    assert_eq!(sum, icmp.checksum(), "the NA's ICMPv6 checksum");
-    Some((eth.source(), h.destination(), na.r#override, na.solicited, icmp.payload().get(..16)?.try_into().ok()?))
+    l2::neighbour(ns, "eth0", ip)
 }
 
 fn replied(p: &Probe, what: &str, diag: &str) {
@@ -227,10 +79,10 @@ fn l2_vips_are_answered_announced_and_withdrawn() {
         })
     });
     assert!(garp.is_some(), "no gratuitous ARP for {VIP4} from {node_mac:02x?} within 5 s{}", env.diag());
-    let na = cap.wait_for(Duration::from_secs(5), |f| unsolicited_na(f).is_some_and(|n| n.4 == VIP6.octets()));
+    let na = cap.wait_for(Duration::from_secs(5), |f| neighbour_advert(f).is_some_and(|n| n.4 == VIP6.octets()));
     let na = na.unwrap_or_else(|| panic!("no unsolicited NA for {VIP6} within 5 s{}", env.diag()));
     let all_nodes: Ipv6Addr = "ff02::1".parse().unwrap();
-    assert_eq!(unsolicited_na(&na), Some((node_mac, all_nodes.octets(), true, false, VIP6.octets())));
+    assert_eq!(neighbour_advert(&na), Some((node_mac, all_nodes.octets(), true, false, VIP6.octets())));
     // The client's stale entry moved to the node without the client asking.
     let moved = (0..20).find_map(|_| {
         let n = neighbour(&env.topo.client, VIP4.into()).filter(|n| n.0 == node_mac);
