@@ -30,6 +30,7 @@ pub mod cargo;
 pub mod http;
 pub mod icmp;
 pub mod k8s;
+pub mod l2;
 pub mod netbuild;
 mod netns;
 pub mod packet;

@@ -11,12 +11,12 @@ mod common;
 
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
-    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use common::*;
 use etherparse::{ArpOperation, Icmpv6Type, LinkSlice, NetSlice, SlicedPacket, TransportSlice};
+use xlb_tests::l2::{self, arp_of, Capture};
 use xlb_tests::{tcp_probe, udp_probe, Netns, Probe, Topology};
 
 /// VIPs on the client's link (10.100.0.0/24, fd00:100::/64): no route
@@ -38,139 +38,20 @@ fn services(with_v4: bool) -> String {
 
 /// The MAC of `ifname` in `ns`.
 fn mac_of(ns: &Netns, ifname: &str) -> [u8; 6] {
-    let out = ns.ip(&["-j", "link", "show", ifname]).expect("ip link show");
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ip -j link");
-    parse_mac(v[0]["address"].as_str().expect("an address"))
-}
-
-fn parse_mac(s: &str) -> [u8; 6] {
-    let b: Vec<u8> = s.split(':').map(|x| u8::from_str_radix(x, 16).expect("hex")).collect();
-    b.try_into().expect("6 bytes")
+    l2::mac_of(ns, ifname).expect("the interface's MAC")
 }
 
 /// The client's neighbour entry for `ip` on eth0: (MAC, state), if any.
 fn neighbour(ns: &Netns, ip: IpAddr) -> Option<([u8; 6], String)> {
-    let out = ns.ip(&["-j", "neigh", "show", &ip.to_string(), "dev", "eth0"]).expect("ip neigh show");
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
-    let e = v.get(0)?;
-    let mac = parse_mac(e.get("lladdr")?.as_str()?);
-    let state = e["state"].as_array().map(|s| s.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join(","));
-    Some((mac, state.unwrap_or_default()))
+    l2::neighbour(ns, "eth0", ip).expect("ip neigh show")
 }
 
-/// A raw packet socket on one interface of a namespace: sees every frame
-/// that arrives there, sends whole frames.
-struct Capture {
-    fd: OwnedFd,
-    ifindex: i32,
+fn capture(ns: &Netns, ifname: &str) -> Capture {
+    Capture::open(ns, ifname).expect("a packet socket")
 }
 
-impl Capture {
-    fn open(ns: &Netns, ifname: &str) -> Capture {
-        let ifname = ifname.to_string();
-        ns.run(move || {
-            let c = std::ffi::CString::new(ifname).unwrap();
-            // SAFETY: NUL-terminated name.
-            let ifindex = unsafe { libc::if_nametoindex(c.as_ptr()) } as i32;
-            assert!(ifindex > 0, "no such interface");
-            let proto = (libc::ETH_P_ALL as u16).to_be();
-            // SAFETY: socket(2) with constant arguments.
-            let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, i32::from(proto)) };
-            assert!(fd >= 0, "AF_PACKET socket: {}", std::io::Error::last_os_error());
-            // SAFETY: a new descriptor we own.
-            let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-            // SAFETY: zeroed sockaddr_ll is valid.
-            let mut sa: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-            sa.sll_family = libc::AF_PACKET as u16;
-            sa.sll_protocol = proto;
-            sa.sll_ifindex = ifindex;
-            // SAFETY: bind(2) with a sockaddr_ll of its size.
-            let rc = unsafe {
-                libc::bind(fd.as_raw_fd(), (&raw const sa).cast(), std::mem::size_of::<libc::sockaddr_ll>() as u32)
-            };
-            assert_eq!(rc, 0, "bind: {}", std::io::Error::last_os_error());
-            let tv = libc::timeval { tv_sec: 0, tv_usec: 100_000 };
-            // SAFETY: setsockopt with a timeval of its size.
-            unsafe {
-                libc::setsockopt(
-                    fd.as_raw_fd(),
-                    libc::SOL_SOCKET,
-                    libc::SO_RCVTIMEO,
-                    (&raw const tv).cast(),
-                    std::mem::size_of::<libc::timeval>() as u32,
-                )
-            };
-            Capture { fd, ifindex }
-        })
-    }
-
-    /// Frames arriving until `pred` holds for one (returned) or `limit` passes.
-    fn wait_for(&self, limit: Duration, mut pred: impl FnMut(&[u8]) -> bool) -> Option<Vec<u8>> {
-        let deadline = Instant::now() + limit;
-        let mut buf = [0u8; 2048];
-        while Instant::now() < deadline {
-            // SAFETY: recv(2) into a buffer we own, of its length.
-            let n = unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-            if n > 0 && pred(&buf[..n as usize]) {
-                return Some(buf[..n as usize].to_vec());
-            }
-        }
-        None
-    }
-
-    fn send(&self, frame: &[u8]) {
-        // SAFETY: zeroed sockaddr_ll is valid.
-        let mut sa: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        sa.sll_family = libc::AF_PACKET as u16;
-        sa.sll_ifindex = self.ifindex;
-        sa.sll_halen = 6;
-        sa.sll_addr[..6].copy_from_slice(&frame[..6]);
-        // SAFETY: sendto(2) with a frame and a sockaddr_ll we own.
-        let n = unsafe {
-            libc::sendto(
-                self.fd.as_raw_fd(),
-                frame.as_ptr().cast(),
-                frame.len(),
-                0,
-                (&raw const sa).cast(),
-                std::mem::size_of::<libc::sockaddr_ll>() as u32,
-            )
-        };
-        assert_eq!(n, frame.len() as isize, "sendto: {}", std::io::Error::last_os_error());
-    }
-
-    /// Asks who has `ip` (an ARP request from `mac`/`from`); the MAC that
-    /// answers within 2 s, if any.
-    fn arp_ask(&self, mac: [u8; 6], from: Ipv4Addr, ip: Ipv4Addr) -> Option<[u8; 6]> {
-        // Frames queued since the last read (the kernel's own ARP traffic) are no answer.
-        self.wait_for(Duration::from_millis(300), |_| false);
-        let mut f = vec![0xff; 6];
-        f.extend_from_slice(&mac);
-        f.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1]);
-        f.extend_from_slice(&mac);
-        f.extend_from_slice(&from.octets());
-        f.extend_from_slice(&[0; 6]);
-        f.extend_from_slice(&ip.octets());
-        self.send(&f);
-        let reply = self.wait_for(Duration::from_secs(2), |fr| {
-            arp_of(fr).is_some_and(|(op, _, spa, _)| op == ArpOperation::REPLY && spa == ip.octets())
-        })?;
-        arp_of(&reply).map(|(_, sha, _, _)| sha)
-    }
-}
-
-/// An ARP frame's (operation, sender MAC, sender IP, target IP).
-type Arp = (ArpOperation, [u8; 6], [u8; 4], [u8; 4]);
-
-fn arp_of(f: &[u8]) -> Option<Arp> {
-    let p = SlicedPacket::from_ethernet(f).ok()?;
-    let Some(NetSlice::Arp(a)) = p.net else { return None };
-    Some((
-        a.operation(),
-        a.sender_hw_addr().try_into().ok()?,
-        a.sender_protocol_addr().try_into().ok()?,
-        a.target_protocol_addr().try_into().ok()?,
-    ))
+fn arp_ask(cap: &Capture, mac: [u8; 6], from: Ipv4Addr, ip: Ipv4Addr) -> Option<[u8; 6]> {
+    cap.arp_ask(mac, from, ip).expect("send an ARP request")
 }
 
 /// A neighbour advertisement's (eth src, IPv6 dst, override, solicited, target).
@@ -212,7 +93,7 @@ fn l2_vips_are_answered_announced_and_withdrawn() {
         .ip(&["neigh", "add", &VIP4.to_string(), "lladdr", "02:de:ad:be:ef:01", "dev", "eth0", "nud", "stale"])
         .expect("stale neighbour entry");
     assert_eq!(neighbour(&topo.client, VIP4.into()).map(|n| n.0), Some(BOGUS_MAC));
-    let cap = Capture::open(&topo.client, "eth0");
+    let cap = capture(&topo.client, "eth0");
     env.servers = udp_servers(&env.topo, Fam::V4, 0..1, UDP_BACKEND_PORT);
     env.servers.extend(tcp_servers(&env.topo, Fam::V4, 0..1, TCP_BACKEND_PORT));
     env.servers.extend(udp_servers(&env.topo, Fam::V6, 0..1, UDP_BACKEND_PORT));
@@ -259,14 +140,14 @@ fn l2_vips_are_answered_announced_and_withdrawn() {
         metrics.lines().any(|l| l.starts_with("xlb_gratuitous_sent_total{family=\"ipv4\"}") && !l.ends_with(" 0")),
         "{metrics}"
     );
-    assert_eq!(cap.arp_ask(client_mac, Topology::CLIENT_V4, VIP4), Some(node_mac));
+    assert_eq!(arp_ask(&cap, client_mac, Topology::CLIENT_V4, VIP4), Some(node_mac));
 
     // The IPv4 VIP removed by a reload: no longer answered.
     env.config.write(&services(false)).expect("write the config");
     env.agent_mut().reload().expect("SIGHUP");
     wait_services(env.agent(), "dns and web removed", Duration::from_secs(10), |s| s.len() == 2);
     assert_eq!(status_vips(&env), vec![VIP6.to_string()]);
-    assert_eq!(cap.arp_ask(client_mac, Topology::CLIENT_V4, VIP4), None, "{VIP4} still answered after its removal");
+    assert_eq!(arp_ask(&cap, client_mac, Topology::CLIENT_V4, VIP4), None, "{VIP4} still answered after its removal");
 
     // A stopped agent answers nothing: XLB_ANNOUNCE is emptied before it detaches.
     env.agent_mut().stop().expect("stop the agent");
@@ -309,8 +190,8 @@ fn announcing_over_pins_of_an_older_agent() {
     env.start_agent(&["--keep-on-exit"]);
     let client_mac = mac_of(&env.topo.client, "eth0");
     let node_mac = mac_of(&env.topo.node, &env.topo.client_if);
-    let cap = Capture::open(&env.topo.client, "eth0");
-    assert_eq!(cap.arp_ask(client_mac, Topology::CLIENT_V4, VIP4), None, "answered without --announce l2");
+    let cap = capture(&env.topo.client, "eth0");
+    assert_eq!(arp_ask(&cap, client_mac, Topology::CLIENT_V4, VIP4), None, "answered without --announce l2");
     env.agent_mut().stop().expect("stop the agent");
     env.agent = None;
     let dir = xlb::bpf::maps::map_dir(env.pin.path());
@@ -318,6 +199,6 @@ fn announcing_over_pins_of_an_older_agent() {
         std::fs::remove_file(dir.join(name)).unwrap_or_else(|e| panic!("removing the pin {name}: {e}"));
     }
     env.start_agent(&["--announce", "l2"]);
-    assert_eq!(cap.arp_ask(client_mac, Topology::CLIENT_V4, VIP4), Some(node_mac), "{}", env.diag());
+    assert_eq!(arp_ask(&cap, client_mac, Topology::CLIENT_V4, VIP4), Some(node_mac), "{}", env.diag());
     assert_eq!(status_vips(&env), vec![VIP4.to_string(), VIP6.to_string()]);
 }
