@@ -64,6 +64,27 @@ pub fn arp_of(f: &[u8]) -> Option<Arp> {
 /// override flag, solicited flag, target).
 pub type Advert = ([u8; 6], [u8; 16], bool, bool, [u8; 16]);
 
+/// Six bytes as `aa:bb:cc:dd:ee:ff`.
+pub fn format_mac(mac: [u8; 6]) -> String {
+    mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+}
+
+/// Whether `f` is a gratuitous ARP for `vip` sent by `mac`: a request or a
+/// reply whose sender and target addresses are both `vip`.
+pub fn is_gratuitous_arp(f: &[u8], vip: Ipv4Addr, mac: [u8; 6]) -> bool {
+    arp_of(f).is_some_and(|(op, sha, spa, tpa)| {
+        (op == ArpOperation::REQUEST || op == ArpOperation::REPLY)
+            && sha == mac
+            && spa == vip.octets()
+            && tpa == vip.octets()
+    })
+}
+
+/// The sender MAC of `f` if it is an ARP reply for `ip` (sender address `ip`).
+pub fn arp_reply_for(f: &[u8], ip: Ipv4Addr) -> Option<[u8; 6]> {
+    arp_of(f).and_then(|(op, sha, spa, _)| (op == ArpOperation::REPLY && spa == ip.octets()).then_some(sha))
+}
+
 /// The neighbour advertisement in Ethernet frame `f`, if it is one; panics
 /// if its ICMPv6 checksum is wrong (etherparse computes it).
 pub fn neighbour_advert(f: &[u8]) -> Option<Advert> {
@@ -266,7 +287,7 @@ impl Capture {
     }
 
     /// What `pick` returns for the frames arriving within `window`.
-    fn collect<T>(&self, window: Duration, mut pick: impl FnMut(&[u8]) -> Option<T>) -> Vec<T> {
+    pub fn collect<T>(&self, window: Duration, mut pick: impl FnMut(&[u8]) -> Option<T>) -> Vec<T> {
         let deadline = Instant::now() + window;
         let mut out = Vec::new();
         while Instant::now() < deadline {
@@ -275,5 +296,45 @@ impl Capture {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn arp(op: u8, sha: [u8; 6], spa: Ipv4Addr, tpa: Ipv4Addr) -> Vec<u8> {
+        let mut f = vec![0xff; 6];
+        f.extend_from_slice(&sha);
+        f.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, op]);
+        f.extend_from_slice(&sha);
+        f.extend_from_slice(&spa.octets());
+        f.extend_from_slice(&[0; 6]);
+        f.extend_from_slice(&tpa.octets());
+        f
+    }
+
+    #[test]
+    fn macs_round_trip() {
+        let m = parse_mac("02:de:ad:be:ef:01");
+        assert_eq!(m, [0x02, 0xde, 0xad, 0xbe, 0xef, 0x01]);
+        assert_eq!(format_mac(m), "02:de:ad:be:ef:01");
+    }
+
+    #[test]
+    fn gratuitous_arp_is_recognised() {
+        let vip = Ipv4Addr::new(10, 100, 0, 100);
+        let other = Ipv4Addr::new(10, 100, 0, 2);
+        let mac = [2, 0, 0, 0, 0, 1];
+        assert!(is_gratuitous_arp(&arp(1, mac, vip, vip), vip, mac));
+        assert!(is_gratuitous_arp(&arp(2, mac, vip, vip), vip, mac));
+        assert!(!is_gratuitous_arp(&arp(1, mac, other, vip), vip, mac), "an ordinary request");
+        assert!(!is_gratuitous_arp(&arp(1, [2, 0, 0, 0, 0, 2], vip, vip), vip, mac), "another sender");
+        assert!(!is_gratuitous_arp(&arp(1, mac, other, other), vip, mac), "another address");
+        assert_eq!(arp_of(&arp(1, mac, other, vip)), Some((ArpOperation::REQUEST, mac, other.octets(), vip.octets())));
+        assert_eq!(arp_of(&[0u8; 10]), None);
+        assert_eq!(arp_reply_for(&arp(2, mac, vip, other), vip), Some(mac));
+        assert_eq!(arp_reply_for(&arp(1, mac, vip, other), vip), None, "a request");
+        assert_eq!(arp_reply_for(&arp(2, mac, other, vip), vip), None, "another address");
     }
 }

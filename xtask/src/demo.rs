@@ -5,9 +5,13 @@
 //! namespace on `examples/demo.yaml`, sends UDP and TCP through the VIP from
 //! the client, shows the per-backend spread and `xlb services`, and cleans
 //! everything up, on failure and Ctrl-C too.
+//!
+//! With `--l2` the VIP is in the client's subnet instead, with no route of
+//! its own, and the agent announces it (`--announce l2`): see
+//! [`crate::demo_l2`].
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -25,9 +29,9 @@ const UDP_REQUESTS: usize = 300;
 const TCP_REQUESTS: usize = 60;
 const UDP_PORT: u16 = 5353;
 const TCP_PORT: u16 = 8080;
-const VIP_UDP_PORT: u16 = 53;
+pub(crate) const VIP_UDP_PORT: u16 = 53;
 const VIP_TCP_PORT: u16 = 80;
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
+pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(30);
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -59,14 +63,14 @@ fn install_signal_handlers() -> Result<()> {
     Ok(())
 }
 
-fn check_interrupted() -> Result<()> {
+pub(crate) fn check_interrupted() -> Result<()> {
     if INTERRUPTED.load(Ordering::SeqCst) {
         bail!("interrupted");
     }
     Ok(())
 }
 
-pub fn demo(echo_agent_log: bool, no_build: bool) -> Result<()> {
+pub fn demo(echo_agent_log: bool, no_build: bool, l2: bool) -> Result<()> {
     install_signal_handlers()?;
     let bin = if no_build {
         let bin = crate::util::target_dir().join("release").join("xlb");
@@ -86,7 +90,7 @@ pub fn demo(echo_agent_log: bool, no_build: bool) -> Result<()> {
     if echo_agent_log {
         std::env::set_var("XLB_TEST_VERBOSE", "1");
     }
-    let result = run_demo();
+    let result = run_demo(l2);
     match &result {
         Ok(()) => header("demo finished; everything it created has been removed"),
         Err(_) => header("demo failed; everything it created has been removed"),
@@ -94,7 +98,7 @@ pub fn demo(echo_agent_log: bool, no_build: bool) -> Result<()> {
     result
 }
 
-fn run_demo() -> Result<()> {
+fn run_demo(l2: bool) -> Result<()> {
     header("cleaning leftovers of earlier runs");
     xlb_tests::cleanup_stale(xlb_tests::PREFIX)?;
     remove_stale_demo_pins();
@@ -112,7 +116,16 @@ fn run_demo() -> Result<()> {
             Topology::pod_gw_v4(i)
         ));
     }
-    info(&format!("VIP          {} (routed to the node, assigned nowhere)", Topology::VIP_V4));
+    let vip = if l2 {
+        info(&format!(
+            "VIP          {} (in the client's subnet, assigned nowhere, announced by the node)",
+            crate::demo_l2::VIP
+        ));
+        crate::demo_l2::VIP
+    } else {
+        info(&format!("VIP          {} (routed to the node, assigned nowhere)", Topology::VIP_V4));
+        Topology::VIP_V4
+    };
     check_interrupted()?;
 
     header(&format!("echo servers: UDP :{UDP_PORT} and TCP :{TCP_PORT} in each pod"));
@@ -124,24 +137,34 @@ fn run_demo() -> Result<()> {
     }
     info("pod i answers every request with \"pod<i> <source address it saw>\"");
 
-    let config = crate::util::workspace_root().join("examples").join("demo.yaml");
+    let config = crate::util::workspace_root().join(if l2 { crate::demo_l2::CONFIG } else { "examples/demo.yaml" });
     if !config.is_file() {
         bail!("{} is missing", config.display());
     }
     let pins = PinDir::at(format!("/sys/fs/bpf/xlb-demo-{}", std::process::id()))?;
+
+    let watch = if l2 { Some(crate::demo_l2::prepare(&topo)?) } else { None };
+    let extra = if l2 { crate::demo_l2::agent_flags(&topo) } else { Vec::new() };
+    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
 
     header("agent");
     let mut line = format!("xlb agent --config {}", config.display());
     for ifname in topo.node_interfaces() {
         line.push_str(&format!(" --interface {ifname}"));
     }
+    for flag in &extra {
+        line.push_str(&format!(" {flag}"));
+    }
     line.push_str(&format!(" --pin-path {} --metrics-addr 127.0.0.1:<port>", pins.path().display()));
     info(&format!("(in netns {}) {line}", topo.node.name));
-    let mut agent = Agent::spawn(&topo, &config, pins.path(), &[])?;
+    let mut agent = Agent::spawn(&topo, &config, pins.path(), &extra)?;
     wait_healthy(&mut agent)?;
     info(&format!("healthy: http://{}/healthz answered 200 (inside the node namespace)", agent.metrics_addr()));
 
-    let outcome = traffic(&topo, &agent);
+    let outcome = match &watch {
+        Some(watch) => crate::demo_l2::show(&topo, &agent, watch).and_then(|()| traffic(&topo, &agent, vip)),
+        None => traffic(&topo, &agent, vip),
+    };
     if outcome.is_ok() {
         header(&format!("xlb services --pin-path {}", pins.path().display()));
         match agent.cli(&["services"]) {
@@ -200,9 +223,9 @@ fn wait_healthy(agent: &mut Agent) -> Result<()> {
 
 /// Sends the requests in chunks (checking for Ctrl-C between them) and
 /// prints the spread. Fails if any request went unanswered.
-fn traffic(topo: &Topology, agent: &Agent) -> Result<()> {
-    let udp_vip = SocketAddr::new(Topology::VIP_V4.into(), VIP_UDP_PORT);
-    let tcp_vip = SocketAddr::new(Topology::VIP_V4.into(), VIP_TCP_PORT);
+fn traffic(topo: &Topology, agent: &Agent, vip: Ipv4Addr) -> Result<()> {
+    let udp_vip = SocketAddr::new(vip.into(), VIP_UDP_PORT);
+    let tcp_vip = SocketAddr::new(vip.into(), VIP_TCP_PORT);
 
     header(&format!("sending {UDP_REQUESTS} UDP requests to {udp_vip} (service dns), each from a new source port"));
     let udp = send_chunked(UDP_REQUESTS, 20, |n| spread_udp_replies(&topo.client, udp_vip, n, REQUEST_TIMEOUT), agent)?;

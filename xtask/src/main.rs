@@ -5,7 +5,8 @@
 //! * `lint`: setup, then `cargo fmt --check` and clippy with `-D warnings`
 //!   (workspace, and the eBPF crate on its BPF target);
 //! * `test`: setup, unit tests, then the root-only integration tests;
-//! * `demo`: build, then a client/node/pods topology with the agent;
+//! * `demo`: build, then a client/node/pods topology with the agent
+//!   (`--l2`: the VIP announced on the client's segment);
 //! * `bench [maglev|datapath|control|forward]`: the benchmarks (every one
 //!   without a name);
 //! * `validate`: the deploy/ manifests against the Kubernetes schemas, and
@@ -16,6 +17,7 @@ mod bench_control;
 mod bench_datapath;
 mod bench_forward;
 mod demo;
+mod demo_l2;
 mod licenses;
 mod lint;
 #[cfg(test)]
@@ -80,6 +82,11 @@ struct DemoArgs {
     /// Skip setup and the build (use the existing target/release/xlb).
     #[arg(long)]
     no_build: bool,
+    /// Announce the VIP on L2 (`--announce l2`): the VIP is in the client's subnet, with no route of
+    /// its own, and the client finds it by ARP; shows the gratuitous ARP, the client's neighbour
+    /// entry, `arp_reply` and the announced VIPs.
+    #[arg(long)]
+    l2: bool,
 }
 
 fn main() -> ExitCode {
@@ -89,7 +96,7 @@ fn main() -> ExitCode {
         Cmd::Build => setup::setup().and_then(|()| util::build_release()).map(|_| ()),
         Cmd::Lint => lint::lint(),
         Cmd::Test(args) => test(&args),
-        Cmd::Demo(args) => demo::demo(args.agent_log, args.no_build),
+        Cmd::Demo(args) => demo::demo(args.agent_log, args.no_build, args.l2),
         Cmd::Validate => validate::validate_manifests(),
         Cmd::Bench(args) => match bench::bench(args.which) {
             Ok(code) => return code,
