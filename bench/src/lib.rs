@@ -10,6 +10,7 @@
 
 pub mod host;
 pub mod machine;
+pub mod results;
 pub mod stop;
 pub mod table;
 

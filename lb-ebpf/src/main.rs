@@ -24,6 +24,7 @@ mod packet;
 mod prefilter;
 mod ranges;
 mod reject;
+mod runtime;
 mod scratch;
 mod stats;
 mod words;
@@ -49,15 +50,3 @@ pub fn xlb_xdp(ctx: XdpContext) -> u32 {
 pub fn xlb_tc(ctx: TcContext) -> i32 {
     forward::tc_forward(&ctx).unwrap_or(TC_ACT_OK)
 }
-
-// On the host (`cargo clippy --workspace --all-targets` checks every crate
-// for it) a dependency brings std and its panic handler.
-#[cfg(all(not(test), target_arch = "bpf"))]
-#[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
-    loop {}
-}
-
-#[unsafe(link_section = "license")]
-#[unsafe(no_mangle)]
-static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

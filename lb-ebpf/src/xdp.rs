@@ -2,7 +2,7 @@
 //! rewrite → send. Replies of tracked flows take the same line backwards.
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use lb_common::{
-    frag::NO_SERVICE, hash::flow_hash_words, Backend, Flow, Reverse, Service, ServiceKey, Stat, BE_F_ACTIVE,
+    frag::NO_SERVICE, hash::flow_hash_words, Backend, Flow, FlowKey, Reverse, Service, ServiceKey, Stat, BE_F_ACTIVE,
     BE_F_REJECT, FLOW_CLOSING, FLOW_OPEN, PROTO_TCP, SNAT_PORT_COUNT, SNAT_PORT_MIN, SNAT_TRIES, SVC_F_RANGES,
     SVC_F_SNAT, TCP_CLOSING_TIMEOUT,
 };
@@ -218,14 +218,7 @@ fn pick(s: &mut Scratch, svc: &Service) -> Option<&'static Backend> {
         return None;
     }
     let k = &s.pkt.key;
-    let h = flow_hash_words(
-        words::get(k.src_aligned()),
-        words::get(k.dst_aligned()),
-        k.sport,
-        k.dport,
-        k.proto,
-        svc.hash_seed,
-    );
+    let h = tuple_hash(k, svc.hash_seed);
     let id = *TABLE.get(svc.table_offset + h % svc.table_size)?;
     let be = backend(id)?;
     if be.flags & BE_F_ACTIVE == 0 {
@@ -238,6 +231,12 @@ fn pick(s: &mut Scratch, svc: &Service) -> Option<&'static Backend> {
     }
     s.backend_id = id;
     Some(be)
+}
+
+/// The flow hash of `k`'s 5-tuple with `seed`.
+#[inline(always)]
+fn tuple_hash(k: &FlowKey, seed: u32) -> u32 {
+    flow_hash_words(words::get(k.src_aligned()), words::get(k.dst_aligned()), k.sport, k.dport, k.proto, seed)
 }
 
 /// Fills `s.rev` with the translation back to the client.
@@ -263,14 +262,7 @@ fn alloc_snat(s: &mut Scratch, svc: &Service, be: &Backend) -> bool {
     let now = s.now;
     fill_reverse(s, svc, now);
     let k = &s.pkt.key;
-    let base = flow_hash_words(
-        words::get(k.src_aligned()),
-        words::get(k.dst_aligned()),
-        k.sport,
-        k.dport,
-        k.proto,
-        0x5eed_5eed,
-    );
+    let base = tuple_hash(k, 0x5eed_5eed);
     let proto = k.proto;
     words::put(s.rkey.src_aligned_mut(), words::get(be.addr_aligned()));
     words::put(s.rkey.dst_aligned_mut(), words::get(be.snat_addr_aligned()));

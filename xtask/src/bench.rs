@@ -1,9 +1,11 @@
 //! `cargo xtask bench [NAME]`: the benchmarks. Without a name, runs every
 //! one that is implemented.
 
-use std::process::ExitCode;
+use std::fmt::Display;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 
 use crate::{setup, util};
 
@@ -86,15 +88,96 @@ pub fn bench(which: Option<Bench>) -> Result<ExitCode> {
 /// agent runs.
 fn maglev(runs: u32) -> Result<()> {
     util::header("bench maglev (cargo run --release -p xlb-bench-runner --bin maglev_bench)");
-    util::run(util::cargo().args([
-        "run",
-        "--quiet",
-        "--release",
-        "-p",
-        "xlb-bench-runner",
-        "--bin",
-        "maglev_bench",
-        "--",
-        &runs.to_string(),
-    ]))
+    util::run(runner_binary("maglev_bench").arg(runs.to_string()))
+}
+
+/// Fails unless root: `what` (e.g. "the forwarding bench") needs `why`.
+pub fn require_root(name: &str, what: &str, why: &str) -> Result<()> {
+    if !util::is_root() {
+        bail!("{what} needs root ({why}): run it as root, e.g. `sudo -E cargo xtask bench {name}`");
+    }
+    Ok(())
+}
+
+/// `cargo run --quiet --release -p xlb-bench-runner --bin BIN --`: the
+/// measuring binaries live in the `bench/` package, which the xtask does not
+/// depend on (it does not link aya).
+fn runner_binary(bin: &str) -> Command {
+    let mut cmd = util::cargo();
+    cmd.args(["run", "--quiet", "--release", "-p", "xlb-bench-runner", "--bin", bin, "--"]);
+    cmd
+}
+
+/// One measuring binary of `xlb-bench-runner` (`<name>_bench`), run in
+/// release mode, writing its results to `target/bench/<name>.{json,md}`.
+pub struct Runner {
+    cmd: Command,
+    json: PathBuf,
+    md: PathBuf,
+}
+
+impl Runner {
+    /// Creates `target/bench/`, prints the phase header and prepares the
+    /// command with `--json` and `--markdown`.
+    pub fn new(name: &str) -> Result<Self> {
+        let out = util::target_dir().join("bench");
+        std::fs::create_dir_all(&out)?;
+        let json = out.join(format!("{name}.json"));
+        let md = out.join(format!("{name}.md"));
+        let bin = format!("{name}_bench");
+        util::header(&format!("bench {name} (cargo run --release -p xlb-bench-runner --bin {bin})"));
+        let mut cmd = runner_binary(&bin);
+        cmd.arg("--json").arg(&json).arg("--markdown").arg(&md);
+        Ok(Self { cmd, json, md })
+    }
+
+    /// Adds arguments as they are.
+    pub fn args<I, S>(&mut self, args: I) -> &mut Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        self.cmd.args(args);
+        self
+    }
+
+    /// Adds `flag PATH`.
+    pub fn path(&mut self, flag: &str, path: &Path) -> &mut Self {
+        self.cmd.arg(flag).arg(path);
+        self
+    }
+
+    /// Adds `flag` when `on`.
+    pub fn flag(&mut self, flag: &str, on: bool) -> &mut Self {
+        if on {
+            self.cmd.arg(flag);
+        }
+        self
+    }
+
+    /// Adds `flag VALUE` when there is a value.
+    pub fn opt(&mut self, flag: &str, value: Option<impl Display>) -> &mut Self {
+        if let Some(v) = value {
+            self.cmd.arg(flag).arg(v.to_string());
+        }
+        self
+    }
+
+    /// Runs the bench and names the result files. Ctrl-C reaches the bench
+    /// too, which stops, removes what it created (namespaces, pins) and
+    /// exits; we wait for it instead of dying first.
+    pub fn run(mut self) -> Result<()> {
+        // SAFETY: SIG_IGN for SIGINT in this process only, restored below.
+        let old = unsafe { libc::signal(libc::SIGINT, libc::SIG_IGN) };
+        let result = util::run(&mut self.cmd);
+        // SAFETY: restoring the previous disposition.
+        unsafe { libc::signal(libc::SIGINT, old) };
+        result?;
+        util::info(&format!(
+            "results: {} and {} (the table for docs/BENCHMARKS.md)",
+            self.json.display(),
+            self.md.display()
+        ));
+        Ok(())
+    }
 }

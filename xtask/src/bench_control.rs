@@ -8,8 +8,9 @@
 //! the `xlb` agent built here on the same services (start time, RSS, file
 //! change to reloaded maps); results go to `target/bench/control.{json,md}`.
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 
+use crate::bench::{self, Runner};
 use crate::util;
 
 /// Flags of `cargo xtask bench control`.
@@ -31,45 +32,14 @@ pub struct ControlArgs {
 
 /// Runs the control-plane benchmark.
 pub fn run(args: ControlArgs) -> Result<()> {
-    if !util::is_root() {
-        bail!(
-            "the control-plane bench needs root (BPF maps, network namespaces, bpffs): run it as root, e.g. `sudo -E cargo xtask bench control`"
-        );
-    }
+    bench::require_root("control", "the control-plane bench", "BPF maps, network namespaces, bpffs")?;
     let bin = util::build_release()?;
-    let out = util::target_dir().join("bench");
-    std::fs::create_dir_all(&out)?;
-    let json = out.join("control.json");
-    let md = out.join("control.md");
-    util::header("bench control (cargo run --release -p xlb-bench-runner --bin control_bench)");
-    let mut cmd = util::cargo();
-    cmd.args(["run", "--quiet", "--release", "-p", "xlb-bench-runner", "--bin", "control_bench", "--"])
-        .arg("--json")
-        .arg(&json)
-        .arg("--markdown")
-        .arg(&md)
-        .arg("--xlb")
-        .arg(&bin);
-    if args.quick {
-        cmd.arg("--tiny");
-    }
-    if let Some(n) = args.services {
-        cmd.arg("--services").arg(n.to_string());
-    }
-    if let Some(n) = args.backends {
-        cmd.arg("--backends").arg(n.to_string());
-    }
-    if let Some(n) = args.changes {
-        cmd.arg("--changes").arg(n.to_string());
-    }
-    // Ctrl-C reaches the bench too, which stops, removes its namespace and
-    // pins, and exits; we wait for it instead of dying first.
-    // SAFETY: SIG_IGN for SIGINT in this process only, restored below.
-    let old = unsafe { libc::signal(libc::SIGINT, libc::SIG_IGN) };
-    let result = util::run(&mut cmd);
-    // SAFETY: restoring the previous disposition.
-    unsafe { libc::signal(libc::SIGINT, old) };
-    result?;
-    util::info(&format!("results: {} and {} (the table for docs/BENCHMARKS.md)", json.display(), md.display()));
-    Ok(())
+    let mut runner = Runner::new("control")?;
+    runner
+        .path("--xlb", &bin)
+        .flag("--tiny", args.quick)
+        .opt("--services", args.services)
+        .opt("--backends", args.backends)
+        .opt("--changes", args.changes);
+    runner.run()
 }

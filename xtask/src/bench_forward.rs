@@ -11,8 +11,9 @@
 use std::path::Path;
 use std::process::Command;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 
+use crate::bench::{self, Runner};
 use crate::util;
 
 /// Flags of `cargo xtask bench forward`.
@@ -44,61 +45,28 @@ pub struct ForwardArgs {
 
 /// Runs the forwarding benchmark.
 pub fn run(args: ForwardArgs) -> Result<()> {
-    if !util::is_root() {
-        bail!(
-            "the forwarding bench needs root (network namespaces, XDP, BPF_PROG_RUN): run it as root, e.g. `sudo -E cargo xtask bench forward`"
-        );
-    }
+    bench::require_root("forward", "the forwarding bench", "network namespaces, XDP, BPF_PROG_RUN")?;
     let bin = util::build_release()?;
     if args.no_install {
         util::info("--no-install: rows whose tool is missing (nft, nginx) are skipped");
     } else {
         install_missing();
     }
-    let out = util::target_dir().join("bench");
-    std::fs::create_dir_all(&out)?;
-    let json = out.join("forward.json");
-    let md = out.join("forward.md");
-    util::header("bench forward (cargo run --release -p xlb-bench-runner --bin forward_bench)");
-    let mut cmd = util::cargo();
-    cmd.args(["run", "--quiet", "--release", "-p", "xlb-bench-runner", "--bin", "forward_bench", "--"])
-        .arg("--xlb")
-        .arg(&bin)
-        .arg("--json")
-        .arg(&json)
-        .arg("--markdown")
-        .arg(&md);
+    let mut runner = Runner::new("forward")?;
+    runner.path("--xlb", &bin);
     if args.quick {
-        cmd.arg("--quick");
+        runner.args(["--quick"]);
     } else {
         // Other work on the 2 CPUs skews the numbers: wait (bounded) for quiet.
-        cmd.args(["--wait-quiet", "120"]);
+        runner.args(["--wait-quiet", "120"]);
     }
-    if let Some(r) = args.runs {
-        cmd.arg("--runs").arg(r.to_string());
-    }
-    if let Some(r) = args.rounds {
-        cmd.arg("--rounds").arg(r.to_string());
-    }
-    if let Some(s) = args.slice_ms {
-        cmd.arg("--slice-ms").arg(s.to_string());
-    }
-    if args.no_tcp {
-        cmd.arg("--no-tcp");
-    }
-    if args.bpf_stats {
-        cmd.arg("--bpf-stats");
-    }
-    // Ctrl-C reaches the bench too, which stops its slice and cleans up its
-    // namespaces; we wait for it instead of dying first.
-    // SAFETY: SIG_IGN for SIGINT in this process only, restored below.
-    let old = unsafe { libc::signal(libc::SIGINT, libc::SIG_IGN) };
-    let result = util::run(&mut cmd);
-    // SAFETY: restoring the previous disposition.
-    unsafe { libc::signal(libc::SIGINT, old) };
-    result?;
-    util::info(&format!("results: {} and {} (the table for docs/BENCHMARKS.md)", json.display(), md.display()));
-    Ok(())
+    runner
+        .opt("--runs", args.runs)
+        .opt("--rounds", args.rounds)
+        .opt("--slice-ms", args.slice_ms)
+        .flag("--no-tcp", args.no_tcp)
+        .flag("--bpf-stats", args.bpf_stats);
+    runner.run()
 }
 
 fn on_path(program: &str) -> bool {

@@ -38,6 +38,10 @@ pub fn spdx_ids(expr: &str) -> Vec<String> {
     expr.split(" OR ").map(|s| s.trim().to_string()).collect()
 }
 
+/// Where the eBPF objects' license string is declared (once for the data
+/// path and the benchmarks' programs).
+const EBPF_LICENSE_SOURCE: &str = "lb-ebpf/src/runtime.rs";
+
 /// The string of `static LICENSE: [u8; N] = *b"...\0";` in eBPF source.
 pub fn ebpf_license_string(source: &str) -> Option<String> {
     let line = source.lines().find(|l| l.contains("static LICENSE"))?;
@@ -74,9 +78,9 @@ pub fn problems(root: &Path) -> Vec<String> {
             }
         }
         if krate == "lb-ebpf" {
-            let string = ebpf_license_string(&read("lb-ebpf/src/main.rs"));
+            let string = ebpf_license_string(&read(EBPF_LICENSE_SOURCE));
             match string.as_deref().and_then(|s| KERNEL_STRINGS.iter().find(|(k, _)| *k == s)) {
-                None => out.push(format!("lb-ebpf/src/main.rs: license string {string:?} is not one xlb knows")),
+                None => out.push(format!("{EBPF_LICENSE_SOURCE}: license string {string:?} is not one xlb knows")),
                 Some((k, ids)) => {
                     let mut want: Vec<String> = ids.iter().map(std::string::ToString::to_string).collect();
                     let mut have = spdx_ids(&field);
@@ -143,7 +147,7 @@ mod tests {
         for k in ["lb-common", "lb-ebpf", "lb-userspace", "tests", "xtask"] {
             std::fs::write(dir.join(k).join("Cargo.toml"), "license.workspace = true\n").unwrap();
         }
-        std::fs::write(dir.join("lb-ebpf/src/main.rs"), "static LICENSE: [u8; 13] = *b\"Dual MIT/GPL\\0\";\n").unwrap();
+        std::fs::write(dir.join(EBPF_LICENSE_SOURCE), "static LICENSE: [u8; 13] = *b\"Dual MIT/GPL\\0\";\n").unwrap();
         std::fs::write(dir.join("LICENSE-MIT"), "MIT License\n").unwrap();
         std::fs::write(dir.join("LICENSE"), "whatever\n").unwrap();
         let p = problems(&dir);

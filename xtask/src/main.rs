@@ -112,31 +112,45 @@ fn main() -> ExitCode {
     }
 }
 
+/// The test phases that passed and failed, for the summary.
+#[derive(Default)]
+struct Phases {
+    passed: Vec<&'static str>,
+    failed: Vec<&'static str>,
+}
+
+impl Phases {
+    /// Records the phase `name`; a failure is printed as `xtask: {what}: {error}`.
+    fn record(&mut self, name: &'static str, what: &str, result: anyhow::Result<()>) {
+        match result {
+            Ok(()) => self.passed.push(name),
+            Err(e) => {
+                eprintln!("xtask: {what}: {e:#}");
+                self.failed.push(name);
+            }
+        }
+    }
+}
+
+/// `cargo test --no-fail-fast -p PACKAGE --test '*' -- HARNESS` with `XLB_BIN`.
+fn integration_tests(package: &str, harness: &[String], bin: &std::path::Path) -> anyhow::Result<()> {
+    let mut cmd = util::cargo();
+    cmd.args(["test", "--no-fail-fast", "-p", package, "--test", "*", "--"]).args(harness).env("XLB_BIN", bin);
+    util::run(&mut cmd)
+}
+
 fn test(args: &TestArgs) -> anyhow::Result<()> {
     setup::setup()?;
     let root = util::workspace_root();
-    let mut failed: Vec<&str> = Vec::new();
-    let mut passed: Vec<&str> = Vec::new();
+    let mut phases = Phases::default();
 
     if !args.integration {
         util::header("deploy/ manifests (kubernetes-validate --strict, offline)");
-        match validate::validate_manifests() {
-            Ok(()) => passed.push("deploy manifests"),
-            Err(e) => {
-                eprintln!("xtask: deploy manifests: {e:#}");
-                failed.push("deploy manifests");
-            }
-        }
+        phases.record("deploy manifests", "deploy manifests", validate::validate_manifests());
         util::header("unit tests (cargo test --workspace --exclude lb-ebpf --lib --bins)");
         let mut cmd = util::cargo();
         cmd.args(["test", "--workspace", "--exclude", "lb-ebpf", "--lib", "--bins"]);
-        match util::run(&mut cmd) {
-            Ok(()) => passed.push("unit tests"),
-            Err(e) => {
-                eprintln!("xtask: unit tests failed: {e:#}");
-                failed.push("unit tests");
-            }
-        }
+        phases.record("unit tests", "unit tests failed", util::run(&mut cmd));
     }
 
     if !args.unit {
@@ -144,40 +158,29 @@ fn test(args: &TestArgs) -> anyhow::Result<()> {
         if xlb_tests::is_root() {
             match util::build_release() {
                 Err(e) => {
-                    eprintln!("xtask: cannot build xlb for the integration tests: {e:#}");
-                    failed.push("integration tests (xlb build)");
+                    phases.record(
+                        "integration tests (xlb build)",
+                        "cannot build xlb for the integration tests",
+                        Err(e),
+                    );
                 }
                 Ok(bin) => {
                     let mut harness: Vec<String> = vec!["--test-threads=1".into()];
                     if let Some(f) = &args.filter {
                         harness.push(f.clone());
                     }
-                    let mut cmd = util::cargo();
-                    cmd.args(["test", "--no-fail-fast", "-p", "xlb-tests", "--test", "*", "--"])
-                        .args(&harness)
-                        .env("XLB_BIN", &bin);
-                    match util::run(&mut cmd) {
-                        Ok(()) => passed.push("integration tests (xlb-tests)"),
-                        Err(e) => {
-                            eprintln!("xtask: integration tests failed: {e:#}");
-                            failed.push("integration tests (xlb-tests)");
-                        }
-                    }
+                    let result = integration_tests("xlb-tests", &harness, &bin);
+                    phases.record("integration tests (xlb-tests)", "integration tests failed", result);
                     let has_userspace_tests = std::fs::read_dir(root.join("lb-userspace/tests"))
                         .is_ok_and(|d| d.flatten().any(|e| e.path().extension().is_some_and(|x| x == "rs")));
                     if has_userspace_tests {
                         util::header("integration tests of lb-userspace (cargo test -p lb-userspace --test '*')");
-                        let mut cmd = util::cargo();
-                        cmd.args(["test", "--no-fail-fast", "-p", "lb-userspace", "--test", "*", "--"])
-                            .args(&harness)
-                            .env("XLB_BIN", &bin);
-                        match util::run(&mut cmd) {
-                            Ok(()) => passed.push("integration tests (lb-userspace)"),
-                            Err(e) => {
-                                eprintln!("xtask: lb-userspace integration tests failed: {e:#}");
-                                failed.push("integration tests (lb-userspace)");
-                            }
-                        }
+                        let result = integration_tests("lb-userspace", &harness, &bin);
+                        phases.record(
+                            "integration tests (lb-userspace)",
+                            "lb-userspace integration tests failed",
+                            result,
+                        );
                     }
                 }
             }
@@ -188,19 +191,19 @@ fn test(args: &TestArgs) -> anyhow::Result<()> {
                 // SAFETY: geteuid cannot fail.
                 unsafe { libc::geteuid() }
             );
-            failed.push("integration tests (not root)");
+            phases.failed.push("integration tests (not root)");
         }
     }
 
     util::header("test summary");
-    for p in &passed {
+    for p in &phases.passed {
         println!("  ok      {p}");
     }
-    for f in &failed {
+    for f in &phases.failed {
         println!("  FAILED  {f}");
     }
-    if !failed.is_empty() {
-        anyhow::bail!("{} test phase(s) failed: {}", failed.len(), failed.join(", "));
+    if !phases.failed.is_empty() {
+        anyhow::bail!("{} test phase(s) failed: {}", phases.failed.len(), phases.failed.join(", "));
     }
     Ok(())
 }

@@ -161,32 +161,52 @@ fn bpffs_mounted() -> bool {
     })
 }
 
-fn ensure_bpffs() -> Result<()> {
-    if bpffs_mounted() {
-        info("bpffs: mounted at /sys/fs/bpf");
+/// Something only root can install: says it is present, or that it is
+/// missing and needs root, or installs it. `say` holds those three lines.
+fn ensure_as_root(present: bool, say: [&str; 3], install: impl FnOnce() -> Result<()>) -> Result<()> {
+    let [ok, needs_root, installing] = say;
+    if present {
+        info(ok);
         return Ok(());
     }
     if !is_root() {
-        info("bpffs: not mounted at /sys/fs/bpf, and mounting it needs root (the agent needs it)");
+        info(needs_root);
         return Ok(());
     }
-    info("bpffs: mounting at /sys/fs/bpf");
-    std::fs::create_dir_all("/sys/fs/bpf").context("cannot create /sys/fs/bpf")?;
-    run(Command::new("mount").args(["-t", "bpf", "bpf", "/sys/fs/bpf"]))
+    info(installing);
+    install()
+}
+
+/// `apt-get ARGS`, non-interactive.
+fn apt_get(args: &[&str]) -> Command {
+    let mut cmd = Command::new("apt-get");
+    cmd.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+    cmd
+}
+
+fn ensure_bpffs() -> Result<()> {
+    let say = [
+        "bpffs: mounted at /sys/fs/bpf",
+        "bpffs: not mounted at /sys/fs/bpf, and mounting it needs root (the agent needs it)",
+        "bpffs: mounting at /sys/fs/bpf",
+    ];
+    ensure_as_root(bpffs_mounted(), say, || {
+        std::fs::create_dir_all("/sys/fs/bpf").context("cannot create /sys/fs/bpf")?;
+        run(Command::new("mount").args(["-t", "bpf", "bpf", "/sys/fs/bpf"]))
+    })
 }
 
 fn ensure_iproute2() -> Result<()> {
-    if Command::new("ip").arg("-V").output().is_ok_and(|o| o.status.success()) {
-        info("iproute2 (ip): present");
-        return Ok(());
-    }
-    if !is_root() {
-        info("iproute2 (ip): missing; the integration tests and the demo need it (apt-get install iproute2, as root)");
-        return Ok(());
-    }
-    info("iproute2 (ip): missing, installing it");
-    run(Command::new("apt-get").arg("update").env("DEBIAN_FRONTEND", "noninteractive"))?;
-    run(Command::new("apt-get").args(["install", "-y", "iproute2"]).env("DEBIAN_FRONTEND", "noninteractive"))
+    let present = Command::new("ip").arg("-V").output().is_ok_and(|o| o.status.success());
+    let say = [
+        "iproute2 (ip): present",
+        "iproute2 (ip): missing; the integration tests and the demo need it (apt-get install iproute2, as root)",
+        "iproute2 (ip): missing, installing it",
+    ];
+    ensure_as_root(present, say, || {
+        run(&mut apt_get(&["update"]))?;
+        run(&mut apt_get(&["install", "-y", "iproute2"]))
+    })
 }
 
 /// `kubectl`, the real client the Kubernetes tests check the fake API
@@ -194,27 +214,21 @@ fn ensure_iproute2() -> Result<()> {
 /// else `kubernetes-client`.
 fn ensure_kubectl() -> Result<()> {
     let present = || Command::new("kubectl").args(["version", "--client"]).output().is_ok_and(|o| o.status.success());
-    if present() {
-        info("kubectl: present");
-        return Ok(());
-    }
-    if !is_root() {
-        info("kubectl: missing; the Kubernetes tests need it (apt-get install kubernetes-client, as root)");
-        return Ok(());
-    }
-    info("kubectl: missing, installing it");
-    run(Command::new("apt-get").arg("update").env("DEBIAN_FRONTEND", "noninteractive"))?;
-    for pkg in ["kubectl", "kubernetes-client"] {
-        let ok = Command::new("apt-get")
-            .args(["install", "-y", pkg])
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .status()
-            .is_ok_and(|s| s.success());
-        if ok && present() {
-            return Ok(());
+    let say = [
+        "kubectl: present",
+        "kubectl: missing; the Kubernetes tests need it (apt-get install kubernetes-client, as root)",
+        "kubectl: missing, installing it",
+    ];
+    ensure_as_root(present(), say, || {
+        run(&mut apt_get(&["update"]))?;
+        for pkg in ["kubectl", "kubernetes-client"] {
+            let ok = apt_get(&["install", "-y", pkg]).status().is_ok_and(|s| s.success());
+            if ok && present() {
+                return Ok(());
+            }
         }
-    }
-    bail!("could not install kubectl (tried the apt packages kubectl and kubernetes-client); install it by hand")
+        bail!("could not install kubectl (tried the apt packages kubectl and kubernetes-client); install it by hand")
+    })
 }
 
 #[cfg(test)]

@@ -18,6 +18,9 @@
 // them again onto the 512-byte BPF stack.
 #![allow(clippy::needless_borrows_for_generic_args, reason = "keeps map keys off the BPF stack")]
 
+#[path = "../runtime.rs"]
+mod runtime;
+
 use aya_ebpf::{
     bindings::xdp_action,
     macros::{map, xdp},
@@ -264,6 +267,17 @@ mod harness {
     // tail-called by `harness` like the program under test, so that their
     // net cost is that operation's.
 
+    /// A stage's verdict: XDP_PASS when its operation succeeded, XDP_DROP
+    /// otherwise.
+    #[inline(always)]
+    fn pass_if(ok: bool) -> u32 {
+        if ok {
+            xdp_action::XDP_PASS
+        } else {
+            xdp_action::XDP_DROP
+        }
+    }
+
     /// Parameters of `stage_fib`: a lookup like the data path's (from the
     /// ingress interface, towards a backend).
     #[repr(C)]
@@ -300,11 +314,7 @@ mod harness {
         let size = core::mem::size_of::<aya_ebpf::bindings::bpf_fib_lookup>() as i32;
         // SAFETY: p is a valid parameter block of `size` bytes.
         let rc = unsafe { aya_ebpf::helpers::generated::bpf_fib_lookup(ctx.ctx.cast(), p, size, 0) };
-        if rc == 0 {
-            xdp_action::XDP_PASS
-        } else {
-            xdp_action::XDP_DROP
-        }
+        pass_if(rc == 0)
     }
 
     /// One `bpf_ktime_get_ns`.
@@ -312,11 +322,7 @@ mod harness {
     pub fn stage_ktime(_ctx: XdpContext) -> u32 {
         // SAFETY: helper without side effects.
         let t = unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() };
-        if t != 0 {
-            xdp_action::XDP_PASS
-        } else {
-            xdp_action::XDP_DROP
-        }
+        pass_if(t != 0)
     }
 
     /// One `bpf_ktime_get_coarse_ns`.
@@ -324,11 +330,7 @@ mod harness {
     pub fn stage_ktime_coarse(_ctx: XdpContext) -> u32 {
         // SAFETY: helper without side effects.
         let t = unsafe { aya_ebpf::helpers::generated::bpf_ktime_get_coarse_ns() };
-        if t != 0 {
-            xdp_action::XDP_PASS
-        } else {
-            xdp_action::XDP_DROP
-        }
+        pass_if(t != 0)
     }
 
     /// A hash map with a 20-byte key (the size of a service key).
@@ -345,11 +347,7 @@ mod harness {
     pub fn stage_hash(_ctx: XdpContext) -> u32 {
         let key = [1u32, 2, 3, 4, 5];
         // SAFETY: value only tested for presence.
-        if unsafe { HASH.get(&key) }.is_some() {
-            xdp_action::XDP_PASS
-        } else {
-            xdp_action::XDP_DROP
-        }
+        pass_if(unsafe { HASH.get(&key) }.is_some())
     }
 
     /// One lookup in `BENCH_LRU` of the key [1, 2, 3, 4, 5]: XDP_PASS when found.
@@ -357,11 +355,7 @@ mod harness {
     pub fn stage_lru(_ctx: XdpContext) -> u32 {
         let key = [1u64, 2, 3, 4, 5];
         // SAFETY: value only tested for presence.
-        if unsafe { LRU.get(&key) }.is_some() {
-            xdp_action::XDP_PASS
-        } else {
-            xdp_action::XDP_DROP
-        }
+        pass_if(unsafe { LRU.get(&key) }.is_some())
     }
 
     /// LRU hash maps to insert new keys into: with the common LRU list (as
@@ -388,20 +382,10 @@ mod harness {
         }
     }
 
-    /// XDP_PASS when an insert of a new key succeeded.
-    #[inline(always)]
-    fn verdict<E>(inserted: Result<(), E>) -> u32 {
-        if inserted.is_ok() {
-            xdp_action::XDP_PASS
-        } else {
-            xdp_action::XDP_DROP
-        }
-    }
-
     #[inline(always)]
     fn insert_new(map: &aya_ebpf::maps::LruHashMap<[u64; 5], u64>) -> u32 {
         let Some(n) = next_seq() else { return xdp_action::XDP_ABORTED };
-        verdict(map.insert(&[n, 1, 2, 3, 4], &n, 0))
+        pass_if(map.insert(&[n, 1, 2, 3, 4], &n, 0).is_ok())
     }
 
     /// One insert of a new key into `BENCH_LRU_INS` (common LRU list).
@@ -424,7 +408,7 @@ mod harness {
     #[xdp]
     pub fn stage_hash_insert(_ctx: XdpContext) -> u32 {
         let Some(n) = next_seq() else { return xdp_action::XDP_ABORTED };
-        verdict(HASH_INS.insert(&[n, 1, 2, 3, 4], &n, 0))
+        pass_if(HASH_INS.insert(&[n, 1, 2, 3, 4], &n, 0).is_ok())
     }
 
     /// A big array of 64-byte buckets (sized by the loader).
@@ -521,15 +505,3 @@ mod harness {
         Some(())
     }
 }
-
-// On the host (`cargo clippy --workspace --all-targets` checks every crate
-// for it) a dependency brings std and its panic handler.
-#[cfg(all(not(test), target_arch = "bpf"))]
-#[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
-    loop {}
-}
-
-#[unsafe(link_section = "license")]
-#[unsafe(no_mangle)]
-static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -201,10 +201,7 @@ impl PacketSocket {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn ip(s: &str) -> IpAddr {
-        s.parse().unwrap()
-    }
+    use crate::state::model::test_support::ip;
 
     #[test]
     fn new_vips_are_announced_three_times_a_second_apart_then_every_30_s() {

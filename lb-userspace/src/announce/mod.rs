@@ -205,21 +205,15 @@ mod tests {
 
     #[tokio::test]
     async fn the_announcer_follows_its_channel_and_empties_the_map_on_stop() {
-        use crate::state::model::{BackendSpec, Protocol, ServiceSpec, SourceMode};
+        use crate::state::model::{
+            test_support::{backends, service},
+            Protocol, ServiceSpec, SourceMode,
+        };
         let spec = |vip: &str| ServiceSpec {
-            name: format!("s-{vip}"),
-            vip: vip.parse().unwrap(),
-            port: 80,
-            protocol: Protocol::Tcp,
             source: SourceMode::Preserve,
-            snat_address: None,
-            udp_timeout: None,
-            tcp_timeout: None,
             maglev_table_size: Some(251),
-            affinity_timeout: None,
-            source_ranges: vec![],
-            reject_weight: 0,
-            backends: vec![BackendSpec { addr: "10.1.0.2:80".parse().unwrap(), weight: 1 }],
+            backends: backends(&["10.1.0.2:80"]),
+            ..service(&format!("s-{vip}"), vip, 80, Protocol::Tcp)
         };
         let state = DesiredState { services: vec![spec("192.0.2.10"), spec("2001:db8::10")] };
         let mut w = MapWriter::in_memory(1 << 16, 0);

@@ -23,7 +23,7 @@
 //! [--table-size P] [--json FILE] [--tiny]`.
 use std::path::PathBuf;
 
-use anyhow::{bail, ensure, Context as _, Result};
+use anyhow::{bail, ensure, Result};
 use clap::Parser;
 use xlb_bench::{
     host::{cleanup_stale, ensure_bpffs, enter_netns, sh},
@@ -55,12 +55,9 @@ pub(crate) struct Opts {
     /// Entries of the connection and reverse-NAT tables (the agent's --flow-table-size).
     #[arg(long, default_value_t = lb_common::DEFAULT_FLOW_ENTRIES)]
     pub(crate) flow_entries: u32,
-    /// Also write the results as JSON to this file.
-    #[arg(long)]
-    pub(crate) json: Option<PathBuf>,
-    /// Also write the summary (Markdown) to this file.
-    #[arg(long)]
-    pub(crate) markdown: Option<PathBuf>,
+    /// Where the results also go.
+    #[command(flatten)]
+    pub(crate) out: xlb_bench::results::ResultFiles,
     /// Also run this `xlb` binary as an agent on the same services (from a
     /// generated YAML file) and report its start time, RSS and the time
     /// from a file change to the reloaded maps.
@@ -165,13 +162,7 @@ fn real_main() -> Result<()> {
     let table = summary(&r, &opts);
     println!("machine: {machine}\n");
     println!("{table}");
-    if let Some(path) = &opts.markdown {
-        std::fs::write(path, format!("Machine: {machine}.\n\n{table}"))
-            .with_context(|| format!("writing {}", path.display()))?;
-    }
-    if let Some(path) = &opts.json {
-        std::fs::write(path, serde_json::to_string_pretty(&r)?)
-            .with_context(|| format!("writing {}", path.display()))?;
-    }
+    opts.out.write_markdown(|| format!("Machine: {machine}.\n\n{table}"))?;
+    opts.out.write_json(&r)?;
     Ok(())
 }

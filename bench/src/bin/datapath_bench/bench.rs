@@ -97,6 +97,48 @@ pub(crate) fn spec(
     }
 }
 
+/// What one measured row runs and must see.
+#[derive(Clone, Copy)]
+pub(crate) struct Case<'a> {
+    /// The program under test.
+    pub(crate) target: Target,
+    /// The interface the frame arrives on.
+    pub(crate) ingress: u32,
+    /// A new source port every iteration (a new flow each time).
+    pub(crate) vary: bool,
+    /// The verdict every iteration must return.
+    pub(crate) verdict: u32,
+    /// The counters every iteration must move (besides `packets`, which
+    /// xlb moves always).
+    pub(crate) expect: &'a [Stat],
+    /// Target (net ns) from the issue, and Katran's figure, when there is one.
+    pub(crate) target_net_ns: Option<u64>,
+    pub(crate) katran_net_ns: Option<u64>,
+}
+
+impl<'a> Case<'a> {
+    /// A frame through xlb's XDP program.
+    pub(crate) fn xlb(ingress: u32, verdict: u32, expect: &'a [Stat]) -> Self {
+        Case { target: Target::Xlb, ingress, vary: false, verdict, expect, target_net_ns: None, katran_net_ns: None }
+    }
+
+    /// A frame through one of the bench object's programs (the minimal
+    /// forwarder, a stage), which moves none of xlb's counters.
+    pub(crate) fn bench(ingress: u32, target: Target, verdict: u32) -> Self {
+        Case { target, ..Case::xlb(ingress, verdict, &[]) }
+    }
+
+    /// Every iteration from another source port.
+    pub(crate) fn varied(self) -> Self {
+        Case { vary: true, ..self }
+    }
+
+    /// With the issue's target and Katran's figure (net ns).
+    pub(crate) fn goals(self, target_net_ns: Option<u64>, katran_net_ns: Option<u64>) -> Self {
+        Case { target_net_ns, katran_net_ns, ..self }
+    }
+}
+
 impl Bench {
     pub(crate) fn new(opts: Opts, pin: &Path) -> Result<Self> {
         // The data path, as the agent loads it, with its maps programmed.
@@ -228,21 +270,9 @@ impl Bench {
     }
 
     /// Measures one class: warm-up round, then `rounds` interleaved pairs of
-    /// (baseline, program) runs. `expect`: the counters every iteration must
-    /// move (besides `packets`, which xlb moves always).
-    #[expect(clippy::too_many_arguments, reason = "one argument per field of the object built")]
-    pub(crate) fn measure(
-        &mut self,
-        class: &str,
-        f: &Frame,
-        vary: bool,
-        ingress: u32,
-        target: Target,
-        verdict: u32,
-        expect: &[Stat],
-        target_net_ns: Option<u64>,
-        katran_net_ns: Option<u64>,
-    ) -> Result<()> {
+    /// (baseline, program) runs of `case` on the frame `f`.
+    pub(crate) fn measure(&mut self, class: &str, f: &Frame, case: Case<'_>) -> Result<()> {
+        let Case { target, ingress, vary, verdict, expect, target_net_ns, katran_net_ns } = case;
         if let Some(only) = &self.opts.only {
             if !class.to_lowercase().contains(&only.to_lowercase()) {
                 return Ok(());
@@ -336,38 +366,21 @@ impl Bench {
 
         // The minimal forwarder: IPv4/UDP, fixed rewrite, XDP_REDIRECT.
         let udp4 = frame(CLIENT4_MAC, V0_MAC, sock(CLIENT4, 33000), sock(VIP4, 53), L4::Udp);
-        self.measure("min_fwd: IPv4 UDP", &udp4, false, v0, MIN_FWD, XDP_REDIRECT, &[], Some(17), None)?;
+        self.measure("min_fwd: IPv4 UDP", &udp4, Case::bench(v0, MIN_FWD, XDP_REDIRECT).goals(Some(17), None))?;
 
-        let fwd = Stat::FwdRedirect;
+        let new_flow = Case::xlb(v0, XDP_REDIRECT, &[Stat::FlowNew, Stat::FwdRedirect]);
+        let hit = Case::xlb(v0, XDP_REDIRECT, &[Stat::FlowHit, Stat::FwdRedirect]);
         // New flows while the connection tables still have free entries
         // (first, before anything fills them): no insert evicts.
         let full_repeat = self.opts.repeat;
         self.opts.repeat = (self.opts.flow_entries / (4 * (self.opts.rounds + 1))).clamp(1, full_repeat);
         let note = format!("{} flows a run", self.opts.repeat);
         let f = frame(CLIENT4_MAC, V0_MAC, sock(CLIENT4, 1024), sock(VIP4, 53), L4::Udp);
-        self.measure(
-            &format!("IPv4 UDP new flow, tables not full ({note})"),
-            &f,
-            true,
-            v0,
-            Target::Xlb,
-            XDP_REDIRECT,
-            &[Stat::FlowNew, fwd],
-            Some(400),
-            None,
-        )?;
+        let name = format!("IPv4 UDP new flow, tables not full ({note})");
+        self.measure(&name, &f, new_flow.varied().goals(Some(400), None))?;
         let f = frame(CLIENT4_MAC, V0_MAC, sock(CLIENT4, 1024), sock(VIP4, 80), L4::Tcp(TCP_SYN));
-        self.measure(
-            &format!("IPv4 TCP SYN, tables not full ({note})"),
-            &f,
-            true,
-            v0,
-            Target::Xlb,
-            XDP_REDIRECT,
-            &[Stat::FlowNew, fwd],
-            Some(400),
-            Some(445),
-        )?;
+        let name = format!("IPv4 TCP SYN, tables not full ({note})");
+        self.measure(&name, &f, new_flow.varied().goals(Some(400), Some(445)))?;
         self.opts.repeat = full_repeat;
         for (v6, client, cmac, vip, bmac) in
             [(false, CLIENT4, CLIENT4_MAC, VIP4, BACKEND4_MAC), (true, CLIENT6, CLIENT6_MAC, VIP6, BACKEND6_MAC)]
@@ -390,7 +403,7 @@ impl Bench {
                     (false, true) => (Some(400), None),
                     _ => (None, None),
                 };
-                self.measure(&name, &f, true, v0, Target::Xlb, XDP_REDIRECT, &[Stat::FlowNew, fwd], target, katran)?;
+                self.measure(&name, &f, new_flow.varied().goals(target, katran))?;
 
                 // Established: one packet creates the flow, then its next packets.
                 let syn = frame(cmac, V0_MAC, sock(client, 33000), sock(vip, port), first);
@@ -402,7 +415,7 @@ impl Bench {
                     (false, false) => (None, Some(176)),
                     _ => (None, None),
                 };
-                self.measure(&name, &f, false, v0, Target::Xlb, XDP_REDIRECT, &[Stat::FlowHit, fwd], target, katran)?;
+                self.measure(&name, &f, hit.goals(target, katran))?;
 
                 // The backend's reply to the tuple it saw.
                 let (src, dst) = tuple_of(&out).context("priming output is not IPv4/IPv6")?;
@@ -410,13 +423,7 @@ impl Bench {
                 self.measure(
                     &format!("{fam} {proto} reply"),
                     &r,
-                    false,
-                    v1,
-                    Target::Xlb,
-                    XDP_REDIRECT,
-                    &[Stat::Reply, fwd],
-                    None,
-                    None,
+                    Case::xlb(v1, XDP_REDIRECT, &[Stat::Reply, Stat::FwdRedirect]),
                 )?;
             }
         }
@@ -426,170 +433,53 @@ impl Bench {
         // entries (xlb rewrites them in place). Comparable with Katran's
         // 445 ns; a SYN of a new tuple (above) also pays for cold entries.
         let f = frame(CLIENT4_MAC, V0_MAC, sock(CLIENT4, 34000), sock(VIP4, 80), L4::Tcp(TCP_SYN));
-        self.measure(
-            "IPv4 TCP SYN, same tuple every time (Katran's method)",
-            &f,
-            false,
-            v0,
-            Target::Xlb,
-            XDP_REDIRECT,
-            &[Stat::FlowNew, fwd],
-            Some(400),
-            Some(445),
-        )?;
+        let name = "IPv4 TCP SYN, same tuple every time (Katran's method)";
+        self.measure(name, &f, new_flow.goals(Some(400), Some(445)))?;
 
         // source: preserve (Katran-like: the client address is kept).
         let f = frame(CLIENT4_MAC, V0_MAC, sock(CLIENT4, 1024), sock(VIP4_PRESERVE, 53), L4::Udp);
-        self.measure(
-            "IPv4 UDP new flow, full tables (preserve)",
-            &f,
-            true,
-            v0,
-            Target::Xlb,
-            XDP_REDIRECT,
-            &[Stat::FlowNew, fwd],
-            Some(400),
-            None,
-        )?;
+        self.measure("IPv4 UDP new flow, full tables (preserve)", &f, new_flow.varied().goals(Some(400), None))?;
         let f = frame(CLIENT4_MAC, V0_MAC, sock(CLIENT4, 33000), sock(VIP4_PRESERVE, 53), L4::Udp);
         self.prime(&f, v0)?;
-        self.measure(
-            "IPv4 UDP established (preserve)",
-            &f,
-            false,
-            v0,
-            Target::Xlb,
-            XDP_REDIRECT,
-            &[Stat::FlowHit, fwd],
-            Some(170),
-            Some(225),
-        )?;
+        self.measure("IPv4 UDP established (preserve)", &f, hit.goals(Some(170), Some(225)))?;
 
         // Not for a VIP: passed to the kernel untouched.
+        let not_vip = Case::xlb(v0, XDP_PASS, &[Stat::PassNotVip]);
         let f = frame(CLIENT4_MAC, V0_MAC, sock(CLIENT4, 33000), sock("10.1.0.1", 22), L4::Tcp(TCP_ACK));
-        self.measure(
-            "IPv4 non-VIP pass",
-            &f,
-            false,
-            v0,
-            Target::Xlb,
-            XDP_PASS,
-            &[Stat::PassNotVip],
-            Some(30),
-            Some(62),
-        )?;
+        self.measure("IPv4 non-VIP pass", &f, not_vip.goals(Some(30), Some(62)))?;
         let f = frame(CLIENT6_MAC, V0_MAC, sock(CLIENT6, 33000), sock("fd00:1::1", 22), L4::Tcp(TCP_ACK));
-        self.measure("IPv6 non-VIP pass", &f, false, v0, Target::Xlb, XDP_PASS, &[Stat::PassNotVip], Some(30), None)?;
+        self.measure("IPv6 non-VIP pass", &f, not_vip.goals(Some(30), None))?;
 
         // Malformed: an IPv4 total length beyond the frame.
         let mut f = frame(CLIENT4_MAC, V0_MAC, sock(CLIENT4, 33000), sock(VIP4, 53), L4::Udp);
         let tot = (f.bytes.len() - 14 + 20) as u16;
         f.bytes[16..18].copy_from_slice(&tot.to_be_bytes());
-        self.measure("IPv4 malformed drop", &f, false, v0, Target::Xlb, XDP_DROP, &[Stat::DropMalformed], None, None)?;
+        self.measure("IPv4 malformed drop", &f, Case::xlb(v0, XDP_DROP, &[Stat::DropMalformed]))?;
 
         // Per-stage costs: one operation each, through the same harness.
         println!("  per-stage costs (one operation of the data path alone):");
+        let stage = |prog: &'static str| Case::bench(v0, Target::Bench(prog), XDP_PASS);
         self.fib.set(0, fib_conf("10.2.0.1", BACKEND4), 0)?;
-        self.measure(
-            "stage: FIB lookup IPv4",
-            &udp4,
-            false,
-            v0,
-            Target::Bench("stage_fib"),
-            XDP_PASS,
-            &[],
-            None,
-            None,
-        )?;
+        self.measure("stage: FIB lookup IPv4", &udp4, stage("stage_fib"))?;
         self.fib.set(0, fib_conf("fd00:2::1", BACKEND6), 0)?;
-        self.measure(
-            "stage: FIB lookup IPv6",
-            &udp4,
-            false,
-            v0,
-            Target::Bench("stage_fib"),
-            XDP_PASS,
-            &[],
-            None,
-            None,
-        )?;
-        self.measure(
-            "stage: bpf_ktime_get_ns",
-            &udp4,
-            false,
-            v0,
-            Target::Bench("stage_ktime"),
-            XDP_PASS,
-            &[],
-            None,
-            None,
-        )?;
-        self.measure(
-            "stage: bpf_ktime_get_coarse_ns",
-            &udp4,
-            false,
-            v0,
-            Target::Bench("stage_ktime_coarse"),
-            XDP_PASS,
-            &[],
-            None,
-            None,
-        )?;
-        self.measure(
-            "stage: hash lookup, 20-byte key",
-            &udp4,
-            false,
-            v0,
-            Target::Bench("stage_hash"),
-            XDP_PASS,
-            &[],
-            None,
-            None,
-        )?;
-        self.measure(
-            "stage: LRU hash lookup, 40-byte key",
-            &udp4,
-            false,
-            v0,
-            Target::Bench("stage_lru"),
-            XDP_PASS,
-            &[],
-            None,
-            None,
-        )?;
+        self.measure("stage: FIB lookup IPv6", &udp4, stage("stage_fib"))?;
+        self.measure("stage: bpf_ktime_get_ns", &udp4, stage("stage_ktime"))?;
+        self.measure("stage: bpf_ktime_get_coarse_ns", &udp4, stage("stage_ktime_coarse"))?;
+        self.measure("stage: hash lookup, 20-byte key", &udp4, stage("stage_hash"))?;
+        self.measure("stage: LRU hash lookup, 40-byte key", &udp4, stage("stage_lru"))?;
         let n = self.opts.flow_entries;
         let full_repeat = self.opts.repeat;
         self.opts.repeat = (n / (4 * (self.opts.rounds + 1))).clamp(1, full_repeat);
-        self.measure(
-            "stage: plain hash insert, new key, not full",
-            &udp4,
-            false,
-            v0,
-            Target::Bench("stage_hash_insert"),
-            XDP_PASS,
-            &[],
-            None,
-            None,
-        )?;
-        self.measure(
-            "stage: random 64-byte bucket read+write, 64 MiB array",
-            &udp4,
-            false,
-            v0,
-            Target::Bench("stage_bucket"),
-            XDP_PASS,
-            &[],
-            None,
-            None,
-        )?;
+        self.measure("stage: plain hash insert, new key, not full", &udp4, stage("stage_hash_insert"))?;
+        self.measure("stage: random 64-byte bucket read+write, 64 MiB array", &udp4, stage("stage_bucket"))?;
         for (lists, prog) in [("common list", "stage_lru_insert"), ("per-CPU lists", "stage_pcpu_lru_insert")] {
             let name = format!("stage: LRU insert, new key, {lists}, {n} entries, not full");
-            self.measure(&name, &udp4, false, v0, Target::Bench(prog), XDP_PASS, &[], None, None)?;
+            self.measure(&name, &udp4, stage(prog))?;
         }
         self.opts.repeat = full_repeat;
         for (lists, prog) in [("common list", "stage_lru_insert"), ("per-CPU lists", "stage_pcpu_lru_insert")] {
             let name = format!("stage: LRU insert, new key, {lists}, {n} entries, full (evicts)");
-            self.measure(&name, &udp4, false, v0, Target::Bench(prog), XDP_PASS, &[], None, None)?;
+            self.measure(&name, &udp4, stage(prog))?;
         }
         Ok(())
     }

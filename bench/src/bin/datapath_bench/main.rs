@@ -34,7 +34,7 @@ mod report;
 
 use std::{path::PathBuf, time::Instant};
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{bail, Result};
 use clap::Parser;
 use xlb_bench::{
     host::{cleanup_stale, ensure_bpffs, enter_netns, pin_thread, sh},
@@ -79,12 +79,9 @@ pub(crate) struct Opts {
     /// Pin the measuring thread to this CPU (default: the first allowed).
     #[arg(long)]
     pub(crate) cpu: Option<usize>,
-    /// Also write the results as JSON to this file.
-    #[arg(long)]
-    pub(crate) json: Option<PathBuf>,
-    /// Also write the summary (Markdown) to this file.
-    #[arg(long)]
-    pub(crate) markdown: Option<PathBuf>,
+    /// Where the results also go.
+    #[command(flatten)]
+    pub(crate) out: xlb_bench::results::ResultFiles,
     /// Only the classes whose name contains this (case-insensitive), e.g. "udp established".
     #[arg(long)]
     pub(crate) only: Option<String>,
@@ -228,26 +225,22 @@ fn real_main() -> Result<bool> {
     println!("\ndone in {:.1} s\n", started.elapsed().as_secs_f64());
     let table = summary(&rows);
     println!("{table}");
-    if let Some(path) = &opts.markdown {
+    opts.out.write_markdown(|| {
         let head = format!(
             "Machine: {machine}; measured on CPU {cpu}.\n\nrepeat {} per run, {} rounds (+1 warm-up), median; flow tables {} entries; {} backends per service.\n\n",
             opts.repeat, opts.rounds, opts.flow_entries, opts.backends
         );
-        std::fs::write(path, head + &table).with_context(|| format!("writing {}", path.display()))?;
-    }
-    if let Some(path) = &opts.json {
-        let j = serde_json::json!({
-            "machine": machine,
-            "cpu": cpu,
-            "repeat": opts.repeat,
-            "rounds": opts.rounds,
-            "flow_entries": opts.flow_entries,
-            "backends": opts.backends,
-            "rows": rows,
-        });
-        std::fs::write(path, serde_json::to_string_pretty(&j)?)
-            .with_context(|| format!("writing {}", path.display()))?;
-    }
+        head + &table
+    })?;
+    opts.out.write_json(&serde_json::json!({
+        "machine": machine,
+        "cpu": cpu,
+        "repeat": opts.repeat,
+        "rounds": opts.rounds,
+        "flow_entries": opts.flow_entries,
+        "backends": opts.backends,
+        "rows": rows,
+    }))?;
     let failed: Vec<&Row> = rows.iter().filter(|r| !r.ok).collect();
     for r in &failed {
         eprintln!("datapath_bench: {}: {}", r.class, r.problem.as_deref().unwrap_or(""));

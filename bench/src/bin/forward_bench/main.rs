@@ -34,7 +34,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{bail, Result};
 use clap::Parser;
 use serde_json::{json, Value};
 use xlb_bench::median;
@@ -316,10 +316,8 @@ fn real_main(args: Args) -> Result<()> {
     println!();
     println!("JSON:");
     println!("{text}");
-    if let Some(p) = &args.json {
-        std::fs::write(p, &text).with_context(|| format!("writing {}", p.display()))?;
-    }
-    if let Some(p) = &args.markdown {
+    args.out.write_json(&report)?;
+    args.out.write_markdown(|| {
         let mut md = String::new();
         md += &format!(
             "Machine: {} ({} CPUs{}), kernel {}. {} runs x {} interleaved rounds of {} ms slices (+{} ms warm-up); medians.\n\n",
@@ -348,7 +346,7 @@ fn real_main(args: Args) -> Result<()> {
         for (c, why) in &skipped {
             md += &format!("\nSkipped {c}: {why}\n");
         }
-        std::fs::write(p, md).with_context(|| format!("writing {}", p.display()))?;
-    }
+        md
+    })?;
     Ok(())
 }

@@ -49,12 +49,9 @@ pub(crate) struct Args {
     /// The xlb binary (default: $XLB_BIN, else `xlb` next to this program).
     #[arg(long)]
     pub(crate) xlb: Option<PathBuf>,
-    /// Also write the results as JSON to FILE.
-    #[arg(long, value_name = "FILE")]
-    pub(crate) json: Option<PathBuf>,
-    /// Also write the results as a Markdown section to FILE.
-    #[arg(long, value_name = "FILE")]
-    pub(crate) markdown: Option<PathBuf>,
+    /// Where the results also go.
+    #[command(flatten)]
+    pub(crate) out: xlb_bench::results::ResultFiles,
     /// Skip the nftables rows.
     #[arg(long)]
     pub(crate) no_nft: bool,

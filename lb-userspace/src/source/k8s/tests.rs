@@ -10,7 +10,7 @@ use super::{
     address::{self, plan},
     translate::{reason, translate, Inputs, Translation},
 };
-use crate::state::model::{BackendSpec, Protocol, ServiceSpec, SourceMode};
+use crate::state::model::{test_support::ip, BackendSpec, Protocol, ServiceSpec, SourceMode};
 
 const CLASS: &str = "xlb.io/xdp";
 const NODE: &str = "node-a";
@@ -76,6 +76,28 @@ fn ready(a: &str) -> Ep<'_> {
     (a, NODE, true, true, false)
 }
 
+/// The Service ns/dns created at `T0` (port dns, 53/UDP; vip 192.0.2.10 by
+/// annotation), with `spec` merged into its spec.
+fn dns(spec: Value) -> Value {
+    svc("ns", "dns", T0, spec)
+}
+
+/// The IPv4 EndpointSlice "a" of ns/dns (port dns, 5353/UDP).
+fn dns_slice(eps: &[Ep]) -> Value {
+    slice("ns", "dns", "a", "IPv4", dns_ports(), eps)
+}
+
+/// `v` with its `xlb.io/vip` annotation set to `vip`.
+fn with_vip(v: Value, vip: &str) -> Value {
+    with(v, json!({"metadata": {"annotations": {"xlb.io/vip": vip}}}))
+}
+
+/// `v` with `ips` as its load balancer status.
+fn with_status(v: Value, ips: &[&str]) -> Value {
+    let ingress: Vec<Value> = ips.iter().map(|ip| json!({"ip": ip})).collect();
+    with(v, json!({"status": {"loadBalancer": {"ingress": ingress}}}))
+}
+
 fn services(v: &[Value]) -> Vec<Arc<Service>> {
     v.iter().map(|s| Arc::new(serde_json::from_value(s.clone()).expect("service json"))).collect()
 }
@@ -108,10 +130,6 @@ fn reasons(t: &Translation, ns: &str, name: &str) -> Vec<&'static str> {
     t.notes.get(&(ns.into(), name.into())).map(|n| n.iter().map(|n| n.reason).collect()).unwrap_or_default()
 }
 
-fn ip(s: &str) -> IpAddr {
-    s.parse().unwrap()
-}
-
 const T0: &str = "2026-01-01T00:00:00Z";
 const T1: &str = "2026-01-02T00:00:00Z";
 
@@ -135,16 +153,11 @@ fn only_load_balancers_of_our_class() {
 #[test]
 fn one_service_per_port_and_protocol_named_by_port_name_or_number() {
     let t = run(
-        &[svc(
-            "ns",
-            "dns",
-            T0,
-            json!({"ports": [
-                {"name": "dns-udp", "port": 53, "protocol": "UDP"},
-                {"name": "dns-tcp", "port": 53, "protocol": "TCP"},
-                {"port": 8080},
-            ]}),
-        )],
+        &[dns(json!({"ports": [
+            {"name": "dns-udp", "port": 53, "protocol": "UDP"},
+            {"name": "dns-tcp", "port": 53, "protocol": "TCP"},
+            {"port": 8080},
+        ]}))],
         &[slice(
             "ns",
             "dns",
@@ -169,10 +182,9 @@ fn one_service_per_port_and_protocol_named_by_port_name_or_number() {
 #[test]
 fn slices_aggregate_across_families_and_deduplicate() {
     let t = run(
-        &[svc("ns", "dns", T0, json!({}))
-            .pipe(|v| with(v, json!({"metadata": {"annotations": {"xlb.io/vip": "192.0.2.10,2001:db8:ffff::10"}}})))],
+        &[with_vip(dns(json!({})), "192.0.2.10,2001:db8:ffff::10")],
         &[
-            slice("ns", "dns", "a", "IPv4", dns_ports(), &[ready("10.1.0.5"), ready("10.1.0.6")]),
+            dns_slice(&[ready("10.1.0.5"), ready("10.1.0.6")]),
             // the same endpoint in a second slice (as during a slice migration)
             slice("ns", "dns", "b", "IPv4", dns_ports(), &[ready("10.1.0.6"), ready("10.1.0.7")]),
             slice("ns", "dns", "c", "IPv6", dns_ports(), &[ready("fd00:1::5")]),
@@ -190,43 +202,22 @@ fn slices_aggregate_across_families_and_deduplicate() {
     assert_eq!(backends(v6), [("[fd00:1::5]:5353".into(), 1)]);
 }
 
-trait Pipe: Sized {
-    fn pipe<R>(self, f: impl FnOnce(Self) -> R) -> R {
-        f(self)
-    }
-}
-impl Pipe for Value {}
-
 #[test]
 fn terminating_endpoints_keep_flows_and_take_new_ones_only_when_none_is_ready() {
     let some_ready = run(
-        &[svc("ns", "dns", T0, json!({}))],
-        &[slice(
-            "ns",
-            "dns",
-            "a",
-            "IPv4",
-            dns_ports(),
-            &[
-                ready("10.1.0.5"),
-                ("10.1.0.6", NODE, false, true, true),   // serving + terminating
-                ("10.1.0.7", NODE, false, false, true),  // terminating, not serving
-                ("10.1.0.8", NODE, false, false, false), // not ready
-            ],
-        )],
+        &[dns(json!({}))],
+        &[dns_slice(&[
+            ready("10.1.0.5"),
+            ("10.1.0.6", NODE, false, true, true),   // serving + terminating
+            ("10.1.0.7", NODE, false, false, true),  // terminating, not serving
+            ("10.1.0.8", NODE, false, false, false), // not ready
+        ])],
         &[],
     );
     assert_eq!(backends(one(&some_ready, "ns/dns:dns")), [("10.1.0.5:5353".into(), 1), ("10.1.0.6:5353".into(), 0)]);
     let none_ready = run(
-        &[svc("ns", "dns", T0, json!({}))],
-        &[slice(
-            "ns",
-            "dns",
-            "a",
-            "IPv4",
-            dns_ports(),
-            &[("10.1.0.6", NODE, false, true, true), ("10.1.0.8", NODE, false, false, false)],
-        )],
+        &[dns(json!({}))],
+        &[dns_slice(&[("10.1.0.6", NODE, false, true, true), ("10.1.0.8", NODE, false, false, false)])],
         &[],
     );
     assert_eq!(backends(one(&none_ready, "ns/dns:dns")), [("10.1.0.6:5353".into(), 1)]);
@@ -236,35 +227,28 @@ fn terminating_endpoints_keep_flows_and_take_new_ones_only_when_none_is_ready() 
         "metadata": {"namespace": "ns", "name": "u", "labels": {"kubernetes.io/service-name": "dns"}},
         "addressType": "IPv4", "ports": dns_ports(), "endpoints": [{"addresses": ["10.1.0.9"]}],
     });
-    let t = run(&[svc("ns", "dns", T0, json!({}))], &[unknown], &[]);
+    let t = run(&[dns(json!({}))], &[unknown], &[]);
     assert_eq!(backends(one(&t, "ns/dns:dns")), [("10.1.0.9:5353".into(), 1)]);
 }
 
 #[test]
 fn no_endpoints_is_a_service_without_backends() {
-    let t = run(&[svc("ns", "dns", T0, json!({}))], &[], &[]);
+    let t = run(&[dns(json!({}))], &[], &[]);
     assert!(one(&t, "ns/dns:dns").backends.is_empty());
 }
 
 #[test]
 fn traffic_policy_local_keeps_local_endpoints_and_the_client_address() {
     let eps = [ready("10.1.0.5"), ("10.1.0.6", "node-b", true, true, false), ("10.1.0.7", NODE, false, true, true)];
-    let local = run(
-        &[svc("ns", "dns", T0, json!({"externalTrafficPolicy": "Local", "healthCheckNodePort": 30111}))],
-        &[slice("ns", "dns", "a", "IPv4", dns_ports(), &eps)],
-        &[],
-    );
+    let local =
+        run(&[dns(json!({"externalTrafficPolicy": "Local", "healthCheckNodePort": 30111}))], &[dns_slice(&eps)], &[]);
     let s = one(&local, "ns/dns:dns");
     assert_eq!(s.source, SourceMode::Preserve);
     assert_eq!(backends(s), [("10.1.0.5:5353".into(), 1), ("10.1.0.7:5353".into(), 0)]);
     assert_eq!(local.health_checks.len(), 1);
     assert_eq!((local.health_checks[0].port, local.health_checks[0].local_ready), (30111, 1));
 
-    let cluster = run(
-        &[svc("ns", "dns", T0, json!({"externalTrafficPolicy": "Cluster"}))],
-        &[slice("ns", "dns", "a", "IPv4", dns_ports(), &eps)],
-        &[],
-    );
+    let cluster = run(&[dns(json!({"externalTrafficPolicy": "Cluster"}))], &[dns_slice(&eps)], &[]);
     let s = one(&cluster, "ns/dns:dns");
     assert_eq!(s.source, SourceMode::Snat);
     assert_eq!(s.backends.len(), 3);
@@ -272,15 +256,8 @@ fn traffic_policy_local_keeps_local_endpoints_and_the_client_address() {
 
     // only terminating local endpoints: 503
     let term = run(
-        &[svc("ns", "dns", T0, json!({"externalTrafficPolicy": "Local", "healthCheckNodePort": 30111}))],
-        &[slice(
-            "ns",
-            "dns",
-            "a",
-            "IPv4",
-            dns_ports(),
-            &[("10.1.0.7", NODE, false, true, true), ready("10.1.0.6").pipe_node("node-b")],
-        )],
+        &[dns(json!({"externalTrafficPolicy": "Local", "healthCheckNodePort": 30111}))],
+        &[dns_slice(&[("10.1.0.7", NODE, false, true, true), ready("10.1.0.6").pipe_node("node-b")])],
         &[],
     );
     assert_eq!(term.health_checks[0].local_ready, 0);
@@ -302,69 +279,63 @@ impl<'a> EpNode<'a> for Ep<'a> {
 
 #[test]
 fn session_affinity_client_ip_with_timeout() {
-    let none = run(&[svc("ns", "dns", T0, json!({}))], &[], &[]);
+    let none = run(&[dns(json!({}))], &[], &[]);
     assert_eq!(one(&none, "ns/dns:dns").affinity_timeout, None);
-    let default = run(&[svc("ns", "dns", T0, json!({"sessionAffinity": "ClientIP"}))], &[], &[]);
+    let default = run(&[dns(json!({"sessionAffinity": "ClientIP"}))], &[], &[]);
     assert_eq!(one(&default, "ns/dns:dns").affinity_timeout, Some(10800));
     let set = run(
-        &[svc(
-            "ns",
-            "dns",
-            T0,
-            json!({"sessionAffinity": "ClientIP", "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 60}}}),
-        )],
+        &[dns(json!({"sessionAffinity": "ClientIP", "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 60}}}))],
         &[],
         &[],
     );
     assert_eq!(one(&set, "ns/dns:dns").affinity_timeout, Some(60));
-    let off = run(&[svc("ns", "dns", T0, json!({"sessionAffinity": "None"}))], &[], &[]);
+    let off = run(&[dns(json!({"sessionAffinity": "None"}))], &[], &[]);
     assert_eq!(one(&off, "ns/dns:dns").affinity_timeout, None);
 }
 
 #[test]
 fn source_ranges_from_the_field_else_the_annotation_invalid_refused() {
-    let t =
-        run(&[svc("ns", "dns", T0, json!({"loadBalancerSourceRanges": ["10.100.0.0/24", "fd00:100::/64"]}))], &[], &[]);
+    let t = run(&[dns(json!({"loadBalancerSourceRanges": ["10.100.0.0/24", "fd00:100::/64"]}))], &[], &[]);
     let want: Vec<IpNet> = vec!["10.100.0.0/24".parse().unwrap(), "fd00:100::/64".parse().unwrap()];
     assert_eq!(one(&t, "ns/dns:dns").source_ranges, want);
     let ann = with(
-        svc("ns", "dns", T0, json!({})),
+        dns(json!({})),
         json!({"metadata": {"annotations": {"service.beta.kubernetes.io/load-balancer-source-ranges": "10.0.0.0/8, 192.168.1.7/24"}}}),
     );
     let t = run(&[ann], &[], &[]);
     let want: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap(), "192.168.1.0/24".parse().unwrap()];
     assert_eq!(one(&t, "ns/dns:dns").source_ranges, want, "host bits masked");
-    let bad = run(&[svc("ns", "dns", T0, json!({"loadBalancerSourceRanges": ["10.0.0.0/33"]}))], &[], &[]);
+    let bad = run(&[dns(json!({"loadBalancerSourceRanges": ["10.0.0.0/33"]}))], &[], &[]);
     assert!(bad.state.services.is_empty(), "an invalid range must not open the service");
     assert_eq!(reasons(&bad, "ns", "dns"), [reason::INVALID]);
-    let none = run(&[svc("ns", "dns", T0, json!({}))], &[], &[]);
+    let none = run(&[dns(json!({}))], &[], &[]);
     assert!(one(&none, "ns/dns:dns").source_ranges.is_empty());
 }
 
 #[test]
 fn vip_from_status_then_load_balancer_ip_then_annotation() {
-    let status = |v: Value| with(v, json!({"status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.30"}]}}}));
+    let status = |v: Value| with_status(v, &["192.0.2.30"]);
     let spec_ip = json!({"loadBalancerIP": "192.0.2.20"});
-    let t = run(&[status(svc("ns", "dns", T0, spec_ip.clone()))], &[], &[]);
+    let t = run(&[status(dns(spec_ip.clone()))], &[], &[]);
     assert_eq!(one(&t, "ns/dns:dns").vip, ip("192.0.2.30"));
-    let t = run(&[svc("ns", "dns", T0, spec_ip)], &[], &[]);
+    let t = run(&[dns(spec_ip)], &[], &[]);
     assert_eq!(one(&t, "ns/dns:dns").vip, ip("192.0.2.20"));
-    let t = run(&[svc("ns", "dns", T0, json!({}))], &[], &[]);
+    let t = run(&[dns(json!({}))], &[], &[]);
     assert_eq!(one(&t, "ns/dns:dns").vip, ip("192.0.2.10"));
 
-    let bad = with(svc("ns", "dns", T0, json!({})), json!({"metadata": {"annotations": {"xlb.io/vip": "not-an-ip"}}}));
+    let bad = with_vip(dns(json!({})), "not-an-ip");
     let t = run(&[bad], &[], &[]);
     assert!(t.state.services.is_empty());
     assert_eq!(reasons(&t, "ns", "dns"), [reason::INVALID]);
     let msg = &t.notes[&("ns".into(), "dns".into())][0].message;
     assert!(msg.contains("xlb.io/vip") && msg.contains("not-an-ip"), "{msg}");
 
-    let outside = run(&[svc("ns", "dns", T0, json!({}))], &[], &["198.51.100.0/24"]);
+    let outside = run(&[dns(json!({}))], &[], &["198.51.100.0/24"]);
     assert!(outside.state.services.is_empty());
     assert_eq!(reasons(&outside, "ns", "dns"), [reason::INVALID]);
     assert!(outside.notes[&("ns".into(), "dns".into())][0].message.contains("outside every --vip-pool"));
 
-    let none = with(svc("ns", "dns", T0, json!({})), json!({"metadata": {"annotations": null}}));
+    let none = no_vip(dns(json!({})));
     let t = run(&[none], &[], &[]);
     assert!(t.state.services.is_empty());
     assert_eq!(reasons(&t, "ns", "dns"), [reason::NO_ADDRESS]);
@@ -420,12 +391,8 @@ fn no_vip(v: Value) -> Value {
 
 #[test]
 fn allocator_hands_out_the_lowest_free_address_and_releases_on_class_change() {
-    let held = with(
-        no_vip(svc("ns", "old", T0, json!({}))),
-        json!({"status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.1"}]}}}),
-    );
-    let asks =
-        with(svc("ns", "asks", T0, json!({})), json!({"metadata": {"annotations": {"xlb.io/vip": "192.0.2.2"}}}));
+    let held = with_status(no_vip(svc("ns", "old", T0, json!({}))), &["192.0.2.1"]);
+    let asks = with_vip(svc("ns", "asks", T0, json!({})), "192.0.2.2");
     let new1 = no_vip(svc("ns", "new1", T1, json!({})));
     let new2 = no_vip(svc("ns", "new2", T1, json!({})));
     let p = plan_of(&[held.clone(), asks, new1, new2], &[], &["192.0.2.0/29"]);
@@ -448,10 +415,7 @@ fn allocator_hands_out_the_lowest_free_address_and_releases_on_class_change() {
     let p = plan_of(&[no_vip(svc("ns", "v6", T0, json!({})))], &[], &["2001:db8:ffff::/120"]);
     assert_eq!(p, [("ns/v6".into(), vec![ip("2001:db8:ffff::1")])]);
     // nothing to do when the status already matches
-    let ok = with(
-        svc("ns", "asks", T0, json!({})),
-        json!({"status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.10"}]}}}),
-    );
+    let ok = with_status(svc("ns", "asks", T0, json!({})), &["192.0.2.10"]);
     assert!(plan_of(&[ok], &[], &[]).is_empty());
 }
 
@@ -466,7 +430,7 @@ fn requested_address_parsing() {
 #[test]
 fn unusable_vips_are_not_programmed() {
     for bad in ["0.0.0.0", "127.0.0.1", "255.255.255.255", "224.0.0.251", "::1", "ff02::1"] {
-        let v = with(svc("ns", "dns", T0, json!({})), json!({"metadata": {"annotations": {"xlb.io/vip": bad}}}));
+        let v = with_vip(dns(json!({})), bad);
         let t = run(&[v], &[], &[]);
         assert!(t.state.services.is_empty(), "{bad}: {:#?}", t.state.services);
         assert_eq!(reasons(&t, "ns", "dns"), [reason::INVALID], "{bad}");
@@ -474,10 +438,7 @@ fn unusable_vips_are_not_programmed() {
         assert!(msg.starts_with(&format!("{bad} is ")) && msg.contains("ns/dns is not programmed"), "{msg}");
     }
     // Of two status addresses, the usable one is programmed, the other reported.
-    let two = with(
-        svc("ns", "dns", T0, json!({})),
-        json!({"status": {"loadBalancer": {"ingress": [{"ip": "0.0.0.0"}, {"ip": "192.0.2.30"}]}}}),
-    );
+    let two = with_status(dns(json!({})), &["0.0.0.0", "192.0.2.30"]);
     let t = run(&[two], &[], &[]);
     assert_eq!(one(&t, "ns/dns:dns").vip, ip("192.0.2.30"));
     assert_eq!(t.state.services.len(), 1);
@@ -492,7 +453,7 @@ fn the_file_and_kubernetes_get_the_models_verdict() {
     use crate::state::model;
     for bad in ["127.0.0.1", "224.0.0.251", "0.0.0.0"] {
         let verdict = model::check_vip(ip(bad)).expect_err(bad).to_string();
-        let v = with(svc("ns", "dns", T0, json!({})), json!({"metadata": {"annotations": {"xlb.io/vip": bad}}}));
+        let v = with_vip(dns(json!({})), bad);
         let t = run(&[v], &[], &[]);
         assert!(t.state.services.is_empty(), "{bad}");
         let note = &t.notes[&("ns".into(), "dns".into())][0].message;
@@ -505,10 +466,7 @@ fn the_file_and_kubernetes_get_the_models_verdict() {
     for bad in ["192.0.2.10", "224.0.0.5"] {
         let addr: std::net::SocketAddr = format!("{bad}:53").parse().unwrap();
         let verdict = model::check_backend(addr, ip("192.0.2.10"), 53).expect_err(bad).to_string();
-        let v = with(
-            svc("ns", "dns", T0, json!({})),
-            json!({"spec": {"ports": [{"name": "dns", "port": 53, "protocol": "UDP"}]}}),
-        );
+        let v = with(dns(json!({})), json!({"spec": {"ports": [{"name": "dns", "port": 53, "protocol": "UDP"}]}}));
         let ports = json!([{"name": "dns", "port": 53, "protocol": "UDP"}]);
         let s = slice("ns", "dns", "dns-1", "IPv4", ports, &[ready(bad), ready("10.1.0.5")]);
         let t = run(&[v], &[s], &[]);

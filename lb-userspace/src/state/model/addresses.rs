@@ -19,13 +19,11 @@ use super::ModelError;
 /// (`::ffff:a.b.c.d`: never seen on the wire; use the IPv4 address).
 pub fn check_vip(ip: IpAddr) -> Result<(), ModelError> {
     let what = match ip {
-        IpAddr::V4(v4) if v4.is_unspecified() => "the unspecified address",
-        IpAddr::V4(v4) if v4.is_loopback() => "a loopback address: packets to it never arrive on an interface",
+        _ if ip.is_unspecified() => "the unspecified address",
+        IpAddr::V4(_) if ip.is_loopback() => "a loopback address: packets to it never arrive on an interface",
+        IpAddr::V6(_) if ip.is_loopback() => "the loopback address: packets to it never arrive on an interface",
         IpAddr::V4(v4) if v4.is_broadcast() => "the broadcast address",
-        IpAddr::V4(v4) if v4.is_multicast() => "a multicast address: xlb balances unicast flows",
-        IpAddr::V6(v6) if v6.is_unspecified() => "the unspecified address",
-        IpAddr::V6(v6) if v6.is_loopback() => "the loopback address: packets to it never arrive on an interface",
-        IpAddr::V6(v6) if v6.is_multicast() => "a multicast address: xlb balances unicast flows",
+        _ if ip.is_multicast() => "a multicast address: xlb balances unicast flows",
         IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some() => {
             "an IPv4-mapped IPv6 address, never seen on the wire: use the IPv4 address"
         }
@@ -42,11 +40,9 @@ pub fn check_vip(ip: IpAddr) -> Result<(), ModelError> {
 pub fn check_backend_addr(addr: SocketAddr, vip: IpAddr, port: u16) -> Result<(), ModelError> {
     let ip = addr.ip();
     let what = match ip {
-        IpAddr::V4(v4) if v4.is_unspecified() => "the unspecified address",
+        _ if ip.is_unspecified() => "the unspecified address",
         IpAddr::V4(v4) if v4.is_broadcast() => "the broadcast address",
-        IpAddr::V4(v4) if v4.is_multicast() => "a multicast address",
-        IpAddr::V6(v6) if v6.is_unspecified() => "the unspecified address",
-        IpAddr::V6(v6) if v6.is_multicast() => "a multicast address",
+        _ if ip.is_multicast() => "a multicast address",
         _ if addr == SocketAddr::new(vip, port) => return Err(ModelError::BackendLoop { addr }),
         _ => return Ok(()),
     };
@@ -56,10 +52,7 @@ pub fn check_backend_addr(addr: SocketAddr, vip: IpAddr, port: u16) -> Result<()
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn ip(s: &str) -> IpAddr {
-        s.parse().unwrap()
-    }
+    use crate::state::model::test_support::ip;
 
     #[test]
     fn vips() {

@@ -5,6 +5,8 @@
 pub mod addresses;
 pub mod rules;
 #[cfg(test)]
+pub(crate) mod test_support;
+#[cfg(test)]
 mod tests;
 
 pub use addresses::{check_backend_addr, check_vip};

@@ -1,24 +1,9 @@
 //! The domain rules, once for every producer.
-use std::net::{IpAddr, SocketAddr};
-
+use super::test_support::{backends, ip, sa, service};
 use super::*;
 
-fn spec(name: &str, vip: &str, port: u16, backends: &[&str]) -> ServiceSpec {
-    ServiceSpec {
-        name: name.into(),
-        vip: vip.parse().unwrap(),
-        port,
-        protocol: Protocol::Udp,
-        source: SourceMode::Snat,
-        snat_address: None,
-        udp_timeout: None,
-        tcp_timeout: None,
-        maglev_table_size: None,
-        affinity_timeout: None,
-        source_ranges: vec![],
-        backends: backends.iter().map(|a| BackendSpec { addr: a.parse().unwrap(), weight: 1 }).collect(),
-        reject_weight: 0,
-    }
+fn spec(name: &str, vip: &str, port: u16, addrs: &[&str]) -> ServiceSpec {
+    ServiceSpec { backends: backends(addrs), ..service(name, vip, port, Protocol::Udp) }
 }
 
 #[test]
@@ -37,7 +22,7 @@ fn two_services_on_one_vip_port_and_protocol_are_refused() {
     assert_eq!(
         e,
         ModelError::DuplicateService {
-            vip: "192.0.2.10".parse().unwrap(),
+            vip: ip("192.0.2.10"),
             port: 53,
             protocol: Protocol::Udp,
             first: "a".into(),
@@ -60,13 +45,13 @@ fn two_services_with_one_name_are_refused() {
 fn a_backend_listed_twice_is_refused() {
     let e = DesiredState::new(vec![spec("a", "192.0.2.10", 53, &["10.1.0.5:53", "10.1.0.6:53", "10.1.0.5:53"])])
         .unwrap_err();
-    assert_eq!(e, ModelError::DuplicateBackend { service: "a".into(), addr: "10.1.0.5:53".parse().unwrap() });
+    assert_eq!(e, ModelError::DuplicateBackend { service: "a".into(), addr: sa("10.1.0.5:53") });
 }
 
 #[test]
 fn backends_of_the_other_family_unusable_or_looping_are_refused() {
-    let vip: IpAddr = "192.0.2.10".parse().unwrap();
-    let check = |a: &str| check_backend(a.parse::<SocketAddr>().unwrap(), vip, 53);
+    let vip = ip("192.0.2.10");
+    let check = |a: &str| check_backend(sa(a), vip, 53);
     assert!(matches!(check("[2001:db8::5]:53"), Err(ModelError::FamilyMismatch { role: Role::Backend, .. })));
     assert_eq!(
         check("[2001:db8::5]:53").unwrap_err().to_string(),
@@ -83,8 +68,7 @@ fn backends_of_the_other_family_unusable_or_looping_are_refused() {
 
 #[test]
 fn snat_address_rules() {
-    let vip: IpAddr = "192.0.2.10".parse().unwrap();
-    let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+    let vip = ip("192.0.2.10");
     assert_eq!(check_snat_address(ip("10.0.0.1"), vip, SourceMode::Snat), Ok(()));
     assert_eq!(check_snat_address(ip("10.0.0.1"), vip, SourceMode::Preserve), Err(ModelError::SnatWithPreserve));
     assert!(matches!(check_snat_address(ip("127.0.0.1"), vip, SourceMode::Snat), Err(ModelError::UnusableVip { .. })));
@@ -115,13 +99,13 @@ fn limits_have_one_definition() {
     let mut zero = spec("a", "192.0.2.10", 0, &[]);
     assert_eq!(zero.validate(), Err(ModelError::PortZero));
     zero.port = 53;
-    zero.vip = "0.0.0.0".parse().unwrap();
+    zero.vip = ip("0.0.0.0");
     assert!(matches!(zero.validate(), Err(ModelError::UnusableVip { .. })));
 }
 
 #[test]
 fn source_ranges_of_the_other_family_are_named() {
-    let vip: IpAddr = "192.0.2.10".parse().unwrap();
+    let vip = ip("192.0.2.10");
     assert_eq!(check_source_range_family("203.0.113.0/24".parse().unwrap(), vip), Ok(()));
     assert_eq!(
         check_source_range_family("2001:db8::/32".parse().unwrap(), vip).unwrap_err().to_string(),

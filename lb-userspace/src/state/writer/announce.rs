@@ -60,30 +60,20 @@ impl<M: MapOps> MapWriter<M> {
 #[cfg(test)]
 mod tests {
     use crate::{
-        state::model::{BackendSpec, DesiredState, Protocol, ServiceSpec, SourceMode},
+        state::model::{
+            test_support::{backends, ip, service},
+            DesiredState, Protocol, ServiceSpec, SourceMode,
+        },
         state::writer::{addr16, MapWriter, Op},
     };
 
     fn svc(name: &str, vip: &str, port: u16, protocol: Protocol) -> ServiceSpec {
         ServiceSpec {
-            name: name.into(),
-            vip: vip.parse().unwrap(),
-            port,
-            protocol,
             source: SourceMode::Preserve,
-            snat_address: None,
-            udp_timeout: None,
-            tcp_timeout: None,
             maglev_table_size: Some(251),
-            affinity_timeout: None,
-            source_ranges: vec![],
-            reject_weight: 0,
-            backends: vec![BackendSpec { addr: "10.1.0.2:80".parse().unwrap(), weight: 1 }],
+            backends: backends(&["10.1.0.2:80"]),
+            ..service(name, vip, port, protocol)
         }
-    }
-
-    fn ip(s: &str) -> std::net::IpAddr {
-        s.parse().unwrap()
     }
 
     #[test]

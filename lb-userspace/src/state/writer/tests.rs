@@ -14,7 +14,10 @@ use super::*;
 use crate::{
     bpf::maps::Maps,
     state::maglev,
-    state::model::{DesiredState, Protocol, ServiceSpec, SourceMode},
+    state::model::{
+        test_support::{backend, service},
+        DesiredState, Protocol, ServiceSpec, SourceMode,
+    },
 };
 
 mod plan;
@@ -59,22 +62,10 @@ fn writer(pins: &Pins, entries: u32, seed: u32) -> MapWriter {
 
 fn spec(name: &str, port: u16, backends: &[(&str, u16)], size: Option<u32>) -> ServiceSpec {
     ServiceSpec {
-        name: name.into(),
-        vip: "192.0.2.1".parse().unwrap(),
-        port,
-        protocol: Protocol::Udp,
         source: SourceMode::Preserve,
-        snat_address: None,
-        udp_timeout: None,
-        tcp_timeout: None,
         maglev_table_size: size,
-        affinity_timeout: None,
-        source_ranges: vec![],
-        backends: backends
-            .iter()
-            .map(|(a, w)| crate::state::model::BackendSpec { addr: a.parse().unwrap(), weight: *w })
-            .collect(),
-        reject_weight: 0,
+        backends: backends.iter().map(|(a, w)| backend(a, *w)).collect(),
+        ..service(name, "192.0.2.1", port, Protocol::Udp)
     }
 }
 

@@ -1,12 +1,51 @@
 //! Veths, addresses, routes and neighbours of the topology.
 
+use std::net::Ipv4Addr;
+
 use anyhow::Result;
 
 use crate::bench::Bench;
 use crate::sys::{ifindex, write_sysctl};
 use crate::topology::{
-    be_addr, be_gw, gen_addr, lb_addr, mac_b, mac_be, mac_g, mac_l, mac_str, VIP_NFT, VIP_PRESERVE, VIP_PROXY, VIP_SNAT,
+    be_addr, be_gw, gen_addr, lb_addr, mac_b, mac_be, mac_g, mac_l, mac_str, Ns, VIP_NFT, VIP_PRESERVE, VIP_PROXY,
+    VIP_SNAT,
 };
+
+/// One end of a veth pair: its namespace, name, MAC and address (/24).
+struct End<'a> {
+    ns: &'a Ns,
+    dev: &'a str,
+    mac: [u8; 6],
+    addr: Ipv4Addr,
+}
+
+/// A veth pair from `a` (created in its namespace) to `b` (moved into
+/// its), with their addresses, up, and static neighbours both ways.
+fn veth_pair(a: &End, b: &End) -> Result<()> {
+    let (a_mac, b_mac) = (mac_str(a.mac), mac_str(b.mac));
+    let peer = ["peer", "name", b.dev, "address", &b_mac, "netns", b.ns.name()];
+    a.ns.ip(&[&["link", "add", a.dev, "address", &a_mac, "type", "veth"][..], &peer].concat())?;
+    for end in [a, b] {
+        end.ns.ip(&["addr", "add", &format!("{}/24", end.addr), "dev", end.dev])?;
+    }
+    for end in [a, b] {
+        end.ns.ip(&["link", "set", end.dev, "up"])?;
+    }
+    for (end, peer, peer_mac) in [(a, b, &b_mac), (b, a, &a_mac)] {
+        end.ns.ip(&[
+            "neigh",
+            "replace",
+            &peer.addr.to_string(),
+            "lladdr",
+            peer_mac,
+            "dev",
+            end.dev,
+            "nud",
+            "permanent",
+        ])?;
+    }
+    Ok(())
+}
 
 impl Bench {
     pub(crate) fn build_links(&mut self) -> Result<()> {
@@ -14,48 +53,8 @@ impl Bench {
         lb.run(|| write_sysctl("net/ipv4/ip_forward", "1"))??;
         for x in 0..4u8 {
             let (gi, li) = (format!("g{x}"), format!("l{x}"));
-            lb.ip(&[
-                "link",
-                "add",
-                &li,
-                "address",
-                &mac_str(mac_l(x)),
-                "type",
-                "veth",
-                "peer",
-                "name",
-                &gi,
-                "address",
-                &mac_str(mac_g(x)),
-                "netns",
-                g.name(),
-            ])?;
-            lb.ip(&["addr", "add", &format!("{}/24", lb_addr(x)), "dev", &li])?;
-            g.ip(&["addr", "add", &format!("{}/24", gen_addr(x)), "dev", &gi])?;
-            lb.ip(&["link", "set", &li, "up"])?;
-            g.ip(&["link", "set", &gi, "up"])?;
-            lb.ip(&[
-                "neigh",
-                "replace",
-                &gen_addr(x).to_string(),
-                "lladdr",
-                &mac_str(mac_g(x)),
-                "dev",
-                &li,
-                "nud",
-                "permanent",
-            ])?;
-            g.ip(&[
-                "neigh",
-                "replace",
-                &lb_addr(x).to_string(),
-                "lladdr",
-                &mac_str(mac_l(x)),
-                "dev",
-                &gi,
-                "nud",
-                "permanent",
-            ])?;
+            let lb_end = End { ns: lb, dev: &li, mac: mac_l(x), addr: lb_addr(x) };
+            veth_pair(&lb_end, &End { ns: g, dev: &gi, mac: mac_g(x), addr: gen_addr(x) })?;
         }
         // A device without traffic (a veth pair left down: not every kernel
         // has `dummy`) that holds the generator in the XDP dispatcher (see
@@ -68,49 +67,9 @@ impl Bench {
             let i = (n % 2) as usize;
             let be = &self.be[i];
             let (bn, en) = (format!("b{n}"), if n < 2 { "eth0" } else { "eth1" });
-            lb.ip(&[
-                "link",
-                "add",
-                &bn,
-                "address",
-                &mac_str(mac_b(n)),
-                "type",
-                "veth",
-                "peer",
-                "name",
-                en,
-                "address",
-                &mac_str(mac_be(n)),
-                "netns",
-                be.name(),
-            ])?;
-            lb.ip(&["addr", "add", &format!("{}/24", be_gw(n)), "dev", &bn])?;
-            be.ip(&["addr", "add", &format!("{}/24", be_addr(n)), "dev", en])?;
-            lb.ip(&["link", "set", &bn, "up"])?;
-            be.ip(&["link", "set", en, "up"])?;
             // The sinks drop ARP: static neighbours both ways.
-            lb.ip(&[
-                "neigh",
-                "replace",
-                &be_addr(n).to_string(),
-                "lladdr",
-                &mac_str(mac_be(n)),
-                "dev",
-                &bn,
-                "nud",
-                "permanent",
-            ])?;
-            be.ip(&[
-                "neigh",
-                "replace",
-                &be_gw(n).to_string(),
-                "lladdr",
-                &mac_str(mac_b(n)),
-                "dev",
-                en,
-                "nud",
-                "permanent",
-            ])?;
+            let lb_end = End { ns: lb, dev: &bn, mac: mac_b(n), addr: be_gw(n) };
+            veth_pair(&lb_end, &End { ns: be, dev: en, mac: mac_be(n), addr: be_addr(n) })?;
             // Replies: xlb's clients via b0/b1 (through xlb), nft's via b2/b3.
             let client_net = if n < 2 { "10.200.1.0/24" } else { "10.200.2.0/24" };
             be.ip(&["route", "add", client_net, "via", &be_gw(n).to_string(), "dev", en])?;

@@ -1,8 +1,9 @@
 //! Unit tests of the configuration loader.
-use std::net::{IpAddr, SocketAddr};
-
 use super::*;
-use crate::state::model::{BackendSpec, Protocol, ServiceSpec, SourceMode};
+use crate::state::model::{
+    test_support::{backend, ip, sa, service as spec},
+    Protocol, ServiceSpec, SourceMode,
+};
 
 mod addresses;
 mod limits;
@@ -32,14 +33,6 @@ fn one_at(text: &str, line: usize, field: &str) -> String {
 
 fn ok(text: &str) -> Config {
     parse("xlb.yaml", text).unwrap_or_else(|e| panic!("unexpected errors:\n{e}"))
-}
-
-fn sa(s: &str) -> SocketAddr {
-    s.parse().unwrap()
-}
-
-fn ip(s: &str) -> IpAddr {
-    s.parse().unwrap()
 }
 
 /// A valid service with `extra` lines appended (indented 4 spaces).
@@ -96,57 +89,19 @@ services:
     assert_eq!(config.interfaces, vec!["eth0".to_owned(), "eth1".to_owned()]);
     let expected = vec![
         ServiceSpec {
-            name: "dns".into(),
-            vip: ip("192.0.2.10"),
-            port: 53,
-            protocol: Protocol::Udp,
-            source: SourceMode::Snat,
             snat_address: Some(ip("10.0.0.1")),
             udp_timeout: Some(30),
             tcp_timeout: Some(3600),
             maglev_table_size: Some(4093),
-            affinity_timeout: None,
-            source_ranges: vec![],
-            backends: vec![
-                BackendSpec { addr: sa("10.1.0.5:5353"), weight: 1 },
-                BackendSpec { addr: sa("10.1.0.6:5353"), weight: 3 },
-                BackendSpec { addr: sa("10.1.0.7:5353"), weight: 0 },
-            ],
-            reject_weight: 0,
+            backends: vec![backend("10.1.0.5:5353", 1), backend("10.1.0.6:5353", 3), backend("10.1.0.7:5353", 0)],
+            ..spec("dns", "192.0.2.10", 53, Protocol::Udp)
         },
         ServiceSpec {
-            name: "web6".into(),
-            vip: ip("2001:db8::10"),
-            port: 443,
-            protocol: Protocol::Tcp,
             source: SourceMode::Preserve,
-            snat_address: None,
-            udp_timeout: None,
-            tcp_timeout: None,
-            maglev_table_size: None,
-            affinity_timeout: None,
-            source_ranges: vec![],
-            backends: vec![
-                BackendSpec { addr: sa("[2001:db8::5]:53"), weight: 1 },
-                BackendSpec { addr: sa("[2001:db8::6]:8443"), weight: 65535 },
-            ],
-            reject_weight: 0,
+            backends: vec![backend("[2001:db8::5]:53", 1), backend("[2001:db8::6]:8443", 65535)],
+            ..spec("web6", "2001:db8::10", 443, Protocol::Tcp)
         },
-        ServiceSpec {
-            name: "empty-1".into(),
-            vip: ip("192.0.2.11"),
-            port: 65535,
-            protocol: Protocol::Tcp,
-            source: SourceMode::Snat,
-            snat_address: None,
-            udp_timeout: None,
-            tcp_timeout: None,
-            maglev_table_size: None,
-            affinity_timeout: None,
-            source_ranges: vec![],
-            backends: vec![],
-            reject_weight: 0,
-        },
+        spec("empty-1", "192.0.2.11", 65535, Protocol::Tcp),
     ];
     assert_eq!(config.state.services, expected);
     assert_eq!(config.maglev_seed, Some(u32::MAX));
