@@ -249,11 +249,11 @@ pub fn parse(ctx: &XdpContext, pkt: &mut Packet) -> Parsed {
 
 /// ICMP (v4) types handled.
 const ICMP_ECHO_REQUEST: u8 = 8;
-const ICMP_DEST_UNREACH: u8 = 3;
+pub(crate) const ICMP_DEST_UNREACH: u8 = 3;
 const ICMP_TIME_EXCEEDED: u8 = 11;
 /// ICMPv6 types handled.
-const ICMP6_DEST_UNREACH: u8 = 1;
-const ICMP6_PACKET_TOO_BIG: u8 = 2;
+pub(crate) const ICMP6_DEST_UNREACH: u8 = 1;
+pub(crate) const ICMP6_PACKET_TOO_BIG: u8 = 2;
 const ICMP6_TIME_EXCEEDED: u8 = 3;
 const ICMP6_ECHO_REQUEST: u8 = 128;
 

@@ -12,14 +12,15 @@ use lb_common::{csum::fold, Stat, PROTO_TCP};
 
 use crate::{
     forward::send,
-    packet::{ptr_at, TCP_ACK, TCP_RST, TCP_SYN},
+    packet::{
+        ptr_at, ICMP6_DEST_UNREACH, ICMP6_PACKET_TOO_BIG, ICMP_DEST_UNREACH, PROTO_ICMP, PROTO_ICMPV6, TCP_ACK,
+        TCP_RST, TCP_SYN,
+    },
     scratch::Scratch,
     stats::bump,
     words,
 };
 
-const PROTO_ICMP: u8 = 1;
-const PROTO_ICMPV6: u8 = 58;
 const IPV4_LEN: usize = 20;
 const IPV6_LEN: usize = 40;
 const TCP_LEN: usize = 20;
@@ -164,12 +165,9 @@ fn last4(a: &[u8; 16]) -> [u8; 4] {
     [a[12], a[13], a[14], a[15]]
 }
 
-const ICMP_DEST_UNREACH: u8 = 3;
 const ICMP_PORT_UNREACH: u8 = 3;
 const ICMP_FRAG_NEEDED: u8 = 4;
-const ICMP6_DEST_UNREACH: u8 = 1;
 const ICMP6_PORT_UNREACH: u8 = 4;
-const ICMP6_PACKET_TOO_BIG: u8 = 2;
 
 /// The IPv4 packet → an ICMP error of `ty`/`code` to its sender, quoting its
 /// header and first 8 L4 bytes; `info` fills the ICMP header's last 4 bytes
