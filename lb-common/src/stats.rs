@@ -53,6 +53,7 @@ stats! {
     ArpReply = "arp_reply": "ARP requests for an announced VIP answered (--announce l2).",
     NdpAdvert = "ndp_advert": "IPv6 neighbour solicitations for an announced VIP answered (--announce l2).",
     RejectShare = "reject_share": "New flows whose lookup-table pick was the service's reject share (a Gateway backendRef that does not resolve): each then rejected (reject_no_backend) or dropped (drop_no_backend) as for a service without a usable backend.",
+    PassOtherHost = "pass_other_host": "Passed untouched: a packet for a VIP on an announce interface (--announce l2) whose Ethernet destination is another host's unicast MAC (a switch flooding unknown unicast); the kernel drops it.",
 }
 
 // New counters go last: the pinned per-CPU array is indexed by position,

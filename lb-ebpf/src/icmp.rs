@@ -170,6 +170,10 @@ pub fn echo(ctx: &XdpContext, s: &mut Scratch) -> u32 {
         bump(Stat::PassNotVip);
         return xdp_action::XDP_PASS;
     }
+    // Flooded to every node of the segment: answered by its addressee only.
+    if crate::l2::for_other_host(ctx) {
+        return xdp_action::XDP_PASS;
+    }
     let reply_type: u8 = if s.pkt.v6 { 129 } else { 0 };
     let Some((tp, old_tc)) = rd16(ctx, s.pkt.l4) else {
         bump(Stat::DropMalformed);

@@ -8,6 +8,9 @@
 //! Everything else — ARP for other addresses, gratuitous ARP, replies,
 //! malformed ARP, solicitations for other targets — is not ours
 //! ([`NOT_OURS`]) and takes the normal path (to the kernel, as before).
+//!
+//! [`for_other_host`]: a packet for a VIP flooded by a switch to an announce
+//! interface, addressed to another host's MAC, is left to the kernel.
 use aya_ebpf::{
     bindings::xdp_action,
     helpers::generated::{bpf_xdp_adjust_head, bpf_xdp_adjust_tail},
@@ -56,6 +59,32 @@ pub fn answer(ctx: &XdpContext) -> u32 {
     } else {
         NOT_OURS
     }
+}
+
+/// True (and counted) when the frame arrived on an announce interface with
+/// another host's unicast MAC as its Ethernet destination: a switch flooded
+/// it (unknown unicast), and only its addressee may balance it. The caller
+/// leaves it to the kernel, which drops `PACKET_OTHERHOST` frames. Group
+/// (multicast, broadcast) destinations and other interfaces, whose MAC XDP
+/// does not know, are never "other host". Called only for packets to a VIP,
+/// so the `XLB_L2_IFACES` lookup costs nothing elsewhere.
+#[inline(always)]
+pub fn for_other_host(ctx: &XdpContext) -> bool {
+    let Some(eth) = ptr_at::<[u8; 6]>(ctx, 0) else { return false };
+    // SAFETY: bounds checked by ptr_at.
+    let dst = unsafe { *eth };
+    if dst[0] & 1 != 0 {
+        return false;
+    }
+    let Some(iface) = l2_iface(ctx) else { return false };
+    let m = iface.mac;
+    // Word compares: a byte-array compare may become a `bcmp` call.
+    let other = u32::from_ne_bytes([dst[0], dst[1], dst[2], dst[3]]) != u32::from_ne_bytes([m[0], m[1], m[2], m[3]])
+        || u16::from_ne_bytes([dst[4], dst[5]]) != u16::from_ne_bytes([m[4], m[5]]);
+    if other {
+        bump(Stat::PassOtherHost);
+    }
+    other
 }
 
 /// The announce interface the frame arrived on, if it is one.

@@ -95,6 +95,10 @@ pub fn process(ctx: &XdpContext) -> Result<u32, ()> {
     // SAFETY: map value pointer valid for this program run.
     let svc = svc.or_else(|| SERVICES.get_ptr(&key).map(|p| unsafe { &*p }));
     if let Some(svc) = svc {
+        // Flooded to every node of the segment: balanced by its addressee only.
+        if l2::for_other_host(ctx) {
+            return Ok(xdp_action::XDP_PASS);
+        }
         return Ok(match to_backend(ctx, s, svc, flow, looked) {
             NO_BACKEND => reject(ctx, s),
             TOO_BIG => too_big(ctx, s),

@@ -52,15 +52,17 @@
 //! client's entry moved), 5 runs each of graceful (SIGTERM) and crash
 //! (kill -9 + link down), printed as min/median/max.
 //!
-//! The stream comes back sooner than the announcement in both cases, and
-//! the test does not depend on it: after a graceful stop the old node's
-//! kernel (forwarding on, the VIP on-link) sends what still reaches it on
-//! to the VIP's new announcer; after a crash the bridge, its port down,
-//! forgets the dead node's MAC and floods the client's frames for it to
-//! every port, and the other node's XDP program forwards them although
-//! they are not addressed to its MAC (the data path does not look at the
-//! Ethernet destination). So what must wait for the Lease's expiry after a
-//! crash is the client's entry moving (the new holder's gratuitous ARP).
+//! After a graceful stop the stream may come back sooner than the
+//! announcement: the old node's kernel (forwarding on, the VIP on-link)
+//! sends what still reaches it on to the VIP's new announcer. After a
+//! crash it must not: the bridge, its port down, forgets the dead node's
+//! MAC and floods the client's frames for it to every port, and the other
+//! node's data path leaves a VIP packet addressed to another host's MAC
+//! on an announce interface to the kernel (`pass_other_host`), which drops
+//! it; so the stream resumes only once the new holder announces the VIP,
+//! after the dead holder's Lease expired. With a switch that floods
+//! everything (learning off), two healthy nodes never both balance a
+//! packet: no pod receives a datagram twice.
 //!
 //! Needs root; run with `--test-threads=1`.
 
@@ -681,6 +683,12 @@ struct Failover {
     moved: Duration,
     /// Requests of the stream lost meanwhile.
     lost: u64,
+    /// From the signal to the first announcement of the VIP by the new
+    /// holder heard on the client's link.
+    announced: Duration,
+    /// Flooded VIP packets the new holder left to the kernel meanwhile
+    /// (`pass_other_host`).
+    flooded: u64,
 }
 
 /// Streams to `vip`, stops its announcer as `how` says, and asserts: the
@@ -700,6 +708,7 @@ fn failover(s: &mut Segment, vip: IpAddr, lease: &str, how: Stop) -> Failover {
     // on only an announcement can move it.
     s.wait_client_reachable(vip, h);
     let watcher = Watcher::start(s, vip);
+    let flooded_before = s.stat(other, "pass_other_host");
     let mut agent = s.agents[h].take().expect("the announcer's agent");
     let t0 = Instant::now();
     match how {
@@ -740,11 +749,13 @@ fn failover(s: &mut Segment, vip: IpAddr, lease: &str, how: Stop) -> Failover {
     let moved_at = t0 + moved;
     let asked: Vec<_> = seen.iter().filter(|(t, e)| *e == Seen::Asked && *t <= moved_at).collect();
     assert!(asked.is_empty(), "{how:?}: the client asked for {vip} before its entry moved: {seen:?}");
+    let announced = seen.iter().find(|(_, e)| *e == Seen::Announced(s.macs[other])).map(|(t, _)| *t);
     assert!(
-        seen.iter().any(|(t, e)| *e == Seen::Announced(s.macs[other]) && *t <= moved_at + Duration::from_millis(200)),
+        announced.is_some_and(|t| t <= moved_at + Duration::from_millis(200)),
         "{how:?}: no announcement of {vip} from {} heard before the client's entry moved: {seen:?}",
         NODES[other]
     );
+    let announced = announced.map_or(Duration::ZERO, |t| t.saturating_duration_since(t0));
     let dead_answers: Vec<_> = seen
         .iter()
         .filter(|(t, e)| *t > moved_at && matches!(e, Seen::Answered(m) | Seen::Announced(m) if *m == s.macs[h]))
@@ -763,7 +774,8 @@ fn failover(s: &mut Segment, vip: IpAddr, lease: &str, how: Stop) -> Failover {
         }
     }
     assert!(resumed <= limit, "{how:?}: the stream resumed through {} after {resumed:?}{}", NODES[other], s.diag());
-    Failover { resumed, gap, moved, lost }
+    let flooded = s.stat(other, "pass_other_host") - flooded_before;
+    Failover { resumed, gap, moved, lost, announced, flooded }
 }
 
 fn summary(mut v: Vec<Duration>) -> String {
@@ -774,10 +786,11 @@ fn summary(mut v: Vec<Duration>) -> String {
 fn report(what: &str, runs: &[Failover]) {
     eprintln!(
         "{what}, {} runs: stream resumed through the new announcer: {}; longest gap without replies: {}; \
-         client's entry moved: {}; requests lost: {:?}",
+         new holder announced: {}; client's entry moved: {}; requests lost: {:?}",
         runs.len(),
         summary(runs.iter().map(|f| f.resumed).collect()),
         summary(runs.iter().map(|f| f.gap).collect()),
+        summary(runs.iter().map(|f| f.announced).collect()),
         summary(runs.iter().map(|f| f.moved).collect()),
         runs.iter().map(|f| f.lost).collect::<Vec<_>>(),
     );
@@ -855,11 +868,23 @@ fn a_dead_announcer_is_replaced_within_10s() {
     }
     // The new announcer announces on expiry, not before: never before the
     // Lease's 6 s after the last renewal (at most 2 s before the kill).
-    // (The stream itself may resume earlier: see the module's doc.)
     assert!(
         runs.iter().all(|f| f.moved >= Duration::from_secs(3)),
         "the client's entry moved before the dead holder's Lease expired: {:?}",
         runs.iter().map(|f| f.moved).collect::<Vec<_>>()
+    );
+    // The stream resumes only through the new holder's announcement: the
+    // client's frames for the dead node's MAC, flooded by the bridge to the
+    // other node meanwhile, are not balanced there.
+    let times: Vec<_> = runs.iter().map(|f| (f.announced, f.resumed, f.flooded)).collect();
+    assert!(
+        runs.iter().all(|f| f.resumed >= Duration::from_secs(3) && f.resumed >= f.announced),
+        "the stream resumed before the dead holder's Lease expired and the new holder announced \
+         (announced, resumed, flooded frames passed): {times:?}"
+    );
+    assert!(
+        runs.iter().all(|f| f.flooded > 0),
+        "no flooded frame reached the other node (the bridge did not flood: the test shows nothing): {times:?}"
     );
     report("crash failover (kill -9 of the announcer + its link down), IPv4", &runs);
 }
@@ -942,4 +967,53 @@ fn ipv6_one_node_answers_ndp_traffic_flows_and_sigterm_moves_both_within_3s() {
     assert_eq!(s.stat(1 - h, "ndp_advert"), 0, "the other node answered NS{}", s.diag());
     let f = failover(&mut s, VIP6.into(), LEASE6, Stop::Graceful);
     report("graceful failover (SIGTERM of the announcer), IPv6", &[f]);
+}
+
+#[test]
+fn with_a_switch_that_floods_everything_only_the_announcer_balances_no_duplicates() {
+    let s = Segment::start("l2tf");
+    cluster(&s, VIP4.into());
+    let h = s.holder_index(LEASE4);
+    s.assert_only_answers(h, VIP4.into(), "with both nodes up");
+    // A hub: no port learns, the table is emptied, so every unicast frame
+    // (the client's to the announcer's MAC too) reaches every port, as
+    // from a switch whose table aged out.
+    for port in ["v0", "v1", "vc"] {
+        ip(&s.sw, &["link", "set", "dev", port, "type", "bridge_slave", "learning", "off"]);
+    }
+    ip(&s.sw, &["link", "set", "dev", "br0", "type", "bridge", "fdb_flush"]);
+    let flooded_before = [s.stat(0, "pass_other_host"), s.stat(1, "pass_other_host")];
+    // Steady state: one flow, and new flows (a socket each), to both pods.
+    let stream = Stream::start(&s.client, SocketAddr::new(VIP4.into(), PORT));
+    let mut pods = BTreeSet::new();
+    for n in 0..40 {
+        let (text, _) = xlb_tests::udp_request(
+            &s.client,
+            None,
+            SocketAddr::new(VIP4.into(), PORT),
+            format!("new {n}").as_bytes(),
+            Duration::from_secs(2),
+        )
+        .unwrap_or_else(|e| panic!("request {n} to {VIP4}: {e:#}{}", s.diag()));
+        pods.insert(text.split_whitespace().next().unwrap_or_default().to_string());
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    stream.stop.store(true, Ordering::SeqCst);
+    // Late duplicates have time to arrive before the count.
+    std::thread::sleep(Duration::from_millis(300));
+    let replies = stream.replies();
+    drop(stream);
+    assert_eq!(pods, BTreeSet::from(["pod1".to_string(), "pod2".to_string()]), "both pods reached");
+    assert!(replies.len() >= 30, "the stream got {} replies{}", replies.len(), s.diag());
+    let mut per_seq = std::collections::BTreeMap::new();
+    for r in &replies {
+        *per_seq.entry(r.seq).or_insert(0u32) += 1;
+    }
+    let dup: Vec<_> = per_seq.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(dup.is_empty(), "requests a pod received more than once (seq, replies): {dup:?}{}", s.diag());
+    let other: Vec<_> = replies.iter().filter(|r| forwarded_by(r.peer) != Some(h)).collect();
+    assert!(other.is_empty(), "replies carried by the other node: {other:?}{}", s.diag());
+    let flooded = [s.stat(0, "pass_other_host") - flooded_before[0], s.stat(1, "pass_other_host") - flooded_before[1]];
+    assert!(flooded[1 - h] >= 40, "the other node saw no flooded VIP packets ({flooded:?}){}", s.diag());
+    assert_eq!(flooded[h], 0, "the announcer left packets addressed to it to the kernel{}", s.diag());
 }

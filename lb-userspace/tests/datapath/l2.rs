@@ -253,3 +253,105 @@ case!(neighbour_solicitations_not_for_an_announced_vip_pass, |lab| {
     // Not answered: the IPv6 parser drops it as malformed, as before.
     lab.run(short).expect(XDP_DROP, &[Stat::DropMalformed]);
 });
+
+// ---------------------------------------------------------------------------
+// Frames flooded by a switch (unknown unicast): only the addressee balances.
+// ---------------------------------------------------------------------------
+
+/// Another node's MAC on the segment.
+const OTHER_NODE_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0xb0];
+
+/// Client → VIP packets of every family and protocol (a TCP SYN for TCP),
+/// from the client's MAC to `dst_mac`.
+fn vip_packets(dst_mac: [u8; 6]) -> Vec<(&'static str, Pkt)> {
+    vec![
+        ("UDP4", client_pkt(Udp, &sa(CLIENT4, 33000), &sa(VIP4, 53), 0)),
+        ("TCP4 SYN", client_pkt(Tcp, &sa(CLIENT4, 33001), &sa(VIP4, 80), TCP_SYN)),
+        ("UDP6", client_pkt(Udp, &sa(CLIENT6, 33000), &sa(VIP6, 53), 0)),
+        ("TCP6 SYN", client_pkt(Tcp, &sa(CLIENT6, 33001), &sa(VIP6, 80), TCP_SYN)),
+    ]
+    .into_iter()
+    .map(|(what, p)| {
+        let client = if p.is_v6() { CLIENT6 } else { CLIENT4 };
+        (what, p.macs(mac(client), dst_mac))
+    })
+    .collect()
+}
+
+/// `announcing`, plus TCP services on both VIPs.
+fn announcing_udp_and_tcp(lab: &mut Lab) {
+    announcing(lab);
+    lab.apply(vec![
+        service("dns4", VIP4, 53, Udp, Snat, &[("10.1.0.2:5353", 1)]),
+        service("dns6", VIP6, 53, Udp, Snat, &[("[fd00:1::2]:5353", 1)]),
+        service("web4", VIP4, 80, Tcp, Snat, &[("10.1.0.2:8080", 1)]),
+        service("web6", VIP6, 80, Tcp, Snat, &[("[fd00:1::2]:8080", 1)]),
+    ]);
+}
+
+case!(vip_packet_to_another_hosts_mac_on_an_announce_interface_passes, |lab| {
+    announcing_udp_and_tcp(lab);
+    for (what, pkt) in vip_packets(OTHER_NODE_MAC) {
+        let out = lab.run(&pkt.build());
+        assert_eq!(out.verdict, XDP_PASS, "{what}");
+        out.expect(XDP_PASS, &[Stat::PassOtherHost]).untouched();
+        assert!(lab.flow(&pkt).is_none(), "{what}: a flow was recorded for a frame not addressed to this node");
+    }
+    assert_eq!(lab.flow_count(), 0);
+    assert_eq!(lab.reverse_count(), 0);
+    assert_eq!(lab.service_counter(VIP4, 53, Udp).packets, 0);
+    // A flow this node already balances: its next packet, flooded, is not
+    // translated again (the addressee handles it).
+    let pkt = udp4_to_vip().macs(mac(CLIENT4), V0_L2_MAC);
+    lab.run(&pkt.build()).expect(XDP_PASS, &[Stat::FlowNew, Stat::FwdKernel]).to_tc(lab.v0);
+    let flooded = pkt.macs(mac(CLIENT4), OTHER_NODE_MAC);
+    lab.run(&flooded.build()).expect(XDP_PASS, &[Stat::PassOtherHost]).untouched();
+    // An echo request to the VIP, flooded: not answered here.
+    let echo = Pkt::icmp(CLIENT4, VIP4).macs(mac(CLIENT4), OTHER_NODE_MAC).payload(b"ping");
+    lab.run(&echo.build()).expect(XDP_PASS, &[Stat::PassOtherHost]).untouched();
+});
+
+case!(vip_packet_to_the_announce_interfaces_own_mac_is_balanced, |lab| {
+    announcing_udp_and_tcp(lab);
+    for (what, pkt) in vip_packets(V0_L2_MAC) {
+        let out = lab.run(&pkt.build());
+        assert_eq!(out.verdict, XDP_PASS, "{what}");
+        out.expect(XDP_PASS, &[Stat::FlowNew, Stat::FwdKernel]).to_tc(lab.v0);
+        assert!(lab.flow(&pkt).is_some(), "{what}: no flow");
+    }
+    let echo = Pkt::icmp(CLIENT4, VIP4).macs(mac(CLIENT4), V0_L2_MAC).payload(b"ping");
+    lab.run(&echo.build()).expect(XDP_PASS, &[Stat::IcmpEcho, Stat::FwdKernel]).to_tc(lab.v0);
+});
+
+case!(vip_packet_to_a_group_mac_is_balanced_as_before, |lab| {
+    announcing_udp_and_tcp(lab);
+    // Broadcast, IPv4 multicast, IPv6 multicast: group addresses, not
+    // another host's.
+    for (g, group) in [[0xff; 6], [0x01, 0, 0x5e, 0, 0, 1], [0x33, 0x33, 0, 0, 0, 1]].into_iter().enumerate() {
+        for (k, (what, pkt)) in vip_packets(group).into_iter().enumerate() {
+            // A new flow each time.
+            let pkt = pkt.src_port(40000 + (g * 10 + k) as u16);
+            let out = lab.run(&pkt.build());
+            assert_eq!(out.verdict, XDP_PASS, "{what} to {group:02x?}");
+            out.expect(XDP_PASS, &[Stat::FlowNew, Stat::FwdKernel]).to_tc(lab.v0);
+        }
+    }
+});
+
+case!(vip_packet_to_another_mac_on_a_non_announce_interface_is_balanced_as_before, |lab| {
+    announcing_udp_and_tcp(lab);
+    // v1 announces nothing: XDP does not know its MAC, nothing changes there.
+    let v1 = lab.v1;
+    for (what, pkt) in vip_packets(OTHER_NODE_MAC) {
+        let out = lab.run_on(v1, &pkt.build());
+        assert_eq!(out.verdict, XDP_PASS, "{what}");
+        out.expect(XDP_PASS, &[Stat::FlowNew, Stat::FwdKernel]).to_tc(lab.v0);
+    }
+    // v0 no longer an announce interface: balanced there too, as before.
+    let v0 = lab.v0;
+    lab.writer.remove_l2_interface(v0).expect("XLB_L2_IFACES");
+    let (what, pkt) = vip_packets(OTHER_NODE_MAC).remove(0);
+    let out = lab.run(&pkt.src_port(34000).build());
+    assert_eq!(out.verdict, XDP_PASS, "{what}");
+    out.expect(XDP_PASS, &[Stat::FlowNew, Stat::FwdKernel]).to_tc(lab.v0);
+});
