@@ -1,0 +1,241 @@
+//! Gateway API L4 end to end: the agent against the fake API server (with
+//! the Gateway API CRDs), real packets from the client namespace through
+//! the Gateway's address to pods. Each test mirrors an upstream conformance
+//! test of the GATEWAY-UDP / GATEWAY-TCP profiles (named after it). Needs
+//! root.
+
+mod k8s;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use k8s::*;
+use serde_json::Value;
+use xlb_tests::k8s::{self as gw, LbService};
+use xlb_tests::{udp_probe, Probe, Topology, NO_REPLY};
+
+const CONTROLLER: &str = "xlb.io/gateway-controller";
+const CLASS: &str = "xlb";
+/// Namespace of the backends only a ReferenceGrant opens up.
+const OTHER_NS: &str = "backends";
+
+/// A plain (ClusterIP) Service `ns/name`, a route's backend.
+fn backend_service(ns: &str, name: &str) -> LbService {
+    xlb_tests::k8s::lb_service(ns, name).service_type("ClusterIP").class(None)
+}
+
+/// The GatewayClass of xlb's controller and two backend Services in
+/// [`NS`] served by pods 0 and 1: `dns` (53/UDP → 5353) and `web`
+/// (80/TCP → 8080).
+fn cluster() -> Cluster {
+    let c = Cluster::start_gateway(2, &[]);
+    base_objects(&c);
+    c
+}
+
+fn base_objects(c: &Cluster) {
+    c.create_gateway_object(&gw::gateway_class(CLASS, CONTROLLER));
+    c.create_service(&backend_service(NS, "dns").port("dns", 53, "UDP"));
+    c.set_slice(NS, "dns", "dns", false, &[ready(0), ready(1)], &[("dns", UDP_PORT, "UDP")]);
+    c.create_service(&backend_service(NS, "web").port("http", 80, "TCP"));
+    c.set_slice(NS, "web", "web", false, &[ready(0), ready(1)], &[("http", TCP_PORT, "TCP")]);
+}
+
+/// A Gateway `gw` in [`NS`] on the test VIP.
+fn gateway() -> gw::GatewayBuilder {
+    gw::gateway(NS, "gw", CLASS).address(&Topology::VIP_V4.to_string())
+}
+
+fn route_status(c: &Cluster, kind: &str, name: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    let obj = c.wait_object(&gw::route_path(kind, NS, name), what, |o| {
+        o["status"]["parents"].as_array().and_then(|p| p.first()).is_some_and(&pred)
+    });
+    obj["status"]["parents"][0].clone()
+}
+
+fn accepted_and_resolved(c: &Cluster, kind: &str, name: &str) -> Value {
+    route_status(c, kind, name, "parent Accepted and ResolvedRefs", |p| {
+        is_true(p, "Accepted") && is_true(p, "ResolvedRefs")
+    })
+}
+
+/// Waits until `n` new UDP flows to `port` of the VIP all get a reply;
+/// returns the tally of the last round.
+fn wait_udp_served(c: &Cluster, port: u16, n: usize) -> HashMap<String, usize> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let t = c.udp(vip4(port), n);
+        if !t.contains_key(NO_REPLY) && t.values().sum::<usize>() == n {
+            return t;
+        }
+        assert!(Instant::now() < deadline, "UDP {port} not served: {t:?}\n{}", c.agent.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn udp_outcomes(c: &Cluster, port: u16, n: usize) -> (usize, usize, usize) {
+    let (mut replies, mut refused, mut silent) = (0, 0, 0);
+    for _ in 0..n {
+        match udp_probe(&c.topo.client, vip4(port), b"x", T).expect("UDP probe") {
+            Probe::Reply(_) => replies += 1,
+            Probe::Refused => refused += 1,
+            Probe::Timeout => silent += 1,
+        }
+    }
+    (replies, refused, silent)
+}
+
+#[test]
+fn udproute_simple() {
+    let c = cluster();
+    c.create_gateway_object(&gateway().listener("dns", "UDP", 53).build());
+    c.create_gateway_object(&gw::udp_route(NS, "dns").parent("gw", None).backend("dns", 53, None).build());
+
+    let class =
+        c.wait_object(&gw::gateway_class_path(CLASS), "GatewayClass Accepted", |o| is_true(&o["status"], "Accepted"));
+    let kinds = class["status"]["supportedFeatures"].to_string();
+    assert!(kinds.contains("UDPRoute") && kinds.contains("TCPRoute"), "supportedFeatures: {kinds}");
+    let g = c.wait_object(&gw::gateway_path(NS, "gw"), "Gateway Accepted and Programmed", |o| {
+        is_true(&o["status"], "Accepted") && is_true(&o["status"], "Programmed")
+    });
+    assert_eq!(g["status"]["addresses"][0]["value"], Topology::VIP_V4.to_string(), "{g:#}");
+    let l = &g["status"]["listeners"][0];
+    assert_eq!(l["name"], "dns", "{g:#}");
+    assert_eq!(l["attachedRoutes"], 1, "{g:#}");
+    assert!(is_true(l, "Accepted") && is_true(l, "Programmed") && is_true(l, "ResolvedRefs"), "{g:#}");
+    let p = accepted_and_resolved(&c, "UDPRoute", "dns");
+    assert_eq!(p["controllerName"], CONTROLLER, "{p:#}");
+    assert_eq!(p["parentRef"]["name"], "gw", "{p:#}");
+
+    c.wait_backends(&format!("gateway/{NS}/gw:dns"), 2);
+    let t = wait_udp_served(&c, 53, 20);
+    assert_eq!(tags(&t), ["pod0", "pod1"], "both endpoints serve: {t:?}");
+}
+
+#[test]
+fn tcproute_simple() {
+    let c = cluster();
+    c.create_gateway_object(&gateway().listener("web", "TCP", 80).build());
+    c.create_gateway_object(&gw::tcp_route(NS, "web").parent("gw", None).backend("web", 80, None).build());
+    c.wait_object(&gw::gateway_path(NS, "gw"), "Gateway Programmed", |o| is_true(&o["status"], "Programmed"));
+    let p = accepted_and_resolved(&c, "TCPRoute", "web");
+    assert_eq!(p["controllerName"], CONTROLLER, "{p:#}");
+    c.wait_backends(&format!("gateway/{NS}/gw:web"), 2);
+    let t = c.tcp(vip4(80), 20);
+    assert_eq!(tags(&t), ["pod0", "pod1"], "every connection answered, by both endpoints: {t:?}");
+}
+
+/// Two UDP listeners; one route attaches by `sectionName`, the other by
+/// `port`: each listener carries its route's backends.
+#[test]
+fn udproute_parentref_by_section_name_and_port() {
+    let c = cluster();
+    c.create_service(&backend_service(NS, "one").port("dns", 53, "UDP"));
+    c.set_slice(NS, "one", "one", false, &[ready(1)], &[("dns", UDP_PORT, "UDP")]);
+    c.create_gateway_object(&gateway().listener("dns", "UDP", 53).listener("alt", "UDP", 5300).build());
+    c.create_gateway_object(
+        &gw::udp_route(NS, "by-section").parent("gw", Some("alt")).backend("one", 53, None).build(),
+    );
+    c.create_gateway_object(
+        &gw::udp_route(NS, "by-port").parent_ref(None, "gw", None, Some(53)).backend("dns", 53, None).build(),
+    );
+    for name in ["by-section", "by-port"] {
+        accepted_and_resolved(&c, "UDPRoute", name);
+    }
+    c.wait_backends(&format!("gateway/{NS}/gw:alt"), 1);
+    c.wait_backends(&format!("gateway/{NS}/gw:dns"), 2);
+    let alt = wait_udp_served(&c, 5300, 10);
+    assert_eq!(tags(&alt), ["pod1"], "the alt listener serves the by-section route's backend only: {alt:?}");
+    let dns = wait_udp_served(&c, 53, 20);
+    assert_eq!(tags(&dns), ["pod0", "pod1"], "the dns listener serves the by-port route: {dns:?}");
+}
+
+/// A TCPRoute whose parentRef names a UDP listener: not accepted
+/// (`NotAllowedByListeners`), nothing attached, nothing served on TCP.
+#[test]
+fn tcproute_not_allowed_by_udp_listener() {
+    let c = cluster();
+    c.create_gateway_object(&gateway().listener("dns", "UDP", 53).build());
+    c.create_gateway_object(&gw::tcp_route(NS, "web").parent("gw", Some("dns")).backend("web", 80, None).build());
+    let p = route_status(&c, "TCPRoute", "web", "parent Accepted=False", |p| {
+        condition(p, "Accepted").is_some_and(|(s, _)| s == "False")
+    });
+    assert_eq!(condition(&p, "Accepted").unwrap().1, "NotAllowedByListeners", "{p:#}");
+    let g = c.wait_object(&gw::gateway_path(NS, "gw"), "listener status", |o| {
+        o["status"]["listeners"][0]["attachedRoutes"].is_number()
+    });
+    assert_eq!(g["status"]["listeners"][0]["attachedRoutes"], 0, "{g:#}");
+    let p = c.programmed();
+    assert!(p.values().all(|s| s["protocol"] != "tcp"), "no TCP service from a route the listener refuses: {p:#?}");
+}
+
+/// A route with a Service that exists and one that does not, of equal
+/// weight: `ResolvedRefs=False` (`BackendNotFound`), the route still
+/// Accepted; the missing one's share of new flows is answered with ICMP
+/// port unreachable, the rest served.
+#[test]
+fn udproute_nonexistent_backend() {
+    let c = cluster();
+    c.create_gateway_object(&gateway().listener("dns", "UDP", 53).build());
+    c.create_gateway_object(
+        &gw::udp_route(NS, "dns").parent("gw", None).backend("dns", 53, Some(50)).backend("nope", 53, Some(50)).build(),
+    );
+    let p = route_status(&c, "UDPRoute", "dns", "ResolvedRefs=False", |p| {
+        condition(p, "ResolvedRefs").is_some_and(|(s, _)| s == "False")
+    });
+    assert_eq!(condition(&p, "ResolvedRefs").unwrap().1, "BackendNotFound", "{p:#}");
+    assert!(is_true(&p, "Accepted"), "{p:#}");
+    c.wait_backends(&format!("gateway/{NS}/gw:dns"), 2);
+    let (replies, refused, silent) = udp_outcomes(&c, 53, 60);
+    assert_eq!(silent, 0, "every flow is served or refused ({replies} served, {refused} refused)");
+    assert!((10..=50).contains(&refused), "about half refused: {refused} of 60 ({replies} served)");
+}
+
+/// A backendRef to a Service of another namespace: refused
+/// (`RefNotPermitted`, its flows rejected) until a ReferenceGrant there
+/// allows it, then served.
+#[test]
+fn udproute_cross_namespace_reference_grant() {
+    let c = cluster();
+    c.create_service(&backend_service(OTHER_NS, "dns").port("dns", 53, "UDP"));
+    c.set_slice(OTHER_NS, "dns", "dns", false, &[ready(1)], &[("dns", UDP_PORT, "UDP")]);
+    c.create_gateway_object(&gateway().listener("dns", "UDP", 53).build());
+    c.create_gateway_object(
+        &gw::udp_route(NS, "dns").parent("gw", None).backend_ref(Some(OTHER_NS), "dns", 53, None).build(),
+    );
+    let p = route_status(&c, "UDPRoute", "dns", "ResolvedRefs=False", |p| {
+        condition(p, "ResolvedRefs").is_some_and(|(s, _)| s == "False")
+    });
+    assert_eq!(condition(&p, "ResolvedRefs").unwrap().1, "RefNotPermitted", "{p:#}");
+    c.wait_programmed("the listener programmed", |p| p.contains_key(&format!("gateway/{NS}/gw:dns")));
+    let (replies, refused, silent) = udp_outcomes(&c, 53, 10);
+    assert_eq!((replies, silent), (0, 0), "without a grant nothing is served, all refused ({refused})");
+
+    c.create_gateway_object(&gw::reference_grant(OTHER_NS, "from-apps", NS, Some("dns")));
+    accepted_and_resolved(&c, "UDPRoute", "dns");
+    let t = wait_udp_served(&c, 53, 10);
+    assert_eq!(tags(&t), ["pod1"], "served by the other namespace's endpoint: {t:?}");
+}
+
+/// The CRDs are installed after the agent started: it keeps running, finds
+/// them, and serves a Gateway created then.
+#[test]
+fn gateway_api_crds_installed_after_start() {
+    let c = Cluster::start(2, &[]);
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(c.agent.is_healthy(), "healthy without the Gateway API:\n{}", c.agent.log());
+    c.api.install_gateway_api().expect("install the Gateway API CRDs");
+    base_objects(&c);
+    c.create_gateway_object(&gateway().listener("dns", "UDP", 53).build());
+    c.create_gateway_object(&gw::udp_route(NS, "dns").parent("gw", None).backend("dns", 53, None).build());
+    // Discovery runs every 15 s.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !c.programmed().contains_key(&format!("gateway/{NS}/gw:dns")) {
+        assert!(Instant::now() < deadline, "the Gateway is never programmed:\n{}", c.agent.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    accepted_and_resolved(&c, "UDPRoute", "dns");
+    let t = wait_udp_served(&c, 53, 20);
+    assert_eq!(tags(&t), ["pod0", "pod1"], "{t:?}");
+    assert!(c.agent.is_healthy(), "{}", c.agent.log());
+}
