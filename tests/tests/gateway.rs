@@ -239,3 +239,126 @@ fn gateway_api_crds_installed_after_start() {
     assert_eq!(tags(&t), ["pod0", "pod1"], "{t:?}");
     assert!(c.agent.is_healthy(), "{}", c.agent.log());
 }
+
+/// A route without `sectionName` or `port` attaches to every listener of
+/// its protocol: each serves it, each counts it.
+#[test]
+fn udproute_attach_to_all_listeners() {
+    let c = cluster();
+    c.create_gateway_object(&gateway().listener("dns", "UDP", 53).listener("alt", "UDP", 5300).build());
+    c.create_gateway_object(&gw::udp_route(NS, "dns").parent("gw", None).backend("dns", 53, None).build());
+    accepted_and_resolved(&c, "UDPRoute", "dns");
+    let g = c.wait_object(&gw::gateway_path(NS, "gw"), "both listeners with the route", |o| {
+        o["status"]["listeners"].as_array().is_some_and(|l| l.len() == 2 && l.iter().all(|l| l["attachedRoutes"] == 1))
+    });
+    assert!(is_true(&g["status"], "Programmed"), "{g:#}");
+    for port in [53, 5300] {
+        let t = wait_udp_served(&c, port, 20);
+        assert_eq!(tags(&t), ["pod0", "pod1"], "port {port}: {t:?}");
+    }
+}
+
+/// Two routes on one listener: both Accepted, the oldest carries the traffic.
+#[test]
+fn udproute_multiple_routes_one_listener() {
+    let c = cluster();
+    c.create_service(&backend_service(NS, "one").port("dns", 53, "UDP"));
+    c.set_slice(NS, "one", "one", false, &[ready(1)], &[("dns", UDP_PORT, "UDP")]);
+    c.create_gateway_object(&gateway().listener("dns", "UDP", 53).build());
+    // The newer first, so that the order of creation is not what decides.
+    c.create_gateway_object(
+        &gw::udp_route(NS, "newer").parent("gw", None).backend("dns", 53, None).created("2026-02-01T00:00:00Z").build(),
+    );
+    c.create_gateway_object(
+        &gw::udp_route(NS, "older").parent("gw", None).backend("one", 53, None).created("2026-01-01T00:00:00Z").build(),
+    );
+    for name in ["newer", "older"] {
+        accepted_and_resolved(&c, "UDPRoute", name);
+    }
+    c.wait_backends(&format!("gateway/{NS}/gw:dns"), 1);
+    let t = wait_udp_served(&c, 53, 20);
+    assert_eq!(tags(&t), ["pod1"], "the oldest route's backend only: {t:?}");
+}
+
+/// backendRef weights 70/30 over two Services (one endpoint each) and a
+/// third of weight 0: the shares of ≥2000 new flows within ±5 %, none for
+/// weight 0.
+#[test]
+fn udproute_weighted_backends() {
+    let c = Cluster::start_gateway(3, &[]);
+    c.create_gateway_object(&gw::gateway_class(CLASS, CONTROLLER));
+    for (i, name) in ["seventy", "thirty", "zero"].iter().enumerate() {
+        c.create_service(&backend_service(NS, name).port("dns", 53, "UDP"));
+        c.set_slice(NS, name, name, false, &[ready(i)], &[("dns", UDP_PORT, "UDP")]);
+    }
+    c.create_gateway_object(&gateway().listener("dns", "UDP", 53).build());
+    c.create_gateway_object(
+        &gw::udp_route(NS, "dns")
+            .parent("gw", None)
+            .backend("seventy", 53, Some(70))
+            .backend("thirty", 53, Some(30))
+            .backend("zero", 53, Some(0))
+            .build(),
+    );
+    accepted_and_resolved(&c, "UDPRoute", "dns");
+    c.wait_programmed("two weighted backends", |p| {
+        p.get(&format!("gateway/{NS}/gw:dns")).and_then(|s| s["backends"].as_array()).is_some_and(|b| b.len() >= 2)
+    });
+    wait_udp_served(&c, 53, 5);
+    let n = 2000;
+    let t = c.udp(vip4(53), n);
+    let share = |tag: &str| t.get(tag).copied().unwrap_or(0) as f64 / n as f64;
+    assert!(!t.contains_key(NO_REPLY), "every flow answered: {t:?}");
+    assert!((share("pod0") - 0.7).abs() <= 0.05, "70 % to weight 70: {t:?}");
+    assert!((share("pod1") - 0.3).abs() <= 0.05, "30 % to weight 30: {t:?}");
+    assert_eq!(t.get("pod2"), None, "nothing to weight 0: {t:?}");
+}
+
+/// A Gateway without `spec.addresses` gets one from `--vip-pool`, written
+/// to its status and served; deleted, its service is gone.
+#[test]
+fn gateway_address_from_pool_and_deleted() {
+    let c = Cluster::start_gateway(2, &["--vip-pool", "192.0.2.16/30"]);
+    base_objects(&c);
+    c.create_gateway_object(&gw::gateway(NS, "gw", CLASS).listener("dns", "UDP", 53).build());
+    c.create_gateway_object(&gw::udp_route(NS, "dns").parent("gw", None).backend("dns", 53, None).build());
+    let g = c.wait_object(&gw::gateway_path(NS, "gw"), "an address from the pool", |o| {
+        o["status"]["addresses"][0]["value"].is_string() && is_true(&o["status"], "Programmed")
+    });
+    let ip: std::net::IpAddr = g["status"]["addresses"][0]["value"].as_str().unwrap().parse().expect("an IP");
+    let pool: Vec<String> = (16..20).map(|i| format!("192.0.2.{i}")).collect();
+    assert!(pool.contains(&ip.to_string()), "{ip} from the pool {pool:?}");
+    let to = std::net::SocketAddr::new(ip, 53);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let t = c.udp(to, 10);
+        if tags(&t) == ["pod0", "pod1"] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{to} not served: {t:?}\n{}", c.agent.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    c.kc.delete(&gw::gateway_path(NS, "gw")).expect("delete Gateway");
+    c.wait_programmed("the listener's service gone", |p| !p.contains_key(&format!("gateway/{NS}/gw:dns")));
+}
+
+/// A Service of xlb's class holds VIP:53/UDP first; a Gateway listener on
+/// the same address, port and protocol is not accepted (`PortUnavailable`)
+/// and the Service keeps the traffic.
+#[test]
+fn service_and_gateway_listener_claim_the_same_port() {
+    let c = cluster();
+    c.create_service(&dns_service("svc").created("2026-01-01T00:00:00Z"));
+    c.set_slice(NS, "svc", "svc", false, &[ready(1)], DNS_PORTS);
+    c.wait_backends(&format!("{NS}/svc:dns"), 1);
+    c.create_gateway_object(&gateway().listener("dns", "UDP", 53).build());
+    c.create_gateway_object(&gw::udp_route(NS, "dns").parent("gw", None).backend("dns", 53, None).build());
+    let g = c.wait_object(&gw::gateway_path(NS, "gw"), "the listener refused", |o| {
+        condition(&o["status"]["listeners"][0], "Accepted").is_some_and(|(s, _)| s == "False")
+    });
+    assert_eq!(condition(&g["status"]["listeners"][0], "Accepted").unwrap().1, "PortUnavailable", "{g:#}");
+    let p = c.programmed();
+    assert!(!p.contains_key(&format!("gateway/{NS}/gw:dns")), "{p:#?}");
+    let t = wait_udp_served(&c, 53, 20);
+    assert_eq!(tags(&t), ["pod1"], "the Service keeps the port: {t:?}");
+}
