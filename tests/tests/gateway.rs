@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use k8s::*;
 use serde_json::Value;
 use xlb_tests::k8s::{self as gw, LbService};
-use xlb_tests::{udp_probe, Probe, Topology, NO_REPLY};
+use xlb_tests::{tcp_probe, udp_probe, Probe, Topology, NO_REPLY};
 
 const CONTROLLER: &str = "xlb.io/gateway-controller";
 const CLASS: &str = "xlb";
@@ -215,6 +215,21 @@ fn udproute_cross_namespace_reference_grant() {
     accepted_and_resolved(&c, "UDPRoute", "dns");
     let t = wait_udp_served(&c, 53, 10);
     assert_eq!(tags(&t), ["pod1"], "served by the other namespace's endpoint: {t:?}");
+
+    // The grant withdrawn: refused again.
+    c.kc.delete(&gw::route_path("ReferenceGrant", OTHER_NS, "from-apps")).expect("delete ReferenceGrant");
+    route_status(&c, "UDPRoute", "dns", "ResolvedRefs=False again", |p| {
+        condition(p, "ResolvedRefs").is_some_and(|(s, r)| s == "False" && r == "RefNotPermitted")
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (replies, refused, silent) = udp_outcomes(&c, 53, 5);
+        if (replies, silent) == (0, 0) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still served without the grant: {replies} {refused} {silent}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// The CRDs are installed after the agent started: it keeps running, finds
@@ -361,4 +376,68 @@ fn service_and_gateway_listener_claim_the_same_port() {
     assert!(!p.contains_key(&format!("gateway/{NS}/gw:dns")), "{p:#?}");
     let t = wait_udp_served(&c, 53, 20);
     assert_eq!(tags(&t), ["pod1"], "the Service keeps the port: {t:?}");
+}
+
+/// TCP: a route with a Service that exists and one that does not: the
+/// missing one's share of new connections is answered with a RST, the rest
+/// served.
+#[test]
+fn tcproute_nonexistent_backend() {
+    let c = cluster();
+    c.create_gateway_object(&gateway().listener("web", "TCP", 80).build());
+    c.create_gateway_object(
+        &gw::tcp_route(NS, "web").parent("gw", None).backend("web", 80, Some(50)).backend("nope", 80, Some(50)).build(),
+    );
+    let p = route_status(&c, "TCPRoute", "web", "ResolvedRefs=False", |p| {
+        condition(p, "ResolvedRefs").is_some_and(|(s, _)| s == "False")
+    });
+    assert_eq!(condition(&p, "ResolvedRefs").unwrap().1, "BackendNotFound", "{p:#}");
+    c.wait_backends(&format!("gateway/{NS}/gw:web"), 2);
+    let (mut served, mut refused, mut silent) = (0, 0, 0);
+    for _ in 0..60 {
+        match tcp_probe(&c.topo.client, vip4(80), b"x", T).expect("TCP probe") {
+            Probe::Reply(_) => served += 1,
+            Probe::Refused => refused += 1,
+            Probe::Timeout => silent += 1,
+        }
+    }
+    assert_eq!(silent, 0, "every connection served or reset ({served} served, {refused} reset)");
+    assert!((10..=50).contains(&refused), "about half reset: {refused} of 60 ({served} served)");
+}
+
+/// Listeners xlb cannot serve: two UDP listeners on one port
+/// (`Conflicted=True`, `ProtocolConflict`) and an HTTP one (`Accepted=False`,
+/// `UnsupportedProtocol`); a valid TCP listener beside them is served.
+#[test]
+fn gateway_listener_conflicts_and_unsupported_protocol() {
+    let c = cluster();
+    c.create_gateway_object(
+        &gateway()
+            .listener("dns-a", "UDP", 53)
+            .listener("dns-b", "UDP", 53)
+            .listener("http", "HTTP", 8000)
+            .listener("web", "TCP", 80)
+            .build(),
+    );
+    c.create_gateway_object(&gw::tcp_route(NS, "web").parent("gw", Some("web")).backend("web", 80, None).build());
+    let g = c.wait_object(&gw::gateway_path(NS, "gw"), "four listener statuses", |o| {
+        o["status"]["listeners"].as_array().is_some_and(|l| l.len() == 4)
+    });
+    let listener = |name: &str| -> Value {
+        g["status"]["listeners"].as_array().unwrap().iter().find(|l| l["name"] == name).cloned().unwrap_or(Value::Null)
+    };
+    for name in ["dns-a", "dns-b"] {
+        let l = listener(name);
+        assert_eq!(condition(&l, "Conflicted"), Some(("True".into(), "ProtocolConflict".into())), "{g:#}");
+        assert!(!is_true(&l, "Programmed"), "{g:#}");
+    }
+    let http = listener("http");
+    assert_eq!(condition(&http, "Accepted"), Some(("False".into(), "UnsupportedProtocol".into())), "{g:#}");
+    assert!(is_true(&listener("web"), "Programmed"), "{g:#}");
+    accepted_and_resolved(&c, "TCPRoute", "web");
+    c.wait_backends(&format!("gateway/{NS}/gw:web"), 2);
+    let t = c.tcp(vip4(80), 10);
+    assert_eq!(tags(&t), ["pod0", "pod1"], "{t:?}");
+    let p = c.programmed();
+    assert!(p.values().all(|s| s["protocol"] != "udp"), "no conflicting UDP listener programmed: {p:#?}");
 }
