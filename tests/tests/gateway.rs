@@ -86,7 +86,7 @@ fn udp_outcomes(c: &Cluster, port: u16, n: usize) -> (usize, usize, usize) {
 }
 
 #[test]
-fn udproute_simple() {
+fn udproute() {
     let c = cluster();
     c.create_gateway_object(&gateway().listener("dns", "UDP", 53).build());
     c.create_gateway_object(&gw::udp_route(NS, "dns").parent("gw", None).backend("dns", 53, None).build());
@@ -112,23 +112,67 @@ fn udproute_simple() {
     assert_eq!(tags(&t), ["pod0", "pod1"], "both endpoints serve: {t:?}");
 }
 
+/// A TCPRoute with neither `sectionName` nor `port` attaches to every TCP
+/// listener (and to no UDP one): each serves it.
 #[test]
-fn tcproute_simple() {
+fn tcproute_parent_ref_attach_all() {
     let c = cluster();
-    c.create_gateway_object(&gateway().listener("web", "TCP", 80).build());
+    c.create_gateway_object(
+        &gateway().listener("web", "TCP", 80).listener("alt", "TCP", 8000).listener("dns", "UDP", 53).build(),
+    );
     c.create_gateway_object(&gw::tcp_route(NS, "web").parent("gw", None).backend("web", 80, None).build());
     c.wait_object(&gw::gateway_path(NS, "gw"), "Gateway Programmed", |o| is_true(&o["status"], "Programmed"));
     let p = accepted_and_resolved(&c, "TCPRoute", "web");
     assert_eq!(p["controllerName"], CONTROLLER, "{p:#}");
-    c.wait_backends(&format!("gateway/{NS}/gw:web"), 2);
-    let t = c.tcp(vip4(80), 20);
-    assert_eq!(tags(&t), ["pod0", "pod1"], "every connection answered, by both endpoints: {t:?}");
+    let g = c.wait_object(&gw::gateway_path(NS, "gw"), "attachedRoutes", |o| {
+        o["status"]["listeners"].as_array().is_some_and(|l| l.len() == 3)
+    });
+    for l in g["status"]["listeners"].as_array().unwrap() {
+        let want = if l["name"] == "dns" { 0 } else { 1 };
+        assert_eq!(l["attachedRoutes"], want, "{g:#}");
+    }
+    for (listener, port) in [("web", 80), ("alt", 8000)] {
+        c.wait_backends(&format!("gateway/{NS}/gw:{listener}"), 2);
+        let t = c.tcp(vip4(port), 20);
+        assert_eq!(tags(&t), ["pod0", "pod1"], "port {port}: every connection answered, by both endpoints: {t:?}");
+    }
+}
+
+/// TCP: weights 70/30/0 over three Services, ≥2000 new connections.
+#[test]
+fn tcproute_weighted_routing() {
+    let c = weighted_cluster("TCP");
+    let n = 2000;
+    let t = c.tcp(vip4(80), n);
+    check_weighted(&t, n);
+}
+
+/// TCP: a Service of another namespace, served only while a ReferenceGrant
+/// there allows it.
+#[test]
+fn tcproute_reference_grant() {
+    let c = cluster();
+    c.create_service(&backend_service(OTHER_NS, "web").port("http", 80, "TCP"));
+    c.set_slice(OTHER_NS, "web", "web", false, &[ready(1)], &[("http", TCP_PORT, "TCP")]);
+    c.create_gateway_object(&gateway().listener("web", "TCP", 80).build());
+    c.create_gateway_object(
+        &gw::tcp_route(NS, "web").parent("gw", None).backend_ref(Some(OTHER_NS), "web", 80, None).build(),
+    );
+    let p = route_status(&c, "TCPRoute", "web", "ResolvedRefs=False", |p| {
+        condition(p, "ResolvedRefs").is_some_and(|(s, _)| s == "False")
+    });
+    assert_eq!(condition(&p, "ResolvedRefs").unwrap().1, "RefNotPermitted", "{p:#}");
+    c.create_gateway_object(&gw::reference_grant(OTHER_NS, "from-apps", NS, None));
+    accepted_and_resolved(&c, "TCPRoute", "web");
+    c.wait_backends(&format!("gateway/{NS}/gw:web"), 1);
+    let t = c.tcp(vip4(80), 10);
+    assert_eq!(tags(&t), ["pod1"], "served by the other namespace's endpoint: {t:?}");
 }
 
 /// Two UDP listeners; one route attaches by `sectionName`, the other by
 /// `port`: each listener carries its route's backends.
 #[test]
-fn udproute_parentref_by_section_name_and_port() {
+fn udproute_parent_ref_port_and_section_name() {
     let c = cluster();
     c.create_service(&backend_service(NS, "one").port("dns", 53, "UDP"));
     c.set_slice(NS, "one", "one", false, &[ready(1)], &[("dns", UDP_PORT, "UDP")]);
@@ -153,7 +197,7 @@ fn udproute_parentref_by_section_name_and_port() {
 /// A TCPRoute whose parentRef names a UDP listener: not accepted
 /// (`NotAllowedByListeners`), nothing attached, nothing served on TCP.
 #[test]
-fn tcproute_not_allowed_by_udp_listener() {
+fn tcproute_invalid_non_tcp_listener() {
     let c = cluster();
     c.create_gateway_object(&gateway().listener("dns", "UDP", 53).build());
     c.create_gateway_object(&gw::tcp_route(NS, "web").parent("gw", Some("dns")).backend("web", 80, None).build());
@@ -174,7 +218,7 @@ fn tcproute_not_allowed_by_udp_listener() {
 /// Accepted; the missing one's share of new flows is answered with ICMP
 /// port unreachable, the rest served.
 #[test]
-fn udproute_nonexistent_backend() {
+fn udproute_invalid_backend_ref_nonexistent() {
     let c = cluster();
     c.create_gateway_object(&gateway().listener("dns", "UDP", 53).build());
     c.create_gateway_object(
@@ -191,11 +235,8 @@ fn udproute_nonexistent_backend() {
     assert!((10..=50).contains(&refused), "about half refused: {refused} of 60 ({replies} served)");
 }
 
-/// A backendRef to a Service of another namespace: refused
-/// (`RefNotPermitted`, its flows rejected) until a ReferenceGrant there
-/// allows it, then served.
-#[test]
-fn udproute_cross_namespace_reference_grant() {
+/// A route to a Service of another namespace, no ReferenceGrant there.
+fn cross_namespace_route() -> Cluster {
     let c = cluster();
     c.create_service(&backend_service(OTHER_NS, "dns").port("dns", 53, "UDP"));
     c.set_slice(OTHER_NS, "dns", "dns", false, &[ready(1)], &[("dns", UDP_PORT, "UDP")]);
@@ -203,33 +244,68 @@ fn udproute_cross_namespace_reference_grant() {
     c.create_gateway_object(
         &gw::udp_route(NS, "dns").parent("gw", None).backend_ref(Some(OTHER_NS), "dns", 53, None).build(),
     );
+    c
+}
+
+/// Waits until every new UDP flow to VIP:53 is refused (ICMP port unreachable).
+fn wait_udp_refused(c: &Cluster) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (replies, refused, silent) = udp_outcomes(c, 53, 5);
+        if (replies, silent) == (0, 0) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "not refused: {replies} served, {refused} refused, {silent} silent");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A backendRef to a Service of another namespace without a ReferenceGrant
+/// there: `ResolvedRefs=False` (`RefNotPermitted`), the route Accepted, its
+/// flows rejected.
+#[test]
+fn udproute_invalid_cross_namespace_backend_ref() {
+    let c = cross_namespace_route();
     let p = route_status(&c, "UDPRoute", "dns", "ResolvedRefs=False", |p| {
         condition(p, "ResolvedRefs").is_some_and(|(s, _)| s == "False")
     });
     assert_eq!(condition(&p, "ResolvedRefs").unwrap().1, "RefNotPermitted", "{p:#}");
+    assert!(is_true(&p, "Accepted"), "{p:#}");
     c.wait_programmed("the listener programmed", |p| p.contains_key(&format!("gateway/{NS}/gw:dns")));
     let (replies, refused, silent) = udp_outcomes(&c, 53, 10);
     assert_eq!((replies, silent), (0, 0), "without a grant nothing is served, all refused ({refused})");
+}
 
+/// The same route with a ReferenceGrant in the backend's namespace: served;
+/// the grant deleted: refused again.
+#[test]
+fn udproute_reference_grant() {
+    let c = cross_namespace_route();
     c.create_gateway_object(&gw::reference_grant(OTHER_NS, "from-apps", NS, Some("dns")));
     accepted_and_resolved(&c, "UDPRoute", "dns");
     let t = wait_udp_served(&c, 53, 10);
     assert_eq!(tags(&t), ["pod1"], "served by the other namespace's endpoint: {t:?}");
 
-    // The grant withdrawn: refused again.
     c.kc.delete(&gw::route_path("ReferenceGrant", OTHER_NS, "from-apps")).expect("delete ReferenceGrant");
     route_status(&c, "UDPRoute", "dns", "ResolvedRefs=False again", |p| {
         condition(p, "ResolvedRefs").is_some_and(|(s, r)| s == "False" && r == "RefNotPermitted")
     });
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let (replies, refused, silent) = udp_outcomes(&c, 53, 5);
-        if (replies, silent) == (0, 0) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "still served without the grant: {replies} {refused} {silent}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_udp_refused(&c);
+}
+
+/// A UDPRoute whose parentRef names a TCP listener: not accepted
+/// (`NotAllowedByListeners`), nothing served on UDP.
+#[test]
+fn udproute_not_allowed_by_listeners() {
+    let c = cluster();
+    c.create_gateway_object(&gateway().listener("web", "TCP", 53).build());
+    c.create_gateway_object(&gw::udp_route(NS, "dns").parent("gw", Some("web")).backend("dns", 53, None).build());
+    let p = route_status(&c, "UDPRoute", "dns", "parent Accepted=False", |p| {
+        condition(p, "Accepted").is_some_and(|(s, _)| s == "False")
+    });
+    assert_eq!(condition(&p, "Accepted").unwrap().1, "NotAllowedByListeners", "{p:#}");
+    let p = c.programmed();
+    assert!(p.values().all(|s| s["protocol"] != "udp"), "no UDP service from a refused route: {p:#?}");
 }
 
 /// The CRDs are installed after the agent started: it keeps running, finds
@@ -258,7 +334,7 @@ fn gateway_api_crds_installed_after_start() {
 /// A route without `sectionName` or `port` attaches to every listener of
 /// its protocol: each serves it, each counts it.
 #[test]
-fn udproute_attach_to_all_listeners() {
+fn udproute_parent_ref_attach_all_listeners() {
     let c = cluster();
     c.create_gateway_object(&gateway().listener("dns", "UDP", 53).listener("alt", "UDP", 5300).build());
     c.create_gateway_object(&gw::udp_route(NS, "dns").parent("gw", None).backend("dns", 53, None).build());
@@ -275,7 +351,7 @@ fn udproute_attach_to_all_listeners() {
 
 /// Two routes on one listener: both Accepted, the oldest carries the traffic.
 #[test]
-fn udproute_multiple_routes_one_listener() {
+fn udproute_multiple_routes_attachment() {
     let c = cluster();
     c.create_service(&backend_service(NS, "one").port("dns", 53, "UDP"));
     c.set_slice(NS, "one", "one", false, &[ready(1)], &[("dns", UDP_PORT, "UDP")]);
@@ -299,29 +375,46 @@ fn udproute_multiple_routes_one_listener() {
 /// third of weight 0: the shares of ≥2000 new flows within ±5 %, none for
 /// weight 0.
 #[test]
-fn udproute_weighted_backends() {
-    let c = Cluster::start_gateway(3, &[]);
-    c.create_gateway_object(&gw::gateway_class(CLASS, CONTROLLER));
-    for (i, name) in ["seventy", "thirty", "zero"].iter().enumerate() {
-        c.create_service(&backend_service(NS, name).port("dns", 53, "UDP"));
-        c.set_slice(NS, name, name, false, &[ready(i)], &[("dns", UDP_PORT, "UDP")]);
-    }
-    c.create_gateway_object(&gateway().listener("dns", "UDP", 53).build());
-    c.create_gateway_object(
-        &gw::udp_route(NS, "dns")
-            .parent("gw", None)
-            .backend("seventy", 53, Some(70))
-            .backend("thirty", 53, Some(30))
-            .backend("zero", 53, Some(0))
-            .build(),
-    );
-    accepted_and_resolved(&c, "UDPRoute", "dns");
-    c.wait_programmed("two weighted backends", |p| {
-        p.get(&format!("gateway/{NS}/gw:dns")).and_then(|s| s["backends"].as_array()).is_some_and(|b| b.len() >= 2)
-    });
+fn udproute_weighted_routing() {
+    let c = weighted_cluster("UDP");
     wait_udp_served(&c, 53, 5);
     let n = 2000;
     let t = c.udp(vip4(53), n);
+    check_weighted(&t, n);
+}
+
+/// Three pods, a Service on each (`seventy`, `thirty`, `zero`: pod 0, 1,
+/// 2), a Gateway listener of `protocol` (UDP 53, TCP 80) and a route with
+/// those weights.
+fn weighted_cluster(protocol: &str) -> Cluster {
+    let c = Cluster::start_gateway(3, &[]);
+    c.create_gateway_object(&gw::gateway_class(CLASS, CONTROLLER));
+    let (port, target, kind) = if protocol == "UDP" { (53, UDP_PORT, "UDPRoute") } else { (80, TCP_PORT, "TCPRoute") };
+    for (i, name) in ["seventy", "thirty", "zero"].iter().enumerate() {
+        c.create_service(&backend_service(NS, name).port("p", port, protocol));
+        c.set_slice(NS, name, name, false, &[ready(i)], &[("p", target, protocol)]);
+    }
+    c.create_gateway_object(&gateway().listener("l", protocol, port).build());
+    let route = if protocol == "UDP" { gw::udp_route(NS, "r") } else { gw::tcp_route(NS, "r") };
+    c.create_gateway_object(
+        &route
+            .parent("gw", None)
+            .backend("seventy", port, Some(70))
+            .backend("thirty", port, Some(30))
+            .backend("zero", port, Some(0))
+            .build(),
+    );
+    accepted_and_resolved(&c, kind, "r");
+    c.wait_programmed("two weighted backends", |p| {
+        p.get(&format!("gateway/{NS}/gw:l")).and_then(|s| s["backends"].as_array()).is_some_and(|b| b.len() >= 2)
+    });
+    c
+}
+
+/// 70 % and 30 % (±5 %) of `n` new flows to pods 0 and 1, none to pod 2
+/// (weight 0), none unanswered.
+fn check_weighted(t: &HashMap<String, usize>, n: usize) {
+    #[expect(clippy::cast_precision_loss, reason = "counts of a few thousand")]
     let share = |tag: &str| t.get(tag).copied().unwrap_or(0) as f64 / n as f64;
     assert!(!t.contains_key(NO_REPLY), "every flow answered: {t:?}");
     assert!((share("pod0") - 0.7).abs() <= 0.05, "70 % to weight 70: {t:?}");
@@ -382,7 +475,7 @@ fn service_and_gateway_listener_claim_the_same_port() {
 /// missing one's share of new connections is answered with a RST, the rest
 /// served.
 #[test]
-fn tcproute_nonexistent_backend() {
+fn tcproute_invalid_backend_ref_nonexistent() {
     let c = cluster();
     c.create_gateway_object(&gateway().listener("web", "TCP", 80).build());
     c.create_gateway_object(
