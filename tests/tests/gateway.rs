@@ -1,8 +1,13 @@
 //! Gateway API L4 end to end: the agent against the fake API server (with
 //! the Gateway API CRDs), real packets from the client namespace through
 //! the Gateway's address to pods. Each test mirrors an upstream conformance
-//! test of the GATEWAY-UDP / GATEWAY-TCP profiles (named after it). Needs
-//! root.
+//! test of the GATEWAY-UDP / GATEWAY-TCP profiles (Gateway API v1.6), named
+//! after it in snake case (`UDPRouteWeightedRouting` →
+//! `udproute_weighted_routing`; `UDPRoute` → `udproute`). The `gateway_*`
+//! and `service_*` tests have no upstream counterpart: they cover the
+//! issue's extra cases (CRDs installed after start, address from the pool
+//! and Gateway deleted, listener conflicts, a Service and a listener
+//! claiming one port). Needs root.
 
 mod k8s;
 
@@ -128,7 +133,7 @@ fn tcproute_parent_ref_attach_all() {
         o["status"]["listeners"].as_array().is_some_and(|l| l.len() == 3)
     });
     for l in g["status"]["listeners"].as_array().unwrap() {
-        let want = if l["name"] == "dns" { 0 } else { 1 };
+        let want = u8::from(l["name"] != "dns");
         assert_eq!(l["attachedRoutes"], want, "{g:#}");
     }
     for (listener, port) in [("web", 80), ("alt", 8000)] {
@@ -533,4 +538,74 @@ fn gateway_listener_conflicts_and_unsupported_protocol() {
     assert_eq!(tags(&t), ["pod0", "pod1"], "{t:?}");
     let p = c.programmed();
     assert!(p.values().all(|s| s["protocol"] != "udp"), "no conflicting UDP listener programmed: {p:#?}");
+}
+
+/// TCP: two listeners; one route attaches by `sectionName`, the other by
+/// `port`.
+#[test]
+fn tcproute_parent_ref_port_and_section_name() {
+    let c = cluster();
+    c.create_service(&backend_service(NS, "one").port("http", 80, "TCP"));
+    c.set_slice(NS, "one", "one", false, &[ready(1)], &[("http", TCP_PORT, "TCP")]);
+    c.create_gateway_object(&gateway().listener("web", "TCP", 80).listener("alt", "TCP", 8000).build());
+    c.create_gateway_object(
+        &gw::tcp_route(NS, "by-section").parent("gw", Some("alt")).backend("one", 80, None).build(),
+    );
+    c.create_gateway_object(
+        &gw::tcp_route(NS, "by-port").parent_ref(None, "gw", None, Some(80)).backend("web", 80, None).build(),
+    );
+    for name in ["by-section", "by-port"] {
+        accepted_and_resolved(&c, "TCPRoute", name);
+    }
+    c.wait_backends(&format!("gateway/{NS}/gw:alt"), 1);
+    c.wait_backends(&format!("gateway/{NS}/gw:web"), 2);
+    let alt = c.tcp(vip4(8000), 10);
+    assert_eq!(tags(&alt), ["pod1"], "the alt listener serves the by-section route's backend only: {alt:?}");
+    let web = c.tcp(vip4(80), 20);
+    assert_eq!(tags(&web), ["pod0", "pod1"], "the web listener serves the by-port route: {web:?}");
+}
+
+/// TCP: two routes on one listener, both Accepted, the oldest carries the
+/// connections.
+#[test]
+fn tcproute_multiple_routes_attachment() {
+    let c = cluster();
+    c.create_service(&backend_service(NS, "one").port("http", 80, "TCP"));
+    c.set_slice(NS, "one", "one", false, &[ready(1)], &[("http", TCP_PORT, "TCP")]);
+    c.create_gateway_object(&gateway().listener("web", "TCP", 80).build());
+    c.create_gateway_object(
+        &gw::tcp_route(NS, "newer").parent("gw", None).backend("web", 80, None).created("2026-02-01T00:00:00Z").build(),
+    );
+    c.create_gateway_object(
+        &gw::tcp_route(NS, "older").parent("gw", None).backend("one", 80, None).created("2026-01-01T00:00:00Z").build(),
+    );
+    for name in ["newer", "older"] {
+        accepted_and_resolved(&c, "TCPRoute", name);
+    }
+    c.wait_backends(&format!("gateway/{NS}/gw:web"), 1);
+    let t = c.tcp(vip4(80), 20);
+    assert_eq!(tags(&t), ["pod1"], "the oldest route's backend only: {t:?}");
+}
+
+/// TCP: a Service of another namespace without a ReferenceGrant:
+/// `RefNotPermitted`, every SYN answered with a RST.
+#[test]
+fn tcproute_invalid_cross_namespace_backend_ref() {
+    let c = cluster();
+    c.create_service(&backend_service(OTHER_NS, "web").port("http", 80, "TCP"));
+    c.set_slice(OTHER_NS, "web", "web", false, &[ready(1)], &[("http", TCP_PORT, "TCP")]);
+    c.create_gateway_object(&gateway().listener("web", "TCP", 80).build());
+    c.create_gateway_object(
+        &gw::tcp_route(NS, "web").parent("gw", None).backend_ref(Some(OTHER_NS), "web", 80, None).build(),
+    );
+    let p = route_status(&c, "TCPRoute", "web", "ResolvedRefs=False", |p| {
+        condition(p, "ResolvedRefs").is_some_and(|(s, _)| s == "False")
+    });
+    assert_eq!(condition(&p, "ResolvedRefs").unwrap().1, "RefNotPermitted", "{p:#}");
+    assert!(is_true(&p, "Accepted"), "{p:#}");
+    c.wait_programmed("the listener programmed", |p| p.contains_key(&format!("gateway/{NS}/gw:web")));
+    for _ in 0..10 {
+        let r = tcp_probe(&c.topo.client, vip4(80), b"x", T).expect("TCP probe");
+        assert!(matches!(r, Probe::Refused), "reset without a grant: {r:?}");
+    }
 }
