@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use k8s::*;
 use serde_json::Value;
-use xlb_tests::k8s::service_path;
+use xlb_tests::k8s::{self as gw, service_path};
 use xlb_tests::Topology;
 
 const HC_PORT: u16 = 30112;
@@ -87,7 +87,10 @@ fn call_of(key: &str) -> Option<(String, String, String)> {
 #[test]
 fn the_agent_calls_exactly_what_rbac_yaml_grants() {
     // --announce l2: the L2 announcers' Leases (list/watch, create, update) too.
-    let c = Cluster::start(1, &["--vip-pool", "192.0.2.32/29", "--announce", "l2"]);
+    // With the Gateway API installed: its kinds and Namespaces listed and
+    // watched, the statuses of a GatewayClass, a Gateway and its routes
+    // written.
+    let c = Cluster::start_gateway(1, &["--vip-pool", "192.0.2.32/29", "--announce", "l2"]);
     // A Service with no address (status written by the allocator), a
     // conflicting one (a Warning Event), endpoints.
     c.create_service(&lb_service_dns("first"));
@@ -105,6 +108,7 @@ fn the_agent_calls_exactly_what_rbac_yaml_grants() {
     c.wait_event(NS, "second", "PortClaimConflict");
     // This node announces the allocated VIP (its Lease created and renewed).
     c.wait_event(NS, "first", "AnnouncerChanged");
+    gateway_objects_with_status(&c);
     // A few Lease renewals.
     std::thread::sleep(Duration::from_secs(5));
 
@@ -122,6 +126,41 @@ fn the_agent_calls_exactly_what_rbac_yaml_grants() {
     let series = ("events.k8s.io".to_string(), "events".to_string(), "patch".to_string());
     let unused: Vec<_> = granted.difference(&used).filter(|c| **c != series).collect();
     assert!(unused.is_empty(), "deploy/rbac.yaml grants calls the agent never made: {unused:?}; made: {used:?}");
+}
+
+/// A GatewayClass of xlb's controller, a Gateway with a UDP and a TCP
+/// listener, a UDPRoute and a TCPRoute (the latter to a Service of another
+/// namespace, with a ReferenceGrant there); waits until the agent has
+/// written the status of each.
+fn gateway_objects_with_status(c: &Cluster) {
+    c.create_gateway_object(&gw::gateway_class("xlb", "xlb.io/gateway-controller"));
+    c.create_gateway_object(
+        &gw::gateway(NS, "gw", "xlb").listener("dns", "UDP", 53).listener("web", "TCP", 80).build(),
+    );
+    c.create_service(&backend_service(NS, "dns").port("dns", 53, "UDP"));
+    c.set_slice(NS, "dns", "dns", false, &[ready(0)], &[("dns", UDP_PORT, "UDP")]);
+    c.create_service(&backend_service("web", "web").port("http", 80, "TCP"));
+    c.set_slice("web", "web", "web", false, &[ready(0)], &[("http", TCP_PORT, "TCP")]);
+    c.create_gateway_object(&gw::reference_grant("web", "from-apps", NS, Some("web")));
+    c.create_gateway_object(&gw::udp_route(NS, "dns").parent("gw", Some("dns")).backend("dns", 53, None).build());
+    c.create_gateway_object(
+        &gw::tcp_route(NS, "web").parent("gw", Some("web")).backend_ref(Some("web"), "web", 80, None).build(),
+    );
+    c.wait_object(&gw::gateway_class_path("xlb"), "GatewayClass Accepted", |o| is_true(&o["status"], "Accepted"));
+    c.wait_object(&gw::gateway_path(NS, "gw"), "Gateway Programmed with an address", |o| {
+        is_true(&o["status"], "Programmed") && o["status"]["addresses"][0]["value"].is_string()
+    });
+    for kind in ["UDPRoute", "TCPRoute"] {
+        let name = if kind == "UDPRoute" { "dns" } else { "web" };
+        c.wait_object(&gw::route_path(kind, NS, name), &format!("{kind} Accepted and ResolvedRefs"), |o| {
+            is_true(&o["status"]["parents"][0], "Accepted") && is_true(&o["status"]["parents"][0], "ResolvedRefs")
+        });
+    }
+}
+
+/// A plain (ClusterIP) Service `ns/name`, a route's backend.
+fn backend_service(ns: &str, name: &str) -> xlb_tests::k8s::LbService {
+    xlb_tests::k8s::lb_service(ns, name).service_type("ClusterIP").class(None)
 }
 
 fn lb_service_dns(name: &str) -> xlb_tests::k8s::LbService {

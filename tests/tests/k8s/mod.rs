@@ -47,9 +47,22 @@ impl Cluster {
     /// server with this node's Node object, and a healthy agent run with
     /// `extra` flags.
     pub fn start(pods: usize, extra: &[&str]) -> Cluster {
+        Self::start_opts(pods, extra, false)
+    }
+
+    /// As [`Cluster::start`], with the Gateway API's CRDs installed before
+    /// the agent starts.
+    pub fn start_gateway(pods: usize, extra: &[&str]) -> Cluster {
+        Self::start_opts(pods, extra, true)
+    }
+
+    fn start_opts(pods: usize, extra: &[&str], gateway_api: bool) -> Cluster {
         xlb_tests::require_root().expect("these integration tests must run as root");
         let topo = Topology::new(pods).expect("topology");
         let api = ApiServer::start(&topo.node).expect("fake API server");
+        if gateway_api {
+            api.install_gateway_api().expect("install the Gateway API CRDs");
+        }
         let kc = api.client();
         kc.create(&nodes_path(), &node(NODE, &Topology::NODE_V4.to_string())).expect("create Node");
         let mut servers = Vec::new();
@@ -137,6 +150,36 @@ impl Cluster {
 
     pub fn delete_slice(&self, ns: &str, name: &str) {
         self.kc.delete(&endpointslice_path(ns, name)).expect("delete EndpointSlice");
+    }
+
+    /// Creates a Gateway API object (`kind` as in [`xlb_tests::k8s::routes_path`],
+    /// or `GatewayClass`).
+    pub fn create_gateway_object(&self, obj: &Value) -> Value {
+        let kind = obj["kind"].as_str().expect("kind");
+        let path = if kind == "GatewayClass" {
+            xlb_tests::k8s::gateway_classes_path()
+        } else {
+            xlb_tests::k8s::routes_path(kind, obj["metadata"]["namespace"].as_str())
+        };
+        self.kc.create(&path, obj).unwrap_or_else(|e| panic!("create {kind}: {e}"))
+    }
+
+    /// Waits (up to 15 s) until the object at `path` satisfies `pred`;
+    /// returns it.
+    pub fn wait_object(&self, path: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let obj = self.kc.get(path).unwrap_or(Value::Null);
+            if pred(&obj) {
+                return obj;
+            }
+            assert!(
+                Instant::now() <= deadline,
+                "timed out waiting for {what} at {path}; object: {obj:#}\nagent log:\n{}",
+                self.agent.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// `xlb services -o json` rows by name.
@@ -252,4 +295,19 @@ pub fn tags(t: &HashMap<String, usize>) -> Vec<String> {
     let mut v: Vec<String> = t.keys().cloned().collect();
     v.sort();
     v
+}
+
+/// `(status, reason)` of the condition `ty` in the `conditions` array of
+/// `holder` (a status, a listener's or a route parent's status).
+pub fn condition(holder: &Value, ty: &str) -> Option<(String, String)> {
+    holder["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == ty)
+        .map(|c| (c["status"].as_str().unwrap_or("").to_string(), c["reason"].as_str().unwrap_or("").to_string()))
+}
+
+/// Whether condition `ty` of `holder` is `True`.
+pub fn is_true(holder: &Value, ty: &str) -> bool {
+    condition(holder, ty).is_some_and(|(s, _)| s == "True")
 }

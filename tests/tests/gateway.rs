@@ -1,0 +1,611 @@
+//! Gateway API L4 end to end: the agent against the fake API server (with
+//! the Gateway API CRDs), real packets from the client namespace through
+//! the Gateway's address to pods. Each test mirrors an upstream conformance
+//! test of the GATEWAY-UDP / GATEWAY-TCP profiles (Gateway API v1.6), named
+//! after it in snake case (`UDPRouteWeightedRouting` →
+//! `udproute_weighted_routing`; `UDPRoute` → `udproute`). The `gateway_*`
+//! and `service_*` tests have no upstream counterpart: they cover the
+//! issue's extra cases (CRDs installed after start, address from the pool
+//! and Gateway deleted, listener conflicts, a Service and a listener
+//! claiming one port). Needs root.
+
+mod k8s;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use k8s::*;
+use serde_json::Value;
+use xlb_tests::k8s::{self as gw, LbService};
+use xlb_tests::{tcp_probe, udp_probe, Probe, Topology, NO_REPLY};
+
+const CONTROLLER: &str = "xlb.io/gateway-controller";
+const CLASS: &str = "xlb";
+/// Namespace of the backends only a ReferenceGrant opens up.
+const OTHER_NS: &str = "backends";
+
+/// A plain (ClusterIP) Service `ns/name`, a route's backend.
+fn backend_service(ns: &str, name: &str) -> LbService {
+    xlb_tests::k8s::lb_service(ns, name).service_type("ClusterIP").class(None)
+}
+
+/// The GatewayClass of xlb's controller and two backend Services in
+/// [`NS`] served by pods 0 and 1: `dns` (53/UDP → 5353) and `web`
+/// (80/TCP → 8080).
+fn cluster() -> Cluster {
+    let c = Cluster::start_gateway(2, &[]);
+    base_objects(&c);
+    c
+}
+
+fn base_objects(c: &Cluster) {
+    c.create_gateway_object(&gw::gateway_class(CLASS, CONTROLLER));
+    c.create_service(&backend_service(NS, "dns").port("dns", 53, "UDP"));
+    c.set_slice(NS, "dns", "dns", false, &[ready(0), ready(1)], &[("dns", UDP_PORT, "UDP")]);
+    c.create_service(&backend_service(NS, "web").port("http", 80, "TCP"));
+    c.set_slice(NS, "web", "web", false, &[ready(0), ready(1)], &[("http", TCP_PORT, "TCP")]);
+}
+
+/// A Gateway `gw` in [`NS`] on the test VIP.
+fn gateway() -> gw::GatewayBuilder {
+    gw::gateway(NS, "gw", CLASS).address(&Topology::VIP_V4.to_string())
+}
+
+fn route_status(c: &Cluster, kind: &str, name: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    let obj = c.wait_object(&gw::route_path(kind, NS, name), what, |o| {
+        o["status"]["parents"].as_array().and_then(|p| p.first()).is_some_and(&pred)
+    });
+    obj["status"]["parents"][0].clone()
+}
+
+fn accepted_and_resolved(c: &Cluster, kind: &str, name: &str) -> Value {
+    route_status(c, kind, name, "parent Accepted and ResolvedRefs", |p| {
+        is_true(p, "Accepted") && is_true(p, "ResolvedRefs")
+    })
+}
+
+/// Waits until `n` new UDP flows to `port` of the VIP all get a reply;
+/// returns the tally of the last round.
+fn wait_udp_served(c: &Cluster, port: u16, n: usize) -> HashMap<String, usize> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let t = c.udp(vip4(port), n);
+        if !t.contains_key(NO_REPLY) && t.values().sum::<usize>() == n {
+            return t;
+        }
+        assert!(Instant::now() < deadline, "UDP {port} not served: {t:?}\n{}", c.agent.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn udp_outcomes(c: &Cluster, port: u16, n: usize) -> (usize, usize, usize) {
+    let (mut replies, mut refused, mut silent) = (0, 0, 0);
+    for _ in 0..n {
+        match udp_probe(&c.topo.client, vip4(port), b"x", T).expect("UDP probe") {
+            Probe::Reply(_) => replies += 1,
+            Probe::Refused => refused += 1,
+            Probe::Timeout => silent += 1,
+        }
+    }
+    (replies, refused, silent)
+}
+
+#[test]
+fn udproute() {
+    let c = cluster();
+    c.create_gateway_object(&gateway().listener("dns", "UDP", 53).build());
+    c.create_gateway_object(&gw::udp_route(NS, "dns").parent("gw", None).backend("dns", 53, None).build());
+
+    let class =
+        c.wait_object(&gw::gateway_class_path(CLASS), "GatewayClass Accepted", |o| is_true(&o["status"], "Accepted"));
+    let kinds = class["status"]["supportedFeatures"].to_string();
+    assert!(kinds.contains("UDPRoute") && kinds.contains("TCPRoute"), "supportedFeatures: {kinds}");
+    let g = c.wait_object(&gw::gateway_path(NS, "gw"), "Gateway Accepted and Programmed", |o| {
+        is_true(&o["status"], "Accepted") && is_true(&o["status"], "Programmed")
+    });
+    assert_eq!(g["status"]["addresses"][0]["value"], Topology::VIP_V4.to_string(), "{g:#}");
+    let l = &g["status"]["listeners"][0];
+    assert_eq!(l["name"], "dns", "{g:#}");
+    assert_eq!(l["attachedRoutes"], 1, "{g:#}");
+    assert!(is_true(l, "Accepted") && is_true(l, "Programmed") && is_true(l, "ResolvedRefs"), "{g:#}");
+    let p = accepted_and_resolved(&c, "UDPRoute", "dns");
+    assert_eq!(p["controllerName"], CONTROLLER, "{p:#}");
+    assert_eq!(p["parentRef"]["name"], "gw", "{p:#}");
+
+    c.wait_backends(&format!("gateway/{NS}/gw:dns"), 2);
+    let t = wait_udp_served(&c, 53, 20);
+    assert_eq!(tags(&t), ["pod0", "pod1"], "both endpoints serve: {t:?}");
+}
+
+/// A TCPRoute with neither `sectionName` nor `port` attaches to every TCP
+/// listener (and to no UDP one): each serves it.
+#[test]
+fn tcproute_parent_ref_attach_all() {
+    let c = cluster();
+    c.create_gateway_object(
+        &gateway().listener("web", "TCP", 80).listener("alt", "TCP", 8000).listener("dns", "UDP", 53).build(),
+    );
+    c.create_gateway_object(&gw::tcp_route(NS, "web").parent("gw", None).backend("web", 80, None).build());
+    c.wait_object(&gw::gateway_path(NS, "gw"), "Gateway Programmed", |o| is_true(&o["status"], "Programmed"));
+    let p = accepted_and_resolved(&c, "TCPRoute", "web");
+    assert_eq!(p["controllerName"], CONTROLLER, "{p:#}");
+    let g = c.wait_object(&gw::gateway_path(NS, "gw"), "attachedRoutes", |o| {
+        o["status"]["listeners"].as_array().is_some_and(|l| l.len() == 3)
+    });
+    for l in g["status"]["listeners"].as_array().unwrap() {
+        let want = u8::from(l["name"] != "dns");
+        assert_eq!(l["attachedRoutes"], want, "{g:#}");
+    }
+    for (listener, port) in [("web", 80), ("alt", 8000)] {
+        c.wait_backends(&format!("gateway/{NS}/gw:{listener}"), 2);
+        let t = c.tcp(vip4(port), 20);
+        assert_eq!(tags(&t), ["pod0", "pod1"], "port {port}: every connection answered, by both endpoints: {t:?}");
+    }
+}
+
+/// TCP: weights 70/30/0 over three Services, ≥2000 new connections.
+#[test]
+fn tcproute_weighted_routing() {
+    let c = weighted_cluster("TCP");
+    let n = 2000;
+    let t = c.tcp(vip4(80), n);
+    check_weighted(&t, n);
+}
+
+/// TCP: a Service of another namespace, served only while a ReferenceGrant
+/// there allows it.
+#[test]
+fn tcproute_reference_grant() {
+    let c = cluster();
+    c.create_service(&backend_service(OTHER_NS, "web").port("http", 80, "TCP"));
+    c.set_slice(OTHER_NS, "web", "web", false, &[ready(1)], &[("http", TCP_PORT, "TCP")]);
+    c.create_gateway_object(&gateway().listener("web", "TCP", 80).build());
+    c.create_gateway_object(
+        &gw::tcp_route(NS, "web").parent("gw", None).backend_ref(Some(OTHER_NS), "web", 80, None).build(),
+    );
+    let p = route_status(&c, "TCPRoute", "web", "ResolvedRefs=False", |p| {
+        condition(p, "ResolvedRefs").is_some_and(|(s, _)| s == "False")
+    });
+    assert_eq!(condition(&p, "ResolvedRefs").unwrap().1, "RefNotPermitted", "{p:#}");
+    c.create_gateway_object(&gw::reference_grant(OTHER_NS, "from-apps", NS, None));
+    accepted_and_resolved(&c, "TCPRoute", "web");
+    c.wait_backends(&format!("gateway/{NS}/gw:web"), 1);
+    let t = c.tcp(vip4(80), 10);
+    assert_eq!(tags(&t), ["pod1"], "served by the other namespace's endpoint: {t:?}");
+}
+
+/// Two UDP listeners; one route attaches by `sectionName`, the other by
+/// `port`: each listener carries its route's backends.
+#[test]
+fn udproute_parent_ref_port_and_section_name() {
+    let c = cluster();
+    c.create_service(&backend_service(NS, "one").port("dns", 53, "UDP"));
+    c.set_slice(NS, "one", "one", false, &[ready(1)], &[("dns", UDP_PORT, "UDP")]);
+    c.create_gateway_object(&gateway().listener("dns", "UDP", 53).listener("alt", "UDP", 5300).build());
+    c.create_gateway_object(
+        &gw::udp_route(NS, "by-section").parent("gw", Some("alt")).backend("one", 53, None).build(),
+    );
+    c.create_gateway_object(
+        &gw::udp_route(NS, "by-port").parent_ref(None, "gw", None, Some(53)).backend("dns", 53, None).build(),
+    );
+    for name in ["by-section", "by-port"] {
+        accepted_and_resolved(&c, "UDPRoute", name);
+    }
+    c.wait_backends(&format!("gateway/{NS}/gw:alt"), 1);
+    c.wait_backends(&format!("gateway/{NS}/gw:dns"), 2);
+    let alt = wait_udp_served(&c, 5300, 10);
+    assert_eq!(tags(&alt), ["pod1"], "the alt listener serves the by-section route's backend only: {alt:?}");
+    let dns = wait_udp_served(&c, 53, 20);
+    assert_eq!(tags(&dns), ["pod0", "pod1"], "the dns listener serves the by-port route: {dns:?}");
+}
+
+/// A TCPRoute whose parentRef names a UDP listener: not accepted
+/// (`NotAllowedByListeners`), nothing attached, nothing served on TCP.
+#[test]
+fn tcproute_invalid_non_tcp_listener() {
+    let c = cluster();
+    c.create_gateway_object(&gateway().listener("dns", "UDP", 53).build());
+    c.create_gateway_object(&gw::tcp_route(NS, "web").parent("gw", Some("dns")).backend("web", 80, None).build());
+    let p = route_status(&c, "TCPRoute", "web", "parent Accepted=False", |p| {
+        condition(p, "Accepted").is_some_and(|(s, _)| s == "False")
+    });
+    assert_eq!(condition(&p, "Accepted").unwrap().1, "NotAllowedByListeners", "{p:#}");
+    let g = c.wait_object(&gw::gateway_path(NS, "gw"), "listener status", |o| {
+        o["status"]["listeners"][0]["attachedRoutes"].is_number()
+    });
+    assert_eq!(g["status"]["listeners"][0]["attachedRoutes"], 0, "{g:#}");
+    let p = c.programmed();
+    assert!(p.values().all(|s| s["protocol"] != "tcp"), "no TCP service from a route the listener refuses: {p:#?}");
+}
+
+/// A route with a Service that exists and one that does not, of equal
+/// weight: `ResolvedRefs=False` (`BackendNotFound`), the route still
+/// Accepted; the missing one's share of new flows is answered with ICMP
+/// port unreachable, the rest served.
+#[test]
+fn udproute_invalid_backend_ref_nonexistent() {
+    let c = cluster();
+    c.create_gateway_object(&gateway().listener("dns", "UDP", 53).build());
+    c.create_gateway_object(
+        &gw::udp_route(NS, "dns").parent("gw", None).backend("dns", 53, Some(50)).backend("nope", 53, Some(50)).build(),
+    );
+    let p = route_status(&c, "UDPRoute", "dns", "ResolvedRefs=False", |p| {
+        condition(p, "ResolvedRefs").is_some_and(|(s, _)| s == "False")
+    });
+    assert_eq!(condition(&p, "ResolvedRefs").unwrap().1, "BackendNotFound", "{p:#}");
+    assert!(is_true(&p, "Accepted"), "{p:#}");
+    c.wait_backends(&format!("gateway/{NS}/gw:dns"), 2);
+    let (replies, refused, silent) = udp_outcomes(&c, 53, 60);
+    assert_eq!(silent, 0, "every flow is served or refused ({replies} served, {refused} refused)");
+    assert!((10..=50).contains(&refused), "about half refused: {refused} of 60 ({replies} served)");
+}
+
+/// A route to a Service of another namespace, no ReferenceGrant there.
+fn cross_namespace_route() -> Cluster {
+    let c = cluster();
+    c.create_service(&backend_service(OTHER_NS, "dns").port("dns", 53, "UDP"));
+    c.set_slice(OTHER_NS, "dns", "dns", false, &[ready(1)], &[("dns", UDP_PORT, "UDP")]);
+    c.create_gateway_object(&gateway().listener("dns", "UDP", 53).build());
+    c.create_gateway_object(
+        &gw::udp_route(NS, "dns").parent("gw", None).backend_ref(Some(OTHER_NS), "dns", 53, None).build(),
+    );
+    c
+}
+
+/// Waits until every new UDP flow to VIP:53 is refused (ICMP port unreachable).
+fn wait_udp_refused(c: &Cluster) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (replies, refused, silent) = udp_outcomes(c, 53, 5);
+        if (replies, silent) == (0, 0) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "not refused: {replies} served, {refused} refused, {silent} silent");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A backendRef to a Service of another namespace without a ReferenceGrant
+/// there: `ResolvedRefs=False` (`RefNotPermitted`), the route Accepted, its
+/// flows rejected.
+#[test]
+fn udproute_invalid_cross_namespace_backend_ref() {
+    let c = cross_namespace_route();
+    let p = route_status(&c, "UDPRoute", "dns", "ResolvedRefs=False", |p| {
+        condition(p, "ResolvedRefs").is_some_and(|(s, _)| s == "False")
+    });
+    assert_eq!(condition(&p, "ResolvedRefs").unwrap().1, "RefNotPermitted", "{p:#}");
+    assert!(is_true(&p, "Accepted"), "{p:#}");
+    c.wait_programmed("the listener programmed", |p| p.contains_key(&format!("gateway/{NS}/gw:dns")));
+    let (replies, refused, silent) = udp_outcomes(&c, 53, 10);
+    assert_eq!((replies, silent), (0, 0), "without a grant nothing is served, all refused ({refused})");
+}
+
+/// The same route with a ReferenceGrant in the backend's namespace: served;
+/// the grant deleted: refused again.
+#[test]
+fn udproute_reference_grant() {
+    let c = cross_namespace_route();
+    c.create_gateway_object(&gw::reference_grant(OTHER_NS, "from-apps", NS, Some("dns")));
+    accepted_and_resolved(&c, "UDPRoute", "dns");
+    let t = wait_udp_served(&c, 53, 10);
+    assert_eq!(tags(&t), ["pod1"], "served by the other namespace's endpoint: {t:?}");
+
+    c.kc.delete(&gw::route_path("ReferenceGrant", OTHER_NS, "from-apps")).expect("delete ReferenceGrant");
+    route_status(&c, "UDPRoute", "dns", "ResolvedRefs=False again", |p| {
+        condition(p, "ResolvedRefs").is_some_and(|(s, r)| s == "False" && r == "RefNotPermitted")
+    });
+    wait_udp_refused(&c);
+}
+
+/// A UDPRoute whose parentRef names a TCP listener: not accepted
+/// (`NotAllowedByListeners`), nothing served on UDP.
+#[test]
+fn udproute_not_allowed_by_listeners() {
+    let c = cluster();
+    c.create_gateway_object(&gateway().listener("web", "TCP", 53).build());
+    c.create_gateway_object(&gw::udp_route(NS, "dns").parent("gw", Some("web")).backend("dns", 53, None).build());
+    let p = route_status(&c, "UDPRoute", "dns", "parent Accepted=False", |p| {
+        condition(p, "Accepted").is_some_and(|(s, _)| s == "False")
+    });
+    assert_eq!(condition(&p, "Accepted").unwrap().1, "NotAllowedByListeners", "{p:#}");
+    let p = c.programmed();
+    assert!(p.values().all(|s| s["protocol"] != "udp"), "no UDP service from a refused route: {p:#?}");
+}
+
+/// The CRDs are installed after the agent started: it keeps running, finds
+/// them, and serves a Gateway created then.
+#[test]
+fn gateway_api_crds_installed_after_start() {
+    let c = Cluster::start(2, &[]);
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(c.agent.is_healthy(), "healthy without the Gateway API:\n{}", c.agent.log());
+    c.api.install_gateway_api().expect("install the Gateway API CRDs");
+    base_objects(&c);
+    c.create_gateway_object(&gateway().listener("dns", "UDP", 53).build());
+    c.create_gateway_object(&gw::udp_route(NS, "dns").parent("gw", None).backend("dns", 53, None).build());
+    // Discovery runs every 15 s.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !c.programmed().contains_key(&format!("gateway/{NS}/gw:dns")) {
+        assert!(Instant::now() < deadline, "the Gateway is never programmed:\n{}", c.agent.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    accepted_and_resolved(&c, "UDPRoute", "dns");
+    let t = wait_udp_served(&c, 53, 20);
+    assert_eq!(tags(&t), ["pod0", "pod1"], "{t:?}");
+    assert!(c.agent.is_healthy(), "{}", c.agent.log());
+}
+
+/// A route without `sectionName` or `port` attaches to every listener of
+/// its protocol: each serves it, each counts it.
+#[test]
+fn udproute_parent_ref_attach_all_listeners() {
+    let c = cluster();
+    c.create_gateway_object(&gateway().listener("dns", "UDP", 53).listener("alt", "UDP", 5300).build());
+    c.create_gateway_object(&gw::udp_route(NS, "dns").parent("gw", None).backend("dns", 53, None).build());
+    accepted_and_resolved(&c, "UDPRoute", "dns");
+    let g = c.wait_object(&gw::gateway_path(NS, "gw"), "both listeners with the route", |o| {
+        o["status"]["listeners"].as_array().is_some_and(|l| l.len() == 2 && l.iter().all(|l| l["attachedRoutes"] == 1))
+    });
+    assert!(is_true(&g["status"], "Programmed"), "{g:#}");
+    for port in [53, 5300] {
+        let t = wait_udp_served(&c, port, 20);
+        assert_eq!(tags(&t), ["pod0", "pod1"], "port {port}: {t:?}");
+    }
+}
+
+/// Two routes on one listener: both Accepted, the oldest carries the traffic.
+#[test]
+fn udproute_multiple_routes_attachment() {
+    let c = cluster();
+    c.create_service(&backend_service(NS, "one").port("dns", 53, "UDP"));
+    c.set_slice(NS, "one", "one", false, &[ready(1)], &[("dns", UDP_PORT, "UDP")]);
+    c.create_gateway_object(&gateway().listener("dns", "UDP", 53).build());
+    // The newer first, so that the order of creation is not what decides.
+    c.create_gateway_object(
+        &gw::udp_route(NS, "newer").parent("gw", None).backend("dns", 53, None).created("2026-02-01T00:00:00Z").build(),
+    );
+    c.create_gateway_object(
+        &gw::udp_route(NS, "older").parent("gw", None).backend("one", 53, None).created("2026-01-01T00:00:00Z").build(),
+    );
+    for name in ["newer", "older"] {
+        accepted_and_resolved(&c, "UDPRoute", name);
+    }
+    c.wait_backends(&format!("gateway/{NS}/gw:dns"), 1);
+    let t = wait_udp_served(&c, 53, 20);
+    assert_eq!(tags(&t), ["pod1"], "the oldest route's backend only: {t:?}");
+}
+
+/// backendRef weights 70/30 over two Services (one endpoint each) and a
+/// third of weight 0: the shares of ≥2000 new flows within ±5 %, none for
+/// weight 0.
+#[test]
+fn udproute_weighted_routing() {
+    let c = weighted_cluster("UDP");
+    wait_udp_served(&c, 53, 5);
+    let n = 2000;
+    let t = c.udp(vip4(53), n);
+    check_weighted(&t, n);
+}
+
+/// Three pods, a Service on each (`seventy`, `thirty`, `zero`: pod 0, 1,
+/// 2), a Gateway listener of `protocol` (UDP 53, TCP 80) and a route with
+/// those weights.
+fn weighted_cluster(protocol: &str) -> Cluster {
+    let c = Cluster::start_gateway(3, &[]);
+    c.create_gateway_object(&gw::gateway_class(CLASS, CONTROLLER));
+    let (port, target, kind) = if protocol == "UDP" { (53, UDP_PORT, "UDPRoute") } else { (80, TCP_PORT, "TCPRoute") };
+    for (i, name) in ["seventy", "thirty", "zero"].iter().enumerate() {
+        c.create_service(&backend_service(NS, name).port("p", port, protocol));
+        c.set_slice(NS, name, name, false, &[ready(i)], &[("p", target, protocol)]);
+    }
+    c.create_gateway_object(&gateway().listener("l", protocol, port).build());
+    let route = if protocol == "UDP" { gw::udp_route(NS, "r") } else { gw::tcp_route(NS, "r") };
+    c.create_gateway_object(
+        &route
+            .parent("gw", None)
+            .backend("seventy", port, Some(70))
+            .backend("thirty", port, Some(30))
+            .backend("zero", port, Some(0))
+            .build(),
+    );
+    accepted_and_resolved(&c, kind, "r");
+    c.wait_programmed("two weighted backends", |p| {
+        p.get(&format!("gateway/{NS}/gw:l")).and_then(|s| s["backends"].as_array()).is_some_and(|b| b.len() >= 2)
+    });
+    c
+}
+
+/// 70 % and 30 % (±5 %) of `n` new flows to pods 0 and 1, none to pod 2
+/// (weight 0), none unanswered.
+fn check_weighted(t: &HashMap<String, usize>, n: usize) {
+    #[expect(clippy::cast_precision_loss, reason = "counts of a few thousand")]
+    let share = |tag: &str| t.get(tag).copied().unwrap_or(0) as f64 / n as f64;
+    assert!(!t.contains_key(NO_REPLY), "every flow answered: {t:?}");
+    assert!((share("pod0") - 0.7).abs() <= 0.05, "70 % to weight 70: {t:?}");
+    assert!((share("pod1") - 0.3).abs() <= 0.05, "30 % to weight 30: {t:?}");
+    assert_eq!(t.get("pod2"), None, "nothing to weight 0: {t:?}");
+}
+
+/// A Gateway without `spec.addresses` gets one from `--vip-pool`, written
+/// to its status and served; deleted, its service is gone.
+#[test]
+fn gateway_address_from_pool_and_deleted() {
+    let c = Cluster::start_gateway(2, &["--vip-pool", "192.0.2.16/30"]);
+    base_objects(&c);
+    c.create_gateway_object(&gw::gateway(NS, "gw", CLASS).listener("dns", "UDP", 53).build());
+    c.create_gateway_object(&gw::udp_route(NS, "dns").parent("gw", None).backend("dns", 53, None).build());
+    let g = c.wait_object(&gw::gateway_path(NS, "gw"), "an address from the pool", |o| {
+        o["status"]["addresses"][0]["value"].is_string() && is_true(&o["status"], "Programmed")
+    });
+    let ip: std::net::IpAddr = g["status"]["addresses"][0]["value"].as_str().unwrap().parse().expect("an IP");
+    let pool: Vec<String> = (16..20).map(|i| format!("192.0.2.{i}")).collect();
+    assert!(pool.contains(&ip.to_string()), "{ip} from the pool {pool:?}");
+    let to = std::net::SocketAddr::new(ip, 53);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let t = c.udp(to, 10);
+        if tags(&t) == ["pod0", "pod1"] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{to} not served: {t:?}\n{}", c.agent.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    c.kc.delete(&gw::gateway_path(NS, "gw")).expect("delete Gateway");
+    c.wait_programmed("the listener's service gone", |p| !p.contains_key(&format!("gateway/{NS}/gw:dns")));
+}
+
+/// A Service of xlb's class holds VIP:53/UDP first; a Gateway listener on
+/// the same address, port and protocol is not accepted (`PortUnavailable`)
+/// and the Service keeps the traffic.
+#[test]
+fn service_and_gateway_listener_claim_the_same_port() {
+    let c = cluster();
+    c.create_service(&dns_service("svc").created("2026-01-01T00:00:00Z"));
+    c.set_slice(NS, "svc", "svc", false, &[ready(1)], DNS_PORTS);
+    c.wait_backends(&format!("{NS}/svc:dns"), 1);
+    c.create_gateway_object(&gateway().listener("dns", "UDP", 53).build());
+    c.create_gateway_object(&gw::udp_route(NS, "dns").parent("gw", None).backend("dns", 53, None).build());
+    let g = c.wait_object(&gw::gateway_path(NS, "gw"), "the listener refused", |o| {
+        condition(&o["status"]["listeners"][0], "Accepted").is_some_and(|(s, _)| s == "False")
+    });
+    assert_eq!(condition(&g["status"]["listeners"][0], "Accepted").unwrap().1, "PortUnavailable", "{g:#}");
+    let p = c.programmed();
+    assert!(!p.contains_key(&format!("gateway/{NS}/gw:dns")), "{p:#?}");
+    let t = wait_udp_served(&c, 53, 20);
+    assert_eq!(tags(&t), ["pod1"], "the Service keeps the port: {t:?}");
+}
+
+/// TCP: a route with a Service that exists and one that does not: the
+/// missing one's share of new connections is answered with a RST, the rest
+/// served.
+#[test]
+fn tcproute_invalid_backend_ref_nonexistent() {
+    let c = cluster();
+    c.create_gateway_object(&gateway().listener("web", "TCP", 80).build());
+    c.create_gateway_object(
+        &gw::tcp_route(NS, "web").parent("gw", None).backend("web", 80, Some(50)).backend("nope", 80, Some(50)).build(),
+    );
+    let p = route_status(&c, "TCPRoute", "web", "ResolvedRefs=False", |p| {
+        condition(p, "ResolvedRefs").is_some_and(|(s, _)| s == "False")
+    });
+    assert_eq!(condition(&p, "ResolvedRefs").unwrap().1, "BackendNotFound", "{p:#}");
+    c.wait_backends(&format!("gateway/{NS}/gw:web"), 2);
+    let (mut served, mut refused, mut silent) = (0, 0, 0);
+    for _ in 0..60 {
+        match tcp_probe(&c.topo.client, vip4(80), b"x", T).expect("TCP probe") {
+            Probe::Reply(_) => served += 1,
+            Probe::Refused => refused += 1,
+            Probe::Timeout => silent += 1,
+        }
+    }
+    assert_eq!(silent, 0, "every connection served or reset ({served} served, {refused} reset)");
+    assert!((10..=50).contains(&refused), "about half reset: {refused} of 60 ({served} served)");
+}
+
+/// Listeners xlb cannot serve: two UDP listeners on one port
+/// (`Conflicted=True`, `ProtocolConflict`) and an HTTP one (`Accepted=False`,
+/// `UnsupportedProtocol`); a valid TCP listener beside them is served.
+#[test]
+fn gateway_listener_conflicts_and_unsupported_protocol() {
+    let c = cluster();
+    c.create_gateway_object(
+        &gateway()
+            .listener("dns-a", "UDP", 53)
+            .listener("dns-b", "UDP", 53)
+            .listener("http", "HTTP", 8000)
+            .listener("web", "TCP", 80)
+            .build(),
+    );
+    c.create_gateway_object(&gw::tcp_route(NS, "web").parent("gw", Some("web")).backend("web", 80, None).build());
+    let g = c.wait_object(&gw::gateway_path(NS, "gw"), "four listener statuses", |o| {
+        o["status"]["listeners"].as_array().is_some_and(|l| l.len() == 4)
+    });
+    let listener = |name: &str| -> Value {
+        g["status"]["listeners"].as_array().unwrap().iter().find(|l| l["name"] == name).cloned().unwrap_or(Value::Null)
+    };
+    for name in ["dns-a", "dns-b"] {
+        let l = listener(name);
+        assert_eq!(condition(&l, "Conflicted"), Some(("True".into(), "ProtocolConflict".into())), "{g:#}");
+        assert!(!is_true(&l, "Programmed"), "{g:#}");
+    }
+    let http = listener("http");
+    assert_eq!(condition(&http, "Accepted"), Some(("False".into(), "UnsupportedProtocol".into())), "{g:#}");
+    assert!(is_true(&listener("web"), "Programmed"), "{g:#}");
+    accepted_and_resolved(&c, "TCPRoute", "web");
+    c.wait_backends(&format!("gateway/{NS}/gw:web"), 2);
+    let t = c.tcp(vip4(80), 10);
+    assert_eq!(tags(&t), ["pod0", "pod1"], "{t:?}");
+    let p = c.programmed();
+    assert!(p.values().all(|s| s["protocol"] != "udp"), "no conflicting UDP listener programmed: {p:#?}");
+}
+
+/// TCP: two listeners; one route attaches by `sectionName`, the other by
+/// `port`.
+#[test]
+fn tcproute_parent_ref_port_and_section_name() {
+    let c = cluster();
+    c.create_service(&backend_service(NS, "one").port("http", 80, "TCP"));
+    c.set_slice(NS, "one", "one", false, &[ready(1)], &[("http", TCP_PORT, "TCP")]);
+    c.create_gateway_object(&gateway().listener("web", "TCP", 80).listener("alt", "TCP", 8000).build());
+    c.create_gateway_object(
+        &gw::tcp_route(NS, "by-section").parent("gw", Some("alt")).backend("one", 80, None).build(),
+    );
+    c.create_gateway_object(
+        &gw::tcp_route(NS, "by-port").parent_ref(None, "gw", None, Some(80)).backend("web", 80, None).build(),
+    );
+    for name in ["by-section", "by-port"] {
+        accepted_and_resolved(&c, "TCPRoute", name);
+    }
+    c.wait_backends(&format!("gateway/{NS}/gw:alt"), 1);
+    c.wait_backends(&format!("gateway/{NS}/gw:web"), 2);
+    let alt = c.tcp(vip4(8000), 10);
+    assert_eq!(tags(&alt), ["pod1"], "the alt listener serves the by-section route's backend only: {alt:?}");
+    let web = c.tcp(vip4(80), 20);
+    assert_eq!(tags(&web), ["pod0", "pod1"], "the web listener serves the by-port route: {web:?}");
+}
+
+/// TCP: two routes on one listener, both Accepted, the oldest carries the
+/// connections.
+#[test]
+fn tcproute_multiple_routes_attachment() {
+    let c = cluster();
+    c.create_service(&backend_service(NS, "one").port("http", 80, "TCP"));
+    c.set_slice(NS, "one", "one", false, &[ready(1)], &[("http", TCP_PORT, "TCP")]);
+    c.create_gateway_object(&gateway().listener("web", "TCP", 80).build());
+    c.create_gateway_object(
+        &gw::tcp_route(NS, "newer").parent("gw", None).backend("web", 80, None).created("2026-02-01T00:00:00Z").build(),
+    );
+    c.create_gateway_object(
+        &gw::tcp_route(NS, "older").parent("gw", None).backend("one", 80, None).created("2026-01-01T00:00:00Z").build(),
+    );
+    for name in ["newer", "older"] {
+        accepted_and_resolved(&c, "TCPRoute", name);
+    }
+    c.wait_backends(&format!("gateway/{NS}/gw:web"), 1);
+    let t = c.tcp(vip4(80), 20);
+    assert_eq!(tags(&t), ["pod1"], "the oldest route's backend only: {t:?}");
+}
+
+/// TCP: a Service of another namespace without a ReferenceGrant:
+/// `RefNotPermitted`, every SYN answered with a RST.
+#[test]
+fn tcproute_invalid_cross_namespace_backend_ref() {
+    let c = cluster();
+    c.create_service(&backend_service(OTHER_NS, "web").port("http", 80, "TCP"));
+    c.set_slice(OTHER_NS, "web", "web", false, &[ready(1)], &[("http", TCP_PORT, "TCP")]);
+    c.create_gateway_object(&gateway().listener("web", "TCP", 80).build());
+    c.create_gateway_object(
+        &gw::tcp_route(NS, "web").parent("gw", None).backend_ref(Some(OTHER_NS), "web", 80, None).build(),
+    );
+    let p = route_status(&c, "TCPRoute", "web", "ResolvedRefs=False", |p| {
+        condition(p, "ResolvedRefs").is_some_and(|(s, _)| s == "False")
+    });
+    assert_eq!(condition(&p, "ResolvedRefs").unwrap().1, "RefNotPermitted", "{p:#}");
+    assert!(is_true(&p, "Accepted"), "{p:#}");
+    c.wait_programmed("the listener programmed", |p| p.contains_key(&format!("gateway/{NS}/gw:web")));
+    for _ in 0..10 {
+        let r = tcp_probe(&c.topo.client, vip4(80), b"x", T).expect("TCP probe");
+        assert!(matches!(r, Probe::Refused), "reset without a grant: {r:?}");
+    }
+}
