@@ -13,6 +13,12 @@
 //! Then deploy/README.md's uninstall commands are run offline against the
 //! DaemonSet (see the `uninstall` module).
 //!
+//! The Gateway API kinds (`gateway.networking.k8s.io/v1` GatewayClass,
+//! Gateway, TCPRoute, UDPRoute, ReferenceGrant) are CRDs, not in the
+//! validator's schemas: for those exact kinds and that apiVersion the
+//! validator's "no schema" warning is accepted (see [`GATEWAY_KINDS`]); a
+//! misspelled kind or another apiVersion is still an error.
+//!
 //! `deploy/kustomization.yaml` is not a Kubernetes object: it is not given
 //! to the validator, but every file it lists must exist and every manifest
 //! in `deploy/` must be listed.
@@ -34,6 +40,21 @@ pub const KUBERNETES_VERSION: &str = "1.33.0";
 const SKIP_ENV: &str = "XLB_SKIP_MANIFEST_VALIDATOR";
 /// The kustomization file, skipped by the schema validation.
 const KUSTOMIZATION: &str = "kustomization.yaml";
+
+/// The apiVersion of the Gateway API kinds the examples use.
+const GATEWAY_API_VERSION: &str = "gateway.networking.k8s.io/v1";
+/// The Gateway API kinds (CRDs, without a schema in the validator) whose
+/// "no schema" warning is not a problem.
+const GATEWAY_KINDS: [&str; 5] = ["GatewayClass", "Gateway", "TCPRoute", "UDPRoute", "ReferenceGrant"];
+
+/// Whether `line` is the validator's "no schema" warning for one of the
+/// [`GATEWAY_KINDS`] at [`GATEWAY_API_VERSION`].
+fn is_gateway_kind_without_schema(line: &str) -> bool {
+    line.starts_with("WARN ")
+        && GATEWAY_KINDS.iter().any(|k| {
+            line.contains(&format!(" Couldn't find schema for kind {k} with api version {GATEWAY_API_VERSION} "))
+        })
+}
 
 /// The virtualenv of the pinned validator: `$XDG_CACHE_HOME/xlb/...`, else
 /// `~/.cache/xlb/...`, else under the target directory.
@@ -229,6 +250,7 @@ fn problems(exit_ok: bool, text: &str, files: &[String]) -> Vec<String> {
         .map(str::trim)
         .filter(|l| !l.is_empty())
         .filter(|l| !(l.starts_with("INFO ") && l.contains(" passed for resource ")))
+        .filter(|l| !is_gateway_kind_without_schema(l))
         .map(str::to_string)
         .collect();
     for f in files {
@@ -360,6 +382,29 @@ mod tests {
         assert!(p.iter().any(|l| l.starts_with("WARN ")), "{p:?}");
 
         assert!(!problems(false, "", &[]).is_empty());
+    }
+
+    #[test]
+    fn only_gateway_api_kinds_may_lack_a_schema() {
+        let ok = "INFO deploy/a.yaml passed for resource namespace/x against version 1.33\n\
+                  WARN deploy/a.yaml Couldn't find schema for kind UDPRoute with api version \
+                  gateway.networking.k8s.io/v1 for kubernetes version 1.33\n\
+                  INFO deploy/b.yaml passed for resource service/y against version 1.33\n";
+        assert!(problems(true, ok, &files()).is_empty(), "{:?}", problems(true, ok, &files()));
+        for bad in [
+            "WARN deploy/a.yaml Couldn't find schema for kind UDPRoutes with api version \
+             gateway.networking.k8s.io/v1 for kubernetes version 1.33",
+            "WARN deploy/a.yaml Couldn't find schema for kind UDPRoute with api version \
+             gateway.networking.k8s.io/v1alpha2 for kubernetes version 1.33",
+        ] {
+            let text = format!("{ok}{bad}\n");
+            assert_eq!(problems(true, &text, &files()), vec![bad.to_string()]);
+        }
+        // A file of Gateway API kinds only has no validated resource.
+        let only = "WARN deploy/a.yaml Couldn't find schema for kind Gateway with api version \
+                    gateway.networking.k8s.io/v1 for kubernetes version 1.33\n\
+                    INFO deploy/b.yaml passed for resource service/y against version 1.33\n";
+        assert_eq!(problems(true, only, &files()), vec!["deploy/a.yaml: no resource was validated"]);
     }
 
     #[test]
