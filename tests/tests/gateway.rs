@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use k8s::*;
-use serde_json::Value;
+use serde_json::{json, Value};
 use xlb_tests::k8s::{self as gw, LbService};
 use xlb_tests::{tcp_probe, udp_probe, Probe, Topology, NO_REPLY};
 
@@ -608,4 +608,188 @@ fn tcproute_invalid_cross_namespace_backend_ref() {
         let r = tcp_probe(&c.topo.client, vip4(80), b"x", T).expect("TCP probe");
         assert!(matches!(r, Probe::Refused), "reset without a grant: {r:?}");
     }
+}
+
+/// The `status.parents[]` entry of route `ns/name` whose parentRef names
+/// `section`, once `pred` holds for it.
+fn parent_status(c: &Cluster, kind: &str, ns: &str, name: &str, section: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    let find = |o: &Value| -> Option<Value> {
+        o["status"]["parents"].as_array()?.iter().find(|p| p["parentRef"]["sectionName"] == section).cloned()
+    };
+    let obj = c.wait_object(&gw::route_path(kind, ns, name), &format!("parent {section} of {kind} {ns}/{name}"), |o| {
+        find(o).is_some_and(|p| pred(&p))
+    });
+    find(&obj).expect("the parent entry")
+}
+
+/// Waits until route `ns/name` has a parent entry for listener `section`
+/// with `Accepted=False`, `NotAllowedByListeners`.
+fn wait_not_allowed(c: &Cluster, kind: &str, ns: &str, name: &str, section: &str) {
+    let p = parent_status(c, kind, ns, name, section, |p| condition(p, "Accepted").is_some_and(|(s, _)| s == "False"));
+    assert_eq!(condition(&p, "Accepted").unwrap().1, "NotAllowedByListeners", "{p:#}");
+}
+
+/// The listener `name` of the Gateway `gw` once `pred` holds for it.
+fn listener_status(c: &Cluster, name: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    let find = |o: &Value| -> Option<Value> {
+        o["status"]["listeners"].as_array()?.iter().find(|l| l["name"] == name).cloned()
+    };
+    let g = c.wait_object(&gw::gateway_path(NS, "gw"), what, |o| find(o).is_some_and(|l| pred(&l)));
+    find(&g).expect("the listener entry")
+}
+
+/// A UDP Service `ns/dns` (53 → the pods' echo port) whose only endpoint
+/// is pod `pod`.
+fn dns_backend_in(c: &Cluster, ns: &str, pod: usize) {
+    c.create_service(&backend_service(ns, "dns").port("dns", 53, "UDP"));
+    c.set_slice(ns, "dns", "dns", false, &[ready(pod)], &[("dns", UDP_PORT, "UDP")]);
+}
+
+/// A UDPRoute `ns/dns` attached to listener `dns` of [`NS`]/gw, to the
+/// Service `dns` of its own namespace.
+fn udp_route_from(ns: &str) -> gw::RouteBuilder {
+    gw::udp_route(ns, "dns").parent_ref(Some(NS), "gw", Some("dns"), None).backend("dns", 53, None)
+}
+
+/// Mirrors upstream `HTTPRouteInvalidCrossNamespaceParentRef` for UDP: a
+/// listener with `allowedRoutes.namespaces.from: Same` refuses a route of
+/// another namespace (`Accepted=False`, `NotAllowedByListeners`), counts
+/// no route, and serves nothing.
+#[test]
+fn udproute_invalid_cross_namespace_parent_ref() {
+    let c = cluster();
+    dns_backend_in(&c, "edge", 1);
+    c.create_gateway_object(&gateway().listener("dns", "UDP", 53).allowed_namespaces("Same", None).build());
+    c.create_gateway_object(&udp_route_from("edge").build());
+    wait_not_allowed(&c, "UDPRoute", "edge", "dns", "dns");
+    let l = listener_status(&c, "dns", "listener dns Programmed", |l| is_true(l, "Programmed"));
+    assert_eq!(l["attachedRoutes"], 0, "{l:#}");
+    let (replies, _refused, _silent) = udp_outcomes(&c, 53, 10);
+    assert_eq!(replies, 0, "a route of another namespace must not carry traffic through a Same listener");
+}
+
+/// Mirrors upstream `HTTPRouteCrossNamespace` (a listener whose
+/// `allowedRoutes.namespaces` is a `Selector` takes routes of the
+/// namespaces with a matching label) for UDP: the route of a labelled
+/// namespace attaches and carries the traffic, that of an unlabelled one
+/// (older, so it would win were it attached) is `NotAllowedByListeners`;
+/// labelled in turn, the latter attaches and, the oldest, takes over.
+#[test]
+fn udproute_cross_namespace() {
+    let c = cluster();
+    for (ns, labels) in [("net-a", json!({"team": "net"})), ("other", json!({"team": "web"}))] {
+        let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "labels": labels}});
+        c.kc.create("/api/v1/namespaces", &obj).unwrap_or_else(|e| panic!("create Namespace {ns}: {e}"));
+    }
+    dns_backend_in(&c, "net-a", 0);
+    dns_backend_in(&c, "other", 1);
+    c.create_gateway_object(
+        &gateway().listener("dns", "UDP", 53).allowed_namespaces("Selector", Some(&[("team", "net")])).build(),
+    );
+    c.create_gateway_object(&udp_route_from("other").created("2020-01-01T00:00:00Z").build());
+    c.create_gateway_object(&udp_route_from("net-a").created("2021-01-01T00:00:00Z").build());
+
+    parent_status(&c, "UDPRoute", "net-a", "dns", "dns", |p| is_true(p, "Accepted") && is_true(p, "ResolvedRefs"));
+    wait_not_allowed(&c, "UDPRoute", "other", "dns", "dns");
+    let l = listener_status(&c, "dns", "one route attached", |l| l["attachedRoutes"] == 1);
+    assert!(is_true(&l, "Programmed"), "{l:#}");
+    let t = wait_udp_served(&c, 53, 10);
+    assert_eq!(tags(&t), ["pod0"], "only the labelled namespace's route carries traffic: {t:?}");
+
+    c.kc.merge_patch("/api/v1/namespaces/other", &json!({"metadata": {"labels": {"team": "net"}}}))
+        .expect("label Namespace other");
+    parent_status(&c, "UDPRoute", "other", "dns", "dns", |p| is_true(p, "Accepted"));
+    listener_status(&c, "dns", "two routes attached", |l| l["attachedRoutes"] == 2);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let t = wait_udp_served(&c, 53, 10);
+        if tags(&t) == ["pod1"] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the older route, now allowed, did not take over: {t:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Mirrors upstream `HTTPRouteDisallowedKind` (with `GatewayInvalidRouteKind`'s
+/// listener status) for UDP: a UDP listener whose `allowedRoutes.kinds` is
+/// only TCPRoute supports no kind (`ResolvedRefs=False`,
+/// `InvalidRouteKinds`) and refuses a UDPRoute (`NotAllowedByListeners`);
+/// the same route's parentRef to an unrestricted UDP listener is accepted
+/// and served there.
+#[test]
+fn udproute_disallowed_kind() {
+    let c = cluster();
+    c.create_gateway_object(
+        &gateway().listener("dns", "UDP", 53).allowed_kinds(&["TCPRoute"]).listener("open", "UDP", 5300).build(),
+    );
+    c.create_gateway_object(
+        &gw::udp_route(NS, "dns").parent("gw", Some("dns")).parent("gw", Some("open")).backend("dns", 53, None).build(),
+    );
+    wait_not_allowed(&c, "UDPRoute", NS, "dns", "dns");
+    parent_status(&c, "UDPRoute", NS, "dns", "open", |p| is_true(p, "Accepted") && is_true(p, "ResolvedRefs"));
+    let l = listener_status(&c, "dns", "listener dns ResolvedRefs=False", |l| {
+        condition(l, "ResolvedRefs").is_some_and(|(s, _)| s == "False")
+    });
+    assert_eq!(condition(&l, "ResolvedRefs").unwrap().1, "InvalidRouteKinds", "{l:#}");
+    assert_eq!(l["attachedRoutes"], 0, "{l:#}");
+    assert!(l["supportedKinds"].as_array().is_none_or(Vec::is_empty), "{l:#}");
+    let open = listener_status(&c, "open", "listener open with the route", |l| l["attachedRoutes"] == 1);
+    assert!(is_true(&open, "Accepted"), "{open:#}");
+
+    let t = wait_udp_served(&c, 5300, 10);
+    assert_eq!(tags(&t), ["pod0", "pod1"], "the unrestricted listener serves the route: {t:?}");
+    let (replies, _refused, _silent) = udp_outcomes(&c, 53, 10);
+    assert_eq!(replies, 0, "the listener restricted to TCPRoute must not carry the UDPRoute");
+}
+
+/// The agent's (User-Agent `xlb/...`) status writes so far: the count of
+/// each `patch .../status` request, by key (`patch
+/// gateway.networking.k8s.io/v1/gateways/status`, ...).
+fn status_patches(c: &Cluster) -> std::collections::BTreeMap<String, u64> {
+    let by_agent = c.api.request_counts_by_agent().expect("request counts");
+    by_agent
+        .get("xlb")
+        .map(|counts| {
+            counts
+                .iter()
+                .filter(|(k, _)| k.starts_with("patch ") && k.ends_with("/status"))
+                .map(|(k, n)| (k.clone(), *n))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// No write storm: with a Gateway and a route in a steady state, and their
+/// objects touched without changing anything the status depends on (labels
+/// on the Gateway, the route and a backend Service, which wake the
+/// translation), the agent writes no further status over 5 s.
+#[test]
+fn gateway_status_not_rewritten_in_steady_state() {
+    let c = cluster();
+    c.create_gateway_object(&gateway().listener("dns", "UDP", 53).build());
+    c.create_gateway_object(&gw::udp_route(NS, "dns").parent("gw", None).backend("dns", 53, None).build());
+    c.wait_object(&gw::gateway_class_path(CLASS), "GatewayClass Accepted", |o| is_true(&o["status"], "Accepted"));
+    c.wait_object(&gw::gateway_path(NS, "gw"), "Gateway Programmed", |o| {
+        is_true(&o["status"], "Programmed") && o["status"]["listeners"][0]["attachedRoutes"] == 1
+    });
+    accepted_and_resolved(&c, "UDPRoute", "dns");
+    wait_udp_served(&c, 53, 10);
+    // Let a write already under way land.
+    std::thread::sleep(Duration::from_secs(1));
+
+    let before = status_patches(&c);
+    for kind in ["gatewayclasses", "gateways", "udproutes"] {
+        let key = format!("patch gateway.networking.k8s.io/v1/{kind}/status");
+        assert!(before.get(&key).is_some_and(|n| *n > 0), "the agent wrote no {kind} status: {before:?}");
+    }
+    let touch = json!({"metadata": {"labels": {"touched": "yes"}}});
+    c.kc.merge_patch(&gw::gateway_path(NS, "gw"), &touch).expect("label the Gateway");
+    c.kc.merge_patch(&gw::route_path("UDPRoute", NS, "dns"), &touch).expect("label the UDPRoute");
+    c.kc.merge_patch(&gw::service_path(NS, "dns"), &touch).expect("label the Service");
+    std::thread::sleep(Duration::from_secs(5));
+    let after = status_patches(&c);
+    assert_eq!(before, after, "status written again with nothing changed:\n{}", c.agent.log());
+    // Still served (the agent did not stall instead).
+    wait_udp_served(&c, 53, 5);
 }
