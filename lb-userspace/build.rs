@@ -1,33 +1,6 @@
-use anyhow::{anyhow, Context as _};
-use aya_build::{Package, Toolchain};
-
-/// Builds `lb-ebpf` with the nightly toolchain and bpf-linker so the object
-/// can be embedded in the `xlb` binary. Without its `bench` feature: the
-/// benchmarks' programs (`xlb-bench`) are built by `bench/build.rs`.
+/// Builds `lb-ebpf` with the nightly toolchain and bpf-linker so that its
+/// object can be embedded in the `xlb` binary (see `xlb-build-support`: one
+/// eBPF build, shared with the benchmarks' `bench/build.rs`).
 fn main() -> anyhow::Result<()> {
-    if std::env::var_os("AYA_BUILD_SKIP").is_some() {
-        // Unit tests of pure logic may skip the eBPF build; leave an empty
-        // object so the crate still compiles (loading it fails clearly).
-        let dir = std::path::PathBuf::from(std::env::var_os("OUT_DIR").context("OUT_DIR")?);
-        let out = dir.join("lb-ebpf");
-        if !out.exists() {
-            std::fs::write(&out, b"").context("write placeholder eBPF object")?;
-        }
-    }
-    let cargo_metadata::Metadata { packages, .. } =
-        cargo_metadata::MetadataCommand::new().no_deps().exec().context("cargo metadata")?;
-    let ebpf = packages
-        .into_iter()
-        .find(|p| p.name.as_str() == "lb-ebpf")
-        .ok_or_else(|| anyhow!("lb-ebpf package not found"))?;
-    let root_dir = ebpf.manifest_path.parent().ok_or_else(|| anyhow!("lb-ebpf manifest has no parent"))?.as_str();
-    // The eBPF object also depends on the shared types.
-    println!("cargo:rerun-if-changed=../lb-common/src");
-    // aya-build passes every line the nested cargo writes to stderr on as a
-    // `cargo:warning`, so its progress ("Compiling core ...", about 80 of
-    // them) looked like warnings. Quiet, it writes only errors there; the
-    // compiler's own warnings and errors come through its JSON messages and
-    // are still shown.
-    std::env::set_var("CARGO_TERM_QUIET", "true");
-    aya_build::build_ebpf([Package { name: ebpf.name.as_str(), root_dir, ..Default::default() }], Toolchain::default())
+    xlb_build_support::build_ebpf_object("lb-ebpf")
 }

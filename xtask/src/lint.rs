@@ -6,7 +6,7 @@
 //! `bench/` included; the eBPF crate is checked for the host there, without
 //! its bench-only programs), then clippy with `-D warnings` on the eBPF
 //! crate for the BPF target with the nightly toolchain and its `bench`
-//! feature (as `lb-userspace/build.rs` and `bench/build.rs` build it). Every check
+//! feature (as `build-support` builds it for `lb-userspace` and `bench`). Every check
 //! runs even when an earlier one fails; the summary lists the failures.
 //!
 //! The lint policy itself is `[workspace.lints]` in the root `Cargo.toml`.
