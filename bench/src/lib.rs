@@ -8,7 +8,9 @@
 
 #![warn(missing_docs)]
 
-pub mod host;
+/// Host helpers (commands, bpffs, namespaces, CPU pinning), shared with the
+/// data-path tests.
+pub use xlb_tests::host;
 pub mod machine;
 pub mod results;
 pub mod stop;

@@ -27,6 +27,8 @@
 
 mod agent;
 pub mod cargo;
+pub mod datapath_topology;
+pub mod host;
 pub mod http;
 pub mod icmp;
 pub mod k8s;

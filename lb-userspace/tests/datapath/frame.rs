@@ -548,7 +548,7 @@ pub fn arp_request(src_mac: [u8; 6], sender: [u8; 4], target: [u8; 4]) -> Vec<u8
 
 #[path = "frame_decode.rs"]
 mod decode;
-pub use decode::{decode, icmp_csum_ok, ipv4_header_csum_ok, mac_str, Decoded};
+pub use decode::{decode, icmp_csum_ok, ipv4_header_csum_ok, Decoded};
 
 #[cfg(test)]
 #[path = "frame_tests.rs"]

@@ -9,6 +9,8 @@ use etherparse::{
     TcpHeaderSlice, UdpHeader, UdpHeaderSlice,
 };
 
+use xlb_tests::datapath_topology::mac_str;
+
 use super::{csum, PROTO_TCP, PROTO_UDP};
 
 /// True when the IPv4 header at the start of `ip` parses and its checksum
@@ -66,11 +68,6 @@ impl Decoded {
     pub fn dst_sock(&self) -> SocketAddr {
         SocketAddr::new(self.dst, self.dport)
     }
-}
-
-#[expect(clippy::trivially_copy_pass_by_ref, reason = "MAC addresses are passed by reference throughout")]
-pub fn mac_str(m: &[u8; 6]) -> String {
-    m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
 }
 
 impl std::fmt::Display for Decoded {

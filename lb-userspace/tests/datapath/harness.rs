@@ -1,27 +1,14 @@
 //! The harness: every case runs on its own thread inside a fresh network
-//! namespace (so `bpf_fib_lookup` sees a known topology), with the data path
-//! loaded from the embedded object and its maps pinned in a directory of its
-//! own. Both are removed when the case ends, also when it panics.
-//!
-//! Topology inside the namespace (veth pair `v0`/`v1`, both up):
-//!
-//! ```text
-//!   v0  02:00:00:00:00:a0  10.1.0.1/24 fd00:1::1/64     backends 10.1.0.2-4, fd00:1::2-4
-//!                          10.100.0.1/24 fd00:100::1/64 clients 10.100.0.10-11, fd00:100::10
-//!   v1  02:00:00:00:00:a1  10.2.0.1/24 fd00:2::1/64     backend 10.2.0.5, fd00:2::5
-//! ```
-//!
-//! Every neighbour above is a permanent entry with a known MAC (see
-//! [`NEIGHBOURS`]); 10.1.0.99 is on-link without a neighbour entry and
-//! 198.51.100.0/24 has no route. Forwarding is enabled (the FIB helper
-//! refuses to answer on an interface that does not forward).
+//! namespace with the data-path topology of `xlb_tests::datapath_topology`
+//! (so `bpf_fib_lookup` sees a known topology: veth pair `v0`/`v1`, the
+//! neighbours of its `NEIGHBOURS`), with the data path loaded from the embedded
+//! object and its maps pinned in a directory of its own. Both are removed
+//! when the case ends, also when it panics.
 #![allow(dead_code, reason = "shared by several test binaries, each using a part")]
 
 use std::{
-    net::{IpAddr, SocketAddr},
-    os::fd::AsRawFd as _,
+    net::SocketAddr,
     path::{Path, PathBuf},
-    process::{Command, Stdio},
     sync::{
         atomic::{AtomicU32, Ordering},
         Once,
@@ -38,8 +25,13 @@ use xlb::{
     state::model::{BackendSpec, DesiredState, Protocol, ServiceSpec, SourceMode},
     state::writer::{addr16, service_key, MapWriter},
 };
+pub use xlb_tests::datapath_topology::{mac, V0_MAC, V1_MAC};
+use xlb_tests::{
+    datapath_topology::DatapathNetns,
+    host::{enter_netns, pin_thread},
+};
 
-use crate::frame::{mac_str, Pkt};
+use crate::frame::Pkt;
 
 #[path = "output.rs"]
 mod output;
@@ -65,78 +57,6 @@ pub fn verdict_name(v: u32) -> &'static str {
     }
 }
 
-pub const V0_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0xa0];
-pub const V1_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0xa1];
-
-/// Static neighbours: (address, MAC, device).
-pub const NEIGHBOURS: &[(&str, [u8; 6], &str)] = &[
-    ("10.1.0.2", [0x02, 0, 0, 0x01, 0x00, 0x02], "v0"),
-    ("10.1.0.3", [0x02, 0, 0, 0x01, 0x00, 0x03], "v0"),
-    ("10.1.0.4", [0x02, 0, 0, 0x01, 0x00, 0x04], "v0"),
-    ("fd00:1::2", [0x02, 0, 0, 0x01, 0x06, 0x02], "v0"),
-    ("fd00:1::3", [0x02, 0, 0, 0x01, 0x06, 0x03], "v0"),
-    ("fd00:1::4", [0x02, 0, 0, 0x01, 0x06, 0x04], "v0"),
-    ("10.100.0.10", [0x02, 0, 0, 0x64, 0x00, 0x0a], "v0"),
-    ("10.100.0.11", [0x02, 0, 0, 0x64, 0x00, 0x0b], "v0"),
-    ("fd00:100::10", [0x02, 0, 0, 0x64, 0x06, 0x10], "v0"),
-    ("10.2.0.5", [0x02, 0, 0, 0x02, 0x00, 0x05], "v1"),
-    ("fd00:2::5", [0x02, 0, 0, 0x02, 0x06, 0x05], "v1"),
-];
-
-/// The MAC of a neighbour in [`NEIGHBOURS`] (address with or without port).
-pub fn mac(addr: &str) -> [u8; 6] {
-    let ip: IpAddr = addr
-        .parse()
-        .or_else(|_| addr.parse::<SocketAddr>().map(|s| s.ip()))
-        .unwrap_or_else(|_| panic!("bad address {addr}"));
-    NEIGHBOURS
-        .iter()
-        .find(|(a, _, _)| a.parse::<IpAddr>().unwrap() == ip)
-        .unwrap_or_else(|| panic!("{addr} is not a neighbour of the test topology"))
-        .1
-}
-
-fn setup_commands() -> Vec<String> {
-    let mut c: Vec<String> = [
-        "link set lo up",
-        "link add v0 address 02:00:00:00:00:a0 type veth peer name v1 address 02:00:00:00:00:a1",
-        "link set v0 up",
-        "link set v1 up",
-        "addr add 10.1.0.1/24 dev v0",
-        "addr add 10.100.0.1/24 dev v0",
-        "addr add fd00:1::1/64 dev v0 nodad",
-        "addr add fd00:100::1/64 dev v0 nodad",
-        "addr add 10.2.0.1/24 dev v1",
-        "addr add fd00:2::1/64 dev v1 nodad",
-    ]
-    .iter()
-    .map(std::string::ToString::to_string)
-    .collect();
-    for (ip, m, dev) in NEIGHBOURS {
-        c.push(format!("neigh add {ip} lladdr {} dev {dev} nud permanent", mac_str(m)));
-    }
-    c
-}
-
-fn sh(args: &[&str], stdin: Option<&str>) -> Result<(), String> {
-    use std::io::Write as _;
-    let mut cmd = Command::new(args[0]);
-    cmd.args(&args[1..]).stdout(Stdio::null()).stderr(Stdio::piped());
-    if stdin.is_some() {
-        cmd.stdin(Stdio::piped());
-    }
-    let mut child = cmd.spawn().map_err(|e| format!("{}: {e} (is iproute2 installed?)", args[0]))?;
-    if let Some(text) = stdin {
-        child.stdin.take().expect("stdin").write_all(text.as_bytes()).map_err(|e| e.to_string())?;
-    }
-    let out = child.wait_with_output().map_err(|e| e.to_string())?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!("`{}` failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()))
-    }
-}
-
 /// Fails (does not skip) when not root: CI runs these as root.
 fn require_root(case: &str) {
     // SAFETY: geteuid has no preconditions and cannot fail.
@@ -148,34 +68,11 @@ fn require_root(case: &str) {
     );
 }
 
-const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
-
 fn ensure_bpffs() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
-        let path = std::ffi::CString::new("/sys/fs/bpf").unwrap();
-        // SAFETY: zeroed statfs is a valid out buffer; path is NUL-terminated.
-        let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-        // SAFETY: as above; statfs writes at most one struct statfs.
-        let rc = unsafe { libc::statfs(path.as_ptr(), &raw mut st) };
-        if rc != 0 || st.f_type as i64 != BPF_FS_MAGIC {
-            std::fs::create_dir_all("/sys/fs/bpf").expect("creating /sys/fs/bpf");
-            sh(&["mount", "-t", "bpf", "bpf", "/sys/fs/bpf"], None).expect("mounting bpffs at /sys/fs/bpf");
-        }
+        xlb_tests::host::ensure_bpffs().unwrap_or_else(|e| panic!("mounting bpffs at /sys/fs/bpf: {e:#}"));
     });
-}
-
-/// Removes the namespace and the pin directory, also on panic.
-struct Cleanup {
-    netns: String,
-    pin: PathBuf,
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let _ = sh(&["ip", "netns", "del", &self.netns], None);
-        let _ = std::fs::remove_dir_all(&self.pin);
-    }
 }
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
@@ -190,53 +87,27 @@ where
     ensure_bpffs();
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
     let pid = std::process::id();
-    let cleanup =
-        Cleanup { netns: format!("xlbdp{pid}-{n}"), pin: PathBuf::from(format!("/sys/fs/bpf/xlb-dptest-{pid}-{n}")) };
-    let ns = cleanup.netns.clone();
-    sh(&["ip", "netns", "add", &ns], None).unwrap_or_else(|e| panic!("{name}: {e}"));
-    sh(&["ip", "netns", "exec", &ns, "sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"], None)
-        .unwrap_or_else(|e| panic!("{name}: {e}"));
-    let batch = setup_commands().join("\n") + "\n";
-    sh(&["ip", "-n", &ns, "-batch", "-"], Some(&batch)).unwrap_or_else(|e| panic!("{name}: {e}"));
-
-    let pin = cleanup.pin.clone();
+    let topology =
+        DatapathNetns::create(format!("xlbdp{pid}-{n}"), PathBuf::from(format!("/sys/fs/bpf/xlb-dptest-{pid}-{n}")))
+            .unwrap_or_else(|e| panic!("{name}: {e:#}"));
+    let ns = topology.netns().to_string();
+    let pin = topology.pin().to_path_buf();
     let case = name.to_string();
     let handle = std::thread::Builder::new()
         .name(name.to_string())
         .spawn(move || {
-            enter_netns(&ns);
-            pin_to_one_cpu();
+            enter_netns(&ns).unwrap_or_else(|e| panic!("{e:#}"));
+            // Keeps the per-CPU LRU lists and counters of one run on one
+            // CPU (the first allowed); left unpinned when that fails.
+            let _ = pin_thread(None);
             let mut lab = Lab::new(&case, &pin);
             f(&mut lab);
         })
         .expect("spawning the case thread");
     let result = handle.join();
-    drop(cleanup);
+    drop(topology);
     if let Err(panic) = result {
         std::panic::resume_unwind(panic);
-    }
-}
-
-fn enter_netns(name: &str) {
-    let path = format!("/var/run/netns/{name}");
-    let f = std::fs::File::open(&path).unwrap_or_else(|e| panic!("opening {path}: {e}"));
-    // SAFETY: valid namespace fd; only this thread changes namespace.
-    let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
-    assert!(rc == 0, "setns({path}): {}", std::io::Error::last_os_error());
-}
-
-/// Keeps the per-CPU LRU lists and counters of one run on one CPU.
-fn pin_to_one_cpu() {
-    // SAFETY: plain libc calls with valid buffers.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &raw mut set) != 0 {
-            return;
-        }
-        let Some(cpu) = (0..libc::CPU_SETSIZE as usize).find(|c| libc::CPU_ISSET(*c, &set)) else { return };
-        let mut one: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut one);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &raw const one);
     }
 }
 
@@ -250,22 +121,12 @@ pub fn service(
     backends: &[(&str, u16)],
 ) -> ServiceSpec {
     ServiceSpec {
-        name: name.into(),
-        vip: vip.parse().unwrap_or_else(|_| panic!("bad VIP {vip}")),
-        port,
-        protocol,
         source,
-        snat_address: None,
-        udp_timeout: None,
-        tcp_timeout: None,
-        maglev_table_size: None,
-        affinity_timeout: None,
-        source_ranges: vec![],
         backends: backends
             .iter()
             .map(|(a, w)| BackendSpec { addr: a.parse().unwrap_or_else(|_| panic!("bad backend {a}")), weight: *w })
             .collect(),
-        reject_weight: 0,
+        ..ServiceSpec::new(name, vip.parse().unwrap_or_else(|_| panic!("bad VIP {vip}")), port, protocol)
     }
 }
 

@@ -5,7 +5,7 @@ use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr},
 };
 
-use xlb::state::model::{BackendSpec, DesiredState, Protocol, ServiceSpec, SourceMode};
+use xlb::state::model::{BackendSpec, DesiredState, Protocol, ServiceSpec};
 
 use crate::Opts;
 
@@ -17,19 +17,14 @@ pub(crate) fn backend_addr(i: u32) -> SocketAddr {
 pub(crate) fn service(i: u32, backends: impl Iterator<Item = u32>, table_size: u32) -> ServiceSpec {
     let (port, protocol) = if i.is_multiple_of(2) { (53, Protocol::Udp) } else { (443, Protocol::Tcp) };
     ServiceSpec {
-        name: format!("ns{}/svc{i}:{port}", i % 100),
-        vip: IpAddr::V4(Ipv4Addr::from(0xc612_0000u32 + i)),
-        port,
-        protocol,
-        source: SourceMode::Snat,
-        snat_address: None,
-        udp_timeout: None,
-        tcp_timeout: None,
         maglev_table_size: Some(table_size),
-        affinity_timeout: None,
-        source_ranges: vec![],
         backends: backends.map(|b| BackendSpec { addr: backend_addr(b), weight: 1 }).collect(),
-        reject_weight: 0,
+        ..ServiceSpec::new(
+            format!("ns{}/svc{i}:{port}", i % 100),
+            IpAddr::V4(Ipv4Addr::from(0xc612_0000u32 + i)),
+            port,
+            protocol,
+        )
     }
 }
 

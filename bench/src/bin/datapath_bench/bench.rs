@@ -19,8 +19,8 @@ use xlb_bench::{stop::check_stop, BENCH_OBJECT};
 use crate::frames::{frame, tuple_of, Frame, L4, TCP_ACK, TCP_SYN};
 use crate::harness::{fib_conf, FibConf, FwdConf, Target, Template, BENCH_PROGRAMS, MIN_FWD, NOP, TEMPLATE_MAX};
 use crate::{
-    verdict_name, Opts, BACKEND4, BACKEND4_MAC, BACKEND6, BACKEND6_MAC, BACKEND_PORT, CLIENT4, CLIENT4_MAC, CLIENT6,
-    CLIENT6_MAC, V0_MAC, V1_MAC, VIP4, VIP4_PRESERVE, VIP6, XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_REDIRECT,
+    mac, verdict_name, Opts, BACKEND4, BACKEND6, BACKEND_PORT, CLIENT4, CLIENT6, V0_MAC, V1_MAC, VIP4, VIP4_PRESERVE,
+    VIP6, XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_REDIRECT,
 };
 
 /// One measured class.
@@ -80,21 +80,7 @@ pub(crate) fn spec(
     source: SourceMode,
     backends: Vec<BackendSpec>,
 ) -> ServiceSpec {
-    ServiceSpec {
-        name: name.into(),
-        vip: vip.parse().unwrap(),
-        port,
-        protocol,
-        source,
-        snat_address: None,
-        udp_timeout: None,
-        tcp_timeout: None,
-        maglev_table_size: None,
-        affinity_timeout: None,
-        source_ranges: vec![],
-        backends,
-        reject_weight: 0,
-    }
+    ServiceSpec { source, backends, ..ServiceSpec::new(name, vip.parse().unwrap(), port, protocol) }
 }
 
 /// What one measured row runs and must see.
@@ -181,7 +167,7 @@ impl Bench {
         }
         let mut fwd: Array<MapData, FwdConf> = bench.take_map("BENCH_FWD").context("BENCH_FWD")?.try_into()?;
         let b4: std::net::Ipv4Addr = BACKEND4.parse()?;
-        fwd.set(0, FwdConf { backend: [b4.octets(); 2], dmac: [BACKEND4_MAC; 2], smac: [V1_MAC; 2] }, 0)?;
+        fwd.set(0, FwdConf { backend: [b4.octets(); 2], dmac: [mac(BACKEND4); 2], smac: [V1_MAC; 2] }, 0)?;
         let mut ports: DevMap<MapData> = bench.take_map("BENCH_PORTS").context("BENCH_PORTS")?.try_into()?;
         ports.set(0, v1, None, 0)?;
         ports.set(1, v1, None, 0)?;
@@ -365,7 +351,7 @@ impl Bench {
         let sock = |ip: &str, port: u16| SocketAddr::new(ip.parse().unwrap(), port);
 
         // The minimal forwarder: IPv4/UDP, fixed rewrite, XDP_REDIRECT.
-        let udp4 = frame(CLIENT4_MAC, V0_MAC, sock(CLIENT4, 33000), sock(VIP4, 53), L4::Udp);
+        let udp4 = frame(mac(CLIENT4), V0_MAC, sock(CLIENT4, 33000), sock(VIP4, 53), L4::Udp);
         self.measure("min_fwd: IPv4 UDP", &udp4, Case::bench(v0, MIN_FWD, XDP_REDIRECT).goals(Some(17), None))?;
 
         let new_flow = Case::xlb(v0, XDP_REDIRECT, &[Stat::FlowNew, Stat::FwdRedirect]);
@@ -375,15 +361,15 @@ impl Bench {
         let full_repeat = self.opts.repeat;
         self.opts.repeat = (self.opts.flow_entries / (4 * (self.opts.rounds + 1))).clamp(1, full_repeat);
         let note = format!("{} flows a run", self.opts.repeat);
-        let f = frame(CLIENT4_MAC, V0_MAC, sock(CLIENT4, 1024), sock(VIP4, 53), L4::Udp);
+        let f = frame(mac(CLIENT4), V0_MAC, sock(CLIENT4, 1024), sock(VIP4, 53), L4::Udp);
         let name = format!("IPv4 UDP new flow, tables not full ({note})");
         self.measure(&name, &f, new_flow.varied().goals(Some(400), None))?;
-        let f = frame(CLIENT4_MAC, V0_MAC, sock(CLIENT4, 1024), sock(VIP4, 80), L4::Tcp(TCP_SYN));
+        let f = frame(mac(CLIENT4), V0_MAC, sock(CLIENT4, 1024), sock(VIP4, 80), L4::Tcp(TCP_SYN));
         let name = format!("IPv4 TCP SYN, tables not full ({note})");
         self.measure(&name, &f, new_flow.varied().goals(Some(400), Some(445)))?;
         self.opts.repeat = full_repeat;
         for (v6, client, cmac, vip, bmac) in
-            [(false, CLIENT4, CLIENT4_MAC, VIP4, BACKEND4_MAC), (true, CLIENT6, CLIENT6_MAC, VIP6, BACKEND6_MAC)]
+            [(false, CLIENT4, mac(CLIENT4), VIP4, mac(BACKEND4)), (true, CLIENT6, mac(CLIENT6), VIP6, mac(BACKEND6))]
         {
             let fam = if v6 { "IPv6" } else { "IPv4" };
             for (proto, port) in [("UDP", 53), ("TCP", 80)] {
@@ -432,26 +418,26 @@ impl Bench {
         // a backend and writes the flow's entries again — the same, cache-hot
         // entries (xlb rewrites them in place). Comparable with Katran's
         // 445 ns; a SYN of a new tuple (above) also pays for cold entries.
-        let f = frame(CLIENT4_MAC, V0_MAC, sock(CLIENT4, 34000), sock(VIP4, 80), L4::Tcp(TCP_SYN));
+        let f = frame(mac(CLIENT4), V0_MAC, sock(CLIENT4, 34000), sock(VIP4, 80), L4::Tcp(TCP_SYN));
         let name = "IPv4 TCP SYN, same tuple every time (Katran's method)";
         self.measure(name, &f, new_flow.goals(Some(400), Some(445)))?;
 
         // source: preserve (Katran-like: the client address is kept).
-        let f = frame(CLIENT4_MAC, V0_MAC, sock(CLIENT4, 1024), sock(VIP4_PRESERVE, 53), L4::Udp);
+        let f = frame(mac(CLIENT4), V0_MAC, sock(CLIENT4, 1024), sock(VIP4_PRESERVE, 53), L4::Udp);
         self.measure("IPv4 UDP new flow, full tables (preserve)", &f, new_flow.varied().goals(Some(400), None))?;
-        let f = frame(CLIENT4_MAC, V0_MAC, sock(CLIENT4, 33000), sock(VIP4_PRESERVE, 53), L4::Udp);
+        let f = frame(mac(CLIENT4), V0_MAC, sock(CLIENT4, 33000), sock(VIP4_PRESERVE, 53), L4::Udp);
         self.prime(&f, v0)?;
         self.measure("IPv4 UDP established (preserve)", &f, hit.goals(Some(170), Some(225)))?;
 
         // Not for a VIP: passed to the kernel untouched.
         let not_vip = Case::xlb(v0, XDP_PASS, &[Stat::PassNotVip]);
-        let f = frame(CLIENT4_MAC, V0_MAC, sock(CLIENT4, 33000), sock("10.1.0.1", 22), L4::Tcp(TCP_ACK));
+        let f = frame(mac(CLIENT4), V0_MAC, sock(CLIENT4, 33000), sock("10.1.0.1", 22), L4::Tcp(TCP_ACK));
         self.measure("IPv4 non-VIP pass", &f, not_vip.goals(Some(30), Some(62)))?;
-        let f = frame(CLIENT6_MAC, V0_MAC, sock(CLIENT6, 33000), sock("fd00:1::1", 22), L4::Tcp(TCP_ACK));
+        let f = frame(mac(CLIENT6), V0_MAC, sock(CLIENT6, 33000), sock("fd00:1::1", 22), L4::Tcp(TCP_ACK));
         self.measure("IPv6 non-VIP pass", &f, not_vip.goals(Some(30), None))?;
 
         // Malformed: an IPv4 total length beyond the frame.
-        let mut f = frame(CLIENT4_MAC, V0_MAC, sock(CLIENT4, 33000), sock(VIP4, 53), L4::Udp);
+        let mut f = frame(mac(CLIENT4), V0_MAC, sock(CLIENT4, 33000), sock(VIP4, 53), L4::Udp);
         let tot = (f.bytes.len() - 14 + 20) as u16;
         f.bytes[16..18].copy_from_slice(&tot.to_be_bytes());
         self.measure("IPv4 malformed drop", &f, Case::xlb(v0, XDP_DROP, &[Stat::DropMalformed]))?;

@@ -32,34 +32,22 @@ mod frames;
 mod harness;
 mod report;
 
-use std::{path::PathBuf, time::Instant};
+use std::time::Instant;
 
 use anyhow::{bail, Result};
 use clap::Parser;
 use xlb_bench::{
-    host::{cleanup_stale, ensure_bpffs, enter_netns, pin_thread, sh},
+    host::{cleanup_stale, ensure_bpffs, enter_netns, pin_thread},
     machine::Machine,
     stop::catch_signals,
 };
+use xlb_tests::datapath_topology::DatapathNetns;
 
 use crate::bench::{Bench, Row};
 use crate::report::summary;
 
 const NETNS_PREFIX: &str = "xlbbench-dp-";
 const PIN_PREFIX: &str = "/sys/fs/bpf/xlb-bench-dp-";
-
-/// The namespace and the pin directory, removed on drop (also on panic).
-struct Cleanup {
-    netns: String,
-    pin: PathBuf,
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let _ = sh(&["ip", "netns", "del", &self.netns], None);
-        let _ = std::fs::remove_dir_all(&self.pin);
-    }
-}
 
 #[derive(Parser, Debug, Clone)]
 #[command(about = "Per-packet cost of xlb's XDP program (BPF_PROG_TEST_RUN, frame-restoring harness)")]
@@ -108,55 +96,18 @@ pub(crate) fn verdict_name(v: u32) -> &'static str {
 }
 
 // ---------------------------------------------------------------------------
-// Topology (the same as the data-path tests': lb-userspace/tests/datapath/harness.rs)
+// Topology: `xlb_tests::datapath_topology`, the same as the data-path tests'
 // ---------------------------------------------------------------------------
 
-pub(crate) const V0_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0xa0];
-pub(crate) const V1_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0xa1];
+pub(crate) use xlb_tests::datapath_topology::{mac, V0_MAC, V1_MAC};
 pub(crate) const CLIENT4: &str = "10.100.0.10";
 pub(crate) const CLIENT6: &str = "fd00:100::10";
-pub(crate) const CLIENT4_MAC: [u8; 6] = [0x02, 0, 0, 0x64, 0x00, 0x0a];
-pub(crate) const CLIENT6_MAC: [u8; 6] = [0x02, 0, 0, 0x64, 0x06, 0x10];
 pub(crate) const BACKEND4: &str = "10.2.0.5";
 pub(crate) const BACKEND6: &str = "fd00:2::5";
-pub(crate) const BACKEND4_MAC: [u8; 6] = [0x02, 0, 0, 0x02, 0x00, 0x05];
-pub(crate) const BACKEND6_MAC: [u8; 6] = [0x02, 0, 0, 0x02, 0x06, 0x05];
 pub(crate) const VIP4: &str = "192.0.2.10";
 pub(crate) const VIP4_PRESERVE: &str = "192.0.2.11";
 pub(crate) const VIP6: &str = "2001:db8::10";
 pub(crate) const BACKEND_PORT: u16 = 10000;
-
-#[expect(clippy::trivially_copy_pass_by_ref, reason = "MAC addresses are passed by reference throughout")]
-pub(crate) fn mac_str(m: &[u8; 6]) -> String {
-    m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
-}
-
-pub(crate) fn setup_commands() -> String {
-    let mut c: Vec<String> = [
-        "link set lo up",
-        "link add v0 address 02:00:00:00:00:a0 type veth peer name v1 address 02:00:00:00:00:a1",
-        "link set v0 up",
-        "link set v1 up",
-        "addr add 10.1.0.1/24 dev v0",
-        "addr add 10.100.0.1/24 dev v0",
-        "addr add fd00:1::1/64 dev v0 nodad",
-        "addr add fd00:100::1/64 dev v0 nodad",
-        "addr add 10.2.0.1/24 dev v1",
-        "addr add fd00:2::1/64 dev v1 nodad",
-    ]
-    .iter()
-    .map(std::string::ToString::to_string)
-    .collect();
-    for (ip, m, dev) in [
-        (CLIENT4, CLIENT4_MAC, "v0"),
-        (CLIENT6, CLIENT6_MAC, "v0"),
-        (BACKEND4, BACKEND4_MAC, "v1"),
-        (BACKEND6, BACKEND6_MAC, "v1"),
-    ] {
-        c.push(format!("neigh add {ip} lladdr {} dev {dev} nud permanent", mac_str(&m)));
-    }
-    c.join("\n") + "\n"
-}
 
 fn main() -> std::process::ExitCode {
     match real_main() {
@@ -185,22 +136,7 @@ fn real_main() -> Result<bool> {
     cleanup_stale(NETNS_PREFIX, PIN_PREFIX);
     catch_signals();
     let pid = std::process::id();
-    let cleanup = Cleanup { netns: format!("{NETNS_PREFIX}{pid}"), pin: PathBuf::from(format!("{PIN_PREFIX}{pid}")) };
-    sh(&["ip", "netns", "add", &cleanup.netns], None)?;
-    sh(
-        &[
-            "ip",
-            "netns",
-            "exec",
-            &cleanup.netns,
-            "sysctl",
-            "-qw",
-            "net.ipv4.ip_forward=1",
-            "net.ipv6.conf.all.forwarding=1",
-        ],
-        None,
-    )?;
-    sh(&["ip", "-n", &cleanup.netns, "-batch", "-"], Some(&setup_commands()))?;
+    let topology = DatapathNetns::create(format!("{NETNS_PREFIX}{pid}"), format!("{PIN_PREFIX}{pid}"))?;
 
     let machine = Machine::read().line_with_memory();
     println!("Per-packet cost of xlb_xdp (BPF_PROG_TEST_RUN through the frame-restoring harness)");
@@ -209,7 +145,7 @@ fn real_main() -> Result<bool> {
         "repeat {} per run, {} rounds (+1 warm-up), median; flow tables {} entries; {} backends per service; snat unless noted",
         opts.repeat, opts.rounds, opts.flow_entries, opts.backends
     );
-    let (ns, pin, o) = (cleanup.netns.clone(), cleanup.pin.clone(), opts.clone());
+    let (ns, pin, o) = (topology.netns().to_string(), topology.pin().to_path_buf(), opts.clone());
     let started = Instant::now();
     let handle = std::thread::Builder::new().name("measure".into()).spawn(move || -> Result<(Vec<Row>, usize)> {
         enter_netns(&ns)?;
@@ -220,7 +156,7 @@ fn real_main() -> Result<bool> {
         Ok((std::mem::take(&mut b.rows), cpu))
     })?;
     let result = handle.join().map_err(|_| anyhow::anyhow!("the measuring thread panicked"))?;
-    drop(cleanup);
+    drop(topology);
     let (rows, cpu) = result?;
     println!("\ndone in {:.1} s\n", started.elapsed().as_secs_f64());
     let table = summary(&rows);

@@ -121,6 +121,28 @@ pub struct ServiceSpec {
 }
 
 impl ServiceSpec {
+    /// The service `name` on `vip`:`port`/`protocol` with every option at
+    /// its default (`source: snat`, no SNAT address, default timeouts and
+    /// table size, no affinity, open to all, no reject share) and no
+    /// backends. Set the rest with `ServiceSpec { field: value, ..ServiceSpec::new(...) }`.
+    pub fn new(name: impl Into<String>, vip: IpAddr, port: u16, protocol: Protocol) -> Self {
+        ServiceSpec {
+            name: name.into(),
+            vip,
+            port,
+            protocol,
+            source: SourceMode::Snat,
+            snat_address: None,
+            udp_timeout: None,
+            tcp_timeout: None,
+            maglev_table_size: None,
+            affinity_timeout: None,
+            source_ranges: vec![],
+            backends: vec![],
+            reject_weight: 0,
+        }
+    }
+
     /// The key the data path looks the service up by.
     pub fn key(&self) -> (IpAddr, u16, Protocol) {
         (self.vip, self.port, self.protocol)

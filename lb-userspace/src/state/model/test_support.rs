@@ -3,7 +3,7 @@
 //! addresses from text.
 use std::net::{IpAddr, SocketAddr};
 
-use super::{BackendSpec, Protocol, ServiceSpec, SourceMode};
+use super::{BackendSpec, Protocol, ServiceSpec};
 
 /// `s` as an IP address (panics when it is none).
 pub(crate) fn ip(s: &str) -> IpAddr {
@@ -30,19 +30,5 @@ pub(crate) fn backends(addrs: &[&str]) -> Vec<BackendSpec> {
 /// size, no affinity, open to all) and no backends. Set the rest with
 /// `ServiceSpec { field: value, ..service(...) }`.
 pub(crate) fn service(name: &str, vip: &str, port: u16, protocol: Protocol) -> ServiceSpec {
-    ServiceSpec {
-        name: name.into(),
-        vip: ip(vip),
-        port,
-        protocol,
-        source: SourceMode::Snat,
-        snat_address: None,
-        udp_timeout: None,
-        tcp_timeout: None,
-        maglev_table_size: None,
-        affinity_timeout: None,
-        source_ranges: vec![],
-        reject_weight: 0,
-        backends: vec![],
-    }
+    ServiceSpec::new(name, ip(vip), port, protocol)
 }

@@ -1,5 +1,6 @@
-//! Host helpers of the benches: commands, bpffs, joining a namespace on the
-//! calling thread, CPU pinning and priorities, leftovers of killed runs.
+//! Host helpers of the benches and the data-path tests: commands, bpffs,
+//! joining a namespace on the calling thread, CPU pinning and priorities,
+//! leftovers of killed runs.
 
 use std::os::fd::AsRawFd as _;
 use std::process::{Command, Stdio};
@@ -36,7 +37,8 @@ pub fn ensure_bpffs() -> Result<()> {
 }
 
 /// Moves the calling thread into the named network namespace (for good:
-/// the per-packet and control-plane benches run there from start to end).
+/// the per-packet and control-plane benches and each data-path test case
+/// run there from start to end).
 pub fn enter_netns(name: &str) -> Result<()> {
     let path = format!("/var/run/netns/{name}");
     let f = std::fs::File::open(&path).with_context(|| format!("opening {path}"))?;
@@ -112,7 +114,7 @@ pub fn get_nice(tid: i32) -> i32 {
 /// Removes network namespaces `<netns_prefix><pid>` and pin directories
 /// `<pin_prefix><pid>[-agent]` of earlier runs whose process is gone.
 pub fn cleanup_stale(netns_prefix: &str, pin_prefix: &str) {
-    let alive = |pid: &str| pid.parse::<i32>().is_ok_and(xlb_tests::pid_alive);
+    let alive = |pid: &str| pid.parse::<i32>().is_ok_and(crate::pid_alive);
     if let Ok(out) = Command::new("ip").args(["netns", "list"]).output() {
         for line in String::from_utf8_lossy(&out.stdout).lines() {
             let name = line.split_whitespace().next().unwrap_or("");
