@@ -33,6 +33,7 @@ pub mod http;
 pub mod icmp;
 pub mod k8s;
 pub mod l2;
+pub mod l2cluster;
 pub mod netbuild;
 mod netns;
 pub mod packet;

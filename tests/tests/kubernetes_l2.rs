@@ -10,7 +10,7 @@
 //!
 //! ```text
 //!  [n1] eth0 10.210.0.11 ──┐
-//!                          br0 10.210.0.1 [api]  (xlb-fake-apiserver)
+//!                          br0 10.210.0.1 [sw]  (xlb-fake-apiserver)
 //!  [n2] eth0 10.210.0.12 ──┘
 //! ```
 //!
@@ -18,18 +18,16 @@
 //! times (5 runs each, graceful and crash: min/median/max).
 
 use std::collections::BTreeSet;
+use std::ops::{Deref, DerefMut};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use xlb_tests::k8s::{
-    endpoint, endpoint_slice, endpointslice_path, endpointslices_path, events_path, lb_service, leases_path, node,
-    nodes_path, service_path, services_path, ApiServer, KubeClient,
+    endpoint, endpoint_slice, endpointslice_path, endpointslices_path, events_path, lb_service, leases_path,
+    service_path, services_path,
 };
-use xlb_tests::netbuild::{ip, link, wait_carrier, Net};
-use xlb_tests::{Agent, Netns, PinDir};
+use xlb_tests::l2cluster::{L2Cluster, L2Segment, LEASE_NS, NODES};
 
-const NODES: [&str; 2] = ["node-1", "node-2"];
-const LEASE_NS: &str = "xlb-system";
 const NS: &str = "apps";
 const VIP4: &str = "192.0.2.10";
 const LEASE4: &str = "xlb-l2-192-0-2-10";
@@ -39,77 +37,27 @@ const LEASE6: &str = "xlb-l2-2001-db8-ffff--10";
 const GRACEFUL: Duration = Duration::from_secs(3);
 const CRASH: Duration = Duration::from_secs(10);
 
-struct L2 {
-    api: ApiServer,
-    kc: KubeClient,
-    nodes: Vec<Netns>,
-    pins: Vec<PinDir>,
-    agents: Vec<Option<Agent>>,
-    // Last: its drop deletes the namespaces once the processes are gone.
-    _net: Net,
+/// The two-node cluster of `xlb_tests::l2cluster`, with what these tests
+/// read from it.
+struct L2(L2Cluster);
+
+impl Deref for L2 {
+    type Target = L2Cluster;
+    fn deref(&self) -> &L2Cluster {
+        &self.0
+    }
+}
+
+impl DerefMut for L2 {
+    fn deref_mut(&mut self) -> &mut L2Cluster {
+        &mut self.0
+    }
 }
 
 impl L2 {
     /// The segment, the API server with both Node objects, both agents healthy.
     fn start(tag: &str) -> L2 {
-        xlb_tests::require_root().expect("these integration tests must run as root");
-        let mut net = Net::new(tag);
-        let api_ns = net.add("api", false);
-        ip(&api_ns, &["link", "add", "br0", "type", "bridge"]);
-        ip(&api_ns, &["addr", "add", "10.210.0.1/24", "dev", "br0"]);
-        ip(&api_ns, &["link", "set", "br0", "up"]);
-        let mut nodes = Vec::new();
-        for i in 0..NODES.len() {
-            let n = net.add(&format!("n{}", i + 1), false);
-            let addr = format!("10.210.0.{}/24", 11 + i);
-            link(&n, "eth0", Some(&addr), &api_ns, &format!("v{i}"), None);
-            ip(&api_ns, &["link", "set", &format!("v{i}"), "master", "br0"]);
-            nodes.push(n);
-        }
-        for n in &nodes {
-            wait_carrier(n);
-        }
-        let api = ApiServer::start_listening(&api_ns, "10.210.0.1:0".parse().unwrap()).expect("fake API server");
-        let kc = api.client();
-        for (i, name) in NODES.iter().enumerate() {
-            kc.create(&nodes_path(), &node(name, &format!("10.210.0.{}", 11 + i))).expect("create Node");
-        }
-        let pins = NODES.iter().map(|_| PinDir::new().expect("pin dir")).collect();
-        let mut l2 = L2 { api, kc, nodes, pins, agents: vec![None, None], _net: net };
-        for i in 0..NODES.len() {
-            l2.spawn(i);
-        }
-        l2
-    }
-
-    /// Starts agent `i` and waits until it is healthy.
-    fn spawn(&mut self, i: usize) {
-        let args: Vec<String> = [
-            "agent",
-            "--kubernetes",
-            "--node-name",
-            NODES[i],
-            "--kubeconfig",
-            &self.api.kubeconfig().display().to_string(),
-            "--interface",
-            "eth0",
-            "--announce",
-            "l2",
-            "--log-level",
-            "debug",
-        ]
-        .iter()
-        .map(|s| (*s).to_string())
-        .collect();
-        let mut a = Agent::spawn_args(&self.nodes[i], self.pins[i].path(), &args).expect("spawn agent");
-        if let Err(e) = a.wait_healthy(Duration::from_secs(30)) {
-            panic!("agent {} not healthy: {e:#}\nAPI server log:\n{}", NODES[i], self.api.log());
-        }
-        self.agents[i] = Some(a);
-    }
-
-    fn agent(&self, i: usize) -> &Agent {
-        self.agents[i].as_ref().expect("agent running")
+        L2(L2Segment::new(tag, false).start(&["--interface", "eth0", "--announce", "l2"]))
     }
 
     fn logs(&self) -> String {
@@ -122,16 +70,6 @@ impl L2 {
         out
     }
 
-    fn lease(&self, name: &str) -> Option<Value> {
-        self.kc.get(&leases_path(LEASE_NS, Some(name))).ok()
-    }
-
-    /// The Lease's holder (`None`: no Lease, or released).
-    fn holder(&self, name: &str) -> Option<String> {
-        let l = self.lease(name)?;
-        l["spec"]["holderIdentity"].as_str().filter(|h| !h.is_empty()).map(str::to_string)
-    }
-
     /// Polls (every 10 ms, up to `limit`) until `pred` holds for the holder;
     /// returns it and how long it took.
     fn wait_holder(
@@ -140,24 +78,8 @@ impl L2 {
         limit: Duration,
         pred: impl Fn(Option<&str>) -> bool,
     ) -> (Option<String>, Duration) {
-        let t0 = Instant::now();
-        loop {
-            let h = self.holder(name);
-            if pred(h.as_deref()) {
-                return (h, t0.elapsed());
-            }
-            assert!(
-                t0.elapsed() <= limit,
-                "Lease {name}: holder {h:?} after {limit:?}: {:#}\n{}",
-                self.lease(name).unwrap_or_default(),
-                self.logs()
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    fn index(name: &str) -> usize {
-        NODES.iter().position(|n| *n == name).unwrap_or_else(|| panic!("unknown holder {name}"))
+        self.0
+            .wait_holder(name, limit, pred, || format!(": {:#}\n{}", self.lease(name).unwrap_or_default(), self.logs()))
     }
 
     /// The `xlb_l2_lease_*` sample of agent `i` with these labels.
@@ -230,7 +152,7 @@ fn stats(mut v: Vec<Duration>) -> String {
 /// and detaching, and exits 0. Returns the time from the signal.
 fn graceful_failover(c: &mut L2) -> Duration {
     let (h, _) = c.wait_holder(LEASE4, CRASH, |h| h.is_some());
-    let i = L2::index(&h.unwrap());
+    let i = L2Cluster::index(&h.unwrap());
     let other = NODES[1 - i];
     let mut a = c.agents[i].take().unwrap();
     let t0 = Instant::now();
@@ -251,7 +173,7 @@ fn graceful_failover(c: &mut L2) -> Duration {
 /// One crash: kill -9 the holder; the other holds the Lease within 10 s.
 fn crash_failover(c: &mut L2) -> Duration {
     let (h, _) = c.wait_holder(LEASE4, CRASH, |h| h.is_some());
-    let i = L2::index(&h.unwrap());
+    let i = L2Cluster::index(&h.unwrap());
     let other = NODES[1 - i];
     let mut a = c.agents[i].take().unwrap();
     let t0 = Instant::now();
@@ -269,7 +191,7 @@ fn one_holder_per_vip_shared_by_its_services_and_sigterm_moves_it_within_3s() {
     c.create(&service("dns", VIP4, ("dns", 53, "UDP")));
     c.create(&service("dns-tcp", VIP4, ("dns-tcp", 53, "TCP")));
     let (h, _) = c.wait_holder(LEASE4, Duration::from_secs(10), |h| h.is_some());
-    let h = L2::index(&h.unwrap());
+    let h = L2Cluster::index(&h.unwrap());
     assert_eq!(c.l2_leases(), BTreeSet::from([LEASE4.to_string()]), "one Lease for the shared VIP");
     // Stable: the holder keeps it over several renewals, the other waits.
     let lease0 = c.lease(LEASE4).unwrap();
@@ -390,9 +312,9 @@ fn a_deleted_services_lease_is_released_and_ipv6_vips_have_their_lease() {
     let (h4, _) = c.wait_holder(LEASE4, Duration::from_secs(10), |h| h.is_some());
     let (h6, _) = c.wait_holder(LEASE6, Duration::from_secs(10), |h| h.is_some());
     assert_eq!(c.l2_leases(), BTreeSet::from([LEASE4.to_string(), LEASE6.to_string()]));
-    let i6 = L2::index(&h6.unwrap());
+    let i6 = L2Cluster::index(&h6.unwrap());
     assert_eq!(c.metric(i6, &held(VIP6)), Some(1.0));
-    let i4 = L2::index(&h4.unwrap());
+    let i4 = L2Cluster::index(&h4.unwrap());
 
     c.kc.delete(&service_path(NS, "dual")).expect("delete Service");
     for (name, vip, i) in [(LEASE4, VIP4, i4), (LEASE6, VIP6, i6)] {
@@ -413,7 +335,7 @@ fn the_holder_keeps_announcing_while_the_api_server_is_down_for_everyone() {
     let mut c = L2::start("l2a");
     c.create(&service("dns", VIP4, ("dns", 53, "UDP")));
     let (h, _) = c.wait_holder(LEASE4, Duration::from_secs(10), |h| h.is_some());
-    let h = L2::index(&h.unwrap());
+    let h = L2Cluster::index(&h.unwrap());
     let state = c.api.snapshot().expect("snapshot");
     c.api.stop();
     // Well past the Lease's 6 s: the holder still announces, the other

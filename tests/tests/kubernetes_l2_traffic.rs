@@ -68,6 +68,7 @@
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
@@ -76,15 +77,13 @@ use std::time::{Duration, Instant};
 use etherparse::ArpOperation;
 use serde_json::Value;
 use xlb_tests::k8s::{
-    endpoint, endpoint_slice, endpointslice_path, endpointslices_path, lb_service, leases_path, node, nodes_path,
-    services_path, ApiServer, KubeClient,
+    endpoint, endpoint_slice, endpointslice_path, endpointslices_path, lb_service, leases_path, services_path,
 };
 use xlb_tests::l2::{arp_of, mac_of, neighbour, neighbour_advert, neighbour_solicitation_of, Capture};
-use xlb_tests::netbuild::{agents_diag, ip, ip_out, link, stats, sysctl, wait_carrier, Net};
-use xlb_tests::{try_udp_server, Agent, Netns, PinDir, ServerHandle};
+use xlb_tests::l2cluster::{node4, L2Cluster, L2Segment, LEASE_NS, NODES};
+use xlb_tests::netbuild::{agents_diag, ip, ip_out, link, stats, sysctl, wait_carrier};
+use xlb_tests::{try_udp_server, Agent, Netns, ServerHandle};
 
-const NODES: [&str; 2] = ["node-1", "node-2"];
-const LEASE_NS: &str = "xlb-system";
 const NS: &str = "apps";
 const VIP4: Ipv4Addr = Ipv4Addr::new(10, 210, 0, 50);
 const LEASE4: &str = "xlb-l2-10-210-0-50";
@@ -107,10 +106,6 @@ const ANSWER_WINDOW: Duration = Duration::from_secs(1);
 /// The stream: one request this often, at most this many.
 const STREAM_EVERY: Duration = Duration::from_millis(50);
 const STREAM_MAX: u64 = 2400;
-
-fn node4(i: usize) -> Ipv4Addr {
-    Ipv4Addr::new(10, 210, 0, 11 + i as u8)
-}
 
 fn node6(i: usize) -> Ipv6Addr {
     Ipv6Addr::new(0xfd00, 0x210, 0, 0, 0, 0, 0, 0x11 + i as u16)
@@ -147,47 +142,47 @@ fn mac_str(m: [u8; 6]) -> String {
 // The segment
 
 struct Segment {
-    api: ApiServer,
-    kc: KubeClient,
-    sw: Netns,
     client: Netns,
-    nodes: Vec<Netns>,
     /// Each node's `eth0` MAC.
     macs: [[u8; 6]; 2],
     client_mac: [u8; 6],
-    pins: Vec<PinDir>,
-    agents: Vec<Option<Agent>>,
     _servers: Vec<ServerHandle>,
-    // Last: its drop deletes the namespaces once the processes are gone.
-    _net: Net,
+    /// The nodes, the bridge, the API server and the agents.
+    c: L2Cluster,
+}
+
+impl Deref for Segment {
+    type Target = L2Cluster;
+    fn deref(&self) -> &L2Cluster {
+        &self.c
+    }
+}
+
+impl DerefMut for Segment {
+    fn deref_mut(&mut self) -> &mut L2Cluster {
+        &mut self.c
+    }
 }
 
 impl Segment {
     /// The segment, the pods with their servers, the API server with both
     /// Node objects, both agents healthy.
     fn start(tag: &str) -> Segment {
-        xlb_tests::require_root().expect("these integration tests must run as root");
-        let mut net = Net::new(tag);
-        let sw = net.add("sw", false);
+        let mut seg = L2Segment::new(tag, true);
+        let sw = seg.sw.clone();
         // No multicast snooping: solicitations reach every port, as on a
         // switch without MLD snooping.
-        ip(&sw, &["link", "add", "br0", "type", "bridge", "mcast_snooping", "0"]);
-        ip(&sw, &["addr", "add", "10.210.0.1/24", "dev", "br0"]);
+        ip(&sw, &["link", "set", "br0", "type", "bridge", "mcast_snooping", "0"]);
         ip(&sw, &["addr", "add", "fd00:210::1/64", "dev", "br0"]);
-        ip(&sw, &["link", "set", "br0", "up"]);
-        let mut nodes = Vec::new();
         let mut servers = Vec::new();
-        for i in 0..NODES.len() {
-            let n = net.add(&format!("n{}", i + 1), true);
-            sysctl(&n, "net/ipv6/conf/all/forwarding", "1");
-            link(&n, "eth0", Some(&format!("{}/24", node4(i))), &sw, &format!("v{i}"), None);
+        for (i, n) in seg.nodes.clone().iter().enumerate() {
+            sysctl(n, "net/ipv6/conf/all/forwarding", "1");
             // The address survives the link going down (a dead node's revival).
-            sysctl(&n, "net/ipv6/conf/eth0/keep_addr_on_down", "1");
-            ip(&n, &["addr", "add", &format!("{}/64", node6(i)), "dev", "eth0"]);
-            ip(&sw, &["link", "set", &format!("v{i}"), "master", "br0"]);
-            let pod = net.add(&format!("pod{}", i + 1), false);
-            link(&n, "p0", Some(&format!("10.1.{i}.1/24")), &pod, "eth0", Some(&format!("{}/24", pod4(i))));
-            ip(&n, &["addr", "add", &format!("fd00:1:{i}::1/64"), "dev", "p0"]);
+            sysctl(n, "net/ipv6/conf/eth0/keep_addr_on_down", "1");
+            ip(n, &["addr", "add", &format!("{}/64", node6(i)), "dev", "eth0"]);
+            let pod = seg.net.add(&format!("pod{}", i + 1), false);
+            link(n, "p0", Some(&format!("10.1.{i}.1/24")), &pod, "eth0", Some(&format!("{}/24", pod4(i))));
+            ip(n, &["addr", "add", &format!("fd00:1:{i}::1/64"), "dev", "p0"]);
             ip(&pod, &["addr", "add", &format!("{}/64", pod6(i)), "dev", "eth0"]);
             ip(&pod, &["route", "add", "default", "via", &format!("10.1.{i}.1")]);
             ip(&pod, &["-6", "route", "add", "default", "via", &format!("fd00:1:{i}::1")]);
@@ -195,58 +190,23 @@ impl Segment {
             for addr in [IpAddr::from(pod4(i)), pod6(i).into()] {
                 servers.push(tagged_echo(&pod, SocketAddr::new(addr, BACKEND_PORT), &tag));
             }
-            nodes.push(n);
         }
-        let client = net.add("client", false);
+        let client = seg.net.add("client", false);
         link(&client, "eth0", Some(&format!("{CLIENT4}/24")), &sw, "vc", None);
         ip(&client, &["addr", "add", &format!("{CLIENT6}/64"), "dev", "eth0"]);
         ip(&sw, &["link", "set", "vc", "master", "br0"]);
         for fam in ["ipv4", "ipv6"] {
             sysctl(&client, &format!("net/{fam}/neigh/eth0/base_reachable_time_ms"), "3600000");
         }
-        for ns in nodes.iter().chain([&client, &sw]) {
+        for ns in seg.nodes.iter().chain([&client, &sw]) {
             wait_carrier(ns);
         }
-        for (i, n) in nodes.iter().enumerate() {
+        for (i, n) in seg.nodes.iter().enumerate() {
             pod_routes(n, i);
         }
-        let api = ApiServer::start_listening(&sw, "10.210.0.1:0".parse().unwrap()).expect("fake API server");
-        let kc = api.client();
-        for (i, name) in NODES.iter().enumerate() {
-            kc.create(&nodes_path(), &node(name, &node4(i).to_string())).expect("create Node");
-        }
-        let macs = [mac_of(&nodes[0], "eth0"), mac_of(&nodes[1], "eth0")];
+        let macs = [mac_of(&seg.nodes[0], "eth0"), mac_of(&seg.nodes[1], "eth0")];
         let client_mac = mac_of(&client, "eth0");
-        let pins = NODES.iter().map(|_| PinDir::new().expect("pin dir")).collect();
-        let mut s = Segment {
-            api,
-            kc,
-            sw,
-            client,
-            nodes,
-            macs,
-            client_mac,
-            pins,
-            agents: vec![None, None],
-            _servers: servers,
-            _net: net,
-        };
-        for i in 0..NODES.len() {
-            s.spawn(i);
-        }
-        s
-    }
-
-    /// Starts agent `i` and waits until it is healthy.
-    fn spawn(&mut self, i: usize) {
-        let kubeconfig = self.api.kubeconfig().display().to_string();
-        let args: Vec<String> = [
-            "agent",
-            "--kubernetes",
-            "--node-name",
-            NODES[i],
-            "--kubeconfig",
-            &kubeconfig,
+        let c = seg.start(&[
             "--interface",
             "eth0",
             "--interface",
@@ -255,21 +215,8 @@ impl Segment {
             "l2",
             "--announce-interface",
             "eth0",
-            "--log-level",
-            "debug",
-        ]
-        .iter()
-        .map(|s| (*s).to_string())
-        .collect();
-        let mut a = Agent::spawn_args(&self.nodes[i], self.pins[i].path(), &args).expect("spawn agent");
-        if let Err(e) = a.wait_healthy(Duration::from_secs(30)) {
-            panic!("agent {} not healthy: {e:#}\nAPI server log:\n{}", NODES[i], self.api.log());
-        }
-        self.agents[i] = Some(a);
-    }
-
-    fn agent(&self, i: usize) -> &Agent {
-        self.agents[i].as_ref().expect("agent running")
+        ]);
+        Segment { client, macs, client_mac, _servers: servers, c }
     }
 
     /// The running agents' counters and log tails, the client's neighbours.
@@ -297,28 +244,15 @@ impl Segment {
         macs.iter().map(|m| self.node_of(*m)).collect()
     }
 
-    fn holder(&self, lease: &str) -> Option<String> {
-        let l = self.kc.get(&leases_path(LEASE_NS, Some(lease))).ok()?;
-        l["spec"]["holderIdentity"].as_str().filter(|h| !h.is_empty()).map(str::to_string)
-    }
-
     /// Polls (every 10 ms, up to `limit`) until `pred` holds for the holder.
     fn wait_holder(&self, lease: &str, limit: Duration, pred: impl Fn(Option<&str>) -> bool) -> Option<String> {
-        let t0 = Instant::now();
-        loop {
-            let h = self.holder(lease);
-            if pred(h.as_deref()) {
-                return h;
-            }
-            assert!(t0.elapsed() <= limit, "Lease {lease}: holder {h:?} after {limit:?}{}", self.diag());
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        self.c.wait_holder(lease, limit, pred, || self.diag()).0
     }
 
     /// The node index holding `lease` (waits up to 10 s for one).
     fn holder_index(&self, lease: &str) -> usize {
         let h = self.wait_holder(lease, CRASH, |h| h.is_some()).unwrap();
-        NODES.iter().position(|n| *n == h).unwrap_or_else(|| panic!("unknown holder {h}"))
+        L2Cluster::index(&h)
     }
 
     /// Replaces the EndpointSlice `dns` (IPv4): the pods of `nodes` ready.

@@ -105,19 +105,9 @@ const fn res(
     }
 }
 
-/// A custom resource (served while its CRD is stored).
-#[expect(clippy::too_many_arguments, reason = "one argument per field of the object built")]
-const fn custom(
-    group: &'static str,
-    version: &'static str,
-    plural: &'static str,
-    singular: &'static str,
-    kind: &'static str,
-    namespaced: bool,
-    short_names: &'static [&'static str],
-    status: bool,
-) -> Resource {
-    Resource { crd: true, ..res(group, version, plural, singular, kind, namespaced, short_names, status) }
+/// `r` as a custom resource (served while its CRD is stored).
+const fn custom(r: Resource) -> Resource {
+    Resource { crd: true, ..r }
 }
 
 /// Every resource served.
@@ -147,13 +137,22 @@ pub static RESOURCES: &[Resource] = &[
     ),
     // Gateway API v1.6 standard channel (L4): ReferenceGrant is v1 since
     // v1.5, v1beta1 still served.
-    custom(GATEWAY_GROUP, "v1", "gatewayclasses", "gatewayclass", "GatewayClass", false, &["gc"], true),
-    custom(GATEWAY_GROUP, "v1", "gateways", "gateway", "Gateway", true, &["gtw"], true),
-    custom(GATEWAY_GROUP, "v1", "tcproutes", "tcproute", "TCPRoute", true, &[], true),
-    custom(GATEWAY_GROUP, "v1", "udproutes", "udproute", "UDPRoute", true, &[], true),
+    custom(res(GATEWAY_GROUP, "v1", "gatewayclasses", "gatewayclass", "GatewayClass", false, &["gc"], true)),
+    custom(res(GATEWAY_GROUP, "v1", "gateways", "gateway", "Gateway", true, &["gtw"], true)),
+    custom(res(GATEWAY_GROUP, "v1", "tcproutes", "tcproute", "TCPRoute", true, &[], true)),
+    custom(res(GATEWAY_GROUP, "v1", "udproutes", "udproute", "UDPRoute", true, &[], true)),
     Resource {
         also: &["v1beta1"],
-        ..custom(GATEWAY_GROUP, "v1", "referencegrants", "referencegrant", "ReferenceGrant", true, &["refgrant"], false)
+        ..custom(res(
+            GATEWAY_GROUP,
+            "v1",
+            "referencegrants",
+            "referencegrant",
+            "ReferenceGrant",
+            true,
+            &["refgrant"],
+            false,
+        ))
     },
 ];
 
