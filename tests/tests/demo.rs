@@ -1,6 +1,6 @@
 //! Smoke tests of `cargo xtask demo`, run as a user runs it (`cargo xtask
-//! demo --no-build`, on the `target/release/xlb` that `cargo xtask test`
-//! has just built), so that the demo cannot rot: it must succeed, print what
+//! demo --no-build`, on the `xlb` under test: `$XLB_BIN`, which `cargo xtask
+//! test` sets to the binary it has just built), so that the demo cannot rot: it must succeed, print what
 //! it promises, and leave no network namespace or pin directory behind.
 //! The plain demo routes its VIP to the node; `--l2` puts the VIP in the
 //! client's subnet and the agent announces it (`--announce l2`), and the
@@ -20,13 +20,11 @@ use common::{wait_bounded, workspace_root};
 /// checking that it succeeded and removed its namespaces and pins.
 fn run_demo(extra: &[&str]) -> String {
     xlb_tests::require_root().expect("the demo smoke tests must run as root");
-    let target =
-        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| workspace_root().join("target"), std::path::PathBuf::from);
-    let xlb = target.join("release").join("xlb");
-    assert!(xlb.is_file(), "{} is missing: `cargo build --release` first (`cargo xtask test` does)", xlb.display());
+    let xlb = xlb_tests::xlb_binary().expect("the xlb binary to run the demo with");
     let child = xlb_tests::cargo::cargo(&workspace_root())
         .args(["xtask", "demo", "--no-build"])
         .args(extra)
+        .env("XLB_BIN", &xlb)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

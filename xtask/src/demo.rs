@@ -73,9 +73,11 @@ pub(crate) fn check_interrupted() -> Result<()> {
 pub fn demo(echo_agent_log: bool, no_build: bool, l2: bool) -> Result<()> {
     install_signal_handlers()?;
     let bin = if no_build {
-        let bin = crate::util::target_dir().join("release").join("xlb");
+        // As the integration tests: `$XLB_BIN` when set.
+        let bin = std::env::var_os("XLB_BIN")
+            .map_or_else(|| crate::util::target_dir().join("release").join("xlb"), std::path::PathBuf::from);
         if !bin.is_file() {
-            bail!("{} is missing: run `cargo xtask build` (or drop --no-build)", bin.display());
+            bail!("{} is missing: run `cargo xtask build` (or drop --no-build, or set XLB_BIN)", bin.display());
         }
         bin
     } else {

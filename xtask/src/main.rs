@@ -79,7 +79,7 @@ struct DemoArgs {
     /// Echo the agent's log while the demo runs.
     #[arg(long)]
     agent_log: bool,
-    /// Skip setup and the build (use the existing target/release/xlb).
+    /// Skip setup and the build (use $XLB_BIN when set, else the existing target/release/xlb).
     #[arg(long)]
     no_build: bool,
     /// Announce the VIP on L2 (`--announce l2`): the VIP is in the client's subnet, with no route of
