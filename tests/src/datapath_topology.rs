@@ -24,6 +24,29 @@ use anyhow::Result;
 
 use crate::host::sh;
 
+/// `XDP_ABORTED`: the program failed.
+pub const XDP_ABORTED: u32 = 0;
+/// `XDP_DROP`.
+pub const XDP_DROP: u32 = 1;
+/// `XDP_PASS`: on to the kernel.
+pub const XDP_PASS: u32 = 2;
+/// `XDP_TX`: back out of the interface it came in on.
+pub const XDP_TX: u32 = 3;
+/// `XDP_REDIRECT`: out of another interface.
+pub const XDP_REDIRECT: u32 = 4;
+
+/// The name of an XDP verdict (`?` for none of them).
+pub fn verdict_name(v: u32) -> &'static str {
+    match v {
+        XDP_ABORTED => "XDP_ABORTED",
+        XDP_DROP => "XDP_DROP",
+        XDP_PASS => "XDP_PASS",
+        XDP_TX => "XDP_TX",
+        XDP_REDIRECT => "XDP_REDIRECT",
+        _ => "?",
+    }
+}
+
 /// The MAC of `v0`.
 pub const V0_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0xa0];
 /// The MAC of `v1`.

@@ -25,7 +25,7 @@ use xlb::{
     state::model::{BackendSpec, DesiredState, Protocol, ServiceSpec, SourceMode},
     state::writer::{addr16, service_key, MapWriter},
 };
-pub use xlb_tests::datapath_topology::{mac, V0_MAC, V1_MAC};
+pub use xlb_tests::datapath_topology::{mac, verdict_name, V0_MAC, V1_MAC, XDP_DROP, XDP_PASS, XDP_REDIRECT, XDP_TX};
 use xlb_tests::{
     datapath_topology::DatapathNetns,
     host::{enter_netns, pin_thread},
@@ -39,23 +39,6 @@ pub use output::{Out, StatDelta};
 
 /// The node tag every lab starts with (`XLB_SETTINGS.node_tag`).
 pub const LAB_NODE_TAG: u32 = 0x7a9_5eed;
-
-pub const XDP_ABORTED: u32 = 0;
-pub const XDP_DROP: u32 = 1;
-pub const XDP_PASS: u32 = 2;
-pub const XDP_TX: u32 = 3;
-pub const XDP_REDIRECT: u32 = 4;
-
-pub fn verdict_name(v: u32) -> &'static str {
-    match v {
-        XDP_ABORTED => "XDP_ABORTED",
-        XDP_DROP => "XDP_DROP",
-        XDP_PASS => "XDP_PASS",
-        XDP_TX => "XDP_TX",
-        XDP_REDIRECT => "XDP_REDIRECT",
-        _ => "?",
-    }
-}
 
 /// Fails (does not skip) when not root: CI runs these as root.
 fn require_root(case: &str) {

@@ -78,22 +78,7 @@ pub(crate) struct Opts {
     pub(crate) tiny: bool,
 }
 
-pub(crate) const XDP_ABORTED: u32 = 0;
-pub(crate) const XDP_DROP: u32 = 1;
-pub(crate) const XDP_PASS: u32 = 2;
-pub(crate) const XDP_TX: u32 = 3;
-pub(crate) const XDP_REDIRECT: u32 = 4;
-
-pub(crate) fn verdict_name(v: u32) -> &'static str {
-    match v {
-        XDP_ABORTED => "XDP_ABORTED",
-        XDP_DROP => "XDP_DROP",
-        XDP_PASS => "XDP_PASS",
-        XDP_TX => "XDP_TX",
-        XDP_REDIRECT => "XDP_REDIRECT",
-        _ => "?",
-    }
-}
+pub(crate) use xlb_tests::datapath_topology::{verdict_name, XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_REDIRECT};
 
 // ---------------------------------------------------------------------------
 // Topology: `xlb_tests::datapath_topology`, the same as the data-path tests'
