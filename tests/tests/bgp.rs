@@ -168,9 +168,9 @@ impl Fabric {
         for ns in nodes.iter().chain([&router, &client]) {
             wait_carrier(ns);
         }
-        for i in 0..NODES.len() {
+        for (i, n) in nodes.iter().enumerate() {
             poke(&router, &node_addr(i).to_string());
-            poke(&nodes[i], &pod_addr(i).to_string());
+            poke(n, &pod_addr(i).to_string());
         }
 
         let neighbours: Vec<Neighbour> = (0..NODES.len())
@@ -285,8 +285,8 @@ impl Fabric {
         let want: Vec<String> = nodes.iter().map(|&i| router_dev(i)).collect();
         match wait_until(limit, Duration::from_millis(5), || (self.router_devs(vip) == want).then_some(())) {
             Ok(((), t)) => t,
-            Err(_) => panic!(
-                "the router's route to {vip} should lead to {want:?} within {limit:?}: {:?}{}",
+            Err(e) => panic!(
+                "{e}: the router's route to {vip} should lead to {want:?} within {limit:?}: {:?}{}",
                 self.router_route(vip),
                 self.diag()
             ),
@@ -335,8 +335,8 @@ impl Fabric {
     /// Waits (up to 10 s) until every running agent has `name` programmed
     /// with `n` backends.
     fn wait_programmed(&self, name: &str, n: usize) {
-        for i in 0..NODES.len() {
-            let Some(agent) = &self.agents[i] else { continue };
+        for (i, agent) in self.agents.iter().enumerate() {
+            let Some(agent) = agent else { continue };
             let deadline = Instant::now() + Duration::from_secs(10);
             loop {
                 let v = agent.services_json().expect("xlb services");
@@ -509,7 +509,6 @@ impl Stream {
 
     /// Waits for the sender to finish and the last replies (500 ms), then
     /// returns seq → (answer, arrival) and the send times.
-    #[expect(clippy::type_complexity, reason = "destructured at once")]
     fn finish(mut self) -> (HashMap<u64, (Answer, Instant)>, Vec<Instant>) {
         if let Some(s) = self.sender.take() {
             let _ = s.join();
@@ -631,10 +630,10 @@ fn cluster_vip_ecmp_over_both_nodes_flows_keep_backends_and_sigterm_loses_nothin
     f.create(&slice("dns", &[0, 1]));
     let learned = f.wait_router(&vip, &[0, 1], Duration::from_secs(10));
     f.wait_programmed(&svc_name("dns"), 2);
-    for i in 0..NODES.len() {
-        let r = f.node_route(i, &vip).unwrap_or_else(|| panic!("{}: no route in table {XLB_TABLE}", NODES[i]));
-        assert_eq!(r.protocol, XLB_PROTO.to_string(), "{}: {r:?}", NODES[i]);
-        assert_eq!(r.devs(), vec!["lo"], "{}: {r:?}", NODES[i]);
+    for (i, name) in NODES.iter().enumerate() {
+        let r = f.node_route(i, &vip).unwrap_or_else(|| panic!("{name}: no route in table {XLB_TABLE}"));
+        assert_eq!(r.protocol, XLB_PROTO.to_string(), "{name}: {r:?}");
+        assert_eq!(r.devs(), vec!["lo"], "{name}: {r:?}");
     }
     eprintln!(
         "bgp: Cluster VIP learned by the router with two next hops {learned:?} after the EndpointSlice was created"
@@ -813,8 +812,8 @@ fn removing_the_last_endpoint_withdraws_the_route_within_1s() {
         f.wait_router(&vip, &[], WITHDRAW + BGP_PROPAGATION + Duration::from_secs(3));
         // From before the API call: the agent's watch delay is included.
         withdrawn.push(t0.elapsed());
-        for i in 0..NODES.len() {
-            assert_eq!(f.node_route(i, &vip), None, "{}'s table after the last endpoint went{}", NODES[i], f.diag());
+        for (i, name) in NODES.iter().enumerate() {
+            assert_eq!(f.node_route(i, &vip), None, "{name}'s table after the last endpoint went{}", f.diag());
         }
     }
     eprintln!(
