@@ -60,6 +60,8 @@ const SEED: &str = "7";
 /// A `Cluster` VIP and a `Local` one.
 const VIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
 const VIP_LOCAL: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 20);
+/// The VIP of the YAML-mode test.
+const VIP_YAML: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 30);
 const VIP6: &str = "2001:db8:ffff::10";
 /// The contract: a VIP leaves the table within 1 s of losing eligibility.
 const WITHDRAW: Duration = Duration::from_secs(1);
@@ -121,7 +123,7 @@ struct Fabric {
     client: Netns,
     nodes: Vec<Netns>,
     // Last: its drop deletes the namespaces once the processes are gone.
-    _net: Net,
+    net: Net,
 }
 
 impl Fabric {
@@ -211,7 +213,7 @@ impl Fabric {
             router,
             client,
             nodes,
-            _net: net,
+            net,
         }
     }
 
@@ -335,8 +337,15 @@ impl Fabric {
     /// Waits (up to 10 s) until every running agent has `name` programmed
     /// with `n` backends.
     fn wait_programmed(&self, name: &str, n: usize) {
+        self.wait_backends(name, &[n; 2]);
+    }
+
+    /// Waits (up to 10 s) until each running agent `i` has `name`
+    /// programmed with `n[i]` backends.
+    fn wait_backends(&self, name: &str, n: &[usize; 2]) {
         for (i, agent) in self.agents.iter().enumerate() {
             let Some(agent) = agent else { continue };
+            let n = n[i];
             let deadline = Instant::now() + Duration::from_secs(10);
             loop {
                 let v = agent.services_json().expect("xlb services");
@@ -754,7 +763,7 @@ fn local_vip_with_endpoints_only_behind_node_2_is_learned_from_node_2_only() {
     f.create(&slice("local", &[1]));
     let learned = f.wait_router(&vip, &[1], Duration::from_secs(10));
     // Node 1 has the service programmed, without a local backend.
-    f.wait_programmed(&svc_name("local"), 1);
+    f.wait_backends(&svc_name("local"), &[0, 1]);
     let t0 = Instant::now();
     let mut polls = 0;
     while t0.elapsed() < Duration::from_secs(2) {
@@ -825,5 +834,71 @@ fn removing_the_last_endpoint_withdraws_the_route_within_1s() {
         withdrawn.iter().all(|t| *t <= WITHDRAW + BGP_PROPAGATION),
         "the route should leave the router's table within {WITHDRAW:?} + {BGP_PROPAGATION:?} of the last \
          endpoint's removal: {withdrawn:?}"
+    );
+}
+
+/// The YAML file of the YAML-mode test: the service on [`VIP_YAML`] with
+/// both pods, of weight `weight`.
+fn yaml_config(weight: u16) -> String {
+    format!(
+        "services:\n  - name: dns\n    vip: \"{VIP_YAML}\"\n    port: {PORT}\n    protocol: udp\n    backends:\n\
+         \x20     - {{address: \"{}:{BACKEND_PORT}\", weight: {weight}}}\n\
+         \x20     - {{address: \"{}:{BACKEND_PORT}\", weight: {weight}}}\n",
+        pod_addr(0),
+        pod_addr(1)
+    )
+}
+
+/// YAML mode: every node announces the VIP while its service has a backend
+/// of non-zero weight; the file changed to weight 0 everywhere withdraws
+/// it from the router within 1 s (+ BGP propagation); weights back
+/// announce it again.
+#[test]
+fn yaml_mode_vip_is_announced_while_a_backend_has_weight() {
+    let mut f = Fabric::start("bgpy");
+    let path = f.net.write_config(&yaml_config(1));
+    let vip = VIP_YAML.to_string();
+    f.pins = NODES.iter().map(|_| PinDir::new().expect("pin dir")).collect();
+    for (i, name) in NODES.iter().enumerate() {
+        let mut a = f.net.spawn_agent(
+            &f.nodes[i],
+            f.pins[i].path(),
+            &["ext", "p0"],
+            &["--announce", "bgp", "--maglev-seed", SEED, "--log-level", "debug"],
+        );
+        a.wait_healthy(Duration::from_secs(30)).unwrap_or_else(|e| panic!("{name}: {e:#}\n{}", a.log()));
+        f.agents[i] = Some(a);
+    }
+    let learned = f.wait_router(&vip, &[0, 1], Duration::from_secs(10));
+    let (text, _) =
+        xlb_tests::udp_request(&f.client, None, SocketAddr::from((VIP_YAML, PORT)), b"hello", Duration::from_secs(2))
+            .unwrap_or_else(|e| panic!("request to {vip}: {e:#}{}", f.diag()));
+    assert!(text.starts_with("pod") && text.ends_with(" hello"), "{text}");
+
+    // Replaced atomically, as an editor or a ConfigMap update does.
+    let write = |yaml: &str| {
+        let tmp = path.with_extension("yaml.new");
+        std::fs::write(&tmp, yaml).unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
+    };
+    let t0 = Instant::now();
+    write(&yaml_config(0));
+    f.wait_router(&vip, &[], WITHDRAW + BGP_PROPAGATION + Duration::from_secs(3));
+    let withdrawn = t0.elapsed();
+    for (i, name) in NODES.iter().enumerate() {
+        assert_eq!(f.node_route(i, &vip), None, "{name}: weight 0 everywhere{}", f.diag());
+    }
+    let t0 = Instant::now();
+    write(&yaml_config(1));
+    f.wait_router(&vip, &[0, 1], Duration::from_secs(5));
+    let back = t0.elapsed();
+    eprintln!(
+        "bgp: YAML mode: learned with two next hops {learned:?} after the agents were healthy; \
+         weights 0 -> route gone from the router after {withdrawn:?}; weights 1 -> back after {back:?}"
+    );
+    assert!(
+        withdrawn <= WITHDRAW + BGP_PROPAGATION,
+        "YAML mode: the route should leave the router's table within {WITHDRAW:?} + {BGP_PROPAGATION:?} of \
+         the file's change: {withdrawn:?}"
     );
 }
