@@ -560,6 +560,15 @@ fn summary(mut v: Vec<Duration>) -> String {
 /// route removed from a node's table is withdrawn from the router at once.
 #[test]
 fn bird_config_announces_the_agents_table_with_ecmp_and_withdraws_at_once() {
+    // Unedited, the shipped file is refused (its placeholders are obvious).
+    let shipped = xlb_tests::bird::shipped_node_config();
+    let out = std::process::Command::new("bird").arg("-p").arg("-c").arg(&shipped).output().expect("run bird -p");
+    assert!(
+        !out.status.success(),
+        "BIRD accepts {} with its @...@ placeholders: {}",
+        shipped.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
     let f = Fabric::start("bgpb");
     let table = XLB_TABLE.to_string();
     let proto = XLB_PROTO.to_string();
