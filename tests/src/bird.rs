@@ -319,14 +319,28 @@ impl KernelRoute {
 /// ...), if there is one.
 pub fn kernel_route(ns: &Netns, table: &str, prefix: &str) -> Result<Option<KernelRoute>> {
     let family = if prefix.contains(':') { "-6" } else { "-4" };
-    let out = ns.ip(&["-j", family, "route", "show", "table", table, "exact", prefix])?;
-    let routes = parse_routes(&String::from_utf8_lossy(&out.stdout))?;
+    let routes = show_routes(ns, &["-j", family, "route", "show", "table", table, "exact", prefix])?;
     Ok(routes.into_iter().next())
 }
 
 /// Every route of `ns`'s table `table` in one family (`-4`/`-6`).
 pub fn kernel_routes(ns: &Netns, family: &str, table: &str) -> Result<Vec<KernelRoute>> {
-    let out = ns.ip(&["-j", family, "route", "show", "table", table])?;
+    show_routes(ns, &["-j", family, "route", "show", "table", table])
+}
+
+/// `ip -n NS ARGS` parsed; a table that never held a route does not exist
+/// for the kernel (IPv4): no routes.
+fn show_routes(ns: &Netns, args: &[&str]) -> Result<Vec<KernelRoute>> {
+    let mut all = vec!["-n", ns.name.as_str()];
+    all.extend_from_slice(args);
+    let out = Command::new("ip").args(&all).stdin(Stdio::null()).output().context("cannot run `ip`")?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() {
+        if stderr.contains("FIB table does not exist") {
+            return Ok(Vec::new());
+        }
+        bail!("`ip {}` failed ({}): {}", all.join(" "), out.status, stderr.trim());
+    }
     parse_routes(&String::from_utf8_lossy(&out.stdout))
 }
 
