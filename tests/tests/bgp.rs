@@ -721,7 +721,7 @@ fn cluster_vip_ecmp_over_both_nodes_flows_keep_backends_and_sigterm_loses_nothin
     eprintln!(
         "bgp: SIGTERM of node 1's agent: router down to node 2 after {withdrawn:?}, agent exited after {exited:?}; \
          stream: {} sent, {} answered, {} lost {lost:?} ({before_on_1} answered through node 1 before the signal, \
-         {} of node 1's flows answered through node 2 after the withdrawal)",
+         {} requests of node 1's flows answered through node 2 after the withdrawal)",
         sent.len(),
         replies.len(),
         lost.len(),
