@@ -237,7 +237,7 @@ fn encode_announce(enc: &mut DescriptorEncoder, pin_path: &std::path::Path) -> R
         let g = ConstGauge::new(vips.len() as i64);
         g.encode(enc.encode_descriptor(
             "xlb_announced_vips",
-            "VIPs this node announces (answers ARP/NDP for, --announce l2)",
+            "VIPs this node announces (--announce l2: answers ARP/NDP for; --announce bgp: routes in --announce-table)",
             None,
             g.metric_type(),
         )?)?;

@@ -162,3 +162,111 @@ fn bgp_flags_are_checked() {
         assert!(err.contains(says), "{extra:?}: {err}");
     }
 }
+
+/// Kubernetes mode against the fake API server, one node (`node-1`): a
+/// `Local` Service is routed only while node-1 has a ready endpoint of it
+/// (withdrawn within 1 s when it stops being ready), a `Cluster` Service
+/// while it has a ready endpoint on any node; SIGTERM withdraws both.
+#[test]
+fn bgp_kubernetes_routes_follow_ready_endpoints() {
+    use xlb_tests::k8s::{endpoint, endpoint_slice, endpointslice_path, endpointslices_path, lb_service, node};
+    use xlb_tests::k8s::{nodes_path, services_path, ApiServer};
+    use xlb_tests::netbuild::{link, wait_carrier, Net};
+
+    const LOCAL: &str = "192.0.2.10";
+    const CLUSTER: &str = "192.0.2.20";
+    require_root();
+    let mut net = Net::new("bgpk");
+    let api_ns = net.add("api", false);
+    let n1 = net.add("n1", false);
+    link(&n1, "eth0", Some("10.212.0.11/24"), &api_ns, "v0", Some("10.212.0.1/24"));
+    wait_carrier(&n1);
+    // Routes of another protocol (which also make the tables exist for `ip route show`).
+    n1.ip(&["route", "add", &format!("{OTHER}/32"), "dev", "lo", "table", TABLE, "proto", "static"])
+        .expect("a route of another protocol");
+    n1.ip(&["-6", "route", "add", &format!("{OTHER6}/128"), "dev", "lo", "table", TABLE, "proto", "static"])
+        .expect("an IPv6 route of another protocol");
+    let api = ApiServer::start_listening(&api_ns, "10.212.0.1:0".parse().unwrap()).expect("fake API server");
+    let kc = api.client();
+    kc.create(&nodes_path(), &node("node-1", "10.212.0.11")).expect("create Node");
+    let pin = xlb_tests::PinDir::new().expect("pin dir");
+    let kubeconfig = api.kubeconfig().display().to_string();
+    let args: Vec<String> = [
+        "agent",
+        "--kubernetes",
+        "--node-name",
+        "node-1",
+        "--kubeconfig",
+        &kubeconfig,
+        "--interface",
+        "eth0",
+        "--announce",
+        "bgp",
+        "--announce-table",
+        TABLE,
+    ]
+    .iter()
+    .map(|s| (*s).to_string())
+    .collect();
+    let mut agent = xlb_tests::Agent::spawn_args(&n1, pin.path(), &args).expect("spawn the agent");
+    agent.wait_healthy(Duration::from_secs(30)).unwrap_or_else(|e| panic!("agent not healthy: {e:#}\n{}", api.log()));
+
+    let slice = |svc: &str, eps: &[(&str, &str, bool)]| {
+        let mut b = endpoint_slice("apps", svc, svc).address_type("IPv4").port("dns", 5353, "UDP");
+        for (addr, n, ready) in eps {
+            b = b.endpoint(endpoint(addr).node(n).conditions(*ready, *ready, false));
+        }
+        b.build()
+    };
+    let replace = |svc: &str, eps: &[(&str, &str, bool)]| {
+        let mut obj = slice(svc, eps);
+        let old = kc.get(&endpointslice_path("apps", svc)).expect("get the slice");
+        obj["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"].clone();
+        kc.replace(&endpointslice_path("apps", svc), &obj).expect("replace the slice");
+    };
+    let local = lb_service("apps", "local")
+        .annotation("xlb.io/vip", LOCAL)
+        .port("dns", 53, "UDP")
+        .external_traffic_policy("Local");
+    let cluster = lb_service("apps", "cluster").annotation("xlb.io/vip", CLUSTER).port("dns", 53, "UDP");
+    for s in [local.build(), cluster.build()] {
+        kc.create(&services_path(Some("apps")), &s).expect("create Service");
+    }
+    // Both Services' endpoints only behind node-2: Cluster routed, Local not.
+    kc.create(&endpointslices_path(Some("apps")), &slice("local", &[("10.1.1.2", "node-2", true)])).expect("slice");
+    kc.create(&endpointslices_path(Some("apps")), &slice("cluster", &[("10.1.1.3", "node-2", true)])).expect("slice");
+    let cluster_only = [CLUSTER.to_string()];
+    let seen = wait_routes(&n1, Duration::from_secs(10), |r| r == cluster_only);
+    assert!(seen.is_some(), "routes of ours: {:?}\n{}", ours(&n1), agent.log());
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(ours(&n1), cluster_only, "the Local Service routed without a local endpoint");
+
+    // A ready endpoint on node-1: the Local Service is routed too.
+    replace("local", &[("10.1.1.2", "node-2", true), ("10.1.0.2", "node-1", true)]);
+    let both = [LOCAL.to_string(), CLUSTER.to_string()];
+    assert!(wait_routes(&n1, Duration::from_secs(5), |r| r == both).is_some(), "{:?}\n{}", ours(&n1), agent.log());
+
+    // It stops being ready: withdrawn within 1 s (node-2's does not count).
+    let t0 = Instant::now();
+    replace("local", &[("10.1.1.2", "node-2", true), ("10.1.0.2", "node-1", false)]);
+    let gone = wait_routes(&n1, Duration::from_secs(5), |r| r == cluster_only).map(|_| t0.elapsed());
+    println!("bgp_table: Local Service's last local endpoint not ready → route withdrawn after {gone:?}");
+    let took = gone.unwrap_or_else(|| panic!("{LOCAL} still routed: {:?}\n{}", ours(&n1), agent.log()));
+    assert!(took < Duration::from_secs(1), "withdrawn after {took:?} (contract: within 1 s)");
+
+    // The Cluster Service's only endpoint stops being ready: withdrawn.
+    let t0 = Instant::now();
+    replace("cluster", &[("10.1.1.3", "node-2", false)]);
+    let gone = wait_routes(&n1, Duration::from_secs(5), <[String]>::is_empty).map(|_| t0.elapsed());
+    println!("bgp_table: Cluster Service's last endpoint not ready → route withdrawn after {gone:?}");
+    let took = gone.unwrap_or_else(|| panic!("{CLUSTER} still routed: {:?}\n{}", ours(&n1), agent.log()));
+    assert!(took < Duration::from_secs(1), "withdrawn after {took:?} (contract: within 1 s)");
+
+    // Back, then SIGTERM: withdrawn, the agent exits cleanly.
+    replace("cluster", &[("10.1.1.3", "node-2", true)]);
+    assert!(wait_routes(&n1, Duration::from_secs(5), |r| r == cluster_only).is_some(), "{:?}", ours(&n1));
+    let status = agent.stop().expect("stop the agent");
+    assert!(status.success(), "{status:?}\n{}", agent.log());
+    assert!(ours(&n1).is_empty(), "{:?}", ours(&n1));
+    assert!(routes(&n1, true, Some("static")).contains(OTHER6));
+}

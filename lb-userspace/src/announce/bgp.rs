@@ -314,7 +314,11 @@ impl RouteTable {
 
 impl std::fmt::Debug for RouteTable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RouteTable").field("fd", &self.socket.as_raw_fd()).field("table", &self.table).finish()
+        f.debug_struct("RouteTable")
+            .field("fd", &self.socket.as_raw_fd())
+            .field("table", &self.table)
+            .field("lo", &self.lo)
+            .finish_non_exhaustive()
     }
 }
 

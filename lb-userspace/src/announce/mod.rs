@@ -249,6 +249,15 @@ impl Announcer {
             info!(iface = %i.name, ifindex = i.ifindex, mac = %iface::mac_str(&i.mac), "announce interface ready");
             l2.push(i);
         }
+        // Announce interfaces a previous agent left (e.g. `--announce l2`
+        // before an `--announce bgp` one, whose VIPs also enter
+        // XLB_ANNOUNCE): no ARP/NDP answers there any more.
+        let keep: BTreeSet<u32> = l2.iter().map(|i| i.ifindex).collect();
+        match writer.retain_l2_interfaces(&keep) {
+            Ok(0) => {}
+            Ok(n) => info!(interfaces = n, "announce interfaces of a previous agent removed"),
+            Err(e) => warn!(error = %e, "removing the announce interfaces of a previous agent (XLB_L2_IFACES)"),
+        }
         let sender = (args.announce == Mode::L2).then(|| tokio::spawn(garp::run(effective_rx, l2)));
         Ok(Self { wanted: Some(wanted), enabled, effective, sender, routes })
     }
@@ -397,20 +406,29 @@ mod tests {
         assert!(args(Mode::Bgp, &["eth0"]).check(&ifs).unwrap_err().contains("--announce l2"));
     }
 
+    /// What a [`FakeTable`] holds: its routes, how many reconciles, and
+    /// whether the next ones fail.
+    #[derive(Default)]
+    struct Fake {
+        routes: BTreeSet<IpAddr>,
+        reconciles: usize,
+        failing: bool,
+    }
+
     /// A route table that records what it is brought to.
     #[derive(Clone, Default)]
-    struct FakeTable(std::sync::Arc<std::sync::Mutex<(BTreeSet<IpAddr>, Vec<&'static str>, bool)>>);
+    struct FakeTable(std::sync::Arc<std::sync::Mutex<Fake>>);
 
     impl RouteOps for FakeTable {
         fn reconcile(&mut self, wanted: &BTreeSet<IpAddr>) -> Result<bgp::Reconciled, bgp::RouteError> {
             let mut g = self.0.lock().unwrap();
-            if g.2 {
+            if g.failing {
                 return Err(bgp::RouteError::Timeout(Duration::from_secs(1)));
             }
-            let deleted: Vec<_> = g.0.difference(wanted).copied().map(bgp::host_net).collect();
-            let added: Vec<_> = wanted.difference(&g.0).copied().map(bgp::host_net).collect();
-            g.0.clone_from(wanted);
-            g.1.push("reconcile");
+            let deleted: Vec<_> = g.routes.difference(wanted).copied().map(bgp::host_net).collect();
+            let added: Vec<_> = wanted.difference(&g.routes).copied().map(bgp::host_net).collect();
+            g.routes.clone_from(wanted);
+            g.reconciles += 1;
             Ok(bgp::Reconciled { added, deleted, routes: wanted.len() })
         }
 
@@ -441,24 +459,24 @@ mod tests {
         let (tx, rx) = watch::channel(asked);
         let mut a = Announcer::with_routes(rx, Box::new(fake.clone()));
         a.sync(&mut w);
-        assert_eq!(fake.0.lock().unwrap().0, file_vips(&state));
+        assert_eq!(fake.0.lock().unwrap().routes, file_vips(&state));
         assert_eq!(w.memory().announce.len(), 2, "XLB_ANNOUNCE shows them (xlb status)");
         // Unchanged: the table is not touched again.
         a.sync(&mut w);
-        assert_eq!(fake.0.lock().unwrap().1.len(), 1);
+        assert_eq!(fake.0.lock().unwrap().reconciles, 1);
         // A failure is retried on the next sync.
-        fake.0.lock().unwrap().2 = true;
+        fake.0.lock().unwrap().failing = true;
         tx.send_replace(["192.0.2.10".parse().unwrap()].into_iter().collect());
         a.sync(&mut w);
-        fake.0.lock().unwrap().2 = false;
+        fake.0.lock().unwrap().failing = false;
         a.sync(&mut w);
-        assert_eq!(fake.0.lock().unwrap().0, ["192.0.2.10".parse().unwrap()].into_iter().collect());
+        assert_eq!(fake.0.lock().unwrap().routes, ["192.0.2.10".parse().unwrap()].into_iter().collect());
         assert!(a.withdraw_routes(), "a route was withdrawn");
-        assert!(fake.0.lock().unwrap().0.is_empty());
+        assert!(fake.0.lock().unwrap().routes.is_empty());
         // Withdrawn for good: a later change adds nothing.
         tx.send_replace(file_vips(&state));
         a.sync(&mut w);
-        assert!(fake.0.lock().unwrap().0.is_empty());
+        assert!(fake.0.lock().unwrap().routes.is_empty());
         assert!(!a.withdraw_routes(), "nothing left to withdraw");
     }
 
@@ -495,12 +513,16 @@ mod tests {
     #[test]
     fn announce_none_announces_nothing() {
         let mut w = MapWriter::in_memory(1 << 16, 0);
+        // An announce interface a previous agent left: removed.
+        w.set_l2_interface(7, [2, 0, 0, 0, 0, 7]).unwrap();
         let (_tx, rx) = watch::channel(["192.0.2.10".parse().unwrap()].into_iter().collect());
-        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
         let _guard = rt.enter();
         let mut a = Announcer::start(&AnnounceArgs::default(), &[], &mut w, rx).unwrap();
         a.sync(&mut w);
         assert!(w.memory().announce.is_empty());
+        assert!(w.memory().l2_ifaces.is_empty(), "stale announce interface kept");
         assert!(a.sender.is_none());
+        assert!(a.routes.is_none());
     }
 }
