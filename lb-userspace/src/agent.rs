@@ -248,6 +248,7 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
             namespace: args.namespace.clone(),
             interfaces: args.interfaces.clone(),
             announce_l2: args.announce.announce == crate::announce::Mode::L2,
+            announce_bgp: args.announce.announce == crate::announce::Mode::Bgp,
             gateway_controller_name: args.gateway_controller_name.clone(),
         })
     } else {
@@ -319,11 +320,12 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
     }
     let mut attached = attach::attach_all(&mut ebpf, &ifaces, args.xdp_mode, &args.pin_path)?;
     program_interfaces(&mut writer, &ifaces, &attached, &args.xdp_transmit)?;
-    // The VIPs this node announces: in YAML mode every VIP of the file
-    // (`follow_file` sends it again on reload); in Kubernetes mode the
-    // Leases' producer sends on `announce_tx`.
+    // The VIPs this node announces: in YAML mode every VIP of the file, or
+    // with BGP those with a serving backend (`follow_file` sends them again
+    // on reload); in Kubernetes mode the Leases' producer (L2) or the
+    // translation (BGP) sends on `announce_tx`.
     let initial = match &source {
-        Source::File(_, cfg) => crate::announce::file_vips(&cfg.state),
+        Source::File(_, cfg) => args.announce.file_wanted(&cfg.state),
         Source::Kubernetes(_) => std::collections::BTreeSet::new(),
     };
     let (announce_tx, announce_rx) = tokio::sync::watch::channel(initial);
@@ -358,13 +360,25 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
     // Producers send desired states; this agent's loop alone applies them.
     let (updates, received) = desired::channel();
     let done = terminated(signals.stop.clone());
+    // Announced while the programs stay (YAML mode, --keep-on-exit): the
+    // next agent carries on.
+    let keep_announced = args.keep_on_exit && !args.kubernetes;
     match source {
         Source::File(path, _) => {
             health.set_ready(true);
             info!(services = writer.len(), metrics = %args.metrics_addr, "xlb agent running");
             let hup = signals.hup;
-            let producer = tokio::spawn(follow_file(path, args.maglev_seed, health.clone(), hup, updates, announce_tx));
+            let producer = tokio::spawn(follow_file(
+                path,
+                args.maglev_seed,
+                health.clone(),
+                hup,
+                updates,
+                announce_tx,
+                args.announce.clone(),
+            ));
             desired::apply_loop(&mut writer, &health, received, &mut announcer, done).await;
+            withdraw_routes(&mut announcer, keep_announced).await;
             producer.abort();
         }
         Source::Kubernetes(opts) => {
@@ -378,6 +392,7 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
                 terminated(signals.stop.clone()),
             ));
             desired::apply_loop(&mut writer, &health, received, &mut announcer, done).await;
+            withdraw_routes(&mut announcer, keep_announced).await;
             // Stops with the same signal (releasing the Lease), or has
             // stopped on an error, which is the agent's.
             producer.await.context("the Kubernetes task")??;
@@ -386,7 +401,7 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
     health.set_ready(false);
     // No more ARP/NDP answers before the programs go (YAML mode with
     // --keep-on-exit: the next agent carries on answering).
-    announcer.stop(&mut writer, args.keep_on_exit && !args.kubernetes);
+    announcer.stop(&mut writer, keep_announced);
     // Stopped before the programs are detached or pinned, so no heartbeat
     // records the interfaces half gone (the next agent inherits their modes).
     if let Some(r) = &stop_record.0 {
@@ -404,6 +419,17 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
         }
     }
     Ok(())
+}
+
+/// At a stop, `--announce bgp`: withdraws the VIP routes first (unless
+/// `keep`), then keeps forwarding for [`crate::announce::WITHDRAW_DRAIN`]
+/// while the BGP daemon's peers move the traffic away, before anything
+/// else stops and the programs detach.
+async fn withdraw_routes(announcer: &mut crate::announce::Announcer, keep: bool) {
+    if !keep && announcer.withdraw_routes() {
+        info!(drain = ?crate::announce::WITHDRAW_DRAIN, "VIP routes withdrawn; forwarding a little longer before detaching");
+        tokio::time::sleep(crate::announce::WITHDRAW_DRAIN).await;
+    }
 }
 
 /// Forwards the data path's aya-log records (rare events, debug level) to

@@ -237,10 +237,26 @@ fn encode_announce(enc: &mut DescriptorEncoder, pin_path: &std::path::Path) -> R
         let g = ConstGauge::new(vips.len() as i64);
         g.encode(enc.encode_descriptor(
             "xlb_announced_vips",
-            "VIPs this node announces (answers ARP/NDP for, --announce l2)",
+            "VIPs this node announces (--announce l2: answers ARP/NDP for; --announce bgp: routes in --announce-table)",
             None,
             g.metric_type(),
         )?)?;
+    }
+    let bgp = crate::announce::bgp::metrics();
+    let routes = bgp.routes.load(Relaxed);
+    if routes >= 0 {
+        let g = ConstGauge::new(routes);
+        g.encode(enc.encode_descriptor(
+            "xlb_bgp_routes",
+            "VIP routes this node keeps in --announce-table for its BGP daemon (--announce bgp)",
+            None,
+            g.metric_type(),
+        )?)?;
+        let changes = [
+            (vec![("change", "added".to_string())], bgp.added.load(Relaxed)),
+            (vec![("change", "withdrawn".to_string())], bgp.withdrawn.load(Relaxed)),
+        ];
+        family(enc, "xlb_bgp_route_changes", "VIP routes added to and withdrawn from --announce-table", &changes)?;
     }
     let sent = [
         (vec![("family", "ipv4".to_string())], GARP_SENT.load(Relaxed)),

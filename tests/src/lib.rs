@@ -26,6 +26,7 @@
 #![warn(missing_docs)]
 
 mod agent;
+pub mod bird;
 pub mod cargo;
 pub mod datapath_topology;
 pub mod host;

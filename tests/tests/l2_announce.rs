@@ -145,9 +145,9 @@ fn announce_flags_are_checked() {
         args.extend(["--pin-path".to_string(), env.pin.path().display().to_string()]);
         xlb_tests::run_xlb(&env.topo.node, &args, Duration::from_secs(20)).expect("run xlb")
     };
-    let out = run(&["--announce", "bgp"]);
+    let out = run(&["--announce", "l2", "--announce-table", "4242"]);
     assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not implemented yet"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("needs --announce bgp"));
     let out = run(&["--announce", "l2", "--announce-interface", "nosuch0"]);
     assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--interface nosuch0"));

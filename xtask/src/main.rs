@@ -16,6 +16,7 @@ mod bench;
 mod bench_control;
 mod bench_datapath;
 mod bench_forward;
+mod bgp_component;
 mod demo;
 mod demo_l2;
 mod licenses;

@@ -7,6 +7,8 @@
 //! * bpffs mounted at `/sys/fs/bpf` (as root);
 //! * `ip` from iproute2 (as root, through apt-get) for the tests and demo;
 //! * `kubectl` (as root, through apt-get) for the Kubernetes tests;
+//! * BIRD 2 (`bird`, `birdc`; Debian's `bird2`, as root, through apt-get)
+//!   for the BGP announcement tests (`--announce bgp`);
 //! * the Kubernetes manifest validator (see `validate.rs`).
 
 use std::path::{Path, PathBuf};
@@ -23,6 +25,7 @@ pub fn setup() -> Result<()> {
     ensure_bpffs()?;
     ensure_iproute2()?;
     ensure_kubectl()?;
+    ensure_bird2()?;
     crate::validate::setup_validator();
     info("setup complete");
     Ok(())
@@ -228,6 +231,31 @@ fn ensure_kubectl() -> Result<()> {
             }
         }
         bail!("could not install kubectl (tried the apt packages kubectl and kubernetes-client); install it by hand")
+    })
+}
+
+/// BIRD 2, the BGP daemon the `--announce bgp` tests run in the router
+/// and node namespaces (Debian's `bird2`: `bird` and `birdc`).
+fn ensure_bird2() -> Result<()> {
+    let version = |bin: &str| Command::new(bin).arg("--version").output().ok();
+    // `bird --version` prints "BIRD version 2.x" on stderr.
+    let present = || {
+        version("bird").is_some_and(|o| {
+            o.status.success() && String::from_utf8_lossy(&[o.stdout, o.stderr].concat()).contains("version 2.")
+        }) && version("birdc").is_some()
+    };
+    let say = [
+        "BIRD 2 (bird, birdc): present",
+        "BIRD 2 (bird, birdc): missing; the BGP tests need it (apt-get install bird2, as root)",
+        "BIRD 2 (bird, birdc): missing, installing it",
+    ];
+    ensure_as_root(present(), say, || {
+        run(&mut apt_get(&["update"]))?;
+        run(&mut apt_get(&["install", "-y", "bird2"]))?;
+        if !present() {
+            bail!("apt-get installed bird2 but `bird --version` does not say version 2; install BIRD 2 by hand");
+        }
+        Ok(())
     })
 }
 

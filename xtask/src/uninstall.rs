@@ -100,7 +100,7 @@ fn args_of(kubectl: &Path, manifest: &Path) -> Result<Vec<String>> {
 }
 
 /// `kubectl` on `PATH`.
-fn find_kubectl() -> Result<PathBuf> {
+pub fn find_kubectl() -> Result<PathBuf> {
     std::env::var_os("PATH")
         .into_iter()
         .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())

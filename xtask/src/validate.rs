@@ -211,6 +211,23 @@ pub fn validate_manifests() -> Result<()> {
         files.len()
     ));
 
+    let rendered = crate::bgp_component::render()?;
+    let (ok, text) = run_validator(&exe, std::slice::from_ref(&rendered))?;
+    let rel = rendered.strip_prefix(workspace_root()).unwrap_or(&rendered).display().to_string();
+    let bgp_problems = self::problems(ok, &text, &[rel]);
+    if !bgp_problems.is_empty() {
+        bail!(
+            "deploy/ with the deploy/bgp component does not validate against Kubernetes {KUBERNETES_VERSION} \
+             (strict):\n  {}",
+            bgp_problems.join("\n  ")
+        );
+    }
+    crate::bgp_component::check(&exe.with_file_name("python"), &rendered)?;
+    info(
+        "deploy/ with the deploy/bgp component (kubectl kustomize): valid; the agent gets --announce bgp, \
+          the bird sidecar mounts deploy/bgp/bird.conf",
+    );
+
     self_check(&exe)?;
     info("self-check: the validator rejects a DaemonSet with an unknown field");
 

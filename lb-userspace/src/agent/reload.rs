@@ -26,6 +26,7 @@ pub(super) async fn follow_file(
     mut hup: Signal,
     updates: mpsc::Sender<desired::Update>,
     announce: watch::Sender<std::collections::BTreeSet<std::net::IpAddr>>,
+    announce_args: crate::announce::AnnounceArgs,
 ) {
     let (tx, mut rx) = mpsc::channel::<()>(4);
     let _watcher = watch_file(&path, tx).map_err(|e| warn!(error = %e, "not watching the file; reload with SIGHUP"));
@@ -41,7 +42,7 @@ pub(super) async fn follow_file(
             () = updates.closed() => return,
         };
         if let Some(update) = reload(&path, seed_flag, why, &health) {
-            announce.send_replace(crate::announce::file_vips(&update.state));
+            announce.send_replace(announce_args.file_wanted(&update.state));
             if updates.send(update).await.is_err() {
                 return;
             }

@@ -1,4 +1,6 @@
-//! Which VIPs this node may compete to announce (Kubernetes mode, L2): a VIP
+//! Which VIPs this node may announce.
+//!
+//! L2, Kubernetes mode ([`eligible`]): the VIPs this node may compete for: a VIP
 //! on which some Service is programmed here, unless a Service on it has
 //! `externalTrafficPolicy: Local` and no ready endpoint on this node of the
 //! VIP's family (its traffic would have nowhere to go from here). As
@@ -7,12 +9,23 @@
 //! Services sharing a VIP (TCP and UDP, say) are one VIP here, hence one
 //! Lease. With several `Local` Services on one VIP (MetalLB requires them
 //! to select the same pods), the node needs a ready endpoint of each.
+//!
+//! BGP (every eligible node announces, no Lease): in Kubernetes mode
+//! ([`bgp`]) a VIP on which some programmed Service has a ready endpoint
+//! of the VIP's family (on any node for `Cluster`, on this node for
+//! `Local`), or some Gateway listener a backend of non-zero weight; in
+//! YAML mode ([`serving_vips`]) a VIP with a service that has a backend of
+//! non-zero weight. A VIP shared by several services is eligible when any
+//! of them is.
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::IpAddr,
 };
 
-use crate::source::k8s::translate::Translation;
+use crate::{
+    source::k8s::translate::Translation,
+    state::model::{DesiredState, ServiceSpec},
+};
 
 /// The VIPs this node may announce, each with the Services (`namespace`,
 /// `name`) programmed on it.
@@ -32,6 +45,31 @@ pub fn eligible(t: &Translation) -> Eligible {
         })
         .map(|(vip, services)| (*vip, services.clone()))
         .collect()
+}
+
+/// Whether `s` sends new flows somewhere: a backend of non-zero weight.
+fn serving(s: &ServiceSpec) -> bool {
+    s.backends.iter().any(|b| b.weight > 0)
+}
+
+/// `--announce bgp`, YAML mode: the VIPs of `state` with a service that has
+/// a backend of non-zero weight.
+pub fn serving_vips(state: &DesiredState) -> BTreeSet<IpAddr> {
+    state.services.iter().filter(|s| serving(s)).map(|s| s.vip).collect()
+}
+
+/// `--announce bgp`, Kubernetes mode: the VIPs of `t` (a translation for
+/// this node) with a programmed Service that has a ready endpoint of the
+/// VIP's family (any node's for `Cluster`, this node's for `Local`), and
+/// the VIPs of the Gateway `listeners` (programmed beside `t`'s Services)
+/// with a backend of non-zero weight.
+pub fn bgp(t: &Translation, listeners: &[ServiceSpec]) -> BTreeSet<IpAddr> {
+    let services = t
+        .vip_services
+        .iter()
+        .filter(|(vip, services)| services.iter().any(|key| t.placements.get(key).is_some_and(|p| p.ready_for(**vip))))
+        .map(|(vip, _)| *vip);
+    services.chain(listeners.iter().filter(|s| serving(s)).map(|s| s.vip)).collect()
 }
 
 #[cfg(test)]
@@ -86,19 +124,27 @@ mod tests {
         })
     }
 
-    fn eligible_of(svcs: &[Value], sls: &[Value]) -> Vec<(String, Vec<String>)> {
+    fn translation(svcs: &[Value], sls: &[Value]) -> Translation {
         let services: Vec<Arc<Service>> =
             svcs.iter().map(|s| Arc::new(serde_json::from_value(s.clone()).unwrap())).collect();
         let slices: Vec<Arc<EndpointSlice>> =
             sls.iter().map(|s| Arc::new(serde_json::from_value(s.clone()).unwrap())).collect();
-        let t = translate(&Inputs {
+        translate(&Inputs {
             services: &services,
             slices: &slices,
             node_name: NODE,
             lb_class: CLASS,
             pools: &[],
             reserved: &[],
-        });
+        })
+    }
+
+    fn bgp_of(svcs: &[Value], sls: &[Value]) -> Vec<String> {
+        bgp(&translation(svcs, sls), &[]).iter().map(ToString::to_string).collect()
+    }
+
+    fn eligible_of(svcs: &[Value], sls: &[Value]) -> Vec<(String, Vec<String>)> {
+        let t = translation(svcs, sls);
         eligible(&t)
             .into_iter()
             .map(|(vip, s)| (vip.to_string(), s.into_iter().map(|(ns, n)| format!("{ns}/{n}")).collect()))
@@ -159,5 +205,71 @@ mod tests {
         let mut loser = svc("loser", "192.0.2.10", "Cluster", udp());
         loser["metadata"]["creationTimestamp"] = json!("2026-01-02T00:00:00Z");
         assert_eq!(eligible_of(&[other, owner, loser], &[]), [e("192.0.2.10", &["apps/owner"])]);
+    }
+
+    #[test]
+    fn bgp_cluster_services_need_a_ready_endpoint_of_the_family_on_any_node() {
+        let s = svc("dns", "192.0.2.10,2001:db8::10", "Cluster", udp());
+        let one = std::slice::from_ref(&s);
+        assert!(bgp_of(one, &[]).is_empty(), "no endpoint at all");
+        let terminating = slice("dns", "t", "IPv4", &udp(), &[("10.1.0.3", "node-b", false, true)]);
+        assert!(bgp_of(one, std::slice::from_ref(&terminating)).is_empty(), "terminating only");
+        let remote4 = slice("dns", "r4", "IPv4", &udp(), &[("10.1.0.2", "node-b", true, false)]);
+        assert_eq!(bgp_of(one, &[terminating, remote4.clone()]), ["192.0.2.10"]);
+        let remote6 = slice("dns", "r6", "IPv6", &udp(), &[("fd00::2", "node-b", true, false)]);
+        assert_eq!(bgp_of(one, &[remote4, remote6]), ["192.0.2.10", "2001:db8::10"]);
+    }
+
+    #[test]
+    fn bgp_local_services_need_a_ready_endpoint_on_this_node() {
+        let s = svc("dns", "192.0.2.10", "Local", udp());
+        let one = std::slice::from_ref(&s);
+        let remote = slice("dns", "r", "IPv4", &udp(), &[("10.1.0.2", "node-b", true, false)]);
+        assert!(bgp_of(one, std::slice::from_ref(&remote)).is_empty());
+        let local = slice("dns", "l", "IPv4", &udp(), &[("10.1.0.4", NODE, true, false)]);
+        assert_eq!(bgp_of(one, &[remote, local]), ["192.0.2.10"]);
+    }
+
+    #[test]
+    fn bgp_a_shared_vip_is_eligible_when_any_service_on_it_is() {
+        // A Local TCP Service without local endpoints beside a Cluster UDP
+        // one with a remote endpoint: eligible (L2 would say no).
+        let u = svc("dns", "192.0.2.10", "Cluster", udp());
+        let t = svc("dns-tcp", "192.0.2.10", "Local", tcp());
+        let remote = slice("dns", "r", "IPv4", &udp(), &[("10.1.0.2", "node-b", true, false)]);
+        assert_eq!(bgp_of(&[u.clone(), t.clone()], std::slice::from_ref(&remote)), ["192.0.2.10"]);
+        assert!(eligible_of(&[u.clone(), t.clone()], &[remote]).is_empty());
+        assert!(bgp_of(&[u, t], &[]).is_empty());
+    }
+
+    #[test]
+    fn bgp_gateway_listeners_count_with_a_serving_backend() {
+        use crate::state::model::{
+            test_support::{backend, backends, service},
+            Protocol,
+        };
+        let mut l = service("gw/dns:53", "192.0.2.20", 53, Protocol::Udp);
+        assert!(bgp(&translation(&[], &[]), std::slice::from_ref(&l)).is_empty(), "no backend");
+        l.backends = vec![backend("10.1.0.2:53", 0)];
+        assert!(bgp(&translation(&[], &[]), std::slice::from_ref(&l)).is_empty(), "weight 0 only");
+        l.backends = backends(&["10.1.0.2:53"]);
+        assert_eq!(bgp(&translation(&[], &[]), &[l]), ["192.0.2.20".parse::<IpAddr>().unwrap()].into());
+    }
+
+    #[test]
+    fn bgp_yaml_vips_need_a_backend_of_non_zero_weight_in_any_service() {
+        use crate::state::model::{
+            test_support::{backend, backends, service},
+            Protocol,
+        };
+        let mut drained = service("a", "192.0.2.10", 53, Protocol::Udp);
+        drained.backends = vec![backend("10.1.0.2:53", 0)];
+        let empty = service("b", "192.0.2.11", 53, Protocol::Udp);
+        let mut serving = service("c", "192.0.2.10", 54, Protocol::Tcp);
+        serving.backends = backends(&["10.1.0.2:54"]);
+        let state = DesiredState { services: vec![drained.clone(), empty.clone()] };
+        assert!(serving_vips(&state).is_empty());
+        let state = DesiredState { services: vec![drained, empty, serving] };
+        assert_eq!(serving_vips(&state), ["192.0.2.10".parse::<IpAddr>().unwrap()].into());
     }
 }

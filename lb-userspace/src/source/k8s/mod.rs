@@ -71,6 +71,10 @@ pub struct Options {
     /// `--announce l2`: compete for the Lease of each eligible VIP and send
     /// the VIPs held on the `announced` channel ([`crate::announce::lease`]).
     pub announce_l2: bool,
+    /// `--announce bgp`: send the VIPs this node should attract
+    /// ([`crate::announce::eligible::bgp`]) on the `announced` channel after
+    /// every apply.
+    pub announce_bgp: bool,
     /// `--gateway-controller-name`: the GatewayClasses served.
     pub gateway_controller_name: String,
 }
@@ -150,6 +154,8 @@ pub async fn run(
     );
     let lease_task = tokio::spawn(hold_lease(allocator, leader.clone(), trigger.clone(), stopped.clone()));
     let (eligible, eligible_rx) = tokio::sync::watch::channel(EligibleRefs::new());
+    // BGP: this task sends the VIPs to announce itself; L2: the Leases' task.
+    let bgp_announced = opts.announce_bgp.then(|| announced.clone());
     let announcer = opts.announce_l2.then(|| {
         let settings = announce::lease::Settings {
             client: client.clone(),
@@ -216,6 +222,7 @@ pub async fn run(
         // Events say "programmed" only once the agent has applied the state.
         // Sent once the state is applied: a VIP is announced where it is programmed.
         let eligible_now = opts.announce_l2.then(|| eligible_refs(&t, &services));
+        let bgp_now = opts.announce_bgp.then(|| eligible::bgp(&t, &gw.services().cloned().collect::<Vec<_>>()));
         let (update, applied) = Update::acknowledged(t.state, None, Origin::Kubernetes);
         if updates.send(update).await.is_err() {
             break; // the agent stopped
@@ -223,6 +230,13 @@ pub async fn run(
         tokio::select! {
             _ = applied => {}
             () = &mut shutdown => break,
+        }
+        if let (Some(tx), Some(now)) = (&bgp_announced, bgp_now) {
+            tx.send_if_modified(|v| {
+                let changed = *v != now;
+                *v = now;
+                changed
+            });
         }
         match node_address(&stores, &opts) {
             Some(addr) => health_servers.sync(addr, &t.health_checks).await,

@@ -128,6 +128,24 @@ pub struct Placement {
     pub local: bool,
     /// The addresses of its ready (not terminating) endpoints on this node.
     pub local_ready: BTreeSet<IpAddr>,
+    /// Whether it has a ready (not terminating) IPv4 endpoint on any node.
+    pub ready_v4: bool,
+    /// Whether it has a ready (not terminating) IPv6 endpoint on any node.
+    pub ready_v6: bool,
+}
+
+impl Placement {
+    /// Whether it has a ready endpoint of `vip`'s family: on this node
+    /// when `local`, else on any node.
+    pub fn ready_for(&self, vip: IpAddr) -> bool {
+        if self.local {
+            self.local_ready.iter().any(|a| a.is_ipv4() == vip.is_ipv4())
+        } else if vip.is_ipv4() {
+            self.ready_v4
+        } else {
+            self.ready_v6
+        }
+    }
 }
 
 /// Whether xlb serves this Service: `type: LoadBalancer` with our class.
@@ -247,6 +265,7 @@ pub fn translate(inp: &Inputs<'_>) -> Translation {
         let affinity_timeout = affinity(&svc);
         let mut programmed = Vec::new();
         let mut local_ready: BTreeSet<IpAddr> = BTreeSet::new();
+        let (mut ready_v4, mut ready_v6) = (false, false);
         for port in spec.ports.iter().flatten() {
             let Some(proto) = protocol(port.protocol.as_deref()) else {
                 notes.push(warn(
@@ -266,8 +285,15 @@ pub fn translate(inp: &Inputs<'_>) -> Translation {
             let port_name = port.name.clone().unwrap_or_default();
             let label = if port_name.is_empty() { number.to_string() } else { port_name.clone() };
             let eps = endpoints::endpoints(inp.slices, &ns, &name, &port_name, proto, inp.node_name);
-            for e in eps.iter().filter(|e| e.local && e.state == EndpointState::Ready) {
-                local_ready.insert(e.addr.ip());
+            for e in eps.iter().filter(|e| e.state == EndpointState::Ready) {
+                if e.local {
+                    local_ready.insert(e.addr.ip());
+                }
+                if e.addr.is_ipv4() {
+                    ready_v4 = true;
+                } else {
+                    ready_v6 = true;
+                }
             }
             for (i, vip) in vips.iter().enumerate() {
                 let key = (*vip, number, proto);
@@ -332,7 +358,10 @@ pub fn translate(inp: &Inputs<'_>) -> Translation {
             }
         }
         if !programmed.is_empty() {
-            out.placements.insert((ns.clone(), name.clone()), Placement { local, local_ready: local_ready.clone() });
+            out.placements.insert(
+                (ns.clone(), name.clone()),
+                Placement { local, local_ready: local_ready.clone(), ready_v4, ready_v6 },
+            );
             let vip_list: Vec<String> = vips.iter().map(std::string::ToString::to_string).collect();
             notes.push(Note {
                 warning: false,

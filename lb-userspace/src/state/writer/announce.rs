@@ -55,6 +55,16 @@ impl<M: MapOps> MapWriter<M> {
     pub fn remove_l2_interface(&mut self, ifindex: u32) -> Result<(), WriteError> {
         self.maps.exec(&Op::DeleteL2Iface(ifindex)).map(drop)
     }
+
+    /// Removes every announce interface not in `keep` (those a previous
+    /// agent left pinned); returns how many.
+    pub fn retain_l2_interfaces(&mut self, keep: &BTreeSet<u32>) -> Result<usize, WriteError> {
+        let stale: Vec<u32> = self.maps.read_l2_ifaces().difference(keep).copied().collect();
+        for i in &stale {
+            self.remove_l2_interface(*i)?;
+        }
+        Ok(stale.len())
+    }
 }
 
 #[cfg(test)]

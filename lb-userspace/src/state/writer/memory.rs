@@ -173,6 +173,10 @@ impl MapOps for MemoryMaps {
         self.announce.clone()
     }
 
+    fn read_l2_ifaces(&self) -> BTreeSet<u32> {
+        self.l2_ifaces.keys().copied().collect()
+    }
+
     fn read_table(&self, offset: u32, size: u32) -> Option<Vec<u32>> {
         let end = (offset as usize).checked_add(size as usize)?;
         self.table.get(offset as usize..end).map(<[u32]>::to_vec)

@@ -106,6 +106,10 @@ pub trait MapOps {
     /// The VIPs in `XLB_ANNOUNCE` (what a previous agent announced).
     fn read_announced(&self) -> BTreeSet<[u8; 16]>;
 
+    /// The interfaces (ifindex) in `XLB_L2_IFACES` (a previous agent's
+    /// announce interfaces included).
+    fn read_l2_ifaces(&self) -> BTreeSet<u32>;
+
     /// The lookup-table entries `offset..offset + size`, if they lie within
     /// the array.
     fn read_table(&self, offset: u32, size: u32) -> Option<Vec<u32>>;
@@ -204,6 +208,10 @@ impl MapOps for Maps {
 
     fn read_announced(&self) -> BTreeSet<[u8; 16]> {
         self.announce.keys().filter_map(Result::ok).collect()
+    }
+
+    fn read_l2_ifaces(&self) -> BTreeSet<u32> {
+        self.l2_ifaces.keys().filter_map(Result::ok).collect()
     }
 }
 
