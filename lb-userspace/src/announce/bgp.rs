@@ -185,6 +185,10 @@ impl RouteTable {
         );
         nix::sys::socket::setsockopt(&socket, nix::sys::socket::sockopt::ReceiveTimeout, &timeout)
             .map_err(io::Error::from)?;
+        // Linux 4.20+: dumps filtered by the kernel (table and protocol),
+        // so a host with many routes elsewhere is not read whole. Older
+        // kernels dump everything; the routes are filtered here as well.
+        let _ = socket.set_netlink_get_strict_chk(true);
         Ok(Self { socket, table, lo, seq: 0 })
     }
 
@@ -198,7 +202,7 @@ impl RouteTable {
         let mut found = Vec::new();
         for family in [libc::AF_INET, libc::AF_INET6] {
             let seq = self.next_seq();
-            let req = dump_request(seq, family as u8);
+            let req = dump_request(seq, family as u8, self.table);
             self.send(&req)?;
             let mut buf = vec![0u8; 64 * 1024];
             'recv: loop {
@@ -209,10 +213,18 @@ impl RouteTable {
                         continue;
                     }
                     match m.ty {
-                        t if t == libc::NLMSG_DONE as u16 => break 'recv,
+                        t if t == libc::NLMSG_DONE as u16 => {
+                            // A dump that failed ends with its error here.
+                            let code = error_code(m.payload).unwrap_or(0);
+                            if code < 0 && code != -libc::ENOENT {
+                                return Err(RouteError::Io(io::Error::from_raw_os_error(-code)));
+                            }
+                            break 'recv;
+                        }
                         t if t == libc::NLMSG_ERROR as u16 => {
                             let code = error_code(m.payload)?;
-                            if code != 0 {
+                            // ENOENT: the table does not exist (no route in it).
+                            if code != 0 && code != -libc::ENOENT {
                                 return Err(RouteError::Io(io::Error::from_raw_os_error(-code)));
                             }
                             break 'recv;
@@ -405,10 +417,15 @@ fn addr_bytes(a: IpAddr) -> Vec<u8> {
     }
 }
 
-/// `RTM_GETROUTE` dump of one family.
-fn dump_request(seq: u32, family: u8) -> Vec<u8> {
+/// `RTM_GETROUTE` dump of one family, asking (strict checking) for the
+/// routes of ours in `table` only.
+fn dump_request(seq: u32, family: u8, table: u32) -> Vec<u8> {
     let flags = (libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16;
-    finish(header(libc::RTM_GETROUTE, flags, seq, [family, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]))
+    let short_table = u8::try_from(table).unwrap_or(libc::RT_TABLE_UNSPEC);
+    let rtmsg = [family, 0, 0, 0, short_table, RTPROT_XLB, 0, 0, 0, 0, 0, 0];
+    let mut m = header(libc::RTM_GETROUTE, flags, seq, rtmsg);
+    attr(&mut m, RTA_TABLE, &table.to_ne_bytes());
+    finish(m)
 }
 
 /// `RTM_NEWROUTE` (with `oif`: a unicast route of ours on it, [`SCOPE`])
@@ -529,5 +546,34 @@ mod tests {
         let p = msgs[0].payload;
         assert_eq!((p[0], p[1], p[4], p[5]), (libc::AF_INET6 as u8, 128, 100, RTPROT_XLB));
         assert_eq!(p[6], libc::RT_SCOPE_NOWHERE);
+    }
+
+    #[test]
+    fn dumps_ask_for_our_protocol_in_our_table_only() {
+        // A table above 255: rtm_table 0 (RT_TABLE_UNSPEC), the number in RTA_TABLE.
+        let d = dump_request(3, libc::AF_INET6 as u8, 4242);
+        let msgs: Vec<_> = messages(&d).collect::<Result<_, _>>().unwrap();
+        assert_eq!((msgs[0].ty, msgs[0].seq), (libc::RTM_GETROUTE, 3));
+        let p = msgs[0].payload;
+        assert_eq!(&p[..8], &[libc::AF_INET6 as u8, 0, 0, 0, 0, RTPROT_XLB, 0, 0]);
+        let attrs: Vec<(u16, Vec<u8>)> = NlasIterator::new(&p[12..])
+            .map(|a| a.map(|a| (a.kind(), a.value().to_vec())))
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(attrs, [(RTA_TABLE, 4242u32.to_ne_bytes().to_vec())]);
+        let d = dump_request(4, libc::AF_INET as u8, 100);
+        assert_eq!(messages(&d).next().unwrap().unwrap().payload[4], 100);
+    }
+
+    #[test]
+    fn answers_end_with_their_error_code() {
+        let mut ack = header(libc::NLMSG_ERROR as u16, 0, 9, [0; 12]);
+        ack.truncate(16);
+        ack.extend_from_slice(&(-libc::EEXIST).to_ne_bytes());
+        let ack = finish(ack);
+        let m = messages(&ack).next().unwrap().unwrap();
+        assert_eq!((m.ty, m.seq), (libc::NLMSG_ERROR as u16, 9));
+        assert_eq!(error_code(m.payload).unwrap(), -libc::EEXIST);
+        assert!(error_code(&[0, 0]).is_err());
     }
 }

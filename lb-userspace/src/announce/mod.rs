@@ -349,6 +349,9 @@ impl Announcer {
     /// another mode.
     pub fn withdraw_routes(&mut self) -> bool {
         let Some(r) = &mut self.routes else { return false };
+        if r.withdrawn && r.done.as_ref().is_some_and(BTreeSet::is_empty) {
+            return false;
+        }
         r.withdrawn = true;
         let done = r.sync(&BTreeSet::new());
         if r.done.is_none() {
