@@ -7,12 +7,19 @@
 //! Services sharing a VIP (TCP and UDP, say) are one VIP here, hence one
 //! Lease. With several `Local` Services on one VIP (MetalLB requires them
 //! to select the same pods), the node needs a ready endpoint of each.
+//!
+//! A Gateway's address ([`gateways`]) is eligible wherever one of its
+//! listeners is programmed, as a `Cluster` Service's VIP: the listeners
+//! reach any ready endpoint of their routes' backends, on any node, through
+//! SNAT. It shares the Lease of a Service VIP it coincides with, and a
+//! `Local` Service there that keeps the VIP from this node keeps it for the
+//! Gateway too.
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::IpAddr,
 };
 
-use crate::source::k8s::translate::Translation;
+use crate::source::k8s::{gateway::translate::Translation as GatewayTranslation, translate::Translation};
 
 /// The VIPs this node may announce, each with the Services (`namespace`,
 /// `name`) programmed on it.
@@ -32,6 +39,24 @@ pub fn eligible(t: &Translation) -> Eligible {
         })
         .map(|(vip, services)| (*vip, services.clone()))
         .collect()
+}
+
+/// The Gateway addresses this node may announce, each with the Gateways
+/// (`namespace`, `name`) with a listener programmed on it: `gw` is the
+/// Gateway translation once the listeners an older Service took have
+/// yielded, `t` the Services' translation (a VIP a Service is programmed on
+/// is eligible only if [`eligible`] says so).
+pub fn gateways(t: &Translation, gw: &GatewayTranslation) -> Eligible {
+    let services = eligible(t);
+    let mut out = Eligible::new();
+    for c in &gw.candidates {
+        let vip = c.spec.vip;
+        let service_vip = t.vip_services.get(&vip).is_some_and(|s| !s.is_empty());
+        if !service_vip || services.contains_key(&vip) {
+            out.entry(vip).or_default().insert(c.gateway.clone());
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -159,5 +184,85 @@ mod tests {
         let mut loser = svc("loser", "192.0.2.10", "Cluster", udp());
         loser["metadata"]["creationTimestamp"] = json!("2026-01-02T00:00:00Z");
         assert_eq!(eligible_of(&[other, owner, loser], &[]), [e("192.0.2.10", &["apps/owner"])]);
+    }
+
+    /// The Gateway addresses eligible beside the Services `svcs`: Gateway
+    /// `apps/gw` of our class on `addr` with a UDP listener on `port` and a
+    /// UDPRoute to Service `apps/dns` (port 53), the listener yielding to an
+    /// older Service on the same key as the agent does.
+    fn gateway_eligible(svcs: &[Value], sls: &[Value], addr: &str, port: u16) -> Vec<(String, Vec<String>)> {
+        use crate::source::k8s::gateway::{
+            translate::{translate as gw_translate, Inputs as GwInputs, Route},
+            types::{Gateway, GatewayClass, UDPRoute},
+        };
+        const CTRL: &str = "xlb.io/gateway-controller";
+        let mut svcs = svcs.to_vec();
+        let mut backend = svc("dns", "", "Cluster", udp());
+        backend["spec"] = json!({"type": "ClusterIP", "ports": [{"name": "dns", "port": 53, "protocol": "UDP"}]});
+        svcs.push(backend);
+        let services: Vec<Arc<Service>> =
+            svcs.iter().map(|s| Arc::new(serde_json::from_value(s.clone()).unwrap())).collect();
+        let slices: Vec<Arc<EndpointSlice>> =
+            sls.iter().map(|s| Arc::new(serde_json::from_value(s.clone()).unwrap())).collect();
+        let class: GatewayClass = serde_json::from_value(json!({"apiVersion": "gateway.networking.k8s.io/v1",
+            "kind": "GatewayClass", "metadata": {"name": "xlb"}, "spec": {"controllerName": CTRL}}))
+        .unwrap();
+        let gw: Gateway = serde_json::from_value(json!({"apiVersion": "gateway.networking.k8s.io/v1",
+            "kind": "Gateway", "metadata": {"namespace": "apps", "name": "gw", "creationTimestamp": "2026-01-02T00:00:00Z"},
+            "spec": {"gatewayClassName": "xlb", "addresses": [{"type": "IPAddress", "value": addr}],
+                     "listeners": [{"name": "dns", "port": port, "protocol": "UDP"}]}}))
+        .unwrap();
+        let route: UDPRoute = serde_json::from_value(json!({"apiVersion": "gateway.networking.k8s.io/v1",
+            "kind": "UDPRoute", "metadata": {"namespace": "apps", "name": "dns"},
+            "spec": {"parentRefs": [{"name": "gw"}], "rules": [{"backendRefs": [{"name": "dns", "port": 53}]}]}}))
+        .unwrap();
+        let mut g = gw_translate(&GwInputs {
+            classes: &[Arc::new(class)],
+            gateways: &[Arc::new(gw)],
+            routes: &[Route::udp(&route)],
+            grants: &[],
+            namespaces: &[],
+            services: &services,
+            slices: &slices,
+            controller_name: CTRL,
+            node_name: NODE,
+            pools: &[],
+        });
+        let reserved = g.reservations();
+        let t = translate(&Inputs {
+            services: &services,
+            slices: &slices,
+            node_name: NODE,
+            lb_class: CLASS,
+            pools: &[],
+            reserved: &reserved,
+        });
+        g.yield_to(&t.taken);
+        gateways(&t, &g)
+            .into_iter()
+            .map(|(vip, s)| (vip.to_string(), s.into_iter().map(|(ns, n)| format!("{ns}/{n}")).collect()))
+            .collect()
+    }
+
+    #[test]
+    fn a_gateway_address_is_eligible_wherever_a_listener_is_programmed_even_without_local_endpoints() {
+        assert_eq!(gateway_eligible(&[], &[], "192.0.2.20", 53), [e("192.0.2.20", &["apps/gw"])]);
+        assert_eq!(gateway_eligible(&[], &[], "2001:db8::20", 53), [e("2001:db8::20", &["apps/gw"])]);
+        let remote = slice("dns", "dns-1", "IPv4", &udp(), &[("10.1.0.2", "node-b", true, false)]);
+        assert_eq!(gateway_eligible(&[], &[remote], "192.0.2.20", 53), [e("192.0.2.20", &["apps/gw"])]);
+    }
+
+    #[test]
+    fn a_gateway_address_follows_the_services_on_it() {
+        // An older Service holds the listener's address and port: nothing of the Gateway programmed.
+        let owner = svc("owner", "192.0.2.10", "Cluster", udp());
+        assert!(gateway_eligible(std::slice::from_ref(&owner), &[], "192.0.2.10", 53).is_empty());
+        // Another port of a Cluster Service's VIP: eligible as the Service's VIP is.
+        assert_eq!(gateway_eligible(&[owner], &[], "192.0.2.10", 5300), [e("192.0.2.10", &["apps/gw"])]);
+        // A Local Service without a local endpoint keeps the shared VIP from this node.
+        let local = svc("local", "192.0.2.10", "Local", udp());
+        assert!(gateway_eligible(std::slice::from_ref(&local), &[], "192.0.2.10", 5300).is_empty());
+        let here = slice("local", "l", "IPv4", &udp(), &[("10.1.0.4", NODE, true, false)]);
+        assert_eq!(gateway_eligible(&[local], &[here], "192.0.2.10", 5300), [e("192.0.2.10", &["apps/gw"])]);
     }
 }
