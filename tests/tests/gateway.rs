@@ -793,3 +793,60 @@ fn gateway_status_not_rewritten_in_steady_state() {
     // Still served (the agent did not stall instead).
     wait_udp_served(&c, 53, 5);
 }
+
+/// IPv6: a Gateway on a static IPv6 address (UDP and TCP listeners) and one
+/// given an IPv6 address by the pool, their routes to dual-stack Services
+/// whose IPv6 endpoints serve, with real traffic; the IPv4 endpoints are
+/// not used for an IPv6 address.
+#[test]
+fn gateway_ipv6_static_and_pool_addresses() {
+    let c = Cluster::start_gateway(2, &["--vip-pool", "2001:db8:ffff::10/126"]);
+    base_objects(&c);
+    c.set_slice(NS, "dns6", "dns", true, &[ready(0), ready(1)], &[("dns", UDP_PORT, "UDP")]);
+    c.set_slice(NS, "web6", "web", true, &[ready(0), ready(1)], &[("http", TCP_PORT, "TCP")]);
+    let v6 = Topology::VIP_V6.to_string();
+    c.create_gateway_object(
+        &gw::gateway(NS, "gw", CLASS).address(&v6).listener("dns", "UDP", 53).listener("web", "TCP", 80).build(),
+    );
+    c.create_gateway_object(&gw::udp_route(NS, "dns").parent("gw", Some("dns")).backend("dns", 53, None).build());
+    c.create_gateway_object(&gw::tcp_route(NS, "web").parent("gw", Some("web")).backend("web", 80, None).build());
+    c.create_gateway_object(&gw::gateway(NS, "pooled", CLASS).listener("dns", "UDP", 53).build());
+    c.create_gateway_object(&gw::udp_route(NS, "pooled").parent("pooled", None).backend("dns", 53, None).build());
+
+    let g = c.wait_object(&gw::gateway_path(NS, "gw"), "Gateway Programmed", |o| is_true(&o["status"], "Programmed"));
+    assert_eq!(g["status"]["addresses"][0]["value"], v6, "{g:#}");
+    accepted_and_resolved(&c, "UDPRoute", "dns");
+    accepted_and_resolved(&c, "TCPRoute", "web");
+    for name in ["dns", "web"] {
+        let s = c.wait_backends(&format!("gateway/{NS}/gw:{name}"), 2);
+        let backends = s["backends"].to_string();
+        assert!(backends.contains("fd00:1:"), "IPv6 endpoints for an IPv6 address: {s:#}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let t = c.udp(vip6(53), 20);
+        if tags(&t) == ["pod0", "pod1"] && !t.contains_key(NO_REPLY) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "UDP [{v6}]:53 not served: {t:?}\n{}", c.agent.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let t = c.tcp(vip6(80), 20);
+    assert_eq!(tags(&t), ["pod0", "pod1"], "TCP [{v6}]:80, every connection answered by both endpoints: {t:?}");
+
+    let p = c.wait_object(&gw::gateway_path(NS, "pooled"), "an IPv6 address from the pool", |o| {
+        o["status"]["addresses"][0]["value"].is_string() && is_true(&o["status"], "Programmed")
+    });
+    let ip: std::net::IpAddr = p["status"]["addresses"][0]["value"].as_str().unwrap().parse().expect("an IP");
+    assert_eq!(ip.to_string(), "2001:db8:ffff::11", "the pool's first free address (::10 is gw's): {p:#}");
+    let to = std::net::SocketAddr::new(ip, 53);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let t = c.udp(to, 10);
+        if tags(&t) == ["pod0", "pod1"] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{to} not served: {t:?}\n{}", c.agent.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
