@@ -850,3 +850,76 @@ fn gateway_ipv6_static_and_pool_addresses() {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// The Gateway's address in [`crds_uninstalled_and_reinstalled`] (beside
+/// the Service's VIP).
+const GW_ADDR: &str = "192.0.2.20";
+
+/// The Gateway `gw` on [`GW_ADDR`] with a UDP listener on 53 and its
+/// UDPRoute to Service `dns`, served by both pods.
+fn gateway_on_its_own_address(c: &Cluster) {
+    c.create_gateway_object(&gw::gateway(NS, "gw", CLASS).address(GW_ADDR).listener("dns", "UDP", 53).build());
+    c.create_gateway_object(&gw::udp_route(NS, "dns").parent("gw", None).backend("dns", 53, None).build());
+    accepted_and_resolved(c, "UDPRoute", "dns");
+    let to = std::net::SocketAddr::new(GW_ADDR.parse().unwrap(), 53);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let t = c.udp(to, 10);
+        if tags(&t) == ["pod0", "pod1"] && !t.contains_key(NO_REPLY) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{to} not served: {t:?}\n{}", c.agent.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The requests of the agent for Gateway API resources so far.
+fn gateway_api_requests(c: &Cluster) -> u64 {
+    let by_agent = c.api.request_counts_by_agent().expect("request counts");
+    by_agent.get("xlb").map_or(0, |m| m.iter().filter(|(k, _)| k.contains(gw::GATEWAY_GROUP)).map(|(_, n)| n).sum())
+}
+
+/// The Gateway API CRDs uninstalled while a Gateway listener carries
+/// traffic beside a Service VIP: the Gateway API objects are gone with
+/// them, so is the listener's service (as with a deleted Gateway), the
+/// agent stays healthy, tells it once per kind and asks the API server
+/// at most every few seconds (no error loop); the Service's VIP is served
+/// throughout. Installed again, the CRDs and new objects are picked up
+/// without a restart and served.
+#[test]
+fn crds_uninstalled_and_reinstalled() {
+    let c = cluster();
+    c.create_service(&dns_service("svc"));
+    c.set_slice(NS, "svc", "svc", false, &[ready(1)], DNS_PORTS);
+    c.wait_backends(&format!("{NS}/svc:dns"), 1);
+    gateway_on_its_own_address(&c);
+    let listener = format!("gateway/{NS}/gw:dns");
+
+    c.api.uninstall_gateway_api().expect("uninstall the Gateway API CRDs");
+    c.wait_programmed("the listener's service gone with the CRDs", |p| !p.contains_key(&listener));
+    let t = wait_udp_served(&c, 53, 10);
+    assert_eq!(tags(&t), ["pod1"], "the Service VIP is served while the CRDs are gone: {t:?}");
+    // Past the watches' first retries: from then on, a few requests per
+    // kind (5) per period of the capped backoff (5 s), nothing like a loop.
+    std::thread::sleep(Duration::from_secs(8));
+    let before = gateway_api_requests(&c);
+    std::thread::sleep(Duration::from_secs(10));
+    let asked = gateway_api_requests(&c) - before;
+    assert!(asked <= 20, "{asked} Gateway API requests in 10 s with the CRDs gone:\n{}", c.agent.log());
+    assert!(c.agent.is_healthy(), "healthy without the CRDs:\n{}", c.agent.log());
+    let log = c.agent.log();
+    assert!(!log.contains("watch failed"), "a removed CRD is no watch failure:\n{log}");
+    let told = log.matches("no longer serves this Gateway API kind").count();
+    assert!((1..=5).contains(&told), "told {told} times that a kind is gone:\n{}", c.agent.log());
+    assert!(!c.programmed().contains_key(&listener), "{:#?}", c.programmed());
+    let t = wait_udp_served(&c, 53, 10);
+    assert_eq!(tags(&t), ["pod1"], "the Service VIP is still served: {t:?}");
+
+    c.api.install_gateway_api().expect("install the Gateway API CRDs again");
+    c.create_gateway_object(&gw::gateway_class(CLASS, CONTROLLER));
+    gateway_on_its_own_address(&c);
+    c.wait_object(&gw::gateway_path(NS, "gw"), "Gateway Programmed again", |o| is_true(&o["status"], "Programmed"));
+    let t = wait_udp_served(&c, 53, 10);
+    assert_eq!(tags(&t), ["pod1"], "the Service VIP is served after: {t:?}");
+    assert!(c.agent.is_healthy(), "{}", c.agent.log());
+}
