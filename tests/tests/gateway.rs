@@ -58,10 +58,39 @@ fn route_status(c: &Cluster, kind: &str, name: &str, what: &str, pred: impl Fn(&
     obj["status"]["parents"][0].clone()
 }
 
+/// Waits until route `name`'s first parent is `Accepted` and
+/// `ResolvedRefs`, with the upstream reasons (`RouteReasonAccepted`,
+/// `RouteReasonResolvedRefs`).
 fn accepted_and_resolved(c: &Cluster, kind: &str, name: &str) -> Value {
-    route_status(c, kind, name, "parent Accepted and ResolvedRefs", |p| {
+    let p = route_status(c, kind, name, "parent Accepted and ResolvedRefs", |p| {
         is_true(p, "Accepted") && is_true(p, "ResolvedRefs")
-    })
+    });
+    assert_eq!(condition(&p, "Accepted"), Some(("True".into(), "Accepted".into())), "{p:#}");
+    assert_eq!(condition(&p, "ResolvedRefs"), Some(("True".into(), "ResolvedRefs".into())), "{p:#}");
+    p
+}
+
+/// `(status, reason)` of the conditions `types` of `holder`.
+fn conditions(holder: &Value, types: &[&str]) -> Vec<Option<(String, String)>> {
+    types.iter().map(|t| condition(holder, t)).collect()
+}
+
+/// `Some((status, reason))` for each pair.
+fn expect(pairs: &[(&str, &str)]) -> Vec<Option<(String, String)>> {
+    pairs.iter().map(|(s, r)| Some(((*s).to_string(), (*r).to_string()))).collect()
+}
+
+/// A listener of one route kind that is accepted, programmed and holds
+/// `attached` routes, with the upstream reasons (`ListenerReasonAccepted`,
+/// `ListenerReasonProgrammed`, `ListenerReasonResolvedRefs`,
+/// `ListenerReasonNoConflicts`) and `supportedKinds` of the Gateway API group.
+fn assert_listener_ok(l: &Value, kind: &str, attached: u64) {
+    let got = conditions(l, &["Accepted", "Programmed", "ResolvedRefs", "Conflicted"]);
+    let want =
+        expect(&[("True", "Accepted"), ("True", "Programmed"), ("True", "ResolvedRefs"), ("False", "NoConflicts")]);
+    assert_eq!(got, want, "{l:#}");
+    assert_eq!(l["supportedKinds"], json!([{"group": gw::GATEWAY_GROUP, "kind": kind}]), "{l:#}");
+    assert_eq!(l["attachedRoutes"], attached, "{l:#}");
 }
 
 /// Waits until `n` new UDP flows to `port` of the VIP all get a reply;
@@ -98,16 +127,18 @@ fn udproute() {
 
     let class =
         c.wait_object(&gw::gateway_class_path(CLASS), "GatewayClass Accepted", |o| is_true(&o["status"], "Accepted"));
+    assert_eq!(condition(&class["status"], "Accepted").unwrap().1, "Accepted", "{class:#}");
     let kinds = class["status"]["supportedFeatures"].to_string();
     assert!(kinds.contains("UDPRoute") && kinds.contains("TCPRoute"), "supportedFeatures: {kinds}");
     let g = c.wait_object(&gw::gateway_path(NS, "gw"), "Gateway Accepted and Programmed", |o| {
         is_true(&o["status"], "Accepted") && is_true(&o["status"], "Programmed")
     });
+    let got = conditions(&g["status"], &["Accepted", "Programmed"]);
+    assert_eq!(got, expect(&[("True", "Accepted"), ("True", "Programmed")]), "{g:#}");
     assert_eq!(g["status"]["addresses"][0]["value"], Topology::VIP_V4.to_string(), "{g:#}");
     let l = &g["status"]["listeners"][0];
     assert_eq!(l["name"], "dns", "{g:#}");
-    assert_eq!(l["attachedRoutes"], 1, "{g:#}");
-    assert!(is_true(l, "Accepted") && is_true(l, "Programmed") && is_true(l, "ResolvedRefs"), "{g:#}");
+    assert_listener_ok(l, "UDPRoute", 1);
     let p = accepted_and_resolved(&c, "UDPRoute", "dns");
     assert_eq!(p["controllerName"], CONTROLLER, "{p:#}");
     assert_eq!(p["parentRef"]["name"], "gw", "{p:#}");
@@ -309,6 +340,8 @@ fn udproute_not_allowed_by_listeners() {
         condition(p, "Accepted").is_some_and(|(s, _)| s == "False")
     });
     assert_eq!(condition(&p, "Accepted").unwrap().1, "NotAllowedByListeners", "{p:#}");
+    let l = listener_status(&c, "web", "listener status", |l| l["attachedRoutes"].is_number());
+    assert_eq!(l["attachedRoutes"], 0, "{l:#}");
     let p = c.programmed();
     assert!(p.values().all(|s| s["protocol"] != "udp"), "no UDP service from a refused route: {p:#?}");
 }
@@ -371,6 +404,8 @@ fn udproute_multiple_routes_attachment() {
     for name in ["newer", "older"] {
         accepted_and_resolved(&c, "UDPRoute", name);
     }
+    let l = listener_status(&c, "dns", "both routes attached", |l| l["attachedRoutes"] == 2);
+    assert_listener_ok(&l, "UDPRoute", 2);
     c.wait_backends(&format!("gateway/{NS}/gw:dns"), 1);
     let t = wait_udp_served(&c, 53, 20);
     assert_eq!(tags(&t), ["pod1"], "the oldest route's backend only: {t:?}");
@@ -527,10 +562,12 @@ fn gateway_listener_conflicts_and_unsupported_protocol() {
     for name in ["dns-a", "dns-b"] {
         let l = listener(name);
         assert_eq!(condition(&l, "Conflicted"), Some(("True".into(), "ProtocolConflict".into())), "{g:#}");
-        assert!(!is_true(&l, "Programmed"), "{g:#}");
+        assert_eq!(condition(&l, "Programmed"), Some(("False".into(), "Invalid".into())), "{g:#}");
     }
     let http = listener("http");
     assert_eq!(condition(&http, "Accepted"), Some(("False".into(), "UnsupportedProtocol".into())), "{g:#}");
+    assert_eq!(condition(&http, "Programmed"), Some(("False".into(), "Invalid".into())), "{g:#}");
+    assert_eq!(condition(&g["status"], "Accepted"), Some(("True".into(), "ListenersNotValid".into())), "{g:#}");
     assert!(is_true(&listener("web"), "Programmed"), "{g:#}");
     accepted_and_resolved(&c, "TCPRoute", "web");
     c.wait_backends(&format!("gateway/{NS}/gw:web"), 2);
@@ -582,6 +619,8 @@ fn tcproute_multiple_routes_attachment() {
     for name in ["newer", "older"] {
         accepted_and_resolved(&c, "TCPRoute", name);
     }
+    let l = listener_status(&c, "web", "both routes attached", |l| l["attachedRoutes"] == 2);
+    assert_listener_ok(&l, "TCPRoute", 2);
     c.wait_backends(&format!("gateway/{NS}/gw:web"), 1);
     let t = c.tcp(vip4(80), 20);
     assert_eq!(tags(&t), ["pod1"], "the oldest route's backend only: {t:?}");

@@ -651,3 +651,132 @@ fn gateway_notes_say_what_is_programmed() {
     let n = &notes[&("apps".to_string(), "gw".to_string())];
     assert!(n.iter().any(|n| !n.warning && n.message.contains("gateway/apps/gw:dns")), "{n:?}");
 }
+
+/// The condition reasons of the Gateway API v1 (`apis/v1/shared_types.go`,
+/// `gateway_types.go`, `gatewayclass_types.go`) by (object, condition type).
+fn upstream_reasons(scope: &str, type_: &str) -> &'static [&'static str] {
+    match (scope, type_) {
+        ("route", "Accepted") => &[
+            "Accepted",
+            "NotAllowedByListeners",
+            "NoMatchingListenerHostname",
+            "NoMatchingParent",
+            "UnsupportedValue",
+            "Pending",
+        ],
+        ("route", "ResolvedRefs") => {
+            &["ResolvedRefs", "RefNotPermitted", "InvalidKind", "BackendNotFound", "UnsupportedProtocol"]
+        }
+        ("listener", "Accepted") => {
+            &["Accepted", "PortUnavailable", "UnsupportedProtocol", "UnsupportedValue", "Pending"]
+        }
+        ("listener", "Programmed") => &["Programmed", "Invalid", "Pending"],
+        ("listener", "ResolvedRefs") => {
+            &["ResolvedRefs", "InvalidCertificateRef", "InvalidRouteKinds", "RefNotPermitted"]
+        }
+        ("listener", "Conflicted") => &["HostnameConflict", "ProtocolConflict", "NoConflicts"],
+        ("gateway", "Accepted") => {
+            &["Accepted", "ListenersNotValid", "Invalid", "InvalidParameters", "UnsupportedAddress", "Pending"]
+        }
+        ("gateway", "Programmed") => {
+            &["Programmed", "Invalid", "Pending", "NoResources", "AddressNotAssigned", "AddressNotUsable"]
+        }
+        ("gatewayclass", "Accepted") => {
+            &["Accepted", "InvalidParameters", "Pending", "Unsupported", "UnsupportedVersion"]
+        }
+        _ => &[],
+    }
+}
+
+/// Every condition xlb writes, in every case the translation tells apart,
+/// has a reason the upstream API defines for its type.
+#[test]
+fn every_condition_reason_is_an_upstream_one() {
+    let mut w = World::new();
+    w.pools = vec!["192.0.2.0/24".parse().unwrap()];
+    let ls = json!([
+        udp_listener("dns", 53), tcp_listener("web", 80), tcp_listener("a", 81), tcp_listener("b", 81),
+        {"name": "h", "port": 82, "protocol": "HTTP"},
+        {"name": "k", "port": 83, "protocol": "UDP", "allowedRoutes": {"kinds": [{"kind": "TCPRoute"}]}}
+    ]);
+    w.gateways.push(gateway("apps", "gw", "2024-02-01T00:00:00Z", Some("192.0.2.10"), ls));
+    w.gateways.push(gateway("apps", "pending", "2024-02-01T00:00:00Z", None, json!([udp_listener("dns", 53)])));
+    w.gateways.push(gateway(
+        "apps",
+        "out",
+        "2024-02-01T00:00:00Z",
+        Some("198.51.100.1"),
+        json!([udp_listener("d", 53)]),
+    ));
+    let mut host = gateway("apps", "host", "2024-02-01T00:00:00Z", None, json!([udp_listener("d", 53)]));
+    host["spec"]["addresses"] = json!([{"type": "Hostname", "value": "lb.example.com"}]);
+    w.gateways.push(host);
+    let created = "2024-02-02T00:00:00Z";
+    let sec = |s: &str| json!([{"name": "gw", "sectionName": s}]);
+    w.routes.push(route(RouteKind::Udp, "apps", "ok", created, gw_ref("gw"), dns_backend()));
+    w.routes.push(route(RouteKind::Udp, "apps", "wrong-kind", created, sec("web"), dns_backend()));
+    w.routes.push(route(RouteKind::Udp, "apps", "no-parent", created, sec("nope"), dns_backend()));
+    w.routes.push(route(
+        RouteKind::Udp,
+        "apps",
+        "missing",
+        created,
+        gw_ref("gw"),
+        json!([{"name": "nope", "port": 53}]),
+    ));
+    let other_ns = json!([{"name": "dns", "namespace": "other", "port": 53}]);
+    w.routes.push(route(RouteKind::Udp, "apps", "cross", created, gw_ref("gw"), other_ns));
+    let kind = json!([{"group": "example.com", "kind": "Thing", "name": "x", "port": 53}]);
+    w.routes.push(route(RouteKind::Udp, "apps", "kind", created, gw_ref("gw"), kind));
+    let t = w.run();
+    let now = Time(Timestamp::from_second(1_800_000_000).unwrap());
+    let mut seen: Vec<(&str, String, String)> = Vec::new();
+    for g in t.gateways.values() {
+        let s = status::gateway_status(g, None, None, &now);
+        seen.extend(s.conditions.iter().map(|c| ("gateway", c.type_.clone(), c.reason.clone())));
+        for l in &s.listeners {
+            seen.extend(l.conditions.iter().map(|c| ("listener", c.type_.clone(), c.reason.clone())));
+        }
+    }
+    for r in t.routes.values() {
+        for p in status::route_status(r, CTRL, None, &now).parents {
+            seen.extend(p.conditions.iter().map(|c| ("route", c.type_.clone(), c.reason.clone())));
+        }
+    }
+    seen.extend(
+        status::class_status(Some(1), None, &now)
+            .conditions
+            .iter()
+            .map(|c| ("gatewayclass", c.type_.clone(), c.reason.clone())),
+    );
+    for (scope, type_, reason) in &seen {
+        assert!(
+            upstream_reasons(scope, type_).contains(&reason.as_str()),
+            "{scope} {type_}: {reason} is not an upstream reason"
+        );
+    }
+    // Each case was reached.
+    let reasons: std::collections::BTreeSet<&str> = seen.iter().map(|(_, _, r)| r.as_str()).collect();
+    for r in [
+        "NotAllowedByListeners",
+        "NoMatchingParent",
+        "BackendNotFound",
+        "RefNotPermitted",
+        "InvalidKind",
+        "ProtocolConflict",
+        "UnsupportedProtocol",
+        "InvalidRouteKinds",
+        "ListenersNotValid",
+        "UnsupportedAddress",
+        "AddressNotUsable",
+        "AddressNotAssigned",
+        "Pending",
+        "Invalid",
+        "NoConflicts",
+        "Programmed",
+        "Accepted",
+        "ResolvedRefs",
+    ] {
+        assert!(reasons.contains(r), "no case gave {r}: {reasons:?}");
+    }
+}
