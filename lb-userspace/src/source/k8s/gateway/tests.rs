@@ -780,3 +780,108 @@ fn every_condition_reason_is_an_upstream_one() {
         assert!(reasons.contains(r), "no case gave {r}: {reasons:?}");
     }
 }
+
+/// A YAML document as JSON (what the API server would store).
+fn yaml_to_json(y: &yaml_rust2::Yaml) -> Value {
+    use yaml_rust2::Yaml;
+    match y {
+        Yaml::Hash(h) => Value::Object(
+            h.iter()
+                .map(|(k, v)| (k.as_str().map_or_else(|| format!("{k:?}"), str::to_string), yaml_to_json(v)))
+                .collect(),
+        ),
+        Yaml::Array(a) => Value::Array(a.iter().map(yaml_to_json).collect()),
+        Yaml::String(s) => json!(s),
+        Yaml::Integer(i) => json!(i),
+        Yaml::Real(r) => json!(r.parse::<f64>().expect("a YAML real")),
+        Yaml::Boolean(b) => json!(b),
+        _ => Value::Null,
+    }
+}
+
+fn yaml_docs(text: &str) -> Vec<Value> {
+    yaml_rust2::YamlLoader::load_from_str(text).expect("YAML").iter().map(yaml_to_json).collect()
+}
+
+/// The indented YAML block of `deploy/README.md`'s Gateway API section (the
+/// example shown there).
+fn readme_gateway_example() -> String {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/README.md")).expect("deploy/README.md");
+    let section = &readme[readme.find("## Gateway API").expect("the Gateway API section")..];
+    let start = section.find("    apiVersion: gateway.networking.k8s.io/v1").expect("an example in the section");
+    section[start..]
+        .lines()
+        .take_while(|l| l.is_empty() || l.starts_with("    "))
+        .map(|l| l.strip_prefix("    ").unwrap_or(l))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// `deploy/examples/gateway-dns.yaml` and the example of `deploy/README.md`
+/// translated as they say: two listeners on the Gateway's address (from
+/// the pool, or the commented `spec.addresses`), each with its route to the
+/// ClusterIP Service's endpoints at the target port; the README's objects
+/// are the file's.
+#[test]
+fn the_shipped_examples_translate_as_documented() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/examples/gateway-dns.yaml");
+    let file = yaml_docs(&std::fs::read_to_string(path).expect("deploy/examples/gateway-dns.yaml"));
+    let of_kind =
+        |docs: &[Value], kind: &str| -> Vec<Value> { docs.iter().filter(|d| d["kind"] == kind).cloned().collect() };
+    let readme = yaml_docs(&readme_gateway_example());
+    for kind in ["GatewayClass", "Gateway", "UDPRoute", "TCPRoute"] {
+        assert_eq!(of_kind(&readme, kind), of_kind(&file, kind), "deploy/README.md's {kind} is the example file's");
+        assert_eq!(of_kind(&file, kind).len(), 1, "one {kind} in the example");
+    }
+    let mut w = World {
+        classes: of_kind(&file, "GatewayClass"),
+        gateways: of_kind(&file, "Gateway"),
+        services: of_kind(&file, "Service"),
+        pools: vec!["192.0.2.48/28".parse().unwrap()],
+        ..Default::default()
+    };
+    for (kind, tcp) in [("UDPRoute", false), ("TCPRoute", true)] {
+        let v = of_kind(&file, kind).remove(0);
+        w.routes.push(if tcp {
+            Route::tcp(&serde_json::from_value::<TCPRoute>(v).unwrap())
+        } else {
+            Route::udp(&serde_json::from_value::<UDPRoute>(v).unwrap())
+        });
+    }
+    // The Deployment's two pods, as the EndpointSlice controller lists them.
+    let mut s = slice("xlb-gw-demo", "dns", "dns", 5353, "UDP", &["10.1.0.5", "10.1.0.6"]);
+    s["ports"] =
+        json!([{"name": "dns", "port": 5353, "protocol": "UDP"}, {"name": "dns-tcp", "port": 5353, "protocol": "TCP"}]);
+    w.slices.push(s);
+    assert_eq!(w.classes[0]["spec"]["controllerName"], CTRL, "the default --gateway-controller-name");
+    let key = ("xlb-gw-demo".to_string(), "dns".to_string());
+
+    // No address yet: the allocator gives one from the pool.
+    let t = w.run();
+    assert!(matches!(t.gateways[&key].address, Err(AddressProblem::NotAssigned(_))));
+    let given = address::plan(&t, &std::collections::BTreeSet::new(), &w.pools)[&key];
+    w.gateways[0]["status"] = json!({"addresses": [{"type": "IPAddress", "value": given.to_string()}]});
+    let check = |t: &Translation, vip: IpAddr| {
+        let names: Vec<&str> = t.services().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["gateway/xlb-gw-demo/dns:dns-udp", "gateway/xlb-gw-demo/dns:dns-tcp"]);
+        for (name, proto) in
+            [("gateway/xlb-gw-demo/dns:dns-udp", Protocol::Udp), ("gateway/xlb-gw-demo/dns:dns-tcp", Protocol::Tcp)]
+        {
+            let s = spec(t, name);
+            assert_eq!((s.vip, s.port, s.protocol, s.reject_weight), (vip, 53, proto, 0), "{name}");
+            assert_eq!(weights(s), [("10.1.0.5:5353".into(), 1), ("10.1.0.6:5353".into(), 1)], "{name}");
+        }
+        for (kind, name) in [(RouteKind::Udp, "dns"), (RouteKind::Tcp, "dns-tcp")] {
+            let r = parent(t, kind, "xlb-gw-demo", name);
+            assert_eq!(r.parents.len(), 1);
+            assert!(r.parents[0].accepted.is_ok() && r.resolution.problem.is_none(), "{name}: {r:?}");
+        }
+        let g = &t.gateways[&("xlb-gw-demo".to_string(), "dns".to_string())];
+        assert!(g.listeners.iter().all(|l| l.attached_routes == 1 && l.invalid_kinds.is_empty()), "{g:?}");
+    };
+    check(&w.run(), given);
+    // The commented address, uncommented.
+    w.gateways[0]["spec"]["addresses"] = json!([{"type": "IPAddress", "value": "192.0.2.53"}]);
+    check(&w.run(), ip("192.0.2.53"));
+}
