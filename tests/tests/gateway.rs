@@ -108,15 +108,104 @@ fn wait_udp_served(c: &Cluster, port: u16, n: usize) -> HashMap<String, usize> {
 }
 
 fn udp_outcomes(c: &Cluster, port: u16, n: usize) -> (usize, usize, usize) {
-    let (mut replies, mut refused, mut silent) = (0, 0, 0);
-    for _ in 0..n {
-        match udp_probe(&c.topo.client, vip4(port), b"x", T).expect("UDP probe") {
-            Probe::Reply(_) => replies += 1,
-            Probe::Refused => refused += 1,
-            Probe::Timeout => silent += 1,
+    UDP.outcomes(c, port, n)
+}
+
+/// What the UDP and TCP variants of a conformance test differ in: the
+/// protocol, the route kind, and the backend Service of [`base_objects`]
+/// (`dns` 53/UDP or `web` 80/TCP) with its listener name and a second port.
+#[derive(Clone, Copy)]
+struct L4 {
+    protocol: &'static str,
+    kind: &'static str,
+    /// The Service, its port name and port, and the listener's name.
+    service: &'static str,
+    port_name: &'static str,
+    port: u16,
+    /// The pods' port (the Service's target port).
+    target: u16,
+    /// Another port for a second listener.
+    alt_port: u16,
+}
+
+const UDP: L4 = L4 {
+    protocol: "UDP",
+    kind: "UDPRoute",
+    service: "dns",
+    port_name: "dns",
+    port: 53,
+    target: UDP_PORT,
+    alt_port: 5300,
+};
+const TCP: L4 = L4 {
+    protocol: "TCP",
+    kind: "TCPRoute",
+    service: "web",
+    port_name: "http",
+    port: 80,
+    target: TCP_PORT,
+    alt_port: 8000,
+};
+
+impl L4 {
+    /// The listener's name in these tests (`dns` or `web`).
+    fn listener(self) -> &'static str {
+        if self.protocol == "UDP" {
+            "dns"
+        } else {
+            "web"
         }
     }
-    (replies, refused, silent)
+
+    /// Starts a route of this kind.
+    fn route(self, ns: &str, name: &str) -> gw::RouteBuilder {
+        if self.protocol == "UDP" {
+            gw::udp_route(ns, name)
+        } else {
+            gw::tcp_route(ns, name)
+        }
+    }
+
+    /// A Service `ns/name` like the base one whose only endpoint is pod `pod`.
+    fn backend_in(self, c: &Cluster, ns: &str, name: &str, pod: usize) {
+        c.create_service(&backend_service(ns, name).port(self.port_name, self.port, self.protocol));
+        c.set_slice(ns, name, name, false, &[ready(pod)], &[(self.port_name, self.target, self.protocol)]);
+    }
+
+    /// Tally of replies per pod over `n` new flows to VIP:`port` (UDP:
+    /// once all are answered, [`wait_udp_served`]).
+    fn tally(self, c: &Cluster, port: u16, n: usize) -> HashMap<String, usize> {
+        if self.protocol == "UDP" {
+            wait_udp_served(c, port, n)
+        } else {
+            c.tcp(vip4(port), n)
+        }
+    }
+
+    /// `(served, refused, silent)` of `n` new flows to VIP:`port` (refused:
+    /// UDP ICMP port unreachable, TCP RST).
+    fn outcomes(self, c: &Cluster, port: u16, n: usize) -> (usize, usize, usize) {
+        let (mut served, mut refused, mut silent) = (0, 0, 0);
+        for _ in 0..n {
+            let probe = if self.protocol == "UDP" { udp_probe } else { tcp_probe };
+            match probe(&c.topo.client, vip4(port), b"x", T).expect("probe") {
+                Probe::Reply(_) => served += 1,
+                Probe::Refused => refused += 1,
+                Probe::Timeout => silent += 1,
+            }
+        }
+        (served, refused, silent)
+    }
+}
+
+/// Waits until route `name`'s first parent has `ResolvedRefs=False`;
+/// returns its reason, the route still Accepted.
+fn unresolved_reason(c: &Cluster, kind: &str, name: &str) -> String {
+    let p = route_status(c, kind, name, "ResolvedRefs=False", |p| {
+        condition(p, "ResolvedRefs").is_some_and(|(s, _)| s == "False")
+    });
+    assert!(is_true(&p, "Accepted"), "{p:#}");
+    condition(&p, "ResolvedRefs").unwrap().1
 }
 
 #[test]
@@ -187,17 +276,8 @@ fn tcproute_weighted_routing() {
 /// there allows it.
 #[test]
 fn tcproute_reference_grant() {
-    let c = cluster();
-    c.create_service(&backend_service(OTHER_NS, "web").port("http", 80, "TCP"));
-    c.set_slice(OTHER_NS, "web", "web", false, &[ready(1)], &[("http", TCP_PORT, "TCP")]);
-    c.create_gateway_object(&gateway().listener("web", "TCP", 80).build());
-    c.create_gateway_object(
-        &gw::tcp_route(NS, "web").parent("gw", None).backend_ref(Some(OTHER_NS), "web", 80, None).build(),
-    );
-    let p = route_status(&c, "TCPRoute", "web", "ResolvedRefs=False", |p| {
-        condition(p, "ResolvedRefs").is_some_and(|(s, _)| s == "False")
-    });
-    assert_eq!(condition(&p, "ResolvedRefs").unwrap().1, "RefNotPermitted", "{p:#}");
+    let c = cross_namespace_route(TCP);
+    assert_eq!(unresolved_reason(&c, "TCPRoute", "web"), "RefNotPermitted");
     c.create_gateway_object(&gw::reference_grant(OTHER_NS, "from-apps", NS, None));
     accepted_and_resolved(&c, "TCPRoute", "web");
     c.wait_backends(&format!("gateway/{NS}/gw:web"), 1);
@@ -205,29 +285,31 @@ fn tcproute_reference_grant() {
     assert_eq!(tags(&t), ["pod1"], "served by the other namespace's endpoint: {t:?}");
 }
 
-/// Two UDP listeners; one route attaches by `sectionName`, the other by
+/// Two listeners; one route attaches by `sectionName`, the other by
 /// `port`: each listener carries its route's backends.
-#[test]
-fn udproute_parent_ref_port_and_section_name() {
+fn parent_ref_port_and_section_name(p: L4) {
     let c = cluster();
-    c.create_service(&backend_service(NS, "one").port("dns", 53, "UDP"));
-    c.set_slice(NS, "one", "one", false, &[ready(1)], &[("dns", UDP_PORT, "UDP")]);
-    c.create_gateway_object(&gateway().listener("dns", "UDP", 53).listener("alt", "UDP", 5300).build());
+    p.backend_in(&c, NS, "one", 1);
+    let l = p.listener();
+    c.create_gateway_object(&gateway().listener(l, p.protocol, p.port).listener("alt", p.protocol, p.alt_port).build());
+    c.create_gateway_object(&p.route(NS, "by-section").parent("gw", Some("alt")).backend("one", p.port, None).build());
     c.create_gateway_object(
-        &gw::udp_route(NS, "by-section").parent("gw", Some("alt")).backend("one", 53, None).build(),
-    );
-    c.create_gateway_object(
-        &gw::udp_route(NS, "by-port").parent_ref(None, "gw", None, Some(53)).backend("dns", 53, None).build(),
+        &p.route(NS, "by-port").parent_ref(None, "gw", None, Some(p.port)).backend(p.service, p.port, None).build(),
     );
     for name in ["by-section", "by-port"] {
-        accepted_and_resolved(&c, "UDPRoute", name);
+        accepted_and_resolved(&c, p.kind, name);
     }
     c.wait_backends(&format!("gateway/{NS}/gw:alt"), 1);
-    c.wait_backends(&format!("gateway/{NS}/gw:dns"), 2);
-    let alt = wait_udp_served(&c, 5300, 10);
+    c.wait_backends(&format!("gateway/{NS}/gw:{l}"), 2);
+    let alt = p.tally(&c, p.alt_port, 10);
     assert_eq!(tags(&alt), ["pod1"], "the alt listener serves the by-section route's backend only: {alt:?}");
-    let dns = wait_udp_served(&c, 53, 20);
-    assert_eq!(tags(&dns), ["pod0", "pod1"], "the dns listener serves the by-port route: {dns:?}");
+    let main = p.tally(&c, p.port, 20);
+    assert_eq!(tags(&main), ["pod0", "pod1"], "the {l} listener serves the by-port route: {main:?}");
+}
+
+#[test]
+fn udproute_parent_ref_port_and_section_name() {
+    parent_ref_port_and_section_name(UDP);
 }
 
 /// A TCPRoute whose parentRef names a UDP listener: not accepted
@@ -251,34 +333,40 @@ fn tcproute_invalid_non_tcp_listener() {
 
 /// A route with a Service that exists and one that does not, of equal
 /// weight: `ResolvedRefs=False` (`BackendNotFound`), the route still
-/// Accepted; the missing one's share of new flows is answered with ICMP
-/// port unreachable, the rest served.
-#[test]
-fn udproute_invalid_backend_ref_nonexistent() {
+/// Accepted; the missing one's share of new flows is refused (UDP: ICMP
+/// port unreachable, TCP: a RST), the rest served.
+fn invalid_backend_ref_nonexistent(p: L4) {
     let c = cluster();
-    c.create_gateway_object(&gateway().listener("dns", "UDP", 53).build());
+    let l = p.listener();
+    c.create_gateway_object(&gateway().listener(l, p.protocol, p.port).build());
     c.create_gateway_object(
-        &gw::udp_route(NS, "dns").parent("gw", None).backend("dns", 53, Some(50)).backend("nope", 53, Some(50)).build(),
+        &p.route(NS, l)
+            .parent("gw", None)
+            .backend(p.service, p.port, Some(50))
+            .backend("nope", p.port, Some(50))
+            .build(),
     );
-    let p = route_status(&c, "UDPRoute", "dns", "ResolvedRefs=False", |p| {
-        condition(p, "ResolvedRefs").is_some_and(|(s, _)| s == "False")
-    });
-    assert_eq!(condition(&p, "ResolvedRefs").unwrap().1, "BackendNotFound", "{p:#}");
-    assert!(is_true(&p, "Accepted"), "{p:#}");
-    c.wait_backends(&format!("gateway/{NS}/gw:dns"), 2);
-    let (replies, refused, silent) = udp_outcomes(&c, 53, 60);
-    assert_eq!(silent, 0, "every flow is served or refused ({replies} served, {refused} refused)");
-    assert!((10..=50).contains(&refused), "about half refused: {refused} of 60 ({replies} served)");
+    assert_eq!(unresolved_reason(&c, p.kind, l), "BackendNotFound");
+    c.wait_backends(&format!("gateway/{NS}/gw:{l}"), 2);
+    let (served, refused, silent) = p.outcomes(&c, p.port, 60);
+    assert_eq!(silent, 0, "every flow served or refused ({served} served, {refused} refused)");
+    assert!((10..=50).contains(&refused), "about half refused: {refused} of 60 ({served} served)");
 }
 
-/// A route to a Service of another namespace, no ReferenceGrant there.
-fn cross_namespace_route() -> Cluster {
+#[test]
+fn udproute_invalid_backend_ref_nonexistent() {
+    invalid_backend_ref_nonexistent(UDP);
+}
+
+/// A route to the Service of [`OTHER_NS`] like the base one (pod 1), no
+/// ReferenceGrant there.
+fn cross_namespace_route(p: L4) -> Cluster {
     let c = cluster();
-    c.create_service(&backend_service(OTHER_NS, "dns").port("dns", 53, "UDP"));
-    c.set_slice(OTHER_NS, "dns", "dns", false, &[ready(1)], &[("dns", UDP_PORT, "UDP")]);
-    c.create_gateway_object(&gateway().listener("dns", "UDP", 53).build());
+    p.backend_in(&c, OTHER_NS, p.service, 1);
+    let l = p.listener();
+    c.create_gateway_object(&gateway().listener(l, p.protocol, p.port).build());
     c.create_gateway_object(
-        &gw::udp_route(NS, "dns").parent("gw", None).backend_ref(Some(OTHER_NS), "dns", 53, None).build(),
+        &p.route(NS, l).parent("gw", None).backend_ref(Some(OTHER_NS), p.service, p.port, None).build(),
     );
     c
 }
@@ -297,26 +385,27 @@ fn wait_udp_refused(c: &Cluster) {
 }
 
 /// A backendRef to a Service of another namespace without a ReferenceGrant
-/// there: `ResolvedRefs=False` (`RefNotPermitted`), the route Accepted, its
-/// flows rejected.
+/// there: `ResolvedRefs=False` (`RefNotPermitted`), the route Accepted,
+/// every new flow refused.
+fn invalid_cross_namespace_backend_ref(p: L4) {
+    let c = cross_namespace_route(p);
+    let l = p.listener();
+    assert_eq!(unresolved_reason(&c, p.kind, l), "RefNotPermitted");
+    c.wait_programmed("the listener programmed", |s| s.contains_key(&format!("gateway/{NS}/gw:{l}")));
+    let (served, refused, silent) = p.outcomes(&c, p.port, 10);
+    assert_eq!((served, silent), (0, 0), "without a grant nothing is served, all refused ({refused})");
+}
+
 #[test]
 fn udproute_invalid_cross_namespace_backend_ref() {
-    let c = cross_namespace_route();
-    let p = route_status(&c, "UDPRoute", "dns", "ResolvedRefs=False", |p| {
-        condition(p, "ResolvedRefs").is_some_and(|(s, _)| s == "False")
-    });
-    assert_eq!(condition(&p, "ResolvedRefs").unwrap().1, "RefNotPermitted", "{p:#}");
-    assert!(is_true(&p, "Accepted"), "{p:#}");
-    c.wait_programmed("the listener programmed", |p| p.contains_key(&format!("gateway/{NS}/gw:dns")));
-    let (replies, refused, silent) = udp_outcomes(&c, 53, 10);
-    assert_eq!((replies, silent), (0, 0), "without a grant nothing is served, all refused ({refused})");
+    invalid_cross_namespace_backend_ref(UDP);
 }
 
 /// The same route with a ReferenceGrant in the backend's namespace: served;
 /// the grant deleted: refused again.
 #[test]
 fn udproute_reference_grant() {
-    let c = cross_namespace_route();
+    let c = cross_namespace_route(UDP);
     c.create_gateway_object(&gw::reference_grant(OTHER_NS, "from-apps", NS, Some("dns")));
     accepted_and_resolved(&c, "UDPRoute", "dns");
     let t = wait_udp_served(&c, 53, 10);
@@ -388,27 +477,30 @@ fn udproute_parent_ref_attach_all_listeners() {
 }
 
 /// Two routes on one listener: both Accepted, the oldest carries the traffic.
+fn multiple_routes_attachment(p: L4) {
+    let c = cluster();
+    p.backend_in(&c, NS, "one", 1);
+    let l = p.listener();
+    c.create_gateway_object(&gateway().listener(l, p.protocol, p.port).build());
+    // The newer first, so that the order of creation is not what decides.
+    let route = |name: &str, backend: &str, created: &str| {
+        p.route(NS, name).parent("gw", None).backend(backend, p.port, None).created(created).build()
+    };
+    c.create_gateway_object(&route("newer", p.service, "2026-02-01T00:00:00Z"));
+    c.create_gateway_object(&route("older", "one", "2026-01-01T00:00:00Z"));
+    for name in ["newer", "older"] {
+        accepted_and_resolved(&c, p.kind, name);
+    }
+    let status = listener_status(&c, l, "both routes attached", |l| l["attachedRoutes"] == 2);
+    assert_listener_ok(&status, p.kind, 2);
+    c.wait_backends(&format!("gateway/{NS}/gw:{l}"), 1);
+    let t = p.tally(&c, p.port, 20);
+    assert_eq!(tags(&t), ["pod1"], "the oldest route's backend only: {t:?}");
+}
+
 #[test]
 fn udproute_multiple_routes_attachment() {
-    let c = cluster();
-    c.create_service(&backend_service(NS, "one").port("dns", 53, "UDP"));
-    c.set_slice(NS, "one", "one", false, &[ready(1)], &[("dns", UDP_PORT, "UDP")]);
-    c.create_gateway_object(&gateway().listener("dns", "UDP", 53).build());
-    // The newer first, so that the order of creation is not what decides.
-    c.create_gateway_object(
-        &gw::udp_route(NS, "newer").parent("gw", None).backend("dns", 53, None).created("2026-02-01T00:00:00Z").build(),
-    );
-    c.create_gateway_object(
-        &gw::udp_route(NS, "older").parent("gw", None).backend("one", 53, None).created("2026-01-01T00:00:00Z").build(),
-    );
-    for name in ["newer", "older"] {
-        accepted_and_resolved(&c, "UDPRoute", name);
-    }
-    let l = listener_status(&c, "dns", "both routes attached", |l| l["attachedRoutes"] == 2);
-    assert_listener_ok(&l, "UDPRoute", 2);
-    c.wait_backends(&format!("gateway/{NS}/gw:dns"), 1);
-    let t = wait_udp_served(&c, 53, 20);
-    assert_eq!(tags(&t), ["pod1"], "the oldest route's backend only: {t:?}");
+    multiple_routes_attachment(UDP);
 }
 
 /// backendRef weights 70/30 over two Services (one endpoint each) and a
