@@ -312,23 +312,32 @@ fn udproute_parent_ref_port_and_section_name() {
     parent_ref_port_and_section_name(UDP);
 }
 
-/// A TCPRoute whose parentRef names a UDP listener: not accepted
-/// (`NotAllowedByListeners`), nothing attached, nothing served on TCP.
+/// A route whose parentRef names a listener of the other protocol (`other`,
+/// on port 53): not accepted (`NotAllowedByListeners`), nothing attached,
+/// nothing of the route's protocol programmed.
+fn not_allowed_by_listeners(p: L4, other: L4) {
+    let c = cluster();
+    let (l, name) = (other.listener(), p.listener());
+    c.create_gateway_object(&gateway().listener(l, other.protocol, 53).build());
+    c.create_gateway_object(&p.route(NS, name).parent("gw", Some(l)).backend(p.service, p.port, None).build());
+    let r = route_status(&c, p.kind, name, "parent Accepted=False", |r| {
+        condition(r, "Accepted").is_some_and(|(s, _)| s == "False")
+    });
+    assert_eq!(condition(&r, "Accepted").unwrap().1, "NotAllowedByListeners", "{r:#}");
+    let status = listener_status(&c, l, "listener status", |l| l["attachedRoutes"].is_number());
+    assert_eq!(status["attachedRoutes"], 0, "{status:#}");
+    let programmed = c.programmed();
+    let proto = p.protocol.to_lowercase();
+    assert!(
+        programmed.values().all(|s| s["protocol"] != proto.as_str()),
+        "no {proto} service from a route the listener refuses: {programmed:#?}"
+    );
+}
+
+/// A TCPRoute whose parentRef names a UDP listener.
 #[test]
 fn tcproute_invalid_non_tcp_listener() {
-    let c = cluster();
-    c.create_gateway_object(&gateway().listener("dns", "UDP", 53).build());
-    c.create_gateway_object(&gw::tcp_route(NS, "web").parent("gw", Some("dns")).backend("web", 80, None).build());
-    let p = route_status(&c, "TCPRoute", "web", "parent Accepted=False", |p| {
-        condition(p, "Accepted").is_some_and(|(s, _)| s == "False")
-    });
-    assert_eq!(condition(&p, "Accepted").unwrap().1, "NotAllowedByListeners", "{p:#}");
-    let g = c.wait_object(&gw::gateway_path(NS, "gw"), "listener status", |o| {
-        o["status"]["listeners"][0]["attachedRoutes"].is_number()
-    });
-    assert_eq!(g["status"]["listeners"][0]["attachedRoutes"], 0, "{g:#}");
-    let p = c.programmed();
-    assert!(p.values().all(|s| s["protocol"] != "tcp"), "no TCP service from a route the listener refuses: {p:#?}");
+    not_allowed_by_listeners(TCP, UDP);
 }
 
 /// A route with a Service that exists and one that does not, of equal
@@ -418,21 +427,10 @@ fn udproute_reference_grant() {
     wait_udp_refused(&c);
 }
 
-/// A UDPRoute whose parentRef names a TCP listener: not accepted
-/// (`NotAllowedByListeners`), nothing served on UDP.
+/// A UDPRoute whose parentRef names a TCP listener.
 #[test]
 fn udproute_not_allowed_by_listeners() {
-    let c = cluster();
-    c.create_gateway_object(&gateway().listener("web", "TCP", 53).build());
-    c.create_gateway_object(&gw::udp_route(NS, "dns").parent("gw", Some("web")).backend("dns", 53, None).build());
-    let p = route_status(&c, "UDPRoute", "dns", "parent Accepted=False", |p| {
-        condition(p, "Accepted").is_some_and(|(s, _)| s == "False")
-    });
-    assert_eq!(condition(&p, "Accepted").unwrap().1, "NotAllowedByListeners", "{p:#}");
-    let l = listener_status(&c, "web", "listener status", |l| l["attachedRoutes"].is_number());
-    assert_eq!(l["attachedRoutes"], 0, "{l:#}");
-    let p = c.programmed();
-    assert!(p.values().all(|s| s["protocol"] != "udp"), "no UDP service from a refused route: {p:#?}");
+    not_allowed_by_listeners(UDP, TCP);
 }
 
 /// The CRDs are installed after the agent started: it keeps running, finds
