@@ -107,6 +107,29 @@ fn wait_udp_served(c: &Cluster, port: u16, n: usize) -> HashMap<String, usize> {
     }
 }
 
+/// Waits (up to 10 s) until `n` new UDP flows to `to` are all answered,
+/// by both pods.
+fn wait_both_pods(c: &Cluster, to: std::net::SocketAddr, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let t = c.udp(to, n);
+        if tags(&t) == ["pod0", "pod1"] {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{to} not served by both pods: {t:?}\n{}", c.agent.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Waits until Gateway [`NS`]/`name` is `Programmed` with an address in its
+/// status; returns the address.
+fn programmed_address(c: &Cluster, name: &str) -> std::net::IpAddr {
+    let g = c.wait_object(&gw::gateway_path(NS, name), "Programmed with an address", |o| {
+        o["status"]["addresses"][0]["value"].is_string() && is_true(&o["status"], "Programmed")
+    });
+    g["status"]["addresses"][0]["value"].as_str().unwrap().parse().expect("an IP")
+}
+
 fn udp_outcomes(c: &Cluster, port: u16, n: usize) -> (usize, usize, usize) {
     UDP.outcomes(c, port, n)
 }
@@ -560,22 +583,10 @@ fn gateway_address_from_pool_and_deleted() {
     base_objects(&c);
     c.create_gateway_object(&gw::gateway(NS, "gw", CLASS).listener("dns", "UDP", 53).build());
     c.create_gateway_object(&gw::udp_route(NS, "dns").parent("gw", None).backend("dns", 53, None).build());
-    let g = c.wait_object(&gw::gateway_path(NS, "gw"), "an address from the pool", |o| {
-        o["status"]["addresses"][0]["value"].is_string() && is_true(&o["status"], "Programmed")
-    });
-    let ip: std::net::IpAddr = g["status"]["addresses"][0]["value"].as_str().unwrap().parse().expect("an IP");
+    let ip = programmed_address(&c, "gw");
     let pool: Vec<String> = (16..20).map(|i| format!("192.0.2.{i}")).collect();
     assert!(pool.contains(&ip.to_string()), "{ip} from the pool {pool:?}");
-    let to = std::net::SocketAddr::new(ip, 53);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let t = c.udp(to, 10);
-        if tags(&t) == ["pod0", "pod1"] {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{to} not served: {t:?}\n{}", c.agent.log());
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_both_pods(&c, std::net::SocketAddr::new(ip, 53), 10);
     c.kc.delete(&gw::gateway_path(NS, "gw")).expect("delete Gateway");
     c.wait_programmed("the listener's service gone", |p| !p.contains_key(&format!("gateway/{NS}/gw:dns")));
 }
@@ -951,33 +962,13 @@ fn gateway_ipv6_static_and_pool_addresses() {
         let backends = s["backends"].to_string();
         assert!(backends.contains("fd00:1:"), "IPv6 endpoints for an IPv6 address: {s:#}");
     }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let t = c.udp(vip6(53), 20);
-        if tags(&t) == ["pod0", "pod1"] && !t.contains_key(NO_REPLY) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "UDP [{v6}]:53 not served: {t:?}\n{}", c.agent.log());
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_both_pods(&c, vip6(53), 20);
     let t = c.tcp(vip6(80), 20);
     assert_eq!(tags(&t), ["pod0", "pod1"], "TCP [{v6}]:80, every connection answered by both endpoints: {t:?}");
 
-    let p = c.wait_object(&gw::gateway_path(NS, "pooled"), "an IPv6 address from the pool", |o| {
-        o["status"]["addresses"][0]["value"].is_string() && is_true(&o["status"], "Programmed")
-    });
-    let ip: std::net::IpAddr = p["status"]["addresses"][0]["value"].as_str().unwrap().parse().expect("an IP");
-    assert_eq!(ip.to_string(), "2001:db8:ffff::11", "the pool's first free address (::10 is gw's): {p:#}");
-    let to = std::net::SocketAddr::new(ip, 53);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let t = c.udp(to, 10);
-        if tags(&t) == ["pod0", "pod1"] {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{to} not served: {t:?}\n{}", c.agent.log());
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let ip = programmed_address(&c, "pooled");
+    assert_eq!(ip.to_string(), "2001:db8:ffff::11", "the pool's first free address (::10 is gw's)");
+    wait_both_pods(&c, std::net::SocketAddr::new(ip, 53), 10);
 }
 
 /// The Gateway's address in [`crds_uninstalled_and_reinstalled`] (beside
@@ -990,16 +981,7 @@ fn gateway_on_its_own_address(c: &Cluster) {
     c.create_gateway_object(&gw::gateway(NS, "gw", CLASS).address(GW_ADDR).listener("dns", "UDP", 53).build());
     c.create_gateway_object(&gw::udp_route(NS, "dns").parent("gw", None).backend("dns", 53, None).build());
     accepted_and_resolved(c, "UDPRoute", "dns");
-    let to = std::net::SocketAddr::new(GW_ADDR.parse().unwrap(), 53);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let t = c.udp(to, 10);
-        if tags(&t) == ["pod0", "pod1"] && !t.contains_key(NO_REPLY) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{to} not served: {t:?}\n{}", c.agent.log());
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_both_pods(c, std::net::SocketAddr::new(GW_ADDR.parse().unwrap(), 53), 10);
 }
 
 /// The requests of the agent for Gateway API resources so far.
