@@ -430,6 +430,27 @@ impl Segment {
         }
     }
 
+    /// `n` new flows (one socket each) from the client to [`VIP4`]:[`PORT`],
+    /// which it resolves itself, are all answered, by both pods, through
+    /// node `h` (the announcer), and the client's neighbour entry for the
+    /// VIP is node `h`'s MAC.
+    fn assert_served_through(&self, h: usize, n: usize) {
+        let to = SocketAddr::new(VIP4.into(), PORT);
+        let mut pods = BTreeSet::new();
+        for i in 0..n {
+            let (text, from) =
+                xlb_tests::udp_request(&self.client, None, to, format!("seq {i}").as_bytes(), Duration::from_secs(2))
+                    .unwrap_or_else(|e| panic!("request {i} to {to}: {e:#}{}", self.diag()));
+            assert_eq!(from, to, "{text}");
+            let w: Vec<&str> = text.split_whitespace().collect();
+            let via = w.get(1).and_then(|p| p.parse().ok()).and_then(forwarded_by);
+            assert_eq!(via, Some(h), "forwarded by the announcer: {text}");
+            pods.insert(w[0].to_string());
+        }
+        assert_eq!(pods, BTreeSet::from(["pod1".to_string(), "pod2".to_string()]), "both pods reached");
+        assert_eq!(self.client_neighbour(VIP4.into()).map(|n| n.0), Some(self.macs[h]), "the client resolved {to}");
+    }
+
     /// Takes node `i` off the segment (its `eth0` down).
     fn unplug(&self, i: usize) {
         ip(&self.nodes[i], &["link", "set", "eth0", "down"]);
@@ -825,26 +846,8 @@ fn one_node_answers_arp_traffic_flows_and_sigterm_moves_both_within_3s() {
     cluster(&s, VIP4.into());
     let h = s.holder_index(LEASE4);
     s.assert_only_answers(h, VIP4.into(), "with both nodes up");
-    // Traffic flows, to both pods, through the announcer: new flows (one
-    // socket each) from the client, which resolves the VIP itself.
-    let mut pods = BTreeSet::new();
-    for n in 0..40 {
-        let (text, from) = xlb_tests::udp_request(
-            &s.client,
-            None,
-            SocketAddr::new(VIP4.into(), PORT),
-            format!("seq {n}").as_bytes(),
-            Duration::from_secs(2),
-        )
-        .unwrap_or_else(|e| panic!("request {n} to {VIP4}: {e:#}{}", s.diag()));
-        assert_eq!(from, SocketAddr::new(VIP4.into(), PORT), "{text}");
-        let w: Vec<&str> = text.split_whitespace().collect();
-        let via = w.get(1).and_then(|p| p.parse().ok()).and_then(forwarded_by);
-        assert_eq!(via, Some(h), "forwarded by the announcer: {text}");
-        pods.insert(w[0].to_string());
-    }
-    assert_eq!(pods, BTreeSet::from(["pod1".to_string(), "pod2".to_string()]), "both pods reached");
-    assert_eq!(s.client_neighbour(VIP4.into()).map(|n| n.0), Some(s.macs[h]), "the client resolved the VIP");
+    // Traffic flows, to both pods, through the announcer.
+    s.assert_served_through(h, 40);
     assert!(s.stat(h, "arp_reply") >= 2, "the announcer's arp_reply counter{}", s.diag());
     assert_eq!(s.stat(1 - h, "arp_reply"), 0, "the other node answered ARP{}", s.diag());
 
@@ -1055,23 +1058,6 @@ fn a_gateway_address_is_announced_and_its_udp_route_served_through_the_announcer
 
     let h = s.holder_index(LEASE4);
     s.assert_only_answers(h, VIP4.into(), "with both nodes up");
-    let mut pods = BTreeSet::new();
-    for n in 0..20 {
-        let (text, from) = xlb_tests::udp_request(
-            &s.client,
-            None,
-            SocketAddr::new(VIP4.into(), PORT),
-            format!("seq {n}").as_bytes(),
-            Duration::from_secs(2),
-        )
-        .unwrap_or_else(|e| panic!("request {n} to the Gateway at {VIP4}: {e:#}{}", s.diag()));
-        assert_eq!(from, SocketAddr::new(VIP4.into(), PORT), "{text}");
-        let w: Vec<&str> = text.split_whitespace().collect();
-        let via = w.get(1).and_then(|p| p.parse().ok()).and_then(forwarded_by);
-        assert_eq!(via, Some(h), "forwarded by the announcer: {text}");
-        pods.insert(w[0].to_string());
-    }
-    assert_eq!(pods, BTreeSet::from(["pod1".to_string(), "pod2".to_string()]), "both pods reached");
-    assert_eq!(s.client_neighbour(VIP4.into()).map(|n| n.0), Some(s.macs[h]), "the client resolved the address");
+    s.assert_served_through(h, 20);
     assert_eq!(s.stat(1 - h, "arp_reply"), 0, "the other node answered ARP{}", s.diag());
 }

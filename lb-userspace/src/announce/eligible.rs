@@ -111,23 +111,29 @@ mod tests {
         })
     }
 
-    fn eligible_of(svcs: &[Value], sls: &[Value]) -> Vec<(String, Vec<String>)> {
-        let services: Vec<Arc<Service>> =
-            svcs.iter().map(|s| Arc::new(serde_json::from_value(s.clone()).unwrap())).collect();
-        let slices: Vec<Arc<EndpointSlice>> =
-            sls.iter().map(|s| Arc::new(serde_json::from_value(s.clone()).unwrap())).collect();
-        let t = translate(&Inputs {
-            services: &services,
-            slices: &slices,
-            node_name: NODE,
-            lb_class: CLASS,
-            pools: &[],
-            reserved: &[],
-        });
-        eligible(&t)
-            .into_iter()
+    fn parsed<T: serde::de::DeserializeOwned>(objs: &[Value]) -> Vec<Arc<T>> {
+        objs.iter().map(|o| Arc::new(serde_json::from_value(o.clone()).unwrap())).collect()
+    }
+
+    /// The Services' translation for this node, the `reserved` keys taken
+    /// by Gateway listeners.
+    fn translated(
+        services: &[Arc<Service>],
+        slices: &[Arc<EndpointSlice>],
+        reserved: &[crate::source::k8s::translate::Reservation],
+    ) -> Translation {
+        translate(&Inputs { services, slices, node_name: NODE, lb_class: CLASS, pools: &[], reserved })
+    }
+
+    /// An [`Eligible`] as (VIP, `namespace/name`s).
+    fn named(e: Eligible) -> Vec<(String, Vec<String>)> {
+        e.into_iter()
             .map(|(vip, s)| (vip.to_string(), s.into_iter().map(|(ns, n)| format!("{ns}/{n}")).collect()))
             .collect()
+    }
+
+    fn eligible_of(svcs: &[Value], sls: &[Value]) -> Vec<(String, Vec<String>)> {
+        named(eligible(&translated(&parsed(svcs), &parsed(sls), &[])))
     }
 
     fn e(vip: &str, services: &[&str]) -> (String, Vec<String>) {
@@ -200,10 +206,7 @@ mod tests {
         let mut backend = svc("dns", "", "Cluster", udp());
         backend["spec"] = json!({"type": "ClusterIP", "ports": [{"name": "dns", "port": 53, "protocol": "UDP"}]});
         svcs.push(backend);
-        let services: Vec<Arc<Service>> =
-            svcs.iter().map(|s| Arc::new(serde_json::from_value(s.clone()).unwrap())).collect();
-        let slices: Vec<Arc<EndpointSlice>> =
-            sls.iter().map(|s| Arc::new(serde_json::from_value(s.clone()).unwrap())).collect();
+        let (services, slices) = (parsed(&svcs), parsed(sls));
         let class: GatewayClass = serde_json::from_value(json!({"apiVersion": "gateway.networking.k8s.io/v1",
             "kind": "GatewayClass", "metadata": {"name": "xlb"}, "spec": {"controllerName": CTRL}}))
         .unwrap();
@@ -228,20 +231,9 @@ mod tests {
             node_name: NODE,
             pools: &[],
         });
-        let reserved = g.reservations();
-        let t = translate(&Inputs {
-            services: &services,
-            slices: &slices,
-            node_name: NODE,
-            lb_class: CLASS,
-            pools: &[],
-            reserved: &reserved,
-        });
+        let t = translated(&services, &slices, &g.reservations());
         g.yield_to(&t.taken);
-        gateways(&t, &g)
-            .into_iter()
-            .map(|(vip, s)| (vip.to_string(), s.into_iter().map(|(ns, n)| format!("{ns}/{n}")).collect()))
-            .collect()
+        named(gateways(&t, &g))
     }
 
     #[test]
