@@ -42,6 +42,8 @@ pub struct L2Segment {
     pub nodes: Vec<Netns>,
     /// Owns every namespace: add more through it.
     pub net: Net,
+    /// Install the Gateway API's CRDs before the agents start.
+    pub gateway_api: bool,
 }
 
 impl L2Segment {
@@ -61,19 +63,23 @@ impl L2Segment {
             ip(&sw, &["link", "set", &format!("v{i}"), "master", "br0"]);
             nodes.push(n);
         }
-        L2Segment { sw, nodes, net }
+        L2Segment { sw, nodes, net, gateway_api: false }
     }
 
     /// Waits for the nodes' and the bridge's links, starts the API server
-    /// (on 10.210.0.1) with both Node objects, then both agents with
+    /// (on 10.210.0.1; with the Gateway API's CRDs if [`L2Segment::gateway_api`])
+    /// with both Node objects, then both agents with
     /// `agent --kubernetes --node-name NODE --kubeconfig FILE ARGS...
     /// --log-level debug`, each healthy.
     pub fn start(self, args: &[&str]) -> L2Cluster {
-        let L2Segment { sw, nodes, net } = self;
+        let L2Segment { sw, nodes, net, gateway_api } = self;
         for ns in nodes.iter().chain([&sw]) {
             wait_carrier(ns);
         }
         let api = ApiServer::start_listening(&sw, "10.210.0.1:0".parse().unwrap()).expect("fake API server");
+        if gateway_api {
+            api.install_gateway_api().expect("install the Gateway API CRDs");
+        }
         let kc = api.client();
         for (i, name) in NODES.iter().enumerate() {
             kc.create(&nodes_path(), &node(name, &node4(i).to_string())).expect("create Node");

@@ -58,10 +58,39 @@ fn route_status(c: &Cluster, kind: &str, name: &str, what: &str, pred: impl Fn(&
     obj["status"]["parents"][0].clone()
 }
 
+/// Waits until route `name`'s first parent is `Accepted` and
+/// `ResolvedRefs`, with the upstream reasons (`RouteReasonAccepted`,
+/// `RouteReasonResolvedRefs`).
 fn accepted_and_resolved(c: &Cluster, kind: &str, name: &str) -> Value {
-    route_status(c, kind, name, "parent Accepted and ResolvedRefs", |p| {
+    let p = route_status(c, kind, name, "parent Accepted and ResolvedRefs", |p| {
         is_true(p, "Accepted") && is_true(p, "ResolvedRefs")
-    })
+    });
+    assert_eq!(condition(&p, "Accepted"), Some(("True".into(), "Accepted".into())), "{p:#}");
+    assert_eq!(condition(&p, "ResolvedRefs"), Some(("True".into(), "ResolvedRefs".into())), "{p:#}");
+    p
+}
+
+/// `(status, reason)` of the conditions `types` of `holder`.
+fn conditions(holder: &Value, types: &[&str]) -> Vec<Option<(String, String)>> {
+    types.iter().map(|t| condition(holder, t)).collect()
+}
+
+/// `Some((status, reason))` for each pair.
+fn expect(pairs: &[(&str, &str)]) -> Vec<Option<(String, String)>> {
+    pairs.iter().map(|(s, r)| Some(((*s).to_string(), (*r).to_string()))).collect()
+}
+
+/// A listener of one route kind that is accepted, programmed and holds
+/// `attached` routes, with the upstream reasons (`ListenerReasonAccepted`,
+/// `ListenerReasonProgrammed`, `ListenerReasonResolvedRefs`,
+/// `ListenerReasonNoConflicts`) and `supportedKinds` of the Gateway API group.
+fn assert_listener_ok(l: &Value, kind: &str, attached: u64) {
+    let got = conditions(l, &["Accepted", "Programmed", "ResolvedRefs", "Conflicted"]);
+    let want =
+        expect(&[("True", "Accepted"), ("True", "Programmed"), ("True", "ResolvedRefs"), ("False", "NoConflicts")]);
+    assert_eq!(got, want, "{l:#}");
+    assert_eq!(l["supportedKinds"], json!([{"group": gw::GATEWAY_GROUP, "kind": kind}]), "{l:#}");
+    assert_eq!(l["attachedRoutes"], attached, "{l:#}");
 }
 
 /// Waits until `n` new UDP flows to `port` of the VIP all get a reply;
@@ -78,16 +107,128 @@ fn wait_udp_served(c: &Cluster, port: u16, n: usize) -> HashMap<String, usize> {
     }
 }
 
+/// Waits (up to 10 s) until `n` new UDP flows to `to` are all answered,
+/// by both pods.
+fn wait_both_pods(c: &Cluster, to: std::net::SocketAddr, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let t = c.udp(to, n);
+        if tags(&t) == ["pod0", "pod1"] {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{to} not served by both pods: {t:?}\n{}", c.agent.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Waits until Gateway [`NS`]/`name` is `Programmed` with an address in its
+/// status; returns the address.
+fn programmed_address(c: &Cluster, name: &str) -> std::net::IpAddr {
+    let g = c.wait_object(&gw::gateway_path(NS, name), "Programmed with an address", |o| {
+        o["status"]["addresses"][0]["value"].is_string() && is_true(&o["status"], "Programmed")
+    });
+    g["status"]["addresses"][0]["value"].as_str().unwrap().parse().expect("an IP")
+}
+
 fn udp_outcomes(c: &Cluster, port: u16, n: usize) -> (usize, usize, usize) {
-    let (mut replies, mut refused, mut silent) = (0, 0, 0);
-    for _ in 0..n {
-        match udp_probe(&c.topo.client, vip4(port), b"x", T).expect("UDP probe") {
-            Probe::Reply(_) => replies += 1,
-            Probe::Refused => refused += 1,
-            Probe::Timeout => silent += 1,
+    UDP.outcomes(c, port, n)
+}
+
+/// What the UDP and TCP variants of a conformance test differ in: the
+/// protocol, the route kind, and the backend Service of [`base_objects`]
+/// (`dns` 53/UDP or `web` 80/TCP) with its listener name and a second port.
+#[derive(Clone, Copy)]
+struct L4 {
+    protocol: &'static str,
+    kind: &'static str,
+    /// The Service, its port name and port, and the listener's name.
+    service: &'static str,
+    port_name: &'static str,
+    port: u16,
+    /// The pods' port (the Service's target port).
+    target: u16,
+    /// Another port for a second listener.
+    alt_port: u16,
+}
+
+const UDP: L4 = L4 {
+    protocol: "UDP",
+    kind: "UDPRoute",
+    service: "dns",
+    port_name: "dns",
+    port: 53,
+    target: UDP_PORT,
+    alt_port: 5300,
+};
+const TCP: L4 = L4 {
+    protocol: "TCP",
+    kind: "TCPRoute",
+    service: "web",
+    port_name: "http",
+    port: 80,
+    target: TCP_PORT,
+    alt_port: 8000,
+};
+
+impl L4 {
+    /// The listener's name in these tests (`dns` or `web`).
+    fn listener(self) -> &'static str {
+        if self.protocol == "UDP" {
+            "dns"
+        } else {
+            "web"
         }
     }
-    (replies, refused, silent)
+
+    /// Starts a route of this kind.
+    fn route(self, ns: &str, name: &str) -> gw::RouteBuilder {
+        if self.protocol == "UDP" {
+            gw::udp_route(ns, name)
+        } else {
+            gw::tcp_route(ns, name)
+        }
+    }
+
+    /// A Service `ns/name` like the base one whose only endpoint is pod `pod`.
+    fn backend_in(self, c: &Cluster, ns: &str, name: &str, pod: usize) {
+        c.create_service(&backend_service(ns, name).port(self.port_name, self.port, self.protocol));
+        c.set_slice(ns, name, name, false, &[ready(pod)], &[(self.port_name, self.target, self.protocol)]);
+    }
+
+    /// Tally of replies per pod over `n` new flows to VIP:`port` (UDP:
+    /// once all are answered, [`wait_udp_served`]).
+    fn tally(self, c: &Cluster, port: u16, n: usize) -> HashMap<String, usize> {
+        if self.protocol == "UDP" {
+            wait_udp_served(c, port, n)
+        } else {
+            c.tcp(vip4(port), n)
+        }
+    }
+
+    /// `(served, refused, silent)` of `n` new flows to VIP:`port` (refused:
+    /// UDP ICMP port unreachable, TCP RST).
+    fn outcomes(self, c: &Cluster, port: u16, n: usize) -> (usize, usize, usize) {
+        let (mut served, mut refused, mut silent) = (0, 0, 0);
+        for _ in 0..n {
+            let probe = if self.protocol == "UDP" { udp_probe } else { tcp_probe };
+            match probe(&c.topo.client, vip4(port), b"x", T).expect("probe") {
+                Probe::Reply(_) => served += 1,
+                Probe::Refused => refused += 1,
+                Probe::Timeout => silent += 1,
+            }
+        }
+        (served, refused, silent)
+    }
+}
+
+/// Waits until route `name`'s first parent has `ResolvedRefs=False`;
+/// returns its reason, the route still Accepted.
+fn unresolved_reason(c: &Cluster, kind: &str, name: &str) -> String {
+    let p = route_status(c, kind, name, "ResolvedRefs=False", |p| {
+        condition(p, "ResolvedRefs").is_some_and(|(s, _)| s == "False")
+    });
+    assert!(is_true(&p, "Accepted"), "{p:#}");
+    condition(&p, "ResolvedRefs").unwrap().1
 }
 
 #[test]
@@ -98,16 +239,18 @@ fn udproute() {
 
     let class =
         c.wait_object(&gw::gateway_class_path(CLASS), "GatewayClass Accepted", |o| is_true(&o["status"], "Accepted"));
+    assert_eq!(condition(&class["status"], "Accepted").unwrap().1, "Accepted", "{class:#}");
     let kinds = class["status"]["supportedFeatures"].to_string();
     assert!(kinds.contains("UDPRoute") && kinds.contains("TCPRoute"), "supportedFeatures: {kinds}");
     let g = c.wait_object(&gw::gateway_path(NS, "gw"), "Gateway Accepted and Programmed", |o| {
         is_true(&o["status"], "Accepted") && is_true(&o["status"], "Programmed")
     });
+    let got = conditions(&g["status"], &["Accepted", "Programmed"]);
+    assert_eq!(got, expect(&[("True", "Accepted"), ("True", "Programmed")]), "{g:#}");
     assert_eq!(g["status"]["addresses"][0]["value"], Topology::VIP_V4.to_string(), "{g:#}");
     let l = &g["status"]["listeners"][0];
     assert_eq!(l["name"], "dns", "{g:#}");
-    assert_eq!(l["attachedRoutes"], 1, "{g:#}");
-    assert!(is_true(l, "Accepted") && is_true(l, "Programmed") && is_true(l, "ResolvedRefs"), "{g:#}");
+    assert_listener_ok(l, "UDPRoute", 1);
     let p = accepted_and_resolved(&c, "UDPRoute", "dns");
     assert_eq!(p["controllerName"], CONTROLLER, "{p:#}");
     assert_eq!(p["parentRef"]["name"], "gw", "{p:#}");
@@ -156,17 +299,8 @@ fn tcproute_weighted_routing() {
 /// there allows it.
 #[test]
 fn tcproute_reference_grant() {
-    let c = cluster();
-    c.create_service(&backend_service(OTHER_NS, "web").port("http", 80, "TCP"));
-    c.set_slice(OTHER_NS, "web", "web", false, &[ready(1)], &[("http", TCP_PORT, "TCP")]);
-    c.create_gateway_object(&gateway().listener("web", "TCP", 80).build());
-    c.create_gateway_object(
-        &gw::tcp_route(NS, "web").parent("gw", None).backend_ref(Some(OTHER_NS), "web", 80, None).build(),
-    );
-    let p = route_status(&c, "TCPRoute", "web", "ResolvedRefs=False", |p| {
-        condition(p, "ResolvedRefs").is_some_and(|(s, _)| s == "False")
-    });
-    assert_eq!(condition(&p, "ResolvedRefs").unwrap().1, "RefNotPermitted", "{p:#}");
+    let c = cross_namespace_route(TCP);
+    assert_eq!(unresolved_reason(&c, "TCPRoute", "web"), "RefNotPermitted");
     c.create_gateway_object(&gw::reference_grant(OTHER_NS, "from-apps", NS, None));
     accepted_and_resolved(&c, "TCPRoute", "web");
     c.wait_backends(&format!("gateway/{NS}/gw:web"), 1);
@@ -174,80 +308,97 @@ fn tcproute_reference_grant() {
     assert_eq!(tags(&t), ["pod1"], "served by the other namespace's endpoint: {t:?}");
 }
 
-/// Two UDP listeners; one route attaches by `sectionName`, the other by
+/// Two listeners; one route attaches by `sectionName`, the other by
 /// `port`: each listener carries its route's backends.
-#[test]
-fn udproute_parent_ref_port_and_section_name() {
+fn parent_ref_port_and_section_name(p: L4) {
     let c = cluster();
-    c.create_service(&backend_service(NS, "one").port("dns", 53, "UDP"));
-    c.set_slice(NS, "one", "one", false, &[ready(1)], &[("dns", UDP_PORT, "UDP")]);
-    c.create_gateway_object(&gateway().listener("dns", "UDP", 53).listener("alt", "UDP", 5300).build());
+    p.backend_in(&c, NS, "one", 1);
+    let l = p.listener();
+    c.create_gateway_object(&gateway().listener(l, p.protocol, p.port).listener("alt", p.protocol, p.alt_port).build());
+    c.create_gateway_object(&p.route(NS, "by-section").parent("gw", Some("alt")).backend("one", p.port, None).build());
     c.create_gateway_object(
-        &gw::udp_route(NS, "by-section").parent("gw", Some("alt")).backend("one", 53, None).build(),
-    );
-    c.create_gateway_object(
-        &gw::udp_route(NS, "by-port").parent_ref(None, "gw", None, Some(53)).backend("dns", 53, None).build(),
+        &p.route(NS, "by-port").parent_ref(None, "gw", None, Some(p.port)).backend(p.service, p.port, None).build(),
     );
     for name in ["by-section", "by-port"] {
-        accepted_and_resolved(&c, "UDPRoute", name);
+        accepted_and_resolved(&c, p.kind, name);
     }
     c.wait_backends(&format!("gateway/{NS}/gw:alt"), 1);
-    c.wait_backends(&format!("gateway/{NS}/gw:dns"), 2);
-    let alt = wait_udp_served(&c, 5300, 10);
+    c.wait_backends(&format!("gateway/{NS}/gw:{l}"), 2);
+    let alt = p.tally(&c, p.alt_port, 10);
     assert_eq!(tags(&alt), ["pod1"], "the alt listener serves the by-section route's backend only: {alt:?}");
-    let dns = wait_udp_served(&c, 53, 20);
-    assert_eq!(tags(&dns), ["pod0", "pod1"], "the dns listener serves the by-port route: {dns:?}");
+    let main = p.tally(&c, p.port, 20);
+    assert_eq!(tags(&main), ["pod0", "pod1"], "the {l} listener serves the by-port route: {main:?}");
 }
 
-/// A TCPRoute whose parentRef names a UDP listener: not accepted
-/// (`NotAllowedByListeners`), nothing attached, nothing served on TCP.
+#[test]
+fn udproute_parent_ref_port_and_section_name() {
+    parent_ref_port_and_section_name(UDP);
+}
+
+/// A route whose parentRef names a listener of the other protocol (`other`,
+/// on port 53): not accepted (`NotAllowedByListeners`), nothing attached,
+/// nothing of the route's protocol programmed.
+fn not_allowed_by_listeners(p: L4, other: L4) {
+    let c = cluster();
+    let (l, name) = (other.listener(), p.listener());
+    c.create_gateway_object(&gateway().listener(l, other.protocol, 53).build());
+    c.create_gateway_object(&p.route(NS, name).parent("gw", Some(l)).backend(p.service, p.port, None).build());
+    let r = route_status(&c, p.kind, name, "parent Accepted=False", |r| {
+        condition(r, "Accepted").is_some_and(|(s, _)| s == "False")
+    });
+    assert_eq!(condition(&r, "Accepted").unwrap().1, "NotAllowedByListeners", "{r:#}");
+    let status = listener_status(&c, l, "listener status", |l| l["attachedRoutes"].is_number());
+    assert_eq!(status["attachedRoutes"], 0, "{status:#}");
+    let programmed = c.programmed();
+    let proto = p.protocol.to_lowercase();
+    assert!(
+        programmed.values().all(|s| s["protocol"] != proto.as_str()),
+        "no {proto} service from a route the listener refuses: {programmed:#?}"
+    );
+}
+
+/// A TCPRoute whose parentRef names a UDP listener.
 #[test]
 fn tcproute_invalid_non_tcp_listener() {
-    let c = cluster();
-    c.create_gateway_object(&gateway().listener("dns", "UDP", 53).build());
-    c.create_gateway_object(&gw::tcp_route(NS, "web").parent("gw", Some("dns")).backend("web", 80, None).build());
-    let p = route_status(&c, "TCPRoute", "web", "parent Accepted=False", |p| {
-        condition(p, "Accepted").is_some_and(|(s, _)| s == "False")
-    });
-    assert_eq!(condition(&p, "Accepted").unwrap().1, "NotAllowedByListeners", "{p:#}");
-    let g = c.wait_object(&gw::gateway_path(NS, "gw"), "listener status", |o| {
-        o["status"]["listeners"][0]["attachedRoutes"].is_number()
-    });
-    assert_eq!(g["status"]["listeners"][0]["attachedRoutes"], 0, "{g:#}");
-    let p = c.programmed();
-    assert!(p.values().all(|s| s["protocol"] != "tcp"), "no TCP service from a route the listener refuses: {p:#?}");
+    not_allowed_by_listeners(TCP, UDP);
 }
 
 /// A route with a Service that exists and one that does not, of equal
 /// weight: `ResolvedRefs=False` (`BackendNotFound`), the route still
-/// Accepted; the missing one's share of new flows is answered with ICMP
-/// port unreachable, the rest served.
-#[test]
-fn udproute_invalid_backend_ref_nonexistent() {
+/// Accepted; the missing one's share of new flows is refused (UDP: ICMP
+/// port unreachable, TCP: a RST), the rest served.
+fn invalid_backend_ref_nonexistent(p: L4) {
     let c = cluster();
-    c.create_gateway_object(&gateway().listener("dns", "UDP", 53).build());
+    let l = p.listener();
+    c.create_gateway_object(&gateway().listener(l, p.protocol, p.port).build());
     c.create_gateway_object(
-        &gw::udp_route(NS, "dns").parent("gw", None).backend("dns", 53, Some(50)).backend("nope", 53, Some(50)).build(),
+        &p.route(NS, l)
+            .parent("gw", None)
+            .backend(p.service, p.port, Some(50))
+            .backend("nope", p.port, Some(50))
+            .build(),
     );
-    let p = route_status(&c, "UDPRoute", "dns", "ResolvedRefs=False", |p| {
-        condition(p, "ResolvedRefs").is_some_and(|(s, _)| s == "False")
-    });
-    assert_eq!(condition(&p, "ResolvedRefs").unwrap().1, "BackendNotFound", "{p:#}");
-    assert!(is_true(&p, "Accepted"), "{p:#}");
-    c.wait_backends(&format!("gateway/{NS}/gw:dns"), 2);
-    let (replies, refused, silent) = udp_outcomes(&c, 53, 60);
-    assert_eq!(silent, 0, "every flow is served or refused ({replies} served, {refused} refused)");
-    assert!((10..=50).contains(&refused), "about half refused: {refused} of 60 ({replies} served)");
+    assert_eq!(unresolved_reason(&c, p.kind, l), "BackendNotFound");
+    c.wait_backends(&format!("gateway/{NS}/gw:{l}"), 2);
+    let (served, refused, silent) = p.outcomes(&c, p.port, 60);
+    assert_eq!(silent, 0, "every flow served or refused ({served} served, {refused} refused)");
+    assert!((10..=50).contains(&refused), "about half refused: {refused} of 60 ({served} served)");
 }
 
-/// A route to a Service of another namespace, no ReferenceGrant there.
-fn cross_namespace_route() -> Cluster {
+#[test]
+fn udproute_invalid_backend_ref_nonexistent() {
+    invalid_backend_ref_nonexistent(UDP);
+}
+
+/// A route to the Service of [`OTHER_NS`] like the base one (pod 1), no
+/// ReferenceGrant there.
+fn cross_namespace_route(p: L4) -> Cluster {
     let c = cluster();
-    c.create_service(&backend_service(OTHER_NS, "dns").port("dns", 53, "UDP"));
-    c.set_slice(OTHER_NS, "dns", "dns", false, &[ready(1)], &[("dns", UDP_PORT, "UDP")]);
-    c.create_gateway_object(&gateway().listener("dns", "UDP", 53).build());
+    p.backend_in(&c, OTHER_NS, p.service, 1);
+    let l = p.listener();
+    c.create_gateway_object(&gateway().listener(l, p.protocol, p.port).build());
     c.create_gateway_object(
-        &gw::udp_route(NS, "dns").parent("gw", None).backend_ref(Some(OTHER_NS), "dns", 53, None).build(),
+        &p.route(NS, l).parent("gw", None).backend_ref(Some(OTHER_NS), p.service, p.port, None).build(),
     );
     c
 }
@@ -266,26 +417,27 @@ fn wait_udp_refused(c: &Cluster) {
 }
 
 /// A backendRef to a Service of another namespace without a ReferenceGrant
-/// there: `ResolvedRefs=False` (`RefNotPermitted`), the route Accepted, its
-/// flows rejected.
+/// there: `ResolvedRefs=False` (`RefNotPermitted`), the route Accepted,
+/// every new flow refused.
+fn invalid_cross_namespace_backend_ref(p: L4) {
+    let c = cross_namespace_route(p);
+    let l = p.listener();
+    assert_eq!(unresolved_reason(&c, p.kind, l), "RefNotPermitted");
+    c.wait_programmed("the listener programmed", |s| s.contains_key(&format!("gateway/{NS}/gw:{l}")));
+    let (served, refused, silent) = p.outcomes(&c, p.port, 10);
+    assert_eq!((served, silent), (0, 0), "without a grant nothing is served, all refused ({refused})");
+}
+
 #[test]
 fn udproute_invalid_cross_namespace_backend_ref() {
-    let c = cross_namespace_route();
-    let p = route_status(&c, "UDPRoute", "dns", "ResolvedRefs=False", |p| {
-        condition(p, "ResolvedRefs").is_some_and(|(s, _)| s == "False")
-    });
-    assert_eq!(condition(&p, "ResolvedRefs").unwrap().1, "RefNotPermitted", "{p:#}");
-    assert!(is_true(&p, "Accepted"), "{p:#}");
-    c.wait_programmed("the listener programmed", |p| p.contains_key(&format!("gateway/{NS}/gw:dns")));
-    let (replies, refused, silent) = udp_outcomes(&c, 53, 10);
-    assert_eq!((replies, silent), (0, 0), "without a grant nothing is served, all refused ({refused})");
+    invalid_cross_namespace_backend_ref(UDP);
 }
 
 /// The same route with a ReferenceGrant in the backend's namespace: served;
 /// the grant deleted: refused again.
 #[test]
 fn udproute_reference_grant() {
-    let c = cross_namespace_route();
+    let c = cross_namespace_route(UDP);
     c.create_gateway_object(&gw::reference_grant(OTHER_NS, "from-apps", NS, Some("dns")));
     accepted_and_resolved(&c, "UDPRoute", "dns");
     let t = wait_udp_served(&c, 53, 10);
@@ -298,19 +450,10 @@ fn udproute_reference_grant() {
     wait_udp_refused(&c);
 }
 
-/// A UDPRoute whose parentRef names a TCP listener: not accepted
-/// (`NotAllowedByListeners`), nothing served on UDP.
+/// A UDPRoute whose parentRef names a TCP listener.
 #[test]
 fn udproute_not_allowed_by_listeners() {
-    let c = cluster();
-    c.create_gateway_object(&gateway().listener("web", "TCP", 53).build());
-    c.create_gateway_object(&gw::udp_route(NS, "dns").parent("gw", Some("web")).backend("dns", 53, None).build());
-    let p = route_status(&c, "UDPRoute", "dns", "parent Accepted=False", |p| {
-        condition(p, "Accepted").is_some_and(|(s, _)| s == "False")
-    });
-    assert_eq!(condition(&p, "Accepted").unwrap().1, "NotAllowedByListeners", "{p:#}");
-    let p = c.programmed();
-    assert!(p.values().all(|s| s["protocol"] != "udp"), "no UDP service from a refused route: {p:#?}");
+    not_allowed_by_listeners(UDP, TCP);
 }
 
 /// The CRDs are installed after the agent started: it keeps running, finds
@@ -355,25 +498,30 @@ fn udproute_parent_ref_attach_all_listeners() {
 }
 
 /// Two routes on one listener: both Accepted, the oldest carries the traffic.
+fn multiple_routes_attachment(p: L4) {
+    let c = cluster();
+    p.backend_in(&c, NS, "one", 1);
+    let l = p.listener();
+    c.create_gateway_object(&gateway().listener(l, p.protocol, p.port).build());
+    // The newer first, so that the order of creation is not what decides.
+    let route = |name: &str, backend: &str, created: &str| {
+        p.route(NS, name).parent("gw", None).backend(backend, p.port, None).created(created).build()
+    };
+    c.create_gateway_object(&route("newer", p.service, "2026-02-01T00:00:00Z"));
+    c.create_gateway_object(&route("older", "one", "2026-01-01T00:00:00Z"));
+    for name in ["newer", "older"] {
+        accepted_and_resolved(&c, p.kind, name);
+    }
+    let status = listener_status(&c, l, "both routes attached", |l| l["attachedRoutes"] == 2);
+    assert_listener_ok(&status, p.kind, 2);
+    c.wait_backends(&format!("gateway/{NS}/gw:{l}"), 1);
+    let t = p.tally(&c, p.port, 20);
+    assert_eq!(tags(&t), ["pod1"], "the oldest route's backend only: {t:?}");
+}
+
 #[test]
 fn udproute_multiple_routes_attachment() {
-    let c = cluster();
-    c.create_service(&backend_service(NS, "one").port("dns", 53, "UDP"));
-    c.set_slice(NS, "one", "one", false, &[ready(1)], &[("dns", UDP_PORT, "UDP")]);
-    c.create_gateway_object(&gateway().listener("dns", "UDP", 53).build());
-    // The newer first, so that the order of creation is not what decides.
-    c.create_gateway_object(
-        &gw::udp_route(NS, "newer").parent("gw", None).backend("dns", 53, None).created("2026-02-01T00:00:00Z").build(),
-    );
-    c.create_gateway_object(
-        &gw::udp_route(NS, "older").parent("gw", None).backend("one", 53, None).created("2026-01-01T00:00:00Z").build(),
-    );
-    for name in ["newer", "older"] {
-        accepted_and_resolved(&c, "UDPRoute", name);
-    }
-    c.wait_backends(&format!("gateway/{NS}/gw:dns"), 1);
-    let t = wait_udp_served(&c, 53, 20);
-    assert_eq!(tags(&t), ["pod1"], "the oldest route's backend only: {t:?}");
+    multiple_routes_attachment(UDP);
 }
 
 /// backendRef weights 70/30 over two Services (one endpoint each) and a
@@ -435,22 +583,10 @@ fn gateway_address_from_pool_and_deleted() {
     base_objects(&c);
     c.create_gateway_object(&gw::gateway(NS, "gw", CLASS).listener("dns", "UDP", 53).build());
     c.create_gateway_object(&gw::udp_route(NS, "dns").parent("gw", None).backend("dns", 53, None).build());
-    let g = c.wait_object(&gw::gateway_path(NS, "gw"), "an address from the pool", |o| {
-        o["status"]["addresses"][0]["value"].is_string() && is_true(&o["status"], "Programmed")
-    });
-    let ip: std::net::IpAddr = g["status"]["addresses"][0]["value"].as_str().unwrap().parse().expect("an IP");
+    let ip = programmed_address(&c, "gw");
     let pool: Vec<String> = (16..20).map(|i| format!("192.0.2.{i}")).collect();
     assert!(pool.contains(&ip.to_string()), "{ip} from the pool {pool:?}");
-    let to = std::net::SocketAddr::new(ip, 53);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let t = c.udp(to, 10);
-        if tags(&t) == ["pod0", "pod1"] {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{to} not served: {t:?}\n{}", c.agent.log());
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_both_pods(&c, std::net::SocketAddr::new(ip, 53), 10);
     c.kc.delete(&gw::gateway_path(NS, "gw")).expect("delete Gateway");
     c.wait_programmed("the listener's service gone", |p| !p.contains_key(&format!("gateway/{NS}/gw:dns")));
 }
@@ -527,10 +663,12 @@ fn gateway_listener_conflicts_and_unsupported_protocol() {
     for name in ["dns-a", "dns-b"] {
         let l = listener(name);
         assert_eq!(condition(&l, "Conflicted"), Some(("True".into(), "ProtocolConflict".into())), "{g:#}");
-        assert!(!is_true(&l, "Programmed"), "{g:#}");
+        assert_eq!(condition(&l, "Programmed"), Some(("False".into(), "Invalid".into())), "{g:#}");
     }
     let http = listener("http");
     assert_eq!(condition(&http, "Accepted"), Some(("False".into(), "UnsupportedProtocol".into())), "{g:#}");
+    assert_eq!(condition(&http, "Programmed"), Some(("False".into(), "Invalid".into())), "{g:#}");
+    assert_eq!(condition(&g["status"], "Accepted"), Some(("True".into(), "ListenersNotValid".into())), "{g:#}");
     assert!(is_true(&listener("web"), "Programmed"), "{g:#}");
     accepted_and_resolved(&c, "TCPRoute", "web");
     c.wait_backends(&format!("gateway/{NS}/gw:web"), 2);
@@ -582,6 +720,8 @@ fn tcproute_multiple_routes_attachment() {
     for name in ["newer", "older"] {
         accepted_and_resolved(&c, "TCPRoute", name);
     }
+    let l = listener_status(&c, "web", "both routes attached", |l| l["attachedRoutes"] == 2);
+    assert_listener_ok(&l, "TCPRoute", 2);
     c.wait_backends(&format!("gateway/{NS}/gw:web"), 1);
     let t = c.tcp(vip4(80), 20);
     assert_eq!(tags(&t), ["pod1"], "the oldest route's backend only: {t:?}");
@@ -792,4 +932,105 @@ fn gateway_status_not_rewritten_in_steady_state() {
     assert_eq!(before, after, "status written again with nothing changed:\n{}", c.agent.log());
     // Still served (the agent did not stall instead).
     wait_udp_served(&c, 53, 5);
+}
+
+/// IPv6: a Gateway on a static IPv6 address (UDP and TCP listeners) and one
+/// given an IPv6 address by the pool, their routes to dual-stack Services
+/// whose IPv6 endpoints serve, with real traffic; the IPv4 endpoints are
+/// not used for an IPv6 address.
+#[test]
+fn gateway_ipv6_static_and_pool_addresses() {
+    let c = Cluster::start_gateway(2, &["--vip-pool", "2001:db8:ffff::10/126"]);
+    base_objects(&c);
+    c.set_slice(NS, "dns6", "dns", true, &[ready(0), ready(1)], &[("dns", UDP_PORT, "UDP")]);
+    c.set_slice(NS, "web6", "web", true, &[ready(0), ready(1)], &[("http", TCP_PORT, "TCP")]);
+    let v6 = Topology::VIP_V6.to_string();
+    c.create_gateway_object(
+        &gw::gateway(NS, "gw", CLASS).address(&v6).listener("dns", "UDP", 53).listener("web", "TCP", 80).build(),
+    );
+    c.create_gateway_object(&gw::udp_route(NS, "dns").parent("gw", Some("dns")).backend("dns", 53, None).build());
+    c.create_gateway_object(&gw::tcp_route(NS, "web").parent("gw", Some("web")).backend("web", 80, None).build());
+    c.create_gateway_object(&gw::gateway(NS, "pooled", CLASS).listener("dns", "UDP", 53).build());
+    c.create_gateway_object(&gw::udp_route(NS, "pooled").parent("pooled", None).backend("dns", 53, None).build());
+
+    let g = c.wait_object(&gw::gateway_path(NS, "gw"), "Gateway Programmed", |o| is_true(&o["status"], "Programmed"));
+    assert_eq!(g["status"]["addresses"][0]["value"], v6, "{g:#}");
+    accepted_and_resolved(&c, "UDPRoute", "dns");
+    accepted_and_resolved(&c, "TCPRoute", "web");
+    for name in ["dns", "web"] {
+        let s = c.wait_backends(&format!("gateway/{NS}/gw:{name}"), 2);
+        let backends = s["backends"].to_string();
+        assert!(backends.contains("fd00:1:"), "IPv6 endpoints for an IPv6 address: {s:#}");
+    }
+    wait_both_pods(&c, vip6(53), 20);
+    let t = c.tcp(vip6(80), 20);
+    assert_eq!(tags(&t), ["pod0", "pod1"], "TCP [{v6}]:80, every connection answered by both endpoints: {t:?}");
+
+    let ip = programmed_address(&c, "pooled");
+    assert_eq!(ip.to_string(), "2001:db8:ffff::11", "the pool's first free address (::10 is gw's)");
+    wait_both_pods(&c, std::net::SocketAddr::new(ip, 53), 10);
+}
+
+/// The Gateway's address in [`crds_uninstalled_and_reinstalled`] (beside
+/// the Service's VIP).
+const GW_ADDR: &str = "192.0.2.20";
+
+/// The Gateway `gw` on [`GW_ADDR`] with a UDP listener on 53 and its
+/// UDPRoute to Service `dns`, served by both pods.
+fn gateway_on_its_own_address(c: &Cluster) {
+    c.create_gateway_object(&gw::gateway(NS, "gw", CLASS).address(GW_ADDR).listener("dns", "UDP", 53).build());
+    c.create_gateway_object(&gw::udp_route(NS, "dns").parent("gw", None).backend("dns", 53, None).build());
+    accepted_and_resolved(c, "UDPRoute", "dns");
+    wait_both_pods(c, std::net::SocketAddr::new(GW_ADDR.parse().unwrap(), 53), 10);
+}
+
+/// The requests of the agent for Gateway API resources so far.
+fn gateway_api_requests(c: &Cluster) -> u64 {
+    let by_agent = c.api.request_counts_by_agent().expect("request counts");
+    by_agent.get("xlb").map_or(0, |m| m.iter().filter(|(k, _)| k.contains(gw::GATEWAY_GROUP)).map(|(_, n)| n).sum())
+}
+
+/// The Gateway API CRDs uninstalled while a Gateway listener carries
+/// traffic beside a Service VIP: the Gateway API objects are gone with
+/// them, so is the listener's service (as with a deleted Gateway), the
+/// agent stays healthy, tells it once per kind and asks the API server
+/// at most every few seconds (no error loop); the Service's VIP is served
+/// throughout. Installed again, the CRDs and new objects are picked up
+/// without a restart and served.
+#[test]
+fn crds_uninstalled_and_reinstalled() {
+    let c = cluster();
+    c.create_service(&dns_service("svc"));
+    c.set_slice(NS, "svc", "svc", false, &[ready(1)], DNS_PORTS);
+    c.wait_backends(&format!("{NS}/svc:dns"), 1);
+    gateway_on_its_own_address(&c);
+    let listener = format!("gateway/{NS}/gw:dns");
+
+    c.api.uninstall_gateway_api().expect("uninstall the Gateway API CRDs");
+    c.wait_programmed("the listener's service gone with the CRDs", |p| !p.contains_key(&listener));
+    let t = wait_udp_served(&c, 53, 10);
+    assert_eq!(tags(&t), ["pod1"], "the Service VIP is served while the CRDs are gone: {t:?}");
+    // Past the watches' first retries: from then on, a few requests per
+    // kind (5) per period of the capped backoff (5 s), nothing like a loop.
+    std::thread::sleep(Duration::from_secs(8));
+    let before = gateway_api_requests(&c);
+    std::thread::sleep(Duration::from_secs(10));
+    let asked = gateway_api_requests(&c) - before;
+    assert!(asked <= 20, "{asked} Gateway API requests in 10 s with the CRDs gone:\n{}", c.agent.log());
+    assert!(c.agent.is_healthy(), "healthy without the CRDs:\n{}", c.agent.log());
+    let log = c.agent.log();
+    assert!(!log.contains("watch failed"), "a removed CRD is no watch failure:\n{log}");
+    let told = log.matches("no longer serves this Gateway API kind").count();
+    assert!((1..=5).contains(&told), "told {told} times that a kind is gone:\n{}", c.agent.log());
+    assert!(!c.programmed().contains_key(&listener), "{:#?}", c.programmed());
+    let t = wait_udp_served(&c, 53, 10);
+    assert_eq!(tags(&t), ["pod1"], "the Service VIP is still served: {t:?}");
+
+    c.api.install_gateway_api().expect("install the Gateway API CRDs again");
+    c.create_gateway_object(&gw::gateway_class(CLASS, CONTROLLER));
+    gateway_on_its_own_address(&c);
+    c.wait_object(&gw::gateway_path(NS, "gw"), "Gateway Programmed again", |o| is_true(&o["status"], "Programmed"));
+    let t = wait_udp_served(&c, 53, 10);
+    assert_eq!(tags(&t), ["pod1"], "the Service VIP is served after: {t:?}");
+    assert!(c.agent.is_healthy(), "{}", c.agent.log());
 }

@@ -168,7 +168,18 @@ impl Segment {
     /// The segment, the pods with their servers, the API server with both
     /// Node objects, both agents healthy.
     fn start(tag: &str) -> Segment {
+        Self::start_opts(tag, false)
+    }
+
+    /// As [`Segment::start`], with the Gateway API's CRDs installed before
+    /// the agents start.
+    fn start_gateway(tag: &str) -> Segment {
+        Self::start_opts(tag, true)
+    }
+
+    fn start_opts(tag: &str, gateway_api: bool) -> Segment {
         let mut seg = L2Segment::new(tag, true);
+        seg.gateway_api = gateway_api;
         let sw = seg.sw.clone();
         // No multicast snooping: solicitations reach every port, as on a
         // switch without MLD snooping.
@@ -349,6 +360,27 @@ impl Segment {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// `n` new flows (one socket each) from the client to [`VIP4`]:[`PORT`],
+    /// which it resolves itself, are all answered, by both pods, through
+    /// node `h` (the announcer), and the client's neighbour entry for the
+    /// VIP is node `h`'s MAC.
+    fn assert_served_through(&self, h: usize, n: usize) {
+        let to = SocketAddr::new(VIP4.into(), PORT);
+        let mut pods = BTreeSet::new();
+        for i in 0..n {
+            let (text, from) =
+                xlb_tests::udp_request(&self.client, None, to, format!("seq {i}").as_bytes(), Duration::from_secs(2))
+                    .unwrap_or_else(|e| panic!("request {i} to {to}: {e:#}{}", self.diag()));
+            assert_eq!(from, to, "{text}");
+            let w: Vec<&str> = text.split_whitespace().collect();
+            let via = w.get(1).and_then(|p| p.parse().ok()).and_then(forwarded_by);
+            assert_eq!(via, Some(h), "forwarded by the announcer: {text}");
+            pods.insert(w[0].to_string());
+        }
+        assert_eq!(pods, BTreeSet::from(["pod1".to_string(), "pod2".to_string()]), "both pods reached");
+        assert_eq!(self.client_neighbour(VIP4.into()).map(|n| n.0), Some(self.macs[h]), "the client resolved {to}");
     }
 
     /// Takes node `i` off the segment (its `eth0` down).
@@ -746,26 +778,8 @@ fn one_node_answers_arp_traffic_flows_and_sigterm_moves_both_within_3s() {
     cluster(&s, VIP4.into());
     let h = s.holder_index(LEASE4);
     s.assert_only_answers(h, VIP4.into(), "with both nodes up");
-    // Traffic flows, to both pods, through the announcer: new flows (one
-    // socket each) from the client, which resolves the VIP itself.
-    let mut pods = BTreeSet::new();
-    for n in 0..40 {
-        let (text, from) = xlb_tests::udp_request(
-            &s.client,
-            None,
-            SocketAddr::new(VIP4.into(), PORT),
-            format!("seq {n}").as_bytes(),
-            Duration::from_secs(2),
-        )
-        .unwrap_or_else(|e| panic!("request {n} to {VIP4}: {e:#}{}", s.diag()));
-        assert_eq!(from, SocketAddr::new(VIP4.into(), PORT), "{text}");
-        let w: Vec<&str> = text.split_whitespace().collect();
-        let via = w.get(1).and_then(|p| p.parse().ok()).and_then(forwarded_by);
-        assert_eq!(via, Some(h), "forwarded by the announcer: {text}");
-        pods.insert(w[0].to_string());
-    }
-    assert_eq!(pods, BTreeSet::from(["pod1".to_string(), "pod2".to_string()]), "both pods reached");
-    assert_eq!(s.client_neighbour(VIP4.into()).map(|n| n.0), Some(s.macs[h]), "the client resolved the VIP");
+    // Traffic flows, to both pods, through the announcer.
+    s.assert_served_through(h, 40);
     assert!(s.stat(h, "arp_reply") >= 2, "the announcer's arp_reply counter{}", s.diag());
     assert_eq!(s.stat(1 - h, "arp_reply"), 0, "the other node answered ARP{}", s.diag());
 
@@ -950,4 +964,32 @@ fn with_a_switch_that_floods_everything_only_the_announcer_balances_no_duplicate
     let flooded = [s.stat(0, "pass_other_host") - flooded_before[0], s.stat(1, "pass_other_host") - flooded_before[1]];
     assert!(flooded[1 - h] >= 40, "the other node saw no flooded VIP packets ({flooded:?}){}", s.diag());
     assert_eq!(flooded[h], 0, "the announcer left packets addressed to it to the kernel{}", s.diag());
+}
+
+/// A Gateway's address is announced as a Service VIP is (issue 13 with
+/// `--announce l2`): a Gateway on [`VIP4`] with a UDP listener and a
+/// UDPRoute to a plain Service of a pod behind each node, no Service of
+/// xlb's class at all. One node holds the address's Lease and alone answers
+/// ARP for it; the client, which has no route for it, resolves it by ARP to
+/// that node and reaches both pods through it (the listener's backends are
+/// any ready endpoint, as with `Cluster`).
+#[test]
+fn a_gateway_address_is_announced_and_its_udp_route_served_through_the_announcer() {
+    use xlb_tests::k8s::{gateway, gateway_class, gateway_classes_path, routes_path, udp_route};
+    let s = Segment::start_gateway("l2gw");
+    s.kc.create(&gateway_classes_path(), &gateway_class("xlb", "xlb.io/gateway-controller"))
+        .expect("create GatewayClass");
+    let backend = lb_service(NS, "dns").service_type("ClusterIP").class(None).port("dns", PORT, "UDP").build();
+    s.create(&backend);
+    s.create(&slice("dns", false, &[(0, 0), (1, 1)]));
+    let gw = gateway(NS, "gw", "xlb").address(&VIP4.to_string()).listener("dns", "UDP", PORT).build();
+    s.kc.create(&routes_path("Gateway", Some(NS)), &gw).expect("create Gateway");
+    let route = udp_route(NS, "dns").parent("gw", None).backend("dns", PORT, None).build();
+    s.kc.create(&routes_path("UDPRoute", Some(NS)), &route).expect("create UDPRoute");
+    s.wait_programmed(&format!("gateway/{NS}/gw:dns"), 2);
+
+    let h = s.holder_index(LEASE4);
+    s.assert_only_answers(h, VIP4.into(), "with both nodes up");
+    s.assert_served_through(h, 20);
+    assert_eq!(s.stat(1 - h, "arp_reply"), 0, "the other node answered ARP{}", s.diag());
 }

@@ -17,13 +17,20 @@
 //! YAML mode ([`serving_vips`]) a VIP with a service that has a backend of
 //! non-zero weight. A VIP shared by several services is eligible when any
 //! of them is.
+//!
+//! A Gateway's address ([`gateways`]) is eligible wherever one of its
+//! listeners is programmed, as a `Cluster` Service's VIP: the listeners
+//! reach any ready endpoint of their routes' backends, on any node, through
+//! SNAT. It shares the Lease of a Service VIP it coincides with, and a
+//! `Local` Service there that keeps the VIP from this node keeps it for the
+//! Gateway too.
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::IpAddr,
 };
 
 use crate::{
-    source::k8s::translate::Translation,
+    source::k8s::{gateway::translate::Translation as GatewayTranslation, translate::Translation},
     state::model::{DesiredState, ServiceSpec},
 };
 
@@ -70,6 +77,24 @@ pub fn bgp(t: &Translation, listeners: &[ServiceSpec]) -> BTreeSet<IpAddr> {
         .filter(|(vip, services)| services.iter().any(|key| t.placements.get(key).is_some_and(|p| p.ready_for(**vip))))
         .map(|(vip, _)| *vip);
     services.chain(listeners.iter().filter(|s| serving(s)).map(|s| s.vip)).collect()
+}
+
+/// The Gateway addresses this node may announce, each with the Gateways
+/// (`namespace`, `name`) with a listener programmed on it: `gw` is the
+/// Gateway translation once the listeners an older Service took have
+/// yielded, `t` the Services' translation (a VIP a Service is programmed on
+/// is eligible only if [`eligible`] says so).
+pub fn gateways(t: &Translation, gw: &GatewayTranslation) -> Eligible {
+    let services = eligible(t);
+    let mut out = Eligible::new();
+    for c in &gw.candidates {
+        let vip = c.spec.vip;
+        let service_vip = t.vip_services.get(&vip).is_some_and(|s| !s.is_empty());
+        if !service_vip || services.contains_key(&vip) {
+            out.entry(vip).or_default().insert(c.gateway.clone());
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -125,30 +150,36 @@ mod tests {
     }
 
     fn translation(svcs: &[Value], sls: &[Value]) -> Translation {
-        let services: Vec<Arc<Service>> =
-            svcs.iter().map(|s| Arc::new(serde_json::from_value(s.clone()).unwrap())).collect();
-        let slices: Vec<Arc<EndpointSlice>> =
-            sls.iter().map(|s| Arc::new(serde_json::from_value(s.clone()).unwrap())).collect();
-        translate(&Inputs {
-            services: &services,
-            slices: &slices,
-            node_name: NODE,
-            lb_class: CLASS,
-            pools: &[],
-            reserved: &[],
-        })
+        translated(&parsed(svcs), &parsed(sls), &[])
     }
 
     fn bgp_of(svcs: &[Value], sls: &[Value]) -> Vec<String> {
         bgp(&translation(svcs, sls), &[]).iter().map(ToString::to_string).collect()
     }
 
-    fn eligible_of(svcs: &[Value], sls: &[Value]) -> Vec<(String, Vec<String>)> {
-        let t = translation(svcs, sls);
-        eligible(&t)
-            .into_iter()
+    fn parsed<T: serde::de::DeserializeOwned>(objs: &[Value]) -> Vec<Arc<T>> {
+        objs.iter().map(|o| Arc::new(serde_json::from_value(o.clone()).unwrap())).collect()
+    }
+
+    /// The Services' translation for this node, the `reserved` keys taken
+    /// by Gateway listeners.
+    fn translated(
+        services: &[Arc<Service>],
+        slices: &[Arc<EndpointSlice>],
+        reserved: &[crate::source::k8s::translate::Reservation],
+    ) -> Translation {
+        translate(&Inputs { services, slices, node_name: NODE, lb_class: CLASS, pools: &[], reserved })
+    }
+
+    /// An [`Eligible`] as (VIP, `namespace/name`s).
+    fn named(e: Eligible) -> Vec<(String, Vec<String>)> {
+        e.into_iter()
             .map(|(vip, s)| (vip.to_string(), s.into_iter().map(|(ns, n)| format!("{ns}/{n}")).collect()))
             .collect()
+    }
+
+    fn eligible_of(svcs: &[Value], sls: &[Value]) -> Vec<(String, Vec<String>)> {
+        named(eligible(&translated(&parsed(svcs), &parsed(sls), &[])))
     }
 
     fn e(vip: &str, services: &[&str]) -> (String, Vec<String>) {
@@ -271,5 +302,71 @@ mod tests {
         assert!(serving_vips(&state).is_empty());
         let state = DesiredState { services: vec![drained, empty, serving] };
         assert_eq!(serving_vips(&state), ["192.0.2.10".parse::<IpAddr>().unwrap()].into());
+    }
+
+    /// The Gateway addresses eligible beside the Services `svcs`: Gateway
+    /// `apps/gw` of our class on `addr` with a UDP listener on `port` and a
+    /// UDPRoute to Service `apps/dns` (port 53), the listener yielding to an
+    /// older Service on the same key as the agent does.
+    fn gateway_eligible(svcs: &[Value], sls: &[Value], addr: &str, port: u16) -> Vec<(String, Vec<String>)> {
+        use crate::source::k8s::gateway::{
+            translate::{translate as gw_translate, Inputs as GwInputs, Route},
+            types::{Gateway, GatewayClass, UDPRoute},
+        };
+        const CTRL: &str = "xlb.io/gateway-controller";
+        let mut svcs = svcs.to_vec();
+        let mut backend = svc("dns", "", "Cluster", udp());
+        backend["spec"] = json!({"type": "ClusterIP", "ports": [{"name": "dns", "port": 53, "protocol": "UDP"}]});
+        svcs.push(backend);
+        let (services, slices) = (parsed(&svcs), parsed(sls));
+        let class: GatewayClass = serde_json::from_value(json!({"apiVersion": "gateway.networking.k8s.io/v1",
+            "kind": "GatewayClass", "metadata": {"name": "xlb"}, "spec": {"controllerName": CTRL}}))
+        .unwrap();
+        let gw: Gateway = serde_json::from_value(json!({"apiVersion": "gateway.networking.k8s.io/v1",
+            "kind": "Gateway", "metadata": {"namespace": "apps", "name": "gw", "creationTimestamp": "2026-01-02T00:00:00Z"},
+            "spec": {"gatewayClassName": "xlb", "addresses": [{"type": "IPAddress", "value": addr}],
+                     "listeners": [{"name": "dns", "port": port, "protocol": "UDP"}]}}))
+        .unwrap();
+        let route: UDPRoute = serde_json::from_value(json!({"apiVersion": "gateway.networking.k8s.io/v1",
+            "kind": "UDPRoute", "metadata": {"namespace": "apps", "name": "dns"},
+            "spec": {"parentRefs": [{"name": "gw"}], "rules": [{"backendRefs": [{"name": "dns", "port": 53}]}]}}))
+        .unwrap();
+        let mut g = gw_translate(&GwInputs {
+            classes: &[Arc::new(class)],
+            gateways: &[Arc::new(gw)],
+            routes: &[Route::udp(&route)],
+            grants: &[],
+            namespaces: &[],
+            services: &services,
+            slices: &slices,
+            controller_name: CTRL,
+            node_name: NODE,
+            pools: &[],
+        });
+        let t = translated(&services, &slices, &g.reservations());
+        g.yield_to(&t.taken);
+        named(gateways(&t, &g))
+    }
+
+    #[test]
+    fn a_gateway_address_is_eligible_wherever_a_listener_is_programmed_even_without_local_endpoints() {
+        assert_eq!(gateway_eligible(&[], &[], "192.0.2.20", 53), [e("192.0.2.20", &["apps/gw"])]);
+        assert_eq!(gateway_eligible(&[], &[], "2001:db8::20", 53), [e("2001:db8::20", &["apps/gw"])]);
+        let remote = slice("dns", "dns-1", "IPv4", &udp(), &[("10.1.0.2", "node-b", true, false)]);
+        assert_eq!(gateway_eligible(&[], &[remote], "192.0.2.20", 53), [e("192.0.2.20", &["apps/gw"])]);
+    }
+
+    #[test]
+    fn a_gateway_address_follows_the_services_on_it() {
+        // An older Service holds the listener's address and port: nothing of the Gateway programmed.
+        let owner = svc("owner", "192.0.2.10", "Cluster", udp());
+        assert!(gateway_eligible(std::slice::from_ref(&owner), &[], "192.0.2.10", 53).is_empty());
+        // Another port of a Cluster Service's VIP: eligible as the Service's VIP is.
+        assert_eq!(gateway_eligible(&[owner], &[], "192.0.2.10", 5300), [e("192.0.2.10", &["apps/gw"])]);
+        // A Local Service without a local endpoint keeps the shared VIP from this node.
+        let local = svc("local", "192.0.2.10", "Local", udp());
+        assert!(gateway_eligible(std::slice::from_ref(&local), &[], "192.0.2.10", 5300).is_empty());
+        let here = slice("local", "l", "IPv4", &udp(), &[("10.1.0.4", NODE, true, false)]);
+        assert_eq!(gateway_eligible(&[local], &[here], "192.0.2.10", 5300), [e("192.0.2.10", &["apps/gw"])]);
     }
 }

@@ -3,6 +3,36 @@
 
 use serde_json::{json, Value};
 
+/// The `metadata` setters and [`build`](LbService::build) shared by the
+/// builders of this crate, each keeping its object in a field `obj`.
+macro_rules! object_builder {
+    ($t:ty) => {
+        impl $t {
+            /// Adds `metadata.labels[key] = value`.
+            #[must_use]
+            pub fn label(mut self, key: &str, value: &str) -> Self {
+                self.obj["metadata"]["labels"][key] = serde_json::json!(value);
+                self
+            }
+
+            /// `metadata.creationTimestamp` (RFC 3339, e.g.
+            /// `2024-01-01T00:00:00Z`), kept by the fake server on create:
+            /// it orders competing claims (the oldest wins).
+            #[must_use]
+            pub fn created(mut self, rfc3339: &str) -> Self {
+                self.obj["metadata"]["creationTimestamp"] = serde_json::json!(rfc3339);
+                self
+            }
+
+            /// The object.
+            pub fn build(&self) -> serde_json::Value {
+                self.obj.clone()
+            }
+        }
+    };
+}
+pub(crate) use object_builder;
+
 /// A Service of `type: LoadBalancer` (class `xlb.io/xdp` unless changed),
 /// built with chained calls and [`LbService::build`].
 #[derive(Debug, Clone)]
@@ -28,6 +58,8 @@ pub fn lb_service(ns: &str, name: &str) -> LbService {
         }),
     }
 }
+
+object_builder!(LbService);
 
 impl LbService {
     /// `spec.loadBalancerClass` (`None` removes it).
@@ -90,13 +122,6 @@ impl LbService {
         self
     }
 
-    /// Adds `metadata.labels[key] = value`.
-    #[must_use]
-    pub fn label(mut self, key: &str, value: &str) -> Self {
-        self.obj["metadata"]["labels"][key] = json!(value);
-        self
-    }
-
     /// `spec.loadBalancerIP`.
     #[must_use]
     pub fn load_balancer_ip(mut self, ip: &str) -> Self {
@@ -109,19 +134,6 @@ impl LbService {
     pub fn health_check_node_port(mut self, port: u16) -> Self {
         self.obj["spec"]["healthCheckNodePort"] = json!(port);
         self
-    }
-
-    /// `metadata.creationTimestamp` (RFC 3339, e.g. `2024-01-01T00:00:00Z`),
-    /// kept by the server on create.
-    #[must_use]
-    pub fn created(mut self, rfc3339: &str) -> Self {
-        self.obj["metadata"]["creationTimestamp"] = json!(rfc3339);
-        self
-    }
-
-    /// The object.
-    pub fn build(&self) -> Value {
-        self.obj.clone()
     }
 }
 
@@ -195,6 +207,8 @@ pub fn endpoint_slice(ns: &str, name: &str, service: &str) -> EndpointSliceBuild
     }
 }
 
+object_builder!(EndpointSliceBuilder);
+
 impl EndpointSliceBuilder {
     /// `addressType` (`IPv4`, `IPv6`).
     #[must_use]
@@ -218,11 +232,6 @@ impl EndpointSliceBuilder {
             .expect("ports is an array")
             .push(json!({"name": name, "port": port, "protocol": protocol}));
         self
-    }
-
-    /// The object.
-    pub fn build(&self) -> Value {
-        self.obj.clone()
     }
 }
 

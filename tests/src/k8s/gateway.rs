@@ -207,6 +207,8 @@ pub fn gateway(ns: &str, name: &str, class: &str) -> GatewayBuilder {
     }
 }
 
+super::builders::object_builder!(GatewayBuilder);
+
 impl GatewayBuilder {
     /// Adds a listener (`protocol` `TCP`, `UDP`, or another to test refusals)
     /// with the default `allowedRoutes` (routes of its namespace, the kinds
@@ -266,18 +268,6 @@ impl GatewayBuilder {
         }
         self
     }
-
-    /// Adds a label.
-    #[must_use]
-    pub fn label(mut self, key: &str, value: &str) -> Self {
-        self.obj["metadata"]["labels"][key] = json!(value);
-        self
-    }
-
-    /// The object.
-    pub fn build(&self) -> Value {
-        self.obj.clone()
-    }
 }
 
 /// A TCPRoute or UDPRoute, built with chained calls and [`RouteBuilder::build`].
@@ -306,6 +296,8 @@ fn route(kind: &str, ns: &str, name: &str) -> RouteBuilder {
         }),
     }
 }
+
+super::builders::object_builder!(RouteBuilder);
 
 impl RouteBuilder {
     /// Adds a `parentRefs[]` entry: the Gateway `gateway` of the route's
@@ -366,19 +358,6 @@ impl RouteBuilder {
         let last = rules.last_mut().expect("a rule");
         last["backendRefs"].as_array_mut().expect("backendRefs is an array").push(b);
         self
-    }
-
-    /// Sets `metadata.creationTimestamp` (RFC 3339), which the fake server
-    /// keeps: orders routes competing for a listener (the oldest wins).
-    #[must_use]
-    pub fn created(mut self, rfc3339: &str) -> Self {
-        self.obj["metadata"]["creationTimestamp"] = json!(rfc3339);
-        self
-    }
-
-    /// The object.
-    pub fn build(&self) -> Value {
-        self.obj.clone()
     }
 }
 

@@ -221,7 +221,7 @@ pub async fn run(
         t.state.services.extend(gw.services().cloned());
         // Events say "programmed" only once the agent has applied the state.
         // Sent once the state is applied: a VIP is announced where it is programmed.
-        let eligible_now = opts.announce_l2.then(|| eligible_refs(&t, &services));
+        let eligible_now = opts.announce_l2.then(|| eligible_refs(&t, &services, &gw, &gw_stores.gateways.state()));
         let bgp_now = opts.announce_bgp.then(|| eligible::bgp(&t, &gw.services().cloned().collect::<Vec<_>>()));
         let (update, applied) = Update::acknowledged(t.state, None, Origin::Kubernetes);
         if updates.send(update).await.is_err() {
@@ -289,20 +289,31 @@ pub async fn run(
     Ok(())
 }
 
-/// The VIPs this node may announce ([`eligible::eligible`]) with references
-/// to their Services.
-fn eligible_refs(t: &translate::Translation, services: &[Arc<Service>]) -> EligibleRefs {
-    let refs: BTreeMap<(String, String), ObjectReference> = services
-        .iter()
-        .map(|s| {
-            let key = (s.metadata.namespace.clone().unwrap_or_default(), s.metadata.name.clone().unwrap_or_default());
-            (key, s.object_ref(&()))
-        })
-        .collect();
-    eligible::eligible(t)
-        .into_iter()
-        .map(|(vip, keys)| (vip, keys.iter().filter_map(|k| refs.get(k).cloned()).collect()))
-        .collect()
+/// The VIPs this node may announce ([`eligible::eligible`], and the
+/// Gateways' addresses, [`eligible::gateways`]) with references to their
+/// Services and Gateways.
+fn eligible_refs(
+    t: &translate::Translation,
+    services: &[Arc<Service>],
+    gw: &gateway::translate::Translation,
+    gateways: &[Arc<gateway::types::Gateway>],
+) -> EligibleRefs {
+    fn refs_of<K: kube::Resource<DynamicType = ()>>(objs: &[Arc<K>]) -> BTreeMap<(String, String), ObjectReference> {
+        objs.iter()
+            .map(|o| {
+                let m = o.meta();
+                ((m.namespace.clone().unwrap_or_default(), m.name.clone().unwrap_or_default()), o.object_ref(&()))
+            })
+            .collect()
+    }
+    let mut out = EligibleRefs::new();
+    for (eligible, refs) in [(eligible::eligible(t), refs_of(services)), (eligible::gateways(t, gw), refs_of(gateways))]
+    {
+        for (vip, keys) in eligible {
+            out.entry(vip).or_default().extend(keys.iter().filter_map(|k| refs.get(k).cloned()));
+        }
+    }
+    out
 }
 
 /// Keeps trying to hold the allocator Lease; notifies on a change of role.

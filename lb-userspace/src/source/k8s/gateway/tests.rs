@@ -43,6 +43,11 @@ fn gateway(ns: &str, name: &str, created: &str, addr: Option<&str>, listeners: V
            "spec": {"gatewayClassName": "xlb", "addresses": addresses, "listeners": listeners}})
 }
 
+/// A Gateway with one UDP listener `dns` on port 53.
+fn dns_gateway(ns: &str, name: &str, created: &str, addr: Option<&str>) -> Value {
+    gateway(ns, name, created, addr, json!([udp_listener("dns", 53)]))
+}
+
 fn route(kind: RouteKind, ns: &str, name: &str, created: &str, parents: Value, backends: Value) -> Route {
     let v = json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": kind.kind(),
         "metadata": {"namespace": ns, "name": name, "creationTimestamp": created, "generation": 3},
@@ -126,6 +131,24 @@ impl World {
     }
 }
 
+impl World {
+    /// Adds the Gateway `apps/gw` of class `xlb` on 192.0.2.10 with `listeners`.
+    fn gw(&mut self, listeners: Value) {
+        self.gateways.push(gateway("apps", "gw", "2024-02-01T00:00:00Z", Some("192.0.2.10"), listeners));
+    }
+
+    /// Adds a route of `kind` in `apps`.
+    fn route(&mut self, kind: RouteKind, name: &str, created: &str, parents: Value, backends: Value) {
+        self.routes.push(route(kind, "apps", name, created, parents, backends));
+    }
+
+    /// Adds a route of `kind` in `apps` to every listener of `apps/gw`, to
+    /// the Service `dns` at port 53.
+    fn dns_route(&mut self, kind: RouteKind, name: &str, created: &str) {
+        self.route(kind, name, created, gw_ref("gw"), dns_backend());
+    }
+}
+
 fn udp_listener(name: &str, port: u16) -> Value {
     json!({"name": name, "port": port, "protocol": "UDP"})
 }
@@ -165,17 +188,10 @@ fn accepted_reason(t: &Translation, kind: RouteKind, name: &str) -> Vec<&'static
 #[test]
 fn a_udp_route_on_a_gateway_of_our_class_is_one_service_per_listener() {
     let mut w = World::new();
-    w.gateways.push(gateway(
-        "apps",
-        "gw",
-        "2024-02-01T00:00:00Z",
-        Some("192.0.2.10"),
-        json!([udp_listener("dns", 53)]),
-    ));
-    w.routes.push(route(RouteKind::Udp, "apps", "dns", "2024-02-02T00:00:00Z", gw_ref("gw"), dns_backend()));
+    w.gw(json!([udp_listener("dns", 53)]));
+    w.dns_route(RouteKind::Udp, "dns", "2024-02-02T00:00:00Z");
     // A Gateway of another class is not ours.
-    let mut other =
-        gateway("apps", "theirs", "2024-02-01T00:00:00Z", Some("192.0.2.11"), json!([udp_listener("dns", 53)]));
+    let mut other = dns_gateway("apps", "theirs", "2024-02-01T00:00:00Z", Some("192.0.2.11"));
     other["spec"]["gatewayClassName"] = json!("other");
     w.gateways.push(other);
     let t = w.run();
@@ -195,32 +211,23 @@ fn a_udp_route_on_a_gateway_of_our_class_is_one_service_per_listener() {
 fn parent_refs_by_section_name_by_port_and_to_every_listener_of_the_protocol() {
     let mut w = World::new();
     let ls = json!([udp_listener("a", 5300), udp_listener("b", 5301), tcp_listener("t", 5302)]);
-    w.gateways.push(gateway("apps", "gw", "2024-02-01T00:00:00Z", Some("192.0.2.10"), ls));
-    w.routes.push(route(
+    w.gw(ls);
+    w.route(
         RouteKind::Udp,
-        "apps",
         "by-section",
         "2024-02-02T00:00:00Z",
         json!([{"name": "gw", "sectionName": "b"}]),
         dns_backend(),
-    ));
-    w.routes.push(route(
+    );
+    w.route(RouteKind::Udp, "by-port", "2024-02-03T00:00:00Z", json!([{"name": "gw", "port": 5300}]), dns_backend());
+    w.dns_route(RouteKind::Udp, "all", "2024-02-04T00:00:00Z");
+    w.route(
         RouteKind::Udp,
-        "apps",
-        "by-port",
-        "2024-02-03T00:00:00Z",
-        json!([{"name": "gw", "port": 5300}]),
-        dns_backend(),
-    ));
-    w.routes.push(route(RouteKind::Udp, "apps", "all", "2024-02-04T00:00:00Z", gw_ref("gw"), dns_backend()));
-    w.routes.push(route(
-        RouteKind::Udp,
-        "apps",
         "no-such",
         "2024-02-05T00:00:00Z",
         json!([{"name": "gw", "sectionName": "zz"}]),
         dns_backend(),
-    ));
+    );
     let t = w.run();
     let g = &t.gateways[&("apps".into(), "gw".into())];
     let attached: Vec<(String, usize, Option<String>)> = g
@@ -246,25 +253,11 @@ fn parent_refs_by_section_name_by_port_and_to_every_listener_of_the_protocol() {
 #[test]
 fn a_route_of_the_other_protocol_is_not_allowed_by_listeners() {
     let mut w = World::new();
-    w.gateways.push(gateway("apps", "gw", "2024-02-01T00:00:00Z", Some("192.0.2.10"), json!([tcp_listener("t", 53)])));
-    w.routes.push(route(
-        RouteKind::Udp,
-        "apps",
-        "dns",
-        "2024-02-02T00:00:00Z",
-        json!([{"name": "gw", "sectionName": "t"}]),
-        dns_backend(),
-    ));
+    w.gw(json!([tcp_listener("t", 53)]));
+    w.route(RouteKind::Udp, "dns", "2024-02-02T00:00:00Z", json!([{"name": "gw", "sectionName": "t"}]), dns_backend());
     let mut w2 = World::new();
-    w2.gateways.push(gateway("apps", "gw", "2024-02-01T00:00:00Z", Some("192.0.2.10"), json!([udp_listener("u", 53)])));
-    w2.routes.push(route(
-        RouteKind::Tcp,
-        "apps",
-        "web",
-        "2024-02-02T00:00:00Z",
-        gw_ref("gw"),
-        json!([{"name": "web", "port": 80}]),
-    ));
+    w2.gw(json!([udp_listener("u", 53)]));
+    w2.route(RouteKind::Tcp, "web", "2024-02-02T00:00:00Z", gw_ref("gw"), json!([{"name": "web", "port": 80}]));
     for (t, kind, name) in [(w.run(), RouteKind::Udp, "dns"), (w2.run(), RouteKind::Tcp, "web")] {
         assert_eq!(accepted_reason(&t, kind, name), ["NotAllowedByListeners"]);
         assert_eq!(t.gateways[&("apps".into(), "gw".into())].listeners[0].attached_routes, 0);
@@ -285,14 +278,13 @@ fn allowed_routes_namespaces_same_all_selector_and_kinds() {
     w.namespaces.push(
         json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "apps", "labels": {"team": "dns"}}}),
     );
-    w.routes.push(route(
+    w.route(
         RouteKind::Udp,
-        "apps",
         "dns",
         "2024-02-02T00:00:00Z",
         json!([{"name": "gw", "namespace": "infra"}]),
         dns_backend(),
-    ));
+    );
     let t = w.run();
     let g = &t.gateways[&("infra".into(), "gw".into())];
     let counts: Vec<usize> = g.listeners.iter().map(|l| l.attached_routes).collect();
@@ -312,15 +304,9 @@ fn allowed_routes_namespaces_same_all_selector_and_kinds() {
 #[test]
 fn an_unresolved_backend_keeps_its_share_as_the_reject_share() {
     let mut w = World::new();
-    w.gateways.push(gateway(
-        "apps",
-        "gw",
-        "2024-02-01T00:00:00Z",
-        Some("192.0.2.10"),
-        json!([udp_listener("dns", 53)]),
-    ));
+    w.gw(json!([udp_listener("dns", 53)]));
     let b = json!([{"name": "dns", "port": 53, "weight": 1}, {"name": "nope", "port": 53, "weight": 1}]);
-    w.routes.push(route(RouteKind::Udp, "apps", "dns", "2024-02-02T00:00:00Z", gw_ref("gw"), b));
+    w.route(RouteKind::Udp, "dns", "2024-02-02T00:00:00Z", gw_ref("gw"), b);
     let t = w.run();
     let s = spec(&t, "gateway/apps/gw:dns");
     // Two endpoints share weight 1 (1/2 each), the missing one rejects 1.
@@ -334,13 +320,7 @@ fn an_unresolved_backend_keeps_its_share_as_the_reject_share() {
 #[test]
 fn cross_namespace_backends_need_a_reference_grant() {
     let mut w = World::new();
-    w.gateways.push(gateway(
-        "edge",
-        "gw",
-        "2024-02-01T00:00:00Z",
-        Some("192.0.2.10"),
-        json!([udp_listener("dns", 53)]),
-    ));
+    w.gateways.push(dns_gateway("edge", "gw", "2024-02-01T00:00:00Z", Some("192.0.2.10")));
     w.routes.push(route(
         RouteKind::Udp,
         "edge",
@@ -374,15 +354,9 @@ fn weights_are_shared_among_each_services_endpoints() {
     let mut w = World::new();
     w.services.push(service("apps", "dns2", json!([{"name": "dns", "port": 53, "protocol": "UDP"}])));
     w.slices.push(slice("apps", "dns2", "dns", 5300, "UDP", &["10.1.0.9"]));
-    w.gateways.push(gateway(
-        "apps",
-        "gw",
-        "2024-02-01T00:00:00Z",
-        Some("192.0.2.10"),
-        json!([udp_listener("dns", 53)]),
-    ));
+    w.gw(json!([udp_listener("dns", 53)]));
     let b = json!([{"name": "dns", "port": 53, "weight": 70}, {"name": "dns2", "port": 53, "weight": 30}]);
-    w.routes.push(route(RouteKind::Udp, "apps", "dns", "2024-02-02T00:00:00Z", gw_ref("gw"), b));
+    w.route(RouteKind::Udp, "dns", "2024-02-02T00:00:00Z", gw_ref("gw"), b);
     let s = spec(&w.run(), "gateway/apps/gw:dns").clone();
     // 70 over two endpoints (35 each), 30 on one: 7:7:6 once reduced.
     assert_eq!(weights(&s), [("10.1.0.5:5353".into(), 7), ("10.1.0.6:5353".into(), 7), ("10.1.0.9:5300".into(), 6)]);
@@ -420,23 +394,9 @@ fn share_is_exact_when_it_fits_and_scaled_otherwise() {
 #[test]
 fn several_routes_on_one_listener_are_all_accepted_and_the_oldest_carries_traffic() {
     let mut w = World::new();
-    w.gateways.push(gateway("apps", "gw", "2024-02-01T00:00:00Z", Some("192.0.2.10"), json!([tcp_listener("t", 80)])));
-    w.routes.push(route(
-        RouteKind::Tcp,
-        "apps",
-        "young",
-        "2024-03-01T00:00:00Z",
-        gw_ref("gw"),
-        json!([{"name": "dns", "port": 53}]),
-    ));
-    w.routes.push(route(
-        RouteKind::Tcp,
-        "apps",
-        "old",
-        "2024-02-01T00:00:00Z",
-        gw_ref("gw"),
-        json!([{"name": "web", "port": 80}]),
-    ));
+    w.gw(json!([tcp_listener("t", 80)]));
+    w.route(RouteKind::Tcp, "young", "2024-03-01T00:00:00Z", gw_ref("gw"), json!([{"name": "dns", "port": 53}]));
+    w.route(RouteKind::Tcp, "old", "2024-02-01T00:00:00Z", gw_ref("gw"), json!([{"name": "web", "port": 80}]));
     let t = w.run();
     assert_eq!(accepted_reason(&t, RouteKind::Tcp, "young"), ["Accepted"]);
     assert_eq!(accepted_reason(&t, RouteKind::Tcp, "old"), ["Accepted"]);
@@ -448,7 +408,7 @@ fn several_routes_on_one_listener_are_all_accepted_and_the_oldest_carries_traffi
 fn listener_conflicts_and_unsupported_protocols() {
     let mut w = World::new();
     let ls = json!([tcp_listener("a", 80), tcp_listener("b", 80), udp_listener("c", 80), {"name": "h", "port": 81, "protocol": "HTTP"}]);
-    w.gateways.push(gateway("apps", "gw", "2024-02-01T00:00:00Z", Some("192.0.2.10"), ls));
+    w.gw(ls);
     let t = w.run();
     let g = &t.gateways[&("apps".into(), "gw".into())];
     let get = |l: usize, ty: &str| -> Cond {
@@ -476,13 +436,7 @@ fn gateways_and_services_share_port_claims_in_age_order() {
                "spec": {"type": "LoadBalancer", "loadBalancerClass": "xlb.io/xdp", "ports": [{"name": "dns", "port": 53, "protocol": "UDP"}]}})
     };
     let mut w = World::new();
-    w.gateways.push(gateway(
-        "apps",
-        "gw",
-        "2024-02-01T00:00:00Z",
-        Some("192.0.2.10"),
-        json!([udp_listener("dns", 53)]),
-    ));
+    w.gw(json!([udp_listener("dns", 53)]));
     let both = |service_created: &str| {
         let gw = w.run();
         let services: Vec<Arc<Service>> = vec![obj(svc(service_created))];
@@ -522,20 +476,8 @@ fn gateways_and_services_share_port_claims_in_age_order() {
 #[test]
 fn two_gateways_on_one_address_and_port_the_older_wins() {
     let mut w = World::new();
-    w.gateways.push(gateway(
-        "apps",
-        "young",
-        "2024-03-01T00:00:00Z",
-        Some("192.0.2.10"),
-        json!([udp_listener("dns", 53)]),
-    ));
-    w.gateways.push(gateway(
-        "apps",
-        "old",
-        "2024-02-01T00:00:00Z",
-        Some("192.0.2.10"),
-        json!([udp_listener("dns", 53)]),
-    ));
+    w.gateways.push(dns_gateway("apps", "young", "2024-03-01T00:00:00Z", Some("192.0.2.10")));
+    w.gateways.push(dns_gateway("apps", "old", "2024-02-01T00:00:00Z", Some("192.0.2.10")));
     let t = w.run();
     assert_eq!(t.services().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["gateway/apps/old:dns"]);
     assert_eq!(
@@ -548,16 +490,10 @@ fn two_gateways_on_one_address_and_port_the_older_wins() {
 fn addresses_from_spec_status_or_the_pool() {
     let mut w = World::new();
     w.pools = vec!["192.0.2.32/29".parse().unwrap()];
-    w.gateways.push(gateway("apps", "b", "2024-03-01T00:00:00Z", None, json!([udp_listener("dns", 53)])));
-    w.gateways.push(gateway("apps", "a", "2024-02-01T00:00:00Z", None, json!([udp_listener("dns", 53)])));
-    w.gateways.push(gateway(
-        "apps",
-        "out",
-        "2024-02-01T00:00:00Z",
-        Some("198.51.100.1"),
-        json!([udp_listener("dns", 53)]),
-    ));
-    let mut bad = gateway("apps", "host", "2024-02-01T00:00:00Z", None, json!([udp_listener("dns", 53)]));
+    w.gateways.push(dns_gateway("apps", "b", "2024-03-01T00:00:00Z", None));
+    w.gateways.push(dns_gateway("apps", "a", "2024-02-01T00:00:00Z", None));
+    w.gateways.push(dns_gateway("apps", "out", "2024-02-01T00:00:00Z", Some("198.51.100.1")));
+    let mut bad = dns_gateway("apps", "host", "2024-02-01T00:00:00Z", None);
     bad["spec"]["addresses"] = json!([{"type": "Hostname", "value": "lb.example.com"}]);
     w.gateways.push(bad);
     let t = w.run();
@@ -587,14 +523,8 @@ fn ip(s: &str) -> IpAddr {
 #[test]
 fn statuses_carry_generation_keep_transition_times_and_are_stable() {
     let mut w = World::new();
-    w.gateways.push(gateway(
-        "apps",
-        "gw",
-        "2024-02-01T00:00:00Z",
-        Some("192.0.2.10"),
-        json!([udp_listener("dns", 53)]),
-    ));
-    w.routes.push(route(RouteKind::Udp, "apps", "dns", "2024-02-02T00:00:00Z", gw_ref("gw"), dns_backend()));
+    w.gw(json!([udp_listener("dns", 53)]));
+    w.dns_route(RouteKind::Udp, "dns", "2024-02-02T00:00:00Z");
     let t = w.run();
     let t0 = Time(Timestamp::from_second(1_800_000_000).unwrap());
     let t1 = Time(Timestamp::from_second(1_800_000_100).unwrap());
@@ -640,14 +570,235 @@ fn statuses_carry_generation_keep_transition_times_and_are_stable() {
 #[test]
 fn gateway_notes_say_what_is_programmed() {
     let mut w = World::new();
-    w.gateways.push(gateway(
-        "apps",
-        "gw",
-        "2024-02-01T00:00:00Z",
-        Some("192.0.2.10"),
-        json!([udp_listener("dns", 53)]),
-    ));
+    w.gw(json!([udp_listener("dns", 53)]));
     let notes: BTreeMap<_, _> = w.run().notes();
     let n = &notes[&("apps".to_string(), "gw".to_string())];
     assert!(n.iter().any(|n| !n.warning && n.message.contains("gateway/apps/gw:dns")), "{n:?}");
+}
+
+/// The condition reasons of the Gateway API v1 (`apis/v1/shared_types.go`,
+/// `gateway_types.go`, `gatewayclass_types.go`) by (object, condition type).
+fn upstream_reasons(scope: &str, type_: &str) -> &'static [&'static str] {
+    match (scope, type_) {
+        ("route", "Accepted") => &[
+            "Accepted",
+            "NotAllowedByListeners",
+            "NoMatchingListenerHostname",
+            "NoMatchingParent",
+            "UnsupportedValue",
+            "Pending",
+        ],
+        ("route", "ResolvedRefs") => {
+            &["ResolvedRefs", "RefNotPermitted", "InvalidKind", "BackendNotFound", "UnsupportedProtocol"]
+        }
+        ("listener", "Accepted") => {
+            &["Accepted", "PortUnavailable", "UnsupportedProtocol", "UnsupportedValue", "Pending"]
+        }
+        ("listener", "Programmed") => &["Programmed", "Invalid", "Pending"],
+        ("listener", "ResolvedRefs") => {
+            &["ResolvedRefs", "InvalidCertificateRef", "InvalidRouteKinds", "RefNotPermitted"]
+        }
+        ("listener", "Conflicted") => &["HostnameConflict", "ProtocolConflict", "NoConflicts"],
+        ("gateway", "Accepted") => {
+            &["Accepted", "ListenersNotValid", "Invalid", "InvalidParameters", "UnsupportedAddress", "Pending"]
+        }
+        ("gateway", "Programmed") => {
+            &["Programmed", "Invalid", "Pending", "NoResources", "AddressNotAssigned", "AddressNotUsable"]
+        }
+        ("gatewayclass", "Accepted") => {
+            &["Accepted", "InvalidParameters", "Pending", "Unsupported", "UnsupportedVersion"]
+        }
+        _ => &[],
+    }
+}
+
+/// Every condition xlb writes, in every case the translation tells apart,
+/// has a reason the upstream API defines for its type.
+#[test]
+fn every_condition_reason_is_an_upstream_one() {
+    let mut w = World::new();
+    w.pools = vec!["192.0.2.0/24".parse().unwrap()];
+    let ls = json!([
+        udp_listener("dns", 53), tcp_listener("web", 80), tcp_listener("a", 81), tcp_listener("b", 81),
+        {"name": "h", "port": 82, "protocol": "HTTP"},
+        {"name": "k", "port": 83, "protocol": "UDP", "allowedRoutes": {"kinds": [{"kind": "TCPRoute"}]}}
+    ]);
+    w.gw(ls);
+    w.gateways.push(dns_gateway("apps", "pending", "2024-02-01T00:00:00Z", None));
+    w.gateways.push(gateway(
+        "apps",
+        "out",
+        "2024-02-01T00:00:00Z",
+        Some("198.51.100.1"),
+        json!([udp_listener("d", 53)]),
+    ));
+    let mut host = gateway("apps", "host", "2024-02-01T00:00:00Z", None, json!([udp_listener("d", 53)]));
+    host["spec"]["addresses"] = json!([{"type": "Hostname", "value": "lb.example.com"}]);
+    w.gateways.push(host);
+    let created = "2024-02-02T00:00:00Z";
+    let sec = |s: &str| json!([{"name": "gw", "sectionName": s}]);
+    w.dns_route(RouteKind::Udp, "ok", created);
+    w.route(RouteKind::Udp, "wrong-kind", created, sec("web"), dns_backend());
+    w.route(RouteKind::Udp, "no-parent", created, sec("nope"), dns_backend());
+    w.route(RouteKind::Udp, "missing", created, gw_ref("gw"), json!([{"name": "nope", "port": 53}]));
+    let other_ns = json!([{"name": "dns", "namespace": "other", "port": 53}]);
+    w.route(RouteKind::Udp, "cross", created, gw_ref("gw"), other_ns);
+    let kind = json!([{"group": "example.com", "kind": "Thing", "name": "x", "port": 53}]);
+    w.route(RouteKind::Udp, "kind", created, gw_ref("gw"), kind);
+    let t = w.run();
+    let now = Time(Timestamp::from_second(1_800_000_000).unwrap());
+    let mut seen: Vec<(&str, String, String)> = Vec::new();
+    for g in t.gateways.values() {
+        let s = status::gateway_status(g, None, None, &now);
+        seen.extend(s.conditions.iter().map(|c| ("gateway", c.type_.clone(), c.reason.clone())));
+        for l in &s.listeners {
+            seen.extend(l.conditions.iter().map(|c| ("listener", c.type_.clone(), c.reason.clone())));
+        }
+    }
+    for r in t.routes.values() {
+        for p in status::route_status(r, CTRL, None, &now).parents {
+            seen.extend(p.conditions.iter().map(|c| ("route", c.type_.clone(), c.reason.clone())));
+        }
+    }
+    seen.extend(
+        status::class_status(Some(1), None, &now)
+            .conditions
+            .iter()
+            .map(|c| ("gatewayclass", c.type_.clone(), c.reason.clone())),
+    );
+    for (scope, type_, reason) in &seen {
+        assert!(
+            upstream_reasons(scope, type_).contains(&reason.as_str()),
+            "{scope} {type_}: {reason} is not an upstream reason"
+        );
+    }
+    // Each case was reached.
+    let reasons: std::collections::BTreeSet<&str> = seen.iter().map(|(_, _, r)| r.as_str()).collect();
+    for r in [
+        "NotAllowedByListeners",
+        "NoMatchingParent",
+        "BackendNotFound",
+        "RefNotPermitted",
+        "InvalidKind",
+        "ProtocolConflict",
+        "UnsupportedProtocol",
+        "InvalidRouteKinds",
+        "ListenersNotValid",
+        "UnsupportedAddress",
+        "AddressNotUsable",
+        "AddressNotAssigned",
+        "Pending",
+        "Invalid",
+        "NoConflicts",
+        "Programmed",
+        "Accepted",
+        "ResolvedRefs",
+    ] {
+        assert!(reasons.contains(r), "no case gave {r}: {reasons:?}");
+    }
+}
+
+/// A YAML document as JSON (what the API server would store).
+fn yaml_to_json(y: &yaml_rust2::Yaml) -> Value {
+    use yaml_rust2::Yaml;
+    match y {
+        Yaml::Hash(h) => Value::Object(
+            h.iter()
+                .map(|(k, v)| (k.as_str().map_or_else(|| format!("{k:?}"), str::to_string), yaml_to_json(v)))
+                .collect(),
+        ),
+        Yaml::Array(a) => Value::Array(a.iter().map(yaml_to_json).collect()),
+        Yaml::String(s) => json!(s),
+        Yaml::Integer(i) => json!(i),
+        Yaml::Real(r) => json!(r.parse::<f64>().expect("a YAML real")),
+        Yaml::Boolean(b) => json!(b),
+        _ => Value::Null,
+    }
+}
+
+fn yaml_docs(text: &str) -> Vec<Value> {
+    yaml_rust2::YamlLoader::load_from_str(text).expect("YAML").iter().map(yaml_to_json).collect()
+}
+
+/// The indented YAML block of `deploy/README.md`'s Gateway API section (the
+/// example shown there).
+fn readme_gateway_example() -> String {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/README.md")).expect("deploy/README.md");
+    let section = &readme[readme.find("## Gateway API").expect("the Gateway API section")..];
+    let start = section.find("    apiVersion: gateway.networking.k8s.io/v1").expect("an example in the section");
+    section[start..]
+        .lines()
+        .take_while(|l| l.is_empty() || l.starts_with("    "))
+        .map(|l| l.strip_prefix("    ").unwrap_or(l))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// `deploy/examples/gateway-dns.yaml` and the example of `deploy/README.md`
+/// translated as they say: two listeners on the Gateway's address (from
+/// the pool, or the commented `spec.addresses`), each with its route to the
+/// ClusterIP Service's endpoints at the target port; the README's objects
+/// are the file's.
+#[test]
+fn the_shipped_examples_translate_as_documented() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/examples/gateway-dns.yaml");
+    let file = yaml_docs(&std::fs::read_to_string(path).expect("deploy/examples/gateway-dns.yaml"));
+    let of_kind =
+        |docs: &[Value], kind: &str| -> Vec<Value> { docs.iter().filter(|d| d["kind"] == kind).cloned().collect() };
+    let readme = yaml_docs(&readme_gateway_example());
+    for kind in ["GatewayClass", "Gateway", "UDPRoute", "TCPRoute"] {
+        assert_eq!(of_kind(&readme, kind), of_kind(&file, kind), "deploy/README.md's {kind} is the example file's");
+        assert_eq!(of_kind(&file, kind).len(), 1, "one {kind} in the example");
+    }
+    let mut w = World {
+        classes: of_kind(&file, "GatewayClass"),
+        gateways: of_kind(&file, "Gateway"),
+        services: of_kind(&file, "Service"),
+        pools: vec!["192.0.2.48/28".parse().unwrap()],
+        ..Default::default()
+    };
+    for (kind, tcp) in [("UDPRoute", false), ("TCPRoute", true)] {
+        let v = of_kind(&file, kind).remove(0);
+        w.routes.push(if tcp {
+            Route::tcp(&serde_json::from_value::<TCPRoute>(v).unwrap())
+        } else {
+            Route::udp(&serde_json::from_value::<UDPRoute>(v).unwrap())
+        });
+    }
+    // The Deployment's two pods, as the EndpointSlice controller lists them.
+    let mut s = slice("xlb-gw-demo", "dns", "dns", 5353, "UDP", &["10.1.0.5", "10.1.0.6"]);
+    s["ports"] =
+        json!([{"name": "dns", "port": 5353, "protocol": "UDP"}, {"name": "dns-tcp", "port": 5353, "protocol": "TCP"}]);
+    w.slices.push(s);
+    assert_eq!(w.classes[0]["spec"]["controllerName"], CTRL, "the default --gateway-controller-name");
+    let key = ("xlb-gw-demo".to_string(), "dns".to_string());
+
+    // No address yet: the allocator gives one from the pool.
+    let t = w.run();
+    assert!(matches!(t.gateways[&key].address, Err(AddressProblem::NotAssigned(_))));
+    let given = address::plan(&t, &std::collections::BTreeSet::new(), &w.pools)[&key];
+    w.gateways[0]["status"] = json!({"addresses": [{"type": "IPAddress", "value": given.to_string()}]});
+    let check = |t: &Translation, vip: IpAddr| {
+        let names: Vec<&str> = t.services().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["gateway/xlb-gw-demo/dns:dns-udp", "gateway/xlb-gw-demo/dns:dns-tcp"]);
+        for (name, proto) in
+            [("gateway/xlb-gw-demo/dns:dns-udp", Protocol::Udp), ("gateway/xlb-gw-demo/dns:dns-tcp", Protocol::Tcp)]
+        {
+            let s = spec(t, name);
+            assert_eq!((s.vip, s.port, s.protocol, s.reject_weight), (vip, 53, proto, 0), "{name}");
+            assert_eq!(weights(s), [("10.1.0.5:5353".into(), 1), ("10.1.0.6:5353".into(), 1)], "{name}");
+        }
+        for (kind, name) in [(RouteKind::Udp, "dns"), (RouteKind::Tcp, "dns-tcp")] {
+            let r = parent(t, kind, "xlb-gw-demo", name);
+            assert_eq!(r.parents.len(), 1);
+            assert!(r.parents[0].accepted.is_ok() && r.resolution.problem.is_none(), "{name}: {r:?}");
+        }
+        let g = &t.gateways[&("xlb-gw-demo".to_string(), "dns".to_string())];
+        assert!(g.listeners.iter().all(|l| l.attached_routes == 1 && l.invalid_kinds.is_empty()), "{g:?}");
+    };
+    check(&w.run(), given);
+    // The commented address, uncommented.
+    w.gateways[0]["spec"]["addresses"] = json!([{"type": "IPAddress", "value": "192.0.2.53"}]);
+    check(&w.run(), ip("192.0.2.53"));
 }

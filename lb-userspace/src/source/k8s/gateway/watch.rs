@@ -3,7 +3,10 @@
 //! until every kind is watched, so CRDs installed later are picked up and
 //! absent ones cost one discovery request per period (logged once, no
 //! error, no degraded health). A watch of a kind whose CRD is removed
-//! later logs that once and keeps retrying quietly.
+//! later logs that once, empties its cache (the objects went with the CRD:
+//! their listeners' services go too) and keeps retrying quietly, every few
+//! seconds at most, with no degraded health; the CRD installed again, the
+//! watch lists the kind again.
 use std::{
     collections::BTreeSet,
     sync::{atomic::AtomicU64, Arc, Mutex},
@@ -146,30 +149,48 @@ async fn served(client: &Client, version: &str) -> Option<BTreeSet<String>> {
     }
 }
 
-fn spawn<K>(writer: Writer<K>, api: Api<K>, trigger: Arc<Notify>, health: Arc<Health>)
+/// Whether a watch error says the API server does not serve the kind (its
+/// CRD was removed): a 404 from the list, the watch's start, or the watch.
+fn not_served(e: &watcher::Error) -> bool {
+    match e {
+        watcher::Error::InitialListFailed(kube::Error::Api(s))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(s))
+        | watcher::Error::WatchFailed(kube::Error::Api(s)) => s.code == 404,
+        watcher::Error::WatchError(s) => s.code == 404,
+        _ => false,
+    }
+}
+
+fn spawn<K>(mut writer: Writer<K>, api: Api<K>, trigger: Arc<Notify>, health: Arc<Health>)
 where
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
     K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
 {
     let kind = K::kind(&K::DynamicType::default()).to_string();
     let backoff = CappedBackoff::new(Arc::new(AtomicU64::new(0)));
-    let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()).backoff(backoff));
+    let stream = watcher(api, watcher::Config::default()).backoff(backoff);
     tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
         let mut gone_told = false;
         while let Some(item) = stream.next().await {
             match item {
-                Ok(_) => {
+                Ok(event) => {
+                    writer.apply_watcher_event(&event);
                     gone_told = false;
                     trigger.notify_one();
                 }
-                // The CRD was removed: not an outage of the API server.
-                Err(
-                    watcher::Error::InitialListFailed(kube::Error::Api(s))
-                    | watcher::Error::WatchFailed(kube::Error::Api(s)),
-                ) if s.code == 404 => {
+                // The CRD was removed: not an outage of the API server, and
+                // none of the kind's objects exist any more (the API server
+                // deletes them with it; the cache forgets any it did not
+                // tell of). Retried quietly, picked up when installed again.
+                Err(e) if not_served(&e) => {
+                    if !writer.as_reader().is_empty() {
+                        writer.apply_watcher_event(&watcher::Event::Init);
+                        writer.apply_watcher_event(&watcher::Event::InitDone);
+                        trigger.notify_one();
+                    }
                     if !gone_told {
-                        info!(%kind, "the API server no longer serves this Gateway API kind (CRD removed?); retrying quietly");
+                        info!(%kind, "the API server no longer serves this Gateway API kind (CRD removed?); its objects are gone, retrying quietly");
                         gone_told = true;
                     }
                 }
