@@ -1,4 +1,4 @@
-//! The read-only commands: `xlb services|backends|flows|stats|maglev|status`.
+//! The read-only commands: `xlb services|backends|flows|stats|maglev|status|top`.
 //! Each opens the pinned maps, so it works beside a running agent. The
 //! command line itself is in `args`; completions and man pages in `generate`.
 use std::path::Path;
@@ -10,6 +10,7 @@ use crate::{bpf::view::MapsView, state::reader};
 
 pub mod args;
 pub mod generate;
+pub mod top;
 
 /// Output format of the read-only commands.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]

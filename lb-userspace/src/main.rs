@@ -29,6 +29,9 @@ fn main() -> ExitCode {
         Cmd::Flows { service, read } => cli::flows(&read.pin_path, service.get(), read.format()),
         Cmd::Stats { read } => cli::stats(&read.pin_path, read.format()),
         Cmd::Maglev { service, read } => cli::maglev(&read.pin_path, service.get(), read.format()),
+        Cmd::Top { interval, once, read } => {
+            cli::top::top(&read.pin_path, cli::top::TopArgs { interval, once, format: read.format() })
+        }
         Cmd::Completions { shell } => {
             generate::completions(shell, &mut std::io::stdout());
             Ok(())

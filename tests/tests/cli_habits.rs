@@ -28,7 +28,7 @@ fn completions_are_valid_scripts() {
         assert!(out.status.success(), "xlb completions {shell}: {}", text(&out.stderr));
         let script = text(&out.stdout);
         assert!(script.contains(marker), "{shell} completion lacks {marker:?}:\n{script}");
-        for sub in ["services", "backends", "flows", "maglev", "status", "no-headers"] {
+        for sub in ["services", "backends", "flows", "maglev", "status", "top", "no-headers"] {
             assert!(script.contains(sub), "{shell} completion does not offer {sub}");
         }
     }
@@ -69,6 +69,7 @@ fn man_pages_have_a_title_per_command_and_the_examples() {
         ("xlb-backends.1", ".TH xlb-backends 1 "),
         ("xlb-flows.1", ".TH xlb-flows 1 "),
         ("xlb-maglev.1", ".TH xlb-maglev 1 "),
+        ("xlb-top.1", ".TH xlb-top 1 "),
         ("xlb-agent.1", ".TH xlb-agent 1 "),
         ("xlb-completions.1", ".TH xlb-completions 1 "),
     ] {

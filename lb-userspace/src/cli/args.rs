@@ -147,6 +147,25 @@ pub enum Cmd {
         #[command(flatten)]
         read: ReadArgs,
     },
+    /// Live packets/s and bytes/s per service and backend, drops/s by reason, new flows/s.
+    ///
+    /// A terminal view refreshed every --interval; q (or Esc, Ctrl-C) quits.
+    /// With --once, -o json, or when stdout is not a terminal: two samples
+    /// --interval apart and one table of rates (a service's own row has
+    /// BACKEND -), after a summary line of packets/s, new flows/s and drops/s.
+    #[command(after_help = examples::TOP)]
+    Top {
+        /// Time between two samples: seconds (1, 0.5, 2s) or milliseconds (500ms).
+        #[arg(long, default_value = "1", value_parser = crate::cli::top::parse_interval)]
+        interval: std::time::Duration,
+        /// Print one table of rates over one interval and exit (the default
+        /// when stdout is not a terminal, and with -o json).
+        #[arg(long)]
+        once: bool,
+        /// Output flags (of --once).
+        #[command(flatten)]
+        read: ReadArgs,
+    },
     /// Is an agent running; attached interfaces and XDP modes; last apply;
     /// announced VIPs (exit 1 when no agent runs).
     #[command(after_help = examples::STATUS)]
@@ -180,7 +199,8 @@ impl Cmd {
             | Cmd::Backends { read, .. }
             | Cmd::Flows { read, .. }
             | Cmd::Stats { read }
-            | Cmd::Maglev { read, .. } => Some(read),
+            | Cmd::Maglev { read, .. }
+            | Cmd::Top { read, .. } => Some(read),
             Cmd::Agent { .. } | Cmd::Status { .. } | Cmd::Completions { .. } | Cmd::ManPages { .. } => None,
         }
     }
@@ -214,6 +234,7 @@ Examples:
   xlb services
   xlb backends dns
   xlb flows --service dns -o json
+  xlb top
   xlb completions bash
 Each command's --help has more; `man xlb` after `cargo xtask man`.";
     /// `xlb agent --help`.
@@ -255,6 +276,15 @@ Examples:
 Examples:
   xlb maglev dns
   xlb maglev --service xlb-demo/dns:dns -o json";
+    /// `xlb top --help`.
+    pub const TOP: &str = "\
+Examples:
+  xlb top
+  xlb top --interval 2s
+  # One table of rates over 5 seconds, for a script or a ticket:
+  xlb top --once --interval 5
+  xlb top --once -o json
+  xlb top --once --no-headers";
     /// `xlb status --help`.
     pub const STATUS: &str = "\
 Examples:
