@@ -68,7 +68,10 @@ fn once_json_reports_the_rates_of_real_traffic() {
     assert!(bps >= pps * 28.0, "dns bytes/s: {dns}");
     let b = top_backend(dns, &backend(Fam::V4, busy, UDP_BACKEND_PORT));
     assert!(rate(b, "packets_per_second") > 10.0, "the stream's backend: {dns}");
-    assert!((rate(b, "packets_per_second") - pps).abs() <= pps * 0.2 + 2.0, "the backend took the service's packets: {dns}");
+    assert!(
+        (rate(b, "packets_per_second") - pps).abs() <= pps * 0.2 + 2.0,
+        "the backend took the service's packets: {dns}"
+    );
     let other = top_backend(dns, &backend(Fam::V4, idle, UDP_BACKEND_PORT));
     assert!(rate(other, "packets_per_second") < 0.5, "the idle dns backend: {dns}");
 
@@ -97,8 +100,7 @@ fn once_table_over_a_pipe() {
         assert!(out.status.success(), "xlb {args:?}: {}", text(&out.stderr));
         text(&out.stdout)
     };
-    let want_rows =
-        ["dns      -".to_owned(), format!("dns      {}", backend(Fam::V4, 0, UDP_BACKEND_PORT))];
+    let want_rows = ["dns      -".to_owned(), format!("dns      {}", backend(Fam::V4, 0, UDP_BACKEND_PORT))];
     for args in [&["top", "--once", "--interval", "0.2"][..], &["top", "--interval", "200ms"]] {
         let out = ok(args);
         let lines: Vec<&str> = out.lines().collect();
@@ -130,7 +132,9 @@ fn once_without_an_agent_fails_clearly() {
         let err = text(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "xlb {args:?} without pins: {err}");
         assert!(
-            err.contains("no pinned xlb map here") && err.contains("--pin-path") && err.contains(&*pins.to_string_lossy()),
+            err.contains("no pinned xlb map here")
+                && err.contains("--pin-path")
+                && err.contains(&*pins.to_string_lossy()),
             "xlb {args:?} should say what is missing: {err}"
         );
         assert!(out.stdout.is_empty(), "{}", text(&out.stdout));

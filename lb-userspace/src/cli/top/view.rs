@@ -147,7 +147,8 @@ mod tests {
             drops: vec![DropRate { reason: "drop_no_backend".into(), packets_per_second: 5.0 }],
         });
         let text = drawn(&screen);
-        for want in ["packets/s 2.5k", "new flows/s 12", "dns", "└ 10.1.0.2:5353", "128.0kB", "drop_no_backend", "q: quit"]
+        for want in
+            ["packets/s 2.5k", "new flows/s 12", "dns", "└ 10.1.0.2:5353", "128.0kB", "drop_no_backend", "q: quit"]
         {
             assert!(text.contains(want), "{want:?} not on the screen:\n{text}");
         }
