@@ -1,11 +1,16 @@
-//! The read-only commands: `xlb services|backends|flows|stats|maglev|status`.
-//! Each opens the pinned maps, so it works beside a running agent.
+//! The read-only commands: `xlb services|backends|flows|stats|maglev|status|top`.
+//! Each opens the pinned maps, so it works beside a running agent. The
+//! command line itself is in `args`; completions and man pages in `generate`.
 use std::path::Path;
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{Context as _, Result};
 use clap::ValueEnum;
 
 use crate::{bpf::view::MapsView, state::reader};
+
+pub mod args;
+pub mod generate;
+pub mod top;
 
 /// Output format of the read-only commands.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
@@ -17,13 +22,54 @@ pub enum Output {
     Json,
 }
 
+/// How the read-only commands print: the format and, for tables, whether
+/// the header line is printed (`--no-headers` turns it off).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Format {
+    /// Table or JSON.
+    pub output: Output,
+    /// Table output: print the header line (and `maglev`'s summary line).
+    pub headers: bool,
+}
+
+impl From<Output> for Format {
+    fn from(output: Output) -> Self {
+        Format { output, headers: true }
+    }
+}
+
+/// The error for a service name that is not programmed, naming those that are.
+fn unknown_service(name: &str, svcs: &[reader::ServiceRow]) -> anyhow::Error {
+    if svcs.is_empty() {
+        return anyhow::anyhow!(
+            "no service named {name:?}: no service is programmed (is an agent running? see `xlb status`)"
+        );
+    }
+    let names: Vec<&str> = svcs.iter().map(|s| s.name.as_str()).collect();
+    anyhow::anyhow!("no service named {name:?}; the services are: {} (`xlb services` lists them)", names.join(", "))
+}
+
+/// Fails with [`unknown_service`] unless `service` (when given) is programmed.
+fn check_service(service: Option<&str>, svcs: &[reader::ServiceRow]) -> Result<()> {
+    match service {
+        Some(s) if !svcs.iter().any(|r| r.name == s) => Err(unknown_service(s, svcs)),
+        _ => Ok(()),
+    }
+}
+
 /// The pinned maps, read-only.
 fn open(pin_path: &Path) -> Result<MapsView> {
     MapsView::open_pinned(pin_path).with_context(|| format!("opening the maps under {}", pin_path.display()))
 }
 
-/// Renders rows as an aligned table.
+/// Renders rows as an aligned table under `header`.
 pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    table_with(header, rows, true)
+}
+
+/// Renders rows as an aligned table, with the `header` line or without it
+/// (the columns are as wide either way).
+pub fn table_with(header: &[&str], rows: &[Vec<String>], headers: bool) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for r in rows {
         for (w, c) in widths.iter_mut().zip(r) {
@@ -33,8 +79,11 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     let line = |cells: Vec<&str>| {
         cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect::<Vec<_>>().join("  ").trim_end().to_string()
     };
-    let mut out = line(header.to_vec());
-    out.push('\n');
+    let mut out = String::new();
+    if headers {
+        out.push_str(&line(header.to_vec()));
+        out.push('\n');
+    }
     for r in rows {
         out.push_str(&line(r.iter().map(String::as_str).collect()));
         out.push('\n');
@@ -51,26 +100,26 @@ fn print_json<T: serde::Serialize + ?Sized>(v: &T) -> Result<()> {
 /// `cells` makes of each row.
 fn print_rows<T: serde::Serialize>(
     rows: &[T],
-    out: Output,
+    fmt: Format,
     header: &[&str],
     cells: impl Fn(&T) -> Vec<String>,
 ) -> Result<()> {
-    match out {
+    match fmt.output {
         Output::Json => print_json(rows),
         Output::Table => {
             let body: Vec<Vec<String>> = rows.iter().map(cells).collect();
-            print!("{}", table(header, &body));
+            print!("{}", table_with(header, &body, fmt.headers));
             Ok(())
         }
     }
 }
 
 /// `xlb services`.
-pub fn services(pin_path: &Path, out: Output) -> Result<()> {
+pub fn services(pin_path: &Path, fmt: Format) -> Result<()> {
     let rows = reader::services(&open(pin_path)?)?;
     let header =
         ["NAME", "VIP", "PORT", "PROTO", "SOURCE", "BACKENDS", "PACKETS", "BYTES", "AFFINITY", "SOURCE-RANGES"];
-    print_rows(&rows, out, &header, |s| {
+    print_rows(&rows, fmt, &header, |s| {
         vec![
             s.name.clone(),
             s.vip.clone(),
@@ -96,17 +145,13 @@ fn ranges_cell(s: &reader::ServiceRow) -> String {
 }
 
 /// `xlb backends [SERVICE]`.
-pub fn backends(pin_path: &Path, service: Option<&str>, out: Output) -> Result<()> {
+pub fn backends(pin_path: &Path, service: Option<&str>, fmt: Format) -> Result<()> {
     let svcs = reader::services(&open(pin_path)?)?;
-    if let Some(s) = service {
-        if !svcs.iter().any(|r| r.name == s) {
-            bail!("no service named {s:?}; `xlb services` lists them");
-        }
-    }
+    check_service(service, &svcs)?;
     let rows: Vec<reader::BackendRow> =
         svcs.into_iter().filter(|s| service.is_none_or(|n| n == s.name)).flat_map(|s| s.backend_rows).collect();
     let header = ["SERVICE", "ADDRESS", "WEIGHT", "STATE", "PACKETS", "BYTES", "REASON"];
-    print_rows(&rows, out, &header, |b| {
+    print_rows(&rows, fmt, &header, |b| {
         vec![
             b.service.clone(),
             b.address.clone(),
@@ -120,10 +165,14 @@ pub fn backends(pin_path: &Path, service: Option<&str>, out: Output) -> Result<(
 }
 
 /// `xlb flows [--service S]`.
-pub fn flows(pin_path: &Path, service: Option<&str>, out: Output) -> Result<()> {
-    let rows = reader::flows(&open(pin_path)?, service)?;
+pub fn flows(pin_path: &Path, service: Option<&str>, fmt: Format) -> Result<()> {
+    let maps = open(pin_path)?;
+    if service.is_some() {
+        check_service(service, &reader::services(&maps)?)?;
+    }
+    let rows = reader::flows(&maps, service)?;
     let header = ["SERVICE", "PROTO", "CLIENT", "BACKEND", "STATE", "AGE(S)"];
-    print_rows(&rows, out, &header, |f| {
+    print_rows(&rows, fmt, &header, |f| {
         vec![
             f.service.clone(),
             f.protocol.clone(),
@@ -136,9 +185,9 @@ pub fn flows(pin_path: &Path, service: Option<&str>, out: Output) -> Result<()> 
 }
 
 /// `xlb stats`.
-pub fn stats(pin_path: &Path, out: Output) -> Result<()> {
+pub fn stats(pin_path: &Path, fmt: Format) -> Result<()> {
     let rows = reader::stats(&open(pin_path)?)?;
-    match out {
+    match fmt.output {
         Output::Json => {
             let obj: serde_json::Map<String, serde_json::Value> =
                 rows.iter().map(|(k, v)| (k.to_string(), (*v).into())).collect();
@@ -146,27 +195,30 @@ pub fn stats(pin_path: &Path, out: Output) -> Result<()> {
         }
         Output::Table => {
             let body: Vec<Vec<String>> = rows.iter().map(|(k, v)| vec![k.to_string(), v.to_string()]).collect();
-            print!("{}", table(&["COUNTER", "VALUE"], &body));
+            print!("{}", table_with(&["COUNTER", "VALUE"], &body, fmt.headers));
             Ok(())
         }
     }
 }
 
 /// `xlb maglev SERVICE`.
-pub fn maglev(pin_path: &Path, service: &str, out: Output) -> Result<()> {
-    let Some(row) = reader::maglev(&open(pin_path)?, service)? else {
-        bail!("no service named {service:?}; `xlb services` lists them");
+pub fn maglev(pin_path: &Path, service: &str, fmt: Format) -> Result<()> {
+    let maps = open(pin_path)?;
+    let Some(row) = reader::maglev(&maps, service)? else {
+        return Err(unknown_service(service, &reader::services(&maps)?));
     };
-    match out {
+    match fmt.output {
         Output::Json => print_json(&row),
         Output::Table => {
-            println!("service {}  table size {}  max/avg {:.3}", row.service, row.table_size, row.max_avg);
+            if fmt.headers {
+                println!("service {}  table size {}  max/avg {:.3}", row.service, row.table_size, row.max_avg);
+            }
             let body: Vec<Vec<String>> = row
                 .backends
                 .iter()
                 .map(|b| vec![b.address.clone(), b.slots.to_string(), format!("{:.2}%", b.share * 100.0)])
                 .collect();
-            print!("{}", table(&["BACKEND", "SLOTS", "SHARE"], &body));
+            print!("{}", table_with(&["BACKEND", "SLOTS", "SHARE"], &body, fmt.headers));
             Ok(())
         }
     }
@@ -244,5 +296,13 @@ mod tests {
     fn table_aligns_columns() {
         let t = table(&["A", "LONGER"], &[vec!["xyz".into(), "1".into()], vec!["q".into(), "22".into()]]);
         assert_eq!(t, "A    LONGER\nxyz  1\nq    22\n");
+        let t = table_with(&["A", "LONGER"], &[vec!["xyz".into(), "1".into()]], false);
+        assert_eq!(t, "xyz  1\n");
+    }
+
+    #[test]
+    fn an_unknown_service_names_the_services() {
+        assert!(unknown_service("x", &[]).to_string().contains("no service is programmed"));
+        assert!(check_service(None, &[]).is_ok());
     }
 }

@@ -1,108 +1,22 @@
 //! `xlb`: the agent and the CLI in one binary.
-use std::{path::PathBuf, process::ExitCode};
+use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::Parser;
 use xlb::{
     agent::{self, AgentArgs, AgentError},
-    cli::{self, Output},
+    cli::{
+        self,
+        args::{Cli, Cmd, ReadArgs},
+        generate,
+    },
 };
-
-#[derive(Parser, Debug)]
-#[command(name = "xlb", version, about = "XDP load balancer for UDP and TCP")]
-struct Cli {
-    #[command(subcommand)]
-    cmd: Cmd,
-}
-
-#[derive(clap::Args, Debug)]
-struct ReadArgs {
-    /// Output format.
-    #[arg(short = 'o', long = "output", value_enum, default_value_t)]
-    output: Output,
-    /// bpffs directory of the agent's pinned maps.
-    #[arg(long, default_value = "/sys/fs/bpf/xlb")]
-    pin_path: PathBuf,
-}
-
-#[derive(Subcommand, Debug)]
-#[expect(clippy::large_enum_variant, reason = "parsed once at start-up")]
-enum Cmd {
-    /// Run the agent (foreground).
-    Agent {
-        #[command(flatten)]
-        args: AgentArgs,
-        /// Log level: error, warn, info, debug or trace (or tracing
-        /// directives such as `info,xlb=debug`).
-        #[arg(long, default_value = "info", value_parser = parse_log_level)]
-        log_level: String,
-    },
-    /// List services: NAME, VIP, PORT, PROTO, SOURCE, BACKENDS, PACKETS, BYTES, AFFINITY, SOURCE-RANGES.
-    ///
-    /// SOURCE is snat or preserve; BACKENDS the "ip:port" list; PACKETS and
-    /// BYTES count the client-to-backend direction (bytes are IP packet
-    /// lengths); AFFINITY is the client-IP session-affinity timeout (- when
-    /// off); SOURCE-RANGES the client ranges admitted (- when every client
-    /// is). `-o json` prints one object per service.
-    Services {
-        #[command(flatten)]
-        read: ReadArgs,
-    },
-    /// List backends, of one service or all.
-    Backends {
-        service: Option<String>,
-        #[command(flatten)]
-        read: ReadArgs,
-    },
-    /// List connection-table entries.
-    Flows {
-        #[arg(long)]
-        service: Option<String>,
-        #[command(flatten)]
-        read: ReadArgs,
-    },
-    /// Global counters, drops by reason.
-    Stats {
-        #[command(flatten)]
-        read: ReadArgs,
-    },
-    /// Lookup-table share of each backend of a service.
-    Maglev {
-        service: String,
-        #[command(flatten)]
-        read: ReadArgs,
-    },
-    /// Is an agent running; attached interfaces and XDP modes; last apply;
-    /// announced VIPs (exit 1 when no agent runs).
-    Status {
-        #[command(flatten)]
-        read: ReadArgs,
-    },
-}
-
-/// The levels `--log-level` takes.
-const LEVELS: [&str; 6] = ["error", "warn", "info", "debug", "trace", "off"];
-
-/// `--log-level`: one of [`LEVELS`], or `tracing` directives
-/// (`info,xlb=debug`) whose bare words are levels. A bare unknown word
-/// (`warning`) would be taken as a target name and turn logging off, so it
-/// is refused.
-fn parse_log_level(s: &str) -> Result<String, String> {
-    let hint = "use error, warn, info, debug or trace (or directives such as info,xlb=debug)";
-    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        if !part.contains('=') && !LEVELS.contains(&part.to_ascii_lowercase().as_str()) {
-            return Err(format!("{part:?} is not a log level; {hint}"));
-        }
-    }
-    tracing_subscriber::EnvFilter::try_new(s).map_err(|e| format!("{e}; {hint}"))?;
-    Ok(s.to_owned())
-}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if !matches!(cli.cmd, Cmd::Agent { .. }) {
         restore_sigpipe();
     }
-    if let Some(read) = stale_check(&cli.cmd) {
+    if let Some(read) = cli.cmd.map_reader() {
         if let Some(w) = xlb::status::stale_warning(&read.pin_path) {
             eprintln!("{w}");
         }
@@ -110,11 +24,23 @@ fn main() -> ExitCode {
     let result = match cli.cmd {
         Cmd::Agent { args, log_level } => return run_agent(args, &log_level),
         Cmd::Status { read } => return status(&read),
-        Cmd::Services { read } => cli::services(&read.pin_path, read.output),
-        Cmd::Backends { service, read } => cli::backends(&read.pin_path, service.as_deref(), read.output),
-        Cmd::Flows { service, read } => cli::flows(&read.pin_path, service.as_deref(), read.output),
-        Cmd::Stats { read } => cli::stats(&read.pin_path, read.output),
-        Cmd::Maglev { service, read } => cli::maglev(&read.pin_path, &service, read.output),
+        Cmd::Services { read } => cli::services(&read.pin_path, read.format()),
+        Cmd::Backends { service, read } => cli::backends(&read.pin_path, service.get(), read.format()),
+        Cmd::Flows { service, read } => cli::flows(&read.pin_path, service.get(), read.format()),
+        Cmd::Stats { read } => cli::stats(&read.pin_path, read.format()),
+        Cmd::Maglev { service, read } => cli::maglev(&read.pin_path, service.get(), read.format()),
+        Cmd::Top { interval, once, read } => {
+            cli::top::top(&read.pin_path, cli::top::TopArgs { interval, once, format: read.format() })
+        }
+        Cmd::Completions { shell } => {
+            generate::completions(shell, &mut std::io::stdout());
+            Ok(())
+        }
+        Cmd::ManPages { dir } => generate::man_pages(&dir).map(|pages| {
+            for p in pages {
+                println!("{}", p.display());
+            }
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -122,18 +48,6 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::from(1)
         }
-    }
-}
-
-/// The read commands whose output comes from maps that may be stale.
-fn stale_check(cmd: &Cmd) -> Option<&ReadArgs> {
-    match cmd {
-        Cmd::Services { read }
-        | Cmd::Backends { read, .. }
-        | Cmd::Flows { read, .. }
-        | Cmd::Stats { read }
-        | Cmd::Maglev { read, .. } => Some(read),
-        Cmd::Agent { .. } | Cmd::Status { .. } => None,
     }
 }
 

@@ -112,51 +112,79 @@ fn family(
     Ok(())
 }
 
-impl Collector for MapCollector {
-    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        encode_last_apply(&mut enc, self.health.last_apply().as_ref())?;
-        encode_announce(&mut enc, &self.pin_path)?;
+/// What one scrape reads: the pinned maps (when readable) and the
+/// announced VIPs.
+#[derive(Debug, Default)]
+struct Snapshot {
+    /// The services with their backends; `None` when the maps could not be read.
+    services: Option<Vec<reader::ServiceRow>>,
+    /// The global data-path counters.
+    stats: Vec<(&'static str, u64)>,
+    /// How many VIPs this node announces; `None` when `XLB_ANNOUNCE` is not pinned.
+    announced: Option<usize>,
+}
+
+impl MapCollector {
+    fn snapshot(&self) -> Snapshot {
+        let announced = crate::bpf::view::announced_vips(&self.pin_path).ok().flatten().map(|v| v.len());
         let mut view = self.view.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let Ok(maps) = view.get() else {
-            let g = ConstGauge::new(0i64);
-            return g.encode(enc.encode_descriptor(
-                "xlb_maps_readable",
-                "1 when the pinned maps could be read",
-                None,
-                g.metric_type(),
-            )?);
-        };
-        let services = reader::services(maps).unwrap_or_default();
-        let svc = |f: fn(&reader::ServiceRow) -> u64| -> Vec<(Labels, u64)> {
-            services.iter().map(|s| (vec![("service", s.name.clone())], f(s))).collect()
-        };
-        family(&mut enc, "xlb_service_packets", "Packets from clients to the service", &svc(|s| s.packets))?;
-        family(&mut enc, "xlb_service_bytes", "IP bytes from clients to the service", &svc(|s| s.bytes))?;
-        let be = |f: fn(&reader::BackendRow) -> u64| -> Vec<(Labels, u64)> {
-            services
-                .iter()
-                .flat_map(|s| s.backend_rows.iter())
-                // A reject share forwards nothing: no series.
-                .filter(|b| b.address != reader::REJECT_ADDRESS)
-                .map(|b| (vec![("service", b.service.clone()), ("backend", b.address.clone())], f(b)))
-                .collect()
-        };
-        family(&mut enc, "xlb_backend_packets", "Packets sent to the backend", &be(|b| b.packets))?;
-        family(&mut enc, "xlb_backend_bytes", "IP bytes sent to the backend", &be(|b| b.bytes))?;
-        let stats: Vec<(Labels, u64)> = reader::stats(maps)
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(k, v)| (vec![("counter", k.to_string())], v))
-            .collect();
-        family(&mut enc, "xlb_datapath_events", "Data-path counters by reason (see `xlb stats`)", &stats)?;
-        let g = ConstGauge::new(1i64);
-        g.encode(enc.encode_descriptor(
+        let Ok(maps) = view.get() else { return Snapshot { announced, ..Snapshot::default() } };
+        Snapshot {
+            services: Some(reader::services(maps).unwrap_or_default()),
+            stats: reader::stats(maps).unwrap_or_default(),
+            announced,
+        }
+    }
+}
+
+impl Collector for MapCollector {
+    fn encode(&self, enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        encode_snapshot(enc, &self.snapshot(), self.health.last_apply().as_ref())
+    }
+}
+
+/// Encodes every metric read from a [`Snapshot`] and the last apply.
+fn encode_snapshot(
+    mut enc: DescriptorEncoder,
+    snap: &Snapshot,
+    last_apply: Option<&LastApply>,
+) -> Result<(), std::fmt::Error> {
+    encode_last_apply(&mut enc, last_apply)?;
+    encode_announce(&mut enc, snap.announced)?;
+    let Some(services) = &snap.services else {
+        let g = ConstGauge::new(0i64);
+        return g.encode(enc.encode_descriptor(
             "xlb_maps_readable",
             "1 when the pinned maps could be read",
             None,
             g.metric_type(),
-        )?)
-    }
+        )?);
+    };
+    let svc = |f: fn(&reader::ServiceRow) -> u64| -> Vec<(Labels, u64)> {
+        services.iter().map(|s| (vec![("service", s.name.clone())], f(s))).collect()
+    };
+    family(&mut enc, "xlb_service_packets", "Packets from clients to the service", &svc(|s| s.packets))?;
+    family(&mut enc, "xlb_service_bytes", "IP bytes from clients to the service", &svc(|s| s.bytes))?;
+    let be = |f: fn(&reader::BackendRow) -> u64| -> Vec<(Labels, u64)> {
+        services
+            .iter()
+            .flat_map(|s| s.backend_rows.iter())
+            // A reject share forwards nothing: no series.
+            .filter(|b| b.address != reader::REJECT_ADDRESS)
+            .map(|b| (vec![("service", b.service.clone()), ("backend", b.address.clone())], f(b)))
+            .collect()
+    };
+    family(&mut enc, "xlb_backend_packets", "Packets sent to the backend", &be(|b| b.packets))?;
+    family(&mut enc, "xlb_backend_bytes", "IP bytes sent to the backend", &be(|b| b.bytes))?;
+    let stats: Vec<(Labels, u64)> = snap.stats.iter().map(|(k, v)| (vec![("counter", (*k).to_string())], *v)).collect();
+    family(&mut enc, "xlb_datapath_events", "Data-path counters by reason (see `xlb stats`)", &stats)?;
+    let g = ConstGauge::new(1i64);
+    g.encode(enc.encode_descriptor(
+        "xlb_maps_readable",
+        "1 when the pinned maps could be read",
+        None,
+        g.metric_type(),
+    )?)
 }
 
 /// `xlb_config_last_reload_success` (1 when the last apply, at start or on
@@ -225,16 +253,16 @@ pub fn lease_metrics() -> &'static LeaseMetrics {
     &METRICS
 }
 
-/// `xlb_announced_vips` (VIPs whose ARP/NDP this node answers, from the
-/// pinned `XLB_ANNOUNCE`; absent when it is not pinned) and
+/// `xlb_announced_vips` (`announced`: VIPs whose ARP/NDP this node
+/// answers, from the pinned `XLB_ANNOUNCE`; absent when it is not pinned) and
 /// `xlb_gratuitous_sent` / `xlb_gratuitous_send_errors` (gratuitous ARP and
 /// unsolicited neighbour advertisements, by family).
-fn encode_announce(enc: &mut DescriptorEncoder, pin_path: &std::path::Path) -> Result<(), std::fmt::Error> {
+fn encode_announce(enc: &mut DescriptorEncoder, announced: Option<usize>) -> Result<(), std::fmt::Error> {
     use std::sync::atomic::Ordering::Relaxed;
 
     use crate::announce::garp::{GARP_SENT, NA_SENT, SEND_ERRORS};
-    if let Ok(Some(vips)) = crate::bpf::view::announced_vips(pin_path) {
-        let g = ConstGauge::new(vips.len() as i64);
+    if let Some(vips) = announced {
+        let g = ConstGauge::new(vips as i64);
         g.encode(enc.encode_descriptor(
             "xlb_announced_vips",
             "VIPs this node announces (--announce l2: answers ARP/NDP for; --announce bgp: routes in --announce-table)",
@@ -290,13 +318,11 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> 
 /// Serves `/metrics`, `/healthz` and `/readyz` on `listener` (from [`bind`])
 /// in the background.
 pub fn serve(listener: tokio::net::TcpListener, pin_path: PathBuf, health: Arc<Health>) {
-    let mut registry = Registry::default();
-    registry.register_collector(Box::new(MapCollector {
+    let registry = registry(Box::new(MapCollector {
         view: std::sync::Mutex::new(CachedView::new(pin_path.clone())),
         health: health.clone(),
         pin_path,
     }));
-    lease_metrics().register(&mut registry);
     let state = Arc::new(AppState { registry, health });
     let app = Router::new()
         .route("/metrics", get(metrics))
@@ -308,6 +334,16 @@ pub fn serve(listener: tokio::net::TcpListener, pin_path: PathBuf, health: Arc<H
             tracing::error!(error = %e, "metrics server stopped");
         }
     });
+}
+
+/// The registry `/metrics` encodes: `maps` (the pinned maps' metrics) and
+/// every other metric of the process. The dashboard and docs tests
+/// (`metrics/exported.rs`) encode the same registry.
+fn registry(maps: Box<dyn Collector>) -> Registry {
+    let mut registry = Registry::default();
+    registry.register_collector(maps);
+    lease_metrics().register(&mut registry);
+    registry
 }
 
 async fn metrics(State(s): State<Arc<AppState>>) -> (StatusCode, [(&'static str, &'static str); 1], String) {
@@ -357,6 +393,9 @@ pub fn health_answer(health: &Health, strict: bool) -> (StatusCode, String) {
         (code, format!("degraded: {}\n", why.join("; ")))
     }
 }
+
+#[cfg(test)]
+mod exported;
 
 #[cfg(test)]
 mod tests {

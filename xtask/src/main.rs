@@ -9,6 +9,7 @@
 //!   (`--l2`: the VIP announced on the client's segment);
 //! * `bench [maglev|datapath|control|forward]`: the benchmarks (every one
 //!   without a name);
+//! * `man`: build, then the man pages into `target/man/`;
 //! * `validate`: the deploy/ manifests against the Kubernetes schemas, and
 //!   deploy/README.md's uninstall commands against the DaemonSet.
 
@@ -21,6 +22,7 @@ mod demo;
 mod demo_l2;
 mod licenses;
 mod lint;
+mod man;
 #[cfg(test)]
 mod modgraph;
 mod setup;
@@ -53,6 +55,8 @@ enum Cmd {
     Demo(DemoArgs),
     /// Run the benchmarks (every available one when none is named).
     Bench(BenchArgs),
+    /// Build xlb, then write its man pages (xlb.1, xlb-SUBCOMMAND.1) to target/man/.
+    Man,
     /// Validate deploy/ against the Kubernetes schemas, offline (part of `test`).
     Validate,
 }
@@ -99,6 +103,7 @@ fn main() -> ExitCode {
         Cmd::Test(args) => test(&args),
         Cmd::Demo(args) => demo::demo(args.agent_log, args.no_build, args.l2),
         Cmd::Validate => validate::validate_manifests(),
+        Cmd::Man => man::man(),
         Cmd::Bench(args) => match bench::bench(args.which) {
             Ok(code) => return code,
             Err(e) => Err(e),

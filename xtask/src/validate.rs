@@ -16,8 +16,9 @@
 //! The Gateway API kinds (`gateway.networking.k8s.io/v1` GatewayClass,
 //! Gateway, TCPRoute, UDPRoute, ReferenceGrant) are CRDs, not in the
 //! validator's schemas: for those exact kinds and that apiVersion the
-//! validator's "no schema" warning is accepted (see [`GATEWAY_KINDS`]); a
-//! misspelled kind or another apiVersion is still an error.
+//! validator's "no schema" warning is accepted (see [`GATEWAY_KINDS`]), as
+//! for the Prometheus Operator's `monitoring.coreos.com/v1` ServiceMonitor
+//! ([`CRD_KINDS`]); a misspelled kind or another apiVersion is still an error.
 //!
 //! `deploy/kustomization.yaml` is not a Kubernetes object: it is not given
 //! to the validator, but every file it lists must exist and every manifest
@@ -47,12 +48,23 @@ const GATEWAY_API_VERSION: &str = "gateway.networking.k8s.io/v1";
 /// "no schema" warning is not a problem.
 const GATEWAY_KINDS: [&str; 5] = ["GatewayClass", "Gateway", "TCPRoute", "UDPRoute", "ReferenceGrant"];
 
+/// The CRDs (apiVersion, kinds) the manifests may use without a schema:
+/// the Gateway API and the Prometheus Operator's ServiceMonitor.
+const CRD_KINDS: [(&str, &[&str]); 2] =
+    [(GATEWAY_API_VERSION, &GATEWAY_KINDS), ("monitoring.coreos.com/v1", &["ServiceMonitor"])];
+
+/// The directories (under the workspace root) of manifests validated
+/// besides `deploy/` itself (which must also match its kustomization).
+const MORE_MANIFEST_DIRS: [&str; 3] = ["deploy/examples", "deploy/monitoring", "docs/examples"];
+
 /// Whether `line` is the validator's "no schema" warning for one of the
-/// [`GATEWAY_KINDS`] at [`GATEWAY_API_VERSION`].
-fn is_gateway_kind_without_schema(line: &str) -> bool {
+/// [`CRD_KINDS`] at its apiVersion.
+fn is_known_crd_without_schema(line: &str) -> bool {
     line.starts_with("WARN ")
-        && GATEWAY_KINDS.iter().any(|k| {
-            line.contains(&format!(" Couldn't find schema for kind {k} with api version {GATEWAY_API_VERSION} "))
+        && CRD_KINDS.iter().any(|(version, kinds)| {
+            kinds
+                .iter()
+                .any(|k| line.contains(&format!(" Couldn't find schema for kind {k} with api version {version} ")))
         })
 }
 
@@ -187,8 +199,12 @@ pub fn validate_manifests() -> Result<()> {
     if manifests.is_empty() {
         bail!("no manifests in {}", deploy.display());
     }
-    let examples_dir = deploy.join("examples");
-    let examples = if examples_dir.is_dir() { yaml_files(&examples_dir)? } else { Vec::new() };
+    let mut examples = Vec::new();
+    for dir in MORE_MANIFEST_DIRS.map(|d| workspace_root().join(d)) {
+        if dir.is_dir() {
+            examples.extend(yaml_files(&dir)?);
+        }
+    }
 
     check_kustomization(&exe, &deploy, &manifests)?;
 
@@ -202,7 +218,7 @@ pub fn validate_manifests() -> Result<()> {
     let problems = problems(ok, &text, &rel);
     if !problems.is_empty() {
         bail!(
-            "deploy/ manifests do not validate against Kubernetes {KUBERNETES_VERSION} (strict):\n  {}",
+            "the manifests do not validate against Kubernetes {KUBERNETES_VERSION} (strict):\n  {}",
             problems.join("\n  ")
         );
     }
@@ -267,7 +283,7 @@ fn problems(exit_ok: bool, text: &str, files: &[String]) -> Vec<String> {
         .map(str::trim)
         .filter(|l| !l.is_empty())
         .filter(|l| !(l.starts_with("INFO ") && l.contains(" passed for resource ")))
-        .filter(|l| !is_gateway_kind_without_schema(l))
+        .filter(|l| !is_known_crd_without_schema(l))
         .map(str::to_string)
         .collect();
     for f in files {
@@ -417,6 +433,13 @@ mod tests {
             let text = format!("{ok}{bad}\n");
             assert_eq!(problems(true, &text, &files()), vec![bad.to_string()]);
         }
+        let monitor = "INFO deploy/a.yaml passed for resource service/x against version 1.33\n\
+                       WARN deploy/a.yaml Couldn't find schema for kind ServiceMonitor with api version \
+                       monitoring.coreos.com/v1 for kubernetes version 1.33\n\
+                       INFO deploy/b.yaml passed for resource service/y against version 1.33\n";
+        assert!(problems(true, monitor, &files()).is_empty());
+        let podmon = monitor.replace("ServiceMonitor", "PodMonitor");
+        assert_eq!(problems(true, &podmon, &files()).len(), 1, "{podmon}");
         // A file of Gateway API kinds only has no validated resource.
         let only = "WARN deploy/a.yaml Couldn't find schema for kind Gateway with api version \
                     gateway.networking.k8s.io/v1 for kubernetes version 1.33\n\
