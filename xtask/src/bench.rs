@@ -53,7 +53,10 @@ impl Bench {
     }
 
     fn implemented(self) -> bool {
-        matches!(self, Bench::Maglev { .. } | Bench::Forward(_) | Bench::Datapath(_) | Bench::Control(_) | Bench::Charts)
+        matches!(
+            self,
+            Bench::Maglev { .. } | Bench::Forward(_) | Bench::Datapath(_) | Bench::Control(_) | Bench::Charts
+        )
     }
 
     /// The run measures the default configuration (what docs/BENCHMARKS.md
@@ -63,7 +66,9 @@ impl Bench {
             Bench::Maglev { .. } | Bench::Charts => false,
             Bench::Datapath(a) => !a.quick && a.repeat.is_none() && a.rounds.is_none(),
             Bench::Control(a) => a == crate::bench_control::ControlArgs::default(),
-            Bench::Forward(a) => !a.quick && a.runs.is_none() && a.rounds.is_none() && a.slice_ms.is_none() && !a.no_tcp,
+            Bench::Forward(a) => {
+                !a.quick && a.runs.is_none() && a.rounds.is_none() && a.slice_ms.is_none() && !a.no_tcp
+            }
         }
     }
 }
@@ -121,7 +126,10 @@ fn charts_after(b: Bench) -> Result<()> {
         std::fs::create_dir_all(&docs)?;
         let (from, to) = (results.join(format!("{name}.json")), docs.join(format!("{name}.json")));
         std::fs::copy(&from, &to).with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
-        util::info(&format!("{} updated from this run; commit it with the charts and docs/BENCHMARKS.md", to.display()));
+        util::info(&format!(
+            "{} updated from this run; commit it with the charts and docs/BENCHMARKS.md",
+            to.display()
+        ));
         bench_charts::charts()
     } else {
         let data = bench_charts::Data::load(&results)?;

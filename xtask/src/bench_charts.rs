@@ -21,7 +21,8 @@ use serde_json::Value;
 use crate::util;
 
 /// First line of the generated summary in docs/BENCHMARKS.md.
-pub const BEGIN: &str = "<!-- summary: made by `cargo xtask bench charts` from docs/bench/*.json; edit those, not this table -->";
+pub const BEGIN: &str =
+    "<!-- summary: made by `cargo xtask bench charts` from docs/bench/*.json; edit those, not this table -->";
 /// Line after the generated summary.
 pub const END: &str = "<!-- end of summary -->";
 
@@ -247,7 +248,8 @@ pub fn summary(data: &Data) -> Result<String> {
             let name = class.strip_prefix("min_fwd: ").map_or(class.to_string(), |c| format!("minimal forwarder, {c}"));
             md += &format!("| {name} | {net} | {vs} | {katran} |\n");
         }
-        md += "\n(ns: net of the measuring harness; ÷: the raw times, harness included, as in the history's tables.)\n\n";
+        md +=
+            "\n(ns: net of the measuring harness; ÷: the raw times, harness included, as in the history's tables.)\n\n";
     }
     if let Some(cp) = &data.control {
         let services = f(cp, "services").unwrap_or(0.0);
@@ -310,11 +312,13 @@ struct BarChart {
     value: fn(f64) -> String,
 }
 
-const COLOURS: [RGBColor; 4] = [RGBColor(31, 119, 180), RGBColor(255, 127, 14), RGBColor(44, 160, 44), RGBColor(148, 103, 189)];
+const COLOURS: [RGBColor; 4] =
+    [RGBColor(31, 119, 180), RGBColor(255, 127, 14), RGBColor(44, 160, 44), RGBColor(148, 103, 189)];
 
 impl BarChart {
     fn svg(&self) -> Result<String> {
-        let values: Vec<f64> = self.groups.iter().flat_map(|(_, b)| b.iter().map(|(_, v)| *v)).filter(|v| *v > 0.0).collect();
+        let values: Vec<f64> =
+            self.groups.iter().flat_map(|(_, b)| b.iter().map(|(_, v)| *v)).filter(|v| *v > 0.0).collect();
         if values.is_empty() {
             bail!("chart {:?}: no positive values", self.title);
         }
@@ -372,8 +376,8 @@ impl BarChart {
                 chart
                     .configure_series_labels()
                     .position(SeriesLabelPosition::UpperRight)
-                .background_style(WHITE.mix(0.9))
-                .border_style(BLACK)
+                    .background_style(WHITE.mix(0.9))
+                    .border_style(BLACK)
                     .label_font(("sans-serif", 12))
                     .draw()?;
             }
@@ -507,7 +511,10 @@ mod tests {
 
     fn committed() -> Data {
         let data = Data::load(&docs_dir()).expect("docs/bench/*.json readable");
-        assert!(data.forward.is_some() && data.datapath.is_some() && data.control.is_some(), "docs/bench/*.json missing");
+        assert!(
+            data.forward.is_some() && data.datapath.is_some() && data.control.is_some(),
+            "docs/bench/*.json missing"
+        );
         data
     }
 
@@ -552,7 +559,10 @@ mod tests {
         // One bar per value: the per-packet chart has xlb, the minimal
         // forwarder and (where published) Katran for each of 6 classes.
         let dp = read("datapath.svg");
-        let katran = CLASSES[1..].iter().filter(|c| class_row(data.datapath.as_ref().unwrap(), c).and_then(|r| f(r, "katran_net_ns")).is_some()).count();
+        let katran = CLASSES[1..]
+            .iter()
+            .filter(|c| class_row(data.datapath.as_ref().unwrap(), c).and_then(|r| f(r, "katran_net_ns")).is_some())
+            .count();
         let bars = dp.matches("<rect").count();
         assert!(bars >= 6 * 2 + katran, "datapath.svg has {bars} rectangles, fewer than its bars");
         std::fs::remove_dir_all(&out).unwrap();
