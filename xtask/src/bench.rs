@@ -5,9 +5,9 @@ use std::fmt::Display;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context as _, Result};
 
-use crate::{setup, util};
+use crate::{bench_charts, setup, util};
 
 /// One benchmark.
 #[derive(clap::Subcommand, Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,6 +34,11 @@ pub enum Bench {
     /// request/response rates (needs root; see docs/BENCHMARKS.md).
     #[command(alias = "forwarding")]
     Forward(crate::bench_forward::ForwardArgs),
+    /// Only the charts (docs/bench/*.svg) and the summary table of
+    /// docs/BENCHMARKS.md, from the committed results docs/bench/*.json (no
+    /// root, no build, no measuring). A full run of a bench does this too,
+    /// after copying its results there.
+    Charts,
 }
 
 impl Bench {
@@ -43,11 +48,28 @@ impl Bench {
             Bench::Datapath(_) => "datapath",
             Bench::Control(_) => "control",
             Bench::Forward(_) => "forward",
+            Bench::Charts => "charts",
         }
     }
 
     fn implemented(self) -> bool {
-        matches!(self, Bench::Maglev { .. } | Bench::Forward(_) | Bench::Datapath(_) | Bench::Control(_))
+        matches!(
+            self,
+            Bench::Maglev { .. } | Bench::Forward(_) | Bench::Datapath(_) | Bench::Control(_) | Bench::Charts
+        )
+    }
+
+    /// The run measures the default configuration (what docs/BENCHMARKS.md
+    /// shows): its results replace the committed ones in docs/bench/.
+    fn publishes(self) -> bool {
+        match self {
+            Bench::Maglev { .. } | Bench::Charts => false,
+            Bench::Datapath(a) => !a.quick && a.repeat.is_none() && a.rounds.is_none(),
+            Bench::Control(a) => a == crate::bench_control::ControlArgs::default(),
+            Bench::Forward(a) => {
+                !a.quick && a.runs.is_none() && a.rounds.is_none() && a.slice_ms.is_none() && !a.no_tcp
+            }
+        }
     }
 }
 
@@ -68,6 +90,10 @@ pub fn bench(which: Option<Bench>) -> Result<ExitCode> {
             );
             return Ok(ExitCode::from(2));
         }
+        Some(Bench::Charts) => {
+            bench_charts::charts()?;
+            return Ok(ExitCode::SUCCESS);
+        }
         Some(b) => vec![b],
         None => all.into_iter().filter(|b| b.implemented()).collect(),
     };
@@ -78,9 +104,40 @@ pub fn bench(which: Option<Bench>) -> Result<ExitCode> {
             Bench::Forward(args) => crate::bench_forward::run(args)?,
             Bench::Datapath(args) => crate::bench_datapath::run(args)?,
             Bench::Control(args) => crate::bench_control::run(args)?,
+            Bench::Charts => {}
         }
+        charts_after(b)?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// After a bench: a run of the default configuration replaces the committed
+/// results (`docs/bench/NAME.json`) and redraws the committed charts and the
+/// page's summary; any other run (`--quick`, other sizes) draws its charts
+/// beside its results in `target/bench/`, leaving docs/ alone.
+fn charts_after(b: Bench) -> Result<()> {
+    let name = b.name();
+    if !bench_charts::WITH_CHARTS.contains(&name) {
+        return Ok(());
+    }
+    let results = util::target_dir().join("bench");
+    if b.publishes() {
+        let docs = bench_charts::docs_dir();
+        std::fs::create_dir_all(&docs)?;
+        let (from, to) = (results.join(format!("{name}.json")), docs.join(format!("{name}.json")));
+        std::fs::copy(&from, &to).with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
+        util::info(&format!(
+            "{} updated from this run; commit it with the charts and docs/BENCHMARKS.md",
+            to.display()
+        ));
+        bench_charts::charts()
+    } else {
+        let data = bench_charts::Data::load(&results)?;
+        for path in bench_charts::render(&data, &results)? {
+            util::info(&format!("chart: {} (not a default run: docs/bench/ left alone)", path.display()));
+        }
+        Ok(())
+    }
 }
 
 /// Runs `bench/src/bin/maglev_bench.rs` in release mode: it calls the table

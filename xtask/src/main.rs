@@ -7,13 +7,15 @@
 //! * `test`: setup, unit tests, then the root-only integration tests;
 //! * `demo`: build, then a client/node/pods topology with the agent
 //!   (`--l2`: the VIP announced on the client's segment);
-//! * `bench [maglev|datapath|control|forward]`: the benchmarks (every one
-//!   without a name);
+//! * `bench [maglev|datapath|control|forward|charts]`: the benchmarks (every
+//!   one without a name); `charts` only redraws docs/bench/*.svg and the
+//!   summary of docs/BENCHMARKS.md from the committed results;
 //! * `man`: build, then the man pages into `target/man/`;
 //! * `validate`: the deploy/ manifests against the Kubernetes schemas, and
 //!   deploy/README.md's uninstall commands against the DaemonSet.
 
 mod bench;
+mod bench_charts;
 mod bench_control;
 mod bench_datapath;
 mod bench_forward;
