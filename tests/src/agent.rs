@@ -375,6 +375,27 @@ impl Agent {
         cli(&self.node, &self.bin, &self.pin_path, args)
     }
 
+    /// Waits (up to 10 s) until `xlb services` shows `name` with `n`
+    /// backends; the error carries the last `xlb services` output.
+    pub fn wait_backends(&self, name: &str, n: usize) -> Result<()> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let v = self.services_json()?;
+            let ok = v
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|s| s["name"] == name && s["backends"].as_array().is_some_and(|b| b.len() == n));
+            if ok {
+                return Ok(());
+            }
+            if std::time::Instant::now() >= deadline {
+                bail!("{name} with {n} backends not programmed after 10 s: {v:#}");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
     /// `xlb services -o json`, parsed.
     pub fn services_json(&self) -> Result<serde_json::Value> {
         let out = self.cli(&["services", "-o", "json"])?;

@@ -345,25 +345,8 @@ impl Fabric {
     fn wait_backends(&self, name: &str, n: &[usize; 2]) {
         for (i, agent) in self.agents.iter().enumerate() {
             let Some(agent) = agent else { continue };
-            let n = n[i];
-            let deadline = Instant::now() + Duration::from_secs(10);
-            loop {
-                let v = agent.services_json().expect("xlb services");
-                let ok = v
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .any(|s| s["name"] == name && s["backends"].as_array().is_some_and(|b| b.len() == n));
-                if ok {
-                    break;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "{}: {name} with {n} backends not programmed: {v:#}{}",
-                    NODES[i],
-                    self.diag()
-                );
-                std::thread::sleep(Duration::from_millis(20));
+            if let Err(e) = agent.wait_backends(name, n[i]) {
+                panic!("{}: {e:#}{}", NODES[i], self.diag());
             }
         }
     }

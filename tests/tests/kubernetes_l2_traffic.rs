@@ -294,24 +294,8 @@ impl Segment {
     /// Waits (up to 10 s) until agent `i` has service `name` programmed
     /// with `n` backends.
     fn wait_backends(&self, i: usize, name: &str, n: usize) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let v = self.agent(i).services_json().expect("xlb services");
-            let ok = v
-                .as_array()
-                .into_iter()
-                .flatten()
-                .any(|s| s["name"] == name && s["backends"].as_array().is_some_and(|b| b.len() == n));
-            if ok {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{}: {name} with {n} backends not programmed: {v:#}{}",
-                NODES[i],
-                self.diag()
-            );
-            std::thread::sleep(Duration::from_millis(50));
+        if let Err(e) = self.agent(i).wait_backends(name, n) {
+            panic!("{}: {e:#}{}", NODES[i], self.diag());
         }
     }
 

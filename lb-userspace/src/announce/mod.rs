@@ -440,8 +440,9 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn bgp_routes_follow_the_map_and_are_withdrawn_for_good() {
+    /// Two TCP services (on an IPv4 and an IPv6 VIP) applied to an
+    /// in-memory writer.
+    fn two_vips() -> (DesiredState, MapWriter<crate::state::writer::MemoryMaps>) {
         use crate::state::model::{
             test_support::{backends, service},
             Protocol, ServiceSpec, SourceMode,
@@ -455,6 +456,12 @@ mod tests {
         let state = DesiredState { services: vec![spec("192.0.2.10"), spec("2001:db8::10")] };
         let mut w = MapWriter::in_memory(1 << 16, 0);
         w.apply(&state).unwrap();
+        (state, w)
+    }
+
+    #[tokio::test]
+    async fn bgp_routes_follow_the_map_and_are_withdrawn_for_good() {
+        let (state, mut w) = two_vips();
         let fake = FakeTable::default();
         // 192.0.2.99 is no VIP: never routed.
         let asked: BTreeSet<IpAddr> =
@@ -485,19 +492,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_announcer_follows_its_channel_and_empties_the_map_on_stop() {
-        use crate::state::model::{
-            test_support::{backends, service},
-            Protocol, ServiceSpec, SourceMode,
-        };
-        let spec = |vip: &str| ServiceSpec {
-            source: SourceMode::Preserve,
-            maglev_table_size: Some(251),
-            backends: backends(&["10.1.0.2:80"]),
-            ..service(&format!("s-{vip}"), vip, 80, Protocol::Tcp)
-        };
-        let state = DesiredState { services: vec![spec("192.0.2.10"), spec("2001:db8::10")] };
-        let mut w = MapWriter::in_memory(1 << 16, 0);
-        w.apply(&state).unwrap();
+        let (state, mut w) = two_vips();
         let (tx, rx) = watch::channel(file_vips(&state));
         let mut a = Announcer::start(&args(Mode::L2, &[]), &[], &mut w, rx).unwrap();
         a.sync(&mut w);

@@ -25,7 +25,7 @@ use super::{
 };
 use crate::{
     source::k8s::translate::{claim_rank, reason as svc_reason, ClaimRank, Note, Reservation},
-    state::model::{self, Claims, Protocol, ServiceSpec, SourceMode},
+    state::model::{self, Claims, Protocol, ServiceSpec},
 };
 
 /// `namespace`, `name`.
@@ -476,19 +476,9 @@ pub fn translate(inp: &Inputs<'_>) -> Translation {
                 result.notes.push(Note { warning: true, reason: svc_reason::INVALID, message: m });
             }
             let spec = ServiceSpec {
-                name: service_name(&gkey.0, &gkey.1, &l.name),
-                vip,
-                port: l.port,
-                protocol: proto,
-                source: SourceMode::Snat,
-                snat_address: None,
-                udp_timeout: None,
-                tcp_timeout: None,
-                maglev_table_size: None,
-                affinity_timeout: None,
-                source_ranges: Vec::new(),
                 backends,
                 reject_weight,
+                ..ServiceSpec::new(service_name(&gkey.0, &gkey.1, &l.name), vip, l.port, proto)
             };
             if let Err(e) = spec.validate() {
                 l.invalid = Some(e.to_string());
