@@ -7,6 +7,8 @@ use clap::ValueEnum;
 
 use crate::{bpf::view::MapsView, state::reader};
 
+pub mod trace;
+
 /// Output format of the read-only commands.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
 pub enum Output {

@@ -71,6 +71,13 @@ enum Cmd {
         #[command(flatten)]
         read: ReadArgs,
     },
+    /// Where a packet from CLIENT to VIP:PORT would go and why, from the
+    /// real data path, changing no flow, counter or table.
+    ///
+    /// Example: `xlb trace udp 10.0.0.7:5353 10.0.0.100:53 -o json`;
+    /// `xlb trace tcp 10.0.0.7:40000 10.0.0.100:80 --syn`; the reply of an
+    /// existing flow: `xlb trace udp 10.0.0.7:5353 10.0.0.100:53 --reply 10.1.0.2:5353`.
+    Trace(Box<cli::trace::TraceArgs>),
     /// Is an agent running; attached interfaces and XDP modes; last apply;
     /// announced VIPs (exit 1 when no agent runs).
     Status {
@@ -115,6 +122,7 @@ fn main() -> ExitCode {
         Cmd::Flows { service, read } => cli::flows(&read.pin_path, service.as_deref(), read.output),
         Cmd::Stats { read } => cli::stats(&read.pin_path, read.output),
         Cmd::Maglev { service, read } => cli::maglev(&read.pin_path, &service, read.output),
+        Cmd::Trace(t) => t.run(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -133,7 +141,7 @@ fn stale_check(cmd: &Cmd) -> Option<&ReadArgs> {
         | Cmd::Flows { read, .. }
         | Cmd::Stats { read }
         | Cmd::Maglev { read, .. } => Some(read),
-        Cmd::Agent { .. } | Cmd::Status { .. } => None,
+        Cmd::Agent { .. } | Cmd::Status { .. } | Cmd::Trace(_) => None,
     }
 }
 
