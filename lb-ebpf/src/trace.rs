@@ -21,7 +21,7 @@ static TRACE_OUT: Array<TraceRecord> = Array::with_max_entries(1, 0);
 pub fn enabled() -> bool {
     // SAFETY: reading our own static; volatile so that the value set at
     // load time is read rather than the compile-time 0.
-    unsafe { core::ptr::read_volatile(&XLB_TRACE) != 0 }
+    unsafe { core::ptr::read_volatile(&raw const XLB_TRACE) != 0 }
 }
 
 /// In trace mode, updates the record with `f`; nothing otherwise.

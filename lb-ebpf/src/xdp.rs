@@ -1,13 +1,13 @@
 //! The straight line: parse → VIP lookup → flow lookup or backend pick →
 //! rewrite → send. Replies of tracked flows take the same line backwards.
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
+use lb_common::trace::{
+    REASON_AFFINITY, REASON_FLOW, REASON_NO_BACKEND, REASON_REPLY, REASON_SLOT, REASON_SOURCE_RANGE,
+};
 use lb_common::{
     frag::NO_SERVICE, hash::flow_hash_words, Backend, Flow, FlowKey, Reverse, Service, ServiceKey, Stat, BE_F_ACTIVE,
     BE_F_REJECT, FLOW_CLOSING, FLOW_OPEN, PROTO_TCP, SNAT_PORT_COUNT, SNAT_PORT_MIN, SNAT_TRIES, SVC_F_RANGES,
     SVC_F_SNAT, TCP_CLOSING_TIMEOUT,
-};
-use lb_common::trace::{
-    REASON_AFFINITY, REASON_FLOW, REASON_NO_BACKEND, REASON_REPLY, REASON_SLOT, REASON_SOURCE_RANGE,
 };
 
 use aya_log_ebpf::debug;

@@ -36,15 +36,9 @@ fn pod_of(backend: &str, port: u16) -> usize {
 
 #[test]
 fn trace_answers_match_real_packets_and_change_nothing() {
-    let guarded = svc(
-        "guarded",
-        Topology::VIP_V4.into(),
-        54,
-        "udp",
-        "snat",
-        &backends(Fam::V4, 0..3, UDP_BACKEND_PORT),
-    )
-    .replacen("    backends:", "    source_ranges: [10.100.1.0/24]\n    backends:", 1);
+    let guarded =
+        svc("guarded", Topology::VIP_V4.into(), 54, "udp", "snat", &backends(Fam::V4, 0..3, UDP_BACKEND_PORT))
+            .replacen("    backends:", "    source_ranges: [10.100.1.0/24]\n    backends:", 1);
     let mut services = dns_and_web(Fam::V4, "snat", 0..3);
     services.push(guarded);
     let mut env = Env::start(3, &config(&services), &[]);
@@ -72,7 +66,8 @@ fn trace_answers_match_real_packets_and_change_nothing() {
         // Its packet leaves toward the backend from the node's SNAT address.
         let out = &again["out"];
         assert_eq!(out["dst"].as_str(), Some(backend.as_str()), "{again}");
-        let src: SocketAddr = out["src"].as_str().unwrap_or_default().parse().unwrap_or_else(|e| panic!("{e}: {again}"));
+        let src: SocketAddr =
+            out["src"].as_str().unwrap_or_default().parse().unwrap_or_else(|e| panic!("{e}: {again}"));
         assert_eq!(src.ip(), Fam::V4.pod_gw(want), "SNAT source: {again}");
         assert_eq!(out["interface"].as_str(), Some(env.topo.pod_ifs[want].as_str()), "egress: {again}");
         if port == 25000 {
@@ -139,11 +134,19 @@ fn trace_answers_match_real_packets_and_change_nothing() {
     assert_eq!(before.keys().collect::<Vec<_>>(), after.keys().collect::<Vec<_>>(), "the same pinned maps");
     for (name, entries) in &before {
         let other = &after[name];
-        assert!(entries == other, "{name} changed under xlb trace ({} entries before, {} after)", entries.len(), other.len());
+        assert!(
+            entries == other,
+            "{name} changed under xlb trace ({} entries before, {} after)",
+            entries.len(),
+            other.len()
+        );
     }
 }
 
 // --- every entry of every pinned map, by raw bpf(2) calls ---
+
+/// A map's (key, value) pairs.
+type Entries = Vec<(Vec<u8>, Vec<u8>)>;
 
 const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
 const BPF_MAP_GET_NEXT_KEY: libc::c_long = 4;
@@ -166,12 +169,12 @@ fn put64(a: &mut [u8; 128], off: usize, v: u64) {
 
 fn possible_cpus() -> usize {
     let s = std::fs::read_to_string("/sys/devices/system/cpu/possible").expect("cpu/possible");
-    s.trim().split(',').map(|r| r.split('-').last().unwrap().parse::<usize>().unwrap() + 1).max().unwrap()
+    s.trim().split(',').map(|r| r.split('-').next_back().unwrap().parse::<usize>().unwrap() + 1).max().unwrap()
 }
 
 /// Every (key, value) of the map pinned at `path`, in key-iteration order
 /// (sorted, so that a changed iteration order alone is no difference).
-fn dump_map(path: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
+fn dump_map(path: &Path) -> Entries {
     let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
     let mut a = [0u8; 128];
     put64(&mut a, 0, c.as_ptr() as u64);
@@ -218,7 +221,7 @@ fn dump_map(path: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
 }
 
 /// Every map pinned under the pin path's map directories (`v<N>/`).
-fn dump_all(pin: &Path) -> BTreeMap<String, Vec<(Vec<u8>, Vec<u8>)>> {
+fn dump_all(pin: &Path) -> BTreeMap<String, Entries> {
     let mut all = BTreeMap::new();
     for dir in std::fs::read_dir(pin).expect("read the pin path").flatten() {
         let name = dir.file_name().to_string_lossy().into_owned();

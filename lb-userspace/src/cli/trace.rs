@@ -158,9 +158,11 @@ pub fn trace(pin_path: &Path, req: &Request) -> Result<Answer> {
     }
     let ingress = match &req.interface {
         Some(i) => i.clone(),
-        None => crate::status::read(pin_path).interfaces.into_iter().next().context(
-            "the agent records no attached interface: name the ingress interface with --interface",
-        )?,
+        None => crate::status::read(pin_path)
+            .interfaces
+            .into_iter()
+            .next()
+            .context("the agent records no attached interface: name the ingress interface with --interface")?,
     };
     let ifindex = crate::host::iface::ifindex(&ingress)
         .with_context(|| format!("no interface {ingress:?} here (run in the agent's network namespace)"))?;
@@ -168,7 +170,7 @@ pub fn trace(pin_path: &Path, req: &Request) -> Result<Answer> {
         None => (req.client, req.vip),
         Some(be) => (be, reply_destination(&dir, req, be)?),
     };
-    let frame = build_frame(req.proto, src, dst, req.syn, &mac_of(&ingress))?;
+    let frame = build_frame(req.proto, src, dst, req.syn, mac_of(&ingress))?;
     let mut ebpf = load(&dir)?;
     let (action, out_frame) = run_once(&mut ebpf, ifindex, &frame)?;
     let rec: TraceRecord = {
@@ -183,12 +185,10 @@ pub fn trace(pin_path: &Path, req: &Request) -> Result<Answer> {
         None
     } else {
         let names: Array<_, ServiceName> = open_pinned(&dir, names::SERVICE_NAMES)?.try_into()?;
-        Some(names.get(&rec.service_id, 0).map(|n| name_from(&n)).unwrap_or_else(|_| format!("#{}", rec.service_id)))
+        Some(names.get(&rec.service_id, 0).map_or_else(|_| format!("#{}", rec.service_id), |n| name_from(&n)))
     };
-    let forwarded = matches!(
-        rec.reason,
-        trace::REASON_FLOW | trace::REASON_AFFINITY | trace::REASON_SLOT | trace::REASON_REPLY
-    );
+    let forwarded =
+        matches!(rec.reason, trace::REASON_FLOW | trace::REASON_AFFINITY | trace::REASON_SLOT | trace::REASON_REPLY);
     let backend = if forwarded {
         let backends: Array<_, Backend> = open_pinned(&dir, names::BACKENDS)?.try_into()?;
         let b = backends.get(&rec.backend_id, 0).context("reading XLB_BACKENDS")?;
@@ -217,16 +217,19 @@ pub fn trace(pin_path: &Path, req: &Request) -> Result<Answer> {
     let out = if forwarded && verdict == "forward" {
         let (s, d) = addresses(&out_frame).context("parsing the packet the data path sent")?;
         let egress = (rec.routed != 0 && rec.egress != 0).then_some(rec.egress);
-        Some(Leaving {
-            src: format_sock(s),
-            dst: format_sock(d),
-            interface: egress.and_then(if_name),
-            ifindex: egress,
-        })
+        Some(Leaving { src: format_sock(s), dst: format_sock(d), interface: egress.and_then(if_name), ifindex: egress })
     } else {
         None
     };
-    let proto = if req.proto == PROTO_TCP { if req.syn { "tcp syn" } else { "tcp" } } else { "udp" };
+    let proto = if req.proto == PROTO_TCP {
+        if req.syn {
+            "tcp syn"
+        } else {
+            "tcp"
+        }
+    } else {
+        "udp"
+    };
     Ok(Answer {
         packet: format!("{proto} {} -> {}", format_sock(src), format_sock(dst)),
         ingress,
@@ -310,10 +313,10 @@ fn reply_destination(dir: &Path, req: &Request, backend: SocketAddr) -> Result<S
 }
 
 /// An Ethernet frame of one UDP datagram or TCP segment (SYN or ACK).
-fn build_frame(proto: u8, src: SocketAddr, dst: SocketAddr, syn: bool, dmac: &[u8; 6]) -> Result<Vec<u8>> {
+fn build_frame(proto: u8, src: SocketAddr, dst: SocketAddr, syn: bool, dmac: [u8; 6]) -> Result<Vec<u8>> {
     let smac = [0x02, 0, 0, 0x7a, 0xce, 0x01];
     let payload = b"xlb trace";
-    let eth = PacketBuilder::ethernet2(smac, *dmac);
+    let eth = PacketBuilder::ethernet2(smac, dmac);
     let ip = match (src.ip(), dst.ip()) {
         (IpAddr::V4(s), IpAddr::V4(d)) => eth.ipv4(s.octets(), d.octets(), 64),
         (IpAddr::V6(s), IpAddr::V6(d)) => eth.ipv6(s.octets(), d.octets(), 64),
@@ -368,7 +371,8 @@ fn run_once(ebpf: &mut Ebpf, ifindex: u32, frame: &[u8]) -> Result<(u32, Vec<u8>
             ..TestRunOptions::new()
         })
         .context("BPF_PROG_TEST_RUN of the trace instance")?;
-    let word = |i: usize| u32::from_ne_bytes([ctx_out[i * 4], ctx_out[i * 4 + 1], ctx_out[i * 4 + 2], ctx_out[i * 4 + 3]]);
+    let word =
+        |i: usize| u32::from_ne_bytes([ctx_out[i * 4], ctx_out[i * 4 + 1], ctx_out[i * 4 + 2], ctx_out[i * 4 + 3]]);
     let (meta_len, end) = (word(0) as usize, word(1) as usize);
     let end = end.min(data_out.len()).max(meta_len.min(data_out.len()));
     Ok((res.return_value, data_out[meta_len.min(end)..end].to_vec()))
@@ -380,7 +384,7 @@ fn addresses(frame: &[u8]) -> Option<(SocketAddr, SocketAddr)> {
     let (s, d): (IpAddr, IpAddr) = match p.net? {
         NetSlice::Ipv4(v4) => (v4.header().source_addr().into(), v4.header().destination_addr().into()),
         NetSlice::Ipv6(v6) => (v6.header().source_addr().into(), v6.header().destination_addr().into()),
-        _ => return None,
+        NetSlice::Arp(_) => return None,
     };
     let (sp, dp) = match p.transport? {
         TransportSlice::Udp(u) => (u.source_port(), u.destination_port()),
