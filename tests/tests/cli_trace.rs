@@ -41,8 +41,10 @@ fn trace_answers_match_real_packets_and_change_nothing() {
             .replacen("    backends:", "    source_ranges: [10.100.1.0/24]\n    backends:", 1);
     let mut services = dns_and_web(Fam::V4, "snat", 0..3);
     services.push(guarded);
+    services.push(dns_svc("dns6", Fam::V6, "snat", 0..3));
     let mut env = Env::start(3, &config(&services), &[]);
     env.servers.extend(udp_servers(&env.topo, Fam::V4, 0..3, UDP_BACKEND_PORT));
+    env.servers.extend(udp_servers(&env.topo, Fam::V6, 0..3, UDP_BACKEND_PORT));
     let vip53 = vip4(53).to_string();
 
     // New clients: the trace names the service, a table slot and the
@@ -82,6 +84,24 @@ fn trace_answers_match_real_packets_and_change_nothing() {
         }
     }
 
+    // IPv6: the trace's backend is where the real packet goes.
+    for port in 25200..25204u16 {
+        let c6 = SocketAddr::new(Fam::V6.client(), port).to_string();
+        let t = trace(&env, &["udp", &c6, &vip6(53).to_string()]);
+        assert_eq!(t["service"], "dns6", "{t}");
+        assert!(t["reason"].as_str().unwrap_or_default().starts_with("lookup-table slot "), "{t}");
+        let backend = t["backend"].as_str().unwrap_or_else(|| panic!("backend in {t}")).to_string();
+        let want = (0..3)
+            .find(|i| Fam::V6.pod_sock(*i, UDP_BACKEND_PORT).to_string() == backend)
+            .unwrap_or_else(|| panic!("{backend} is none of the pods' IPv6 backends"));
+        let real = udp_flow_backend(&env, Fam::V6, port, vip6(53), &|i| Fam::V6.pod_gw(i))
+            .unwrap_or_else(|e| panic!("{e}{}", env.diag()));
+        assert_eq!(real, want, "IPv6: trace said {backend}, the real packet reached pod {real}: {t}");
+        let again = trace(&env, &["udp", &c6, &vip6(53).to_string()]);
+        assert_eq!(again["reason"], "existing flow", "{again}");
+        assert_eq!(again["out"]["dst"].as_str(), Some(backend.as_str()), "{again}");
+    }
+
     // Not a VIP.
     let t = trace(&env, &["udp", &client(25100), "192.0.2.99:53"]);
     assert_eq!((t["reason"].as_str(), t["verdict"].as_str()), (Some("not a VIP"), Some("pass")), "{t}");
@@ -106,7 +126,7 @@ fn trace_answers_match_real_packets_and_change_nothing() {
     let before = dump_all(&pin);
     assert!(before.len() >= 20, "every pinned map dumped: {:?}", before.keys().collect::<Vec<_>>());
     let flows = before.iter().find(|(k, _)| k.ends_with("XLB_FLOWS")).map_or(0, |(_, v)| v.len());
-    assert!(flows >= 12, "the real flows are in the dump ({flows})");
+    assert!(flows >= 16, "the real flows are in the dump ({flows})");
     let ci = env.topo.client_if.clone();
     let batch: Vec<Vec<String>> = vec![
         vec!["udp".into(), client(25000), vip53.clone()],
@@ -116,6 +136,8 @@ fn trace_answers_match_real_packets_and_change_nothing() {
         vec!["udp".into(), client(26002), "192.0.2.99:53".into()],
         vec!["tcp".into(), client(26003), vip4(80).to_string(), "--syn".into()],
         vec!["tcp".into(), client(26004), vip4(80).to_string()],
+        vec!["udp".into(), SocketAddr::new(Fam::V6.client(), 25200).to_string(), vip6(53).to_string()],
+        vec!["udp".into(), SocketAddr::new(Fam::V6.client(), 26005).to_string(), vip6(53).to_string()],
     ];
     let first = trace(&env, &["udp", &client(25000), &vip53, "--interface", &ci]);
     let backend = first["backend"].as_str().expect("backend").to_string();
