@@ -34,7 +34,7 @@ use crate::{
 
 /// The pinned maps the data path uses: all must exist (loading would
 /// otherwise create and pin the missing ones, changing the agent's state).
-const PINNED: [&str; 20] = [
+const PINNED: [&str; 21] = [
     names::SERVICES,
     names::SERVICE_SLOTS,
     names::BACKENDS,
@@ -55,6 +55,7 @@ const PINNED: [&str; 20] = [
     names::PREFILTER,
     names::ROUTE_GEN,
     names::ANNOUNCE,
+    names::L2_IFACES,
 ];
 
 /// What `xlb trace` was asked.
