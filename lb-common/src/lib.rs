@@ -18,6 +18,7 @@ pub mod prefilter;
 pub mod settings;
 pub mod stats;
 pub mod status;
+pub mod trace;
 
 pub use aligned::AlignedAddr;
 pub use maps::*;

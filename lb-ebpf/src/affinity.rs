@@ -33,7 +33,9 @@ pub fn sticky(s: &mut Scratch, svc: &Service, now: u64) -> Option<&'static Backe
     if be.flags & BE_F_ACTIVE == 0 || be.generation != a.backend_gen || be.service_id != svc.id || be.weight == 0 {
         return None;
     }
-    a.last_ns = now;
+    if !crate::trace::enabled() {
+        a.last_ns = now;
+    }
     s.backend_id = a.backend_id;
     Some(be)
 }
@@ -42,6 +44,9 @@ pub fn sticky(s: &mut Scratch, svc: &Service, now: u64) -> Option<&'static Backe
 /// affinity (key from [`sticky`]).
 #[inline(always)]
 pub fn remember(s: &mut Scratch, be: &Backend, now: u64) {
+    if crate::trace::enabled() {
+        return;
+    }
     s.aff = Affinity { backend_id: s.backend_id, backend_gen: be.generation, last_ns: now };
     let _ = AFFINITY.insert(&s.akey, &s.aff, 0);
 }

@@ -27,6 +27,7 @@ mod reject;
 mod runtime;
 mod scratch;
 mod stats;
+mod trace;
 mod words;
 mod xdp;
 

@@ -1,6 +1,9 @@
 //! The straight line: parse → VIP lookup → flow lookup or backend pick →
 //! rewrite → send. Replies of tracked flows take the same line backwards.
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
+use lb_common::trace::{
+    REASON_AFFINITY, REASON_FLOW, REASON_NO_BACKEND, REASON_REPLY, REASON_SLOT, REASON_SOURCE_RANGE,
+};
 use lb_common::{
     frag::NO_SERVICE, hash::flow_hash_words, Backend, Flow, FlowKey, Reverse, Service, ServiceKey, Stat, BE_F_ACTIVE,
     BE_F_REJECT, FLOW_CLOSING, FLOW_OPEN, PROTO_TCP, SNAT_PORT_COUNT, SNAT_PORT_MIN, SNAT_TRIES, SVC_F_RANGES,
@@ -23,7 +26,7 @@ use crate::{
     reject::{reject, too_big},
     scratch::{self, Scratch},
     stats::{bump, count},
-    words,
+    trace, words,
 };
 
 const NS: u64 = 1_000_000_000;
@@ -177,6 +180,11 @@ fn existing(s: &mut Scratch, svc: &Service, flow: Option<&mut Flow>, looked: boo
     if be.flags & BE_F_ACTIVE == 0 || be.generation != flow.backend_gen {
         return None;
     }
+    s.backend_id = flow.backend_id;
+    s.snat_port = flow.snat_port;
+    if trace::enabled() {
+        return Some(be);
+    }
     if pkt.has(TCP_FIN) || pkt.has(TCP_RST) {
         flow.state = FLOW_CLOSING;
     }
@@ -199,8 +207,6 @@ fn existing(s: &mut Scratch, svc: &Service, flow: Option<&mut Flow>, looked: boo
             }
         }
     }
-    s.backend_id = flow.backend_id;
-    s.snat_port = flow.snat_port;
     if !s.from_cache && !pkt_changes_state(&s.pkt) {
         let window = REFRESH_NS.min(timeout_ns(svc, s.pkt.key.proto, flow.state) / 2);
         flowcache::put(&s.pkt.key, flow, flow.last_seen_ns + window, s.epoch);
@@ -223,7 +229,9 @@ fn pick(s: &mut Scratch, svc: &Service) -> Option<&'static Backend> {
     }
     let k = &s.pkt.key;
     let h = tuple_hash(k, svc.hash_seed);
-    let id = *TABLE.get(svc.table_offset + h % svc.table_size)?;
+    let slot = h % svc.table_size;
+    trace::record(|r| r.slot = slot);
+    let id = *TABLE.get(svc.table_offset + slot)?;
     let be = backend(id)?;
     if be.flags & BE_F_ACTIVE == 0 {
         // The service's reject share (or a slot gone since the table was
@@ -278,6 +286,10 @@ fn alloc_snat(s: &mut Scratch, svc: &Service, be: &Backend) -> bool {
         // succeeds (the LRU hands out a node and takes it back), and the
         // lookup warms the bucket the insert walks.
         let Some(old) = REVERSE.get_ptr_mut(&s.rkey) else {
+            if trace::enabled() {
+                s.snat_port = s.rkey.dport;
+                return true;
+            }
             // Refused only when another CPU took the port meanwhile.
             if REVERSE.insert(&s.rkey, &s.rev, BPF_NOEXIST).is_ok() {
                 s.snat_port = s.rkey.dport;
@@ -294,12 +306,14 @@ fn alloc_snat(s: &mut Scratch, svc: &Service, be: &Backend) -> bool {
         if same {
             // This client's own tuple (a SYN again, a flow re-picked): the
             // entry is rewritten in place, no new node.
-            words::copy_value(old, &s.rev);
+            if !trace::enabled() {
+                words::copy_value(old, &s.rev);
+            }
             s.snat_port = s.rkey.dport;
             return true;
         }
         let stale = now.saturating_sub(old.last_seen_ns) > u64::from(old.timeout) * NS;
-        if stale && REVERSE.insert(&s.rkey, &s.rev, 0).is_ok() {
+        if stale && (trace::enabled() || REVERSE.insert(&s.rkey, &s.rev, 0).is_ok()) {
             s.snat_port = s.rkey.dport;
             return true;
         }
@@ -315,8 +329,8 @@ fn alloc_snat(s: &mut Scratch, svc: &Service, be: &Backend) -> bool {
 fn record(s: &mut Scratch, svc: &Service, be: &Backend, sticky: bool, flow: Option<&mut Flow>) -> bool {
     let now = s.now;
     let pkt = &s.pkt;
-    // An RST never creates an entry.
-    if pkt.has(TCP_RST) {
+    // An RST never creates an entry; a trace writes none.
+    if pkt.has(TCP_RST) || trace::enabled() {
         return true;
     }
     s.flow.backend_id = s.backend_id;
@@ -381,14 +395,17 @@ fn to_backend(
     mut flow: Option<&'static mut Flow>,
     looked: bool,
 ) -> u32 {
+    trace::record(|r| r.service_id = svc.id);
     // Source ranges: every packet, flows in progress included.
     if svc.flags & SVC_F_RANGES != 0 && !ranges::allowed(s, svc) {
+        trace::record(|r| r.reason = REASON_SOURCE_RANGE);
         bump(Stat::DropSourceRange);
         return xdp_action::XDP_DROP;
     }
     let snat = svc.flags & SVC_F_SNAT != 0;
     let be = if let Some(be) = existing(s, svc, flow.as_deref_mut(), looked) {
         bump(Stat::FlowHit);
+        trace::record(|r| r.reason = REASON_FLOW);
         be
     } else {
         if s.from_cache {
@@ -402,9 +419,12 @@ fn to_backend(
         let affine = svc.affinity_timeout != 0;
         let sticky = if affine { affinity::sticky(s, svc, s.now) } else { None };
         let fresh = affine && sticky.is_none();
+        let reason = if sticky.is_some() { REASON_AFFINITY } else { REASON_SLOT };
         let Some(be) = sticky.or_else(|| pick(s, svc)) else {
+            trace::record(|r| r.reason = REASON_NO_BACKEND);
             return NO_BACKEND;
         };
+        trace::record(|r| r.reason = reason);
         // An RST of a connection we do not know: with SNAT there is no
         // port to deliver it on; without, it goes to the hashed backend
         // (which may hold the connection, e.g. after a failover) unrecorded.
@@ -423,6 +443,8 @@ fn to_backend(
         bump(Stat::FlowNew);
         be
     };
+    let backend_id = s.backend_id;
+    trace::record(|r| r.backend_id = backend_id);
     count(svc.id, s.backend_id, u64::from(s.pkt.ip_len));
     words::copy(s.rw.dst_aligned_mut(), be.addr_aligned());
     s.rw.dport = be.port;
@@ -441,9 +463,14 @@ fn to_backend(
 #[inline(never)]
 fn reply(ctx: &XdpContext, s: &mut Scratch, rev: &mut Reverse) -> u32 {
     let now = s.now;
-    if now.saturating_sub(rev.last_seen_ns) > REFRESH_NS {
+    if now.saturating_sub(rev.last_seen_ns) > REFRESH_NS && !trace::enabled() {
         rev.last_seen_ns = now;
     }
+    let backend_id = rev.backend_id;
+    trace::record(|r| {
+        r.reason = REASON_REPLY;
+        r.backend_id = backend_id;
+    });
     bump(Stat::Reply);
     words::copy(s.rw.src_aligned_mut(), rev.vip_aligned());
     s.rw.sport = rev.vip_port;
@@ -459,6 +486,12 @@ fn reply(ctx: &XdpContext, s: &mut Scratch, rev: &mut Reverse) -> u32 {
 #[inline(always)]
 fn finish(ctx: &XdpContext, s: &mut Scratch) -> u32 {
     let (rc, caps) = nexthop::route(ctx, &s.pkt, &s.rw, &mut s.fib, s.now);
+    let egress = s.fib.ifindex;
+    trace::record(|r| {
+        r.egress = egress;
+        r.fib_rc = rc as i32;
+        r.routed = 1;
+    });
     if rc == FIB_FRAG_NEEDED && s.pkt.df {
         return TOO_BIG;
     }

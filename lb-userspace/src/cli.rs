@@ -11,6 +11,7 @@ use crate::{bpf::view::MapsView, state::reader};
 pub mod args;
 pub mod generate;
 pub mod top;
+pub mod trace;
 
 /// Output format of the read-only commands.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]

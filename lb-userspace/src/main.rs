@@ -41,6 +41,13 @@ fn main() -> ExitCode {
                 println!("{}", p.display());
             }
         }),
+        Cmd::Trace(t) => {
+            if let Some(e) = t.usage_error() {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+            t.run()
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

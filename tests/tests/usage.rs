@@ -216,3 +216,20 @@ fn sigterm_during_start_up_exits_0_and_detaches() {
         assert!(!xdp_attached(&env.topo.node, &i), "{}", ip_link(&env.topo.node, &i));
     }
 }
+
+/// `xlb trace` with a CLIENT and a VIP of different address families is a
+/// usage error (exit 2) that says what to write, before any map is opened.
+#[test]
+fn trace_refuses_mixed_address_families() {
+    let bin = xlb_binary().expect("xlb binary");
+    for args in [
+        ["trace", "udp", "10.0.0.7:5353", "[2001:db8::100]:53"].as_slice(),
+        &["trace", "udp", "[2001:db8::7]:5353", "10.0.0.100:53"],
+        &["trace", "udp", "10.0.0.7:5353", "10.0.0.100:53", "--reply", "[fd00::2]:53"],
+    ] {
+        let out = Command::new(&bin).args(args).args(["--pin-path", "/nonexistent/xlb"]).output().expect("run xlb");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains("one address family"), "{args:?}: {stderr}");
+    }
+}

@@ -166,6 +166,15 @@ pub enum Cmd {
         #[command(flatten)]
         read: ReadArgs,
     },
+    /// Where a packet from CLIENT to VIP:PORT would go and why, from the
+    /// real data path, changing no flow, counter or table.
+    ///
+    /// Runs the agent's XDP program (BPF_PROG_TEST_RUN) on a frame built for
+    /// that packet, against the live pinned maps, in a trace mode that
+    /// writes no map; reports the service, verdict, backend, reason and the
+    /// packet as it would leave.
+    #[command(after_help = examples::TRACE)]
+    Trace(Box<crate::cli::trace::TraceArgs>),
     /// Is an agent running; attached interfaces and XDP modes; last apply;
     /// announced VIPs (exit 1 when no agent runs).
     #[command(after_help = examples::STATUS)]
@@ -201,7 +210,9 @@ impl Cmd {
             | Cmd::Stats { read }
             | Cmd::Maglev { read, .. }
             | Cmd::Top { read, .. } => Some(read),
-            Cmd::Agent { .. } | Cmd::Status { .. } | Cmd::Completions { .. } | Cmd::ManPages { .. } => None,
+            Cmd::Agent { .. } | Cmd::Status { .. } | Cmd::Trace(_) | Cmd::Completions { .. } | Cmd::ManPages { .. } => {
+                None
+            }
         }
     }
 }
@@ -235,6 +246,7 @@ Examples:
   xlb backends dns
   xlb flows --service dns -o json
   xlb top
+  xlb trace udp 10.0.0.7:5353 10.0.0.100:53
   xlb completions bash
 Each command's --help has more; `man xlb` after `cargo xtask man`.";
     /// `xlb agent --help`.
@@ -285,6 +297,16 @@ Examples:
   xlb top --once --interval 5
   xlb top --once -o json
   xlb top --once --no-headers";
+    /// `xlb trace --help`.
+    pub const TRACE: &str = "\
+Examples:
+  # Where would a new DNS query from 10.0.0.7:5353 go?
+  xlb trace udp 10.0.0.7:5353 10.0.0.100:53
+  # A new TCP connection (a SYN), as JSON:
+  xlb trace tcp 10.0.0.7:40000 10.0.0.100:80 --syn -o json
+  # The reply of an existing flow, from its backend:
+  xlb trace udp 10.0.0.7:5353 10.0.0.100:53 --reply 10.1.0.2:5353
+  xlb trace udp [2001:db8::7]:5353 [2001:db8::100]:53";
     /// `xlb status --help`.
     pub const STATUS: &str = "\
 Examples:
