@@ -74,6 +74,12 @@ pub struct AgentArgs {
     /// as they appear (repeatable).
     #[arg(long = "interface-glob", value_name = "PATTERN")]
     pub interface_globs: Vec<String>,
+    /// Also attach to the interfaces of this node's default routes (IPv4
+    /// and IPv6, main table), whatever their names (`ens3`, `eno1`,
+    /// `bond0`...). Resolved once at start; a later change of default route
+    /// is logged, not followed (restart the agent).
+    #[arg(long)]
+    pub interface_default_route: bool,
     /// Let XDP transmit into IF (XDP_TX/XDP_REDIRECT) although its driver
     /// is one that needs help from the other side, e.g. a veth whose peer
     /// runs an XDP program (repeatable; IF must also be an --interface).
@@ -223,6 +229,31 @@ fn node_tag(pinned: u32) -> u32 {
     }
 }
 
+/// The `--interface`s, then the interfaces of the default routes if
+/// `--interface-default-route` (each once). No default route is bad usage
+/// (exit 2), as an `--interface` that does not exist; a netlink failure is
+/// a runtime failure. Also returns the default routes' interfaces alone.
+fn cli_interfaces(args: &AgentArgs) -> Result<(Vec<String>, Vec<String>), AgentError> {
+    use crate::host::defroute::{self, DefaultRouteError};
+    let mut out = args.interfaces.clone();
+    if args.interface_default_route {
+        let found = defroute::interfaces().map_err(|e| match e {
+            DefaultRouteError::NoDefaultRoute => AgentError::Usage(format!("--interface-default-route: {e}")),
+            DefaultRouteError::Dump(_) => {
+                AgentError::Runtime(anyhow::Error::from(e).context("--interface-default-route"))
+            }
+        })?;
+        info!(interfaces = ?found, "interfaces of the default routes (--interface-default-route)");
+        for i in &found {
+            if !out.contains(i) {
+                out.push(i.clone());
+            }
+        }
+        return Ok((out, found));
+    }
+    Ok((out, Vec::new()))
+}
+
 /// Where the services come from.
 enum Source {
     File(PathBuf, config::Config),
@@ -232,6 +263,7 @@ enum Source {
 /// Runs the agent until SIGTERM/SIGINT.
 pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
     let signals = install_signals()?;
+    let (cli_ifaces, default_route_ifaces) = cli_interfaces(&args)?;
     let mut ifaces = Vec::new();
     let source = if args.kubernetes {
         let node_name = args.node_name.clone().filter(|n| !n.is_empty()).ok_or_else(|| {
@@ -246,7 +278,7 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
             lb_class: args.lb_class.clone(),
             pools: args.vip_pools.iter().map(ipnet::IpNet::trunc).collect(),
             namespace: args.namespace.clone(),
-            interfaces: args.interfaces.clone(),
+            interfaces: cli_ifaces.clone(),
             announce_l2: args.announce.announce == crate::announce::Mode::L2,
             announce_bgp: args.announce.announce == crate::announce::Mode::Bgp,
             gateway_controller_name: args.gateway_controller_name.clone(),
@@ -257,7 +289,7 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
         ifaces.clone_from(&cfg.interfaces);
         Source::File(path, cfg)
     };
-    for i in &args.interfaces {
+    for i in &cli_ifaces {
         if !ifaces.contains(i) {
             ifaces.push(i.clone());
         }
@@ -273,7 +305,9 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
         .collect::<Result<Vec<_>, _>>()?;
     if ifaces.is_empty() && patterns.is_empty() {
         return Err(AgentError::Usage(
-            "no interface: pass --interface IF or --interface-glob PATTERN (or list `interfaces:` in the file)".into(),
+            "no interface: pass --interface IF, --interface-glob PATTERN or --interface-default-route \
+             (or list `interfaces:` in the file)"
+                .into(),
         ));
     }
     args.announce.check(&ifaces).map_err(AgentError::Usage)?;
@@ -320,6 +354,9 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
     }
     let mut attached = attach::attach_all(&mut ebpf, &ifaces, args.xdp_mode, &args.pin_path)?;
     program_interfaces(&mut writer, &ifaces, &attached, &args.xdp_transmit)?;
+    if args.interface_default_route {
+        crate::host::defroute::spawn_watch(default_route_ifaces);
+    }
     // The VIPs this node announces: in YAML mode every VIP of the file, or
     // with BGP those with a serving backend (`follow_file` sends them again
     // on reload); in Kubernetes mode the Leases' producer (L2) or the
