@@ -53,10 +53,8 @@ pub struct Route {
 /// The interface indexes of the default unicast routes of the main table,
 /// IPv4 first, each once, in the order found.
 pub fn pick(routes: &[Route]) -> Vec<u32> {
-    let mut defaults: Vec<&Route> = routes
-        .iter()
-        .filter(|r| r.dst_len == 0 && r.table == RT_TABLE_MAIN && r.kind == RTN_UNICAST)
-        .collect();
+    let mut defaults: Vec<&Route> =
+        routes.iter().filter(|r| r.dst_len == 0 && r.table == RT_TABLE_MAIN && r.kind == RTN_UNICAST).collect();
     defaults.sort_by_key(|r| r.family != libc::AF_INET as u8);
     let mut out = Vec::new();
     for i in defaults.iter().flat_map(|r| r.oifs.iter().copied()) {
@@ -131,8 +129,7 @@ pub fn dump() -> io::Result<Vec<Route>> {
     socket.bind_auto()?;
     let fd = std::os::fd::AsFd::as_fd(&socket);
     let timeout = nix::sys::time::TimeVal::new(5, 0);
-    nix::sys::socket::setsockopt(&fd, nix::sys::socket::sockopt::ReceiveTimeout, &timeout)
-        .map_err(io::Error::from)?;
+    nix::sys::socket::setsockopt(&fd, nix::sys::socket::sockopt::ReceiveTimeout, &timeout).map_err(io::Error::from)?;
     let seq = 1;
     socket.send_to(&dump_request(seq), &SocketAddr::new(0, 0), 0)?;
     let mut routes = Vec::new();
@@ -146,7 +143,10 @@ pub fn dump() -> io::Result<Vec<Route>> {
                 match ty {
                     NLMSG_DONE => return Ok(routes),
                     NLMSG_ERROR => {
-                        let code = message.payload().get(..4).map_or(0, |c| i32::from_ne_bytes(c.try_into().unwrap_or([0; 4])));
+                        let code = message
+                            .payload()
+                            .get(..4)
+                            .map_or(0, |c| i32::from_ne_bytes(c.try_into().unwrap_or([0; 4])));
                         if code != 0 {
                             return Err(io::Error::from_raw_os_error(-code));
                         }
@@ -245,11 +245,11 @@ mod tests {
     fn picks_the_default_unicast_routes_of_the_main_table_ipv4_first() {
         let routes = [
             route(V6, 0, RT_TABLE_MAIN, RTN_UNICAST, &[7]),
-            route(V4, 24, RT_TABLE_MAIN, RTN_UNICAST, &[3]),    // not a default route
-            route(V4, 0, 100, RTN_UNICAST, &[4]),               // another table
+            route(V4, 24, RT_TABLE_MAIN, RTN_UNICAST, &[3]), // not a default route
+            route(V4, 0, 100, RTN_UNICAST, &[4]),            // another table
             route(V6, 0, RT_TABLE_MAIN, 7 /* unreachable */, &[1]), // not unicast
-            route(V4, 0, RT_TABLE_MAIN, RTN_UNICAST, &[5, 6]),  // multipath
-            route(V6, 0, RT_TABLE_MAIN, RTN_UNICAST, &[5]),     // same interface again
+            route(V4, 0, RT_TABLE_MAIN, RTN_UNICAST, &[5, 6]), // multipath
+            route(V6, 0, RT_TABLE_MAIN, RTN_UNICAST, &[5]),  // same interface again
         ];
         assert_eq!(pick(&routes), vec![5, 6, 7]);
         assert_eq!(pick(&routes[1..4]), Vec::<u32>::new(), "no default route: nothing");
