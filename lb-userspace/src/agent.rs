@@ -91,8 +91,11 @@ pub struct AgentArgs {
     /// bpffs directory for the pinned maps and links.
     #[arg(long, default_value = "/sys/fs/bpf/xlb")]
     pub pin_path: PathBuf,
-    /// Address of the Prometheus `/metrics` and `/healthz` server.
-    #[arg(long, default_value = "127.0.0.1:9464")]
+    /// Address of the Prometheus `/metrics` and `/healthz` server:
+    /// `IP:PORT`, `[IPv6]:PORT`, or an IP alone (port 9464), e.g. the
+    /// node's IP from the downward API (`status.hostIP`). `0.0.0.0` serves
+    /// every address of the node.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9464", value_parser = parse_metrics_addr)]
     pub metrics_addr: SocketAddr,
     /// Leave the programs attached on exit (the next agent takes them over
     /// without a gap).
@@ -121,6 +124,21 @@ pub struct AgentArgs {
     /// VIP announcement (`--announce`, `--announce-interface`).
     #[command(flatten)]
     pub announce: crate::announce::AnnounceArgs,
+}
+
+/// The port of `--metrics-addr` when only an IP is given.
+pub const DEFAULT_METRICS_PORT: u16 = 9464;
+
+/// `--metrics-addr`: `IP:PORT`, `[IPv6]:PORT`, or an IP alone (port
+/// [`DEFAULT_METRICS_PORT`]).
+pub fn parse_metrics_addr(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    let bare = s.strip_prefix('[').and_then(|r| r.strip_suffix(']')).unwrap_or(s);
+    bare.parse::<std::net::IpAddr>().map(|ip| SocketAddr::new(ip, DEFAULT_METRICS_PORT)).map_err(|_| {
+        format!("{s:?} is not an address: give IP:PORT, [IPv6]:PORT or an IP alone (port {DEFAULT_METRICS_PORT})")
+    })
 }
 
 /// How the agent failed, which decides the exit code.
@@ -507,5 +525,51 @@ pub(crate) fn retry_unroutable(writer: &mut MapWriter) {
         Err(e) => {
             error!(error = %e, "programming backends after a routing change failed; the next change or reload retries");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_addr_takes_an_address_with_or_without_port() {
+        let p = |s: &str| parse_metrics_addr(s).map(|a| a.to_string());
+        assert_eq!(p("0.0.0.0:9464").unwrap(), "0.0.0.0:9464");
+        assert_eq!(p("10.0.0.7").unwrap(), "10.0.0.7:9464", "the node IP alone (status.hostIP)");
+        assert_eq!(p("10.0.0.7:9100").unwrap(), "10.0.0.7:9100");
+        assert_eq!(p("fd00::7").unwrap(), "[fd00::7]:9464", "an IPv6 hostIP has no brackets");
+        assert_eq!(p("[fd00::7]").unwrap(), "[fd00::7]:9464");
+        assert_eq!(p("[fd00::7]:9100").unwrap(), "[fd00::7]:9100");
+        for bad in ["", "node1", "10.0.0.7:", "10.0.0.7:99999", "$(HOST_IP)"] {
+            let e = parse_metrics_addr(bad).unwrap_err();
+            assert!(e.contains("IP:PORT"), "{bad:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn interface_default_route_is_a_flag_combinable_with_the_others() {
+        use clap::Parser as _;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            agent: AgentArgs,
+        }
+        let cli = Cli::try_parse_from([
+            "xlb",
+            "--config",
+            "x.yaml",
+            "--interface-default-route",
+            "--interface",
+            "c0",
+            "--interface-glob",
+            "veth*",
+            "--metrics-addr",
+            "192.0.2.1",
+        ])
+        .unwrap();
+        assert!(cli.agent.interface_default_route);
+        assert_eq!(cli.agent.interfaces, vec!["c0"]);
+        assert_eq!(cli.agent.metrics_addr, "192.0.2.1:9464".parse().unwrap());
     }
 }
