@@ -547,6 +547,32 @@ mod tests {
         }
     }
 
+    /// The shipped DaemonSet's `args`, with the downward-API variables
+    /// Kubernetes substitutes, are a valid `xlb agent` command line: the
+    /// uplink by default route, metrics on the node IP.
+    #[test]
+    fn the_daemonset_args_parse() {
+        use clap::Parser as _;
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/daemonset.yaml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let docs = yaml_rust2::YamlLoader::load_from_str(&text).unwrap();
+        let container = &docs[0]["spec"]["template"]["spec"]["containers"][0];
+        let env: Vec<&str> = container["env"].as_vec().unwrap().iter().filter_map(|e| e["name"].as_str()).collect();
+        assert!(env.contains(&"HOST_IP"), "{env:?}");
+        let args: Vec<String> = container["args"]
+            .as_vec()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap().replace("$(NODE_NAME)", "node1").replace("$(HOST_IP)", "10.0.0.7"))
+            .collect();
+        let cli = crate::cli::args::Cli::try_parse_from(std::iter::once("xlb".to_string()).chain(args))
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let crate::cli::args::Cmd::Agent { args, .. } = cli.cmd else { panic!("not `xlb agent`") };
+        assert!(args.interface_default_route, "the uplink by default route");
+        assert!(args.interfaces.is_empty(), "no interface name hard-coded: {:?}", args.interfaces);
+        assert_eq!(args.metrics_addr, "10.0.0.7:9464".parse().unwrap(), "metrics on the node IP only");
+    }
+
     #[test]
     fn interface_default_route_is_a_flag_combinable_with_the_others() {
         use clap::Parser as _;

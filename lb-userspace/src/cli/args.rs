@@ -254,8 +254,9 @@ Each command's --help has more; `man xlb` after `cargo xtask man`.";
 Examples:
   # A YAML file; XDP on the uplink and on the pods' veths:
   xlb agent --config /etc/xlb/xlb.yaml --interface eth0 --interface veth0 --interface veth1
-  # Kubernetes mode, as the DaemonSet runs it:
-  xlb agent --kubernetes --node-name node1 --interface eth0 --interface-glob 'veth*' --metrics-addr 0.0.0.0:9464
+  # Kubernetes mode, as the DaemonSet runs it: the uplink(s) of the default
+  # routes, the pods' veths, metrics on the node's IP only (port 9464):
+  xlb agent --kubernetes --node-name node1 --interface-default-route --interface-glob 'veth*' --metrics-addr 10.0.0.7
   # Answer ARP/NDP for the VIPs on eth0:
   xlb agent --config xlb.yaml --interface eth0 --announce l2";
     /// `xlb services --help`.
