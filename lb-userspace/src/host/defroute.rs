@@ -114,7 +114,6 @@ fn dump_request(seq: u32) -> Vec<u8> {
     let mut m = Vec::with_capacity(28);
     m.extend_from_slice(&28u32.to_ne_bytes());
     m.extend_from_slice(&libc::RTM_GETROUTE.to_ne_bytes());
-    #[allow(clippy::cast_possible_truncation)] // NLM_F_* fit in 16 bits
     let flags = (libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16;
     m.extend_from_slice(&flags.to_ne_bytes());
     m.extend_from_slice(&seq.to_ne_bytes());
