@@ -393,6 +393,7 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
         follow::sync(&programs, &patterns, &ifaces, args.xdp_mode, &args.pin_path);
         follow::spawn(programs.clone(), patterns, ifaces.clone(), args.xdp_mode, args.pin_path.clone());
     }
+    attach::release_stale(&args.pin_path, &programs.lock().unwrap_or_else(std::sync::PoisonError::into_inner).attached);
 
     let snapshot = {
         let (programs, health) = (programs.clone(), health.clone());

@@ -63,6 +63,21 @@ fn open(pin_path: &Path) -> Result<Array<MapData, AgentRecord>> {
     map.try_into().with_context(|| format!("{} is not an agent record of this xlb", path.display()))
 }
 
+/// The attach mode the last agent on `pin_path` recorded for `iface`, for a
+/// link taken over from it (the takeover does not tell the mode).
+pub fn recorded_mode(pin_path: &Path, iface: &str) -> Option<aya::programs::XdpMode> {
+    use aya::programs::XdpMode;
+    let record = open(pin_path).ok()?.get(&0, 0).ok()?;
+    let i =
+        record.ifaces[..(record.iface_count as usize).min(AGENT_IFACES)].iter().find(|i| get_str(&i.name) == iface)?;
+    match i.mode {
+        XDP_MODE_NATIVE => Some(XdpMode::Driver),
+        XDP_MODE_GENERIC => Some(XdpMode::Skb),
+        XDP_MODE_OFFLOAD => Some(XdpMode::Hardware),
+        _ => None,
+    }
+}
+
 /// `XDP_MODE_*` of an attach mode.
 pub fn mode_code(mode: aya::programs::XdpMode) -> u32 {
     use aya::programs::XdpMode;

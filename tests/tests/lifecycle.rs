@@ -286,3 +286,108 @@ fn pinned_maps_of_another_size_are_refused_with_advice() {
     check_reply(&reply, from, to, |i| Fam::V4.pod_gw(i), "after the restart")
         .unwrap_or_else(|e| panic!("{e}{}", env.diag()));
 }
+
+/// kill -9 under traffic: the programs stay attached (their links are
+/// pinned from the start), forwarding goes on with the pinned maps, the next
+/// agent adopts them with no flow moved and no request lost. Then again
+/// with an endpoint change made while no agent runs (pod2 removed, pod3
+/// added): the restarted agent picks it up — pod2's flows move, the others
+/// stay, new flows reach pod3.
+#[test]
+fn kill_9_under_traffic_keeps_forwarding_and_the_next_agent_adopts() {
+    let mut env = Env::start(4, &config(&[dns(0..3)]), &[]);
+    env.servers = udp_servers(&env.topo, Fam::V4, 0..4, UDP_BACKEND_PORT);
+    let vip = vip4(53);
+    warm_up_udp(&env, vip);
+    let ports: Vec<u16> = (0..60).map(|i| 27000 + i).collect();
+    let before = udp_flows_backends(&env, Fam::V4, &ports, vip, &snat);
+    let packets_before = service(env.agent(), "dns").unwrap()["packets"].as_u64().unwrap();
+
+    let kill = |env: &mut Env| {
+        let mut agent = env.agent.take().unwrap();
+        agent.signal(libc::SIGKILL).expect("kill -9 the agent");
+        let status = agent.wait_exit(Duration::from_secs(10)).expect("the killed agent exits");
+        assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(libc::SIGKILL), "{status:?}");
+    };
+
+    // 1. Same configuration.
+    let bg = Background::one_flow(&env, vip);
+    let bg_new = Background::new_flows(&env, vip);
+    std::thread::sleep(Duration::from_millis(200));
+    kill(&mut env);
+    for ifname in env.topo.node_interfaces() {
+        assert!(
+            xdp_attached(&env.topo.node, &ifname),
+            "after kill -9, XDP should stay on {ifname}: {}",
+            ip_link(&env.topo.node, &ifname)
+        );
+    }
+    assert_eq!(udp_flows_backends(&env, Fam::V4, &ports, vip, &snat), before, "flows with the agent dead");
+    env.start_agent(&[]);
+    std::thread::sleep(Duration::from_millis(300));
+    let (one, new) = (bg.finish(), bg_new.finish());
+    assert!(one.lost.is_empty(), "the open flow lost {} of {}: {:?}", one.lost.len(), one.sent, one.lost);
+    assert_eq!(one.replies.len(), 1, "the open flow changed backend: {:?}", one.replies);
+    assert!(new.lost.is_empty(), "new flows lost {} of {}: {:?}", new.lost.len(), new.sent, new.lost);
+    assert!(one.sent >= 10 && new.sent >= 10, "too little traffic to tell: {} / {}", one.sent, new.sent);
+    assert_eq!(udp_flows_backends(&env, Fam::V4, &ports, vip, &snat), before, "flows after the adoption");
+    // The adopted links keep their recorded XDP mode (not "unknown").
+    let status = cli_json(env.agent(), &["status", "-o", "json"]);
+    for a in status["attachments"].as_array().expect("attachments in xlb status") {
+        assert_eq!(a["xdp_mode"], "native", "the mode of an adopted link: {status}");
+    }
+    let packets_after = service(env.agent(), "dns").unwrap()["packets"].as_u64().unwrap();
+    assert!(packets_after > packets_before, "counters kept and counting: {packets_before} -> {packets_after}");
+
+    // 2. An endpoint change while no agent runs.
+    kill(&mut env);
+    env.config.write(&config(&[dns([0, 1, 3])])).unwrap();
+    assert_eq!(udp_flows_backends(&env, Fam::V4, &ports, vip, &snat), before, "dead agent: old state forwards");
+    env.start_agent(&[]);
+    wait_backends(env.agent(), "dns", &backends(Fam::V4, [0, 1, 3], UDP_BACKEND_PORT), Duration::from_secs(5));
+    let after = udp_flows_backends(&env, Fam::V4, &ports, vip, &snat);
+    for ((p, b), a) in ports.iter().zip(&before).zip(&after) {
+        if *b == 2 {
+            assert_ne!(*a, 2, "port {p}: still on the removed pod2{}", env.diag());
+        } else {
+            assert_eq!(a, b, "port {p}: moved from pod{b} to pod{a} although pod{b} stayed{}", env.diag());
+        }
+    }
+    assert!(before.contains(&2), "no flow was on pod2 to begin with: {before:?}");
+    let new = check_spread(&env, &spread_udp(&env, vip, 80), &snat, "new flows");
+    assert!(new.contains_key(&3) && !new.contains_key(&2), "new flows after the restart: {new:?}");
+
+    // A clean stop still detaches (the pins are removed).
+    let status = env.agent.take().unwrap().stop().expect("stop");
+    assert_eq!(status.code(), Some(0));
+    assert_nothing_attached(&env, "after SIGTERM following a kill -9 adoption");
+}
+
+/// An agent killed with kill -9 left links on an interface the next agent is
+/// not told to attach: the next agent releases them (nothing forwards there
+/// with state nobody updates), and attaches where it is told.
+#[test]
+fn links_left_on_an_interface_no_longer_named_are_released() {
+    let mut env = Env::start(2, &config(&[dns(0..2)]), &[]);
+    env.servers = udp_servers(&env.topo, Fam::V4, 0..2, UDP_BACKEND_PORT);
+    warm_up_udp(&env, vip4(53));
+    let mut agent = env.agent.take().unwrap();
+    agent.signal(libc::SIGKILL).expect("kill -9 the agent");
+    agent.wait_exit(Duration::from_secs(10)).expect("the killed agent exits");
+    let ifaces = env.topo.node_interfaces();
+    let dropped = ifaces.last().unwrap().clone();
+    assert!(xdp_attached(&env.topo.node, &dropped), "kill -9 left XDP on {dropped}");
+    let args: Vec<String> = std::iter::once("agent".to_owned())
+        .chain(["--config".to_owned(), env.config.path().display().to_string()])
+        .chain(ifaces.iter().filter(|i| **i != dropped).flat_map(|i| ["--interface".to_owned(), i.clone()]))
+        .collect();
+    let mut next = Agent::spawn_args(&env.topo.node, env.pin.path(), &args).expect("spawn the next agent");
+    next.wait_healthy(Duration::from_secs(30)).expect("the next agent is healthy");
+    assert!(!xdp_attached(&env.topo.node, &dropped), "the stale link on {dropped} was not released: {}", next.log());
+    assert!(next.log().contains("released a link"), "no log line about the released link:\n{}", next.log());
+    for i in ifaces.iter().filter(|i| **i != dropped) {
+        assert!(xdp_attached(&env.topo.node, i), "XDP on {i}");
+    }
+    let status = next.stop().expect("stop");
+    assert_eq!(status.code(), Some(0), "{}", next.log());
+}

@@ -57,8 +57,24 @@ pub struct Attached {
     pub iface: String,
     /// The mode the programs were attached in.
     pub mode: XdpMode,
-    xdp: aya::programs::xdp::XdpLinkId,
-    tc: aya::programs::tc::SchedClassifierLinkId,
+    links: Links,
+}
+
+/// How this process holds the two attachments of one interface.
+enum Links {
+    /// Links pinned under the pin path since they were attached: they
+    /// outlive this process until the pins are removed.
+    Pinned { xdp: PinnedLink, tc: PinnedLink },
+    /// Attachments only this process holds (kernels without tcx, where the
+    /// tc program is attached through netlink): they go with the process.
+    Owned { xdp: aya::programs::xdp::XdpLinkId, tc: aya::programs::tc::SchedClassifierLinkId },
+}
+
+/// Whether links can be pinned at attach time: XDP links (5.9) and tcx
+/// links (6.6); before 6.6 the tc program is attached through netlink.
+fn links_pinnable() -> bool {
+    use aya::util::KernelVersion;
+    KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0))
 }
 
 /// Loads both programs into the kernel (once, before any attach).
@@ -73,17 +89,20 @@ pub fn load(ebpf: &mut Ebpf) -> Result<()> {
 
 /// Attaches the (loaded) programs to one interface: XDP, and tc ingress
 /// for packets XDP hands to the kernel. A link pinned by a previous agent
-/// on this interface is taken over instead (no gap).
+/// on this interface (stopped with `--keep-on-exit`, or dead) is taken over
+/// instead (no gap). The links are pinned at once, so the programs stay
+/// attached if this agent dies.
 pub fn attach_one(ebpf: &mut Ebpf, iface: &str, mode: XdpModeArg, pin_path: &Path) -> Result<Attached> {
     let xdp: &mut Xdp = ebpf.program_mut(XDP_PROG).context("XDP program missing from the object")?.try_into()?;
-    let pinned = link_pin(pin_path, "xdp", iface);
-    let (m, xdp_id) = if let Some(fd) = take_pinned(&pinned)? {
+    let xdp_pin = link_pin(pin_path, "xdp", iface);
+    let (m, xdp_id) = if let Some(fd) = take_pinned(&xdp_pin)? {
         let link = XdpLink::try_from(fd).context("pinned XDP link")?;
         let id = xdp
             .attach_to_link(link)
             .with_context(|| format!("replacing the program of the pinned XDP link on {iface}"))?;
-        info!(%iface, "took over the XDP link of the previous agent");
-        (XdpMode::Default, id)
+        let m = crate::status::recorded_mode(pin_path, iface).unwrap_or(XdpMode::Default);
+        info!(%iface, mode = ?m, "took over the XDP link of the previous agent");
+        (m, id)
     } else {
         let (m, id) = match mode {
             XdpModeArg::Native => (XdpMode::Driver, xdp.attach(iface, XdpMode::Driver)),
@@ -106,8 +125,8 @@ pub fn attach_one(ebpf: &mut Ebpf, iface: &str, mode: XdpModeArg, pin_path: &Pat
     };
     let tc: &mut SchedClassifier =
         ebpf.program_mut(TC_PROG).context("tc program missing from the object")?.try_into()?;
-    let pinned = link_pin(pin_path, "tc", iface);
-    let tc_id = match take_pinned(&pinned)? {
+    let tc_pin = link_pin(pin_path, "tc", iface);
+    let tc_id = match take_pinned(&tc_pin)? {
         Some(fd) => {
             let link = SchedClassifierLink::try_from(fd).context("pinned tc link")?;
             tc.attach_to_link(link)
@@ -117,7 +136,27 @@ pub fn attach_one(ebpf: &mut Ebpf, iface: &str, mode: XdpModeArg, pin_path: &Pat
             .attach(iface, TcAttachType::Ingress)
             .with_context(|| format!("attaching the tc ingress program to {iface}"))?,
     };
-    Ok(Attached { iface: iface.to_owned(), mode: m, xdp: xdp_id, tc: tc_id })
+    let links = if links_pinnable() {
+        std::fs::create_dir_all(pin_path.join("links")).context("creating the links pin directory")?;
+        Links::Pinned { xdp: pin_xdp(ebpf, xdp_id, &xdp_pin)?, tc: pin_tc(ebpf, tc_id, &tc_pin)? }
+    } else {
+        Links::Owned { xdp: xdp_id, tc: tc_id }
+    };
+    Ok(Attached { iface: iface.to_owned(), mode: m, links })
+}
+
+/// Takes the XDP link out of the program and pins it.
+fn pin_xdp(ebpf: &mut Ebpf, id: aya::programs::xdp::XdpLinkId, pin: &Path) -> Result<PinnedLink> {
+    let xdp: &mut Xdp = ebpf.program_mut(XDP_PROG).context("XDP program")?.try_into()?;
+    let fd = FdLink::try_from(xdp.take_link(id)?).context("XDP was attached through netlink, not a link")?;
+    fd.pin(pin).with_context(|| format!("pinning the XDP link at {}", pin.display()))
+}
+
+/// Takes the tc link out of the program and pins it.
+fn pin_tc(ebpf: &mut Ebpf, id: aya::programs::tc::SchedClassifierLinkId, pin: &Path) -> Result<PinnedLink> {
+    let tc: &mut SchedClassifier = ebpf.program_mut(TC_PROG).context("tc program")?.try_into()?;
+    let fd = FdLink::try_from(tc.take_link(id)?).context("tc was attached through netlink, not a tcx link")?;
+    fd.pin(pin).with_context(|| format!("pinning the tc link at {}", pin.display()))
 }
 
 /// Loads both programs and attaches them to every interface.
@@ -126,28 +165,57 @@ pub fn attach_all(ebpf: &mut Ebpf, ifaces: &[String], mode: XdpModeArg, pin_path
     ifaces.iter().map(|i| attach_one(ebpf, i, mode, pin_path)).collect()
 }
 
-/// Detaches from an interface (that may be gone already: errors ignored).
-pub fn detach(ebpf: &mut Ebpf, a: Attached) {
-    if let Some(Ok(xdp)) = ebpf.program_mut(XDP_PROG).map(<&mut Xdp>::try_from) {
-        let _ = xdp.detach(a.xdp);
-    }
-    if let Some(Ok(tc)) = ebpf.program_mut(TC_PROG).map(<&mut SchedClassifier>::try_from) {
-        let _ = tc.detach(a.tc);
+/// Removes the link pins a previous agent left on interfaces this agent did
+/// not attach to (an interface taken out of its command line): those
+/// programs detach instead of forwarding with state nobody updates.
+pub fn release_stale(pin_path: &Path, attached: &[Attached]) {
+    let Ok(entries) = std::fs::read_dir(pin_path.join("links")) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let ours = attached.iter().any(|a| ["xdp", "tc"].iter().any(|k| name == format!("{k}-{}", a.iface)));
+        if !ours {
+            match std::fs::remove_file(e.path()) {
+                Ok(()) => {
+                    info!(pin = %e.path().display(), "released a link a previous agent left on an interface not attached now");
+                }
+                Err(err) => warn!(pin = %e.path().display(), error = %err, "cannot remove a stale link pin"),
+            }
+        }
     }
 }
 
-/// Pins the links so the programs stay attached after this process exits.
+/// Detaches from an interface (that may be gone already: errors ignored):
+/// the pins are removed and the last reference to each link closed.
+pub fn detach(ebpf: &mut Ebpf, a: Attached) {
+    match a.links {
+        Links::Pinned { xdp, tc } => {
+            // unpin() removes the pin file; dropping the returned fd drops
+            // the last reference, which detaches the program.
+            drop(xdp.unpin());
+            drop(tc.unpin());
+        }
+        Links::Owned { xdp, tc } => {
+            if let Some(Ok(p)) = ebpf.program_mut(XDP_PROG).map(<&mut Xdp>::try_from) {
+                let _ = p.detach(xdp);
+            }
+            if let Some(Ok(p)) = ebpf.program_mut(TC_PROG).map(<&mut SchedClassifier>::try_from) {
+                let _ = p.detach(tc);
+            }
+        }
+    }
+}
+
+/// Leaves the programs attached after this process exits (the pins stay).
 pub fn keep(ebpf: &mut Ebpf, attached: Vec<Attached>, pin_path: &Path) -> Result<()> {
-    std::fs::create_dir_all(pin_path.join("links")).context("creating the links pin directory")?;
     for a in attached {
-        let xdp: &mut Xdp = ebpf.program_mut(XDP_PROG).context("XDP program")?.try_into()?;
-        let link = xdp.take_link(a.xdp)?;
-        let fd = FdLink::try_from(link).context("XDP was attached through netlink, not a link; cannot keep it")?;
-        fd.pin(link_pin(pin_path, "xdp", &a.iface)).context("pinning the XDP link")?;
-        let tc: &mut SchedClassifier = ebpf.program_mut(TC_PROG).context("tc program")?.try_into()?;
-        let link = tc.take_link(a.tc)?;
-        let fd = FdLink::try_from(link).context("tc was attached through netlink, not a link; cannot keep it")?;
-        fd.pin(link_pin(pin_path, "tc", &a.iface)).context("pinning the tc link")?;
+        match a.links {
+            Links::Pinned { .. } => {}
+            Links::Owned { xdp, tc } => {
+                std::fs::create_dir_all(pin_path.join("links")).context("creating the links pin directory")?;
+                pin_xdp(ebpf, xdp, &link_pin(pin_path, "xdp", &a.iface))?;
+                pin_tc(ebpf, tc, &link_pin(pin_path, "tc", &a.iface))?;
+            }
+        }
         info!(iface = %a.iface, "programs left attached (--keep-on-exit)");
     }
     Ok(())
