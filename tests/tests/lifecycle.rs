@@ -391,3 +391,29 @@ fn links_left_on_an_interface_no_longer_named_are_released() {
     let status = next.stop().expect("stop");
     assert_eq!(status.code(), Some(0), "{}", next.log());
 }
+
+/// A pin path holding maps of a newer layout (a downgrade): the agent
+/// refuses (exit 1, saying what to do) with nothing attached, and the CLI
+/// refuses to read them rather than print wrong numbers; maps of an older
+/// layout beside ours are only warned about.
+#[test]
+fn a_newer_map_layout_is_refused_by_the_agent_and_the_cli() {
+    let mut env = Env::new(1, &config(&[dns(0..1)]));
+    std::fs::create_dir_all(env.pin.path().join("v999")).expect("create a newer layout's directory on bpffs");
+    let mut agent = Agent::spawn(&env.topo, env.config.path(), env.pin.path(), &[]).expect("spawn the agent");
+    let status = agent.wait_exit(Duration::from_secs(30)).expect("the agent should refuse a newer layout");
+    let log = agent.log();
+    assert_eq!(status.code(), Some(1), "exit code for a newer layout; log:\n{log}");
+    assert!(log.contains("newer xlb (map layout v999)") && log.contains("remove that directory"), "{log}");
+    assert_nothing_attached(&env, "after refusing a newer layout");
+    let out = agent.cli(&["services"]).expect("run xlb services");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "xlb services on a newer layout: {err}");
+    assert!(err.contains("layout v999") && err.contains("this xlb reads v"), "xlb services on a newer layout: {err}");
+
+    // Older layout beside ours: warned about, the agent runs.
+    std::fs::remove_dir(env.pin.path().join("v999")).unwrap();
+    std::fs::create_dir(env.pin.path().join("v0")).unwrap();
+    env.start_agent(&[]);
+    assert!(env.agent().log().contains("older xlb layout (v0)"), "{}", env.agent().log());
+}

@@ -32,9 +32,44 @@ pub enum MapsError {
     /// The loaded object lacks a map.
     #[error("the eBPF object has no map {0}")]
     Missing(&'static str),
+    /// The newest maps under the pin path are of another layout (another
+    /// xlb build runs the agent): reading them would give wrong numbers.
+    #[error(
+        "{pin_path} holds maps of xlb map layout v{found}, this xlb reads v{ours}: \
+         use the xlb CLI of the build that runs the agent (compare `xlb --version` with the agent's image)"
+    )]
+    OtherLayout { pin_path: PathBuf, found: u32, ours: u32 },
     /// The lookup-table array cannot be mapped into memory.
     #[error("{name}: {message}")]
     Table { name: &'static str, message: String },
+}
+
+/// The map layout versions pinned under a pin path (its `v<N>`
+/// directories), sorted.
+pub fn pinned_layouts(pin_path: &Path) -> Vec<u32> {
+    let mut found: Vec<u32> = std::fs::read_dir(pin_path)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let n = name.strip_prefix('v')?;
+            (!n.is_empty() && n.chars().all(|c| c.is_ascii_digit())).then(|| n.parse().ok()).flatten()
+        })
+        .collect();
+    found.sort_unstable();
+    found
+}
+
+/// Refuses (for readers) a pin path whose newest maps are of another
+/// layout than this build's.
+pub fn check_layout(pin_path: &Path) -> Result<(), MapsError> {
+    match pinned_layouts(pin_path).last() {
+        Some(&found) if found != LAYOUT_VERSION => {
+            Err(MapsError::OtherLayout { pin_path: pin_path.to_path_buf(), found, ours: LAYOUT_VERSION })
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Directory holding the maps of the current layout under a pin path.

@@ -33,6 +33,13 @@ pub enum PinError {
          or stop every agent using {dir} and remove that directory to resize (flows in progress will be re-picked)"
     )]
     Size { path: String, dir: String, flag: &'static str, found: u32, wanted: u32 },
+    /// The pin path holds maps of a newer layout: a downgrade.
+    #[error(
+        "{pin_path} holds maps of a newer xlb (map layout v{found}); this xlb uses v{LAYOUT_VERSION} and would start \
+         from empty maps, dropping every flow, so it refuses (nothing was attached or changed). Run an xlb of layout \
+         v{found} or newer, or stop every agent using {pin_path}, remove that directory, and start again"
+    )]
+    Newer { pin_path: String, found: u32 },
 }
 
 /// Sizes that depend on flags.
@@ -45,20 +52,16 @@ pub struct Wanted {
 /// Also warns about maps of other layout versions left beside ours.
 pub fn check(pin_path: &Path, wanted: &Wanted) -> Result<(), PinError> {
     let dir = map_dir(pin_path);
-    if let Ok(entries) = std::fs::read_dir(pin_path) {
-        for e in entries.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if name.starts_with('v')
-                && name != format!("v{LAYOUT_VERSION}")
-                && name[1..].chars().all(|c| c.is_ascii_digit())
-            {
-                tracing::warn!(
-                    dir = %e.path().display(),
-                    "maps of another xlb layout ({name}) are pinned here; this agent uses v{LAYOUT_VERSION} and new maps. \
-                     Remove that directory once no agent of the old version runs"
-                );
-            }
-        }
+    let layouts = crate::bpf::maps::pinned_layouts(pin_path);
+    if let Some(&found) = layouts.last().filter(|v| **v > LAYOUT_VERSION) {
+        return Err(PinError::Newer { pin_path: pin_path.display().to_string(), found });
+    }
+    for v in layouts.iter().filter(|v| **v < LAYOUT_VERSION) {
+        tracing::warn!(
+            dir = %pin_path.join(format!("v{v}")).display(),
+            "maps of an older xlb layout (v{v}) are pinned here; this agent uses v{LAYOUT_VERSION} and new maps. \
+             Remove that directory once no agent of the old version runs"
+        );
     }
     let sz = |n: usize| n as u32;
     #[expect(clippy::type_complexity, reason = "a literal table: name, key size, value size, inner map")]

@@ -102,6 +102,7 @@ fn pin_ids(dir: &Path) -> Result<Vec<(u64, u64)>, MapsError> {
 impl MapsView {
     /// Opens, read-only, the maps pinned under `pin_path`.
     pub fn open_pinned(pin_path: &Path) -> Result<Self, MapsError> {
+        crate::bpf::maps::check_layout(pin_path)?;
         let dir = map_dir(pin_path);
         let pins = pin_ids(&dir)?;
         let mut get = |name: &'static str| -> Result<Map, MapsError> {

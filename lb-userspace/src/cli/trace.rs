@@ -148,6 +148,7 @@ fn open_pinned(dir: &Path, name: &str) -> Result<aya::maps::Map> {
 /// Traces one packet (see the module docs).
 pub fn trace(pin_path: &Path, req: &Request) -> Result<Answer> {
     ensure!(req.client.is_ipv4() == req.vip.is_ipv4(), "CLIENT and VIP:PORT must be both IPv4 or both IPv6");
+    crate::bpf::maps::check_layout(pin_path)?;
     let dir = map_dir(pin_path);
     for name in PINNED {
         ensure!(
