@@ -9,6 +9,8 @@
 //! * `kubectl` (as root, through apt-get) for the Kubernetes tests;
 //! * BIRD 2 (`bird`, `birdc`; Debian's `bird2`, as root, through apt-get)
 //!   for the BGP announcement tests (`--announce bgp`);
+//! * podman and buildah (as root, through apt-get) for `cargo xtask image`
+//!   and the test that runs the agent from that image;
 //! * the Kubernetes manifest validator (see `validate.rs`).
 
 use std::path::{Path, PathBuf};
@@ -26,6 +28,7 @@ pub fn setup() -> Result<()> {
     ensure_iproute2()?;
     ensure_kubectl()?;
     ensure_bird2()?;
+    ensure_podman()?;
     crate::validate::setup_validator();
     info("setup complete");
     Ok(())
@@ -254,6 +257,26 @@ fn ensure_bird2() -> Result<()> {
         run(&mut apt_get(&["install", "-y", "bird2"]))?;
         if !present() {
             bail!("apt-get installed bird2 but `bird --version` does not say version 2; install BIRD 2 by hand");
+        }
+        Ok(())
+    })
+}
+
+/// podman and buildah: `cargo xtask image` builds with buildah, the image
+/// test runs the agent with podman (Debian's packages; crun comes along).
+fn ensure_podman() -> Result<()> {
+    let works = |bin: &str| Command::new(bin).arg("--version").output().is_ok_and(|o| o.status.success());
+    let present = || works("podman") && works("buildah");
+    let say = [
+        "podman, buildah: present",
+        "podman, buildah: missing; `cargo xtask image` and its test need them (apt-get install podman buildah, as root)",
+        "podman, buildah: missing, installing them",
+    ];
+    ensure_as_root(present(), say, || {
+        run(&mut apt_get(&["update"]))?;
+        run(&mut apt_get(&["install", "-y", "podman", "buildah"]))?;
+        if !present() {
+            bail!("apt-get installed podman and buildah but `podman --version` or `buildah --version` fails");
         }
         Ok(())
     })
