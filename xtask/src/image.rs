@@ -63,7 +63,11 @@ pub struct ImageArgs {
 /// tags and size.
 pub fn image(args: &ImageArgs) -> Result<()> {
     let bin = if args.no_build {
-        let bin = xlb_tests::xlb_binary().context("--no-build: no xlb binary to package")?;
+        let bin = std::env::var_os("XLB_BIN")
+            .map_or_else(|| crate::util::target_dir().join("release").join("xlb"), PathBuf::from);
+        if !bin.is_file() {
+            bail!("{} is missing: run `cargo xtask build` (or drop --no-build, or set XLB_BIN)", bin.display());
+        }
         info(&format!("--no-build: packaging {}", bin.display()));
         bin
     } else {
@@ -194,7 +198,7 @@ impl Drop for Working {
 fn commit_image(rootfs: &Path, commit: &str, tags: &[String]) -> Result<String> {
     let name = format!("xlb-image-{}", std::process::id());
     let _ = Command::new("buildah").args(["rm", &name]).output();
-    run(Command::new("buildah").args(["from", "--name", &name, "scratch"]))
+    output(Command::new("buildah").args(["from", "--name", &name, "scratch"]))
         .context("buildah is needed (`cargo xtask setup` installs it, as root)")?;
     let working = Working(name);
     let mut src = rootfs.as_os_str().to_owned();
