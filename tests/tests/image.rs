@@ -121,9 +121,11 @@ fn build_image(tag: &str) -> ImageTag {
 /// The flags that make podman run at all on this machine, found by trying
 /// `IMAGE --version` with none, then with explicit limits, then with runc:
 /// crun refuses hybrid cgroup hierarchies (v1 controllers plus a cgroup2
-/// mount), and a runtime without CAP_SYS_RESOURCE cannot raise the
-/// container's RLIMIT_NOFILE/NPROC to podman's defaults. None of these
-/// touches the security settings under test.
+/// mount), and where podman itself lacks CAP_SYS_RESOURCE the runtime
+/// cannot raise the container's RLIMIT_NOFILE/NPROC to podman's defaults
+/// (nor RLIMIT_NPROC above `kernel.pid_max`, as seen here): the limits are
+/// then this process's own. None of these touches the security settings
+/// under test.
 fn runtime_flags(image: &str, want_version: &str) -> Vec<String> {
     let hard = |res| {
         let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };

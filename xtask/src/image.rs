@@ -85,6 +85,13 @@ pub fn image(args: &ImageArgs) -> Result<()> {
         args.tags.clone()
     };
 
+    // The images these tags name now: untagged by the new build, they are
+    // removed after it (when nothing else tags or uses them).
+    let previous: Vec<String> = tags
+        .iter()
+        .filter_map(|t| output(Command::new("podman").args(["image", "inspect", "--format", "{{.Id}}", t])).ok())
+        .map(|id| id.trim().to_string())
+        .collect();
     let rootfs = crate::util::target_dir().join("image").join(format!("rootfs-{}", std::process::id()));
     let staged = stage_rootfs(&bin, &rootfs);
     let built = staged.and_then(|libs| {
@@ -96,6 +103,12 @@ pub fn image(args: &ImageArgs) -> Result<()> {
     let _ = std::fs::remove_dir_all(&rootfs);
     let id = built?;
 
+    for old in previous.iter().filter(|p| **p != id) {
+        let tagged = output(Command::new("podman").args(["image", "inspect", "--format", "{{len .RepoTags}}", old]));
+        if tagged.is_ok_and(|n| n.trim() == "0") && output(Command::new("podman").args(["rmi", old])).is_ok() {
+            info(&format!("removed the previous image {old} (no tag left)"));
+        }
+    }
     let size: u64 = output(Command::new("podman").args(["image", "inspect", "--format", "{{.Size}}", &id]))?
         .trim()
         .parse()

@@ -9,8 +9,9 @@
 //! * `kubectl` (as root, through apt-get) for the Kubernetes tests;
 //! * BIRD 2 (`bird`, `birdc`; Debian's `bird2`, as root, through apt-get)
 //!   for the BGP announcement tests (`--announce bgp`);
-//! * podman and buildah (as root, through apt-get) for `cargo xtask image`
-//!   and the test that runs the agent from that image;
+//! * podman, buildah and runc (as root, through apt-get) for `cargo xtask
+//!   image` and the test that runs the agent from that image (runc where
+//!   crun cannot run containers, as on hybrid cgroup hierarchies);
 //! * the Kubernetes manifest validator (see `validate.rs`).
 
 use std::path::{Path, PathBuf};
@@ -262,21 +263,22 @@ fn ensure_bird2() -> Result<()> {
     })
 }
 
-/// podman and buildah: `cargo xtask image` builds with buildah, the image
-/// test runs the agent with podman (Debian's packages; crun comes along).
+/// podman, buildah and runc: `cargo xtask image` builds with buildah, the
+/// image test runs the agent with podman (with runc where crun, podman's
+/// default runtime, refuses the machine's cgroup layout).
 fn ensure_podman() -> Result<()> {
     let works = |bin: &str| Command::new(bin).arg("--version").output().is_ok_and(|o| o.status.success());
-    let present = || works("podman") && works("buildah");
+    let present = || works("podman") && works("buildah") && works("runc");
     let say = [
-        "podman, buildah: present",
-        "podman, buildah: missing; `cargo xtask image` and its test need them (apt-get install podman buildah, as root)",
-        "podman, buildah: missing, installing them",
+        "podman, buildah, runc: present",
+        "podman, buildah, runc: missing; `cargo xtask image` and its test need them (apt-get install podman buildah runc, as root)",
+        "podman, buildah, runc: missing, installing them",
     ];
     ensure_as_root(present(), say, || {
         run(&mut apt_get(&["update"]))?;
-        run(&mut apt_get(&["install", "-y", "podman", "buildah"]))?;
+        run(&mut apt_get(&["install", "-y", "podman", "buildah", "runc"]))?;
         if !present() {
-            bail!("apt-get installed podman and buildah but `podman --version` or `buildah --version` fails");
+            bail!("apt-get installed podman, buildah and runc but one of them fails `--version`");
         }
         Ok(())
     })
