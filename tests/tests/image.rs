@@ -23,14 +23,13 @@ use xlb_tests::{
 
 /// `podman ARGS...`, bounded by `limit` (killed past it).
 fn podman(args: &[&str], limit: Duration) -> Output {
-    let child = Command::new("podman")
+    let mut child = Command::new("podman")
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("cannot run podman (`cargo xtask setup` installs it): {e}"));
-    let mut child = child;
     let (out_t, err_t) = xlb_tests::read_pipes(&mut child).expect("pipes");
     let deadline = Instant::now() + limit;
     let status = loop {
@@ -79,7 +78,7 @@ struct ImageTag(String);
 
 impl Drop for ImageTag {
     fn drop(&mut self) {
-        let o = podman(&["rmi", &self.0], Duration::from_secs(60));
+        let o = podman(&["rmi", &self.0], Duration::from_mins(1));
         if !o.status.success() {
             eprintln!("xlb-tests: podman rmi {}: {}", self.0, text(&o));
         }
@@ -91,7 +90,7 @@ struct Container(String);
 
 impl Drop for Container {
     fn drop(&mut self) {
-        let o = podman(&["rm", "-f", "-t", "10", &self.0], Duration::from_secs(60));
+        let o = podman(&["rm", "-f", "-t", "10", &self.0], Duration::from_mins(1));
         if !o.status.success() {
             eprintln!("xlb-tests: podman rm -f {}: {}", self.0, text(&o));
         }
@@ -145,7 +144,7 @@ fn runtime_flags(image: &str, want_version: &str) -> Vec<String> {
         let mut args: Vec<&str> = vec!["run", "--rm"];
         args.extend(flags.iter().map(String::as_str));
         args.extend([image, "--version"]);
-        let o = podman(&args, Duration::from_secs(60));
+        let o = podman(&args, Duration::from_mins(1));
         if o.status.success() {
             let version = String::from_utf8_lossy(&o.stdout).trim().to_string();
             assert_eq!(version, want_version, "the image's `xlb --version` is not the binary under test's");
@@ -190,7 +189,8 @@ fn daemonset_flags() -> (Vec<String>, Vec<String>, Vec<String>) {
     let sc = &c["securityContext"];
     let mut flags = Vec::new();
     assert_eq!(sc["privileged"].as_bool(), Some(false), "not privileged");
-    let drop: Vec<&str> = sc["capabilities"]["drop"].as_vec().expect("drop").iter().filter_map(|v| v.as_str()).collect();
+    let drop: Vec<&str> =
+        sc["capabilities"]["drop"].as_vec().expect("drop").iter().filter_map(|v| v.as_str()).collect();
     assert_eq!(drop, vec!["ALL"], "the DaemonSet drops every capability");
     flags.push("--cap-drop=all".to_string());
     let add: Vec<String> =
@@ -265,8 +265,8 @@ fn the_image_runs_the_agent_with_the_daemonsets_security_context_and_forwards() 
     let tag = format!("localhost/xlb-test:{}-image", topo.prefix);
     let image = build_image(&tag);
 
-    let host_version = xlb_tests::run_cmd(xlb_tests::xlb_binary().unwrap().to_str().unwrap(), &["--version"])
-        .expect("xlb --version");
+    let host_version =
+        xlb_tests::run_cmd(xlb_tests::xlb_binary().unwrap().to_str().unwrap(), &["--version"]).expect("xlb --version");
     let host_version = String::from_utf8_lossy(&host_version.stdout).trim().to_string();
     let runtime = runtime_flags(&image.0, &host_version);
     let (security, caps, missing) = daemonset_flags();
@@ -311,7 +311,7 @@ fn the_image_runs_the_agent_with_the_daemonsets_security_context_and_forwards() 
     args.extend(["--pin-path".into(), pin.path().display().to_string(), "--metrics-addr".into(), metrics.to_string()]);
     let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
     eprintln!("podman {}", arg_refs.join(" "));
-    let run = podman(&arg_refs, Duration::from_secs(60));
+    let run = podman(&arg_refs, Duration::from_mins(1));
     let container = Container(name.clone());
     assert!(run.status.success(), "podman run failed: {}", text(&run));
     wait_healthy(&topo.node, metrics, &name);
@@ -322,13 +322,16 @@ fn the_image_runs_the_agent_with_the_daemonsets_security_context_and_forwards() 
     let pid = String::from_utf8_lossy(&pid.stdout).trim().to_string();
     let proc_status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("the agent's /proc status");
     let field = |k: &str| proc_status.lines().find_map(|l| l.strip_prefix(k)).map(str::trim).unwrap_or_default();
-    let granted = caps.iter().filter(|c| !missing.contains(c)).fold(0u64, |m, c| m | 1 << cap_bit(c));
+    let granted = caps.iter().filter(|c| !missing.contains(c)).fold(0u64, |m, c| m | (1 << cap_bit(c)));
     assert_eq!(u64::from_str_radix(field("CapEff:"), 16).unwrap(), granted, "effective capabilities of the agent");
     assert_eq!(u64::from_str_radix(field("CapBnd:"), 16).unwrap(), granted, "bounding set of the agent");
     assert_eq!(field("NoNewPrivs:"), "1", "allowPrivilegeEscalation: false");
     let mountinfo = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).expect("the agent's mountinfo");
     let root = mountinfo.lines().find(|l| l.split_whitespace().nth(4) == Some("/")).expect("a root mount");
-    assert!(root.split_whitespace().nth(5).is_some_and(|o| o.split(',').any(|f| f == "ro")), "root not read-only: {root}");
+    assert!(
+        root.split_whitespace().nth(5).is_some_and(|o| o.split(',').any(|f| f == "ro")),
+        "root not read-only: {root}"
+    );
     eprintln!("agent pid {pid}: CapEff {}, Seccomp {}", field("CapEff:"), field("Seccomp:"));
 
     // Real traffic through the VIP, every reply from the VIP.
@@ -338,16 +341,20 @@ fn the_image_runs_the_agent_with_the_daemonsets_security_context_and_forwards() 
     for (what, spread, n) in [("UDP", &udp, 60), ("TCP", &tcp, 30)] {
         assert_eq!(spread.values().sum::<usize>(), n, "{what}: {spread:?}");
         for i in 0..3 {
-            assert!(spread.get(&format!("pod{i}")).is_some_and(|c| *c > 0), "{what} through the VIP: {spread:?}\n{}", logs());
+            assert!(
+                spread.get(&format!("pod{i}")).is_some_and(|c| *c > 0),
+                "{what} through the VIP: {spread:?}\n{}",
+                logs()
+            );
         }
     }
 
     // The CLI in the image reads the agent's pins.
     let pin_path = pin.path().display().to_string();
-    let status = podman(&["exec", &name, "/xlb", "status", "--pin-path", &pin_path], Duration::from_secs(60));
+    let status = podman(&["exec", &name, "/xlb", "status", "--pin-path", &pin_path], Duration::from_mins(1));
     assert!(status.status.success(), "xlb status in the container: {}", text(&status));
     let services =
-        podman(&["exec", &name, "/xlb", "services", "-o", "json", "--pin-path", &pin_path], Duration::from_secs(60));
+        podman(&["exec", &name, "/xlb", "services", "-o", "json", "--pin-path", &pin_path], Duration::from_mins(1));
     assert!(services.status.success(), "xlb services in the container: {}", text(&services));
     let v: serde_json::Value = serde_json::from_slice(&services.stdout).expect("xlb services -o json");
     for s in ["dns", "web"] {
@@ -356,7 +363,7 @@ fn the_image_runs_the_agent_with_the_daemonsets_security_context_and_forwards() 
     }
 
     // Stopped like a pod: SIGTERM, a clean exit, XDP detached.
-    let stop = podman(&["stop", "-t", "20", &name], Duration::from_secs(60));
+    let stop = podman(&["stop", "-t", "20", &name], Duration::from_mins(1));
     assert!(stop.status.success(), "podman stop: {}", text(&stop));
     let code = podman(&["inspect", "--format", "{{.State.ExitCode}}", &name], Duration::from_secs(30));
     assert_eq!(String::from_utf8_lossy(&code.stdout).trim(), "0", "exit code; log:\n{}", logs());

@@ -81,7 +81,8 @@ fn final_stage(text: &str) -> Result<Stage, String> {
     let start = all.iter().rposition(|(k, _)| k == "FROM").ok_or("no FROM")?;
     let mut stage = Stage::default();
     for (kw, rest) in &all[start + 1..] {
-        let json = || serde_json::from_str::<Vec<String>>(rest).map_err(|e| format!("{kw} {rest}: not a JSON array: {e}"));
+        let json =
+            || serde_json::from_str::<Vec<String>>(rest).map_err(|e| format!("{kw} {rest}: not a JSON array: {e}"));
         match kw.as_str() {
             "COPY" => {
                 let w: Vec<String> = words(rest).into_iter().filter(|w| !w.starts_with("--")).collect();
@@ -119,7 +120,8 @@ fn layout_differences(text: &str) -> Vec<String> {
         Err(e) => return vec![e],
     };
     let mut diffs = Vec::new();
-    let mut want_files: BTreeMap<String, String> = LICENSES.iter().map(|l| (format!("{LICENSE_DIR}{l}"), (*l).to_string())).collect();
+    let mut want_files: BTreeMap<String, String> =
+        LICENSES.iter().map(|l| (format!("{LICENSE_DIR}{l}"), (*l).to_string())).collect();
     want_files.insert(BINARY.to_string(), String::new());
     let got: BTreeSet<&String> = stage.files.keys().collect();
     if got != want_files.keys().collect::<BTreeSet<_>>() {
@@ -143,7 +145,8 @@ fn layout_differences(text: &str) -> Vec<String> {
     if stage.workdir.as_deref().unwrap_or("/") != WORKDIR {
         diffs.push(format!("WORKDIR {:?}, xtask image {WORKDIR}", stage.workdir));
     }
-    let mut want_labels: BTreeMap<String, String> = LABELS.iter().map(|(k, v)| ((*k).to_string(), (*v).to_string())).collect();
+    let mut want_labels: BTreeMap<String, String> =
+        LABELS.iter().map(|(k, v)| ((*k).to_string(), (*v).to_string())).collect();
     want_labels.insert(REVISION_LABEL.to_string(), "${XLB_GIT_COMMIT}".to_string());
     if stage.labels != want_labels {
         diffs.push(format!("LABEL {:?}, xtask image {want_labels:?}", stage.labels));
@@ -159,13 +162,18 @@ mod tests {
     use super::*;
 
     fn containerfile() -> String {
-        std::fs::read_to_string(crate::util::workspace_root().join("deploy/Containerfile")).expect("deploy/Containerfile")
+        std::fs::read_to_string(crate::util::workspace_root().join("deploy/Containerfile"))
+            .expect("deploy/Containerfile")
     }
 
     #[test]
     fn deploy_containerfile_has_the_xtask_image_layout() {
         let diffs = layout_differences(&containerfile());
-        assert!(diffs.is_empty(), "deploy/Containerfile and `cargo xtask image` (xtask/src/image.rs) differ:\n{}", diffs.join("\n"));
+        assert!(
+            diffs.is_empty(),
+            "deploy/Containerfile and `cargo xtask image` (xtask/src/image.rs) differ:\n{}",
+            diffs.join("\n")
+        );
     }
 
     #[test]

@@ -129,13 +129,29 @@ pub fn image(args: &ImageArgs) -> Result<()> {
     Ok(())
 }
 
-/// `cargo build --release -p lb-userspace` with `XLB_GIT_COMMIT` set to
-/// `git rev-parse --short HEAD` (so `xlb --version` in the image names it).
+/// `cargo build --release -p lb-userspace`: its build script records the
+/// checkout's commit as `XLB_GIT_COMMIT` (`git rev-parse --short HEAD`,
+/// unless the variable is set), so `xlb --version` in the image names it.
+/// The variable is not set here, so that a later plain `cargo build` does
+/// not rebuild; the image step checks the commit instead ([`check_commit`]).
 fn build_with_commit() -> Result<PathBuf> {
-    let commit = output(Command::new("git").args(["rev-parse", "--short", "HEAD"]).current_dir(workspace_root()))
-        .context("cannot read the commit for XLB_GIT_COMMIT")?;
-    std::env::set_var("XLB_GIT_COMMIT", commit.trim());
-    crate::util::build_release()
+    let bin = crate::util::build_release()?;
+    if std::env::var_os("XLB_GIT_COMMIT").is_none() {
+        let head = output(Command::new("git").args(["rev-parse", "--short", "HEAD"]).current_dir(workspace_root()));
+        if let Ok(head) = head {
+            check_commit(&bin, head.trim())?;
+        }
+    }
+    Ok(bin)
+}
+
+/// Fails unless `xlb --version` names `commit`.
+fn check_commit(bin: &Path, commit: &str) -> Result<()> {
+    let version = output(Command::new(bin).arg("--version"))?;
+    match parse_version(&version) {
+        Some((_, c)) if c == commit => Ok(()),
+        _ => bail!("{} --version says {:?}, not commit {commit}: rebuild it", bin.display(), version.trim()),
+    }
 }
 
 /// `xlb 0.1.0 (commit abc1234)` → ("0.1.0", "abc1234").
@@ -226,9 +242,10 @@ fn commit_image(rootfs: &Path, commit: &str, tags: &[String]) -> Result<String> 
     }
     config.arg("--label").arg(format!("{REVISION_LABEL}={commit}"));
     run(config.arg(&working.0))?;
-    let id = output(Command::new("buildah").args(["commit", "--quiet", "--format", "oci", "--rm", &working.0, &tags[0]]))?
-        .trim()
-        .to_string();
+    let id =
+        output(Command::new("buildah").args(["commit", "--quiet", "--format", "oci", "--rm", &working.0, &tags[0]]))?
+            .trim()
+            .to_string();
     std::mem::forget(working); // `--rm` removed it
     if id.is_empty() {
         bail!("buildah commit printed no image id");
@@ -257,7 +274,11 @@ mod tests {
                    \t/lib64/ld-linux-x86-64.so.2 (0x00007f4f80e55000)\n";
         assert_eq!(
             parse_ldd(out).unwrap(),
-            vec!["/lib/x86_64-linux-gnu/libgcc_s.so.1", "/lib/x86_64-linux-gnu/libc.so.6", "/lib64/ld-linux-x86-64.so.2"]
+            vec![
+                "/lib/x86_64-linux-gnu/libgcc_s.so.1",
+                "/lib/x86_64-linux-gnu/libc.so.6",
+                "/lib64/ld-linux-x86-64.so.2"
+            ]
         );
         assert!(parse_ldd("\tlibfoo.so.1 => not found\n").unwrap_err().to_string().contains("libfoo"));
         assert!(parse_ldd("\tnot a dynamic executable\n").is_err());
