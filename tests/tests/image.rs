@@ -351,8 +351,25 @@ fn the_image_runs_the_agent_with_the_daemonsets_security_context_and_forwards() 
 
     // The CLI in the image reads the agent's pins.
     let pin_path = pin.path().display().to_string();
-    let status = podman(&["exec", &name, "/xlb", "status", "--pin-path", &pin_path], Duration::from_mins(1));
-    assert!(status.status.success(), "xlb status in the container: {}", text(&status));
+    let mut want_ifaces = topo.node_interfaces();
+    want_ifaces.sort();
+    let check_status = |where_: &str, out: &Output| {
+        assert!(out.status.success(), "xlb status {where_}: {}", text(out));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("xlb status -o json");
+        assert_eq!(v["running"], true, "{where_}: {v}");
+        assert_eq!(v["last_apply"]["result"], "ok", "{where_}: {v}");
+        let mut ifaces: Vec<String> =
+            v["interfaces"].as_array().into_iter().flatten().filter_map(|i| i.as_str().map(String::from)).collect();
+        ifaces.sort();
+        assert_eq!(ifaces, want_ifaces, "{where_}: attached interfaces: {v}");
+    };
+    let status =
+        podman(&["exec", &name, "/xlb", "status", "-o", "json", "--pin-path", &pin_path], Duration::from_mins(1));
+    check_status("in the container", &status);
+    // The pins are on the host's bpffs: the host's xlb reads them as well.
+    let args: Vec<String> = ["status", "-o", "json", "--pin-path", &pin_path].map(String::from).to_vec();
+    let host = xlb_tests::run_xlb(&topo.node, &args, Duration::from_mins(1)).expect("xlb status on the host");
+    check_status("on the host", &host);
     let services =
         podman(&["exec", &name, "/xlb", "services", "-o", "json", "--pin-path", &pin_path], Duration::from_mins(1));
     assert!(services.status.success(), "xlb services in the container: {}", text(&services));
