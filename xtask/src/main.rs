@@ -11,6 +11,8 @@
 //!   one without a name); `charts` only redraws docs/bench/*.svg and the
 //!   summary of docs/BENCHMARKS.md from the committed results;
 //! * `man`: build, then the man pages into `target/man/`;
+//! * `image`: build, then the OCI image `localhost/xlb:<version>` with
+//!   buildah from scratch, offline (`--no-build`, `--tag`, `--output FILE`);
 //! * `validate`: the deploy/ manifests against the Kubernetes schemas, and
 //!   deploy/README.md's uninstall commands against the DaemonSet.
 
@@ -20,8 +22,11 @@ mod bench_control;
 mod bench_datapath;
 mod bench_forward;
 mod bgp_component;
+#[cfg(test)]
+mod containerfile;
 mod demo;
 mod demo_l2;
+mod image;
 mod licenses;
 mod lint;
 mod man;
@@ -59,6 +64,8 @@ enum Cmd {
     Bench(BenchArgs),
     /// Build xlb, then write its man pages (xlb.1, xlb-SUBCOMMAND.1) to target/man/.
     Man,
+    /// Build xlb, then its OCI image (buildah from scratch, nothing pulled): localhost/xlb:<version> and :latest.
+    Image(image::ImageArgs),
     /// Validate deploy/ against the Kubernetes schemas, offline (part of `test`).
     Validate,
 }
@@ -106,6 +113,7 @@ fn main() -> ExitCode {
         Cmd::Demo(args) => demo::demo(args.agent_log, args.no_build, args.l2),
         Cmd::Validate => validate::validate_manifests(),
         Cmd::Man => man::man(),
+        Cmd::Image(args) => image::image(&args),
         Cmd::Bench(args) => match bench::bench(args.which) {
             Ok(code) => return code,
             Err(e) => Err(e),

@@ -9,6 +9,9 @@
 //! * `kubectl` (as root, through apt-get) for the Kubernetes tests;
 //! * BIRD 2 (`bird`, `birdc`; Debian's `bird2`, as root, through apt-get)
 //!   for the BGP announcement tests (`--announce bgp`);
+//! * podman, buildah and runc (as root, through apt-get) for `cargo xtask
+//!   image` and the test that runs the agent from that image (runc where
+//!   crun cannot run containers, as on hybrid cgroup hierarchies);
 //! * the Kubernetes manifest validator (see `validate.rs`).
 
 use std::path::{Path, PathBuf};
@@ -26,6 +29,7 @@ pub fn setup() -> Result<()> {
     ensure_iproute2()?;
     ensure_kubectl()?;
     ensure_bird2()?;
+    ensure_podman()?;
     crate::validate::setup_validator();
     info("setup complete");
     Ok(())
@@ -254,6 +258,27 @@ fn ensure_bird2() -> Result<()> {
         run(&mut apt_get(&["install", "-y", "bird2"]))?;
         if !present() {
             bail!("apt-get installed bird2 but `bird --version` does not say version 2; install BIRD 2 by hand");
+        }
+        Ok(())
+    })
+}
+
+/// podman, buildah and runc: `cargo xtask image` builds with buildah, the
+/// image test runs the agent with podman (with runc where crun, podman's
+/// default runtime, refuses the machine's cgroup layout).
+fn ensure_podman() -> Result<()> {
+    let works = |bin: &str| Command::new(bin).arg("--version").output().is_ok_and(|o| o.status.success());
+    let present = || works("podman") && works("buildah") && works("runc");
+    let say = [
+        "podman, buildah, runc: present",
+        "podman, buildah, runc: missing; `cargo xtask image` and its test need them (apt-get install podman buildah runc, as root)",
+        "podman, buildah, runc: missing, installing them",
+    ];
+    ensure_as_root(present(), say, || {
+        run(&mut apt_get(&["update"]))?;
+        run(&mut apt_get(&["install", "-y", "podman", "buildah", "runc"]))?;
+        if !present() {
+            bail!("apt-get installed podman, buildah and runc but one of them fails `--version`");
         }
         Ok(())
     })
