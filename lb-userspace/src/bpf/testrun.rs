@@ -51,7 +51,8 @@ pub fn run_xdp(prog: &Xdp, ingress_ifindex: u32, frame: &[u8], repeat: u32) -> R
         repeat: repeat.max(1),
         ..TestRunOptions::new()
     })?;
-    let word = |i: usize| u32::from_ne_bytes([ctx_out[i * 4], ctx_out[i * 4 + 1], ctx_out[i * 4 + 2], ctx_out[i * 4 + 3]]);
+    let word =
+        |i: usize| u32::from_ne_bytes([ctx_out[i * 4], ctx_out[i * 4 + 1], ctx_out[i * 4 + 2], ctx_out[i * 4 + 3]]);
     // The output starts at data_meta: the returned `data` is the metadata
     // length, `data_end` the metadata and frame length.
     let (meta_len, data_end) = (word(0), word(1));

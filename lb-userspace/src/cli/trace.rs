@@ -209,9 +209,11 @@ impl Tracer {
         ensure!(req.client.is_ipv4() == req.vip.is_ipv4(), "CLIENT and VIP:PORT must be both IPv4 or both IPv6");
         let ingress = match &req.interface {
             Some(i) => i.clone(),
-            None => crate::status::read(&self.pin_path).interfaces.into_iter().next().context(
-                "the agent records no attached interface: name the ingress interface with --interface",
-            )?,
+            None => crate::status::read(&self.pin_path)
+                .interfaces
+                .into_iter()
+                .next()
+                .context("the agent records no attached interface: name the ingress interface with --interface")?,
         };
         let ifindex = crate::host::iface::ifindex(&ingress)
             .with_context(|| format!("no interface {ingress:?} here (run in the agent's network namespace)"))?;
@@ -242,7 +244,13 @@ struct Ran {
 
 /// The answer to `req` (a packet from `src` to `dst` in on `ingress`) from
 /// what the trace instance left.
-fn answer(dir: &Path, req: &Request, (src, dst): (SocketAddr, SocketAddr), ingress: String, ran: &Ran) -> Result<Answer> {
+fn answer(
+    dir: &Path,
+    req: &Request,
+    (src, dst): (SocketAddr, SocketAddr),
+    ingress: String,
+    ran: &Ran,
+) -> Result<Answer> {
     let (action, rec) = (ran.action, ran.rec);
     let service = if matches!(rec.reason, trace::REASON_NONE | trace::REASON_REPLY) {
         None

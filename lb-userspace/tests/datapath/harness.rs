@@ -15,10 +15,7 @@ use std::{
     },
 };
 
-use aya::{
-    programs::Xdp,
-    Ebpf,
-};
+use aya::{programs::Xdp, Ebpf};
 use lb_common::{stats::STAT_COUNT, Counter, Flow, FlowKey, Reverse};
 use xlb::{
     bpf::{
