@@ -179,14 +179,26 @@ fn trace_answers_match_real_packets_for_100_flows_and_change_nothing() {
     assert_eq!(flows.len(), 100);
 
     // 1. New flows: the trace names the service, a table slot within the
-    // service's table (as `xlb maglev` reports it) and a backend holding
-    // slots; one slot is always one backend.
+    // service's table (as `xlb maglev` reports it) and the backend that
+    // table holds in that slot.
     let new: Vec<String> = flows.iter().map(|f| f.line(true)).collect();
     let answers = trace_batch(&env, &new);
     let tables: HashMap<&str, (u64, HashMap<String, u64>)> =
         ["dns", "web", "dns6"].into_iter().map(|s| (s, maglev(&env, s))).collect();
     assert_eq!(tables["dns"].0, DNS_TABLE, "xlb maglev dns shows the configured table size");
     assert_eq!(tables["web"].0, WEB_TABLE, "xlb maglev web shows the configured table size");
+    // The table `xlb maglev` reads: each service's live region of the
+    // pinned lookup-table array, and its backends by id.
+    let view = xlb::bpf::view::MapsView::open_pinned(env.pin.path()).expect("open the pinned maps");
+    let rows = xlb::state::reader::services(&view).expect("read the services");
+    let table_holds = |service: &str, slot: u64| -> String {
+        let row = rows.iter().find(|r| r.name == service).unwrap_or_else(|| panic!("{service} programmed"));
+        let (offset, size) = row.table;
+        assert_eq!(u64::from(size), tables[service].0, "{service}: the table xlb maglev reports");
+        let id = view.table.get(&(offset + u32::try_from(slot).unwrap()), 0).expect("XLB_TABLE entry");
+        let b = row.backend_rows.iter().find(|b| b.id == id).unwrap_or_else(|| panic!("{service}: backend #{id}"));
+        b.address.clone()
+    };
     let mut slot_backend: BTreeMap<(&str, u64), String> = BTreeMap::new();
     let mut predicted = Vec::new();
     for (f, t) in flows.iter().zip(&answers) {
@@ -197,6 +209,12 @@ fn trace_answers_match_real_packets_for_100_flows_and_change_nothing() {
         let (size, slots) = &tables[f.service()];
         assert!(slot < *size, "slot {slot} within {}'s table of {size} (xlb maglev): {t}", f.service());
         assert!(slots.get(&backend).is_some_and(|n| *n > 0), "{backend} holds slots in xlb maglev: {slots:?}, {t}");
+        assert_eq!(
+            table_holds(f.service(), slot),
+            backend,
+            "the backend in slot {slot} of {}'s table: {t}",
+            f.service()
+        );
         if let Some(other) = slot_backend.insert((f.service(), slot), backend.clone()) {
             assert_eq!(other, backend, "slot {slot} of {} names one backend", f.service());
         }

@@ -6,6 +6,9 @@
 //! ports, affinity, counters). It runs once (BPF_PROG_TEST_RUN) on a frame
 //! built for the packet, as it would arrive on the ingress interface, and
 //! its decision is read from its own trace-output map (`XLB_TRACE_OUT`).
+//! Loading and verifying the program is most of a trace's time: `--batch`
+//! loads it once ([`Tracer`]) and runs it on each packet of a list,
+//! clearing the trace record before each run.
 use std::{
     net::{IpAddr, SocketAddr},
     path::{Path, PathBuf},
