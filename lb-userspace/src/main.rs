@@ -46,7 +46,13 @@ fn main() -> ExitCode {
                 eprintln!("error: {e}");
                 return ExitCode::from(2);
             }
-            t.run()
+            match t.run() {
+                Err(e) if e.is::<cli::trace::BatchUsageError>() => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+                r => r,
+            }
         }
     };
     match result {

@@ -144,6 +144,20 @@ impl TcpSession {
         Ok(TcpSession { stream: tcp_connect(ns, to, timeout)?, to })
     }
 
+    /// Connects from `ns` to `to` from the local address `from` (a fixed
+    /// client port: the flow a trace of that port predicts).
+    pub fn connect_from(ns: &Netns, from: SocketAddr, to: SocketAddr, timeout: Duration) -> Result<Self> {
+        let connect = || -> std::io::Result<TcpStream> {
+            let sock = socket2::Socket::new(socket2::Domain::for_address(to), socket2::Type::STREAM, None)?;
+            sock.set_reuse_address(true)?;
+            sock.bind(&from.into())?;
+            sock.connect_timeout(&to.into(), timeout)?;
+            Ok(sock.into())
+        };
+        let stream = ns.try_run(connect)?.map_err(|e| anyhow!(e).context(format!("connect from {from} to {to}")))?;
+        Ok(TcpSession { stream, to })
+    }
+
     /// The local (client) address of this connection.
     pub fn local_addr(&self) -> SocketAddr {
         self.stream.local_addr().expect("connected socket has an address")

@@ -233,3 +233,38 @@ fn trace_refuses_mixed_address_families() {
         assert!(stderr.contains("one address family"), "{args:?}: {stderr}");
     }
 }
+
+/// `xlb trace --batch`: a line it cannot read is a usage error (exit 2)
+/// naming the file's line, before any map is opened; so is --batch beside
+/// a packet on the command line, or neither.
+#[test]
+fn trace_batch_usage_errors() {
+    let bin = xlb_binary().expect("xlb binary");
+    let dir = std::env::temp_dir().join(format!("xlb-usage-batch-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temporary directory");
+    let file = dir.join("batch.txt");
+    let cases: [(&str, &[&str], &str); 5] = [
+        ("udp 10.0.0.7:5353 10.0.0.100:53\nsctp 10.0.0.7:1 10.0.0.100:53\n", &[], "line 2"),
+        ("# only a comment\nudp 10.0.0.7 10.0.0.100:53\n", &[], "line 2"),
+        ("udp 10.0.0.7:5353 [2001:db8::100]:53\n", &[], "one address family"),
+        ("udp 10.0.0.7:5353 10.0.0.100:53\n", &["udp", "10.0.0.7:1", "10.0.0.100:53"], "cannot be used with"),
+        ("", &[], "no packet to trace"),
+    ];
+    for (text, extra, want) in cases {
+        std::fs::write(&file, text).expect("write the batch file");
+        let out = Command::new(&bin)
+            .arg("trace")
+            .arg("--batch")
+            .arg(&file)
+            .args(extra)
+            .args(["--pin-path", "/nonexistent/xlb"])
+            .output()
+            .expect("run xlb");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{text:?} {extra:?}: {stderr}");
+        assert!(stderr.contains(want), "{text:?} {extra:?}: {stderr}");
+    }
+    let out = Command::new(&bin).args(["trace", "--pin-path", "/nonexistent/xlb"]).output().expect("run xlb");
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -307,7 +307,9 @@ Examples:
   xlb trace tcp 10.0.0.7:40000 10.0.0.100:80 --syn -o json
   # The reply of an existing flow, from its backend:
   xlb trace udp 10.0.0.7:5353 10.0.0.100:53 --reply 10.1.0.2:5353
-  xlb trace udp [2001:db8::7]:5353 [2001:db8::100]:53";
+  xlb trace udp [2001:db8::7]:5353 [2001:db8::100]:53
+  # Many packets on one load of the program, one per line (as the arguments):
+  printf 'udp 10.0.0.7:5353 10.0.0.100:53\ntcp 10.0.0.7:40000 10.0.0.100:80 --syn\n' | xlb trace --batch - -o json";
     /// `xlb status --help`.
     pub const STATUS: &str = "\
 Examples:

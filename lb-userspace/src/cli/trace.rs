@@ -6,6 +6,9 @@
 //! ports, affinity, counters). It runs once (BPF_PROG_TEST_RUN) on a frame
 //! built for the packet, as it would arrive on the ingress interface, and
 //! its decision is read from its own trace-output map (`XLB_TRACE_OUT`).
+//! Loading and verifying the program is most of a trace's time: `--batch`
+//! loads it once ([`Tracer`]) and runs it on each packet of a list,
+//! clearing the trace record before each run.
 use std::{
     net::{IpAddr, SocketAddr},
     path::{Path, PathBuf},
@@ -14,7 +17,7 @@ use std::{
 use anyhow::{bail, ensure, Context as _, Result};
 use aya::{
     maps::{Array, HashMap, MapData, MapInfo},
-    programs::{TestRun as _, TestRunOptions, Xdp},
+    programs::Xdp,
     Ebpf, EbpfLoader,
 };
 use etherparse::{NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
@@ -26,7 +29,7 @@ use lb_common::{
 use serde::Serialize;
 
 use crate::{
-    bpf::maps::map_dir,
+    bpf::{maps::map_dir, testrun::run_xdp},
     cli::{print_json, Output},
     state::writer::{addr16, ip_from16, name_from},
     EBPF_OBJECT,
@@ -103,7 +106,9 @@ pub struct Answer {
     pub action: &'static str,
     /// The backend "ip:port" (null when none).
     pub backend: Option<String>,
-    /// Why: "existing flow", "affinity", "lookup-table slot N", ...
+    /// Why: "existing flow", "affinity", "lookup-table slot N", "no
+    /// backend", "source range refused", "reply of a tracked flow", "not a
+    /// VIP", "no service on this port of the VIP".
     pub reason: String,
     /// Lookup-table slot (new flows picked by the table).
     pub slot: Option<u32>,
@@ -117,21 +122,49 @@ pub fn run(pin_path: &Path, req: &Request, output: Output) -> Result<()> {
     match output {
         Output::Json => print_json(&answer),
         Output::Table => {
-            let dash = || "-".to_string();
-            println!("packet:   {} (in on {})", answer.packet, answer.ingress);
-            println!("service:  {}", answer.service.clone().unwrap_or_else(dash));
-            println!("verdict:  {} (XDP action {})", answer.verdict, answer.action);
-            println!("backend:  {}", answer.backend.clone().unwrap_or_else(dash));
-            println!("reason:   {}", answer.reason);
-            if let Some(o) = &answer.out {
-                let via = match (&o.interface, o.ifindex) {
-                    (Some(n), Some(i)) => format!(" via {n} (ifindex {i})"),
-                    _ => String::new(),
-                };
-                println!("leaves:   {} -> {}{via}", o.src, o.dst);
+            print_table(&answer);
+            Ok(())
+        }
+    }
+}
+
+/// Runs `xlb trace --batch`: every request on one load of the program;
+/// prints the answers in order (a JSON array, or the tables one after the
+/// other, separated by a blank line). The first request that cannot be
+/// traced stops the batch, naming its line.
+pub fn run_batch(pin_path: &Path, reqs: &[(usize, Request)], output: Output) -> Result<()> {
+    let mut tracer = Tracer::new(pin_path)?;
+    let mut answers = Vec::with_capacity(reqs.len());
+    for (line, req) in reqs {
+        answers.push(tracer.trace(req).with_context(|| format!("line {line}"))?);
+    }
+    match output {
+        Output::Json => print_json(&answers),
+        Output::Table => {
+            for (i, a) in answers.iter().enumerate() {
+                if i > 0 {
+                    println!();
+                }
+                print_table(a);
             }
             Ok(())
         }
+    }
+}
+
+fn print_table(answer: &Answer) {
+    let dash = || "-".to_string();
+    println!("packet:   {} (in on {})", answer.packet, answer.ingress);
+    println!("service:  {}", answer.service.clone().unwrap_or_else(dash));
+    println!("verdict:  {} (XDP action {})", answer.verdict, answer.action);
+    println!("backend:  {}", answer.backend.clone().unwrap_or_else(dash));
+    println!("reason:   {}", answer.reason);
+    if let Some(o) = &answer.out {
+        let via = match (&o.interface, o.ifindex) {
+            (Some(n), Some(i)) => format!(" via {n} (ifindex {i})"),
+            _ => String::new(),
+        };
+        println!("leaves:   {} -> {}{via}", o.src, o.dst);
     }
 }
 
@@ -147,52 +180,92 @@ fn open_pinned(dir: &Path, name: &str) -> Result<aya::maps::Map> {
 
 /// Traces one packet (see the module docs).
 pub fn trace(pin_path: &Path, req: &Request) -> Result<Answer> {
-    ensure!(req.client.is_ipv4() == req.vip.is_ipv4(), "CLIENT and VIP:PORT must be both IPv4 or both IPv6");
-    crate::bpf::maps::check_layout(pin_path)?;
-    let dir = map_dir(pin_path);
-    for name in PINNED {
-        ensure!(
-            dir.join(name).exists(),
-            "{} is missing: no agent's maps under {} (start the agent, or pass its --pin-path)",
-            dir.join(name).display(),
-            pin_path.display()
-        );
+    Tracer::new(pin_path)?.trace(req)
+}
+
+/// The trace instance over one agent's pinned maps, loaded (and verified)
+/// once, at the first packet, for any number of packets.
+pub struct Tracer {
+    pin_path: PathBuf,
+    dir: PathBuf,
+    ebpf: Option<Ebpf>,
+}
+
+impl Tracer {
+    /// Checks that the agent's maps are pinned under `pin_path`; loads
+    /// nothing yet.
+    pub fn new(pin_path: &Path) -> Result<Self> {
+        crate::bpf::maps::check_layout(pin_path)?;
+        let dir = map_dir(pin_path);
+        for name in PINNED {
+            ensure!(
+                dir.join(name).exists(),
+                "{} is missing: no agent's maps under {} (start the agent, or pass its --pin-path)",
+                dir.join(name).display(),
+                pin_path.display()
+            );
+        }
+        Ok(Tracer { pin_path: pin_path.to_path_buf(), dir, ebpf: None })
     }
-    let ingress = match &req.interface {
-        Some(i) => i.clone(),
-        None => crate::status::read(pin_path)
-            .interfaces
-            .into_iter()
-            .next()
-            .context("the agent records no attached interface: name the ingress interface with --interface")?,
-    };
-    let ifindex = crate::host::iface::ifindex(&ingress)
-        .with_context(|| format!("no interface {ingress:?} here (run in the agent's network namespace)"))?;
-    let (src, dst) = match req.reply {
-        None => (req.client, req.vip),
-        Some(be) => (be, reply_destination(&dir, req, be)?),
-    };
-    let frame = build_frame(req.proto, src, dst, req.syn, mac_of(&ingress))?;
-    let mut ebpf = load(&dir)?;
-    let (action, out_frame) = run_once(&mut ebpf, ifindex, &frame)?;
-    let rec: TraceRecord = {
-        let m: Array<_, TraceRecord> = ebpf
-            .map(trace::TRACE_OUT)
-            .context("the data path has no trace-output map (an older object?)")?
-            .try_into()
-            .context("XLB_TRACE_OUT is not an array")?;
-        m.get(&0, 0).context("reading XLB_TRACE_OUT")?
-    };
+
+    /// Traces one packet (see the module docs).
+    pub fn trace(&mut self, req: &Request) -> Result<Answer> {
+        ensure!(req.client.is_ipv4() == req.vip.is_ipv4(), "CLIENT and VIP:PORT must be both IPv4 or both IPv6");
+        let ingress = match &req.interface {
+            Some(i) => i.clone(),
+            None => crate::status::read(&self.pin_path)
+                .interfaces
+                .into_iter()
+                .next()
+                .context("the agent records no attached interface: name the ingress interface with --interface")?,
+        };
+        let ifindex = crate::host::iface::ifindex(&ingress)
+            .with_context(|| format!("no interface {ingress:?} here (run in the agent's network namespace)"))?;
+        let dir = self.dir.clone();
+        let (src, dst) = match req.reply {
+            None => (req.client, req.vip),
+            Some(be) => (be, reply_destination(&dir, req, be)?),
+        };
+        let frame = build_frame(req.proto, src, dst, req.syn, mac_of(&ingress))?;
+        let ebpf = match &mut self.ebpf {
+            Some(e) => e,
+            e @ None => e.insert(load(&dir)?),
+        };
+        let ran = run_once(ebpf, ifindex, &frame)?;
+        answer(&dir, req, (src, dst), ingress, &ran)
+    }
+}
+
+/// What one run of the trace instance left.
+struct Ran {
+    /// The XDP action.
+    action: u32,
+    /// The frame as it left.
+    frame: Vec<u8>,
+    /// The trace record.
+    rec: TraceRecord,
+}
+
+/// The answer to `req` (a packet from `src` to `dst` in on `ingress`) from
+/// what the trace instance left.
+fn answer(
+    dir: &Path,
+    req: &Request,
+    (src, dst): (SocketAddr, SocketAddr),
+    ingress: String,
+    ran: &Ran,
+) -> Result<Answer> {
+    let (action, rec) = (ran.action, ran.rec);
     let service = if matches!(rec.reason, trace::REASON_NONE | trace::REASON_REPLY) {
         None
     } else {
-        let names: Array<_, ServiceName> = open_pinned(&dir, names::SERVICE_NAMES)?.try_into()?;
+        let names: Array<_, ServiceName> = open_pinned(dir, names::SERVICE_NAMES)?.try_into()?;
         Some(names.get(&rec.service_id, 0).map_or_else(|_| format!("#{}", rec.service_id), |n| name_from(&n)))
     };
     let forwarded =
         matches!(rec.reason, trace::REASON_FLOW | trace::REASON_AFFINITY | trace::REASON_SLOT | trace::REASON_REPLY);
     let backend = if forwarded {
-        let backends: Array<_, Backend> = open_pinned(&dir, names::BACKENDS)?.try_into()?;
+        let backends: Array<_, Backend> = open_pinned(dir, names::BACKENDS)?.try_into()?;
         let b = backends.get(&rec.backend_id, 0).context("reading XLB_BACKENDS")?;
         Some(format_sock(sock(b.addr, b.port)))
     } else {
@@ -214,10 +287,11 @@ pub fn trace(pin_path: &Path, req: &Request) -> Result<Answer> {
         trace::REASON_SOURCE_RANGE => "source range refused".to_string(),
         trace::REASON_REPLY => "reply of a tracked flow".to_string(),
         _ if req.reply.is_some() => "not a reply of a tracked flow".to_string(),
+        _ if is_vip(dir, dst.ip())? => "no service on this port of the VIP".to_string(),
         _ => "not a VIP".to_string(),
     };
     let out = if forwarded && verdict == "forward" {
-        let (s, d) = addresses(&out_frame).context("parsing the packet the data path sent")?;
+        let (s, d) = addresses(&ran.frame).context("parsing the packet the data path sent")?;
         let egress = (rec.routed != 0 && rec.egress != 0).then_some(rec.egress);
         Some(Leaving { src: format_sock(s), dst: format_sock(d), interface: egress.and_then(if_name), ifindex: egress })
     } else {
@@ -282,6 +356,12 @@ fn mac_of(iface: &str) -> [u8; 6] {
         *m = u8::from_str_radix(part, 16).unwrap_or(0);
     }
     mac
+}
+
+/// Whether `ip` is a VIP of some service (in the agent's `XLB_VIPS`).
+fn is_vip(dir: &Path, ip: IpAddr) -> Result<bool> {
+    let vips: HashMap<_, [u8; 16], u32> = open_pinned(dir, names::VIPS)?.try_into()?;
+    Ok(vips.get(&addr16(ip), 0).is_ok())
 }
 
 /// Where the backend's reply goes: the SNAT address and port of the
@@ -355,29 +435,25 @@ fn load(dir: &Path) -> Result<Ebpf> {
     Ok(ebpf)
 }
 
-/// Runs the program once on `frame` arriving on `ifindex`: the XDP action
-/// and the frame as it left.
-fn run_once(ebpf: &mut Ebpf, ifindex: u32, frame: &[u8]) -> Result<(u32, Vec<u8>)> {
-    // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex
-    let md = [0u32, u32::try_from(frame.len())?, 0, ifindex, 0, 0];
-    let ctx_in: Vec<u8> = md.iter().flat_map(|w| w.to_ne_bytes()).collect();
-    let mut ctx_out = [0u8; 24];
-    let mut data_out = vec![0u8; 4096];
+/// Runs the program once on `frame` arriving on `ifindex`: the XDP action,
+/// the frame as it left and the trace record (cleared before the run: the
+/// data path records nothing for a packet that is not for a service).
+fn run_once(ebpf: &mut Ebpf, ifindex: u32, frame: &[u8]) -> Result<Ran> {
+    let mut out: Array<_, TraceRecord> = ebpf
+        .map_mut(trace::TRACE_OUT)
+        .context("the data path has no trace-output map (an older object?)")?
+        .try_into()
+        .context("XLB_TRACE_OUT is not an array")?;
+    out.set(0, TraceRecord::default(), 0).context("clearing XLB_TRACE_OUT")?;
     let prog: &Xdp = ebpf.program("xlb_xdp").context("no program xlb_xdp")?.try_into()?;
-    let res = prog
-        .test_run(TestRunOptions {
-            data_in: Some(frame),
-            data_out: Some(&mut data_out),
-            ctx_in: Some(&ctx_in),
-            ctx_out: Some(&mut ctx_out),
-            ..TestRunOptions::new()
-        })
-        .context("BPF_PROG_TEST_RUN of the trace instance")?;
-    let word =
-        |i: usize| u32::from_ne_bytes([ctx_out[i * 4], ctx_out[i * 4 + 1], ctx_out[i * 4 + 2], ctx_out[i * 4 + 3]]);
-    let (meta_len, end) = (word(0) as usize, word(1) as usize);
-    let end = end.min(data_out.len()).max(meta_len.min(data_out.len()));
-    Ok((res.return_value, data_out[meta_len.min(end)..end].to_vec()))
+    let run = run_xdp(prog, ifindex, frame, 1).context("BPF_PROG_TEST_RUN of the trace instance")?;
+    let out: Array<_, TraceRecord> = ebpf
+        .map(trace::TRACE_OUT)
+        .context("the data path has no trace-output map (an older object?)")?
+        .try_into()
+        .context("XLB_TRACE_OUT is not an array")?;
+    let rec = out.get(&0, 0).context("reading XLB_TRACE_OUT")?;
+    Ok(Ran { action: run.action, frame: run.frame, rec })
 }
 
 /// Source and destination of an Ethernet frame's UDP/TCP packet.
@@ -400,12 +476,14 @@ fn addresses(frame: &[u8]) -> Option<(SocketAddr, SocketAddr)> {
 #[derive(clap::Args, Debug)]
 pub struct TraceArgs {
     /// udp or tcp.
-    #[arg(value_parser = ["udp", "tcp"])]
-    proto: String,
+    #[arg(value_parser = ["udp", "tcp"], required_unless_present = "batch")]
+    proto: Option<String>,
     /// The client's address and port ("ip:port", IPv6 as "[addr]:port").
-    client: SocketAddr,
+    #[arg(required_unless_present = "batch")]
+    client: Option<SocketAddr>,
     /// The VIP and port.
-    vip: SocketAddr,
+    #[arg(required_unless_present = "batch")]
+    vip: Option<SocketAddr>,
     /// TCP: trace a SYN (a new connection) instead of an ACK.
     #[arg(long)]
     syn: bool,
@@ -418,6 +496,13 @@ pub struct TraceArgs {
     /// on XDP_TX versus XDP_REDIRECT).
     #[arg(long, value_name = "IF")]
     interface: Option<String>,
+    /// Trace many packets with one load of the program: one per line of
+    /// FILE ("-": standard input), written as this command's arguments
+    /// (`PROTO CLIENT VIP:PORT [--syn] [--reply BACKEND] [--interface IF]`;
+    /// blank lines and `#` comments skipped; --interface here is every
+    /// line's default). With -o json, prints an array of answers.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["proto", "client", "vip", "syn", "reply"])]
+    batch: Option<PathBuf>,
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value_t)]
     output: Output,
@@ -426,26 +511,144 @@ pub struct TraceArgs {
     pin_path: PathBuf,
 }
 
+/// One line of `xlb trace --batch`.
+#[derive(clap::Parser, Debug)]
+#[command(no_binary_name = true, disable_help_flag = true)]
+struct BatchLine {
+    #[arg(value_parser = ["udp", "tcp"])]
+    proto: String,
+    client: SocketAddr,
+    vip: SocketAddr,
+    #[arg(long)]
+    syn: bool,
+    #[arg(long)]
+    reply: Option<SocketAddr>,
+    #[arg(long)]
+    interface: Option<String>,
+}
+
+/// A request `xlb trace --batch` cannot read: bad usage (exit code 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BatchUsageError(String);
+
+/// The usage error of CLIENT, VIP:PORT and BACKEND of different families.
+fn family_error(client: SocketAddr, vip: SocketAddr, reply: Option<SocketAddr>) -> Option<String> {
+    let v4 = vip.is_ipv4();
+    (client.is_ipv4() != v4 || reply.is_some_and(|r| r.is_ipv4() != v4)).then(|| {
+        "CLIENT, VIP:PORT and --reply must be of one address family: all IPv4 or all IPv6 ([addr]:port)".to_owned()
+    })
+}
+
+fn proto_number(proto: &str) -> u8 {
+    if proto == "tcp" {
+        PROTO_TCP
+    } else {
+        PROTO_UDP
+    }
+}
+
+/// The requests of a batch `text` (from `source`, for the errors), with
+/// their line numbers; `interface` is the default ingress.
+fn parse_batch(text: &str, source: &str, interface: Option<&str>) -> Result<Vec<(usize, Request)>, BatchUsageError> {
+    let mut reqs = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or_default().trim();
+        if line.is_empty() {
+            continue;
+        }
+        let bad = |e: &str| BatchUsageError(format!("{source} line {}: {e} (in {line:?})", n + 1));
+        let l = <BatchLine as clap::Parser>::try_parse_from(line.split_whitespace()).map_err(|e| {
+            let text = e.to_string();
+            bad(text.lines().next().unwrap_or_default().trim_start_matches("error: "))
+        })?;
+        if let Some(e) = family_error(l.client, l.vip, l.reply) {
+            return Err(bad(&e));
+        }
+        reqs.push((
+            n + 1,
+            Request {
+                proto: proto_number(&l.proto),
+                client: l.client,
+                vip: l.vip,
+                syn: l.syn,
+                reply: l.reply,
+                interface: l.interface.or_else(|| interface.map(str::to_owned)),
+            },
+        ));
+    }
+    if reqs.is_empty() {
+        return Err(BatchUsageError(format!("{source}: no packet to trace (one per line: PROTO CLIENT VIP:PORT ...)")));
+    }
+    Ok(reqs)
+}
+
 impl TraceArgs {
     /// A usage error clap cannot see: CLIENT, VIP:PORT and --reply of
     /// different address families.
     pub fn usage_error(&self) -> Option<String> {
-        let v4 = self.vip.is_ipv4();
-        (self.client.is_ipv4() != v4 || self.reply.is_some_and(|r| r.is_ipv4() != v4)).then(|| {
-            "CLIENT, VIP:PORT and --reply must be of one address family: all IPv4 or all IPv6 ([addr]:port)".to_owned()
-        })
+        family_error(self.client?, self.vip?, self.reply)
     }
 
-    /// Runs the command.
+    /// Runs the command. A batch line it cannot read is a
+    /// [`BatchUsageError`].
     pub fn run(&self) -> Result<()> {
+        if let Some(file) = &self.batch {
+            let (text, source) = if file.as_os_str() == "-" {
+                let mut text = String::new();
+                std::io::Read::read_to_string(&mut std::io::stdin(), &mut text).context("reading standard input")?;
+                (text, "standard input".to_owned())
+            } else {
+                let text = std::fs::read_to_string(file)
+                    .with_context(|| format!("reading the batch file {}", file.display()))?;
+                (text, file.display().to_string())
+            };
+            let reqs = parse_batch(&text, &source, self.interface.as_deref())?;
+            return run_batch(&self.pin_path, &reqs, self.output);
+        }
+        let (Some(proto), Some(client), Some(vip)) = (&self.proto, self.client, self.vip) else {
+            bail!("PROTO, CLIENT and VIP:PORT are required without --batch");
+        };
         let req = Request {
-            proto: if self.proto == "tcp" { PROTO_TCP } else { PROTO_UDP },
-            client: self.client,
-            vip: self.vip,
+            proto: proto_number(proto),
+            client,
+            vip,
             syn: self.syn,
             reply: self.reply,
             interface: self.interface.clone(),
         };
         run(&self.pin_path, &req, self.output)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_lines_parse_as_the_arguments() {
+        let text = "# flows\nudp 10.0.0.1:5000 10.0.0.100:53\n\ntcp 10.0.0.1:5001 10.0.0.100:80 --syn # new\n\
+                    udp [2001:db8::1]:5 [2001:db8::100]:53 --reply [2001:db8:1::2]:5353 --interface eth1\n";
+        let reqs = parse_batch(text, "f", Some("eth0")).expect("parses");
+        let lines: Vec<usize> = reqs.iter().map(|(n, _)| *n).collect();
+        assert_eq!(lines, [2, 4, 5]);
+        let (_, udp) = &reqs[0];
+        assert_eq!((udp.proto, udp.syn, udp.interface.as_deref()), (PROTO_UDP, false, Some("eth0")));
+        assert_eq!(udp.client, "10.0.0.1:5000".parse().unwrap());
+        let (_, tcp) = &reqs[1];
+        assert_eq!((tcp.proto, tcp.syn, tcp.vip.port()), (PROTO_TCP, true, 80));
+        let (_, v6) = &reqs[2];
+        assert_eq!(v6.reply, Some("[2001:db8:1::2]:5353".parse().unwrap()));
+        assert_eq!(v6.interface.as_deref(), Some("eth1"));
+    }
+
+    #[test]
+    fn bad_batch_lines_name_their_line() {
+        let err = |text: &str| parse_batch(text, "f", None).expect_err(text).to_string();
+        assert!(err("udp 10.0.0.1:5000 10.0.0.100:53\nsctp 10.0.0.1:1 10.0.0.100:53\n").starts_with("f line 2: "));
+        assert!(err("udp 10.0.0.1 10.0.0.100:53\n").starts_with("f line 1: "));
+        let mixed = err("udp 10.0.0.1:5 [2001:db8::100]:53\n");
+        assert!(mixed.contains("one address family"), "{mixed}");
+        assert!(err("# nothing\n\n").contains("no packet to trace"));
     }
 }

@@ -15,13 +15,13 @@ use std::{
     },
 };
 
-use aya::{
-    programs::{TestRun, TestRunOptions, Xdp},
-    Ebpf,
-};
+use aya::{programs::Xdp, Ebpf};
 use lb_common::{stats::STAT_COUNT, Counter, Flow, FlowKey, Reverse};
 use xlb::{
-    bpf::maps::{sum_counter, Maps},
+    bpf::{
+        maps::{sum_counter, Maps},
+        testrun::run_xdp,
+    },
     state::model::{BackendSpec, DesiredState, Protocol, ServiceSpec, SourceMode},
     state::writer::{addr16, service_key, MapWriter},
 };
@@ -209,29 +209,15 @@ impl Lab {
     pub fn try_run_on(&mut self, ingress: u32, frame: &[u8]) -> Result<Out, aya::programs::ProgramError> {
         let before = self.stats();
         let node_tag = self.node_tag();
-        // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex
-        let md = [0u32, frame.len() as u32, 0, ingress, 0, 0];
-        let ctx_in: Vec<u8> = md.iter().flat_map(|w| w.to_ne_bytes()).collect();
-        let mut ctx_out = [0u8; 24];
-        let mut data_out = vec![0u8; 4096];
         let prog: &Xdp = self.ebpf.program("xlb_xdp").expect("xlb_xdp").try_into().expect("XDP");
-        let res = prog.test_run(TestRunOptions {
-            data_in: Some(frame),
-            data_out: Some(&mut data_out),
-            ctx_in: Some(&ctx_in),
-            ctx_out: Some(&mut ctx_out),
-            ..TestRunOptions::new()
-        })?;
+        let res = run_xdp(prog, ingress, frame, 1)?;
         let after = self.stats();
-        let word = |i: usize| u32::from_ne_bytes(ctx_out[i * 4..i * 4 + 4].try_into().unwrap()) as usize;
-        // The output starts at data_meta: ctx_out.data is the metadata length.
-        let (meta_len, end) = (word(0), word(1));
-        assert_eq!(end, res.data_size_out as usize, "ctx_out.data_end vs data_size_out");
+        assert_eq!(res.data_end, res.data_size_out, "ctx_out.data_end vs data_size_out");
         Ok(Out {
             case: self.case.clone(),
-            verdict: res.return_value,
-            meta: data_out[..meta_len].to_vec(),
-            frame: data_out[meta_len..end].to_vec(),
+            verdict: res.action,
+            meta: res.meta,
+            frame: res.frame,
             input: frame.to_vec(),
             delta: StatDelta(after.iter().zip(&before).map(|(a, b)| *a as i64 - *b as i64).collect()),
             ingress,

@@ -5,12 +5,12 @@ use std::{net::SocketAddr, path::Path};
 use anyhow::{ensure, Context as _, Result};
 use aya::{
     maps::{Array, DevMap, MapData, ProgramArray},
-    programs::{TestRun, TestRunOptions, Xdp},
+    programs::Xdp,
     Ebpf,
 };
 use lb_common::{stats::STAT_COUNT, Stat, IF_F_REDIRECT, IF_F_TX};
 use xlb::{
-    bpf::{maps::Maps, view::MapsView},
+    bpf::{maps::Maps, testrun::run_xdp, view::MapsView},
     state::model::{BackendSpec, DesiredState, Protocol, ServiceSpec, SourceMode},
     state::writer::MapWriter,
 };
@@ -218,25 +218,9 @@ impl Bench {
     /// Runs the harness `repeat` times on a frame of `len` bytes arriving on
     /// `ingress`; returns (last verdict, ns per iteration, output frame).
     pub(crate) fn run(&mut self, ingress: u32, frame: &[u8], repeat: u32) -> Result<(u32, u64, Vec<u8>)> {
-        let md = [0u32, frame.len() as u32, 0, ingress, 0, 0];
-        let ctx_in: Vec<u8> = md.iter().flat_map(|w| w.to_ne_bytes()).collect();
-        let mut ctx_out = [0u8; 24];
-        let mut data_out = vec![0u8; 512];
         let prog: &Xdp = self.bench.program("harness").context("harness")?.try_into()?;
-        let res = prog
-            .test_run(TestRunOptions {
-                data_in: Some(frame),
-                data_out: Some(&mut data_out),
-                ctx_in: Some(&ctx_in),
-                ctx_out: Some(&mut ctx_out),
-                repeat,
-                ..TestRunOptions::new()
-            })
-            .context("BPF_PROG_TEST_RUN")?;
-        let w = |i: usize| u32::from_ne_bytes(ctx_out[i * 4..i * 4 + 4].try_into().unwrap()) as usize;
-        let (meta, end) = (w(0), w(1).min(data_out.len()));
-        let out = data_out.get(meta..end).unwrap_or_default().to_vec();
-        Ok((res.return_value, res.duration.as_nanos() as u64, out))
+        let res = run_xdp(prog, ingress, frame, repeat).context("BPF_PROG_TEST_RUN")?;
+        Ok((res.action, res.duration.as_nanos() as u64, res.frame))
     }
 
     pub(crate) fn stats(&mut self) -> Result<Vec<u64>> {
