@@ -10,6 +10,8 @@
 //! * `bench [maglev|datapath|control|forward|charts]`: the benchmarks (every
 //!   one without a name); `charts` only redraws docs/bench/*.svg and the
 //!   summary of docs/BENCHMARKS.md from the committed results;
+//! * `fuzz [--frames N] [--seed S]`: the data-path fuzzer with a million
+//!   frames (the test suite runs it with fewer);
 //! * `man`: build, then the man pages into `target/man/`;
 //! * `validate`: the deploy/ manifests against the Kubernetes schemas, and
 //!   deploy/README.md's uninstall commands against the DaemonSet.
@@ -22,6 +24,7 @@ mod bench_forward;
 mod bgp_component;
 mod demo;
 mod demo_l2;
+mod fuzz;
 mod licenses;
 mod lint;
 mod man;
@@ -57,6 +60,8 @@ enum Cmd {
     Demo(DemoArgs),
     /// Run the benchmarks (every available one when none is named).
     Bench(BenchArgs),
+    /// Setup, then drive fuzzed frames (1,000,000 by default) through the XDP program (needs root).
+    Fuzz(fuzz::FuzzArgs),
     /// Build xlb, then write its man pages (xlb.1, xlb-SUBCOMMAND.1) to target/man/.
     Man,
     /// Validate deploy/ against the Kubernetes schemas, offline (part of `test`).
@@ -105,6 +110,7 @@ fn main() -> ExitCode {
         Cmd::Test(args) => test(&args),
         Cmd::Demo(args) => demo::demo(args.agent_log, args.no_build, args.l2),
         Cmd::Validate => validate::validate_manifests(),
+        Cmd::Fuzz(args) => fuzz::fuzz(&args),
         Cmd::Man => man::man(),
         Cmd::Bench(args) => match bench::bench(args.which) {
             Ok(code) => return code,
