@@ -22,7 +22,7 @@
 //!   the new flows counted, and hold only keys of services / backends.
 //!
 //! A fixed seed (printed; `XLB_FUZZ_SEED` overrides it) and a frame count
-//! (`XLB_FUZZ_FRAMES`, default 30,000 here; `cargo xtask fuzz` runs
+//! (`XLB_FUZZ_FRAMES`, default 50,000 here; `cargo xtask fuzz` runs
 //! 1,000,000) give the same frames every time. Each violation is printed with
 //! the seed, the frame index, how the frame was made and a hex dump; the test
 //! fails on any. Needs root, like the data-path suite.
@@ -46,7 +46,7 @@ use xlb::state::model::SourceMode::{self, Preserve, Snat};
 /// The seed when `XLB_FUZZ_SEED` is not set.
 const DEFAULT_SEED: u64 = 0x0078_6c62_f022;
 /// Frames of the test run when `XLB_FUZZ_FRAMES` is not set.
-const DEFAULT_FRAMES: u64 = 30_000;
+const DEFAULT_FRAMES: u64 = 50_000;
 
 pub const VIP4: &str = "192.0.2.10";
 pub const VIP6: &str = "2001:db8::10";

@@ -370,7 +370,7 @@ impl Fuzz<'_> {
                         && fwd_ok(&[Stat::FlowNew, Stat::FlowHit], &[Stat::FloodGuard, Stat::DropTableFull])
                     {
                         // A translation to a backend of the service.
-                        match self.check_translation(&out, ip, t, f) {
+                        match check_translation(&out, ip, t, f) {
                             Ok(o) => {
                                 let be = SocketAddr::new(o.dst, o.dport);
                                 if !svc.backends.iter().any(|b| b.parse::<SocketAddr>().ok() == Some(be)) {
@@ -391,7 +391,7 @@ impl Fuzz<'_> {
                                         if snat { "SNAT" } else { "preserved" }
                                     ));
                                 }
-                                counted = Some((si, ip.ip_len as u64, be));
+                                counted = Some((si, ip.total as u64, be));
                                 gen.learn(o);
                                 if ip.frag == Frag::First {
                                     self.frags.insert(
@@ -407,7 +407,7 @@ impl Fuzz<'_> {
                     }
                 } else if let Some(r) = rev {
                     if forwarded && fwd_ok(&[Stat::Reply], &[]) {
-                        match self.check_translation(&out, ip, t, f) {
+                        match check_translation(&out, ip, t, f) {
                             Ok(o) => {
                                 let want = (
                                     ip_from16(r.vip),
@@ -456,7 +456,7 @@ impl Fuzz<'_> {
                                 if let Some((_, b, _)) =
                                     self.backends.iter().find(|(s, b, _)| *s == si && b.ip() == r.dst)
                                 {
-                                    counted = Some((si, ip.ip_len as u64, *b));
+                                    counted = Some((si, ip.total as u64, *b));
                                 }
                             }
                         }
@@ -533,73 +533,72 @@ impl Fuzz<'_> {
         }
         v
     }
+}
 
-    /// Checks a UDP/TCP translation: only MACs, addresses, ports and
-    /// checksums changed, checksums right. Returns the output tuple.
-    fn check_translation(&mut self, out: &Out, ip: &Ip, t: &Tuple, input: &[u8]) -> Result<Tuple, String> {
-        let o = &out.frame;
-        if o.len() != input.len() {
-            return Err(format!("output length {} differs from input {}", o.len(), input.len()));
-        }
-        let oip = super::view::ip(o).map_err(|c| format!("output IP layer unreadable: {c:?}"))?;
-        let seg = &o[ip.l4..];
-        let ot = Tuple {
-            src: oip.src,
-            dst: oip.dst,
-            sport: u16::from_be_bytes([seg[0], seg[1]]),
-            dport: u16::from_be_bytes([seg[2], seg[3]]),
-            proto: t.proto,
-        };
-        check_macs(out, ot.dst)?;
-        // Every byte but MACs, addresses, ports and checksum fields.
-        let csum_off = ip.l4 + if t.proto == PROTO_TCP { 16 } else { 6 };
-        let mut want = input.to_vec();
-        want[..12].copy_from_slice(&o[..12]);
-        let (a, n) = if ip.v6 { (ip.l3 + 8, 32) } else { (ip.l3 + 12, 8) };
-        want[a..a + n].copy_from_slice(&o[a..a + n]);
-        want[ip.l4..ip.l4 + 4].copy_from_slice(&o[ip.l4..ip.l4 + 4]);
-        if !ip.v6 {
-            want[ip.l3 + 10..ip.l3 + 12].copy_from_slice(&o[ip.l3 + 10..ip.l3 + 12]);
-        }
-        if csum_off + 2 <= want.len() {
-            want[csum_off..csum_off + 2].copy_from_slice(&o[csum_off..csum_off + 2]);
-        }
-        if want != *o {
-            let diff: Vec<usize> = (0..o.len()).filter(|i| want[*i] != o[*i]).collect();
-            return Err(format!("output differs from the input beyond MACs/addresses/ports/checksums at {diff:?}"));
-        }
-        ipv4_header_sum_kept(ip, input, o)?;
-        // The L4 checksum.
-        let field = |f: &[u8]| u16::from_be_bytes([f[csum_off], f[csum_off + 1]]);
-        let resid = |f: &[u8], src, dst| {
-            sum::fold(sum::add(sum::pseudo(src, dst, t.proto, ip.l4_len), &f[ip.l4..ip.l4 + ip.l4_len]))
-        };
-        let (fin, fout) = (field(input), field(o));
-        let pseudo = |src, dst| sum::fold(sum::pseudo(src, dst, t.proto, ip.l4_len));
-        if t.proto == PROTO_UDP && !ip.v6 && fin == 0 {
-            if fout != 0 {
-                return Err("UDP checksum 0 (none) did not stay 0".into());
-            }
-        } else if ip.frag == Frag::None && fin == pseudo(t.src, t.dst) && !sum::same(resid(input, t.src, t.dst), 0xffff)
-        {
-            // A partial checksum: the new pseudo-header sum.
-            if fout != pseudo(ot.src, ot.dst) {
-                return Err(format!("partial checksum {fout:#06x} is not the new pseudo-header sum"));
-            }
-        } else {
-            if !sum::same(resid(input, t.src, t.dst), resid(o, ot.src, ot.dst)) {
-                return Err(format!(
-                    "L4 checksum {fin:#06x} -> {fout:#06x} not updated exactly (verifies before: {}, after: {})",
-                    sum::same(resid(input, t.src, t.dst), 0xffff),
-                    sum::same(resid(o, ot.src, ot.dst), 0xffff)
-                ));
-            }
-            if t.proto == PROTO_UDP && fout == 0 {
-                return Err("UDP checksum became 0 (none)".into());
-            }
-        }
-        Ok(ot)
+/// Checks a UDP/TCP translation: only MACs, addresses, ports and checksums
+/// changed, checksums right. Returns the output tuple.
+fn check_translation(out: &Out, ip: &Ip, t: &Tuple, input: &[u8]) -> Result<Tuple, String> {
+    let o = &out.frame;
+    if o.len() != input.len() {
+        return Err(format!("output length {} differs from input {}", o.len(), input.len()));
     }
+    let oip = super::view::ip(o).map_err(|c| format!("output IP layer unreadable: {c:?}"))?;
+    let seg = &o[ip.l4..];
+    let ot = Tuple {
+        src: oip.src,
+        dst: oip.dst,
+        sport: u16::from_be_bytes([seg[0], seg[1]]),
+        dport: u16::from_be_bytes([seg[2], seg[3]]),
+        proto: t.proto,
+    };
+    check_macs(out, ot.dst)?;
+    // Every byte but MACs, addresses, ports and checksum fields.
+    let csum_off = ip.l4 + if t.proto == PROTO_TCP { 16 } else { 6 };
+    let mut want = input.to_vec();
+    want[..12].copy_from_slice(&o[..12]);
+    let (a, n) = if ip.v6 { (ip.l3 + 8, 32) } else { (ip.l3 + 12, 8) };
+    want[a..a + n].copy_from_slice(&o[a..a + n]);
+    want[ip.l4..ip.l4 + 4].copy_from_slice(&o[ip.l4..ip.l4 + 4]);
+    if !ip.v6 {
+        want[ip.l3 + 10..ip.l3 + 12].copy_from_slice(&o[ip.l3 + 10..ip.l3 + 12]);
+    }
+    if csum_off + 2 <= want.len() {
+        want[csum_off..csum_off + 2].copy_from_slice(&o[csum_off..csum_off + 2]);
+    }
+    if want != *o {
+        let diff: Vec<usize> = (0..o.len()).filter(|i| want[*i] != o[*i]).collect();
+        return Err(format!("output differs from the input beyond MACs/addresses/ports/checksums at {diff:?}"));
+    }
+    ipv4_header_sum_kept(ip, input, o)?;
+    // The L4 checksum.
+    let field = |f: &[u8]| u16::from_be_bytes([f[csum_off], f[csum_off + 1]]);
+    let resid = |f: &[u8], src, dst| {
+        sum::fold(sum::add(sum::pseudo(src, dst, t.proto, ip.l4_len), &f[ip.l4..ip.l4 + ip.l4_len]))
+    };
+    let (fin, fout) = (field(input), field(o));
+    let pseudo = |src, dst| sum::fold(sum::pseudo(src, dst, t.proto, ip.l4_len));
+    if t.proto == PROTO_UDP && !ip.v6 && fin == 0 {
+        if fout != 0 {
+            return Err("UDP checksum 0 (none) did not stay 0".into());
+        }
+    } else if ip.frag == Frag::None && fin == pseudo(t.src, t.dst) && !sum::same(resid(input, t.src, t.dst), 0xffff) {
+        // A partial checksum: the new pseudo-header sum.
+        if fout != pseudo(ot.src, ot.dst) {
+            return Err(format!("partial checksum {fout:#06x} is not the new pseudo-header sum"));
+        }
+    } else {
+        if !sum::same(resid(input, t.src, t.dst), resid(o, ot.src, ot.dst)) {
+            return Err(format!(
+                "L4 checksum {fin:#06x} -> {fout:#06x} not updated exactly (verifies before: {}, after: {})",
+                sum::same(resid(input, t.src, t.dst), 0xffff),
+                sum::same(resid(o, ot.src, ot.dst), 0xffff)
+            ));
+        }
+        if t.proto == PROTO_UDP && fout == 0 {
+            return Err("UDP checksum became 0 (none)".into());
+        }
+    }
+    Ok(ot)
 }
 
 /// The MACs of a sent frame: from our interface to the next hop's

@@ -144,7 +144,7 @@ impl Gen {
 
     /// A packet from a client to a service (a random one, no-backend and
     /// source-range ones included).
-    fn to_vip(&mut self) -> (Pkt, &'static str) {
+    fn vip_pkt(&mut self) -> (Pkt, &'static str) {
         let svc = *self.pick(&SERVICES);
         let vip: IpAddr = svc.vip.parse().expect("VIP");
         let client = self.client(vip.is_ipv6());
@@ -157,7 +157,7 @@ impl Gen {
     /// A reply to a translated packet, or (none yet) a packet to a VIP.
     fn reply(&mut self) -> (Pkt, &'static str) {
         if self.sent.is_empty() {
-            return self.to_vip();
+            return self.vip_pkt();
         }
         let s = self.pick(&self.sent.clone()).t;
         let p = self.l4_pkt(s.proto, SocketAddr::new(s.dst, s.dport), SocketAddr::new(s.src, s.sport));
@@ -263,7 +263,7 @@ impl Gen {
         let class = self.rng.random_range(0..100u32);
         let (mut pkt, how): (Option<Pkt>, String) = match class {
             0..=29 => {
-                let (p, h) = self.to_vip();
+                let (p, h) = self.vip_pkt();
                 (Some(p), format!("to service {h}"))
             }
             30..=49 => {
@@ -281,7 +281,7 @@ impl Gen {
             72..=81 => {
                 // Fragments of a packet to a VIP or of a reply: first, later,
                 // or the later one alone / first.
-                let (p, h) = if self.chance(0.6) { self.to_vip() } else { self.reply() };
+                let (p, h) = if self.chance(0.6) { self.vip_pkt() } else { self.reply() };
                 let p = if p.is_v6() { p } else { p.frag(0) };
                 let n = self.rng.random_range(40..160);
                 let p = p.payload(&self.bytes(n));
@@ -304,7 +304,7 @@ impl Gen {
             }
             82..=86 => {
                 // Stacked VLAN tags (802.1ad over 802.1Q, or two 802.1Q).
-                let (p, h) = self.to_vip();
+                let (p, h) = self.vip_pkt();
                 let mut f = p.vlan(7).build();
                 let outer = *self.pick(&[0x8100u16, 0x88a8]);
                 f.splice(12..12, [(outer >> 8) as u8, outer as u8, 0, 9]);

@@ -32,7 +32,7 @@ pub struct Ip {
     /// Length of the upper-layer data (to the end of the IP packet).
     pub l4_len: usize,
     /// IP packet length (header included).
-    pub ip_len: usize,
+    pub total: usize,
     pub frag: Frag,
     /// IPv4 identification / IPv6 fragment identification.
     pub frag_id: u32,
@@ -98,6 +98,7 @@ pub fn link(f: &[u8]) -> Option<(usize, u16)> {
 }
 
 /// Reads the IP layer; `Err` is the class of a frame that has none.
+#[allow(clippy::result_large_err, reason = "a test helper; the error is the frame's class")]
 pub fn ip(f: &[u8]) -> Result<Ip, Class> {
     let (l3, et) = link(f).ok_or(Class::Malformed("truncated Ethernet/VLAN header"))?;
     let avail = f.len() - l3;
@@ -130,7 +131,7 @@ pub fn ip(f: &[u8]) -> Result<Ip, Class> {
                 proto: f[l3 + 9],
                 l4: l3 + ihl,
                 l4_len: tot - ihl,
-                ip_len: tot,
+                total: tot,
                 frag,
                 frag_id: u32::from(be16(f, l3 + 4)),
             })
@@ -154,7 +155,7 @@ pub fn ip(f: &[u8]) -> Result<Ip, Class> {
                 proto: f[l3 + 6],
                 l4: l3 + 40,
                 l4_len: payload,
-                ip_len: payload + 40,
+                total: payload + 40,
                 frag: Frag::None,
                 frag_id: 0,
             };
