@@ -112,9 +112,11 @@ fn rewrite(ctx: &XdpContext, s: &Scratch) -> Option<()> {
         unsafe { *p = new.to_ne_bytes() };
         icmp_diff = diff16(icmp_diff, old, new);
     }
-    // Quoted UDP/TCP checksum, when the quote includes it.
+    // Quoted UDP/TCP checksum, when the quote includes it (inside the IP
+    // packet: bytes of the padding behind it are no part of the message).
     let l4_check = s.pkt.inner_l4 + if q.proto == PROTO_UDP { 6 } else { 16 };
-    if let Some((p, old)) = rd16(ctx, l4_check) {
+    let quoted = l4_check + 2 <= s.pkt.l4 + s.pkt.l4_len as usize;
+    if let Some((p, old)) = rd16(ctx, l4_check).filter(|_| quoted) {
         if !(q.proto == PROTO_UDP && !v6 && old == 0) {
             let new = apply_full(old, inner_addr + inner_ports);
             // SAFETY: p bounds checked by rd16.

@@ -160,13 +160,17 @@ pub fn parse(ctx: &XdpContext, pkt: &mut Packet) -> Parsed {
             pkt.ip_len = tot;
             pkt.l4_len = tot - ihl as u32;
             pkt.l4 = l3 + ihl;
+            let frags = u16::from_be_bytes(ip.frags);
             if pkt.key.proto == PROTO_ICMP {
+                // A later fragment of an ICMP message holds no ICMP header.
+                if frags & 0x1fff != 0 {
+                    return Parsed::Pass(Stat::PassNotVip);
+                }
                 return icmp(ctx, pkt);
             }
             if pkt.key.proto != PROTO_UDP && pkt.key.proto != PROTO_TCP {
                 return Parsed::Pass(Stat::PassNotVip);
             }
-            let frags = u16::from_be_bytes(ip.frags);
             pkt.df = frags & 0x4000 != 0;
             if frags & 0x3fff != 0 {
                 pkt.frag_id = u32::from(u16::from_be_bytes(ip.id));
@@ -225,8 +229,12 @@ pub fn parse(ctx: &XdpContext, pkt: &mut Packet) -> Parsed {
         }
         words::set_tail(&mut pkt.key, u16::from_ne_bytes(udp.src), u16::from_ne_bytes(udp.dst), PROTO_UDP);
     } else if pkt.frag == FRAG_FIRST {
-        // A first fragment may end inside the TCP options: ports and flags only.
-        let tcp = hdr!(ctx, [u8; 14], pkt.l4);
+        // A first fragment may end inside the TCP options, not inside the
+        // fixed header (RFC 1858; the rewrite updates its checksum).
+        let tcp = hdr!(ctx, [u8; 20], pkt.l4);
+        if pkt.l4_len < TcpHdr::LEN as u32 {
+            return Parsed::Malformed;
+        }
         words::set_tail(
             &mut pkt.key,
             u16::from_ne_bytes([tcp[0], tcp[1]]),
@@ -261,6 +269,12 @@ const ICMP6_ECHO_REQUEST: u8 = 128;
 /// whose quoted packet is UDP or TCP (its tuple goes to `pkt.inner`).
 #[inline(always)]
 fn icmp(ctx: &XdpContext, pkt: &mut Packet) -> Parsed {
+    // Every header read must lie inside the IP packet, not in the padding
+    // behind it.
+    let end = pkt.l4 + pkt.l4_len as usize;
+    if pkt.l4 + 8 > end {
+        return Parsed::Pass(Stat::PassNotVip);
+    }
     let h = hdr_or_pass!(ctx, [u8; 8], pkt.l4);
     pkt.icmp_type = h[0];
     let (echo, error) = if pkt.v6 {
@@ -275,6 +289,10 @@ fn icmp(ctx: &XdpContext, pkt: &mut Packet) -> Parsed {
         return Parsed::Pass(Stat::PassNotVip);
     }
     pkt.inner_l3 = pkt.l4 + 8;
+    let hl = if pkt.v6 { Ipv6Hdr::LEN } else { Ipv4Hdr::LEN };
+    if pkt.inner_l3 + hl > end {
+        return Parsed::Pass(Stat::PassNotVip);
+    }
     if pkt.v6 {
         let ip = hdr_or_pass!(ctx, Ipv6Hdr, pkt.inner_l3);
         words::set_key(&mut pkt.inner, words::v6(&ip.src_addr), words::v6(&ip.dst_addr), 0, 0, ip.next_hdr);
@@ -289,6 +307,9 @@ fn icmp(ctx: &XdpContext, pkt: &mut Packet) -> Parsed {
         pkt.inner_l4 = pkt.inner_l3 + ihl;
     }
     if pkt.inner.proto != PROTO_UDP && pkt.inner.proto != PROTO_TCP {
+        return Parsed::Pass(Stat::PassNotVip);
+    }
+    if pkt.inner_l4 + 4 > end {
         return Parsed::Pass(Stat::PassNotVip);
     }
     let ports = hdr_or_pass!(ctx, [u8; 4], pkt.inner_l4);

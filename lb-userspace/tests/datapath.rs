@@ -15,7 +15,7 @@
 //! `passed` (what goes to the kernel untouched), `icmp` (ICMP errors of
 //! translated flows), `checksums`, `paths` (XDP_TX/redirect/kernel, MTU),
 //! `affinity` (client-IP affinity, source ranges), `l2` (ARP/NDP answers for
-//! announced VIPs); `frame` builds the frames with etherparse and
+//! announced VIPs), `fuzz_found` (regressions found by `tests/fuzz.rs`); `frame` builds the frames with etherparse and
 //! `frame_decode` reads them back (checksums recomputed by etherparse),
 //! `harness` runs them and `output` checks what came out.
 //!
@@ -113,6 +113,8 @@ mod checksums;
 mod flows;
 #[path = "datapath/forward.rs"]
 mod forward;
+#[path = "datapath/fuzz_found.rs"]
+mod fuzz_found;
 #[path = "datapath/icmp.rs"]
 mod icmp;
 #[path = "datapath/l2.rs"]

@@ -10,6 +10,8 @@
 //! * `bench [maglev|datapath|control|forward|charts]`: the benchmarks (every
 //!   one without a name); `charts` only redraws docs/bench/*.svg and the
 //!   summary of docs/BENCHMARKS.md from the committed results;
+//! * `fuzz [--frames N] [--seed S]`: the data-path fuzzer with a million
+//!   frames (the test suite runs it with fewer);
 //! * `man`: build, then the man pages into `target/man/`;
 //! * `image`: build, then the OCI image `localhost/xlb:<version>` with
 //!   buildah from scratch, offline (`--no-build`, `--tag`, `--output FILE`);
@@ -26,6 +28,7 @@ mod bgp_component;
 mod containerfile;
 mod demo;
 mod demo_l2;
+mod fuzz;
 mod image;
 mod licenses;
 mod lint;
@@ -62,6 +65,8 @@ enum Cmd {
     Demo(DemoArgs),
     /// Run the benchmarks (every available one when none is named).
     Bench(BenchArgs),
+    /// Setup, then drive fuzzed frames (1,000,000 by default) through the XDP program (needs root).
+    Fuzz(fuzz::FuzzArgs),
     /// Build xlb, then write its man pages (xlb.1, xlb-SUBCOMMAND.1) to target/man/.
     Man,
     /// Build xlb, then its OCI image (buildah from scratch, nothing pulled): localhost/xlb:<version> and :latest.
@@ -112,6 +117,7 @@ fn main() -> ExitCode {
         Cmd::Test(args) => test(&args),
         Cmd::Demo(args) => demo::demo(args.agent_log, args.no_build, args.l2),
         Cmd::Validate => validate::validate_manifests(),
+        Cmd::Fuzz(args) => fuzz::fuzz(&args),
         Cmd::Man => man::man(),
         Cmd::Image(args) => image::image(&args),
         Cmd::Bench(args) => match bench::bench(args.which) {

@@ -19,6 +19,8 @@ pub mod watch;
 pub const USER_AGENT: &str = concat!("xlb/", env!("CARGO_PKG_VERSION"));
 
 #[cfg(test)]
+mod props;
+#[cfg(test)]
 mod tests;
 
 use std::{

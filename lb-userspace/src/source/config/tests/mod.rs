@@ -7,6 +7,7 @@ use crate::state::model::{
 
 mod addresses;
 mod limits;
+mod props;
 mod service;
 
 /// Every error of `text` as (line, field, message), in reported order.
