@@ -8,4 +8,5 @@ pub mod follow;
 pub mod iface;
 pub mod netwatch;
 pub mod routegen;
+pub mod xdp_features;
 pub mod rtnetlink;
