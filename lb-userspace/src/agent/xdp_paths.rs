@@ -151,7 +151,7 @@ impl Receiver {
     /// Writes it (see [`apply`]).
     pub fn apply(&self, writer: &mut MapWriter, change: &Change) {
         if let Err(e) = apply(writer, &self.table, change) {
-            warn!(iface = %change.iface, error = %e, "writing the interface's transmit path; the next change retries");
+            warn!(iface = %change.iface, error = %e, "writing the interface's transmit path; the next re-check retries");
         }
     }
 }
@@ -175,9 +175,8 @@ pub fn spawn(decider: Decider, programs: Arc<Mutex<Programs>>, table: Table) -> 
         }
     }
     let mut links = Watcher::shared().map(|w| w.subscribe(Interest::LINKS)).ok();
-    let sent: HashMap<String, Path> = table.lock().unwrap_or_else(PoisonError::into_inner).clone();
+    let written = table.clone();
     tokio::spawn(async move {
-        let mut sent = sent;
         let mut tick = tokio::time::interval(RECHECK_EVERY);
         loop {
             tokio::select! {
@@ -190,14 +189,16 @@ pub fn spawn(decider: Decider, programs: Arc<Mutex<Programs>>, table: Table) -> 
                 _ = tick.tick() => {}
             }
             let attached = modes(&programs);
-            sent.retain(|name, _| attached.iter().any(|(n, _)| n == name));
+            // Compared with what was written: a failed write is sent again.
+            let table = {
+                let mut t = written.lock().unwrap_or_else(PoisonError::into_inner);
+                t.retain(|name, _| attached.iter().any(|(n, _)| n == name));
+                t.clone()
+            };
             for (name, mode) in &attached {
                 let Some(change) = decider.decide(name, *mode) else { continue };
-                if sent.get(name) != Some(&change.path) {
-                    sent.insert(name.clone(), change.path);
-                    if tx.send(change).is_err() {
-                        return;
-                    }
+                if table.get(name) != Some(&change.path) && tx.send(change).is_err() {
+                    return;
                 }
             }
         }
