@@ -221,7 +221,12 @@ pub struct Attachment {
 impl Attachment {
     fn new(interface: String, mode: u32, path: u32) -> Self {
         let path = crate::host::xdp_path::Path::from_code(path);
-        Self { interface, xdp_mode: mode_name(mode).into(), path: path.name().into(), path_reason: path.reason().into() }
+        Self {
+            interface,
+            xdp_mode: mode_name(mode).into(),
+            path: path.name().into(),
+            path_reason: path.reason().into(),
+        }
     }
 }
 

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::{backend, cli_json, config, counter, stats, svc, Env, Fam, T, UDP_BACKEND_PORT};
 use serde_json::Value;
-use xlb_tests::{spread_udp_replies, udp_echo_server, xdp_pass::XdpPass, Topology, UdpFlow};
+use xlb_tests::{spread_udp_replies, udp_echo_server, xdp_pass::XdpPass, Topology};
 
 /// How long the new path may take to show in `xlb status` (the record is
 /// refreshed every second).
@@ -57,14 +57,8 @@ fn traffic(env: &Env, n: usize) -> (u64, u64) {
 }
 
 fn start_env(extra: &[&str]) -> Env {
-    let yaml = config(&[svc(
-        "dns",
-        Topology::VIP_V4.into(),
-        53,
-        "udp",
-        "preserve",
-        &[backend(Fam::V4, 0, UDP_BACKEND_PORT)],
-    )]);
+    let yaml =
+        config(&[svc("dns", Topology::VIP_V4.into(), 53, "udp", "preserve", &[backend(Fam::V4, 0, UDP_BACKEND_PORT)])]);
     let mut env = Env::start(1, &yaml, extra);
     // Full checksums from the client: a packet with a partial checksum
     // (offload) stays an skb whatever the interface can take.

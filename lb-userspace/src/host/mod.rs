@@ -8,6 +8,6 @@ pub mod follow;
 pub mod iface;
 pub mod netwatch;
 pub mod routegen;
+pub mod rtnetlink;
 pub mod xdp_features;
 pub mod xdp_path;
-pub mod rtnetlink;

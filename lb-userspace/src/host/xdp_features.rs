@@ -9,8 +9,8 @@
 use std::io;
 
 use netlink_packet_core::{
-    emit_u32, emit_u64, parse_u32, parse_u64, DecodeError, DefaultNla, Emitable, Nla, NlaBuffer, NlasIterator,
-    NetlinkMessage, NetlinkPayload, Parseable, ParseableParametrized, NLM_F_REQUEST,
+    emit_u32, emit_u64, parse_u32, parse_u64, DecodeError, DefaultNla, Emitable, NetlinkMessage, NetlinkPayload, Nla,
+    NlaBuffer, NlasIterator, Parseable, ParseableParametrized, NLM_F_REQUEST,
 };
 use netlink_packet_generic::{
     ctrl::{
@@ -179,8 +179,8 @@ fn decode_answer<F>(datagram: &[u8]) -> Result<F, FeaturesError>
 where
     F: GenlFamily + Emitable + ParseableParametrized<[u8], GenlHeader> + std::fmt::Debug,
 {
-    let msg = NetlinkMessage::<GenlMessage<F>>::deserialize(datagram)
-        .map_err(|e| FeaturesError::Decode(e.to_string()))?;
+    let msg =
+        NetlinkMessage::<GenlMessage<F>>::deserialize(datagram).map_err(|e| FeaturesError::Decode(e.to_string()))?;
     match msg.payload {
         NetlinkPayload::InnerMessage(g) => Ok(g.payload),
         NetlinkPayload::Error(e) => Err(FeaturesError::Kernel(e.code.map_or(0, |c| -c.get()))),

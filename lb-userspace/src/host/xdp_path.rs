@@ -187,10 +187,7 @@ mod tests {
         assert_eq!(Path::from_code(999), Path::Unknown);
         assert_eq!(Path::TcGeneric.caps(), 0);
         assert_eq!(Path::XdpNdoXmitVeth.caps(), IF_F_TX | IF_F_REDIRECT);
-        assert_eq!(
-            Path::XdpNdoXmitVeth.to_string(),
-            "xdp-redirect (kernel reports ndo_xmit: peer has XDP or NAPI)"
-        );
+        assert_eq!(Path::XdpNdoXmitVeth.to_string(), "xdp-redirect (kernel reports ndo_xmit: peer has XDP or NAPI)");
         assert_eq!(Path::TcNoNdoXmit.to_string(), "tc-redirect (no ndo_xmit)");
         assert_eq!(Path::XdpForced.to_string(), "xdp-redirect (forced by --xdp-transmit)");
         assert_eq!(Path::TcGeneric.to_string(), "tc-redirect (attached in generic mode)");

@@ -53,8 +53,7 @@ fn an_answer_gives_the_xdp_features_and_keeps_other_attributes() {
     assert!(matches!(&answer.attrs[2], DevAttr::Other(n) if n.kind() == 4));
     assert_ne!(answer.xdp_features().unwrap() & NDO_XMIT, 0);
     let plain: Netdev =
-        decode_answer(&genl(0x1b, 1, &[nla(1, &7u32.to_ne_bytes()), nla(3, &0x23u64.to_ne_bytes())].concat()))
-            .unwrap();
+        decode_answer(&genl(0x1b, 1, &[nla(1, &7u32.to_ne_bytes()), nla(3, &0x23u64.to_ne_bytes())].concat())).unwrap();
     assert_eq!(plain.xdp_features().unwrap() & NDO_XMIT, 0, "0x23: a veth whose peer has neither XDP nor NAPI");
 }
 
