@@ -81,9 +81,10 @@ pub struct AgentArgs {
     /// is logged, not followed (restart the agent).
     #[arg(long)]
     pub interface_default_route: bool,
-    /// Let XDP transmit into IF (XDP_TX/XDP_REDIRECT) although its driver
-    /// is one that needs help from the other side, e.g. a veth whose peer
-    /// runs an XDP program (repeatable; IF must also be an --interface).
+    /// Force XDP to transmit into IF (XDP_TX/XDP_REDIRECT) whatever the
+    /// kernel reports (repeatable; IF must also be an --interface). Not
+    /// needed where the kernel reports `ndo_xmit` (e.g. a veth whose peer
+    /// runs an XDP program): the agent picks XDP there by itself.
     #[arg(long = "xdp-transmit", value_name = "IF")]
     pub xdp_transmit: Vec<String>,
     /// XDP attach mode.

@@ -109,6 +109,19 @@ fn a_veth_has_ndo_xmit_only_while_its_peer_has_napi() {
         let idx = crate::host::iface::ifindex("fx0").unwrap();
         assert!(!features.ndo_xmit(idx).unwrap(), "peer without XDP or NAPI: {:#x}", features.of(idx).unwrap());
         let notes = Notifications::join(features.family()).unwrap().expect("the mgmt group");
+        // Bounded: a notification that never comes fails the test (EAGAIN).
+        let limit = libc::timeval { tv_sec: 5, tv_usec: 0 };
+        // SAFETY: a valid socket and a timeval of the size given.
+        let rc = unsafe {
+            libc::setsockopt(
+                std::os::fd::AsRawFd::as_raw_fd(&notes.socket),
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                (&raw const limit).cast(),
+                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(rc, 0, "SO_RCVTIMEO: {}", io::Error::last_os_error());
         run("ethtool", "-K fx1 gro on");
         notes.wait().unwrap();
         assert!(features.ndo_xmit(idx).unwrap(), "peer with GRO: {:#x}", features.of(idx).unwrap());
