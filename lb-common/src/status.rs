@@ -47,13 +47,15 @@ pub struct AgentIface {
     pub name: [u8; IFNAME_LEN],
     /// `XDP_MODE_*`.
     pub mode: u32,
-    /// Explicit padding, zero.
-    pub _pad: u32,
+    /// How XDP sends packets out of it and why (a code of the agent's
+    /// `host::xdp_path::Path`; 0: not known). Was padding: older records
+    /// hold 0 here.
+    pub path: u32,
 }
 
 impl AgentIface {
     /// An unused slot.
-    pub const EMPTY: Self = Self { name: [0; IFNAME_LEN], mode: XDP_MODE_UNKNOWN, _pad: 0 };
+    pub const EMPTY: Self = Self { name: [0; IFNAME_LEN], mode: XDP_MODE_UNKNOWN, path: 0 };
 }
 
 /// What the agent says about itself.

@@ -9,13 +9,14 @@ use std::{
 
 use anyhow::{Context as _, Result};
 use clap::Args;
-use lb_common::{DEFAULT_FLOW_ENTRIES, IF_F_REDIRECT, IF_F_TX};
+use lb_common::DEFAULT_FLOW_ENTRIES;
 use tracing::{error, info, warn};
 
 mod bpffs;
 mod mountns;
 mod reload;
 mod signals;
+pub(crate) mod xdp_paths;
 
 use bpffs::ensure_bpffs;
 use reload::follow_file;
@@ -80,9 +81,10 @@ pub struct AgentArgs {
     /// is logged, not followed (restart the agent).
     #[arg(long)]
     pub interface_default_route: bool,
-    /// Let XDP transmit into IF (XDP_TX/XDP_REDIRECT) although its driver
-    /// is one that needs help from the other side, e.g. a veth whose peer
-    /// runs an XDP program (repeatable; IF must also be an --interface).
+    /// Force XDP to transmit into IF (XDP_TX/XDP_REDIRECT) whatever the
+    /// kernel reports (repeatable; IF must also be an --interface). Not
+    /// needed where the kernel reports `ndo_xmit` (e.g. a veth whose peer
+    /// runs an XDP program): the agent picks XDP there by itself.
     #[arg(long = "xdp-transmit", value_name = "IF")]
     pub xdp_transmit: Vec<String>,
     /// XDP attach mode.
@@ -214,22 +216,22 @@ impl Drop for StopRecord {
     }
 }
 
-/// Records which interfaces XDP may transmit into.
+/// Decides and writes the transmit path of every attached interface, then
+/// follows the changes (`xdp_paths`); returns the apply loop's end and the
+/// table of paths for `xlb status`.
 fn program_interfaces(
     writer: &mut MapWriter,
-    ifaces: &[String],
-    attached: &[attach::Attached],
+    programs: &Arc<std::sync::Mutex<follow::Programs>>,
     forced: &[String],
-) -> Result<()> {
-    for iface in ifaces {
-        let idx = iface::ifindex(iface).with_context(|| format!("interface {iface}"))?;
-        let native = attached.iter().any(|a| &a.iface == iface && a.mode == aya::programs::XdpMode::Driver);
-        let capable = forced.contains(iface) || iface::xdp_transmit_capable(iface);
-        let caps = if native && capable { IF_F_TX | IF_F_REDIRECT } else { 0 };
-        writer.set_interface_caps(idx, caps).context("writing the interface map and the devmap")?;
-        info!(%iface, ifindex = idx, xdp_transmit = caps != 0, "interface ready");
+    inherited: std::collections::HashMap<String, u32>,
+) -> Result<(xdp_paths::Receiver, xdp_paths::Table)> {
+    let decider = xdp_paths::Decider::new(forced.to_vec(), inherited);
+    let table = xdp_paths::Table::default();
+    for (name, mode) in xdp_paths::modes(programs) {
+        let change = decider.decide(&name, mode).with_context(|| format!("interface {name}: gone"))?;
+        xdp_paths::apply(writer, &table, &change).context("writing the interface map and the devmap")?;
     }
-    Ok(())
+    Ok((xdp_paths::spawn(decider, programs.clone(), table.clone()), table))
 }
 
 /// This node's tag for the XDP→tc hand-off (`Settings::node_tag`): the one
@@ -370,8 +372,9 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
             desired::Update { state: cfg.state.clone(), seed: None, origin: desired::Origin::Start, applied: None };
         desired::apply(&mut writer, &health, &start).context("programming the services")?;
     }
+    // Read before this agent's record replaces it.
+    let inherited = status::recorded_modes(&args.pin_path);
     let mut attached = attach::attach_all(&mut ebpf, &ifaces, args.xdp_mode, &args.pin_path)?;
-    program_interfaces(&mut writer, &ifaces, &attached, &args.xdp_transmit)?;
     if args.interface_default_route {
         crate::host::defroute::spawn_watch(default_route_ifaces);
     }
@@ -394,17 +397,21 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
         follow::spawn(programs.clone(), patterns, ifaces.clone(), args.xdp_mode, args.pin_path.clone());
     }
     attach::release_stale(&args.pin_path, &programs.lock().unwrap_or_else(std::sync::PoisonError::into_inner).attached);
+    let (mut path_changes, paths) = program_interfaces(&mut writer, &programs, &args.xdp_transmit, inherited)?;
 
     let snapshot = {
         let (programs, health) = (programs.clone(), health.clone());
         move || status::Snapshot {
-            interfaces: programs
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .attached
-                .iter()
-                .map(|a| (a.iface.clone(), status::mode_code(a.mode)))
-                .collect(),
+            interfaces: {
+                let paths = paths.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                xdp_paths::modes(&programs)
+                    .into_iter()
+                    .map(|(name, mode)| {
+                        let path = paths.get(&name).map_or(0, |p| p.code());
+                        (name, status::mode_code(mode), path)
+                    })
+                    .collect()
+            },
             last_apply: health.last_apply(),
         }
     };
@@ -433,7 +440,7 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
                 announce_tx,
                 args.announce.clone(),
             ));
-            desired::apply_loop(&mut writer, &health, received, &mut announcer, done).await;
+            desired::apply_loop(&mut writer, &health, received, &mut announcer, &mut path_changes, done).await;
             withdraw_routes(&mut announcer, keep_announced).await;
             producer.abort();
         }
@@ -447,7 +454,7 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
                 announce_tx,
                 terminated(signals.stop.clone()),
             ));
-            desired::apply_loop(&mut writer, &health, received, &mut announcer, done).await;
+            desired::apply_loop(&mut writer, &health, received, &mut announcer, &mut path_changes, done).await;
             withdraw_routes(&mut announcer, keep_announced).await;
             // Stops with the same signal (releasing the Lease), or has
             // stopped on an error, which is the agent's.

@@ -276,10 +276,19 @@ pub fn status(st: &crate::status::Status, out: Output) -> Result<()> {
             line
         }
     };
+    // One line per interface, under the first.
+    let paths = if st.attachments.is_empty() {
+        "none".into()
+    } else {
+        let lines: Vec<String> =
+            st.attachments.iter().map(|a| format!("{}: {} ({})", a.interface, a.path, a.path_reason)).collect();
+        lines.join(&format!("\n{:16}", ""))
+    };
     let vips = if st.announced_vips.is_empty() { "none".into() } else { st.announced_vips.join(", ") };
     for (key, value) in [
         ("agent", agent),
         ("interfaces", ifaces),
+        ("transmit paths", paths),
         ("last apply", apply),
         ("announced VIPs", vips),
         ("pin path", st.pin_path.clone()),

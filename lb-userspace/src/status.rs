@@ -67,10 +67,7 @@ fn open(pin_path: &Path) -> Result<Array<MapData, AgentRecord>> {
 /// link taken over from it (the takeover does not tell the mode).
 pub fn recorded_mode(pin_path: &Path, iface: &str) -> Option<aya::programs::XdpMode> {
     use aya::programs::XdpMode;
-    let record = open(pin_path).ok()?.get(&0, 0).ok()?;
-    let i =
-        record.ifaces[..(record.iface_count as usize).min(AGENT_IFACES)].iter().find(|i| get_str(&i.name) == iface)?;
-    match i.mode {
+    match *recorded_modes(pin_path).get(iface)? {
         XDP_MODE_NATIVE => Some(XdpMode::Driver),
         XDP_MODE_GENERIC => Some(XdpMode::Skb),
         XDP_MODE_OFFLOAD => Some(XdpMode::Hardware),
@@ -115,8 +112,9 @@ fn get_str(buf: &[u8]) -> String {
 
 /// What the agent reports at each heartbeat.
 pub struct Snapshot {
-    /// Attached interfaces and their `XDP_MODE_*`.
-    pub interfaces: Vec<(String, u32)>,
+    /// Attached interfaces, their `XDP_MODE_*` and their transmit path
+    /// (`host::xdp_path::Path` code).
+    pub interfaces: Vec<(String, u32, u32)>,
     /// The last apply.
     pub last_apply: Option<LastApply>,
 }
@@ -183,12 +181,12 @@ impl Recorder {
         r.heartbeat_unix = crate::metrics::unix_now();
         r.iface_count = snap.interfaces.len().min(AGENT_IFACES) as u32;
         r.ifaces = [AgentIface::EMPTY; AGENT_IFACES];
-        for (slot, (name, mode)) in r.ifaces.iter_mut().zip(&snap.interfaces) {
+        for (slot, (name, mode, path)) in r.ifaces.iter_mut().zip(&snap.interfaces) {
             let mode =
                 if *mode == XDP_MODE_UNKNOWN { self.inherited.get(name).copied().unwrap_or(*mode) } else { *mode };
             let mut n = [0u8; IFNAME_LEN];
             put_str(&mut n, name);
-            *slot = AgentIface { name: n, mode, _pad: 0 };
+            *slot = AgentIface { name: n, mode, path: *path };
         }
         if let Some(a) = &snap.last_apply {
             r.apply_unix = a.unix;
@@ -224,6 +222,31 @@ pub struct Attachment {
     pub interface: String,
     /// `native`, `generic`, `offload` or `unknown`.
     pub xdp_mode: String,
+    /// How packets leave through it: `xdp-redirect` (XDP transmits into
+    /// it: zero-copy), `tc-redirect` (XDP_PASS, then the tc program sends
+    /// it) or `unknown`.
+    pub path: String,
+    /// Why that path, e.g. `kernel reports ndo_xmit: peer has XDP or NAPI`.
+    pub path_reason: String,
+}
+
+impl Attachment {
+    fn new(interface: String, mode: u32, path: u32) -> Self {
+        let path = crate::host::xdp_path::Path::from_code(path);
+        Self {
+            interface,
+            xdp_mode: mode_name(mode).into(),
+            path: path.name().into(),
+            path_reason: path.reason().into(),
+        }
+    }
+}
+
+/// The XDP modes the last agent recorded for its interfaces (before this
+/// agent writes its own record), for the links it takes over.
+pub fn recorded_modes(pin_path: &Path) -> HashMap<String, u32> {
+    let Some(r) = open(pin_path).ok().and_then(|m| m.get(&0, 0).ok()) else { return HashMap::new() };
+    r.ifaces[..(r.iface_count as usize).min(AGENT_IFACES)].iter().map(|i| (get_str(&i.name), i.mode)).collect()
 }
 
 /// The last apply, as `xlb status` shows it.
@@ -306,7 +329,7 @@ pub fn read(pin_path: &Path) -> Status {
         if map_dir(pin_path).exists() {
             st.state = "unknown".into();
         }
-        st.attachments = kept.iter().map(|i| Attachment { interface: i.clone(), xdp_mode: "unknown".into() }).collect();
+        st.attachments = kept.iter().map(|i| Attachment::new(i.clone(), XDP_MODE_UNKNOWN, 0)).collect();
         st.interfaces = kept;
         return st;
     };
@@ -326,21 +349,19 @@ pub fn read(pin_path: &Path) -> Status {
     };
     st.started_unix = Some(r.started_unix);
     st.heartbeat_age_seconds = (r.state == AGENT_RUNNING).then_some(age_ms as f64 / 1000.0);
-    let recorded: Vec<(String, u32)> =
-        r.ifaces[..(r.iface_count as usize).min(AGENT_IFACES)].iter().map(|i| (get_str(&i.name), i.mode)).collect();
-    let attached: Vec<(String, u32)> = if st.running {
+    let recorded: Vec<(String, u32, u32)> = r.ifaces[..(r.iface_count as usize).min(AGENT_IFACES)]
+        .iter()
+        .map(|i| (get_str(&i.name), i.mode, i.path))
+        .collect();
+    let attached: Vec<(String, u32, u32)> = if st.running {
         recorded
     } else {
         kept.into_iter()
-            .map(|k| {
-                let mode = recorded.iter().find(|(n, _)| *n == k).map_or(XDP_MODE_UNKNOWN, |(_, m)| *m);
-                (k, mode)
-            })
+            .map(|k| recorded.iter().find(|(n, ..)| *n == k).cloned().unwrap_or((k, XDP_MODE_UNKNOWN, 0)))
             .collect()
     };
-    st.interfaces = attached.iter().map(|(n, _)| n.clone()).collect();
-    st.attachments =
-        attached.into_iter().map(|(interface, m)| Attachment { interface, xdp_mode: mode_name(m).into() }).collect();
+    st.interfaces = attached.iter().map(|(n, ..)| n.clone()).collect();
+    st.attachments = attached.into_iter().map(|(interface, m, p)| Attachment::new(interface, m, p)).collect();
     if r.apply_result != APPLY_NONE {
         st.last_apply = Some(ApplyView {
             time_unix: r.apply_unix,

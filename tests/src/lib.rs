@@ -41,6 +41,7 @@ pub mod packet;
 mod servers;
 mod topology;
 mod traffic;
+pub mod xdp_pass;
 
 pub use agent::{read_pipes, run_xlb, xlb_binary, Agent, ConfigFile, PinDir};
 pub use netns::Netns;

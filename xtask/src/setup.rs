@@ -6,6 +6,7 @@
 //!   nightly (no dated nightly is pinned);
 //! * bpffs mounted at `/sys/fs/bpf` (as root);
 //! * `ip` from iproute2 (as root, through apt-get) for the tests and demo;
+//! * `ethtool` (as root, through apt-get) for the transmit-path tests;
 //! * `kubectl` (as root, through apt-get) for the Kubernetes tests;
 //! * BIRD 2 (`bird`, `birdc`; Debian's `bird2`, as root, through apt-get)
 //!   for the BGP announcement tests (`--announce bgp`);
@@ -27,6 +28,7 @@ pub fn setup() -> Result<()> {
     ensure_bpf_linker()?;
     ensure_bpffs()?;
     ensure_iproute2()?;
+    ensure_ethtool()?;
     ensure_kubectl()?;
     ensure_bird2()?;
     ensure_podman()?;
@@ -213,6 +215,21 @@ fn ensure_iproute2() -> Result<()> {
     ensure_as_root(present, say, || {
         run(&mut apt_get(&["update"]))?;
         run(&mut apt_get(&["install", "-y", "iproute2"]))
+    })
+}
+
+/// `ethtool`: the tests turn a veth's GRO or checksum offload on and off
+/// with it (the transmit-path tests).
+fn ensure_ethtool() -> Result<()> {
+    let present = Command::new("ethtool").arg("--version").output().is_ok_and(|o| o.status.success());
+    let say = [
+        "ethtool: present",
+        "ethtool: missing; the integration tests need it (apt-get install ethtool, as root)",
+        "ethtool: missing, installing it",
+    ];
+    ensure_as_root(present, say, || {
+        run(&mut apt_get(&["update"]))?;
+        run(&mut apt_get(&["install", "-y", "ethtool"]))
     })
 }
 

@@ -175,8 +175,9 @@ pub enum Cmd {
     /// packet as it would leave.
     #[command(after_help = examples::TRACE)]
     Trace(Box<crate::cli::trace::TraceArgs>),
-    /// Is an agent running; attached interfaces and XDP modes; last apply;
-    /// announced VIPs (exit 1 when no agent runs).
+    /// Is an agent running; attached interfaces, XDP modes and transmit
+    /// paths (xdp-redirect or tc-redirect, and why); last apply; announced
+    /// VIPs (exit 1 when no agent runs).
     #[command(after_help = examples::STATUS)]
     Status {
         /// Output flags.

@@ -61,7 +61,9 @@ pub fn driver(name: &str) -> io::Result<String> {
 
 /// Drivers whose native XDP transmit (XDP_TX / XDP_REDIRECT into them)
 /// depends on setup the agent cannot see or make (e.g. a veth needs an XDP
-/// program or NAPI on its peer, which lives in a pod's namespace).
+/// program or NAPI on its peer, which lives in a pod's namespace). Asked
+/// only on kernels that do not report XDP features (`host::xdp_features`,
+/// before Linux 6.3).
 const SKB_ONLY_DRIVERS: &[&str] =
     &["veth", "bridge", "tun", "dummy", "vxlan", "macvlan", "ipvlan", "bonding", "geneve", "wireguard", ""];
 

@@ -9,3 +9,5 @@ pub mod iface;
 pub mod netwatch;
 pub mod routegen;
 pub mod rtnetlink;
+pub mod xdp_features;
+pub mod xdp_path;

@@ -99,6 +99,7 @@ pub async fn apply_loop(
     health: &Health,
     mut updates: mpsc::Receiver<Update>,
     announce: &mut Announcer,
+    paths: &mut crate::agent::xdp_paths::Receiver,
     done: impl Future<Output = ()>,
 ) {
     let mut done = std::pin::pin!(done);
@@ -129,6 +130,7 @@ pub async fn apply_loop(
                 }
             }
             () = announce.changed() => announce.sync(writer),
+            change = paths.next() => paths.apply(writer, &change),
             () = routes.next(), if writer.has_unroutable() => crate::agent::retry_unroutable(writer),
             () = &mut done => return,
         }

@@ -101,7 +101,7 @@ pub enum WriteError {
         #[source]
         source: MapError,
     },
-    /// Adding an interface to the devmap failed.
+    /// Adding an interface to the devmap, or removing it, failed.
     #[error("writing map XLB_TX_PORTS: {0}")]
     Devmap(#[source] aya::maps::xdp::XdpMapError),
     /// The number of possible CPUs (for per-CPU counters) is unknown.
@@ -234,13 +234,23 @@ impl MapWriter {
 
     /// Records what XDP may do on interface `ifindex` (`XLB_IFACES`:
     /// `IF_F_*` bits); with `IF_F_REDIRECT` the interface also enters the
-    /// devmap (`XLB_TX_PORTS`) that redirects into it.
+    /// devmap (`XLB_TX_PORTS`) that redirects into it, without it the
+    /// interface leaves the devmap. The devmap changes first when the
+    /// interface gains the bit and last when it loses it: the next-hop cache
+    /// may still hold the old bits for a moment, and a redirect into an
+    /// interface that is not in the devmap fails over to the kernel's path.
     pub fn set_interface_caps(&mut self, ifindex: u32, caps: u32) -> Result<(), WriteError> {
-        self.maps.ifaces.insert(ifindex, caps, 0).map_err(map_err(lb_common::names::IFACES))?;
         if caps & lb_common::IF_F_REDIRECT != 0 {
             self.maps.tx_ports.insert(ifindex, ifindex, None, 0).map_err(WriteError::Devmap)?;
+            self.maps.ifaces.insert(ifindex, caps, 0).map_err(map_err(lb_common::names::IFACES))?;
+            return Ok(());
         }
-        Ok(())
+        self.maps.ifaces.insert(ifindex, caps, 0).map_err(map_err(lb_common::names::IFACES))?;
+        match self.maps.tx_ports.remove(ifindex) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Err(aya::maps::MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+            Err(e) => Err(WriteError::Devmap(e.into())),
+        }
     }
 }
 

@@ -38,13 +38,15 @@ impl Bench {
         }
         let config = self.tmp.join("xlb.yaml");
         std::fs::write(&config, yaml)?;
-        progress(&format!("starting {} agent in the lb namespace (l1, b0, b1; --xdp-transmit b0 b1)", bin.display()));
+        progress(&format!("starting {} agent in the lb namespace (l1, b0, b1)", bin.display()));
         let mut cmd = Command::new(&bin);
         cmd.arg("agent").arg("--config").arg(&config);
         for i in ["l1", "b0", "b1"] {
             cmd.args(["--interface", i]);
         }
-        cmd.args(["--xdp-transmit", "b0", "--xdp-transmit", "b1", "--metrics-addr", "127.0.0.1:9464"]);
+        // The contract's flags only: the agent finds by itself that the
+        // backends' veths take XDP frames (their peers run `sink`).
+        cmd.args(["--metrics-addr", "127.0.0.1:9464"]);
         cmd.arg("--pin-path").arg(&self.pins);
         cmd.args(&args.agent_args);
         let mut agent = Proc::spawn(&self.lb, "xlb agent", cmd)?;
@@ -65,7 +67,35 @@ impl Bench {
             std::thread::sleep(Duration::from_millis(100));
         }
         self.agent = Some(agent);
+        self.check_paths(&bin);
         Ok(())
+    }
+
+    /// Logs the transmit path `xlb status` shows per interface; a note in
+    /// the results when a backend's veth does not get XDP_REDIRECT.
+    fn check_paths(&mut self, bin: &Path) {
+        let out = Command::new(bin).args(["status", "-o", "json", "--pin-path"]).arg(&self.pins).output();
+        let status: Option<serde_json::Value> = out.ok().and_then(|o| serde_json::from_slice(&o.stdout).ok());
+        let paths: Vec<(String, String)> = status
+            .as_ref()
+            .and_then(|v| v["attachments"].as_array())
+            .map(|all| {
+                all.iter()
+                    .map(|a| {
+                        let s = |k: &str| a[k].as_str().unwrap_or("?").to_string();
+                        (s("interface"), format!("{} ({})", s("path"), s("path_reason")))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let shown: Vec<String> = paths.iter().map(|(i, p)| format!("{i}: {p}")).collect();
+        progress(&format!("xlb transmit paths: {}", shown.join("; ")));
+        for b in ["b0", "b1"] {
+            let p = paths.iter().find(|(i, _)| i == b).map_or("not shown by xlb status", |(_, p)| p.as_str());
+            if !p.starts_with("xdp-redirect") {
+                self.notes.push(format!("xlb sends into {b} by {p}, not XDP_REDIRECT"));
+            }
+        }
     }
 
     pub(crate) fn nft(&self, args: &[&str]) -> Result<String> {
