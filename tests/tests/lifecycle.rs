@@ -335,6 +335,8 @@ fn kill_9_under_traffic_keeps_forwarding_and_the_next_agent_adopts() {
     let status = cli_json(env.agent(), &["status", "-o", "json"]);
     for a in status["attachments"].as_array().expect("attachments in xlb status") {
         assert_eq!(a["xdp_mode"], "native", "the mode of an adopted link: {status}");
+        let reason = a["path_reason"].as_str().unwrap_or_default();
+        assert!(!reason.is_empty() && !reason.contains("not known"), "the path of an adopted link: {status}");
     }
     let packets_after = service(env.agent(), "dns").unwrap()["packets"].as_u64().unwrap();
     assert!(packets_after > packets_before, "counters kept and counting: {packets_before} -> {packets_after}");
