@@ -2,7 +2,7 @@
 
 use std::net::Ipv4Addr;
 
-use crate::topology::{VIP_NFT, VIP_PRESERVE, VIP_PROXY, VIP_SINK, VIP_SNAT};
+use crate::topology::{VIP_NFT, VIP_PRESERVE, VIP_PROXY, VIP_SINK, VIP_SNAT, VIP_UNTRACKED};
 
 /// The generator's traffic: how long its flows live.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,10 +53,12 @@ pub(crate) enum Case {
     NftNew,
     XlbPreserveFlows10,
     NftFlows10,
+    /// xlb's `flow_tracking: none` service, every packet a new flow.
+    XlbUntrackedNew,
 }
 
 impl Case {
-    pub(crate) const ALL: [Case; 11] = [
+    pub(crate) const ALL: [Case; 12] = [
         Case::Ceiling,
         Case::MinFwd,
         Case::XlbSnat,
@@ -68,12 +70,13 @@ impl Case {
         Case::NftNew,
         Case::XlbPreserveFlows10,
         Case::NftFlows10,
+        Case::XlbUntrackedNew,
     ];
 
     /// The generator's traffic toward this case.
     pub(crate) fn traffic(self) -> Traffic {
         match self {
-            Case::MinFwdNew | Case::XlbPreserveNew | Case::NftNew => Traffic::NewPerPacket,
+            Case::MinFwdNew | Case::XlbPreserveNew | Case::NftNew | Case::XlbUntrackedNew => Traffic::NewPerPacket,
             Case::XlbPreserveFlows10 | Case::NftFlows10 => Traffic::Flows10,
             _ => Traffic::Flood,
         }
@@ -111,6 +114,7 @@ impl Case {
             Case::NftNew => "nft_dnat_new_flows",
             Case::XlbPreserveFlows10 => "xlb_preserve_flows_of_10",
             Case::NftFlows10 => "nft_dnat_flows_of_10",
+            Case::XlbUntrackedNew => "xlb_untracked_new_flows",
         }
     }
 
@@ -127,6 +131,7 @@ impl Case {
             Case::NftNew => "new flow/packet: nftables DNAT",
             Case::XlbPreserveFlows10 => "10-packet flows: xlb, preserve",
             Case::NftFlows10 => "10-packet flows: nftables DNAT",
+            Case::XlbUntrackedNew => "new flow/packet: xlb, untracked",
         }
     }
 
@@ -138,6 +143,7 @@ impl Case {
             Case::XlbSnat => (1, VIP_SNAT),
             Case::XlbPreserve | Case::XlbPreserveNew | Case::XlbPreserveFlows10 => (1, VIP_PRESERVE),
             Case::Nft | Case::NftNew | Case::NftFlows10 => (2, VIP_NFT),
+            Case::XlbUntrackedNew => (1, VIP_UNTRACKED),
             Case::Nginx => (2, VIP_PROXY),
         }
     }
