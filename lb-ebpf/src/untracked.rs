@@ -17,7 +17,7 @@ use aya_ebpf::{
     macros::map,
     maps::{LruHashMap, PerCpuArray},
 };
-use lb_common::{Backend, FlowKey, Reverse, ServiceKey, BE_F_ACTIVE, MAX_BACKENDS, SVC_F_SNAT, SVC_F_UNTRACKED};
+use lb_common::{Backend, FlowKey, Reverse, Service, ServiceKey, BE_F_ACTIVE, MAX_BACKENDS, SVC_F_SNAT, SVC_F_UNTRACKED};
 
 use crate::{maps::BACKENDS, scratch::Scratch, trace, words};
 
@@ -43,6 +43,54 @@ static NOTES: LruHashMap<ServiceKey, Note> = LruHashMap::with_max_entries(MAX_BA
 #[map(name = "XLB_UNTRACKED_REV")]
 static REV: PerCpuArray<Reverse> = PerCpuArray::with_max_entries(1, 0);
 
+/// Slots of [`KNOWN`] (a power of two).
+const KNOWN_SLOTS: u32 = 16;
+
+/// A service key found untracked, and its service id.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Known {
+    pub key: ServiceKey,
+    pub id: u32,
+}
+
+/// This CPU's untracked service keys, direct-mapped by the VIP's last bytes
+/// and the port: a packet to one of them skips the connection-table lookup
+/// (which could only miss) and finds its service by id (an array read).
+#[map(name = "XLB_UNTRACKED_KNOWN")]
+static KNOWN: PerCpuArray<Known> = PerCpuArray::with_max_entries(KNOWN_SLOTS, 0);
+
+#[inline(always)]
+fn known_slot(key: &ServiceKey) -> u32 {
+    let a = &key.addr;
+    (u32::from_ne_bytes([a[12], a[13], a[14], a[15]]) ^ u32::from(key.port)) & (KNOWN_SLOTS - 1)
+}
+
+/// The service of `key` when this CPU saw it untracked and it still is
+/// (checked against `XLB_SVC_SLOTS`): no connection entry to look up.
+#[inline(always)]
+pub fn known(key: &ServiceKey) -> Option<&'static Service> {
+    let k = KNOWN.get(known_slot(key))?;
+    if !words::service_key_eq(&k.key, key) {
+        return None;
+    }
+    let sl = crate::maps::SERVICE_SLOTS.get(k.id)?;
+    (sl.svc.id == k.id && applies(sl.svc.flags) && words::service_key_eq(&sl.key, key)).then_some(&sl.svc)
+}
+
+/// Remembers on this CPU that `key` is the untracked service `id`.
+#[inline(always)]
+fn remember(key: &ServiceKey, id: u32) {
+    if let Some(k) = KNOWN.get_ptr_mut(known_slot(key)) {
+        // SAFETY: per-CPU slot, no concurrent writer on this CPU.
+        let k = unsafe { &mut *k };
+        if k.id != id || !words::service_key_eq(&k.key, key) {
+            k.key = *key;
+            k.id = id;
+        }
+    }
+}
+
 /// The service is served without flow tracking.
 #[inline(always)]
 pub fn applies(flags: u32) -> bool {
@@ -58,6 +106,7 @@ pub fn note(s: &Scratch, be: &Backend, service_id: u32) {
     }
     let (k, backend_id) = (&s.pkt.key, s.backend_id);
     let vip = words::service_key(words::get(k.dst_aligned()), k.dport, k.proto);
+    remember(&vip, service_id);
     let key = words::service_key(words::get(be.addr_aligned()), be.port, k.proto);
     // SAFETY: map value pointer valid for this program run.
     if let Some(n) = NOTES.get_ptr(&key).map(|p| unsafe { &*p }) {

@@ -80,7 +80,12 @@ pub fn process(ctx: &XdpContext) -> Result<u32, ()> {
     let mut flow = None;
     let mut svc = None;
     s.from_cache = false;
-    if looked {
+    // A service this CPU found untracked (`flow_tracking: none`) has no
+    // connection entry to look up.
+    let untracked_svc = if looked { untracked::known(&key) } else { None };
+    if untracked_svc.is_some() {
+        svc = untracked_svc;
+    } else if looked {
         s.epoch = flowcache::epoch();
         // Packets that change a flow's state take the table itself.
         let steady = !pkt_changes_state(&s.pkt);

@@ -151,3 +151,20 @@ case!(untracked_removed_backend_moves_only_its_flows, |lab| {
     assert!(moved * 20 <= others, "{moved} of {others} flows of the remaining backends moved (over 5%)");
     assert_eq!((lab.flow_count(), lab.reverse_count()), (0, 0));
 });
+
+case!(a_service_tracked_again_records_its_flows_at_once, |lab| {
+    // Untracked: this CPU learns that VIP4:53 needs no flow lookup...
+    three(lab, Udp, FlowTracking::None, &ALL3);
+    send_untracked(lab, 35000..35010);
+    assert_eq!(lab.flow_count(), 0);
+    // ...which must not outlive the service's flag.
+    three(lab, Udp, FlowTracking::Full, &ALL3);
+    let pkt = client_pkt(Udp, &sa(CLIENT4, 35000), &sa(VIP4, 53), 0);
+    lab.run(&pkt.build()).expect(XDP_PASS, &[Stat::FlowNew, Stat::FwdKernel]);
+    lab.run(&pkt.build()).expect(XDP_PASS, &[Stat::FlowHit, Stat::FwdKernel]);
+    assert_eq!(lab.flow_count(), 1);
+    // And untracked once more: nothing recorded again.
+    three(lab, Udp, FlowTracking::None, &ALL3);
+    send_untracked(lab, 35100..35110);
+    assert_eq!(lab.flow_count(), 1);
+});
