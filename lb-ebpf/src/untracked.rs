@@ -17,7 +17,9 @@ use aya_ebpf::{
     macros::map,
     maps::{LruHashMap, PerCpuArray},
 };
-use lb_common::{Backend, FlowKey, Reverse, Service, ServiceKey, BE_F_ACTIVE, MAX_BACKENDS, SVC_F_SNAT, SVC_F_UNTRACKED};
+use lb_common::{
+    Backend, FlowKey, Reverse, Service, ServiceKey, BE_F_ACTIVE, MAX_BACKENDS, SVC_F_SNAT, SVC_F_UNTRACKED,
+};
 
 use crate::{maps::BACKENDS, scratch::Scratch, trace, words};
 

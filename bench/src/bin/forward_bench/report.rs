@@ -97,8 +97,13 @@ pub(crate) fn targets(udp: &BTreeMap<Case, Vec<Sample>>) -> Vec<(String, f64, f6
         }
     }
     // Churn: new flows per second against nftables DNAT's with the same traffic.
-    for (x, r, target) in [(Case::XlbPreserveNew, Case::NftNew, 3.0), (Case::XlbPreserveFlows10, Case::NftFlows10, 3.0)]
-    {
+    for (x, r, target) in [
+        (Case::XlbPreserveNew, Case::NftNew, 3.0),
+        (Case::XlbPreserveFlows10, Case::NftFlows10, 3.0),
+        (Case::XlbUntrackedNew, Case::NftNew, 3.0),
+        // flow_tracking: none against xlb's own established rate.
+        (Case::XlbUntrackedNew, Case::XlbPreserve, 0.8),
+    ] {
         if udp.contains_key(&x) && udp.contains_key(&r) {
             t.push((format!("{} / {}", x.key(), r.key()), target, run_ratio(udp, x, r)));
         }
