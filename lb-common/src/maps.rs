@@ -208,6 +208,13 @@ pub const SVC_F_IPV6: u32 = 2;
 /// `XLB_RANGES` reach it (`loadBalancerSourceRanges`); without the flag the
 /// data path does no range lookup at all.
 pub const SVC_F_RANGES: u32 = 4;
+/// `Service::flags`: `flow_tracking: none` (Katran's LRU bypass). Every
+/// packet picks its backend from the lookup table; no connection or reverse
+/// entry is written or used. Only without `SVC_F_SNAT` and without affinity
+/// (the agent never sets it with either; a data path given both ignores
+/// this flag). Replies (source preserved) are translated from the backend's
+/// (address, port, protocol) alone, which the agent keeps unambiguous.
+pub const SVC_F_UNTRACKED: u32 = 8;
 
 /// Service value, read by the data path on every packet to a VIP.
 #[repr(C)]

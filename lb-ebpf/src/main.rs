@@ -28,6 +28,7 @@ mod runtime;
 mod scratch;
 mod stats;
 mod trace;
+mod untracked;
 mod words;
 mod xdp;
 

@@ -26,7 +26,7 @@ use crate::{
     reject::{reject, too_big},
     scratch::{self, Scratch},
     stats::{bump, count},
-    trace, words,
+    trace, untracked, words,
 };
 
 const NS: u64 = 1_000_000_000;
@@ -80,7 +80,12 @@ pub fn process(ctx: &XdpContext) -> Result<u32, ()> {
     let mut flow = None;
     let mut svc = None;
     s.from_cache = false;
-    if looked {
+    // A service this CPU found untracked (`flow_tracking: none`) has no
+    // connection entry to look up.
+    let untracked_svc = if looked { untracked::known(&key) } else { None };
+    if untracked_svc.is_some() {
+        svc = untracked_svc;
+    } else if looked {
         s.epoch = flowcache::epoch();
         // Packets that change a flow's state take the table itself.
         let steady = !pkt_changes_state(&s.pkt);
@@ -108,9 +113,13 @@ pub fn process(ctx: &XdpContext) -> Result<u32, ()> {
             verdict => verdict,
         });
     }
-    if let Some(rev) = REVERSE.get_ptr_mut(&s.pkt.key) {
-        // SAFETY: map value pointer valid for this program run.
-        return Ok(match reply(ctx, s, unsafe { &mut *rev }) {
+    // A tracked flow's reverse entry, else the translation of a
+    // `flow_tracking: none` service's reply (one call site of `reply`: the
+    // verifier walks each call's body again).
+    // SAFETY: map value pointer valid for this program run.
+    let rev = REVERSE.get_ptr_mut(&s.pkt.key).map(|p| unsafe { &mut *p });
+    if let Some(rev) = rev.or_else(|| untracked::reply_entry(&s.pkt.key)) {
+        return Ok(match reply(ctx, s, rev) {
             TOO_BIG => too_big(ctx, s),
             verdict => verdict,
         });
@@ -403,7 +412,17 @@ fn to_backend(
         return xdp_action::XDP_DROP;
     }
     let snat = svc.flags & SVC_F_SNAT != 0;
-    let be = if let Some(be) = existing(s, svc, flow.as_deref_mut(), looked) {
+    let be = if untracked::applies(svc.flags) {
+        // `flow_tracking: none`: the lookup table picks for every packet;
+        // nothing is recorded but the backend's reply translation.
+        let Some(be) = pick(s, svc) else {
+            trace::record(|r| r.reason = REASON_NO_BACKEND);
+            return NO_BACKEND;
+        };
+        trace::record(|r| r.reason = REASON_SLOT);
+        untracked::note(s, be, svc.id);
+        be
+    } else if let Some(be) = existing(s, svc, flow.as_deref_mut(), looked) {
         bump(Stat::FlowHit);
         trace::record(|r| r.reason = REASON_FLOW);
         be
@@ -459,7 +478,8 @@ fn to_backend(
     finish(ctx, s)
 }
 
-/// Backend → client reply of a tracked flow: translate back, send.
+/// Backend → client reply of a tracked flow (or of a `flow_tracking: none`
+/// service: `untracked::reply_entry`): translate back, send.
 #[inline(never)]
 fn reply(ctx: &XdpContext, s: &mut Scratch, rev: &mut Reverse) -> u32 {
     let now = s.now;

@@ -15,7 +15,8 @@
 //! `passed` (what goes to the kernel untouched), `icmp` (ICMP errors of
 //! translated flows), `checksums`, `paths` (XDP_TX/redirect/kernel, MTU),
 //! `affinity` (client-IP affinity, source ranges), `l2` (ARP/NDP answers for
-//! announced VIPs), `fuzz_found` (regressions found by `tests/fuzz.rs`); `frame` builds the frames with etherparse and
+//! announced VIPs), `fuzz_found` (regressions found by `tests/fuzz.rs`), `untracked` (`flow_tracking: none`
+//! services); `frame` builds the frames with etherparse and
 //! `frame_decode` reads them back (checksums recomputed by etherparse),
 //! `harness` runs them and `output` checks what came out.
 //!
@@ -38,6 +39,7 @@ use lb_common::{
 };
 use passed::dns_service;
 use xlb::state::model::{
+    FlowTracking,
     Protocol::{self, Tcp, Udp},
     SourceMode::{self, Preserve, Snat},
 };
@@ -131,3 +133,5 @@ mod paths;
 mod reject_share;
 #[path = "datapath/snat.rs"]
 mod snat;
+#[path = "datapath/untracked.rs"]
+mod untracked;

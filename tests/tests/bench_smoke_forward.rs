@@ -63,7 +63,16 @@ fn forward_bench_quick_produces_numbers() {
         .unwrap_or_else(|e| panic!("forward_bench wrote no valid JSON ({e}): {text:?}\nstdout:\n{out}"));
 
     let udp = report["udp"].as_array().expect("udp rows");
-    for key in ["generator", "min_fwd", "xlb_snat", "xlb_preserve"] {
+    for key in [
+        "generator",
+        "min_fwd",
+        "xlb_snat",
+        "xlb_preserve",
+        "min_fwd_new_flows",
+        "xlb_preserve_new_flows",
+        "xlb_preserve_flows_of_10",
+        "xlb_untracked_new_flows",
+    ] {
         assert!(udp.iter().any(|r| r["case"] == key), "no UDP row {key}: {report:#}");
     }
     for row in udp {

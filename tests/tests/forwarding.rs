@@ -95,6 +95,39 @@ fn preserve_keeps_the_client_address() {
     assert_eq!(tcp.len(), 3, "TCP (preserve) should reach all 3 backends: {tcp:?}");
 }
 
+/// Test 3b: a `flow_tracking: none` service (source: preserve) forwards real
+/// UDP flows over all three backends, the same flows again to the same
+/// backends, replies from the VIP to the client; it records no flow and no
+/// reverse entry (counter `flow_new` unchanged, `reply_translated` counts the answers).
+#[test]
+fn flow_tracking_none_forwards_and_translates_replies() {
+    let dns = svc("dns", Topology::VIP_V4.into(), 53, "udp", "preserve", &backends(Fam::V4, 0..3, UDP_BACKEND_PORT));
+    let yaml = config(&[dns.replace("    backends:", "    flow_tracking: none\n    backends:")]);
+    let mut env = Env::start(3, &yaml, &[]);
+    env.servers = udp_servers(&env.topo, Fam::V4, 0..3, UDP_BACKEND_PORT);
+    warm_up_udp(&env, vip4(53));
+    let client = |_: usize| Fam::V4.client();
+    let before = stats(env.agent());
+
+    let ports: Vec<u16> = (0..90).map(|i| 23000 + i).collect();
+    let first = udp_flows_backends(&env, Fam::V4, &ports, vip4(53), &client);
+    let spread = tally(&first);
+    assert_eq!(spread.len(), 3, "90 untracked UDP flows should reach all 3 backends: {spread:?}{}", env.diag());
+    let second = udp_flows_backends(&env, Fam::V4, &ports, vip4(53), &client);
+    assert_eq!(first, second, "the lookup table sends a tuple to the same backend every time{}", env.diag());
+
+    let after = stats(env.agent());
+    assert_eq!(counter(&after, "flow_new"), counter(&before, "flow_new"), "no flow recorded{}", env.diag());
+    assert_eq!(counter(&after, "flow_hit"), counter(&before, "flow_hit"), "no flow looked up{}", env.diag());
+    assert!(
+        counter(&after, "reply_translated") >= counter(&before, "reply_translated") + 180,
+        "every answer translated by the data path: reply {} -> {}{}",
+        counter(&before, "reply_translated"),
+        counter(&after, "reply_translated"),
+        env.diag()
+    );
+}
+
 fn ipv6(source: &str) {
     let yaml = config(&[
         svc("dns6", Topology::VIP_V6.into(), 53, "udp", source, &backends(Fam::V6, 0..3, UDP_BACKEND_PORT)),

@@ -148,7 +148,22 @@ pub struct GenConf {
     /// Source ports are `1024 + (random & port_mask)`: the number of ports
     /// (a power of two) minus one.
     pub port_mask: u32,
+    /// Non-zero: churn instead of random ports. Flow `n / flow_packets` of
+    /// this CPU's frame sequence `n` gets source port `1024 + id % 64512`
+    /// and source address last byte `2 + id / 64512 % 252` (the IPv4
+    /// checksum adjusted): every tuple of the pool of 16 M in turn, each for
+    /// `flow_packets` consecutive frames.
+    pub flow_packets: u32,
 }
+
+/// Frames `gen_full` sent on this CPU (its churn sequence).
+#[map(name = "BENCH_GEN_SEQ")]
+static GEN_SEQ: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// Source ports of the churn pool (1024..=65535).
+const CHURN_PORTS: u64 = 64512;
+/// Source address last bytes of the churn pool (2..=253).
+const CHURN_HOSTS: u64 = 252;
 
 #[map(name = "BENCH_GEN")]
 static GEN: Array<GenConf> = Array::with_max_entries(1, 0);
@@ -179,10 +194,39 @@ fn try_gen_full(ctx: &XdpContext) -> Option<u32> {
         *tail = u16::from_ne_bytes([t[0], t[1]]);
     }
     let port = at::<u16>(ctx, ETH_LEN + IP_LEN)?;
+    if conf.flow_packets != 0 {
+        return churn(ctx, conf, port);
+    }
     // SAFETY: helper without arguments or side effects on our state.
     let r = unsafe { aya_ebpf::helpers::bpf_get_prandom_u32() };
     // SAFETY: bounds checked by `at`; aligned as above.
     unsafe { *port = (1024 + (r & conf.port_mask) as u16).to_be() };
+    Some(xdp_action::XDP_TX)
+}
+
+/// `gen_full`'s churn: the next tuple of the pool (see `GenConf::flow_packets`).
+#[inline(always)]
+fn churn(ctx: &XdpContext, conf: &GenConf, port: *mut u16) -> Option<u32> {
+    let seq = GEN_SEQ.get_ptr_mut(0)?;
+    // SAFETY: per-CPU slot, no concurrent writer on this CPU.
+    let n = unsafe {
+        *seq += 1;
+        *seq
+    };
+    let id = n / u64::from(conf.flow_packets);
+    let host = (2 + id / CHURN_PORTS % CHURN_HOSTS) as u8;
+    // Source address bytes 2..4 (the checksummed word whose low byte changes).
+    let word = at::<[u8; 2]>(ctx, ETH_LEN + 14)?;
+    let csum = at::<[u8; 2]>(ctx, ETH_LEN + 10)?;
+    // SAFETY: bounds checked by `at`; aligned as above.
+    unsafe {
+        let old = u16::from_be_bytes(*word);
+        let new = (old & 0xff00) | u16::from(host);
+        let acc = u32::from(!u16::from_be_bytes(*csum)) + u32::from(!old) + u32::from(new);
+        *csum = (!fold(acc)).to_be_bytes();
+        *word = new.to_be_bytes();
+        *port = (1024 + (id % CHURN_PORTS) as u16).to_be();
+    }
     Some(xdp_action::XDP_TX)
 }
 

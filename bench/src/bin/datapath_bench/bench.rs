@@ -11,7 +11,7 @@ use aya::{
 use lb_common::{stats::STAT_COUNT, Stat, IF_F_REDIRECT, IF_F_TX};
 use xlb::{
     bpf::{maps::Maps, testrun::run_xdp, view::MapsView},
-    state::model::{BackendSpec, DesiredState, Protocol, ServiceSpec, SourceMode},
+    state::model::{BackendSpec, DesiredState, FlowTracking, Protocol, ServiceSpec, SourceMode},
     state::writer::MapWriter,
 };
 use xlb_bench::{stop::check_stop, BENCH_OBJECT};
@@ -19,8 +19,8 @@ use xlb_bench::{stop::check_stop, BENCH_OBJECT};
 use crate::frames::{frame, tuple_of, Frame, L4, TCP_ACK, TCP_SYN};
 use crate::harness::{fib_conf, FibConf, FwdConf, Target, Template, BENCH_PROGRAMS, MIN_FWD, NOP, TEMPLATE_MAX};
 use crate::{
-    mac, verdict_name, Opts, BACKEND4, BACKEND6, BACKEND_PORT, CLIENT4, CLIENT6, V0_MAC, V1_MAC, VIP4, VIP4_PRESERVE,
-    VIP6, XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_REDIRECT,
+    mac, verdict_name, Opts, BACKEND4, BACKEND6, BACKEND_PORT, CLIENT4, CLIENT6, UNTRACKED_PORT_OFFSET, V0_MAC, V1_MAC,
+    VIP4, VIP4_PRESERVE, VIP4_UNTRACKED, VIP6, XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_REDIRECT,
 };
 
 /// One measured class.
@@ -141,6 +141,23 @@ impl Bench {
                 spec("udp6", VIP6, 53, Protocol::Udp, SourceMode::Snat, backends_of(BACKEND6, b)),
                 spec("tcp6", VIP6, 80, Protocol::Tcp, SourceMode::Snat, backends_of(BACKEND6, b)),
                 spec("udp4-preserve", VIP4_PRESERVE, 53, Protocol::Udp, SourceMode::Preserve, backends_of(BACKEND4, b)),
+                ServiceSpec {
+                    flow_tracking: FlowTracking::None,
+                    ..spec(
+                        "udp4-untracked",
+                        VIP4_UNTRACKED,
+                        53,
+                        Protocol::Udp,
+                        SourceMode::Preserve,
+                        backends_of(BACKEND4, b)
+                            .into_iter()
+                            .map(|mut be| {
+                                be.addr.set_port(be.addr.port() + UNTRACKED_PORT_OFFSET);
+                                be
+                            })
+                            .collect(),
+                    )
+                },
             ],
         };
         writer.apply(&state).context("programming the services")?;
@@ -412,6 +429,21 @@ impl Bench {
         let f = frame(mac(CLIENT4), V0_MAC, sock(CLIENT4, 33000), sock(VIP4_PRESERVE, 53), L4::Udp);
         self.prime(&f, v0)?;
         self.measure("IPv4 UDP established (preserve)", &f, hit.goals(Some(170), Some(225)))?;
+
+        // flow_tracking: none (preserve): every packet picks, nothing is
+        // recorded; a new tuple every iteration costs what a repeated one does.
+        let untracked = Case::xlb(v0, XDP_REDIRECT, &[Stat::FwdRedirect]);
+        let f = frame(mac(CLIENT4), V0_MAC, sock(CLIENT4, 1024), sock(VIP4_UNTRACKED, 53), L4::Udp);
+        self.measure("IPv4 UDP new flow (flow_tracking: none)", &f, untracked.varied().goals(Some(170), None))?;
+        let f = frame(mac(CLIENT4), V0_MAC, sock(CLIENT4, 33000), sock(VIP4_UNTRACKED, 53), L4::Udp);
+        let out = self.prime(&f, v0)?;
+        let (src, dst) = tuple_of(&out).context("priming output is not IPv4")?;
+        let r = frame(mac(BACKEND4), V1_MAC, dst, src, L4::Udp);
+        self.measure(
+            "IPv4 UDP reply (flow_tracking: none)",
+            &r,
+            Case::xlb(v1, XDP_REDIRECT, &[Stat::Reply, Stat::FwdRedirect]),
+        )?;
 
         // Not for a VIP: passed to the kernel untouched.
         let not_vip = Case::xlb(v0, XDP_PASS, &[Stat::PassNotVip]);

@@ -91,6 +91,10 @@ pub(crate) const BACKEND4: &str = "10.2.0.5";
 pub(crate) const BACKEND6: &str = "fd00:2::5";
 pub(crate) const VIP4: &str = "192.0.2.10";
 pub(crate) const VIP4_PRESERVE: &str = "192.0.2.11";
+/// The `flow_tracking: none` service (source: preserve; backends on ports of
+/// their own, from `BACKEND_PORT + UNTRACKED_PORT_OFFSET`).
+pub(crate) const VIP4_UNTRACKED: &str = "192.0.2.12";
+pub(crate) const UNTRACKED_PORT_OFFSET: u16 = 1000;
 pub(crate) const VIP6: &str = "2001:db8::10";
 pub(crate) const BACKEND_PORT: u16 = 10000;
 

@@ -2,7 +2,39 @@
 
 use std::net::Ipv4Addr;
 
-use crate::topology::{VIP_NFT, VIP_PRESERVE, VIP_PROXY, VIP_SINK, VIP_SNAT};
+use crate::topology::{VIP_NFT, VIP_PRESERVE, VIP_PROXY, VIP_SINK, VIP_SNAT, VIP_UNTRACKED};
+
+/// The generator's traffic: how long its flows live.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Traffic {
+    /// `--ports` flows picked at random, every packet (the flood classes):
+    /// after the warm-up every flow is established.
+    Flood,
+    /// Every packet a new flow (DNS-like): a new (source address, port)
+    /// per packet from a pool of [`CHURN_POOL`] tuples.
+    NewPerPacket,
+    /// Flows of 10 consecutive packets, each a new tuple from the same pool.
+    Flows10,
+}
+
+/// Distinct tuples of the churn classes: 64512 source ports (1024..)
+/// times 252 source addresses (10.200.x.2..=253). They are used in turn, so
+/// a tuple comes back only after 16 M others: longer ago than any
+/// connection table holds (xlb's `--flow-table-size` is at most 64 M but 1 M
+/// by default; conntrack's `nf_conntrack_max` is smaller still), so the
+/// tables see no reuse.
+pub(crate) const CHURN_POOL: u64 = 64512 * 252;
+
+impl Traffic {
+    /// Packets per flow for the generator (0: the flood's random ports).
+    pub(crate) fn flow_packets(self) -> u32 {
+        match self {
+            Traffic::Flood => 0,
+            Traffic::NewPerPacket => 1,
+            Traffic::Flows10 => 10,
+        }
+    }
+}
 
 // ---------------------------------------------------------------- the cases
 
@@ -14,11 +46,60 @@ pub(crate) enum Case {
     XlbPreserve,
     Nft,
     Nginx,
+    /// Every packet a new flow, through the minimal forwarder (which keeps
+    /// no state: its baseline).
+    MinFwdNew,
+    XlbPreserveNew,
+    NftNew,
+    XlbPreserveFlows10,
+    NftFlows10,
+    /// xlb's `flow_tracking: none` service, every packet a new flow.
+    XlbUntrackedNew,
 }
 
 impl Case {
-    pub(crate) const ALL: [Case; 6] =
-        [Case::Ceiling, Case::MinFwd, Case::XlbSnat, Case::XlbPreserve, Case::Nft, Case::Nginx];
+    pub(crate) const ALL: [Case; 12] = [
+        Case::Ceiling,
+        Case::MinFwd,
+        Case::XlbSnat,
+        Case::XlbPreserve,
+        Case::Nft,
+        Case::Nginx,
+        Case::MinFwdNew,
+        Case::XlbPreserveNew,
+        Case::NftNew,
+        Case::XlbPreserveFlows10,
+        Case::NftFlows10,
+        Case::XlbUntrackedNew,
+    ];
+
+    /// The generator's traffic toward this case.
+    pub(crate) fn traffic(self) -> Traffic {
+        match self {
+            Case::MinFwdNew | Case::XlbPreserveNew | Case::NftNew | Case::XlbUntrackedNew => Traffic::NewPerPacket,
+            Case::XlbPreserveFlows10 | Case::NftFlows10 => Traffic::Flows10,
+            _ => Traffic::Flood,
+        }
+    }
+
+    /// nftables DNAT (whose table is loaded only while it is measured).
+    pub(crate) fn is_nft(self) -> bool {
+        matches!(self, Case::Nft | Case::NftNew | Case::NftFlows10)
+    }
+
+    /// The baseline `base` (min_fwd, nft DNAT or nginx) measured with the
+    /// same traffic as this case, if there is one.
+    pub(crate) fn baseline(self, base: Case) -> Option<Case> {
+        match (self.traffic(), base) {
+            (Traffic::Flood, b) => Some(b),
+            (Traffic::NewPerPacket, Case::MinFwd) => Some(Case::MinFwdNew),
+            (Traffic::NewPerPacket, Case::Nft) => Some(Case::NftNew),
+            // min_fwd keeps no state: the flows' length changes nothing for it.
+            (Traffic::Flows10, Case::MinFwd) => Some(Case::MinFwdNew),
+            (Traffic::Flows10, Case::Nft) => Some(Case::NftFlows10),
+            _ => None,
+        }
+    }
 
     pub(crate) fn key(self) -> &'static str {
         match self {
@@ -28,6 +109,12 @@ impl Case {
             Case::XlbPreserve => "xlb_preserve",
             Case::Nft => "nft_dnat",
             Case::Nginx => "nginx_udp_proxy",
+            Case::MinFwdNew => "min_fwd_new_flows",
+            Case::XlbPreserveNew => "xlb_preserve_new_flows",
+            Case::NftNew => "nft_dnat_new_flows",
+            Case::XlbPreserveFlows10 => "xlb_preserve_flows_of_10",
+            Case::NftFlows10 => "nft_dnat_flows_of_10",
+            Case::XlbUntrackedNew => "xlb_untracked_new_flows",
         }
     }
 
@@ -39,6 +126,12 @@ impl Case {
             Case::XlbPreserve => "xlb, source: preserve",
             Case::Nft => "nftables DNAT",
             Case::Nginx => "nginx stream (UDP proxy)",
+            Case::MinFwdNew => "new flow/packet: minimal XDP fwd",
+            Case::XlbPreserveNew => "new flow/packet: xlb, preserve",
+            Case::NftNew => "new flow/packet: nftables DNAT",
+            Case::XlbPreserveFlows10 => "10-packet flows: xlb, preserve",
+            Case::NftFlows10 => "10-packet flows: nftables DNAT",
+            Case::XlbUntrackedNew => "new flow/packet: xlb, untracked",
         }
     }
 
@@ -46,10 +139,11 @@ impl Case {
     pub(crate) fn target(self) -> (u8, Ipv4Addr) {
         match self {
             Case::Ceiling => (3, VIP_SINK),
-            Case::MinFwd => (0, VIP_SNAT),
+            Case::MinFwd | Case::MinFwdNew => (0, VIP_SNAT),
             Case::XlbSnat => (1, VIP_SNAT),
-            Case::XlbPreserve => (1, VIP_PRESERVE),
-            Case::Nft => (2, VIP_NFT),
+            Case::XlbPreserve | Case::XlbPreserveNew | Case::XlbPreserveFlows10 => (1, VIP_PRESERVE),
+            Case::Nft | Case::NftNew | Case::NftFlows10 => (2, VIP_NFT),
+            Case::XlbUntrackedNew => (1, VIP_UNTRACKED),
             Case::Nginx => (2, VIP_PROXY),
         }
     }

@@ -42,7 +42,7 @@ use xlb_bench::stop::{check_stop, stopped};
 use xlb_bench::table::{markdown_table, print_table};
 
 use crate::bench::Bench;
-use crate::cases::Case;
+use crate::cases::{Case, CHURN_POOL};
 use crate::options::{Args, Plan};
 use crate::report::{counter_delta, fmt_pps, fmt_ratio, num, plan_runs, targets, udp_rows, TCP_HEADER, UDP_HEADER};
 use crate::sys::{cpu_busy, progress};
@@ -93,6 +93,7 @@ fn real_main(args: Args) -> Result<()> {
         "live_frame_batch": plan.batch,
         "source_ports": if plan.bench_gen { 60000 } else { plan.ports },
         "generator": if plan.bench_gen { "gen (source port only)" } else { "gen_full (full-header rewrite)" },
+        "churn_tuples": CHURN_POOL,
         "generator_cpu": GEN_CPU,
         "forwarder_cpu": FWD_CPU,
     });

@@ -80,7 +80,9 @@ pub(crate) struct Args {
     #[arg(long, value_name = "SECS", default_value_t = 90)]
     pub(crate) retry_budget_s: u64,
     /// Measure only these UDP cases (comma-separated keys: generator,
-    /// min_fwd, xlb_snat, xlb_preserve, nft_dnat, nginx_udp_proxy).
+    /// min_fwd, xlb_snat, xlb_preserve, nft_dnat, nginx_udp_proxy; churn:
+    /// min_fwd_new_flows, xlb_preserve_new_flows, nft_dnat_new_flows,
+    /// xlb_preserve_flows_of_10, nft_dnat_flows_of_10, xlb_untracked_new_flows).
     #[arg(long, value_delimiter = ',')]
     pub(crate) only: Vec<String>,
 }

@@ -8,6 +8,7 @@ use aya::programs::{TestRun as _, TestRunAttrs, TestRunOptions, Xdp, XdpMode};
 use aya::Ebpf;
 use xlb_bench::BENCH_OBJECT;
 
+use crate::cases::Traffic;
 use crate::topology::Ns;
 
 /// Loads the bench object with its program `prog` loaded.
@@ -63,9 +64,12 @@ impl Generator {
         Ok(Generator { ebpf: load_bench("gen")?, prog: "gen" })
     }
 
-    /// Makes `gen_full` write the header of `frame` and `ports` source ports
-    /// (1024 up; a power of two up to 32768). `gen` takes no configuration.
-    pub(crate) fn configure(&mut self, frame: &[u8], ports: u32) -> Result<()> {
+    /// Makes `gen_full` write the header of `frame` and, for
+    /// [`Traffic::Flood`], `ports` random source ports (1024 up; a power of
+    /// two up to 32768); for the churn traffic, tuples of the churn pool in
+    /// turn, each for `traffic.flow_packets()` frames. `gen` takes no
+    /// configuration.
+    pub(crate) fn configure(&mut self, frame: &[u8], ports: u32, traffic: Traffic) -> Result<()> {
         if self.prog != "gen_full" {
             return Ok(());
         }
@@ -76,11 +80,12 @@ impl Generator {
             bail!("--ports must be a power of two up to 32768");
         }
         // GenConf of xlb-bench.rs: 44 header bytes (the last two unused),
-        // then the port mask.
-        let mut conf = [0u8; 48];
+        // the port mask, the packets per flow.
+        let mut conf = [0u8; 52];
         conf[..HDR].copy_from_slice(&frame[..HDR]);
         conf[44..48].copy_from_slice(&(ports - 1).to_ne_bytes());
-        let mut map: Array<&mut MapData, [u8; 48]> =
+        conf[48..52].copy_from_slice(&traffic.flow_packets().to_ne_bytes());
+        let mut map: Array<&mut MapData, [u8; 52]> =
             Array::try_from(self.ebpf.map_mut("BENCH_GEN").ok_or_else(|| anyhow!("no BENCH_GEN"))?)?;
         map.set(0, conf, 0).context("configuring the generator")
     }

@@ -66,8 +66,8 @@ pub(crate) fn udp_rows(udp: &BTreeMap<Case, Vec<Sample>>) -> Vec<UdpRow> {
             ratio_offered: median(runs.iter().map(|s| s.delivered as f64 / s.offered as f64).collect()),
             vs: [Case::MinFwd, Case::Nft, Case::Nginx]
                 .into_iter()
-                .filter(|r| udp.contains_key(r) && case != Case::Ceiling)
-                .map(|r| (r, run_ratio(udp, case, r)))
+                .filter(|_| case != Case::Ceiling)
+                .filter_map(|r| case.baseline(r).filter(|b| udp.contains_key(b)).map(|b| (r, run_ratio(udp, case, b))))
                 .collect(),
             backend0_share: median(runs.iter().map(|s| s.delivered0 as f64 / s.delivered as f64).collect()),
             runs: runs.clone(),
@@ -94,6 +94,18 @@ pub(crate) fn targets(udp: &BTreeMap<Case, Vec<Sample>>) -> Vec<(String, f64, f6
             if udp.contains_key(&x) && udp.contains_key(&r) {
                 t.push((format!("{} / {}", x.key(), r.key()), target, run_ratio(udp, x, r)));
             }
+        }
+    }
+    // Churn: new flows per second against nftables DNAT's with the same traffic.
+    for (x, r, target) in [
+        (Case::XlbPreserveNew, Case::NftNew, 3.0),
+        (Case::XlbPreserveFlows10, Case::NftFlows10, 3.0),
+        (Case::XlbUntrackedNew, Case::NftNew, 3.0),
+        // flow_tracking: none against xlb's own established rate.
+        (Case::XlbUntrackedNew, Case::XlbPreserve, 0.8),
+    ] {
+        if udp.contains_key(&x) && udp.contains_key(&r) {
+            t.push((format!("{} / {}", x.key(), r.key()), target, run_ratio(udp, x, r)));
         }
     }
     t

@@ -29,6 +29,12 @@ pub(crate) const VIP_SNAT: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
 pub(crate) const VIP_PRESERVE: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 11);
 pub(crate) const VIP_NFT: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 12);
 pub(crate) const VIP_PROXY: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 13);
+/// xlb's `flow_tracking: none` service (source: preserve; its backends on
+/// their own port, [`UNTRACKED_BACKEND_PORT`]).
+pub(crate) const VIP_UNTRACKED: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 15);
+/// The backends' port of the `flow_tracking: none` service: a backend of
+/// such a service may belong to no other service.
+pub(crate) const UNTRACKED_BACKEND_PORT: u16 = 5353;
 /// Destination of the ceiling frames (l3 drops everything).
 pub(crate) const VIP_SINK: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 14);
 

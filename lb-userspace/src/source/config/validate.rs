@@ -13,8 +13,8 @@ use super::{
     Config, ConfigError,
 };
 use crate::state::model::{
-    self, check_snat_address, check_vip, Claims, ModelError, Protocol, ServiceSpec, SourceMode, AFFINITY_TIMEOUT,
-    IDLE_TIMEOUT,
+    self, check_snat_address, check_untracked_backends, check_vip, Claims, FlowTracking, ModelError, Protocol,
+    ServiceSpec, SourceMode, AFFINITY_TIMEOUT, IDLE_TIMEOUT,
 };
 
 /// Most services one file may hold (the data path's limit).
@@ -35,6 +35,7 @@ const SERVICE_KEYS: &[&str] = &[
     "maglev_table_size",
     "session_affinity_timeout",
     "source_ranges",
+    "flow_tracking",
     "backends",
 ];
 
@@ -52,6 +53,8 @@ struct FirstUse {
 struct Seen {
     names: Claims<String, usize>,
     keys: Claims<(IpAddr, u16, Protocol), FirstUse>,
+    /// Line of each `flow_tracking: none` service's `flow_tracking`, by name.
+    untracked: std::collections::HashMap<String, (usize, usize)>,
 }
 
 /// Validates the tree (`None`: empty file) and returns the config or every error.
@@ -107,6 +110,17 @@ impl Walker<'_> {
             if let Some(service) = self.service(item, i, &mut seen) {
                 out.push(service);
             }
+        }
+        if let Err(e) = check_untracked_backends(&out) {
+            let at = match &e {
+                ModelError::UntrackedSharedBackend { untracked, .. } => seen.untracked.get(untracked).copied(),
+                _ => None,
+            };
+            let (field, line) = match at {
+                Some((index, line)) => (format!("services[{index}].flow_tracking"), line),
+                None => ("services".to_owned(), node.line),
+            };
+            self.error(line, field, e.to_string());
         }
         out
     }
@@ -184,6 +198,16 @@ impl Walker<'_> {
             Some(n) => self.source_ranges(n, &path, vip),
             None => Some(Vec::new()),
         };
+        let flow_tracking_node = f.optional("flow_tracking");
+        let flow_tracking = match flow_tracking_node {
+            Some(n) => self.choice(
+                n,
+                &join(&path, "flow_tracking"),
+                "a flow tracking mode",
+                &[("full", FlowTracking::Full), ("none", FlowTracking::None)],
+            ),
+            None => Some(FlowTracking::Full),
+        };
         let port = port.map(|p| p as u16);
         let backends = match f.optional("backends") {
             Some(n) => self.backends(n, &path, vip, port),
@@ -206,7 +230,7 @@ impl Walker<'_> {
             }
         }
 
-        Some(ServiceSpec {
+        let spec = ServiceSpec {
             name: name?,
             vip: vip?,
             port: port?,
@@ -218,9 +242,18 @@ impl Walker<'_> {
             maglev_table_size: optional_ok(maglev_table_size)?,
             affinity_timeout: optional_ok(affinity_timeout)?,
             source_ranges: source_ranges?,
+            flow_tracking: flow_tracking?,
             backends: backends?,
             reject_weight: 0,
-        })
+        };
+        if let Some(n) = flow_tracking_node.filter(|_| spec.flow_tracking == FlowTracking::None) {
+            if let Err(e) = spec.check_flow_tracking() {
+                self.error(n.line, join(&path, "flow_tracking"), e.to_string());
+                return None;
+            }
+            seen.untracked.insert(spec.name.clone(), (index, n.line));
+        }
+        Some(spec)
     }
 
     fn service_name(&mut self, node: &Node, field: &str) -> Option<String> {

@@ -18,7 +18,7 @@ use super::{
     address,
     endpoints::{self, EndpointState},
 };
-use crate::state::model::{self, Claims, DesiredState, Protocol, ServiceSpec, SourceMode};
+use crate::state::model::{self, Claims, DesiredState, FlowTracking, Protocol, ServiceSpec, SourceMode};
 pub use crate::state::model::{DEFAULT_AFFINITY_TIMEOUT, MAX_AFFINITY_TIMEOUT};
 /// Legacy annotation for source ranges (used when the field is absent).
 pub const SOURCE_RANGES_ANNOTATION: &str = "service.beta.kubernetes.io/load-balancer-source-ranges";
@@ -345,6 +345,7 @@ pub fn translate(inp: &Inputs<'_>) -> Translation {
                     maglev_table_size: None,
                     affinity_timeout,
                     source_ranges: ranges.clone(),
+                    flow_tracking: FlowTracking::Full,
                     backends,
                     reject_weight: 0,
                 };

@@ -12,8 +12,8 @@ mod tests;
 pub use addresses::{check_backend_addr, check_vip};
 pub use rules::{
     check_affinity_timeout, check_backend, check_idle_timeout, check_same_family, check_snat_address,
-    check_source_range_family, check_table_size, check_weights, family, Claims, ModelError, Role, AFFINITY_TIMEOUT,
-    DEFAULT_AFFINITY_TIMEOUT, IDLE_TIMEOUT, MAX_AFFINITY_TIMEOUT,
+    check_source_range_family, check_table_size, check_untracked_backends, check_weights, family, Claims, ModelError,
+    Role, AFFINITY_TIMEOUT, DEFAULT_AFFINITY_TIMEOUT, IDLE_TIMEOUT, MAX_AFFINITY_TIMEOUT,
 };
 
 use std::{
@@ -69,6 +69,20 @@ pub enum SourceMode {
     Preserve,
 }
 
+/// Whether a service keeps a connection entry per flow.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FlowTracking {
+    /// A connection entry per flow: a flow stays on its backend while it
+    /// lives, whatever the backend set does (the default).
+    #[default]
+    Full,
+    /// No connection entry (`flow_tracking: none`, Katran's LRU bypass):
+    /// every packet picks its backend from the lookup table, so new flows
+    /// cost no insert; a change of the backend set moves the flows Maglev
+    /// reassigns. Needs `source: preserve` and no session affinity.
+    None,
+}
+
 /// One backend of a service.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BackendSpec {
@@ -109,6 +123,8 @@ pub struct ServiceSpec {
     pub affinity_timeout: Option<u32>,
     /// Client source prefixes allowed to reach the service (empty: all).
     pub source_ranges: Vec<ipnet::IpNet>,
+    /// Whether flows get a connection entry.
+    pub flow_tracking: FlowTracking,
     /// Where new flows go, by weight (empty: packets are dropped).
     pub backends: Vec<BackendSpec>,
     /// Weight of the service's reject share (0: none): of the new flows,
@@ -123,7 +139,7 @@ pub struct ServiceSpec {
 impl ServiceSpec {
     /// The service `name` on `vip`:`port`/`protocol` with every option at
     /// its default (`source: snat`, no SNAT address, default timeouts and
-    /// table size, no affinity, open to all, no reject share) and no
+    /// table size, no affinity, open to all, flows tracked, no reject share) and no
     /// backends. Set the rest with `ServiceSpec { field: value, ..ServiceSpec::new(...) }`.
     pub fn new(name: impl Into<String>, vip: IpAddr, port: u16, protocol: Protocol) -> Self {
         ServiceSpec {
@@ -138,6 +154,7 @@ impl ServiceSpec {
             maglev_table_size: None,
             affinity_timeout: None,
             source_ranges: vec![],
+            flow_tracking: FlowTracking::Full,
             backends: vec![],
             reject_weight: 0,
         }

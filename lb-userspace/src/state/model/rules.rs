@@ -12,7 +12,7 @@ use std::{
 
 use super::{
     addresses::{check_backend_addr, check_vip},
-    BackendSpec, DesiredState, Protocol, ServiceSpec, SourceMode,
+    BackendSpec, DesiredState, FlowTracking, Protocol, ServiceSpec, SourceMode,
 };
 
 /// Idle timeouts (`udp_timeout`, `tcp_timeout`), seconds: up to one week.
@@ -140,6 +140,35 @@ pub enum ModelError {
     WeightTotal {
         /// The sum of the weights.
         total: u64,
+    },
+    /// `flow_tracking: none` with `source: snat`.
+    #[error("flow_tracking: none needs source: preserve: with source: snat, replies are translated back through the flow's connection entry, which flow_tracking: none does not keep; set source: preserve or remove flow_tracking")]
+    UntrackedSnat,
+    /// `flow_tracking: none` with session affinity.
+    #[error("flow_tracking: none cannot be combined with session_affinity_timeout: affinity remembers each client's backend, per-flow state that flow_tracking: none does not keep; remove one of the two")]
+    UntrackedAffinity,
+    /// `flow_tracking: none` with an idle timeout, which only applies to
+    /// connection entries.
+    #[error(
+        "{what} applies to connection entries, which flow_tracking: none does not keep; remove {what} or flow_tracking"
+    )]
+    UntrackedTimeout {
+        /// `udp_timeout` or `tcp_timeout`.
+        what: &'static str,
+    },
+    /// A backend of a `flow_tracking: none` service that another service
+    /// also uses: its replies, found by the backend's address, port and
+    /// protocol alone, could not be told apart.
+    #[error("backend {addr}/{protocol} of service {untracked:?} (flow_tracking: none) is also a backend of service {other:?}: replies of a service without connection entries are told apart by the backend's address, port and protocol alone; give the flow_tracking: none service backends of its own")]
+    UntrackedSharedBackend {
+        /// The shared backend.
+        addr: SocketAddr,
+        /// Its protocol.
+        protocol: Protocol,
+        /// The `flow_tracking: none` service.
+        untracked: String,
+        /// The other service.
+        other: String,
     },
     /// More services than the data path holds.
     #[error("{count} services; at most {MAX_SERVICES} are allowed")]
@@ -289,6 +318,7 @@ impl ServiceSpec {
         if let Some(s) = self.maglev_table_size {
             check_table_size(s)?;
         }
+        self.check_flow_tracking()?;
         check_weights(self.reject_weight, &self.backends)?;
         let mut seen = Claims::default();
         for b in &self.backends {
@@ -298,6 +328,54 @@ impl ServiceSpec {
         }
         Ok(())
     }
+}
+
+impl ServiceSpec {
+    /// Checks `flow_tracking: none` against the options that need a
+    /// connection entry: SNAT, session affinity, idle timeouts.
+    pub fn check_flow_tracking(&self) -> Result<(), ModelError> {
+        if self.flow_tracking == FlowTracking::Full {
+            return Ok(());
+        }
+        if self.source == SourceMode::Snat {
+            return Err(ModelError::UntrackedSnat);
+        }
+        if self.affinity_timeout.is_some() {
+            return Err(ModelError::UntrackedAffinity);
+        }
+        if self.udp_timeout.is_some() {
+            return Err(ModelError::UntrackedTimeout { what: "udp_timeout" });
+        }
+        if self.tcp_timeout.is_some() {
+            return Err(ModelError::UntrackedTimeout { what: "tcp_timeout" });
+        }
+        Ok(())
+    }
+}
+
+/// Checks that no backend (address, port, protocol) of a `flow_tracking:
+/// none` service is a backend of another service.
+pub fn check_untracked_backends(services: &[ServiceSpec]) -> Result<(), ModelError> {
+    let mut users: HashMap<(SocketAddr, Protocol), Vec<&ServiceSpec>> = HashMap::new();
+    for s in services {
+        for b in &s.backends {
+            users.entry((b.addr, s.protocol)).or_default().push(s);
+        }
+    }
+    for s in services.iter().filter(|s| s.flow_tracking == FlowTracking::None) {
+        for b in &s.backends {
+            let shared = users.get(&(b.addr, s.protocol)).and_then(|u| u.iter().find(|o| o.name != s.name));
+            if let Some(other) = shared {
+                return Err(ModelError::UntrackedSharedBackend {
+                    addr: b.addr,
+                    protocol: s.protocol,
+                    untracked: s.name.clone(),
+                    other: other.name.clone(),
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 impl DesiredState {
@@ -313,7 +391,8 @@ impl DesiredState {
     }
 
     /// Checks the rules across services: at most [`MAX_SERVICES`], no two
-    /// with one (vip, port, protocol) or one name. The writer checks this
+    /// with one (vip, port, protocol) or one name, no backend of a
+    /// `flow_tracking: none` service shared ([`check_untracked_backends`]). The writer checks this
     /// before it writes anything, so it never keeps one of two at random.
     pub fn check_unique(&self) -> Result<(), ModelError> {
         if self.services.len() > MAX_SERVICES {
@@ -328,6 +407,6 @@ impl DesiredState {
             })?;
             names.claim(s.name.as_str(), ()).map_err(|()| ModelError::DuplicateName { name: s.name.clone() })?;
         }
-        Ok(())
+        check_untracked_backends(&self.services)
     }
 }

@@ -138,3 +138,45 @@ fn reject_weight_fits_with_the_backends_weights() {
     s.reject_weight = u32::MAX - 2;
     assert_eq!(s.validate(), Ok(()));
 }
+
+fn untracked(name: &str, vip: &str, addrs: &[&str]) -> ServiceSpec {
+    ServiceSpec { source: SourceMode::Preserve, flow_tracking: FlowTracking::None, ..spec(name, vip, 53, addrs) }
+}
+
+#[test]
+fn flow_tracking_none_needs_preserve_and_no_per_flow_option() {
+    untracked("a", "192.0.2.10", &["10.1.0.5:53"]).validate().expect("preserve, no affinity, no timeouts");
+    let snat = ServiceSpec { source: SourceMode::Snat, ..untracked("a", "192.0.2.10", &[]) };
+    assert_eq!(snat.validate(), Err(ModelError::UntrackedSnat));
+    let sticky = ServiceSpec { affinity_timeout: Some(60), ..untracked("a", "192.0.2.10", &[]) };
+    assert_eq!(sticky.validate(), Err(ModelError::UntrackedAffinity));
+    let idle = ServiceSpec { tcp_timeout: Some(60), ..untracked("a", "192.0.2.10", &[]) };
+    assert_eq!(idle.validate(), Err(ModelError::UntrackedTimeout { what: "tcp_timeout" }));
+    // A tracked service may have them all.
+    ServiceSpec { flow_tracking: FlowTracking::Full, ..sticky }.validate().expect("tracked");
+}
+
+#[test]
+fn a_backend_of_a_flow_tracking_none_service_is_its_own() {
+    let e = DesiredState::new(vec![
+        spec("tracked", "192.0.2.11", 53, &["10.1.0.5:53"]),
+        untracked("a", "192.0.2.10", &["10.1.0.6:53", "10.1.0.5:53"]),
+    ])
+    .unwrap_err();
+    assert_eq!(
+        e,
+        ModelError::UntrackedSharedBackend {
+            addr: sa("10.1.0.5:53"),
+            protocol: Protocol::Udp,
+            untracked: "a".into(),
+            other: "tracked".into()
+        }
+    );
+    // Two tracked services may share a backend; another port is another backend.
+    DesiredState::new(vec![
+        spec("t1", "192.0.2.11", 53, &["10.1.0.5:53"]),
+        spec("t2", "192.0.2.12", 53, &["10.1.0.5:53"]),
+        untracked("a", "192.0.2.10", &["10.1.0.5:54"]),
+    ])
+    .expect("nothing shared with the untracked service");
+}

@@ -35,7 +35,7 @@ use std::net::SocketAddr;
 use lb_common::{
     prefilter::{prefilter_bit_of, PREFILTER_BACKENDS, PREFILTER_ENTRIES, PREFILTER_READY, PREFILTER_VIPS},
     Backend, Service, ServiceKey, ServiceSlot, BE_F_ACTIVE, BE_F_IN_USE, BE_F_REJECT, BE_F_UNROUTABLE,
-    DEFAULT_TCP_TIMEOUT, DEFAULT_UDP_TIMEOUT, SVC_F_IPV6, SVC_F_RANGES, SVC_F_SNAT,
+    DEFAULT_TCP_TIMEOUT, DEFAULT_UDP_TIMEOUT, SVC_F_IPV6, SVC_F_RANGES, SVC_F_SNAT, SVC_F_UNTRACKED,
 };
 use tracing::{debug, info, warn};
 
@@ -47,7 +47,7 @@ use super::{
 };
 use crate::{
     state::maglev,
-    state::model::{ServiceSpec, SourceMode},
+    state::model::{FlowTracking, ServiceSpec, SourceMode},
 };
 
 /// One service as it sits in the maps.
@@ -293,6 +293,9 @@ pub(super) fn service(input: &ServiceInput<'_>, array: &BackendArray<'_>) -> Res
     }
     if !spec.source_ranges.is_empty() {
         flags |= SVC_F_RANGES;
+    }
+    if spec.flow_tracking == FlowTracking::None {
+        flags |= SVC_F_UNTRACKED;
     }
     let value = Service {
         id,

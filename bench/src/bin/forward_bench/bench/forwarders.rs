@@ -15,7 +15,8 @@ use crate::options::Args;
 use crate::proc::Proc;
 use crate::sys::{napi_threads, progress, BENCH_NICE};
 use crate::topology::{
-    be_addr, FWD_CPU, GEN_CPU, TCP_RR_PORT, TCP_SETUP_PORT, UDP_PORT, VIP_NFT, VIP_PRESERVE, VIP_PROXY, VIP_SNAT,
+    be_addr, FWD_CPU, GEN_CPU, TCP_RR_PORT, TCP_SETUP_PORT, UDP_PORT, UNTRACKED_BACKEND_PORT, VIP_NFT, VIP_PRESERVE,
+    VIP_PROXY, VIP_SNAT, VIP_UNTRACKED,
 };
 
 impl Bench {
@@ -32,6 +33,13 @@ impl Bench {
         };
         yaml += &svc("udp-snat", VIP_SNAT, UDP_PORT, "udp", "snat");
         yaml += &svc("udp-preserve", VIP_PRESERVE, UDP_PORT, "udp", "preserve");
+        // flow_tracking: none; its backends on a port of their own (no
+        // backend of such a service may be another service's).
+        yaml += &format!(
+            "  - name: udp-untracked\n    vip: {VIP_UNTRACKED}\n    port: {UDP_PORT}\n    protocol: udp\n    source: preserve\n    flow_tracking: none\n    backends:\n      - {}:{UNTRACKED_BACKEND_PORT}\n      - {}:{UNTRACKED_BACKEND_PORT}\n",
+            be_addr(0),
+            be_addr(1)
+        );
         for (port, what) in [(TCP_SETUP_PORT, "setup"), (TCP_RR_PORT, "rr")] {
             yaml += &svc(&format!("tcp-{what}-snat"), VIP_SNAT, port, "tcp", "snat");
             yaml += &svc(&format!("tcp-{what}-preserve"), VIP_PRESERVE, port, "tcp", "preserve");

@@ -7,7 +7,7 @@ use anyhow::{bail, Context as _, Result};
 use xlb_bench::stop::{check_stop, stopped};
 
 use crate::bench::Bench;
-use crate::cases::{Case, Sample};
+use crate::cases::{Case, Sample, Traffic};
 use crate::programs::count;
 use crate::report::fmt_pps;
 use crate::sys::{clock_ticks, progress};
@@ -26,11 +26,11 @@ impl Bench {
 
     /// Runs the generator toward `case` for `warmup + slice`; counts over the slice.
     pub(crate) fn udp_slice(&mut self, case: Case) -> Result<Sample> {
-        if case == Case::Nft {
+        if case.is_nft() {
             self.nft_load(true)?;
         }
         let r = self.udp_slice_inner(case);
-        if case == Case::Nft {
+        if case.is_nft() {
             self.nft_load(false)?;
         }
         r
@@ -45,7 +45,7 @@ impl Bench {
         let pin = (self.nproc > FWD_CPU).then_some(GEN_CPU);
         let batch = self.plan.batch;
         let frames_per_call = self.plan.frames_per_call;
-        self.gen.configure(&frame, self.plan.ports)?;
+        self.gen.configure(&frame, self.plan.ports, case.traffic())?;
         let gen = &self.gen;
         let in_gen_ns = InNs::enter(&self.gen_ns, pin)?;
         // Returns the frames sent (each successful call sends `frames_per_call`).
@@ -109,7 +109,9 @@ impl Bench {
             .into_iter()
             .filter(|c| self.only.is_empty() || self.only.iter().any(|o| o == c.key()))
             .filter(|c| match c {
-                Case::Nft => self.nft_rules.is_some(),
+                c if c.is_nft() => self.nft_rules.is_some(),
+                // `gen` (--generator bench-gen) only sets random ports.
+                c if c.traffic() != Traffic::Flood => !self.plan.bench_gen,
                 Case::Nginx => self.nginx.is_some(),
                 _ => true,
             })

@@ -209,3 +209,63 @@ fn snat_address_with_preserve_is_refused() {
         assert_eq!(c.state.services[0].snat_address, Some(ip("10.0.0.1")));
     }
 }
+
+#[test]
+fn flow_tracking_none_with_preserve() {
+    let c = ok(&service("    source: preserve\n    flow_tracking: none\n    backends: [10.1.0.5:53]\n"));
+    assert_eq!(c.state.services[0].flow_tracking, crate::state::model::FlowTracking::None);
+    let c = ok(&service("    flow_tracking: full\n"));
+    assert_eq!(c.state.services[0].flow_tracking, crate::state::model::FlowTracking::Full);
+    assert_eq!(ok(&service("")).state.services[0].flow_tracking, crate::state::model::FlowTracking::Full);
+    let m = one_at(&service("    flow_tracking: off\n"), 6, "services[0].flow_tracking");
+    assert!(m.contains("full or none"), "{m}");
+}
+
+#[test]
+fn flow_tracking_none_refused_with_what_needs_a_connection_entry() {
+    // source: snat (also the default): replies need the entry.
+    for source in ["", "    source: snat\n"] {
+        let m = one_at(
+            &service(&format!("{source}    flow_tracking: none\n")),
+            6 + usize::from(!source.is_empty()),
+            "services[0].flow_tracking",
+        );
+        assert!(m.contains("needs source: preserve") && m.contains("set source: preserve"), "{m}");
+    }
+    let m = one_at(
+        &service("    source: preserve\n    session_affinity_timeout: 60\n    flow_tracking: none\n"),
+        8,
+        "services[0].flow_tracking",
+    );
+    assert!(m.contains("session_affinity_timeout") && m.contains("remove one of the two"), "{m}");
+    for key in ["udp_timeout", "tcp_timeout"] {
+        let m = one_at(
+            &service(&format!("    source: preserve\n    {key}: 60\n    flow_tracking: none\n")),
+            8,
+            "services[0].flow_tracking",
+        );
+        assert!(m.contains(key) && m.contains("connection entries"), "{m}");
+    }
+}
+
+#[test]
+fn flow_tracking_none_backend_shared_with_another_service_is_refused() {
+    let two = |second_backend: &str, tracking: &str| {
+        format!(
+            "services:\n  - name: a\n    vip: 192.0.2.10\n    port: 53\n    protocol: udp\n    source: preserve\n    flow_tracking: none\n    backends: [10.1.0.5:53]\n  - name: b\n    vip: 192.0.2.11\n    port: 53\n    protocol: udp\n    source: preserve\n{tracking}    backends: [{second_backend}]\n"
+        )
+    };
+    for tracking in ["", "    flow_tracking: none\n"] {
+        let (line, field, m) = one(&two("10.1.0.5:53", tracking));
+        assert_eq!((line, field.as_str()), (7, "services[0].flow_tracking"), "{m}");
+        assert!(m.contains("10.1.0.5:53/udp") && m.contains("\"b\"") && m.contains("backends of its own"), "{m}");
+    }
+    // Another port, or the same backend over TCP, is not shared.
+    ok(&two("10.1.0.5:54", ""));
+    let tcp = two("10.1.0.5:53", "").replacen(
+        "protocol: udp\n    source: preserve\n    backends",
+        "protocol: tcp\n    source: preserve\n    backends",
+        1,
+    );
+    ok(&tcp);
+}
