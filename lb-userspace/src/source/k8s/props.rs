@@ -234,27 +234,7 @@ prop_compose! {
 
 /// The model's invariants of a translation's state.
 fn assert_valid(state: &DesiredState) {
-    DesiredState::new(state.services.clone())
-        .unwrap_or_else(|e| panic!("translation produced an invalid state: {e}\n{:#?}", state.services));
-    let (mut names, mut keys) = (HashSet::new(), HashSet::new());
-    for s in &state.services {
-        assert!(names.insert(s.name.clone()), "duplicate name {}", s.name);
-        assert!(keys.insert(s.key()), "duplicate VIP:port:protocol {:?}", s.key());
-        assert!(s.port != 0, "port 0 in {}", s.name);
-        let mut addrs = HashSet::new();
-        for b in &s.backends {
-            assert_eq!(
-                b.addr.is_ipv4(),
-                s.vip.is_ipv4(),
-                "backend {} of {} ({}): another family",
-                b.addr,
-                s.name,
-                s.vip
-            );
-            assert!(addrs.insert(b.addr), "duplicate backend {} in {}", b.addr, s.name);
-            assert!(b.addr.port() != 0, "backend {} of {} has port 0", b.addr, s.name);
-        }
-    }
+    crate::state::model::test_support::assert_invariants(&state.services, "the translation");
 }
 
 proptest! {

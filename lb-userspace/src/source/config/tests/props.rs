@@ -2,13 +2,12 @@
 //! accepted and refused values) are accepted exactly when each value is
 //! acceptable and nothing is duplicated; mutated and arbitrary texts never
 //! panic; whatever is accepted is a valid desired state by the model's own
-//! rules ([`DesiredState::new`]) and by its invariants spelled out here.
+//! rules ([`crate::state::model::DesiredState::new`]) and by its invariants spelled out here.
 use std::collections::HashSet;
 
 use proptest::prelude::*;
 
 use super::*;
-use crate::state::model::{DesiredState, SourceMode};
 
 /// One rendered value and whether the loader must accept it.
 #[derive(Clone, Debug)]
@@ -209,32 +208,12 @@ fn render(services: &[Svc]) -> (String, bool) {
 }
 
 /// The model's invariants of an accepted file, checked directly as well as
-/// through [`DesiredState::new`].
+/// through [`crate::state::model::DesiredState::new`].
 fn assert_valid(config: &Config) {
     let services = &config.state.services;
-    DesiredState::new(services.clone()).unwrap_or_else(|e| panic!("accepted but invalid: {e}\n{services:#?}"));
-    let (mut names, mut keys) = (HashSet::new(), HashSet::new());
+    crate::state::model::test_support::assert_invariants(services, "an accepted file");
     for s in services {
-        assert!(names.insert(s.name.clone()), "duplicate name {}", s.name);
-        assert!(keys.insert(s.key()), "duplicate VIP:port:protocol {:?}", s.key());
-        assert!(s.port != 0, "port 0 in {}", s.name);
         assert_eq!(s.reject_weight, 0, "a file sets no reject share");
-        let mut addrs = HashSet::new();
-        for b in &s.backends {
-            assert_eq!(
-                b.addr.is_ipv4(),
-                s.vip.is_ipv4(),
-                "backend {} of {} ({}): another family",
-                b.addr,
-                s.name,
-                s.vip
-            );
-            assert!(addrs.insert(b.addr), "duplicate backend {} in {}", b.addr, s.name);
-        }
-        if let Some(a) = s.snat_address {
-            assert_eq!(a.is_ipv4(), s.vip.is_ipv4(), "SNAT address of another family in {}", s.name);
-            assert_eq!(s.source, SourceMode::Snat, "SNAT address with source: preserve in {}", s.name);
-        }
         for r in &s.source_ranges {
             assert_eq!(r.addr().is_ipv4(), s.vip.is_ipv4(), "source range {r} of another family in {}", s.name);
         }
