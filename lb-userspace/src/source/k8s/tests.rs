@@ -478,3 +478,21 @@ fn the_file_and_kubernetes_get_the_models_verdict() {
         assert_eq!(e.0[0].message, verdict);
     }
 }
+
+/// Two ports of one name (not admitted by the API server, but a translation
+/// must not produce two services of one name): the first is served, the
+/// second told about, the other Services unaffected.
+#[test]
+fn two_ports_of_one_name_serve_the_first_and_say_so() {
+    let twice = dns(json!({"ports": [
+        {"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 5353},
+        {"name": "dns", "port": 54, "protocol": "UDP", "targetPort": 5353},
+    ]}));
+    let other = svc("ns", "other", T0, json!({}));
+    let other = with_vip(other, "192.0.2.11");
+    let t = run(&[twice, other], &[], &[]);
+    assert_eq!(one(&t, "ns/dns:dns").port, 53);
+    assert!(t.state.services.iter().any(|s| s.name == "ns/other:dns"), "{:?}", t.state.services);
+    assert_eq!(t.state.services.len(), 2, "{:?}", t.state.services);
+    assert_eq!(reasons(&t, "ns", "dns"), [reason::INVALID, reason::PROGRAMMED], "told, and the first port programmed");
+}

@@ -266,6 +266,7 @@ pub fn translate(inp: &Inputs<'_>) -> Translation {
         let mut programmed = Vec::new();
         let mut local_ready: BTreeSet<IpAddr> = BTreeSet::new();
         let (mut ready_v4, mut ready_v6) = (false, false);
+        let mut labels: BTreeSet<String> = BTreeSet::new();
         for port in spec.ports.iter().flatten() {
             let Some(proto) = protocol(port.protocol.as_deref()) else {
                 notes.push(warn(
@@ -284,6 +285,16 @@ pub fn translate(inp: &Inputs<'_>) -> Translation {
             }
             let port_name = port.name.clone().unwrap_or_default();
             let label = if port_name.is_empty() { number.to_string() } else { port_name.clone() };
+            // Names a service in the CLI: two ports of one name (which the
+            // API server does not admit) would make two services of one
+            // name, and the model would refuse the whole state.
+            if !labels.insert(label.clone()) {
+                notes.push(warn(
+                    reason::INVALID,
+                    format!("port {number}/{proto}: the name {label:?} is taken by another port of this Service; only the first is served"),
+                ));
+                continue;
+            }
             let eps = endpoints::endpoints(inp.slices, &ns, &name, &port_name, proto, inp.node_name);
             for e in eps.iter().filter(|e| e.state == EndpointState::Ready) {
                 if e.local {
