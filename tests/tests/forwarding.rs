@@ -126,6 +126,7 @@ fn flow_tracking_none_forwards_and_translates_replies() {
         counter(&after, "reply_translated"),
         env.diag()
     );
+    assert_eq!(service(env.agent(), "dns").unwrap()["flow_tracking"], "none", "xlb services shows the mode");
 }
 
 fn ipv6(source: &str) {

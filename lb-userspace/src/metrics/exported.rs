@@ -46,6 +46,7 @@ fn row() -> ServiceRow {
         affinity_timeout: None,
         source_ranges: Vec::new(),
         source_ranges_enforced: false,
+        flow_tracking: "full".into(),
         id: 0,
         backend_rows: vec![backend],
         table: (0, 7),

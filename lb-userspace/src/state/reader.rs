@@ -6,7 +6,7 @@ use std::{
 
 use lb_common::{
     Stat, BE_F_ACTIVE, BE_F_IN_USE, BE_F_REJECT, BE_F_UNROUTABLE, FLOW_CLOSING, MAX_BACKENDS, PROTO_TCP, SVC_F_RANGES,
-    SVC_F_SNAT,
+    SVC_F_SNAT, SVC_F_UNTRACKED,
 };
 use serde::Serialize;
 
@@ -92,6 +92,9 @@ pub struct ServiceRow {
     /// with an empty list when every range is of the other address family:
     /// no client is allowed).
     pub source_ranges_enforced: bool,
+    /// `full` (a connection entry per flow) or `none` (`flow_tracking:
+    /// none`: every packet picked from the lookup table).
+    pub flow_tracking: String,
     /// Service id.
     #[serde(skip)]
     pub id: u32,
@@ -147,6 +150,7 @@ pub fn services(maps: &MapsView) -> Result<Vec<ServiceRow>, ReadError> {
             affinity_timeout: (svc.affinity_timeout != 0).then_some(svc.affinity_timeout),
             source_ranges: Vec::new(),
             source_ranges_enforced: svc.flags & SVC_F_RANGES != 0,
+            flow_tracking: if svc.flags & SVC_F_UNTRACKED != 0 { "none" } else { "full" }.into(),
             id: svc.id,
             backend_rows: Vec::new(),
             table: (svc.table_offset, svc.table_size),
