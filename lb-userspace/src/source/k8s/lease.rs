@@ -229,7 +229,14 @@ impl Elector {
             acquired_from: if held && !was { acquired_from.or(Some(None)) } else { None },
             other,
         };
-        match decide(current.as_ref(), &self.identity, now - since, self.timing.duration) {
+        let mut decision = decide(current.as_ref(), &self.identity, now - since, self.timing.duration);
+        // A cache that lags behind our own successful write still shows the
+        // Lease free (or absent): it is ours, renew it from our copy rather
+        // than race our own write, lose with a 409 and forget we hold it.
+        if was && matches!(decision, Decision::Create | Decision::Acquire { from: None }) {
+            decision = Decision::Renew;
+        }
+        match decision {
             Decision::Wait { holder } => {
                 self.held = None;
                 Ok(outcome(false, None, Some(holder)))
