@@ -223,9 +223,8 @@ fn program_interfaces(
     writer: &mut MapWriter,
     programs: &Arc<std::sync::Mutex<follow::Programs>>,
     forced: &[String],
-    inherited: std::collections::HashMap<String, u32>,
 ) -> Result<(xdp_paths::Receiver, xdp_paths::Table)> {
-    let decider = xdp_paths::Decider::new(forced.to_vec(), inherited);
+    let decider = xdp_paths::Decider::new(forced.to_vec());
     let table = xdp_paths::Table::default();
     for (name, mode) in xdp_paths::modes(programs) {
         let change = decider.decide(&name, mode).with_context(|| format!("interface {name}: gone"))?;
@@ -372,8 +371,6 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
             desired::Update { state: cfg.state.clone(), seed: None, origin: desired::Origin::Start, applied: None };
         desired::apply(&mut writer, &health, &start).context("programming the services")?;
     }
-    // Read before this agent's record replaces it.
-    let inherited = status::recorded_modes(&args.pin_path);
     let mut attached = attach::attach_all(&mut ebpf, &ifaces, args.xdp_mode, &args.pin_path)?;
     if args.interface_default_route {
         crate::host::defroute::spawn_watch(default_route_ifaces);
@@ -397,7 +394,7 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
         follow::spawn(programs.clone(), patterns, ifaces.clone(), args.xdp_mode, args.pin_path.clone());
     }
     attach::release_stale(&args.pin_path, &programs.lock().unwrap_or_else(std::sync::PoisonError::into_inner).attached);
-    let (mut path_changes, paths) = program_interfaces(&mut writer, &programs, &args.xdp_transmit, inherited)?;
+    let (mut path_changes, paths) = program_interfaces(&mut writer, &programs, &args.xdp_transmit)?;
 
     let snapshot = {
         let (programs, health) = (programs.clone(), health.clone());

@@ -49,15 +49,13 @@ pub type Table = Arc<Mutex<HashMap<String, Path>>>;
 pub struct Decider {
     features: Option<Features>,
     forced: Vec<String>,
-    /// XDP modes recorded by the previous agent (`XDP_MODE_*`), for the
-    /// links taken over from it.
-    inherited: HashMap<String, u32>,
 }
 
 impl Decider {
-    /// `forced`: the `--xdp-transmit` interfaces; `inherited`: the modes
-    /// the previous agent recorded (`status::recorded_modes`).
-    pub fn new(forced: Vec<String>, inherited: HashMap<String, u32>) -> Self {
+    /// `forced`: the `--xdp-transmit` interfaces. (A link taken over from
+    /// the previous agent comes with the mode that agent recorded, see
+    /// `bpf::attach`; `XdpMode::Default` means no record told it.)
+    pub fn new(forced: Vec<String>) -> Self {
         let features = match Features::open() {
             Ok(Some(f)) => Some(f),
             Ok(None) => {
@@ -69,20 +67,15 @@ impl Decider {
                 None
             }
         };
-        Self { features, forced, inherited }
+        Self { features, forced }
     }
 
     /// Whether an attachment in `mode` is native (`None`: not known).
-    fn native(&self, iface: &str, mode: XdpMode) -> Option<bool> {
-        use lb_common::status::{XDP_MODE_GENERIC, XDP_MODE_NATIVE};
+    fn native(mode: XdpMode) -> Option<bool> {
         match mode {
             XdpMode::Driver => Some(true),
             XdpMode::Skb | XdpMode::Hardware => Some(false),
-            XdpMode::Default => match self.inherited.get(iface).copied() {
-                Some(XDP_MODE_NATIVE) => Some(true),
-                Some(XDP_MODE_GENERIC) => Some(false),
-                _ => None,
-            },
+            XdpMode::Default => None,
         }
     }
 
@@ -98,7 +91,7 @@ impl Decider {
         });
         let driver = iface::driver(name).unwrap_or_default();
         let facts = Facts {
-            native: self.native(name, mode),
+            native: Self::native(mode),
             forced: self.forced.iter().any(|f| f == name),
             ndo_xmit,
             veth: driver == "veth",
