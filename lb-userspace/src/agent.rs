@@ -275,7 +275,9 @@ fn cli_interfaces(args: &AgentArgs) -> Result<(Vec<String>, Vec<String>), AgentE
 
 /// Where the services come from.
 enum Source {
-    File(PathBuf, config::Config),
+    /// What the file held at start, and the watch on the file (set up
+    /// before the file was read, so no change after that read is missed).
+    File(config::Config, reload::FileWatch),
     Kubernetes(crate::source::k8s::Options),
 }
 
@@ -304,9 +306,10 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
         })
     } else {
         let path = args.config.clone().ok_or_else(|| AgentError::Usage("--config FILE is required".into()))?;
+        let watch = reload::FileWatch::start(&path);
         let cfg = config::load(&path)?;
         ifaces.clone_from(&cfg.interfaces);
-        Source::File(path, cfg)
+        Source::File(cfg, watch)
     };
     for i in &cli_ifaces {
         if !ifaces.contains(i) {
@@ -356,7 +359,7 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
     spawn_datapath_log(&mut ebpf);
     let maps = Maps::take(&mut ebpf).context("opening the maps")?;
     let file_seed = match &source {
-        Source::File(_, cfg) => cfg.maglev_seed,
+        Source::File(cfg, _) => cfg.maglev_seed,
         Source::Kubernetes(_) => None,
     };
     let mut writer =
@@ -366,7 +369,7 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
     let settings = lb_common::settings::Settings { new_flows_per_cpu: args.max_new_flows_per_cpu, node_tag };
     writer.set_settings(settings).context("writing the data-path settings")?;
     let health = Arc::new(Health::default());
-    if let Source::File(_, cfg) = &source {
+    if let Source::File(cfg, _) = &source {
         let start =
             desired::Update { state: cfg.state.clone(), seed: None, origin: desired::Origin::Start, applied: None };
         desired::apply(&mut writer, &health, &start).context("programming the services")?;
@@ -380,7 +383,7 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
     // on reload); in Kubernetes mode the Leases' producer (L2) or the
     // translation (BGP) sends on `announce_tx`.
     let initial = match &source {
-        Source::File(_, cfg) => args.announce.file_wanted(&cfg.state),
+        Source::File(cfg, _) => args.announce.file_wanted(&cfg.state),
         Source::Kubernetes(_) => std::collections::BTreeSet::new(),
     };
     let (announce_tx, announce_rx) = tokio::sync::watch::channel(initial);
@@ -424,12 +427,12 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
     // next agent carries on.
     let keep_announced = args.keep_on_exit && !args.kubernetes;
     match source {
-        Source::File(path, _) => {
+        Source::File(_, watch) => {
             health.set_ready(true);
             info!(services = writer.len(), metrics = %args.metrics_addr, "xlb agent running");
             let hup = signals.hup;
             let producer = tokio::spawn(follow_file(
-                path,
+                watch,
                 args.maglev_seed,
                 health.clone(),
                 hup,

@@ -248,6 +248,15 @@ impl Agent {
         self.log.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
+    /// The last `n` lines of the agent's log for a failure message, without
+    /// the program loader's per-relocation debug lines (hundreds at every
+    /// start with `--log-level debug`, which would hide everything else).
+    pub fn log_tail(&self, n: usize) -> String {
+        let log = self.log();
+        let lines: Vec<&str> = log.lines().filter(|l| !l.contains(" aya_obj::")).collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+
     /// The exit status if the agent has exited (reaps it).
     pub fn try_status(&mut self) -> Option<ExitStatus> {
         if self.status.is_none() {

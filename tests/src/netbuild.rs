@@ -184,9 +184,7 @@ pub fn agents_diag(agents: &[(&str, &Agent)]) -> String {
             }
             Err(e) => e,
         };
-        let log = a.log();
-        let lines: Vec<&str> = log.lines().collect();
-        let tail = lines[lines.len().saturating_sub(40)..].join("\n");
+        let tail = a.log_tail(40);
         s.push_str(&format!(
             "\n--- {name}: xlb stats (non-zero) ---\n{st}\n--- {name}: agent log (tail) ---\n{tail}\n"
         ));

@@ -303,8 +303,8 @@ impl Fabric {
     fn diag(&self) -> String {
         let named: Vec<(&str, &Agent)> =
             self.agents.iter().enumerate().filter_map(|(i, a)| Some((NODES[i], a.as_ref()?))).collect();
-        let mut s = format!("\n{}", agents_diag(&named));
-        s.push_str(&format!("--- router: ip route ---\n{}", ip_out(&self.router, &["route", "show"])));
+        // The route tables first: the output may be cut after a few lines.
+        let mut s = format!("\n--- router: ip route ---\n{}", ip_out(&self.router, &["route", "show"]));
         for (i, n) in self.nodes.iter().enumerate() {
             s.push_str(&format!(
                 "--- {}: ip route show table {XLB_TABLE} ---\n{}",
@@ -312,6 +312,7 @@ impl Fabric {
                 ip_out(n, &["route", "show", "table", &XLB_TABLE.to_string()])
             ));
         }
+        s.push_str(&agents_diag(&named));
         s.push_str(&self.router_bird.diag());
         for b in &self.birds {
             s.push_str(&b.diag());

@@ -239,13 +239,15 @@ fn affinity_cluster(timeout: u32) -> Cluster {
 #[test]
 fn session_affinity_client_ip_sticks_and_switches_off_and_on() {
     let c = affinity_cluster(600);
-    let sticky = c.udp(vip4(53), 30);
+    // Each phase from its own source ports: a port of an earlier phase would
+    // be that phase's flow, still in the connection table, and keep its pod.
+    let sticky = c.udp_from_ports(vip4(53), 21000, 30);
     assert_eq!(sticky.len(), 1, "one client, one backend: {sticky:?}");
     assert!(!sticky.contains_key(NO_REPLY));
 
     c.patch_service(NS, "dns", json!({"spec": {"sessionAffinity": "None", "sessionAffinityConfig": null}}));
     c.wait_programmed("affinity off", |p| p.get("apps/dns:dns").is_some_and(|s| s["affinity_timeout"].is_null()));
-    let spread = c.udp(vip4(53), 40);
+    let spread = c.udp_from_ports(vip4(53), 22000, 40);
     assert!(spread.len() >= 2 && !spread.contains_key(NO_REPLY), "without affinity new flows spread: {spread:?}");
 
     c.patch_service(
@@ -254,7 +256,7 @@ fn session_affinity_client_ip_sticks_and_switches_off_and_on() {
         json!({"spec": {"sessionAffinity": "ClientIP", "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 60}}}}),
     );
     c.wait_programmed("affinity on again", |p| p.get("apps/dns:dns").is_some_and(|s| s["affinity_timeout"] == 60));
-    let again = c.udp(vip4(53), 30);
+    let again = c.udp_from_ports(vip4(53), 23000, 30);
     assert_eq!(again.len(), 1, "sticky again: {again:?}");
 }
 
@@ -338,12 +340,14 @@ fn session_affinity_expires_after_its_timeout() {
     // next flow is picked afresh (by its own hash), so over a few rounds the
     // client must land on another pod at least once (each round keeps the
     // same pod with probability about 1/3).
-    let first = c.udp(vip4(53), 5);
+    // Every round from new source ports (a flow of an earlier round is
+    // still in the connection table and keeps its pod).
+    let first = c.udp_from_ports(vip4(53), 21000, 5);
     assert_eq!(first.len(), 1, "sticky within the timeout: {first:?}");
     let mut seen: std::collections::BTreeSet<String> = first.keys().cloned().collect();
-    for _ in 0..12 {
+    for round_no in 1..=12 {
         std::thread::sleep(Duration::from_millis(1600));
-        let round = c.udp(vip4(53), 5);
+        let round = c.udp_from_ports(vip4(53), 21000 + round_no * 10, 5);
         assert_eq!(round.len(), 1, "sticky again right after the re-pick: {round:?}");
         seen.extend(round.keys().cloned());
         if seen.len() > 1 {

@@ -394,3 +394,31 @@ fn reload_bad_file_keeps_running_config() {
     let new = check_spread(&env, &spread_udp(&env, vip, 30), &snat, "dns after the fix");
     assert!(!new.contains_key(&2), "pod2 was removed by the fixed file: {new:?}");
 }
+
+/// A file changed while the agent starts (after it read the file, before
+/// it serves) is followed: the agent watches the file before reading it,
+/// so the change is applied without another edit or SIGHUP. The change is
+/// made as soon as the log says XDP is attached — after the first read of
+/// the file and before the agent is ready.
+#[test]
+fn a_change_made_while_the_agent_starts_is_applied() {
+    let mut env = Env::new(2, &config(&[dns(0..1)]));
+    let agent = Agent::spawn(&env.topo, env.config.path(), env.pin.path(), &[]).expect("spawn the agent");
+    env.agent = Some(agent);
+    assert!(
+        wait_log(env.agent(), "XDP attached", 1, Duration::from_secs(30)),
+        "the agent never attached:\n{}",
+        env.agent().log()
+    );
+    env.config.write(&config(&[dns(0..2)])).unwrap();
+    env.agent_mut().wait_healthy(Duration::from_secs(30)).unwrap_or_else(|e| panic!("{e:#}\n{}", env.diag()));
+    let mut want = backends(Fam::V4, 0..2, UDP_BACKEND_PORT);
+    want.sort();
+    wait_services(env.agent(), "the second backend, written while the agent started", APPLY, |all| {
+        all.iter().any(|s| {
+            let mut have = service_backends(s);
+            have.sort();
+            s["name"] == "dns" && have == want
+        })
+    });
+}

@@ -20,7 +20,7 @@ use crate::{metrics::Health, source::config, state::desired};
 /// applies it), until the agent's loop stops; an invalid file is reported
 /// and the running configuration kept.
 pub(super) async fn follow_file(
-    path: PathBuf,
+    watch: FileWatch,
     seed_flag: Option<u32>,
     health: Arc<Health>,
     mut hup: Signal,
@@ -28,8 +28,7 @@ pub(super) async fn follow_file(
     announce: watch::Sender<std::collections::BTreeSet<std::net::IpAddr>>,
     announce_args: crate::announce::AnnounceArgs,
 ) {
-    let (tx, mut rx) = mpsc::channel::<()>(4);
-    let _watcher = watch_file(&path, tx).map_err(|e| warn!(error = %e, "not watching the file; reload with SIGHUP"));
+    let FileWatch { path, _watcher, mut rx } = watch;
     loop {
         let why = tokio::select! {
             _ = hup.recv() => "SIGHUP",
@@ -71,6 +70,29 @@ fn reload(path: &Path, seed_flag: Option<u32>, why: &'static str, health: &Healt
             record_apply(health, Err(format!("{why}: invalid configuration: {first}{more}")));
             None
         }
+    }
+}
+
+/// The watch on the configuration file's directory: a change of the file
+/// (written in place, or another file renamed over it) queues a reload.
+/// Started before the agent first reads the file, so a change made while
+/// the agent starts is followed too.
+pub(super) struct FileWatch {
+    /// The configuration file.
+    path: PathBuf,
+    /// Kept alive for as long as the file is followed; `None` when the
+    /// directory could not be watched (SIGHUP still reloads).
+    _watcher: Option<notify::RecommendedWatcher>,
+    rx: mpsc::Receiver<()>,
+}
+
+impl FileWatch {
+    /// Watches `path`'s directory; a failure is logged and leaves SIGHUP.
+    pub(super) fn start(path: &Path) -> Self {
+        let (tx, rx) = mpsc::channel::<()>(4);
+        let watcher =
+            watch_file(path, tx).map_err(|e| warn!(error = %e, "not watching the file; reload with SIGHUP")).ok();
+        Self { path: path.to_path_buf(), _watcher: watcher, rx }
     }
 }
 

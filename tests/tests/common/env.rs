@@ -69,9 +69,7 @@ pub fn diag(agent: &Agent) -> String {
         Ok(o) => format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)),
         Err(e) => format!("(cannot run xlb {}: {e:#})", args.join(" ")),
     };
-    let log = agent.log();
-    let lines: Vec<&str> = log.lines().collect();
-    let tail = lines[lines.len().saturating_sub(60)..].join("\n");
+    let tail = agent.log_tail(60);
     format!(
         "\n--- xlb stats -o json ---\n{}\n--- xlb services ---\n{}\n--- agent log (tail) ---\n{}\n",
         run(&["stats", "-o", "json"]),

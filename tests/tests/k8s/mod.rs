@@ -15,7 +15,8 @@ use xlb_tests::k8s::{
     service_path, services_path, ApiServer, KubeClient, LbService,
 };
 use xlb_tests::{
-    spread_tcp, spread_udp, tcp_echo_server, tcp_session_server, udp_echo_server, Agent, PinDir, ServerHandle, Topology,
+    spread_tcp, spread_udp, spread_udp_ports, tcp_echo_server, tcp_session_server, udp_echo_server, Agent, PinDir,
+    ServerHandle, Topology,
 };
 
 /// This node's name.
@@ -253,6 +254,16 @@ impl Cluster {
     /// Tally of UDP replies per pod tag over `n` new flows.
     pub fn udp(&self, vip: SocketAddr, n: usize) -> HashMap<String, usize> {
         spread_udp(&self.topo.client, vip, n, T)
+    }
+
+    /// Tally of UDP replies per pod tag over `n` flows from the source
+    /// ports `first..first + n` (below the ephemeral range): new flows for
+    /// sure when no earlier call of the test used those ports, where
+    /// [`Cluster::udp`]'s ephemeral ports may meet a flow of an earlier
+    /// phase that is still in the connection table.
+    pub fn udp_from_ports(&self, vip: SocketAddr, first: u16, n: u16) -> HashMap<String, usize> {
+        let ports: Vec<u16> = (first..first + n).collect();
+        spread_udp_ports(&self.topo.client, vip, &ports, T)
     }
 
     /// Tally of TCP replies per pod tag over `n` new connections.
