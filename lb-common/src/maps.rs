@@ -4,8 +4,12 @@
 /// way an older map cannot be read as (new maps, and a padding field that
 /// becomes a field whose 0 means "off", as `Service::affinity_timeout`, do
 /// not need it); the pin directory holds maps under `v<LAYOUT_VERSION>/` so
-/// an agent never misreads maps written by another layout.
-pub const LAYOUT_VERSION: u32 = 1;
+/// an agent never misreads maps written by another layout. An agent that
+/// finds maps of an older layout carries them into its own
+/// (`lb-userspace`'s `bpf::migrate`, which lists each version's changes).
+///
+/// v2: `Settings::flags` (`XLB_SETTINGS` values grew from 8 to 12 bytes).
+pub const LAYOUT_VERSION: u32 = 2;
 
 /// Most services (VIP, port, protocol) the data path can hold.
 pub const MAX_SERVICES: u32 = 16384;

@@ -13,7 +13,15 @@ pub struct Settings {
     /// metadata another node's XDP program wrote. Kept across agent restarts
     /// with the same pin path; 0 (maps pinned by an older agent) means unset.
     pub node_tag: u32,
+    /// `SETTINGS_F_*` bits, written by the agent's map writer.
+    pub flags: u32,
 }
+
+/// [`Settings::flags`]: some service is `flow_tracking: none`, so a reply
+/// without a reverse entry may be one of its replies (looked up in the
+/// data path's notes). Clear: that lookup is skipped, and traffic that is
+/// not a VIP's pays nothing for the feature.
+pub const SETTINGS_F_UNTRACKED: u32 = 1;
 
 /// Per-CPU token bucket of the flood guard.
 #[repr(C)]

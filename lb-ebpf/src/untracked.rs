@@ -18,7 +18,8 @@ use aya_ebpf::{
     maps::{LruHashMap, PerCpuArray},
 };
 use lb_common::{
-    Backend, FlowKey, Reverse, Service, ServiceKey, BE_F_ACTIVE, MAX_BACKENDS, SVC_F_SNAT, SVC_F_UNTRACKED,
+    settings::SETTINGS_F_UNTRACKED, Backend, FlowKey, Reverse, Service, ServiceKey, BE_F_ACTIVE, MAX_BACKENDS,
+    SVC_F_SNAT, SVC_F_UNTRACKED,
 };
 
 use crate::{maps::BACKENDS, scratch::Scratch, trace, words};
@@ -122,6 +123,19 @@ pub fn note(s: &Scratch, be: &Backend, service_id: u32) {
     }
     let n = Note { vip, service_id, backend_id, backend_gen: be.generation };
     let _ = NOTES.insert(&key, &n, 0);
+}
+
+/// [`reply_entry`] while some service is untracked (`SETTINGS_F_UNTRACKED`,
+/// set by the agent): without one, a packet that is no VIP's and has no
+/// reverse entry costs an array read here instead of a hash lookup.
+#[inline(always)]
+pub fn reply_entry_if_any(k: &FlowKey) -> Option<&'static mut Reverse> {
+    let on = crate::maps::SETTINGS.get(0).is_some_and(|s| s.flags & SETTINGS_F_UNTRACKED != 0);
+    if on {
+        reply_entry(k)
+    } else {
+        None
+    }
 }
 
 /// For a reply with key `k` (source: the backend) that has no reverse entry:

@@ -118,7 +118,7 @@ pub fn process(ctx: &XdpContext) -> Result<u32, ()> {
     // verifier walks each call's body again).
     // SAFETY: map value pointer valid for this program run.
     let rev = REVERSE.get_ptr_mut(&s.pkt.key).map(|p| unsafe { &mut *p });
-    if let Some(rev) = rev.or_else(|| untracked::reply_entry(&s.pkt.key)) {
+    if let Some(rev) = rev.or_else(|| untracked::reply_entry_if_any(&s.pkt.key)) {
         return Ok(match reply(ctx, s, rev) {
             TOO_BIG => too_big(ctx, s),
             verdict => verdict,

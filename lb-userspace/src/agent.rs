@@ -281,6 +281,14 @@ enum Source {
     Kubernetes(crate::source::k8s::Options),
 }
 
+/// An upgrade that failed before the new program was attached: the new
+/// layout's directory goes (its shared pins only unpin a path; the old
+/// program and its maps are untouched), so the next start tries again
+/// instead of taking half-filled maps for its own.
+fn abandon_upgrade(pin_path: &std::path::Path) {
+    let _ = std::fs::remove_dir_all(crate::bpf::maps::map_dir(pin_path));
+}
+
 /// Runs the agent until SIGTERM/SIGINT.
 pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
     let signals = install_signals()?;
@@ -348,11 +356,30 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
         AgentError::Usage(format!("--metrics-addr {}: {e}; pick a free address:port", args.metrics_addr))
     })?;
     ensure_bpffs(&args.pin_path)?;
+    // An upgrade: the older layout's maps that did not change are shared
+    // with the new program, the others converted before anything reads
+    // them; the old program forwards meanwhile.
+    let migration = crate::bpf::migrate::Migration::pending(&args.pin_path);
+    // A failure before the new program is attached abandons the upgrade.
+    let abandon = |_: &anyhow::Error| {
+        if migration.is_some() {
+            abandon_upgrade(&args.pin_path);
+        }
+    };
+    let shared = match &migration {
+        Some(m) => m.share().map_err(anyhow::Error::from).inspect_err(abandon)?,
+        None => Vec::new(),
+    };
     crate::bpf::pins::check(&args.pin_path, &crate::bpf::pins::Wanted { flow_entries: args.flow_table_size })
-        .map_err(anyhow::Error::from)?;
+        .map_err(anyhow::Error::from)
+        .inspect_err(abandon)?;
     status::prepare_pin(&args.pin_path)?;
 
-    let mut ebpf = datapath::load_with(&args.pin_path, args.flow_table_size, args.table_entries)?;
+    let mut ebpf =
+        datapath::load_with(&args.pin_path, args.flow_table_size, args.table_entries).inspect_err(abandon)?;
+    if let Some(m) = &migration {
+        m.copy(&shared).map_err(anyhow::Error::from).inspect_err(abandon)?;
+    }
     if let Err(e) = crate::host::routegen::spawn(&args.pin_path) {
         warn!(error = %e, "route changes not followed: next hops cached in XDP expire only by age (1 s)");
     }
@@ -366,7 +393,7 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
         MapWriter::restore(maps, args.maglev_seed.or(file_seed).unwrap_or(0)).context("reading the pinned maps")?;
     // Before anything is attached: the XDP→tc hand-off carries the node tag.
     let node_tag = node_tag(writer.settings().map_or(0, |s| s.node_tag));
-    let settings = lb_common::settings::Settings { new_flows_per_cpu: args.max_new_flows_per_cpu, node_tag };
+    let settings = lb_common::settings::Settings { new_flows_per_cpu: args.max_new_flows_per_cpu, node_tag, flags: 0 };
     writer.set_settings(settings).context("writing the data-path settings")?;
     let health = Arc::new(Health::default());
     if let Source::File(cfg, _) = &source {
@@ -397,6 +424,14 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
         follow::spawn(programs.clone(), patterns, ifaces.clone(), args.xdp_mode, args.pin_path.clone());
     }
     attach::release_stale(&args.pin_path, &programs.lock().unwrap_or_else(std::sync::PoisonError::into_inner).attached);
+    // The new program runs everywhere: the flows the old one recorded since
+    // the copy come over too, and the old maps go.
+    if let Some(m) = migration {
+        let from = m.from();
+        if let Err(e) = m.finish() {
+            warn!(error = %e, "finishing the upgrade from map layout v{from}: forwarding on the new maps goes on");
+        }
+    }
     let (mut path_changes, paths) = program_interfaces(&mut writer, &programs, &args.xdp_transmit)?;
 
     let snapshot = {

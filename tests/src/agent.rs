@@ -174,12 +174,16 @@ impl Agent {
     /// `node` (a free port of the node namespace's loopback). ARGS start
     /// with the subcommand (`agent`). Does not wait.
     pub fn spawn_args(node: &Netns, pin_path: &Path, args: &[String]) -> Result<Agent> {
-        let bin = xlb_binary()?;
+        Self::spawn_bin(&xlb_binary()?, node, pin_path, args)
+    }
+
+    /// [`Agent::spawn_args`] with another xlb binary (an older build).
+    pub fn spawn_bin(bin: &Path, node: &Netns, pin_path: &Path, args: &[String]) -> Result<Agent> {
         let port = node.try_run(|| -> std::io::Result<u16> {
             Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?.local_addr()?.port())
         })??;
         let metrics_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-        let mut cmd = Command::new(&bin);
+        let mut cmd = Command::new(bin);
         cmd.args(args)
             .arg("--pin-path")
             .arg(pin_path)
@@ -219,7 +223,7 @@ impl Agent {
         Ok(Agent {
             child: Some(child),
             node: node.clone(),
-            bin,
+            bin: bin.to_path_buf(),
             pin_path: pin_path.to_path_buf(),
             metrics_addr,
             log,

@@ -38,6 +38,7 @@ pub mod l2cluster;
 pub mod netbuild;
 mod netns;
 pub mod packet;
+pub mod previous;
 mod servers;
 mod topology;
 mod traffic;

@@ -243,7 +243,7 @@ fn pinned_maps_of_another_size_are_refused_with_advice() {
     let status = first.stop().expect("stop the first agent");
     assert_eq!(status.code(), Some(0), "SIGTERM exit status; log:\n{}", first.log());
     drop(first);
-    let flows_pin = env.pin.path().join("v1").join("XLB_FLOWS");
+    let flows_pin = xlb::bpf::maps::map_dir(env.pin.path()).join("XLB_FLOWS");
     assert!(flows_pin.exists(), "{} should stay pinned after SIGTERM", flows_pin.display());
 
     let mut refused = Agent::spawn(&env.topo, env.config.path(), env.pin.path(), &["--flow-table-size", "8192"])

@@ -422,3 +422,27 @@ fn a_change_made_while_the_agent_starts_is_applied() {
         })
     });
 }
+
+/// A file replaced behind a symlink (as a ConfigMap volume swaps its data
+/// directory), which the directory watch cannot see, is still applied
+/// without SIGHUP: the agent also compares the file's inode, size and
+/// modification time every 2 s.
+#[test]
+fn a_file_replaced_behind_its_symlink_is_applied_without_sighup() {
+    let mut env = Env::new(2, "services: []\n");
+    let linked = LinkedConfig::new(&env.topo, &config(&[dns(0..1)]));
+    env.agent = Some(
+        Agent::start(&env.topo, &linked.path(), env.pin.path(), &[])
+            .unwrap_or_else(|e| panic!("start the agent: {e:#}")),
+    );
+    wait_backends(env.agent(), "dns", &backends(Fam::V4, 0..1, UDP_BACKEND_PORT), APPLY);
+    linked.write(&config(&[dns(0..2)]));
+    let t0 = Instant::now();
+    wait_backends(env.agent(), "dns", &backends(Fam::V4, 0..2, UDP_BACKEND_PORT), APPLY);
+    eprintln!("replaced behind the symlink: applied after {:?}", t0.elapsed());
+    assert!(
+        env.agent().log().contains("seen by polling"),
+        "the change should have been found by polling: {}",
+        env.diag()
+    );
+}

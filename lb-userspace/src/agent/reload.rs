@@ -28,7 +28,9 @@ pub(super) async fn follow_file(
     announce: watch::Sender<std::collections::BTreeSet<std::net::IpAddr>>,
     announce_args: crate::announce::AnnounceArgs,
 ) {
-    let FileWatch { path, _watcher, mut rx } = watch;
+    let FileWatch { path, _watcher, mut rx, mut stamp } = watch;
+    let mut poll = tokio::time::interval(POLL_EVERY);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let why = tokio::select! {
             _ = hup.recv() => "SIGHUP",
@@ -38,8 +40,15 @@ pub(super) async fn follow_file(
                 while rx.try_recv().is_ok() {}
                 "file change"
             }
+            _ = poll.tick() => {
+                if Stamp::of(&path) == stamp {
+                    continue;
+                }
+                "file change (seen by polling)"
+            }
             () = updates.closed() => return,
         };
+        stamp = Stamp::of(&path);
         if let Some(update) = reload(&path, seed_flag, why, &health) {
             announce.send_replace(announce_args.file_wanted(&update.state));
             if updates.send(update).await.is_err() {
@@ -73,11 +82,42 @@ fn reload(path: &Path, seed_flag: Option<u32>, why: &'static str, health: &Healt
     }
 }
 
+/// How often the file's [`Stamp`] is compared as well: a change the watch
+/// did not report (an event queue overflow, a symlinked file replaced
+/// behind its link as a ConfigMap volume does) is still applied.
+const POLL_EVERY: Duration = Duration::from_secs(2);
+
+/// What tells a file's versions apart without reading it: the inode it
+/// resolves to (through symlinks), its size and modification time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Stamp {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime_ns: i128,
+}
+
+impl Stamp {
+    /// `None` when the file cannot be read (reported at the reload).
+    fn of(path: &Path) -> Option<Self> {
+        use std::os::unix::fs::MetadataExt as _;
+        let m = std::fs::metadata(path).ok()?;
+        Some(Self {
+            dev: m.dev(),
+            ino: m.ino(),
+            len: m.len(),
+            mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+        })
+    }
+}
+
 /// The watch on the configuration file's directory: a change of the file
 /// (written in place, or another file renamed over it) queues a reload.
 /// Started before the agent first reads the file, so a change made while
 /// the agent starts is followed too.
 pub(super) struct FileWatch {
+    /// The file as it was when the watch started.
+    stamp: Option<Stamp>,
     /// The configuration file.
     path: PathBuf,
     /// Kept alive for as long as the file is followed; `None` when the
@@ -92,7 +132,7 @@ impl FileWatch {
         let (tx, rx) = mpsc::channel::<()>(4);
         let watcher =
             watch_file(path, tx).map_err(|e| warn!(error = %e, "not watching the file; reload with SIGHUP")).ok();
-        Self { path: path.to_path_buf(), _watcher: watcher, rx }
+        Self { path: path.to_path_buf(), _watcher: watcher, rx, stamp: Stamp::of(path) }
     }
 }
 
@@ -103,7 +143,8 @@ fn watch_file(path: &Path, tx: mpsc::Sender<()>) -> notify::Result<notify::Recom
     let mut w = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
         if let Ok(ev) = ev {
             let ours = ev.paths.iter().any(|p| p.file_name() == file.as_deref());
-            if ours && (ev.kind.is_modify() || ev.kind.is_create()) {
+            // Events lost (queue overflow): the file may have changed.
+            if ev.need_rescan() || ours && (ev.kind.is_modify() || ev.kind.is_create()) {
                 let _ = tx.try_send(());
             }
         }

@@ -92,6 +92,18 @@ fn replace_stats_pin(path: &Path) -> Result<Vec<PerCpuValues<u64>>> {
     Ok(old)
 }
 
+/// Copies the lookup-table array pinned at `old` into the one at `new` (as
+/// much as fits); returns the entries copied.
+pub(crate) fn copy_table(old: &Path, new: &Path) -> Result<u64> {
+    let (old, new) = (open_table(old)?, open_table(new)?);
+    let mut n = 0;
+    for (to, from) in new.all().slots().zip(old.all().values()) {
+        to.store(from, std::sync::atomic::Ordering::Relaxed);
+        n += 1;
+    }
+    Ok(n)
+}
+
 /// Opens a pinned lookup-table array and maps it.
 fn open_table(path: &Path) -> Result<Table> {
     let data = MapData::from_pin(path).with_context(|| format!("opening {}", path.display()))?;

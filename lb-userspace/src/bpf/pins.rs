@@ -49,20 +49,15 @@ pub struct Wanted {
 }
 
 /// Verifies every pinned map that exists; missing ones will be created.
-/// Also warns about maps of other layout versions left beside ours.
+/// A newer layout than ours is refused (a downgrade).
 pub fn check(pin_path: &Path, wanted: &Wanted) -> Result<(), PinError> {
     let dir = map_dir(pin_path);
     let layouts = crate::bpf::maps::pinned_layouts(pin_path);
     if let Some(&found) = layouts.last().filter(|v| **v > LAYOUT_VERSION) {
         return Err(PinError::Newer { pin_path: pin_path.display().to_string(), found });
     }
-    for v in layouts.iter().filter(|v| **v < LAYOUT_VERSION) {
-        tracing::warn!(
-            dir = %pin_path.join(format!("v{v}")).display(),
-            "maps of an older xlb layout (v{v}) are pinned here; this agent uses v{LAYOUT_VERSION} and new maps. \
-             Remove that directory once no agent of the old version runs"
-        );
-    }
+    // Maps of an older layout are carried over (or reported) by
+    // `bpf::migrate`.
     let sz = |n: usize| n as u32;
     #[expect(clippy::type_complexity, reason = "a literal table: name, key size, value size, inner map")]
     let expected: [(&str, u32, u32, Option<(&'static str, u32)>); 19] = [

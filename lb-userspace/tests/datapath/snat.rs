@@ -81,7 +81,7 @@ case!(snat_ports_exhausted_drops, |lab| {
 
 case!(flood_guard_forwards_without_recording, |lab| {
     lab.apply(vec![service("dns", VIP4, 53, Udp, Snat, &[("10.1.0.2:5353", 1), ("10.1.0.3:5353", 1)])]);
-    let settings = lb_common::settings::Settings { new_flows_per_cpu: 1, node_tag: LAB_NODE_TAG };
+    let settings = lb_common::settings::Settings { new_flows_per_cpu: 1, node_tag: LAB_NODE_TAG, flags: 0 };
     lab.maps().settings.set(0, settings, 0).expect("writing XLB_SETTINGS");
     // The bucket starts full (one flow): the first new flow is recorded...
     let first = client_pkt(Udp, &sa(CLIENT4, 34000), &sa(VIP4, 53), 0);

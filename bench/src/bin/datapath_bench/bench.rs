@@ -167,7 +167,7 @@ impl Bench {
             writer.set_interface_caps(i, IF_F_TX | IF_F_REDIRECT)?;
         }
         // No flood guard: every new flow takes the insert path.
-        writer.set_settings(lb_common::settings::Settings { new_flows_per_cpu: 0, node_tag: 0 })?;
+        writer.set_settings(lb_common::settings::Settings { new_flows_per_cpu: 0, node_tag: 0, flags: 0 })?;
         let view = MapsView::open_pinned(pin).context("opening the maps read-only")?;
 
         // The bench object: harness, baseline, minimal forwarder.

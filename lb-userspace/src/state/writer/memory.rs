@@ -41,6 +41,8 @@ pub struct MemoryMaps {
     pub announce: BTreeSet<[u8; 16]>,
     /// `XLB_L2_IFACES`: the announce interfaces.
     pub l2_ifaces: BTreeMap<u32, L2Iface>,
+    /// `XLB_SETTINGS.flags`.
+    pub settings_flags: u32,
 }
 
 impl MemoryMaps {
@@ -59,6 +61,7 @@ impl MemoryMaps {
             affinity: HashSet::new(),
             announce: BTreeSet::new(),
             l2_ifaces: BTreeMap::new(),
+            settings_flags: 0,
         }
     }
 
@@ -137,6 +140,10 @@ impl MapOps for MemoryMaps {
                 1
             }
             Op::DeleteL2Iface(i) => usize::from(self.l2_ifaces.remove(i).is_some()),
+            Op::SetSettingsFlags(flags) => {
+                self.settings_flags = *flags;
+                1
+            }
         };
         Ok(n)
     }

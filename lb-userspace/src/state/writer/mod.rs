@@ -76,7 +76,10 @@ pub use encode::{
     addr16, ip_from16, name_from, name_to, range_entries, range_key, range_net, service_key, unroutable_reason,
     RangeEntry,
 };
-use lb_common::{Backend, ServiceKey, MAX_BACKENDS, MAX_SERVICES, RANGE_ENTRIES};
+use lb_common::{
+    settings::{Settings, SETTINGS_F_UNTRACKED},
+    Backend, ServiceKey, MAX_BACKENDS, MAX_SERVICES, RANGE_ENTRIES, SVC_F_UNTRACKED,
+};
 pub use memory::MemoryMaps;
 pub use ops::{MapOps, Op};
 use plan::Programmed;
@@ -86,7 +89,7 @@ use routes::Routes;
 
 use crate::{
     bpf::maps::Maps,
-    state::model::{DesiredState, ServiceSpec},
+    state::model::{DesiredState, FlowTracking, ServiceSpec},
 };
 
 /// A failure to program the maps.
@@ -218,6 +221,8 @@ pub struct MapWriter<M: MapOps = Maps> {
     announce_wanted: BTreeSet<[u8; 16]>,
     /// Mirror of `XLB_ANNOUNCE`.
     announced: BTreeSet<[u8; 16]>,
+    /// Mirror of `XLB_SETTINGS.flags` (`SETTINGS_F_*`).
+    settings_flags: u32,
 }
 
 impl MapWriter {
@@ -227,9 +232,11 @@ impl MapWriter {
         self.maps.settings.get(&0, 0).map_err(map_err(lb_common::names::SETTINGS))
     }
 
-    /// Writes the data-path settings (`XLB_SETTINGS`).
+    /// Writes the data-path settings (`XLB_SETTINGS`) but their `flags`,
+    /// which follow the services this writer programs ([`Self::apply`]).
     pub fn set_settings(&mut self, settings: lb_common::settings::Settings) -> Result<(), WriteError> {
-        self.maps.settings.set(0, settings, 0).map_err(map_err(lb_common::names::SETTINGS))
+        let flags = self.settings_flags;
+        self.maps.settings.set(0, Settings { flags, ..settings }, 0).map_err(map_err(lb_common::names::SETTINGS))
     }
 
     /// Records what XDP may do on interface `ifindex` (`XLB_IFACES`:
@@ -270,6 +277,17 @@ impl MapWriter<MemoryMaps> {
 }
 
 impl<M: MapOps> MapWriter<M> {
+    /// Sets or clears `bits` of `XLB_SETTINGS.flags` (the other fields as
+    /// pinned); writes only on a change.
+    fn set_settings_flags(&mut self, bits: u32, on: bool) -> Result<(), WriteError> {
+        let flags = if on { self.settings_flags | bits } else { self.settings_flags & !bits };
+        if flags != self.settings_flags {
+            self.maps.exec(&Op::SetSettingsFlags(flags))?;
+            self.settings_flags = flags;
+        }
+        Ok(())
+    }
+
     /// Number of programmed services.
     pub fn len(&self) -> usize {
         self.services.len()
@@ -376,6 +394,12 @@ impl<M: MapOps> MapWriter<M> {
         let new_backends: Vec<[u8; 16]> =
             desired.services.iter().flat_map(|s| s.backends.iter().map(|b| addr16(b.addr.ip()))).collect();
         self.sync_prefilter(&new_vips, &new_backends)?;
+        // Replies of untracked services are looked for from before the
+        // first such service is written until after the last one is gone.
+        let untracked = desired.services.iter().any(|s| s.flow_tracking == FlowTracking::None);
+        if untracked {
+            self.set_settings_flags(SETTINGS_F_UNTRACKED, true)?;
+        }
         let gone: Vec<ServiceKey> = self.services.keys().filter(|k| !wanted.contains_key(k)).copied().collect();
         for key in gone {
             self.remove_service(&key)?;
@@ -405,6 +429,9 @@ impl<M: MapOps> MapWriter<M> {
         self.sync_vips()?;
         self.sync_announced()?;
         self.sync_prefilter(&[], &[])?;
+        if !self.services.values().any(|p| p.value.flags & SVC_F_UNTRACKED != 0) {
+            self.set_settings_flags(SETTINGS_F_UNTRACKED, false)?;
+        }
         match first_error {
             Some(e) => Err(e),
             None => Ok(report),

@@ -69,6 +69,8 @@ pub enum Op {
     SetL2Iface(u32, L2Iface),
     /// Deletes an interface from `XLB_L2_IFACES` (absent: nothing to do).
     DeleteL2Iface(u32),
+    /// Writes `XLB_SETTINGS.flags` (`SETTINGS_F_*`), the rest kept.
+    SetSettingsFlags(u32),
 }
 
 /// Performs [`Op`]s on a set of maps.
@@ -167,6 +169,12 @@ impl MapOps for Maps {
             Op::Unannounce(vip) => return removed(self.announce.remove(vip), lb_common::names::ANNOUNCE),
             Op::SetL2Iface(i, v) => self.l2_ifaces.insert(i, v, 0).map_err(map_err(lb_common::names::L2_IFACES))?,
             Op::DeleteL2Iface(i) => return removed(self.l2_ifaces.remove(i), lb_common::names::L2_IFACES),
+            Op::SetSettingsFlags(flags) => {
+                let name = lb_common::names::SETTINGS;
+                let current = self.settings.get(&0, 0).map_err(map_err(name))?;
+                let new = lb_common::settings::Settings { flags: *flags, ..current };
+                self.settings.set(0, new, 0).map_err(map_err(name))?;
+            }
         }
         Ok(1)
     }

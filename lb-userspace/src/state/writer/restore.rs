@@ -8,8 +8,8 @@ use std::{
 };
 
 use lb_common::{
-    prefilter::PREFILTER_ENTRIES, Service, ServiceKey, ServiceSlot, BE_F_ACTIVE, BE_F_IN_USE, BE_F_REJECT,
-    BE_F_UNROUTABLE, MAX_SERVICES,
+    prefilter::PREFILTER_ENTRIES, settings::SETTINGS_F_UNTRACKED, Service, ServiceKey, ServiceSlot, BE_F_ACTIVE,
+    BE_F_IN_USE, BE_F_REJECT, BE_F_UNROUTABLE, MAX_SERVICES, SVC_F_UNTRACKED,
 };
 use tracing::{debug, info, warn};
 
@@ -164,6 +164,9 @@ impl<M: MapOps> MapWriter<M> {
         // What a previous agent announced stays announced until the
         // announcer says otherwise (no gap across a restart).
         let announced = maps.read_announced();
+        // Replies of restored untracked services go on being translated.
+        let untracked = services.values().any(|p| p.value.flags & SVC_F_UNTRACKED != 0);
+        let settings_flags = if untracked { SETTINGS_F_UNTRACKED } else { 0 };
         Self {
             maps,
             services,
@@ -183,6 +186,7 @@ impl<M: MapOps> MapWriter<M> {
             prefilter_ready: false,
             announce_wanted: announced.clone(),
             announced,
+            settings_flags,
         }
         .with_prefilter()
     }

@@ -281,3 +281,38 @@ fn unroutable_backends_planned_out_of_the_table() {
     assert!(entries.iter().all(|id| *id == 1));
     assert!(p.changed);
 }
+
+/// `XLB_SETTINGS.flags` says whether any service is untracked: set before
+/// the first untracked service is written (its replies are translated from
+/// its first packet), cleared after the last one is gone, written only on
+/// a change.
+#[test]
+fn the_untracked_settings_bit_follows_the_untracked_services() {
+    use crate::state::model::FlowTracking;
+    use lb_common::settings::SETTINGS_F_UNTRACKED;
+    let mut w = MapWriter::in_memory(1 << 16, 0);
+    let tracked = spec("a", 53, &[("10.1.0.1:53", 1)], Some(251));
+    let untracked =
+        ServiceSpec { flow_tracking: FlowTracking::None, ..spec("u", 54, &[("10.1.0.2:53", 1)], Some(251)) };
+    w.apply(&state(vec![tracked.clone()])).unwrap();
+    assert_eq!(w.memory().settings_flags, 0);
+    assert!(!take(&mut w).iter().any(|o| matches!(o, Op::SetSettingsFlags(_))));
+
+    w.apply(&state(vec![tracked.clone(), untracked.clone()])).unwrap();
+    assert_eq!(w.memory().settings_flags, SETTINGS_F_UNTRACKED);
+    let ops = take(&mut w);
+    let flag = first(&ops, "the settings bit", |o| matches!(o, Op::SetSettingsFlags(f) if *f == SETTINGS_F_UNTRACKED));
+    let value =
+        first(&ops, "the untracked service's value", |o| matches!(o, Op::SetService(k, _) if *k == key(&untracked)));
+    assert!(flag < value, "the bit is set before the service is published: {ops:#?}");
+
+    w.apply(&state(vec![tracked.clone(), untracked])).unwrap();
+    assert!(!take(&mut w).iter().any(|o| matches!(o, Op::SetSettingsFlags(_))), "no change, no write");
+
+    w.apply(&state(vec![tracked])).unwrap();
+    assert_eq!(w.memory().settings_flags, 0);
+    let ops = take(&mut w);
+    let gone = first(&ops, "the untracked service's removal", |o| matches!(o, Op::DeleteService(_)));
+    let flag = last(&ops, "the settings bit cleared", |o| matches!(o, Op::SetSettingsFlags(0)));
+    assert!(gone < flag, "the bit is cleared after the service is gone: {ops:#?}");
+}
