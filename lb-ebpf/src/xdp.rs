@@ -185,6 +185,11 @@ fn existing(s: &mut Scratch, svc: &Service, flow: Option<&mut Flow>, looked: boo
     if flow.service_id != svc.id || now.saturating_sub(flow.last_seen_ns) > timeout_ns(svc, pkt.key.proto, flow.state) {
         return None;
     }
+    // A flow recorded under the service's other source mode (preserve ↔
+    // snat, changed by a reload) has no translation for this one: re-picked.
+    if (svc.flags & SVC_F_SNAT != 0) != (flow.snat_port != 0) {
+        return None;
+    }
     let be = backend(flow.backend_id)?;
     if be.flags & BE_F_ACTIVE == 0 || be.generation != flow.backend_gen {
         return None;

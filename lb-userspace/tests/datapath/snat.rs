@@ -255,3 +255,30 @@ case!(reused_backend_slot_does_not_inherit_flows, |lab| {
         assert_ne!(flow.backend_gen, old_gen, "re-picked onto the slot: with the new generation");
     }
 });
+
+case!(a_flow_follows_its_service_switching_between_preserve_and_snat, |lab| {
+    let svc = |mode| vec![service("dns", VIP4, 53, Udp, mode, &[("10.1.0.2:5353", 1)])];
+    lab.apply(svc(Preserve));
+    let pkt = udp4_to_vip();
+    let first = lab.run(&pkt.build());
+    first.expect(XDP_PASS, &[Stat::FlowNew, Stat::FwdKernel]);
+    assert_eq!(first.decoded().src_sock(), sock(&sa(CLIENT4, 33000)), "preserve keeps the client's address");
+    assert_eq!(lab.flow(&pkt).unwrap().snat_port, 0);
+    // Switched to snat: the flow (which has no SNAT port) is picked again
+    // and gets one; it no longer leaves with the client's address.
+    lab.apply(svc(Snat));
+    let snat = lab.run(&pkt.build());
+    snat.expect(XDP_PASS, &[Stat::FlowNew, Stat::FwdKernel]);
+    let port = lab.flow(&pkt).unwrap().snat_port;
+    assert_ne!(port, 0, "the flow got a SNAT port");
+    assert_eq!(snat.decoded().src_sock().port(), u16::from_be(port));
+    assert_ne!(snat.decoded().src_sock().ip(), ip(CLIENT4));
+    assert_eq!(snat.decoded().dst_sock(), sock("10.1.0.2:5353"));
+    lab.run(&pkt.build()).expect(XDP_PASS, &[Stat::FlowHit, Stat::FwdKernel]);
+    // And back to preserve: the client's address again.
+    lab.apply(svc(Preserve));
+    let back = lab.run(&pkt.build());
+    back.expect(XDP_PASS, &[Stat::FlowNew, Stat::FwdKernel]);
+    assert_eq!(back.decoded().src_sock(), sock(&sa(CLIENT4, 33000)));
+    assert_eq!(lab.flow(&pkt).unwrap().snat_port, 0);
+});
