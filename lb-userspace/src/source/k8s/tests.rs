@@ -496,3 +496,59 @@ fn two_ports_of_one_name_serve_the_first_and_say_so() {
     assert_eq!(t.state.services.len(), 2, "{:?}", t.state.services);
     assert_eq!(reasons(&t, "ns", "dns"), [reason::INVALID, reason::PROGRAMMED], "told, and the first port programmed");
 }
+
+/// `v` with the flow-tracking annotation set to `value`.
+fn tracking(v: Value, value: &str) -> Value {
+    with(v, json!({"metadata": {"annotations": {"xlb.io/flow-tracking": value}}}))
+}
+
+fn messages(t: &Translation, ns: &str, name: &str) -> String {
+    t.notes
+        .get(&(ns.into(), name.into()))
+        .map(|n| n.iter().map(|n| n.message.clone()).collect::<Vec<_>>().join("\n"))
+        .unwrap_or_default()
+}
+
+#[test]
+fn flow_tracking_none_by_annotation_where_the_model_allows_it() {
+    use crate::state::model::FlowTracking;
+    let local = json!({"externalTrafficPolicy": "Local"});
+    let eps = [dns_slice(&[ready("10.1.0.2")])];
+    // Local (the client's address is kept): served untracked.
+    let t = run(&[tracking(dns(local.clone()), "none")], &eps, &[]);
+    assert_eq!(one(&t, "ns/dns:dns").flow_tracking, FlowTracking::None);
+    assert!(!reasons(&t, "ns", "dns").contains(&"InvalidService"), "{}", messages(&t, "ns", "dns"));
+    // Absent or "full": tracked.
+    for svc in [dns(local.clone()), tracking(dns(local.clone()), "full")] {
+        assert_eq!(one(&run(&[svc], &eps, &[]), "ns/dns:dns").flow_tracking, FlowTracking::Full);
+    }
+    // Cluster (SNAT), affinity, or a value that is neither: tracked, with a
+    // warning that says why.
+    let cases = [
+        (tracking(dns(json!({})), "none"), "externalTrafficPolicy: Local"),
+        (
+            tracking(dns(json!({"externalTrafficPolicy": "Local", "sessionAffinity": "ClientIP"})), "none"),
+            "sessionAffinity",
+        ),
+        (tracking(dns(local), "off"), "neither"),
+    ];
+    for (svc, why) in cases {
+        let t = run(&[svc], &eps, &[]);
+        assert_eq!(one(&t, "ns/dns:dns").flow_tracking, FlowTracking::Full);
+        assert!(reasons(&t, "ns", "dns").contains(&"InvalidService"));
+        assert!(messages(&t, "ns", "dns").contains(why), "{why}: {}", messages(&t, "ns", "dns"));
+    }
+}
+
+#[test]
+fn an_untracked_service_sharing_a_backend_is_tracked_with_a_note() {
+    use crate::state::model::FlowTracking;
+    let local = json!({"externalTrafficPolicy": "Local"});
+    let untracked = tracking(dns(local.clone()), "none");
+    let other = with_vip(svc("ns", "other", T1, local), "192.0.2.11");
+    let eps = [dns_slice(&[ready("10.1.0.2")]), slice("ns", "other", "b", "IPv4", dns_ports(), &[ready("10.1.0.2")])];
+    let t = run(&[untracked, other], &eps, &[]);
+    assert_eq!(one(&t, "ns/dns:dns").flow_tracking, FlowTracking::Full);
+    assert!(messages(&t, "ns", "dns").contains("also serves ns/other:dns"), "{}", messages(&t, "ns", "dns"));
+    crate::state::model::check_untracked_backends(&t.state.services).expect("a state the writer accepts");
+}

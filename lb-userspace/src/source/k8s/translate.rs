@@ -2,7 +2,7 @@
 //! YAML loader produces), plus, per Service, what was programmed or why not
 //! (for Events) and the health checks this node must answer.
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::{BTreeMap, BTreeSet, HashMap},
     net::IpAddr,
     sync::Arc,
 };
@@ -20,6 +20,9 @@ use super::{
 };
 use crate::state::model::{self, Claims, DesiredState, FlowTracking, Protocol, ServiceSpec, SourceMode};
 pub use crate::state::model::{DEFAULT_AFFINITY_TIMEOUT, MAX_AFFINITY_TIMEOUT};
+/// `none` serves the Service without flow tracking (`flow_tracking: none`
+/// in the YAML file); `full` (the default) tracks every flow.
+pub const FLOW_TRACKING_ANNOTATION: &str = "xlb.io/flow-tracking";
 /// Legacy annotation for source ranges (used when the field is absent).
 pub const SOURCE_RANGES_ANNOTATION: &str = "service.beta.kubernetes.io/load-balancer-source-ranges";
 
@@ -190,6 +193,54 @@ fn source_ranges(svc: &Service) -> Result<Vec<IpNet>, String> {
         .collect()
 }
 
+/// The Service's [`FLOW_TRACKING_ANNOTATION`] (absent: full).
+fn flow_tracking(svc: &Service) -> Result<FlowTracking, String> {
+    let value = svc.metadata.annotations.as_ref().and_then(|a| a.get(FLOW_TRACKING_ANNOTATION));
+    match value.map(|v| v.trim()) {
+        None | Some("full") => Ok(FlowTracking::Full),
+        Some("none") => Ok(FlowTracking::None),
+        Some(other) => Err(format!(
+            "{FLOW_TRACKING_ANNOTATION}: {other:?} is neither \"none\" nor \"full\"; the Service's flows are tracked"
+        )),
+    }
+}
+
+/// Why a Service asking for `flow_tracking: none` is tracked after all
+/// (the model's rules), or `None` when it can be served untracked.
+fn untracked_refusal(local: bool, affinity: Option<u32>) -> Option<&'static str> {
+    if !local {
+        Some(
+            "needs externalTrafficPolicy: Local (with Cluster the source is translated, and replies need a flow entry)",
+        )
+    } else if affinity.is_some() {
+        Some("is not possible with sessionAffinity: ClientIP (affinity is recorded per client)")
+    } else {
+        None
+    }
+}
+
+/// A `flow_tracking: none` service whose backend another service also
+/// uses cannot tell whose reply it sees: such services are tracked after
+/// all, each with a note on its Service, until no backend is shared.
+fn track_shared_backends(out: &mut Translation, owners: &HashMap<String, (String, String)>) {
+    while let Err(model::ModelError::UntrackedSharedBackend { addr, untracked, other, .. }) =
+        model::check_untracked_backends(&out.state.services)
+    {
+        let Some(s) = out.state.services.iter_mut().find(|s| s.name == untracked) else { return };
+        s.flow_tracking = FlowTracking::Full;
+        if let Some(owner) = owners.get(&untracked) {
+            out.notes.entry(owner.clone()).or_default().push(Note {
+                warning: true,
+                reason: reason::INVALID,
+                message: format!(
+                    "{FLOW_TRACKING_ANNOTATION}: none: backend {addr} of {untracked} also serves {other}, so its replies \
+                     could not be told apart; {untracked} is served with flow tracking"
+                ),
+            });
+        }
+    }
+}
+
 fn affinity(svc: &Service) -> Option<u32> {
     let spec = svc.spec.as_ref()?;
     if spec.session_affinity.as_deref() != Some("ClientIP") {
@@ -217,6 +268,8 @@ pub fn translate(inp: &Inputs<'_>) -> Translation {
     let mut out = Translation::default();
     // (vip, port, protocol) → owner's namespace/name
     let mut claims: Claims<(IpAddr, u16, Protocol), String> = Claims::default();
+    // xlb service name → its Service (namespace, name), for notes.
+    let mut owners: HashMap<String, (String, String)> = HashMap::new();
     for svc in ours_in_claim_order(inp.services, inp.lb_class) {
         let ns = svc.metadata.namespace.clone().unwrap_or_default();
         let name = svc.metadata.name.clone().unwrap_or_default();
@@ -263,6 +316,23 @@ pub fn translate(inp: &Inputs<'_>) -> Translation {
         let spec = svc.spec.clone().unwrap_or_default();
         let local = spec.external_traffic_policy.as_deref() == Some("Local");
         let affinity_timeout = affinity(&svc);
+        let tracking = match flow_tracking(&svc) {
+            Ok(FlowTracking::None) => match untracked_refusal(local, affinity_timeout) {
+                Some(why) => {
+                    notes.push(warn(
+                        reason::INVALID,
+                        format!("{FLOW_TRACKING_ANNOTATION}: none {why}; {me} is served with flow tracking"),
+                    ));
+                    FlowTracking::Full
+                }
+                None => FlowTracking::None,
+            },
+            Ok(t) => t,
+            Err(e) => {
+                notes.push(warn(reason::INVALID, format!("{me}: {e}")));
+                FlowTracking::Full
+            }
+        };
         let mut programmed = Vec::new();
         let mut local_ready: BTreeSet<IpAddr> = BTreeSet::new();
         let (mut ready_v4, mut ready_v6) = (false, false);
@@ -356,7 +426,7 @@ pub fn translate(inp: &Inputs<'_>) -> Translation {
                     maglev_table_size: None,
                     affinity_timeout,
                     source_ranges: ranges.clone(),
-                    flow_tracking: FlowTracking::Full,
+                    flow_tracking: tracking,
                     backends,
                     reject_weight: 0,
                 };
@@ -365,6 +435,7 @@ pub fn translate(inp: &Inputs<'_>) -> Translation {
                     continue;
                 }
                 programmed.push(format!("{} ({proto})", spec.name));
+                owners.insert(spec.name.clone(), (ns.clone(), name.clone()));
                 out.vip_services.entry(*vip).or_default().insert((ns.clone(), name.clone()));
                 out.state.services.push(spec);
             }
@@ -389,5 +460,6 @@ pub fn translate(inp: &Inputs<'_>) -> Translation {
             }
         }
     }
+    track_shared_backends(&mut out, &owners);
     out
 }
