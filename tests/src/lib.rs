@@ -52,8 +52,9 @@ pub use servers::{
 };
 pub use topology::{cleanup_stale, Topology, PREFIX};
 pub use traffic::{
-    reply_tag, spread_tcp, spread_tcp_replies, spread_udp, spread_udp_ports, spread_udp_replies, tcp_probe,
-    tcp_request, udp_probe, udp_request, Probe, TcpSession, UdpFlow, NO_REPLY, WRONG_SOURCE,
+    reply_tag, spread_tcp, spread_tcp_replies, spread_udp, spread_udp_ports, spread_udp_ports_replies,
+    spread_udp_replies, tcp_probe, tcp_request, udp_probe, udp_request, Probe, TcpSession, UdpFlow, NO_REPLY,
+    WRONG_SOURCE,
 };
 
 /// Fails with a clear message unless the process runs as root (uid 0).

@@ -90,8 +90,31 @@ impl UdpFlow {
     }
 
     /// Sends `payload` and returns the first reply and where it came from.
+    /// The socket is not drained first: a late reply to an earlier request
+    /// that timed out is returned as this one's (see [`UdpFlow::drain`]).
     pub fn request(&self, payload: &[u8], timeout: Duration) -> Result<(String, SocketAddr)> {
         udp_exchange(&self.sock, self.to, payload, timeout)
+    }
+
+    /// Reads and discards every datagram already queued on the socket (late
+    /// replies to earlier requests that timed out), without waiting for
+    /// more; returns them, for messages.
+    pub fn drain(&self) -> Result<Vec<String>> {
+        self.sock.set_nonblocking(true)?;
+        #[expect(clippy::large_stack_arrays, reason = "one datagram of the largest size; thread stacks are 2 MiB")]
+        let mut buf = [0u8; 65536];
+        let mut stale = Vec::new();
+        let result = loop {
+            match self.sock.recv_from(&mut buf) {
+                Ok((n, _)) => stale.push(String::from_utf8_lossy(&buf[..n]).into_owned()),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break Ok(stale),
+                // A stale ICMP error or a signal: nothing to keep, read on.
+                Err(e) if matches!(e.kind(), ErrorKind::ConnectionRefused | ErrorKind::Interrupted) => {}
+                Err(e) => break Err(anyhow!(e).context(format!("drain UDP socket for {}", self.to))),
+            }
+        };
+        self.sock.set_nonblocking(false)?;
+        result
     }
 }
 
@@ -295,7 +318,18 @@ pub fn spread_udp_replies(ns: &Netns, to: SocketAddr, count: usize, timeout: Dur
 /// unspecified address) to `to` and counts replies per tag, as
 /// [`spread_udp`]. Reusing the same ports later sends the same flows again.
 pub fn spread_udp_ports(ns: &Netns, to: SocketAddr, ports: &[u16], timeout: Duration) -> HashMap<String, usize> {
-    let replies = ns.run(|| {
+    tally_tags(spread_udp_ports_replies(ns, to, ports, timeout))
+}
+
+/// Like [`spread_udp_ports`] but counts whole reply texts (`"pod0 10.1.0.1"`),
+/// so the source address each backend saw shows too.
+pub fn spread_udp_ports_replies(
+    ns: &Netns,
+    to: SocketAddr,
+    ports: &[u16],
+    timeout: Duration,
+) -> HashMap<String, usize> {
+    ns.run(|| {
         let mut replies = HashMap::new();
         for &port in ports {
             let mut local = unspecified_for(to);
@@ -311,8 +345,7 @@ pub fn spread_udp_ports(ns: &Netns, to: SocketAddr, ports: &[u16], timeout: Dura
             *replies.entry(key).or_insert(0) += 1;
         }
         replies
-    });
-    tally_tags(replies)
+    })
 }
 
 /// Opens `count` TCP connections from `ns` to `to`, one after the other

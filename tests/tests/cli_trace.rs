@@ -24,6 +24,8 @@ use xlb_tests::{udp_probe, udp_request, Probe, TcpSession, Topology};
 const DNS_TABLE: u64 = 251;
 /// The table size of `web`.
 const WEB_TABLE: u64 = 509;
+/// The UDP services' idle timeout, seconds: longer than the test.
+const UDP_TIMEOUT: u32 = 600;
 /// The agent's lookup-table array: room for every service's two regions.
 const TABLE_ENTRIES: &str = "8192";
 
@@ -148,12 +150,20 @@ fn real_backend(env: &Env, f: Flow, sessions: &mut Vec<TcpSession>) -> Result<us
 /// affinity); `drained` (UDP/56, every backend of weight 0) and `empty`
 /// (UDP/57, no backend). Small tables ([`DNS_TABLE`] slots, 509 for
 /// `web`), so that the agent's lookup-table array is small
-/// ([`TABLE_ENTRIES`]) and dumped quickly.
+/// ([`TABLE_ENTRIES`]) and dumped quickly. The UDP services keep idle
+/// flows for [`UDP_TIMEOUT`] s instead of the default 30 s: the test traces
+/// its first UDP flows again as existing flows, which on a slow, loaded
+/// machine can come more than 30 s after their last packet.
 fn services() -> String {
     let udp = |i: usize| backend(Fam::V4, i, UDP_BACKEND_PORT);
     let vip: IpAddr = Topology::VIP_V4.into();
     let sized = |yaml: String, size: u64, extra: &str| {
-        yaml.replacen("    backends:", &format!("    maglev_table_size: {size}\n{extra}    backends:"), 1)
+        let timeout = if yaml.contains("    protocol: udp\n") {
+            format!("    udp_timeout: {UDP_TIMEOUT}\n")
+        } else {
+            String::new()
+        };
+        yaml.replacen("    backends:", &format!("    maglev_table_size: {size}\n{timeout}{extra}    backends:"), 1)
     };
     let pods = |fam: Fam, port: u16| backends(fam, 0..3, port);
     let dns = sized(svc("dns", vip, 53, "udp", "snat", &pods(Fam::V4, UDP_BACKEND_PORT)), DNS_TABLE, "");

@@ -279,3 +279,34 @@ fn one_agent_holds_the_allocator_lease_and_hands_it_over_when_it_stops() {
     assert!(second.log().contains("status.loadBalancer.ingress written"), "{}", second.log());
     second.stop().expect("stop the second agent");
 }
+
+/// `xlb.io/flow-tracking: none` on a `Local` Service: served from the
+/// lookup table with no connection-table entry (the client's address kept,
+/// replies translated); on a `Cluster` Service the annotation is refused
+/// with a warning Event and the Service is served tracked.
+#[test]
+fn flow_tracking_none_by_annotation_records_no_flow() {
+    let c = Cluster::start(2, &[]);
+    let svc = dns_service("dns").external_traffic_policy("Local").annotation("xlb.io/flow-tracking", "none");
+    c.create_service(&svc);
+    c.set_slice(NS, "dns", "dns", false, &[ready(0)], DNS_PORTS);
+    c.wait_programmed("dns untracked", |p| {
+        p.get("apps/dns:dns")
+            .is_some_and(|s| s["flow_tracking"] == "none" && s["backends"].as_array().is_some_and(|b| b.len() == 1))
+    });
+    let ports: Vec<u16> = (24000..24020).collect();
+    let replies = xlb_tests::spread_udp_ports_replies(&c.topo.client, vip4(53), &ports, T);
+    let want = format!("pod0 {}", Topology::CLIENT_V4);
+    assert_eq!(replies.get(&want), Some(&20), "every flow answered, the client's address kept: {replies:?}");
+    let flows = c.agent.cli(&["flows", "-o", "json"]).expect("xlb flows");
+    let flows: Value = serde_json::from_slice(&flows.stdout).expect("flows json");
+    assert_eq!(flows.as_array().map(Vec::len), Some(0), "no connection entry for an untracked service: {flows}");
+
+    // Cluster: the annotation cannot apply (the source is translated).
+    c.patch_service(NS, "dns", json!({"spec": {"externalTrafficPolicy": "Cluster"}}));
+    c.wait_programmed("dns tracked", |p| p.get("apps/dns:dns").is_some_and(|s| s["flow_tracking"] == "full"));
+    let (_, reason, message) = c.wait_event(NS, "dns", "InvalidService");
+    assert!(message.contains("xlb.io/flow-tracking") && message.contains("Local"), "{reason}: {message}");
+    let r = c.udp(vip4(53), 5);
+    assert_eq!(r.get("pod0"), Some(&5), "served tracked: {r:?}");
+}

@@ -309,8 +309,28 @@ impl Segment {
         }
     }
 
-    /// Asserts that exactly node `i` answers for `vip`.
+    /// Waits (up to [`CRASH`]) until node `i`'s `xlb status -o json` lists
+    /// `vip` in `announced_vips` (read from its pinned announce map): the
+    /// Lease names its holder before that agent has learnt it and written
+    /// the map, and a question asked in between has no answer.
+    fn wait_announcing(&self, i: usize, vip: IpAddr) {
+        let want = vip.to_string();
+        let deadline = Instant::now() + CRASH;
+        loop {
+            let out = self.agent(i).cli(&["status", "-o", "json"]);
+            let st: Value = out.as_ref().map_or(Value::Null, |o| serde_json::from_slice(&o.stdout).unwrap_or_default());
+            if st["announced_vips"].as_array().is_some_and(|a| a.iter().any(|v| *v == want.as_str())) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{} never listed {vip} as announced: {st}{}", NODES[i], self.diag());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Asserts that exactly node `i` answers for `vip`, once node `i` has
+    /// the VIP in its announce map (see [`Segment::wait_announcing`]).
     fn assert_only_answers(&self, i: usize, vip: IpAddr, when: &str) {
+        self.wait_announcing(i, vip);
         let got = self.answers(vip);
         assert_eq!(self.names(&got), vec![NODES[i].to_string()], "{when}: who answers for {vip}{}", self.diag());
     }
