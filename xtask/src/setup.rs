@@ -27,11 +27,9 @@ pub fn setup() -> Result<()> {
     ensure_rust_src()?;
     ensure_bpf_linker()?;
     ensure_bpffs()?;
-    ensure_iproute2()?;
-    ensure_ethtool()?;
-    ensure_kubectl()?;
-    ensure_bird2()?;
-    ensure_podman()?;
+    for tool in APT_TOOLS {
+        ensure_apt_tool(tool)?;
+    }
     crate::validate::setup_validator();
     info("setup complete");
     Ok(())
@@ -205,99 +203,96 @@ fn ensure_bpffs() -> Result<()> {
     })
 }
 
-fn ensure_iproute2() -> Result<()> {
-    let present = Command::new("ip").arg("-V").output().is_ok_and(|o| o.status.success());
-    let say = [
-        "iproute2 (ip): present",
-        "iproute2 (ip): missing; the integration tests and the demo need it (apt-get install iproute2, as root)",
-        "iproute2 (ip): missing, installing it",
-    ];
-    ensure_as_root(present, say, || {
-        run(&mut apt_get(&["update"]))?;
-        run(&mut apt_get(&["install", "-y", "iproute2"]))
-    })
+/// A tool from Debian's packages that the tests or xtask run.
+struct AptTool {
+    /// What to call it in messages.
+    name: &'static str,
+    /// Who needs it, for the message when it is missing and we are not root.
+    needed_by: &'static str,
+    /// Whether it is present and usable.
+    present: fn() -> bool,
+    /// Package sets to try in order, until `present` says yes (repositories
+    /// name some tools differently).
+    packages: &'static [&'static [&'static str]],
 }
 
-/// `ethtool`: the tests turn a veth's GRO or checksum offload on and off
-/// with it (the transmit-path tests).
-fn ensure_ethtool() -> Result<()> {
-    let present = Command::new("ethtool").arg("--version").output().is_ok_and(|o| o.status.success());
-    let say = [
-        "ethtool: present",
-        "ethtool: missing; the integration tests need it (apt-get install ethtool, as root)",
-        "ethtool: missing, installing it",
-    ];
-    ensure_as_root(present, say, || {
-        run(&mut apt_get(&["update"]))?;
-        run(&mut apt_get(&["install", "-y", "ethtool"]))
-    })
+/// `BIN --version` (or `BIN ARGS`) runs and succeeds.
+fn runs(bin: &str, args: &[&str]) -> bool {
+    Command::new(bin).args(args).output().is_ok_and(|o| o.status.success())
 }
 
-/// `kubectl`, the real client the Kubernetes tests check the fake API
-/// server against: Debian's `kubectl` package where a repository has it,
-/// else `kubernetes-client`.
-fn ensure_kubectl() -> Result<()> {
-    let present = || Command::new("kubectl").args(["version", "--client"]).output().is_ok_and(|o| o.status.success());
-    let say = [
-        "kubectl: present",
-        "kubectl: missing; the Kubernetes tests need it (apt-get install kubernetes-client, as root)",
-        "kubectl: missing, installing it",
-    ];
-    ensure_as_root(present(), say, || {
+/// The tools `cargo xtask setup` installs with apt-get when missing.
+const APT_TOOLS: &[AptTool] = &[
+    AptTool {
+        name: "iproute2 (ip)",
+        needed_by: "the integration tests and the demo",
+        present: || runs("ip", &["-V"]),
+        packages: &[&["iproute2"]],
+    },
+    // The tests turn a veth's GRO or checksum offload on and off with it
+    // (the transmit-path tests).
+    AptTool {
+        name: "ethtool",
+        needed_by: "the integration tests",
+        present: || runs("ethtool", &["--version"]),
+        packages: &[&["ethtool"]],
+    },
+    // The real client the Kubernetes tests check the fake API server
+    // against: Debian's `kubectl` package where a repository has it, else
+    // `kubernetes-client`.
+    AptTool {
+        name: "kubectl",
+        needed_by: "the Kubernetes tests",
+        present: || runs("kubectl", &["version", "--client"]),
+        packages: &[&["kubectl"], &["kubernetes-client"]],
+    },
+    // BIRD 2, the BGP daemon the `--announce bgp` tests run in the router
+    // and node namespaces (`bird --version` prints "BIRD version 2.x" on
+    // stderr).
+    AptTool {
+        name: "BIRD 2 (bird, birdc)",
+        needed_by: "the BGP tests",
+        present: || {
+            Command::new("bird").arg("--version").output().is_ok_and(|o| {
+                o.status.success() && String::from_utf8_lossy(&[o.stdout, o.stderr].concat()).contains("version 2.")
+            }) && Command::new("birdc").arg("--version").output().is_ok()
+        },
+        packages: &[&["bird2"]],
+    },
+    // `cargo xtask image` builds with buildah, the image test runs the agent
+    // with podman (with runc where crun, podman's default runtime, refuses
+    // the machine's cgroup layout).
+    AptTool {
+        name: "podman, buildah, runc",
+        needed_by: "`cargo xtask image` and its test",
+        present: || runs("podman", &["--version"]) && runs("buildah", &["--version"]) && runs("runc", &["--version"]),
+        packages: &[&["podman", "buildah", "runc"]],
+    },
+];
+
+/// Installs `tool` with apt-get when it is missing (as root), trying its
+/// package sets in order.
+fn ensure_apt_tool(tool: &AptTool) -> Result<()> {
+    let first = tool.packages.first().map(|p| p.join(" ")).unwrap_or_default();
+    let ok = format!("{}: present", tool.name);
+    let needs_root = format!("{}: missing; {} need it (apt-get install {first}, as root)", tool.name, tool.needed_by);
+    let installing = format!("{}: missing, installing it", tool.name);
+    ensure_as_root((tool.present)(), [&ok, &needs_root, &installing], || {
         run(&mut apt_get(&["update"]))?;
-        for pkg in ["kubectl", "kubernetes-client"] {
-            let ok = apt_get(&["install", "-y", pkg]).status().is_ok_and(|s| s.success());
-            if ok && present() {
+        for packages in tool.packages {
+            let mut args = vec!["install", "-y"];
+            args.extend_from_slice(packages);
+            let installed = apt_get(&args).status().is_ok_and(|s| s.success());
+            if installed && (tool.present)() {
                 return Ok(());
             }
         }
-        bail!("could not install kubectl (tried the apt packages kubectl and kubernetes-client); install it by hand")
-    })
-}
-
-/// BIRD 2, the BGP daemon the `--announce bgp` tests run in the router
-/// and node namespaces (Debian's `bird2`: `bird` and `birdc`).
-fn ensure_bird2() -> Result<()> {
-    let version = |bin: &str| Command::new(bin).arg("--version").output().ok();
-    // `bird --version` prints "BIRD version 2.x" on stderr.
-    let present = || {
-        version("bird").is_some_and(|o| {
-            o.status.success() && String::from_utf8_lossy(&[o.stdout, o.stderr].concat()).contains("version 2.")
-        }) && version("birdc").is_some()
-    };
-    let say = [
-        "BIRD 2 (bird, birdc): present",
-        "BIRD 2 (bird, birdc): missing; the BGP tests need it (apt-get install bird2, as root)",
-        "BIRD 2 (bird, birdc): missing, installing it",
-    ];
-    ensure_as_root(present(), say, || {
-        run(&mut apt_get(&["update"]))?;
-        run(&mut apt_get(&["install", "-y", "bird2"]))?;
-        if !present() {
-            bail!("apt-get installed bird2 but `bird --version` does not say version 2; install BIRD 2 by hand");
-        }
-        Ok(())
-    })
-}
-
-/// podman, buildah and runc: `cargo xtask image` builds with buildah, the
-/// image test runs the agent with podman (with runc where crun, podman's
-/// default runtime, refuses the machine's cgroup layout).
-fn ensure_podman() -> Result<()> {
-    let works = |bin: &str| Command::new(bin).arg("--version").output().is_ok_and(|o| o.status.success());
-    let present = || works("podman") && works("buildah") && works("runc");
-    let say = [
-        "podman, buildah, runc: present",
-        "podman, buildah, runc: missing; `cargo xtask image` and its test need them (apt-get install podman buildah runc, as root)",
-        "podman, buildah, runc: missing, installing them",
-    ];
-    ensure_as_root(present(), say, || {
-        run(&mut apt_get(&["update"]))?;
-        run(&mut apt_get(&["install", "-y", "podman", "buildah", "runc"]))?;
-        if !present() {
-            bail!("apt-get installed podman, buildah and runc but one of them fails `--version`");
-        }
-        Ok(())
+        let tried: Vec<String> = tool.packages.iter().map(|p| p.join(" ")).collect();
+        bail!(
+            "could not install {} with apt-get (tried: {}), or it is installed but does not run; install it by hand",
+            tool.name,
+            tried.join("; then ")
+        )
     })
 }
 
