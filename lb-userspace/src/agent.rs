@@ -281,14 +281,6 @@ enum Source {
     Kubernetes(crate::source::k8s::Options),
 }
 
-/// An upgrade that failed before the new program was attached: the new
-/// layout's directory goes (its shared pins only unpin a path; the old
-/// program and its maps are untouched), so the next start tries again
-/// instead of taking half-filled maps for its own.
-fn abandon_upgrade(pin_path: &std::path::Path) {
-    let _ = std::fs::remove_dir_all(crate::bpf::maps::map_dir(pin_path));
-}
-
 /// Runs the agent until SIGTERM/SIGINT.
 pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
     let signals = install_signals()?;
@@ -362,8 +354,8 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
     let migration = crate::bpf::migrate::Migration::pending(&args.pin_path);
     // A failure before the new program is attached abandons the upgrade.
     let abandon = |_: &anyhow::Error| {
-        if migration.is_some() {
-            abandon_upgrade(&args.pin_path);
+        if let Some(m) = &migration {
+            m.abandon();
         }
     };
     let shared = match &migration {

@@ -65,6 +65,9 @@ pub fn previous_layout_binary() -> Result<PathBuf> {
         .args(["build", "--release", "-p", "lb-userspace", "--bin", "xlb"])
         .env("CARGO_TARGET_DIR", base.join("target"))
         .env("XLB_GIT_COMMIT", short)
+        // Its build script must not find this repository's .git above it
+        // (it would rebuild whenever this repository's HEAD moves).
+        .env("GIT_CEILING_DIRECTORIES", &base)
         .output()
         .context("running cargo build for the previous layout")?;
     if !out.status.success() {

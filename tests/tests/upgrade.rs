@@ -94,7 +94,10 @@ fn an_older_layout_is_upgraded_under_traffic_without_moving_a_flow() {
     let status = old.stop().expect("stop the old agent");
     assert_eq!(status.code(), Some(0), "the old agent's exit; log:\n{}", old.log());
     assert!(xdp_attached(&env.topo.node, "c0"), "--keep-on-exit: the old program stays while no agent runs");
-    env.start_agent(&[]);
+    // Another Maglev seed: the lookup tables change, so a flow that the
+    // new program picked afresh (its state lost) would move for about 2 in
+    // 3 of them; only carried state keeps them all where they were.
+    env.start_agent(&["--maglev-seed", "1"]);
     std::thread::sleep(Duration::from_millis(300));
     let (one, new) = (bg.finish(), bg_new.finish());
     eprintln!(
@@ -133,7 +136,11 @@ fn an_older_layout_is_upgraded_under_traffic_without_moving_a_flow() {
     let new_flows = cli_json(env.agent(), &["flows", "-o", "json"]).as_array().map_or(0, Vec::len);
     assert!(new_flows >= old_flows, "flows carried over: {old_flows} before, {new_flows} after");
     let packets = service(env.agent(), "dns").unwrap()["packets"].as_u64().unwrap();
-    assert!(packets > old_packets, "counters carried over and counting: {old_packets} -> {packets}");
+    let sent = (one.sent + new.sent) as u64;
+    assert!(
+        packets >= old_packets + sent,
+        "counters carried over and counting: {old_packets} before, {sent} sent across the upgrade, {packets} after"
+    );
 
     // Downgrade: the old agent refuses the newer maps and leaves the
     // running program alone; the old CLI refuses to read them.

@@ -88,13 +88,15 @@ fn reload(path: &Path, seed_flag: Option<u32>, why: &'static str, health: &Healt
 const POLL_EVERY: Duration = Duration::from_secs(2);
 
 /// What tells a file's versions apart without reading it: the inode it
-/// resolves to (through symlinks), its size and modification time.
+/// resolves to (through symlinks), its size, modification and change times
+/// (the change time also moves when a copy keeps the modification time).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Stamp {
     dev: u64,
     ino: u64,
     len: u64,
     mtime_ns: i128,
+    ctime_ns: i128,
 }
 
 impl Stamp {
@@ -107,6 +109,7 @@ impl Stamp {
             ino: m.ino(),
             len: m.len(),
             mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+            ctime_ns: i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec()),
         })
     }
 }

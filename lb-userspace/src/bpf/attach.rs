@@ -40,10 +40,12 @@ fn link_pin(pin_path: &Path, kind: &str, iface: &str) -> PathBuf {
     pin_path.join("links").join(format!("{kind}-{iface}"))
 }
 
-/// Takes over a pinned link left by a previous agent, removing its pin.
+/// Opens a pinned link left by a previous agent. The pin stays until this
+/// agent's program is in the link ([`settle_pin`]): if swapping the program
+/// fails, the pin keeps the old program attached.
 fn take_pinned(path: &Path) -> Result<Option<FdLink>> {
     match PinnedLink::from_pin(path) {
-        Ok(p) => Ok(Some(p.unpin().with_context(|| format!("unpinning {}", path.display()))?)),
+        Ok(p) => Ok(Some(FdLink::from(p))),
         Err(aya::programs::links::LinkError::SyscallError(e)) if e.io_error.kind() == io::ErrorKind::NotFound => {
             Ok(None)
         }
@@ -140,15 +142,31 @@ pub fn attach_one(ebpf: &mut Ebpf, iface: &str, mode: XdpModeArg, pin_path: &Pat
         std::fs::create_dir_all(pin_path.join("links")).context("creating the links pin directory")?;
         Links::Pinned { xdp: pin_xdp(ebpf, xdp_id, &xdp_pin)?, tc: pin_tc(ebpf, tc_id, &tc_pin)? }
     } else {
+        // Not pinnable here: the links are this agent's alone.
+        settle_pin(&xdp_pin)?;
+        settle_pin(&tc_pin)?;
         Links::Owned { xdp: xdp_id, tc: tc_id }
     };
     Ok(Attached { iface: iface.to_owned(), mode: m, links })
+}
+
+/// Drops the pin a taken-over link had (now that this agent's program is
+/// in it and this agent holds it); it is pinned again at once when links
+/// are pinnable.
+fn settle_pin(pin: &Path) -> Result<()> {
+    match std::fs::remove_file(pin) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("removing the previous agent's pin {}", pin.display()))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Takes the XDP link out of the program and pins it.
 fn pin_xdp(ebpf: &mut Ebpf, id: aya::programs::xdp::XdpLinkId, pin: &Path) -> Result<PinnedLink> {
     let xdp: &mut Xdp = ebpf.program_mut(XDP_PROG).context("XDP program")?.try_into()?;
     let fd = FdLink::try_from(xdp.take_link(id)?).context("XDP was attached through netlink, not a link")?;
+    settle_pin(pin)?;
     fd.pin(pin).with_context(|| format!("pinning the XDP link at {}", pin.display()))
 }
 
@@ -156,6 +174,7 @@ fn pin_xdp(ebpf: &mut Ebpf, id: aya::programs::xdp::XdpLinkId, pin: &Path) -> Re
 fn pin_tc(ebpf: &mut Ebpf, id: aya::programs::tc::SchedClassifierLinkId, pin: &Path) -> Result<PinnedLink> {
     let tc: &mut SchedClassifier = ebpf.program_mut(TC_PROG).context("tc program")?.try_into()?;
     let fd = FdLink::try_from(tc.take_link(id)?).context("tc was attached through netlink, not a tcx link")?;
+    settle_pin(pin)?;
     fd.pin(pin).with_context(|| format!("pinning the tc link at {}", pin.display()))
 }
 

@@ -67,6 +67,11 @@ pub struct Migration {
     from: u32,
     old_dir: PathBuf,
     new_dir: PathBuf,
+    /// `<pin>/upgrading-v<N>`: exists from the first shared pin until the
+    /// old maps are unpinned, so that an upgrade interrupted at any step
+    /// (a crash, a kill, a failed start) is done again by the next start
+    /// instead of its half-built maps being taken for this layout's.
+    marker: PathBuf,
 }
 
 /// The layout history: the maps whose key or value layout changed in each
@@ -92,16 +97,36 @@ impl Migration {
     /// an older directory is only a leftover, reported).
     pub fn pending(pin_path: &Path) -> Option<Self> {
         let new_dir = map_dir(pin_path);
-        let from = *pinned_layouts(pin_path).iter().rfind(|v| **v < LAYOUT_VERSION)?;
+        let marker = pin_path.join(format!("upgrading-v{LAYOUT_VERSION}"));
+        let older = pinned_layouts(pin_path).into_iter().rfind(|v| *v < LAYOUT_VERSION);
+        let Some(from) = older.filter(|v| pin_path.join(format!("v{v}")).join(names::FLOWS).exists()) else {
+            // Nothing to carry over (any more: an upgrade that stopped just
+            // after unpinning the old maps is done).
+            let _ = std::fs::remove_dir(&marker);
+            if let Some(v) = older {
+                warn!(
+                    dir = %pin_path.join(format!("v{v}")).display(),
+                    "a directory of an older xlb layout (v{v}) without a connection table is pinned here; remove it"
+                );
+            }
+            return None;
+        };
         let old_dir = pin_path.join(format!("v{from}"));
-        if !new_dir.join(names::FLOWS).exists() && old_dir.join(names::FLOWS).exists() {
-            return Some(Self { from, old_dir, new_dir });
+        if marker.exists() {
+            // An upgrade that did not finish: start it again from the old
+            // maps (unpinning only drops paths; the maps a running program
+            // uses stay, and the shared ones are pinned again).
+            warn!(from, "an upgrade from this older layout did not finish: doing it again");
+            let _ = std::fs::remove_dir_all(&new_dir);
+            return Some(Self { from, old_dir, new_dir, marker });
+        }
+        if !new_dir.join(names::FLOWS).exists() {
+            return Some(Self { from, old_dir, new_dir, marker });
         }
         warn!(
             dir = %old_dir.display(),
             "maps of an older xlb layout (v{from}) are pinned beside this agent's (v{LAYOUT_VERSION}) and not carried \
-             over (this layout's maps exist already, or that directory holds no connection table); remove it once no \
-             agent of the old version runs"
+             over (this layout's maps exist already); remove it once no agent of the old version runs"
         );
         None
     }
@@ -111,12 +136,21 @@ impl Migration {
         self.from
     }
 
+    /// Gives up before the new program was attached: this layout's
+    /// directory and the marker go (unpinning drops paths only: the old
+    /// program and its maps are untouched), so the next start begins anew.
+    pub fn abandon(&self) {
+        let _ = std::fs::remove_dir_all(&self.new_dir);
+        let _ = std::fs::remove_dir_all(&self.marker);
+    }
+
     /// The old layout's map names, sorted.
     fn old_maps(&self) -> Result<Vec<String>, MigrateError> {
         let mut names: Vec<String> = std::fs::read_dir(&self.old_dir)
             .map_err(|e| self.error(&self.old_dir, e))?
             .flatten()
             .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.starts_with('.'))
             .collect();
         names.sort();
         Ok(names)
@@ -126,6 +160,7 @@ impl Migration {
     /// that did not change under the new layout's directory too, so that
     /// loading reuses it. Returns the names shared.
     pub fn share(&self) -> Result<Vec<String>, MigrateError> {
+        std::fs::create_dir_all(&self.marker).map_err(|e| self.error(&self.marker, e))?;
         std::fs::create_dir_all(&self.new_dir).map_err(|e| self.error(&self.new_dir, e))?;
         let changed = changed_since(self.from);
         let mut shared = Vec::new();
@@ -181,6 +216,7 @@ impl Migration {
             }
         }
         std::fs::remove_dir_all(&self.old_dir).map_err(|e| self.error(&self.old_dir, e))?;
+        std::fs::remove_dir_all(&self.marker).map_err(|e| self.error(&self.marker, e))?;
         info!(
             from = self.from,
             late_entries = carried.entries,
@@ -236,29 +272,39 @@ impl Migration {
             fd: old.fd().as_fd().as_raw_fd(),
             key_size: old_info.key_size() as usize,
             value_size: old_info.value_size() as usize,
+            per_cpu,
             cpus,
         };
         let dst = Raw {
             fd: new.fd().as_fd().as_raw_fd(),
             key_size: new_info.key_size() as usize,
             value_size: new_info.value_size() as usize,
+            per_cpu,
             cpus,
         };
         let is_array = matches!(kind, MapType::Array | MapType::PerCpuArray);
         let max = new_info.max_entries();
         let mut n = 0u64;
         let mut key: Option<Vec<u8>> = None;
+        // Bounded: a hash map whose last key read was evicted meanwhile
+        // starts over from its first key.
+        let mut left = 2 * u64::from(old_info.max_entries()) + 1;
         while let Some(next) = src.next_key(key.as_deref()).map_err(|e| self.error(&old_path, e))? {
+            left -= 1;
+            if left == 0 {
+                break;
+            }
             if is_array && u32::from_ne_bytes(next[..4].try_into().unwrap_or_default()) >= max {
                 break;
             }
             // An entry gone between the two calls (LRU eviction, expiry).
             if let Some(value) = src.lookup(&next).map_err(|e| self.error(&old_path, e))? {
-                let value: Vec<u8> = value.chunks(src.slot()).flat_map(|v| pad(convert(v), dst.slot())).collect();
+                let value: Vec<u8> =
+                    value.chunks(src.slot()).flat_map(|v| pad(convert(&v[..src.value_size]), dst.slot())).collect();
                 match dst.update(&next, &value, flags) {
                     Ok(()) => n += 1,
                     Err(e) if flags == Flags::NoExist && e.raw_os_error() == Some(libc::EEXIST) => {}
-                    // A full table (a smaller --flow-table-size) keeps what fits.
+                    // A full hash map (not LRU) keeps what fits.
                     Err(e) if e.raw_os_error() == Some(libc::E2BIG) => break,
                     Err(e) => return Err(self.error(&new_path, e)),
                 }
@@ -321,6 +367,8 @@ struct Raw {
     fd: RawFd,
     key_size: usize,
     value_size: usize,
+    /// A per-CPU map: one value per possible CPU, each 8-byte aligned.
+    per_cpu: bool,
     /// Possible CPUs for per-CPU maps, else 1.
     cpus: usize,
 }
@@ -343,7 +391,7 @@ impl Raw {
     /// One CPU's value as the kernel lays it out (per-CPU values are
     /// 8-byte aligned).
     fn slot(&self) -> usize {
-        if self.cpus > 1 {
+        if self.per_cpu {
             self.value_size.next_multiple_of(8)
         } else {
             self.value_size
@@ -417,6 +465,60 @@ mod tests {
                 assert!(conversion(v - 1, m, 8, 12).is_some() || *m != names::SETTINGS, "{m} in v{v}");
             }
         }
+    }
+
+    /// Pins a new 4-byte-key array of one entry at `path` (a stand-in map).
+    fn pin_array(path: &Path) {
+        use std::os::unix::ffi::OsStrExt as _;
+        let mut attr = [0u8; 128];
+        for (i, v) in [2u32 /* ARRAY */, 4, 4, 1].iter().enumerate() {
+            attr[i * 4..i * 4 + 4].copy_from_slice(&v.to_ne_bytes());
+        }
+        // SAFETY: bpf(2) BPF_MAP_CREATE with a zero-padded attribute buffer of its size.
+        let fd = unsafe { libc::syscall(libc::SYS_bpf, 0, attr.as_ptr(), attr.len()) };
+        assert!(fd >= 0, "BPF_MAP_CREATE: {}", io::Error::last_os_error());
+        let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+        let mut attr = [0u8; 128];
+        attr[0..8].copy_from_slice(&(c.as_ptr() as u64).to_ne_bytes());
+        attr[8..12].copy_from_slice(&(fd as u32).to_ne_bytes());
+        // SAFETY: BPF_OBJ_PIN with a NUL-terminated path that outlives the call.
+        let rc = unsafe { libc::syscall(libc::SYS_bpf, 6, attr.as_ptr(), attr.len()) };
+        assert_eq!(rc, 0, "BPF_OBJ_PIN: {}", io::Error::last_os_error());
+        // SAFETY: closing the fd we created.
+        unsafe { libc::close(fd as i32) };
+    }
+
+    /// An upgrade interrupted after its first pins (the marker is still
+    /// there) is done again from the old maps; one that finished (no
+    /// marker) is not; a marker without old maps is cleaned up.
+    #[test]
+    fn an_unfinished_upgrade_is_done_again() {
+        // SAFETY: geteuid cannot fail.
+        let euid = unsafe { libc::geteuid() };
+        assert!(
+            euid == 0 && Path::new("/sys/fs/bpf").exists(),
+            "an_unfinished_upgrade_is_done_again: needs root (uid {euid} now) and a bpffs on /sys/fs/bpf; \
+             run it as root after `cargo xtask setup`"
+        );
+        let pins = PathBuf::from(format!("/sys/fs/bpf/xlb-unit-migrate-{}", std::process::id()));
+        let old = pins.join("v1");
+        let new = map_dir(&pins);
+        let marker = pins.join(format!("upgrading-v{LAYOUT_VERSION}"));
+        std::fs::create_dir_all(&old).unwrap();
+        std::fs::create_dir_all(&new).unwrap();
+        pin_array(&old.join(names::FLOWS));
+        pin_array(&new.join(names::FLOWS));
+        let finished = Migration::pending(&pins).is_none();
+        std::fs::create_dir(&marker).unwrap();
+        let again = Migration::pending(&pins);
+        let new_cleared = !new.exists();
+        std::fs::remove_dir_all(&old).unwrap();
+        let stale_marker_removed = Migration::pending(&pins).is_none() && !marker.exists();
+        let _ = std::fs::remove_dir_all(&pins);
+        assert!(finished, "our layout's maps without a marker: nothing to do");
+        assert_eq!(again.map(|m| m.from()), Some(1), "with the marker: done again from v1");
+        assert!(new_cleared, "the half-built v{LAYOUT_VERSION}/ is unpinned before doing it again");
+        assert!(stale_marker_removed, "a marker without old maps is removed");
     }
 
     #[test]

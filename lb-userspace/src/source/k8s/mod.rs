@@ -221,6 +221,8 @@ pub async fn run(
         let mut gw = gw_last.clone();
         gw.yield_to(&t.taken);
         t.state.services.extend(gw.services().cloned());
+        // An untracked Service sharing a backend with a route is tracked.
+        translate::track_shared_backends(&mut t);
         // Events say "programmed" only once the agent has applied the state.
         // Sent once the state is applied: a VIP is announced where it is programmed.
         let eligible_now = opts.announce_l2.then(|| eligible_refs(&t, &services, &gw, &gw_stores.gateways.state()));

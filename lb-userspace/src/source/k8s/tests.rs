@@ -552,3 +552,23 @@ fn an_untracked_service_sharing_a_backend_is_tracked_with_a_note() {
     assert!(messages(&t, "ns", "dns").contains("also serves ns/other:dns"), "{}", messages(&t, "ns", "dns"));
     crate::state::model::check_untracked_backends(&t.state.services).expect("a state the writer accepts");
 }
+
+/// A Gateway route's service merged in after the Services' translation
+/// (as the watcher does) that shares a backend with an untracked Service:
+/// the Service is tracked after all, with a note on it.
+#[test]
+fn an_untracked_service_sharing_a_backend_with_a_route_is_tracked() {
+    use crate::state::model::FlowTracking;
+    let untracked = tracking(dns(json!({"externalTrafficPolicy": "Local"})), "none");
+    let mut t = run(&[untracked], &[dns_slice(&[ready("10.1.0.2")])], &[]);
+    assert_eq!(one(&t, "ns/dns:dns").flow_tracking, FlowTracking::None);
+    let mut route = one(&t, "ns/dns:dns").clone();
+    route.name = "gw/route:dns".into();
+    route.vip = "192.0.2.99".parse().unwrap();
+    route.flow_tracking = FlowTracking::Full;
+    t.state.services.push(route);
+    super::translate::track_shared_backends(&mut t);
+    assert_eq!(one(&t, "ns/dns:dns").flow_tracking, FlowTracking::Full);
+    assert!(messages(&t, "ns", "dns").contains("also serves gw/route:dns"), "{}", messages(&t, "ns", "dns"));
+    crate::state::model::check_untracked_backends(&t.state.services).expect("a state the writer accepts");
+}

@@ -122,6 +122,8 @@ pub struct Translation {
     /// The [`Inputs::reserved`] keys a Service claimed first: key → the
     /// Service's `namespace/name`.
     pub taken: BTreeMap<(IpAddr, u16, Protocol), String>,
+    /// xlb service name → its Service (namespace, name), for notes.
+    pub owners: HashMap<String, (String, String)>,
 }
 
 /// Where a programmed Service's traffic may go from this node.
@@ -219,17 +221,20 @@ fn untracked_refusal(local: bool, affinity: Option<u32>) -> Option<&'static str>
     }
 }
 
-/// A `flow_tracking: none` service whose backend another service also
-/// uses cannot tell whose reply it sees: such services are tracked after
-/// all, each with a note on its Service, until no backend is shared.
-fn track_shared_backends(out: &mut Translation, owners: &HashMap<String, (String, String)>) {
+/// A `flow_tracking: none` service whose backend another service (a
+/// Service's, or a Gateway route's once merged in) also uses cannot tell
+/// whose reply it sees: such services are tracked after all, each with a
+/// note on its Service, until no backend is shared.
+pub fn track_shared_backends(out: &mut Translation) {
     while let Err(model::ModelError::UntrackedSharedBackend { addr, untracked, other, .. }) =
         model::check_untracked_backends(&out.state.services)
     {
-        let Some(s) = out.state.services.iter_mut().find(|s| s.name == untracked) else { return };
+        let found =
+            out.state.services.iter_mut().find(|s| s.name == untracked && s.flow_tracking == FlowTracking::None);
+        let Some(s) = found else { return };
         s.flow_tracking = FlowTracking::Full;
-        if let Some(owner) = owners.get(&untracked) {
-            out.notes.entry(owner.clone()).or_default().push(Note {
+        if let Some(owner) = out.owners.get(&untracked).cloned() {
+            out.notes.entry(owner).or_default().push(Note {
                 warning: true,
                 reason: reason::INVALID,
                 message: format!(
@@ -268,8 +273,6 @@ pub fn translate(inp: &Inputs<'_>) -> Translation {
     let mut out = Translation::default();
     // (vip, port, protocol) → owner's namespace/name
     let mut claims: Claims<(IpAddr, u16, Protocol), String> = Claims::default();
-    // xlb service name → its Service (namespace, name), for notes.
-    let mut owners: HashMap<String, (String, String)> = HashMap::new();
     for svc in ours_in_claim_order(inp.services, inp.lb_class) {
         let ns = svc.metadata.namespace.clone().unwrap_or_default();
         let name = svc.metadata.name.clone().unwrap_or_default();
@@ -435,7 +438,7 @@ pub fn translate(inp: &Inputs<'_>) -> Translation {
                     continue;
                 }
                 programmed.push(format!("{} ({proto})", spec.name));
-                owners.insert(spec.name.clone(), (ns.clone(), name.clone()));
+                out.owners.insert(spec.name.clone(), (ns.clone(), name.clone()));
                 out.vip_services.entry(*vip).or_default().insert((ns.clone(), name.clone()));
                 out.state.services.push(spec);
             }
@@ -460,6 +463,6 @@ pub fn translate(inp: &Inputs<'_>) -> Translation {
             }
         }
     }
-    track_shared_backends(&mut out, &owners);
+    track_shared_backends(&mut out);
     out
 }

@@ -429,7 +429,10 @@ impl<M: MapOps> MapWriter<M> {
         self.sync_vips()?;
         self.sync_announced()?;
         self.sync_prefilter(&[], &[])?;
-        if !self.services.values().any(|p| p.value.flags & SVC_F_UNTRACKED != 0) {
+        // Only after a complete apply: a failed one may have left a value in
+        // the maps that the mirror does not show.
+        if first_error.is_none() && !untracked && !self.services.values().any(|p| p.value.flags & SVC_F_UNTRACKED != 0)
+        {
             self.set_settings_flags(SETTINGS_F_UNTRACKED, false)?;
         }
         match first_error {
