@@ -469,23 +469,7 @@ mod tests {
 
     /// Pins a new 4-byte-key array of one entry at `path` (a stand-in map).
     fn pin_array(path: &Path) {
-        use std::os::unix::ffi::OsStrExt as _;
-        let mut attr = [0u8; 128];
-        for (i, v) in [2u32 /* ARRAY */, 4, 4, 1].iter().enumerate() {
-            attr[i * 4..i * 4 + 4].copy_from_slice(&v.to_ne_bytes());
-        }
-        // SAFETY: bpf(2) BPF_MAP_CREATE with a zero-padded attribute buffer of its size.
-        let fd = unsafe { libc::syscall(libc::SYS_bpf, 0, attr.as_ptr(), attr.len()) };
-        assert!(fd >= 0, "BPF_MAP_CREATE: {}", io::Error::last_os_error());
-        let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
-        let mut attr = [0u8; 128];
-        attr[0..8].copy_from_slice(&(c.as_ptr() as u64).to_ne_bytes());
-        attr[8..12].copy_from_slice(&(fd as u32).to_ne_bytes());
-        // SAFETY: BPF_OBJ_PIN with a NUL-terminated path that outlives the call.
-        let rc = unsafe { libc::syscall(libc::SYS_bpf, 6, attr.as_ptr(), attr.len()) };
-        assert_eq!(rc, 0, "BPF_OBJ_PIN: {}", io::Error::last_os_error());
-        // SAFETY: closing the fd we created.
-        unsafe { libc::close(fd as i32) };
+        crate::bpf::test_support::pin_new_map(path, 2 /* ARRAY */, 4, 4, 1);
     }
 
     /// An upgrade interrupted after its first pins (the marker is still
