@@ -242,8 +242,12 @@ fn udproute() {
     assert_eq!(condition(&class["status"], "Accepted").unwrap().1, "Accepted", "{class:#}");
     let kinds = class["status"]["supportedFeatures"].to_string();
     assert!(kinds.contains("UDPRoute") && kinds.contains("TCPRoute"), "supportedFeatures: {kinds}");
-    let g = c.wait_object(&gw::gateway_path(NS, "gw"), "Gateway Accepted and Programmed", |o| {
-        is_true(&o["status"], "Accepted") && is_true(&o["status"], "Programmed")
+    // The route may attach after the Gateway is first programmed (the
+    // watches deliver the two objects in either order): wait for both.
+    let g = c.wait_object(&gw::gateway_path(NS, "gw"), "Gateway Accepted and Programmed, the route attached", |o| {
+        is_true(&o["status"], "Accepted")
+            && is_true(&o["status"], "Programmed")
+            && o["status"]["listeners"][0]["attachedRoutes"] == 1
     });
     let got = conditions(&g["status"], &["Accepted", "Programmed"]);
     assert_eq!(got, expect(&[("True", "Accepted"), ("True", "Programmed")]), "{g:#}");
