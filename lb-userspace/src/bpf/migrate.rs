@@ -268,20 +268,7 @@ impl Migration {
         let (old, new) = (open(&old_path)?, open(&new_path)?);
         let per_cpu = matches!(kind, MapType::PerCpuArray | MapType::PerCpuHash | MapType::LruPerCpuHash);
         let cpus = if per_cpu { aya::util::nr_cpus().map_err(|(_, e)| self.error(&new_path, e))? } else { 1 };
-        let src = Raw {
-            fd: old.fd().as_fd().as_raw_fd(),
-            key_size: old_info.key_size() as usize,
-            value_size: old_info.value_size() as usize,
-            per_cpu,
-            cpus,
-        };
-        let dst = Raw {
-            fd: new.fd().as_fd().as_raw_fd(),
-            key_size: new_info.key_size() as usize,
-            value_size: new_info.value_size() as usize,
-            per_cpu,
-            cpus,
-        };
+        let (src, dst) = (Raw::of(&old, &old_info, per_cpu, cpus), Raw::of(&new, &new_info, per_cpu, cpus));
         let is_array = matches!(kind, MapType::Array | MapType::PerCpuArray);
         let max = new_info.max_entries();
         let mut n = 0u64;
@@ -388,6 +375,17 @@ const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
 const BPF_MAP_GET_NEXT_KEY: libc::c_long = 4;
 
 impl Raw {
+    /// The raw view of `map` (described by `info`), held open by `map`.
+    fn of(map: &MapData, info: &MapInfo, per_cpu: bool, cpus: usize) -> Self {
+        Self {
+            fd: map.fd().as_fd().as_raw_fd(),
+            key_size: info.key_size() as usize,
+            value_size: info.value_size() as usize,
+            per_cpu,
+            cpus,
+        }
+    }
+
     /// One CPU's value as the kernel lays it out (per-CPU values are
     /// 8-byte aligned).
     fn slot(&self) -> usize {
