@@ -9,7 +9,10 @@
 /// (`lb-userspace`'s `bpf::migrate`, which lists each version's changes).
 ///
 /// v2: `Settings::flags` (`XLB_SETTINGS` values grew from 8 to 12 bytes).
-pub const LAYOUT_VERSION: u32 = 2;
+/// v3: replies of services with [`SVC_F_REPLY_NOTE`] have no reverse entry
+/// per flow but the backend's note in `XLB_NOTES` (new): a v2 program would
+/// not translate them, so it must not take these maps over.
+pub const LAYOUT_VERSION: u32 = 3;
 
 /// Most services (VIP, port, protocol) the data path can hold.
 pub const MAX_SERVICES: u32 = 16384;
@@ -131,6 +134,9 @@ macro_rules! map_name {
     (L2_IFACES) => {
         "XLB_L2_IFACES"
     };
+    (NOTES) => {
+        "XLB_NOTES"
+    };
 }
 
 /// Names of the pinned maps (declared in `lb-ebpf/src/maps.rs`; see
@@ -178,6 +184,9 @@ pub mod names {
     pub const ANNOUNCE: &str = map_name!(ANNOUNCE);
     /// Announce interfaces: ifindex → [`L2Iface`](crate::L2Iface) (its MAC).
     pub const L2_IFACES: &str = map_name!(L2_IFACES);
+    /// Backend (address, port, protocol) → the VIP its replies leave from
+    /// ([`ReplyNote`](crate::ReplyNote)).
+    pub const NOTES: &str = map_name!(NOTES);
 }
 
 /// IP protocol numbers.
@@ -219,6 +228,35 @@ pub const SVC_F_RANGES: u32 = 4;
 /// this flag). Replies (source preserved) are translated from the backend's
 /// (address, port, protocol) alone, which the agent keeps unambiguous.
 pub const SVC_F_UNTRACKED: u32 = 8;
+/// `Service::flags`: a tracked `source: preserve` service none of whose
+/// backends (address, port, protocol) serves another service. A new flow
+/// records its connection entry only, no reverse entry: its replies are
+/// translated through the backend's [`ReplyNote`] in `XLB_NOTES` (written
+/// once per backend, not per flow), which the agent keeps unambiguous by
+/// setting this flag only then. One insert per new flow instead of two.
+pub const SVC_F_REPLY_NOTE: u32 = 16;
+
+/// Entries of `XLB_NOTES` (an LRU hash: notes of backends long gone make
+/// room by themselves).
+pub const NOTE_ENTRIES: u32 = MAX_BACKENDS * 2;
+
+/// What a reply from one backend is translated back to (`XLB_NOTES`, keyed
+/// by the backend's (address, port, protocol) as a [`ServiceKey`]): written
+/// by the data path for services with [`SVC_F_UNTRACKED`] or
+/// [`SVC_F_REPLY_NOTE`], trusted only while the service slot still has that
+/// VIP and no SNAT and the backend slot that generation.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReplyNote {
+    /// The service's key: VIP, port, protocol.
+    pub vip: ServiceKey,
+    /// The service id (checked against `XLB_SVC_SLOTS`).
+    pub service_id: u32,
+    /// The backend id and its slot's generation when noted.
+    pub backend_id: u32,
+    /// See `backend_id`.
+    pub backend_gen: u32,
+}
 
 /// Service value, read by the data path on every packet to a VIP.
 #[repr(C)]
@@ -536,8 +574,8 @@ pub const fn is_v4_mapped(a: &[u8; 16]) -> bool {
 #[cfg(feature = "user")]
 mod pod {
     use super::{
-        Affinity, AffinityKey, Backend, Counter, Flow, FlowKey, ForwardMeta, L2Iface, RangeKey, Reverse, Service,
-        ServiceKey, ServiceName, ServiceSlot,
+        Affinity, AffinityKey, Backend, Counter, Flow, FlowKey, ForwardMeta, L2Iface, RangeKey, ReplyNote, Reverse,
+        Service, ServiceKey, ServiceName, ServiceSlot,
     };
     // SAFETY: all types are repr(C), Copy, and every bit pattern is valid.
     unsafe impl aya::Pod for ServiceKey {}
@@ -567,6 +605,8 @@ mod pod {
     unsafe impl aya::Pod for RangeKey {}
     // SAFETY: repr(C), Copy, every bit pattern valid (padding is explicit).
     unsafe impl aya::Pod for L2Iface {}
+    // SAFETY: repr(C), Copy, every bit pattern valid (no padding: 20 + 12 bytes).
+    unsafe impl aya::Pod for ReplyNote {}
 }
 
 #[cfg(test)]
@@ -583,6 +623,7 @@ mod tests {
         assert_eq!(size_of::<FlowKey>(), 40);
         assert_eq!(size_of::<Flow>(), 32);
         assert_eq!(size_of::<Reverse>(), 56);
+        assert_eq!(size_of::<ReplyNote>(), 32);
         assert_eq!(size_of::<Counter>(), 16);
         assert_eq!(size_of::<AffinityKey>(), 24);
         assert_eq!(size_of::<Affinity>(), 16);

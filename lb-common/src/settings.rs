@@ -17,11 +17,13 @@ pub struct Settings {
     pub flags: u32,
 }
 
-/// [`Settings::flags`]: some service is `flow_tracking: none`, so a reply
-/// without a reverse entry may be one of its replies (looked up in the
-/// data path's notes). Clear: that lookup is skipped, and traffic that is
-/// not a VIP's pays nothing for the feature.
-pub const SETTINGS_F_UNTRACKED: u32 = 1;
+/// [`Settings::flags`]: some service is `source: preserve`, so a reply
+/// without a reverse entry may be one of its replies, translated through
+/// its backend's note (`XLB_NOTES`: services with `SVC_F_UNTRACKED` or
+/// `SVC_F_REPLY_NOTE`, and flows recorded while their service had it).
+/// Clear: that lookup is skipped, and traffic that is not a VIP's pays
+/// nothing for it.
+pub const SETTINGS_F_NOTES: u32 = 1;
 
 /// Per-CPU token bucket of the flood guard.
 #[repr(C)]

@@ -13,6 +13,7 @@ use crate::{
     forward::send,
     maps::{BACKENDS, FLOWS, REVERSE, VIPS},
     nat::{last4, rewrite_l3},
+    notes,
     packet::{ptr_at, PROTO_ICMPV6},
     scratch::Scratch,
     stats::bump,
@@ -26,9 +27,10 @@ fn lookup(s: &mut Scratch) -> bool {
     let q = &s.pkt.inner;
     words::set_key(&mut s.rkey, words::get(q.dst_aligned()), words::get(q.src_aligned()), q.dport, q.sport, q.proto);
     let n = &mut s.icmp;
-    if let Some(r) = REVERSE.get_ptr(&s.rkey) {
-        // SAFETY: map value pointer valid for this program run.
-        let r = unsafe { &*r };
+    // A reverse entry of its own, else the note of its backend (`notes`).
+    // SAFETY: map value pointer valid for this program run.
+    let rev = REVERSE.get_ptr(&s.rkey).map(|r| unsafe { &*r });
+    if let Some(r) = rev.or_else(|| notes::reply_entry_if_any(&s.rkey).map(|r| &*r)) {
         words::copy(n.inner_src_aligned_mut(), r.client_aligned());
         n.inner_sport = r.client_port;
         words::copy(n.inner_dst_aligned_mut(), r.vip_aligned());

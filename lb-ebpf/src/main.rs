@@ -20,6 +20,7 @@ mod log;
 mod maps;
 mod nat;
 mod nexthop;
+mod notes;
 mod packet;
 mod prefilter;
 mod ranges;

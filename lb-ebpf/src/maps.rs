@@ -9,8 +9,8 @@
 use aya_ebpf::maps::{Array, DevMapHash, HashMap, LpmTrie, LruHashMap, PerCpuArray};
 use lb_common::{
     settings::Settings, status::AgentRecord, Affinity, AffinityKey, Backend, Counter, Flow, FlowKey, L2Iface, RangeKey,
-    Reverse, Service, ServiceKey, ServiceName, ServiceSlot, AFFINITY_ENTRIES, DEFAULT_FLOW_ENTRIES, MAX_ANNOUNCED,
-    MAX_BACKENDS, MAX_IFACES, MAX_SERVICES, RANGE_ENTRIES, TABLE_ENTRIES,
+    ReplyNote, Reverse, Service, ServiceKey, ServiceName, ServiceSlot, AFFINITY_ENTRIES, DEFAULT_FLOW_ENTRIES,
+    MAX_ANNOUNCED, MAX_BACKENDS, MAX_IFACES, MAX_SERVICES, NOTE_ENTRIES, RANGE_ENTRIES, TABLE_ENTRIES,
 };
 
 /// Declares each pinned map `$name` under the name `lb_common::map_name!($name)`.
@@ -48,6 +48,11 @@ abi_map! {
 
     /// Reply tuple (as the backend sends it) → what to translate it back to.
     REVERSE: LruHashMap<FlowKey, Reverse> = LruHashMap::pinned(DEFAULT_FLOW_ENTRIES, 0);
+
+    /// Backend (address, port, protocol) → the VIP its replies leave from,
+    /// for services whose replies need no reverse entry per flow (`notes`).
+    /// Pinned: flows recorded without a reverse entry outlive a restart.
+    NOTES: LruHashMap<ServiceKey, ReplyNote> = LruHashMap::pinned(NOTE_ENTRIES, 0);
 
     /// Per-service counters (client → backend direction).
     SERVICE_STATS: PerCpuArray<Counter> = PerCpuArray::pinned(MAX_SERVICES, 0);

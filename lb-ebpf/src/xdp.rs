@@ -7,7 +7,7 @@ use lb_common::trace::{
 use lb_common::{
     frag::NO_SERVICE, hash::flow_hash_words, Backend, Flow, FlowKey, Reverse, Service, ServiceKey, Stat, BE_F_ACTIVE,
     BE_F_REJECT, FLOW_CLOSING, FLOW_OPEN, PROTO_TCP, SNAT_PORT_COUNT, SNAT_PORT_MIN, SNAT_TRIES, SVC_F_RANGES,
-    SVC_F_SNAT, TCP_CLOSING_TIMEOUT,
+    SVC_F_REPLY_NOTE, SVC_F_SNAT, TCP_CLOSING_TIMEOUT,
 };
 
 use aya_log_ebpf::debug;
@@ -20,7 +20,7 @@ use crate::{
     frag, guard, icmp, l2, log,
     maps::{BACKENDS, FLOWS, REVERSE, SERVICES, SERVICE_SLOTS, TABLE, VIPS},
     nat::rewrite,
-    nexthop,
+    nexthop, notes,
     packet::{parse, Parsed, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
     prefilter, ranges,
     reject::{reject, too_big},
@@ -113,12 +113,12 @@ pub fn process(ctx: &XdpContext) -> Result<u32, ()> {
             verdict => verdict,
         });
     }
-    // A tracked flow's reverse entry, else the translation of a
-    // `flow_tracking: none` service's reply (one call site of `reply`: the
-    // verifier walks each call's body again).
+    // A tracked flow's reverse entry, else the translation its backend's
+    // note gives (`flow_tracking: none`, `SVC_F_REPLY_NOTE`; one call site
+    // of `reply`: the verifier walks each call's body again).
     // SAFETY: map value pointer valid for this program run.
     let rev = REVERSE.get_ptr_mut(&s.pkt.key).map(|p| unsafe { &mut *p });
-    if let Some(rev) = rev.or_else(|| untracked::reply_entry_if_any(&s.pkt.key)) {
+    if let Some(rev) = rev.or_else(|| notes::reply_entry_if_any(&s.pkt.key)) {
         return Ok(match reply(ctx, s, rev) {
             TOO_BIG => too_big(ctx, s),
             verdict => verdict,
@@ -382,8 +382,12 @@ fn record(s: &mut Scratch, svc: &Service, be: &Backend, sticky: bool, flow: Opti
     } else if sticky {
         affinity::remember(s, be, now);
     }
-    // Replies must still find their way back, recorded or not.
-    if s.snat_port == 0 {
+    // Replies must still find their way back, recorded or not: through
+    // the backend's note when the agent made it unambiguous, else a reverse
+    // entry of their own.
+    if s.snat_port == 0 && svc.flags & SVC_F_REPLY_NOTE != 0 {
+        notes::note(s, be, svc.id);
+    } else if s.snat_port == 0 {
         fill_reverse(s, svc, now);
         let k = &s.pkt.key;
         let (src, sport, proto) = (words::get(k.src_aligned()), k.sport, k.proto);
@@ -425,7 +429,8 @@ fn to_backend(
             return NO_BACKEND;
         };
         trace::record(|r| r.reason = REASON_SLOT);
-        untracked::note(s, be, svc.id);
+        untracked::seen(s, svc.id);
+        notes::note(s, be, svc.id);
         be
     } else if let Some(be) = existing(s, svc, flow.as_deref_mut(), looked) {
         bump(Stat::FlowHit);
@@ -483,8 +488,8 @@ fn to_backend(
     finish(ctx, s)
 }
 
-/// Backend → client reply of a tracked flow (or of a `flow_tracking: none`
-/// service: `untracked::reply_entry`): translate back, send.
+/// Backend → client reply of a tracked flow (or one translated by its
+/// backend's note: `notes::reply_entry`): translate back, send.
 #[inline(never)]
 fn reply(ctx: &XdpContext, s: &mut Scratch, rev: &mut Reverse) -> u32 {
     let now = s.now;

@@ -123,6 +123,8 @@ mod icmp;
 mod l2;
 #[path = "datapath/no_backend.rs"]
 mod no_backend;
+#[path = "datapath/notes.rs"]
+mod notes;
 #[path = "datapath/parsing.rs"]
 mod parsing;
 #[path = "datapath/passed.rs"]

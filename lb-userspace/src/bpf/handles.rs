@@ -7,8 +7,8 @@
 //! [`MapsView`]: crate::bpf::view::MapsView
 use aya::maps::{lpm_trie::LpmTrie, Array, DevMapHash, HashMap, Map, MapData, MapError, PerCpuArray};
 use lb_common::{
-    names, settings::Settings, Affinity, AffinityKey, Backend, Counter, Flow, FlowKey, L2Iface, RangeKey, Reverse,
-    Service, ServiceKey, ServiceName, ServiceSlot,
+    names, settings::Settings, Affinity, AffinityKey, Backend, Counter, Flow, FlowKey, L2Iface, RangeKey, ReplyNote,
+    Reverse, Service, ServiceKey, ServiceName, ServiceSlot,
 };
 
 use crate::bpf::maps::MapsError;
@@ -61,6 +61,9 @@ pinned_maps! {
     Flows = FLOWS: HashMap<MapData, FlowKey, Flow>;
     /// `XLB_REVERSE`: backend reply tuple → client.
     Reverses = REVERSE: HashMap<MapData, FlowKey, Reverse>;
+    /// `XLB_NOTES`: backend (address, port, protocol) → the VIP its replies
+    /// leave from (written by the data path).
+    Notes = NOTES: HashMap<MapData, ServiceKey, ReplyNote>;
     /// `XLB_SVC_STATS`: per-service counters (per CPU).
     ServiceStats = SERVICE_STATS: PerCpuArray<MapData, Counter>;
     /// `XLB_BE_STATS`: per-backend counters (per CPU).

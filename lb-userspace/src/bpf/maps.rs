@@ -92,6 +92,8 @@ pub struct Maps {
     pub flows: Handle<kind::Flows>,
     /// Reverse-NAT table: backend reply tuple → client.
     pub reverse: Handle<kind::Reverses>,
+    /// `XLB_NOTES` (see [`kind::Notes`]).
+    pub notes: Handle<kind::Notes>,
     /// Per-service counters (per CPU).
     pub service_stats: Handle<kind::ServiceStats>,
     /// Per-backend counters (per CPU).
@@ -130,6 +132,7 @@ impl Maps {
             table: Table::new(open::<kind::Table>(get)?)?,
             flows: open::<kind::Flows>(get)?,
             reverse: open::<kind::Reverses>(get)?,
+            notes: open::<kind::Notes>(get)?,
             service_stats: open::<kind::ServiceStats>(get)?,
             backend_stats: open::<kind::BackendStats>(get)?,
             stats: open::<kind::Stats>(get)?,

@@ -79,6 +79,9 @@ pub struct Migration {
 const CHANGED: &[(u32, &[&str])] = &[
     // `Settings` gained `flags` (8 → 12 bytes).
     (2, &[names::SETTINGS]),
+    // No map changed; `XLB_NOTES` is new (a v2 program must not run on v3
+    // maps: some replies have no reverse entry there).
+    (3, &[]),
 ];
 
 /// Maps the data path writes while it forwards: when changed, converted

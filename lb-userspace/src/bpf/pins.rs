@@ -6,7 +6,7 @@ use std::{mem::size_of, path::Path};
 use aya::maps::MapInfo;
 use lb_common::{
     names, prefilter::PREFILTER_ENTRIES, settings::Settings, Affinity, AffinityKey, Backend, Counter, Flow, FlowKey,
-    L2Iface, RangeKey, Reverse, Service, ServiceKey, ServiceName, ServiceSlot, LAYOUT_VERSION,
+    L2Iface, RangeKey, ReplyNote, Reverse, Service, ServiceKey, ServiceName, ServiceSlot, LAYOUT_VERSION,
 };
 
 use crate::bpf::maps::map_dir;
@@ -60,7 +60,7 @@ pub fn check(pin_path: &Path, wanted: &Wanted) -> Result<(), PinError> {
     // `bpf::migrate`.
     let sz = |n: usize| n as u32;
     #[expect(clippy::type_complexity, reason = "a literal table: name, key size, value size, inner map")]
-    let expected: [(&str, u32, u32, Option<(&'static str, u32)>); 19] = [
+    let expected: [(&str, u32, u32, Option<(&'static str, u32)>); 20] = [
         (names::SERVICES, sz(size_of::<ServiceKey>()), sz(size_of::<Service>()), None),
         (names::SERVICE_SLOTS, 4, sz(size_of::<ServiceSlot>()), None),
         (names::BACKENDS, 4, sz(size_of::<Backend>()), None),
@@ -91,10 +91,11 @@ pub fn check(pin_path: &Path, wanted: &Wanted) -> Result<(), PinError> {
         (names::ROUTE_GEN, 4, 4, None),
         (names::ANNOUNCE, 16, 4, None),
         (names::L2_IFACES, 4, sz(size_of::<L2Iface>()), None),
+        (names::NOTES, sz(size_of::<ServiceKey>()), sz(size_of::<ReplyNote>()), None),
     ];
     // (XLB_STATS is not here: `datapath::load_with` replaces an array of
     // another length, carrying its counters over, as counters are added.)
-    let fixed: [(&str, u32); 11] = [
+    let fixed: [(&str, u32); 12] = [
         (names::SERVICES, lb_common::MAX_SERVICES),
         (names::SERVICE_SLOTS, lb_common::MAX_SERVICES),
         (names::BACKENDS, lb_common::MAX_BACKENDS),
@@ -106,6 +107,7 @@ pub fn check(pin_path: &Path, wanted: &Wanted) -> Result<(), PinError> {
         (names::PREFILTER, PREFILTER_ENTRIES),
         (names::ANNOUNCE, lb_common::MAX_ANNOUNCED),
         (names::L2_IFACES, lb_common::MAX_IFACES),
+        (names::NOTES, lb_common::NOTE_ENTRIES),
     ];
     for (name, wanted) in fixed {
         let path = dir.join(name);

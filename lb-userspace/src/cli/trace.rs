@@ -37,7 +37,7 @@ use crate::{
 
 /// The pinned maps the data path uses: all must exist (loading would
 /// otherwise create and pin the missing ones, changing the agent's state).
-const PINNED: [&str; 21] = [
+const PINNED: [&str; 22] = [
     names::SERVICES,
     names::SERVICE_SLOTS,
     names::BACKENDS,
@@ -58,6 +58,7 @@ const PINNED: [&str; 21] = [
     names::PREFILTER,
     names::ROUTE_GEN,
     names::ANNOUNCE,
+    names::NOTES,
     names::L2_IFACES,
 ];
 

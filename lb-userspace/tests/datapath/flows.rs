@@ -116,8 +116,13 @@ case!(syn_again_on_a_tuple_rewrites_its_entries_in_place, |lab| {
     let flow = lab.flow(&syn).unwrap();
     assert!(flow.created_ns > created, "the entry was written again by the second SYN");
     assert_eq!(u16::from_be(flow.snat_port), again.decoded().sport);
-    // Preserve: the same, its reverse entry keyed by the client's tuple.
-    lab.apply(vec![service("web", VIP4, 80, Tcp, Preserve, &[("10.1.0.2:8080", 1)])]);
+    // Preserve: the same; with a backend shared with another service, its
+    // reverse entry keyed by the client's tuple (with backends of its own
+    // it has none: `notes::*`).
+    lab.apply(vec![
+        service("web", VIP4, 80, Tcp, Preserve, &[("10.1.0.2:8080", 1)]),
+        service("web2", VIP4, 81, Tcp, Preserve, &[("10.1.0.2:8080", 1)]),
+    ]);
     let syn = client_pkt(Tcp, &sa(CLIENT4, 50021), &sa(VIP4, 80), TCP_SYN);
     for _ in 0..2 {
         lab.run(&syn.build()).expect(XDP_PASS, &[Stat::FlowNew, Stat::FwdKernel]);

@@ -8,7 +8,7 @@ use std::{
     time::Instant,
 };
 
-use lb_common::{FlowKey, Stat, SNAT_PORT_COUNT, SNAT_PORT_MIN};
+use lb_common::{FlowKey, Reverse, ServiceKey, Stat, SNAT_PORT_COUNT, SNAT_PORT_MIN};
 use xlb::state::{
     model::{Protocol, SourceMode},
     writer::{addr16, ip_from16},
@@ -86,6 +86,33 @@ fn key_of(t: &Tuple) -> FlowKey {
         proto: t.proto,
         _pad: [0; 3],
     }
+}
+
+/// The translation a reply `t` without a reverse entry gets from its
+/// backend's note (`SVC_F_REPLY_NOTE`): only from a backend of a preserve
+/// service none of whose backends serves another service, once the data
+/// path has noted that backend. The VIP comes from the configuration, so a
+/// wrong note shows as a wrong translation.
+fn noted_translation(notes_has: bool, t: &Tuple) -> Option<Reverse> {
+    let src = SocketAddr::new(t.src, t.sport);
+    let serves = |s: &Svc, b: &str| s.proto == t.proto && s.backends.contains(&b);
+    let users: Vec<&Svc> =
+        SERVICES.iter().filter(|s| s.backends.iter().any(|b| b.parse::<SocketAddr>().ok() == Some(src))).collect();
+    let [svc] = users[..] else { return None };
+    let unique = svc.backends.iter().all(|b| SERVICES.iter().filter(|o| serves(o, b)).count() == 1);
+    if svc.proto != t.proto || !matches!(svc.source, SourceMode::Preserve) || !unique || !notes_has {
+        return None;
+    }
+    Some(Reverse {
+        client: addr16(t.dst),
+        vip: addr16(svc.vip.parse().expect("vip")),
+        client_port: t.dport.to_be(),
+        vip_port: svc.port.to_be(),
+        service_id: 0,
+        backend_id: 0,
+        timeout: 0,
+        last_seen_ns: 0,
+    })
 }
 
 fn hex(f: &[u8]) -> String {
@@ -174,6 +201,13 @@ pub fn run(lab: &mut Lab, seed: u64, frames: u64) -> Report {
 }
 
 impl Fuzz<'_> {
+    /// [`noted_translation`] of `t` with this lab's `XLB_NOTES`.
+    fn noted(&mut self, t: &Tuple) -> Option<Reverse> {
+        let key = ServiceKey { addr: addr16(t.src), port: t.sport.to_be(), proto: t.proto, _pad: 0 };
+        let has = self.lab.maps().notes.get(&key, 0).is_ok();
+        noted_translation(has, t)
+    }
+
     fn violation(&mut self, index: u64, how: &str, frame: &[u8], what: &str) {
         self.violations += 1;
         let kind: String =
@@ -261,7 +295,10 @@ impl Fuzz<'_> {
         *self.classes.entry(name).or_default() += 1;
         // What the tables say before the run.
         let rev = match &class {
-            Class::L4 { t, .. } => self.lab.maps().reverse.get(&key_of(t), 0).ok(),
+            Class::L4 { t, .. } => match self.lab.maps().reverse.get(&key_of(t), 0).ok() {
+                Some(r) => Some(r),
+                None => self.noted(t),
+            },
             _ => None,
         };
         let quoted = match &class {
@@ -273,7 +310,16 @@ impl Fuzz<'_> {
                     dport: inner.sport,
                     proto: inner.proto,
                 });
-                let r = self.lab.maps().reverse.get(&k, 0).ok();
+                let r = match self.lab.maps().reverse.get(&k, 0).ok() {
+                    Some(r) => Some(r),
+                    None => self.noted(&Tuple {
+                        src: inner.dst,
+                        dst: inner.src,
+                        sport: inner.dport,
+                        dport: inner.sport,
+                        proto: inner.proto,
+                    }),
+                };
                 let fl = if r.is_none() { self.lab.maps().flows.get(&k, 0).ok() } else { None };
                 let be = fl.and_then(|fl| self.lab.maps().backends.get(&fl.backend_id, 0).ok().map(|b| (fl, b)));
                 Some((r, be))

@@ -35,6 +35,10 @@ pub(crate) const VIP_UNTRACKED: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 15);
 /// The backends' port of the `flow_tracking: none` service: a backend of
 /// such a service may belong to no other service.
 pub(crate) const UNTRACKED_BACKEND_PORT: u16 = 5353;
+/// The backends' port of the UDP `source: preserve` service: no other
+/// service's, so xlb finds its replies by the backend (no reverse entry
+/// per flow).
+pub(crate) const PRESERVE_BACKEND_PORT: u16 = 5354;
 /// Destination of the ceiling frames (l3 drops everything).
 pub(crate) const VIP_SINK: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 14);
 

@@ -12,8 +12,8 @@ mod tests;
 pub use addresses::{check_backend_addr, check_vip};
 pub use rules::{
     check_affinity_timeout, check_backend, check_idle_timeout, check_same_family, check_snat_address,
-    check_source_range_family, check_table_size, check_untracked_backends, check_weights, family, Claims, ModelError,
-    Role, AFFINITY_TIMEOUT, DEFAULT_AFFINITY_TIMEOUT, IDLE_TIMEOUT, MAX_AFFINITY_TIMEOUT,
+    check_source_range_family, check_table_size, check_untracked_backends, check_weights, family, reply_note_services,
+    Claims, ModelError, Role, AFFINITY_TIMEOUT, DEFAULT_AFFINITY_TIMEOUT, IDLE_TIMEOUT, MAX_AFFINITY_TIMEOUT,
 };
 
 use std::{

@@ -4,7 +4,7 @@
 //! is one function here; a producer maps its [`ModelError`] to its own way
 //! of reporting (a `FILE:LINE: FIELD:` message, a Kubernetes Event).
 use std::{
-    collections::{hash_map::Entry, HashMap},
+    collections::{hash_map::Entry, HashMap, HashSet},
     hash::Hash,
     net::{IpAddr, SocketAddr},
     ops::RangeInclusive,
@@ -356,12 +356,7 @@ impl ServiceSpec {
 /// Checks that no backend (address, port, protocol) of a `flow_tracking:
 /// none` service is a backend of another service.
 pub fn check_untracked_backends(services: &[ServiceSpec]) -> Result<(), ModelError> {
-    let mut users: HashMap<(SocketAddr, Protocol), Vec<&ServiceSpec>> = HashMap::new();
-    for s in services {
-        for b in &s.backends {
-            users.entry((b.addr, s.protocol)).or_default().push(s);
-        }
-    }
+    let users = backend_users(services);
     for s in services.iter().filter(|s| s.flow_tracking == FlowTracking::None) {
         for b in &s.backends {
             let shared = users.get(&(b.addr, s.protocol)).and_then(|u| u.iter().find(|o| o.name != s.name));
@@ -376,6 +371,31 @@ pub fn check_untracked_backends(services: &[ServiceSpec]) -> Result<(), ModelErr
         }
     }
     Ok(())
+}
+
+/// The services using each backend (address, port, protocol).
+fn backend_users(services: &[ServiceSpec]) -> HashMap<(SocketAddr, Protocol), Vec<&ServiceSpec>> {
+    let mut users: HashMap<(SocketAddr, Protocol), Vec<&ServiceSpec>> = HashMap::new();
+    for s in services {
+        for b in &s.backends {
+            users.entry((b.addr, s.protocol)).or_default().push(s);
+        }
+    }
+    users
+}
+
+/// The names of the tracked `source: preserve` services none of whose
+/// backends (address, port, protocol) another service uses: their replies
+/// can be told apart by the backend alone, so the data path records no
+/// reverse entry per flow for them (`lb_common::SVC_F_REPLY_NOTE`).
+pub fn reply_note_services(services: &[ServiceSpec]) -> HashSet<&str> {
+    let users = backend_users(services);
+    services
+        .iter()
+        .filter(|s| s.source == SourceMode::Preserve && s.flow_tracking == FlowTracking::Full)
+        .filter(|s| s.backends.iter().all(|b| users.get(&(b.addr, s.protocol)).is_none_or(|u| u.len() == 1)))
+        .map(|s| s.name.as_str())
+        .collect()
 }
 
 impl DesiredState {

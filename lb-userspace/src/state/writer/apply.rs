@@ -4,7 +4,7 @@
 //! what the maps hold), and, once all are done, the service itself.
 use std::time::Instant;
 
-use lb_common::{prefilter::PREFILTER_READY, ServiceKey, BE_F_ACTIVE, BE_F_IN_USE, RANGE_ENTRIES};
+use lb_common::{prefilter::PREFILTER_READY, ServiceKey, BE_F_ACTIVE, BE_F_IN_USE, RANGE_ENTRIES, SVC_F_REPLY_NOTE};
 use tracing::debug;
 
 use super::{
@@ -145,8 +145,9 @@ impl<M: MapOps> MapWriter<M> {
         }
     }
 
-    /// Plans and applies one service.
-    pub(super) fn apply_service(&mut self, spec: &ServiceSpec) -> Result<Change, WriteError> {
+    /// Plans and applies one service; `reply_note`: its replies can be told
+    /// apart by the backend alone ([`crate::state::model::reply_note_services`]).
+    pub(super) fn apply_service(&mut self, spec: &ServiceSpec, reply_note: bool) -> Result<Change, WriteError> {
         let key = service_key(spec.vip, spec.port, spec.protocol);
         // Programmed from this very spec, with the same seed, and (when its
         // SNAT addresses come from the routes) no routing change since: the
@@ -157,6 +158,7 @@ impl<M: MapOps> MapWriter<M> {
                 && p.value.hash_seed == self.seed
                 && (!routed || p.route_epoch == self.routes.epoch)
                 && p.spec.as_ref() == Some(spec)
+                && (p.value.flags & SVC_F_REPLY_NOTE != 0) == reply_note
             {
                 return Ok(Change::Unchanged);
             }
@@ -198,6 +200,7 @@ impl<M: MapOps> MapWriter<M> {
             pair: kept_pair.or(new_pair),
             seed: self.seed,
             route_epoch: self.routes.epoch,
+            reply_note,
         };
         let result = plan::service(&input, &BackendArray { slots: &self.backends, free: &self.free_backends })
             .and_then(|plan| {

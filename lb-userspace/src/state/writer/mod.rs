@@ -77,8 +77,8 @@ pub use encode::{
     RangeEntry,
 };
 use lb_common::{
-    settings::{Settings, SETTINGS_F_UNTRACKED},
-    Backend, ServiceKey, MAX_BACKENDS, MAX_SERVICES, RANGE_ENTRIES, SVC_F_UNTRACKED,
+    settings::{Settings, SETTINGS_F_NOTES},
+    Backend, ServiceKey, MAX_BACKENDS, MAX_SERVICES, RANGE_ENTRIES, SVC_F_REPLY_NOTE, SVC_F_SNAT,
 };
 pub use memory::MemoryMaps;
 pub use ops::{MapOps, Op};
@@ -89,7 +89,7 @@ use routes::Routes;
 
 use crate::{
     bpf::maps::Maps,
-    state::model::{DesiredState, FlowTracking, ServiceSpec},
+    state::model::{reply_note_services, DesiredState, ServiceSpec, SourceMode},
 };
 
 /// A failure to program the maps.
@@ -341,11 +341,13 @@ impl<M: MapOps> MapWriter<M> {
     pub fn retry_unroutable(&mut self) -> Result<usize, WriteError> {
         self.routes.refresh();
         let epoch = self.routes.epoch;
-        let specs: Vec<ServiceSpec> = self
+        // Each with its reply-note flag as programmed (the other services
+        // did not change).
+        let specs: Vec<(ServiceSpec, bool)> = self
             .services
             .values()
             .filter(|p| !p.unroutable.is_empty() && p.route_epoch != epoch)
-            .filter_map(|p| p.spec.clone())
+            .filter_map(|p| Some((p.spec.clone()?, p.value.flags & SVC_F_REPLY_NOTE != 0)))
             .collect();
         if specs.is_empty() {
             return Ok(0);
@@ -355,11 +357,11 @@ impl<M: MapOps> MapWriter<M> {
         self.table_writes = 0;
         self.range_writes = 0;
         let backends: Vec<[u8; 16]> =
-            specs.iter().flat_map(|s| s.backends.iter().map(|b| addr16(b.addr.ip()))).collect();
+            specs.iter().flat_map(|(s, _)| s.backends.iter().map(|b| addr16(b.addr.ip()))).collect();
         self.sync_prefilter(&[], &backends)?;
         let mut first_error = None;
-        for spec in &specs {
-            if let Err(e) = self.apply_service(spec) {
+        for (spec, reply_note) in &specs {
+            if let Err(e) = self.apply_service(spec, *reply_note) {
                 tracing::error!(service = %spec.name, error = %e, "service not programmed");
                 first_error.get_or_insert(e);
             }
@@ -394,24 +396,27 @@ impl<M: MapOps> MapWriter<M> {
         let new_backends: Vec<[u8; 16]> =
             desired.services.iter().flat_map(|s| s.backends.iter().map(|b| addr16(b.addr.ip()))).collect();
         self.sync_prefilter(&new_vips, &new_backends)?;
-        // Replies of untracked services are looked for from before the
-        // first such service is written until after the last one is gone.
-        let untracked = desired.services.iter().any(|s| s.flow_tracking == FlowTracking::None);
-        if untracked {
-            self.set_settings_flags(SETTINGS_F_UNTRACKED, true)?;
+        // Replies are looked for through the backends' notes from before
+        // the first `source: preserve` service is written until after the
+        // last one is gone (its flows may have been recorded without a
+        // reverse entry).
+        let preserve = desired.services.iter().any(|s| s.source == SourceMode::Preserve);
+        if preserve {
+            self.set_settings_flags(SETTINGS_F_NOTES, true)?;
         }
         let gone: Vec<ServiceKey> = self.services.keys().filter(|k| !wanted.contains_key(k)).copied().collect();
         for key in gone {
             self.remove_service(&key)?;
             report.removed += 1;
         }
+        let noted = reply_note_services(&desired.services);
         // Deterministic order: by name.
         let mut specs: Vec<&ServiceSpec> = desired.services.iter().collect();
         specs.sort_by(|a, b| a.name.cmp(&b.name));
         // One service that cannot be programmed does not hold up the others.
         let mut first_error = None;
         for spec in specs {
-            let change = self.apply_service(spec);
+            let change = self.apply_service(spec, noted.contains(spec.name.as_str()));
             report.table_writes = self.table_writes;
             report.range_writes = self.range_writes;
             match change {
@@ -431,9 +436,8 @@ impl<M: MapOps> MapWriter<M> {
         self.sync_prefilter(&[], &[])?;
         // Only after a complete apply: a failed one may have left a value in
         // the maps that the mirror does not show.
-        if first_error.is_none() && !untracked && !self.services.values().any(|p| p.value.flags & SVC_F_UNTRACKED != 0)
-        {
-            self.set_settings_flags(SETTINGS_F_UNTRACKED, false)?;
+        if first_error.is_none() && !preserve && !self.services.values().any(|p| p.value.flags & SVC_F_SNAT == 0) {
+            self.set_settings_flags(SETTINGS_F_NOTES, false)?;
         }
         match first_error {
             Some(e) => Err(e),

@@ -35,7 +35,7 @@ use std::net::SocketAddr;
 use lb_common::{
     prefilter::{prefilter_bit_of, PREFILTER_BACKENDS, PREFILTER_ENTRIES, PREFILTER_READY, PREFILTER_VIPS},
     Backend, Service, ServiceKey, ServiceSlot, BE_F_ACTIVE, BE_F_IN_USE, BE_F_REJECT, BE_F_UNROUTABLE,
-    DEFAULT_TCP_TIMEOUT, DEFAULT_UDP_TIMEOUT, SVC_F_IPV6, SVC_F_RANGES, SVC_F_SNAT, SVC_F_UNTRACKED,
+    DEFAULT_TCP_TIMEOUT, DEFAULT_UDP_TIMEOUT, SVC_F_IPV6, SVC_F_RANGES, SVC_F_REPLY_NOTE, SVC_F_SNAT, SVC_F_UNTRACKED,
 };
 use tracing::{debug, info, warn};
 
@@ -114,6 +114,9 @@ pub(super) struct ServiceInput<'a> {
     pub(super) pair: Option<Pair>,
     pub(super) seed: u32,
     pub(super) route_epoch: u64,
+    /// Its replies can be told apart by the backend alone: flagged
+    /// [`SVC_F_REPLY_NOTE`] (tracked `source: preserve` only).
+    pub(super) reply_note: bool,
 }
 
 /// What the writer knows of the backend array.
@@ -140,7 +143,7 @@ pub(super) struct ServicePlan {
 
 /// Plans one service (see the module documentation for the order).
 pub(super) fn service(input: &ServiceInput<'_>, array: &BackendArray<'_>) -> Result<ServicePlan, WriteError> {
-    let ServiceInput { spec, resolved, key, old, id, size, pair, seed, route_epoch } = *input;
+    let ServiceInput { spec, resolved, key, old, id, size, pair, seed, route_epoch, reply_note } = *input;
     let ranges = range_entries(spec);
     let mut ops = Vec::new();
     // Slots written by this plan, over the mirror.
@@ -296,6 +299,8 @@ pub(super) fn service(input: &ServiceInput<'_>, array: &BackendArray<'_>) -> Res
     }
     if spec.flow_tracking == FlowTracking::None {
         flags |= SVC_F_UNTRACKED;
+    } else if reply_note && spec.source == SourceMode::Preserve {
+        flags |= SVC_F_REPLY_NOTE;
     }
     let value = Service {
         id,

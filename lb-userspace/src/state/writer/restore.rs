@@ -8,8 +8,8 @@ use std::{
 };
 
 use lb_common::{
-    prefilter::PREFILTER_ENTRIES, settings::SETTINGS_F_UNTRACKED, Service, ServiceKey, ServiceSlot, BE_F_ACTIVE,
-    BE_F_IN_USE, BE_F_REJECT, BE_F_UNROUTABLE, MAX_SERVICES, SVC_F_UNTRACKED,
+    prefilter::PREFILTER_ENTRIES, settings::SETTINGS_F_NOTES, Service, ServiceKey, ServiceSlot, BE_F_ACTIVE,
+    BE_F_IN_USE, BE_F_REJECT, BE_F_UNROUTABLE, MAX_SERVICES, SVC_F_SNAT,
 };
 use tracing::{debug, info, warn};
 
@@ -164,9 +164,10 @@ impl<M: MapOps> MapWriter<M> {
         // What a previous agent announced stays announced until the
         // announcer says otherwise (no gap across a restart).
         let announced = maps.read_announced();
-        // Replies of restored untracked services go on being translated.
-        let untracked = services.values().any(|p| p.value.flags & SVC_F_UNTRACKED != 0);
-        let settings_flags = if untracked { SETTINGS_F_UNTRACKED } else { 0 };
+        // Replies through notes (restored preserve services) go on being
+        // translated.
+        let preserve = services.values().any(|p| p.value.flags & SVC_F_SNAT == 0);
+        let settings_flags = if preserve { SETTINGS_F_NOTES } else { 0 };
         Self {
             maps,
             services,

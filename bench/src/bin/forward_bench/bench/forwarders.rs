@@ -15,8 +15,8 @@ use crate::options::Args;
 use crate::proc::Proc;
 use crate::sys::{napi_threads, progress, BENCH_NICE};
 use crate::topology::{
-    be_addr, FWD_CPU, GEN_CPU, TCP_RR_PORT, TCP_SETUP_PORT, UDP_PORT, UNTRACKED_BACKEND_PORT, VIP_NFT, VIP_PRESERVE,
-    VIP_PROXY, VIP_SNAT, VIP_UNTRACKED,
+    be_addr, FWD_CPU, GEN_CPU, PRESERVE_BACKEND_PORT, TCP_RR_PORT, TCP_SETUP_PORT, UDP_PORT, UNTRACKED_BACKEND_PORT,
+    VIP_NFT, VIP_PRESERVE, VIP_PROXY, VIP_SNAT, VIP_UNTRACKED,
 };
 
 impl Bench {
@@ -24,15 +24,21 @@ impl Bench {
         let bin = xlb_binary(&args.xlb)?;
         self.xlb_bin = Some(bin.clone());
         let mut yaml = String::from("services:\n");
-        let svc = |name: &str, vip: Ipv4Addr, port: u16, proto: &str, source: &str| {
+        let svc_to = |name: &str, vip: Ipv4Addr, port: u16, proto: &str, source: &str, be_port: u16| {
             format!(
-                "  - name: {name}\n    vip: {vip}\n    port: {port}\n    protocol: {proto}\n    source: {source}\n    backends:\n      - {}:{port}\n      - {}:{port}\n",
+                "  - name: {name}\n    vip: {vip}\n    port: {port}\n    protocol: {proto}\n    source: {source}\n    backends:\n      - {}:{be_port}\n      - {}:{be_port}\n",
                 be_addr(0),
                 be_addr(1)
             )
         };
+        let svc = |name: &str, vip: Ipv4Addr, port: u16, proto: &str, source: &str| {
+            svc_to(name, vip, port, proto, source, port)
+        };
         yaml += &svc("udp-snat", VIP_SNAT, UDP_PORT, "udp", "snat");
-        yaml += &svc("udp-preserve", VIP_PRESERVE, UDP_PORT, "udp", "preserve");
+        // Backends of its own (a port no other service uses), as a
+        // Deployment behind one Service has: its replies are told apart by
+        // the backend, so a new flow records one entry, not two.
+        yaml += &svc_to("udp-preserve", VIP_PRESERVE, UDP_PORT, "udp", "preserve", PRESERVE_BACKEND_PORT);
         // flow_tracking: none; its backends on a port of their own (no
         // backend of such a service may be another service's).
         yaml += &format!(

@@ -72,7 +72,9 @@ fn new_service_backends_then_table_then_its_value() {
     let log = std::mem::take(&mut w.memory().log);
     // The pre-filter lets the new addresses through before anything else.
     assert!(matches!(log[0], Op::SetPrefilter(..)), "{:?}", log[0]);
-    let ops: Vec<Op> = log.into_iter().filter(|op| !matches!(op, Op::SetPrefilter(..))).collect();
+    // (The notes bit of a preserve service: `the_notes_settings_bit_*`.)
+    let ops: Vec<Op> =
+        log.into_iter().filter(|op| !matches!(op, Op::SetPrefilter(..) | Op::SetSettingsFlags(_))).collect();
     assert_eq!(ops[0], Op::ZeroServiceStats(0));
     let backends = last(&ops, "backend", is_backend);
     let table = first(&ops, "table", is_table);
@@ -239,6 +241,7 @@ fn unroutable_backends_planned_out_of_the_table() {
         pair: Some(Pair { base: 0, size: 251 }),
         seed: 0,
         route_epoch: 1,
+        reply_note: false,
     };
     let p = plan::service(&input, &BackendArray { slots: &slots, free: &free }).unwrap();
     let written: Vec<(u32, u16)> = p
@@ -282,37 +285,69 @@ fn unroutable_backends_planned_out_of_the_table() {
     assert!(p.changed);
 }
 
-/// `XLB_SETTINGS.flags` says whether any service is untracked: set before
-/// the first untracked service is written (its replies are translated from
-/// its first packet), cleared after the last one is gone, written only on
-/// a change.
+/// `XLB_SETTINGS.flags` says whether any service is `source: preserve`
+/// (its replies may be translated through a backend's note): set before
+/// the first such service is written (its replies are translated from its
+/// first packet), cleared after the last one is gone, written only on a
+/// change.
 #[test]
-fn the_untracked_settings_bit_follows_the_untracked_services() {
-    use crate::state::model::FlowTracking;
-    use lb_common::settings::SETTINGS_F_UNTRACKED;
+fn the_notes_settings_bit_follows_the_preserve_services() {
+    use lb_common::settings::SETTINGS_F_NOTES;
     let mut w = MapWriter::in_memory(1 << 16, 0);
-    let tracked = spec("a", 53, &[("10.1.0.1:53", 1)], Some(251));
-    let untracked =
-        ServiceSpec { flow_tracking: FlowTracking::None, ..spec("u", 54, &[("10.1.0.2:53", 1)], Some(251)) };
-    w.apply(&state(vec![tracked.clone()])).unwrap();
+    let snat = ServiceSpec { source: SourceMode::Snat, ..spec("a", 53, &[("10.1.0.1:53", 1)], Some(251)) };
+    let preserve = spec("u", 54, &[("10.1.0.2:53", 1)], Some(251));
+    w.apply(&state(vec![snat.clone()])).unwrap();
     assert_eq!(w.memory().settings_flags, 0);
     assert!(!take(&mut w).iter().any(|o| matches!(o, Op::SetSettingsFlags(_))));
 
-    w.apply(&state(vec![tracked.clone(), untracked.clone()])).unwrap();
-    assert_eq!(w.memory().settings_flags, SETTINGS_F_UNTRACKED);
+    w.apply(&state(vec![snat.clone(), preserve.clone()])).unwrap();
+    assert_eq!(w.memory().settings_flags, SETTINGS_F_NOTES);
     let ops = take(&mut w);
-    let flag = first(&ops, "the settings bit", |o| matches!(o, Op::SetSettingsFlags(f) if *f == SETTINGS_F_UNTRACKED));
+    let flag = first(&ops, "the settings bit", |o| matches!(o, Op::SetSettingsFlags(f) if *f == SETTINGS_F_NOTES));
     let value =
-        first(&ops, "the untracked service's value", |o| matches!(o, Op::SetService(k, _) if *k == key(&untracked)));
+        first(&ops, "the preserve service's value", |o| matches!(o, Op::SetService(k, _) if *k == key(&preserve)));
     assert!(flag < value, "the bit is set before the service is published: {ops:#?}");
 
-    w.apply(&state(vec![tracked.clone(), untracked])).unwrap();
+    w.apply(&state(vec![snat.clone(), preserve])).unwrap();
     assert!(!take(&mut w).iter().any(|o| matches!(o, Op::SetSettingsFlags(_))), "no change, no write");
 
-    w.apply(&state(vec![tracked])).unwrap();
+    w.apply(&state(vec![snat])).unwrap();
     assert_eq!(w.memory().settings_flags, 0);
     let ops = take(&mut w);
-    let gone = first(&ops, "the untracked service's removal", |o| matches!(o, Op::DeleteService(_)));
+    let gone = first(&ops, "the preserve service's removal", |o| matches!(o, Op::DeleteService(_)));
     let flag = last(&ops, "the settings bit cleared", |o| matches!(o, Op::SetSettingsFlags(0)));
     assert!(gone < flag, "the bit is cleared after the service is gone: {ops:#?}");
+}
+
+/// A tracked `source: preserve` service gets `SVC_F_REPLY_NOTE` (no reverse
+/// entry per flow) exactly while none of its backends serves another
+/// service; the flag follows a backend becoming shared and unshared again,
+/// though the service's own spec did not change. `source: snat` and
+/// `flow_tracking: none` services never get it.
+#[test]
+fn the_reply_note_flag_follows_backend_sharing() {
+    use crate::state::model::FlowTracking;
+    use lb_common::SVC_F_REPLY_NOTE;
+    let flags = |w: &MapWriter<MemoryMaps>, s: &ServiceSpec| w.services[&key(s)].value.flags;
+    let mut w = MapWriter::in_memory(1 << 16, 0);
+    let a = spec("a", 53, &[("10.1.0.1:53", 1), ("10.1.0.2:53", 1)], Some(251));
+    let b = spec("b", 54, &[("10.1.0.3:53", 1)], Some(251));
+    let snat = ServiceSpec { source: SourceMode::Snat, ..spec("s", 55, &[("10.1.0.4:53", 1)], Some(251)) };
+    let none = ServiceSpec { flow_tracking: FlowTracking::None, ..spec("n", 56, &[("10.1.0.5:53", 1)], Some(251)) };
+    w.apply(&state(vec![a.clone(), b.clone(), snat.clone(), none.clone()])).unwrap();
+    assert_ne!(flags(&w, &a) & SVC_F_REPLY_NOTE, 0, "a: backends of its own");
+    assert_ne!(flags(&w, &b) & SVC_F_REPLY_NOTE, 0, "b: backends of its own");
+    assert_eq!(flags(&w, &snat) & SVC_F_REPLY_NOTE, 0, "snat: replies reach the node's address");
+    assert_eq!(flags(&w, &none) & SVC_F_REPLY_NOTE, 0, "untracked: its own flag");
+
+    // b takes one of a's backends: neither can tell the replies apart.
+    let b2 = spec("b", 54, &[("10.1.0.3:53", 1), ("10.1.0.2:53", 1)], Some(251));
+    w.apply(&state(vec![a.clone(), b2, snat.clone(), none.clone()])).unwrap();
+    assert_eq!(flags(&w, &a) & SVC_F_REPLY_NOTE, 0, "a shares 10.1.0.2:53 with b");
+    assert_eq!(flags(&w, &b) & SVC_F_REPLY_NOTE, 0, "b shares 10.1.0.2:53 with a");
+    // The same address on another port is another backend.
+    let b3 = spec("b", 54, &[("10.1.0.3:53", 1), ("10.1.0.2:5353", 1)], Some(251));
+    w.apply(&state(vec![a.clone(), b3, snat, none])).unwrap();
+    assert_ne!(flags(&w, &a) & SVC_F_REPLY_NOTE, 0, "a's backends are its own again");
+    assert_ne!(flags(&w, &b) & SVC_F_REPLY_NOTE, 0);
 }
