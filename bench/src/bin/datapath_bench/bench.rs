@@ -19,8 +19,9 @@ use xlb_bench::{stop::check_stop, BENCH_OBJECT};
 use crate::frames::{frame, tuple_of, Frame, L4, TCP_ACK, TCP_SYN};
 use crate::harness::{fib_conf, FibConf, FwdConf, Target, Template, BENCH_PROGRAMS, MIN_FWD, NOP, TEMPLATE_MAX};
 use crate::{
-    mac, verdict_name, Opts, BACKEND4, BACKEND6, BACKEND_PORT, CLIENT4, CLIENT6, UNTRACKED_PORT_OFFSET, V0_MAC, V1_MAC,
-    VIP4, VIP4_PRESERVE, VIP4_UNTRACKED, VIP6, XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_REDIRECT,
+    mac, verdict_name, Opts, BACKEND4, BACKEND6, BACKEND_PORT, CLIENT4, CLIENT6, OWN_PORT_OFFSET,
+    UNTRACKED_PORT_OFFSET, V0_MAC, V1_MAC, VIP4, VIP4_PRESERVE, VIP4_PRESERVE_OWN, VIP4_UNTRACKED, VIP6, XDP_ABORTED,
+    XDP_DROP, XDP_PASS, XDP_REDIRECT,
 };
 
 /// One measured class.
@@ -70,6 +71,17 @@ pub(crate) fn median(v: &mut [u64]) -> u64 {
 
 pub(crate) fn backends_of(ip: &str, n: u16) -> Vec<BackendSpec> {
     (0..n).map(|i| BackendSpec { addr: SocketAddr::new(ip.parse().unwrap(), BACKEND_PORT + i), weight: 1 }).collect()
+}
+
+/// `backends` on their ports plus `offset` (backends no other service has).
+fn offset_ports(backends: Vec<BackendSpec>, offset: u16) -> Vec<BackendSpec> {
+    backends
+        .into_iter()
+        .map(|mut be| {
+            be.addr.set_port(be.addr.port() + offset);
+            be
+        })
+        .collect()
 }
 
 pub(crate) fn spec(
@@ -141,6 +153,14 @@ impl Bench {
                 spec("udp6", VIP6, 53, Protocol::Udp, SourceMode::Snat, backends_of(BACKEND6, b)),
                 spec("tcp6", VIP6, 80, Protocol::Tcp, SourceMode::Snat, backends_of(BACKEND6, b)),
                 spec("udp4-preserve", VIP4_PRESERVE, 53, Protocol::Udp, SourceMode::Preserve, backends_of(BACKEND4, b)),
+                spec(
+                    "udp4-preserve-own",
+                    VIP4_PRESERVE_OWN,
+                    53,
+                    Protocol::Udp,
+                    SourceMode::Preserve,
+                    offset_ports(backends_of(BACKEND4, b), OWN_PORT_OFFSET),
+                ),
                 ServiceSpec {
                     flow_tracking: FlowTracking::None,
                     ..spec(
@@ -149,13 +169,7 @@ impl Bench {
                         53,
                         Protocol::Udp,
                         SourceMode::Preserve,
-                        backends_of(BACKEND4, b)
-                            .into_iter()
-                            .map(|mut be| {
-                                be.addr.set_port(be.addr.port() + UNTRACKED_PORT_OFFSET);
-                                be
-                            })
-                            .collect(),
+                        offset_ports(backends_of(BACKEND4, b), UNTRACKED_PORT_OFFSET),
                     )
                 },
             ],
@@ -429,6 +443,18 @@ impl Bench {
         let f = frame(mac(CLIENT4), V0_MAC, sock(CLIENT4, 33000), sock(VIP4_PRESERVE, 53), L4::Udp);
         self.prime(&f, v0)?;
         self.measure("IPv4 UDP established (preserve)", &f, hit.goals(Some(170), Some(225)))?;
+
+        // The same with backends of its own: one insert per new flow (the
+        // connection entry; replies through the backend's note).
+        let f = frame(mac(CLIENT4), V0_MAC, sock(CLIENT4, 1024), sock(VIP4_PRESERVE_OWN, 53), L4::Udp);
+        let name = "IPv4 UDP new flow, full tables (preserve, backends of its own)";
+        self.measure(name, &f, new_flow.varied().goals(Some(400), None))?;
+        let f = frame(mac(CLIENT4), V0_MAC, sock(CLIENT4, 33000), sock(VIP4_PRESERVE_OWN, 53), L4::Udp);
+        let out = self.prime(&f, v0)?;
+        let (src, dst) = tuple_of(&out).context("priming output is not IPv4")?;
+        let r = frame(mac(BACKEND4), V1_MAC, dst, src, L4::Udp);
+        let reply = Case::xlb(v1, XDP_REDIRECT, &[Stat::Reply, Stat::FwdRedirect]);
+        self.measure("IPv4 UDP reply (preserve, backends of its own)", &r, reply)?;
 
         // flow_tracking: none (preserve): every packet picks, nothing is
         // recorded; a new tuple every iteration costs what a repeated one does.

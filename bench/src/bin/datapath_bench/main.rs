@@ -95,6 +95,12 @@ pub(crate) const VIP4_PRESERVE: &str = "192.0.2.11";
 /// their own, from `BACKEND_PORT + UNTRACKED_PORT_OFFSET`).
 pub(crate) const VIP4_UNTRACKED: &str = "192.0.2.12";
 pub(crate) const UNTRACKED_PORT_OFFSET: u16 = 1000;
+/// A tracked preserve service whose backends (ports from `BACKEND_PORT +
+/// OWN_PORT_OFFSET`) serve no other service: a new flow records one entry
+/// (`SVC_F_REPLY_NOTE`). `VIP4_PRESERVE` shares the SNAT service's
+/// backends, so its new flows record two.
+pub(crate) const VIP4_PRESERVE_OWN: &str = "192.0.2.13";
+pub(crate) const OWN_PORT_OFFSET: u16 = 2000;
 pub(crate) const VIP6: &str = "2001:db8::10";
 pub(crate) const BACKEND_PORT: u16 = 10000;
 
