@@ -236,6 +236,12 @@ pub const SVC_F_UNTRACKED: u32 = 8;
 /// setting this flag only then. One insert per new flow instead of two.
 pub const SVC_F_REPLY_NOTE: u32 = 16;
 
+/// Entries of the data path's hot-flow cache (`XLB_FLOW_CACHE`, not
+/// pinned) per possible CPU: the agent creates the map with this many
+/// entries times the possible CPUs (two ways of 64 bytes per set: 1 MiB
+/// per CPU).
+pub const FLOW_CACHE_ENTRIES_PER_CPU: u32 = 16384;
+
 /// Entries of `XLB_NOTES` (an LRU hash: notes of backends long gone make
 /// room by themselves).
 pub const NOTE_ENTRIES: u32 = MAX_BACKENDS * 2;

@@ -37,6 +37,8 @@ pub struct Scratch {
     pub pkt: Packet,
     pub rw: Rewrite,
     pub flow: Flow,
+    /// The packet's flow as this CPU's hot-flow cache holds it (`flowcache`).
+    pub cached: Flow,
     pub rev: Reverse,
     pub rkey: FlowKey,
     pub fib: FibParams,

@@ -89,10 +89,15 @@ pub fn process(ctx: &XdpContext) -> Result<u32, ()> {
         s.epoch = flowcache::epoch();
         // Packets that change a flow's state take the table itself.
         let steady = !pkt_changes_state(&s.pkt);
-        let cached = if steady { flowcache::get(&s.pkt.key, s.now, s.epoch) } else { None };
-        s.from_cache = cached.is_some();
-        // SAFETY: map value pointer valid for this program run.
-        let f = cached.or_else(|| FLOWS.get_ptr_mut(&s.pkt.key).map(|p| unsafe { &mut *p }));
+        s.from_cache = steady && flowcache::get(&s.pkt.key, s.now, s.epoch, &mut s.cached);
+        let f = if s.from_cache {
+            // SAFETY: the scratch area is a map value, valid for this
+            // program run; `cached` is not touched through `s` meanwhile.
+            Some(unsafe { &mut *core::ptr::addr_of_mut!(s.cached) })
+        } else {
+            // SAFETY: map value pointer valid for this program run.
+            FLOWS.get_ptr_mut(&s.pkt.key).map(|p| unsafe { &mut *p })
+        };
         if let Some(f) = f {
             if !opening(&s.pkt) {
                 svc = slot(f.service_id, &key);

@@ -6,7 +6,7 @@ use aya::{
     maps::{Array, Map, MapData, MapInfo, PerCpuArray, PerCpuValues},
     Ebpf, EbpfLoader,
 };
-use lb_common::{names, stats::STAT_COUNT, TABLE_MAP_FLAGS};
+use lb_common::{names, stats::STAT_COUNT, FLOW_CACHE_ENTRIES_PER_CPU, TABLE_MAP_FLAGS};
 use tracing::warn;
 
 use crate::{
@@ -16,6 +16,18 @@ use crate::{
 
 /// Lookup-table entries of [`load`]: small (8 MiB of kernel memory), for tests.
 pub const SMALL_TABLE_ENTRIES: u32 = 1 << 20;
+
+/// The data path's hot-flow cache (not pinned): a block of entries per
+/// possible CPU.
+const FLOW_CACHE: &str = "XLB_FLOW_CACHE";
+
+/// Entries of [`FLOW_CACHE`]: [`FLOW_CACHE_ENTRIES_PER_CPU`] per possible
+/// CPU (one CPU's block when the count cannot be read: the other CPUs then
+/// cache nothing, which costs speed, not correctness).
+fn flow_cache_entries() -> u32 {
+    let cpus = aya::util::nr_cpus().map_or(1, |n| n.max(1)) as u32;
+    FLOW_CACHE_ENTRIES_PER_CPU.saturating_mul(cpus)
+}
 
 /// Loads the data path, reusing (or creating) the maps pinned under
 /// `pin_path`. The connection and reverse-NAT tables get `flow_entries`
@@ -41,6 +53,7 @@ pub fn load_with(pin_path: &Path, flow_entries: u32, table_entries: u32) -> Resu
         .map_max_entries(names::FLOWS, flow_entries)
         .map_max_entries(names::REVERSE, flow_entries)
         .map_max_entries(names::TABLE, table_entries)
+        .map_max_entries(FLOW_CACHE, flow_cache_entries())
         .load(EBPF_OBJECT)
         .context("loading the eBPF object (is this a kernel with BPF and are we root?)")?;
     if let Some(old) = carried.filter(|o| !o.is_empty()) {

@@ -282,3 +282,67 @@ case!(a_flow_follows_its_service_switching_between_preserve_and_snat, |lab| {
     assert_eq!(back.decoded().src_sock(), sock(&sa(CLIENT4, 33000)));
     assert_eq!(lab.flow(&pkt).unwrap().snat_port, 0);
 });
+
+/// The set of the hot-flow cache `k` falls in: a mirror of
+/// `lb-ebpf/src/flowcache.rs` `set_base` (without the CPU's block).
+fn cache_set(k: &lb_common::FlowKey) -> u64 {
+    // SAFETY: FlowKey is 40 bytes of plain data, align(8).
+    let w: [u64; 5] = unsafe { std::mem::transmute(*k) };
+    let sets = u64::from(lb_common::FLOW_CACHE_ENTRIES_PER_CPU / 2);
+    let x = (w[0] ^ w[1].rotate_left(17) ^ w[2].rotate_left(29) ^ w[3].rotate_left(43) ^ w[4])
+        .wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    x >> (64 - sets.trailing_zeros())
+}
+
+case!(flow_cache_keeps_two_flows_of_one_set_and_evicts_the_older_for_a_third, |lab| {
+    // Three client tuples whose copies fall in one set of the (two-way)
+    // cache. As above, the table's entries are pointed at the other backend
+    // behind the data path's back to see which packets use a copy.
+    let (a, b) = ("10.1.0.2:5353", "10.1.0.3:5353");
+    lab.apply(vec![service("dns", VIP4, 53, Udp, Snat, &[(a, 1), (b, 1)])]);
+    let pkt = |port: u16| client_pkt(Udp, &sa(CLIENT4, port), &sa(VIP4, 53), 0);
+    let mut by_set: BTreeMap<u64, Vec<u16>> = BTreeMap::new();
+    let three = (20000..u16::MAX)
+        .find_map(|port| {
+            let v = by_set.entry(cache_set(&harness::flow_key(&pkt(port)))).or_default();
+            v.push(port);
+            (v.len() == 3).then(|| v.clone())
+        })
+        .expect("three tuples of one set");
+    // Each flow: its first packet records it, its second leaves the copy.
+    let mut was = Vec::new();
+    let open = |lab: &mut Lab, port: u16, was: &mut Vec<String>| {
+        let first = lab.run(&pkt(port).build());
+        first.expect(XDP_PASS, &[Stat::FlowNew, Stat::FwdKernel]);
+        lab.run(&pkt(port).build()).expect(XDP_PASS, &[Stat::FlowHit, Stat::FwdKernel]);
+        was.push(first.decoded().dst_sock().to_string());
+    };
+    let retarget = |lab: &mut Lab, port: u16, to: &str| {
+        let mut flow = lab.flow(&pkt(port)).unwrap();
+        flow.backend_id = lab.backend_id(to);
+        flow.backend_gen = lab.maps().backends.get(&flow.backend_id, 0).unwrap().generation;
+        lab.maps().flows.insert(harness::flow_key(&pkt(port)), flow, 0).expect("writing XLB_FLOWS");
+    };
+    let other = |be: &str| if be == a { b } else { a };
+    let goes_to = |lab: &mut Lab, port: u16| {
+        let out = lab.run(&pkt(port).build());
+        out.expect(XDP_PASS, &[Stat::FlowHit, Stat::FwdKernel]);
+        out.decoded().dst_sock().to_string()
+    };
+    open(lab, three[0], &mut was);
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    open(lab, three[1], &mut was);
+    for i in 0..2 {
+        retarget(lab, three[i], other(&was[i]));
+    }
+    // Both copies held (a direct-mapped cache would keep one).
+    assert_eq!(goes_to(lab, three[0]), was[0], "first flow from its copy");
+    assert_eq!(goes_to(lab, three[1]), was[1], "second flow from its copy");
+    // A third flow of the set takes the way of the copy that runs out first.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    open(lab, three[2], &mut was);
+    // (The younger one first: a packet served from the table caches its
+    // flow again, evicting in turn.)
+    assert_eq!(goes_to(lab, three[1]), was[1], "the younger copy stays");
+    assert_eq!(goes_to(lab, three[0]), other(&was[0]), "the older copy was evicted: the table's entry is used");
+});
