@@ -61,6 +61,10 @@ pub struct Cached {
     tag: u32,
 }
 
+// One line per entry; service ids fit the 16 bits kept.
+const _: () = assert!(core::mem::size_of::<Cached>() == 64);
+const _: () = assert!(lb_common::MAX_SERVICES <= 1 << 16);
+
 /// Every CPU's block of entries; sized by the agent (possible CPUs × the
 /// entries per CPU); a CPU beyond it caches nothing.
 #[map(name = "XLB_FLOW_CACHE")]

@@ -4,6 +4,10 @@
 //!   rewrite of IPv4/UDP to one of two backends (by source-port parity) and
 //!   XDP_REDIRECT, nothing else;
 //! - `sink`: counts what reaches a backend and drops it;
+//! - `tc_fwd`, `tc_sink`: the same at tc ingress, for the skb path (a pod
+//!   veth whose peer runs no XDP): `tc_fwd` rewrites like `min_fwd` and
+//!   sends with `bpf_redirect_neigh` or `bpf_redirect_peer` (`BENCH_TC`'s
+//!   mode); `tc_sink` counts and drops;
 //! - `gen`: a traffic generator, run with BPF_PROG_RUN in live-frame mode:
 //!   gives every frame a new source port and sends it (XDP_TX);
 //! - `gen_full`: the forwarding bench's generator: writes the whole header
@@ -22,10 +26,11 @@
 mod runtime;
 
 use aya_ebpf::{
-    bindings::xdp_action,
-    macros::{map, xdp},
+    bindings::{xdp_action, TC_ACT_OK, TC_ACT_SHOT},
+    helpers::generated::{bpf_redirect_neigh, bpf_redirect_peer},
+    macros::{classifier, map, xdp},
     maps::{Array, DevMap, PerCpuArray},
-    programs::XdpContext,
+    programs::{TcContext, XdpContext},
 };
 
 /// Configuration of `min_fwd` (one entry).
@@ -115,6 +120,79 @@ fn count() {
 pub fn sink(_ctx: XdpContext) -> u32 {
     count();
     xdp_action::XDP_DROP
+}
+
+/// Configuration of `tc_fwd` (one entry).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct TcConf {
+    /// [`TC_NEIGH`] or [`TC_PEER`].
+    pub mode: u32,
+    /// Egress interface of backend 0 and 1 (the host end of its veth).
+    pub ifindex: [u32; 2],
+    /// Backend IPv4 addresses (network order bytes).
+    pub backend: [[u8; 4]; 2],
+    /// Backend MAC (the veth peer's) and ours, for `bpf_redirect_peer`,
+    /// which does no neighbour lookup.
+    pub dmac: [[u8; 6]; 2],
+    pub smac: [[u8; 6]; 2],
+}
+
+/// `tc_fwd` sends with `bpf_redirect_neigh` (route and neighbour lookup,
+/// then the egress device's transmit path: xlb's skb fallback today).
+pub const TC_NEIGH: u32 = 0;
+/// `tc_fwd` sends with `bpf_redirect_peer` (straight into the peer's
+/// ingress in its namespace: no transmit path, no backlog).
+pub const TC_PEER: u32 = 1;
+
+#[map(name = "BENCH_TC")]
+static TC: Array<TcConf> = Array::with_max_entries(1, 0);
+
+/// The minimal tc forwarder (see the module docs).
+#[classifier]
+pub fn tc_fwd(ctx: TcContext) -> i32 {
+    try_tc_fwd(&ctx).unwrap_or(TC_ACT_OK as i32)
+}
+
+#[inline(always)]
+fn try_tc_fwd(ctx: &TcContext) -> Option<i32> {
+    if ctx.data() + ETH_LEN + IP_LEN + 8 > ctx.data_end() {
+        return Some(TC_ACT_OK as i32);
+    }
+    // SAFETY: bounds checked just above.
+    let h = unsafe { &mut *(ctx.data() as *mut [u8; ETH_LEN + IP_LEN + 8]) };
+    if h[12] != 0x08 || h[13] != 0x00 || h[14] != 0x45 || h[23] != 17 {
+        return Some(TC_ACT_OK as i32);
+    }
+    let conf = TC.get(0)?;
+    let i = (h[ETH_LEN + IP_LEN + 1] & 1) as usize & 1;
+    let new = conf.backend[i];
+    let mut acc = u32::from(!u16::from_ne_bytes([h[24], h[25]]));
+    acc += u32::from(!u16::from_ne_bytes([h[30], h[31]])) + u32::from(!u16::from_ne_bytes([h[32], h[33]]));
+    acc += u32::from(u16::from_ne_bytes([new[0], new[1]])) + u32::from(u16::from_ne_bytes([new[2], new[3]]));
+    let c = (!fold(acc)).to_ne_bytes();
+    h[24] = c[0];
+    h[25] = c[1];
+    h[30..34].copy_from_slice(&new);
+    h[40] = 0;
+    h[41] = 0;
+    let rc = if conf.mode == TC_PEER {
+        h[0..6].copy_from_slice(&conf.dmac[i]);
+        h[6..12].copy_from_slice(&conf.smac[i]);
+        // SAFETY: helper call with plain arguments.
+        unsafe { bpf_redirect_peer(conf.ifindex[i], 0) }
+    } else {
+        // SAFETY: helper call; a NULL neighbour block means "resolve via FIB".
+        unsafe { bpf_redirect_neigh(conf.ifindex[i], core::ptr::null_mut(), 0, 0) }
+    };
+    Some(rc as i32)
+}
+
+/// Backend side at tc ingress: count and drop.
+#[classifier]
+pub fn tc_sink(_ctx: TcContext) -> i32 {
+    count();
+    TC_ACT_SHOT as i32
 }
 
 /// Generator: a new UDP source port per frame (from the per-CPU count), then

@@ -14,7 +14,7 @@ use serde_json::Value;
 use crate::cases::Case;
 use crate::options::{Args, Plan};
 use crate::proc::Proc;
-use crate::programs::{attach, load_bench, xdp_ref, Generator};
+use crate::programs::{attach, attach_tc, load_bench, load_tc, xdp_ref, Generator};
 use crate::sys::{ifindex, progress, set_gro};
 use crate::topology::{be_addr, mac_b, mac_be, Ns};
 
@@ -49,6 +49,10 @@ pub(crate) struct Bench {
     pub(crate) ceiling_sink: Ebpf,
     /// One per backend (attached to its eth0 and eth1).
     pub(crate) sinks: Vec<Ebpf>,
+    /// One per backend: `tc_sink` on its eth2 (a veth peer without XDP).
+    pub(crate) tc_sinks: Vec<Ebpf>,
+    /// `tc_fwd` on l4's tc ingress.
+    pub(crate) tc_fwd: Ebpf,
     pub(crate) nft_rules: Option<PathBuf>,
     pub(crate) nft_loaded: bool,
     pub(crate) skipped: Vec<(String, String)>,
@@ -59,7 +63,7 @@ pub(crate) struct Bench {
     pub(crate) retried: u32,
     /// Failed TCP connection attempts (each waited up to 1 s).
     pub(crate) tcp_failed: BTreeMap<Case, u64>,
-    pub(crate) gen_ifindex: [u32; 4],
+    pub(crate) gen_ifindex: [u32; 5],
     pub(crate) lb: Ns,
     pub(crate) be: Vec<Ns>,
     pub(crate) gen_ns: Ns,
@@ -131,6 +135,8 @@ impl Bench {
             min_fwd: load_bench("min_fwd")?,
             ceiling_sink: load_bench("sink")?,
             sinks: vec![load_bench("sink")?, load_bench("sink")?],
+            tc_sinks: vec![load_tc("tc_sink")?, load_tc("tc_sink")?],
+            tc_fwd: load_tc("tc_fwd")?,
             nft_rules: None,
             nft_loaded: false,
             skipped: Vec::new(),
@@ -138,7 +144,7 @@ impl Bench {
             tcp_failed: BTreeMap::new(),
             retry_budget: Duration::from_secs(if args.quick { 0 } else { args.retry_budget_s }),
             retried: 0,
-            gen_ifindex: [0; 4],
+            gen_ifindex: [0; 5],
             lb,
             be,
             gen_ns,
@@ -244,6 +250,41 @@ impl Bench {
         }
         attach(&self.lb, &mut self.min_fwd, "min_fwd", "l0")?;
         self.lb.run(|| set_gro("l2", true))??;
+        self.attach_tc_path()?;
+        Ok(())
+    }
+
+    /// The skb path to veths whose peers run no XDP: `tc_sink` on each
+    /// backend's eth2; `tc_fwd` on l4 (GRO on, so the generator's frames
+    /// enter as skbs), configured for b4/b5.
+    fn attach_tc_path(&mut self) -> Result<()> {
+        for (i, be) in self.be.iter().enumerate() {
+            attach_tc(be, &mut self.tc_sinks[i], "tc_sink", "eth2")?;
+        }
+        let (b4, b5) = self.lb.run(|| -> Result<(u32, u32)> { Ok((ifindex("b4")?, ifindex("b5")?)) })??;
+        let mut conf = [0u8; 44];
+        conf[4..8].copy_from_slice(&b4.to_ne_bytes());
+        conf[8..12].copy_from_slice(&b5.to_ne_bytes());
+        conf[12..16].copy_from_slice(&be_addr(4).octets());
+        conf[16..20].copy_from_slice(&be_addr(5).octets());
+        conf[20..26].copy_from_slice(&mac_be(4));
+        conf[26..32].copy_from_slice(&mac_be(5));
+        conf[32..38].copy_from_slice(&mac_b(4));
+        conf[38..44].copy_from_slice(&mac_b(5));
+        let mut map: Array<&mut MapData, [u8; 44]> =
+            Array::try_from(self.tc_fwd.map_mut("BENCH_TC").ok_or_else(|| anyhow!("no BENCH_TC"))?)?;
+        map.set(0, conf, 0)?;
+        self.lb.run(|| set_gro("l4", true))??;
+        attach_tc(&self.lb, &mut self.tc_fwd, "tc_fwd", "l4")
+    }
+
+    /// Sets `tc_fwd`'s mode (`TC_NEIGH` 0, `TC_PEER` 1 of xlb-bench.rs).
+    pub(crate) fn tc_mode(&mut self, peer: bool) -> Result<()> {
+        let mut map: Array<&mut MapData, [u8; 44]> =
+            Array::try_from(self.tc_fwd.map_mut("BENCH_TC").ok_or_else(|| anyhow!("no BENCH_TC"))?)?;
+        let mut conf = map.get(&0, 0)?;
+        conf[0..4].copy_from_slice(&u32::from(peer).to_ne_bytes());
+        map.set(0, conf, 0)?;
         Ok(())
     }
 

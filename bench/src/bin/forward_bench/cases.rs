@@ -2,7 +2,7 @@
 
 use std::net::Ipv4Addr;
 
-use crate::topology::{VIP_NFT, VIP_PRESERVE, VIP_PROXY, VIP_SINK, VIP_SNAT, VIP_UNTRACKED};
+use crate::topology::{VIP_FALLBACK, VIP_NFT, VIP_PRESERVE, VIP_PROXY, VIP_SINK, VIP_SNAT, VIP_TC, VIP_UNTRACKED};
 
 /// The generator's traffic: how long its flows live.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,10 +55,17 @@ pub(crate) enum Case {
     NftFlows10,
     /// xlb's `flow_tracking: none` service, every packet a new flow.
     XlbUntrackedNew,
+    /// The skb path to a veth whose peer runs no XDP: a minimal tc
+    /// forwarder with `bpf_redirect_neigh` (what xlb's fallback uses) ...
+    TcNeigh,
+    /// ... and with `bpf_redirect_peer`.
+    TcPeer,
+    /// xlb (preserve) to backends behind such veths: its fallback.
+    XlbFallback,
 }
 
 impl Case {
-    pub(crate) const ALL: [Case; 12] = [
+    pub(crate) const ALL: [Case; 15] = [
         Case::Ceiling,
         Case::MinFwd,
         Case::XlbSnat,
@@ -71,6 +78,9 @@ impl Case {
         Case::XlbPreserveFlows10,
         Case::NftFlows10,
         Case::XlbUntrackedNew,
+        Case::TcNeigh,
+        Case::TcPeer,
+        Case::XlbFallback,
     ];
 
     /// The generator's traffic toward this case.
@@ -115,6 +125,9 @@ impl Case {
             Case::XlbPreserveFlows10 => "xlb_preserve_flows_of_10",
             Case::NftFlows10 => "nft_dnat_flows_of_10",
             Case::XlbUntrackedNew => "xlb_untracked_new_flows",
+            Case::TcNeigh => "tc_redirect_neigh",
+            Case::TcPeer => "tc_redirect_peer",
+            Case::XlbFallback => "xlb_preserve_skb_fallback",
         }
     }
 
@@ -132,6 +145,9 @@ impl Case {
             Case::XlbPreserveFlows10 => "10-packet flows: xlb, preserve",
             Case::NftFlows10 => "10-packet flows: nftables DNAT",
             Case::XlbUntrackedNew => "new flow/packet: xlb, untracked",
+            Case::TcNeigh => "no XDP on peer: tc, redirect_neigh",
+            Case::TcPeer => "no XDP on peer: tc, redirect_peer",
+            Case::XlbFallback => "no XDP on peer: xlb, preserve",
         }
     }
 
@@ -144,6 +160,8 @@ impl Case {
             Case::XlbPreserve | Case::XlbPreserveNew | Case::XlbPreserveFlows10 => (1, VIP_PRESERVE),
             Case::Nft | Case::NftNew | Case::NftFlows10 => (2, VIP_NFT),
             Case::XlbUntrackedNew => (1, VIP_UNTRACKED),
+            Case::TcNeigh | Case::TcPeer => (4, VIP_TC),
+            Case::XlbFallback => (1, VIP_FALLBACK),
             Case::Nginx => (2, VIP_PROXY),
         }
     }

@@ -4,7 +4,9 @@
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use aya::maps::{Array, MapData, PerCpuArray};
-use aya::programs::{TestRun as _, TestRunAttrs, TestRunOptions, Xdp, XdpMode};
+use aya::programs::{
+    tc::qdisc_add_clsact, SchedClassifier, TcAttachType, TestRun as _, TestRunAttrs, TestRunOptions, Xdp, XdpMode,
+};
 use aya::Ebpf;
 use xlb_bench::BENCH_OBJECT;
 
@@ -18,6 +20,28 @@ pub(crate) fn load_bench(prog: &str) -> Result<Ebpf> {
         ebpf.program_mut(prog).ok_or_else(|| anyhow!("no program {prog} in the bench object"))?.try_into()?;
     p.load().with_context(|| format!("loading {prog}"))?;
     Ok(ebpf)
+}
+
+/// Loads the bench object with its tc program `prog` loaded.
+pub(crate) fn load_tc(prog: &str) -> Result<Ebpf> {
+    let mut ebpf = Ebpf::load(BENCH_OBJECT).context("loading xlb_bench::BENCH_OBJECT")?;
+    let p: &mut SchedClassifier =
+        ebpf.program_mut(prog).ok_or_else(|| anyhow!("no program {prog} in the bench object"))?.try_into()?;
+    p.load().with_context(|| format!("loading {prog}"))?;
+    Ok(ebpf)
+}
+
+/// Attaches the tc program `prog` of `ebpf` to `ifname`'s ingress inside
+/// `ns` (adding its clsact qdisc).
+pub(crate) fn attach_tc(ns: &Ns, ebpf: &mut Ebpf, prog: &str, ifname: &str) -> Result<()> {
+    let p: &mut SchedClassifier = ebpf.program_mut(prog).ok_or_else(|| anyhow!("no program {prog}"))?.try_into()?;
+    ns.run(|| -> Result<()> {
+        // Already there is fine (`EEXIST`).
+        let _ = qdisc_add_clsact(ifname);
+        p.attach(ifname, TcAttachType::Ingress)?;
+        Ok(())
+    })?
+    .with_context(|| format!("attaching {prog} to {ifname}'s tc ingress in {}", ns.name()))
 }
 
 pub(crate) fn xdp<'a>(ebpf: &'a mut Ebpf, prog: &str) -> Result<&'a mut Xdp> {

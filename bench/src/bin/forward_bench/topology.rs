@@ -39,6 +39,14 @@ pub(crate) const UNTRACKED_BACKEND_PORT: u16 = 5353;
 /// service's, so xlb finds its replies by the backend (no reverse entry
 /// per flow).
 pub(crate) const PRESERVE_BACKEND_PORT: u16 = 5354;
+/// The minimal tc forwarders' destination (`tc_fwd` on l4's tc ingress,
+/// to backends behind b4/b5 whose peers run no XDP).
+pub(crate) const VIP_TC: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 16);
+/// xlb's service whose backends sit behind b4/b5 (not xlb's interfaces,
+/// peers without XDP): xlb's skb fallback.
+pub(crate) const VIP_FALLBACK: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 17);
+/// The backends' port of that service.
+pub(crate) const FALLBACK_BACKEND_PORT: u16 = 5355;
 /// Destination of the ceiling frames (l3 drops everything).
 pub(crate) const VIP_SINK: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 14);
 
@@ -48,11 +56,12 @@ pub(crate) fn mac_g(x: u8) -> [u8; 6] {
 pub(crate) fn mac_l(x: u8) -> [u8; 6] {
     [0x02, 0xfb, 0, 0, x, 1]
 }
-/// LB side of the backend link `b<n>` (n = 0..4; b0/b1 -> 10.1.<i>, b2/b3 -> 10.2.<i>).
+/// LB side of the backend link `b<n>` (n = 0..6; b0/b1 -> 10.1.<i>, b2/b3 ->
+/// 10.2.<i>, b4/b5 -> 10.3.<i>).
 pub(crate) fn mac_b(n: u8) -> [u8; 6] {
     [0x02, 0xfb, 1, n, 0, 1]
 }
-/// Backend side of `b<n>` (eth0 for n < 2, eth1 otherwise).
+/// Backend side of `b<n>` (eth0 for n < 2, eth1 for n < 4, eth2 otherwise).
 pub(crate) fn mac_be(n: u8) -> [u8; 6] {
     [0x02, 0xfb, 1, n, 0, 2]
 }
@@ -65,7 +74,8 @@ pub(crate) fn gen_addr(x: u8) -> Ipv4Addr {
 pub(crate) fn lb_addr(x: u8) -> Ipv4Addr {
     Ipv4Addr::new(10, 200, x, 1)
 }
-/// Backend i's address on b<n>'s link: 10.1.i.2 (n = i) or 10.2.i.2 (n = i + 2).
+/// Backend i's address on b<n>'s link: 10.1.i.2 (n = i), 10.2.i.2 (n = i + 2)
+/// or 10.3.i.2 (n = i + 4).
 pub(crate) fn be_addr(n: u8) -> Ipv4Addr {
     Ipv4Addr::new(10, 1 + n / 2, n % 2, 2)
 }

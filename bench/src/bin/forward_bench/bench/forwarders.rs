@@ -15,8 +15,8 @@ use crate::options::Args;
 use crate::proc::Proc;
 use crate::sys::{napi_threads, progress, BENCH_NICE};
 use crate::topology::{
-    be_addr, FWD_CPU, GEN_CPU, PRESERVE_BACKEND_PORT, TCP_RR_PORT, TCP_SETUP_PORT, UDP_PORT, UNTRACKED_BACKEND_PORT,
-    VIP_NFT, VIP_PRESERVE, VIP_PROXY, VIP_SNAT, VIP_UNTRACKED,
+    be_addr, FALLBACK_BACKEND_PORT, FWD_CPU, GEN_CPU, PRESERVE_BACKEND_PORT, TCP_RR_PORT, TCP_SETUP_PORT, UDP_PORT,
+    UNTRACKED_BACKEND_PORT, VIP_FALLBACK, VIP_NFT, VIP_PRESERVE, VIP_PROXY, VIP_SNAT, VIP_UNTRACKED,
 };
 
 impl Bench {
@@ -45,6 +45,13 @@ impl Bench {
             "  - name: udp-untracked\n    vip: {VIP_UNTRACKED}\n    port: {UDP_PORT}\n    protocol: udp\n    source: preserve\n    flow_tracking: none\n    backends:\n      - {}:{UNTRACKED_BACKEND_PORT}\n      - {}:{UNTRACKED_BACKEND_PORT}\n",
             be_addr(0),
             be_addr(1)
+        );
+        // Backends behind b4/b5 (not xlb's interfaces; their peers run no
+        // XDP): xlb's skb fallback.
+        yaml += &format!(
+            "  - name: udp-fallback\n    vip: {VIP_FALLBACK}\n    port: {UDP_PORT}\n    protocol: udp\n    source: preserve\n    backends:\n      - {}:{FALLBACK_BACKEND_PORT}\n      - {}:{FALLBACK_BACKEND_PORT}\n",
+            be_addr(4),
+            be_addr(5)
         );
         for (port, what) in [(TCP_SETUP_PORT, "setup"), (TCP_RR_PORT, "rr")] {
             yaml += &svc(&format!("tcp-{what}-snat"), VIP_SNAT, port, "tcp", "snat");
@@ -225,21 +232,21 @@ impl Bench {
         Ok(())
     }
 
-    /// Threaded NAPI on l0..l3 with the kthreads pinned to the forwarder CPU.
+    /// Threaded NAPI on l0..l4 with the kthreads pinned to the forwarder CPU.
     pub(crate) fn thread_napi(&mut self) -> Result<()> {
         if self.nproc <= FWD_CPU {
             self.notes.push(format!("only {} CPU: generator and forwarders share it (no pinning)", self.nproc));
             return Ok(());
         }
         let before = napi_threads();
-        let threaded = ["l0", "l1", "l2", "l3"]
+        let threaded = ["l0", "l1", "l2", "l3", "l4"]
             .iter()
             .try_for_each(|i| self.lb.sh(&format!("echo 1 > /sys/class/net/{i}/threaded")).map(|_| ()));
         std::thread::sleep(Duration::from_millis(50));
         let new: Vec<i32> = napi_threads().difference(&before).copied().collect();
         if let Err(e) = threaded.and_then(|()| {
-            if new.len() < 4 {
-                bail!("expected 4 new NAPI kthreads for l0..l3, found {}", new.len());
+            if new.len() < 5 {
+                bail!("expected 5 new NAPI kthreads for l0..l4, found {}", new.len());
             }
             Ok(())
         }) {
@@ -253,7 +260,7 @@ impl Bench {
             set_nice(*pid, BENCH_NICE);
         }
         self.notes.push(format!(
-            "generator (BPF_PROG_RUN live frames) pinned to CPU {GEN_CPU}; l0..l3 use threaded NAPI, kthreads pinned to CPU {FWD_CPU}: \
+            "generator (BPF_PROG_RUN live frames) pinned to CPU {GEN_CPU}; l0..l4 use threaded NAPI, kthreads pinned to CPU {FWD_CPU}: \
              the forwarders and the backends' receive path they trigger run on CPU {FWD_CPU}; generator, NAPI kthreads and nginx's worker at nice {BENCH_NICE}"
         ));
         if self.nginx.is_some() {

@@ -19,13 +19,18 @@ impl Bench {
             let c = count(&self.ceiling_sink)?;
             return Ok((c, c));
         }
-        let a = count(&self.sinks[0])?;
-        let b = count(&self.sinks[1])?;
+        let sinks =
+            if matches!(case, Case::TcNeigh | Case::TcPeer | Case::XlbFallback) { &self.tc_sinks } else { &self.sinks };
+        let a = count(&sinks[0])?;
+        let b = count(&sinks[1])?;
         Ok((a + b, a))
     }
 
     /// Runs the generator toward `case` for `warmup + slice`; counts over the slice.
     pub(crate) fn udp_slice(&mut self, case: Case) -> Result<Sample> {
+        if matches!(case, Case::TcNeigh | Case::TcPeer) {
+            self.tc_mode(case == Case::TcPeer)?;
+        }
         if case.is_nft() {
             self.nft_load(true)?;
         }
