@@ -74,6 +74,22 @@ fn fold(mut s: u32) -> u16 {
     s as u16
 }
 
+/// Rewrites the IPv4 destination of an Ethernet + IPv4 + UDP header to
+/// `new`, with an incremental IPv4 header checksum; UDP checksum none
+/// (allowed for IPv4).
+#[inline(always)]
+fn set_dst(h: &mut [u8; ETH_LEN + IP_LEN + 8], new: [u8; 4]) {
+    let mut acc = u32::from(!u16::from_ne_bytes([h[24], h[25]]));
+    acc += u32::from(!u16::from_ne_bytes([h[30], h[31]])) + u32::from(!u16::from_ne_bytes([h[32], h[33]]));
+    acc += u32::from(u16::from_ne_bytes([new[0], new[1]])) + u32::from(u16::from_ne_bytes([new[2], new[3]]));
+    let c = (!fold(acc)).to_ne_bytes();
+    h[24] = c[0];
+    h[25] = c[1];
+    h[30..34].copy_from_slice(&new);
+    h[40] = 0;
+    h[41] = 0;
+}
+
 /// The minimal forwarder.
 #[xdp]
 pub fn min_fwd(ctx: XdpContext) -> u32 {
@@ -90,18 +106,7 @@ fn try_fwd(ctx: &XdpContext) -> Option<u32> {
     }
     let conf = FWD.get(0)?;
     let i = (h[ETH_LEN + IP_LEN + 1] & 1) as usize;
-    let new = conf.backend[i & 1];
-    // Incremental IPv4 header checksum over the destination change.
-    let mut acc = u32::from(!u16::from_ne_bytes([h[24], h[25]]));
-    acc += u32::from(!u16::from_ne_bytes([h[30], h[31]])) + u32::from(!u16::from_ne_bytes([h[32], h[33]]));
-    acc += u32::from(u16::from_ne_bytes([new[0], new[1]])) + u32::from(u16::from_ne_bytes([new[2], new[3]]));
-    let c = (!fold(acc)).to_ne_bytes();
-    h[24] = c[0];
-    h[25] = c[1];
-    h[30..34].copy_from_slice(&new);
-    // UDP checksum: none (allowed for IPv4).
-    h[40] = 0;
-    h[41] = 0;
+    set_dst(h, conf.backend[i & 1]);
     h[0..6].copy_from_slice(&conf.dmac[i & 1]);
     h[6..12].copy_from_slice(&conf.smac[i & 1]);
     Some(PORTS.redirect(i as u32, 0).unwrap_or(xdp_action::XDP_ABORTED))
@@ -151,31 +156,22 @@ static TC: Array<TcConf> = Array::with_max_entries(1, 0);
 /// The minimal tc forwarder (see the module docs).
 #[classifier]
 pub fn tc_fwd(ctx: TcContext) -> i32 {
-    try_tc_fwd(&ctx).unwrap_or(TC_ACT_OK as i32)
+    try_tc_fwd(&ctx).unwrap_or(TC_ACT_OK)
 }
 
 #[inline(always)]
 fn try_tc_fwd(ctx: &TcContext) -> Option<i32> {
     if ctx.data() + ETH_LEN + IP_LEN + 8 > ctx.data_end() {
-        return Some(TC_ACT_OK as i32);
+        return Some(TC_ACT_OK);
     }
     // SAFETY: bounds checked just above.
     let h = unsafe { &mut *(ctx.data() as *mut [u8; ETH_LEN + IP_LEN + 8]) };
     if h[12] != 0x08 || h[13] != 0x00 || h[14] != 0x45 || h[23] != 17 {
-        return Some(TC_ACT_OK as i32);
+        return Some(TC_ACT_OK);
     }
     let conf = TC.get(0)?;
     let i = (h[ETH_LEN + IP_LEN + 1] & 1) as usize & 1;
-    let new = conf.backend[i];
-    let mut acc = u32::from(!u16::from_ne_bytes([h[24], h[25]]));
-    acc += u32::from(!u16::from_ne_bytes([h[30], h[31]])) + u32::from(!u16::from_ne_bytes([h[32], h[33]]));
-    acc += u32::from(u16::from_ne_bytes([new[0], new[1]])) + u32::from(u16::from_ne_bytes([new[2], new[3]]));
-    let c = (!fold(acc)).to_ne_bytes();
-    h[24] = c[0];
-    h[25] = c[1];
-    h[30..34].copy_from_slice(&new);
-    h[40] = 0;
-    h[41] = 0;
+    set_dst(h, conf.backend[i]);
     let rc = if conf.mode == TC_PEER {
         h[0..6].copy_from_slice(&conf.dmac[i]);
         h[6..12].copy_from_slice(&conf.smac[i]);
@@ -192,7 +188,7 @@ fn try_tc_fwd(ctx: &TcContext) -> Option<i32> {
 #[classifier]
 pub fn tc_sink(_ctx: TcContext) -> i32 {
     count();
-    TC_ACT_SHOT as i32
+    TC_ACT_SHOT
 }
 
 /// Generator: a new UDP source port per frame (from the per-CPU count), then
