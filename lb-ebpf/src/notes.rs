@@ -22,7 +22,9 @@
 //! keeps its note, which its flows recorded without reverse entries still
 //! need; the other service's flows have reverse entries, found first.
 use aya_ebpf::{macros::map, maps::PerCpuArray};
-use lb_common::{settings::SETTINGS_F_NOTES, Backend, FlowKey, ReplyNote, Reverse, BE_F_ACTIVE, SVC_F_SNAT};
+use lb_common::{
+    settings::SETTINGS_F_NOTES, Backend, FlowKey, ReplyNote, Reverse, ServiceKey, BE_F_ACTIVE, SVC_F_SNAT,
+};
 
 use crate::{
     maps::{BACKENDS, NOTES, SERVICE_SLOTS, SETTINGS},
@@ -35,26 +37,25 @@ use crate::{
 static REV: PerCpuArray<Reverse> = PerCpuArray::with_max_entries(1, 0);
 
 /// Notes that replies from `be` (picked: `s.backend_id`) belong to the
-/// packet's service (`service_id`), unless that is noted already.
+/// packet's service (`service_id`, key `vip`), unless that is noted already.
 #[inline(always)]
-pub fn note(s: &Scratch, be: &Backend, service_id: u32) {
+pub fn note(s: &Scratch, be: &Backend, vip: &ServiceKey, service_id: u32) {
     if trace::enabled() {
         return;
     }
-    let (k, backend_id) = (&s.pkt.key, s.backend_id);
-    let vip = words::service_key(words::get(k.dst_aligned()), k.dport, k.proto);
-    let key = words::service_key(words::get(be.addr_aligned()), be.port, k.proto);
+    let backend_id = s.backend_id;
+    let key = words::service_key(words::get(be.addr_aligned()), be.port, vip.proto);
     // SAFETY: map value pointer valid for this program run.
     if let Some(n) = NOTES.get_ptr(&key).map(|p| unsafe { &*p }) {
         if n.service_id == service_id
             && n.backend_id == backend_id
             && n.backend_gen == be.generation
-            && words::service_key_eq(&n.vip, &vip)
+            && words::service_key_eq(&n.vip, vip)
         {
             return;
         }
     }
-    let n = ReplyNote { vip, service_id, backend_id, backend_gen: be.generation };
+    let n = ReplyNote { vip: *vip, service_id, backend_id, backend_gen: be.generation };
     let _ = NOTES.insert(&key, &n, 0);
 }
 

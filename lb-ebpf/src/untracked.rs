@@ -6,7 +6,7 @@
 use aya_ebpf::{macros::map, maps::PerCpuArray};
 use lb_common::{Service, ServiceKey, SVC_F_SNAT, SVC_F_UNTRACKED};
 
-use crate::{scratch::Scratch, trace, words};
+use crate::{trace, words};
 
 /// Slots of [`KNOWN`] (a power of two).
 const KNOWN_SLOTS: u32 = 16;
@@ -43,20 +43,13 @@ pub fn known(key: &ServiceKey) -> Option<&'static Service> {
     (sl.svc.id == k.id && applies(sl.svc.flags) && words::service_key_eq(&sl.key, key)).then_some(&sl.svc)
 }
 
-/// Remembers on this CPU that the packet's service key is the untracked
-/// service `id` (not while tracing: a trace writes nothing).
+/// Remembers on this CPU that `key` is the untracked service `id` (not
+/// while tracing: a trace writes nothing).
 #[inline(always)]
-pub fn seen(s: &Scratch, id: u32) {
+pub fn remember(key: &ServiceKey, id: u32) {
     if trace::enabled() {
         return;
     }
-    let k = &s.pkt.key;
-    remember(&words::service_key(words::get(k.dst_aligned()), k.dport, k.proto), id);
-}
-
-/// Remembers on this CPU that `key` is the untracked service `id`.
-#[inline(always)]
-fn remember(key: &ServiceKey, id: u32) {
     if let Some(k) = KNOWN.get_ptr_mut(known_slot(key)) {
         // SAFETY: per-CPU slot, no concurrent writer on this CPU.
         let k = unsafe { &mut *k };

@@ -240,6 +240,12 @@ fn pkt_changes_state(pkt: &crate::packet::Packet) -> bool {
     pkt.has(TCP_SYN | TCP_FIN | TCP_RST)
 }
 
+/// The service key (VIP, port, protocol) a packet to a VIP is for.
+#[inline(always)]
+fn packet_service_key(k: &FlowKey) -> ServiceKey {
+    words::service_key(words::get(k.dst_aligned()), k.dport, k.proto)
+}
+
 /// Picks a backend for a new flow: the service's lookup table at the flow hash.
 #[inline(always)]
 fn pick(s: &mut Scratch, svc: &Service) -> Option<&'static Backend> {
@@ -391,7 +397,7 @@ fn record(s: &mut Scratch, svc: &Service, be: &Backend, sticky: bool, flow: Opti
     // the backend's note when the agent made it unambiguous, else a reverse
     // entry of their own.
     if s.snat_port == 0 && svc.flags & SVC_F_REPLY_NOTE != 0 {
-        notes::note(s, be, svc.id);
+        notes::note(s, be, &packet_service_key(&s.pkt.key), svc.id);
     } else if s.snat_port == 0 {
         fill_reverse(s, svc, now);
         let k = &s.pkt.key;
@@ -434,8 +440,9 @@ fn to_backend(
             return NO_BACKEND;
         };
         trace::record(|r| r.reason = REASON_SLOT);
-        untracked::seen(s, svc.id);
-        notes::note(s, be, svc.id);
+        let vip = packet_service_key(&s.pkt.key);
+        untracked::remember(&vip, svc.id);
+        notes::note(s, be, &vip, svc.id);
         be
     } else if let Some(be) = existing(s, svc, flow.as_deref_mut(), looked) {
         bump(Stat::FlowHit);
