@@ -500,6 +500,12 @@ pub struct ServiceName {
 pub const IF_F_TX: u32 = 1;
 /// `IFACES` value flag: XDP_REDIRECT into this interface works.
 pub const IF_F_REDIRECT: u32 = 2;
+/// `IFACES` value flag: a veth whose peer is in another network namespace
+/// and runs no XDP, and whose host side has no egress hook (root qdisc
+/// `noqueue`, no `clsact`/`ingress` qdisc, no tcx program): the tc program
+/// may send a packet whose MACs XDP already set straight into the peer
+/// (`bpf_redirect_peer`), skipping only the host side's empty transmit.
+pub const IF_F_PEER: u32 = 4;
 
 /// Most VIPs in `XLB_ANNOUNCE` (every VIP of every service fits).
 pub const MAX_ANNOUNCED: u32 = MAX_SERVICES;
@@ -525,6 +531,12 @@ pub struct L2Iface {
 /// [`ForwardMeta`]). The kernel's neighbour-aware redirect of [`META_MAGIC`]
 /// would refuse an ARP frame.
 pub const META_MAGIC_L2: u32 = 0x786c_6203;
+
+/// Magic value in the XDP metadata: as [`META_MAGIC`], and the XDP program
+/// already wrote the next hop's MACs (the FIB lookup resolved the
+/// neighbour), so the tc program may skip the neighbour lookup: into an
+/// [`IF_F_PEER`] veth it sends with `bpf_redirect_peer`.
+pub const META_MAGIC_ROUTED: u32 = 0x786c_6204;
 
 /// XDP metadata that hands a rewritten packet to the tc program.
 ///

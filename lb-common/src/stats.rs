@@ -54,6 +54,7 @@ stats! {
     NdpAdvert = "ndp_advert": "IPv6 neighbour solicitations for an announced VIP answered (--announce l2).",
     RejectShare = "reject_share": "New flows whose lookup-table pick was the service's reject share (a Gateway backendRef that does not resolve): each then rejected (reject_no_backend) or dropped (drop_no_backend) as for a service without a usable backend.",
     PassOtherHost = "pass_other_host": "Passed untouched: a packet for a VIP on an announce interface (--announce l2) whose Ethernet destination is another host's unicast MAC (a switch flooding unknown unicast); the kernel drops it.",
+    TcPeer = "tc_redirect_peer": "Of tc_forward: sent straight into the peer of a pod's veth (bpf_redirect_peer) instead of out of the host side (bpf_redirect_neigh); see IF_F_PEER.",
 }
 
 // New counters go last: the pinned per-CPU array is indexed by position,

@@ -8,7 +8,10 @@
 //! [`to_kernel`] prepends a [`ForwardMeta`] to the packet and passes it up;
 //! the kernel builds an skb that keeps those bytes as its metadata, and
 //! [`tc_forward`] (tc ingress on the same device) reads them and sends the
-//! packet out of `ifindex` with `bpf_redirect_neigh`.
+//! packet out of `ifindex` with `bpf_redirect_neigh`, or, when XDP already
+//! set the MACs and `ifindex` is a pod's veth with nothing on its host
+//! side's way out ([`IF_F_PEER`]), straight into the peer's namespace with
+//! `bpf_redirect_peer`.
 //!
 //! skb metadata is not bound to the hop that wrote it: its bytes and length
 //! survive veths, bridges and a kernel forwarding hop, and a later XDP
@@ -30,12 +33,12 @@
 //! routes the packet as any other, and counted as `tc_foreign_meta`.
 use aya_ebpf::{
     bindings::{xdp_action, TC_ACT_OK},
-    helpers::generated::{bpf_fib_lookup, bpf_redirect, bpf_redirect_neigh, bpf_xdp_adjust_meta},
+    helpers::generated::{bpf_fib_lookup, bpf_redirect, bpf_redirect_neigh, bpf_redirect_peer, bpf_xdp_adjust_meta},
     programs::{TcContext, XdpContext},
     EbpfContext,
 };
 use core::mem::size_of;
-use lb_common::{ForwardMeta, Stat, IF_F_REDIRECT, IF_F_TX, META_MAGIC, META_MAGIC_L2};
+use lb_common::{ForwardMeta, Stat, IF_F_PEER, IF_F_REDIRECT, IF_F_TX, META_MAGIC, META_MAGIC_L2, META_MAGIC_ROUTED};
 use network_types::eth::EthHdr;
 
 use crate::{
@@ -138,9 +141,9 @@ pub fn transmit(ctx: &XdpContext, p: &mut FibParams, rc: i64, partial: bool, cap
                 }
             }
         }
-        to_kernel(ctx, p.ifindex)
+        to_kernel(ctx, p.ifindex, META_MAGIC_ROUTED)
     } else if rc == FIB_NO_NEIGH {
-        to_kernel(ctx, p.ifindex)
+        to_kernel(ctx, p.ifindex, META_MAGIC)
     } else if rc == FIB_FRAG_NEEDED {
         // Larger than the egress MTU and fragmenting is allowed (no DF): the
         // kernel's forwarding path fragments it.
@@ -159,10 +162,12 @@ fn node_tag() -> u32 {
 }
 
 /// Passes the packet up with metadata asking this node's tc program, on
-/// this ingress device, to send it out of `ifindex` (see the module docs).
+/// this ingress device, to send it out of `ifindex` (see the module docs);
+/// `magic`: [`META_MAGIC_ROUTED`] when the MACs are already set, else
+/// [`META_MAGIC`].
 #[inline(always)]
-fn to_kernel(ctx: &XdpContext, ifindex: u32) -> u32 {
-    match hand_off(ctx, ifindex, META_MAGIC) {
+fn to_kernel(ctx: &XdpContext, ifindex: u32, magic: u32) -> u32 {
+    match hand_off(ctx, ifindex, magic) {
         None => bump(Stat::FibFail),
         Some(true) => bump(Stat::FwdKernel),
         Some(false) => {}
@@ -210,7 +215,7 @@ pub fn tc_forward(ctx: &TcContext) -> Option<i32> {
     let mp = meta as *mut ForwardMeta;
     // SAFETY: bounds checked against data just above.
     let m = unsafe { *mp };
-    if m.magic != META_MAGIC && m.magic != META_MAGIC_L2 {
+    if m.magic != META_MAGIC && m.magic != META_MAGIC_ROUTED && m.magic != META_MAGIC_L2 {
         return Some(TC_ACT_OK);
     }
     // Consumed: whatever happens next, no later hop acts on it again.
@@ -226,6 +231,14 @@ pub fn tc_forward(ctx: &TcContext) -> Option<i32> {
         // of the device as it is, no route or neighbour lookup.
         // SAFETY: helper call with plain arguments.
         return Some(unsafe { bpf_redirect(m.ifindex, 0) } as i32);
+    }
+    if m.magic == META_MAGIC_ROUTED && caps_of(m.ifindex) & IF_F_PEER != 0 {
+        // MACs set by XDP, and the host side of this veth has nothing to
+        // run on the way out (the agent checks, see `IF_F_PEER`): straight
+        // into the peer's namespace, no transmit and backlog on the host side.
+        bump(Stat::TcPeer);
+        // SAFETY: helper call with plain arguments, from tc ingress.
+        return Some(unsafe { bpf_redirect_peer(m.ifindex, 0) } as i32);
     }
     // SAFETY: helper call; a NULL neighbour block means "resolve via FIB".
     let rc = unsafe { bpf_redirect_neigh(m.ifindex, core::ptr::null_mut(), 0, 0) };

@@ -230,7 +230,10 @@ fn program_interfaces(
         let change = decider.decide(&name, mode).with_context(|| format!("interface {name}: gone"))?;
         xdp_paths::apply(writer, &table, &change).context("writing the interface map and the devmap")?;
     }
-    Ok((xdp_paths::spawn(decider, programs.clone(), table.clone()), table))
+    let peers = decider.peers();
+    xdp_paths::apply_peers(writer, &peers).context("writing the veths for peer redirects (interface map)")?;
+    writer.drop_stale_interfaces().context("removing an earlier agent's interface entries")?;
+    Ok((xdp_paths::spawn(decider, programs.clone(), table.clone(), peers), table))
 }
 
 /// This node's tag for the XDP→tc hand-off (`Settings::node_tag`): the one

@@ -285,10 +285,16 @@ pub fn status(st: &crate::status::Status, out: Output) -> Result<()> {
         lines.join(&format!("\n{:16}", ""))
     };
     let vips = if st.announced_vips.is_empty() { "none".into() } else { st.announced_vips.join(", ") };
+    let peers = if st.peer_redirect.is_empty() {
+        "none (skb path: bpf_redirect_neigh)".into()
+    } else {
+        format!("{} (bpf_redirect_peer; other veths: bpf_redirect_neigh)", st.peer_redirect.join(", "))
+    };
     for (key, value) in [
         ("agent", agent),
         ("interfaces", ifaces),
         ("transmit paths", paths),
+        ("peer redirect", peers),
         ("last apply", apply),
         ("announced VIPs", vips),
         ("pin path", st.pin_path.clone()),

@@ -291,6 +291,10 @@ pub struct Status {
     /// VIPs this node announces (`--announce l2`: answers ARP/NDP for),
     /// from the pinned `XLB_ANNOUNCE`.
     pub announced_vips: Vec<String>,
+    /// Pods' veths whose packets the tc program sends straight into the
+    /// pod's namespace (`bpf_redirect_peer`; the rest of the skb path uses
+    /// `bpf_redirect_neigh`), from the pinned `XLB_IFACES`.
+    pub peer_redirect: Vec<String>,
 }
 
 /// Interfaces whose XDP links are pinned under `pin_path/links`.
@@ -316,6 +320,7 @@ pub fn read(pin_path: &Path) -> Status {
         attachments: Vec::new(),
         last_apply: None,
         announced_vips: Vec::new(),
+        peer_redirect: Vec::new(),
     };
     let record = match open(pin_path) {
         Ok(map) => map.get(&0, 0).ok(),
@@ -324,6 +329,9 @@ pub fn read(pin_path: &Path) -> Status {
     let kept = kept_links(pin_path);
     if let Ok(Some(vips)) = crate::bpf::view::announced_vips(pin_path) {
         st.announced_vips = vips.iter().map(ToString::to_string).collect();
+    }
+    if let Ok(Some(veths)) = crate::bpf::view::peer_veths(pin_path) {
+        st.peer_redirect = veths;
     }
     let Some(r) = record.filter(|r| r.state != lb_common::status::AGENT_NONE) else {
         if map_dir(pin_path).exists() {

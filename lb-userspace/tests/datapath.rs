@@ -34,7 +34,7 @@ use flows::{one_port_per_backend, open_flows, three_backends};
 use frame::{fix_ipv4_csum, Csum, Pkt, TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN};
 use harness::{mac, run_case, service, Lab, LAB_NODE_TAG, V0_MAC, V1_MAC, XDP_DROP, XDP_PASS, XDP_REDIRECT, XDP_TX};
 use lb_common::{
-    Counter, ForwardMeta, Stat, FLOW_CLOSING, FLOW_OPEN, IF_F_REDIRECT, IF_F_TX, META_MAGIC, SNAT_PORT_COUNT,
+    Counter, ForwardMeta, Stat, FLOW_CLOSING, FLOW_OPEN, IF_F_REDIRECT, IF_F_TX, META_MAGIC_ROUTED, SNAT_PORT_COUNT,
     SNAT_PORT_MIN,
 };
 use passed::dns_service;

@@ -2,7 +2,10 @@
 //! the agent sends into a pod's veth with XDP_REDIRECT exactly while the
 //! kernel says redirected frames are delivered there (the pod's end runs
 //! an XDP program), else through the tc fallback; `xlb status` says which
-//! and why, and traffic flows throughout.
+//! and why, and traffic flows throughout. On the tc fallback, a veth with
+//! nothing on its host side's way out gets `bpf_redirect_peer` straight into
+//! the pod's namespace, and loses it as soon as something is (a tc egress
+//! filter, the pod's XDP program).
 
 mod common;
 
@@ -68,6 +71,37 @@ fn start_env(extra: &[&str]) -> Env {
     env
 }
 
+/// The veths `xlb status -o json` lists under `peer_redirect`.
+fn peer_veths(env: &Env) -> Vec<String> {
+    let v = cli_json(env.agent(), &["status", "-o", "json"]);
+    let all = v["peer_redirect"].as_array().unwrap_or_else(|| panic!("no peer_redirect: {v}"));
+    all.iter().map(|n| n.as_str().unwrap_or_else(|| panic!("not a name: {n}")).to_string()).collect()
+}
+
+/// Waits until `iface` is (`on`) or is not in `peer_redirect`.
+fn wait_peer(env: &Env, iface: &str, on: bool) -> Duration {
+    let start = Instant::now();
+    loop {
+        let p = peer_veths(env);
+        if p.iter().any(|n| n == iface) == on {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < BOUND,
+            "{iface} in peer_redirect should be {on} after {BOUND:?}: {p:?}{}",
+            env.diag()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Packets the host side of `iface` (in the node) transmitted.
+fn tx_packets(env: &Env, iface: &str) -> u64 {
+    let path = format!("/sys/class/net/{iface}/statistics/tx_packets");
+    let out = env.topo.node.exec_ok(&["cat", &path]).expect("reading the veth's counters");
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
 const TC_VETH: &str = "tc-redirect (no ndo_xmit: peer has neither XDP nor NAPI)";
 const XDP_VETH: &str = "xdp-redirect (kernel reports ndo_xmit: peer has XDP or NAPI)";
 
@@ -89,6 +123,8 @@ fn the_path_follows_the_pods_xdp_program() {
     let prog = XdpPass::attach(&env.topo.pods[0], "eth0").expect("XDP on the pod's eth0");
     let took = wait_path(&env, &p0, XDP_VETH);
     eprintln!("xdp-redirect on {p0} shown after {took:?}");
+    // A peer redirect would skip the pod's XDP program: not while it runs.
+    wait_peer(&env, &p0, false);
     assert_eq!(paths(&env).get(&c0).map(String::as_str), Some(TC_VETH), "the client's veth has no XDP peer");
     let (redirected, kernel) = traffic(&env, 10);
     assert!(redirected >= 10, "requests redirected into {p0}: {redirected}{}", env.diag());
@@ -103,6 +139,63 @@ fn the_path_follows_the_pods_xdp_program() {
     let text = env.agent().cli(&["status"]).expect("xlb status");
     let text = String::from_utf8_lossy(&text.stdout);
     assert!(text.contains(&format!("{p0}: {TC_VETH}")), "xlb status: {text}");
+}
+
+/// On the tc path, packets into a veth with nothing on its way out go
+/// straight into the pod's namespace (`bpf_redirect_peer`: the host side
+/// transmits nothing); a tc egress filter added on the veth takes it back
+/// to `bpf_redirect_neigh` (the host side transmits them), and removing it
+/// brings the peer redirect back. Traffic is answered throughout.
+#[test]
+fn peer_redirect_only_where_nothing_runs_on_the_way_out() {
+    let env = start_env(&[]);
+    let (c0, p0) = (env.topo.client_if.clone(), env.topo.pod_ifs[0].clone());
+    wait_peer(&env, &p0, true);
+    wait_peer(&env, &c0, true);
+    let text = env.agent().cli(&["status"]).expect("xlb status");
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("peer redirect:") && text.contains(&p0), "xlb status: {text}");
+    traffic(&env, 1); // resolves the neighbours
+    let peer = |env: &Env| counter(&stats(env.agent()), "tc_redirect_peer");
+    let (tx0, peer0) = (tx_packets(&env, &p0), peer(&env));
+    traffic(&env, 20);
+    let (tx1, peer1) = (tx_packets(&env, &p0), peer(&env));
+    eprintln!("peer redirect: {p0} transmitted {}, tc_redirect_peer +{}", tx1 - tx0, peer1 - peer0);
+    assert!(
+        peer1 - peer0 >= 40,
+        "requests into {p0} and replies into {c0} by peer redirect: +{}{}",
+        peer1 - peer0,
+        env.diag()
+    );
+    assert!(
+        tx1 - tx0 < 20,
+        "the host side of {p0} transmitted {} packets: not a peer redirect{}",
+        tx1 - tx0,
+        env.diag()
+    );
+
+    // A tc egress filter on the pod's veth: back to redirect_neigh at once
+    // (a qdisc event), and every request passes the host side's transmit
+    // (where the egress hooks run; this kernel has no tc actions to count
+    // with, so its transmit counter tells).
+    env.topo.node.exec_ok(&["tc", "qdisc", "add", "dev", &p0, "clsact"]).expect("clsact on the pod's veth");
+    env.topo
+        .node
+        .exec_ok(&["tc", "filter", "add", "dev", &p0, "egress", "u32", "match", "u32", "0", "0", "classid", "1:1"])
+        .expect("an egress filter on the pod's veth");
+    let took = wait_peer(&env, &p0, false);
+    eprintln!("{p0} left peer redirect {took:?} after its clsact qdisc was added");
+    assert!(peer_veths(&env).contains(&c0), "the client's veth keeps it");
+    let (tx0, peer0) = (tx_packets(&env, &p0), peer(&env));
+    traffic(&env, 20);
+    let (tx1, peer1) = (tx_packets(&env, &p0), peer(&env));
+    assert!(tx1 - tx0 >= 20, "requests transmitted by {p0}'s host side: {}{}", tx1 - tx0, env.diag());
+    assert!(peer1 - peer0 <= 20, "only replies into {c0} by peer redirect: +{}{}", peer1 - peer0, env.diag());
+    env.topo.node.exec_ok(&["tc", "qdisc", "del", "dev", &p0, "clsact"]).expect("removing the clsact qdisc");
+    wait_peer(&env, &p0, true);
+    let tx0 = tx_packets(&env, &p0);
+    traffic(&env, 20);
+    assert!(tx_packets(&env, &p0) - tx0 < 20, "peer redirect again after the filter went{}", env.diag());
 }
 
 /// One flow sending a datagram every millisecond while the pod's XDP

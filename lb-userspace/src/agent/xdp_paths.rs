@@ -3,12 +3,14 @@
 //! kernel announces a change of an interface's XDP features (the `netdev`
 //! family's `mgmt` group: e.g. a veth's peer gains or loses its XDP program
 //! or GRO), on link events, and every [`RECHECK_EVERY`] as a backstop (new
-//! `--interface-glob` interfaces, lost notifications). A change goes to the
-//! agent's apply loop, the one writer of the maps ([`Receiver`]), which
-//! writes the interface's capabilities: only the way packets leave
-//! changes, flows in progress keep their backends.
+//! `--interface-glob` interfaces, lost notifications). The same loop keeps
+//! the set of pods' veths the tc program may redirect straight into
+//! (`host::peer_veth`), re-scanned on link and qdisc events and on every
+//! re-check. A change goes to the agent's apply loop, the one writer of the
+//! maps ([`Receiver`]), which writes the interfaces' capabilities: only the
+//! way packets leave changes, flows in progress keep their backends.
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, BTreeSet, HashMap},
     sync::{Arc, Mutex, PoisonError},
     time::Duration,
 };
@@ -22,6 +24,7 @@ use crate::{
         follow::Programs,
         iface,
         netwatch::{Interest, Watcher},
+        peer_veth,
         xdp_features::{Features, Notifications},
         xdp_path::{decide, Facts, Path},
     },
@@ -44,6 +47,15 @@ pub struct Change {
 
 /// The path of each interface as written to the maps (for `xlb status`).
 pub type Table = Arc<Mutex<HashMap<String, Path>>>;
+
+/// What the watcher sends the apply loop.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// An attached interface's new path.
+    Path(Change),
+    /// The veths that get peer redirects from now on (ifindex → name).
+    Peers(BTreeMap<u32, String>),
+}
 
 /// Decides the path of an attached interface from what the kernel says.
 pub struct Decider {
@@ -100,6 +112,28 @@ impl Decider {
         Some(Change { iface: name.to_owned(), ifindex, path: decide(&facts) })
     }
 
+    /// The veths the tc program may redirect into the peer of (ifindex →
+    /// name); each refused one is logged at debug level with its reason.
+    pub fn peers(&self) -> BTreeMap<u32, String> {
+        let scanned = match peer_veth::scan(self.features.as_ref()) {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(error = %e, "listing the veths for peer redirects: none get them until the next re-check");
+                return BTreeMap::new();
+            }
+        };
+        scanned
+            .into_iter()
+            .filter_map(|(ifindex, facts)| match peer_veth::decide(&facts) {
+                Ok(()) => Some((ifindex, facts.name)),
+                Err(why) => {
+                    tracing::debug!(iface = %facts.name, reason = %why, "veth: bpf_redirect_neigh");
+                    None
+                }
+            })
+            .collect()
+    }
+
     /// The `mgmt` notifications of the kernel's `netdev` family, if any.
     fn notifications(&self) -> Option<Notifications> {
         let family = self.features.as_ref()?.family();
@@ -126,32 +160,59 @@ pub fn apply(writer: &mut MapWriter, table: &Table, change: &Change) -> Result<(
     Ok(())
 }
 
+/// Writes the veths that get peer redirects, logging those that gain or
+/// lose them.
+pub fn apply_peers(writer: &mut MapWriter, peers: &BTreeMap<u32, String>) -> Result<(), WriteError> {
+    let before = writer.peer_veths().clone();
+    let wanted: BTreeSet<u32> = peers.keys().copied().collect();
+    let written = writer.set_peer_veths(&wanted);
+    let after = writer.peer_veths();
+    for (ifindex, name) in peers {
+        if after.contains(ifindex) && !before.contains(ifindex) {
+            info!(iface = %name, ifindex, "veth: packets to its pod go straight into the pod's namespace (bpf_redirect_peer)");
+        }
+    }
+    for ifindex in before.difference(after) {
+        info!(ifindex, "veth: back to bpf_redirect_neigh (changed or gone)");
+    }
+    written
+}
+
 /// The apply loop's end: the changes the watcher sends.
 pub struct Receiver {
-    rx: mpsc::UnboundedReceiver<Change>,
+    rx: mpsc::UnboundedReceiver<Event>,
     table: Table,
 }
 
 impl Receiver {
     /// The next change (pending forever once the watcher is gone).
-    pub async fn next(&mut self) -> Change {
+    pub async fn next(&mut self) -> Event {
         match self.rx.recv().await {
             Some(c) => c,
             None => std::future::pending().await,
         }
     }
 
-    /// Writes it (see [`apply`]).
-    pub fn apply(&self, writer: &mut MapWriter, change: &Change) {
-        if let Err(e) = apply(writer, &self.table, change) {
-            warn!(iface = %change.iface, error = %e, "writing the interface's transmit path; the next re-check retries");
+    /// Writes it (see [`apply`], [`apply_peers`]).
+    pub fn apply(&self, writer: &mut MapWriter, event: &Event) {
+        match event {
+            Event::Path(change) => {
+                if let Err(e) = apply(writer, &self.table, change) {
+                    warn!(iface = %change.iface, error = %e, "writing the interface's transmit path; the next re-check retries");
+                }
+            }
+            Event::Peers(peers) => {
+                if let Err(e) = apply_peers(writer, peers) {
+                    warn!(error = %e, "writing the veths for peer redirects; the next re-check retries");
+                }
+            }
         }
     }
 }
 
 /// Starts the watcher of the interfaces in `programs`; `table` holds the
-/// paths written at start. Returns the apply loop's end.
-pub fn spawn(decider: Decider, programs: Arc<Mutex<Programs>>, table: Table) -> Receiver {
+/// paths written at start, `peers` the veths. Returns the apply loop's end.
+pub fn spawn(decider: Decider, programs: Arc<Mutex<Programs>>, table: Table, peers: BTreeMap<u32, String>) -> Receiver {
     let (tx, rx) = mpsc::unbounded_channel();
     let notify = Arc::new(Notify::new());
     if let Some(notes) = decider.notifications() {
@@ -167,8 +228,9 @@ pub fn spawn(decider: Decider, programs: Arc<Mutex<Programs>>, table: Table) -> 
             warn!(error = %e, "cannot listen for XDP feature changes");
         }
     }
-    let mut links = Watcher::shared().map(|w| w.subscribe(Interest::LINKS)).ok();
+    let mut links = Watcher::shared().map(|w| w.subscribe(Interest::LINKS_AND_QDISCS)).ok();
     let written = table.clone();
+    let mut sent_peers = peers;
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(RECHECK_EVERY);
         loop {
@@ -190,10 +252,17 @@ pub fn spawn(decider: Decider, programs: Arc<Mutex<Programs>>, table: Table) -> 
             };
             for (name, mode) in &attached {
                 let Some(change) = decider.decide(name, *mode) else { continue };
-                if table.get(name) != Some(&change.path) && tx.send(change).is_err() {
+                if table.get(name) != Some(&change.path) && tx.send(Event::Path(change)).is_err() {
                     return;
                 }
             }
+            // Sent when it changed, and on every tick (the writer writes
+            // only what differs from its mirror: a failed write is retried).
+            let peers = decider.peers();
+            if (peers != sent_peers || !peers.is_empty()) && tx.send(Event::Peers(peers.clone())).is_err() {
+                return;
+            }
+            sent_peers = peers;
         }
     });
     Receiver { rx, table }

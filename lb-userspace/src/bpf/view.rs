@@ -16,7 +16,7 @@ use std::{
 use aya::maps::{Map, MapData};
 
 use crate::bpf::{
-    handles::{self as kind, open, Handle, Pinned as _},
+    handles::{self as kind, open, Handle, Pinned},
     maps::{map_dir, MapsError},
 };
 
@@ -136,11 +136,10 @@ impl MapsView {
     }
 }
 
-/// The VIPs in the pinned `XLB_ANNOUNCE` (the VIPs this node answers ARP
-/// and NDP for), opened read-only, sorted; `None` when it is not pinned (no
-/// agent, or one of an xlb without announcements).
-pub fn announced_vips(pin_path: &Path) -> Result<Option<Vec<std::net::IpAddr>>, MapsError> {
-    let name = kind::Announce::NAME;
+/// A pinned map of kind `K`, opened read-only; `None` when it is not pinned
+/// (no agent, or one of an xlb without that map).
+fn open_pinned<K: Pinned>(pin_path: &Path) -> Result<Option<Handle<K>>, MapsError> {
+    let name = K::NAME;
     let path = map_dir(pin_path).join(name);
     let fd = match open_read_only(&path) {
         Ok(fd) => fd,
@@ -153,10 +152,17 @@ pub fn announced_vips(pin_path: &Path) -> Result<Option<Vec<std::net::IpAddr>>, 
         }
     };
     let data = MapData::from_fd(fd).map_err(|source| MapsError::Open { name, source })?;
-    let map: Handle<kind::Announce> = Map::from_map_data(data)
+    let map = Map::from_map_data(data)
         .map_err(|source| MapsError::Open { name, source })?
         .try_into()
         .map_err(|source| MapsError::Open { name, source })?;
+    Ok(Some(map))
+}
+
+/// The VIPs in the pinned `XLB_ANNOUNCE` (the VIPs this node answers ARP
+/// and NDP for), sorted; `None` when it is not pinned.
+pub fn announced_vips(pin_path: &Path) -> Result<Option<Vec<std::net::IpAddr>>, MapsError> {
+    let Some(map) = open_pinned::<kind::Announce>(pin_path)? else { return Ok(None) };
     let mut vips: Vec<std::net::IpAddr> = map
         .iter()
         .filter_map(Result::ok)
@@ -165,6 +171,24 @@ pub fn announced_vips(pin_path: &Path) -> Result<Option<Vec<std::net::IpAddr>>, 
         .collect();
     vips.sort();
     Ok(Some(vips))
+}
+
+/// The veths in the pinned `XLB_IFACES` with `IF_F_PEER` (the tc program
+/// sends into their peers with `bpf_redirect_peer`), by name in this
+/// namespace (`#N` for an index without one), sorted; `None` when it is
+/// not pinned.
+pub fn peer_veths(pin_path: &Path) -> Result<Option<Vec<String>>, MapsError> {
+    let Some(map) = open_pinned::<kind::Ifaces>(pin_path)? else { return Ok(None) };
+    let mut names: Vec<String> = map
+        .iter()
+        .filter_map(Result::ok)
+        .filter(|(_, caps)| caps & lb_common::IF_F_PEER != 0)
+        .map(|(i, _)| {
+            nix::net::if_::if_indextoname(i).ok().and_then(|n| n.into_string().ok()).unwrap_or(format!("#{i}"))
+        })
+        .collect();
+    names.sort();
+    Ok(Some(names))
 }
 
 /// One [`MapsView`] kept across uses (the `/metrics` scrapes): opened on

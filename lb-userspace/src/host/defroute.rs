@@ -11,13 +11,11 @@
 //! [`dump`] and [`interfaces`] talk to it.
 use std::{io, time::Duration};
 
-use netlink_packet_core::NetlinkBuffer;
-use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 use tracing::{info, warn};
 
 use crate::host::{
     netwatch::{Interest, Watcher},
-    rtnetlink::Kind,
+    rtnetlink::{self, attrs, Kind},
 };
 
 /// `RTA_OIF`.
@@ -30,10 +28,6 @@ const RTA_TABLE: u16 = 15;
 const RT_TABLE_MAIN: u32 = 254;
 /// `RTN_UNICAST`.
 const RTN_UNICAST: u8 = 1;
-/// `NLMSG_ERROR`.
-const NLMSG_ERROR: u16 = 2;
-/// `NLMSG_DONE`.
-const NLMSG_DONE: u16 = 3;
 
 /// The facts of one route that matter here.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -97,67 +91,17 @@ fn u32_of(v: &[u8]) -> Option<u32> {
     Some(u32::from_ne_bytes(v.get(..4)?.try_into().ok()?))
 }
 
-/// The `rtattr`s of a buffer: (type, value).
-fn attrs(mut rest: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
-    std::iter::from_fn(move || {
-        let hdr = rest.get(..4)?;
-        let len = usize::from(u16::from_ne_bytes([hdr[0], hdr[1]]));
-        let kind = u16::from_ne_bytes([hdr[2], hdr[3]]) & 0x3fff;
-        let value = rest.get(4..len)?;
-        rest = rest.get(len.next_multiple_of(4)..).unwrap_or(&[]);
-        Some((kind, value))
-    })
-}
-
 /// The `RTM_GETROUTE` dump request of every family.
 fn dump_request(seq: u32) -> Vec<u8> {
-    let mut m = Vec::with_capacity(28);
-    m.extend_from_slice(&28u32.to_ne_bytes());
-    m.extend_from_slice(&libc::RTM_GETROUTE.to_ne_bytes());
-    let flags = (libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16;
-    m.extend_from_slice(&flags.to_ne_bytes());
-    m.extend_from_slice(&seq.to_ne_bytes());
-    m.extend_from_slice(&0u32.to_ne_bytes());
-    m.extend_from_slice(&[0u8; 12]); // rtmsg: AF_UNSPEC, everything else 0
-    m
+    // rtmsg: AF_UNSPEC, everything else 0.
+    rtnetlink::dump_request(libc::RTM_GETROUTE, seq, &[0u8; 12])
 }
 
 /// Every route of this network namespace (all tables, both families).
 pub fn dump() -> io::Result<Vec<Route>> {
-    let mut socket = Socket::new(NETLINK_ROUTE)?;
-    socket.bind_auto()?;
-    let fd = std::os::fd::AsFd::as_fd(&socket);
-    let timeout = nix::sys::time::TimeVal::new(5, 0);
-    nix::sys::socket::setsockopt(&fd, nix::sys::socket::sockopt::ReceiveTimeout, &timeout).map_err(io::Error::from)?;
     let seq = 1;
-    socket.send_to(&dump_request(seq), &SocketAddr::new(0, 0), 0)?;
-    let mut routes = Vec::new();
-    let mut buf = vec![0u8; 64 * 1024];
-    for _ in 0..100_000 {
-        let n = socket.recv(&mut &mut buf[..], 0)?;
-        let mut rest = &buf[..n.min(buf.len())];
-        while let Ok(message) = NetlinkBuffer::new_checked(rest) {
-            let (ty, len) = (message.message_type(), message.length() as usize);
-            if message.sequence_number() == seq {
-                match ty {
-                    NLMSG_DONE => return Ok(routes),
-                    NLMSG_ERROR => {
-                        let code = message
-                            .payload()
-                            .get(..4)
-                            .map_or(0, |c| i32::from_ne_bytes(c.try_into().unwrap_or([0; 4])));
-                        if code != 0 {
-                            return Err(io::Error::from_raw_os_error(-code));
-                        }
-                    }
-                    libc::RTM_NEWROUTE => routes.extend(parse_route(message.payload())),
-                    _ => {}
-                }
-            }
-            rest = rest.get(len.next_multiple_of(4).max(16)..).unwrap_or(&[]);
-        }
-    }
-    Err(io::Error::other("the route dump did not end"))
+    let payloads = rtnetlink::dump(&dump_request(seq), seq, libc::RTM_NEWROUTE)?;
+    Ok(payloads.iter().filter_map(|p| parse_route(p)).collect())
 }
 
 /// Why [`interfaces`] found nothing to attach to.
@@ -288,7 +232,7 @@ mod tests {
     fn dump_request_is_a_full_dump_of_every_family() {
         let m = dump_request(7);
         assert_eq!(m.len(), 28);
-        let msg = NetlinkBuffer::new_checked(&m[..]).unwrap();
+        let msg = netlink_packet_core::NetlinkBuffer::new_checked(&m[..]).unwrap();
         assert_eq!((msg.message_type(), msg.length(), msg.sequence_number()), (libc::RTM_GETROUTE, 28, 7));
         assert_eq!(i32::from(msg.flags()), libc::NLM_F_REQUEST | libc::NLM_F_DUMP);
         assert_eq!(msg.payload()[0], 0, "AF_UNSPEC");

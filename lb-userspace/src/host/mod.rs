@@ -7,6 +7,7 @@ pub mod defroute;
 pub mod follow;
 pub mod iface;
 pub mod netwatch;
+pub mod peer_veth;
 pub mod routegen;
 pub mod rtnetlink;
 pub mod xdp_features;

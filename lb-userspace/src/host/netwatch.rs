@@ -1,6 +1,6 @@
 //! The routing-netlink watcher: one socket per network namespace, member of
-//! every group the agent follows (links, addresses, routes, neighbours,
-//! rules; IPv4 and IPv6), read by one thread that counts the notifications
+//! every group the agent follows (links, qdiscs, addresses, routes,
+//! neighbours, rules; IPv4 and IPv6), read by one thread that counts the notifications
 //! by [`Kind`] and fans them out to its subscribers: the interface follower
 //! (`follow`, links), the next-hop cache's route generation (`routegen`,
 //! everything) and the writer's route epoch (`writer::routes`, links,
@@ -32,10 +32,13 @@ pub struct Interest(u8);
 impl Interest {
     /// Links only (the interface follower).
     pub const LINKS: Self = Self::of(&[Kind::Link]);
+    /// Links and qdiscs (the transmit paths, `host::peer_veth`).
+    pub const LINKS_AND_QDISCS: Self = Self::of(&[Kind::Link, Kind::Qdisc]);
     /// What changes the route to an address: links, addresses, routes,
     /// rules (the writer's route epoch).
     pub const ROUTING: Self = Self::of(&[Kind::Link, Kind::Address, Kind::Route, Kind::Rule]);
-    /// Everything, neighbours too (the next-hop cache).
+    /// Everything routing and neighbours depend on (the next-hop cache;
+    /// not qdiscs).
     pub const ALL: Self = Self::of(&[Kind::Link, Kind::Address, Kind::Route, Kind::Neighbour, Kind::Rule]);
 
     /// The set of these kinds.

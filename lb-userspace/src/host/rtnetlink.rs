@@ -10,6 +10,8 @@ use netlink_sys::{protocols::NETLINK_ROUTE, SocketAddr};
 
 /// `RTMGRP_LINK`: links appear, change, go.
 pub const GROUP_LINK: u32 = 0x1;
+/// `RTMGRP_TC`: qdiscs and tc filters.
+pub const GROUP_TC: u32 = 0x8;
 /// `RTMGRP_NEIGH`: neighbour entries.
 pub const GROUP_NEIGH: u32 = 0x4;
 /// `RTMGRP_IPV4_IFADDR`.
@@ -27,6 +29,7 @@ pub const GROUP_NR_IPV6_RULE: u32 = 19;
 
 /// Every group above: what the watcher of a namespace listens to.
 pub const ALL_GROUPS: u32 = GROUP_LINK
+    | GROUP_TC
     | GROUP_NEIGH
     | GROUP_IPV4_IFADDR
     | GROUP_IPV4_ROUTE
@@ -47,11 +50,13 @@ pub enum Kind {
     Neighbour,
     /// `RTM_NEWRULE`/`RTM_DELRULE` (IPv4 and IPv6).
     Rule,
+    /// `RTM_NEWQDISC`/`RTM_DELQDISC`.
+    Qdisc,
 }
 
 impl Kind {
     /// How many kinds there are (for arrays indexed by `kind as usize`).
-    pub const COUNT: usize = 5;
+    pub const COUNT: usize = 6;
 
     /// The kind of a message of type `nlmsg_type`; `None` for the rest
     /// (`NLMSG_DONE`, errors, types no group above sends).
@@ -62,6 +67,7 @@ impl Kind {
             libc::RTM_NEWROUTE | libc::RTM_DELROUTE => Some(Self::Route),
             libc::RTM_NEWNEIGH | libc::RTM_DELNEIGH => Some(Self::Neighbour),
             libc::RTM_NEWRULE | libc::RTM_DELRULE => Some(Self::Rule),
+            libc::RTM_NEWQDISC | libc::RTM_DELQDISC => Some(Self::Qdisc),
             _ => None,
         }
     }
@@ -106,6 +112,78 @@ pub fn read(socket: &Socket, buf: &mut [u8]) -> io::Result<Read> {
             _ => return Err(err),
         }
     }
+}
+
+/// A dump request (`NLM_F_REQUEST | NLM_F_DUMP`) of type `ty` whose
+/// payload is `header` (the family's fixed header, e.g. `rtmsg`).
+pub fn dump_request(ty: u16, seq: u32, header: &[u8]) -> Vec<u8> {
+    let len = 16 + header.len();
+    let mut m = Vec::with_capacity(len);
+    m.extend_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_ne_bytes());
+    m.extend_from_slice(&ty.to_ne_bytes());
+    let flags = (libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16;
+    m.extend_from_slice(&flags.to_ne_bytes());
+    m.extend_from_slice(&seq.to_ne_bytes());
+    m.extend_from_slice(&0u32.to_ne_bytes());
+    m.extend_from_slice(header);
+    m
+}
+
+/// Sends the dump `request` (made by [`dump_request`] with sequence number
+/// `seq`) on a new socket and returns the payload of every answer of type
+/// `reply` (a 5-second timeout per read).
+pub fn dump(request: &[u8], seq: u32, reply: u16) -> io::Result<Vec<Vec<u8>>> {
+    let mut socket = Socket::new(NETLINK_ROUTE)?;
+    socket.bind_auto()?;
+    let fd = std::os::fd::AsFd::as_fd(&socket);
+    let timeout = nix::sys::time::TimeVal::new(5, 0);
+    nix::sys::socket::setsockopt(&fd, nix::sys::socket::sockopt::ReceiveTimeout, &timeout).map_err(io::Error::from)?;
+    socket.send_to(request, &SocketAddr::new(0, 0), 0)?;
+    let mut found = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    for _ in 0..100_000 {
+        let n = socket.recv(&mut &mut buf[..], 0)?;
+        let mut rest = &buf[..n.min(buf.len())];
+        while let Ok(message) = NetlinkBuffer::new_checked(rest) {
+            let (ty, len) = (message.message_type(), message.length() as usize);
+            if message.sequence_number() == seq {
+                match ty {
+                    NLMSG_DONE => return Ok(found),
+                    NLMSG_ERROR => {
+                        let code = message
+                            .payload()
+                            .get(..4)
+                            .map_or(0, |c| i32::from_ne_bytes(c.try_into().unwrap_or([0; 4])));
+                        if code != 0 {
+                            return Err(io::Error::from_raw_os_error(-code));
+                        }
+                    }
+                    t if t == reply => found.push(message.payload().to_vec()),
+                    _ => {}
+                }
+            }
+            rest = rest.get(len.next_multiple_of(4).max(16)..).unwrap_or(&[]);
+        }
+    }
+    Err(io::Error::other("the dump did not end"))
+}
+
+/// `NLMSG_DONE`.
+const NLMSG_DONE: u16 = libc::NLMSG_DONE as u16;
+/// `NLMSG_ERROR`.
+const NLMSG_ERROR: u16 = libc::NLMSG_ERROR as u16;
+
+/// The `rtattr`s of a buffer: (type without the nested/byte-order bits,
+/// value); a truncated tail ends the walk.
+pub fn attrs(mut rest: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+    std::iter::from_fn(move || {
+        let hdr = rest.get(..4)?;
+        let len = usize::from(u16::from_ne_bytes([hdr[0], hdr[1]]));
+        let kind = u16::from_ne_bytes([hdr[2], hdr[3]]) & 0x3fff;
+        let value = rest.get(4..len)?;
+        rest = rest.get(len.next_multiple_of(4)..).unwrap_or(&[]);
+        Some((kind, value))
+    })
 }
 
 /// The type of every netlink message in a datagram, in order (a
@@ -159,6 +237,7 @@ mod tests {
         assert_eq!(Kind::of(libc::RTM_NEWROUTE), Some(Kind::Route));
         assert_eq!(Kind::of(libc::RTM_NEWNEIGH), Some(Kind::Neighbour));
         assert_eq!(Kind::of(libc::RTM_DELRULE), Some(Kind::Rule));
+        assert_eq!(Kind::of(libc::RTM_NEWQDISC), Some(Kind::Qdisc));
         assert_eq!(Kind::of(libc::NLMSG_ERROR as u16), None);
     }
 }

@@ -54,7 +54,7 @@ case!(handoff_to_tc_names_node_and_ingress, |lab| {
     lab.apply(vec![service("dns", VIP4, 53, Udp, Snat, &[("10.1.0.2:5353", 1)])]);
     let pkt = client_pkt(Udp, &sa(CLIENT4, 33000), &sa(VIP4, 53), 0);
     let (v0, v1) = (lab.v0, lab.v1);
-    let want = |ingress: u32, node_tag: u32| ForwardMeta { magic: META_MAGIC, ifindex: v0, ingress, node_tag };
+    let want = |ingress: u32, node_tag: u32| ForwardMeta { magic: META_MAGIC_ROUTED, ifindex: v0, ingress, node_tag };
     let meta = |out: &harness::Out| {
         let w = |i: usize| u32::from_ne_bytes(out.meta[i * 4..i * 4 + 4].try_into().unwrap());
         assert_eq!(out.meta.len(), 16, "forward metadata length");

@@ -2,7 +2,7 @@
 //! counter deltas, metadata, and the output frame (checked through
 //! etherparse, see `frame_decode.rs`).
 
-use lb_common::{stats::STAT_COUNT, ForwardMeta, Stat, META_MAGIC};
+use lb_common::{stats::STAT_COUNT, ForwardMeta, Stat, META_MAGIC, META_MAGIC_ROUTED};
 
 use super::verdict_name;
 use crate::frame::{decode, Csum, Decoded, Pkt};
@@ -95,12 +95,23 @@ impl Out {
     }
 
     /// Metadata asking this node's tc program, on the ingress interface, to
-    /// forward out of `ifindex`.
+    /// forward out of `ifindex`, the MACs already set from the FIB's
+    /// neighbour (the tc program may redirect into a veth's peer).
     pub fn to_tc(&self, ifindex: u32) -> &Self {
+        self.handed_off(META_MAGIC_ROUTED, ifindex)
+    }
+
+    /// As [`Self::to_tc`], with no neighbour known: the tc program routes
+    /// and resolves it (`bpf_redirect_neigh`).
+    pub fn to_tc_unresolved(&self, ifindex: u32) -> &Self {
+        self.handed_off(META_MAGIC, ifindex)
+    }
+
+    fn handed_off(&self, magic: u32, ifindex: u32) -> &Self {
         assert_eq!(self.meta.len(), std::mem::size_of::<ForwardMeta>(), "no forward metadata\n{}", self.describe());
         let word = |i: usize| u32::from_ne_bytes(self.meta[i * 4..i * 4 + 4].try_into().unwrap());
         let got = ForwardMeta { magic: word(0), ifindex: word(1), ingress: word(2), node_tag: word(3) };
-        let want = ForwardMeta { magic: META_MAGIC, ifindex, ingress: self.ingress, node_tag: self.node_tag };
+        let want = ForwardMeta { magic, ifindex, ingress: self.ingress, node_tag: self.node_tag };
         assert_eq!(got, want, "forward metadata\n{}", self.describe());
         self
     }

@@ -75,7 +75,7 @@ case!(backend_without_neighbour_goes_to_kernel, |lab| {
     lab.add_tx_port(v0);
     let pkt = udp4_to_vip();
     let out = lab.run(&pkt.build());
-    out.expect(XDP_PASS, &[Stat::FlowNew, Stat::FwdKernel]).to_tc(v0);
+    out.expect(XDP_PASS, &[Stat::FlowNew, Stat::FwdKernel]).to_tc_unresolved(v0);
     // No MACs from the FIB: the Ethernet header is left for tc's redirect_neigh.
     out.frame_is(&rewritten(&pkt, pkt.eth_src, pkt.eth_dst, pkt.src, sock("10.1.0.99:53")));
 });

@@ -58,6 +58,7 @@
 mod announce;
 mod apply;
 pub mod encode;
+mod ifaces;
 mod memory;
 pub mod ops;
 mod plan;
@@ -223,6 +224,8 @@ pub struct MapWriter<M: MapOps = Maps> {
     announced: BTreeSet<[u8; 16]>,
     /// Mirror of `XLB_SETTINGS.flags` (`SETTINGS_F_*`).
     settings_flags: u32,
+    /// Mirror of `XLB_IFACES` (`ifaces`).
+    ifaces: ifaces::IfaceCaps,
 }
 
 impl MapWriter {
@@ -237,27 +240,6 @@ impl MapWriter {
     pub fn set_settings(&mut self, settings: lb_common::settings::Settings) -> Result<(), WriteError> {
         let flags = self.settings_flags;
         self.maps.settings.set(0, Settings { flags, ..settings }, 0).map_err(map_err(lb_common::names::SETTINGS))
-    }
-
-    /// Records what XDP may do on interface `ifindex` (`XLB_IFACES`:
-    /// `IF_F_*` bits); with `IF_F_REDIRECT` the interface also enters the
-    /// devmap (`XLB_TX_PORTS`) that redirects into it, without it the
-    /// interface leaves the devmap. The devmap changes first when the
-    /// interface gains the bit and last when it loses it: the next-hop cache
-    /// may still hold the old bits for a moment, and a redirect into an
-    /// interface that is not in the devmap fails over to the kernel's path.
-    pub fn set_interface_caps(&mut self, ifindex: u32, caps: u32) -> Result<(), WriteError> {
-        if caps & lb_common::IF_F_REDIRECT != 0 {
-            self.maps.tx_ports.insert(ifindex, ifindex, None, 0).map_err(WriteError::Devmap)?;
-            self.maps.ifaces.insert(ifindex, caps, 0).map_err(map_err(lb_common::names::IFACES))?;
-            return Ok(());
-        }
-        self.maps.ifaces.insert(ifindex, caps, 0).map_err(map_err(lb_common::names::IFACES))?;
-        match self.maps.tx_ports.remove(ifindex) {
-            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-            Err(aya::maps::MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => Ok(()),
-            Err(e) => Err(WriteError::Devmap(e.into())),
-        }
     }
 }
 

@@ -188,6 +188,7 @@ impl<M: MapOps> MapWriter<M> {
             announce_wanted: announced.clone(),
             announced,
             settings_flags,
+            ifaces: super::ifaces::IfaceCaps::default(),
         }
         .with_prefilter()
     }
