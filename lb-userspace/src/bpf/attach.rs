@@ -89,12 +89,29 @@ pub fn load(ebpf: &mut Ebpf) -> Result<()> {
     Ok(())
 }
 
-/// Attaches the (loaded) programs to one interface: XDP, and tc ingress
-/// for packets XDP hands to the kernel. A link pinned by a previous agent
+/// Attaches the (loaded) programs to one interface: tc ingress for packets
+/// XDP hands to the kernel, then XDP. A link pinned by a previous agent
 /// on this interface (stopped with `--keep-on-exit`, or dead) is taken over
 /// instead (no gap). The links are pinned at once, so the programs stay
 /// attached if this agent dies.
 pub fn attach_one(ebpf: &mut Ebpf, iface: &str, mode: XdpModeArg, pin_path: &Path) -> Result<Attached> {
+    // tc first: this agent's tc program reads the hand-offs of an earlier
+    // agent's XDP program as well as its own, while an earlier tc program
+    // would leave this XDP program's routed hand-offs (`META_MAGIC_ROUTED`)
+    // to the kernel during the swap.
+    let tc: &mut SchedClassifier =
+        ebpf.program_mut(TC_PROG).context("tc program missing from the object")?.try_into()?;
+    let tc_pin = link_pin(pin_path, "tc", iface);
+    let tc_id = match take_pinned(&tc_pin)? {
+        Some(fd) => {
+            let link = SchedClassifierLink::try_from(fd).context("pinned tc link")?;
+            tc.attach_to_link(link)
+                .with_context(|| format!("replacing the program of the pinned tc link on {iface}"))?
+        }
+        None => tc
+            .attach(iface, TcAttachType::Ingress)
+            .with_context(|| format!("attaching the tc ingress program to {iface}"))?,
+    };
     let xdp: &mut Xdp = ebpf.program_mut(XDP_PROG).context("XDP program missing from the object")?.try_into()?;
     let xdp_pin = link_pin(pin_path, "xdp", iface);
     let (m, xdp_id) = if let Some(fd) = take_pinned(&xdp_pin)? {
@@ -124,19 +141,6 @@ pub fn attach_one(ebpf: &mut Ebpf, iface: &str, mode: XdpModeArg, pin_path: &Pat
         })?;
         info!(%iface, mode = ?m, "XDP attached");
         (m, id)
-    };
-    let tc: &mut SchedClassifier =
-        ebpf.program_mut(TC_PROG).context("tc program missing from the object")?.try_into()?;
-    let tc_pin = link_pin(pin_path, "tc", iface);
-    let tc_id = match take_pinned(&tc_pin)? {
-        Some(fd) => {
-            let link = SchedClassifierLink::try_from(fd).context("pinned tc link")?;
-            tc.attach_to_link(link)
-                .with_context(|| format!("replacing the program of the pinned tc link on {iface}"))?
-        }
-        None => tc
-            .attach(iface, TcAttachType::Ingress)
-            .with_context(|| format!("attaching the tc ingress program to {iface}"))?,
     };
     let links = if links_pinnable() {
         std::fs::create_dir_all(pin_path.join("links")).context("creating the links pin directory")?;

@@ -60,12 +60,16 @@ pub(crate) enum Case {
     TcNeigh,
     /// ... and with `bpf_redirect_peer`.
     TcPeer,
-    /// xlb (preserve) to backends behind such veths: its fallback.
+    /// xlb (preserve) to backends behind such veths: its fallback, which
+    /// sends into them with `bpf_redirect_peer` ...
     XlbFallback,
+    /// ... and with `bpf_redirect_neigh` (a `clsact` qdisc on b4/b5 while
+    /// it is measured takes them off the peer redirect).
+    XlbFallbackNeigh,
 }
 
 impl Case {
-    pub(crate) const ALL: [Case; 15] = [
+    pub(crate) const ALL: [Case; 16] = [
         Case::Ceiling,
         Case::MinFwd,
         Case::XlbSnat,
@@ -81,6 +85,7 @@ impl Case {
         Case::TcNeigh,
         Case::TcPeer,
         Case::XlbFallback,
+        Case::XlbFallbackNeigh,
     ];
 
     /// The generator's traffic toward this case.
@@ -128,6 +133,7 @@ impl Case {
             Case::TcNeigh => "tc_redirect_neigh",
             Case::TcPeer => "tc_redirect_peer",
             Case::XlbFallback => "xlb_preserve_skb_fallback",
+            Case::XlbFallbackNeigh => "xlb_preserve_skb_fallback_neigh",
         }
     }
 
@@ -147,7 +153,8 @@ impl Case {
             Case::XlbUntrackedNew => "new flow/packet: xlb, untracked",
             Case::TcNeigh => "no XDP on peer: tc, redirect_neigh",
             Case::TcPeer => "no XDP on peer: tc, redirect_peer",
-            Case::XlbFallback => "no XDP on peer: xlb, preserve",
+            Case::XlbFallback => "no XDP on peer: xlb, preserve (redirect_peer)",
+            Case::XlbFallbackNeigh => "no XDP on peer: xlb, preserve, clsact on b4/b5 (redirect_neigh)",
         }
     }
 
@@ -161,7 +168,7 @@ impl Case {
             Case::Nft | Case::NftNew | Case::NftFlows10 => (2, VIP_NFT),
             Case::XlbUntrackedNew => (1, VIP_UNTRACKED),
             Case::TcNeigh | Case::TcPeer => (4, VIP_TC),
-            Case::XlbFallback => (1, VIP_FALLBACK),
+            Case::XlbFallback | Case::XlbFallbackNeigh => (1, VIP_FALLBACK),
             Case::Nginx => (2, VIP_PROXY),
         }
     }

@@ -128,6 +128,22 @@ impl Bench {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
+    /// Adds (`on`) or removes a `clsact` qdisc on b4 and b5: while it is
+    /// there xlb's agent sends into them with `bpf_redirect_neigh` instead
+    /// of `bpf_redirect_peer` (it reacts to the qdisc event within
+    /// milliseconds; 300 ms are left for it).
+    pub(crate) fn egress_qdiscs(&mut self, on: bool) -> Result<()> {
+        for dev in ["b4", "b5"] {
+            let verb = if on { "add" } else { "del" };
+            let out = self.lb.output(Command::new("tc").args(["qdisc", verb, "dev", dev, "clsact"])).context("tc")?;
+            if !out.status.success() {
+                bail!("tc qdisc {verb} dev {dev} clsact failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        Ok(())
+    }
+
     /// kube-proxy's nftables mode, reduced to its DNAT: service map ->
     /// numgen random -> endpoint chain -> dnat.
     pub(crate) fn prepare_nft(&mut self) -> Result<()> {

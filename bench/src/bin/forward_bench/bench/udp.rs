@@ -34,9 +34,15 @@ impl Bench {
         if case.is_nft() {
             self.nft_load(true)?;
         }
+        if case == Case::XlbFallbackNeigh {
+            self.egress_qdiscs(true)?;
+        }
         let r = self.udp_slice_inner(case);
         if case.is_nft() {
             self.nft_load(false)?;
+        }
+        if case == Case::XlbFallbackNeigh {
+            self.egress_qdiscs(false)?;
         }
         r
     }
