@@ -19,8 +19,11 @@ impl Bench {
             let c = count(&self.ceiling_sink)?;
             return Ok((c, c));
         }
-        let sinks =
-            if matches!(case, Case::TcNeigh | Case::TcPeer | Case::XlbFallback) { &self.tc_sinks } else { &self.sinks };
+        let sinks = if matches!(case, Case::TcNeigh | Case::TcPeer | Case::XlbFallback | Case::XlbFallbackNeigh) {
+            &self.tc_sinks
+        } else {
+            &self.sinks
+        };
         let a = count(&sinks[0])?;
         let b = count(&sinks[1])?;
         Ok((a + b, a))
