@@ -78,7 +78,7 @@ fn pods_veths_are_followed_by_pattern_including_ones_created_later() {
     let late = LatePod::add(&topo);
     let s7 = udp_echo_server(&late.ns, "10.1.7.2:5353".parse().unwrap(), "late");
     let deadline = Instant::now() + Duration::from_secs(5);
-    while !agent.log().contains("iface=p7") && Instant::now() < deadline {
+    while !agent.log().contains("XDP attached iface=p7") && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(agent.log().contains("XDP attached iface=p7"), "attached to the new veth:\n{}", agent.log());
