@@ -105,7 +105,13 @@ fn once_table_over_a_pipe() {
         let out = ok(args);
         let lines: Vec<&str> = out.lines().collect();
         assert!(lines.len() == 5, "xlb {args:?}: summary, header, 3 rows:\n{out}");
-        assert!(lines[0].starts_with("interval 0.2"), "{args:?}:\n{out}");
+        // The measured interval: at least the 0.2 s asked for, more when a
+        // loaded machine wakes the sampler late (0.31 s seen in CI).
+        let interval: f64 = lines[0]
+            .strip_prefix("interval ")
+            .and_then(|r| r.split('s').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("{args:?}: no interval in the summary:\n{out}"));
+        assert!((0.15..2.0).contains(&interval), "{args:?}: interval {interval}:\n{out}");
         assert!(lines[1].starts_with("SERVICE") && lines[1].contains("PACKETS/S"), "{args:?}:\n{out}");
         for row in &want_rows {
             assert!(lines.iter().any(|l| l.starts_with(row.as_str())), "{args:?}: no row {row:?}:\n{out}");
